@@ -1,0 +1,157 @@
+import { EventEmitter } from 'node:events';
+import type { Logger } from 'pino';
+import { parseNameAddr, SipRequest, SipResponse } from './message';
+import type { UaCore } from './uaCore';
+
+export type DialogState = 'early' | 'confirmed' | 'terminated';
+export type DialogEndReason = 'bye' | 'local-bye' | 'no-ack' | 'session-timer' | 'shutdown' | 'request-timeout';
+
+export interface DialogEvents {
+  confirmed: [];
+  reinvite: [req: SipRequest, reply: (status: number, sdp?: string) => void];
+  info: [req: SipRequest];
+  terminated: [reason: DialogEndReason, req?: SipRequest];
+}
+
+/**
+ * A SIP dialog (RFC 3261 §12): identified by Call-ID and both tags, with the route set from
+ * Record-Route, the remote target from Contact and a CSeq counter per direction. It sends and
+ * receives in-dialog requests; BYE from either side terminates it.
+ */
+export class Dialog extends EventEmitter<DialogEvents> {
+  state: DialogState;
+  localSeq: number;
+  remoteSeq: number;
+  private reinviteInFlight = false;
+
+  constructor(
+    private readonly core: UaCore,
+    readonly callId: string,
+    readonly localTag: string,
+    readonly remoteTag: string,
+    /** Our From (UAC) or To (UAS) name-addr, with our tag. */
+    readonly localAddr: string,
+    /** The peer's name-addr, with its tag. */
+    readonly remoteAddr: string,
+    public remoteTarget: string,
+    readonly routeSet: string[],
+    localSeq: number,
+    remoteSeq: number,
+    state: DialogState,
+    readonly log: Logger,
+  ) {
+    super();
+    this.localSeq = localSeq;
+    this.remoteSeq = remoteSeq;
+    this.state = state;
+  }
+
+  get id(): string {
+    return `${this.callId};${this.localTag};${this.remoteTag}`;
+  }
+
+  /** Builds a request within the dialog (§12.2.1.1). */
+  createRequest(method: string, body = '', contentType = 'application/sdp'): SipRequest {
+    const seq = method === 'ACK' ? this.localSeq : ++this.localSeq;
+    // Loose routing (RFC 3261 §12.2.1.1): Request-URI is the remote target, Route = route set.
+    const req = new SipRequest(method, this.remoteTarget);
+    for (const r of this.routeSet) req.addHeader('Route', r);
+    req.addHeader('Max-Forwards', '70');
+    req.addHeader('From', this.localAddr);
+    req.addHeader('To', this.remoteAddr);
+    req.addHeader('Call-ID', this.callId);
+    req.addHeader('CSeq', `${seq} ${method}`);
+    if (body) {
+      req.addHeader('Content-Type', contentType);
+      req.body = body;
+    }
+    return req;
+  }
+
+  /** Ends the dialog with BYE; `reason` is what 'terminated' reports (no-ack, session-timer...). */
+  async bye(reason: DialogEndReason = 'local-bye'): Promise<void> {
+    if (this.state === 'terminated') return;
+    const req = this.createRequest('BYE');
+    this.terminate(reason);
+    await this.core.sendInDialog(this, req).catch(() => undefined);
+  }
+
+  async reinvite(sdp: string): Promise<SipResponse> {
+    if (this.state === 'terminated') throw new Error('dialog terminated');
+    if (this.reinviteInFlight) throw new Error('a re-INVITE is already in progress');
+    this.reinviteInFlight = true;
+    try {
+      const req = this.createRequest('INVITE', sdp);
+      const res = await this.core.sendInDialog(this, req);
+      if (res.status === 481 || res.status === 408) this.terminate('request-timeout');
+      return res;
+    } finally {
+      this.reinviteInFlight = false;
+    }
+  }
+
+  async info(contentType: string, body: string): Promise<SipResponse> {
+    return this.core.sendInDialog(this, this.createRequest('INFO', body, contentType));
+  }
+
+  async request(method: string, body = '', contentType = 'application/sdp'): Promise<SipResponse> {
+    return this.core.sendInDialog(this, this.createRequest(method, body, contentType));
+  }
+
+  /** An in-dialog request from the peer (already matched by the core). */
+  receive(req: SipRequest, respond: (status: number, reason?: string, opts?: { body?: string; headers?: Array<[string, string]> }) => void): void {
+    const seq = req.cseq.seq;
+    if (req.method !== 'ACK' && req.method !== 'CANCEL') {
+      // §12.2.2: a lower CSeq than seen is out of order.
+      if (seq <= this.remoteSeq && this.remoteSeq !== 0) { respond(500, 'Server Internal Error', { headers: [['Retry-After', '1']] }); return; }
+      this.remoteSeq = seq;
+    }
+    const contact = req.header('contact');
+    if (contact && (req.method === 'INVITE' || req.method === 'UPDATE')) {
+      const na = parseNameAddr(contact);
+      if (na) this.remoteTarget = na.uri;
+    }
+    switch (req.method) {
+      case 'BYE':
+        respond(200, 'OK');
+        this.terminate('bye', req);
+        return;
+      case 'INVITE':
+        if (this.reinviteInFlight) { respond(491, 'Request Pending'); return; } // glare (§14.1)
+        if (this.listenerCount('reinvite') === 0) { respond(488, 'Not Acceptable Here'); return; }
+        this.emit('reinvite', req, (status, sdp) => respond(status, undefined, sdp ? { body: sdp } : undefined));
+        return;
+      case 'UPDATE':
+        if (req.body && this.listenerCount('reinvite') > 0) {
+          this.emit('reinvite', req, (status, sdp) => respond(status, undefined, sdp ? { body: sdp } : undefined));
+          return;
+        }
+        respond(200, 'OK');
+        return;
+      case 'INFO':
+        respond(200, 'OK');
+        this.emit('info', req);
+        return;
+      case 'OPTIONS':
+      case 'NOTIFY':
+        respond(200, 'OK');
+        return;
+      default:
+        respond(405, 'Method Not Allowed');
+    }
+  }
+
+  confirm(): void {
+    if (this.state !== 'early') return;
+    this.state = 'confirmed';
+    this.emit('confirmed');
+  }
+
+  terminate(reason: DialogEndReason, req?: SipRequest): void {
+    if (this.state === 'terminated') return;
+    this.state = 'terminated';
+    this.core.forgetDialog(this);
+    this.log.debug({ reason }, 'dialog terminated');
+    this.emit('terminated', reason, req);
+  }
+}

@@ -1,0 +1,75 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { splitList } from './message';
+
+/**
+ * HTTP Digest for SIP as a client (RFC 3261 §22.4, RFC 2617, RFC 8760 for SHA-256).
+ */
+export interface DigestChallenge {
+  realm: string;
+  nonce: string;
+  opaque?: string;
+  algorithm: 'MD5' | 'SHA-256' | 'MD5-sess' | 'SHA-256-sess';
+  qop?: string[];
+  stale: boolean;
+}
+
+export function parseChallenge(value: string): DigestChallenge | null {
+  const m = /^\s*Digest\s+(.*)$/is.exec(value);
+  if (!m) return null;
+  const params: Record<string, string> = {};
+  for (const part of splitList(m[1])) {
+    const eq = part.indexOf('=');
+    if (eq < 0) continue;
+    const k = part.slice(0, eq).trim().toLowerCase();
+    let v = part.slice(eq + 1).trim();
+    if (v.startsWith('"') && v.endsWith('"')) v = v.slice(1, -1).replace(/\\(.)/g, '$1');
+    params[k] = v;
+  }
+  if (params.realm === undefined || !params.nonce) return null;
+  const alg = (params.algorithm ?? 'MD5').toUpperCase();
+  const algorithm = alg === 'MD5' ? 'MD5' : alg === 'SHA-256' ? 'SHA-256' : alg === 'MD5-SESS' ? 'MD5-sess' : alg === 'SHA-256-SESS' ? 'SHA-256-sess' : null;
+  if (!algorithm) return null;
+  return {
+    realm: params.realm,
+    nonce: params.nonce,
+    opaque: params.opaque,
+    algorithm,
+    qop: params.qop ? params.qop.split(',').map((q) => q.trim().toLowerCase()) : undefined,
+    stale: (params.stale ?? '').toLowerCase() === 'true',
+  };
+}
+
+/** Prefer SHA-256 over MD5 when a server offers both (RFC 8760 §2.4). */
+export function pickChallenge(values: string[]): DigestChallenge | null {
+  const parsed = values.map(parseChallenge).filter((c): c is DigestChallenge => c !== null);
+  return parsed.find((c) => c.algorithm.startsWith('SHA-256')) ?? parsed[0] ?? null;
+}
+
+export class DigestClient {
+  private nc = 0;
+  constructor(private readonly challenge: DigestChallenge, private readonly username: string, private readonly password: string) {}
+
+  authorization(method: string, uri: string, body = ''): string {
+    const c = this.challenge;
+    const hashName = c.algorithm.startsWith('SHA-256') ? 'sha256' : 'md5';
+    const h = (s: string) => createHash(hashName).update(s).digest('hex');
+    const cnonce = randomBytes(8).toString('hex');
+    let ha1 = h(`${this.username}:${c.realm}:${this.password}`);
+    if (c.algorithm.endsWith('-sess')) ha1 = h(`${ha1}:${c.nonce}:${cnonce}`);
+    const qop = c.qop?.includes('auth') ? 'auth' : c.qop?.includes('auth-int') ? 'auth-int' : undefined;
+    const ha2 = qop === 'auth-int' ? h(`${method}:${uri}:${h(body)}`) : h(`${method}:${uri}`);
+    const parts = [`username="${this.username}"`, `realm="${c.realm}"`, `nonce="${c.nonce}"`, `uri="${uri}"`];
+    let response: string;
+    if (qop) {
+      this.nc++;
+      const nc = this.nc.toString(16).padStart(8, '0');
+      response = h(`${ha1}:${c.nonce}:${nc}:${cnonce}:${qop}:${ha2}`);
+      parts.push(`response="${response}"`, `algorithm=${c.algorithm}`, `cnonce="${cnonce}"`, `qop=${qop}`, `nc=${nc}`);
+    } else {
+      response = h(`${ha1}:${c.nonce}:${ha2}`);
+      parts.push(`response="${response}"`, `algorithm=${c.algorithm}`);
+    }
+    if (c.opaque !== undefined) parts.push(`opaque="${c.opaque}"`);
+    return `Digest ${parts.join(', ')}`;
+  }
+}

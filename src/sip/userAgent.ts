@@ -1,0 +1,701 @@
+import { EventEmitter } from 'node:events';
+import { randomBytes } from 'node:crypto';
+import { isIP } from 'node:net';
+import { lookup } from 'node:dns/promises';
+import type { Logger } from 'pino';
+import {
+  formatVia, parseNameAddr, parseUri, parseVia, SipRequest, SipResponse, type SipParseError, type SipSource,
+} from './message';
+import { createTransport, type SipProtocol, type SipTransport, type SipTransportConfig } from './transport';
+import {
+  DEFAULT_TIMERS, InviteClientTransaction, InviteServerTransaction, NonInviteClientTransaction,
+  NonInviteServerTransaction, realClock, type Clock, type Timers,
+} from './transactions';
+import { Dialog } from './dialog';
+import type { UaCore } from './uaCore';
+import { DigestClient, pickChallenge } from './digest';
+import { Registration, type RegisterOptions } from './registration';
+
+export const ALLOW = 'INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, NOTIFY';
+const KNOWN_METHODS = new Set(['INVITE', 'ACK', 'CANCEL', 'BYE', 'OPTIONS', 'INFO', 'UPDATE', 'NOTIFY', 'REGISTER', 'SUBSCRIBE', 'MESSAGE', 'REFER', 'PRACK', 'PUBLISH']);
+
+export interface SipUserAgentOptions {
+  transports: SipTransportConfig[];
+  logger: Logger;
+  userAgent?: string;
+  timers?: Partial<Timers>;
+  clock?: Clock;
+}
+
+export interface Credentials { username: string; password: string }
+
+export interface InviteOptions {
+  requestUri: string;
+  from: { uri: string; displayName?: string };
+  to?: { uri: string; displayName?: string };
+  outboundProxy?: string;
+  sdp: string;
+  headers?: Array<[string, string]>;
+  credentials?: Credentials;
+}
+
+interface Destination { transport: SipTransport; host: string; port: number }
+
+export function newTag(): string { return randomBytes(6).toString('hex'); }
+export function newBranch(): string { return `z9hG4bK${randomBytes(9).toString('base64url')}`; }
+export function newCallId(): string { return randomBytes(12).toString('hex'); }
+
+/**
+ * A SIP user agent (RFC 3261): transports, the transaction layer, dialogs and the UAC/UAS
+ * cores. It knows nothing about media or browsers.
+ */
+export class SipUserAgent extends EventEmitter<{ invite: [ServerInvite] }> implements UaCore {
+  readonly log: Logger;
+  readonly timers: Timers;
+  readonly clock: Clock;
+  private readonly transports: SipTransport[] = [];
+  private readonly clientTx = new Map<string, InviteClientTransaction | NonInviteClientTransaction>();
+  private readonly serverTx = new Map<string, InviteServerTransaction | NonInviteServerTransaction>();
+  private readonly serverInvites = new Map<string, ServerInvite>();
+  private readonly dialogs = new Map<string, Dialog>();
+  /** UAC INVITEs by Call-ID, to re-ACK retransmitted 2xx (§13.2.2.4). */
+  readonly clientInvites = new Map<string, ClientInvite>();
+  /** Dialogs whose 2xx is being retransmitted until the ACK: the stop function. */
+  private readonly awaitingAck = new Map<Dialog, () => void>();
+  private started = false;
+  private stopped = false;
+
+  constructor(readonly opts: SipUserAgentOptions) {
+    super();
+    this.log = opts.logger;
+    this.timers = { ...DEFAULT_TIMERS, ...opts.timers };
+    this.clock = opts.clock ?? realClock;
+  }
+
+  get boundAddresses(): Array<{ protocol: SipProtocol; host: string; port: number }> {
+    return this.transports.map((t) => ({ protocol: t.protocol, host: t.local.host, port: t.local.port }));
+  }
+
+  async start(): Promise<void> {
+    if (this.started) return;
+    this.started = true;
+    try {
+      for (const cfg of this.opts.transports) {
+        const t = createTransport(cfg, (msg, src) => this.onInbound(msg, src), this.log);
+        await t.start();
+        this.transports.push(t);
+      }
+    } catch (err) {
+      await this.stop();
+      throw err;
+    }
+  }
+
+  async stop(): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    for (const stop of this.awaitingAck.values()) stop();
+    this.awaitingAck.clear();
+    for (const d of [...this.dialogs.values()]) d.terminate('shutdown');
+    for (const inv of this.serverInvites.values()) inv.dispose();
+    for (const tx of this.clientTx.values()) tx.terminate();
+    for (const tx of this.serverTx.values()) tx.terminate();
+    this.clientTx.clear();
+    this.serverTx.clear();
+    this.serverInvites.clear();
+    this.clientInvites.clear();
+    await Promise.all(this.transports.map((t) => t.close()));
+  }
+
+  /** Live transactions and dialogs: a leak check for tests. */
+  get counts(): { clientTx: number; serverTx: number; dialogs: number; serverInvites: number } {
+    return { clientTx: this.clientTx.size, serverTx: this.serverTx.size, dialogs: this.dialogs.size, serverInvites: this.serverInvites.size };
+  }
+
+  // ---------------------------------------------------------------- UAC side
+
+  invite(opts: InviteOptions): ClientInvite {
+    return new ClientInvite(this, opts);
+  }
+
+  register(opts: RegisterOptions): Registration {
+    return new Registration(this, opts);
+  }
+
+  async options(targetUri: string, opts: { outboundProxy?: string } = {}): Promise<SipResponse> {
+    const dest = await this.resolve(opts.outboundProxy ?? targetUri);
+    const req = this.newRequest('OPTIONS', targetUri, { uri: this.contactUri(dest.transport).replace(/^<|>$/g, '') }, { uri: targetUri }, newCallId(), 1, dest.transport);
+    req.setHeader('Accept', 'application/sdp');
+    return this.sendRequest(req, dest);
+  }
+
+  /** Out-of-dialog request skeleton with our Via, From tag, Contact. */
+  newRequest(method: string, uri: string, from: { uri: string; displayName?: string; tag?: string }, to: { uri: string; displayName?: string }, callId: string, cseq: number, transport: SipTransport): SipRequest {
+    const req = new SipRequest(method, uri);
+    req.addHeader('Via', this.viaFor(transport));
+    req.addHeader('Max-Forwards', '70');
+    req.addHeader('From', `${from.displayName ? `"${from.displayName.replace(/(["\\])/g, '\\$1')}" ` : ''}<${from.uri}>;tag=${from.tag ?? newTag()}`);
+    req.addHeader('To', `${to.displayName ? `"${to.displayName.replace(/(["\\])/g, '\\$1')}" ` : ''}<${to.uri}>`);
+    req.addHeader('Call-ID', callId);
+    req.addHeader('CSeq', `${cseq} ${method}`);
+    if (method !== 'CANCEL' && method !== 'ACK') req.addHeader('Contact', this.contactUri(transport));
+    if (this.opts.userAgent) req.addHeader('User-Agent', this.opts.userAgent);
+    return req;
+  }
+
+  viaFor(transport: SipTransport, branch = newBranch()): string {
+    return `SIP/2.0/${transport.protocol.toUpperCase()} ${transport.advertised.host}:${transport.advertised.port};branch=${branch};rport`;
+  }
+
+  contactUri(transport: SipTransport, user = 'gw'): string {
+    const tp = transport.protocol === 'udp' ? '' : `;transport=${transport.protocol}`;
+    return `<sip:${user}@${transport.advertised.host}:${transport.advertised.port}${tp}>`;
+  }
+
+  /** Where a URI's requests go (RFC 3263 without SRV/NAPTR: A record or literal address). */
+  async resolve(uri: string): Promise<Destination> {
+    const u = parseUri(uri.replace(/^<|>$/g, ''));
+    if (!u) throw new Error(`cannot route to "${uri}": not a SIP URI`);
+    const wanted: SipProtocol = u.scheme === 'sips' ? 'tls' : ((u.params.transport ?? 'udp').toLowerCase() as SipProtocol);
+    const transport = this.transports.find((t) => t.protocol === wanted) ?? this.transports[0];
+    if (!transport) throw new Error('no SIP transport is running');
+    let host = u.host.replace(/^\[|\]$/g, '');
+    if (!isIP(host)) {
+      try {
+        host = (await lookup(host, { family: 4 })).address;
+      } catch {
+        throw new Error(`cannot resolve SIP host "${u.host}"`);
+      }
+    }
+    return { transport, host, port: u.port ?? (transport.protocol === 'tls' ? 5061 : 5060) };
+  }
+
+  /** Non-INVITE client transaction; resolves with the final response (or 408 on timeout). */
+  sendRequest(req: SipRequest, dest: Destination): Promise<SipResponse> {
+    return new Promise((resolve) => {
+      const branch = parseVia(req.header('via')!)!.params.branch!;
+      const key = `${branch}|${req.method}`;
+      const tx = new NonInviteClientTransaction(req, {
+        clock: this.clock, timers: this.timers, reliable: dest.transport.reliable,
+        send: (d) => dest.transport.send(d, dest.host, dest.port),
+        terminated: () => this.clientTx.delete(key),
+      }, {
+        onResponse: (res) => { if (res.status >= 200) resolve(res); },
+        onTimeout: () => resolve(timeoutResponse(req)),
+      });
+      this.clientTx.set(key, tx);
+    });
+  }
+
+  startInviteTransaction(req: SipRequest, dest: Destination, user: { onResponse(r: SipResponse): void; onTimeout(): void }): InviteClientTransaction {
+    const branch = parseVia(req.header('via')!)!.params.branch!;
+    const key = `${branch}|INVITE`;
+    const tx = new InviteClientTransaction(req, {
+      clock: this.clock, timers: this.timers, reliable: dest.transport.reliable,
+      send: (d) => dest.transport.send(d, dest.host, dest.port),
+      terminated: () => this.clientTx.delete(key),
+    }, user);
+    this.clientTx.set(key, tx);
+    return tx;
+  }
+
+  async sendInDialog(dialog: Dialog, req: SipRequest): Promise<SipResponse> {
+    const dest = await this.resolve(dialog.routeSet.length ? parseNameAddr(dialog.routeSet[0])?.uri ?? dialog.remoteTarget : dialog.remoteTarget);
+    req.addHeader('Via', this.viaFor(dest.transport), true);
+    if (req.method === 'INVITE' || req.method === 'UPDATE') req.setHeader('Contact', this.contactUri(dest.transport));
+    if (this.opts.userAgent) req.setHeader('User-Agent', this.opts.userAgent);
+    if (req.method === 'ACK') {
+      dest.transport.send(req.toString(), dest.host, dest.port);
+      return new SipResponse(200, 'OK');
+    }
+    if (req.method !== 'INVITE') return this.sendRequest(req, dest);
+    // re-INVITE: the UAC core ACKs a 2xx itself (§13.2.2.4).
+    return new Promise((resolve) => {
+      this.startInviteTransaction(req, dest, {
+        onResponse: (res) => {
+          if (res.status < 200) return;
+          if (res.status < 300) {
+            const ack = dialog.createRequest('ACK');
+            ack.setHeader('CSeq', `${req.cseq.seq} ACK`);
+            ack.addHeader('Via', this.viaFor(dest.transport), true);
+            dest.transport.send(ack.toString(), dest.host, dest.port);
+          }
+          resolve(res);
+        },
+        onTimeout: () => resolve(timeoutResponse(req)),
+      });
+    });
+  }
+
+  registerDialog(d: Dialog): void { this.dialogs.set(d.id, d); }
+  forgetDialog(d: Dialog): void { this.dialogs.delete(d.id); }
+  findDialog(callId: string, localTag: string, remoteTag: string): Dialog | undefined {
+    return this.dialogs.get(`${callId};${localTag};${remoteTag}`);
+  }
+
+  // ---------------------------------------------------------------- inbound
+
+  private onInbound(msg: SipRequest | SipResponse | SipParseError, source: SipSource): void {
+    if (this.stopped) return;
+    try {
+      if ('error' in msg) { this.onParseError(msg, source); return; }
+      if (msg instanceof SipResponse) this.onResponse(msg);
+      else { msg.source = source; this.onRequest(msg); }
+    } catch (err) {
+      // Nothing a peer sends may take the UA down.
+      this.log.error({ err, source }, 'error handling SIP message');
+    }
+  }
+
+  private onParseError(e: SipParseError, source: SipSource): void {
+    const req = e.partial;
+    if (!req || req.method === 'ACK' || !req.header('via') || !parseVia(req.header('via')!)) {
+      this.log.info({ source, error: e.error }, 'malformed SIP message dropped');
+      return;
+    }
+    this.log.info({ source, error: e.error }, 'malformed SIP request: 400');
+    req.source = source;
+    this.respondStateless(req, e.error === 'Message Too Large' ? 513 : 400, e.error.slice(0, 120));
+  }
+
+  /** Where a response to `req` goes (RFC 3261 §18.2.2 with RFC 3581 rport). */
+  private responseDestination(req: SipRequest): Destination | null {
+    const transport = this.transports.find((t) => t.protocol === req.source.protocol) ?? this.transports[0];
+    if (!transport) return null;
+    const via = parseVia(req.header('via') ?? '');
+    if (!via) return null;
+    const port = transport.reliable || via.params.rport !== undefined ? req.source.port : via.port ?? 5060;
+    return { transport, host: req.source.host, port };
+  }
+
+  /** A response skeleton copying Via/From/To/Call-ID/CSeq (§8.2.6.2), with received/rport. */
+  makeResponse(req: SipRequest, status: number, reason: string, toTag?: string): SipResponse {
+    const res = new SipResponse(status, reason);
+    const vias = req.headers('via');
+    vias.forEach((v, i) => {
+      if (i === 0) {
+        const via = parseVia(v);
+        if (via) {
+          via.params.received = req.source.host;
+          if (via.params.rport !== undefined) via.params.rport = String(req.source.port);
+          v = formatVia(via);
+        }
+      }
+      res.addHeader('Via', v);
+    });
+    res.addHeader('From', req.header('from')!);
+    let to = req.header('to')!;
+    if (toTag && !/;\s*tag=/i.test(to)) to = `${to};tag=${toTag}`;
+    res.addHeader('To', to);
+    res.addHeader('Call-ID', req.callId);
+    res.addHeader('CSeq', req.header('cseq')!);
+    if (this.opts.userAgent) res.addHeader('Server', this.opts.userAgent);
+    return res;
+  }
+
+  private respondStateless(req: SipRequest, status: number, reason: string, extra: Array<[string, string]> = []): void {
+    const dest = this.responseDestination(req);
+    if (!dest) return;
+    const res = this.makeResponse(req, status, reason, status > 100 ? newTag() : undefined);
+    for (const [k, v] of extra) res.addHeader(k, v);
+    dest.transport.send(res.toString(), dest.host, dest.port);
+  }
+
+  private serverKey(req: SipRequest, method = req.method): string {
+    const via = parseVia(req.header('via')!)!;
+    return `${via.params.branch ?? ''}|${via.host}:${via.port ?? ''}|${method}`;
+  }
+
+  private onRequest(req: SipRequest): void {
+    const method = req.method.toUpperCase();
+    if (method === 'ACK') { this.onAck(req); return; }
+    if (method === 'CANCEL') { this.onCancel(req); return; }
+    const existing = this.serverTx.get(this.serverKey(req));
+    if (existing) { existing.retransmission(); return; }
+    const mf = req.header('max-forwards');
+    if (mf !== undefined && Number(mf) === 0 && method !== 'OPTIONS') { this.respondStateless(req, 483, 'Too Many Hops'); return; }
+
+    const toTag = parseNameAddr(req.header('to')!)?.params.tag;
+    if (toTag) {
+      const fromTag = parseNameAddr(req.header('from')!)?.params.tag ?? '';
+      const dialog = this.findDialog(req.callId, toTag, fromTag);
+      const tx = this.newServerTx(req);
+      if (!dialog) { tx.respond(this.makeResponse(req, 481, 'Call/Transaction Does Not Exist')); return; }
+      dialog.receive(req, (status, reason, opts) => {
+        const res = this.makeResponse(req, status, reason ?? defaultReason(status));
+        if (status >= 200 && status < 300 && method === 'INVITE') res.addHeader('Contact', this.contactUri(this.transportFor(req)));
+        if (status === 405) res.addHeader('Allow', ALLOW);
+        for (const [k, v] of opts?.headers ?? []) res.addHeader(k, v);
+        if (opts?.body) { res.addHeader('Content-Type', 'application/sdp'); res.body = opts.body; }
+        if (tx instanceof InviteServerTransaction && status >= 200 && status < 300) {
+          // re-INVITE 2xx: retransmit until the ACK (§13.3.1.4), handled like an initial INVITE.
+          this.retransmit2xx(tx, res, dialog);
+        }
+        tx.respond(res);
+      });
+      return;
+    }
+
+    if (!KNOWN_METHODS.has(method)) { this.newServerTx(req).respond(this.makeResponse(req, 501, 'Not Implemented')); return; }
+    switch (method) {
+      case 'INVITE': {
+        const tx = this.newServerTx(req) as InviteServerTransaction;
+        const inv = new ServerInvite(this, req, tx);
+        this.serverInvites.set(this.serverKey(req), inv);
+        tx.respond(this.makeResponse(req, 100, 'Trying'));
+        if (this.listenerCount('invite') === 0) { inv.reject(480, 'Temporarily Unavailable'); return; }
+        this.emit('invite', inv);
+        return;
+      }
+      case 'OPTIONS': {
+        const res = this.makeResponse(req, 200, 'OK', newTag());
+        res.addHeader('Allow', ALLOW);
+        res.addHeader('Accept', 'application/sdp');
+        res.addHeader('Supported', 'timer');
+        this.newServerTx(req).respond(res);
+        return;
+      }
+      case 'BYE': case 'INFO': case 'UPDATE': case 'NOTIFY': case 'PRACK':
+        this.newServerTx(req).respond(this.makeResponse(req, 481, 'Call/Transaction Does Not Exist', newTag()));
+        return;
+      default: {
+        const res = this.makeResponse(req, 405, 'Method Not Allowed', newTag());
+        res.addHeader('Allow', ALLOW);
+        this.newServerTx(req).respond(res);
+      }
+    }
+  }
+
+  transportFor(req: SipRequest): SipTransport {
+    return this.transports.find((t) => t.protocol === req.source.protocol) ?? this.transports[0];
+  }
+
+  private newServerTx(req: SipRequest): InviteServerTransaction | NonInviteServerTransaction {
+    const key = this.serverKey(req);
+    const dest = this.responseDestination(req);
+    const ctx = {
+      clock: this.clock, timers: this.timers, reliable: dest?.transport.reliable ?? false,
+      send: (d: string) => { if (dest) dest.transport.send(d, dest.host, dest.port); },
+      terminated: () => { this.serverTx.delete(key); this.serverInvites.delete(key); },
+    };
+    const tx = req.method === 'INVITE'
+      ? new InviteServerTransaction(req, ctx, () => this.log.info({ callId: req.callId }, 'no ACK for a final response'))
+      : new NonInviteServerTransaction(req, ctx);
+    this.serverTx.set(key, tx);
+    return tx;
+  }
+
+  /** Retransmit a 2xx to INVITE until its ACK arrives or 64*T1 passes (§13.3.1.4). */
+  retransmit2xx(tx: InviteServerTransaction, res: SipResponse, dialog: Dialog, onNoAck?: () => void): void {
+    const wire = res.toString();
+    const dest = this.responseDestination(tx.request);
+    if (!dest) return;
+    if (dest.transport.reliable) {
+      // Reliable transports deliver the 2xx; still give up when no ACK comes (§13.3.1.4).
+      const h = this.clock.setTimeout(() => { this.awaitingAck.delete(dialog); onNoAck?.(); }, 64 * this.timers.T1);
+      this.awaitingAck.set(dialog, () => this.clock.clearTimeout(h));
+      dialog.once('terminated', () => { this.awaitingAck.get(dialog)?.(); this.awaitingAck.delete(dialog); });
+      return;
+    }
+    let interval = this.timers.T1;
+    let elapsed = 0;
+    let handle: unknown;
+    const tick = () => {
+      elapsed += interval;
+      if (elapsed >= 64 * this.timers.T1) { this.awaitingAck.delete(dialog); onNoAck?.(); return; }
+      dest.transport.send(wire, dest.host, dest.port);
+      interval = Math.min(interval * 2, this.timers.T2);
+      handle = this.clock.setTimeout(tick, interval);
+    };
+    handle = this.clock.setTimeout(tick, interval);
+    this.awaitingAck.set(dialog, () => this.clock.clearTimeout(handle));
+    dialog.once('terminated', () => { const stop = this.awaitingAck.get(dialog); stop?.(); this.awaitingAck.delete(dialog); });
+  }
+
+  private onAck(req: SipRequest): void {
+    const inviteKey = this.serverKey(req, 'INVITE');
+    const tx = this.serverTx.get(inviteKey);
+    if (tx instanceof InviteServerTransaction && tx.state === 'completed') { tx.ack(); return; }
+    const toTag = parseNameAddr(req.header('to') ?? '')?.params.tag;
+    const fromTag = parseNameAddr(req.header('from') ?? '')?.params.tag ?? '';
+    if (!toTag) return;
+    const dialog = this.findDialog(req.callId, toTag, fromTag);
+    if (!dialog) return;
+    const stop = this.awaitingAck.get(dialog);
+    if (stop) { stop(); this.awaitingAck.delete(dialog); }
+    dialog.confirm();
+  }
+
+  private onCancel(req: SipRequest): void {
+    const existing = this.serverTx.get(this.serverKey(req));
+    if (existing) { existing.retransmission(); return; }
+    const tx = this.newServerTx(req);
+    const inv = this.serverInvites.get(this.serverKey(req, 'INVITE'));
+    if (!inv || inv.finalSent) {
+      tx.respond(this.makeResponse(req, 481, 'Call/Transaction Does Not Exist', newTag()));
+      return;
+    }
+    tx.respond(this.makeResponse(req, 200, 'OK', inv.localTag));
+    inv.cancelByPeer();
+  }
+
+  private onResponse(res: SipResponse): void {
+    const via = res.topVia;
+    const branch = via?.params.branch;
+    if (!branch) return;
+    const tx = this.clientTx.get(`${branch}|${res.cseq.method}`);
+    if (tx) { tx.receive(res); return; }
+    if (res.cseq.method === 'INVITE' && res.status >= 200 && res.status < 300) {
+      // A 2xx retransmission after the transaction is gone: ACK it again (§13.2.2.4).
+      this.clientInvites.get(res.callId)?.reAck(res);
+      return;
+    }
+    this.log.debug({ status: res.status, callId: res.callId }, 'response matches no transaction: dropped');
+  }
+
+  ensureRunning(): void {
+    if (!this.started || this.stopped) throw new Error('SIP user agent is not running');
+  }
+}
+
+function timeoutResponse(req: SipRequest): SipResponse {
+  const r = new SipResponse(408, 'Request Timeout');
+  r.addHeader('Call-ID', req.callId);
+  r.addHeader('CSeq', req.header('cseq')!);
+  return r;
+}
+
+export function defaultReason(status: number): string {
+  const reasons: Record<number, string> = {
+    100: 'Trying', 180: 'Ringing', 183: 'Session Progress', 200: 'OK', 202: 'Accepted', 400: 'Bad Request', 401: 'Unauthorized',
+    403: 'Forbidden', 404: 'Not Found', 405: 'Method Not Allowed', 407: 'Proxy Authentication Required', 408: 'Request Timeout',
+    422: 'Session Interval Too Small', 480: 'Temporarily Unavailable', 481: 'Call/Transaction Does Not Exist', 486: 'Busy Here',
+    487: 'Request Terminated', 488: 'Not Acceptable Here', 491: 'Request Pending', 500: 'Server Internal Error', 501: 'Not Implemented',
+    503: 'Service Unavailable', 603: 'Decline',
+  };
+  return reasons[status] ?? (status < 300 ? 'OK' : 'Error');
+}
+
+// ------------------------------------------------------------------ ClientInvite
+
+type ClientInviteState = 'calling' | 'proceeding' | 'accepted' | 'rejected' | 'failed' | 'cancelled';
+
+export interface ClientInviteEvents {
+  progress: [res: SipResponse];
+  accepted: [res: SipResponse, dialog: Dialog];
+  rejected: [res: SipResponse];
+  failed: [err: Error];
+}
+
+/**
+ * An outgoing INVITE (UAC core, §13.2): provisional responses, digest challenges, the ACK for
+ * 2xx and CANCEL.
+ */
+export class ClientInvite extends EventEmitter<ClientInviteEvents> {
+  readonly callId = newCallId();
+  private readonly fromTag = newTag();
+  private cseq = 1;
+  state: ClientInviteState = 'calling';
+  private request: SipRequest | null = null;
+  private dest: Destination | null = null;
+  private cancelWanted = false;
+  private cancelSent = false;
+  private authAttempts = 0;
+  private dialog: Dialog | null = null;
+  private lastAck: string | null = null;
+
+  constructor(private readonly ua: SipUserAgent, private readonly opts: InviteOptions) {
+    super();
+    ua.clientInvites.set(this.callId, this);
+    // Start on the next tick so callers can attach listeners.
+    setImmediate(() => this.send().catch((err: Error) => this.fail(err)));
+  }
+
+  private async send(authorization?: [string, string]): Promise<void> {
+    if (this.state !== 'calling' && this.state !== 'proceeding') return;
+    this.ua.ensureRunning();
+    this.dest ??= await this.ua.resolve(this.opts.outboundProxy ?? this.opts.requestUri);
+    const o = this.opts;
+    const req = this.ua.newRequest('INVITE', o.requestUri, { ...o.from, tag: this.fromTag }, o.to ?? { uri: o.requestUri }, this.callId, this.cseq, this.dest.transport);
+    req.addHeader('Allow', ALLOW);
+    for (const [k, v] of o.headers ?? []) req.addHeader(k, v);
+    if (authorization) req.addHeader(authorization[0], authorization[1]);
+    req.addHeader('Content-Type', 'application/sdp');
+    req.body = o.sdp;
+    this.request = req;
+    this.cancelSent = false;
+    this.ua.startInviteTransaction(req, this.dest, {
+      onResponse: (res) => this.onResponse(res),
+      onTimeout: () => this.fail(new Error('no response to INVITE (Timer B)')),
+    });
+  }
+
+  private onResponse(res: SipResponse): void {
+    const s = res.status;
+    if (s < 200) {
+      if (this.state === 'calling') this.state = 'proceeding';
+      if (this.cancelWanted && !this.cancelSent) this.sendCancel();
+      if (s > 100) this.emit('progress', res);
+      return;
+    }
+    if (s < 300) { this.onSuccess(res); return; }
+    if ((s === 401 || s === 407) && this.opts.credentials && !this.cancelWanted) {
+      const challenge = pickChallenge(res.headers(s === 401 ? 'www-authenticate' : 'proxy-authenticate'));
+      if (challenge && (this.authAttempts === 0 || challenge.stale) && this.authAttempts < 3) {
+        this.authAttempts++;
+        this.cseq++;
+        const digest = new DigestClient(challenge, this.opts.credentials.username, this.opts.credentials.password);
+        const header: [string, string] = [s === 401 ? 'Authorization' : 'Proxy-Authorization', digest.authorization('INVITE', this.opts.requestUri)];
+        this.send(header).catch((err: Error) => this.fail(err));
+        return;
+      }
+    }
+    if (this.state === 'accepted') return;
+    this.state = this.cancelWanted && s === 487 ? 'cancelled' : 'rejected';
+    this.done();
+    this.emit('rejected', res);
+  }
+
+  private onSuccess(res: SipResponse): void {
+    if (this.dialog) { this.reAck(res); return; }
+    if (this.state === 'rejected' || this.state === 'failed') return;
+    const toTag = parseNameAddr(res.header('to') ?? '')?.params.tag ?? '';
+    const contact = parseNameAddr(res.header('contact') ?? '')?.uri ?? this.opts.requestUri;
+    // The route set is the Record-Route list in reverse for the UAC (§12.1.2).
+    const routes = res.headers('record-route').reverse();
+    const dialog = new Dialog(
+      this.ua, this.callId, this.fromTag, toTag, this.request!.header('from')!, res.header('to')!, contact, routes,
+      this.cseq, 0, 'confirmed', this.ua.log.child({ sipCallId: this.callId }),
+    );
+    this.dialog = dialog;
+    this.ua.registerDialog(dialog);
+    this.state = 'accepted';
+    this.sendAck(res);
+    dialog.once('terminated', () => this.done());
+    this.emit('accepted', res, dialog);
+  }
+
+  private sendAck(res: SipResponse): void {
+    const d = this.dialog!;
+    const ack = d.createRequest('ACK');
+    ack.setHeader('CSeq', `${res.cseq.seq} ACK`);
+    this.ua.sendInDialog(d, ack).catch(() => undefined);
+    this.lastAck = ack.toString();
+  }
+
+  /** Re-send the ACK for a retransmitted 2xx. */
+  reAck(res: SipResponse): void {
+    if (!this.dialog || this.dialog.state === 'terminated') return;
+    this.sendAck(res);
+  }
+
+  /** CANCEL (§9.1): only after a provisional response; a 2xx may still cross it. */
+  cancel(): void {
+    if (this.cancelWanted) return;
+    this.cancelWanted = true;
+    if (this.state === 'proceeding') this.sendCancel();
+  }
+
+  private sendCancel(): void {
+    if (!this.request || !this.dest || this.cancelSent) return;
+    this.cancelSent = true;
+    const inv = this.request;
+    const cancel = new SipRequest('CANCEL', inv.uri);
+    cancel.addHeader('Via', inv.header('via')!);
+    for (const r of inv.headers('route')) cancel.addHeader('Route', r);
+    cancel.addHeader('Max-Forwards', '70');
+    cancel.addHeader('From', inv.header('from')!);
+    cancel.addHeader('To', inv.header('to')!);
+    cancel.addHeader('Call-ID', inv.callId);
+    cancel.addHeader('CSeq', `${inv.cseq.seq} CANCEL`);
+    this.ua.sendRequest(cancel, this.dest).catch(() => undefined);
+  }
+
+  private fail(err: Error): void {
+    if (this.state === 'accepted' || this.state === 'rejected' || this.state === 'failed') return;
+    this.state = 'failed';
+    this.done();
+    this.emit('failed', err);
+  }
+
+  private done(): void {
+    // Keep the entry while a dialog lives so retransmitted 2xx are re-ACKed.
+    if (!this.dialog || this.dialog.state === 'terminated') this.ua.clientInvites.delete(this.callId);
+  }
+}
+
+// ------------------------------------------------------------------ ServerInvite
+
+/**
+ * An incoming out-of-dialog INVITE (UAS core, §13.3). 100 Trying is already sent; the owner
+ * answers with progress/accept/reject. CANCEL is answered by the UA (487 to the INVITE).
+ */
+export class ServerInvite extends EventEmitter<{ cancelled: [] }> {
+  readonly localTag = newTag();
+  finalSent = false;
+  private dialog: Dialog | null = null;
+
+  constructor(private readonly ua: SipUserAgent, readonly request: SipRequest, private readonly tx: InviteServerTransaction) {
+    super();
+  }
+
+  get callId(): string { return this.request.callId; }
+
+  progress(status: number, opts: { sdp?: string; headers?: Array<[string, string]> } = {}): void {
+    if (this.finalSent) return;
+    const res = this.ua.makeResponse(this.request, status, defaultReason(status), this.localTag);
+    res.addHeader('Contact', this.ua.contactUri(this.ua.transportFor(this.request)));
+    for (const [k, v] of opts.headers ?? []) res.addHeader(k, v);
+    if (opts.sdp) { res.addHeader('Content-Type', 'application/sdp'); res.body = opts.sdp; }
+    this.tx.respond(res);
+  }
+
+  accept(sdp: string, headers: Array<[string, string]> = []): Dialog {
+    if (this.finalSent) throw new Error('INVITE already answered');
+    this.finalSent = true;
+    const req = this.request;
+    const res = this.ua.makeResponse(req, 200, 'OK', this.localTag);
+    res.addHeader('Contact', this.ua.contactUri(this.ua.transportFor(req)));
+    res.addHeader('Allow', ALLOW);
+    for (const rr of req.headers('record-route')) res.addHeader('Record-Route', rr);
+    for (const [k, v] of headers) res.addHeader(k, v);
+    res.addHeader('Content-Type', 'application/sdp');
+    res.body = sdp;
+    const fromTag = parseNameAddr(req.header('from')!)?.params.tag ?? '';
+    const contact = parseNameAddr(req.header('contact') ?? '')?.uri ?? parseNameAddr(req.header('from')!)!.uri;
+    const dialog = new Dialog(
+      this.ua, req.callId, this.localTag, fromTag, res.header('to')!, req.header('from')!, contact,
+      req.headers('record-route'), Math.floor(Math.random() * 10000), req.cseq.seq, 'early',
+      this.ua.log.child({ sipCallId: req.callId }),
+    );
+    this.dialog = dialog;
+    this.ua.registerDialog(dialog);
+    this.ua.retransmit2xx(this.tx, res, dialog, () => {
+      // No ACK within 64*T1 (§13.3.1.4): the session is not established; end it with BYE.
+      this.ua.log.warn({ callId: req.callId }, 'no ACK for 200 OK: sending BYE');
+      dialog.bye('no-ack').catch(() => undefined);
+    });
+    this.tx.respond(res);
+    return dialog;
+  }
+
+  reject(status: number, reason?: string, headers: Array<[string, string]> = []): void {
+    if (this.finalSent) return;
+    this.finalSent = true;
+    const res = this.ua.makeResponse(this.request, status, reason ?? defaultReason(status), this.localTag);
+    for (const [k, v] of headers) res.addHeader(k, v);
+    this.tx.respond(res);
+  }
+
+  /** CANCEL arrived before a final response: 487 to the INVITE (§9.2). */
+  cancelByPeer(): void {
+    if (this.finalSent) return;
+    this.reject(487, 'Request Terminated');
+    this.emit('cancelled');
+  }
+
+  dispose(): void {
+    if (!this.finalSent) this.reject(503, 'Service Unavailable');
+    this.dialog = null;
+  }
+}
