@@ -1,0 +1,66 @@
+import { randomBytes } from 'node:crypto';
+
+/** SDES key exchange in SDP (RFC 4568): the a=crypto attribute. */
+export type SrtpSuite = 'AES_CM_128_HMAC_SHA1_80' | 'AES_CM_128_HMAC_SHA1_32';
+export const SUPPORTED_SUITES: SrtpSuite[] = ['AES_CM_128_HMAC_SHA1_80', 'AES_CM_128_HMAC_SHA1_32'];
+
+export interface SdesCrypto {
+  tag: number;
+  suite: SrtpSuite;
+  /** 16-byte master key. */
+  key: Buffer;
+  /** 14-byte master salt. */
+  salt: Buffer;
+}
+
+/** Session parameters we cannot honour (RFC 4568 §6.3); everything else is tolerated. */
+const UNSUPPORTED_SESSION_PARAMS = /^(UNENCRYPTED_SRTP|UNENCRYPTED_SRTCP|UNAUTHENTICATED_SRTP|FEC_ORDER|FEC_KEY|WSH)/i;
+
+/**
+ * Parses the value of an a=crypto attribute (without 'crypto:'), e.g.
+ * `1 AES_CM_128_HMAC_SHA1_80 inline:KEY|2^20|1:4;inline:KEY2 KDR=0`.
+ * The first usable key is taken; lifetime and MKI are accepted (MKI is not sent by us).
+ */
+export function parseCryptoAttribute(value: string): SdesCrypto | { error: string } {
+  const parts = value.trim().split(/\s+/);
+  if (parts.length < 3) return { error: 'a=crypto needs a tag, a suite and key parameters' };
+  const tag = Number(parts[0]);
+  if (!/^\d{1,9}$/.test(parts[0])) return { error: `a=crypto tag "${parts[0].slice(0, 12)}" is not a number` };
+  const suite = parts[1].toUpperCase();
+  if (!SUPPORTED_SUITES.includes(suite as SrtpSuite)) return { error: `unsupported crypto suite ${parts[1].slice(0, 40)}` };
+  for (const sp of parts.slice(3)) {
+    if (UNSUPPORTED_SESSION_PARAMS.test(sp)) return { error: `unsupported SRTP session parameter ${sp.slice(0, 40)}` };
+    const kdr = /^KDR=(\d+)$/i.exec(sp);
+    if (kdr && kdr[1] !== '0') return { error: 'key derivation rate other than 0 is not supported' };
+  }
+  for (const keyParam of parts[2].split(';')) {
+    const m = /^inline:([A-Za-z0-9+/=]+)(?:\|([^|]+))?(?:\|([^|]+))?$/.exec(keyParam);
+    if (!m) continue;
+    const raw = Buffer.from(m[1], 'base64');
+    if (raw.length !== 30) continue;
+    return { tag, suite: suite as SrtpSuite, key: raw.subarray(0, 16), salt: raw.subarray(16, 30) };
+  }
+  return { error: 'a=crypto has no usable inline key (30 bytes base64)' };
+}
+
+export function formatCryptoAttribute(c: SdesCrypto): string {
+  return `${c.tag} ${c.suite} inline:${Buffer.concat([c.key, c.salt]).toString('base64')}`;
+}
+
+export function generateSdesCrypto(tag: number, suite: SrtpSuite): SdesCrypto {
+  const k = randomBytes(30);
+  return { tag, suite, key: k.subarray(0, 16), salt: k.subarray(16) };
+}
+
+/**
+ * Picks the first offered a=crypto we can do (RFC 4568 §7.1.2: the answerer chooses one), and
+ * the suite our answer uses (the same). Returns null when none is usable.
+ */
+export function chooseCrypto(offered: string[], supported: SrtpSuite[] = SUPPORTED_SUITES): { remote: SdesCrypto; localSuite: SrtpSuite } | null {
+  for (const line of offered) {
+    const c = parseCryptoAttribute(line);
+    if ('error' in c) continue;
+    if (supported.includes(c.suite)) return { remote: c, localSuite: c.suite };
+  }
+  return null;
+}

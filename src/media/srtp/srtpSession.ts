@@ -1,0 +1,186 @@
+import { createCipheriv, createHmac } from 'node:crypto';
+import type { SdesCrypto, SrtpSuite } from './sdes';
+
+/**
+ * SRTP and SRTCP (RFC 3711) for the AES-CM + HMAC-SHA1 suites SIP trunks use with SDES:
+ * AES_CM_128_HMAC_SHA1_80 and _32 (the latter only shortens the SRTP tag; SRTCP keeps 80 bits,
+ * RFC 4568 §6.2.1). Key derivation rate 0, no MKI on send.
+ *
+ * Receive side: rollover counter estimation (§3.3.1, Appendix A) per SSRC, a 128-packet replay
+ * window (§3.3.2) and authentication before decryption. Bad packets return null and are
+ * counted; nothing throws.
+ */
+
+const LABEL = { rtpEnc: 0, rtpAuth: 1, rtpSalt: 2, rtcpEnc: 3, rtcpAuth: 4, rtcpSalt: 5 } as const;
+const REPLAY_WINDOW = 128;
+
+interface SessionKeys { rtpEnc: Buffer; rtpAuth: Buffer; rtpSalt: Buffer; rtcpEnc: Buffer; rtcpAuth: Buffer; rtcpSalt: Buffer }
+
+/** AES-CM key derivation (§4.3.1) with kdr = 0. */
+export function deriveKeys(masterKey: Buffer, masterSalt: Buffer): SessionKeys {
+  const derive = (label: number, length: number): Buffer => {
+    // x = (label << 48) XOR master_salt, as a 112-bit value; IV = x * 2^16.
+    const iv = Buffer.alloc(16);
+    masterSalt.copy(iv, 0, 0, 14);
+    iv[7] ^= label;
+    const c = createCipheriv('aes-128-ctr', masterKey, iv);
+    return c.update(Buffer.alloc(length));
+  };
+  return {
+    rtpEnc: derive(LABEL.rtpEnc, 16), rtpAuth: derive(LABEL.rtpAuth, 20), rtpSalt: derive(LABEL.rtpSalt, 14),
+    rtcpEnc: derive(LABEL.rtcpEnc, 16), rtcpAuth: derive(LABEL.rtcpAuth, 20), rtcpSalt: derive(LABEL.rtcpSalt, 14),
+  };
+}
+
+/** The counter block for packet `index` of `ssrc` (§4.1.1): (salt·2^16) ⊕ (ssrc·2^64) ⊕ (index·2^16). */
+function counterIv(salt: Buffer, ssrc: number, indexHi: number, indexLo: number): Buffer {
+  const iv = Buffer.alloc(16);
+  salt.copy(iv, 0, 0, 14);
+  iv.writeUInt32BE((iv.readUInt32BE(4) ^ ssrc) >>> 0, 4);
+  // 48-bit index at bytes 8..13: high 16 bits then low 32 bits.
+  iv.writeUInt16BE((iv.readUInt16BE(8) ^ indexHi) & 0xffff, 8);
+  iv.writeUInt32BE((iv.readUInt32BE(10) ^ indexLo) >>> 0, 10);
+  return iv;
+}
+
+function rtpHeaderLength(p: Buffer): number {
+  if (p.length < 12) return -1;
+  let len = 12 + (p[0] & 0x0f) * 4;
+  if (p[0] & 0x10) {
+    if (p.length < len + 4) return -1;
+    len += 4 + p.readUInt16BE(len + 2) * 4;
+  }
+  return len <= p.length ? len : -1;
+}
+
+interface ReceiveState { roc: number; highestSeq: number; initialised: boolean; /** bitmap of the last REPLAY_WINDOW indexes below `highest` */ window: bigint; highest: number }
+
+export class SrtpSession {
+  readonly stats = { authFailures: 0, replays: 0, malformed: 0 };
+  private readonly tx: SessionKeys;
+  private readonly rx: SessionKeys;
+  private readonly txTagLen: number;
+  private readonly rxTagLen: number;
+  private readonly sendRoc = new Map<number, { roc: number; lastSeq: number }>();
+  private readonly recv = new Map<number, ReceiveState>();
+  private srtcpIndex = 0;
+  private readonly rtcpReplay = new Map<number, { highest: number; window: bigint }>();
+
+  constructor(opts: { local: SdesCrypto; remote: SdesCrypto }) {
+    this.tx = deriveKeys(opts.local.key, opts.local.salt);
+    this.rx = deriveKeys(opts.remote.key, opts.remote.salt);
+    this.txTagLen = tagLength(opts.local.suite);
+    this.rxTagLen = tagLength(opts.remote.suite);
+  }
+
+  protectRtp(packet: Buffer): Buffer {
+    const hl = rtpHeaderLength(packet);
+    if (hl < 0) throw new Error('not an RTP packet');
+    const ssrc = packet.readUInt32BE(8);
+    const seq = packet.readUInt16BE(2);
+    let st = this.sendRoc.get(ssrc);
+    if (!st) { st = { roc: 0, lastSeq: seq }; this.sendRoc.set(ssrc, st); }
+    // Our own sequence numbers only move forward: a wrap increments the ROC (§3.3.1).
+    if (seq < st.lastSeq && st.lastSeq - seq > 0x8000) st.roc = (st.roc + 1) >>> 0;
+    st.lastSeq = seq;
+    const out = Buffer.allocUnsafe(packet.length + this.txTagLen);
+    packet.copy(out, 0, 0, hl);
+    const iv = counterIv(this.tx.rtpSalt, ssrc, st.roc >>> 16, ((st.roc & 0xffff) * 65536 + seq) >>> 0);
+    const c = createCipheriv('aes-128-ctr', this.tx.rtpEnc, iv);
+    c.update(packet.subarray(hl)).copy(out, hl);
+    const rocBuf = Buffer.allocUnsafe(4);
+    rocBuf.writeUInt32BE(st.roc, 0);
+    const tag = createHmac('sha1', this.tx.rtpAuth).update(out.subarray(0, packet.length)).update(rocBuf).digest();
+    tag.copy(out, packet.length, 0, this.txTagLen);
+    return out;
+  }
+
+  unprotectRtp(packet: Buffer): Buffer | null {
+    const hl = rtpHeaderLength(packet);
+    if (hl < 0 || packet.length < hl + this.rxTagLen) { this.stats.malformed++; return null; }
+    const ssrc = packet.readUInt32BE(8);
+    const seq = packet.readUInt16BE(2);
+    let st = this.recv.get(ssrc);
+    if (!st) { st = { roc: 0, highestSeq: seq, initialised: false, window: 0n, highest: 0 }; }
+    // Appendix A: guess the ROC from the highest sequence number seen.
+    let v = st.roc;
+    if (st.initialised) {
+      if (st.highestSeq < 0x8000) { if (seq - st.highestSeq > 0x8000) v = (st.roc - 1) >>> 0; }
+      else if (st.highestSeq - 0x8000 > seq) v = (st.roc + 1) >>> 0;
+    }
+    const index = v * 65536 + seq;
+    if (st.initialised) {
+      const delta = index - st.highest;
+      if (delta <= 0) {
+        if (-delta >= REPLAY_WINDOW || (st.window >> BigInt(-delta)) & 1n) { this.stats.replays++; return null; }
+      }
+    }
+    const authLen = packet.length - this.rxTagLen;
+    const rocBuf = Buffer.allocUnsafe(4);
+    rocBuf.writeUInt32BE(v, 0);
+    const tag = createHmac('sha1', this.rx.rtpAuth).update(packet.subarray(0, authLen)).update(rocBuf).digest();
+    if (!tag.subarray(0, this.rxTagLen).equals(packet.subarray(authLen))) { this.stats.authFailures++; return null; }
+    const out = Buffer.allocUnsafe(authLen);
+    packet.copy(out, 0, 0, hl);
+    const iv = counterIv(this.rx.rtpSalt, ssrc, v >>> 16, ((v & 0xffff) * 65536 + seq) >>> 0);
+    createCipheriv('aes-128-ctr', this.rx.rtpEnc, iv).update(packet.subarray(hl, authLen)).copy(out, hl);
+    // Update ROC, highest index and the replay window only for authenticated packets.
+    if (!st.initialised) {
+      st.initialised = true; st.highest = index; st.window = 1n; st.roc = v; st.highestSeq = seq;
+      this.recv.set(ssrc, st);
+    } else if (index > st.highest) {
+      const shift = index - st.highest;
+      st.window = shift >= REPLAY_WINDOW ? 1n : ((st.window << BigInt(shift)) | 1n) & ((1n << BigInt(REPLAY_WINDOW)) - 1n);
+      st.highest = index; st.roc = v; st.highestSeq = seq;
+    } else {
+      st.window |= 1n << BigInt(st.highest - index);
+    }
+    return out;
+  }
+
+  protectRtcp(packet: Buffer): Buffer {
+    if (packet.length < 8) throw new Error('not an RTCP packet');
+    const ssrc = packet.readUInt32BE(4);
+    this.srtcpIndex = (this.srtcpIndex + 1) & 0x7fffffff;
+    const out = Buffer.allocUnsafe(packet.length + 4 + 10);
+    packet.copy(out, 0, 0, 8);
+    const iv = counterIv(this.tx.rtcpSalt, ssrc, 0, this.srtcpIndex);
+    createCipheriv('aes-128-ctr', this.tx.rtcpEnc, iv).update(packet.subarray(8)).copy(out, 8);
+    out.writeUInt32BE((0x80000000 | this.srtcpIndex) >>> 0, packet.length);
+    const tag = createHmac('sha1', this.tx.rtcpAuth).update(out.subarray(0, packet.length + 4)).digest();
+    tag.copy(out, packet.length + 4, 0, 10);
+    return out;
+  }
+
+  unprotectRtcp(packet: Buffer): Buffer | null {
+    if (packet.length < 8 + 4 + 10) { this.stats.malformed++; return null; }
+    const authLen = packet.length - 10;
+    const tag = createHmac('sha1', this.rx.rtcpAuth).update(packet.subarray(0, authLen)).digest();
+    if (!tag.subarray(0, 10).equals(packet.subarray(authLen))) { this.stats.authFailures++; return null; }
+    const eIndex = packet.readUInt32BE(authLen - 4);
+    const index = eIndex & 0x7fffffff;
+    const ssrc = packet.readUInt32BE(4);
+    let rp = this.rtcpReplay.get(ssrc);
+    if (rp) {
+      const delta = index - rp.highest;
+      if (delta <= 0 && (-delta >= REPLAY_WINDOW || (rp.window >> BigInt(-delta)) & 1n)) { this.stats.replays++; return null; }
+    }
+    const plainLen = authLen - 4;
+    const out = Buffer.allocUnsafe(plainLen);
+    packet.copy(out, 0, 0, 8);
+    if (eIndex & 0x80000000) {
+      const iv = counterIv(this.rx.rtcpSalt, ssrc, 0, index);
+      createCipheriv('aes-128-ctr', this.rx.rtcpEnc, iv).update(packet.subarray(8, plainLen)).copy(out, 8);
+    } else {
+      packet.copy(out, 8, 8, plainLen);
+    }
+    if (!rp) { rp = { highest: index, window: 1n }; this.rtcpReplay.set(ssrc, rp); }
+    else if (index > rp.highest) { const s = index - rp.highest; rp.window = s >= REPLAY_WINDOW ? 1n : ((rp.window << BigInt(s)) | 1n) & ((1n << BigInt(REPLAY_WINDOW)) - 1n); rp.highest = index; }
+    else rp.window |= 1n << BigInt(rp.highest - index);
+    return out;
+  }
+}
+
+function tagLength(suite: SrtpSuite): number {
+  return suite === 'AES_CM_128_HMAC_SHA1_32' ? 4 : 10;
+}

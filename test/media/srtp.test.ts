@@ -1,0 +1,93 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { RtpHeader, SrtpSession as WeriftSrtp } from 'werift';
+import { chooseCrypto, deriveKeys, formatCryptoAttribute, generateSdesCrypto, parseCryptoAttribute, SrtpSession } from '../../src/media/srtp';
+
+const hex = (s: string) => Buffer.from(s.replace(/\s+/g, ''), 'hex');
+
+test('RFC 3711 Appendix B.3: key derivation test vectors', () => {
+  const k = deriveKeys(hex('E1F97A0D3E018BE0D64FA32C06DE4139'), hex('0EC675AD498AFEEBB6960B3AABE6'));
+  assert.equal(k.rtpEnc.toString('hex'), 'c61e7a93744f39ee10734afe3ff7a087');
+  assert.equal(k.rtpSalt.toString('hex'), '30cbbc08863d8c85d49db34a9ae1');
+  assert.equal(k.rtpAuth.toString('hex'), 'cebe321f6ff7716b6fd4ab49af256a156d38baa4');
+});
+
+function rtp(seq: number, ssrc = 0x11223344, payload = Buffer.from('hello srtp payload, twenty ms of audio')): Buffer {
+  const h = Buffer.alloc(12);
+  h[0] = 0x80; h[1] = 0; h.writeUInt16BE(seq, 2); h.writeUInt32BE(seq * 160, 4); h.writeUInt32BE(ssrc, 8);
+  return Buffer.concat([h, payload]);
+}
+
+test('_80 interoperates with werift SrtpSession both ways', () => {
+  const a = generateSdesCrypto(1, 'AES_CM_128_HMAC_SHA1_80');
+  const b = generateSdesCrypto(1, 'AES_CM_128_HMAC_SHA1_80');
+  const ours = new SrtpSession({ local: a, remote: b });
+  const theirs = new WeriftSrtp({ keys: { localMasterKey: b.key, localMasterSalt: b.salt, remoteMasterKey: a.key, remoteMasterSalt: a.salt }, profile: 1 });
+  const plain = rtp(1000);
+  const decoded = theirs.decrypt(ours.protectRtp(plain));
+  assert.deepEqual(Buffer.from(decoded), plain);
+  const header = new RtpHeader({ sequenceNumber: 7, timestamp: 1120, ssrc: 0x55667788, payloadType: 0 });
+  const payload = Buffer.from('from werift to us');
+  const back = ours.unprotectRtp(Buffer.from(theirs.encrypt(payload, header)));
+  assert.ok(back);
+  assert.deepEqual(back.subarray(12), payload);
+});
+
+test('_32 round trip uses a 4-byte tag; tampering and replays are rejected and counted', () => {
+  const a = generateSdesCrypto(2, 'AES_CM_128_HMAC_SHA1_32');
+  const b = generateSdesCrypto(2, 'AES_CM_128_HMAC_SHA1_32');
+  const tx = new SrtpSession({ local: a, remote: b });
+  const rx = new SrtpSession({ local: b, remote: a });
+  const p = rtp(5);
+  const s = tx.protectRtp(p);
+  assert.equal(s.length, p.length + 4);
+  assert.deepEqual(rx.unprotectRtp(s), p);
+  assert.equal(rx.unprotectRtp(s), null);
+  assert.equal(rx.stats.replays, 1);
+  const bad = Buffer.from(tx.protectRtp(rtp(6)));
+  bad[20] ^= 1;
+  assert.equal(rx.unprotectRtp(bad), null);
+  assert.equal(rx.stats.authFailures, 1);
+  assert.equal(rx.unprotectRtp(Buffer.alloc(5)), null);
+  assert.equal(rx.stats.malformed, 1);
+});
+
+test('rollover counter across a sequence wrap, and reordering inside the window', () => {
+  const a = generateSdesCrypto(1, 'AES_CM_128_HMAC_SHA1_80');
+  const b = generateSdesCrypto(1, 'AES_CM_128_HMAC_SHA1_80');
+  const tx = new SrtpSession({ local: a, remote: b });
+  const rx = new SrtpSession({ local: b, remote: a });
+  const seqs = [65533, 65534, 65535, 0, 1, 2];
+  const prot = seqs.map((s) => tx.protectRtp(rtp(s)));
+  // deliver 65535 after 0 (reordered across the wrap)
+  for (const i of [0, 1, 3, 2, 4, 5]) assert.deepEqual(rx.unprotectRtp(prot[i]), rtp(seqs[i]), `seq ${seqs[i]}`);
+});
+
+test('SRTCP round trip with the 80-bit tag for both suites', () => {
+  for (const suite of ['AES_CM_128_HMAC_SHA1_80', 'AES_CM_128_HMAC_SHA1_32'] as const) {
+    const a = generateSdesCrypto(1, suite); const b = generateSdesCrypto(1, suite);
+    const tx = new SrtpSession({ local: a, remote: b }); const rx = new SrtpSession({ local: b, remote: a });
+    const rr = Buffer.from('81c90007deadbeef' + '00'.repeat(24), 'hex');
+    const s = tx.protectRtcp(rr);
+    assert.equal(s.length, rr.length + 14);
+    assert.deepEqual(rx.unprotectRtcp(s), rr);
+    assert.equal(rx.unprotectRtcp(s), null, 'replayed SRTCP is rejected');
+  }
+});
+
+test('a=crypto parsing tolerates lifetime, MKI, several keys; rejects what we cannot do', () => {
+  const c = generateSdesCrypto(3, 'AES_CM_128_HMAC_SHA1_80');
+  const key = Buffer.concat([c.key, c.salt]).toString('base64');
+  assert.equal(formatCryptoAttribute(c), `3 AES_CM_128_HMAC_SHA1_80 inline:${key}`);
+  const p = parseCryptoAttribute(`1 AES_CM_128_HMAC_SHA1_32 inline:${key}|2^31|1:4;inline:${key}|2^20 KDR=0`);
+  assert.ok(!('error' in p));
+  assert.equal(p.suite, 'AES_CM_128_HMAC_SHA1_32');
+  assert.deepEqual(p.key, c.key);
+  assert.match((parseCryptoAttribute(`1 AEAD_AES_256_GCM inline:${key}`) as { error: string }).error, /unsupported crypto suite/);
+  assert.match((parseCryptoAttribute(`1 AES_CM_128_HMAC_SHA1_80 inline:${key} UNENCRYPTED_SRTP`) as { error: string }).error, /session parameter/);
+  assert.match((parseCryptoAttribute('garbage') as { error: string }).error, /needs a tag/);
+  assert.match((parseCryptoAttribute('1 AES_CM_128_HMAC_SHA1_80 inline:c2hvcnQ=') as { error: string }).error, /no usable inline key/);
+  const chosen = chooseCrypto([`1 AES_256_CM_HMAC_SHA1_80 inline:${key}`, `2 AES_CM_128_HMAC_SHA1_32 inline:${key}`]);
+  assert.equal(chosen?.remote.tag, 2);
+  assert.equal(chosen?.localSuite, 'AES_CM_128_HMAC_SHA1_32');
+});
