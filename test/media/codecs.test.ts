@@ -1,0 +1,82 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { G711ToOpus, liveCoders, OpusDecoder, OpusEncoder, OpusToG711, pcmaDecode, pcmaEncode, pcmuDecode, pcmuEncode } from '../../src/media/codecs';
+import { toneRatio } from '../support/audio';
+
+test('G.711 mu-law and A-law match reference code words (ITU-T G.711 tables)', () => {
+  // Zero, small values, segment edges and full scale: encoder outputs from the G.711 tables.
+  const mu: Array<[number, number]> = [[0, 0xff], [-1, 0x7f], [8, 0xfe], [-8, 0x7e], [32767, 0x80], [-32768, 0x00], [1000, 0xce], [-1000, 0x4e]];
+  for (const [x, code] of mu) assert.equal(pcmuEncode(Int16Array.of(x))[0], code, `mu-law(${x})`);
+  const a: Array<[number, number]> = [[0, 0xd5], [-1, 0x55], [32767, 0xaa], [-32768, 0x2a], [1000, 0xfa], [-1000, 0x7a]];
+  for (const [x, code] of a) assert.equal(pcmaEncode(Int16Array.of(x))[0], code, `A-law(${x})`);
+  assert.equal(pcmuDecode(Uint8Array.of(0xff))[0], 0);
+  assert.equal(pcmuDecode(Uint8Array.of(0x80))[0], 32124);
+  assert.equal(pcmaDecode(Uint8Array.of(0xd5))[0], 8);
+  assert.equal(pcmaDecode(Uint8Array.of(0xaa))[0], 32256);
+  // Round trip error stays within the quantisation step of each segment (< 1/16 of |x| + small).
+  for (let x = -32768; x < 32768; x += 7) {
+    const m = pcmuDecode(pcmuEncode(Int16Array.of(x)))[0];
+    const al = pcmaDecode(pcmaEncode(Int16Array.of(x)))[0];
+    assert.ok(Math.abs(m - x) <= Math.abs(x) / 16 + 8, `mu-law round trip ${x} -> ${m}`);
+    assert.ok(Math.abs(al - x) <= Math.abs(x) / 16 + 16, `A-law round trip ${x} -> ${al}`);
+  }
+});
+
+function tone(hz: number, rate: number, n: number, start: number, amp = 10000): Int16Array {
+  const a = new Int16Array(n);
+  for (let i = 0; i < n; i++) a[i] = Math.round(amp * Math.sin((2 * Math.PI * hz * (start + i)) / rate));
+  return a;
+}
+
+test('Opus round trip at 8 kHz keeps a 440 Hz and a 1 kHz tone (tone power > 90 % of the signal)', () => {
+  for (const hz of [440, 1000]) {
+    const enc = new OpusEncoder({ sampleRate: 8000, complexity: 5, bitrate: 24000 });
+    const dec = new OpusDecoder({ sampleRate: 8000 });
+    const out: number[] = [];
+    for (let f = 0; f < 50; f++) out.push(...dec.decode(enc.encode(tone(hz, 8000, 160, f * 160))));
+    enc.delete(); dec.delete();
+    const steady = Int16Array.from(out.slice(1600)); // skip codec start-up
+    assert.ok(toneRatio(steady, 8000, hz) > 0.9, `${hz} Hz survives: ratio ${toneRatio(steady, 8000, hz).toFixed(3)}`);
+    assert.ok(toneRatio(steady, 8000, hz === 440 ? 1000 : 440) < 0.01);
+  }
+});
+
+test('browser Opus (48 kHz) → 8 kHz PCMU → Opus: the tone frequency survives both transcoders', () => {
+  const browserEnc = new OpusEncoder({ sampleRate: 48000, complexity: 5 });
+  const toSip = new OpusToG711('pcmu');
+  const toBrowser = new G711ToOpus('pcmu');
+  const browserDec = new OpusDecoder({ sampleRate: 48000 });
+  const got: number[] = [];
+  for (let f = 0; f < 50; f++) {
+    const pcm8 = toSip.decode(browserEnc.encode(tone(700, 48000, 960, f * 960)));
+    assert.equal(pcm8.length, 160);
+    const g711 = toSip.encodeG711(pcm8);
+    const back = toBrowser.encode(toBrowser.decodeG711(g711));
+    got.push(...browserDec.decode(back));
+  }
+  browserEnc.delete(); toSip.close(); toBrowser.close(); browserDec.delete();
+  assert.ok(toneRatio(Int16Array.from(got.slice(9600)), 48000, 700) > 0.8);
+});
+
+test('PLC conceals exactly one 20 ms frame; malformed Opus is concealed and counted, never thrown', () => {
+  const enc = new OpusEncoder({ sampleRate: 48000 });
+  const t = new OpusToG711('pcmu');
+  assert.equal(t.decode(enc.encode(tone(440, 48000, 960, 0))).length, 160);
+  assert.equal(t.decode(null).length, 160);
+  assert.equal(t.concealed, 1);
+  t.decode(Buffer.from([0xff, 0xff, 0xff, 0x01]));
+  assert.equal(t.malformed, 1);
+  enc.delete(); t.close();
+});
+
+test('600 encoders and 600 decoders in one process work and are all released', () => {
+  const before = liveCoders();
+  const coders: Array<[OpusEncoder, OpusDecoder]> = [];
+  for (let i = 0; i < 600; i++) coders.push([new OpusEncoder({ sampleRate: 8000 }), new OpusDecoder({ sampleRate: 8000 })]);
+  const frame = tone(440, 8000, 160, 0);
+  for (const [e, d] of coders) assert.equal(d.decode(e.encode(frame)).length, 160);
+  for (const [e, d] of coders) { e.delete(); d.delete(); }
+  assert.equal(liveCoders(), before);
+  // The freed heap is reused: another round does not fail.
+  for (let i = 0; i < 600; i++) { const e = new OpusEncoder({ sampleRate: 8000 }); e.encode(frame); e.delete(); }
+});

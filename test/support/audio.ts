@@ -1,0 +1,54 @@
+import { readFileSync, writeFileSync } from 'node:fs';
+
+/** Writes a mono 16-bit PCM WAV with a sine tone (Chromium's fake mic and baresip's aufile read these). */
+export function writeToneWav(path: string, opts: { hz: number; sampleRate: number; seconds: number; amplitude?: number }): void {
+  const n = Math.round(opts.sampleRate * opts.seconds);
+  const amp = opts.amplitude ?? 12000;
+  const data = Buffer.alloc(n * 2);
+  for (let i = 0; i < n; i++) data.writeInt16LE(Math.round(amp * Math.sin((2 * Math.PI * opts.hz * i) / opts.sampleRate)), i * 2);
+  writeFileSync(path, Buffer.concat([wavHeader(n * 2, opts.sampleRate), data]));
+}
+
+function wavHeader(dataBytes: number, sampleRate: number): Buffer {
+  const h = Buffer.alloc(44);
+  h.write('RIFF', 0); h.writeUInt32LE(36 + dataBytes, 4); h.write('WAVE', 8);
+  h.write('fmt ', 12); h.writeUInt32LE(16, 16); h.writeUInt16LE(1, 20); h.writeUInt16LE(1, 22);
+  h.writeUInt32LE(sampleRate, 24); h.writeUInt32LE(sampleRate * 2, 28); h.writeUInt16LE(2, 32); h.writeUInt16LE(16, 34);
+  h.write('data', 36); h.writeUInt32LE(dataBytes, 40);
+  return h;
+}
+
+/** Reads a 16-bit PCM WAV (first channel), tolerating extra chunks and a data size of 0 (unfinished file). */
+export function readWav(path: string): { sampleRate: number; samples: Int16Array } {
+  const b = readFileSync(path);
+  let off = 12; let sampleRate = 8000; let channels = 1;
+  while (off + 8 <= b.length) {
+    const id = b.toString('ascii', off, off + 4); const size = b.readUInt32LE(off + 4);
+    if (id === 'fmt ') { channels = b.readUInt16LE(off + 10); sampleRate = b.readUInt32LE(off + 12); }
+    if (id === 'data') {
+      const end = size === 0 || off + 8 + size > b.length ? b.length : off + 8 + size;
+      const frames = Math.floor((end - off - 8) / (2 * channels));
+      const s = new Int16Array(frames);
+      for (let i = 0; i < frames; i++) s[i] = b.readInt16LE(off + 8 + i * 2 * channels);
+      return { sampleRate, samples: s };
+    }
+    off += 8 + size + (size & 1);
+  }
+  return { sampleRate, samples: new Int16Array(0) };
+}
+
+/** Power of one frequency relative to total power (Goertzel), 0..1: ~1 for a clean tone. */
+export function toneRatio(samples: Int16Array, sampleRate: number, hz: number): number {
+  const k = (2 * Math.PI * hz) / sampleRate; const coeff = 2 * Math.cos(k);
+  let s1 = 0; let s2 = 0; let total = 0;
+  for (let i = 0; i < samples.length; i++) { const s0 = samples[i] + coeff * s1 - s2; s2 = s1; s1 = s0; total += samples[i] * samples[i]; }
+  const power = s1 * s1 + s2 * s2 - coeff * s1 * s2;
+  if (total === 0) return 0;
+  return (2 * power) / (samples.length * total);
+}
+
+/** RMS of a sample block. */
+export function rms(samples: Int16Array): number {
+  let t = 0; for (let i = 0; i < samples.length; i++) t += samples[i] * samples[i];
+  return samples.length ? Math.sqrt(t / samples.length) : 0;
+}
