@@ -24,7 +24,7 @@ interface OpusHandler {
 }
 interface OpusNative {
   HEAPU8: Uint8Array;
-  HEAP16: Int16Array;
+  HEAPU16: Uint16Array;
   _malloc(n: number): number;
   _free(p: number): void;
   OpusScriptHandler: { new (rate: number, channels: number, application: number): OpusHandler; destroy_handler(h: OpusHandler): void };
