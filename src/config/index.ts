@@ -1,0 +1,2 @@
+export { loadConfig, redactConfig, isLoopback, type LoadResult } from './loader';
+export { ConfigSchema, type GatewayConfig, type GatewayConfigInput } from './schema';

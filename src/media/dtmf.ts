@@ -1,0 +1,60 @@
+/**
+ * RFC 4733 telephone-event payloads: 4 bytes — event, E|R|volume, duration (timestamp units).
+ */
+const DIGITS = '0123456789*#ABCD';
+
+export function digitToEvent(d: string): number {
+  const i = DIGITS.indexOf(d.toUpperCase());
+  if (i < 0) throw new Error(`not a DTMF digit: ${d}`);
+  return i;
+}
+
+export function eventToDigit(e: number): string | null {
+  return e >= 0 && e < 16 ? DIGITS[e] : null;
+}
+
+export function encodeTelephoneEvent(event: number, end: boolean, durationTs: number, volume = 10): Buffer {
+  const b = Buffer.alloc(4);
+  b[0] = event;
+  b[1] = (end ? 0x80 : 0) | (volume & 0x3f);
+  b.writeUInt16BE(Math.min(0xffff, durationTs), 2);
+  return b;
+}
+
+export function decodeTelephoneEvent(p: Uint8Array): { event: number; end: boolean; volume: number; duration: number } | null {
+  if (p.length < 4) return null;
+  return { event: p[0], end: (p[1] & 0x80) !== 0, volume: p[1] & 0x3f, duration: (p[2] << 8) | p[3] };
+}
+
+/**
+ * Detects digits in a received telephone-event stream: one digit per event timestamp, reported
+ * at its first packet (so a lost end packet still yields the digit), duplicates and the
+ * three end retransmissions ignored.
+ */
+export class DtmfReceiver {
+  private lastEventTs = -1;
+  constructor(private readonly onDigit: (digit: string, durationMs: number) => void, private readonly clockRate = 8000) {}
+
+  onPacket(rtpTs: number, payload: Uint8Array): void {
+    const ev = decodeTelephoneEvent(payload);
+    if (!ev) return;
+    if (rtpTs === this.lastEventTs) return;
+    this.lastEventTs = rtpTs;
+    const digit = eventToDigit(ev.event);
+    if (digit) this.onDigit(digit, (ev.duration / this.clockRate) * 1000);
+  }
+}
+
+/**
+ * The packet train for one digit (RFC 4733 §2.5): packets every 20 ms with the same timestamp
+ * and a growing duration, the first with the marker bit, the last three with E set.
+ */
+export function dtmfPacketTrain(digit: string, durationMs: number, clockRate: number): Array<{ payload: Buffer; marker: boolean; delayMs: number }> {
+  const event = digitToEvent(digit);
+  const step = 20;
+  const out: Array<{ payload: Buffer; marker: boolean; delayMs: number }> = [];
+  const total = Math.max(40, Math.round(durationMs / step) * step);
+  for (let t = step; t < total; t += step) out.push({ payload: encodeTelephoneEvent(event, false, (t * clockRate) / 1000), marker: t === step, delayMs: t - step });
+  for (let i = 0; i < 3; i++) out.push({ payload: encodeTelephoneEvent(event, true, (total * clockRate) / 1000), marker: false, delayMs: total - step });
+  return out;
+}

@@ -1,0 +1,249 @@
+import { EventEmitter } from 'node:events';
+import { randomInt } from 'node:crypto';
+import type { Logger } from 'pino';
+import { G711ToOpus, OpusToG711, pcmuEncode, type G711Law } from './codecs';
+import type { RtpPacketView } from './rtp';
+import type { SipRtpLeg } from './sipRtpLeg';
+import { estimateMos, ReceiveStats, type LegStats } from './stats';
+import { DtmfReceiver } from './dtmf';
+
+/** The browser side as the media engine sees it: implemented by src/webrtc's BrowserLeg. */
+export interface BrowserMediaPort {
+  readonly opusPayloadType: number | null;
+  readonly pcmuPayloadType: number | null;
+  readonly telephoneEventPayloadType: number | null;
+  readonly sendCodec: 'opus' | 'pcmu' | 'pcma';
+  onRtp(listener: (pkt: RtpPacketView) => void): () => void;
+  sendRtp(pkt: RtpPacketView): void;
+}
+
+export interface BridgeEvents {
+  dtmf: [ev: { digit: string; from: 'browser' | 'sip' }];
+}
+
+type Mode = 'transcode' | 'passthrough';
+
+/** Frames of PLC we are willing to synthesise for a gap in the browser's stream. */
+const MAX_CONCEAL = 5;
+
+/**
+ * Moves audio between the browser leg and the SIP RTP leg: Opus <-> G.711 through libopus
+ * (decoding straight to 8 kHz, encoding from 8 kHz), or passthrough when both sides use the
+ * same codec. Each direction has its own SSRC, sequence numbers and timestamps, so the streams
+ * stay continuous across hold/resume and far-end SSRC changes.
+ */
+export class MediaBridge extends EventEmitter<BridgeEvents> {
+  private readonly mode: Mode;
+  private toSip: OpusToG711 | null = null;
+  private toBrowser: G711ToOpus | null = null;
+  private readonly unsubscribe: () => void;
+  private readonly browserDtmf: DtmfReceiver;
+  // browser-bound stream state
+  private readonly outSsrc = randomInt(1, 0xffffffff);
+  private outSeq = randomInt(0, 0xffff);
+  private outTs = randomInt(0, 0x7fffffff);
+  private readonly browserPt: number;
+  private readonly browserClock: number;
+  // browser → SIP
+  private lastBrowserSeq = -1;
+  private sipFrame: Int16Array | null = null;
+  private sipFrameFill = 0;
+  private readonly sipFrameSamples: number;
+  // SIP → browser re-framing (trunk ptime may differ from our 20 ms)
+  private readonly pcm20 = new Int16Array(160);
+  private pcm20Fill = 0;
+  private toneTimer: NodeJS.Timeout | null = null;
+  private toneEncoder: G711ToOpus | null = null;
+  private readonly browserRx: ReceiveStats;
+  private tonePhase = 0;
+  private toneMs = 0;
+  private holdLocal = false;
+  private holdRemote = false;
+  private transcodeNs = 0n;
+  private dropped = 0;
+  private sent = { packets: 0, bytes: 0 };
+  private received = { packets: 0, bytes: 0 };
+  private closed = false;
+
+  constructor(private readonly browser: BrowserMediaPort, private readonly sip: SipRtpLeg, private readonly opts: { callId: string; logger: Logger }) {
+    super();
+    const remote = sip.remote;
+    const sipCodec = remote?.codec ?? 'PCMU';
+    const law: G711Law = sipCodec === 'PCMA' ? 'pcma' : 'pcmu';
+    const browserPcmu = browser.sendCodec === 'pcmu' && sipCodec === 'PCMU';
+    const bothOpus = browser.sendCodec === 'opus' && sipCodec === 'opus';
+    this.mode = browserPcmu || bothOpus ? 'passthrough' : 'transcode';
+    this.browserPt = browserPcmu ? browser.pcmuPayloadType ?? 0 : browser.opusPayloadType ?? 111;
+    this.browserClock = browserPcmu ? 8000 : 48000;
+    this.browserRx = new ReceiveStats(this.browserClock);
+    this.sipFrameSamples = Math.max(1, Math.round(((remote?.ptime ?? 20) / 20))) * 160;
+    if (this.mode === 'transcode') {
+      this.toSip = new OpusToG711(law);
+      this.toBrowser = new G711ToOpus(law);
+    }
+    this.browserDtmf = new DtmfReceiver((digit) => {
+      this.emit('dtmf', { digit, from: 'browser' });
+      this.sip.sendDtmf(digit, 100);
+    }, 48000);
+    this.unsubscribe = browser.onRtp((pkt) => this.fromBrowser(pkt));
+    sip.on('audio', (pkt) => this.fromSip(pkt));
+    sip.on('dtmf', (ev) => this.emit('dtmf', { digit: ev.digit, from: 'sip' }));
+    opts.logger.debug({ mode: this.mode, sipCodec, browserCodec: browser.sendCodec }, 'media bridge up');
+  }
+
+  get isTranscoding(): boolean {
+    return this.mode === 'transcode';
+  }
+
+  // ------------------------------------------------------------ browser → SIP
+
+  private fromBrowser(pkt: RtpPacketView): void {
+    if (this.closed) return;
+    this.received.packets++;
+    this.received.bytes += pkt.payload.length;
+    if (pkt.payloadType === this.browser.telephoneEventPayloadType) { this.browserDtmf.onPacket(pkt.timestamp, pkt.payload); return; }
+    this.browserRx.onPacket(pkt.sequenceNumber, pkt.timestamp, pkt.payload.length, performance.now());
+    if (this.holdLocal || this.holdRemote) { this.lastBrowserSeq = pkt.sequenceNumber; return; }
+    if (this.mode === 'passthrough') {
+      if (pkt.payloadType !== this.browserPt) { this.dropped++; return; }
+      this.sip.sendAudio(pkt.payload, this.browserClock === 8000 ? pkt.payload.length : 960, pkt.marker);
+      return;
+    }
+    if (pkt.payloadType !== this.browser.opusPayloadType) { this.dropped++; return; }
+    // Sequence gap = browser packets lost on the way: conceal them with Opus PLC.
+    let gap = 0;
+    if (this.lastBrowserSeq >= 0) {
+      const d = (pkt.sequenceNumber - this.lastBrowserSeq) & 0xffff;
+      if (d === 0 || d > 0x8000) { this.dropped++; return; } // duplicate or late
+      gap = Math.min(d - 1, MAX_CONCEAL);
+    }
+    this.lastBrowserSeq = pkt.sequenceNumber;
+    const t0 = process.hrtime.bigint();
+    for (let i = 0; i < gap; i++) this.pushToSip(this.toSip!.decode(null));
+    this.pushToSip(this.toSip!.decode(pkt.payload));
+    this.transcodeNs += process.hrtime.bigint() - t0;
+  }
+
+  /** Accumulates 8 kHz PCM into frames of the trunk's ptime and sends them. */
+  private pushToSip(pcm: Int16Array): void {
+    if (pcm.length === 0) return;
+    if (this.sipFrameSamples === pcm.length && this.sipFrameFill === 0) {
+      this.sip.sendAudio(this.toSip!.encodeG711(pcm), pcm.length);
+      return;
+    }
+    this.sipFrame ??= new Int16Array(this.sipFrameSamples);
+    let off = 0;
+    while (off < pcm.length) {
+      const n = Math.min(pcm.length - off, this.sipFrameSamples - this.sipFrameFill);
+      this.sipFrame.set(pcm.subarray(off, off + n), this.sipFrameFill);
+      this.sipFrameFill += n;
+      off += n;
+      if (this.sipFrameFill === this.sipFrameSamples) {
+        this.sip.sendAudio(this.toSip!.encodeG711(this.sipFrame), this.sipFrameSamples);
+        this.sipFrameFill = 0;
+      }
+    }
+  }
+
+  // ------------------------------------------------------------ SIP → browser
+
+  private fromSip(pkt: RtpPacketView): void {
+    if (this.closed) return;
+    if (this.toneTimer) this.setBrowserTone('none'); // real early media replaces our ringback
+    if (this.holdLocal) return;
+    if (this.mode === 'passthrough') {
+      this.sendToBrowser(pkt.payload, this.browserClock === 8000 ? pkt.payload.length : 960, pkt.marker);
+      return;
+    }
+    const t0 = process.hrtime.bigint();
+    const pcm = this.toBrowser!.decodeG711(pkt.payload);
+    // Re-frame to 20 ms: the browser's Opus stream always carries 20 ms frames.
+    let off = 0;
+    while (off < pcm.length) {
+      const n = Math.min(pcm.length - off, 160 - this.pcm20Fill);
+      this.pcm20.set(pcm.subarray(off, off + n), this.pcm20Fill);
+      this.pcm20Fill += n;
+      off += n;
+      if (this.pcm20Fill === 160) {
+        this.pcm20Fill = 0;
+        this.sendToBrowser(this.toBrowser!.encode(this.pcm20), 960, false);
+      }
+    }
+    this.transcodeNs += process.hrtime.bigint() - t0;
+  }
+
+  private sendToBrowser(payload: Buffer, tsStep: number, marker: boolean): void {
+    this.browser.sendRtp({ payloadType: this.browserPt, sequenceNumber: this.outSeq, timestamp: this.outTs, marker, ssrc: this.outSsrc, payload });
+    this.outSeq = (this.outSeq + 1) & 0xffff;
+    this.outTs = (this.outTs + tsStep) >>> 0;
+    this.sent.packets++;
+    this.sent.bytes += payload.length;
+  }
+
+  /**
+   * Local ringback toward the browser while the far end rings without early media
+   * (440 + 480 Hz, 2 s on / 4 s off, the North American cadence).
+   */
+  setBrowserTone(kind: 'ringback' | 'none'): void {
+    if (kind === 'none') {
+      if (this.toneTimer) clearInterval(this.toneTimer);
+      this.toneTimer = null;
+      return;
+    }
+    if (this.toneTimer || this.closed) return;
+    this.toneMs = 0;
+    // Passthrough Opus has no encoder of its own: the ringback gets one for as long as it plays.
+    if (!this.toBrowser && this.browserClock === 48000) this.toneEncoder ??= new G711ToOpus('pcmu');
+    const encoder = this.toBrowser ?? this.toneEncoder;
+    const frame = new Int16Array(160);
+    this.toneTimer = setInterval(() => {
+      const on = this.toneMs % 6000 < 2000;
+      for (let i = 0; i < 160; i++) {
+        const t = this.tonePhase + i / 8000;
+        frame[i] = on ? Math.round(3000 * (Math.sin(2 * Math.PI * 440 * t) + Math.sin(2 * Math.PI * 480 * t))) : 0;
+      }
+      this.tonePhase += 160 / 8000;
+      this.toneMs += 20;
+      if (encoder) this.sendToBrowser(encoder.encode(frame), 960, false);
+      else this.sendToBrowser(pcmuEncode(frame), 160, false);
+    }, 20);
+  }
+
+  setHold(holdByBrowser: boolean, holdBySip: boolean): void {
+    this.holdLocal = holdByBrowser;
+    this.holdRemote = holdBySip;
+    this.sip.paused = holdByBrowser || holdBySip;
+  }
+
+  sendDtmfToSip(digit: string, durationMs = 100): void {
+    if (!this.sip.sendDtmf(digit, durationMs)) this.opts.logger.info({ digit }, 'DTMF not sent: no telephone-event negotiated with the SIP side');
+  }
+
+  stats(): { browser: LegStats; sip: LegStats; transcodeCpuMs: number; mode: Mode } {
+    return {
+      browser: {
+        packetsSent: this.sent.packets, bytesSent: this.sent.bytes, packetsReceived: this.received.packets, bytesReceived: this.received.bytes,
+        packetsLost: Math.max(0, this.browserRx.lost), jitterMs: Math.round(this.browserRx.jitterMs * 10) / 10, rttMs: null,
+        mos: estimateMos({ lossPercent: this.browserRx.expected ? (Math.max(0, this.browserRx.lost) / this.browserRx.expected) * 100 : 0, oneWayDelayMs: 40, jitterMs: this.browserRx.jitterMs, ie: 0, bpl: 20 }),
+        dropped: this.dropped + (this.toSip?.malformed ?? 0),
+      },
+      sip: this.sip.stats(),
+      transcodeCpuMs: Number(this.transcodeNs / 1000n) / 1000,
+      mode: this.mode,
+    };
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.setBrowserTone('none');
+    this.unsubscribe();
+    this.toSip?.close();
+    this.toBrowser?.close();
+    this.toneEncoder?.close();
+    this.toneEncoder = null;
+    this.toSip = null;
+    this.toBrowser = null;
+    this.removeAllListeners();
+  }
+}

@@ -1,0 +1,302 @@
+import { EventEmitter } from 'node:events';
+import { randomInt } from 'node:crypto';
+import type dgram from 'node:dgram';
+import type { Logger } from 'pino';
+import { SrtpSession, type SdesCrypto } from './srtp';
+import { buildRtp, isRtcp, parseRtp, RTCP, type RtpPacketView } from './rtp';
+import { estimateMos, ReceiveStats, type LegStats } from './stats';
+import { DtmfReceiver, dtmfPacketTrain } from './dtmf';
+
+export interface SipLegRemote {
+  address: string;
+  port: number;
+  rtcpPort?: number;
+  rtcpMux?: boolean;
+  codec: 'PCMU' | 'PCMA' | 'opus';
+  payloadType: number;
+  ptime?: number;
+  telephoneEventPayloadType?: number;
+  srtp?: { local: SdesCrypto; remote: SdesCrypto };
+  direction?: 'sendrecv' | 'sendonly' | 'recvonly' | 'inactive';
+}
+
+export interface SipLegEvents {
+  /** Decrypted audio from the trunk (the leg's own PT already checked). */
+  audio: [pkt: RtpPacketView];
+  dtmf: [ev: { digit: string; durationMs: number }];
+  inactive: [];
+  closed: [];
+}
+
+const RTCP_INTERVAL_MS = 5000;
+/** Seconds between 1900-01-01 and 1970-01-01 (NTP epoch offset). */
+const NTP_OFFSET = 2208988800;
+
+/**
+ * The RTP leg toward the SIP side: one RTP/RTCP socket pair from the allocator, plain RTP or
+ * SDES-SRTP, symmetric RTP (latching onto where valid media really comes from), RTCP SR/RR
+ * every 5 s, RFC 4733 DTMF both ways, an inactivity event and statistics. Owned by a call; the
+ * sockets and port go back to the allocator on close().
+ */
+export class SipRtpLeg extends EventEmitter<SipLegEvents> {
+  remote: SipLegRemote | null = null;
+  private dest: { address: string; port: number; rtcpPort: number } | null = null;
+  private srtp: SrtpSession | null = null;
+  private readonly ssrc = randomInt(1, 0xffffffff);
+  private seq = randomInt(0, 0xffff);
+  private ts = randomInt(0, 0x7fffffff);
+  private readonly rx = new ReceiveStats(8000);
+  private remoteSsrc: number | null = null;
+  private latched = false;
+  private sent = { packets: 0, bytes: 0 };
+  private dropped = 0;
+  private lastRxAt = Date.now();
+  private inactivityTimer: NodeJS.Timeout | null = null;
+  private rtcpTimer: NodeJS.Timeout | null = null;
+  private rttMs: number | null = null;
+  private lastSrNtpMiddle = 0;
+  private lastSrArrival = 0;
+  private readonly dtmfRx: DtmfReceiver;
+  private dtmfBusyUntil = 0;
+  private readonly dtmfTimers = new Set<NodeJS.Timeout>();
+  paused = false;
+  closed = false;
+
+  constructor(
+    readonly localAddress: string,
+    readonly localPort: number,
+    private readonly rtpSocket: dgram.Socket,
+    private readonly rtcpSocket: dgram.Socket,
+    private readonly opts: { logger: Logger; inactivityTimeoutMs: number; onClose(): void },
+  ) {
+    super();
+    this.dtmfRx = new DtmfReceiver((digit, durationMs) => this.emit('dtmf', { digit, durationMs }));
+    rtpSocket.on('message', (msg, rinfo) => this.onRtpDatagram(msg, rinfo));
+    rtcpSocket.on('message', (msg, rinfo) => this.onRtcpDatagram(msg, rinfo.address));
+    rtpSocket.on('error', (err) => opts.logger.debug({ err: err.message }, 'RTP socket error'));
+    rtcpSocket.on('error', (err) => opts.logger.debug({ err: err.message }, 'RTCP socket error'));
+  }
+
+  /** The far end's media parameters, from its SDP; may change with a re-INVITE. */
+  setRemote(remote: SipLegRemote): void {
+    if (this.closed) return;
+    const moved = !this.remote || this.remote.address !== remote.address || this.remote.port !== remote.port;
+    const keysChanged = !!remote.srtp && (!this.remote?.srtp || !this.remote.srtp.remote.key.equals(remote.srtp.remote.key));
+    this.remote = remote;
+    if (moved) {
+      this.dest = { address: remote.address, port: remote.port, rtcpPort: remote.rtcpMux ? remote.port : remote.rtcpPort ?? remote.port + 1 };
+      this.latched = false;
+    }
+    // Keep the SRTP context (and its rollover counter) across re-INVITEs unless the keys change.
+    if (!remote.srtp) this.srtp = null;
+    else if (keysChanged || !this.srtp) this.srtp = new SrtpSession(remote.srtp);
+    this.lastRxAt = Date.now();
+    if (!this.inactivityTimer && this.opts.inactivityTimeoutMs > 0) {
+      const check = Math.min(1000, this.opts.inactivityTimeoutMs);
+      this.inactivityTimer = setInterval(() => this.checkInactivity(), check);
+    }
+    if (!this.rtcpTimer) this.rtcpTimer = setInterval(() => this.sendReport(), RTCP_INTERVAL_MS);
+  }
+
+  get sendingAllowed(): boolean {
+    const d = this.remote?.direction ?? 'sendrecv';
+    return !!this.dest && (d === 'sendrecv' || d === 'recvonly') && this.dest.address !== '0.0.0.0';
+  }
+
+  /** Send one audio frame (payload in the negotiated codec); `samples` advances the timestamp. */
+  sendAudio(payload: Uint8Array, samples: number, marker = false): void {
+    if (this.closed || !this.remote) return;
+    const seq = this.seq;
+    const ts = this.ts;
+    this.seq = (this.seq + 1) & 0xffff;
+    this.ts = (this.ts + samples) >>> 0;
+    // While a DTMF event plays, its packets replace audio (RFC 4733 §2.5.1.2).
+    if (!this.sendingAllowed || Date.now() < this.dtmfBusyUntil) return;
+    this.sendPacket(buildRtp(this.remote.payloadType, seq, ts, this.ssrc, payload, marker));
+  }
+
+  /** RFC 4733 digit toward the trunk (needs a negotiated telephone-event PT). */
+  sendDtmf(digit: string, durationMs = 100): boolean {
+    const pt = this.remote?.telephoneEventPayloadType;
+    if (this.closed || pt === undefined || !this.sendingAllowed) return false;
+    const eventTs = this.ts;
+    const train = dtmfPacketTrain(digit, durationMs, 8000);
+    const lastDelay = train[train.length - 1].delayMs;
+    this.dtmfBusyUntil = Date.now() + lastDelay + 20;
+    for (const p of train) {
+      const send = () => {
+        if (this.closed || !this.remote) return;
+        this.sendPacket(buildRtp(pt, this.seq, eventTs, this.ssrc, p.payload, p.marker));
+        this.seq = (this.seq + 1) & 0xffff;
+      };
+      if (p.delayMs === 0) send();
+      else {
+        const t = setTimeout(() => { this.dtmfTimers.delete(t); send(); }, p.delayMs);
+        this.dtmfTimers.add(t);
+      }
+    }
+    // The event occupies its duration on the timeline.
+    this.ts = (this.ts + (lastDelay + 20) * 8) >>> 0;
+    return true;
+  }
+
+  private sendPacket(plain: Buffer): void {
+    const d = this.dest!;
+    let out = plain;
+    if (this.srtp) {
+      try { out = this.srtp.protectRtp(plain); } catch { this.dropped++; return; }
+    }
+    this.sent.packets++;
+    this.sent.bytes += plain.length - 12;
+    this.rtpSocket.send(out, d.port, d.address);
+  }
+
+  private onRtpDatagram(msg: Buffer, rinfo: dgram.RemoteInfo): void {
+    if (this.closed || !this.remote) return;
+    if (this.remote.rtcpMux && isRtcp(msg)) { this.onRtcpDatagram(msg, rinfo.address); return; }
+    let plain: Buffer | null = msg;
+    if (this.srtp) plain = this.srtp.unprotectRtp(msg);
+    const pkt = plain ? parseRtp(plain) : null;
+    if (!pkt) { this.dropped++; return; }
+    // Symmetric RTP (RFC 4961): once authentic media arrives from elsewhere (NAT), answer there.
+    if (!this.latched || this.dest!.address !== rinfo.address || this.dest!.port !== rinfo.port) {
+      if (this.dest && (this.dest.address !== rinfo.address || this.dest.port !== rinfo.port)) {
+        this.opts.logger.info({ from: `${rinfo.address}:${rinfo.port}`, signalled: `${this.dest.address}:${this.dest.port}` }, 'RTP latched to the real source');
+        this.dest = { address: rinfo.address, port: rinfo.port, rtcpPort: this.remote.rtcpMux ? rinfo.port : rinfo.port + 1 };
+      }
+      this.latched = true;
+    }
+    if (this.remoteSsrc !== pkt.ssrc) {
+      if (this.remoteSsrc !== null) this.rx.resetSource();
+      this.remoteSsrc = pkt.ssrc;
+    }
+    this.lastRxAt = Date.now();
+    this.rx.onPacket(pkt.sequenceNumber, pkt.timestamp, pkt.payload.length, performance.now());
+    if (pkt.payloadType === this.remote.payloadType) this.emit('audio', pkt);
+    else if (pkt.payloadType === this.remote.telephoneEventPayloadType) this.dtmfRx.onPacket(pkt.timestamp, pkt.payload);
+    else if (pkt.payloadType !== 13) this.dropped++; // CN is tolerated; anything else is not ours
+  }
+
+  private onRtcpDatagram(msg: Buffer, _from: string): void {
+    if (this.closed) return;
+    let plain: Buffer | null = msg;
+    if (this.srtp) plain = this.srtp.unprotectRtcp(msg);
+    if (!plain || plain.length < 8) { this.dropped++; return; }
+    // Walk the compound packet: SR gives us LSR; report blocks about us give RTT.
+    let off = 0;
+    while (off + 8 <= plain.length) {
+      const pt = plain[off + 1];
+      const len = (plain.readUInt16BE(off + 2) + 1) * 4;
+      if (off + len > plain.length) break;
+      const count = plain[off] & 0x1f;
+      let blocks = off + 8;
+      if (pt === RTCP.SR && len >= 28) {
+        this.lastSrNtpMiddle = plain.readUInt32BE(off + 10);
+        this.lastSrArrival = Date.now();
+        blocks = off + 28;
+      }
+      if (pt === RTCP.SR || pt === RTCP.RR) {
+        for (let i = 0; i < count && blocks + 24 <= off + len; i++, blocks += 24) {
+          if (plain.readUInt32BE(blocks) !== this.ssrc) continue;
+          const lsr = plain.readUInt32BE(blocks + 16);
+          const dlsr = plain.readUInt32BE(blocks + 20);
+          if (lsr) {
+            const now = ntpMiddle32(Date.now());
+            const rtt = ((now - lsr - dlsr) >>> 0) / 65536;
+            if (rtt < 60) this.rttMs = Math.round(rtt * 1000);
+          }
+        }
+      }
+      off += len;
+    }
+  }
+
+  /** RTCP SR (we send) with one report block about the far end (RFC 3550 §6.4.1). */
+  private sendReport(): void {
+    if (this.closed || !this.dest || !this.sendingAllowed) return;
+    const now = Date.now();
+    const hasBlock = this.remoteSsrc !== null;
+    const sr = Buffer.alloc(28 + (hasBlock ? 24 : 0));
+    sr[0] = 0x80 | (hasBlock ? 1 : 0);
+    sr[1] = RTCP.SR;
+    sr.writeUInt16BE(sr.length / 4 - 1, 2);
+    sr.writeUInt32BE(this.ssrc, 4);
+    const secs = Math.floor(now / 1000) + NTP_OFFSET;
+    sr.writeUInt32BE(secs >>> 0, 8);
+    sr.writeUInt32BE(Math.floor(((now % 1000) / 1000) * 0x100000000) >>> 0, 12);
+    sr.writeUInt32BE(this.ts, 16);
+    sr.writeUInt32BE(this.sent.packets >>> 0, 20);
+    sr.writeUInt32BE(this.sent.bytes >>> 0, 24);
+    if (hasBlock) {
+      const b = 28;
+      sr.writeUInt32BE(this.remoteSsrc!, b);
+      const lost = Math.max(-0x800000, Math.min(0x7fffff, this.rx.lost));
+      sr.writeUInt32BE(((this.rx.fractionLostSinceLast() << 24) | (lost & 0xffffff)) >>> 0, b + 4);
+      sr.writeUInt32BE(this.rx.extendedHighestSeq >>> 0, b + 8);
+      sr.writeUInt32BE(Math.round(this.rx.jitterTs) >>> 0, b + 12);
+      sr.writeUInt32BE(this.lastSrNtpMiddle >>> 0, b + 16);
+      sr.writeUInt32BE(this.lastSrArrival ? Math.round(((now - this.lastSrArrival) / 1000) * 65536) >>> 0 : 0, b + 20);
+    }
+    let out: Buffer = sr;
+    if (this.srtp) { try { out = this.srtp.protectRtcp(sr); } catch { return; } }
+    const sock = this.remote?.rtcpMux ? this.rtpSocket : this.rtcpSocket;
+    sock.send(out, this.dest.rtcpPort, this.dest.address);
+  }
+
+  private checkInactivity(): void {
+    if (this.closed || this.paused) { this.lastRxAt = Date.now(); return; }
+    const d = this.remote?.direction ?? 'sendrecv';
+    if (d === 'recvonly' || d === 'inactive') { this.lastRxAt = Date.now(); return; }
+    if (Date.now() - this.lastRxAt >= this.opts.inactivityTimeoutMs) {
+      this.lastRxAt = Date.now();
+      this.emit('inactive');
+    }
+  }
+
+  stats(): LegStats {
+    const expected = this.rx.expected;
+    const lossPercent = expected > 0 ? (Math.max(0, this.rx.lost) / expected) * 100 : 0;
+    return {
+      packetsSent: this.sent.packets,
+      bytesSent: this.sent.bytes,
+      packetsReceived: this.rx.packets,
+      bytesReceived: this.rx.bytes,
+      packetsLost: Math.max(0, this.rx.lost),
+      jitterMs: Math.round(this.rx.jitterMs * 10) / 10,
+      rttMs: this.rttMs,
+      mos: estimateMos({ lossPercent, oneWayDelayMs: (this.rttMs ?? 40) / 2 + 20, jitterMs: this.rx.jitterMs }),
+      dropped: this.dropped + (this.srtp ? this.srtp.stats.authFailures + this.srtp.stats.replays + this.srtp.stats.malformed : 0),
+    };
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.inactivityTimer) clearInterval(this.inactivityTimer);
+    if (this.rtcpTimer) clearInterval(this.rtcpTimer);
+    for (const t of this.dtmfTimers) clearTimeout(t);
+    this.dtmfTimers.clear();
+    this.sendBye();
+    this.rtpSocket.close();
+    this.rtcpSocket.close();
+    this.opts.onClose();
+    this.emit('closed');
+    this.removeAllListeners();
+  }
+
+  private sendBye(): void {
+    if (!this.dest || !this.remote) return;
+    const bye = Buffer.alloc(8);
+    bye[0] = 0x81; bye[1] = RTCP.BYE; bye.writeUInt16BE(1, 2); bye.writeUInt32BE(this.ssrc, 4);
+    let out: Buffer = bye;
+    if (this.srtp) { try { out = this.srtp.protectRtcp(bye); } catch { return; } }
+    const sock = this.remote.rtcpMux ? this.rtpSocket : this.rtcpSocket;
+    try { sock.send(out, this.dest.rtcpPort, this.dest.address); } catch { /* closing */ }
+  }
+}
+
+function ntpMiddle32(ms: number): number {
+  const secs = Math.floor(ms / 1000) + NTP_OFFSET;
+  const frac = Math.floor(((ms % 1000) / 1000) * 0x10000);
+  return (((secs & 0xffff) << 16) | frac) >>> 0;
+}

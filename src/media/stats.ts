@@ -1,0 +1,118 @@
+/**
+ * Receive statistics per RTP source (RFC 3550 §6.4, Appendix A.3 and A.8) and a call-quality
+ * estimate (a simplified ITU-T G.107 E-model).
+ */
+
+export class ReceiveStats {
+  packets = 0;
+  bytes = 0;
+  private baseSeq = -1;
+  private maxSeq = 0;
+  private cycles = 0;
+  /** Interarrival jitter in timestamp units (A.8). */
+  jitterTs = 0;
+  private lastTransit: number | null = null;
+  duplicatesOrLate = 0;
+  private expectedPrior = 0;
+  private receivedPrior = 0;
+
+  constructor(private readonly clockRate: number) {}
+
+  /** One packet; `arrivalMs` from a monotonic clock. */
+  onPacket(seq: number, rtpTs: number, bytes: number, arrivalMs: number): void {
+    this.packets++;
+    this.bytes += bytes;
+    if (this.baseSeq < 0) { this.baseSeq = seq; this.maxSeq = seq; }
+    else {
+      const delta = (seq - this.maxSeq) & 0xffff;
+      if (delta > 0 && delta < 0x8000) {
+        if (seq < this.maxSeq) this.cycles += 0x10000;
+        this.maxSeq = seq;
+      } else if (delta !== 0) {
+        // older than the highest seen: late or reordered
+      } else {
+        this.duplicatesOrLate++;
+      }
+    }
+    const arrivalTs = (arrivalMs * this.clockRate) / 1000;
+    const transit = arrivalTs - rtpTs;
+    if (this.lastTransit !== null) {
+      let d = transit - this.lastTransit;
+      if (d < 0) d = -d;
+      // A timestamp jump (new talkspurt, SSRC change) is not jitter.
+      if (d < this.clockRate * 10) this.jitterTs += (d - this.jitterTs) / 16;
+    }
+    this.lastTransit = transit;
+  }
+
+  get expected(): number {
+    return this.baseSeq < 0 ? 0 : this.cycles + this.maxSeq - this.baseSeq + 1;
+  }
+
+  /** Cumulative packets lost (may be negative with duplicates, RFC 3550 A.3). */
+  get lost(): number {
+    return this.expected - this.packets;
+  }
+
+  get jitterMs(): number {
+    return (this.jitterTs / this.clockRate) * 1000;
+  }
+
+  get extendedHighestSeq(): number {
+    return this.cycles + this.maxSeq;
+  }
+
+  /** Fraction lost since the last report, 0..255 (for an RR block), and resets the interval. */
+  fractionLostSinceLast(): number {
+    const expected = this.expected;
+    const expectedInterval = expected - this.expectedPrior;
+    const receivedInterval = this.packets - this.receivedPrior;
+    this.expectedPrior = expected;
+    this.receivedPrior = this.packets;
+    const lostInterval = expectedInterval - receivedInterval;
+    if (expectedInterval <= 0 || lostInterval <= 0) return 0;
+    return Math.min(255, Math.floor((lostInterval << 8) / expectedInterval));
+  }
+
+  /** Restart sequence tracking (new SSRC after a re-INVITE); counters are kept. */
+  resetSource(): void {
+    this.baseSeq = -1;
+    this.cycles = 0;
+    this.lastTransit = null;
+    this.expectedPrior = 0;
+    this.receivedPrior = 0;
+  }
+}
+
+/**
+ * Mean opinion score from a simplified E-model (ITU-T G.107): R = 93.2 − Id − Ie,eff, with
+ * Id from one-way delay (G.107 §3.4 simplified as in ITU-T G.108 Appendix) and Ie,eff from
+ * packet loss with the codec's Ie/Bpl (G.113 Appendix I: G.711 Ie=0, Bpl=25.1 with PLC).
+ * Returns 1..4.5.
+ */
+export function estimateMos(opts: { lossPercent: number; oneWayDelayMs: number; jitterMs?: number; ie?: number; bpl?: number }): number {
+  const ie = opts.ie ?? 0;
+  const bpl = opts.bpl ?? 25.1;
+  // Jitter buffers turn jitter into delay: count twice the jitter as added delay.
+  const d = opts.oneWayDelayMs + 2 * (opts.jitterMs ?? 0);
+  const id = 0.024 * d + (d > 177.3 ? 0.11 * (d - 177.3) : 0);
+  const ppl = Math.max(0, Math.min(100, opts.lossPercent));
+  const ieEff = ie + (95 - ie) * (ppl / (ppl + bpl));
+  const r = Math.max(0, Math.min(100, 93.2 - id - ieEff));
+  if (r <= 0) return 1;
+  const mos = 1 + 0.035 * r + r * (r - 60) * (100 - r) * 7e-6;
+  return Math.round(Math.max(1, Math.min(4.5, mos)) * 100) / 100;
+}
+
+export interface LegStats {
+  packetsSent: number;
+  bytesSent: number;
+  packetsReceived: number;
+  bytesReceived: number;
+  packetsLost: number;
+  jitterMs: number;
+  rttMs: number | null;
+  mos: number;
+  /** Dropped: malformed, unknown PT, SRTP failures, replays, wrong source. */
+  dropped: number;
+}

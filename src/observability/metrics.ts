@@ -1,0 +1,54 @@
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+/** Prometheus metrics for /metrics (prom-client), behind typed methods. */
+export class GatewayMetrics {
+  readonly registry = new Registry();
+  private readonly activeCalls = new Gauge({ name: 'gateway_active_calls', help: 'Calls in progress', labelNames: ['direction'], registers: [this.registry] });
+  private readonly callsTotal = new Counter({ name: 'gateway_calls_total', help: 'Call attempts by outcome cause', labelNames: ['direction', 'cause'], registers: [this.registry] });
+  private readonly setupSeconds = new Histogram({ name: 'gateway_call_setup_seconds', help: 'Time from call start to answer', labelNames: ['direction'], buckets: [0.25, 0.5, 1, 2, 4, 8, 16, 32, 64], registers: [this.registry] });
+  private readonly lossRatio = new Histogram({ name: 'gateway_leg_packet_loss_ratio', help: 'Per-leg packet loss at call end', labelNames: ['leg'], buckets: [0, 0.001, 0.01, 0.02, 0.05, 0.1, 0.2], registers: [this.registry] });
+  private readonly jitterMs = new Histogram({ name: 'gateway_leg_jitter_ms', help: 'Per-leg interarrival jitter at call end', labelNames: ['leg'], buckets: [1, 2, 5, 10, 20, 40, 80], registers: [this.registry] });
+  private readonly transcodeCpu = new Counter({ name: 'gateway_transcoder_cpu_seconds_total', help: 'CPU time spent transcoding', registers: [this.registry] });
+  private readonly wsConnectionsGauge = new Gauge({ name: 'gateway_websocket_connections', help: 'Open signaling WebSockets', registers: [this.registry] });
+  private readonly sipTimeouts = new Counter({ name: 'gateway_sip_transaction_timeouts_total', help: 'SIP client transactions that timed out', registers: [this.registry] });
+  private readonly registrations = new Gauge({ name: 'gateway_sip_registration_state', help: '1 for the current state of each registration', labelNames: ['registration', 'state'], registers: [this.registry] });
+
+  constructor() {
+    collectDefaultMetrics({ register: this.registry, prefix: 'gateway_process_' });
+  }
+
+  get contentType(): string {
+    return this.registry.contentType;
+  }
+
+  callStarted(direction: string): void {
+    this.activeCalls.inc({ direction });
+  }
+
+  callEnded(direction: string, cause: string, setupMs?: number, quality?: { legs: Array<{ leg: string; lossRatio: number; jitterMs: number }>; transcodeCpuMs?: number }): void {
+    this.activeCalls.dec({ direction });
+    this.callsTotal.inc({ direction, cause });
+    if (setupMs !== undefined) this.setupSeconds.observe({ direction }, setupMs / 1000);
+    for (const l of quality?.legs ?? []) {
+      this.lossRatio.observe({ leg: l.leg }, l.lossRatio);
+      this.jitterMs.observe({ leg: l.leg }, l.jitterMs);
+    }
+    if (quality?.transcodeCpuMs) this.transcodeCpu.inc(quality.transcodeCpuMs / 1000);
+  }
+
+  wsConnections(n: number): void {
+    this.wsConnectionsGauge.set(n);
+  }
+
+  sipTimeout(): void {
+    this.sipTimeouts.inc();
+  }
+
+  registrationState(name: string, state: string): void {
+    for (const s of ['unregistered', 'registering', 'registered', 'failed']) this.registrations.set({ registration: name, state: s }, s === state ? 1 : 0);
+  }
+
+  render(): Promise<string> {
+    return this.registry.metrics();
+  }
+}

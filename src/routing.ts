@@ -1,0 +1,53 @@
+import { isIP } from 'node:net';
+import type { GatewayConfig } from './config';
+import type { Routing } from './calls/callManager';
+import type { Identity } from './calls/callBase';
+import type { OutboundTarget } from './calls/outboundCall';
+import { evaluateDestination, ipInCidrs } from './edge';
+import { DEMO_NUMBERS } from './demo/demoEndpoint';
+import { parseUri } from './sip';
+
+/**
+ * Where calls go: the configured trunk, or the built-in demo endpoint when there is none.
+ * Deny-by-default dial plan apart from the demo numbers.
+ */
+export function buildRouting(c: GatewayConfig, demoUri: string | null): Routing {
+  const trunk = c.trunk;
+  const trunkUri = trunk ? parseUri(trunk.uri) : null;
+  if (trunk && !trunkUri) throw new Error(`trunk.uri is not a SIP URI: ${trunk.uri}`);
+  const demoHostPort = demoUri ? demoUri.replace(/^sip:/, '') : null;
+  const trusted = [...(trunk?.sourceCidrs ?? [])];
+  if (trunkUri && isIP(trunkUri.host)) trusted.push(trunkUri.host);
+  if (demoUri) trusted.push('127.0.0.0/8');
+  const fromHost = trunk?.fromDomain ?? c.sip.advertisedHost ?? c.sip.host;
+
+  return {
+    checkDestination(to: string, identity: Identity) {
+      const t = to.trim();
+      if (demoHostPort && (DEMO_NUMBERS as readonly string[]).includes(t) && (!identity.dest || identity.dest.some((p) => p === t || p === '*'))) return { allowed: true, number: t };
+      if (!trunk) return { allowed: false, reason: `${t.slice(0, 32)} is not a demo number (1000 echo, 1001 tone, 1002 busy) and no trunk is configured` };
+      const d = evaluateDestination(t, c.dialplan, identity.dest);
+      return d.allowed ? { allowed: true, number: d.normalized } : { allowed: false, reason: d.reason };
+    },
+    outboundTarget(number: string, identity: Identity): OutboundTarget {
+      const callerId = identity.callerId ?? identity.id;
+      if (demoHostPort && (DEMO_NUMBERS as readonly string[]).includes(number)) {
+        return { requestUri: `sip:${number}@${demoHostPort}`, fromUri: `sip:${encodeURIComponent(callerId)}@${c.sip.advertisedHost ?? c.sip.host}`, fromDisplay: identity.id };
+      }
+      const u = trunkUri!;
+      const params = Object.entries(u.params).map(([k, v]) => (v === null ? `;${k}` : `;${k}=${v}`)).join('');
+      return {
+        requestUri: `${u.scheme}:${encodeURIComponent(number).replace(/^%2B/, '+')}@${u.host}${u.port ? `:${u.port}` : ''}${params}`,
+        fromUri: `sip:${encodeURIComponent(callerId).replace(/^%2B/, '+')}@${fromHost}`,
+        credentials: trunk!.username && trunk!.password ? { username: trunk!.username, password: trunk!.password } : undefined,
+      };
+    },
+    inboundUser(reqUser: string, toUser: string) {
+      const map = c.inbound.didMap;
+      return map[reqUser] ?? map[toUser] ?? (c.inbound.routeByUserPart && reqUser ? reqUser : null);
+    },
+    trustedSource(ip: string) {
+      return ipInCidrs(ip, trusted);
+    },
+  };
+}

@@ -1,0 +1,2 @@
+/** SDP translation between the browser and SIP worlds (sdp-transform). */
+export { buildSipOffer, buildSipAnswer, parseSipAnswer, parseSipOffer, type SipMediaDescription, type SipSdpOptions, type MediaDirection, type SipCodecName } from './sipSdp';

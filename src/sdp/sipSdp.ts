@@ -1,0 +1,135 @@
+import sdpTransform from 'sdp-transform';
+import { formatCryptoAttribute, type SdesCrypto } from '../media/srtp';
+
+/**
+ * SDP toward and from the SIP side (RFC 4566 / RFC 3264 offer-answer), with sdp-transform.
+ * The WebRTC side's SDP is werift's business; here we only speak plain SIP SDP:
+ * RTP/AVP or RTP/SAVP with a=crypto (RFC 4568), G.711, telephone-event, optional Opus.
+ */
+
+export type MediaDirection = 'sendrecv' | 'sendonly' | 'recvonly' | 'inactive';
+export type SipCodecName = 'PCMU' | 'PCMA' | 'opus';
+
+export interface SipMediaDescription {
+  address: string;
+  port: number;
+  rtcpPort?: number;
+  rtcpMux: boolean;
+  codecs: Array<{ name: string; payloadType: number; clockRate: number; channels?: number }>;
+  telephoneEventPayloadType?: number;
+  ptime?: number;
+  direction: MediaDirection;
+  crypto: string[];
+  profile: string;
+}
+
+export interface SipSdpOptions {
+  advertisedHost: string;
+  port: number;
+  srtp: 'off' | 'optional' | 'mandatory';
+  localCrypto?: SdesCrypto[];
+  codecs: SipCodecName[];
+  ptime?: number;
+  sessionId?: string;
+  sessionVersion?: number;
+  direction?: MediaDirection;
+}
+
+const STATIC: Record<number, { name: string; clockRate: number }> = { 0: { name: 'PCMU', clockRate: 8000 }, 8: { name: 'PCMA', clockRate: 8000 }, 9: { name: 'G722', clockRate: 8000 }, 13: { name: 'CN', clockRate: 8000 }, 18: { name: 'G729', clockRate: 8000 } };
+const OUR_PT: Record<SipCodecName, number> = { PCMU: 0, PCMA: 8, opus: 111 };
+const TELEPHONE_EVENT_PT = 101;
+
+/** Our offer toward the trunk. `srtp: 'optional'` offers RTP/AVP with a=crypto (best-effort SRTP). */
+export function buildSipOffer(o: SipSdpOptions): string {
+  return buildSdp(o, o.codecs.map((c) => ({ name: c, pt: OUR_PT[c] })), TELEPHONE_EVENT_PT, o.srtp === 'off' ? [] : o.localCrypto ?? [], o.srtp === 'mandatory' ? 'RTP/SAVP' : 'RTP/AVP');
+}
+
+/** Our answer to a SIP offer: the first offered codec we support, its PT, their telephone-event PT. */
+export function buildSipAnswer(offer: SipMediaDescription, o: SipSdpOptions): string {
+  const chosen = offer.codecs.find((c) => o.codecs.some((n) => n.toLowerCase() === c.name.toLowerCase()));
+  const codecs = chosen ? [{ name: normalise(chosen.name), pt: chosen.payloadType }] : [];
+  const profile = offer.profile.includes('SAVP') && (o.localCrypto?.length ?? 0) > 0 ? 'RTP/SAVP' : 'RTP/AVP';
+  return buildSdp({ ...o, ptime: o.ptime ?? offer.ptime }, codecs, offer.telephoneEventPayloadType ?? null, o.localCrypto ?? [], profile);
+}
+
+function buildSdp(o: SipSdpOptions, codecs: Array<{ name: SipCodecName; pt: number }>, tePt: number | null, crypto: SdesCrypto[], profile: string): string {
+  const ip6 = o.advertisedHost.includes(':');
+  const ipver = ip6 ? 'IP6' : 'IP4';
+  const fmts = [...codecs.map((c) => c.pt), ...(tePt !== null ? [tePt] : [])];
+  const lines = [
+    'v=0',
+    `o=- ${o.sessionId ?? '1'} ${o.sessionVersion ?? 1} IN ${ipver} ${o.advertisedHost}`,
+    's=-',
+    `c=IN ${ipver} ${o.advertisedHost}`,
+    't=0 0',
+    `m=audio ${o.port} ${profile} ${fmts.join(' ')}`,
+  ];
+  for (const c of codecs) {
+    if (c.name === 'opus') {
+      lines.push(`a=rtpmap:${c.pt} opus/48000/2`, `a=fmtp:${c.pt} useinbandfec=1;maxplaybackrate=16000`);
+    } else {
+      lines.push(`a=rtpmap:${c.pt} ${c.name}/8000`);
+    }
+  }
+  if (tePt !== null) lines.push(`a=rtpmap:${tePt} telephone-event/8000`, `a=fmtp:${tePt} 0-16`);
+  lines.push(`a=ptime:${o.ptime ?? 20}`, `a=rtcp:${o.port + 1}`);
+  for (const c of crypto) lines.push(`a=crypto:${formatCryptoAttribute(c)}`);
+  lines.push(`a=${o.direction ?? 'sendrecv'}`);
+  return `${lines.join('\r\n')}\r\n`;
+}
+
+function normalise(name: string): SipCodecName {
+  const u = name.toUpperCase();
+  return u === 'PCMU' ? 'PCMU' : u === 'PCMA' ? 'PCMA' : 'opus';
+}
+
+/** Media parameters from a SIP answer (or offer): the first usable audio stream. */
+export function parseSipAnswer(sdp: string): SipMediaDescription | { error: string } {
+  return parseSipSdp(sdp);
+}
+
+export function parseSipOffer(sdp: string): SipMediaDescription | { error: string } {
+  return parseSipSdp(sdp);
+}
+
+function parseSipSdp(sdp: string): SipMediaDescription | { error: string } {
+  if (!sdp || !/^v=0/m.test(sdp)) return { error: 'no SDP body' };
+  let s: sdpTransform.SessionDescription;
+  try {
+    s = sdpTransform.parse(sdp);
+  } catch (e) {
+    return { error: `unparseable SDP: ${(e as Error).message}` };
+  }
+  const audio = (s.media ?? []).find((m) => m.type === 'audio' && m.port !== 0);
+  if (!audio) return { error: (s.media ?? []).some((m) => m.type === 'audio') ? 'audio stream rejected (port 0)' : 'no audio stream in SDP' };
+  const address = audio.connection?.ip ?? s.connection?.ip;
+  if (!address) return { error: 'no connection address (c=) for the audio stream' };
+  const pts = String(audio.payloads ?? '').trim().split(/\s+/).filter(Boolean).map(Number).filter((n) => Number.isInteger(n) && n >= 0 && n < 128);
+  const rtpmap = new Map((audio.rtp ?? []).map((r) => [r.payload, r]));
+  const codecs: SipMediaDescription['codecs'] = [];
+  let te: number | undefined;
+  for (const pt of pts) {
+    const r = rtpmap.get(pt);
+    const name = r?.codec ?? STATIC[pt]?.name;
+    if (!name) continue;
+    if (name.toLowerCase() === 'telephone-event') { if ((r?.rate ?? 8000) === 8000 || te === undefined) te = pt; continue; }
+    codecs.push({ name, payloadType: pt, clockRate: r?.rate ?? STATIC[pt]?.clockRate ?? 8000, channels: r?.encoding ? Number(r.encoding) : undefined });
+  }
+  if (codecs.length === 0) return { error: 'no audio codec in SDP' };
+  const dirAttr = (audio.direction ?? s.direction ?? 'sendrecv') as MediaDirection;
+  // RFC 2543-style hold: c=0.0.0.0 means "don't send to me".
+  const direction: MediaDirection = address === '0.0.0.0' ? (dirAttr === 'sendrecv' ? 'sendonly' : dirAttr) : dirAttr;
+  const ptime = audio.ptime ?? (s as { ptime?: number }).ptime;
+  return {
+    address,
+    port: audio.port,
+    rtcpPort: audio.rtcp?.port,
+    rtcpMux: audio.rtcpMux !== undefined,
+    codecs,
+    telephoneEventPayloadType: te,
+    ptime: ptime ? Number(ptime) : undefined,
+    direction,
+    crypto: (audio.crypto ?? []).map((c) => `${c.id} ${c.suite} ${c.config}${c.sessionConfig ? ` ${c.sessionConfig}` : ''}`),
+    profile: audio.protocol,
+  };
+}
