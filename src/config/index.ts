@@ -1,2 +1,2 @@
-export { loadConfig, redactConfig, isLoopback, type LoadResult } from './loader';
+export { loadConfig, validateConfig, redactConfig, isLoopback, type LoadResult } from './loader';
 export { ConfigSchema, type GatewayConfig, type GatewayConfigInput } from './schema';

@@ -41,6 +41,11 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): LoadResult {
     setPath(raw, resolved, coerce(value));
   }
   if (errors.length) return { ok: false, errors };
+  return validateConfig(raw);
+}
+
+/** Validates a configuration object (what a file holds) and resolves derived defaults. */
+export function validateConfig(raw: Record<string, unknown>): LoadResult {
   const r = ConfigSchema.safeParse(raw);
   if (!r.success) {
     return {

@@ -1,0 +1,316 @@
+import { EventEmitter } from 'node:events';
+import { randomUUID } from 'node:crypto';
+import type { Logger } from 'pino';
+import type { Dialog, SipRequest } from '../sip';
+import type { MediaBridge, MediaEngine, SipRtpLeg } from '../media';
+import { generateSdesCrypto, parseCryptoAttribute, type SdesCrypto } from '../media/srtp';
+import { parseSipOffer, type SipMediaDescription } from '../sdp';
+import type { BrowserIceConfig } from '../webrtc/browserLeg';
+import { BrowserLeg } from '../webrtc/browserLeg';
+import type { EndCause } from './causes';
+
+export type CallDirection = 'outbound' | 'inbound';
+/** trying → early (ringing / early media) → answered → ended; inbound starts at ringing. */
+export type CallState = 'trying' | 'early' | 'ringing' | 'answered' | 'ended';
+export type SrtpPolicy = 'off' | 'optional' | 'mandatory';
+
+export interface Identity {
+  id: string;
+  callerId?: string;
+  /** Destination patterns from the token; undefined = config rules only. */
+  dest?: string[];
+  maxCalls?: number;
+}
+
+export interface CallEvents {
+  progress: [info: { status: number; earlyMedia: boolean }];
+  answered: [];
+  ended: [info: CallEndInfo];
+  held: [by: 'local' | 'remote'];
+  resumed: [by: 'local' | 'remote'];
+  dtmf: [digit: string];
+}
+
+export interface CallEndInfo {
+  cause: EndCause;
+  sipStatus?: number;
+  sipReason?: string;
+}
+
+/** What a call needs from the gateway around it; the manager builds one and shares it. */
+export interface CallContext {
+  logger: Logger;
+  media: MediaEngine;
+  ice: BrowserIceConfig;
+  srtp: SrtpPolicy;
+  sipCodecs: Array<'PCMU' | 'PCMA' | 'opus'>;
+  preferPcmuToBrowser?: boolean;
+}
+
+export interface CallRecord {
+  callId: string;
+  direction: CallDirection;
+  from: string;
+  to: string;
+  identity?: string;
+  startTime: string;
+  answerTime?: string;
+  endTime: string;
+  durationSec: number;
+  cause: EndCause;
+  sipStatus?: number;
+  sipReason?: string;
+  quality?: unknown;
+}
+
+/**
+ * The part every call shares: identity, state, the resources it owns and their one-time
+ * release. A call owns its browser leg(s), its SIP RTP leg, the media bridge between them and
+ * its SIP dialog; `end()` releases all of them exactly once, whatever ended the call.
+ */
+export abstract class CallBase extends EventEmitter<CallEvents> {
+  readonly id = randomUUID();
+  state: CallState;
+  readonly startedAt = new Date();
+  answeredAt: Date | undefined;
+  endedAt: Date | undefined;
+  endInfo: CallEndInfo | undefined;
+  readonly log: Logger;
+
+  protected sipLeg: SipRtpLeg | null = null;
+  protected bridge: MediaBridge | null = null;
+  protected dialog: Dialog | null = null;
+  protected localCrypto: SdesCrypto[] = [];
+  /** The SDES key pair in use toward the SIP side (null = plain RTP). */
+  protected activeSrtp: { local: SdesCrypto; remote: SdesCrypto } | null = null;
+  protected heldLocally = false;
+  protected heldRemotely = false;
+  private lastQuality: unknown;
+  private readonly timers = new Set<NodeJS.Timeout>();
+
+  constructor(
+    readonly direction: CallDirection,
+    readonly from: string,
+    readonly to: string,
+    readonly identity: Identity | undefined,
+    protected readonly ctx: CallContext,
+    initialState: CallState,
+  ) {
+    super();
+    this.state = initialState;
+    this.log = ctx.logger.child({ callId: this.id, direction });
+  }
+
+  get ended(): boolean {
+    return this.state === 'ended';
+  }
+
+  /** End the call for `info.cause`; signalling toward the far end is the subclass's job. */
+  protected finish(info: CallEndInfo): void {
+    if (this.state === 'ended') return;
+    this.state = 'ended';
+    this.endedAt = new Date();
+    this.endInfo = info;
+    for (const t of this.timers) clearTimeout(t);
+    this.timers.clear();
+    try {
+      this.lastQuality = this.bridge?.stats();
+    } catch {
+      /* stats are best effort at teardown */
+    }
+    this.bridge?.close();
+    this.bridge = null;
+    this.sipLeg?.close();
+    this.sipLeg = null;
+    this.closeBrowserLegs();
+    this.log.info({ cause: info.cause, sipStatus: info.sipStatus, sipReason: info.sipReason }, 'call ended');
+    this.emit('ended', info);
+  }
+
+  protected abstract closeBrowserLegs(): void;
+
+  record(): CallRecord {
+    const end = this.endedAt ?? new Date();
+    return {
+      callId: this.id,
+      direction: this.direction,
+      from: this.from,
+      to: this.to,
+      identity: this.identity?.id,
+      startTime: this.startedAt.toISOString(),
+      answerTime: this.answeredAt?.toISOString(),
+      endTime: end.toISOString(),
+      durationSec: this.answeredAt ? Math.round((end.getTime() - this.answeredAt.getTime()) / 100) / 10 : 0,
+      cause: this.endInfo?.cause ?? 'failed',
+      sipStatus: this.endInfo?.sipStatus,
+      sipReason: this.endInfo?.sipReason,
+      quality: this.lastQuality,
+    };
+  }
+
+  stats(): unknown {
+    return this.bridge?.stats();
+  }
+
+  /** A timer the call owns: cleared when the call ends. */
+  protected after(ms: number, fn: () => void): NodeJS.Timeout {
+    const t = setTimeout(() => {
+      this.timers.delete(t);
+      if (!this.ended) fn();
+    }, ms);
+    this.timers.add(t);
+    return t;
+  }
+
+  protected cancelTimer(t: NodeJS.Timeout | null | undefined): void {
+    if (!t) return;
+    clearTimeout(t);
+    this.timers.delete(t);
+  }
+
+  protected newBrowserLeg(): BrowserLeg {
+    return new BrowserLeg({
+      callId: this.id,
+      logger: this.log,
+      ice: this.ctx.ice,
+      preferPcmu: this.ctx.preferPcmuToBrowser,
+    });
+  }
+
+  /** Our SDES keys for an offer or answer toward the trunk (RFC 4568), one per suite. */
+  protected makeLocalCrypto(): SdesCrypto[] {
+    if (this.ctx.srtp === 'off') return [];
+    this.localCrypto = [generateSdesCrypto(1, 'AES_CM_128_HMAC_SHA1_80'), generateSdesCrypto(2, 'AES_CM_128_HMAC_SHA1_32')];
+    return this.localCrypto;
+  }
+
+  /**
+   * Apply the far end's media description to the SIP RTP leg. Returns an error string when
+   * the description cannot be used (no common codec, SRTP required but absent).
+   */
+  protected applyRemoteMedia(desc: SipMediaDescription): string | null {
+    if (!this.sipLeg) return 'no SIP media leg';
+    const codec = desc.codecs.find((c) => this.ctx.sipCodecs.some((n) => n.toLowerCase() === c.name.toLowerCase()));
+    if (!codec) return `no common codec (far end offers ${desc.codecs.map((c) => c.name).join(', ') || 'none'})`;
+    let srtp: { local: SdesCrypto; remote: SdesCrypto } | undefined;
+    if (desc.crypto.length > 0 && this.ctx.srtp !== 'off') {
+      for (const line of desc.crypto) {
+        const remote = parseCryptoAttribute(line);
+        if ('error' in remote) continue;
+        const local = this.localCrypto.find((c) => c.tag === remote.tag && c.suite === remote.suite)
+          ?? this.localCrypto.find((c) => c.suite === remote.suite);
+        if (local) { srtp = { local, remote }; break; }
+      }
+      if (!srtp) return 'far end SRTP crypto suites are not supported';
+    }
+    if (!srtp && this.ctx.srtp === 'mandatory') return 'SRTP is mandatory but the far end answered plain RTP';
+    this.activeSrtp = srtp ?? null;
+    this.heldRemotely = desc.direction === 'sendonly' || desc.direction === 'inactive';
+    this.sipLeg.setRemote({
+      address: desc.address,
+      port: desc.port,
+      rtcpPort: desc.rtcpPort,
+      rtcpMux: desc.rtcpMux,
+      codec: normaliseCodecName(codec.name),
+      payloadType: codec.payloadType,
+      ptime: desc.ptime,
+      telephoneEventPayloadType: desc.telephoneEventPayloadType,
+      srtp,
+      direction: desc.direction,
+    });
+    return null;
+  }
+
+  /** In-dialog requests from the far end, once a dialog exists. */
+  protected watchDialog(dialog: Dialog): void {
+    this.dialog = dialog;
+    dialog.on('terminated', (reason: string) => {
+      if (this.ended) return;
+      const cause: EndCause = reason === 'bye' ? 'remote-hangup' : reason === 'shutdown' ? 'shutdown' : 'failed';
+      this.log.info({ reason }, 'SIP dialog terminated');
+      this.finish({ cause, sipReason: reason === 'bye' ? 'BYE' : reason });
+    });
+    dialog.on('reinvite', (req: SipRequest, reply: (status: number, sdp?: string) => void) => this.onReinvite(req, reply));
+  }
+
+  /** RFC 3264 re-offer from the far end: hold/resume, or media moved to a new address. */
+  private onReinvite(req: SipRequest, reply: (status: number, sdp?: string) => void): void {
+    if (!req.body) {
+      reply(200, this.currentLocalSdp('sendrecv'));
+      return;
+    }
+    const desc = parseSipOffer(req.body);
+    if ('error' in desc) {
+      this.log.warn({ error: desc.error }, 're-INVITE with unusable SDP');
+      reply(488);
+      return;
+    }
+    const wasHeld = this.heldRemotely;
+    const err = this.applyRemoteMedia(desc);
+    if (err) {
+      reply(488);
+      return;
+    }
+    const held = this.heldRemotely;
+    this.bridge?.setHold(this.heldLocally, held);
+    const answerDir = held ? (desc.direction === 'inactive' ? 'inactive' : 'recvonly') : this.heldLocally ? 'sendonly' : 'sendrecv';
+    reply(200, this.currentLocalSdp(answerDir));
+    if (held !== wasHeld) this.emit(held ? 'held' : 'resumed', 'remote');
+  }
+
+  /** Our current SDP toward the SIP side with a given direction (for re-INVITEs). */
+  protected abstract currentLocalSdp(direction: 'sendrecv' | 'sendonly' | 'recvonly' | 'inactive'): string;
+
+  /** Browser asked to hold or resume the far end: re-INVITE with a=sendonly / a=sendrecv. */
+  async setLocalHold(hold: boolean): Promise<{ ok: true } | { ok: false; message: string }> {
+    if (this.state !== 'answered' || !this.dialog) return { ok: false, message: 'call is not answered' };
+    if (this.heldLocally === hold) return { ok: true };
+    const dir = hold ? (this.heldRemotely ? 'inactive' : 'sendonly') : this.heldRemotely ? 'recvonly' : 'sendrecv';
+    try {
+      const res = await this.dialog.reinvite(this.currentLocalSdp(dir));
+      if (res.status < 200 || res.status >= 300) return { ok: false, message: `far end refused: ${res.status} ${res.reason}` };
+      this.heldLocally = hold;
+      this.bridge?.setHold(this.heldLocally, this.heldRemotely);
+      if (!this.ended) this.emit(hold ? 'held' : 'resumed', 'local');
+      return { ok: true };
+    } catch (err) {
+      return { ok: false, message: `re-INVITE failed: ${(err as Error).message}` };
+    }
+  }
+
+  sendDtmf(digits: string): boolean {
+    if (!this.bridge || this.state === 'ended') return false;
+    let delay = 0;
+    for (const d of digits) {
+      // Digits in sequence: 100 ms tone + 70 ms gap, the usual inter-digit spacing.
+      if (delay === 0) this.bridge.sendDtmfToSip(d, 100);
+      else this.after(delay, () => this.bridge?.sendDtmfToSip(d, 100));
+      delay += 170;
+    }
+    return true;
+  }
+
+  protected startBridge(browser: BrowserLeg): void {
+    if (this.bridge || !this.sipLeg) return;
+    this.bridge = this.ctx.media.createBridge(browser, this.sipLeg, { callId: this.id });
+    this.bridge.on('dtmf', (ev: { digit: string; from: 'browser' | 'sip' }) => {
+      if (ev.from === 'sip') this.emit('dtmf', ev.digit);
+    });
+    this.sipLeg.on('inactive', () => {
+      if (this.state === 'answered' && !this.heldLocally && !this.heldRemotely) {
+        this.log.warn('no RTP from the SIP side: ending the call');
+        this.hangupForMedia();
+      }
+    });
+  }
+
+  /** The SIP side stopped sending RTP: hang up toward it and end the call. */
+  protected abstract hangupForMedia(): void;
+}
+
+export function normaliseCodecName(name: string): 'PCMU' | 'PCMA' | 'opus' {
+  const n = name.toUpperCase();
+  if (n === 'PCMU') return 'PCMU';
+  if (n === 'PCMA') return 'PCMA';
+  return 'opus';
+}

@@ -1,0 +1,184 @@
+import type { Logger } from 'pino';
+import type { ServerInvite, SipUserAgent } from '../sip';
+import { parseSipOffer } from '../sdp';
+import { CallBase, type CallContext, type Identity } from './callBase';
+import type { EndCause } from './causes';
+import { InboundCall, type RingTarget } from './inboundCall';
+import { OutboundCall, type OutboundTarget } from './outboundCall';
+
+/** Where outbound calls go and how inbound ones find a user. */
+export interface Routing {
+  /** Destination check (dial plan + token rules); returns the number to dial. */
+  checkDestination(to: string, identity: Identity): { allowed: true; number: string } | { allowed: false; reason: string };
+  /** SIP target for a dialable number. */
+  outboundTarget(number: string, identity: Identity): OutboundTarget;
+  /** The user an inbound INVITE is for (DID map or user part), or null. */
+  inboundUser(requestUser: string, toUser: string): string | null;
+  /** Is this source allowed to send us INVITEs? */
+  trustedSource(ip: string): boolean;
+}
+
+/** The browser tabs a user is connected with (the signaling layer). */
+export interface UserDirectory {
+  ringTargets(user: string): RingTarget[];
+}
+
+export interface CallHooks {
+  callStarted?(call: CallBase): void;
+  callEnded?(call: CallBase): void;
+}
+
+export type StartResult =
+  | { ok: true; call: OutboundCall; answerSdp: string }
+  | { ok: false; code: 'draining' | 'too-many-calls' | 'bad-sdp' | 'internal'; message: string }
+  | { ok: false; code: 'forbidden'; message: string; cause: EndCause };
+
+/**
+ * Owns every live call: starts them, routes inbound INVITEs, enforces the global cap and ends
+ * them all on shutdown. A call leaves the registry the moment it ends.
+ */
+export class CallManager {
+  private readonly calls = new Map<string, CallBase>();
+  private draining = false;
+
+  constructor(
+    private readonly opts: {
+      ua: SipUserAgent;
+      ctx: CallContext;
+      routing: Routing;
+      directory: UserDirectory;
+      logger: Logger;
+      maxCallsGlobal: number;
+      ringTimeoutMs: number;
+      hooks?: CallHooks;
+    },
+  ) {
+    opts.ua.on('invite', (inv: ServerInvite) => {
+      this.onInvite(inv).catch((err) => {
+        opts.logger.error({ err }, 'inbound INVITE handling failed');
+        try { inv.reject(500, 'Server Internal Error'); } catch { /* already answered */ }
+      });
+    });
+  }
+
+  get size(): number {
+    return this.calls.size;
+  }
+
+  get isDraining(): boolean {
+    return this.draining;
+  }
+
+  get(callId: string): CallBase | undefined {
+    return this.calls.get(callId);
+  }
+
+  countFor(identityId: string): number {
+    let n = 0;
+    for (const c of this.calls.values()) if (c.identity?.id === identityId) n++;
+    return n;
+  }
+
+  /** Click-to-call: answers the browser offer and sends the INVITE. */
+  async startOutbound(identity: Identity, to: string, offerSdp: string, extraHeaders?: Record<string, string>): Promise<StartResult> {
+    if (this.draining) return { ok: false, code: 'draining', message: 'the gateway is shutting down' };
+    if (this.calls.size >= this.opts.maxCallsGlobal) return { ok: false, code: 'too-many-calls', message: 'the gateway is at its call limit' };
+    const maxForIdentity = identity.maxCalls;
+    if (maxForIdentity !== undefined && this.countFor(identity.id) >= maxForIdentity) {
+      return { ok: false, code: 'too-many-calls', message: `at most ${maxForIdentity} concurrent calls for this identity` };
+    }
+    const dest = this.opts.routing.checkDestination(to, identity);
+    if (!dest.allowed) {
+      this.opts.logger.info({ identity: identity.id, to, reason: dest.reason }, 'destination refused by dial plan');
+      return { ok: false, code: 'forbidden', message: dest.reason, cause: 'forbidden' };
+    }
+    const target = this.opts.routing.outboundTarget(dest.number, identity);
+    if (extraHeaders) target.headers = [...(target.headers ?? []), ...Object.entries(extraHeaders)];
+    const call = new OutboundCall(identity.callerId ?? identity.id, dest.number, identity, this.opts.ctx, this.opts.ua, target);
+    this.track(call);
+    let answerSdp: string;
+    try {
+      answerSdp = await call.answerBrowser(offerSdp);
+    } catch (err) {
+      call.log.warn({ err: (err as Error).message }, 'browser offer rejected');
+      call.hangup('local-hangup');
+      return { ok: false, code: 'bad-sdp', message: `could not answer the offer: ${(err as Error).message}` };
+    }
+    call.dial().catch((err) => {
+      call.log.error({ err }, 'dialing failed');
+      call.hangup('local-hangup');
+    });
+    return { ok: true, call, answerSdp };
+  }
+
+  private async onInvite(inv: ServerInvite): Promise<void> {
+    const req = inv.request;
+    const log = this.opts.logger.child({ sipCallId: inv.callId });
+    if (this.draining) { inv.reject(503, 'Service Unavailable'); return; }
+    if (!this.opts.routing.trustedSource(req.source.host)) {
+      log.warn({ source: req.source.host }, 'INVITE from an untrusted source refused');
+      inv.reject(403, 'Forbidden');
+      return;
+    }
+    if (this.calls.size >= this.opts.maxCallsGlobal) { inv.reject(503, 'Service Unavailable'); return; }
+    const offer = parseSipOffer(req.body);
+    if ('error' in offer) {
+      log.warn({ error: offer.error }, 'inbound INVITE with unusable SDP');
+      inv.reject(488, 'Not Acceptable Here');
+      return;
+    }
+    const toUser = userPart(req.header('to') ?? '');
+    const reqUser = userPart(req.uri);
+    const user = this.opts.routing.inboundUser(reqUser, toUser);
+    const targets = user ? this.opts.directory.ringTargets(user) : [];
+    if (!user || targets.length === 0) {
+      log.info({ reqUser, user }, 'inbound call for a user who is not online: 480');
+      inv.reject(user ? 480 : 404, user ? 'Temporarily Unavailable' : 'Not Found');
+      return;
+    }
+    const fromHeader = req.header('from') ?? '';
+    const call = new InboundCall(userPart(fromHeader) || 'anonymous', displayName(fromHeader), reqUser, user, this.opts.ctx, inv, offer, this.opts.ringTimeoutMs);
+    this.track(call);
+    call.log.info({ from: call.from, to: reqUser, user, tabs: targets.length }, 'inbound call ringing');
+    await call.ring(targets);
+  }
+
+  private track(call: CallBase): void {
+    this.calls.set(call.id, call);
+    this.opts.hooks?.callStarted?.(call);
+    call.once('ended', () => {
+      this.calls.delete(call.id);
+      this.opts.hooks?.callEnded?.(call);
+    });
+  }
+
+  /**
+   * Stop taking calls, let the live ones finish for up to `timeoutMs`, then hang up the rest.
+   */
+  async drain(timeoutMs: number): Promise<void> {
+    this.draining = true;
+    const deadline = Date.now() + timeoutMs;
+    while (this.calls.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+    this.hangupAll();
+    // Give BYEs a moment to leave before the UA stops.
+    if (this.calls.size === 0) await new Promise((r) => setTimeout(r, 50));
+  }
+
+  hangupAll(): void {
+    this.draining = true;
+    for (const c of [...this.calls.values()]) {
+      if (c instanceof OutboundCall || c instanceof InboundCall) c.hangup('shutdown');
+    }
+  }
+}
+
+/** 'sip:+1555@host' or '"Bob" <sip:bob@host>;tag=x' → '+1555' / 'bob'. */
+export function userPart(value: string): string {
+  const m = /(?:sips?|tel):([^@;>?\s]+)/i.exec(value);
+  return m ? decodeURIComponent(m[1]) : '';
+}
+
+function displayName(value: string): string | undefined {
+  const m = /^\s*"((?:[^"\\]|\\.)*)"/.exec(value) ?? /^\s*([^<"]+?)\s*</.exec(value);
+  return m ? m[1].replace(/\\(.)/g, '$1') : undefined;
+}

@@ -1,0 +1,177 @@
+import type { ServerInvite } from '../sip';
+import { buildSipAnswer, type SipMediaDescription } from '../sdp';
+import type { BrowserLeg } from '../webrtc/browserLeg';
+import { CallBase, type CallContext } from './callBase';
+import { sipStatusForRefusal } from './causes';
+
+/** A browser tab that can take a call: implemented by the signaling layer. */
+export interface RingTarget {
+  readonly sessionId: string;
+  /** Offer the call to this tab with the gateway's SDP offer for it. */
+  ring(call: InboundCall, offerSdp: string): void;
+}
+
+interface Fork {
+  target: RingTarget;
+  leg: BrowserLeg;
+  state: 'ringing' | 'rejected' | 'won' | 'lost';
+}
+
+/**
+ * SIP → browser. Every tab of the called user rings with its own peer connection; the first
+ * tab to accept wins, the others are told "answered elsewhere". CANCEL stops the ringing, and
+ * an unanswered call is refused with 480 after the ring timeout.
+ */
+export class InboundCall extends CallBase {
+  private readonly forks = new Map<string, Fork>();
+  private sessionVersion = 0;
+  private winner: Fork | null = null;
+
+  constructor(
+    from: string,
+    readonly fromName: string | undefined,
+    to: string,
+    readonly user: string,
+    ctx: CallContext,
+    private readonly invite: ServerInvite,
+    private readonly remoteOffer: SipMediaDescription,
+    private readonly ringTimeoutMs: number,
+  ) {
+    super('inbound', from, to, { id: user }, ctx, 'ringing');
+    invite.on('cancelled', () => this.finish({ cause: 'cancelled', sipStatus: 487, sipReason: 'Request Terminated' }));
+  }
+
+  /** Ring every tab; resolves once the offers are out (or the call could not ring anyone). */
+  async ring(targets: RingTarget[]): Promise<void> {
+    this.sipLeg = await this.ctx.media.createSipLeg({ callId: this.id });
+    if (this.ended) { this.sipLeg.close(); this.sipLeg = null; return; }
+    this.makeLocalCrypto();
+    const err = this.applyRemoteMedia(this.remoteOffer);
+    if (err) {
+      this.log.warn({ err }, 'inbound offer not acceptable');
+      this.refuse('media');
+      return;
+    }
+    await Promise.all(targets.map(async (target) => {
+      const leg = this.newBrowserLeg();
+      const fork: Fork = { target, leg, state: 'ringing' };
+      this.forks.set(target.sessionId, fork);
+      leg.on('failed', (reason) => {
+        if (this.winner === fork && !this.ended) {
+          this.log.warn({ reason }, 'browser media failed');
+          this.hangup('ice-failed');
+        }
+      });
+      try {
+        const offer = await leg.createOffer();
+        if (!this.ended && fork.state === 'ringing') target.ring(this, offer);
+      } catch (e) {
+        this.log.warn({ err: (e as Error).message }, 'could not create browser offer');
+        fork.state = 'rejected';
+        leg.close().catch(() => undefined);
+      }
+    }));
+    if (this.ended) return;
+    if (![...this.forks.values()].some((f) => f.state === 'ringing')) {
+      this.refuse('offline');
+      return;
+    }
+    this.invite.progress(180);
+    this.after(this.ringTimeoutMs, () => {
+      if (this.state === 'ringing') this.refuse('timeout', 'no-answer');
+    });
+  }
+
+  /** A tab accepted with its SDP answer. The first one wins. */
+  async accept(sessionId: string, answerSdp: string): Promise<{ ok: true } | { ok: false; message: string }> {
+    const fork = this.forks.get(sessionId);
+    if (!fork || fork.state !== 'ringing' || this.state !== 'ringing') return { ok: false, message: 'call is no longer ringing for this tab' };
+    try {
+      await fork.leg.acceptAnswer(answerSdp);
+    } catch (e) {
+      return { ok: false, message: `bad answer SDP: ${(e as Error).message}` };
+    }
+    if (this.state !== 'ringing') return { ok: false, message: 'call ended while accepting' };
+    fork.state = 'won';
+    this.winner = fork;
+    for (const other of this.forks.values()) {
+      if (other !== fork && other.state === 'ringing') {
+        other.state = 'lost';
+        other.leg.close().catch(() => undefined);
+      }
+    }
+    this.startBridge(fork.leg);
+    const dialog = this.invite.accept(this.currentLocalSdp('sendrecv'));
+    this.watchDialog(dialog);
+    this.state = 'answered';
+    this.answeredAt = new Date();
+    this.log.info({ sessionId }, 'call answered in the browser');
+    this.emit('answered');
+    return { ok: true };
+  }
+
+  /** The tab that declined, or every tab gone: refuse when nobody is left ringing. */
+  reject(sessionId: string, reason: 'busy' | 'declined' = 'declined'): void {
+    const fork = this.forks.get(sessionId);
+    if (!fork || fork.state !== 'ringing') return;
+    fork.state = 'rejected';
+    fork.leg.close().catch(() => undefined);
+    if (this.state === 'ringing' && ![...this.forks.values()].some((f) => f.state === 'ringing')) {
+      this.refuse(reason, reason === 'busy' ? 'busy' : 'rejected');
+    }
+  }
+
+  /** Did this tab get the call? (Other tabs are told "answered elsewhere".) */
+  wonBy(sessionId: string): boolean {
+    return this.winner?.target.sessionId === sessionId;
+  }
+
+  ringingFor(sessionId: string): boolean {
+    return this.forks.get(sessionId)?.state === 'ringing';
+  }
+
+  hangup(cause: 'local-hangup' | 'ice-failed' | 'shutdown' | 'media-timeout' = 'local-hangup'): void {
+    if (this.ended) return;
+    if (this.state === 'answered' && this.dialog) {
+      this.dialog.bye().catch((err) => this.log.debug({ err }, 'BYE failed'));
+      this.finish({ cause });
+      return;
+    }
+    this.refuse(cause === 'shutdown' ? 'shutdown' : 'declined', cause === 'local-hangup' ? 'rejected' : cause);
+  }
+
+  protected hangupForMedia(): void {
+    this.hangup('media-timeout');
+  }
+
+  private refuse(reason: Parameters<typeof sipStatusForRefusal>[0], cause?: import('./causes').EndCause): void {
+    if (this.ended) return;
+    const [status, text] = sipStatusForRefusal(reason);
+    this.invite.reject(status, text);
+    this.finish({ cause: cause ?? (reason === 'offline' ? 'unavailable' : reason === 'media' ? 'failed' : 'rejected'), sipStatus: status, sipReason: text });
+  }
+
+  protected closeBrowserLegs(): void {
+    for (const f of this.forks.values()) f.leg.close().catch(() => undefined);
+  }
+
+  /** Tabs that were offered the call (to tell them how it ended). */
+  targets(): RingTarget[] {
+    return [...this.forks.values()].map((f) => f.target);
+  }
+
+  protected currentLocalSdp(direction: 'sendrecv' | 'sendonly' | 'recvonly' | 'inactive'): string {
+    if (!this.sipLeg) throw new Error('no SIP media leg');
+    return buildSipAnswer(this.remoteOffer, {
+      advertisedHost: this.sipLeg.localAddress,
+      port: this.sipLeg.localPort,
+      // Answer with the offered tag and suite we accepted, keyed with our own key (RFC 4568 §7.1.2).
+      localCrypto: this.activeSrtp ? [{ ...this.activeSrtp.local, tag: this.activeSrtp.remote.tag }] : [],
+      srtp: this.ctx.srtp,
+      codecs: this.ctx.sipCodecs,
+      sessionId: this.id.replace(/\D/g, '').slice(0, 12) || '1',
+      sessionVersion: this.sessionVersion++,
+      direction,
+    });
+  }
+}

@@ -1,0 +1,177 @@
+import type { ClientInvite, SipResponse, SipUserAgent } from '../sip';
+import { buildSipOffer, parseSipAnswer } from '../sdp';
+import { BrowserLeg } from '../webrtc/browserLeg';
+import { CallBase, type CallContext, type Identity } from './callBase';
+import { causeFromSipStatus } from './causes';
+
+export interface OutboundTarget {
+  /** Request-URI toward the trunk or demo endpoint. */
+  requestUri: string;
+  fromUri: string;
+  fromDisplay?: string;
+  outboundProxy?: string;
+  credentials?: { username: string; password: string };
+  headers?: Array<[string, string]>;
+}
+
+/**
+ * Browser → SIP (click-to-call). The browser's offer is answered at once, so ICE and DTLS run
+ * while the INVITE is in flight and the far end rings; early media (183) and the answer are
+ * then only a matter of wiring the bridge.
+ */
+export class OutboundCall extends CallBase {
+  private browser: BrowserLeg | null = null;
+  private invite: ClientInvite | null = null;
+  private hangupRequested = false;
+  private sessionVersion = 0;
+
+  constructor(
+    from: string,
+    to: string,
+    identity: Identity | undefined,
+    ctx: CallContext,
+    private readonly ua: SipUserAgent,
+    private readonly target: OutboundTarget,
+  ) {
+    super('outbound', from, to, identity, ctx, 'trying');
+  }
+
+  /** Answer the browser's offer; returns the answer SDP for the `calling` message. */
+  async answerBrowser(offerSdp: string): Promise<string> {
+    const leg = this.newBrowserLeg();
+    this.browser = leg;
+    leg.on('failed', (reason) => {
+      if (this.ended) return;
+      this.log.warn({ reason }, 'browser media failed');
+      this.hangup('ice-failed');
+    });
+    return leg.answer(offerSdp);
+  }
+
+  addBrowserCandidate(candidate: string | null, sdpMid?: string, sdpMLineIndex?: number): void {
+    this.browser?.addIceCandidate(candidate, sdpMid, sdpMLineIndex).catch((err) => this.log.debug({ err }, 'bad browser candidate'));
+  }
+
+  /** Allocate the SIP-side RTP leg and send the INVITE. */
+  async dial(): Promise<void> {
+    if (this.ended) return;
+    this.sipLeg = await this.ctx.media.createSipLeg({ callId: this.id });
+    if (this.ended) {
+      this.sipLeg.close();
+      this.sipLeg = null;
+      return;
+    }
+    const offer = this.currentLocalSdp('sendrecv', true);
+    const inv = this.ua.invite({
+      requestUri: this.target.requestUri,
+      from: { uri: this.target.fromUri, displayName: this.target.fromDisplay },
+      to: { uri: this.target.requestUri },
+      outboundProxy: this.target.outboundProxy,
+      sdp: offer,
+      headers: this.target.headers,
+      credentials: this.target.credentials,
+    });
+    this.invite = inv;
+    this.log.info({ requestUri: this.target.requestUri, sipCallId: inv.callId }, 'INVITE sent');
+    inv.on('progress', (res: SipResponse) => this.onProgress(res));
+    inv.on('accepted', (res: SipResponse, dialog) => this.onAccepted(res, dialog));
+    inv.on('rejected', (res: SipResponse) => {
+      if (this.ended) return;
+      this.finish({ cause: this.hangupRequested ? 'local-hangup' : causeFromSipStatus(res.status), sipStatus: res.status, sipReason: res.reason });
+    });
+    inv.on('failed', (err: Error) => {
+      if (this.ended) return;
+      this.log.warn({ err: err.message }, 'INVITE failed without a response');
+      this.finish({ cause: this.hangupRequested ? 'local-hangup' : 'unavailable', sipStatus: 408, sipReason: err.message });
+    });
+  }
+
+  private onProgress(res: SipResponse): void {
+    if (this.ended || this.state === 'answered') return;
+    const hasSdp = res.body.trim().length > 0 && (res.status === 183 || res.status === 180);
+    let earlyMedia = false;
+    if (hasSdp) {
+      const desc = parseSipAnswer(res.body);
+      if (!('error' in desc) && !this.applyRemoteMedia(desc)) {
+        earlyMedia = true;
+        this.startBridge(this.browser!);
+        this.bridge?.setBrowserTone('none');
+      }
+    }
+    if (!earlyMedia && res.status === 180) {
+      // 180 without SDP: the far end plays nothing, so the browser hears our ringback.
+      if (!this.bridge && this.sipLeg && this.browser) this.startBridge(this.browser);
+      this.bridge?.setBrowserTone('ringback');
+    }
+    this.state = 'early';
+    this.emit('progress', { status: res.status, earlyMedia });
+  }
+
+  private onAccepted(res: SipResponse, dialog: import('../sip').Dialog): void {
+    if (this.ended) {
+      dialog.bye().catch(() => undefined);
+      return;
+    }
+    this.watchDialog(dialog);
+    if (this.hangupRequested) {
+      // CANCEL crossed the 200 OK (RFC 3261 §9.1): the call exists now, so end it with BYE.
+      dialog.bye().catch(() => undefined);
+      this.finish({ cause: 'local-hangup' });
+      return;
+    }
+    const desc = parseSipAnswer(res.body);
+    const err = 'error' in desc ? desc.error : this.applyRemoteMedia(desc);
+    if (err) {
+      this.log.warn({ err }, 'unusable SDP answer: hanging up');
+      dialog.bye().catch(() => undefined);
+      this.finish({ cause: 'failed', sipStatus: 488, sipReason: err });
+      return;
+    }
+    this.startBridge(this.browser!);
+    this.bridge?.setBrowserTone('none');
+    this.state = 'answered';
+    this.answeredAt = new Date();
+    this.log.info('call answered');
+    this.emit('answered');
+  }
+
+  /** Browser-initiated end (hangup, tab closed, ICE failure, shutdown). */
+  hangup(cause: 'local-hangup' | 'ice-failed' | 'shutdown' | 'media-timeout' = 'local-hangup'): void {
+    if (this.ended) return;
+    this.hangupRequested = true;
+    if (this.dialog && this.state === 'answered') {
+      this.dialog.bye().catch((err) => this.log.debug({ err }, 'BYE failed'));
+      this.finish({ cause });
+      return;
+    }
+    if (this.invite) {
+      // Before the answer: CANCEL (the UA sends it once a provisional response arrived).
+      this.invite.cancel();
+    }
+    this.finish({ cause });
+  }
+
+  protected hangupForMedia(): void {
+    this.hangup('media-timeout');
+  }
+
+  protected closeBrowserLegs(): void {
+    this.browser?.close().catch(() => undefined);
+    this.browser = null;
+  }
+
+  protected currentLocalSdp(direction: 'sendrecv' | 'sendonly' | 'recvonly' | 'inactive', fresh = false): string {
+    if (!this.sipLeg) throw new Error('no SIP media leg');
+    return buildSipOffer({
+      advertisedHost: this.sipLeg.localAddress,
+      port: this.sipLeg.localPort,
+      srtp: this.ctx.srtp,
+      localCrypto: fresh ? this.makeLocalCrypto() : this.localCrypto,
+      codecs: this.ctx.sipCodecs,
+      ptime: 20,
+      sessionId: this.id.replace(/\D/g, '').slice(0, 12) || '1',
+      sessionVersion: this.sessionVersion++,
+      direction,
+    });
+  }
+}

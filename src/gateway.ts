@@ -1,0 +1,229 @@
+import { existsSync, readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import type { Logger } from 'pino';
+import { SipUserAgent, type Registration, type SipTransportConfig } from './sip';
+import { MediaEngine } from './media';
+import type { GatewayConfig } from './config';
+import { GatewayMetrics } from './observability/metrics';
+import { CdrWriter } from './observability/cdr';
+import { Readiness } from './observability/health';
+import { CallManager } from './calls/callManager';
+import type { CallContext } from './calls/callBase';
+import { HttpServer, sendJson } from './http/httpServer';
+import { SignalingServer } from './signaling/signalingServer';
+import { DemoEndpoint } from './demo/demoEndpoint';
+import { buildRouting } from './routing';
+import { buildAuthenticator, buildEdgeGuards } from './edgeSetup';
+
+export type GatewayState = 'created' | 'starting' | 'running' | 'draining' | 'stopped';
+
+/**
+ * The composition root: builds every part from the validated configuration, starts them in
+ * dependency order and stops them in reverse. Each resource has exactly one owner here.
+ */
+export class Gateway {
+  state: GatewayState = 'created';
+  readonly metrics = new GatewayMetrics();
+  private ua: SipUserAgent | null = null;
+  private media: MediaEngine | null = null;
+  private demo: DemoEndpoint | null = null;
+  private http: HttpServer | null = null;
+  private signaling: SignalingServer | null = null;
+  private manager: CallManager | null = null;
+  private cdr: CdrWriter | null = null;
+  private readonly registrations: Registration[] = [];
+  private readonly readiness = new Readiness();
+  httpAddress: { host: string; port: number } | null = null;
+  sipAddress: { host: string; port: number } | null = null;
+
+  constructor(private readonly config: GatewayConfig, private readonly logger: Logger, private readonly opts: { webRoot?: string } = {}) {}
+
+  async start(): Promise<void> {
+    if (this.state !== 'created') throw new Error(`gateway cannot start from state ${this.state}`);
+    this.state = 'starting';
+    try {
+      await this.startParts();
+      this.state = 'running';
+    } catch (err) {
+      await this.stopParts();
+      this.state = 'stopped';
+      throw err;
+    }
+  }
+
+  private async startParts(): Promise<void> {
+    const c = this.config;
+    const log = this.logger;
+    this.cdr = new CdrWriter(c.cdr.path);
+
+    this.ua = new SipUserAgent({ transports: sipTransports(c), logger: log.child({ component: 'sip' }), userAgent: 'webrtc-sip-gateway' });
+    await this.ua.start();
+    const udp = this.ua.boundAddresses.find((a) => a.protocol === 'udp') ?? this.ua.boundAddresses[0];
+    this.sipAddress = { host: c.sip.advertisedHost ?? udp.host, port: udp.port };
+    this.readiness.set('sipBound', true);
+
+    this.media = new MediaEngine({
+      bindHost: c.media.host,
+      advertisedHost: c.media.advertisedHost ?? c.media.host,
+      portRange: c.media.portRange,
+      logger: log.child({ component: 'media' }),
+      inactivityTimeoutMs: c.media.inactivityTimeoutSec * 1000,
+    });
+
+    if (c.demo.enabled) {
+      this.demo = new DemoEndpoint({ host: '127.0.0.1', port: c.demo.sipPort, gatewayUri: `${this.sipAddress.host}:${this.sipAddress.port}`, logger: log });
+      await this.demo.start();
+    }
+
+    const ctx: CallContext = {
+      logger: log,
+      media: this.media,
+      ice: {
+        bindAddress: c.webrtc.bindAddress ?? c.webrtc.hostAddresses[0],
+        announcedAddresses: c.webrtc.advertisedAddress ? [c.webrtc.advertisedAddress] : c.webrtc.hostAddresses,
+        portRange: c.webrtc.portRange,
+      },
+      srtp: c.trunk?.srtp ?? 'off',
+      sipCodecs: c.trunk?.codecs ?? ['PCMU', 'PCMA'],
+      preferPcmuToBrowser: c.webrtc.preferPcmu,
+    };
+
+    const guards = buildEdgeGuards(c);
+    this.http = new HttpServer({
+      webRoot: this.opts.webRoot ?? join(projectRoot(), 'web'),
+      logger: log.child({ component: 'http' }),
+      tls: c.http.tls ? { cert: readFileSync(c.http.tls.certFile, 'utf8'), key: readFileSync(c.http.tls.keyFile, 'utf8') } : undefined,
+    });
+    // The directory is the signaling server; the manager needs it, and it needs the manager.
+    let signaling: SignalingServer | null = null;
+    this.manager = new CallManager({
+      ua: this.ua,
+      ctx,
+      routing: buildRouting(c, this.demo ? this.demo.sipUri : null),
+      directory: { ringTargets: (user) => signaling?.ringTargets(user) ?? [] },
+      logger: log,
+      maxCallsGlobal: c.limits.maxCallsGlobal,
+      ringTimeoutMs: c.inbound.ringTimeoutSec * 1000,
+      hooks: {
+        callStarted: (call) => this.metrics.callStarted(call.direction),
+        callEnded: (call) => {
+          const rec = call.record();
+          this.metrics.callEnded(call.direction, rec.cause, call.answeredAt ? call.answeredAt.getTime() - call.startedAt.getTime() : undefined);
+          guards.releaseCall(call.id);
+          try {
+            this.cdr?.write(rec);
+          } catch (err) {
+            call.log.error({ err }, 'CDR write failed');
+          }
+        },
+      },
+    });
+    signaling = new SignalingServer(this.http.server, {
+      manager: this.manager,
+      authenticate: buildAuthenticator(c),
+      iceServers: c.webrtc.turnServers.concat(c.webrtc.stunServers.map((u) => ({ urls: u }))),
+      demo: c.auth.mode === 'demo',
+      logger: log.child({ component: 'signaling' }),
+      maxMessageBytes: c.limits.wsMaxMessageBytes,
+      messagesPerSec: c.limits.wsMessagesPerSec,
+      originAllowed: guards.originAllowed,
+      connectAttempt: guards.connectAttempt,
+      callAttempt: guards.callAttempt,
+      onConnectionChange: (n) => this.metrics.wsConnections(n),
+    });
+    this.signaling = signaling;
+    this.addRoutes(this.http, signaling);
+    this.httpAddress = await this.http.listen(c.http.host, c.http.port);
+
+    for (const reg of c.trunk?.register ? [c.trunk] : []) {
+      const r = this.ua.register({
+        registrar: reg.uri,
+        aor: `sip:${reg.username}@${reg.fromDomain ?? hostOf(reg.uri)}`,
+        credentials: reg.username && reg.password ? { username: reg.username, password: reg.password } : undefined,
+      });
+      r.on('state', (s: string) => this.metrics.registrationState('trunk', s));
+      r.start();
+      this.registrations.push(r);
+    }
+    this.readiness.set('notDraining', true);
+    log.info({ http: this.httpAddress, sip: this.sipAddress, demo: !!this.demo, trunk: c.trunk ? c.trunk.uri : null }, 'gateway started');
+  }
+
+  private addRoutes(http: HttpServer, signaling: SignalingServer): void {
+    http.route('GET', '/healthz', (_q, res) => sendJson(res, 200, { ok: true }));
+    http.route('GET', '/readyz', (_q, res) => {
+      const r = this.readiness.report();
+      sendJson(res, r.ready ? 200 : 503, r);
+    });
+    http.route('GET', '/metrics', async (_q, res) => {
+      res.writeHead(200, { 'content-type': this.metrics.contentType });
+      res.end(await this.metrics.render());
+    });
+    if (this.demo) {
+      const demo = this.demo;
+      http.route('POST', '/api/demo/callback', (_q, res, body) => {
+        let sessionId: unknown;
+        try { sessionId = JSON.parse(body).sessionId; } catch { /* below */ }
+        const session = typeof sessionId === 'string' ? signaling.findSession(sessionId) : undefined;
+        if (!session?.identity) { sendJson(res, 400, { error: 'unknown sessionId: connect first' }); return; }
+        demo.callback(session.identity.id).catch((err) => this.logger.warn({ err }, 'demo callback failed'));
+        sendJson(res, 202, { ok: true, calling: session.identity.id });
+      });
+    }
+  }
+
+  /** Graceful drain: no new calls, live calls get `timeoutMs` to finish, then BYE. */
+  async drain(timeoutMs: number): Promise<void> {
+    if (this.state !== 'running') return;
+    this.state = 'draining';
+    this.readiness.set('notDraining', false);
+    this.signaling?.stopAccepting();
+    this.logger.info({ activeCalls: this.manager?.size ?? 0, timeoutMs }, 'draining');
+    await this.manager?.drain(timeoutMs);
+  }
+
+  async stop(): Promise<void> {
+    if (this.state === 'stopped') return;
+    this.manager?.hangupAll();
+    await this.stopParts();
+    this.state = 'stopped';
+    this.logger.info('gateway stopped');
+  }
+
+  private async stopParts(): Promise<void> {
+    await Promise.all(this.registrations.map((r) => r.stop().catch(() => undefined)));
+    await this.signaling?.close().catch(() => undefined);
+    await this.http?.close().catch(() => undefined);
+    // Let the BYEs of hung-up calls leave before the transports close.
+    await new Promise((r) => setTimeout(r, 100));
+    await this.demo?.stop().catch(() => undefined);
+    await this.media?.close().catch(() => undefined);
+    await this.ua?.stop().catch(() => undefined);
+    this.cdr?.close();
+  }
+
+  get activeCalls(): number {
+    return this.manager?.size ?? 0;
+  }
+}
+
+function sipTransports(c: GatewayConfig): SipTransportConfig[] {
+  return c.sip.transports.map((protocol) => ({
+    protocol,
+    host: c.sip.host,
+    port: protocol === 'tls' ? c.sip.tlsPort ?? c.sip.port + 1 : c.sip.port,
+    advertisedHost: c.sip.advertisedHost,
+    tls: protocol === 'tls' && c.sip.tls ? { cert: readFileSync(c.sip.tls.certFile, 'utf8'), key: readFileSync(c.sip.tls.keyFile, 'utf8') } : undefined,
+  }));
+}
+
+function hostOf(uri: string): string {
+  return /sips?:(?:[^@]+@)?([^:;>]+)/.exec(uri)?.[1] ?? uri;
+}
+
+/** The directory holding package.json (works from src/ under tsx and from dist/src/). */
+function projectRoot(): string {
+  let dir = __dirname;
+  while (!existsSync(join(dir, 'package.json')) && dirname(dir) !== dir) dir = dirname(dir);
+  return dir;
+}

@@ -1,0 +1,252 @@
+import { randomUUID } from 'node:crypto';
+import type { Logger } from 'pino';
+import type { WebSocket } from 'ws';
+import type { CallBase, Identity } from '../calls/callBase';
+import type { CallManager } from '../calls/callManager';
+import { InboundCall, type RingTarget } from '../calls/inboundCall';
+import { OutboundCall } from '../calls/outboundCall';
+import { parseClientMessage, PROTOCOL_VERSION, type ClientMessage, type IceServer, type ServerMessage } from './protocol';
+
+/** Authenticates a hello; the signaling server decides between demo mode and tokens. */
+export type Authenticator = (token: string | undefined) => Promise<
+  { ok: true; identity: Identity; origins?: string[] } | { ok: false; code: 'token-missing' | 'token-invalid' | 'token-expired' | 'token-wrong-algorithm'; message: string }
+>;
+
+export interface SessionLimits {
+  /** Frames a second before the session is refused (closed 1008 after a warning). */
+  messagesPerSec: number;
+  /** Call attempts: returns ms to wait when over the limit, 0 when allowed. */
+  callAttempt(identity: string): number;
+}
+
+type SessionState = 'awaiting-hello' | 'authenticating' | 'ready' | 'closed';
+
+/**
+ * One WebSocket = one browser tab. Validates every frame, turns requests into calls on the
+ * CallManager and call events into messages. A dropped socket ends every call of this tab.
+ */
+export class BrowserSession implements RingTarget {
+  readonly sessionId = randomUUID();
+  private state: SessionState = 'awaiting-hello';
+  identity: Identity | null = null;
+  private readonly calls = new Map<string, CallBase>();
+  private frameWindowStart = Date.now();
+  private framesInWindow = 0;
+  private warnedFlood = false;
+
+  constructor(
+    private readonly ws: WebSocket,
+    private readonly opts: {
+      manager: CallManager;
+      authenticate: Authenticator;
+      iceServers: IceServer[];
+      demo: boolean;
+      limits: SessionLimits;
+      logger: Logger;
+      onReady(session: BrowserSession): void;
+      onClosed(session: BrowserSession): void;
+      origin?: string;
+    },
+  ) {
+    ws.on('message', (data, isBinary) => {
+      if (isBinary) { this.send({ type: 'error', code: 'bad-message', message: 'binary frames are not part of the protocol' }); return; }
+      if (!this.admitFrame()) return;
+      this.onFrame(data.toString());
+    });
+    ws.on('close', () => this.onClose());
+    ws.on('error', (err) => this.opts.logger.debug({ err: err.message }, 'websocket error'));
+  }
+
+  get isReady(): boolean {
+    return this.state === 'ready';
+  }
+
+  send(msg: ServerMessage): void {
+    if (this.state === 'closed' || this.ws.readyState !== this.ws.OPEN) return;
+    this.ws.send(JSON.stringify(msg));
+  }
+
+  /** RingTarget: an inbound call rings this tab. */
+  ring(call: InboundCall, offerSdp: string): void {
+    this.attach(call);
+    this.send({ type: 'incoming', callId: call.id, from: call.from, fromName: call.fromName, to: call.to, sdp: offerSdp });
+  }
+
+  private admitFrame(): boolean {
+    const now = Date.now();
+    if (now - this.frameWindowStart >= 1000) { this.frameWindowStart = now; this.framesInWindow = 0; }
+    this.framesInWindow++;
+    if (this.framesInWindow <= this.opts.limits.messagesPerSec) return true;
+    if (!this.warnedFlood) {
+      this.warnedFlood = true;
+      this.send({ type: 'error', code: 'rate-limited', message: `more than ${this.opts.limits.messagesPerSec} messages a second`, retryAfterMs: 1000 });
+      return false;
+    }
+    this.opts.logger.warn({ sessionId: this.sessionId }, 'websocket flood: closing');
+    this.ws.close(1008, 'message flood');
+    return false;
+  }
+
+  private onFrame(text: string): void {
+    const parsed = parseClientMessage(text);
+    if (!parsed.ok) {
+      this.send({ type: 'error', code: parsed.code, message: parsed.message });
+      return;
+    }
+    this.handle(parsed.msg).catch((err) => {
+      this.opts.logger.error({ err, sessionId: this.sessionId }, 'signaling handler failed');
+      this.send({ type: 'error', code: 'internal', message: 'internal error' });
+    });
+  }
+
+  private async handle(msg: ClientMessage): Promise<void> {
+    if (msg.type === 'ping') { this.send({ type: 'pong' }); return; }
+    if (msg.type === 'hello') { await this.onHello(msg.token); return; }
+    if (this.state !== 'ready' || !this.identity) {
+      this.send({ type: 'error', code: 'not-authenticated', message: 'send hello first' });
+      return;
+    }
+    switch (msg.type) {
+      case 'call': return this.onCall(msg);
+      case 'candidate': {
+        const call = this.callFor(msg.callId);
+        if (call instanceof OutboundCall) call.addBrowserCandidate(msg.candidate, msg.sdpMid ?? undefined, msg.sdpMLineIndex ?? undefined);
+        return;
+      }
+      case 'accept': {
+        const call = this.callFor(msg.callId);
+        if (!call) return;
+        if (!(call instanceof InboundCall)) { this.send({ type: 'error', code: 'invalid-state', message: 'only incoming calls can be accepted', callId: msg.callId }); return; }
+        const r = await call.accept(this.sessionId, msg.sdp);
+        if (!r.ok) this.send({ type: 'error', code: 'invalid-state', message: r.message, callId: msg.callId });
+        return;
+      }
+      case 'reject': {
+        const call = this.callFor(msg.callId);
+        if (call instanceof InboundCall) {
+          call.reject(this.sessionId, msg.reason ?? 'declined');
+          if (!call.ended) this.detach(call, { cause: 'rejected' });
+        }
+        return;
+      }
+      case 'hangup': {
+        const call = this.callFor(msg.callId);
+        if (call instanceof OutboundCall) call.hangup('local-hangup');
+        else if (call instanceof InboundCall) {
+          if (call.wonBy(this.sessionId)) call.hangup('local-hangup');
+          else { call.reject(this.sessionId, 'declined'); if (!call.ended) this.detach(call, { cause: 'rejected' }); }
+        }
+        return;
+      }
+      case 'dtmf': {
+        const call = this.callFor(msg.callId);
+        if (call && !call.sendDtmf(msg.digits)) this.send({ type: 'error', code: 'invalid-state', message: 'no media yet for DTMF', callId: msg.callId });
+        return;
+      }
+      case 'hold':
+      case 'unhold': {
+        const call = this.callFor(msg.callId);
+        if (!call) return;
+        const r = await call.setLocalHold(msg.type === 'hold');
+        if (!r.ok) this.send({ type: 'error', code: 'invalid-state', message: r.message, callId: msg.callId });
+        return;
+      }
+    }
+  }
+
+  private async onHello(token: string | undefined): Promise<void> {
+    if (this.state !== 'awaiting-hello') {
+      this.send({ type: 'error', code: 'invalid-state', message: 'hello was already received' });
+      return;
+    }
+    this.state = 'authenticating';
+    const auth = await this.opts.authenticate(token);
+    if (this.state !== 'authenticating') return; // socket closed meanwhile
+    if (!auth.ok) {
+      this.state = 'awaiting-hello';
+      this.opts.logger.info({ code: auth.code }, 'hello refused');
+      this.send({ type: 'error', code: auth.code, message: auth.message });
+      return;
+    }
+    if (auth.origins && auth.origins.length > 0 && (!this.opts.origin || !auth.origins.includes(this.opts.origin))) {
+      this.state = 'awaiting-hello';
+      this.opts.logger.info({ origin: this.opts.origin }, 'token not valid for this origin');
+      this.send({ type: 'error', code: 'token-invalid', message: 'the token does not allow this page origin' });
+      return;
+    }
+    this.identity = auth.identity;
+    this.state = 'ready';
+    this.opts.onReady(this);
+    this.send({ type: 'welcome', version: PROTOCOL_VERSION, sessionId: this.sessionId, identity: auth.identity.id, iceServers: this.opts.iceServers, demo: this.opts.demo });
+  }
+
+  private async onCall(msg: Extract<ClientMessage, { type: 'call' }>): Promise<void> {
+    const identity = this.identity!;
+    const wait = this.opts.limits.callAttempt(identity.id);
+    if (wait > 0) {
+      this.send({ type: 'error', code: 'rate-limited', message: 'too many call attempts', retryAfterMs: wait });
+      return;
+    }
+    const r = await this.opts.manager.startOutbound(identity, msg.to, msg.sdp, msg.headers);
+    if (!r.ok) {
+      if (r.code === 'forbidden') {
+        // Refused by the dial plan before any SIP: report it as an ended call, like any other outcome.
+        this.send({ type: 'ended', callId: randomUUID(), ref: msg.ref, cause: r.cause, sipReason: r.message });
+      } else {
+        this.send({ type: 'error', code: r.code, message: r.message });
+      }
+      return;
+    }
+    if (this.state === 'closed') { r.call.hangup('local-hangup'); return; }
+    this.attach(r.call);
+    this.send({ type: 'calling', callId: r.call.id, ref: msg.ref, sdp: r.answerSdp });
+  }
+
+  private attach(call: CallBase): void {
+    if (this.calls.has(call.id)) return;
+    this.calls.set(call.id, call);
+    const id = call.id;
+    call.on('progress', (p) => this.send({ type: 'progress', callId: id, status: p.status, earlyMedia: p.earlyMedia }));
+    call.on('answered', () => {
+      if (call instanceof InboundCall && !call.wonBy(this.sessionId)) {
+        this.detach(call, { cause: 'answered-elsewhere' });
+        return;
+      }
+      this.send({ type: 'answered', callId: id });
+    });
+    call.on('held', (by) => this.send({ type: 'held', callId: id, by }));
+    call.on('resumed', (by) => this.send({ type: 'resumed', callId: id, by }));
+    call.on('dtmf', (digit) => this.send({ type: 'dtmf', callId: id, digit }));
+    call.once('ended', (info) => {
+      if (!this.calls.has(id)) return;
+      this.calls.delete(id);
+      this.send({ type: 'ended', callId: id, cause: info.cause, sipStatus: info.sipStatus, sipReason: info.sipReason });
+    });
+  }
+
+  /** This tab is out of the call while it goes on elsewhere (declined or answered elsewhere). */
+  private detach(call: CallBase, info: { cause: 'answered-elsewhere' | 'rejected' }): void {
+    if (!this.calls.delete(call.id)) return;
+    this.send({ type: 'ended', callId: call.id, cause: info.cause });
+  }
+
+  private callFor(callId: string): CallBase | undefined {
+    const call = this.calls.get(callId);
+    if (!call) this.send({ type: 'error', code: 'unknown-call', message: 'no such call on this connection', callId });
+    return call;
+  }
+
+  private onClose(): void {
+    if (this.state === 'closed') return;
+    this.state = 'closed';
+    for (const call of this.calls.values()) {
+      if (call instanceof OutboundCall) call.hangup('local-hangup');
+      else if (call instanceof InboundCall) {
+        if (call.wonBy(this.sessionId)) call.hangup('local-hangup');
+        else call.reject(this.sessionId, 'declined');
+      }
+    }
+    this.calls.clear();
+    this.opts.onClosed(this);
+  }
+}

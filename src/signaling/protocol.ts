@@ -1,0 +1,83 @@
+import { z } from 'zod';
+import type { EndCause } from '../calls/causes';
+
+/** Signaling protocol version 1 (docs/protocol.md): the schema is the single source of truth. */
+export const PROTOCOL_VERSION = 1;
+
+const callId = z.string().min(1).max(64);
+const sdp = z.string().min(10).max(32 * 1024);
+const headerName = z.string().regex(/^X-[A-Za-z0-9-]{1,60}$/, 'only X- headers are allowed');
+
+export const ClientMessage = z.discriminatedUnion('type', [
+  z.object({ type: z.literal('hello'), version: z.literal(PROTOCOL_VERSION), token: z.string().max(8192).optional() }),
+  z.object({
+    type: z.literal('call'),
+    to: z.string().min(1).max(64),
+    sdp,
+    ref: z.string().max(64).optional(),
+    headers: z
+      .record(headerName, z.string().max(256).regex(/^[^\r\n]*$/, 'header values cannot contain line breaks'))
+      .refine((h) => Object.keys(h).length <= 10, 'at most 10 headers')
+      .optional(),
+  }),
+  z.object({
+    type: z.literal('candidate'),
+    callId,
+    candidate: z.string().max(1024).nullable(),
+    sdpMid: z.string().max(64).nullable().optional(),
+    sdpMLineIndex: z.number().int().min(0).max(16).nullable().optional(),
+  }),
+  z.object({ type: z.literal('accept'), callId, sdp }),
+  z.object({ type: z.literal('reject'), callId, reason: z.enum(['busy', 'declined']).optional() }),
+  z.object({ type: z.literal('hangup'), callId }),
+  z.object({ type: z.literal('dtmf'), callId, digits: z.string().regex(/^[0-9*#A-Da-d]{1,32}$/, 'digits are 0-9 * # A-D, at most 32') }),
+  z.object({ type: z.literal('hold'), callId }),
+  z.object({ type: z.literal('unhold'), callId }),
+  z.object({ type: z.literal('ping') }),
+]);
+export type ClientMessage = z.infer<typeof ClientMessage>;
+
+
+export type ErrorCode =
+  | 'bad-message' | 'unknown-type' | 'not-authenticated' | 'token-missing' | 'token-invalid'
+  | 'token-expired' | 'token-wrong-algorithm' | 'rate-limited' | 'too-many-calls' | 'unknown-call'
+  | 'invalid-state' | 'bad-sdp' | 'draining' | 'internal';
+
+export interface IceServer { urls: string | string[]; username?: string; credential?: string }
+
+export type ServerMessage =
+  | { type: 'welcome'; version: number; sessionId: string; identity: string; iceServers: IceServer[]; demo: boolean }
+  | { type: 'calling'; callId: string; ref?: string; sdp: string }
+  | { type: 'progress'; callId: string; status: number; earlyMedia: boolean }
+  | { type: 'answered'; callId: string }
+  | { type: 'incoming'; callId: string; from: string; fromName?: string; to: string; sdp: string }
+  | { type: 'ended'; callId: string; ref?: string; cause: EndCause; sipStatus?: number; sipReason?: string }
+  | { type: 'held' | 'resumed'; callId: string; by: 'local' | 'remote' }
+  | { type: 'dtmf'; callId: string; digit: string }
+  | { type: 'stats'; callId: string; browser: unknown; sip: unknown }
+  | { type: 'error'; code: ErrorCode; message: string; callId?: string; retryAfterMs?: number }
+  | { type: 'pong' };
+
+/** Parses one frame; returns a protocol error instead of throwing. */
+export function parseClientMessage(text: string): { ok: true; msg: ClientMessage } | { ok: false; code: ErrorCode; message: string } {
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    return { ok: false, code: 'bad-message', message: 'frame is not valid JSON' };
+  }
+  if (typeof json !== 'object' || json === null || typeof (json as { type?: unknown }).type !== 'string') {
+    return { ok: false, code: 'bad-message', message: 'message must be an object with a string "type"' };
+  }
+  const type = (json as { type: string }).type;
+  if (!ClientMessage.options.some((o) => o.shape.type.value === type)) {
+    return { ok: false, code: 'unknown-type', message: `unknown message type "${type.slice(0, 32)}"` };
+  }
+  const r = ClientMessage.safeParse(json);
+  if (!r.success) {
+    const issue = r.error.issues[0];
+    const where = issue.path.length ? issue.path.join('.') : 'message';
+    return { ok: false, code: 'bad-message', message: `${type}: ${where}: ${issue.message}` };
+  }
+  return { ok: true, msg: r.data };
+}

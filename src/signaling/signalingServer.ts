@@ -1,0 +1,121 @@
+import type { IncomingMessage, Server } from 'node:http';
+import type { Duplex } from 'node:stream';
+import type { Logger } from 'pino';
+import { WebSocketServer, type WebSocket } from 'ws';
+import type { CallManager, UserDirectory } from '../calls/callManager';
+import type { RingTarget } from '../calls/inboundCall';
+import { BrowserSession, type Authenticator } from './browserSession';
+import type { IceServer } from './protocol';
+
+export interface SignalingOptions {
+  manager: CallManager;
+  authenticate: Authenticator;
+  iceServers: IceServer[];
+  demo: boolean;
+  logger: Logger;
+  maxMessageBytes: number;
+  messagesPerSec: number;
+  /** Origin check for the upgrade: true = allowed. */
+  originAllowed(origin: string | undefined): boolean;
+  /** Per-IP connect limit: ms to wait, 0 = allowed. */
+  connectAttempt(ip: string): number;
+  callAttempt(identity: string): number;
+  /** Connection counters for /metrics. */
+  onConnectionChange?(open: number): void;
+}
+
+/**
+ * The WebSocket endpoint (`/ws`) on the gateway's HTTP server, and the directory of which
+ * browser tabs each user has open (inbound calls ring all of them).
+ */
+export class SignalingServer implements UserDirectory {
+  private readonly wss: WebSocketServer;
+  private readonly sessions = new Set<BrowserSession>();
+  private readonly byUser = new Map<string, Set<BrowserSession>>();
+  private accepting = true;
+
+  constructor(server: Server, private readonly opts: SignalingOptions) {
+    this.wss = new WebSocketServer({ noServer: true, maxPayload: opts.maxMessageBytes });
+    server.on('upgrade', (req, socket, head) => this.onUpgrade(req, socket, head));
+  }
+
+  get connectionCount(): number {
+    return this.sessions.size;
+  }
+
+  ringTargets(user: string): RingTarget[] {
+    return [...(this.byUser.get(user) ?? [])].filter((s) => s.isReady);
+  }
+
+  /** Tabs by session id (the demo callback uses it to find whom to call). */
+  findSession(sessionId: string): BrowserSession | undefined {
+    for (const s of this.sessions) if (s.sessionId === sessionId) return s;
+    return undefined;
+  }
+
+  private onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
+    const url = new URL(req.url ?? '/', 'http://localhost');
+    const refuse = (status: number, text: string, headers: Record<string, string> = {}) => {
+      const extra = Object.entries(headers).map(([k, v]) => `${k}: ${v}\r\n`).join('');
+      socket.end(`HTTP/1.1 ${status} ${text}\r\nConnection: close\r\nContent-Length: 0\r\n${extra}\r\n`);
+    };
+    if (url.pathname !== '/ws') { refuse(404, 'Not Found'); return; }
+    if (!this.accepting) { refuse(503, 'Service Unavailable'); return; }
+    const origin = req.headers.origin;
+    const ip = req.socket.remoteAddress ?? 'unknown';
+    if (!this.opts.originAllowed(origin)) {
+      this.opts.logger.info({ origin, ip }, 'websocket upgrade refused: origin not allowed');
+      refuse(403, 'Forbidden');
+      return;
+    }
+    const wait = this.opts.connectAttempt(ip);
+    if (wait > 0) {
+      this.opts.logger.info({ ip }, 'websocket upgrade refused: connect rate limit');
+      refuse(429, 'Too Many Requests', { 'Retry-After': String(Math.ceil(wait / 1000)) });
+      return;
+    }
+    this.wss.handleUpgrade(req, socket, head, (ws) => this.onConnection(ws, origin, ip));
+  }
+
+  private onConnection(ws: WebSocket, origin: string | undefined, ip: string): void {
+    const session: BrowserSession = new BrowserSession(ws, {
+      manager: this.opts.manager,
+      authenticate: this.opts.authenticate,
+      iceServers: this.opts.iceServers,
+      demo: this.opts.demo,
+      logger: this.opts.logger,
+      origin,
+      limits: { messagesPerSec: this.opts.messagesPerSec, callAttempt: (id) => this.opts.callAttempt(id) },
+      onReady: (s) => {
+        const user = s.identity!.id;
+        let set = this.byUser.get(user);
+        if (!set) this.byUser.set(user, (set = new Set()));
+        set.add(s);
+      },
+      onClosed: (s) => {
+        this.sessions.delete(s);
+        const user = s.identity?.id;
+        if (user) {
+          const set = this.byUser.get(user);
+          set?.delete(s);
+          if (set && set.size === 0) this.byUser.delete(user);
+        }
+        this.opts.onConnectionChange?.(this.sessions.size);
+      },
+    });
+    this.sessions.add(session);
+    this.opts.logger.debug({ sessionId: session.sessionId, ip }, 'websocket connected');
+    this.opts.onConnectionChange?.(this.sessions.size);
+  }
+
+  /** Refuse new connections (drain); existing ones stay until their calls end. */
+  stopAccepting(): void {
+    this.accepting = false;
+  }
+
+  async close(): Promise<void> {
+    this.accepting = false;
+    for (const client of this.wss.clients) client.close(1001, 'gateway shutting down');
+    await new Promise<void>((resolve) => this.wss.close(() => resolve()));
+  }
+}

@@ -1,0 +1,251 @@
+import { EventEmitter } from 'node:events';
+import type { Logger } from 'pino';
+import {
+  MediaStreamTrack,
+  RTCPeerConnection,
+  RTCRtpCodecParameters,
+  RtpHeader,
+  RtpPacket,
+  useOPUS,
+  usePCMU,
+  type RTCRtpTransceiver,
+} from 'werift';
+import type { BrowserMediaPort, RtpPacketView } from '../media';
+
+/**
+ * ICE settings for the gateway side of every browser peer connection.
+ *
+ * The gateway runs ICE-lite (RFC 8445 §2.5): it only offers host candidates for the configured
+ * addresses and never gathers server-reflexive ones. That is the decision the product makes
+ * about werift's silent fallback: werift queries stun.l.google.com:19302 whenever it gathers
+ * without ICE-lite and without a STUN server (a DNS lookup and UDP to Google per call). A
+ * gateway is a server with a known (or configured, NATed 1:1) address, exactly the case ICE-lite
+ * was made for; the browser does the full ICE and nominates. Browsers behind NAT still reach us
+ * because their checks arrive from their public mapping and we answer to where they came from.
+ */
+export interface BrowserIceConfig {
+  /** Address the ICE sockets bind to (e.g. '127.0.0.1' or '0.0.0.0'). */
+  bindAddress: string;
+  /** Addresses announced as host candidates (the public address when behind 1:1 NAT). */
+  announcedAddresses: string[];
+  portRange: [number, number];
+}
+
+export type BrowserLegState = 'new' | 'connecting' | 'connected' | 'failed' | 'closed';
+
+interface BrowserLegEvents {
+  connected: [];
+  failed: [reason: string];
+  closed: [];
+}
+
+const TELEPHONE_EVENT_48K = 126;
+const TELEPHONE_EVENT_8K = 101;
+
+/**
+ * The browser's side of a call: one werift RTCPeerConnection, audio only, that the media
+ * bridge sees as a {@link BrowserMediaPort}. It owns the peer connection and its sockets;
+ * `close()` releases all of it.
+ */
+export class BrowserLeg extends EventEmitter<BrowserLegEvents> implements BrowserMediaPort {
+  state: BrowserLegState = 'new';
+  opusPayloadType: number | null = null;
+  pcmuPayloadType: number | null = null;
+  telephoneEventPayloadType: number | null = null;
+  sendCodec: 'opus' | 'pcmu' | 'pcma' = 'opus';
+
+  private readonly pc: RTCPeerConnection;
+  private readonly outTrack = new MediaStreamTrack({ kind: 'audio' });
+  private transceiver: RTCRtpTransceiver | null = null;
+  private readonly rtpListeners = new Set<(pkt: RtpPacketView) => void>();
+  private readonly subscriptions: Array<{ unSubscribe(): void }> = [];
+  private connectTimer: NodeJS.Timeout | null = null;
+
+  constructor(
+    private readonly opts: {
+      callId: string;
+      logger: Logger;
+      ice: BrowserIceConfig;
+      /** Give up when ICE/DTLS has not connected after this long. */
+      connectTimeoutMs?: number;
+      preferPcmu?: boolean;
+    },
+  ) {
+    super();
+    const audioCodecs = [
+      useOPUS(),
+      usePCMU(),
+      new RTCRtpCodecParameters({ mimeType: 'audio/telephone-event', clockRate: 48000, payloadType: TELEPHONE_EVENT_48K, channels: 1 }),
+      new RTCRtpCodecParameters({ mimeType: 'audio/telephone-event', clockRate: 8000, payloadType: TELEPHONE_EVENT_8K, channels: 1 }),
+    ];
+    if (opts.preferPcmu) audioCodecs.unshift(audioCodecs.splice(1, 1)[0]);
+    this.pc = new RTCPeerConnection({
+      iceLite: true,
+      iceServers: [],
+      iceUseIpv4: false,
+      iceUseIpv6: false,
+      iceAdditionalHostAddresses: opts.ice.announcedAddresses,
+      iceInterfaceAddresses: { udp4: opts.ice.bindAddress },
+      icePortRange: opts.ice.portRange,
+      codecs: { audio: audioCodecs },
+    });
+    this.subscriptions.push(
+      this.pc.connectionStateChange.subscribe((s) => this.onConnectionState(s)),
+      this.pc.onTrack.subscribe((track) => {
+        this.subscriptions.push(track.onReceiveRtp.subscribe((rtp) => this.onBrowserRtp(rtp)));
+      }),
+    );
+  }
+
+  /** Outbound call: the browser offered; answer at once so ICE/DTLS run while the far end rings. */
+  async answer(offerSdp: string): Promise<string> {
+    this.transceiver = this.pc.addTransceiver(this.outTrack, { direction: 'sendrecv' });
+    await this.pc.setRemoteDescription({ type: 'offer', sdp: offerSdp });
+    const answer = await this.pc.createAnswer();
+    await this.pc.setLocalDescription(answer);
+    this.startConnecting();
+    return this.completeLocalSdp();
+  }
+
+  /** Inbound call: the gateway offers to the browser. */
+  async createOffer(): Promise<string> {
+    this.transceiver = this.pc.addTransceiver(this.outTrack, { direction: 'sendrecv' });
+    const offer = await this.pc.createOffer();
+    await this.pc.setLocalDescription(offer);
+    return this.completeLocalSdp();
+  }
+
+  /** Inbound call: the browser answered our offer. */
+  async acceptAnswer(answerSdp: string): Promise<void> {
+    await this.pc.setRemoteDescription({ type: 'answer', sdp: answerSdp });
+    this.startConnecting();
+  }
+
+  /** Trickled candidate from the browser (null = end of candidates). */
+  async addIceCandidate(candidate: string | null, sdpMid?: string, sdpMLineIndex?: number): Promise<void> {
+    if (this.state === 'closed') return;
+    if (!candidate) return; // ICE-lite: nothing to do at end-of-candidates
+    await this.pc.addIceCandidate({ candidate, sdpMid, sdpMLineIndex });
+  }
+
+  onRtp(listener: (pkt: RtpPacketView) => void): () => void {
+    this.rtpListeners.add(listener);
+    return () => this.rtpListeners.delete(listener);
+  }
+
+  /**
+   * Send one packet to the browser. Audio goes through werift's sender (it stamps SSRC and the
+   * negotiated PT and keeps RTCP SR counts); the bridge owns sequence numbers and timestamps.
+   */
+  sendRtp(pkt: RtpPacketView): void {
+    if (this.state !== 'connected' || !this.transceiver) return;
+    const header = new RtpHeader({
+      payloadType: pkt.payloadType,
+      sequenceNumber: pkt.sequenceNumber,
+      timestamp: pkt.timestamp,
+      marker: pkt.marker,
+      ssrc: pkt.ssrc,
+    });
+    this.transceiver.sender.sendRtp(new RtpPacket(header, pkt.payload)).catch(() => {
+      /* transport closing: the connection-state handler reports it */
+    });
+  }
+
+  async stats(): Promise<{ packetsReceived: number; packetsSent: number; jitter?: number; packetsLost?: number }> {
+    const out = { packetsReceived: 0, packetsSent: 0 } as { packetsReceived: number; packetsSent: number; jitter?: number; packetsLost?: number };
+    try {
+      const report = await this.pc.getStats();
+      report.forEach((r: any) => {
+        if (r.type === 'inbound-rtp') { out.packetsReceived = r.packetsReceived ?? 0; out.jitter = r.jitter; out.packetsLost = r.packetsLost; }
+        if (r.type === 'outbound-rtp') out.packetsSent = r.packetsSent ?? 0;
+      });
+    } catch { /* closed */ }
+    return out;
+  }
+
+  async close(): Promise<void> {
+    if (this.state === 'closed') return;
+    const wasFailed = this.state === 'failed';
+    this.state = 'closed';
+    if (this.connectTimer) clearTimeout(this.connectTimer);
+    this.connectTimer = null;
+    this.rtpListeners.clear();
+    for (const s of this.subscriptions) s.unSubscribe();
+    this.subscriptions.length = 0;
+    try {
+      await this.pc.close();
+    } catch (err) {
+      this.opts.logger.warn({ err, wasFailed }, 'browser peer connection close failed');
+    }
+    this.emit('closed');
+  }
+
+  private startConnecting(): void {
+    this.readNegotiatedCodecs();
+    if (this.state === 'new') this.state = 'connecting';
+    const ms = this.opts.connectTimeoutMs ?? 15000;
+    this.connectTimer = setTimeout(() => {
+      this.connectTimer = null;
+      if (this.state === 'connecting') this.fail(`ICE/DTLS did not connect within ${ms} ms`);
+    }, ms);
+  }
+
+  private onConnectionState(s: string): void {
+    if (this.state === 'closed') return;
+    if (s === 'connected' && this.state !== 'connected') {
+      if (this.connectTimer) clearTimeout(this.connectTimer);
+      this.connectTimer = null;
+      this.state = 'connected';
+      this.emit('connected');
+    } else if (s === 'failed' || s === 'closed' || s === 'disconnected') {
+      this.fail(`peer connection ${s}`);
+    }
+  }
+
+  private fail(reason: string): void {
+    if (this.state === 'failed' || this.state === 'closed') return;
+    this.state = 'failed';
+    this.opts.logger.info({ reason }, 'browser leg failed');
+    this.emit('failed', reason);
+  }
+
+  private onBrowserRtp(rtp: RtpPacket): void {
+    if (this.rtpListeners.size === 0) return;
+    const h = rtp.header;
+    const view: RtpPacketView = {
+      payloadType: h.payloadType,
+      sequenceNumber: h.sequenceNumber,
+      timestamp: h.timestamp,
+      marker: h.marker,
+      ssrc: h.ssrc,
+      payload: rtp.payload,
+    };
+    for (const l of this.rtpListeners) l(view);
+  }
+
+  /** What the SDP exchange settled on, for the bridge. */
+  private readNegotiatedCodecs(): void {
+    const codecs = this.transceiver?.codecs ?? [];
+    this.opusPayloadType = codecs.find((c) => /opus/i.test(c.mimeType))?.payloadType ?? null;
+    this.pcmuPayloadType = codecs.find((c) => /pcmu/i.test(c.mimeType))?.payloadType ?? null;
+    const te = codecs.filter((c) => /telephone-event/i.test(c.mimeType));
+    this.telephoneEventPayloadType = (te.find((c) => c.clockRate === 48000) ?? te[0])?.payloadType ?? null;
+    const first = codecs.find((c) => !/telephone-event|red|cn/i.test(c.mimeType));
+    this.sendCodec = first && /pcmu/i.test(first.mimeType) ? 'pcmu' : first && /pcma/i.test(first.mimeType) ? 'pcma' : 'opus';
+  }
+
+  /** ICE-lite gathers only host candidates, so this is quick; bounded anyway. */
+  private async completeLocalSdp(): Promise<string> {
+    if (this.pc.iceGatheringState !== 'complete') {
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(() => { sub.unSubscribe(); resolve(); }, 2000);
+        const sub = this.pc.iceGatheringStateChange.subscribe((s) => {
+          if (s === 'complete') { clearTimeout(t); sub.unSubscribe(); resolve(); }
+        });
+      });
+    }
+    const sdp = this.pc.localDescription?.sdp;
+    if (!sdp) throw new Error('werift produced no local description');
+    return sdp;
+  }
+}

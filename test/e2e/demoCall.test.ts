@@ -1,0 +1,109 @@
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { Page } from 'playwright-core';
+import { launchChromium } from '../peers/chromium';
+import { startGateway } from '../support/gateway';
+import { writeToneWav } from '../support/audio';
+
+let gw: Awaited<ReturnType<typeof startGateway>>;
+let browser: Awaited<ReturnType<typeof launchChromium>>;
+const work = mkdtempSync(join(tmpdir(), 'gw-e2e-'));
+
+before(async () => {
+  gw = await startGateway(18100);
+  const wav = join(work, 'mic-700hz.wav');
+  writeToneWav(wav, { hz: 700, sampleRate: 48000, seconds: 30 });
+  browser = await launchChromium({ fakeMicWav: wav });
+});
+
+after(async () => {
+  await browser?.close();
+  await gw?.stop();
+});
+
+/** Peak frequency of what the page hears from the gateway (WebAudio analyser on the remote stream). */
+async function remotePeakHz(page: Page): Promise<{ peakHz: number; peakDb: number }> {
+  return page.evaluate(async () => {
+    const call = (window as any).__gw.currentCall;
+    const ctx = new AudioContext();
+    const src = ctx.createMediaStreamSource(call.remoteStream);
+    const an = ctx.createAnalyser();
+    an.fftSize = 4096;
+    src.connect(an);
+    await new Promise((r) => setTimeout(r, 1500));
+    const f = new Float32Array(an.frequencyBinCount);
+    an.getFloatFrequencyData(f);
+    let best = 1;
+    for (let i = 2; i < f.length; i++) if (f[i] > f[best]) best = i;
+    await ctx.close();
+    return { peakHz: Math.round((best * ctx.sampleRate) / an.fftSize), peakDb: Math.round(f[best]) };
+  });
+}
+
+async function openPhone(): Promise<Page> {
+  const page = await browser.newPage();
+  await page.goto(gw.url);
+  await page.getByTestId('call-status').filter({ hasText: 'ready' }).waitFor({ timeout: 10000 });
+  return page;
+}
+
+test('call 1000 (echo): ringing, answered, and the browser hears its own 700 Hz tone back', async () => {
+  const page = await openPhone();
+  await page.getByTestId('dial-input').fill('1000');
+  await page.getByTestId('call-button').click();
+  await page.getByTestId('call-status').filter({ hasText: 'ringing' }).waitFor({ timeout: 10000 });
+  await page.getByTestId('call-status').filter({ hasText: 'answered' }).waitFor({ timeout: 10000 });
+  const heard = await remotePeakHz(page);
+  assert.ok(Math.abs(heard.peakHz - 700) < 30, `echo peak ${heard.peakHz} Hz (${heard.peakDb} dB)`);
+  await page.getByTestId('hangup-button').click();
+  await page.getByTestId('call-status').filter({ hasText: 'ended' }).waitFor({ timeout: 5000 });
+  await page.close();
+});
+
+test('call 1001 (tone): the browser hears 440 Hz from the SIP side', async () => {
+  const page = await openPhone();
+  await page.getByTestId('dial-input').fill('1001');
+  await page.getByTestId('call-button').click();
+  await page.getByTestId('call-status').filter({ hasText: 'answered' }).waitFor({ timeout: 10000 });
+  const heard = await remotePeakHz(page);
+  assert.ok(Math.abs(heard.peakHz - 440) < 30, `tone peak ${heard.peakHz} Hz`);
+  await page.getByTestId('hangup-button').click();
+  await page.close();
+});
+
+test('call 1002: ended with cause busy (SIP 486)', async () => {
+  const page = await openPhone();
+  await page.getByTestId('dial-input').fill('1002');
+  await page.getByTestId('call-button').click();
+  await page.getByTestId('call-status').filter({ hasText: 'ended (busy 486)' }).waitFor({ timeout: 10000 });
+  await page.close();
+});
+
+test('a number outside the dial plan ends as forbidden before any SIP is sent', async () => {
+  const page = await openPhone();
+  await page.getByTestId('dial-input').fill('+19005551234');
+  await page.getByTestId('call-button').click();
+  await page.getByTestId('call-status').filter({ hasText: 'ended (forbidden)' }).waitFor({ timeout: 10000 });
+  await page.close();
+});
+
+test('"call me back": the page rings, is answered there, and hears the demo tone', async () => {
+  const page = await openPhone();
+  await page.getByTestId('callback-button').click();
+  await page.getByTestId('incoming-accept').waitFor({ state: 'visible', timeout: 10000 });
+  await page.getByTestId('incoming-accept').click();
+  await page.getByTestId('call-status').filter({ hasText: 'answered' }).waitFor({ timeout: 10000 });
+  const heard = await remotePeakHz(page);
+  assert.ok(Math.abs(heard.peakHz - 440) < 30, `callback tone peak ${heard.peakHz} Hz`);
+  await page.getByTestId('hangup-button').click();
+  await page.getByTestId('call-status').filter({ hasText: 'ended' }).waitFor({ timeout: 5000 });
+  await page.close();
+  // every call wrote its CDR and released its media ports
+  await new Promise((r) => setTimeout(r, 300));
+  const cdrs = readFileSync(gw.cdrPath, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+  assert.ok(cdrs.length >= 4, `CDRs written: ${cdrs.length}`);
+  assert.equal(gw.gateway.activeCalls, 0);
+});

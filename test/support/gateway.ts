@@ -1,0 +1,31 @@
+import pino from 'pino';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { validateConfig, type GatewayConfigInput } from '../../src/config';
+import { Gateway } from '../../src/gateway';
+
+/**
+ * Starts a whole gateway in this process on loopback test ports. Each test file passes its own
+ * port base so files never collide.
+ */
+export async function startGateway(base: number, overrides: Partial<GatewayConfigInput> = {}): Promise<{ gateway: Gateway; url: string; sipPort: number; cdrPath: string; stop(): Promise<void> }> {
+  const dir = mkdtempSync(join(tmpdir(), 'gw-test-'));
+  const cdrPath = join(dir, 'cdr.jsonl');
+  const input = {
+    http: { host: '127.0.0.1', port: base },
+    sip: { host: '127.0.0.1', port: base + 1 },
+    demo: { sipPort: base + 2 },
+    media: { portRange: [base + 100, base + 199] as [number, number], inactivityTimeoutSec: 20 },
+    webrtc: { portRange: [base + 200, base + 299] as [number, number] },
+    cdr: { path: cdrPath },
+    drain: { timeoutSec: 1 },
+    ...overrides,
+  };
+  const r = validateConfig(input as Record<string, unknown>);
+  if (!r.ok) throw new Error(r.errors.join('\n'));
+  const logger = pino({ level: process.env.GW_TEST_LOG ?? 'silent' });
+  const gateway = new Gateway(r.config, logger);
+  await gateway.start();
+  return { gateway, url: `http://127.0.0.1:${base}`, sipPort: base + 1, cdrPath, stop: () => gateway.stop() };
+}

@@ -1,0 +1,2 @@
+export { GatewayClient, type ConnectOptions } from './client';
+export { Call, type CallStats, type EndCause, type CallState } from './call';
