@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { Page } from 'playwright-core';
+import { openPhone as openPhoneAt, remotePeakHz } from '../support/page';
 import { launchChromium } from '../peers/chromium';
 import { startGateway } from '../support/gateway';
 import { writeToneWav } from '../support/audio';
@@ -24,31 +24,7 @@ after(async () => {
   await gw?.stop();
 });
 
-/** Peak frequency of what the page hears from the gateway (WebAudio analyser on the remote stream). */
-async function remotePeakHz(page: Page): Promise<{ peakHz: number; peakDb: number }> {
-  return page.evaluate(async () => {
-    const call = (window as any).__gw.currentCall;
-    const ctx = new AudioContext();
-    const src = ctx.createMediaStreamSource(call.remoteStream);
-    const an = ctx.createAnalyser();
-    an.fftSize = 4096;
-    src.connect(an);
-    await new Promise((r) => setTimeout(r, 1500));
-    const f = new Float32Array(an.frequencyBinCount);
-    an.getFloatFrequencyData(f);
-    let best = 1;
-    for (let i = 2; i < f.length; i++) if (f[i] > f[best]) best = i;
-    await ctx.close();
-    return { peakHz: Math.round((best * ctx.sampleRate) / an.fftSize), peakDb: Math.round(f[best]) };
-  });
-}
-
-async function openPhone(): Promise<Page> {
-  const page = await browser.newPage();
-  await page.goto(gw.url);
-  await page.getByTestId('call-status').filter({ hasText: 'ready' }).waitFor({ timeout: 10000 });
-  return page;
-}
+const openPhone = () => openPhoneAt(browser, gw.url);
 
 test('call 1000 (echo): ringing, answered, and the browser hears its own 700 Hz tone back', async () => {
   const page = await openPhone();

@@ -1,0 +1,157 @@
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { Page } from 'playwright-core';
+import { launchChromium } from '../peers/chromium';
+import { startBaresip, type Baresip } from '../peers/baresip';
+import { startGateway } from '../support/gateway';
+import { readWav, toneRatio, writeToneWav } from '../support/audio';
+import { openPhone, remotePeakHz } from '../support/page';
+
+/**
+ * The product's main path against a real SIP phone: Chromium → gateway → baresip acting as the
+ * trunk (auto-answer, PCMU, plays 1 kHz, records what it hears), and baresip calling back in.
+ */
+const BASE = 18400;
+/** baresip answers only its own user, so every call goes to this number. */
+const TRUNK_NUMBER = '+15551230000';
+const work = mkdtempSync(join(tmpdir(), 'gw-trunk-'));
+let gw: Awaited<ReturnType<typeof startGateway>>;
+let browser: Awaited<ReturnType<typeof launchChromium>>;
+let trunk: Baresip;
+let manualTrunk: Baresip;
+
+before(async () => {
+  const trunkWav = join(work, 'trunk-1000hz.wav');
+  writeToneWav(trunkWav, { hz: 1000, sampleRate: 8000, seconds: 120 });
+  const micWav = join(work, 'mic-700hz.wav');
+  writeToneWav(micWav, { hz: 700, sampleRate: 48000, seconds: 30 });
+  trunk = await startBaresip({ sipPort: BASE + 10, rtpPorts: [BASE + 300, BASE + 349], ctrlPort: BASE + 20, audioSourceWav: trunkWav, accountParams: ';answermode=auto;audio_codecs=PCMU', user: TRUNK_NUMBER });
+  manualTrunk = await startBaresip({ sipPort: BASE + 13, rtpPorts: [BASE + 350, BASE + 399], ctrlPort: BASE + 25, audioSourceWav: trunkWav, accountParams: ';answermode=manual;audio_codecs=PCMU', user: TRUNK_NUMBER });
+  gw = await startGateway(BASE, {
+    trunk: { uri: `sip:127.0.0.1:${BASE + 10}`, codecs: ['PCMU'], sourceCidrs: ['127.0.0.1/32'] },
+    demo: { enabled: true, sipPort: BASE + 2 },
+    dialplan: { allow: ['+1555*'] },
+  });
+  browser = await launchChromium({ fakeMicWav: micWav });
+});
+
+after(async () => {
+  await browser?.close();
+  await gw?.stop();
+  await trunk?.stop();
+  await manualTrunk?.stop();
+});
+
+async function dial(page: Page, number: string): Promise<void> {
+  await page.getByTestId('dial-input').fill(number);
+  await page.getByTestId('call-button').click();
+}
+
+test('outbound call: audio both ways (1 kHz heard in the page, 700 Hz in baresip), DTMF, remote BYE', async () => {
+  const page = await openPhone(browser, gw.url);
+  await dial(page, '+1 555 123 0000');
+  await page.getByTestId('call-status').filter({ hasText: 'answered' }).waitFor({ timeout: 15000 });
+  const heard = await remotePeakHz(page);
+  assert.ok(Math.abs(heard.peakHz - 1000) < 30, `page hears the trunk: ${heard.peakHz} Hz`);
+
+  await page.getByTestId('keypad-5').click();
+  const dtmf = await trunk.waitForEvent('CALL_DTMF_START', 5000);
+  assert.equal(dtmf.param, '5');
+
+  // Let baresip record a couple of seconds of the browser's tone before it hangs up.
+  await new Promise((r) => setTimeout(r, 2500));
+  await trunk.ctl('hangup');
+  await page.getByTestId('call-status').filter({ hasText: 'ended (remote-hangup)' }).waitFor({ timeout: 5000 });
+  await page.close();
+  await new Promise((r) => setTimeout(r, 500));
+  const rec = trunk.recordings().dec;
+  assert.ok(rec.length > 0, 'baresip recorded the call');
+  const { samples, sampleRate } = readWav(rec[rec.length - 1]);
+  const steady = samples.subarray(Math.min(samples.length, sampleRate), samples.length);
+  assert.ok(steady.length > sampleRate, `recording has ${steady.length} samples`);
+  assert.ok(toneRatio(steady, sampleRate, 700) > 0.5, `baresip hears the browser's 700 Hz: ratio ${toneRatio(steady, sampleRate, 700).toFixed(2)}`);
+});
+
+test('hold and resume re-INVITE the trunk; audio flows again after resume', async () => {
+  const page = await openPhone(browser, gw.url);
+  await dial(page, TRUNK_NUMBER);
+  await page.getByTestId('call-status').filter({ hasText: 'answered' }).waitFor({ timeout: 15000 });
+  await page.getByTestId('hold-button').click();
+  await page.getByTestId('hold-button').filter({ hasText: 'Resume' }).waitFor({ timeout: 5000 });
+  await page.getByTestId('hold-button').click();
+  await page.getByTestId('hold-button').filter({ hasText: 'Hold' }).waitFor({ timeout: 5000 });
+  const heard = await remotePeakHz(page);
+  assert.ok(Math.abs(heard.peakHz - 1000) < 30, `audio after resume: ${heard.peakHz} Hz`);
+  await page.getByTestId('hangup-button').click();
+  await trunk.waitForEvent('CALL_CLOSED', 5000, () => true);
+  await page.close();
+});
+
+test('closing the tab mid-call sends BYE to the trunk within 5 s', async () => {
+  const before = trunk.events.filter((e) => e.type === 'CALL_CLOSED').length;
+  const page = await openPhone(browser, gw.url);
+  await dial(page, TRUNK_NUMBER);
+  await page.getByTestId('call-status').filter({ hasText: 'answered' }).waitFor({ timeout: 15000 });
+  const t0 = Date.now();
+  await page.close();
+  for (;;) {
+    if (trunk.events.filter((e) => e.type === 'CALL_CLOSED').length > before) break;
+    assert.ok(Date.now() - t0 < 5000, 'trunk saw the call end within 5 s');
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  await new Promise((r) => setTimeout(r, 300));
+  assert.equal(gw.gateway.activeCalls, 0);
+});
+
+test('cancel before answer: the ringing trunk sees the call go away and the page shows ended', async () => {
+  // Route this number to the manual-answer baresip via a second gateway? No: use a trunk-side
+  // redirect by dialling the manual instance through the demo-style direct URI is not possible;
+  // instead start a gateway whose trunk is the manual instance.
+  const gw2 = await startGateway(BASE + 500, {
+    trunk: { uri: `sip:127.0.0.1:${BASE + 13}`, codecs: ['PCMU'] },
+    demo: { enabled: true, sipPort: BASE + 502 },
+    dialplan: { allow: ['+1555*'] },
+  });
+  try {
+    const page = await openPhone(browser, gw2.url);
+    await dial(page, TRUNK_NUMBER);
+    await page.getByTestId('call-status').filter({ hasText: 'ringing' }).waitFor({ timeout: 15000 });
+    await manualTrunk.waitForEvent('CALL_INCOMING', 5000);
+    await page.getByTestId('hangup-button').click();
+    await page.getByTestId('call-status').filter({ hasText: 'ended (local-hangup)' }).waitFor({ timeout: 5000 });
+    await manualTrunk.waitForEvent('CALL_CLOSED', 5000);
+    await page.close();
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal(gw2.gateway.activeCalls, 0);
+  } finally {
+    await gw2.stop();
+  }
+});
+
+test('inbound: baresip calls the browser user; the page rings, answers and hears the trunk', async () => {
+  const page = await openPhone(browser, gw.url);
+  const identity = await page.evaluate(() => (window as any).__gw.client.identity as string);
+  await trunk.ctl('dial', `sip:${identity}@127.0.0.1:${gw.sipPort}`);
+  await page.getByTestId('incoming-accept').waitFor({ state: 'visible', timeout: 10000 });
+  await page.getByTestId('incoming-accept').click();
+  await page.getByTestId('call-status').filter({ hasText: 'answered' }).waitFor({ timeout: 10000 });
+  const heard = await remotePeakHz(page);
+  assert.ok(Math.abs(heard.peakHz - 1000) < 30, `inbound audio: ${heard.peakHz} Hz`);
+  await page.getByTestId('hangup-button').click();
+  await page.getByTestId('call-status').filter({ hasText: 'ended' }).waitFor({ timeout: 5000 });
+  await page.close();
+});
+
+test('inbound call cancelled while ringing: the prompt goes away and the page shows cancelled', async () => {
+  const page = await openPhone(browser, gw.url);
+  const identity = await page.evaluate(() => (window as any).__gw.client.identity as string);
+  await trunk.ctl('dial', `sip:${identity}@127.0.0.1:${gw.sipPort}`);
+  await page.getByTestId('incoming-accept').waitFor({ state: 'visible', timeout: 10000 });
+  await trunk.ctl('hangup');
+  await page.getByTestId('call-status').filter({ hasText: 'ended (cancelled)' }).waitFor({ timeout: 5000 });
+  assert.equal(await page.getByTestId('incoming-accept').isVisible(), false);
+  await page.close();
+});

@@ -1,0 +1,29 @@
+import type { Page } from 'playwright-core';
+import type { launchChromium } from '../peers/chromium';
+
+/** Opens the demo phone and waits until it has said hello to the gateway. */
+export async function openPhone(browser: Awaited<ReturnType<typeof launchChromium>>, url: string): Promise<Page> {
+  const page = await browser.newPage();
+  await page.goto(url);
+  await page.getByTestId('call-status').filter({ hasText: 'ready' }).waitFor({ timeout: 10000 });
+  return page;
+}
+
+/** Peak frequency of what the page hears from the gateway (WebAudio analyser on the remote stream). */
+export async function remotePeakHz(page: Page, listenMs = 1500): Promise<{ peakHz: number; peakDb: number }> {
+  return page.evaluate(async (ms) => {
+    const call = (window as any).__gw.currentCall;
+    const ctx = new AudioContext();
+    const src = ctx.createMediaStreamSource(call.remoteStream);
+    const an = ctx.createAnalyser();
+    an.fftSize = 4096;
+    src.connect(an);
+    await new Promise((r) => setTimeout(r, ms));
+    const f = new Float32Array(an.frequencyBinCount);
+    an.getFloatFrequencyData(f);
+    let best = 1;
+    for (let i = 2; i < f.length; i++) if (f[i] > f[best]) best = i;
+    await ctx.close();
+    return { peakHz: Math.round((best * ctx.sampleRate) / an.fftSize), peakDb: Math.round(f[best]) };
+  }, listenMs);
+}
