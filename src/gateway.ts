@@ -170,6 +170,11 @@ export class Gateway {
         sendJson(res, 202, { ok: true, calling: session.identity.id });
       });
     }
+    if (this.config.auth.mode === 'demo') {
+      // The widget always fetches a token from its site; in demo mode any token is accepted,
+      // so widget-demo.html points its data-token-url here.
+      http.route('GET', '/api/demo/token', (_q, res) => sendJson(res, 200, { token: 'demo-mode' }));
+    }
   }
 
   /** Graceful drain: no new calls, live calls get `timeoutMs` to finish, then BYE. */

@@ -225,7 +225,8 @@ export abstract class CallBase extends EventEmitter<CallEvents> {
   protected watchDialog(dialog: Dialog): void {
     this.dialog = dialog;
     dialog.on('terminated', (reason: string) => {
-      if (this.ended) return;
+      // Our own BYE: whoever sent it ends the call with the real cause (local-hangup, shutdown…).
+      if (this.ended || reason === 'local-bye') return;
       const cause: EndCause = reason === 'bye' ? 'remote-hangup' : reason === 'shutdown' ? 'shutdown' : 'failed';
       this.log.info({ reason }, 'SIP dialog terminated');
       this.finish({ cause, sipReason: reason === 'bye' ? 'BYE' : reason });

@@ -187,7 +187,13 @@ export class BrowserSession implements RingTarget {
       this.send({ type: 'error', code: 'rate-limited', message: 'too many call attempts', retryAfterMs: wait });
       return;
     }
-    const r = await this.opts.manager.startOutbound(identity, msg.to, msg.sdp, msg.headers);
+    // Demo mode (no tokens): a call without a number goes to the echo test, so the widget works out of the box.
+    const to = msg.to ?? fixedDestination(identity.dest) ?? (this.opts.demo ? '1000' : undefined);
+    if (!to) {
+      this.send({ type: 'error', code: 'bad-message', message: 'call: to is required (this token names no single destination)' });
+      return;
+    }
+    const r = await this.opts.manager.startOutbound(identity, to, msg.sdp, msg.headers);
     if (!r.ok) {
       if (r.code === 'forbidden') {
         // Refused by the dial plan before any SIP: report it as an ended call, like any other outcome.
@@ -249,4 +255,10 @@ export class BrowserSession implements RingTarget {
     this.calls.clear();
     this.opts.onClosed(this);
   }
+}
+
+/** The destination a token fixes: its first `dest` entry when that is a number, not a pattern. */
+function fixedDestination(dest: string[] | undefined): string | undefined {
+  const first = dest?.[0];
+  return first && /^\+?[0-9#]+$/.test(first) ? first : undefined; // '*' and '?' make it a pattern
 }

@@ -12,7 +12,8 @@ export const ClientMessage = z.discriminatedUnion('type', [
   z.object({ type: z.literal('hello'), version: z.literal(PROTOCOL_VERSION), token: z.string().max(8192).optional() }),
   z.object({
     type: z.literal('call'),
-    to: z.string().min(1).max(64),
+    /** Omitted: the token's fixed destination (the widget's case: the site decides, not the visitor). */
+    to: z.string().min(1).max(64).optional(),
     sdp,
     ref: z.string().max(64).optional(),
     headers: z

@@ -9,7 +9,7 @@ import { Gateway } from '../../src/gateway';
  * Starts a whole gateway in this process on loopback test ports. Each test file passes its own
  * port base so files never collide.
  */
-export async function startGateway(base: number, overrides: Partial<GatewayConfigInput> = {}): Promise<{ gateway: Gateway; url: string; sipPort: number; cdrPath: string; stop(): Promise<void> }> {
+export async function startGateway(base: number, overrides: Partial<GatewayConfigInput> = {}, opts: { captureLogs?: boolean } = {}): Promise<{ gateway: Gateway; url: string; sipPort: number; cdrPath: string; logs: Array<Record<string, unknown>>; stop(): Promise<void> }> {
   const dir = mkdtempSync(join(tmpdir(), 'gw-test-'));
   const cdrPath = join(dir, 'cdr.jsonl');
   const input = {
@@ -24,8 +24,12 @@ export async function startGateway(base: number, overrides: Partial<GatewayConfi
   };
   const r = validateConfig(input as Record<string, unknown>);
   if (!r.ok) throw new Error(r.errors.join('\n'));
-  const logger = pino({ level: process.env.GW_TEST_LOG ?? 'silent' });
+  // captureLogs: every line at debug level kept as parsed JSON, for assertions about logging.
+  const logs: Array<Record<string, unknown>> = [];
+  const logger = opts.captureLogs
+    ? pino({ level: 'debug' }, { write: (line: string) => { logs.push(JSON.parse(line)); } })
+    : pino({ level: process.env.GW_TEST_LOG ?? 'silent' });
   const gateway = new Gateway(r.config, logger);
   await gateway.start();
-  return { gateway, url: `http://127.0.0.1:${base}`, sipPort: base + 1, cdrPath, stop: () => gateway.stop() };
+  return { gateway, url: `http://127.0.0.1:${base}`, sipPort: base + 1, cdrPath, logs, stop: () => gateway.stop() };
 }

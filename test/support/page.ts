@@ -10,9 +10,9 @@ export async function openPhone(browser: Awaited<ReturnType<typeof launchChromiu
 }
 
 /** Peak frequency of what the page hears from the gateway (WebAudio analyser on the remote stream). */
-export async function remotePeakHz(page: Page, listenMs = 1500): Promise<{ peakHz: number; peakDb: number }> {
-  return page.evaluate(async (ms) => {
-    const call = (window as any).__gw.currentCall;
+export async function remotePeakHz(page: Page, listenMs = 1500, from: 'demo-page' | 'widget' = 'demo-page'): Promise<{ peakHz: number; peakDb: number }> {
+  return page.evaluate(async ([ms, from]) => {
+    const call = from === 'widget' ? (document.querySelector('gateway-call-widget') as any).currentCall : (window as any).__gw.currentCall;
     const ctx = new AudioContext();
     const src = ctx.createMediaStreamSource(call.remoteStream);
     const an = ctx.createAnalyser();
@@ -25,5 +25,5 @@ export async function remotePeakHz(page: Page, listenMs = 1500): Promise<{ peakH
     for (let i = 2; i < f.length; i++) if (f[i] > f[best]) best = i;
     await ctx.close();
     return { peakHz: Math.round((best * ctx.sampleRate) / an.fftSize), peakDb: Math.round(f[best]) };
-  }, listenMs);
+  }, [listenMs, from] as const);
 }

@@ -71,7 +71,7 @@ export class Call extends Emitter<CallEvents> {
   }
 
   /** Starts an outbound call: microphone, offer, `call` message. */
-  async start(to: string, opts: { headers?: Record<string, string>; ref: string; audio: MediaTrackConstraints | boolean }): Promise<void> {
+  async start(to: string | undefined, opts: { headers?: Record<string, string>; ref: string; audio: MediaTrackConstraints | boolean }): Promise<void> {
     await this.attachMicrophone(opts.audio);
     await this.pc.setLocalDescription(await this.pc.createOffer());
     await waitForIceGathering(this.pc, 1000);

@@ -66,8 +66,11 @@ export class GatewayClient extends Emitter<ClientEvents> {
     });
   }
 
-  /** Places a call; listen on the returned Call for progress/answered/ended. */
-  call(to: string, opts: { headers?: Record<string, string> } = {}): Call {
+  /**
+   * Places a call; listen on the returned Call for progress/answered/ended. Without `to`, the
+   * call goes to the destination fixed by the token (the embeddable widget's case).
+   */
+  call(to?: string, opts: { headers?: Record<string, string> } = {}): Call {
     const call = new Call(this.transport(), { direction: 'outbound', iceServers: this.iceServers });
     const ref = `r${++this.refCounter}`;
     this.pending.set(ref, call);

@@ -1,0 +1,170 @@
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createServer, request, type Server } from 'node:http';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { SignJWT } from 'jose';
+import type { Page } from 'playwright-core';
+import { launchChromium } from '../peers/chromium';
+import { startGateway } from '../support/gateway';
+import { writeToneWav } from '../support/audio';
+import { remotePeakHz } from '../support/page';
+import { mintToken } from '../../src/edge';
+
+/**
+ * The embeddable widget on a customer site: the site (one origin) serves its page and mints
+ * tokens; the gateway (another origin) serves widget.js and takes the call. The token fixes the
+ * destination (the demo echo test, 1000); forged, expired and wrong-origin attempts are refused.
+ */
+const BASE = 18700;
+const SECRET = 'widget-test-secret-0123456789abcdef';
+const gwOrigin = `http://127.0.0.1:${BASE}`;
+const siteOrigin = `http://127.0.0.1:${BASE + 50}`;
+const strangerOrigin = `http://127.0.0.1:${BASE + 51}`;
+const work = mkdtempSync(join(tmpdir(), 'gw-widget-'));
+let gw: Awaited<ReturnType<typeof startGateway>>;
+let browser: Awaited<ReturnType<typeof launchChromium>>;
+const sites: Server[] = [];
+/** Every token the sites handed out: none may appear in the gateway's logs. */
+const issued: string[] = [];
+
+/** A customer site: a page with hostile CSS embedding the widget, and a token endpoint. */
+function startSite(port: number): Promise<Server> {
+  const server = createServer(async (req, res) => {
+    const url = new URL(req.url ?? '/', 'http://x');
+    if (url.pathname === '/') {
+      const tokenUrl = url.searchParams.get('token') ?? '/token';
+      res.writeHead(200, { 'content-type': 'text/html' });
+      res.end(`<!doctype html><html><head><style>
+        * { font-size: 40px !important; color: red !important; }
+        button { display: none !important; }
+        </style></head><body><h1>Shop</h1><button id="host-button">host</button>
+        <script src="${gwOrigin}/widget.js" data-token-url="${tokenUrl}" data-label="Call us" async></script></body></html>`);
+      return;
+    }
+    const now = Math.floor(Date.now() / 1000);
+    let token: string | null = null;
+    if (url.pathname === '/token') token = await mintToken({ sub: 'visitor-1', dest: ['1000'], origins: [siteOrigin] }, { hs256Secret: SECRET }, { ttlSec: 120 });
+    if (url.pathname === '/token-expired') token = await new SignJWT({ dest: ['1000'] }).setProtectedHeader({ alg: 'HS256' }).setSubject('visitor-2').setIssuedAt(now - 600).setExpirationTime(now - 300).sign(new TextEncoder().encode(SECRET));
+    if (url.pathname === '/token-forged') token = await mintToken({ sub: 'visitor-3', dest: ['1000'] }, { hs256Secret: 'someone-elses-secret-0123456789abcdef' }, { ttlSec: 120 });
+    if (!token) { res.writeHead(404).end(); return; }
+    issued.push(token);
+    res.writeHead(200, { 'content-type': 'application/json' });
+    res.end(JSON.stringify({ token }));
+  });
+  return new Promise((resolve) => server.listen(port, '127.0.0.1', () => { sites.push(server); resolve(server); }));
+}
+
+before(async () => {
+  const micWav = join(work, 'mic-700hz.wav');
+  writeToneWav(micWav, { hz: 700, sampleRate: 48000, seconds: 30 });
+  gw = await startGateway(BASE, {
+    auth: { mode: 'token', hs256Secret: SECRET },
+    demo: { enabled: true, sipPort: BASE + 2 },
+    edge: { allowedOrigins: [siteOrigin] },
+  }, { captureLogs: true });
+  await startSite(BASE + 50);
+  await startSite(BASE + 51);
+  browser = await launchChromium({ fakeMicWav: micWav });
+});
+
+after(async () => {
+  await browser?.close();
+  await gw?.stop();
+  for (const s of sites) s.close();
+});
+
+async function openSite(origin: string, tokenPath = '/token'): Promise<Page> {
+  const page = await browser.newPage();
+  await page.goto(`${origin}/?token=${encodeURIComponent(tokenPath)}`);
+  await page.getByTestId('widget-call').waitFor({ timeout: 10000 });
+  return page;
+}
+
+test('a page on another origin embeds the widget, calls the token\'s destination and hears audio', async () => {
+  const page = await openSite(siteOrigin);
+  // The host page's CSS does not reach inside (its `button { display: none }` would hide ours)…
+  assert.equal(await page.getByTestId('widget-call').isVisible(), true);
+  assert.equal(await page.locator('#host-button').isVisible(), false);
+  // …and ours does not leak out.
+  assert.equal(await page.locator('h1').evaluate((h) => getComputedStyle(h).fontFamily.includes('system-ui')), false);
+  assert.equal(await page.getByTestId('widget-call').getAttribute('aria-label'), 'Call us');
+
+  await page.getByTestId('widget-call').click();
+  await page.getByTestId('widget-status').filter({ hasText: 'Connected' }).waitFor({ timeout: 15000 });
+  // The echo test sends the page's own 700 Hz microphone back.
+  const heard = await remotePeakHz(page, 1500, 'widget');
+  assert.ok(Math.abs(heard.peakHz - 700) < 30, `the widget hears the echo: ${heard.peakHz} Hz`);
+  await page.getByTestId('widget-timer').filter({ hasText: /^0:0[1-9]$/ }).waitFor({ timeout: 5000 });
+
+  await page.getByTestId('widget-mute').click();
+  assert.equal(await page.getByTestId('widget-mute').getAttribute('aria-pressed'), 'true');
+  await page.getByTestId('widget-keypad-toggle').click();
+  assert.equal(await page.getByTestId('widget-key-5').isVisible(), true);
+
+  await page.getByTestId('widget-hangup').click();
+  await page.getByTestId('widget-message').filter({ hasText: 'Call ended' }).waitFor({ timeout: 5000 });
+  assert.equal(await page.getByTestId('widget-call').isVisible(), true, 'the call button is back');
+  await page.close();
+  // The gateway recorded exactly that call, to the token's destination.
+  const { readFileSync } = await import('node:fs');
+  const cdrs = readFileSync(gw.cdrPath, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+  assert.equal(cdrs.length, 1);
+  assert.equal(cdrs[0].to, '1000');
+  assert.equal(cdrs[0].cause, 'local-hangup', JSON.stringify(cdrs[0]));
+});
+
+for (const [name, path, expected] of [
+  ['an expired token', '/token-expired', 'open too long'],
+  ['a forged token', '/token-forged', 'unavailable'],
+] as const) {
+  test(`${name} is refused with a friendly message and no call`, async () => {
+    const logsBefore = gw.logs.length;
+    const page = await openSite(siteOrigin, path);
+    await page.getByTestId('widget-call').click();
+    await page.getByTestId('widget-message').filter({ hasText: expected }).waitFor({ timeout: 10000 });
+    assert.equal(gw.gateway.activeCalls, 0);
+    // Logged once, with the reason and without the token.
+    const refusals = gw.logs.slice(logsBefore).filter((l) => l.msg === 'hello refused');
+    assert.equal(refusals.length, 1, JSON.stringify(refusals));
+    assert.equal(refusals[0].code, path === '/token-expired' ? 'token-expired' : 'token-invalid');
+    await page.close();
+  });
+}
+
+test('a site whose origin is not allowed cannot open the signaling socket', async () => {
+  const page = await openSite(strangerOrigin);
+  await page.getByTestId('widget-call').click();
+  await page.getByTestId('widget-message').filter({ hasText: 'unavailable' }).waitFor({ timeout: 10000 });
+  // The refusal happened at the WebSocket upgrade (HTTP 403), before any hello.
+  const status = await new Promise<number>((resolve, reject) => {
+    const req = request(`${gwOrigin}/ws`, { headers: { Origin: strangerOrigin, Connection: 'Upgrade', Upgrade: 'websocket', 'Sec-WebSocket-Version': '13', 'Sec-WebSocket-Key': 'dGhlIHNhbXBsZSBub25jZQ==' } });
+    req.on('response', (res) => { res.resume(); resolve(res.statusCode ?? 0); });
+    req.on('upgrade', () => resolve(101));
+    req.on('error', reject);
+    req.end();
+  });
+  assert.equal(status, 403);
+  await page.close();
+});
+
+test('a denied microphone is explained, not only logged', async () => {
+  const page = await browser.newPage();
+  await page.addInitScript(() => {
+    navigator.mediaDevices.getUserMedia = () => Promise.reject(new DOMException('denied', 'NotAllowedError'));
+  });
+  await page.goto(`${siteOrigin}/`);
+  await page.getByTestId('widget-call').click();
+  await page.getByTestId('widget-message').filter({ hasText: 'Microphone access was blocked' }).waitFor({ timeout: 10000 });
+  await page.close();
+});
+
+test('no token handed out by the sites ever reached the gateway logs', () => {
+  assert.ok(issued.length >= 3);
+  const text = JSON.stringify(gw.logs);
+  for (const t of issued) {
+    assert.ok(!text.includes(t), 'a whole token was logged');
+    assert.ok(!text.includes(t.split('.')[2]), 'a token signature was logged');
+  }
+});
