@@ -4,13 +4,14 @@
 const DIGITS = '0123456789*#ABCD';
 
 export function digitToEvent(d: string): number {
-  const i = DIGITS.indexOf(d.toUpperCase());
+  // One character exactly: indexOf would also find '' (at 0) and substrings such as '12'.
+  const i = d.length === 1 ? DIGITS.indexOf(d.toUpperCase()) : -1;
   if (i < 0) throw new Error(`not a DTMF digit: ${d}`);
   return i;
 }
 
 export function eventToDigit(e: number): string | null {
-  return e >= 0 && e < 16 ? DIGITS[e] : null;
+  return Number.isInteger(e) && e >= 0 && e < 16 ? DIGITS[e] : null;
 }
 
 export function encodeTelephoneEvent(event: number, end: boolean, durationTs: number, volume = 10): Buffer {
@@ -29,17 +30,19 @@ export function decodeTelephoneEvent(p: Uint8Array): { event: number; end: boole
 /**
  * Detects digits in a received telephone-event stream: one digit per event timestamp, reported
  * at its first packet (so a lost end packet still yields the digit), duplicates and the
- * three end retransmissions ignored.
+ * three end retransmissions ignored — also when a retransmission of the previous event arrives
+ * after the next event has started (reordering), hence a few recent timestamps are remembered.
  */
 export class DtmfReceiver {
-  private lastEventTs = -1;
+  private readonly recentEventTs: number[] = [];
   constructor(private readonly onDigit: (digit: string, durationMs: number) => void, private readonly clockRate = 8000) {}
 
   onPacket(rtpTs: number, payload: Uint8Array): void {
     const ev = decodeTelephoneEvent(payload);
     if (!ev) return;
-    if (rtpTs === this.lastEventTs) return;
-    this.lastEventTs = rtpTs;
+    if (this.recentEventTs.includes(rtpTs)) return;
+    this.recentEventTs.push(rtpTs);
+    if (this.recentEventTs.length > 8) this.recentEventTs.shift();
     const digit = eventToDigit(ev.event);
     if (digit) this.onDigit(digit, (ev.duration / this.clockRate) * 1000);
   }

@@ -15,6 +15,8 @@ export class ReceiveStats {
   duplicatesOrLate = 0;
   private expectedPrior = 0;
   private receivedPrior = 0;
+  /** Packets expected from earlier sources (before resetSource), so `lost` stays continuous. */
+  private expectedEarlier = 0;
 
   constructor(private readonly clockRate: number) {}
 
@@ -46,6 +48,10 @@ export class ReceiveStats {
   }
 
   get expected(): number {
+    return this.expectedEarlier + this.expectedThisSource();
+  }
+
+  private expectedThisSource(): number {
     return this.baseSeq < 0 ? 0 : this.cycles + this.maxSeq - this.baseSeq + 1;
   }
 
@@ -74,13 +80,16 @@ export class ReceiveStats {
     return Math.min(255, Math.floor((lostInterval << 8) / expectedInterval));
   }
 
-  /** Restart sequence tracking (new SSRC after a re-INVITE); counters are kept. */
+  /**
+   * Restart sequence tracking (new SSRC after a re-INVITE); counters are kept, and `expected`
+   * carries on from the old source so `lost` and the fraction-lost interval stay continuous
+   * (`packets` is cumulative; restarting `expected` alone made `lost` hugely negative).
+   */
   resetSource(): void {
+    this.expectedEarlier += this.expectedThisSource();
     this.baseSeq = -1;
     this.cycles = 0;
     this.lastTransit = null;
-    this.expectedPrior = 0;
-    this.receivedPrior = 0;
   }
 }
 
@@ -91,12 +100,14 @@ export class ReceiveStats {
  * Returns 1..4.5.
  */
 export function estimateMos(opts: { lossPercent: number; oneWayDelayMs: number; jitterMs?: number; ie?: number; bpl?: number }): number {
-  const ie = opts.ie ?? 0;
-  const bpl = opts.bpl ?? 25.1;
+  // A NaN input (e.g. from a 0/0 upstream) must not turn the score into NaN; ±Infinity clamps.
+  const num = (v: number | undefined, dflt: number) => (v === undefined || Number.isNaN(v) ? dflt : v);
+  const ie = num(opts.ie, 0);
+  const bpl = num(opts.bpl, 25.1);
   // Jitter buffers turn jitter into delay: count twice the jitter as added delay.
-  const d = opts.oneWayDelayMs + 2 * (opts.jitterMs ?? 0);
+  const d = num(opts.oneWayDelayMs, 0) + 2 * num(opts.jitterMs, 0);
   const id = 0.024 * d + (d > 177.3 ? 0.11 * (d - 177.3) : 0);
-  const ppl = Math.max(0, Math.min(100, opts.lossPercent));
+  const ppl = Math.max(0, Math.min(100, num(opts.lossPercent, 0)));
   const ieEff = ie + (95 - ie) * (ppl / (ppl + bpl));
   const r = Math.max(0, Math.min(100, 93.2 - id - ieEff));
   if (r <= 0) return 1;

@@ -44,12 +44,32 @@ export function buildSipOffer(o: SipSdpOptions): string {
   return buildSdp(o, o.codecs.map((c) => ({ name: c, pt: OUR_PT[c] })), TELEPHONE_EVENT_PT, o.srtp === 'off' ? [] : o.localCrypto ?? [], o.srtp === 'mandatory' ? 'RTP/SAVP' : 'RTP/AVP');
 }
 
-/** Our answer to a SIP offer: the first offered codec we support, its PT, their telephone-event PT. */
+/**
+ * Our answer to a SIP offer: the first offered codec we support, its PT, their telephone-event PT.
+ * When we cannot take the stream (no common codec, or an RTP/SAVP offer we have no keys for) the
+ * audio stream is rejected with port 0 (RFC 3264 §6) rather than answered with a bogus m-line.
+ */
 export function buildSipAnswer(offer: SipMediaDescription, o: SipSdpOptions): string {
   const chosen = offer.codecs.find((c) => o.codecs.some((n) => n.toLowerCase() === c.name.toLowerCase()));
-  const codecs = chosen ? [{ name: normalise(chosen.name), pt: chosen.payloadType }] : [];
-  const profile = offer.profile.includes('SAVP') && (o.localCrypto?.length ?? 0) > 0 ? 'RTP/SAVP' : 'RTP/AVP';
-  return buildSdp({ ...o, ptime: o.ptime ?? offer.ptime }, codecs, offer.telephoneEventPayloadType ?? null, o.localCrypto ?? [], profile);
+  const crypto = o.srtp === 'off' ? [] : o.localCrypto ?? [];
+  const savp = offer.profile.includes('SAVP');
+  if (!chosen || (savp && crypto.length === 0)) return buildRejection(o, offer);
+  const profile = savp ? 'RTP/SAVP' : 'RTP/AVP';
+  return buildSdp({ ...o, ptime: o.ptime ?? offer.ptime }, [{ name: normalise(chosen.name), pt: chosen.payloadType }], offer.telephoneEventPayloadType ?? null, crypto, profile);
+}
+
+function buildRejection(o: SipSdpOptions, offer: SipMediaDescription): string {
+  const ipver = o.advertisedHost.includes(':') ? 'IP6' : 'IP4';
+  const fmt = offer.codecs[0]?.payloadType ?? offer.telephoneEventPayloadType ?? 0;
+  return [
+    'v=0',
+    `o=- ${o.sessionId ?? '1'} ${o.sessionVersion ?? 1} IN ${ipver} ${o.advertisedHost}`,
+    's=-',
+    `c=IN ${ipver} ${o.advertisedHost}`,
+    't=0 0',
+    `m=audio 0 ${offer.profile} ${fmt}`,
+    '',
+  ].join('\r\n');
 }
 
 function buildSdp(o: SipSdpOptions, codecs: Array<{ name: SipCodecName; pt: number }>, tePt: number | null, crypto: SdesCrypto[], profile: string): string {
@@ -100,7 +120,8 @@ function parseSipSdp(sdp: string): SipMediaDescription | { error: string } {
   } catch (e) {
     return { error: `unparseable SDP: ${(e as Error).message}` };
   }
-  const audio = (s.media ?? []).find((m) => m.type === 'audio' && m.port !== 0);
+  const audioIndex = (s.media ?? []).findIndex((m) => m.type === 'audio' && m.port !== 0);
+  const audio = audioIndex >= 0 ? s.media[audioIndex] : undefined;
   if (!audio) return { error: (s.media ?? []).some((m) => m.type === 'audio') ? 'audio stream rejected (port 0)' : 'no audio stream in SDP' };
   const address = audio.connection?.ip ?? s.connection?.ip;
   if (!address) return { error: 'no connection address (c=) for the audio stream' };
@@ -118,7 +139,8 @@ function parseSipSdp(sdp: string): SipMediaDescription | { error: string } {
   if (codecs.length === 0) return { error: 'no audio codec in SDP' };
   const dirAttr = (audio.direction ?? s.direction ?? 'sendrecv') as MediaDirection;
   // RFC 2543-style hold: c=0.0.0.0 means "don't send to me".
-  const direction: MediaDirection = address === '0.0.0.0' ? (dirAttr === 'sendrecv' ? 'sendonly' : dirAttr) : dirAttr;
+  // It takes away our sending direction: sendrecv becomes sendonly, recvonly becomes inactive.
+  const direction: MediaDirection = address === '0.0.0.0' ? (dirAttr === 'sendrecv' ? 'sendonly' : dirAttr === 'recvonly' ? 'inactive' : dirAttr) : dirAttr;
   const ptime = audio.ptime ?? (s as { ptime?: number }).ptime;
   return {
     address,
@@ -129,7 +151,24 @@ function parseSipSdp(sdp: string): SipMediaDescription | { error: string } {
     telephoneEventPayloadType: te,
     ptime: ptime ? Number(ptime) : undefined,
     direction,
-    crypto: (audio.crypto ?? []).map((c) => `${c.id} ${c.suite} ${c.config}${c.sessionConfig ? ` ${c.sessionConfig}` : ''}`),
+    // From the raw text: sdp-transform keeps only the first session parameter, and a dropped
+    // UNENCRYPTED_SRTCP (etc.) would make us accept keys we cannot honour.
+    crypto: rawCryptoLines(sdp, audioIndex),
     profile: audio.protocol,
   };
+}
+
+/** The a=crypto values (without 'crypto:') of the `index`-th m-section, verbatim but for whitespace. */
+function rawCryptoLines(sdp: string, index: number): string[] {
+  // Same line selection as sdp-transform, so m-section indexes agree with its media array.
+  const lines = sdp.split(/\r\n|\r|\n/).filter((l) => /^[a-z]=/.test(l));
+  const out: string[] = [];
+  let section = -1;
+  for (const l of lines) {
+    if (l.startsWith('m=')) { section++; continue; }
+    if (section !== index || !l.startsWith('a=crypto:')) continue;
+    const value = l.slice('a=crypto:'.length).trim().split(/\s+/).join(' ');
+    if (/^\d+ \S+ \S+/.test(value)) out.push(value);
+  }
+  return out;
 }

@@ -1,0 +1,189 @@
+import { describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { decodeTelephoneEvent, digitToEvent, DtmfReceiver, dtmfPacketTrain, encodeTelephoneEvent, eventToDigit } from '../../src/media/dtmf';
+
+const ALL = '0123456789*#ABCD';
+
+describe('digitToEvent / eventToDigit (RFC 4733 §3.2 event codes)', () => {
+  test('0-9 are events 0-9, * is 10, # is 11, A-D are 12-15', () => {
+    for (let i = 0; i <= 9; i++) assert.equal(digitToEvent(String(i)), i);
+    assert.equal(digitToEvent('*'), 10);
+    assert.equal(digitToEvent('#'), 11);
+    assert.equal(digitToEvent('A'), 12);
+    assert.equal(digitToEvent('B'), 13);
+    assert.equal(digitToEvent('C'), 14);
+    assert.equal(digitToEvent('D'), 15);
+  });
+
+  test('lower-case a-d are accepted', () => {
+    assert.deepEqual(['a', 'b', 'c', 'd'].map(digitToEvent), [12, 13, 14, 15]);
+  });
+
+  test('eventToDigit inverts digitToEvent for all 16 digits', () => {
+    for (const d of ALL) assert.equal(eventToDigit(digitToEvent(d)), d);
+    assert.equal([...Array(16).keys()].map((e) => eventToDigit(e)).join(''), ALL);
+  });
+
+  test('events outside 0-15 (flash 16, out-of-range, non-integer) are not digits', () => {
+    for (const e of [16, 255, -1, 1.5, Number.NaN]) assert.equal(eventToDigit(e), null, `event ${e}`);
+  });
+
+  test('non-digits throw, including empty and multi-character strings', () => {
+    for (const bad of ['E', 'x', ' ', '', '12', '#A', '**']) assert.throws(() => digitToEvent(bad), /not a DTMF digit/, JSON.stringify(bad));
+  });
+});
+
+describe('encode/decode telephone-event payload', () => {
+  test('RFC 4733 §2.3 layout: event, E|R|volume, 16-bit duration', () => {
+    const b = encodeTelephoneEvent(11, true, 1600, 10);
+    assert.deepEqual([...b], [11, 0x80 | 10, 0x06, 0x40]);
+    const c = encodeTelephoneEvent(5, false, 160, 37);
+    assert.deepEqual([...c], [5, 37, 0x00, 0xa0]);
+  });
+
+  test('round trip for every digit, both end flags, volumes and durations', () => {
+    for (const d of ALL) {
+      for (const end of [false, true]) {
+        for (const [volume, duration] of [[0, 0], [10, 160], [63, 800], [7, 0xffff]]) {
+          const ev = decodeTelephoneEvent(encodeTelephoneEvent(digitToEvent(d), end, duration, volume));
+          assert.deepEqual(ev, { event: digitToEvent(d), end, volume, duration });
+        }
+      }
+    }
+  });
+
+  test('default volume is 10 (-10 dBm0)', () => {
+    assert.equal(decodeTelephoneEvent(encodeTelephoneEvent(1, false, 160))?.volume, 10);
+  });
+
+  test('duration saturates at 0xffff', () => {
+    assert.equal(decodeTelephoneEvent(encodeTelephoneEvent(1, true, 100000))?.duration, 0xffff);
+  });
+
+  test('decode ignores the reserved R bit and rejects short payloads', () => {
+    assert.deepEqual(decodeTelephoneEvent(Uint8Array.from([3, 0x80 | 0x40 | 12, 0x01, 0x00])), { event: 3, end: true, volume: 12, duration: 256 });
+    assert.equal(decodeTelephoneEvent(Uint8Array.from([3, 0x80, 0x01])), null);
+    assert.equal(decodeTelephoneEvent(new Uint8Array(0)), null);
+  });
+});
+
+describe('DtmfReceiver', () => {
+  function collect(clockRate?: number) {
+    const got: Array<{ digit: string; durationMs: number }> = [];
+    const rx = new DtmfReceiver((digit, durationMs) => got.push({ digit, durationMs }), clockRate);
+    return { rx, got };
+  }
+  /** A sender's packets for one event: updates every 160 ts, then three end packets. */
+  function event(rx: DtmfReceiver, ts: number, digit: string, updates = 4): void {
+    const e = digitToEvent(digit);
+    for (let i = 1; i <= updates; i++) rx.onPacket(ts, encodeTelephoneEvent(e, false, i * 160));
+    for (let i = 0; i < 3; i++) rx.onPacket(ts, encodeTelephoneEvent(e, true, (updates + 1) * 160));
+  }
+
+  test('one digit per event despite updates and 3 end retransmissions', () => {
+    const { rx, got } = collect();
+    event(rx, 1000, '5');
+    assert.deepEqual(got.map((g) => g.digit), ['5']);
+    assert.equal(got[0].durationMs, 20, 'reported at the first packet with its duration');
+  });
+
+  test('the same digit again with a new timestamp is a new digit', () => {
+    const { rx, got } = collect();
+    event(rx, 1000, '7');
+    event(rx, 2360, '7');
+    event(rx, 3720, '#');
+    assert.deepEqual(got.map((g) => g.digit), ['7', '7', '#']);
+  });
+
+  test('a digit whose start packets were lost is still reported from its end packets, once', () => {
+    const { rx, got } = collect();
+    for (let i = 0; i < 3; i++) rx.onPacket(5000, encodeTelephoneEvent(digitToEvent('9'), true, 800));
+    assert.deepEqual(got, [{ digit: '9', durationMs: 100 }]);
+  });
+
+  test('a late (reordered) end packet of the previous digit does not repeat it', () => {
+    const { rx, got } = collect();
+    const one = digitToEvent('1');
+    const two = digitToEvent('2');
+    rx.onPacket(1000, encodeTelephoneEvent(one, false, 160));
+    rx.onPacket(1000, encodeTelephoneEvent(one, true, 800));
+    rx.onPacket(1000, encodeTelephoneEvent(one, true, 800));
+    rx.onPacket(2360, encodeTelephoneEvent(two, false, 160));
+    rx.onPacket(1000, encodeTelephoneEvent(one, true, 800)); // third retransmission, overtaken
+    rx.onPacket(2360, encodeTelephoneEvent(two, true, 800));
+    assert.deepEqual(got.map((g) => g.digit), ['1', '2']);
+  });
+
+  test('durations are reported in ms at the given clock rate', () => {
+    const { rx, got } = collect(48000);
+    rx.onPacket(10, encodeTelephoneEvent(digitToEvent('A'), false, 960));
+    assert.deepEqual(got, [{ digit: 'A', durationMs: 20 }]);
+  });
+
+  test('short payloads and non-digit events (flash) are ignored', () => {
+    const { rx, got } = collect();
+    rx.onPacket(100, Uint8Array.from([1, 2]));
+    rx.onPacket(200, encodeTelephoneEvent(16, false, 160));
+    assert.equal(got.length, 0);
+    rx.onPacket(300, encodeTelephoneEvent(0, false, 160));
+    assert.deepEqual(got.map((g) => g.digit), ['0']);
+  });
+
+  test('timestamp 0 is an ordinary event timestamp', () => {
+    const { rx, got } = collect();
+    event(rx, 0, '3');
+    assert.deepEqual(got.map((g) => g.digit), ['3']);
+  });
+});
+
+describe('dtmfPacketTrain (RFC 4733 §2.5)', () => {
+  test('100 ms at 8 kHz: 20 ms updates with growing duration, marker on the first, three end packets', () => {
+    const train = dtmfPacketTrain('#', 100, 8000);
+    const decoded = train.map((p) => decodeTelephoneEvent(p.payload));
+    assert.equal(train.length, 4 + 3);
+    assert.deepEqual(decoded.map((d) => d?.event), Array(7).fill(11));
+    assert.deepEqual(decoded.map((d) => d?.duration), [160, 320, 480, 640, 800, 800, 800]);
+    assert.deepEqual(decoded.map((d) => d?.end), [false, false, false, false, true, true, true]);
+    assert.deepEqual(train.map((p) => p.marker), [true, false, false, false, false, false, false]);
+    assert.deepEqual(train.map((p) => p.delayMs), [0, 20, 40, 60, 80, 80, 80]);
+  });
+
+  test('48 kHz clock scales durations; the final duration equals the tone length', () => {
+    const train = dtmfPacketTrain('1', 60, 48000);
+    const durations = train.map((p) => decodeTelephoneEvent(p.payload)!.duration);
+    assert.deepEqual(durations, [960, 1920, 2880, 2880, 2880]);
+    assert.equal(train.filter((p) => p.marker).length, 1);
+  });
+
+  test('durations never decrease and delays never go backwards', () => {
+    for (const ms of [40, 50, 100, 160, 250, 2000]) {
+      const train = dtmfPacketTrain('D', ms, 8000);
+      for (let i = 1; i < train.length; i++) {
+        assert.ok(decodeTelephoneEvent(train[i].payload)!.duration >= decodeTelephoneEvent(train[i - 1].payload)!.duration);
+        assert.ok(train[i].delayMs >= train[i - 1].delayMs);
+      }
+      const last = decodeTelephoneEvent(train[train.length - 1].payload)!;
+      assert.equal(last.duration, (Math.max(40, Math.round(ms / 20) * 20) * 8000) / 1000, `${ms} ms`);
+      assert.equal(train.filter((p) => decodeTelephoneEvent(p.payload)!.end).length, 3);
+    }
+  });
+
+  test('very short tones are stretched to at least 40 ms', () => {
+    const train = dtmfPacketTrain('0', 0, 8000);
+    assert.equal(decodeTelephoneEvent(train[train.length - 1].payload)!.duration, 320);
+    assert.equal(train[0].marker, true);
+  });
+
+  test('the train fed to a DtmfReceiver on one timestamp yields exactly that digit once', () => {
+    for (const d of ALL) {
+      const got: string[] = [];
+      const rx = new DtmfReceiver((digit) => got.push(digit));
+      for (const p of dtmfPacketTrain(d, 100, 8000)) rx.onPacket(123456, p.payload);
+      assert.deepEqual(got, [d]);
+    }
+  });
+
+  test('rejects a non-digit', () => {
+    assert.throws(() => dtmfPacketTrain('E', 100, 8000), /not a DTMF digit/);
+  });
+});
