@@ -24,6 +24,8 @@ export type RegistrationState = 'unregistered' | 'registering' | 'registered' | 
 export class Registration extends EventEmitter<{ state: [RegistrationState] }> {
   state: RegistrationState = 'unregistered';
   lastStatus = 0;
+  /** Successful REGISTERs so far (the first one, then every refresh). */
+  successes = 0;
   private readonly callId = newCallId();
   private readonly tag = newTag();
   private cseq = 0;
@@ -68,6 +70,7 @@ export class Registration extends EventEmitter<{ state: [RegistrationState] }> {
     if (this.stopped) return;
     if (res.status >= 200 && res.status < 300) {
       this.failures = 0;
+      this.successes++;
       this.setState('registered');
       const granted = grantedExpires(res, this.opts.expires ?? 600);
       // Refresh well before expiry: at 80 %, never later than 30 s before the end.

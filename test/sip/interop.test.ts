@@ -1,0 +1,114 @@
+import { after, test } from 'node:test';
+import assert from 'node:assert/strict';
+import pino from 'pino';
+import { SipUserAgent, type Dialog, type ServerInvite } from '../../src/sip';
+import { runSipp } from '../peers/sipp';
+import { startKamailio, type Kamailio } from '../peers/kamailio';
+
+/**
+ * The SIP core against real SIP implementations on loopback: sipp as UAS and UAC over UDP and
+ * TCP, and Kamailio as a registrar with digest auth that routes an INVITE back to us.
+ */
+const BASE = 19000;
+const logger = pino({ level: process.env.GW_TEST_LOG ?? 'silent' });
+const SDP = 'v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 19900 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n';
+const cleanups: Array<() => Promise<unknown>> = [];
+after(async () => { for (const c of cleanups.reverse()) await c().catch(() => undefined); });
+
+async function startUa(protocol: 'udp' | 'tcp', port: number): Promise<SipUserAgent> {
+  const ua = new SipUserAgent({ transports: [{ protocol, host: '127.0.0.1', port }], logger, userAgent: 'gateway-test' });
+  await ua.start();
+  cleanups.push(() => ua.stop());
+  return ua;
+}
+
+function once<T extends unknown[]>(em: { once(ev: string, fn: (...a: T) => void): unknown }, ev: string, timeoutMs = 10000): Promise<T> {
+  return new Promise((resolve, reject) => {
+    const t = setTimeout(() => reject(new Error(`no ${ev} within ${timeoutMs} ms`)), timeoutMs);
+    em.once(ev, (...a: T) => { clearTimeout(t); resolve(a); });
+  });
+}
+
+for (const [transport, sippT, i] of [['udp', 'u1', 0], ['tcp', 't1', 1]] as const) {
+  test(`our INVITE to sipp (UAS) over ${transport.toUpperCase()}: 200, ACK, BYE — sipp counts a successful call`, async () => {
+    const sippPort = BASE + 10 + i * 2;
+    const sipp = runSipp({ scenario: 'uas', port: sippPort, mediaPort: BASE + 100 + i * 10, transport: sippT });
+    const ua = await startUa(transport, BASE + 30 + i * 2);
+    await new Promise((r) => setTimeout(r, 300)); // sipp binds
+    const inv = ua.invite({ requestUri: `sip:service@127.0.0.1:${sippPort}${transport === 'tcp' ? ';transport=tcp' : ''}`, from: { uri: 'sip:gw@127.0.0.1' }, sdp: SDP });
+    const [res, dialog] = await once<[{ status: number; body: string }, Dialog]>(inv, 'accepted');
+    assert.equal(res.status, 200);
+    assert.match(res.body, /m=audio \d+ RTP\/AVP/);
+    await new Promise((r) => setTimeout(r, 200));
+    await dialog.bye();
+    const r = await sipp.done;
+    assert.equal(r.code, 0, `sipp failed:\n${r.output.slice(-1500)}\n${r.errors}`);
+  });
+
+  test(`sipp (UAC) calls us over ${transport.toUpperCase()}: we answer, sipp ACKs and BYEs, nothing is left behind`, async () => {
+    const ourPort = BASE + 40 + i * 2;
+    const ua = await startUa(transport, ourPort);
+    let dialog: Dialog | undefined;
+    ua.on('invite', (inv: ServerInvite) => { inv.progress(180); dialog = inv.accept(SDP); });
+    const sipp = runSipp({ scenario: 'uac', port: BASE + 50 + i * 2, mediaPort: BASE + 120 + i * 10, transport: sippT, remote: `127.0.0.1:${ourPort}`, extra: ['-d', '300', '-s', 'gw'] });
+    const r = await sipp.done;
+    assert.equal(r.code, 0, `sipp failed:\n${r.output.slice(-1500)}\n${r.errors}`);
+    assert.ok(dialog, 'an INVITE arrived');
+    assert.equal(dialog!.state, 'terminated');
+    await new Promise((r2) => setTimeout(r2, 100));
+    assert.equal(ua.counts.dialogs, 0);
+  });
+}
+
+test('sipp sends 20 calls in a row at 10 calls/s over UDP; every one is answered and torn down', async () => {
+  const ourPort = BASE + 60;
+  const ua = await startUa('udp', ourPort);
+  let invites = 0;
+  ua.on('invite', (inv: ServerInvite) => { invites++; inv.accept(SDP); });
+  const r = await runSipp({ scenario: 'uac', port: BASE + 62, mediaPort: BASE + 140, remote: `127.0.0.1:${ourPort}`, calls: 20, rate: 10, extra: ['-d', '100', '-l', '5'] }).done;
+  assert.equal(r.code, 0, `sipp failed:\n${r.output.slice(-1500)}\n${r.errors}`);
+  assert.equal(invites, 20);
+  await new Promise((r2) => setTimeout(r2, 100));
+  assert.equal(ua.counts.dialogs, 0);
+});
+
+test('Kamailio registrar: REGISTER with digest, refresh, an INVITE routed back to our contact, unregister', async () => {
+  const kam: Kamailio = await startKamailio({ port: BASE + 70, users: { gw: 'gwsecret', alice: 'alicepw' } });
+  cleanups.push(() => kam.stop());
+  const ua = await startUa('udp', BASE + 72);
+
+  // A wrong password ends in 'failed', not a loop.
+  const bad = ua.register({ registrar: `sip:127.0.0.1:${BASE + 70}`, aor: 'sip:alice@127.0.0.1', credentials: { username: 'alice', password: 'wrong' }, expires: 60 });
+  bad.start();
+  assert.equal(bad.state, 'registering');
+  assert.equal((await once<[string]>(bad, 'state'))[0], 'failed');
+  assert.equal(bad.lastStatus, 401);
+  await bad.stop();
+
+  const reg = ua.register({ registrar: `sip:127.0.0.1:${BASE + 70}`, aor: 'sip:gw@127.0.0.1', credentials: { username: 'gw', password: 'gwsecret' }, expires: 3 });
+  reg.start();
+  while (reg.state !== 'registered') await once(reg, 'state');
+  assert.match(kam.registrations(), new RegExp(`sip:gw@127\\.0\\.0\\.1:${BASE + 72}`));
+  // Granted 3 s: the client refreshes well before expiry.
+  const t0 = Date.now();
+  while (reg.successes < 2) await new Promise((r) => setTimeout(r, 100));
+  assert.ok(Date.now() - t0 < 3000, 'refreshed before expiry');
+
+  // Someone calls gw through Kamailio: the INVITE reaches us, we answer, they hang up.
+  const caller = await startUa('udp', BASE + 74);
+  const answered = new Promise<Dialog>((resolve) => ua.once('invite', (inv: ServerInvite) => {
+    assert.match(inv.request.header('record-route') ?? '', new RegExp(`127\\.0\\.0\\.1:${BASE + 70}`));
+    resolve(inv.accept(SDP));
+  }));
+  const inv = caller.invite({ requestUri: `sip:gw@127.0.0.1:${BASE + 70}`, from: { uri: 'sip:alice@127.0.0.1' }, sdp: SDP });
+  const [res, callerDialog] = await once<[{ status: number }, Dialog]>(inv, 'accepted');
+  assert.equal(res.status, 200);
+  const ourDialog = await answered;
+  const ended = once<[string]>(ourDialog, 'terminated');
+  await callerDialog.bye();
+  assert.equal((await ended)[0], 'bye', 'BYE came through the record-routed proxy');
+
+  await reg.stop();
+  assert.equal(reg.state, 'unregistered');
+  assert.doesNotMatch(kam.registrations(), /AoR: gw/);
+});
