@@ -22,7 +22,5 @@ export function createLogger(opts: { level: string; pretty?: boolean }, destinat
   return pino(base);
 }
 
-/** Hides the Authorization / Proxy-Authorization credentials in a SIP message trace. */
-export function redactSipTrace(text: string): string {
-  return text.replace(/^((?:Proxy-)?Authorization\s*:).*$/gim, '$1 [redacted]');
-}
+/** SIP traces are redacted where they are written (src/sip/trace.ts). */
+export { redactSipTrace } from '../sip/trace';

@@ -5,3 +5,4 @@ export { Registration, type RegisterOptions, type RegistrationState } from './re
 export { SipRequest, SipResponse, parseSipMessage, parseNameAddr, parseUri, type SipSource } from './message';
 export type { SipTransportConfig, SipProtocol } from './transport';
 export type { Clock, Timers } from './transactions';
+export { redactSipTrace } from './trace';

@@ -2,6 +2,7 @@ import dgram from 'node:dgram';
 import net from 'node:net';
 import tls from 'node:tls';
 import type { Logger } from 'pino';
+import { traceSip } from './trace';
 import { PARSE_LIMITS, parseSipMessage, SipRequest, SipResponse, type SipParseError, type SipSource } from './message';
 
 export type SipProtocol = 'udp' | 'tcp' | 'tls';
@@ -53,6 +54,7 @@ export class UdpTransport implements SipTransport {
       // Keepalives (RFC 5626 CRLF) and stray bytes are not messages.
       if (buf.length < 8) return;
       const source: SipSource = { protocol: 'udp', host: rinfo.address, port: rinfo.port };
+      traceSip(this.log, 'in', 'udp', rinfo.address, rinfo.port, buf);
       this.onMessage(parseSipMessage(buf), source, buf);
     });
     this.socket = socket;
@@ -62,6 +64,7 @@ export class UdpTransport implements SipTransport {
   }
 
   send(data: string, host: string, port: number): void {
+    traceSip(this.log, 'out', 'udp', host, port, data);
     this.socket?.send(data, port, host, (err) => {
       if (err) this.log.debug({ err: err.message, host, port }, 'SIP UDP send failed');
     });
@@ -104,6 +107,7 @@ export class StreamTransport implements SipTransport {
   }
 
   send(data: string, host: string, port: number): void {
+    traceSip(this.log, 'out', this.protocol, host, port, data);
     const key = `${host}:${port}`;
     let sock = this.connections.get(key);
     if (!sock) {
@@ -140,6 +144,7 @@ export class StreamTransport implements SipTransport {
         const raw = buf.subarray(0, total);
         buf = buf.subarray(total);
         const source: SipSource = { protocol: this.protocol, host: sock.remoteAddress ?? '', port: sock.remotePort ?? 0 };
+        traceSip(this.log, 'in', this.protocol, source.host, source.port, raw);
         this.onMessage(parseSipMessage(raw), source, raw);
       }
     });
