@@ -17,21 +17,51 @@ export interface DialPlanRules {
  */
 export const PREMIUM_PREFIXES = ['+1900', '+1976', '+449', '+4470', '+44871', '+44872', '+44873', '+3389', '+49900', '+49137', '+39899', '+34803', '+34806', '+34807', '+881', '+882', '+883', '+979', '+870'];
 
-/** '+1 (555) 123-4567' → '+15551234567'; '00' → '+'; national numbers get the default country code; short extensions stay. */
+/**
+ * '+1 (555) 123-4567' → '+15551234567'; '00' (and, in NANP, '011') → '+'; national numbers get the
+ * default country code; short extensions stay. International forms must be digits only (E.164).
+ */
 export function normalizeNumber(input: string, defaultCountryCode: string): string | null {
   const s = input.trim().replace(/[\s\-().]/g, '');
   if (!/^\+?[0-9*#]{1,32}$/.test(s)) return null;
-  if (s.startsWith('+')) return s.length >= 3 ? s : null;
-  if (s.startsWith('00')) return `+${s.slice(2)}`;
+  const intl = s.startsWith('+') ? s.slice(1) : s.startsWith('00') ? s.slice(2) : defaultCountryCode === '1' && s.startsWith('011') ? s.slice(3) : null;
+  if (intl !== null) return /^[0-9]{2,}$/.test(intl) ? `+${intl}` : null;
   if (s.length <= 6) return s; // extension / short code
   if (defaultCountryCode === '1' && s.length === 11 && s.startsWith('1')) return `+${s}`;
   return `+${defaultCountryCode}${s.replace(/^0/, '')}`;
 }
 
-/** '*' = any suffix, '?' = one character; everything else literal. */
+/**
+ * '*' = any suffix, '?' = one character; everything else literal. Linear-time glob matching (no
+ * regular expression, so patterns from config or tokens cannot cause catastrophic backtracking).
+ */
 export function matchPattern(pattern: string, value: string): boolean {
-  const re = new RegExp(`^${pattern.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*').replace(/\?/g, '.')}$`);
-  return re.test(value);
+  let p = 0;
+  let v = 0;
+  let star = -1;
+  let mark = 0;
+  while (v < value.length) {
+    if (p < pattern.length && pattern[p] === '*') {
+      star = p++;
+      mark = v;
+    } else if (p < pattern.length && (pattern[p] === '?' || pattern[p] === value[v])) {
+      p++;
+      v++;
+    } else if (star >= 0) {
+      p = star + 1;
+      v = ++mark;
+    } else {
+      return false;
+    }
+  }
+  while (p < pattern.length && pattern[p] === '*') p++;
+  return p === pattern.length;
+}
+
+/** The literal part of a pattern before its first wildcard: '+1900*' → '+1900'. */
+function literalPrefix(pattern: string): string {
+  const i = pattern.search(/[*?]/);
+  return i < 0 ? pattern : pattern.slice(0, i);
 }
 
 export type DestinationDecision = { allowed: true; normalized: string } | { allowed: false; reason: string };
@@ -50,8 +80,12 @@ export function evaluateDestination(input: string, rules: DialPlanRules, tokenPa
   const explicitlyAllowed = rules.allow.some((p) => matchPattern(p, n)) || (tokenPatterns?.some((p) => p !== '*' && matchPattern(p, n)) ?? false);
   if (!explicitlyAllowed) return { allowed: false, reason: `${n} is not in the allowed destinations` };
   if (n.startsWith('+')) {
-    if (!rules.allowPremium && PREMIUM_PREFIXES.some((p) => n.startsWith(p)) && !rules.allow.some((p) => p !== '*' && p !== '+*' && matchPattern(p, n))) return { allowed: false, reason: `${n} is a premium-rate number` };
-    if (!rules.allowInternational && !n.startsWith(`+${rules.defaultCountryCode}`) && !rules.allow.some((p) => !p.startsWith('+*') && p !== '*' && matchPattern(p, n))) return { allowed: false, reason: `${n} is international` };
+    // Only a config allow pattern at least as specific as the premium prefix ('+1900555*', not
+    // '+1*') lifts the premium block; only one naming a country ('+44*', not '*' or '+?*') lifts
+    // the international block. Token patterns never do.
+    const premium = PREMIUM_PREFIXES.filter((p) => n.startsWith(p));
+    if (!rules.allowPremium && premium.length && !rules.allow.some((p) => matchPattern(p, n) && premium.some((pp) => literalPrefix(p).startsWith(pp)))) return { allowed: false, reason: `${n} is a premium-rate number` };
+    if (!rules.allowInternational && !n.startsWith(`+${rules.defaultCountryCode}`) && !rules.allow.some((p) => matchPattern(p, n) && /^\+[0-9]/.test(literalPrefix(p)))) return { allowed: false, reason: `${n} is international` };
   }
   return { allowed: true, normalized: n };
 }

@@ -78,5 +78,6 @@ export async function mintToken(claims: Omit<TokenClaims, 'exp' | 'iat'>, key: {
 /** For logs: never the token, only enough to correlate. */
 export function redactToken(token: string | undefined): string {
   if (!token) return '(none)';
-  return `${token.slice(0, 6)}…(${token.length} chars)`;
+  const dot = token.indexOf('.');
+  return `${token.slice(0, Math.min(6, dot < 0 ? 6 : dot))}…(${token.length} chars)`;
 }
