@@ -1,126 +1,395 @@
+import { createPrivateKey, createPublicKey, X509Certificate } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
+import type { z } from 'zod';
 import { ConfigSchema, SECRET_PATHS, type GatewayConfig } from './schema';
 
 export type LoadResult = { ok: true; config: GatewayConfig } | { ok: false; errors: string[] };
 
 /** Short environment names people expect, besides GATEWAY_<SECTION>__<KEY>. */
-const ALIASES: Record<string, string> = { PORT: 'http.port', SIP_PORT: 'sip.port' };
+const ALIASES = new Map([['PORT', 'http.port'], ['SIP_PORT', 'sip.port']]);
+/** GATEWAY_* variables that are not settings. */
+const NOT_SETTINGS = new Set(['GATEWAY_CONFIG']);
 
 /**
- * Loads the configuration: defaults ← file (`--config path` or GATEWAY_CONFIG; JSON or YAML)
- * ← environment (GATEWAY_SIP__PORT=5070, GATEWAY_TRUNK__PASSWORD=…, PORT, SIP_PORT), then
- * validates it. Errors name the key and what was expected; nothing throws.
+ * Loads the configuration: defaults ← file (`--config path`, `--config=path` or GATEWAY_CONFIG;
+ * JSON or YAML) ← environment, then validates it. Errors name the key and what was expected;
+ * nothing throws.
+ *
+ * Environment: GATEWAY_<SECTION>__<KEY>[__<KEY>…] (case and single underscores in a segment
+ * are ignored, so GATEWAY_AUTH__HS256_SECRET works; a list index is a number segment, e.g.
+ * GATEWAY_WEBRTC__TURNSERVERS__0__CREDENTIAL), plus PORT (http.port) and SIP_PORT (sip.port).
+ * GATEWAY_* settings win over PORT/SIP_PORT (which are ignored when they hold a service link
+ * such as tcp://10.0.0.7:5060). Values are read by the type of their key:
+ * numbers, booleans (true/false/1/0/yes/no/on/off), lists as JSON or comma-separated, sections
+ * and maps as JSON, strings verbatim (a numeric password stays a string). An empty variable
+ * counts as unset.
  */
 export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): LoadResult {
   const errors: string[] = [];
   let raw: Record<string, unknown> = {};
-  const i = argv.indexOf('--config');
-  const path = i >= 0 ? argv[i + 1] : env.GATEWAY_CONFIG;
-  if (i >= 0 && !path) return { ok: false, errors: ['config error: --config needs a file path'] };
+  const arg = configArg(argv);
+  if (arg === '') return { ok: false, errors: ['config error: --config needs a file path'] };
+  const path = arg ?? (env.GATEWAY_CONFIG || undefined);
   if (path) {
     if (!existsSync(path)) return { ok: false, errors: [`config error: config file not found: ${path}`] };
     try {
       const text = readFileSync(path, 'utf8');
-      const parsed = /\.json$/i.test(path) ? JSON.parse(text) : parseYaml(text);
-      if (parsed !== null && (typeof parsed !== 'object' || Array.isArray(parsed))) return { ok: false, errors: [`config error: ${path}: expected a mapping of sections`] };
+      const parsed: unknown = /\.json$/i.test(path) ? JSON.parse(text) : parseYaml(text);
+      if (parsed !== null && parsed !== undefined && (typeof parsed !== 'object' || Array.isArray(parsed))) return { ok: false, errors: [`config error: ${path}: expected a mapping of sections (http:, sip:, trunk:, …)`] };
       raw = (parsed ?? {}) as Record<string, unknown>;
     } catch (e) {
-      return { ok: false, errors: [`config error: ${path}: ${(e as Error).message.split('\n')[0]}`] };
+      return { ok: false, errors: [`config error: ${path}: ${String((e as Error).message ?? e).split('\n')[0].replace(/:\s*$/, '')}`] };
     }
   }
+
+  const sources = new Map<string, string>();
+  const overrides: { name: string; keyPath: string[]; leaf: unknown; value: string }[] = [];
   for (const [name, value] of Object.entries(env)) {
-    if (value === undefined) continue;
-    let keyPath: string | undefined = ALIASES[name];
-    if (!keyPath && name.startsWith('GATEWAY_') && name.includes('__')) {
-      keyPath = name.slice('GATEWAY_'.length).split('__').map((p) => p.toLowerCase()).join('.');
+    if (value === undefined || value === '') continue;
+    let spec: string | undefined;
+    if (ALIASES.has(name)) {
+      // Kubernetes and Docker links set <SERVICE>_PORT=tcp://10.0.0.7:5060 for a service named
+      // "sip": that is not a port number for us.
+      if (/^(tcp|udp|sctp):\/\//.test(value)) continue;
+      spec = ALIASES.get(name);
     }
-    if (!keyPath) continue;
-    const resolved = resolveKeyPath(keyPath);
-    if (!resolved) { errors.push(`config error: ${name}: no such setting (${keyPath})`); continue; }
-    setPath(raw, resolved, coerce(value));
+    // Only names with "__" are settings: others, such as the GATEWAY_PORT or
+    // GATEWAY_SERVICE_HOST that Kubernetes injects for a service named "gateway", are not ours.
+    else if (name.startsWith('GATEWAY_') && name.includes('__') && !NOT_SETTINGS.has(name)) spec = name.slice('GATEWAY_'.length).split('__').join('.');
+    if (!spec) continue;
+    const resolved = resolveKeyPath(spec.split('.'));
+    if (!resolved) {
+      errors.push(`config error: ${name}: no such setting (${spec.toLowerCase()})`);
+      continue;
+    }
+    overrides.push({ name, keyPath: resolved.path, leaf: resolved.schema, value });
+  }
+  // Aliases first so GATEWAY_* wins; whole sections before the keys inside them.
+  const rank = (o: (typeof overrides)[number]) => (ALIASES.has(o.name) ? 0 : 1);
+  overrides.sort((a, b) => rank(a) - rank(b) || a.keyPath.length - b.keyPath.length || (a.name < b.name ? -1 : 1));
+  for (const o of overrides) {
+    const v = coerce(o.value, o.leaf);
+    if (!v.ok) {
+      errors.push(`config error: ${o.keyPath.join('.')} (from ${o.name}): ${v.error}`);
+      continue;
+    }
+    setPath(raw, o.keyPath, v.value);
+    sources.set(o.keyPath.join('.'), o.name);
   }
   if (errors.length) return { ok: false, errors };
-  return validateConfig(raw);
+  return validateConfig(raw, sources);
 }
 
-/** Validates a configuration object (what a file holds) and resolves derived defaults. */
-export function validateConfig(raw: Record<string, unknown>): LoadResult {
-  const r = ConfigSchema.safeParse(raw);
+/** The value of `--config path` / `--config=path`: undefined when absent, '' when the path is missing. */
+function configArg(argv: string[]): string | undefined {
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    if (a === '--config') {
+      const next = argv[i + 1];
+      return next === undefined || next.startsWith('--') ? '' : next;
+    }
+    if (a.startsWith('--config=')) return a.slice('--config='.length);
+  }
+  return undefined;
+}
+
+/**
+ * Validates a configuration object (what a file holds) and resolves derived defaults.
+ * `sources` maps dotted key paths to the environment variable that set them (for messages).
+ */
+export function validateConfig(raw: Record<string, unknown>, sources: Map<string, string> = new Map()): LoadResult {
+  const r = ConfigSchema.safeParse(raw, { error: defaultMessage });
   if (!r.success) {
-    return {
-      ok: false,
-      errors: r.error.issues.map((iss) => {
-        const key = iss.path.join('.') || '(root)';
-        const got = getPath(raw, iss.path.map(String));
-        const shown = got === undefined ? '' : `, got ${SECRET_PATHS.includes(key) ? '"***"' : JSON.stringify(got)}`;
-        return `config error: ${key}: ${iss.message}${shown}`;
-      }),
-    };
+    const seen = new Set<string>();
+    const errors: string[] = [];
+    for (const iss of r.error.issues) {
+      for (const line of formatIssue(iss, raw, sources)) {
+        if (!seen.has(line)) errors.push(line);
+        seen.add(line);
+      }
+    }
+    return { ok: false, errors };
   }
   const c = r.data;
   const demoEnabled = c.demo.enabled ?? !c.trunk;
   const mode = c.auth.mode ?? (demoEnabled ? 'demo' : 'token');
   const config: GatewayConfig = { ...c, demo: { ...c.demo, enabled: demoEnabled }, auth: { ...c.auth, mode } };
   const problems: string[] = [];
-  if (mode === 'demo' && !demoEnabled) problems.push('config error: auth.mode: "demo" needs the built-in demo endpoint (no trunk configured)');
-  if (mode === 'demo' && !isLoopback(config.http.host)) problems.push(`config error: auth.mode: "demo" (no tokens) is only allowed when http.host is loopback, got "${config.http.host}"`);
+  if (mode === 'demo' && !demoEnabled) problems.push('config error: auth.mode: "demo" needs the built-in demo endpoint (demo.enabled, the default when no trunk is configured)');
+  if (mode === 'demo' && !isLoopback(config.http.host)) problems.push(`config error: auth.mode: "demo" (no tokens) is only allowed when http.host is loopback, got http.host "${config.http.host}"; set auth.mode: token with auth.hs256Secret or auth.es256PublicKeyFile`);
   if (mode === 'token' && !config.auth.hs256Secret && !config.auth.es256PublicKeyFile) problems.push('config error: auth: token mode needs auth.hs256Secret (GATEWAY_AUTH__HS256SECRET) or auth.es256PublicKeyFile');
-  for (const [key, file] of [['http.tls.certFile', config.http.tls?.certFile], ['http.tls.keyFile', config.http.tls?.keyFile], ['sip.tls.certFile', config.sip.tls?.certFile], ['sip.tls.keyFile', config.sip.tls?.keyFile], ['auth.es256PublicKeyFile', config.auth.es256PublicKeyFile]] as const) {
-    if (file && !existsSync(file)) problems.push(`config error: ${key}: file not found: ${file}`);
+  const t = config.trunk;
+  if (t?.register && !t.username) problems.push('config error: trunk.username: trunk.register needs a user name to register');
+  if (t?.password && !t.username) problems.push('config error: trunk.username: trunk.password is set but digest auth also needs trunk.username');
+  if (config.sip.transports.includes('tls')) {
+    if (!config.sip.tls) problems.push('config error: sip.tls: the tls transport needs sip.tls.certFile and sip.tls.keyFile');
+    if (config.sip.tlsPort === undefined && (config.sip.port === 0 || config.sip.port === 65535)) problems.push(`config error: sip.tlsPort: expected an integer 1-65535 (sip.port is ${config.sip.port}, so the default sip.port + 1 does not work)`);
   }
-  if (config.sip.transports.includes('tls') && !config.sip.tls) problems.push('config error: sip.tls: the tls transport needs sip.tls.certFile and sip.tls.keyFile');
+  for (const [key, file, kind] of [
+    ['http.tls.certFile', config.http.tls?.certFile, 'cert'],
+    ['http.tls.keyFile', config.http.tls?.keyFile, 'key'],
+    ['sip.tls.certFile', config.sip.tls?.certFile, 'cert'],
+    ['sip.tls.keyFile', config.sip.tls?.keyFile, 'key'],
+    ['auth.es256PublicKeyFile', config.auth.es256PublicKeyFile, 'es256'],
+  ] as const) {
+    if (!file) continue;
+    const problem = checkPemFile(file, kind);
+    if (problem) problems.push(`config error: ${key}: ${problem}`);
+  }
+  for (const [section, files] of [['http.tls', config.http.tls], ['sip.tls', config.sip.tls]] as const) {
+    if (files && !problems.some((p) => p.startsWith(`config error: ${section}.`)) && !keyMatchesCert(files.certFile, files.keyFile)) {
+      problems.push(`config error: ${section}.keyFile: ${files.keyFile} is not the private key of ${section}.certFile ${files.certFile}`);
+    }
+  }
   if (problems.length) return { ok: false, errors: problems };
   return { ok: true, config };
 }
 
+/** Reads a PEM file and checks it holds what the key expects; returns a problem or null. */
+function checkPemFile(file: string, kind: 'cert' | 'key' | 'es256'): string | null {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    return code === 'ENOENT' ? `file not found: ${file}` : `cannot read ${file}: ${code ?? (e as Error).message}`;
+  }
+  try {
+    if (kind === 'cert') new X509Certificate(text);
+    else if (kind === 'key') createPrivateKey(text);
+    else {
+      const k = createPublicKey(text);
+      if (k.asymmetricKeyType !== 'ec' || k.asymmetricKeyDetails?.namedCurve !== 'prime256v1') return `expected an EC P-256 public key (PEM), got ${k.asymmetricKeyType} in ${file}`;
+    }
+  } catch {
+    return `expected a PEM ${kind === 'cert' ? 'certificate' : kind === 'key' ? 'private key' : 'EC P-256 public key'}, ${file} is not one`;
+  }
+  return null;
+}
+
+function keyMatchesCert(certFile: string, keyFile: string): boolean {
+  try {
+    return new X509Certificate(readFileSync(certFile)).checkPrivateKey(createPrivateKey(readFileSync(keyFile)));
+  } catch {
+    return false;
+  }
+}
+
 /** The configuration with secrets replaced, for printing and logging. */
 export function redactConfig(c: GatewayConfig): unknown {
-  const copy = JSON.parse(JSON.stringify(c)) as Record<string, unknown>;
-  for (const p of SECRET_PATHS) if (getPath(copy, p.split('.')) !== undefined) setPath(copy, p.split('.'), '***');
+  const copy = JSON.parse(JSON.stringify(c)) as unknown;
+  for (const p of SECRET_PATHS) redactPath(copy, p.split('.'));
   return copy;
+}
+
+function redactPath(obj: unknown, path: string[]): void {
+  if (typeof obj !== 'object' || obj === null || path.length === 0) return;
+  const o = obj as Record<string, unknown>;
+  const [head, ...rest] = path;
+  const keys = head === '*' ? Object.keys(o) : [head];
+  for (const k of keys) {
+    if (!Object.prototype.hasOwnProperty.call(o, k) || o[k] === undefined) continue;
+    if (rest.length === 0) o[k] = '***';
+    else redactPath(o[k], rest);
+  }
+}
+
+function isSecretPath(path: (string | number)[]): boolean {
+  return SECRET_PATHS.some((p) => {
+    const parts = p.split('.');
+    return path.length === parts.length && path.every((seg, i) => parts[i] === '*' || parts[i] === String(seg));
+  });
 }
 
 export function isLoopback(hostName: string): boolean {
   return hostName === 'localhost' || hostName === '::1' || /^127\./.test(hostName);
 }
 
-/** Maps lower-cased env segments to the schema's camelCase keys. */
-function resolveKeyPath(lowerPath: string): string[] | null {
-  const parts = lowerPath.split('.');
-  let shape: Record<string, unknown> | undefined = (ConfigSchema as unknown as { shape: Record<string, unknown> }).shape;
+// ---- schema introspection ---------------------------------------------------------------
+
+type AnySchema = { def?: { type?: string; innerType?: unknown; element?: unknown; items?: unknown[]; valueType?: unknown; in?: unknown; options?: unknown[] }; shape?: Record<string, unknown> };
+
+/** Strips optional/default/prefault/nullable wrappers. */
+function unwrap(schema: unknown): AnySchema | undefined {
+  let s = schema as AnySchema | undefined;
+  for (let i = 0; i < 10 && s?.def; i++) {
+    const t = s.def.type;
+    if (t === 'optional' || t === 'default' || t === 'prefault' || t === 'nullable' || t === 'readonly' || t === 'catch') s = s.def.innerType as AnySchema;
+    else if (t === 'pipe') s = s.def.in as AnySchema;
+    else break;
+  }
+  return s;
+}
+
+/** Loose key match: case and underscores ignored. */
+const norm = (k: string) => k.toLowerCase().replace(/_/g, '');
+
+/** Maps env segments (any case) to the schema's key path, and the schema found there. */
+function resolveKeyPath(parts: string[]): { path: string[]; schema: unknown } | null {
+  let schema: unknown = ConfigSchema;
   const out: string[] = [];
   for (const part of parts) {
-    if (!shape) return null;
-    const key = Object.keys(shape).find((k) => k.toLowerCase() === part);
-    if (!key) return null;
-    out.push(key);
-    shape = innerShape(shape[key]);
+    const s = unwrap(schema);
+    const type = s?.def?.type;
+    if (type === 'object' && s?.shape) {
+      const key = Object.keys(s.shape).find((k) => norm(k) === norm(part));
+      if (!key) return null;
+      out.push(key);
+      schema = s.shape[key];
+    } else if (type === 'array' && /^\d+$/.test(part)) {
+      out.push(part);
+      schema = s?.def?.element;
+    } else if (type === 'record' && part) {
+      out.push(part);
+      schema = s?.def?.valueType;
+    } else return null;
   }
-  return out;
+  return out.length ? { path: out, schema } : null;
 }
 
-function innerShape(schema: unknown): Record<string, unknown> | undefined {
-  let s = schema as { shape?: Record<string, unknown>; def?: { innerType?: unknown } } | undefined;
-  for (let i = 0; i < 5 && s; i++) {
-    if (s.shape) return s.shape;
-    s = s.def?.innerType as typeof s;
+/** The schema at a (parsed) key path, for listing the keys a section takes. */
+function schemaAt(path: (string | number)[]): AnySchema | undefined {
+  let s: unknown = ConfigSchema;
+  for (const seg of path) {
+    const u = unwrap(s);
+    const type = u?.def?.type;
+    if (type === 'object' && u?.shape) s = u.shape[String(seg)];
+    else if (type === 'array') s = u?.def?.element;
+    else if (type === 'tuple') s = u?.def?.items?.[Number(seg)];
+    else if (type === 'record') s = u?.def?.valueType;
+    else return undefined;
   }
-  return undefined;
+  return unwrap(s);
 }
 
-function coerce(v: string): unknown {
-  const t = v.trim();
-  if (/^-?\d+(\.\d+)?$/.test(t) || t === 'true' || t === 'false' || /^[[{]/.test(t)) {
-    try { return JSON.parse(t); } catch { return v; }
+type Coerced = { ok: true; value: unknown } | { ok: false; error: string };
+
+/** Reads an environment string as the type its key expects. */
+function coerce(text: string, schema: unknown): Coerced {
+  const s = unwrap(schema);
+  const type = s?.def?.type;
+  const t = text.trim();
+  switch (type) {
+    case 'number':
+      return { ok: true, value: /^[+-]?(\d+\.?\d*|\.\d+)(e[+-]?\d+)?$/i.test(t) ? Number(t) : text };
+    case 'boolean': {
+      const l = t.toLowerCase();
+      if (['true', '1', 'yes', 'on'].includes(l)) return { ok: true, value: true };
+      if (['false', '0', 'no', 'off'].includes(l)) return { ok: true, value: false };
+      return { ok: true, value: text };
+    }
+    case 'array':
+    case 'tuple': {
+      if (t.startsWith('[')) return parseJson(t, 'a JSON list');
+      if (t === '') return { ok: true, value: [] };
+      const items = t.split(',').map((x) => x.trim());
+      return { ok: true, value: items.map((x, i) => { const c = coerce(x, type === 'array' ? s?.def?.element : s?.def?.items?.[i]); return c.ok ? c.value : x; }) };
+    }
+    case 'object':
+    case 'record':
+      return t.startsWith('{') ? parseJson(t, 'a JSON object') : { ok: true, value: text };
+    case 'string':
+    case 'enum':
+      return { ok: true, value: text };
+    default:
+      // Unions and anything else: JSON when it looks like JSON, the string otherwise.
+      if (/^[[{]/.test(t)) return parseJson(t, 'JSON');
+      return { ok: true, value: text };
   }
-  return v;
+}
+
+function parseJson(t: string, what: string): Coerced {
+  try {
+    return { ok: true, value: JSON.parse(t) };
+  } catch (e) {
+    return { ok: false, error: `expected ${what}: ${(e as Error).message}` };
+  }
+}
+
+// ---- messages -----------------------------------------------------------------------------
+
+const NOUNS: Record<string, string> = {
+  string: 'text',
+  number: 'a number',
+  int: 'an integer',
+  boolean: 'true or false',
+  array: 'a list',
+  tuple: 'a list',
+  object: 'a section (key: value mapping)',
+  record: 'a mapping',
+};
+
+/** Plain-language messages for the issues the schema does not word itself. */
+function defaultMessage(iss: z.core.$ZodRawIssue): string | undefined {
+  const i = iss as z.core.$ZodRawIssue & { expected?: string; values?: unknown[]; origin?: string; minimum?: number | bigint; maximum?: number | bigint; inclusive?: boolean; format?: string; pattern?: string };
+  switch (i.code) {
+    case 'invalid_type':
+      if (i.expected === 'string' && (typeof i.input === 'number' || typeof i.input === 'boolean')) return 'expected text (in YAML, put the value in quotes)';
+      return `expected ${NOUNS[i.expected ?? ''] ?? i.expected}`;
+    case 'invalid_value':
+      return i.values && i.values.length === 1 ? `expected ${JSON.stringify(i.values[0])}` : `expected one of ${(i.values ?? []).map((v) => JSON.stringify(v)).join(', ')}`;
+    case 'too_small':
+    case 'too_big': {
+      const small = i.code === 'too_small';
+      const bound = small ? i.minimum : i.maximum;
+      if (i.origin === 'array') return `expected ${small ? 'at least' : 'at most'} ${bound} item${Number(bound) === 1 ? '' : 's'}`;
+      if (i.origin === 'string') return `expected ${small ? 'at least' : 'at most'} ${bound} character${Number(bound) === 1 ? '' : 's'}`;
+      return `expected a number ${small ? (i.inclusive ? '>=' : '>') : i.inclusive ? '<=' : '<'} ${bound}`;
+    }
+    case 'invalid_format':
+      return i.pattern ? `expected text matching ${i.pattern}` : `expected a valid ${i.format}`;
+    default:
+      return undefined;
+  }
+}
+
+function formatIssue(iss: z.core.$ZodIssue, raw: unknown, sources: Map<string, string>): string[] {
+  const path = iss.path.map((p) => (typeof p === 'symbol' ? String(p) : p));
+  const where = (p: (string | number)[]) => {
+    const key = p.join('.') || '(top level)';
+    // The variable that set this key or the section or list it is in.
+    let src: string | undefined;
+    for (let n = p.length; n > 0 && !src; n--) src = sources.get(p.slice(0, n).join('.'));
+    return src ? `${key} (from ${src})` : key;
+  };
+  if (iss.code === 'unrecognized_keys') {
+    const known = Object.keys(schemaAt(path)?.shape ?? {});
+    const section = path.length ? `${path.join('.')} takes` : 'sections are';
+    return iss.keys.map((k) => {
+      const close = known.find((kk) => norm(kk) === norm(k));
+      const hint = close ? `did you mean "${close}"? ` : '';
+      return `config error: ${where([...path, k])}: unknown setting; ${hint}${section}: ${known.join(', ')}`;
+    });
+  }
+  const got = getPath(raw, path.map(String));
+  const msg = iss.message;
+  if (got === undefined) return [`config error: ${where(path)}: missing; ${msg}`];
+  return [`config error: ${where(path)}: ${msg}, got ${describeValue(got, isSecretPath(path))}`];
+}
+
+/** A short, safe rendering of a bad value: scalars and small lists of scalars; never secrets. */
+function describeValue(v: unknown, secret: boolean): string {
+  if (secret) return '"***"';
+  if (v === null) return 'null';
+  if (Array.isArray(v)) {
+    if (v.every((x) => x === null || typeof x !== 'object')) {
+      const s = JSON.stringify(v);
+      if (s.length <= 80) return s;
+    }
+    return `a list of ${v.length} item${v.length === 1 ? '' : 's'}`;
+  }
+  if (typeof v === 'object') return 'a section (key: value mapping)';
+  const s = typeof v === 'string' ? JSON.stringify(v) : String(v);
+  return s.length <= 80 ? s : `${s.slice(0, 77)}...`;
 }
 
 function setPath(obj: Record<string, unknown>, path: string[], value: unknown): void {
   let o = obj;
-  for (const k of path.slice(0, -1)) {
-    if (typeof o[k] !== 'object' || o[k] === null) o[k] = {};
+  for (let i = 0; i < path.length - 1; i++) {
+    const k = path[i];
+    const wantArray = /^\d+$/.test(path[i + 1]);
+    if (typeof o[k] !== 'object' || o[k] === null) o[k] = wantArray ? [] : {};
     o = o[k] as Record<string, unknown>;
   }
   o[path[path.length - 1]] = value;
@@ -130,6 +399,7 @@ function getPath(obj: unknown, path: string[]): unknown {
   let o = obj as Record<string, unknown> | undefined;
   for (const k of path) {
     if (typeof o !== 'object' || o === null) return undefined;
+    if (!Object.prototype.hasOwnProperty.call(o, k)) return undefined;
     o = o[k] as Record<string, unknown> | undefined;
   }
   return o;

@@ -1,18 +1,37 @@
+import { isIP } from 'node:net';
 import { z } from 'zod';
 
-const port = z.number({ error: 'expected an integer 1-65535' }).int('expected an integer 1-65535').min(1, 'expected an integer 1-65535').max(65535, 'expected an integer 1-65535');
-const portOrZero = z.number().int().min(0).max(65535, 'expected an integer 0-65535');
+const intIn = (min: number, max: number) => {
+  const msg = `expected an integer ${min}-${max}`;
+  return z.number({ error: msg }).int(msg).min(min, msg).max(max, msg);
+};
+const port = intIn(1, 65535);
+const portOrZero = intIn(0, 65535);
 const portRange = z
-  .tuple([port, port])
+  .tuple([port, port], { error: 'expected [low, high], two ports' })
   .refine(([a, b]) => b > a, 'expected [low, high] with high > low');
-const host = z.string().min(1, 'expected an IP address or host name');
+const host = z.string({ error: 'expected an IP address or host name' }).min(1, 'expected an IP address or host name');
 const codec = z.enum(['PCMU', 'PCMA', 'opus']);
 const srtp = z.enum(['off', 'optional', 'mandatory']);
-const tlsFiles = z.object({ certFile: z.string().min(1), keyFile: z.string().min(1) }).strict();
+const tlsFiles = z.object({ certFile: z.string().min(1, 'expected a file path'), keyFile: z.string().min(1, 'expected a file path') }).strict();
+
+const stunUri = z.string().regex(/^stuns?:[^\s]+$/, 'expected a STUN URI such as stun:stun.example.com:3478');
+const iceUri = z.string().regex(/^(stuns?|turns?):[^\s]+$/, 'expected a TURN URI such as turn:turn.example.com:3478?transport=udp');
+const cidr = z.string().refine(isCidr, 'expected an IP address or CIDR such as 203.0.113.0/24');
+const origin = z.string().refine((s) => /^https?:\/\/(\*\.)?[^/\s*?#@]+$/.test(s), 'expected an origin such as https://app.example.com or https://*.example.com (scheme and host, no path or trailing slash)');
+const numberPattern = z.string().regex(/^[+0-9*?#]+$/, 'expected a number pattern such as +1555* (digits and +; * any suffix, ? one character)');
+
+function isCidr(s: string): boolean {
+  const [ip, len, extra] = s.split('/');
+  const v = isIP(ip);
+  if (!v || extra !== undefined) return false;
+  if (len === undefined) return true;
+  return /^\d{1,3}$/.test(len) && Number(len) <= (v === 4 ? 32 : 128);
+}
 
 /**
  * The whole configuration, with defaults. Every key can also come from the environment
- * (GATEWAY_<SECTION>__<KEY>, see loader.ts); secrets should only come from there.
+ * (GATEWAY_<SECTION>__<KEY>, see loader.ts); secrets should come from there.
  */
 export const ConfigSchema = z
   .object({
@@ -23,22 +42,26 @@ export const ConfigSchema = z
         port: portOrZero.default(5060),
         tlsPort: port.optional(),
         advertisedHost: host.optional(),
-        transports: z.array(z.enum(['udp', 'tcp', 'tls'])).min(1).default(['udp']),
+        transports: z
+          .array(z.enum(['udp', 'tcp', 'tls']))
+          .min(1, 'expected at least one of udp, tcp, tls')
+          .refine((t) => new Set(t).size === t.length, 'expected each transport at most once')
+          .default(['udp']),
         tls: tlsFiles.optional(),
       })
       .strict()
       .prefault({}),
     trunk: z
       .object({
-        uri: z.string().regex(/^sips?:/, 'expected a SIP URI such as sip:trunk.example.com:5060'),
-        username: z.string().optional(),
-        password: z.string().optional(),
+        uri: z.string({ error: 'expected a SIP URI such as sip:trunk.example.com:5060' }).regex(/^sips?:[^\s]+$/, 'expected a SIP URI such as sip:trunk.example.com:5060'),
+        username: z.string().min(1, 'expected a non-empty user name').optional(),
+        password: z.string().min(1, 'expected a non-empty password').optional(),
         fromDomain: z.string().optional(),
         srtp: srtp.default('off'),
-        codecs: z.array(codec).min(1).default(['PCMU', 'PCMA']),
+        codecs: z.array(codec).min(1, 'expected at least one codec').default(['PCMU', 'PCMA']),
         register: z.boolean().default(false),
         optionsKeepaliveSec: z.number().int().min(0).default(0),
-        sourceCidrs: z.array(z.string()).default([]),
+        sourceCidrs: z.array(cidr).default([]),
       })
       .strict()
       .optional(),
@@ -49,13 +72,15 @@ export const ConfigSchema = z
       .prefault({}),
     webrtc: z
       .object({
-        hostAddresses: z.array(host).min(1).default(['127.0.0.1']),
+        hostAddresses: z.array(host).min(1, 'expected at least one address').default(['127.0.0.1']),
         bindAddress: host.optional(),
         advertisedAddress: host.optional(),
         portRange: portRange.default([40000, 40999]),
         preferPcmu: z.boolean().default(false),
-        stunServers: z.array(z.string()).default([]),
-        turnServers: z.array(z.object({ urls: z.union([z.string(), z.array(z.string())]), username: z.string().optional(), credential: z.string().optional() }).strict()).default([]),
+        stunServers: z.array(stunUri).default([]),
+        turnServers: z
+          .array(z.object({ urls: z.union([iceUri, z.array(iceUri).min(1)], { error: 'expected a TURN URI or a list of them' }), username: z.string().optional(), credential: z.string().optional() }).strict())
+          .default([]),
       })
       .strict()
       .prefault({}),
@@ -63,7 +88,7 @@ export const ConfigSchema = z
       .object({
         mode: z.enum(['demo', 'token']).optional(),
         hs256Secret: z.string().min(32, 'expected at least 32 characters').optional(),
-        es256PublicKeyFile: z.string().optional(),
+        es256PublicKeyFile: z.string().min(1, 'expected a file path').optional(),
         issuer: z.string().optional(),
         audience: z.string().optional(),
         maxTokenLifetimeSec: z.number().int().min(60).default(3600),
@@ -73,8 +98,8 @@ export const ConfigSchema = z
     dialplan: z
       .object({
         defaultCountryCode: z.string().regex(/^\d{1,3}$/, 'expected 1-3 digits').default('1'),
-        allow: z.array(z.string()).default([]),
-        deny: z.array(z.string()).default([]),
+        allow: z.array(numberPattern).default([]),
+        deny: z.array(numberPattern).default([]),
         allowInternational: z.boolean().default(false),
         allowPremium: z.boolean().default(false),
       })
@@ -95,8 +120,8 @@ export const ConfigSchema = z
       })
       .strict()
       .prefault({}),
-    edge: z.object({ allowedOrigins: z.array(z.string()).default([]) }).strict().prefault({}),
-    cdr: z.object({ path: z.string().min(1).default('cdr.jsonl') }).strict().prefault({}),
+    edge: z.object({ allowedOrigins: z.array(origin).default([]) }).strict().prefault({}),
+    cdr: z.object({ path: z.string().min(1, 'expected a file path').default('cdr.jsonl') }).strict().prefault({}),
     drain: z.object({ timeoutSec: z.number().min(0).default(30) }).strict().prefault({}),
     log: z.object({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'), pretty: z.boolean().optional() }).strict().prefault({}),
   })
@@ -111,5 +136,8 @@ export type GatewayConfig = Parsed & {
   auth: Parsed['auth'] & { mode: 'demo' | 'token' };
 };
 
-/** Keys whose values are secrets: never logged, shown as "***" by redactConfig. */
-export const SECRET_PATHS = ['trunk.password', 'auth.hs256Secret'];
+/**
+ * Keys whose values are secrets: never printed in errors, shown as "***" by redactConfig.
+ * `*` matches any list index or key.
+ */
+export const SECRET_PATHS = ['trunk.password', 'auth.hs256Secret', 'webrtc.turnServers.*.credential'];
