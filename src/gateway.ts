@@ -1,7 +1,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import type { Logger } from 'pino';
-import { SipUserAgent, type Registration, type SipTransportConfig } from './sip';
+import { OptionsPing, SipUserAgent, type Registration, type SipTransportConfig } from './sip';
 import { MediaEngine } from './media';
 import type { GatewayConfig } from './config';
 import { GatewayMetrics } from './observability/metrics';
@@ -27,6 +27,7 @@ export class Gateway {
   private ua: SipUserAgent | null = null;
   private media: MediaEngine | null = null;
   private demo: DemoEndpoint | null = null;
+  private trunkPing: OptionsPing | null = null;
   private http: HttpServer | null = null;
   private signaling: SignalingServer | null = null;
   private manager: CallManager | null = null;
@@ -135,6 +136,14 @@ export class Gateway {
     this.addRoutes(this.http, signaling);
     this.httpAddress = await this.http.listen(c.http.host, c.http.port);
 
+    if (c.trunk && c.trunk.optionsKeepaliveSec > 0) {
+      // /readyz reports the trunk only when we watch it; until the first answer it is "not yet".
+      this.readiness.set('trunkReachable', false);
+      const ping = new OptionsPing(this.ua, c.trunk.uri, c.trunk.optionsKeepaliveSec);
+      ping.on('change', (ok) => { this.readiness.set('trunkReachable', ok); this.metrics.trunkReachable(ok); });
+      ping.start();
+      this.trunkPing = ping;
+    }
     for (const reg of c.trunk?.register ? [c.trunk] : []) {
       const r = this.ua.register({
         registrar: reg.uri,
@@ -196,6 +205,7 @@ export class Gateway {
   }
 
   private async stopParts(): Promise<void> {
+    this.trunkPing?.stop();
     await Promise.all(this.registrations.map((r) => r.stop().catch(() => undefined)));
     await this.signaling?.close().catch(() => undefined);
     await this.http?.close().catch(() => undefined);

@@ -44,6 +44,12 @@ export class GatewayMetrics {
     this.sipTimeouts.inc();
   }
 
+  private readonly trunkReachableGauge = new Gauge({ name: 'gateway_trunk_reachable', help: '1 when the trunk answers OPTIONS keepalives, 0 when not', registers: [this.registry] });
+
+  trunkReachable(ok: boolean): void {
+    this.trunkReachableGauge.set(ok ? 1 : 0);
+  }
+
   registrationState(name: string, state: string): void {
     for (const s of ['unregistered', 'registering', 'registered', 'failed']) this.registrations.set({ registration: name, state: s }, s === state ? 1 : 0);
   }

@@ -115,7 +115,13 @@ export class SignalingServer implements UserDirectory {
 
   async close(): Promise<void> {
     this.accepting = false;
-    for (const client of this.wss.clients) client.close(1001, 'gateway shutting down');
+    // Wait for each closing handshake (at most 1 s), so the last messages — the `ended` of a
+    // call hung up by the shutdown — reach the browser before the process exits.
+    await Promise.all([...this.wss.clients].map((client) => new Promise<void>((resolve) => {
+      const t = setTimeout(() => { client.terminate(); resolve(); }, 1000);
+      client.once('close', () => { clearTimeout(t); resolve(); });
+      client.close(1001, 'gateway shutting down');
+    })));
     await new Promise<void>((resolve) => this.wss.close(() => resolve()));
   }
 }

@@ -2,6 +2,7 @@ import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
 import { parseNameAddr, SipRequest, SipResponse } from './message';
 import type { UaCore } from './uaCore';
+import { negotiateAsUas, readMinSe, readSessionExpires, SessionTimer } from './sessionTimer';
 
 export type DialogState = 'early' | 'confirmed' | 'terminated';
 export type DialogEndReason = 'bye' | 'local-bye' | 'no-ack' | 'session-timer' | 'shutdown' | 'request-timeout';
@@ -23,6 +24,11 @@ export class Dialog extends EventEmitter<DialogEvents> {
   localSeq: number;
   remoteSeq: number;
   private reinviteInFlight = false;
+  /** The last SDP we sent (offer or answer): a session refresh by re-INVITE re-sends it. */
+  localSdp = '';
+  /** Whether the peer listed UPDATE in Allow: refreshes then go without SDP. */
+  peerAllowsUpdate = false;
+  readonly sessionTimer: SessionTimer;
 
   constructor(
     private readonly core: UaCore,
@@ -44,6 +50,49 @@ export class Dialog extends EventEmitter<DialogEvents> {
     this.localSeq = localSeq;
     this.remoteSeq = remoteSeq;
     this.state = state;
+    this.sessionTimer = new SessionTimer(core.clock, () => void this.refreshSession(), () => {
+      this.log.warn({ interval: this.sessionTimer.interval }, 'session expired without refresh: sending BYE');
+      void this.bye('session-timer');
+    });
+  }
+
+  /** Records what the peer allows (from its INVITE or 2xx). */
+  notePeerAllow(msg: SipRequest | SipResponse): void {
+    this.peerAllowsUpdate = msg.headers('allow').some((h) => /(^|,)\s*UPDATE\s*(,|$)/i.test(h));
+  }
+
+  /**
+   * Refresh as the refresher (RFC 4028 §7.4/§10): UPDATE without SDP when the peer allows it,
+   * else re-INVITE with our current SDP. A failed refresh ends the session with BYE.
+   */
+  async refreshSession(minSe = 0): Promise<void> {
+    if (this.state === 'terminated') return;
+    if (this.reinviteInFlight) { this.sessionTimer.start(Math.max(2, this.sessionTimer.interval / 4), true); return; }
+    const interval = Math.max(this.sessionTimer.interval, minSe);
+    const method = this.peerAllowsUpdate ? 'UPDATE' : 'INVITE';
+    const req = this.createRequest(method, method === 'INVITE' ? this.localSdp : '');
+    req.addHeader('Session-Expires', `${interval};refresher=uac`);
+    req.addHeader('Supported', 'timer');
+    if (method === 'INVITE') this.reinviteInFlight = true;
+    let res: SipResponse;
+    try {
+      res = await this.core.sendInDialog(this, req);
+    } catch {
+      res = new SipResponse(408, 'Request Timeout');
+    } finally {
+      if (method === 'INVITE') this.reinviteInFlight = false;
+    }
+    if ((this.state as DialogState) === 'terminated') return; // a BYE may have crossed the refresh
+    if (res.status === 422 && !minSe) { await this.refreshSession(readMinSe(res) ?? interval); return; }
+    if (res.status >= 200 && res.status < 300) {
+      const se = readSessionExpires(res);
+      // No Session-Expires in the 2xx: the peer dropped the timer (§7.2).
+      if (se) this.sessionTimer.start(se.interval, se.refresher !== 'uas');
+      else this.sessionTimer.stop();
+      return;
+    }
+    this.log.warn({ status: res.status, method }, 'session refresh failed: sending BYE');
+    await this.bye('session-timer');
   }
 
   get id(): string {
@@ -71,6 +120,7 @@ export class Dialog extends EventEmitter<DialogEvents> {
   /** Ends the dialog with BYE; `reason` is what 'terminated' reports (no-ack, session-timer...). */
   async bye(reason: DialogEndReason = 'local-bye'): Promise<void> {
     if (this.state === 'terminated') return;
+    this.sessionTimer.stop();
     const req = this.createRequest('BYE');
     this.terminate(reason);
     await this.core.sendInDialog(this, req).catch(() => undefined);
@@ -82,7 +132,17 @@ export class Dialog extends EventEmitter<DialogEvents> {
     this.reinviteInFlight = true;
     try {
       const req = this.createRequest('INVITE', sdp);
+      this.localSdp = sdp;
+      if (this.sessionTimer.interval) {
+        req.addHeader('Session-Expires', `${this.sessionTimer.interval};refresher=${this.sessionTimer.weRefresh ? 'uac' : 'uas'}`);
+        req.addHeader('Supported', 'timer');
+      }
       const res = await this.core.sendInDialog(this, req);
+      if (res.status >= 200 && res.status < 300) {
+        // Any successful re-INVITE refreshes the session (§10).
+        const se = readSessionExpires(res);
+        if (se) this.sessionTimer.start(se.interval, se.refresher !== 'uas');
+      }
       if (res.status === 481 || res.status === 408) this.terminate('request-timeout');
       return res;
     } finally {
@@ -110,6 +170,21 @@ export class Dialog extends EventEmitter<DialogEvents> {
     if (contact && (req.method === 'INVITE' || req.method === 'UPDATE')) {
       const na = parseNameAddr(contact);
       if (na) this.remoteTarget = na.uri;
+    }
+    if (req.method === 'INVITE' || req.method === 'UPDATE') {
+      const timer = negotiateAsUas(req, this.core.sessionTimerSettings);
+      if (timer && 'reject422' in timer) { respond(422, 'Session Interval Too Small', { headers: [['Min-SE', String(timer.reject422)]] }); return; }
+      const inner = respond;
+      respond = (status, reason, opts) => {
+        if (status >= 200 && status < 300) {
+          if (timer) {
+            opts = { ...opts, headers: [...(opts?.headers ?? []), ...timer.headers] };
+            this.sessionTimer.start(timer.agreed.interval, timer.agreed.refresher === 'uas');
+          }
+          if (opts?.body) this.localSdp = opts.body;
+        }
+        inner(status, reason, opts);
+      };
     }
     switch (req.method) {
       case 'BYE':
@@ -150,6 +225,7 @@ export class Dialog extends EventEmitter<DialogEvents> {
   terminate(reason: DialogEndReason, req?: SipRequest): void {
     if (this.state === 'terminated') return;
     this.state = 'terminated';
+    this.sessionTimer.stop();
     this.core.forgetDialog(this);
     this.log.debug({ reason }, 'dialog terminated');
     this.emit('terminated', reason, req);

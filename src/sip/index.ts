@@ -6,3 +6,5 @@ export { SipRequest, SipResponse, parseSipMessage, parseNameAddr, parseUri, type
 export type { SipTransportConfig, SipProtocol } from './transport';
 export type { Clock, Timers } from './transactions';
 export { redactSipTrace } from './trace';
+export { OptionsPing } from './optionsPing';
+export { DEFAULT_SESSION_TIMER, type SessionTimerSettings } from './sessionTimer';

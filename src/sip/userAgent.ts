@@ -15,6 +15,7 @@ import { Dialog } from './dialog';
 import type { UaCore } from './uaCore';
 import { DigestClient, pickChallenge } from './digest';
 import { Registration, type RegisterOptions } from './registration';
+import { DEFAULT_SESSION_TIMER, negotiateAsUas, readMinSe, readSessionExpires, type SessionTimerSettings } from './sessionTimer';
 
 export const ALLOW = 'INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, NOTIFY';
 const KNOWN_METHODS = new Set(['INVITE', 'ACK', 'CANCEL', 'BYE', 'OPTIONS', 'INFO', 'UPDATE', 'NOTIFY', 'REGISTER', 'SUBSCRIBE', 'MESSAGE', 'REFER', 'PRACK', 'PUBLISH']);
@@ -25,6 +26,8 @@ export interface SipUserAgentOptions {
   userAgent?: string;
   timers?: Partial<Timers>;
   clock?: Clock;
+  /** RFC 4028 session timers (defaults: Min-SE 90 s, 1800 s asked on our INVITEs). */
+  sessionTimers?: Partial<SessionTimerSettings>;
 }
 
 export interface Credentials { username: string; password: string }
@@ -37,6 +40,8 @@ export interface InviteOptions {
   sdp: string;
   headers?: Array<[string, string]>;
   credentials?: Credentials;
+  /** Session-Expires to ask for (RFC 4028); 0 = no session timer; default from the UA. */
+  sessionExpires?: number;
 }
 
 interface Destination { transport: SipTransport; host: string; port: number }
@@ -53,6 +58,7 @@ export class SipUserAgent extends EventEmitter<{ invite: [ServerInvite] }> imple
   readonly log: Logger;
   readonly timers: Timers;
   readonly clock: Clock;
+  readonly sessionTimerSettings: SessionTimerSettings;
   private readonly transports: SipTransport[] = [];
   private readonly clientTx = new Map<string, InviteClientTransaction | NonInviteClientTransaction>();
   private readonly serverTx = new Map<string, InviteServerTransaction | NonInviteServerTransaction>();
@@ -70,6 +76,7 @@ export class SipUserAgent extends EventEmitter<{ invite: [ServerInvite] }> imple
     this.log = opts.logger;
     this.timers = { ...DEFAULT_TIMERS, ...opts.timers };
     this.clock = opts.clock ?? realClock;
+    this.sessionTimerSettings = { ...DEFAULT_SESSION_TIMER, ...opts.sessionTimers };
   }
 
   get boundAddresses(): Array<{ protocol: SipProtocol; host: string; port: number }> {
@@ -343,6 +350,8 @@ export class SipUserAgent extends EventEmitter<{ invite: [ServerInvite] }> imple
         const inv = new ServerInvite(this, req, tx);
         this.serverInvites.set(this.serverKey(req), inv);
         tx.respond(this.makeResponse(req, 100, 'Trying'));
+        const timer = negotiateAsUas(req, this.sessionTimerSettings);
+        if (timer && 'reject422' in timer) { inv.reject(422, 'Session Interval Too Small', [['Min-SE', String(timer.reject422)]]); return; }
         if (this.listenerCount('invite') === 0) { inv.reject(480, 'Temporarily Unavailable'); return; }
         this.emit('invite', inv);
         return;
@@ -503,9 +512,13 @@ export class ClientInvite extends EventEmitter<ClientInviteEvents> {
   private authAttempts = 0;
   private dialog: Dialog | null = null;
   private lastAck: string | null = null;
+  private sessionExpires: number;
+  private retried422 = false;
+  private lastAuthorization: [string, string] | undefined;
 
   constructor(private readonly ua: SipUserAgent, private readonly opts: InviteOptions) {
     super();
+    this.sessionExpires = opts.sessionExpires ?? ua.sessionTimerSettings.expires;
     ua.clientInvites.set(this.callId, this);
     // Start on the next tick so callers can attach listeners.
     setImmediate(() => this.send().catch((err: Error) => this.fail(err)));
@@ -518,6 +531,11 @@ export class ClientInvite extends EventEmitter<ClientInviteEvents> {
     const o = this.opts;
     const req = this.ua.newRequest('INVITE', o.requestUri, { ...o.from, tag: this.fromTag }, o.to ?? { uri: o.requestUri }, this.callId, this.cseq, this.dest.transport);
     req.addHeader('Allow', ALLOW);
+    req.addHeader('Supported', 'timer');
+    if (this.sessionExpires > 0) {
+      req.addHeader('Session-Expires', String(this.sessionExpires));
+      req.addHeader('Min-SE', String(Math.min(this.sessionExpires, this.ua.sessionTimerSettings.minSe)));
+    }
     for (const [k, v] of o.headers ?? []) req.addHeader(k, v);
     if (authorization) req.addHeader(authorization[0], authorization[1]);
     req.addHeader('Content-Type', 'application/sdp');
@@ -539,6 +557,17 @@ export class ClientInvite extends EventEmitter<ClientInviteEvents> {
       return;
     }
     if (s < 300) { this.onSuccess(res); return; }
+    if (s === 422 && !this.retried422 && !this.cancelWanted && this.sessionExpires > 0) {
+      // Our interval was below the peer's Min-SE (RFC 4028 §7.3): ask again with theirs.
+      const minSe = readMinSe(res);
+      if (minSe && minSe > this.sessionExpires) {
+        this.retried422 = true;
+        this.sessionExpires = minSe;
+        this.cseq++;
+        this.send(this.lastAuthorization).catch((err: Error) => this.fail(err));
+        return;
+      }
+    }
     if ((s === 401 || s === 407) && this.opts.credentials && !this.cancelWanted) {
       const challenge = pickChallenge(res.headers(s === 401 ? 'www-authenticate' : 'proxy-authenticate'));
       if (challenge && (this.authAttempts === 0 || challenge.stale) && this.authAttempts < 3) {
@@ -546,6 +575,7 @@ export class ClientInvite extends EventEmitter<ClientInviteEvents> {
         this.cseq++;
         const digest = new DigestClient(challenge, this.opts.credentials.username, this.opts.credentials.password);
         const header: [string, string] = [s === 401 ? 'Authorization' : 'Proxy-Authorization', digest.authorization('INVITE', this.opts.requestUri)];
+        this.lastAuthorization = header;
         this.send(header).catch((err: Error) => this.fail(err));
         return;
       }
@@ -569,6 +599,11 @@ export class ClientInvite extends EventEmitter<ClientInviteEvents> {
     );
     this.dialog = dialog;
     this.ua.registerDialog(dialog);
+    dialog.localSdp = this.opts.sdp;
+    dialog.notePeerAllow(res);
+    const se = this.sessionExpires > 0 ? readSessionExpires(res) : null;
+    // refresher=uac (or none given) means us; no Session-Expires in the 2xx means no timer (RFC 4028 §7.2).
+    if (se) dialog.sessionTimer.start(se.interval, se.refresher !== 'uas');
     this.state = 'accepted';
     this.sendAck(res);
     dialog.once('terminated', () => this.done());
@@ -658,6 +693,9 @@ export class ServerInvite extends EventEmitter<{ cancelled: [] }> {
     res.addHeader('Contact', this.ua.contactUri(this.ua.transportFor(req)));
     res.addHeader('Allow', ALLOW);
     for (const rr of req.headers('record-route')) res.addHeader('Record-Route', rr);
+    res.addHeader('Supported', 'timer');
+    const timer = negotiateAsUas(req, this.ua.sessionTimerSettings);
+    if (timer && 'agreed' in timer) for (const [k, v] of timer.headers) res.addHeader(k, v);
     for (const [k, v] of headers) res.addHeader(k, v);
     res.addHeader('Content-Type', 'application/sdp');
     res.body = sdp;
@@ -670,6 +708,9 @@ export class ServerInvite extends EventEmitter<{ cancelled: [] }> {
     );
     this.dialog = dialog;
     this.ua.registerDialog(dialog);
+    dialog.localSdp = sdp;
+    dialog.notePeerAllow(req);
+    if (timer && 'agreed' in timer) dialog.sessionTimer.start(timer.agreed.interval, timer.agreed.refresher === 'uas');
     this.ua.retransmit2xx(this.tx, res, dialog, () => {
       // No ACK within 64*T1 (§13.3.1.4): the session is not established; end it with BYE.
       this.ua.log.warn({ callId: req.callId }, 'no ACK for 200 OK: sending BYE');

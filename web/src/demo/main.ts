@@ -94,7 +94,8 @@ $('reject').onclick = () => { ringing?.reject(); ringing = null; incomingBox.cla
         if (ringing === call) { ringing = null; incomingBox.classList.remove('ringing'); setStatus(`ended (${e.cause})`); }
       });
     });
-    client.on('disconnected', () => setStatus('ended (disconnected from the gateway)'));
+    // Keep what ended the call (e.g. "ended (shutdown)") visible; add that the link is gone.
+    client.on('disconnected', () => setStatus(`${status.textContent?.startsWith('ended') ? status.textContent : 'ended'} — disconnected from the gateway`));
   } catch (e) {
     setStatus(`cannot reach the gateway: ${(e as Error).message}`);
   }

@@ -1,0 +1,113 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import pino from 'pino';
+import { SipUserAgent, type Dialog, type ServerInvite } from '../../src/sip';
+import { negotiateAsUas, readSessionExpires } from '../../src/sip/sessionTimer';
+import { SipRequest } from '../../src/sip/message';
+
+const logger = pino({ level: 'silent' });
+const SDP = 'v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n';
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+async function ua(opts: Partial<ConstructorParameters<typeof SipUserAgent>[0]> = {}): Promise<SipUserAgent> {
+  const u = new SipUserAgent({ transports: [{ protocol: 'udp', host: '127.0.0.1', port: 0 }], logger, ...opts });
+  await u.start();
+  return u;
+}
+
+/** A calls B; resolves with both dialogs and the 2xx A got. */
+async function call(a: SipUserAgent, b: SipUserAgent, sessionExpires?: number) {
+  const bDialog = new Promise<Dialog>((resolve) => b.once('invite', (inv: ServerInvite) => resolve(inv.accept(SDP))));
+  const inv = a.invite({ requestUri: `sip:b@127.0.0.1:${b.boundAddresses[0].port}`, from: { uri: 'sip:a@127.0.0.1' }, sdp: SDP, sessionExpires });
+  const [res, aDialog] = await new Promise<[any, Dialog]>((resolve, reject) => {
+    inv.once('accepted', (r, d) => resolve([r, d]));
+    inv.once('rejected', (r) => reject(new Error(`rejected ${r.status}`)));
+  });
+  return { res, aDialog, bDialog: await bDialog };
+}
+
+test('Session-Expires parsing and UAS negotiation (RFC 4028 §9)', () => {
+  const req = (headers: Array<[string, string]>) => { const r = new SipRequest('INVITE', 'sip:x@y'); for (const [k, v] of headers) r.addHeader(k, v); return r; };
+  assert.deepEqual(readSessionExpires(req([['Session-Expires', '1800;refresher=uas']])), { interval: 1800, refresher: 'uas' });
+  assert.deepEqual(readSessionExpires(req([['x', '600']])), { interval: 600, refresher: undefined }, 'compact form');
+  assert.equal(readSessionExpires(req([['Session-Expires', 'soon']])), null);
+  const s = { minSe: 90, expires: 1800 };
+  assert.deepEqual(negotiateAsUas(req([['Session-Expires', '60'], ['Supported', 'timer']]), s), { reject422: 90 });
+  const ok = negotiateAsUas(req([['Session-Expires', '300'], ['Supported', 'timer']]), s);
+  assert.ok(ok && 'agreed' in ok);
+  assert.deepEqual(ok.agreed, { interval: 300, refresher: 'uac' });
+  assert.deepEqual(ok.headers, [['Session-Expires', '300;refresher=uac'], ['Require', 'timer']]);
+  // A peer that cannot refresh: we refresh, and do not Require timer of it.
+  const noSupport = negotiateAsUas(req([['Session-Expires', '300']]), s);
+  assert.ok(noSupport && 'agreed' in noSupport);
+  assert.equal(noSupport.agreed.refresher, 'uas');
+  assert.deepEqual(noSupport.headers, [['Session-Expires', '300;refresher=uas']]);
+  assert.equal(negotiateAsUas(req([]), s), null, 'no timer asked, none supported: no timer');
+  const imposed = negotiateAsUas(req([['Supported', 'timer, 100rel']]), s);
+  assert.ok(imposed && 'agreed' in imposed);
+  assert.equal(imposed.agreed.interval, 1800);
+});
+
+test('an interval below Min-SE gets 422 and the caller retries with the Min-SE it was given', async () => {
+  const a = await ua();
+  const b = await ua(); // Min-SE 90
+  try {
+    const { res, aDialog, bDialog } = await call(a, b, 30);
+    assert.match(res.header('session-expires'), /^90;refresher=uac$/);
+    assert.equal(res.header('require'), 'timer');
+    assert.equal(aDialog.sessionTimer.interval, 90);
+    assert.equal(aDialog.sessionTimer.weRefresh, true);
+    assert.equal(bDialog.sessionTimer.weRefresh, false);
+    assert.ok(bDialog.sessionTimer.running);
+    await aDialog.bye();
+  } finally { await a.stop(); await b.stop(); }
+});
+
+test('the refresher keeps the session alive with UPDATE; the other side does not expire it', async () => {
+  const timers = { minSe: 1, expires: 2 };
+  const a = await ua({ sessionTimers: timers });
+  const b = await ua({ sessionTimers: timers });
+  try {
+    const { aDialog, bDialog } = await call(a, b);
+    const methods: string[] = [];
+    const orig = bDialog.receive.bind(bDialog);
+    bDialog.receive = (req, respond) => { methods.push(req.method); orig(req, respond); };
+    // Without refreshes B would end the call after 2 - 2/3 s.
+    await sleep(3200);
+    assert.equal(aDialog.state, 'confirmed');
+    assert.equal(bDialog.state, 'confirmed');
+    assert.ok(methods.filter((m) => m === 'UPDATE').length >= 2, `refreshes seen by B: ${methods.join(',')}`);
+    await aDialog.bye();
+  } finally { await a.stop(); await b.stop(); }
+});
+
+test('when the refresher goes quiet, the other side ends the call with BYE before the session expires', async () => {
+  const timers = { minSe: 1, expires: 2 };
+  const a = await ua({ sessionTimers: timers });
+  const b = await ua({ sessionTimers: timers });
+  try {
+    const { aDialog, bDialog } = await call(a, b);
+    aDialog.sessionTimer.stop(); // the refresher "dies" but its SIP stack still answers BYE
+    const t0 = Date.now();
+    const [bReason, aReason] = await Promise.all([
+      new Promise<string>((r) => bDialog.once('terminated', r)),
+      new Promise<string>((r) => aDialog.once('terminated', r)),
+    ]);
+    assert.equal(bReason, 'session-timer');
+    assert.equal(aReason, 'bye');
+    assert.ok(Date.now() - t0 < 2000, 'ended before the 2 s interval ran out');
+  } finally { await a.stop(); await b.stop(); }
+});
+
+test('a refresh that gets no answer ends the session with BYE', async () => {
+  const a = await ua({ sessionTimers: { minSe: 1, expires: 2 }, timers: { T1: 40 } });
+  const b = await ua({ sessionTimers: { minSe: 1, expires: 2 } });
+  try {
+    const { aDialog } = await call(a, b);
+    await b.stop(); // the far end vanishes
+    const reason = await new Promise<string>((r) => aDialog.once('terminated', r));
+    assert.equal(reason, 'session-timer');
+    await sleep(50);
+    assert.equal(a.counts.dialogs, 0);
+  } finally { await a.stop(); }
+});
