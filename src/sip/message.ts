@@ -9,7 +9,8 @@
 const COMPACT: Record<string, string> = {
   i: 'Call-ID', m: 'Contact', f: 'From', t: 'To', v: 'Via', l: 'Content-Length', c: 'Content-Type',
   k: 'Supported', s: 'Subject', e: 'Content-Encoding', o: 'Event', u: 'Allow-Events', r: 'Refer-To',
-  b: 'Referred-By', x: 'Session-Expires',
+  b: 'Referred-By', x: 'Session-Expires', a: 'Accept-Contact', j: 'Reject-Contact', d: 'Request-Disposition',
+  y: 'Identity', n: 'Identity-Info',
 };
 
 const CANONICAL: Record<string, string> = {
@@ -95,53 +96,111 @@ export class SipResponse extends SipMessage {
   override toString(): string { return this.serializeHeadersAndBody(`SIP/2.0 ${this.status} ${this.reason}`); }
 }
 
-export interface SipParseError { error: string; /** What we could read, to route a 400 when possible. */ partial?: SipRequest }
+/**
+ * Why a message could not be parsed. `partial` is what we could read of a request (to route a
+ * 400 back when its Via is usable); `status` is the response RFC 3261 calls for when it is not
+ * a plain 400 (505 for another SIP version, 513 for an oversized message).
+ */
+export interface SipParseError { error: string; partial?: SipRequest; status?: number }
 
 export const PARSE_LIMITS = { maxMessageBytes: 65535, maxHeaders: 128, maxLineLength: 8192 };
 
-const TOKEN = /^[A-Za-z0-9.!%*_+`'~-]+$/;
+const TOKEN_CHARS = "A-Za-z0-9.!%*_+`'~-";
+const TOKEN = new RegExp(`^[${TOKEN_CHARS}]+$`);
+/** An unquoted display name: tokens separated by LWS (§25.1), also taking non-ASCII letters. */
+const DISPLAY_TOKENS = new RegExp(`^[\\u0080-\\uffff${TOKEN_CHARS}]+(?:[ \\t]+[\\u0080-\\uffff${TOKEN_CHARS}]+)*$`);
+const SCHEME_URI = /^[A-Za-z][A-Za-z0-9+.-]*:[^\s<>"]+$/;
+const CSEQ = new RegExp(`^(\\d+)\\s+([${TOKEN_CHARS}]+)$`);
+/** Headers that must appear at most once (RFC 3261 §20; multi01 and mcl01 in RFC 4475). */
+const SINGLE_HEADERS = ['From', 'To', 'Call-ID', 'CSeq', 'Max-Forwards', 'Content-Length'];
 
-/** Parse one datagram / framed stream message. */
+/** Parse one datagram / framed stream message. Never throws. */
 export function parseSipMessage(data: Buffer | string): SipRequest | SipResponse | SipParseError {
-  if (data.length > PARSE_LIMITS.maxMessageBytes) return { error: 'Message Too Large' };
-  const text = typeof data === 'string' ? data : data.toString('utf8');
+  const buf = typeof data === 'string' ? Buffer.from(data, 'utf8') : data;
   // RFC 3261 §7.5: tolerate leading CRLFs (keepalives) before the start line.
-  const start = text.search(/[^\r\n]/);
-  if (start < 0) return { error: 'empty message' };
-  const sep = text.indexOf('\r\n\r\n', start);
-  const altSep = sep < 0 ? text.indexOf('\n\n', start) : -1;
-  const headEnd = sep >= 0 ? sep : altSep;
-  if (headEnd < 0) return { error: 'no end of headers' };
-  const head = text.slice(start, headEnd);
-  const bodyRaw = text.slice(headEnd + (sep >= 0 ? 4 : 2));
+  let start = 0;
+  while (start < buf.length && (buf[start] === 0x0d || buf[start] === 0x0a)) start++;
+  if (start === buf.length) return { error: 'empty message' };
+  const tooLarge = buf.length > PARSE_LIMITS.maxMessageBytes;
+  // The header block ends at the first empty line (CRLF CRLF, or LF LF from a sloppy peer).
+  const crlf = buf.indexOf('\r\n\r\n', start);
+  const lf = buf.indexOf('\n\n', start);
+  const useLf = lf >= 0 && (crlf < 0 || lf < crlf);
+  const headEnd = useLf ? lf : crlf;
+  if (headEnd < 0 || (tooLarge && headEnd > PARSE_LIMITS.maxMessageBytes)) {
+    return tooLarge ? { error: 'Message Too Large', status: 513 } : { error: 'no end of headers' };
+  }
+  const head = buf.subarray(start, headEnd).toString('utf8');
+  const parsed = parseHead(head);
+  if ('error' in parsed) return parsed;
+  const msg = parsed;
+  // Only now, with the headers read, so the 513 can be routed (RFC 3261 §21.5.14).
+  if (tooLarge) return partialError(msg, 'Message Too Large', 513);
+  const problem = checkMandatory(msg);
+  if (problem) return partialError(msg, problem);
+  // Content-Length counts octets (§20.14): cut the body from the bytes, not from decoded text.
+  const bodyBytes = buf.subarray(headEnd + (useLf ? 2 : 4));
+  const cl = msg.header('content-length');
+  if (cl !== undefined) {
+    if (!/^\d+$/.test(cl)) return partialError(msg, 'invalid Content-Length');
+    if (cl.length > 10 || Number(cl) > bodyBytes.length) return partialError(msg, 'Content-Length larger than the body');
+    msg.body = bodyBytes.subarray(0, Number(cl)).toString('utf8');
+  } else {
+    msg.body = bodyBytes.toString('utf8');
+  }
+  return msg;
+}
+
+/** Start line and header fields; a request's start-line error still reads the headers (for the 400). */
+function parseHead(head: string): SipRequest | SipResponse | SipParseError {
   // Unfold continuation lines (RFC 3261 §7.3.1): CRLF followed by SP/HT is whitespace.
   const lines = head.replace(/\r?\n[ \t]+/g, ' ').split(/\r?\n/);
-  if (lines.length - 1 > PARSE_LIMITS.maxHeaders) return { error: 'too many headers' };
   const startLine = lines[0];
   if (startLine.length > PARSE_LIMITS.maxLineLength) return { error: 'start line too long' };
   let msg: SipRequest | SipResponse;
-  const resp = /^SIP\/(\d+\.\d+) (\d{3}) ?(.*)$/.exec(startLine);
-  if (resp) {
+  let startError: { error: string; status?: number } | null = null;
+  if (startLine.startsWith('SIP/')) {
+    // Status-Line = SIP-Version SP Status-Code SP Reason-Phrase (§7.2); the reason may be empty.
+    const resp = /^SIP\/(\d+\.\d+) (\d{3})(?: (.*))?$/.exec(startLine);
+    if (!resp) return { error: /^SIP\/\S+ \d{4}/.test(startLine) ? 'status code out of range' : 'malformed status line' };
     if (resp[1] !== '2.0') return { error: `unsupported SIP version ${resp[1]}` };
     const status = Number(resp[2]);
     if (status < 100 || status > 699) return { error: `status code out of range: ${status}` };
-    msg = new SipResponse(status, resp[3]);
+    msg = new SipResponse(status, resp[3] ?? '');
   } else {
+    // Request-Line = Method SP Request-URI SP SIP-Version (§7.1): exactly one SP between elements.
     const req = /^(\S+) (\S+) SIP\/(\d+\.\d+)$/.exec(startLine);
-    if (!req) return { error: 'malformed start line' };
-    if (!TOKEN.test(req[1])) return { error: `invalid method "${req[1].slice(0, 20)}"` };
-    if (req[3] !== '2.0') return { error: `unsupported SIP version ${req[3]}` };
-    if (!/^[A-Za-z][A-Za-z0-9+.-]*:\S+$/.test(req[2])) return { error: 'malformed Request-URI' };
-    msg = new SipRequest(req[1], req[2]);
+    if (req) {
+      msg = new SipRequest(req[1], req[2]);
+      if (!TOKEN.test(req[1])) return { error: `invalid method "${req[1].slice(0, 20)}"` };
+      if (req[3] !== '2.0') startError = { error: `unsupported SIP version ${req[3]}`, status: 505 };
+      else startError = requestUriProblem(req[2]);
+    } else {
+      // Not well formed, but if it is recognisably a request, keep reading so the 400 can be routed.
+      // (A scan, not one regex: nested whitespace quantifiers backtrack badly on long lines.)
+      const sp = startLine.search(/[ \t]/);
+      const method = sp > 0 ? startLine.slice(0, sp) : '';
+      const tail = sp > 0 ? startLine.slice(sp).trim() : '';
+      const vAt = tail.search(/(?:^|[ \t])SIP\/\d+\.\d+$/);
+      const uri = vAt > 0 ? tail.slice(0, vAt).trim() : '';
+      if (!TOKEN.test(method) || !uri) return { error: 'malformed start line' };
+      const version = tail.slice(vAt).trim().slice(4);
+      msg = new SipRequest(method, uri);
+      if (version !== '2.0') startError = { error: `unsupported SIP version ${version}`, status: 505 };
+      else if (/\s/.test(uri)) startError = { error: 'malformed Request-URI: contains whitespace' };
+      else startError = { error: 'malformed Request-Line: extra whitespace between elements' };
+    }
   }
   for (let i = 1; i < lines.length; i++) {
+    if (i > PARSE_LIMITS.maxHeaders) return partialError(msg, 'too many headers');
     const line = lines[i];
-    if (line.length > PARSE_LIMITS.maxLineLength) return partialError(msg, `header line too long`);
+    if (line.length > PARSE_LIMITS.maxLineLength) return partialError(msg, 'header line too long');
     const colon = line.indexOf(':');
-    if (colon <= 0) return partialError(msg, `malformed header line "${line.slice(0, 40)}"`);
-    const name = line.slice(0, colon).trim();
-    if (!TOKEN.test(name)) return partialError(msg, `invalid header name "${name.slice(0, 40)}"`);
-    const value = line.slice(colon + 1).trim();
+    if (colon <= 0) return partialError(msg, startError?.error ?? `malformed header line "${line.slice(0, 40)}"`, startError?.status);
+    const name = trimLws(line.slice(0, colon));
+    if (!TOKEN.test(name)) return partialError(msg, startError?.error ?? `invalid header name "${name.slice(0, 40)}"`, startError?.status);
+    // Only SP/HT is LWS (§25.1): String.trim would also eat U+FEFF, NBSP … that belong to the value.
+    const value = trimLws(line.slice(colon + 1));
     const canonical = canonicalHeaderName(name);
     if (LIST_HEADERS.has(canonical.toLowerCase())) {
       for (const part of splitList(value)) if (part) msg.headerList.push([canonical, part]);
@@ -149,37 +208,125 @@ export function parseSipMessage(data: Buffer | string): SipRequest | SipResponse
       msg.headerList.push([canonical, value]);
     }
   }
-  const problem = checkMandatory(msg);
-  if (problem) return partialError(msg, problem);
-  const cl = msg.header('content-length');
-  if (cl !== undefined) {
-    if (!/^\d+$/.test(cl)) return partialError(msg, 'invalid Content-Length');
-    const n = Number(cl);
-    const bodyBytes = Buffer.from(bodyRaw, 'utf8');
-    if (n > bodyBytes.length) return partialError(msg, 'Content-Length larger than the body');
-    msg.body = bodyBytes.subarray(0, n).toString('utf8');
-  } else {
-    msg.body = bodyRaw;
-  }
+  if (startError) return partialError(msg, startError.error, startError.status);
   return msg;
 }
 
-function partialError(msg: SipRequest | SipResponse, error: string): SipParseError {
-  return msg instanceof SipRequest ? { error, partial: msg } : { error };
+function trimLws(s: string): string {
+  let a = 0;
+  let b = s.length;
+  while (a < b && (s[a] === ' ' || s[a] === '\t')) a++;
+  while (b > a && (s[b - 1] === ' ' || s[b - 1] === '\t')) b--;
+  return s.slice(a, b);
+}
+
+function requestUriProblem(uri: string): { error: string } | null {
+  if (uri.startsWith('<')) return { error: 'malformed Request-URI: enclosed in <>' };
+  if (!SCHEME_URI.test(uri)) return { error: 'malformed Request-URI' };
+  if (/^sips?:/i.test(uri)) {
+    const u = parseUri(uri);
+    if (!u) return { error: 'malformed Request-URI' };
+    // RFC 3261 §19.1.1 (table): headers are not allowed in a Request-URI (RFC 4475 escruri).
+    if (u.headers !== undefined) return { error: 'malformed Request-URI: headers are not allowed' };
+  }
+  return null;
+}
+
+function partialError(msg: SipRequest | SipResponse, error: string, status?: number): SipParseError {
+  const e: SipParseError = { error };
+  if (msg instanceof SipRequest) e.partial = msg;
+  if (status !== undefined) e.status = status;
+  return e;
 }
 
 function checkMandatory(msg: SipRequest | SipResponse): string | null {
   for (const h of ['Via', 'From', 'To', 'Call-ID', 'CSeq']) if (!msg.header(h)) return `missing ${h} header`;
-  if (msg.headers('call-id').length > 1) return 'more than one Call-ID';
-  if (!/^\s*\d{1,10}\s+[A-Za-z0-9.!%*_+`'~-]+\s*$/.test(msg.header('cseq')!)) return 'malformed CSeq';
-  if (Number(/\d+/.exec(msg.header('cseq')!)![0]) > 0x7fffffff) return 'CSeq number too large';
+  for (const h of SINGLE_HEADERS) if (msg.headers(h).length > 1) return `more than one ${h} header`;
+  const cseq = CSEQ.exec(msg.header('cseq')!);
+  if (!cseq) return 'malformed CSeq';
+  // §8.1.1.5 / §20.16: a 32-bit unsigned integer.
+  if (cseq[1].replace(/^0+(?=\d)/, '').length > 10 || Number(cseq[1]) > 0xffffffff) return 'CSeq number too large';
   if (msg instanceof SipRequest && msg.cseq.method !== msg.method.toUpperCase()) return 'CSeq method does not match the request method';
   const mf = msg.header('max-forwards');
-  if (mf !== undefined && !/^\d{1,3}$/.test(mf)) return 'malformed Max-Forwards';
-  if (!parseVia(msg.header('via')!)) return 'malformed Via';
-  if (!parseNameAddr(msg.header('from')!)) return 'malformed From';
-  if (!parseNameAddr(msg.header('to')!)) return 'malformed To';
+  if (mf !== undefined) {
+    if (!/^\d+$/.test(mf)) return 'malformed Max-Forwards';
+    if (Number(mf) > 255) return 'Max-Forwards out of range'; // §20.22: 0-255, leading zeros allowed
+  }
+  for (const v of msg.headers('via')) if (!validVia(v)) return 'malformed Via header';
+  for (const h of ['From', 'To'] as const) {
+    const p = nameAddrProblem(msg.header(h)!);
+    if (p) return `malformed ${h} header: ${p}`;
+  }
+  const contacts = msg.headers('contact');
+  for (const c of contacts) {
+    if (c === '*' && contacts.length === 1) continue;
+    const p = nameAddrProblem(c);
+    if (p) return `malformed Contact header: ${p}`;
+  }
   return null;
+}
+
+/** Strict via-parm: sent-protocol, sent-by and well-formed parameters (RFC 4475 badinv01). */
+function validVia(value: string): boolean {
+  const m = /^\s*SIP\s*\/\s*2\.0\s*\/\s*[A-Za-z0-9.!%*_+`'~-]+\s+(?:\[[0-9A-Fa-f:.]+\]|[^\s:;,"<>[\]]+)(?:\s*:\s*\d{1,5})?\s*((?:;.*)?)$/.exec(value);
+  return !!m && paramsProblem(m[1]) === null;
+}
+
+/** Generic-param list (";name[=value]" repeated): null when well formed. */
+function paramsProblem(text: string): string | null {
+  if (!text.trim()) return null;
+  const parts = splitOutside(text, ';');
+  if (parts[0].trim() !== '') return 'text before the parameters';
+  for (const raw of parts.slice(1)) {
+    const p = raw.trim();
+    if (!p) return 'empty parameter';
+    const eq = p.indexOf('=');
+    const name = (eq < 0 ? p : p.slice(0, eq)).trim();
+    if (!TOKEN.test(name)) return `bad parameter name "${name.slice(0, 20)}"`;
+    if (eq >= 0) {
+      const v = p.slice(eq + 1).trim();
+      if (!v) return `empty value for parameter "${name.slice(0, 20)}"`;
+      if (!/^"(?:[^"\\]|\\.)*"$/.test(v) && !/^[^\s",;]+$/.test(v)) return `bad value for parameter "${name.slice(0, 20)}"`;
+    }
+  }
+  return null;
+}
+
+/**
+ * name-addr / addr-spec as From, To and Contact carry them (RFC 3261 §20.10, §25.1), with the
+ * faults RFC 4475 tests: an unterminated quote (quotbal), LWS inside <> (badaspec), unquoted
+ * non-token display names (baddn), and an addr-spec carrying URI headers (regbadct).
+ */
+function nameAddrProblem(value: string): string | null {
+  const v = value.trim();
+  let rest = v;
+  if (v.startsWith('"')) {
+    const q = /^"((?:[^"\\]|\\[\x00-\x09\x0b\x0c\x0e-\x7f])*)"/.exec(v);
+    if (!q) return 'unterminated quoted display name';
+    rest = v.slice(q[0].length).replace(/^[ \t]+/, '');
+    if (!rest.startsWith('<')) return 'quoted display name without <URI>';
+  }
+  const lt = rest.indexOf('<');
+  const semi = rest.indexOf(';');
+  const isNameAddr = lt >= 0 && (semi < 0 || lt < semi);
+  // Before "<" (name-addr) or before the parameters (addr-spec) a quote has no business.
+  if (rest.slice(0, isNameAddr ? lt : semi < 0 ? rest.length : semi).includes('"')) return 'misplaced quote';
+  if (isNameAddr) {
+    const dn = rest.slice(0, lt).trim();
+    if (dn && !DISPLAY_TOKENS.test(dn)) return 'display name must be quoted';
+    const gt = rest.indexOf('>', lt);
+    if (gt < 0) return 'missing >';
+    const uri = rest.slice(lt + 1, gt);
+    if (!SCHEME_URI.test(uri)) return /\s/.test(uri) ? 'whitespace inside <>' : 'bad URI';
+    const p = paramsProblem(rest.slice(gt + 1));
+    return p;
+  }
+  // addr-spec: a URI with ';', ',' or '?' must be inside <> (§20.10), so parameters belong to the header.
+  const uri = (semi < 0 ? rest : rest.slice(0, semi)).trim();
+  if (!SCHEME_URI.test(uri)) return 'bad URI';
+  if (uri.includes('?')) return 'a URI with headers must be enclosed in <>';
+  if (uri.includes(',')) return 'a URI with a comma must be enclosed in <>';
+  return semi < 0 ? null : paramsProblem(rest.slice(semi));
 }
 
 /** Split a comma-separated header value, respecting quotes and angle brackets. */
@@ -237,6 +384,7 @@ function splitOutside(text: string, sepChar: string): string[] {
   const out: string[] = []; let cur = ''; let quoted = false;
   for (let i = 0; i < text.length; i++) {
     const ch = text[i];
+    if (quoted && ch === '\\' && i + 1 < text.length) { cur += ch + text[++i]; continue; }
     if (ch === '"') quoted = !quoted;
     if (ch === sepChar && !quoted) { out.push(cur); cur = ''; continue; }
     cur += ch;
@@ -280,17 +428,34 @@ export function formatNameAddr(na: NameAddr): string {
 export interface SipUri { scheme: 'sip' | 'sips' | 'tel'; user?: string; password?: string; host: string; port?: number; params: Record<string, string | null>; headers?: string }
 
 export function parseUri(uri: string): SipUri | null {
-  const m = /^(sips?|tel):(?:([^:@;?]*)(?::([^@;?]*))?@)?(\[[0-9A-Fa-f:.]+\]|[^:;?]+)(?::(\d{1,5}))?((?:;[^?]*)?)(?:\?(.*))?$/i.exec(uri.trim());
+  const sm = /^(sips?|tel):(.*)$/i.exec(uri.trim());
+  if (!sm) return null;
+  const scheme = sm[1].toLowerCase() as SipUri['scheme'];
+  let rest = sm[2];
+  let user: string | undefined;
+  let password: string | undefined;
+  if (scheme !== 'tel') {
+    // userinfo ends at the first "@": the user part may hold ";", "?", "/" and "," (RFC 3261
+    // §25.1 user-unreserved; RFC 4475 semiuri, intmeth), but never an unescaped "@".
+    const at = rest.indexOf('@');
+    if (at >= 0) {
+      const userinfo = rest.slice(0, at);
+      rest = rest.slice(at + 1);
+      const colon = userinfo.indexOf(':');
+      user = colon < 0 ? userinfo : userinfo.slice(0, colon);
+      password = colon < 0 ? undefined : userinfo.slice(colon + 1);
+    }
+  }
+  const m = /^(\[[0-9A-Fa-f:.]+\]|[^:;?]+)(?::(\d{1,5}))?((?:;[^?]*)?)(?:\?(.*))?$/.exec(rest);
   if (!m) return null;
-  const scheme = m[1].toLowerCase() as SipUri['scheme'];
   return {
     scheme,
-    user: m[2] !== undefined ? safeDecode(m[2]) : undefined,
-    password: m[3],
-    host: m[4].toLowerCase(),
-    port: m[5] ? Number(m[5]) : undefined,
-    params: parseParams(m[6] ?? ''),
-    headers: m[7],
+    user: user !== undefined ? safeDecode(user) : undefined,
+    password,
+    host: m[1].toLowerCase(),
+    port: m[2] ? Number(m[2]) : undefined,
+    params: parseParams(m[3] ?? ''),
+    headers: m[4],
   };
 }
 
@@ -299,6 +464,7 @@ function safeDecode(s: string): string {
 }
 
 export function formatUri(u: SipUri): string {
-  const user = u.user !== undefined ? `${encodeURIComponent(u.user).replace(/%2B/g, '+').replace(/%2A/g, '*').replace(/%23/g, '%23')}@` : '';
+  const pw = u.password !== undefined ? `:${u.password}` : '';
+  const user = u.user !== undefined ? `${encodeURIComponent(u.user).replace(/%2B/g, '+').replace(/%2A/g, '*').replace(/%23/g, '%23')}${pw}@` : '';
   return `${u.scheme}:${user}${u.host}${u.port ? `:${u.port}` : ''}${formatParams(u.params)}${u.headers ? `?${u.headers}` : ''}`;
 }

@@ -55,7 +55,11 @@ export interface ClientTxUser {
   onTimeout(): void;
 }
 
-/** INVITE client transaction (§17.1.1) — Timers A, B, D, and RFC 6026 Timer M. */
+/**
+ * INVITE client transaction (§17.1.1) — Timers A, B, D, and RFC 6026 Timer M. Timer B only
+ * guards the Calling state: once a provisional response arrives the call may ring for as long
+ * as the callee likes, and only a CANCEL (see `cancelSent`) bounds the wait.
+ */
 export class InviteClientTransaction {
   state: ClientTxState = 'calling';
   private readonly timers: TimerSet;
@@ -83,6 +87,15 @@ export class InviteClientTransaction {
     this.user.onTimeout();
   }
 
+  /**
+   * The TU sent a CANCEL for this INVITE (§9.1): if no final response arrives within 64*T1,
+   * consider the INVITE cancelled and destroy the transaction (the user sees a timeout).
+   */
+  cancelSent(): void {
+    if (this.state !== 'calling' && this.state !== 'proceeding') return;
+    this.timers.start('cancel', 64 * this.ctx.timers.T1, () => this.timeout());
+  }
+
   receive(res: SipResponse): void {
     const s = res.status;
     switch (this.state) {
@@ -91,18 +104,21 @@ export class InviteClientTransaction {
         if (s < 200) {
           this.state = 'proceeding';
           this.timers.stop('A');
+          this.timers.stop('B'); // §17.1.1.2: Timer B fires only in Calling
           this.user.onResponse(res);
         } else if (s < 300) {
           // RFC 6026 §7.2: stay "Accepted" for 64*T1 so 2xx retransmissions reach the core.
           this.state = 'accepted';
           this.timers.stop('A');
           this.timers.stop('B');
+          this.timers.stop('cancel');
           this.timers.start('M', 64 * this.ctx.timers.T1, () => this.terminate());
           this.user.onResponse(res);
         } else {
           this.state = 'completed';
           this.timers.stop('A');
           this.timers.stop('B');
+          this.timers.stop('cancel');
           this.ack = buildNon2xxAck(this.request, res);
           this.ctx.send(this.ack);
           this.timers.start('D', this.ctx.reliable ? 0 : 32000, () => this.terminate());
