@@ -57,7 +57,12 @@ export class Gateway {
     const log = this.logger;
     this.cdr = new CdrWriter(c.cdr.path);
 
-    this.ua = new SipUserAgent({ transports: sipTransports(c), logger: log.child({ component: 'sip' }), userAgent: 'webrtc-sip-gateway' });
+    this.ua = new SipUserAgent({
+      transports: sipTransports(c),
+      logger: log.child({ component: 'sip' }),
+      userAgent: 'webrtc-sip-gateway',
+      sessionTimers: { expires: c.sip.sessionExpiresSec, minSe: c.sip.minSessionExpiresSec },
+    });
     await this.ua.start();
     const udp = this.ua.boundAddresses.find((a) => a.protocol === 'udp') ?? this.ua.boundAddresses[0];
     this.sipAddress = { host: c.sip.advertisedHost ?? udp.host, port: udp.port };

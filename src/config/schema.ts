@@ -48,6 +48,10 @@ export const ConfigSchema = z
           .refine((t) => new Set(t).size === t.length, 'expected each transport at most once')
           .default(['udp']),
         tls: tlsFiles.optional(),
+        /** RFC 4028 session timers: asked for on our INVITEs; 0 turns them off. */
+        sessionExpiresSec: z.union([z.literal(0), intIn(90, 86400)], { error: 'expected 0 (off) or an integer 90-86400' }).default(1800),
+        /** Smallest interval we accept from a peer (answered 422 below it). */
+        minSessionExpiresSec: intIn(90, 86400).default(90),
       })
       .strict()
       .prefault({}),
