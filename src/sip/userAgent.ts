@@ -262,7 +262,7 @@ export class SipUserAgent extends EventEmitter<{ invite: [ServerInvite] }> imple
     }
     this.log.info({ source, error: e.error }, 'malformed SIP request: 400');
     req.source = source;
-    this.respondStateless(req, e.error === 'Message Too Large' ? 513 : 400, e.error.slice(0, 120));
+    this.respondStateless(req, e.status ?? (e.error === 'Message Too Large' ? 513 : 400), e.error.slice(0, 120));
   }
 
   /** Where a response to `req` goes (RFC 3261 §18.2.2 with RFC 3581 rport). */
@@ -290,12 +290,17 @@ export class SipUserAgent extends EventEmitter<{ invite: [ServerInvite] }> imple
       }
       res.addHeader('Via', v);
     });
-    res.addHeader('From', req.header('from')!);
-    let to = req.header('to')!;
-    if (toTag && !/;\s*tag=/i.test(to)) to = `${to};tag=${toTag}`;
-    res.addHeader('To', to);
-    res.addHeader('Call-ID', req.callId);
-    res.addHeader('CSeq', req.header('cseq')!);
+    // A 400 for a request missing some of these copies what there is (never "undefined").
+    const from = req.header('from');
+    if (from) res.addHeader('From', from);
+    let to = req.header('to');
+    if (to !== undefined) {
+      if (toTag && !/;\s*tag=/i.test(to)) to = `${to};tag=${toTag}`;
+      res.addHeader('To', to);
+    }
+    if (req.callId) res.addHeader('Call-ID', req.callId);
+    const cseq = req.header('cseq');
+    if (cseq) res.addHeader('CSeq', cseq);
     if (this.opts.userAgent) res.addHeader('Server', this.opts.userAgent);
     return res;
   }
@@ -440,8 +445,13 @@ export class SipUserAgent extends EventEmitter<{ invite: [ServerInvite] }> imple
     if (existing) { existing.retransmission(); return; }
     const tx = this.newServerTx(req);
     const inv = this.serverInvites.get(this.serverKey(req, 'INVITE'));
-    if (!inv || inv.finalSent) {
+    if (!inv) {
       tx.respond(this.makeResponse(req, 481, 'Call/Transaction Does Not Exist', newTag()));
+      return;
+    }
+    if (inv.finalSent) {
+      // §9.2: the INVITE transaction still exists, so the CANCEL is answered 200; it has no effect.
+      tx.respond(this.makeResponse(req, 200, 'OK', inv.localTag));
       return;
     }
     tx.respond(this.makeResponse(req, 200, 'OK', inv.localTag));
@@ -515,6 +525,7 @@ export class ClientInvite extends EventEmitter<ClientInviteEvents> {
   private sessionExpires: number;
   private retried422 = false;
   private lastAuthorization: [string, string] | undefined;
+  private tx: InviteClientTransaction | null = null;
 
   constructor(private readonly ua: SipUserAgent, private readonly opts: InviteOptions) {
     super();
@@ -542,7 +553,7 @@ export class ClientInvite extends EventEmitter<ClientInviteEvents> {
     req.body = o.sdp;
     this.request = req;
     this.cancelSent = false;
-    this.ua.startInviteTransaction(req, this.dest, {
+    this.tx = this.ua.startInviteTransaction(req, this.dest, {
       onResponse: (res) => this.onResponse(res),
       onTimeout: () => this.fail(new Error('no response to INVITE (Timer B)')),
     });
@@ -644,6 +655,8 @@ export class ClientInvite extends EventEmitter<ClientInviteEvents> {
     cancel.addHeader('Call-ID', inv.callId);
     cancel.addHeader('CSeq', `${inv.cseq.seq} CANCEL`);
     this.ua.sendRequest(cancel, this.dest).catch(() => undefined);
+    // A peer that never answers the INVITE with 487 must not keep the transaction forever.
+    this.tx?.cancelSent();
   }
 
   private fail(err: Error): void {

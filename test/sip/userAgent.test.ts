@@ -95,3 +95,54 @@ test('rejection, 481 for an unknown dialog and OPTIONS are answered; garbage doe
     await a.stop(); await b.stop();
   }
 });
+
+test('an unsupported SIP version gets 505; a CANCEL after the final response gets 200 and changes nothing', async () => {
+  const [a, b, port] = await pair();
+  try {
+    let answered: Dialog | undefined;
+    b.on('invite', (inv: ServerInvite) => { answered = inv.accept(SDP); });
+    const raw = dgram.createSocket('udp4');
+    await new Promise<void>((r) => raw.bind(0, '127.0.0.1', () => r()));
+    const replies: string[] = [];
+    raw.on('message', (m) => replies.push(m.toString()));
+    const rport = raw.address().port;
+    const send = (s: string) => raw.send(s, port, '127.0.0.1');
+    send(`OPTIONS sip:x@127.0.0.1 SIP/3.0\r\nVia: SIP/2.0/UDP 127.0.0.1:${rport};branch=z9hG4bKv3\r\nFrom: <sip:a@x>;tag=1\r\nTo: <sip:b@y>\r\nCall-ID: v3\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n`);
+    const invite = (method: string) => `${method} sip:x@127.0.0.1:${port} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:${rport};branch=z9hG4bKinv9\r\nMax-Forwards: 70\r\nFrom: <sip:a@x>;tag=1\r\nTo: <sip:b@y>\r\nCall-ID: c9\r\nCSeq: 1 ${method}\r\nContact: <sip:a@127.0.0.1:${rport}>\r\n`;
+    send(`${invite('INVITE')}Content-Type: application/sdp\r\nContent-Length: ${SDP.length}\r\n\r\n${SDP}`);
+    await new Promise((r) => setTimeout(r, 100));
+    send(`${invite('CANCEL')}Content-Length: 0\r\n\r\n`);
+    await new Promise((r) => setTimeout(r, 150));
+    raw.close();
+    assert.ok(replies.some((r) => r.startsWith('SIP/2.0 505')), `SIP/3.0 → 505: ${replies.map((r) => r.split('\r\n')[0]).join(' | ')}`);
+    assert.ok(replies.some((r) => r.startsWith('SIP/2.0 200') && /CSeq: 1 CANCEL/.test(r)), 'CANCEL after 200 → 200');
+    assert.ok(!replies.some((r) => r.startsWith('SIP/2.0 487')), 'no 487 after the 2xx');
+    assert.ok(answered && answered.state !== 'terminated');
+  } finally {
+    await a.stop(); await b.stop();
+  }
+});
+
+test('a CANCEL the peer never answers does not keep the INVITE transaction alive', async () => {
+  const a = new SipUserAgent({ transports: [{ protocol: 'udp', host: '127.0.0.1', port: 0 }], logger, timers: { T1: 20 } });
+  await a.start();
+  // A peer that rings and then ignores everything.
+  const peer = dgram.createSocket('udp4');
+  await new Promise<void>((r) => peer.bind(0, '127.0.0.1', () => r()));
+  peer.on('message', (m, rinfo) => {
+    const text = m.toString();
+    if (!text.startsWith('INVITE')) return;
+    const hdr = (n: string) => new RegExp(`^${n}: (.*)$`, 'mi').exec(text)?.[1] ?? '';
+    peer.send(`SIP/2.0 180 Ringing\r\nVia: ${hdr('Via')}\r\nFrom: ${hdr('From')}\r\nTo: ${hdr('To')};tag=p1\r\nCall-ID: ${hdr('Call-ID')}\r\nCSeq: ${hdr('CSeq')}\r\nContent-Length: 0\r\n\r\n`, rinfo.port, rinfo.address);
+  });
+  try {
+    const inv = a.invite({ requestUri: `sip:x@127.0.0.1:${peer.address().port}`, from: { uri: 'sip:a@127.0.0.1' }, sdp: SDP });
+    await once(inv, 'progress');
+    inv.cancel();
+    await new Promise((r) => setTimeout(r, 64 * 20 + 400));
+    assert.equal(a.counts.clientTx, 0, 'INVITE and CANCEL transactions are gone');
+  } finally {
+    peer.close();
+    await a.stop();
+  }
+});
