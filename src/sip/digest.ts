@@ -47,13 +47,19 @@ export function pickChallenge(values: string[]): DigestChallenge | null {
 
 export class DigestClient {
   private nc = 0;
-  constructor(private readonly challenge: DigestChallenge, private readonly username: string, private readonly password: string) {}
+  constructor(
+    private readonly challenge: DigestChallenge,
+    private readonly username: string,
+    private readonly password: string,
+    /** Client nonce source; tests pin it to check published vectors. */
+    private readonly makeCnonce: () => string = () => randomBytes(8).toString('hex'),
+  ) {}
 
   authorization(method: string, uri: string, body = ''): string {
     const c = this.challenge;
     const hashName = c.algorithm.startsWith('SHA-256') ? 'sha256' : 'md5';
     const h = (s: string) => createHash(hashName).update(s).digest('hex');
-    const cnonce = randomBytes(8).toString('hex');
+    const cnonce = this.makeCnonce();
     let ha1 = h(`${this.username}:${c.realm}:${this.password}`);
     if (c.algorithm.endsWith('-sess')) ha1 = h(`${ha1}:${c.nonce}:${cnonce}`);
     const qop = c.qop?.includes('auth') ? 'auth' : c.qop?.includes('auth-int') ? 'auth-int' : undefined;
