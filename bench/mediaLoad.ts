@@ -1,114 +1,123 @@
 /**
- * Media plane under load: N concurrent calls through the real MediaEngine (UDP sockets on
- * loopback, SipRtpLeg, MediaBridge), transcoding Opus <-> PCMU or passing PCMU through.
- * The browser side is an in-process stand-in that emits real Opus packets every 20 ms (werift's
- * DTLS-SRTP cost is not included); the trunk side is a separate process. Reports the gateway
- * process's CPU per call-second, delivered packets, and event-loop delay.
+ * Media plane under load, the whole way through: N calls through a real gateway in this
+ * process — WebSocket signaling, werift browser legs (ICE-lite, DTLS-SRTP), the media bridge
+ * and the SIP RTP legs — with both far ends in a separate load-generator process
+ * (bench/loadGen.ts: werift browsers sending real Opus, or PCMU for the relay case, and a SIP
+ * trunk sending PCMU). Reports this process's CPU per call-second, event-loop delay, packets
+ * lost inside the gateway, the end-to-end trip of a packet through the gateway, and memory
+ * per call.
  */
-import { fork } from 'node:child_process';
+import { fork, type ChildProcess } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
+import { writeFileSync } from 'node:fs';
+import { Session } from 'node:inspector';
 import pino from 'pino';
-import { MediaEngine, type BrowserMediaPort, type RtpPacketView } from '../src/media';
-import { OpusEncoder } from '../src/media/codecs';
+import { validateConfig } from '../src/config';
+import { Gateway } from '../src/gateway';
 
 export interface MediaLoadResult {
   mode: 'transcode' | 'passthrough';
   calls: number;
+  setupSec: number;
   cpuMsPerCallSecond: number;
   coreShare: number;
-  toSipDelivered: number;
-  toBrowserDelivered: number;
   loopDelayP99Ms: number;
+  lostToSip: number;
+  lostToBrowser: number;
+  sentPerDirection: number;
+  latencyToSipMs: { p50: number; p99: number };
+  latencyToBrowserMs: { p50: number; p99: number };
+  memoryPerCallMB: { rss: number; heap: number };
 }
 
-class FakeBrowser implements BrowserMediaPort {
-  readonly opusPayloadType = 111;
-  readonly pcmuPayloadType = 0;
-  readonly telephoneEventPayloadType = 126;
-  listener: ((pkt: RtpPacketView) => void) | null = null;
-  received = 0;
-  seq = 0;
-  ts = 0;
-  constructor(readonly sendCodec: 'opus' | 'pcmu') {}
-  onRtp(l: (pkt: RtpPacketView) => void) { this.listener = l; return () => { this.listener = null; }; }
-  sendRtp(): void { this.received++; }
+const BASE = 19500;
+
+function request<T>(child: ChildProcess, msg: object, reply: string): Promise<T> {
+  return new Promise((resolve, reject) => {
+    const onMsg = (m: { type: string }) => { if (m.type === reply) { child.off('message', onMsg); child.off('exit', onExit); resolve(m as T); } };
+    const onExit = (code: number) => reject(new Error(`load generator exited (${code}) while waiting for ${reply}`));
+    child.on('message', onMsg);
+    child.once('exit', onExit);
+    child.send(msg);
+  });
 }
 
-/** One second of a 440/660 Hz two-tone at 48 kHz as real 20 ms Opus packets. */
-function opusFrames(): Buffer[] {
-  const enc = new OpusEncoder({ sampleRate: 48000, bitrate: 32000, complexity: 5 });
-  const frames: Buffer[] = [];
-  for (let f = 0; f < 50; f++) {
-    const pcm = new Int16Array(960);
-    for (let i = 0; i < 960; i++) { const t = (f * 960 + i) / 48000; pcm[i] = 6000 * Math.sin(2 * Math.PI * 440 * t) + 4000 * Math.sin(2 * Math.PI * 660 * t); }
-    frames.push(enc.encode(pcm));
-  }
-  enc.delete();
-  return frames;
+function post(session: Session, method: string): Promise<unknown> {
+  return new Promise((resolve, reject) => session.post(method, (err, res) => (err ? reject(err) : resolve(res))));
+}
+
+function memory(): { rss: number; heap: number } {
+  (globalThis as { gc?: () => void }).gc?.();
+  const m = process.memoryUsage();
+  return { rss: m.rss, heap: m.heapUsed };
 }
 
 export async function mediaLoad(calls: number, mode: 'transcode' | 'passthrough', seconds = 5): Promise<MediaLoadResult> {
-  const logger = pino({ level: 'silent' });
-  const engine = new MediaEngine({ bindHost: '127.0.0.1', advertisedHost: '127.0.0.1', portRange: [31000, 31000 + calls * 2 + 10], logger, inactivityTimeoutMs: 60_000 });
-  const sim = fork(join(__dirname, 'trunkSim.js'), { stdio: 'inherit' });
-  const simPort = await new Promise<number>((r) => sim.once('message', (m: { port: number }) => r(m.port)));
-  const ask = <T>(msg: object) => new Promise<T>((r) => { sim.once('message', (m) => r(m as T)); sim.send(msg); });
-
-  const frames = mode === 'transcode' ? opusFrames() : [Buffer.alloc(160, 0xd5)];
-  const browsers: FakeBrowser[] = [];
-  const ports: number[] = [];
-  const closers: Array<() => void> = [];
-  for (let i = 0; i < calls; i++) {
-    const leg = await engine.createSipLeg({ callId: `bench-${i}` });
-    leg.setRemote({ address: '127.0.0.1', port: simPort, codec: 'PCMU', payloadType: 0, ptime: 20 });
-    const fb = new FakeBrowser(mode === 'transcode' ? 'opus' : 'pcmu');
-    const bridge = engine.createBridge(fb, leg, { callId: `bench-${i}` });
-    browsers.push(fb);
-    ports.push(leg.localPort);
-    closers.push(() => { bridge.close(); leg.close(); });
-  }
-  // The browser stand-in: every 20 ms each call gets its next packet.
-  let frameNo = 0;
-  const browserTimer = setInterval(() => {
-    const payload = frames[frameNo++ % frames.length];
-    for (const fb of browsers) {
-      fb.seq = (fb.seq + 1) & 0xffff;
-      fb.ts = (fb.ts + (mode === 'transcode' ? 960 : 160)) >>> 0;
-      fb.listener?.({ payloadType: mode === 'transcode' ? 111 : 0, sequenceNumber: fb.seq, timestamp: fb.ts, marker: false, ssrc: 1234, payload });
+  const gen = fork(join(__dirname, 'loadGen.js'), { stdio: 'inherit' });
+  const { sipPort } = await request<{ sipPort: number }>(gen, { type: 'noop' }, 'ready');
+  const cfg = validateConfig({
+    http: { host: '127.0.0.1', port: BASE },
+    sip: { host: '127.0.0.1', port: BASE + 1, sessionExpiresSec: 0 },
+    demo: { enabled: true, sipPort: BASE + 2 },
+    auth: { mode: 'demo' },
+    trunk: { uri: `sip:127.0.0.1:${sipPort}`, codecs: ['PCMU'], sourceCidrs: ['127.0.0.1/32'] },
+    dialplan: { allow: ['+1555*'] },
+    media: { portRange: [31000, 31000 + calls * 2 + 40], inactivityTimeoutSec: 60 },
+    webrtc: { portRange: [33000, 33000 + calls * 2 + 40] },
+    limits: { connectsPerIpPerMin: 10000, maxCallsGlobal: calls + 10 },
+    cdr: { path: join(mkdtempSync(join(tmpdir(), 'bench-cdr-')), 'cdr.jsonl') },
+    drain: { timeoutSec: 0 },
+  });
+  if (!cfg.ok) throw new Error(cfg.errors.join('\n'));
+  const gateway = new Gateway(cfg.config, pino({ level: 'silent' }));
+  await gateway.start();
+  try {
+    const mem0 = memory();
+    const t0 = performance.now();
+    await request(gen, { type: 'connect', wsUrl: `ws://127.0.0.1:${BASE}/ws`, calls, mode }, 'connected');
+    const setupSec = (performance.now() - t0) / 1000;
+    if (gateway.activeCalls !== calls) throw new Error(`${gateway.activeCalls} of ${calls} calls up`);
+    gen.send({ type: 'start' });
+    await new Promise((r) => setTimeout(r, 1000)); // warm-up: JIT, jitter, first RTCP
+    const lag = monitorEventLoopDelay({ resolution: 5 });
+    lag.enable();
+    // BENCH_PROFILE=dir: a CPU profile of exactly the measured window (open it in Chrome DevTools).
+    const profiler = process.env.BENCH_PROFILE ? new Session() : null;
+    if (profiler) { profiler.connect(); await post(profiler, 'Profiler.enable'); await post(profiler, 'Profiler.start'); }
+    const cpu0 = process.cpuUsage();
+    const w0 = performance.now();
+    await new Promise((r) => setTimeout(r, seconds * 1000));
+    const cpu = process.cpuUsage(cpu0);
+    if (profiler) {
+      const { profile } = (await post(profiler, 'Profiler.stop')) as { profile: unknown };
+      writeFileSync(join(process.env.BENCH_PROFILE!, `media-${mode}-${calls}.cpuprofile`), JSON.stringify(profile));
+      profiler.disconnect();
     }
-  }, 20);
-  sim.send({ type: "start", ports });
-  await new Promise((r) => setTimeout(r, 1000)); // warm-up
-
-  for (const fb of browsers) fb.received = 0;
-  await ask({ type: 'count' });
-  const lag = monitorEventLoopDelay({ resolution: 5 });
-  lag.enable();
-  const cpu0 = process.cpuUsage();
-  const t0 = performance.now();
-  await new Promise((r) => setTimeout(r, seconds * 1000));
-  const cpu = process.cpuUsage(cpu0);
-  const wallS = (performance.now() - t0) / 1000;
-  lag.disable();
-  const simCount = await ask<{ received: number }>({ type: 'count' });
-  const toBrowser = browsers.reduce((s, b) => s + b.received, 0);
-
-  clearInterval(browserTimer);
-  for (const c of closers) c();
-  await engine.close();
-  sim.send({ type: 'stop' });
-  await new Promise((r) => { sim.once('exit', r); setTimeout(() => { sim.kill(); r(undefined); }, 1000); });
-
-  const expected = calls * 50 * wallS;
-  const cpuMs = (cpu.user + cpu.system) / 1000;
-  return {
-    mode,
-    calls,
-    cpuMsPerCallSecond: cpuMs / (calls * wallS),
-    coreShare: cpuMs / (wallS * 1000),
-    toSipDelivered: simCount.received / expected,
-    toBrowserDelivered: toBrowser / expected,
-    loopDelayP99Ms: lag.percentile(99) / 1e6,
-  };
+    const wallS = (performance.now() - w0) / 1000;
+    lag.disable();
+    const mem1 = memory();
+    const s = await request<{ sentB: number; recvT: number; sentT: number; recvB: number; latBT: { p50: number; p99: number }; latTB: { p50: number; p99: number } }>(gen, { type: 'stop' }, 'stats');
+    const cpuMs = (cpu.user + cpu.system) / 1000;
+    return {
+      mode,
+      calls,
+      setupSec,
+      cpuMsPerCallSecond: cpuMs / (calls * wallS),
+      coreShare: cpuMs / (wallS * 1000),
+      loopDelayP99Ms: lag.percentile(99) / 1e6,
+      lostToSip: (s.sentB - s.recvT) / Math.max(1, s.sentB),
+      lostToBrowser: (s.sentT - s.recvB) / Math.max(1, s.sentT),
+      sentPerDirection: s.sentB,
+      latencyToSipMs: s.latBT,
+      latencyToBrowserMs: s.latTB,
+      memoryPerCallMB: { rss: (mem1.rss - mem0.rss) / calls / 1e6, heap: (mem1.heap - mem0.heap) / calls / 1e6 },
+    };
+  } finally {
+    await request(gen, { type: 'hangup' }, 'done').catch(() => undefined);
+    gen.kill();
+    await gateway.stop();
+  }
 }

@@ -4,44 +4,55 @@
  */
 import os from 'node:os';
 import { micro } from './micro';
-import { mediaLoad } from './mediaLoad';
+import { mediaLoad, type MediaLoadResult } from './mediaLoad';
 import { sipLoad, sippAvailable } from './sipLoad';
 
 const fmt = (n: number, d = 1) => n.toLocaleString('en-US', { maximumFractionDigits: d, minimumFractionDigits: d });
 
 async function main(): Promise<void> {
   const quick = process.argv.includes('--quick');
+  const figures: Record<string, unknown> = {};
   console.log(`# webrtc-sip-gateway benchmarks — ${new Date().toISOString()}`);
   console.log(`# ${os.cpus()[0]?.model ?? 'cpu'} x${os.cpus().length}, Node ${process.version}, ${os.platform()} ${os.release()}\n`);
 
   console.log('## Per operation (this process, one core)\n');
   console.log('| operation | µs/op | ops/s | note |\n|---|---:|---:|---|');
-  for (const r of await micro()) console.log(`| ${r.name} | ${fmt(r.usPerOp, 2)} | ${fmt(r.opsPerSec, 0)} | ${r.note ?? ''} |`);
+  const ops = await micro();
+  for (const r of ops) console.log(`| ${r.name} | ${fmt(r.usPerOp, 2)} | ${fmt(r.opsPerSec, 0)} | ${r.note ?? ''} |`);
+  figures.micro = ops;
 
-  console.log('\n## Media plane: N concurrent calls, real UDP on loopback, 5 s each\n');
-  console.log('| mode | calls | CPU ms per call-second | share of one core | to SIP delivered | to browser delivered | event-loop delay p99 |\n|---|---:|---:|---:|---:|---:|---:|');
-  const perCall: Record<string, number> = {};
-  for (const calls of quick ? [1, 20] : [1, 50, 100]) {
+  console.log('\n## Media plane: N concurrent calls through the whole gateway (werift browser legs, DTLS-SRTP, bridge, SIP RTP legs)\n');
+  console.log('Both far ends run in a separate load-generator process (werift browsers, a SIP trunk); CPU and memory are the gateway process\'s.\n');
+  console.log('| mode | calls | CPU ms per call-second | share of one core | event-loop delay p99 | lost in gateway (to SIP / to browser) | trip browser→SIP p50/p99 | trip SIP→browser p50/p99 | memory per call (RSS / heap) |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|');
+  const media: MediaLoadResult[] = [];
+  for (const calls of quick ? [1, 10] : [1, 50, 100]) {
     for (const mode of ['transcode', 'passthrough'] as const) {
-      const r = await mediaLoad(calls, mode, quick ? 2 : 5);
-      perCall[`${mode}-${calls}`] = r.cpuMsPerCallSecond;
-      console.log(`| ${mode} | ${calls} | ${fmt(r.cpuMsPerCallSecond, 2)} | ${fmt(r.coreShare * 100)} % | ${fmt(r.toSipDelivered * 100)} % | ${fmt(r.toBrowserDelivered * 100)} % | ${fmt(r.loopDelayP99Ms)} ms |`);
+      const r = await mediaLoad(calls, mode, quick ? 3 : 8);
+      media.push(r);
+      console.log(`| ${mode} | ${calls} | ${fmt(r.cpuMsPerCallSecond, 2)} | ${fmt(r.coreShare * 100)} % | ${fmt(r.loopDelayP99Ms)} ms | ${fmt(r.lostToSip * 100, 2)} % / ${fmt(r.lostToBrowser * 100, 2)} % | ${fmt(r.latencyToSipMs.p50)} / ${fmt(r.latencyToSipMs.p99)} ms | ${fmt(r.latencyToBrowserMs.p50)} / ${fmt(r.latencyToBrowserMs.p99)} ms | ${fmt(r.memoryPerCallMB.rss, 2)} / ${fmt(r.memoryPerCallMB.heap, 2)} MB |`);
     }
   }
-  const n = quick ? 20 : 50;
-  const ratio = perCall[`transcode-${n}`] / perCall[`passthrough-${n}`];
-  console.log(`\nAt ${n} calls, transcoding costs ${fmt(ratio)}x the CPU of PCMU pass-through; one core carries about ${fmt(1000 / perCall[`transcode-${n}`], 0)} transcoded calls (browser-side DTLS-SRTP in werift not included).`);
+  const n = quick ? 10 : 50;
+  const tr = media.find((r) => r.mode === 'transcode' && r.calls === n)!;
+  const pt = media.find((r) => r.mode === 'passthrough' && r.calls === n)!;
+  console.log(`\nAt ${n} calls, a transcoded call costs ${fmt(tr.cpuMsPerCallSecond / pt.cpuMsPerCallSecond, 2)}x a PCMU relay call; one core carries about ${fmt(1000 / tr.cpuMsPerCallSecond, 0)} transcoded calls.`);
+  figures.media = media;
 
+  const sip: unknown[] = [];
   console.log('\n## SIP call setups (sipp UAC -> our user agent, INVITE/200/ACK/BYE)\n');
   if (!sippAvailable()) {
     console.log('skipped: sipp (Debian package sip-tester) is not installed');
   } else {
-    console.log('| target calls/s | calls | succeeded | failed | achieved calls/s | our CPU µs per call |\n|---:|---:|---:|---:|---:|---:|');
+    console.log('| target calls/s | calls | succeeded | failed | retransmissions | achieved calls/s | our CPU µs per call |\n|---:|---:|---:|---:|---:|---:|---:|');
     for (const rate of quick ? [100] : [100, 400, 800]) {
       const r = await sipLoad(rate, quick ? 300 : rate * 5);
-      console.log(`| ${r.targetRate} | ${r.calls} | ${r.succeeded} | ${r.failed} | ${fmt(r.achievedCps)} | ${fmt(r.cpuUsPerCall, 0)} |`);
+      console.log(`| ${r.targetRate} | ${r.calls} | ${r.succeeded} | ${r.failed} | ${r.retransmissions} | ${fmt(r.achievedCps)} | ${fmt(r.cpuUsPerCall, 0)} |`);
+      sip.push(r);
     }
   }
+  figures.sipSetups = sip;
+  // One machine-readable line with every figure, for tracking over time.
+  console.log(`\n${JSON.stringify({ bench: 'webrtc-sip-gateway', at: new Date().toISOString(), node: process.version, cpus: os.cpus().length, ...figures })}`);
 }
 
 main().catch((err) => { console.error(err); process.exitCode = 1; });

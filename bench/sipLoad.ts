@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import pino from 'pino';
 import { SipUserAgent, type ServerInvite } from '../src/sip';
 
-export interface SipLoadResult { targetRate: number; calls: number; succeeded: number; failed: number; achievedCps: number; cpuUsPerCall: number }
+export interface SipLoadResult { targetRate: number; calls: number; succeeded: number; failed: number; retransmissions: number; achievedCps: number; cpuUsPerCall: number }
 
 const SDP = 'v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 19900 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n';
 
@@ -39,5 +39,10 @@ export async function sipLoad(rate: number, calls: number): Promise<SipLoadResul
   const num = (label: RegExp) => Number(label.exec(stat)?.[1] ?? 0);
   const succeeded = num(/Successful call\s+\|\s+\d+\s+\|\s+(\d+)/);
   const failed = num(/Failed call\s+\|\s+\d+\s+\|\s+(\d+)/);
-  return { targetRate: rate, calls, succeeded, failed, achievedCps: succeeded / wallS, cpuUsPerCall: (cpu.user + cpu.system) / Math.max(1, succeeded) };
+  // sipp's message table: the third column of each message line counts its retransmissions.
+  let retransmissions = 0;
+  let rows = 0;
+  for (const m of stat.matchAll(/^\s*(?:INVITE|ACK|BYE|100|180|200)\s*(?:-+>|<-+)\s+(?:E-RTD\d\s+)?\d+\s+(\d+)/gm)) { retransmissions += Number(m[1]); rows++; }
+  if (rows < 4) throw new Error(`could not read sipp's message table:\n${stat.slice(-1500)}`);
+  return { targetRate: rate, calls, succeeded, failed, retransmissions, achievedCps: succeeded / wallS, cpuUsPerCall: (cpu.user + cpu.system) / Math.max(1, succeeded) };
 }

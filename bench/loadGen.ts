@@ -1,0 +1,187 @@
+/**
+ * Load generator for the media benchmark, in its own process so its CPU is not the gateway's.
+ * It plays both far ends of N calls: N browsers (werift peer connections sending real Opus —
+ * or PCMU for the relay case — over DTLS-SRTP, through the gateway's WebSocket signaling) and
+ * the SIP trunk (our SIP user agent answering the gateway's INVITEs, one RTP socket per call
+ * sending 20 ms PCMU). Both ends share this process's clock, so a packet's trip through the
+ * gateway is timed end to end. Driven over IPC by bench/mediaLoad.ts.
+ */
+import dgram from 'node:dgram';
+import pino from 'pino';
+import WebSocket from 'ws';
+import { MediaStreamTrack, RTCPeerConnection, RTCRtpCodecParameters, RtpHeader, RtpPacket } from 'werift';
+import { SipUserAgent, type ServerInvite } from '../src/sip';
+import { OpusEncoder } from '../src/media/codecs';
+import { startStunResponder } from './stunResponder';
+
+type Mode = 'transcode' | 'passthrough';
+interface BenchCall {
+  id: number;
+  ws: WebSocket;
+  pc: RTCPeerConnection;
+  track: MediaStreamTrack;
+  rtp: dgram.Socket | null;
+  gwRtp: { host: string; port: number } | null;
+  seq: number; ts: number; tSeq: number; tTs: number;
+  toTrunk: number[]; // send times waiting for their packet at the trunk
+  toBrowser: number[];
+  sentB: number; recvT: number; sentT: number; recvB: number;
+}
+
+const calls = new Map<number, BenchCall>();
+const latBT: number[] = [];
+const latTB: number[] = [];
+let counting = false;
+let timer: NodeJS.Timeout | null = null;
+let frames: Buffer[] = [];
+let mode: Mode = 'transcode';
+const pcmu = Buffer.alloc(160, 0xd5);
+const now = () => performance.now();
+
+function opusFrames(): Buffer[] {
+  const enc = new OpusEncoder({ sampleRate: 48000, bitrate: 32000, complexity: 5 });
+  const out: Buffer[] = [];
+  for (let f = 0; f < 50; f++) {
+    const pcm = new Int16Array(960);
+    for (let i = 0; i < 960; i++) { const t = (f * 960 + i) / 48000; pcm[i] = 6000 * Math.sin(2 * Math.PI * 440 * t) + 4000 * Math.sin(2 * Math.PI * 660 * t); }
+    out.push(enc.encode(pcm));
+  }
+  enc.delete();
+  return out;
+}
+
+async function main(): Promise<void> {
+  const stun = await startStunResponder();
+  const ua = new SipUserAgent({ transports: [{ protocol: 'udp', host: '127.0.0.1', port: 0 }], logger: pino({ level: 'silent' }), sessionTimers: { expires: 0 } });
+  await ua.start();
+  ua.on('invite', (inv: ServerInvite) => void answerInvite(inv));
+  frames = opusFrames();
+  process.send!({ type: 'ready', sipPort: ua.boundAddresses[0].port });
+
+  process.on('message', async (m: { type: string; wsUrl?: string; calls?: number; mode?: Mode }) => {
+    if (m.type === 'connect') {
+      mode = m.mode!;
+      const t0 = now();
+      const ids = Array.from({ length: m.calls! }, (_, i) => i);
+      for (let i = 0; i < ids.length; i += 10) await Promise.all(ids.slice(i, i + 10).map((id) => connectCall(id, m.wsUrl!, stun.port)));
+      process.send!({ type: 'connected', ms: now() - t0 });
+    } else if (m.type === 'start') {
+      for (const c of calls.values()) { c.sentB = c.recvT = c.sentT = c.recvB = 0; c.toTrunk.length = 0; c.toBrowser.length = 0; }
+      latBT.length = 0; latTB.length = 0;
+      counting = true;
+      startSending();
+    } else if (m.type === 'stop') {
+      if (timer) clearInterval(timer);
+      timer = null;
+      await new Promise((r) => setTimeout(r, 300)); // let the last packets arrive
+      counting = false;
+      let sentB = 0, recvT = 0, sentT = 0, recvB = 0;
+      for (const c of calls.values()) { sentB += c.sentB; recvT += c.recvT; sentT += c.sentT; recvB += c.recvB; }
+      process.send!({ type: 'stats', sentB, recvT, sentT, recvB, latBT: pct(latBT), latTB: pct(latTB) });
+    } else if (m.type === 'hangup') {
+      for (const c of calls.values()) { c.ws.close(); await c.pc.close().catch(() => undefined); c.rtp?.close(); }
+      await ua.stop();
+      stun.close();
+      process.send!({ type: 'done' });
+      setTimeout(() => process.exit(0), 50);
+    }
+  });
+}
+
+function pct(a: number[]): { p50: number; p99: number; n: number } {
+  const s = [...a].sort((x, y) => x - y);
+  const at = (p: number) => (s.length ? s[Math.min(s.length - 1, Math.floor(p * s.length))] : NaN);
+  return { p50: at(0.5), p99: at(0.99), n: s.length };
+}
+
+/** The trunk: answer with PCMU toward a fresh RTP socket for this call. */
+async function answerInvite(inv: ServerInvite): Promise<void> {
+  const id = Number(inv.request.header('x-bench-call'));
+  const call = calls.get(id);
+  const sdp = inv.request.body;
+  const c = /c=IN IP4 (\S+)/.exec(sdp)?.[1];
+  const port = Number(/m=audio (\d+)/.exec(sdp)?.[1]);
+  if (!call || !c || !port) { inv.reject(404); return; }
+  const sock = dgram.createSocket('udp4');
+  await new Promise<void>((r) => sock.bind(0, '127.0.0.1', () => r()));
+  call.rtp = sock;
+  call.gwRtp = { host: c, port };
+  sock.on('message', (msg) => {
+    if (!counting || msg.length < 12 || (msg[1] & 0x7f) !== 0) return;
+    call.recvT++;
+    const sent = call.toTrunk.shift();
+    if (sent !== undefined) latBT.push(now() - sent);
+  });
+  const p = sock.address().port;
+  inv.accept(`v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio ${p} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=ptime:20\r\na=sendrecv\r\n`);
+}
+
+/** One browser: WebSocket hello/call, werift offer, the gateway's answer, ICE/DTLS. */
+async function connectCall(id: number, wsUrl: string, stunPort: number): Promise<void> {
+  const codec = mode === 'transcode'
+    ? new RTCRtpCodecParameters({ mimeType: 'audio/opus', clockRate: 48000, channels: 2, payloadType: 111 })
+    : new RTCRtpCodecParameters({ mimeType: 'audio/PCMU', clockRate: 8000, channels: 1, payloadType: 0 });
+  const pc = new RTCPeerConnection({
+    iceServers: [{ urls: `stun:127.0.0.1:${stunPort}` }],
+    iceUseIpv6: false,
+    iceInterfaceAddresses: { udp4: '127.0.0.1' },
+    codecs: { audio: [codec] },
+  });
+  const track = new MediaStreamTrack({ kind: 'audio' });
+  pc.addTransceiver(track, { direction: 'sendrecv' });
+  const ws = new WebSocket(wsUrl);
+  const call: BenchCall = { id, ws, pc, track, rtp: null, gwRtp: null, seq: 0, ts: 0, tSeq: 0, tTs: 0, toTrunk: [], toBrowser: [], sentB: 0, recvT: 0, sentT: 0, recvB: 0 };
+  calls.set(id, call);
+  pc.onTrack.subscribe((t) => t.onReceiveRtp.subscribe(() => {
+    if (!counting) return;
+    call.recvB++;
+    const sent = call.toBrowser.shift();
+    if (sent !== undefined) latTB.push(now() - sent);
+  }));
+  await new Promise<void>((resolve, reject) => { ws.once('open', () => resolve()); ws.once('error', reject); });
+  const next = () => new Promise<any>((resolve) => ws.once('message', (d) => resolve(JSON.parse(d.toString()))));
+  ws.send(JSON.stringify({ type: 'hello', version: 1 }));
+  const welcome = await next();
+  if (welcome.type !== 'welcome') throw new Error(`hello refused: ${JSON.stringify(welcome)}`);
+  await pc.setLocalDescription(await pc.createOffer());
+  await new Promise<void>((r) => { if (pc.iceGatheringState === 'complete') r(); else pc.iceGatheringStateChange.subscribe((s) => { if (s === 'complete') r(); }); });
+  const connected = new Promise<void>((r) => pc.connectionStateChange.subscribe((s) => { if (s === 'connected') r(); }));
+  ws.send(JSON.stringify({ type: 'call', to: '+15551230000', sdp: pc.localDescription!.sdp, headers: { 'X-Bench-Call': String(id) } }));
+  let msg = await next();
+  while (msg.type !== 'calling') {
+    if (msg.type === 'ended' || msg.type === 'error') throw new Error(`call ${id} refused: ${JSON.stringify(msg)}`);
+    msg = await next();
+  }
+  await pc.setRemoteDescription({ type: 'answer', sdp: msg.sdp });
+  await connected;
+  // Wait for the SIP side to be up too (the INVITE is answered at once).
+  while (!call.gwRtp) await new Promise((r) => setTimeout(r, 10));
+}
+
+/** Every 20 ms: one packet from each browser and one from the trunk, per call. */
+function startSending(): void {
+  let f = 0;
+  timer = setInterval(() => {
+    const payload = mode === 'transcode' ? frames[f++ % frames.length] : pcmu;
+    for (const c of calls.values()) {
+      c.seq = (c.seq + 1) & 0xffff;
+      c.ts = (c.ts + (mode === 'transcode' ? 960 : 160)) >>> 0;
+      c.track.writeRtp(new RtpPacket(new RtpHeader({ payloadType: mode === 'transcode' ? 111 : 0, sequenceNumber: c.seq, timestamp: c.ts, ssrc: 1000 + c.id }), payload));
+      c.toTrunk.push(now());
+      c.sentB++;
+      if (c.rtp && c.gwRtp) {
+        const b = Buffer.allocUnsafe(172);
+        b[0] = 0x80; b[1] = 0;
+        b.writeUInt16BE(c.tSeq = (c.tSeq + 1) & 0xffff, 2);
+        b.writeUInt32BE(c.tTs = (c.tTs + 160) >>> 0, 4);
+        b.writeUInt32BE(0x5000 + c.id, 8);
+        pcmu.copy(b, 12);
+        c.rtp.send(b, c.gwRtp.port, c.gwRtp.host);
+        c.toBrowser.push(now());
+        c.sentT++;
+      }
+    }
+  }, 20);
+}
+
+main().catch((err) => { console.error('load generator failed:', err); process.exit(1); });
