@@ -156,10 +156,14 @@ export class SipRtpLeg extends EventEmitter<SipLegEvents> {
     if (this.remote.rtcpMux && isRtcp(msg)) { this.onRtcpDatagram(msg, rinfo.address); return; }
     let plain: Buffer | null = msg;
     if (this.srtp) plain = this.srtp.unprotectRtp(msg);
-    const pkt = plain ? parseRtp(plain) : null;
+    if (!plain) return; // counted by the SRTP session (auth failure, replay, malformed)
+    const pkt = parseRtp(plain);
     if (!pkt) { this.dropped++; return; }
-    // Symmetric RTP (RFC 4961): once authentic media arrives from elsewhere (NAT), answer there.
-    if (!this.latched || this.dest!.address !== rinfo.address || this.dest!.port !== rinfo.port) {
+    // Symmetric RTP (RFC 4961): the first valid media tells where the far end really is (NAT),
+    // and we answer there. Latching happens once per signalled address: after that, packets from
+    // any other source are dropped, so a stranger cannot take the stream over by sending RTP.
+    if (this.latched && (this.dest!.address !== rinfo.address || this.dest!.port !== rinfo.port)) { this.dropped++; return; }
+    if (!this.latched) {
       if (this.dest && (this.dest.address !== rinfo.address || this.dest.port !== rinfo.port)) {
         this.opts.logger.info({ from: `${rinfo.address}:${rinfo.port}`, signalled: `${this.dest.address}:${this.dest.port}` }, 'RTP latched to the real source');
         this.dest = { address: rinfo.address, port: rinfo.port, rtcpPort: this.remote.rtcpMux ? rinfo.port : rinfo.port + 1 };
