@@ -1,7 +1,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import type { Logger } from 'pino';
-import { OptionsPing, SipUserAgent, type Registration, type SipTransportConfig } from './sip';
+import { DigestServer, OptionsPing, SipUserAgent, type Registration, type SipTransportConfig } from './sip';
 import { MediaEngine } from './media';
 import type { GatewayConfig } from './config';
 import { GatewayMetrics } from './observability/metrics';
@@ -110,6 +110,7 @@ export class Gateway {
       logger: log,
       maxCallsGlobal: c.limits.maxCallsGlobal,
       ringTimeoutMs: c.inbound.ringTimeoutSec * 1000,
+      inboundAuth: c.inbound.digest ? new DigestServer(c.inbound.digest.realm, (u) => c.inbound.digest!.users[u]) : undefined,
       hooks: {
         callStarted: (call) => this.metrics.callStarted(call.direction),
         callEnded: (call) => {

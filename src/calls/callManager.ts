@@ -1,5 +1,5 @@
 import type { Logger } from 'pino';
-import type { ServerInvite, SipUserAgent } from '../sip';
+import type { DigestServer, ServerInvite, SipUserAgent } from '../sip';
 import { parseSipOffer } from '../sdp';
 import { CallBase, type CallContext, type Identity } from './callBase';
 import type { EndCause } from './causes';
@@ -50,6 +50,8 @@ export class CallManager {
       logger: Logger;
       maxCallsGlobal: number;
       ringTimeoutMs: number;
+      /** Digest challenge for INVITEs from sources not in the trusted list (absent: 403). */
+      inboundAuth?: DigestServer;
       hooks?: CallHooks;
     },
   ) {
@@ -116,9 +118,21 @@ export class CallManager {
     const log = this.opts.logger.child({ sipCallId: inv.callId });
     if (this.draining) { inv.reject(503, 'Service Unavailable'); return; }
     if (!this.opts.routing.trustedSource(req.source.host)) {
-      log.warn({ source: req.source.host }, 'INVITE from an untrusted source refused');
-      inv.reject(403, 'Forbidden');
-      return;
+      // Unknown source: refused, unless digest credentials are configured for such peers.
+      const auth = this.opts.inboundAuth;
+      if (!auth) {
+        log.warn({ source: req.source.host }, 'INVITE from an untrusted source refused');
+        inv.reject(403, 'Forbidden');
+        return;
+      }
+      const verdict = auth.verify(req);
+      if (!verdict.ok) {
+        // 'missing' is the normal first round; anything else is worth a line in the log.
+        if (verdict.reason !== 'missing' && verdict.reason !== 'stale') log.warn({ source: req.source.host, reason: verdict.reason }, 'INVITE digest authentication failed');
+        inv.reject(401, 'Unauthorized', auth.challenges(verdict.reason === 'stale').map((c) => ['WWW-Authenticate', c] as [string, string]));
+        return;
+      }
+      log.info({ source: req.source.host, user: verdict.username }, 'INVITE authenticated by digest');
     }
     if (this.calls.size >= this.opts.maxCallsGlobal) { inv.reject(503, 'Service Unavailable'); return; }
     const offer = parseSipOffer(req.body);

@@ -110,7 +110,19 @@ export const ConfigSchema = z
       .strict()
       .prefault({}),
     inbound: z
-      .object({ didMap: z.record(z.string(), z.string()).default({}), routeByUserPart: z.boolean().default(true), ringTimeoutSec: z.number().min(5).default(45) })
+      .object({
+        didMap: z.record(z.string(), z.string()).default({}),
+        routeByUserPart: z.boolean().default(true),
+        ringTimeoutSec: z.number().min(5).default(45),
+        /** INVITEs from sources outside trunk.sourceCidrs are challenged (401) for these credentials instead of refused. */
+        digest: z
+          .object({
+            realm: z.string().min(1).default('webrtc-sip-gateway'),
+            users: z.record(z.string().min(1), z.string().min(8, 'expected a password of at least 8 characters')).refine((u) => Object.keys(u).length > 0, 'expected at least one user'),
+          })
+          .strict()
+          .optional(),
+      })
       .strict()
       .prefault({}),
     limits: z
@@ -144,4 +156,4 @@ export type GatewayConfig = Parsed & {
  * Keys whose values are secrets: never printed in errors, shown as "***" by redactConfig.
  * `*` matches any list index or key.
  */
-export const SECRET_PATHS = ['trunk.password', 'auth.hs256Secret', 'webrtc.turnServers.*.credential'];
+export const SECRET_PATHS = ['trunk.password', 'auth.hs256Secret', 'webrtc.turnServers.*.credential', 'inbound.digest.users'];

@@ -8,3 +8,4 @@ export type { Clock, Timers } from './transactions';
 export { redactSipTrace } from './trace';
 export { OptionsPing } from './optionsPing';
 export { DEFAULT_SESSION_TIMER, type SessionTimerSettings } from './sessionTimer';
+export { DigestServer, type DigestVerdict } from './digestServer';

@@ -1,0 +1,87 @@
+import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import { splitList, type SipRequest } from './message';
+
+/**
+ * Digest authentication as a server (RFC 3261 §22.4, RFC 8760): challenges requests from
+ * sources we do not otherwise trust and checks the answer. Nonces are stateless — a timestamp
+ * signed with a per-process secret — so nothing is stored per challenge; an expired nonce with
+ * a good signature is answered `stale=true` and the client retries without asking its user.
+ */
+export type DigestVerdict = { ok: true; username: string } | { ok: false; reason: 'missing' | 'stale' | 'bad-nonce' | 'unknown-user' | 'bad-response' | 'malformed' };
+
+export class DigestServer {
+  private readonly secret = randomBytes(32);
+
+  constructor(
+    readonly realm: string,
+    private readonly passwordFor: (username: string) => string | undefined,
+    private readonly nonceLifetimeMs = 5 * 60_000,
+  ) {}
+
+  /** A WWW-Authenticate value (SHA-256 first, MD5 for older peers, RFC 8760 §2.4). */
+  challenges(stale = false): string[] {
+    const nonce = this.newNonce();
+    const common = `realm="${this.realm}", nonce="${nonce}", qop="auth"${stale ? ', stale=true' : ''}`;
+    return [`Digest ${common}, algorithm=SHA-256`, `Digest ${common}, algorithm=MD5`];
+  }
+
+  verify(req: SipRequest, now = Date.now()): DigestVerdict {
+    const header = req.header('authorization');
+    if (!header) return { ok: false, reason: 'missing' };
+    const p = parseDigestParams(header);
+    if (!p || !p.username || !p.nonce || !p.response || p.uri === undefined) return { ok: false, reason: 'malformed' };
+    if (p.realm !== this.realm) return { ok: false, reason: 'malformed' };
+    const nonceAge = this.nonceAge(p.nonce, now);
+    if (nonceAge === null) return { ok: false, reason: 'bad-nonce' };
+    const password = this.passwordFor(p.username);
+    if (password === undefined) return { ok: false, reason: 'unknown-user' };
+    const alg = (p.algorithm ?? 'MD5').toUpperCase();
+    if (alg !== 'MD5' && alg !== 'SHA-256') return { ok: false, reason: 'malformed' };
+    const h = (s: string) => createHash(alg === 'MD5' ? 'md5' : 'sha256').update(s).digest('hex');
+    const ha1 = h(`${p.username}:${this.realm}:${password}`);
+    const ha2 = h(`${req.method}:${p.uri}`);
+    let expected: string;
+    if (p.qop) {
+      if (p.qop !== 'auth' || !p.nc || !p.cnonce) return { ok: false, reason: 'malformed' };
+      expected = h(`${ha1}:${p.nonce}:${p.nc}:${p.cnonce}:auth:${ha2}`);
+    } else {
+      expected = h(`${ha1}:${p.nonce}:${ha2}`);
+    }
+    const a = Buffer.from(expected);
+    const b = Buffer.from(p.response.toLowerCase());
+    if (a.length !== b.length || !timingSafeEqual(a, b)) return { ok: false, reason: 'bad-response' };
+    // Correct credentials on an old nonce: ask again with stale=true (no new password needed).
+    if (nonceAge > this.nonceLifetimeMs) return { ok: false, reason: 'stale' };
+    return { ok: true, username: p.username };
+  }
+
+  private newNonce(now = Date.now()): string {
+    const ts = now.toString(36);
+    return `${ts}.${createHmac('sha256', this.secret).update(ts).digest('base64url').slice(0, 22)}`;
+  }
+
+  /** Milliseconds since a nonce of ours was made; null when it is not ours. */
+  private nonceAge(nonce: string, now: number): number | null {
+    const [ts, sig] = nonce.split('.');
+    if (!ts || !sig) return null;
+    const good = createHmac('sha256', this.secret).update(ts).digest('base64url').slice(0, 22);
+    if (sig.length !== good.length || !timingSafeEqual(Buffer.from(sig), Buffer.from(good))) return null;
+    const t = parseInt(ts, 36);
+    return Number.isFinite(t) ? now - t : null;
+  }
+}
+
+/** `Digest a="b", c=d` → { a: 'b', c: 'd' } (names lower-cased); null if not Digest. */
+export function parseDigestParams(value: string): Record<string, string> | null {
+  const m = /^\s*Digest\s+(.*)$/is.exec(value);
+  if (!m) return null;
+  const out: Record<string, string> = {};
+  for (const part of splitList(m[1])) {
+    const eq = part.indexOf('=');
+    if (eq < 0) continue;
+    let v = part.slice(eq + 1).trim();
+    if (v.startsWith('"') && v.endsWith('"')) v = v.slice(1, -1).replace(/\\(.)/g, '$1');
+    out[part.slice(0, eq).trim().toLowerCase()] = v;
+  }
+  return out;
+}

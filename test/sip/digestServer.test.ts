@@ -1,0 +1,41 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { DigestServer } from '../../src/sip/digestServer';
+import { DigestClient, pickChallenge } from '../../src/sip/digest';
+import { SipRequest } from '../../src/sip/message';
+
+const server = new DigestServer('gw.example', (u) => ({ pbx: 's3cret' } as Record<string, string>)[u], 60_000);
+
+function answered(challenge: string[], user: string, password: string, uri = 'sip:support@gw.example'): SipRequest {
+  const req = new SipRequest('INVITE', uri);
+  const auth = new DigestClient(pickChallenge(challenge)!, user, password).authorization('INVITE', uri);
+  req.addHeader('Authorization', auth);
+  return req;
+}
+
+test('our own digest client passes the server with SHA-256 and with MD5', () => {
+  assert.deepEqual(server.verify(answered(server.challenges(), 'pbx', 's3cret')), { ok: true, username: 'pbx' });
+  const md5Only = server.challenges().filter((c) => c.includes('MD5'));
+  const req = answered(md5Only, 'pbx', 's3cret');
+  assert.match(req.header('authorization')!, /algorithm=MD5/);
+  assert.deepEqual(server.verify(req), { ok: true, username: 'pbx' });
+});
+
+test('wrong password, unknown user, missing header, forged nonce and a wrong realm are refused', () => {
+  assert.deepEqual(server.verify(answered(server.challenges(), 'pbx', 'guess')), { ok: false, reason: 'bad-response' });
+  assert.deepEqual(server.verify(answered(server.challenges(), 'mallory', 's3cret')), { ok: false, reason: 'unknown-user' });
+  assert.deepEqual(server.verify(new SipRequest('INVITE', 'sip:x@y')), { ok: false, reason: 'missing' });
+  const forged = server.challenges().map((c) => c.replace(/nonce="[^"]+"/, 'nonce="lq0abc.AAAAAAAAAAAAAAAAAAAAAA"'));
+  assert.deepEqual(server.verify(answered(forged, 'pbx', 's3cret')), { ok: false, reason: 'bad-nonce' });
+  const otherRealm = server.challenges().map((c) => c.replace('realm="gw.example"', 'realm="elsewhere"'));
+  assert.deepEqual(server.verify(answered(otherRealm, 'pbx', 's3cret')), { ok: false, reason: 'malformed' });
+  const req = new SipRequest('INVITE', 'sip:x@y');
+  req.addHeader('Authorization', 'Digest username="pbx"');
+  assert.deepEqual(server.verify(req), { ok: false, reason: 'malformed' });
+});
+
+test('a good answer on an expired nonce is stale, and the stale challenge says so', () => {
+  const req = answered(server.challenges(), 'pbx', 's3cret');
+  assert.deepEqual(server.verify(req, Date.now() + 61_000), { ok: false, reason: 'stale' });
+  assert.ok(server.challenges(true).every((c) => c.includes('stale=true')));
+});
