@@ -13,6 +13,7 @@ import { HttpServer, sendJson } from './http/httpServer';
 import { SignalingServer } from './signaling/signalingServer';
 import { DemoEndpoint } from './demo/demoEndpoint';
 import { buildRouting } from './routing';
+import { UserRegistrations } from './userRegistrations';
 import { buildAuthenticator, buildEdgeGuards } from './edgeSetup';
 
 export type GatewayState = 'created' | 'starting' | 'running' | 'draining' | 'stopped';
@@ -28,6 +29,7 @@ export class Gateway {
   private media: MediaEngine | null = null;
   private demo: DemoEndpoint | null = null;
   private trunkPing: OptionsPing | null = null;
+  private userRegistrations: UserRegistrations | null = null;
   private http: HttpServer | null = null;
   private signaling: SignalingServer | null = null;
   private manager: CallManager | null = null;
@@ -125,6 +127,7 @@ export class Gateway {
         },
       },
     });
+    if (c.inbound.registerUsers) this.userRegistrations = new UserRegistrations(this.ua, c.inbound.registerUsers, log.child({ component: 'user-registrations' }));
     signaling = new SignalingServer(this.http.server, {
       manager: this.manager,
       authenticate: buildAuthenticator(c),
@@ -137,6 +140,11 @@ export class Gateway {
       connectAttempt: guards.connectAttempt,
       callAttempt: guards.callAttempt,
       onConnectionChange: (n) => this.metrics.wsConnections(n),
+      onUserPresence: (user, online) => {
+        if (!this.userRegistrations) return;
+        if (online) this.userRegistrations.online(user);
+        else this.userRegistrations.offline(user);
+      },
     });
     this.signaling = signaling;
     this.addRoutes(this.http, signaling);
@@ -212,6 +220,7 @@ export class Gateway {
 
   private async stopParts(): Promise<void> {
     this.trunkPing?.stop();
+    await this.userRegistrations?.stopAll();
     await Promise.all(this.registrations.map((r) => r.stop().catch(() => undefined)));
     await this.signaling?.close().catch(() => undefined);
     await this.http?.close().catch(() => undefined);

@@ -114,6 +114,16 @@ export const ConfigSchema = z
         didMap: z.record(z.string(), z.string()).default({}),
         routeByUserPart: z.boolean().default(true),
         ringTimeoutSec: z.number().min(5).default(45),
+        /** While a user has a tab open, REGISTER sip:<user>@<domain> at this registrar (calls to them reach us). */
+        registerUsers: z
+          .object({
+            registrar: z.string({ error: 'expected a SIP URI such as sip:pbx.example.com' }).regex(/^sips?:[^\s]+$/, 'expected a SIP URI such as sip:pbx.example.com'),
+            domain: z.string().min(1, 'expected the domain of the users\' addresses of record'),
+            expiresSec: z.number().int().min(60).max(86400).default(300),
+            password: z.string().min(1).optional(),
+          })
+          .strict()
+          .optional(),
         /** INVITEs from sources outside trunk.sourceCidrs are challenged (401) for these credentials instead of refused. */
         digest: z
           .object({
@@ -156,4 +166,4 @@ export type GatewayConfig = Parsed & {
  * Keys whose values are secrets: never printed in errors, shown as "***" by redactConfig.
  * `*` matches any list index or key.
  */
-export const SECRET_PATHS = ['trunk.password', 'auth.hs256Secret', 'webrtc.turnServers.*.credential', 'inbound.digest.users'];
+export const SECRET_PATHS = ['trunk.password', 'auth.hs256Secret', 'webrtc.turnServers.*.credential', 'inbound.digest.users', 'inbound.registerUsers.password'];

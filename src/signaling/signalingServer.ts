@@ -22,6 +22,8 @@ export interface SignalingOptions {
   callAttempt(identity: string): number;
   /** Connection counters for /metrics. */
   onConnectionChange?(open: number): void;
+  /** A user's first tab became ready (true) or their last tab went away (false). */
+  onUserPresence?(user: string, online: boolean): void;
 }
 
 /**
@@ -89,7 +91,10 @@ export class SignalingServer implements UserDirectory {
       onReady: (s) => {
         const user = s.identity!.id;
         let set = this.byUser.get(user);
-        if (!set) this.byUser.set(user, (set = new Set()));
+        if (!set) {
+          this.byUser.set(user, (set = new Set()));
+          this.opts.onUserPresence?.(user, true);
+        }
         set.add(s);
       },
       onClosed: (s) => {
@@ -98,7 +103,10 @@ export class SignalingServer implements UserDirectory {
         if (user) {
           const set = this.byUser.get(user);
           set?.delete(s);
-          if (set && set.size === 0) this.byUser.delete(user);
+          if (set && set.size === 0) {
+            this.byUser.delete(user);
+            this.opts.onUserPresence?.(user, false);
+          }
         }
         this.opts.onConnectionChange?.(this.sessions.size);
       },
