@@ -204,6 +204,7 @@ export abstract class CallBase extends EventEmitter<CallEvents> {
       if (!srtp) return 'far end SRTP crypto suites are not supported';
     }
     if (!srtp && this.ctx.srtp === 'mandatory') return 'SRTP is mandatory but the far end answered plain RTP';
+    if (!srtp && /SAVP/i.test(desc.profile)) return `the far end requires SRTP (${desc.profile}) and trunk.srtp is off`;
     this.activeSrtp = srtp ?? null;
     this.heldRemotely = desc.direction === 'sendonly' || desc.direction === 'inactive';
     this.sipLeg.setRemote({

@@ -6,6 +6,7 @@ import type { RtpPacketView } from './rtp';
 import type { SipRtpLeg } from './sipRtpLeg';
 import { estimateMos, ReceiveStats, type LegStats } from './stats';
 import { DtmfReceiver } from './dtmf';
+import { ReorderBuffer } from './reorder';
 
 /** The browser side as the media engine sees it: implemented by src/webrtc's BrowserLeg. */
 export interface BrowserMediaPort {
@@ -64,6 +65,8 @@ export class MediaBridge extends EventEmitter<BridgeEvents> {
   private sent = { packets: 0, bytes: 0 };
   private received = { packets: 0, bytes: 0 };
   private closed = false;
+  /** Trunk packets put back in order (no delay when they already are) before they reach the browser. */
+  private readonly sipReorder = new ReorderBuffer((pkt, lostBefore) => this.fromSip(pkt, lostBefore));
 
   constructor(private readonly browser: BrowserMediaPort, private readonly sip: SipRtpLeg, private readonly opts: { callId: string; logger: Logger }) {
     super();
@@ -86,7 +89,7 @@ export class MediaBridge extends EventEmitter<BridgeEvents> {
       this.sip.sendDtmf(digit, 100);
     }, 48000);
     this.unsubscribe = browser.onRtp((pkt) => this.fromBrowser(pkt));
-    sip.on('audio', (pkt) => this.fromSip(pkt));
+    sip.on('audio', (pkt) => this.sipReorder.push(pkt));
     sip.on('dtmf', (ev) => this.emit('dtmf', { digit: ev.digit, from: 'sip' }));
     opts.logger.debug({ mode: this.mode, sipCodec, browserCodec: browser.sendCodec }, 'media bridge up');
   }
@@ -147,16 +150,33 @@ export class MediaBridge extends EventEmitter<BridgeEvents> {
 
   // ------------------------------------------------------------ SIP → browser
 
-  private fromSip(pkt: RtpPacketView): void {
+  private fromSip(pkt: RtpPacketView, lostBefore = 0): void {
     if (this.closed) return;
     if (this.toneTimer) this.setBrowserTone('none'); // real early media replaces our ringback
     if (this.holdLocal) return;
+    const lost = Math.min(lostBefore, 10);
     if (this.mode === 'passthrough') {
-      this.sendToBrowser(pkt.payload, this.browserClock === 8000 ? pkt.payload.length : 960, pkt.marker);
+      const step = this.browserClock === 8000 ? pkt.payload.length : 960;
+      // Leave the gap in our numbering too, so the browser's jitter buffer conceals it.
+      this.outSeq = (this.outSeq + lost) & 0xffff;
+      this.outTs = (this.outTs + lost * step) >>> 0;
+      this.sendToBrowser(pkt.payload, step, pkt.marker);
       return;
     }
+    // Transcoding: fill lost trunk packets with silence so the timeline stays exact.
+    for (let i = 0; i < lost; i++) this.transcodeToBrowser(this.silence(pkt.payload.length));
+    this.transcodeToBrowser(pkt.payload);
+  }
+
+  private silenceFrame: Buffer | null = null;
+  private silence(bytes: number): Buffer {
+    if (!this.silenceFrame || this.silenceFrame.length !== bytes) this.silenceFrame = Buffer.alloc(bytes, this.toBrowser!.law === 'pcma' ? 0xd5 : 0xff);
+    return this.silenceFrame;
+  }
+
+  private transcodeToBrowser(g711: Buffer): void {
     const t0 = process.hrtime.bigint();
-    const pcm = this.toBrowser!.decodeG711(pkt.payload);
+    const pcm = this.toBrowser!.decodeG711(g711);
     // Re-frame to 20 ms: the browser's Opus stream always carries 20 ms frames.
     let off = 0;
     while (off < pcm.length) {
@@ -237,6 +257,7 @@ export class MediaBridge extends EventEmitter<BridgeEvents> {
     if (this.closed) return;
     this.closed = true;
     this.setBrowserTone('none');
+    this.sipReorder.close();
     this.unsubscribe();
     this.toSip?.close();
     this.toBrowser?.close();

@@ -1,0 +1,51 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { ReorderBuffer } from '../../src/media/reorder';
+import type { RtpPacketView } from '../../src/media/rtp';
+
+const pkt = (seq: number, ssrc = 1): RtpPacketView => ({ payloadType: 0, sequenceNumber: seq & 0xffff, timestamp: seq * 160, marker: false, ssrc, payload: Buffer.alloc(0) });
+
+function harness(depth = 3, waitMs = 40) {
+  const out: Array<[number, number]> = [];
+  const rb = new ReorderBuffer((p, lost) => out.push([p.sequenceNumber, lost]), depth, waitMs);
+  return { rb, out };
+}
+
+test('in-order packets pass at once, across the 16-bit wrap', () => {
+  const { rb, out } = harness();
+  for (const s of [65533, 65534, 65535, 0, 1]) { rb.push(pkt(s)); assert.equal(out[out.length - 1][0], s & 0xffff, 'delivered synchronously'); }
+  assert.deepEqual(out.map((o) => o[1]), [0, 0, 0, 0, 0]);
+  rb.close();
+});
+
+test('a swapped pair is put back in order; duplicates and late packets are dropped', () => {
+  const { rb, out } = harness();
+  for (const s of [10, 12, 11, 11, 12, 9, 13]) rb.push(pkt(s));
+  assert.deepEqual(out, [[10, 0], [11, 0], [12, 0], [13, 0]]);
+  assert.equal(rb.dropped, 3);
+  rb.close();
+});
+
+test('a lost packet is given up after depth packets, counted before the next one', () => {
+  const { rb, out } = harness(2, 1000);
+  for (const s of [1, 3, 4, 5]) rb.push(pkt(s));
+  assert.deepEqual(out, [[1, 0], [3, 1], [4, 0], [5, 0]]);
+  assert.equal(rb.lost, 1);
+  rb.close();
+});
+
+test('a lost packet is given up after maxWaitMs when nothing else comes', async () => {
+  const { rb, out } = harness(3, 30);
+  rb.push(pkt(1)); rb.push(pkt(3));
+  assert.deepEqual(out, [[1, 0]]);
+  await new Promise((r) => setTimeout(r, 60));
+  assert.deepEqual(out, [[1, 0], [3, 1]]);
+  rb.close();
+});
+
+test('a new SSRC or a big jump resynchronises instead of waiting', () => {
+  const { rb, out } = harness();
+  rb.push(pkt(100)); rb.push(pkt(5000)); rb.push(pkt(7, 2)); rb.push(pkt(8, 2));
+  assert.deepEqual(out, [[100, 0], [5000, 0], [7, 0], [8, 0]]);
+  rb.close();
+});
