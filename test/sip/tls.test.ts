@@ -1,0 +1,64 @@
+import { before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import pino from 'pino';
+import { SipUserAgent, type Dialog, type ServerInvite } from '../../src/sip';
+
+/**
+ * SIP over TLS between two user agents, with the certificate made by certs/make-self-signed.sh:
+ * a call set up and torn down over one verified TLS connection, and a client that does not
+ * trust the certificate refusing to talk.
+ */
+const logger = pino({ level: 'silent' });
+const SDP = 'v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n';
+let cert = '';
+let key = '';
+
+before(() => {
+  const dir = mkdtempSync(join(tmpdir(), 'sip-tls-'));
+  execFileSync('bash', [join(__dirname, '../../certs/make-self-signed.sh'), dir], { stdio: 'ignore' });
+  cert = readFileSync(join(dir, 'server.cert.pem'), 'utf8');
+  key = readFileSync(join(dir, 'server.key.pem'), 'utf8');
+});
+
+test('INVITE, 200, ACK and BYE over TLS with the server certificate verified', async () => {
+  const server = new SipUserAgent({ transports: [{ protocol: 'tls', host: '127.0.0.1', port: 0, tls: { cert, key } }], logger });
+  const client = new SipUserAgent({ transports: [{ protocol: 'tls', host: '127.0.0.1', port: 0, tls: { cert, key, ca: cert } }], logger });
+  await server.start(); await client.start();
+  try {
+    const port = server.boundAddresses[0].port;
+    const answered = new Promise<Dialog>((resolve) => server.once('invite', (inv: ServerInvite) => {
+      assert.equal(inv.request.source.protocol, 'tls');
+      resolve(inv.accept(SDP));
+    }));
+    const inv = client.invite({ requestUri: `sip:svc@127.0.0.1:${port};transport=tls`, from: { uri: 'sip:gw@127.0.0.1' }, sdp: SDP });
+    const [res, dialog] = await new Promise<[any, Dialog]>((resolve, reject) => { inv.once('accepted', (r, d) => resolve([r, d])); inv.once('failed', reject); });
+    assert.equal(res.status, 200);
+    assert.match(res.header('contact'), /transport=tls/);
+    const serverDialog = await answered;
+    const ended = new Promise<string>((r) => serverDialog.once('terminated', r));
+    await dialog.bye();
+    assert.equal(await ended, 'bye');
+  } finally {
+    await client.stop(); await server.stop();
+  }
+});
+
+test('a client that does not trust the certificate does not send the INVITE', async () => {
+  const server = new SipUserAgent({ transports: [{ protocol: 'tls', host: '127.0.0.1', port: 0, tls: { cert, key } }], logger });
+  const client = new SipUserAgent({ transports: [{ protocol: 'tls', host: '127.0.0.1', port: 0, tls: { cert, key } }], logger, timers: { T1: 30 } });
+  await server.start(); await client.start();
+  let invites = 0;
+  server.on('invite', () => invites++);
+  try {
+    const inv = client.invite({ requestUri: `sip:svc@127.0.0.1:${server.boundAddresses[0].port};transport=tls`, from: { uri: 'sip:gw@127.0.0.1' }, sdp: SDP });
+    const err = await new Promise<Error>((resolve) => inv.once('failed', resolve));
+    assert.match(err.message, /Timer B|transport/i);
+    assert.equal(invites, 0);
+  } finally {
+    await client.stop(); await server.stop();
+  }
+});
