@@ -23,11 +23,19 @@ const CANONICAL: Record<string, string> = {
 /** Headers whose values may be comma-separated lists (RFC 3261 §7.3.1). */
 const LIST_HEADERS = new Set(['via', 'route', 'record-route', 'contact', 'allow', 'supported', 'require', 'accept', 'proxy-require', 'unsupported']);
 
+/** Names seen so far → canonical form (bounded: peers can send any header names). */
+const canonicalCache = new Map<string, string>();
+
 export function canonicalHeaderName(name: string): string {
+  const cached = canonicalCache.get(name);
+  if (cached !== undefined) return cached;
   const lower = name.toLowerCase();
-  if (lower.length === 1 && COMPACT[lower]) return COMPACT[lower];
-  if (CANONICAL[lower]) return CANONICAL[lower];
-  return lower.replace(/(^|-)([a-z])/g, (_m, d: string, c: string) => d + c.toUpperCase());
+  let out: string;
+  if (lower.length === 1 && COMPACT[lower]) out = COMPACT[lower];
+  else if (CANONICAL[lower]) out = CANONICAL[lower];
+  else out = lower.replace(/(^|-)([a-z])/g, (_m, d: string, c: string) => d + c.toUpperCase());
+  if (canonicalCache.size < 2048) canonicalCache.set(name, out);
+  return out;
 }
 
 export interface SipSource { protocol: 'udp' | 'tcp' | 'tls'; host: string; port: number }
@@ -37,16 +45,18 @@ abstract class SipMessage {
   headerList: Array<[string, string]> = [];
   body = '';
 
+  // Every stored name is canonical (parse, addHeader and setHeader make it so), and names that
+  // are equal ignoring case have one canonical form: plain comparison is enough.
   header(name: string): string | undefined {
-    const n = canonicalHeaderName(name).toLowerCase();
-    for (const [k, v] of this.headerList) if (k.toLowerCase() === n) return v;
+    const n = canonicalHeaderName(name);
+    for (const [k, v] of this.headerList) if (k === n) return v;
     return undefined;
   }
 
   headers(name: string): string[] {
-    const n = canonicalHeaderName(name).toLowerCase();
+    const n = canonicalHeaderName(name);
     const out: string[] = [];
-    for (const [k, v] of this.headerList) if (k.toLowerCase() === n) out.push(v);
+    for (const [k, v] of this.headerList) if (k === n) out.push(v);
     return out;
   }
 
@@ -64,8 +74,8 @@ abstract class SipMessage {
   }
 
   removeHeader(name: string): this {
-    const n = canonicalHeaderName(name).toLowerCase();
-    this.headerList = this.headerList.filter(([k]) => k.toLowerCase() !== n);
+    const n = canonicalHeaderName(name);
+    this.headerList = this.headerList.filter(([k]) => k !== n);
     return this;
   }
 
