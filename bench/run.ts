@@ -6,6 +6,8 @@ import os from 'node:os';
 import { micro } from './micro';
 import { mediaLoad, type MediaLoadResult } from './mediaLoad';
 import { sipLoad, sippAvailable } from './sipLoad';
+import { browserSetup } from './browserSetup';
+import { existsSync } from 'node:fs';
 
 const fmt = (n: number, d = 1) => n.toLocaleString('en-US', { maximumFractionDigits: d, minimumFractionDigits: d });
 
@@ -51,6 +53,23 @@ async function main(): Promise<void> {
     }
   }
   figures.sipSetups = sip;
+
+  console.log('\n## Browser call setup (Chromium and a ws client against a gateway in this process)\n');
+  if (!existsSync(process.env.CHROMIUM_PATH ?? '/usr/bin/chromium')) {
+    console.log('skipped: Chromium is not installed (apt-get install chromium)');
+  } else {
+    const b = await browserSetup({ quick });
+    const ms = (l: { p50Ms: number; p99Ms: number }) => `${fmt(l.p50Ms)} / ${fmt(l.p99Ms)} ms`;
+    console.log('| what | p50 / p99 |\n|---|---:|');
+    console.log(`| WebSocket \`call\` sent → INVITE on the wire (${b.wsCallToInvite.samples} calls) | ${ms(b.wsCallToInvite)} |`);
+    console.log(`| browser offer sent → gateway answer received | ${ms(b.offerToAnswer)} |`);
+    console.log(`| Chromium: answer applied → connected (ICE + DTLS) | ${ms(b.chromiumConnect.answerAppliedToConnected)} |`);
+    console.log(`| Chromium: click → connected (microphone, offer, signaling, ICE, DTLS) | ${ms(b.chromiumConnect.clickToConnected)} |`);
+    const c = b.concurrent;
+    console.log(`\n${c.pages} pages in ${c.browsers} Chromium processes clicked call at once: ${c.connected} connected, ${c.failed} failed; trigger → last connected ${fmt(c.triggerToLastConnectedMs, 0)} ms (p50 ${fmt(c.triggerToConnectedP50Ms, 0)} ms); this process waited ${fmt(c.mainThreadRunqueueWaitMs, 0)} ms for a CPU meanwhile (the browsers share the gateway's cores here).`);
+    console.log(`Memory with ${b.memory.calls} calls up: ${fmt(b.memory.rssPerCallMB, 2)} MB RSS and ${fmt(b.memory.heapUsedPerCallMB, 2)} MB heap per call.`);
+    figures.browserSetup = b;
+  }
   // One machine-readable line with every figure, for tracking over time.
   console.log(`\n${JSON.stringify({ bench: 'webrtc-sip-gateway', at: new Date().toISOString(), node: process.version, cpus: os.cpus().length, ...figures })}`);
 }

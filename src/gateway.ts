@@ -14,6 +14,7 @@ import { SignalingServer } from './signaling/signalingServer';
 import { DemoEndpoint } from './demo/demoEndpoint';
 import { buildRouting } from './routing';
 import { UserRegistrations } from './userRegistrations';
+import { IcePortPool } from './webrtc/icePortPool';
 import { buildAuthenticator, buildEdgeGuards } from './edgeSetup';
 
 export type GatewayState = 'created' | 'starting' | 'running' | 'draining' | 'stopped';
@@ -90,6 +91,7 @@ export class Gateway {
         bindAddress: c.webrtc.bindAddress ?? c.webrtc.hostAddresses[0],
         announcedAddresses: c.webrtc.advertisedAddress ? [c.webrtc.advertisedAddress] : c.webrtc.hostAddresses,
         portRange: c.webrtc.portRange,
+        portPool: new IcePortPool(c.webrtc.portRange),
       },
       srtp: c.trunk?.srtp ?? 'off',
       sipCodecs: c.trunk?.codecs ?? ['PCMU', 'PCMA'],

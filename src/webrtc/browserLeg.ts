@@ -1,5 +1,6 @@
 import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
+import { IcePortPool } from './icePortPool';
 import {
   MediaStreamTrack,
   RTCPeerConnection,
@@ -29,6 +30,8 @@ export interface BrowserIceConfig {
   /** Addresses announced as host candidates (the public address when behind 1:1 NAT). */
   announcedAddresses: string[];
   portRange: [number, number];
+  /** When given, each connection gets one port from it (see IcePortPool for why). */
+  portPool?: IcePortPool;
 }
 
 export type BrowserLegState = 'new' | 'connecting' | 'connected' | 'failed' | 'closed';
@@ -60,6 +63,7 @@ export class BrowserLeg extends EventEmitter<BrowserLegEvents> implements Browse
   private readonly rtpListeners = new Set<(pkt: RtpPacketView) => void>();
   private readonly subscriptions: Array<{ unSubscribe(): void }> = [];
   private connectTimer: NodeJS.Timeout | null = null;
+  private readonly icePort: number | null;
 
   constructor(
     private readonly opts: {
@@ -72,6 +76,7 @@ export class BrowserLeg extends EventEmitter<BrowserLegEvents> implements Browse
     },
   ) {
     super();
+    this.icePort = opts.ice.portPool ? opts.ice.portPool.take() : null;
     const audioCodecs = [
       useOPUS(),
       usePCMU(),
@@ -86,7 +91,7 @@ export class BrowserLeg extends EventEmitter<BrowserLegEvents> implements Browse
       iceUseIpv6: false,
       iceAdditionalHostAddresses: opts.ice.announcedAddresses,
       iceInterfaceAddresses: { udp4: opts.ice.bindAddress },
-      icePortRange: opts.ice.portRange,
+      icePortRange: this.icePort !== null ? IcePortPool.rangeFor(this.icePort) : opts.ice.portRange,
       codecs: { audio: audioCodecs },
     });
     this.subscriptions.push(
@@ -167,6 +172,8 @@ export class BrowserLeg extends EventEmitter<BrowserLegEvents> implements Browse
     if (this.state === 'closed') return;
     const wasFailed = this.state === 'failed';
     this.state = 'closed';
+    // Released only once werift has closed its socket, so the next connection can bind it.
+    const release = () => { if (this.icePort !== null) this.opts.ice.portPool?.release(this.icePort); };
     if (this.connectTimer) clearTimeout(this.connectTimer);
     this.connectTimer = null;
     this.rtpListeners.clear();
@@ -176,6 +183,8 @@ export class BrowserLeg extends EventEmitter<BrowserLegEvents> implements Browse
       await this.pc.close();
     } catch (err) {
       this.opts.logger.warn({ err, wasFailed }, 'browser peer connection close failed');
+    } finally {
+      release();
     }
     this.emit('closed');
   }
