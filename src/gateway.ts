@@ -92,6 +92,7 @@ export class Gateway {
         announcedAddresses: c.webrtc.advertisedAddress ? [c.webrtc.advertisedAddress] : c.webrtc.hostAddresses,
         portRange: c.webrtc.portRange,
         portPool: new IcePortPool(c.webrtc.portRange),
+        connectTimeoutMs: c.webrtc.connectTimeoutSec * 1000,
       },
       srtp: c.trunk?.srtp ?? 'off',
       sipCodecs: c.trunk?.codecs ?? ['PCMU', 'PCMA'],

@@ -253,6 +253,7 @@ export abstract class CallBase extends EventEmitter<CallEvents> {
       reply(488);
       return;
     }
+    this.remoteReoffered(desc);
     const held = this.heldRemotely;
     this.bridge?.setHold(this.heldLocally, held);
     const answerDir = held ? (desc.direction === 'inactive' ? 'inactive' : 'recvonly') : this.heldLocally ? 'sendonly' : 'sendrecv';
@@ -261,6 +262,9 @@ export abstract class CallBase extends EventEmitter<CallEvents> {
   }
 
   /** Our current SDP toward the SIP side with a given direction (for re-INVITEs). */
+  /** A far-end re-offer was accepted: answers from now on mirror it (RFC 3264 §8). */
+  protected remoteReoffered(_desc: SipMediaDescription): void {}
+
   protected abstract currentLocalSdp(direction: 'sendrecv' | 'sendonly' | 'recvonly' | 'inactive'): string;
 
   /** Browser asked to hold or resume the far end: re-INVITE with a=sendonly / a=sendrecv. */

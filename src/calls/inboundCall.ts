@@ -34,7 +34,7 @@ export class InboundCall extends CallBase {
     readonly user: string,
     ctx: CallContext,
     private readonly invite: ServerInvite,
-    private readonly remoteOffer: SipMediaDescription,
+    private remoteOffer: SipMediaDescription,
     private readonly ringTimeoutMs: number,
   ) {
     super('inbound', from, to, { id: user }, ctx, 'ringing');
@@ -158,6 +158,10 @@ export class InboundCall extends CallBase {
   /** Tabs that were offered the call (to tell them how it ended). */
   targets(): RingTarget[] {
     return [...this.forks.values()].map((f) => f.target);
+  }
+
+  protected override remoteReoffered(desc: SipMediaDescription): void {
+    this.remoteOffer = desc;
   }
 
   protected currentLocalSdp(direction: 'sendrecv' | 'sendonly' | 'recvonly' | 'inactive'): string {

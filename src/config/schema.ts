@@ -81,6 +81,8 @@ export const ConfigSchema = z
         advertisedAddress: host.optional(),
         portRange: portRange.default([40000, 40999]),
         preferPcmu: z.boolean().default(false),
+        /** A browser whose ICE/DTLS has not connected after this long is given up (call ends ice-failed). */
+        connectTimeoutSec: z.number().min(2, 'expected at least 2 seconds').max(120).default(15),
         stunServers: z.array(stunUri).default([]),
         turnServers: z
           .array(z.object({ urls: z.union([iceUri, z.array(iceUri).min(1)], { error: 'expected a TURN URI or a list of them' }), username: z.string().optional(), credential: z.string().optional() }).strict())

@@ -32,6 +32,8 @@ export interface BrowserIceConfig {
   portRange: [number, number];
   /** When given, each connection gets one port from it (see IcePortPool for why). */
   portPool?: IcePortPool;
+  /** Give up when ICE/DTLS has not connected after this long (default 15 s). */
+  connectTimeoutMs?: number;
 }
 
 export type BrowserLegState = 'new' | 'connecting' | 'connected' | 'failed' | 'closed';
@@ -192,7 +194,7 @@ export class BrowserLeg extends EventEmitter<BrowserLegEvents> implements Browse
   private startConnecting(): void {
     this.readNegotiatedCodecs();
     if (this.state === 'new') this.state = 'connecting';
-    const ms = this.opts.connectTimeoutMs ?? 15000;
+    const ms = this.opts.connectTimeoutMs ?? this.opts.ice.connectTimeoutMs ?? 15000;
     this.connectTimer = setTimeout(() => {
       this.connectTimer = null;
       if (this.state === 'connecting') this.fail(`ICE/DTLS did not connect within ${ms} ms`);

@@ -107,9 +107,8 @@ test('closing the tab mid-call sends BYE to the trunk within 5 s', async () => {
 });
 
 test('cancel before answer: the ringing trunk sees the call go away and the page shows ended', async () => {
-  // Route this number to the manual-answer baresip via a second gateway? No: use a trunk-side
-  // redirect by dialling the manual instance through the demo-style direct URI is not possible;
-  // instead start a gateway whose trunk is the manual instance.
+  // The auto-answering trunk would answer at once: this test needs one that only rings, so it
+  // runs a second gateway whose trunk is the manual-answer baresip.
   const gw2 = await startGateway(BASE + 500, {
     trunk: { uri: `sip:127.0.0.1:${BASE + 13}`, codecs: ['PCMU'] },
     demo: { enabled: true, sipPort: BASE + 502 },
@@ -131,7 +130,7 @@ test('cancel before answer: the ringing trunk sees the call go away and the page
   }
 });
 
-test('inbound: baresip calls the browser user; the page rings, answers and hears the trunk', async () => {
+test('inbound: baresip calls the browser user; the page rings, answers, hears the trunk, and follows the far end\'s hold/resume', async () => {
   const page = await openPhone(browser, gw.url);
   const identity = await page.evaluate(() => (window as any).__gw.client.identity as string);
   await trunk.ctl('dial', `sip:${identity}@127.0.0.1:${gw.sipPort}`);
@@ -140,6 +139,20 @@ test('inbound: baresip calls the browser user; the page rings, answers and hears
   await page.getByTestId('call-status').filter({ hasText: 'answered' }).waitFor({ timeout: 10000 });
   const heard = await remotePeakHz(page);
   assert.ok(Math.abs(heard.peakHz - 1000) < 30, `inbound audio: ${heard.peakHz} Hz`);
+
+  // The far end puts the call on hold and takes it back with re-INVITEs; our answers mirror them.
+  await page.evaluate(() => {
+    const w = window as any;
+    w.__holdEvents = [];
+    w.__gw.currentCall.on('held', (by: string) => w.__holdEvents.push(`held:${by}`));
+    w.__gw.currentCall.on('resumed', (by: string) => w.__holdEvents.push(`resumed:${by}`));
+  });
+  await trunk.ctl('hold');
+  await page.waitForFunction(() => (window as any).__holdEvents.includes('held:remote'), undefined, { timeout: 5000 });
+  await trunk.ctl('resume');
+  await page.waitForFunction(() => (window as any).__holdEvents.includes('resumed:remote'), undefined, { timeout: 5000 });
+  const after = await remotePeakHz(page);
+  assert.ok(Math.abs(after.peakHz - 1000) < 30, `audio after the far end resumed: ${after.peakHz} Hz`);
   await page.getByTestId('hangup-button').click();
   await page.getByTestId('call-status').filter({ hasText: 'ended' }).waitFor({ timeout: 5000 });
   await page.close();
