@@ -60,7 +60,9 @@ test('latching: media from a NATed port is answered there; a stranger cannot tak
   await sleep(50);
   assert.equal(stranger.got.length, 0, 'no audio to the stranger');
   assert.equal(real.got.length, 2);
-  assert.equal(leg.stats().dropped, 1);
+  // The stranger's packet never became audio (dropped by us, or by the kernel once the socket is
+  // connected to the latched source).
+  assert.equal(leg.stats().packetsReceived, 1);
   // A re-INVITE that moves the far end allows a new latch.
   leg.setRemote({ address: '127.0.0.1', port: stranger.address().port, codec: 'PCMU', payloadType: 0 });
   leg.sendAudio(Buffer.alloc(160, 1), 160);
