@@ -21,7 +21,7 @@ const CANONICAL: Record<string, string> = {
 };
 
 /** Headers whose values may be comma-separated lists (RFC 3261 §7.3.1). */
-const LIST_HEADERS = new Set(['via', 'route', 'record-route', 'contact', 'allow', 'supported', 'require', 'accept', 'proxy-require', 'unsupported']);
+const LIST_HEADERS = new Set(['Via', 'Route', 'Record-Route', 'Contact', 'Allow', 'Supported', 'Require', 'Accept', 'Proxy-Require', 'Unsupported']);
 
 /** Names seen so far → canonical form (bounded: peers can send any header names). */
 const canonicalCache = new Map<string, string>();
@@ -164,7 +164,8 @@ export function parseSipMessage(data: Buffer | string): SipRequest | SipResponse
 /** Start line and header fields; a request's start-line error still reads the headers (for the 400). */
 function parseHead(head: string): SipRequest | SipResponse | SipParseError {
   // Unfold continuation lines (RFC 3261 §7.3.1): CRLF followed by SP/HT is whitespace.
-  const lines = head.replace(/\r?\n[ \t]+/g, ' ').split(/\r?\n/);
+  const folded = head.includes('\n ') || head.includes('\n\t');
+  const lines = (folded ? head.replace(/\r?\n[ \t]+/g, ' ') : head).split(/\r?\n/);
   const startLine = lines[0];
   if (startLine.length > PARSE_LIMITS.maxLineLength) return { error: 'start line too long' };
   let msg: SipRequest | SipResponse;
@@ -212,7 +213,7 @@ function parseHead(head: string): SipRequest | SipResponse | SipParseError {
     // Only SP/HT is LWS (§25.1): String.trim would also eat U+FEFF, NBSP … that belong to the value.
     const value = trimLws(line.slice(colon + 1));
     const canonical = canonicalHeaderName(name);
-    if (LIST_HEADERS.has(canonical.toLowerCase())) {
+    if (LIST_HEADERS.has(canonical)) {
       for (const part of splitList(value)) if (part) msg.headerList.push([canonical, part]);
     } else {
       msg.headerList.push([canonical, value]);
