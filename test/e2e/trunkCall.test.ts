@@ -106,7 +106,7 @@ test('closing the tab mid-call sends BYE to the trunk within 5 s', async () => {
   assert.equal(gw.gateway.activeCalls, 0);
 });
 
-test('cancel before answer: the ringing trunk sees the call go away and the page shows ended', async () => {
+test('cancel before answer: the page hears local ringback, the ringing trunk sees the call go away, the page shows ended', async () => {
   // The auto-answering trunk would answer at once: this test needs one that only rings, so it
   // runs a second gateway whose trunk is the manual-answer baresip.
   const gw2 = await startGateway(BASE + 500, {
@@ -119,6 +119,9 @@ test('cancel before answer: the ringing trunk sees the call go away and the page
     await dial(page, TRUNK_NUMBER);
     await page.getByTestId('call-status').filter({ hasText: 'ringing' }).waitFor({ timeout: 15000 });
     await manualTrunk.waitForEvent('CALL_INCOMING', 5000);
+    // 180 without SDP: the gateway plays ringback (440 + 480 Hz) to the browser itself.
+    const ring = await remotePeakHz(page, 700); // inside the first 2 s "on" of the cadence
+    assert.ok(Math.abs(ring.peakHz - 440) < 25 || Math.abs(ring.peakHz - 480) < 25, `ringback heard while ringing: ${ring.peakHz} Hz`);
     await page.getByTestId('hangup-button').click();
     await page.getByTestId('call-status').filter({ hasText: 'ended (local-hangup)' }).waitFor({ timeout: 5000 });
     await manualTrunk.waitForEvent('CALL_CLOSED', 5000);

@@ -1,0 +1,96 @@
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { launchChromium } from '../peers/chromium';
+import { runSipp } from '../peers/sipp';
+import { startGateway } from '../support/gateway';
+import { writeToneWav } from '../support/audio';
+import { openPhone, remotePeakHz } from '../support/page';
+import { pcmuEncode } from '../../src/media/codecs';
+
+/**
+ * Early media: the trunk (sipp) answers 183 with SDP and plays an announcement (a 600 Hz tone)
+ * before refusing with 486 — the way carriers play "the number you called is busy". The page
+ * must hear it while the call is still ringing, then end as busy.
+ */
+const BASE = 20300;
+const work = mkdtempSync(join(tmpdir(), 'gw-early-'));
+let gw: Awaited<ReturnType<typeof startGateway>>;
+let browser: Awaited<ReturnType<typeof launchChromium>>;
+
+function scenario(toneFile: string): string {
+  const head = '[last_Via:]\n[last_From:]\n[last_To:];tag=[pid]SIPpTag[call_number]\n[last_Call-ID:]\n[last_CSeq:]\n';
+  return `<?xml version="1.0" encoding="ISO-8859-1" ?>
+<!DOCTYPE scenario SYSTEM "sipp.dtd">
+<scenario name="early media then busy">
+  <recv request="INVITE" crlf="true"/>
+  <send><![CDATA[
+SIP/2.0 183 Session Progress
+${head}Contact: <sip:[local_ip]:[local_port];transport=[transport]>
+Content-Type: application/sdp
+Content-Length: [len]
+
+v=0
+o=sipp 1 1 IN IP4 [local_ip]
+s=-
+c=IN IP4 [media_ip]
+t=0 0
+m=audio [media_port] RTP/AVP 0
+a=rtpmap:0 PCMU/8000
+a=sendrecv
+]]></send>
+  <nop><action><exec rtp_stream="${toneFile},-1,0"/></action></nop>
+  <pause milliseconds="5000"/>
+  <send><![CDATA[
+SIP/2.0 486 Busy Here
+${head}Content-Length: 0
+]]></send>
+  <recv request="ACK"/>
+</scenario>
+`;
+}
+
+before(async () => {
+  const micWav = join(work, 'mic.wav');
+  writeToneWav(micWav, { hz: 700, sampleRate: 48000, seconds: 30 });
+  gw = await startGateway(BASE, {
+    trunk: { uri: `sip:127.0.0.1:${BASE + 10}`, codecs: ['PCMU'], sourceCidrs: ['127.0.0.1/32'] },
+    demo: { enabled: true, sipPort: BASE + 2 },
+    dialplan: { allow: ['+1555*'] },
+  });
+  browser = await launchChromium({ fakeMicWav: micWav });
+});
+
+after(async () => {
+  await browser?.close();
+  await gw?.stop();
+});
+
+test('183 with SDP: the page hears the announcement while ringing, then the call ends busy', async () => {
+  // 10 s of a 600 Hz tone as raw mu-law, for sipp's rtp_stream.
+  const pcm = new Int16Array(8000 * 10).map((_, i) => Math.round(9000 * Math.sin((2 * Math.PI * 600 * i) / 8000)));
+  const toneFile = join(work, 'tone600.ul');
+  writeFileSync(toneFile, pcmuEncode(pcm));
+  const scenarioFile = join(work, 'early.xml');
+  writeFileSync(scenarioFile, scenario(toneFile));
+  const sipp = runSipp({ scenario: { file: scenarioFile }, port: BASE + 10, mediaPort: BASE + 20 });
+  await new Promise((r) => setTimeout(r, 300));
+
+  const page = await openPhone(browser, gw.url);
+  await page.getByTestId('dial-input').fill('+15551230000');
+  await page.getByTestId('call-button').click();
+  await page.getByTestId('call-status').filter({ hasText: 'ringing' }).waitFor({ timeout: 10000 });
+  await new Promise((r) => setTimeout(r, 500));
+  const heard = await remotePeakHz(page, 1000);
+  assert.ok(Math.abs(heard.peakHz - 600) < 25, `early media heard while ringing: ${heard.peakHz} Hz`);
+  assert.match(await page.getByTestId('call-status').textContent() ?? '', /ringing/);
+  await page.getByTestId('call-status').filter({ hasText: 'ended (busy 486)' }).waitFor({ timeout: 10000 }).catch(async (e) => {
+    throw new Error(`page shows "${await page.getByTestId('call-status').textContent()}": ${e}`);
+  });
+  const r = await sipp.done;
+  assert.equal(r.code, 0, `sipp: ${r.output.slice(-1200)}\n${r.errors}`);
+  await page.close();
+  assert.equal(gw.gateway.activeCalls, 0);
+});
