@@ -4,6 +4,7 @@
  */
 import os from 'node:os';
 import { micro } from './micro';
+import { codecQuality } from './codecQuality';
 import { mediaLoad, type MediaLoadResult } from './mediaLoad';
 import { sipLoad, sippAvailable } from './sipLoad';
 import { browserSetup } from './browserSetup';
@@ -22,6 +23,12 @@ async function main(): Promise<void> {
   const ops = await micro();
   for (const r of ops) console.log(`| ${r.name} | ${fmt(r.usPerOp, 2)} | ${fmt(r.opsPerSec, 0)} | ${r.note ?? ''} |`);
   figures.micro = ops;
+
+  console.log('\n## Opus toward the browser: complexity and bitrate against measured quality (8 kHz speech-like signal)\n');
+  console.log('| complexity | bitrate | µs per 20 ms encode | segmental SNR |\n|---:|---:|---:|---:|');
+  const quality = codecQuality();
+  for (const q of quality) console.log(`| ${q.complexity} | ${q.bitrate / 1000} kb/s | ${fmt(q.usPerFrame, 0)} | ${fmt(q.segSnrDb, 2)} dB |`);
+  figures.opusSettings = quality;
 
   console.log('\n## Media plane: N concurrent calls through the whole gateway (werift browser legs, DTLS-SRTP, bridge, SIP RTP legs)\n');
   console.log('Both far ends run in a separate load-generator process (werift browsers, a SIP trunk); CPU and memory are the gateway process\'s.\n');
