@@ -58,13 +58,18 @@ async function main(): Promise<void> {
   frames = opusFrames();
   process.send!({ type: 'ready', sipPort: ua.boundAddresses[0].port });
 
-  process.on('message', async (m: { type: string; wsUrl?: string; calls?: number; mode?: Mode }) => {
+  process.on('message', async (m: { type: string; wsUrl?: string; calls?: number; mode?: Mode; batch?: number }) => {
     if (m.type === 'connect') {
       mode = m.mode!;
       const t0 = now();
       const ids = Array.from({ length: m.calls! }, (_, i) => i);
-      for (let i = 0; i < ids.length; i += 10) await Promise.all(ids.slice(i, i + 10).map((id) => connectCall(id, m.wsUrl!, stun.port)));
-      process.send!({ type: 'connected', ms: now() - t0 });
+      // batch = how many browsers offer at the same moment (all of them for the setup figure).
+      const batch = m.batch ?? 10;
+      const perCall: number[] = [];
+      for (let i = 0; i < ids.length; i += batch) {
+        await Promise.all(ids.slice(i, i + batch).map(async (id) => { await connectCall(id, m.wsUrl!, stun.port); perCall.push(now() - t0); }));
+      }
+      process.send!({ type: 'connected', ms: now() - t0, perCall: pct(perCall) });
     } else if (m.type === 'start') {
       for (const c of calls.values()) { c.sentB = c.recvT = c.sentT = c.recvB = 0; c.toTrunk.length = 0; c.toBrowser.length = 0; }
       latBT.length = 0; latTB.length = 0;

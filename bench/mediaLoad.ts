@@ -31,6 +31,8 @@ export interface MediaLoadResult {
   latencyToSipMs: { p50: number; p99: number };
   latencyToBrowserMs: { p50: number; p99: number };
   memoryPerCallMB: { rss: number; heap: number };
+  /** With batch = calls: from the moment all browsers offer to each one connected (ICE + DTLS + SIP answered). */
+  connectAllMs?: { p50: number; p99: number; last: number };
 }
 
 const BASE = 19500;
@@ -55,7 +57,7 @@ function memory(): { rss: number; heap: number } {
   return { rss: m.rss, heap: m.heapUsed };
 }
 
-export async function mediaLoad(calls: number, mode: 'transcode' | 'passthrough', seconds = 5): Promise<MediaLoadResult> {
+export async function mediaLoad(calls: number, mode: 'transcode' | 'passthrough', seconds = 5, opts: { allAtOnce?: boolean } = {}): Promise<MediaLoadResult> {
   const gen = fork(join(__dirname, 'loadGen.js'), { stdio: 'inherit' });
   const { sipPort } = await request<{ sipPort: number }>(gen, { type: 'noop' }, 'ready');
   const cfg = validateConfig({
@@ -77,7 +79,7 @@ export async function mediaLoad(calls: number, mode: 'transcode' | 'passthrough'
   try {
     const mem0 = memory();
     const t0 = performance.now();
-    await request(gen, { type: 'connect', wsUrl: `ws://127.0.0.1:${BASE}/ws`, calls, mode }, 'connected');
+    const conn = await request<{ ms: number; perCall: { p50: number; p99: number } }>(gen, { type: 'connect', wsUrl: `ws://127.0.0.1:${BASE}/ws`, calls, mode, batch: opts.allAtOnce ? calls : 10 }, 'connected');
     const setupSec = (performance.now() - t0) / 1000;
     if (gateway.activeCalls !== calls) throw new Error(`${gateway.activeCalls} of ${calls} calls up`);
     gen.send({ type: 'start' });
@@ -114,6 +116,7 @@ export async function mediaLoad(calls: number, mode: 'transcode' | 'passthrough'
       latencyToSipMs: s.latBT,
       latencyToBrowserMs: s.latTB,
       memoryPerCallMB: { rss: (mem1.rss - mem0.rss) / calls / 1e6, heap: (mem1.heap - mem0.heap) / calls / 1e6 },
+      connectAllMs: opts.allAtOnce ? { p50: conn.perCall.p50, p99: conn.perCall.p99, last: conn.ms } : undefined,
     };
   } finally {
     await request(gen, { type: 'hangup' }, 'done').catch(() => undefined);
