@@ -167,3 +167,20 @@ test('a second signal exits at once, without waiting for the drain', async () =>
   assert.ok(at - t0 < 1500, `exited ${at - t0} ms after the first signal`);
   await page.close();
 });
+
+test('a port already in use stops the start with one clear line and exit 1, leaving nothing bound', async () => {
+  const blocker = createServer();
+  await new Promise<void>((r) => blocker.listen(BASE, '127.0.0.1', () => r()));
+  try {
+    const gw = startProcess();
+    const { code } = await gw.exited;
+    assert.equal(code, 1);
+    const lines = gw.output().trim().split('\n');
+    const fatal = lines.map((l) => JSON.parse(l)).find((l) => l.level === 60);
+    assert.match(fatal?.err ?? '', new RegExp(`cannot listen for HTTP on 127\\.0\\.0\\.1:${BASE}: EADDRINUSE`));
+    assert.doesNotMatch(gw.output(), /\n\s+at /, 'no stack trace');
+    for (const [port, kind] of [[BASE + 1, 'udp'], [BASE + 2, 'udp']] as const) assert.ok(await portFree(port, kind), `${kind} ${port} released`);
+  } finally {
+    blocker.close();
+  }
+});
