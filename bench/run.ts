@@ -51,7 +51,7 @@ async function main(): Promise<void> {
   figures.burstConnect = { calls: burst.calls, ...burst.connectAllMs };
 
   const sip: unknown[] = [];
-  console.log('\n## SIP call setups (sipp UAC -> our user agent, INVITE/200/ACK/BYE)\n');
+  console.log('\n## SIP call setups (sipp UAC -> our user agent, INVITE/100/180/200/ACK/BYE)\n');
   if (!sippAvailable()) {
     console.log('skipped: sipp (Debian package sip-tester) is not installed');
   } else {

@@ -21,7 +21,8 @@ export function sippAvailable(): boolean {
 export async function sipLoad(rate: number, calls: number): Promise<SipLoadResult> {
   const ua = new SipUserAgent({ transports: [{ protocol: 'udp', host: '127.0.0.1', port: 0 }], logger: pino({ level: 'silent' }) });
   await ua.start();
-  ua.on('invite', (inv: ServerInvite) => { inv.accept(SDP); });
+  // The flow the issue names: INVITE/100/180/200/ACK/BYE/200.
+  ua.on('invite', (inv: ServerInvite) => { inv.progress(180); inv.accept(SDP); });
   const port = ua.boundAddresses[0].port;
   const cwd = mkdtempSync(join(tmpdir(), 'bench-sipp-'));
   const cpu0 = process.cpuUsage();
