@@ -72,6 +72,12 @@ export type DestinationDecision = { allowed: true; normalized: string } | { allo
  * outside the home country. Token patterns narrow further: with a token `dest` claim, the
  * number must match one of its patterns too.
  */
+/**
+ * NANP area codes of countries other than the US and Canada (Caribbean and Atlantic): dialled as
+ * +1 numbers but billed as international, and a favourite of revenue-share fraud.
+ */
+export const NANP_NON_US_CA = ['242', '246', '264', '268', '284', '345', '441', '473', '649', '658', '664', '721', '758', '767', '784', '809', '829', '849', '868', '869', '876'];
+
 export function evaluateDestination(input: string, rules: DialPlanRules, tokenPatterns?: string[]): DestinationDecision {
   const n = normalizeNumber(input, rules.defaultCountryCode);
   if (!n) return { allowed: false, reason: `"${input.slice(0, 32)}" is not a dialable number` };
@@ -85,7 +91,12 @@ export function evaluateDestination(input: string, rules: DialPlanRules, tokenPa
     // the international block. Token patterns never do.
     const premium = PREMIUM_PREFIXES.filter((p) => n.startsWith(p));
     if (!rules.allowPremium && premium.length && !rules.allow.some((p) => matchPattern(p, n) && premium.some((pp) => literalPrefix(p).startsWith(pp)))) return { allowed: false, reason: `${n} is a premium-rate number` };
-    if (!rules.allowInternational && !n.startsWith(`+${rules.defaultCountryCode}`) && !rules.allow.some((p) => matchPattern(p, n) && /^\+[0-9]/.test(literalPrefix(p)))) return { allowed: false, reason: `${n} is international` };
+    // Other NANP countries share +1 but are international calls (and classic fraud targets): under
+    // country code 1 they need an allow pattern naming their area code ('+1876*'), like '+44*'.
+    const nanpForeign = rules.defaultCountryCode === '1' && NANP_NON_US_CA.some((a) => n.startsWith(`+1${a}`));
+    const international = !n.startsWith(`+${rules.defaultCountryCode}`) || nanpForeign;
+    const namedByAllow = (p: string) => matchPattern(p, n) && (nanpForeign ? literalPrefix(p).length >= 5 : /^\+[0-9]/.test(literalPrefix(p)));
+    if (!rules.allowInternational && international && !rules.allow.some(namedByAllow)) return { allowed: false, reason: `${n} is international` };
   }
   return { allowed: true, normalized: n };
 }

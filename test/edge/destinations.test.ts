@@ -183,3 +183,17 @@ test('a specific token pattern counts as an allow pattern (config or token), wit
   denied('+442079460000', us(), /is international/, ['+44*']);
   denied('+19005551234', us(), /premium-rate/, ['+1900*']);
 });
+
+test('NANP numbers outside the US and Canada count as international under country code 1', () => {
+  const rules = { defaultCountryCode: '1', allow: ['+1*'], deny: [], allowInternational: false, allowPremium: false };
+  assert.deepEqual(evaluateDestination('+1 876 555 0100', rules), { allowed: false, reason: '+18765550100 is international' });
+  assert.deepEqual(evaluateDestination('1 809 555 0100', rules), { allowed: false, reason: '+18095550100 is international' });
+  assert.equal(evaluateDestination('+1 212 555 0100', rules).allowed, true, 'New York stays domestic');
+  assert.equal(evaluateDestination('+1 416 555 0100', rules).allowed, true, 'Toronto stays domestic');
+  assert.equal(evaluateDestination('+1 787 555 0100', rules).allowed, true, 'Puerto Rico is US');
+  // Allowed when the configuration names the area code, or allows international calls.
+  assert.equal(evaluateDestination('+18765550100', { ...rules, allow: ['+1*', '+1876*'] }).allowed, true);
+  assert.equal(evaluateDestination('+18765550100', { ...rules, allowInternational: true }).allowed, true);
+  // Under another home country the same number is simply international.
+  assert.equal(evaluateDestination('+18765550100', { ...rules, defaultCountryCode: '44', allow: ['+1*'] }).allowed, true, '+1* names country 1 from abroad');
+});
