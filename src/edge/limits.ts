@@ -20,8 +20,10 @@ export class RateLimiter {
     if (!b) {
       if (this.buckets.size >= (this.opts.maxKeys ?? 100_000)) this.evict(now, capacity, rate);
       b = { units: capacity, at: now };
-      this.buckets.set(key, b);
+    } else {
+      this.buckets.delete(key); // re-inserted below: Map order is then least recently used first
     }
+    this.buckets.set(key, b);
     // A clock that steps backwards refills nothing (and must not take tokens away).
     b.units = Math.min(capacity, b.units + Math.max(0, now - b.at) * rate);
     b.at = now;
@@ -33,12 +35,12 @@ export class RateLimiter {
     return this.buckets.size;
   }
 
-  /** Drops buckets that have refilled (nothing to remember), then the oldest if still full. */
+  /** Drops buckets that have refilled (nothing to remember), then the least recently used. */
   private evict(now: number, capacity: number, rate: number): void {
     for (const [k, b] of this.buckets) if (b.units + Math.max(0, now - b.at) * rate >= capacity) this.buckets.delete(k);
     if (this.buckets.size >= (this.opts.maxKeys ?? 100_000)) {
-      const oldest = this.buckets.keys().next().value;
-      if (oldest !== undefined) this.buckets.delete(oldest);
+      const leastRecent = this.buckets.keys().next().value;
+      if (leastRecent !== undefined) this.buckets.delete(leastRecent);
     }
   }
 }

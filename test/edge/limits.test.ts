@@ -111,7 +111,7 @@ test('a clock stepping backwards neither refills nor locks a key out', () => {
   assert.equal(rl.take('k'), 0);
 });
 
-test('memory is bounded by maxKeys: refilled buckets go first, then the oldest', () => {
+test('memory is bounded by maxKeys: refilled buckets go first, then the least recently used', () => {
   const c = clock();
   const rl = new RateLimiter({ perMinute: 60, burst: 2, now: c.now, maxKeys: 3 });
   rl.take('a');
@@ -128,10 +128,12 @@ test('memory is bounded by maxKeys: refilled buckets go first, then the oldest',
   assert.equal(rl.take('b'), 1000);
   assert.equal(rl.take('c'), 0);
   assert.equal(rl.take('c'), 1000);
-  // Nothing refilled now: the oldest ('b') goes to make room for 'a'.
+  // Nothing refilled now: the least recently used ('d'; 'b' and 'c' were just used) goes to
+  // make room for 'a' — a flood of new keys cannot push out a client that is being limited.
   assert.equal(rl.take('a'), 0);
   assert.equal(rl.size, 3);
-  assert.equal(rl.take('b'), 0, "'b' was evicted, so it starts full again");
+  assert.equal(rl.take('b'), 1000, "'b' is still limited");
+  assert.equal(rl.take('d'), 0, "'d' was evicted, so it starts full again");
   assert.equal(rl.size, 3);
   for (let i = 0; i < 1000; i++) rl.take(`k${i}`);
   assert.equal(rl.size, 3);
