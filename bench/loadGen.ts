@@ -65,11 +65,16 @@ async function main(): Promise<void> {
       const ids = Array.from({ length: m.calls! }, (_, i) => i);
       // batch = how many browsers offer at the same moment (all of them for the setup figure).
       const batch = m.batch ?? 10;
-      const perCall: number[] = [];
+      const done: number[] = [];
+      // A burst (batch = all): every browser prepares its offer, then all offers leave together;
+      // the figures then run from that moment, as "N browsers offering at the same moment".
+      offerGate = batch >= ids.length ? makeOfferGate(ids.length) : null;
       for (let i = 0; i < ids.length; i += batch) {
-        await Promise.all(ids.slice(i, i + batch).map(async (id) => { await connectCall(id, m.wsUrl!, stun.port); perCall.push(now() - t0); }));
+        await Promise.all(ids.slice(i, i + batch).map(async (id) => { await connectCall(id, m.wsUrl!, stun.port); done.push(now()); }));
       }
-      process.send!({ type: 'connected', ms: now() - t0, perCall: pct(perCall) });
+      const from = offerGate?.releasedAt ?? t0;
+      offerGate = null;
+      process.send!({ type: 'connected', ms: now() - from, perCall: pct(done.map((t) => t - from)) });
     } else if (m.type === 'start') {
       for (const c of calls.values()) { c.sentB = c.recvT = c.sentT = c.recvB = 0; c.toTrunk.length = 0; c.toBrowser.length = 0; }
       latBT.length = 0; latTB.length = 0;
@@ -122,6 +127,22 @@ async function answerInvite(inv: ServerInvite): Promise<void> {
 }
 
 /** One browser: WebSocket hello/call, werift offer, the gateway's answer, ICE/DTLS. */
+/** Holds prepared browsers until all are ready, then lets every offer go at once (and notes when). */
+let offerGate: { ready(id: number): Promise<void>; releasedAt: number } | null = null;
+function makeOfferGate(n: number): NonNullable<typeof offerGate> {
+  let waiting = 0;
+  let release!: () => void;
+  const all = new Promise<void>((r) => { release = r; });
+  const gate = {
+    releasedAt: 0,
+    ready(): Promise<void> {
+      if (++waiting === n) { gate.releasedAt = now(); release(); }
+      return all;
+    },
+  };
+  return gate;
+}
+
 async function connectCall(id: number, wsUrl: string, stunPort: number): Promise<void> {
   const codec = mode === 'transcode'
     ? new RTCRtpCodecParameters({ mimeType: 'audio/opus', clockRate: 48000, channels: 2, payloadType: 111 })
@@ -151,6 +172,8 @@ async function connectCall(id: number, wsUrl: string, stunPort: number): Promise
   await pc.setLocalDescription(await pc.createOffer());
   await new Promise<void>((r) => { if (pc.iceGatheringState === 'complete') r(); else pc.iceGatheringStateChange.subscribe((s) => { if (s === 'complete') r(); }); });
   const connected = new Promise<void>((r) => pc.connectionStateChange.subscribe((s) => { if (s === 'connected') r(); }));
+  // The browser is ready to offer: in a burst, every browser waits here so all offers leave together.
+  if (offerGate) await offerGate.ready(id);
   ws.send(JSON.stringify({ type: 'call', to: '+15551230000', sdp: pc.localDescription!.sdp, headers: { 'X-Bench-Call': String(id) } }));
   let msg = await next();
   while (msg.type !== 'calling') {

@@ -31,7 +31,7 @@ export interface MediaLoadResult {
   latencyToSipMs: { p50: number; p99: number };
   latencyToBrowserMs: { p50: number; p99: number };
   memoryPerCallMB: { rss: number; heap: number };
-  /** With batch = calls: from the moment all browsers offer to each one connected (ICE + DTLS + SIP answered). */
+  /** allAtOnce: from the moment all browsers send their offers to each one connected (ICE + DTLS + SIP answered). */
   connectAllMs?: { p50: number; p99: number; last: number };
 }
 

@@ -47,7 +47,7 @@ async function main(): Promise<void> {
   console.log(`\nAt ${n} calls, a transcoded call costs ${fmt(tr.cpuMsPerCallSecond / pt.cpuMsPerCallSecond, 2)}x a PCMU relay call; one core carries about ${fmt(1000 / tr.cpuMsPerCallSecond, 0)} transcoded calls.`);
   figures.media = media;
   const burst = await mediaLoad(quick ? 10 : 50, 'transcode', 1, { allAtOnce: true });
-  console.log(`\n${burst.calls} werift browsers (load-generator process) offering at the same moment: each connected (WebSocket hello + call, ICE + DTLS, SIP answered) p50 ${fmt(burst.connectAllMs!.p50, 0)} ms, all connected after ${fmt(burst.connectAllMs!.last, 0)} ms — including the browsers' own offer, gathering and DTLS work on the other core.`);
+  console.log(`\n${burst.calls} werift browsers (load-generator process) sending their offers at the same moment: each connected (gateway answer, ICE + DTLS, SIP answered) p50 ${fmt(burst.connectAllMs!.p50, 0)} ms, all connected after ${fmt(burst.connectAllMs!.last, 0)} ms — the browsers' side of ICE and DTLS runs on the other core.`);
   figures.burstConnect = { calls: burst.calls, ...burst.connectAllMs };
 
   const sip: unknown[] = [];
