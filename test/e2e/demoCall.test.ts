@@ -83,3 +83,15 @@ test('"call me back": the page rings, is answered there, and hears the demo tone
   assert.ok(cdrs.length >= 4, `CDRs written: ${cdrs.length}`);
   assert.equal(gw.gateway.activeCalls, 0);
 });
+
+test('widget-demo.html: the widget works in demo mode out of the box and calls the echo test', async () => {
+  const page = await browser.newPage();
+  await page.goto(`${gw.url}/widget-demo.html`);
+  await page.getByTestId('widget-call').click();
+  await page.getByTestId('widget-status').filter({ hasText: 'Connected' }).waitFor({ timeout: 15000 });
+  const heard = await remotePeakHz(page, 1500, 'widget');
+  assert.ok(Math.abs(heard.peakHz - 700) < 30, `the demo widget hears the echo: ${heard.peakHz} Hz`);
+  await page.getByTestId('widget-hangup').click();
+  await page.getByTestId('widget-message').filter({ hasText: 'Call ended' }).waitFor({ timeout: 5000 });
+  await page.close();
+});
