@@ -128,7 +128,7 @@ async function answerInvite(inv: ServerInvite): Promise<void> {
 
 /** One browser: WebSocket hello/call, werift offer, the gateway's answer, ICE/DTLS. */
 /** Holds prepared browsers until all are ready, then lets every offer go at once (and notes when). */
-let offerGate: { ready(id: number): Promise<void>; releasedAt: number } | null = null;
+let offerGate: { ready(): Promise<void>; releasedAt: number } | null = null;
 function makeOfferGate(n: number): NonNullable<typeof offerGate> {
   let waiting = 0;
   let release!: () => void;
@@ -173,7 +173,7 @@ async function connectCall(id: number, wsUrl: string, stunPort: number): Promise
   await new Promise<void>((r) => { if (pc.iceGatheringState === 'complete') r(); else pc.iceGatheringStateChange.subscribe((s) => { if (s === 'complete') r(); }); });
   const connected = new Promise<void>((r) => pc.connectionStateChange.subscribe((s) => { if (s === 'connected') r(); }));
   // The browser is ready to offer: in a burst, every browser waits here so all offers leave together.
-  if (offerGate) await offerGate.ready(id);
+  if (offerGate) await offerGate.ready();
   ws.send(JSON.stringify({ type: 'call', to: '+15551230000', sdp: pc.localDescription!.sdp, headers: { 'X-Bench-Call': String(id) } }));
   let msg = await next();
   while (msg.type !== 'calling') {
