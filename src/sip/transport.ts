@@ -29,7 +29,12 @@ export interface SipTransport {
   readonly local: { host: string; port: number };
   readonly advertised: { host: string; port: number };
   start(): Promise<void>;
-  send(data: string, host: string, port: number): void;
+  /**
+   * Sends one message. `onError` is called if it cannot be delivered on a connection
+   * (TCP/TLS connect refused, handshake or certificate failure, connection reset before the
+   * write): the transaction layer then fails at once instead of waiting for its timers.
+   */
+  send(data: string, host: string, port: number, onError?: (err: Error) => void): void;
   close(): Promise<void>;
 }
 
@@ -106,7 +111,7 @@ export class StreamTransport implements SipTransport {
     this.advertised = { host: this.cfg.advertisedHost ?? a.address, port: this.cfg.advertisedPort ?? a.port };
   }
 
-  send(data: string, host: string, port: number): void {
+  send(data: string, host: string, port: number, onError?: (err: Error) => void): void {
     traceSip(this.log, 'out', this.protocol, host, port, data);
     const key = `${host}:${port}`;
     let sock = this.connections.get(key);
@@ -116,7 +121,16 @@ export class StreamTransport implements SipTransport {
         : net.connect({ host, port });
       this.adopt(sock, key);
     }
-    sock.write(data);
+    if (onError) {
+      // Report a failure of this write (or of the connection before it completes) once.
+      const s = sock;
+      let settled = false;
+      const fail = (err: Error) => { if (!settled) { settled = true; onError(err); } };
+      s.once('error', fail);
+      s.write(data, (err) => { settled = true; s.off('error', fail); if (err) onError(err); });
+    } else {
+      sock.write(data);
+    }
   }
 
   private adopt(sock: net.Socket, key: string): void {

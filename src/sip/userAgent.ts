@@ -182,9 +182,9 @@ export class SipUserAgent extends EventEmitter<{ invite: [ServerInvite] }> imple
     return new Promise((resolve) => {
       const branch = parseVia(req.header('via')!)!.params.branch!;
       const key = `${branch}|${req.method}`;
-      const tx = new NonInviteClientTransaction(req, {
+      const tx: NonInviteClientTransaction = new NonInviteClientTransaction(req, {
         clock: this.clock, timers: this.timers, reliable: dest.transport.reliable,
-        send: (d) => dest.transport.send(d, dest.host, dest.port),
+        send: (d) => dest.transport.send(d, dest.host, dest.port, (err) => { if (tx.state === 'trying' || tx.state === 'proceeding') tx.receive(transportErrorResponse(req, err)); }),
         terminated: () => this.clientTx.delete(key),
       }, {
         onResponse: (res) => { if (res.status >= 200) resolve(res); },
@@ -197,9 +197,10 @@ export class SipUserAgent extends EventEmitter<{ invite: [ServerInvite] }> imple
   startInviteTransaction(req: SipRequest, dest: Destination, user: { onResponse(r: SipResponse): void; onTimeout(): void }): InviteClientTransaction {
     const branch = parseVia(req.header('via')!)!.params.branch!;
     const key = `${branch}|INVITE`;
-    const tx = new InviteClientTransaction(req, {
+    const tx: InviteClientTransaction = new InviteClientTransaction(req, {
       clock: this.clock, timers: this.timers, reliable: dest.transport.reliable,
-      send: (d) => dest.transport.send(d, dest.host, dest.port),
+      // Only while waiting for a final response: the ACK of the resulting 503 may fail the same way.
+      send: (d) => dest.transport.send(d, dest.host, dest.port, (err) => { if (tx.state === 'calling' || tx.state === 'proceeding') tx.receive(transportErrorResponse(req, err)); }),
       terminated: () => this.clientTx.delete(key),
     }, user);
     this.clientTx.set(key, tx);
@@ -475,6 +476,14 @@ export class SipUserAgent extends EventEmitter<{ invite: [ServerInvite] }> imple
   ensureRunning(): void {
     if (!this.started || this.stopped) throw new Error('SIP user agent is not running');
   }
+}
+
+/** RFC 3261 §8.1.3.1: a transport error counts as a 503 from the far end. */
+function transportErrorResponse(req: SipRequest, err: Error): SipResponse {
+  const r = new SipResponse(503, `Service Unavailable (transport: ${(err as NodeJS.ErrnoException).code ?? err.message})`.slice(0, 120));
+  r.addHeader('Call-ID', req.callId);
+  r.addHeader('CSeq', req.header('cseq')!);
+  return r;
 }
 
 function timeoutResponse(req: SipRequest): SipResponse {

@@ -1,6 +1,7 @@
 import { before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
+import net from 'node:net';
 import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -47,18 +48,44 @@ test('INVITE, 200, ACK and BYE over TLS with the server certificate verified', a
   }
 });
 
-test('a client that does not trust the certificate does not send the INVITE', async () => {
+test('a client that does not trust the certificate does not send the INVITE, and fails at once (503)', async () => {
   const server = new SipUserAgent({ transports: [{ protocol: 'tls', host: '127.0.0.1', port: 0, tls: { cert, key } }], logger });
-  const client = new SipUserAgent({ transports: [{ protocol: 'tls', host: '127.0.0.1', port: 0, tls: { cert, key } }], logger, timers: { T1: 30 } });
+  const client = new SipUserAgent({ transports: [{ protocol: 'tls', host: '127.0.0.1', port: 0, tls: { cert, key } }], logger });
   await server.start(); await client.start();
   let invites = 0;
   server.on('invite', () => invites++);
   try {
+    const t0 = Date.now();
     const inv = client.invite({ requestUri: `sip:svc@127.0.0.1:${server.boundAddresses[0].port};transport=tls`, from: { uri: 'sip:gw@127.0.0.1' }, sdp: SDP });
-    const err = await new Promise<Error>((resolve) => inv.once('failed', resolve));
-    assert.match(err.message, /Timer B|transport/i);
+    const res = await new Promise<any>((resolve, reject) => { inv.once('rejected', resolve); inv.once('failed', reject); });
+    assert.equal(res.status, 503, 'a transport error counts as 503 (RFC 3261 8.1.3.1)');
+    assert.match(res.reason, /transport/);
+    assert.ok(Date.now() - t0 < 2000, 'without waiting for Timer B');
     assert.equal(invites, 0);
   } finally {
     await client.stop(); await server.stop();
+  }
+});
+
+test('a TCP peer that refuses the connection fails the INVITE and the OPTIONS at once', async () => {
+  const client = new SipUserAgent({ transports: [{ protocol: 'tcp', host: '127.0.0.1', port: 0 }], logger });
+  await client.start();
+  try {
+    // A port nobody listens on (bound and closed just before).
+    const probe = net.createServer();
+    const port = await new Promise<number>((r) => probe.listen(0, '127.0.0.1', () => r((probe.address() as net.AddressInfo).port)));
+    await new Promise((r) => probe.close(r));
+    const t0 = Date.now();
+    const inv = client.invite({ requestUri: `sip:svc@127.0.0.1:${port};transport=tcp`, from: { uri: 'sip:gw@127.0.0.1' }, sdp: SDP });
+    const res = await new Promise<any>((resolve, reject) => { inv.once('rejected', resolve); inv.once('failed', reject); });
+    assert.equal(res.status, 503);
+    assert.match(res.reason, /ECONNREFUSED/);
+    const opt = await client.options(`sip:svc@127.0.0.1:${port};transport=tcp`);
+    assert.equal(opt.status, 503);
+    assert.ok(Date.now() - t0 < 2000);
+    await new Promise((r) => setTimeout(r, 100));
+    assert.equal(client.counts.clientTx, 0, 'no transaction left behind');
+  } finally {
+    await client.stop();
   }
 });
