@@ -19,15 +19,18 @@ export interface UserRegistrationConfig {
  */
 export class UserRegistrations {
   private readonly active = new Map<string, Registration>();
+  private stopped = false;
 
   constructor(private readonly ua: SipUserAgent, private readonly cfg: UserRegistrationConfig, private readonly log: Logger) {}
 
   online(user: string): void {
-    if (this.active.has(user)) return;
+    if (this.stopped || this.active.has(user)) return;
+    // Identities may contain '@' (token `sub`), which must be escaped in a SIP user part.
+    const sipUser = user.replace(/@/g, '%40');
     const reg = this.ua.register({
       registrar: this.cfg.registrar,
-      aor: `sip:${user}@${this.cfg.domain}`,
-      contactUser: user,
+      aor: `sip:${sipUser}@${this.cfg.domain}`,
+      contactUser: sipUser,
       expires: this.cfg.expiresSec,
       credentials: this.cfg.password ? { username: user, password: this.cfg.password } : undefined,
     });
@@ -43,14 +46,14 @@ export class UserRegistrations {
     reg.stop().catch(() => undefined);
   }
 
-  states(): Record<string, string> {
-    return Object.fromEntries([...this.active].map(([u, r]) => [u, r.state]));
-  }
-
-  /** Unregisters everyone; a registrar that does not answer gets 2 s, not the 32 s of Timer F. */
+  /** Unregisters everyone (and takes no new users); a silent registrar gets 2 s, not Timer F's 32 s. */
   async stopAll(): Promise<void> {
+    this.stopped = true;
     const regs = [...this.active.values()];
     this.active.clear();
-    await Promise.all(regs.map((r) => Promise.race([r.stop().catch(() => undefined), new Promise((res) => setTimeout(res, 2000).unref())])));
+    let timer: NodeJS.Timeout | undefined;
+    const giveUp = new Promise<void>((res) => { timer = setTimeout(res, 2000); });
+    await Promise.race([Promise.all(regs.map((r) => r.stop().catch(() => undefined))), giveUp]);
+    clearTimeout(timer);
   }
 }

@@ -261,10 +261,10 @@ export abstract class CallBase extends EventEmitter<CallEvents> {
     if (held !== wasHeld) this.emit(held ? 'held' : 'resumed', 'remote');
   }
 
-  /** Our current SDP toward the SIP side with a given direction (for re-INVITEs). */
   /** A far-end re-offer was accepted: answers from now on mirror it (RFC 3264 §8). */
   protected remoteReoffered(_desc: SipMediaDescription): void {}
 
+  /** Our current SDP toward the SIP side with a given direction (for re-INVITEs). */
   protected abstract currentLocalSdp(direction: 'sendrecv' | 'sendonly' | 'recvonly' | 'inactive'): string;
 
   /** Browser asked to hold or resume the far end: re-INVITE with a=sendonly / a=sendrecv. */

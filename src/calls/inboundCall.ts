@@ -53,7 +53,14 @@ export class InboundCall extends CallBase {
       return;
     }
     await Promise.all(targets.map(async (target) => {
-      const leg = this.newBrowserLeg();
+      let leg: BrowserLeg;
+      try {
+        leg = this.newBrowserLeg();
+      } catch (e) {
+        // e.g. no free WebRTC port: this tab cannot ring; the others still may.
+        this.log.warn({ err: (e as Error).message }, 'no browser leg for a ringing tab');
+        return;
+      }
       const fork: Fork = { target, leg, state: 'ringing' };
       this.forks.set(target.sessionId, fork);
       leg.on('failed', (reason) => {

@@ -74,7 +74,11 @@ export class SipRtpLeg extends EventEmitter<SipLegEvents> {
     this.dtmfRx = new DtmfReceiver((digit, durationMs) => this.emit('dtmf', { digit, durationMs }));
     rtpSocket.on('message', (msg, rinfo) => this.onRtpDatagram(msg, rinfo));
     rtcpSocket.on('message', (msg, rinfo) => this.onRtcpDatagram(msg, rinfo.address));
-    rtpSocket.on('error', (err) => opts.logger.debug({ err: err.message }, 'RTP socket error'));
+    rtpSocket.on('error', (err: NodeJS.ErrnoException) => {
+      // A failed connect() leaves the socket unconnected: send with an address again.
+      if (err.syscall === 'connect' && this.rtpConnected === 'connecting') this.rtpConnected = 'no';
+      opts.logger.debug({ err: err.message }, 'RTP socket error');
+    });
     rtcpSocket.on('error', (err) => opts.logger.debug({ err: err.message }, 'RTCP socket error'));
   }
 

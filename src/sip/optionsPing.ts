@@ -33,13 +33,16 @@ export class OptionsPing extends EventEmitter<{ change: [reachable: boolean] }> 
     // Do not wait for Timer F (32 s) to call a silent trunk unreachable: give it one interval
     // (at most 5 s). The transaction itself still ends on its own timers.
     const waitMs = Math.min(this.intervalSec * 1000, 5000);
+    let giveUp: NodeJS.Timeout | undefined;
     try {
       status = await Promise.race([
         this.ua.options(this.target).then((r) => r.status),
-        new Promise<number>((r) => setTimeout(() => r(408), waitMs).unref()),
+        new Promise<number>((r) => { giveUp = setTimeout(() => r(408), waitMs); }),
       ]);
     } catch (err) {
       this.ua.log.warn({ err: (err as Error).message, target: this.target }, 'OPTIONS keepalive could not be sent');
+    } finally {
+      clearTimeout(giveUp);
     }
     if (this.stopped) return;
     this.lastStatus = status;

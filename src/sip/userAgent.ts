@@ -450,13 +450,9 @@ export class SipUserAgent extends EventEmitter<{ invite: [ServerInvite] }> imple
       tx.respond(this.makeResponse(req, 481, 'Call/Transaction Does Not Exist', newTag()));
       return;
     }
-    if (inv.finalSent) {
-      // §9.2: the INVITE transaction still exists, so the CANCEL is answered 200; it has no effect.
-      tx.respond(this.makeResponse(req, 200, 'OK', inv.localTag));
-      return;
-    }
+    // §9.2: 200 while the INVITE transaction exists; after its final response it has no effect.
     tx.respond(this.makeResponse(req, 200, 'OK', inv.localTag));
-    inv.cancelByPeer();
+    if (!inv.finalSent) inv.cancelByPeer();
   }
 
   private onResponse(res: SipResponse): void {
@@ -480,14 +476,16 @@ export class SipUserAgent extends EventEmitter<{ invite: [ServerInvite] }> imple
 
 /** RFC 3261 §8.1.3.1: a transport error counts as a 503 from the far end. */
 function transportErrorResponse(req: SipRequest, err: Error): SipResponse {
-  const r = new SipResponse(503, `Service Unavailable (transport: ${(err as NodeJS.ErrnoException).code ?? err.message})`.slice(0, 120));
-  r.addHeader('Call-ID', req.callId);
-  r.addHeader('CSeq', req.header('cseq')!);
-  return r;
+  return localResponse(req, 503, `Service Unavailable (transport: ${(err as NodeJS.ErrnoException).code ?? err.message})`.slice(0, 120));
 }
 
 function timeoutResponse(req: SipRequest): SipResponse {
-  const r = new SipResponse(408, 'Request Timeout');
+  return localResponse(req, 408, 'Request Timeout');
+}
+
+/** A final response the transaction layer makes up itself (no peer sent it). */
+function localResponse(req: SipRequest, status: number, reason: string): SipResponse {
+  const r = new SipResponse(status, reason);
   r.addHeader('Call-ID', req.callId);
   r.addHeader('CSeq', req.header('cseq')!);
   return r;

@@ -86,16 +86,22 @@ export class BrowserLeg extends EventEmitter<BrowserLegEvents> implements Browse
       new RTCRtpCodecParameters({ mimeType: 'audio/telephone-event', clockRate: 8000, payloadType: TELEPHONE_EVENT_8K, channels: 1 }),
     ];
     if (opts.preferPcmu) audioCodecs.unshift(audioCodecs.splice(1, 1)[0]);
-    this.pc = new RTCPeerConnection({
-      iceLite: true,
-      iceServers: [],
-      iceUseIpv4: false,
-      iceUseIpv6: false,
-      iceAdditionalHostAddresses: opts.ice.announcedAddresses,
-      iceInterfaceAddresses: { udp4: opts.ice.bindAddress },
-      icePortRange: this.icePort !== null ? IcePortPool.rangeFor(this.icePort) : opts.ice.portRange,
-      codecs: { audio: audioCodecs },
-    });
+    try {
+      this.pc = new RTCPeerConnection({
+        iceLite: true,
+        iceServers: [],
+        iceUseIpv4: false,
+        iceUseIpv6: false,
+        iceAdditionalHostAddresses: opts.ice.announcedAddresses,
+        iceInterfaceAddresses: { udp4: opts.ice.bindAddress },
+        icePortRange: this.icePort !== null ? IcePortPool.rangeFor(this.icePort) : opts.ice.portRange,
+        codecs: { audio: audioCodecs },
+      });
+    } catch (err) {
+      // No leg exists to close() if construction fails: the port goes back here.
+      if (this.icePort !== null) opts.ice.portPool?.release(this.icePort);
+      throw err;
+    }
     this.subscriptions.push(
       this.pc.connectionStateChange.subscribe((s) => this.onConnectionState(s)),
       this.pc.onTrack.subscribe((track) => {

@@ -56,6 +56,17 @@ async function waitFor(check: () => Promise<boolean>, timeoutMs: number, what: s
   }
 }
 
+/** The gateway process started, ready, and a page on it in a call to the echo test. */
+async function startWithEchoCall() {
+  const gw = startProcess();
+  await waitFor(ready, 15000, 'gateway ready');
+  const page = await openPhone(browser, url);
+  await page.getByTestId('dial-input').fill('1000');
+  await page.getByTestId('call-button').click();
+  await page.getByTestId('call-status').filter({ hasText: 'answered' }).waitFor({ timeout: 15000 });
+  return { gw, page };
+}
+
 const ready = async () => (await fetch(`${url}/readyz`)).status === 200;
 
 async function startTrunk(): Promise<void> {
@@ -110,12 +121,7 @@ test('healthz, and readyz following the trunk\'s OPTIONS reachability', async ()
 });
 
 test('SIGTERM with a call up: no new calls, the call drains then gets BYE, CDR written, exit 0, ports freed', async () => {
-  const gw = startProcess();
-  await waitFor(ready, 15000, 'gateway ready');
-  const page = await openPhone(browser, url);
-  await page.getByTestId('dial-input').fill('1000');
-  await page.getByTestId('call-button').click();
-  await page.getByTestId('call-status').filter({ hasText: 'answered' }).waitFor({ timeout: 15000 });
+  const { gw, page } = await startWithEchoCall();
 
   const t0 = Date.now();
   gw.proc.kill('SIGTERM');
@@ -153,12 +159,7 @@ test('SIGTERM with a call up: no new calls, the call drains then gets BYE, CDR w
 });
 
 test('a second signal exits at once, without waiting for the drain', async () => {
-  const gw = startProcess();
-  await waitFor(ready, 15000, 'gateway ready');
-  const page = await openPhone(browser, url);
-  await page.getByTestId('dial-input').fill('1000');
-  await page.getByTestId('call-button').click();
-  await page.getByTestId('call-status').filter({ hasText: 'answered' }).waitFor({ timeout: 15000 });
+  const { gw, page } = await startWithEchoCall();
   const t0 = Date.now();
   gw.proc.kill('SIGTERM');
   await new Promise((r) => setTimeout(r, 200));

@@ -14,6 +14,15 @@ async function pair(): Promise<[SipUserAgent, SipUserAgent, number]> {
   return [a, b, b.boundAddresses[0].port];
 }
 
+/** A bare UDP socket that sends hand-written SIP to `port` and keeps every reply. */
+async function rawPeer(port: number) {
+  const raw = dgram.createSocket('udp4');
+  await new Promise<void>((r) => raw.bind(0, '127.0.0.1', () => r()));
+  const replies: string[] = [];
+  raw.on('message', (m) => replies.push(m.toString()));
+  return { raw, replies, rport: raw.address().port, send: (s: string) => raw.send(s, port, '127.0.0.1') };
+}
+
 function once<T extends unknown[]>(em: { once(ev: string, fn: (...a: T) => void): unknown }, ev: string): Promise<T> {
   return new Promise((r) => em.once(ev, (...a: T) => r(a)));
 }
@@ -73,12 +82,7 @@ test('rejection, 481 for an unknown dialog and OPTIONS are answered; garbage doe
     const [res] = await once<[any]>(inv, 'rejected');
     assert.equal(res.status, 486);
 
-    const raw = dgram.createSocket('udp4');
-    await new Promise<void>((r) => raw.bind(0, '127.0.0.1', () => r()));
-    const replies: string[] = [];
-    raw.on('message', (m) => replies.push(m.toString()));
-    const rport = raw.address().port;
-    const send = (s: string) => raw.send(s, port, '127.0.0.1');
+    const { raw, replies, rport, send } = await rawPeer(port);
     send('garbage\r\n\r\n');
     send(`BYE sip:x@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:${rport};branch=z9hG4bKbye1\r\nFrom: <sip:a@x>;tag=1\r\nTo: <sip:b@y>;tag=2\r\nCall-ID: nope\r\nCSeq: 1 BYE\r\nContent-Length: 0\r\n\r\n`);
     send(`INVITE sip:x@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:${rport};branch=z9hG4bKbad1\r\nFrom: <sip:a@x>;tag=1\r\nTo: <sip:b@y>\r\nCall-ID: bad\r\nCSeq: 1 BYE\r\nContent-Length: 0\r\n\r\n`);
@@ -101,12 +105,7 @@ test('an unsupported SIP version gets 505; a CANCEL after the final response get
   try {
     let answered: Dialog | undefined;
     b.on('invite', (inv: ServerInvite) => { answered = inv.accept(SDP); });
-    const raw = dgram.createSocket('udp4');
-    await new Promise<void>((r) => raw.bind(0, '127.0.0.1', () => r()));
-    const replies: string[] = [];
-    raw.on('message', (m) => replies.push(m.toString()));
-    const rport = raw.address().port;
-    const send = (s: string) => raw.send(s, port, '127.0.0.1');
+    const { raw, replies, rport, send } = await rawPeer(port);
     send(`OPTIONS sip:x@127.0.0.1 SIP/3.0\r\nVia: SIP/2.0/UDP 127.0.0.1:${rport};branch=z9hG4bKv3\r\nFrom: <sip:a@x>;tag=1\r\nTo: <sip:b@y>\r\nCall-ID: v3\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n`);
     const invite = (method: string) => `${method} sip:x@127.0.0.1:${port} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:${rport};branch=z9hG4bKinv9\r\nMax-Forwards: 70\r\nFrom: <sip:a@x>;tag=1\r\nTo: <sip:b@y>\r\nCall-ID: c9\r\nCSeq: 1 ${method}\r\nContact: <sip:a@127.0.0.1:${rport}>\r\n`;
     send(`${invite('INVITE')}Content-Type: application/sdp\r\nContent-Length: ${SDP.length}\r\n\r\n${SDP}`);
