@@ -13,6 +13,7 @@ import { MediaStreamTrack, RTCPeerConnection, RTCRtpCodecParameters, RtpHeader, 
 import { SipUserAgent, type ServerInvite } from '../src/sip';
 import { OpusEncoder } from '../src/media/codecs';
 import { startStunResponder } from './stunResponder';
+import { installNativeDtlsKeyExchange } from '../src/webrtc/dtlsKeyExchange';
 
 type Mode = 'transcode' | 'passthrough';
 interface BenchCall {
@@ -51,6 +52,10 @@ function opusFrames(): Buffer[] {
 }
 
 async function main(): Promise<void> {
+  // A plain exit on SIGTERM, so that --cpu-prof (BENCH_PROFILE) gets to write its profile.
+  process.on('SIGTERM', () => process.exit(0));
+  // Browsers do their DTLS key exchange natively (BoringSSL); so do these stand-ins.
+  installNativeDtlsKeyExchange();
   const stun = await startStunResponder();
   const ua = new SipUserAgent({ transports: [{ protocol: 'udp', host: '127.0.0.1', port: 0 }], logger: pino({ level: 'silent' }), sessionTimers: { expires: 0 } });
   await ua.start();
@@ -66,6 +71,7 @@ async function main(): Promise<void> {
       // batch = how many browsers offer at the same moment (all of them for the setup figure).
       const batch = m.batch ?? 10;
       const done: number[] = [];
+      phases = { answered: [], iceConnected: [], dtlsConnected: [] };
       // A burst (batch = all): every browser prepares its offer, then all offers leave together;
       // the figures then run from that moment, as "N browsers offering at the same moment".
       offerGate = batch >= ids.length ? makeOfferGate(ids.length) : null;
@@ -74,7 +80,8 @@ async function main(): Promise<void> {
       }
       const from = offerGate?.releasedAt ?? t0;
       offerGate = null;
-      process.send!({ type: 'connected', ms: now() - from, perCall: pct(done.map((t) => t - from)) });
+      const since = (ts: number[]) => pct(ts.map((t) => t - from)).p50;
+      process.send!({ type: 'connected', ms: now() - from, perCall: pct(done.map((t) => t - from)), phasesP50: { answered: since(phases.answered), iceConnected: since(phases.iceConnected), dtlsConnected: since(phases.dtlsConnected) } });
     } else if (m.type === 'start') {
       for (const c of calls.values()) { c.sentB = c.recvT = c.sentT = c.recvB = 0; c.toTrunk.length = 0; c.toBrowser.length = 0; }
       latBT.length = 0; latTB.length = 0;
@@ -129,6 +136,8 @@ async function answerInvite(inv: ServerInvite): Promise<void> {
 /** One browser: WebSocket hello/call, werift offer, the gateway's answer, ICE/DTLS. */
 /** Holds prepared browsers until all are ready, then lets every offer go at once (and notes when). */
 let offerGate: { ready(): Promise<void>; releasedAt: number } | null = null;
+/** When each browser got the gateway's answer, and when its ICE and then DTLS were up. */
+let phases: { answered: number[]; iceConnected: number[]; dtlsConnected: number[] } = { answered: [], iceConnected: [], dtlsConnected: [] };
 function makeOfferGate(n: number): NonNullable<typeof offerGate> {
   let waiting = 0;
   let release!: () => void;
@@ -171,7 +180,8 @@ async function connectCall(id: number, wsUrl: string, stunPort: number): Promise
   if (welcome.type !== 'welcome') throw new Error(`hello refused: ${JSON.stringify(welcome)}`);
   await pc.setLocalDescription(await pc.createOffer());
   await new Promise<void>((r) => { if (pc.iceGatheringState === 'complete') r(); else pc.iceGatheringStateChange.subscribe((s) => { if (s === 'complete') r(); }); });
-  const connected = new Promise<void>((r) => pc.connectionStateChange.subscribe((s) => { if (s === 'connected') r(); }));
+  const connected = new Promise<void>((r) => pc.connectionStateChange.subscribe((s) => { if (s === 'connected') { phases.dtlsConnected.push(now()); r(); } }));
+  pc.iceConnectionStateChange.subscribe((s) => { if (s === 'connected') phases.iceConnected.push(now()); });
   // The browser is ready to offer: in a burst, every browser waits here so all offers leave together.
   if (offerGate) await offerGate.ready();
   ws.send(JSON.stringify({ type: 'call', to: '+15551230000', sdp: pc.localDescription!.sdp, headers: { 'X-Bench-Call': String(id) } }));
@@ -180,6 +190,7 @@ async function connectCall(id: number, wsUrl: string, stunPort: number): Promise
     if (msg.type === 'ended' || msg.type === 'error') throw new Error(`call ${id} refused: ${JSON.stringify(msg)}`);
     msg = await next();
   }
+  phases.answered.push(now());
   await pc.setRemoteDescription({ type: 'answer', sdp: msg.sdp });
   await connected;
   // Wait for the SIP side to be up too (the INVITE is answered at once).

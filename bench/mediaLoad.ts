@@ -23,6 +23,8 @@ export interface MediaLoadResult {
   calls: number;
   setupSec: number;
   cpuMsPerCallSecond: number;
+  /** Share of that CPU spent in the kernel (system calls: mostly UDP send and receive). */
+  kernelShare: number;
   coreShare: number;
   loopDelayP99Ms: number;
   lostToSip: number;
@@ -32,7 +34,7 @@ export interface MediaLoadResult {
   latencyToBrowserMs: { p50: number; p99: number };
   memoryPerCallMB: { rss: number; heap: number };
   /** allAtOnce: from the moment all browsers send their offers to each one connected (ICE + DTLS + SIP answered). */
-  connectAllMs?: { p50: number; p99: number; last: number };
+  connectAllMs?: { p50: number; p99: number; last: number; phasesP50: { answered: number; iceConnected: number; dtlsConnected: number } };
 }
 
 const BASE = 19500;
@@ -51,14 +53,31 @@ function post(session: Session, method: string): Promise<unknown> {
   return new Promise((resolve, reject) => session.post(method, (err, res) => (err ? reject(err) : resolve(res))));
 }
 
+async function startProfile(): Promise<Session> {
+  const s = new Session();
+  s.connect();
+  await post(s, 'Profiler.enable');
+  await post(s, 'Profiler.start');
+  return s;
+}
+
+/** Writes a CPU profile (open it in Chrome DevTools). */
+async function stopProfile(s: Session, file: string): Promise<void> {
+  const { profile } = (await post(s, 'Profiler.stop')) as { profile: unknown };
+  writeFileSync(file, JSON.stringify(profile));
+  s.disconnect();
+}
+
 function memory(): { rss: number; heap: number } {
   (globalThis as { gc?: () => void }).gc?.();
   const m = process.memoryUsage();
   return { rss: m.rss, heap: m.heapUsed };
 }
 
-export async function mediaLoad(calls: number, mode: 'transcode' | 'passthrough', seconds = 5, opts: { allAtOnce?: boolean } = {}): Promise<MediaLoadResult> {
-  const gen = fork(join(__dirname, 'loadGen.js'), { stdio: 'inherit' });
+export async function mediaLoad(calls: number, mode: 'transcode' | 'passthrough', seconds = 5, opts: { allAtOnce?: boolean; directSrtp?: boolean } = {}): Promise<MediaLoadResult> {
+  // BENCH_PROFILE=dir also profiles the load generator (its own file, written when it exits).
+  const profDir = process.env.BENCH_PROFILE;
+  const gen = fork(join(__dirname, 'loadGen.js'), { stdio: 'inherit', execArgv: profDir ? ['--cpu-prof', `--cpu-prof-dir=${profDir}`] : [] });
   const { sipPort } = await request<{ sipPort: number }>(gen, { type: 'noop' }, 'ready');
   const cfg = validateConfig({
     http: { host: '127.0.0.1', port: BASE },
@@ -74,30 +93,27 @@ export async function mediaLoad(calls: number, mode: 'transcode' | 'passthrough'
     drain: { timeoutSec: 0 },
   });
   if (!cfg.ok) throw new Error(cfg.errors.join('\n'));
-  const gateway = new Gateway(cfg.config, pino({ level: 'silent' }));
+  const gateway = new Gateway(cfg.config, pino({ level: 'silent' }), { directSrtp: opts.directSrtp });
   await gateway.start();
   try {
     const mem0 = memory();
+    const setupProfiler = profDir ? await startProfile() : null;
     const t0 = performance.now();
-    const conn = await request<{ ms: number; perCall: { p50: number; p99: number } }>(gen, { type: 'connect', wsUrl: `ws://127.0.0.1:${BASE}/ws`, calls, mode, batch: opts.allAtOnce ? calls : 10 }, 'connected');
+    const conn = await request<{ ms: number; perCall: { p50: number; p99: number }; phasesP50: { answered: number; iceConnected: number; dtlsConnected: number } }>(gen, { type: 'connect', wsUrl: `ws://127.0.0.1:${BASE}/ws`, calls, mode, batch: opts.allAtOnce ? calls : 10 }, 'connected');
     const setupSec = (performance.now() - t0) / 1000;
+    if (setupProfiler) await stopProfile(setupProfiler, join(profDir!, `setup-${mode}-${calls}${opts.allAtOnce ? '-burst' : ''}.cpuprofile`));
     if (gateway.activeCalls !== calls) throw new Error(`${gateway.activeCalls} of ${calls} calls up`);
     gen.send({ type: 'start' });
     await new Promise((r) => setTimeout(r, 1000)); // warm-up: JIT, jitter, first RTCP
     const lag = monitorEventLoopDelay({ resolution: 5 });
     lag.enable();
     // BENCH_PROFILE=dir: a CPU profile of exactly the measured window (open it in Chrome DevTools).
-    const profiler = process.env.BENCH_PROFILE ? new Session() : null;
-    if (profiler) { profiler.connect(); await post(profiler, 'Profiler.enable'); await post(profiler, 'Profiler.start'); }
+    const profiler = profDir ? await startProfile() : null;
     const cpu0 = process.cpuUsage();
     const w0 = performance.now();
     await new Promise((r) => setTimeout(r, seconds * 1000));
     const cpu = process.cpuUsage(cpu0);
-    if (profiler) {
-      const { profile } = (await post(profiler, 'Profiler.stop')) as { profile: unknown };
-      writeFileSync(join(process.env.BENCH_PROFILE!, `media-${mode}-${calls}.cpuprofile`), JSON.stringify(profile));
-      profiler.disconnect();
-    }
+    if (profiler) await stopProfile(profiler, join(profDir!, `media-${mode}-${calls}.cpuprofile`));
     const wallS = (performance.now() - w0) / 1000;
     lag.disable();
     const mem1 = memory();
@@ -108,6 +124,7 @@ export async function mediaLoad(calls: number, mode: 'transcode' | 'passthrough'
       calls,
       setupSec,
       cpuMsPerCallSecond: cpuMs / (calls * wallS),
+      kernelShare: cpu.system / Math.max(1, cpu.user + cpu.system),
       coreShare: cpuMs / (wallS * 1000),
       loopDelayP99Ms: lag.percentile(99) / 1e6,
       lostToSip: (s.sentB - s.recvT) / Math.max(1, s.sentB),
@@ -116,7 +133,7 @@ export async function mediaLoad(calls: number, mode: 'transcode' | 'passthrough'
       latencyToSipMs: s.latBT,
       latencyToBrowserMs: s.latTB,
       memoryPerCallMB: { rss: (mem1.rss - mem0.rss) / calls / 1e6, heap: (mem1.heap - mem0.heap) / calls / 1e6 },
-      connectAllMs: opts.allAtOnce ? { p50: conn.perCall.p50, p99: conn.perCall.p99, last: conn.ms } : undefined,
+      connectAllMs: opts.allAtOnce ? { p50: conn.perCall.p50, p99: conn.perCall.p99, last: conn.ms, phasesP50: conn.phasesP50 } : undefined,
     };
   } finally {
     await request(gen, { type: 'hangup' }, 'done').catch(() => undefined);

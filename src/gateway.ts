@@ -40,7 +40,11 @@ export class Gateway {
   httpAddress: { host: string; port: number } | null = null;
   sipAddress: { host: string; port: number } | null = null;
 
-  constructor(private readonly config: GatewayConfig, private readonly logger: Logger, private readonly opts: { webRoot?: string } = {}) {}
+  constructor(private readonly config: GatewayConfig, private readonly logger: Logger, private readonly opts: {
+    webRoot?: string;
+    /** false: browser audio on werift's own RTP path (the benchmark's comparison). */
+    directSrtp?: boolean;
+  } = {}) {}
 
   async start(): Promise<void> {
     if (this.state !== 'created') throw new Error(`gateway cannot start from state ${this.state}`);
@@ -93,6 +97,7 @@ export class Gateway {
         portRange: c.webrtc.portRange,
         portPool: new IcePortPool(c.webrtc.portRange),
         connectTimeoutMs: c.webrtc.connectTimeoutSec * 1000,
+        directSrtp: this.opts.directSrtp,
       },
       srtp: c.trunk?.srtp ?? 'off',
       sipCodecs: c.trunk?.codecs ?? ['PCMU', 'PCMA'],

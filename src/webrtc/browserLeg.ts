@@ -12,6 +12,9 @@ import {
   type RTCRtpTransceiver,
 } from 'werift';
 import type { BrowserMediaPort, RtpPacketView } from '../media';
+import { DirectSrtpPath } from './directSrtpPath';
+import { restrictSrtpProfile, setAnswerDtlsRole } from './weriftInternals';
+import { installNativeDtlsKeyExchange } from './dtlsKeyExchange';
 
 /**
  * ICE settings for the gateway side of every browser peer connection.
@@ -34,6 +37,11 @@ export interface BrowserIceConfig {
   portPool?: IcePortPool;
   /** Give up when ICE/DTLS has not connected after this long (default 15 s). */
   connectTimeoutMs?: number;
+  /**
+   * Audio RTP through our SRTP instead of werift's (default true; see DirectSrtpPath). false is
+   * for measuring the difference (npm run bench) and for ruling it out when debugging.
+   */
+  directSrtp?: boolean;
 }
 
 export type BrowserLegState = 'new' | 'connecting' | 'connected' | 'failed' | 'closed';
@@ -66,6 +74,8 @@ export class BrowserLeg extends EventEmitter<BrowserLegEvents> implements Browse
   private readonly subscriptions: Array<{ unSubscribe(): void }> = [];
   private connectTimer: NodeJS.Timeout | null = null;
   private readonly icePort: number | null;
+  /** Set once connected when the direct path could take over (else werift's path carries audio). */
+  private direct: DirectSrtpPath | null = null;
 
   constructor(
     private readonly opts: {
@@ -78,6 +88,7 @@ export class BrowserLeg extends EventEmitter<BrowserLegEvents> implements Browse
     },
   ) {
     super();
+    installNativeDtlsKeyExchange(); // once per process: OpenSSL's ECDHE instead of werift's pure JS
     this.icePort = opts.ice.portPool ? opts.ice.portPool.take() : null;
     const audioCodecs = [
       useOPUS(),
@@ -114,6 +125,14 @@ export class BrowserLeg extends EventEmitter<BrowserLegEvents> implements Browse
   async answer(offerSdp: string): Promise<string> {
     this.transceiver = this.pc.addTransceiver(this.outTrack, { direction: 'sendrecv' });
     await this.pc.setRemoteDescription({ type: 'offer', sdp: offerSdp });
+    this.offerDirectSrtpProfile();
+    // DTLS server unless the browser insists on being it: the browser, which nominates, then
+    // starts the handshake the moment its ICE check succeeds, while werift as client waits
+    // 100 ms after ICE before its ClientHello. (An 'active' offer needs us passive anyway.)
+    const offeredSetup = /^a=setup:(\w+)/m.exec(offerSdp)?.[1];
+    if (!setAnswerDtlsRole(this.transceiver, offeredSetup === 'passive' ? 'client' : 'server')) {
+      this.opts.logger.warn('werift DTLS transport not reachable: DTLS role left to werift');
+    }
     const answer = await this.pc.createAnswer();
     await this.pc.setLocalDescription(answer);
     this.startConnecting();
@@ -125,6 +144,7 @@ export class BrowserLeg extends EventEmitter<BrowserLegEvents> implements Browse
     this.transceiver = this.pc.addTransceiver(this.outTrack, { direction: 'sendrecv' });
     const offer = await this.pc.createOffer();
     await this.pc.setLocalDescription(offer);
+    this.offerDirectSrtpProfile();
     return this.completeLocalSdp();
   }
 
@@ -141,6 +161,16 @@ export class BrowserLeg extends EventEmitter<BrowserLegEvents> implements Browse
     await this.pc.addIceCandidate({ candidate, sdpMid, sdpMLineIndex });
   }
 
+  /** Which code carries audio RTP: ours (DirectSrtpPath) or werift's; null before connected. */
+  get mediaPath(): 'direct' | 'werift' | null {
+    return this.state !== 'connected' ? null : this.direct ? 'direct' : 'werift';
+  }
+
+  /** SRTP drops on the direct path (forged, replayed or malformed packets from the network). */
+  get srtpDrops(): { authFailures: number; replays: number; malformed: number } | null {
+    return this.direct?.srtpStats ?? null;
+  }
+
   onRtp(listener: (pkt: RtpPacketView) => void): () => void {
     this.rtpListeners.add(listener);
     return () => this.rtpListeners.delete(listener);
@@ -152,6 +182,7 @@ export class BrowserLeg extends EventEmitter<BrowserLegEvents> implements Browse
    */
   sendRtp(pkt: RtpPacketView): void {
     if (this.state !== 'connected' || !this.transceiver) return;
+    if (this.direct) { this.direct.send(pkt); return; }
     const header = new RtpHeader({
       payloadType: pkt.payloadType,
       sequenceNumber: pkt.sequenceNumber,
@@ -185,6 +216,8 @@ export class BrowserLeg extends EventEmitter<BrowserLegEvents> implements Browse
     if (this.connectTimer) clearTimeout(this.connectTimer);
     this.connectTimer = null;
     this.rtpListeners.clear();
+    this.direct?.close();
+    this.direct = null;
     for (const s of this.subscriptions) s.unSubscribe();
     this.subscriptions.length = 0;
     try {
@@ -213,6 +246,7 @@ export class BrowserLeg extends EventEmitter<BrowserLegEvents> implements Browse
       if (this.connectTimer) clearTimeout(this.connectTimer);
       this.connectTimer = null;
       this.state = 'connected';
+      this.takeDirectPath();
       this.emit('connected');
     } else if (s === 'failed' || s === 'closed' || s === 'disconnected') {
       this.fail(`peer connection ${s}`);
@@ -224,6 +258,19 @@ export class BrowserLeg extends EventEmitter<BrowserLegEvents> implements Browse
     this.state = 'failed';
     this.opts.logger.info({ reason }, 'browser leg failed');
     this.emit('failed', reason);
+  }
+
+  /** Before DTLS starts: offer only the SRTP profile the direct path implements. */
+  private offerDirectSrtpProfile(): void {
+    if (this.opts.ice.directSrtp === false || !this.transceiver) return;
+    if (!restrictSrtpProfile(this.transceiver)) this.opts.logger.warn('werift DTLS transport not reachable: browser audio stays on werift\'s RTP path');
+  }
+
+  private takeDirectPath(): void {
+    if (this.opts.ice.directSrtp === false || !this.transceiver) return;
+    const r = DirectSrtpPath.attach(this.transceiver, (pkt) => { for (const l of this.rtpListeners) l(pkt); }, this.opts.logger);
+    if (r instanceof DirectSrtpPath) this.direct = r;
+    else this.opts.logger.warn({ reason: r.reason }, 'browser audio stays on werift\'s RTP path');
   }
 
   private onBrowserRtp(rtp: RtpPacket): void {

@@ -34,7 +34,7 @@ before(async () => {
     trunk: { uri: `sip:127.0.0.1:${BASE + 10}`, codecs: ['PCMU'], sourceCidrs: ['127.0.0.1/32'] },
     demo: { enabled: true, sipPort: BASE + 2 },
     dialplan: { allow: ['+1555*'] },
-  });
+  }, { captureLogs: true });
   browser = await launchChromium({ fakeMicWav: micWav });
 });
 
@@ -45,17 +45,27 @@ after(async () => {
   await manualTrunk?.stop();
 });
 
+/** Calls whose browser audio went through our SRTP (DirectSrtpPath), and any that fell back to werift's. */
+function mediaPaths(): { direct: number; fallback: number } {
+  return {
+    direct: gw.logs.filter((l) => l.msg === 'browser audio on the direct SRTP path').length,
+    fallback: gw.logs.filter((l) => typeof l.msg === 'string' && l.msg.includes("stays on werift's RTP path")).length,
+  };
+}
+
 async function dial(page: Page, number: string): Promise<void> {
   await page.getByTestId('dial-input').fill(number);
   await page.getByTestId('call-button').click();
 }
 
 test('outbound call: audio both ways (1 kHz heard in the page, 700 Hz in baresip), DTMF, remote BYE', async () => {
+  const paths0 = mediaPaths();
   const page = await openPhone(browser, gw.url);
   await dial(page, '+1 555 123 0000');
   await page.getByTestId('call-status').filter({ hasText: 'answered' }).waitFor({ timeout: 15000 });
   const heard = await remotePeakHz(page);
   assert.ok(Math.abs(heard.peakHz - 1000) < 30, `page hears the trunk: ${heard.peakHz} Hz`);
+  assert.deepEqual(mediaPaths(), { direct: paths0.direct + 1, fallback: 0 }, 'Chromium\'s audio goes through our SRTP (AES_CM_128_HMAC_SHA1_80 negotiated in DTLS)');
 
   await page.getByTestId('keypad-5').click();
   const dtmf = await trunk.waitForEvent('CALL_DTMF_START', 5000);
@@ -134,6 +144,7 @@ test('cancel before answer: the page hears local ringback, the ringing trunk see
 });
 
 test('inbound: baresip calls the browser user; the page rings, answers, hears the trunk, and follows the far end\'s hold/resume', async () => {
+  const paths0 = mediaPaths();
   const page = await openPhone(browser, gw.url);
   const identity = await page.evaluate(() => (window as any).__gw.client.identity as string);
   await trunk.ctl('dial', `sip:${identity}@127.0.0.1:${gw.sipPort}`);
@@ -142,6 +153,7 @@ test('inbound: baresip calls the browser user; the page rings, answers, hears th
   await page.getByTestId('call-status').filter({ hasText: 'answered' }).waitFor({ timeout: 10000 });
   const heard = await remotePeakHz(page);
   assert.ok(Math.abs(heard.peakHz - 1000) < 30, `inbound audio: ${heard.peakHz} Hz`);
+  assert.deepEqual(mediaPaths(), { direct: paths0.direct + 1, fallback: 0 }, 'inbound (gateway offers, DTLS server): our SRTP path too');
 
   // The far end puts the call on hold and takes it back with re-INVITEs; our answers mirror them.
   await page.evaluate(() => {

@@ -1,0 +1,53 @@
+import type { RTCRtpTransceiver } from 'werift';
+
+/**
+ * The few werift internals the browser leg reaches into, in one place, each typed as the narrow
+ * slice we touch. Every accessor checks the shape and reports failure instead of throwing, so a
+ * werift upgrade that moves things degrades to werift's defaults rather than breaking calls.
+ */
+
+/** SRTP_AES128_CM_HMAC_SHA1_80 (RFC 5764 §4.1.2). */
+export const PROFILE_AES128_CM_SHA1_80 = 0x0001;
+
+export interface UdpTransportLike { socket: { send(buf: Buffer, port: number, host: string): void }; onData: (data: Buffer, addr: [string, number]) => void }
+export interface CandidatePairLike { protocol: { transport?: UdpTransportLike }; remoteAddr: readonly [string, number] }
+export interface IceConnectionLike { nominated?: CandidatePairLike; protocols: Array<{ transport?: UdpTransportLike }>; state: string }
+export interface DtlsTransportLike {
+  role: 'auto' | 'client' | 'server';
+  srtpProfiles: number[];
+  dtls?: { srtp: { srtpProfile?: number }; extractSessionKeys(keyLength: number, saltLength: number): { localKey: Buffer; localSalt: Buffer; remoteKey: Buffer; remoteSalt: Buffer } };
+  iceTransport: { connection: IceConnectionLike };
+}
+export interface SenderLike { ssrc: number; ntpTimestamp: bigint; rtpTimestamp: number; packetCount: number; octetCount: number; runRtcp(): Promise<void> }
+
+export function dtlsTransportOf(transceiver: RTCRtpTransceiver): DtlsTransportLike | null {
+  try {
+    const t = transceiver.dtlsTransport as unknown as DtlsTransportLike | undefined;
+    return t && Array.isArray(t.srtpProfiles) && typeof t.role === 'string' && t.iceTransport?.connection ? t : null;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Offers only SRTP_AES128_CM_HMAC_SHA1_80 in the DTLS handshake (werift prefers AES-GCM, which
+ * browsers then choose; our SRTP does AES-CM). Call after the transceiver has its transport
+ * (after the local or remote description is set) and before ICE connects.
+ */
+export function restrictSrtpProfile(transceiver: RTCRtpTransceiver): boolean {
+  const t = dtlsTransportOf(transceiver);
+  if (!t) return false;
+  t.srtpProfiles = [PROFILE_AES128_CM_SHA1_80];
+  return true;
+}
+
+/**
+ * Sets the DTLS role our answer takes (a=setup, RFC 8842 §5.3), before createAnswer(). Left to
+ * itself werift always answers active (client), even to an offer that is itself active.
+ */
+export function setAnswerDtlsRole(transceiver: RTCRtpTransceiver, role: 'client' | 'server'): boolean {
+  const t = dtlsTransportOf(transceiver);
+  if (!t) return false;
+  t.role = role;
+  return true;
+}

@@ -1,0 +1,54 @@
+/**
+ * The native ECDHE functions given to werift's DTLS must agree, byte for byte, with the
+ * pure-JS ones they replace (tweetnacl for X25519, @noble/curves for P-256 — both already
+ * installed as werift's dependencies), and werift must really call them once installed.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { dirname, join } from 'node:path';
+import nacl from 'tweetnacl';
+import { p256 } from '@noble/curves/p256';
+import { generateKeyPair, preMasterSecret, installNativeDtlsKeyExchange } from '../../src/webrtc/dtlsKeyExchange';
+
+test('X25519: our keys and tweetnacl\'s reach the same secret both ways; RFC 7748 §6.1 vector', () => {
+  for (let i = 0; i < 20; i++) {
+    const ours = generateKeyPair(29);
+    assert.equal(ours.publicKey.length, 32);
+    const theirs = nacl.box.keyPair();
+    const a = preMasterSecret(Buffer.from(theirs.publicKey), ours.privateKey, 29);
+    const b = Buffer.from(nacl.scalarMult(theirs.secretKey, ours.publicKey));
+    assert.deepEqual(a, b);
+    // Our public key is what tweetnacl derives from our private key.
+    assert.deepEqual(Buffer.from(nacl.scalarMult.base(ours.privateKey)), ours.publicKey);
+  }
+  const alicePriv = Buffer.from('77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a', 'hex');
+  const bobPub = Buffer.from('de9edb7d7b7dc1b4d35b61c2ece435373f8343c85b78674dadfc7e146f882b4f', 'hex');
+  assert.equal(preMasterSecret(bobPub, alicePriv, 29).toString('hex'), '4a5d9d5ba4ce2de1728e3bf480350f25e07e21c947d19e3376f09b3c1e161742');
+});
+
+test('P-256: uncompressed points; the secret is the shared x coordinate, as @noble/curves computes it', () => {
+  for (let i = 0; i < 20; i++) {
+    const ours = generateKeyPair(23);
+    assert.equal(ours.publicKey.length, 65);
+    assert.equal(ours.publicKey[0], 0x04);
+    const theirPriv = p256.utils.randomPrivateKey();
+    const theirPub = Buffer.from(p256.getPublicKey(theirPriv, false));
+    const a = preMasterSecret(theirPub, ours.privateKey, 23);
+    const b = Buffer.from(p256.getSharedSecret(theirPriv, ours.publicKey)).subarray(1);
+    assert.deepEqual(a, b);
+  }
+});
+
+test('bad keys and unknown curves throw (werift turns that into a failed handshake)', () => {
+  assert.throws(() => preMasterSecret(Buffer.alloc(31), Buffer.alloc(32), 29), /32 bytes/);
+  assert.throws(() => preMasterSecret(Buffer.alloc(65, 1), generateKeyPair(23).privateKey, 23));
+  assert.throws(() => generateKeyPair(24), /unsupported DTLS named curve 24/);
+});
+
+test('once installed, werift\'s DTLS flights call ours', () => {
+  assert.equal(installNativeDtlsKeyExchange(), true);
+  const cipherDir = join(dirname(require.resolve('werift')), '../../dtls/src/cipher');
+  assert.equal(require(join(cipherDir, 'namedCurve.js')).generateKeyPair, generateKeyPair);
+  assert.equal(require(join(cipherDir, 'prf.js')).prfPreMasterSecret, preMasterSecret);
+  assert.equal(installNativeDtlsKeyExchange(), true, 'a second call changes nothing');
+});
