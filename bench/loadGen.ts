@@ -1,19 +1,24 @@
 /**
  * Load generator for the media benchmark, in its own process so its CPU is not the gateway's.
  * It plays both far ends of N calls: N browsers (werift peer connections sending real Opus —
- * or PCMU for the relay case — over DTLS-SRTP, through the gateway's WebSocket signaling) and
+ * or PCMU for the relay case — over DTLS-SRTP, through the gateway's WebSocket signaling; once
+ * connected their audio goes through our DirectSrtpPath, as cheap per packet as the gateway's,
+ * so that at 100 calls this process is not the bottleneck a real browser would not be) and
  * the SIP trunk (our SIP user agent answering the gateway's INVITEs, one RTP socket per call
  * sending 20 ms PCMU). Both ends share this process's clock, so a packet's trip through the
  * gateway is timed end to end. Driven over IPC by bench/mediaLoad.ts.
  */
 import dgram from 'node:dgram';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import pino from 'pino';
 import WebSocket from 'ws';
-import { MediaStreamTrack, RTCPeerConnection, RTCRtpCodecParameters, RtpHeader, RtpPacket } from 'werift';
+import { MediaStreamTrack, RTCPeerConnection, RTCRtpCodecParameters } from 'werift';
 import { SipUserAgent, type ServerInvite } from '../src/sip';
 import { OpusEncoder } from '../src/media/codecs';
 import { startStunResponder } from './stunResponder';
 import { installNativeDtlsKeyExchange } from '../src/webrtc/dtlsKeyExchange';
+import { DirectSrtpPath } from '../src/webrtc/directSrtpPath';
+import { restrictSrtpProfile } from '../src/webrtc/weriftInternals';
 
 type Mode = 'transcode' | 'passthrough';
 interface BenchCall {
@@ -21,6 +26,7 @@ interface BenchCall {
   ws: WebSocket;
   pc: RTCPeerConnection;
   track: MediaStreamTrack;
+  audio: DirectSrtpPath | null;
   rtp: dgram.Socket | null;
   gwRtp: { host: string; port: number } | null;
   seq: number; ts: number; tSeq: number; tTs: number;
@@ -30,6 +36,8 @@ interface BenchCall {
 }
 
 const calls = new Map<number, BenchCall>();
+/** This process's own event-loop stalls, which would show up as trip time the gateway did not add. */
+const genLag = monitorEventLoopDelay({ resolution: 5 });
 const latBT: number[] = [];
 const latTB: number[] = [];
 let counting = false;
@@ -87,6 +95,10 @@ async function main(): Promise<void> {
       latBT.length = 0; latTB.length = 0;
       counting = true;
       startSending();
+    } else if (m.type === 'mark') {
+      // End of the warm-up: trip times from here on (loss counts from 'start').
+      latBT.length = 0; latTB.length = 0;
+      genLag.reset(); genLag.enable();
     } else if (m.type === 'stop') {
       if (timer) clearInterval(timer);
       timer = null;
@@ -94,9 +106,9 @@ async function main(): Promise<void> {
       counting = false;
       let sentB = 0, recvT = 0, sentT = 0, recvB = 0;
       for (const c of calls.values()) { sentB += c.sentB; recvT += c.recvT; sentT += c.sentT; recvB += c.recvB; }
-      process.send!({ type: 'stats', sentB, recvT, sentT, recvB, latBT: pct(latBT), latTB: pct(latTB) });
+      process.send!({ type: 'stats', sentB, recvT, sentT, recvB, latBT: pct(latBT), latTB: pct(latTB), genLoopMaxMs: genLag.max / 1e6 });
     } else if (m.type === 'hangup') {
-      for (const c of calls.values()) { c.ws.close(); await c.pc.close().catch(() => undefined); c.rtp?.close(); }
+      for (const c of calls.values()) { c.audio?.close(); c.ws.close(); await c.pc.close().catch(() => undefined); c.rtp?.close(); }
       await ua.stop();
       stun.close();
       process.send!({ type: 'done' });
@@ -163,16 +175,17 @@ async function connectCall(id: number, wsUrl: string, stunPort: number): Promise
     codecs: { audio: [codec] },
   });
   const track = new MediaStreamTrack({ kind: 'audio' });
-  pc.addTransceiver(track, { direction: 'sendrecv' });
+  const transceiver = pc.addTransceiver(track, { direction: 'sendrecv' });
+  restrictSrtpProfile(transceiver); // the profile DirectSrtpPath implements, whatever the gateway offers
   const ws = new WebSocket(wsUrl);
-  const call: BenchCall = { id, ws, pc, track, rtp: null, gwRtp: null, seq: 0, ts: 0, tSeq: 0, tTs: 0, toTrunk: [], toBrowser: [], sentB: 0, recvT: 0, sentT: 0, recvB: 0 };
+  const call: BenchCall = { id, ws, pc, track, audio: null, rtp: null, gwRtp: null, seq: 0, ts: 0, tSeq: 0, tTs: 0, toTrunk: [], toBrowser: [], sentB: 0, recvT: 0, sentT: 0, recvB: 0 };
   calls.set(id, call);
-  pc.onTrack.subscribe((t) => t.onReceiveRtp.subscribe(() => {
+  const onAudio = () => {
     if (!counting) return;
     call.recvB++;
     const sent = call.toBrowser.shift();
     if (sent !== undefined) latTB.push(now() - sent);
-  }));
+  };
   await new Promise<void>((resolve, reject) => { ws.once('open', () => resolve()); ws.once('error', reject); });
   const next = () => new Promise<any>((resolve) => ws.once('message', (d) => resolve(JSON.parse(d.toString()))));
   ws.send(JSON.stringify({ type: 'hello', version: 1 }));
@@ -193,19 +206,29 @@ async function connectCall(id: number, wsUrl: string, stunPort: number): Promise
   phases.answered.push(now());
   await pc.setRemoteDescription({ type: 'answer', sdp: msg.sdp });
   await connected;
+  const direct = DirectSrtpPath.attach(transceiver, onAudio, pino({ level: 'silent' }));
+  if (!(direct instanceof DirectSrtpPath)) throw new Error(`browser ${id}: no direct audio path: ${direct.reason}`);
+  call.audio = direct;
   // Wait for the SIP side to be up too (the INVITE is answered at once).
   while (!call.gwRtp) await new Promise((r) => setTimeout(r, 10));
 }
 
-/** Every 20 ms: one packet from each browser and one from the trunk, per call. */
+/**
+ * Every 20 ms: one packet from each browser and one from the trunk, per call. Calls are spread
+ * over four 5 ms phases, as independent callers are not in lockstep: a burst of every call's
+ * packet at one instant would measure queueing in the gateway that real traffic does not cause.
+ */
+const PHASES = 4;
 function startSending(): void {
-  let f = 0;
+  let tick = 0;
   timer = setInterval(() => {
-    const payload = mode === 'transcode' ? frames[f++ % frames.length] : pcmu;
+    const phase = tick++ % PHASES;
     for (const c of calls.values()) {
+      if (c.id % PHASES !== phase) continue;
+      const payload = mode === 'transcode' ? frames[c.seq % frames.length] : pcmu;
       c.seq = (c.seq + 1) & 0xffff;
       c.ts = (c.ts + (mode === 'transcode' ? 960 : 160)) >>> 0;
-      c.track.writeRtp(new RtpPacket(new RtpHeader({ payloadType: mode === 'transcode' ? 111 : 0, sequenceNumber: c.seq, timestamp: c.ts, ssrc: 1000 + c.id }), payload));
+      c.audio?.send({ payloadType: mode === 'transcode' ? 111 : 0, sequenceNumber: c.seq, timestamp: c.ts, marker: false, ssrc: 1000 + c.id, payload });
       c.toTrunk.push(now());
       c.sentB++;
       if (c.rtp && c.gwRtp) {
@@ -220,7 +243,7 @@ function startSending(): void {
         c.sentT++;
       }
     }
-  }, 20);
+  }, 20 / PHASES);
 }
 
 main().catch((err) => { console.error('load generator failed:', err); process.exit(1); });

@@ -27,6 +27,9 @@ export interface MediaLoadResult {
   kernelShare: number;
   coreShare: number;
   loopDelayP99Ms: number;
+  loopDelayMaxMs: number;
+  /** The load generator's worst event-loop stall: trip time the gateway did not add. */
+  loadGenLoopDelayMaxMs: number;
   lostToSip: number;
   lostToBrowser: number;
   sentPerDirection: number;
@@ -105,6 +108,7 @@ export async function mediaLoad(calls: number, mode: 'transcode' | 'passthrough'
     if (gateway.activeCalls !== calls) throw new Error(`${gateway.activeCalls} of ${calls} calls up`);
     gen.send({ type: 'start' });
     await new Promise((r) => setTimeout(r, 1000)); // warm-up: JIT, jitter, first RTCP
+    gen.send({ type: 'mark' });
     const lag = monitorEventLoopDelay({ resolution: 5 });
     lag.enable();
     // BENCH_PROFILE=dir: a CPU profile of exactly the measured window (open it in Chrome DevTools).
@@ -117,7 +121,7 @@ export async function mediaLoad(calls: number, mode: 'transcode' | 'passthrough'
     const wallS = (performance.now() - w0) / 1000;
     lag.disable();
     const mem1 = memory();
-    const s = await request<{ sentB: number; recvT: number; sentT: number; recvB: number; latBT: { p50: number; p99: number }; latTB: { p50: number; p99: number } }>(gen, { type: 'stop' }, 'stats');
+    const s = await request<{ sentB: number; recvT: number; sentT: number; recvB: number; latBT: { p50: number; p99: number }; latTB: { p50: number; p99: number }; genLoopMaxMs: number }>(gen, { type: 'stop' }, 'stats');
     const cpuMs = (cpu.user + cpu.system) / 1000;
     return {
       mode,
@@ -127,6 +131,8 @@ export async function mediaLoad(calls: number, mode: 'transcode' | 'passthrough'
       kernelShare: cpu.system / Math.max(1, cpu.user + cpu.system),
       coreShare: cpuMs / (wallS * 1000),
       loopDelayP99Ms: lag.percentile(99) / 1e6,
+      loopDelayMaxMs: lag.max / 1e6,
+      loadGenLoopDelayMaxMs: s.genLoopMaxMs,
       lostToSip: (s.sentB - s.recvT) / Math.max(1, s.sentB),
       lostToBrowser: (s.sentT - s.recvB) / Math.max(1, s.sentT),
       sentPerDirection: s.sentB,

@@ -79,6 +79,7 @@ export class Gateway {
       bindHost: c.media.host,
       advertisedHost: c.media.advertisedHost ?? c.media.host,
       portRange: c.media.portRange,
+      opusComplexity: c.media.opusComplexity,
       logger: log.child({ component: 'media' }),
       inactivityTimeoutMs: c.media.inactivityTimeoutSec * 1000,
     });

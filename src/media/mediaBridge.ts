@@ -68,7 +68,7 @@ export class MediaBridge extends EventEmitter<BridgeEvents> {
   /** Trunk packets put back in order (no delay when they already are) before they reach the browser. */
   private readonly sipReorder = new ReorderBuffer((pkt, lostBefore) => this.fromSip(pkt, lostBefore));
 
-  constructor(private readonly browser: BrowserMediaPort, private readonly sip: SipRtpLeg, private readonly opts: { callId: string; logger: Logger }) {
+  constructor(private readonly browser: BrowserMediaPort, private readonly sip: SipRtpLeg, private readonly opts: { callId: string; logger: Logger; opusComplexity?: number }) {
     super();
     const remote = sip.remote;
     const sipCodec = remote?.codec ?? 'PCMU';
@@ -82,7 +82,7 @@ export class MediaBridge extends EventEmitter<BridgeEvents> {
     this.sipFrameSamples = Math.max(1, Math.round(((remote?.ptime ?? 20) / 20))) * 160;
     if (this.mode === 'transcode') {
       this.toSip = new OpusToG711(law);
-      this.toBrowser = new G711ToOpus(law);
+      this.toBrowser = new G711ToOpus(law, { complexity: opts.opusComplexity });
     }
     this.browserDtmf = new DtmfReceiver((digit) => {
       this.emit('dtmf', { digit, from: 'browser' });
@@ -213,7 +213,7 @@ export class MediaBridge extends EventEmitter<BridgeEvents> {
     if (this.toneTimer || this.closed) return;
     this.toneMs = 0;
     // Passthrough Opus has no encoder of its own: the ringback gets one for as long as it plays.
-    if (!this.toBrowser && this.browserClock === 48000) this.toneEncoder ??= new G711ToOpus('pcmu');
+    if (!this.toBrowser && this.browserClock === 48000) this.toneEncoder ??= new G711ToOpus('pcmu', { complexity: this.opts.opusComplexity });
     const encoder = this.toBrowser ?? this.toneEncoder;
     const frame = new Int16Array(160);
     this.toneTimer = setInterval(() => {

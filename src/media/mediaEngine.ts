@@ -13,7 +13,7 @@ export class MediaEngine {
   private readonly legs = new Set<SipRtpLeg>();
   private readonly bridges = new Set<MediaBridge>();
 
-  constructor(private readonly opts: { bindHost: string; advertisedHost: string; portRange: [number, number]; logger: Logger; inactivityTimeoutMs?: number }) {
+  constructor(private readonly opts: { bindHost: string; advertisedHost: string; portRange: [number, number]; logger: Logger; inactivityTimeoutMs?: number; opusComplexity?: number }) {
     this.ports = new PortAllocator(opts.portRange, opts.bindHost);
   }
 
@@ -29,7 +29,7 @@ export class MediaEngine {
   }
 
   createBridge(browser: BrowserMediaPort, sip: SipRtpLeg, o: { callId: string }): MediaBridge {
-    const bridge = new MediaBridge(browser, sip, { callId: o.callId, logger: this.opts.logger.child({ callId: o.callId }) });
+    const bridge = new MediaBridge(browser, sip, { callId: o.callId, logger: this.opts.logger.child({ callId: o.callId }), opusComplexity: this.opts.opusComplexity });
     this.bridges.add(bridge);
     const origClose = bridge.close.bind(bridge);
     bridge.close = () => { this.bridges.delete(bridge); origClose(); };

@@ -166,6 +166,11 @@ export class BrowserLeg extends EventEmitter<BrowserLegEvents> implements Browse
     return this.state !== 'connected' ? null : this.direct ? 'direct' : 'werift';
   }
 
+  /** Packets through the direct path (null on werift's). */
+  get directCounts(): { received: number; sent: number; notSent: number; rtcpReceived: number } | null {
+    return this.direct?.counts ?? null;
+  }
+
   /** SRTP drops on the direct path (forged, replayed or malformed packets from the network). */
   get srtpDrops(): { authFailures: number; replays: number; malformed: number } | null {
     return this.direct?.srtpStats ?? null;

@@ -7,8 +7,8 @@ import { dtlsTransportOf, PROFILE_AES128_CM_SHA1_80, type IceConnectionLike, typ
 /**
  * The browser leg's per-packet audio path once ICE and DTLS are up.
  *
- * werift stays in charge of everything that is not audio — ICE (STUN checks and consent),
- * the DTLS handshake, RTCP — but its RTP path costs more than the rest of a transcoded call:
+ * werift stays in charge of ICE (STUN checks and consent) and the DTLS handshake, but its RTP
+ * and RTCP path costs more than the rest of a transcoded call:
  * per packet it tries to parse the datagram as STUN, parses the RTP header bit by bit into
  * objects, builds a cipher object for SRTP, and allocates a promise per send (see the media
  * benchmark's profile in README "Performance"). Here an audio packet goes from the UDP socket
@@ -29,7 +29,7 @@ const NTP_EPOCH_OFFSET = 2208988800;
 
 export class DirectSrtpPath {
   /** Counters for this path (the bridge keeps the audio statistics). */
-  readonly counts = { received: 0, sent: 0, notSent: 0 };
+  readonly counts = { received: 0, sent: 0, notSent: 0, rtcpReceived: 0 };
   private readonly restore: Array<() => void> = [];
   private closed = false;
 
@@ -62,11 +62,12 @@ export class DirectSrtpPath {
     const path = new DirectSrtpPath(srtp, connection, sender, onPacket);
     for (const udp of transports as UdpTransportLike[]) {
       const werift = udp.onData;
-      // RFC 7983 demultiplexing: first byte 128–191 is RTP or RTCP. Audio RTP is ours; STUN,
-      // DTLS and RTCP (PT 192–223, RFC 5761) stay with werift.
+      // RFC 7983 demultiplexing: first byte 128–191 is RTP or RTCP (PT 192–223, RFC 5761) and
+      // ours; STUN and DTLS stay with werift.
       udp.onData = (data, addr) => {
-        if (data.length >= 12 && (data[0] & 0xc0) === 0x80 && (data[1] < 192 || data[1] > 223)) path.receive(data);
-        else werift(data, addr);
+        if (data.length < 12 || (data[0] & 0xc0) !== 0x80) werift(data, addr);
+        else if (data[1] >= 192 && data[1] <= 223) path.receiveRtcp(data);
+        else path.receive(data);
       };
       path.restore.push(() => { udp.onData = werift; });
     }
@@ -107,6 +108,16 @@ export class DirectSrtpPath {
     if (!pkt) return;
     this.counts.received++;
     this.onPacket(pkt);
+  }
+
+  /**
+   * The browser's RTCP (receiver and sender reports) is authenticated and counted, then dropped:
+   * the bridge measures the browser's stream itself, and werift's RTCP handling (a cipher
+   * object and a dozen objects per packet) cost more than all the rest of its remaining work.
+   */
+  private receiveRtcp(data: Buffer): void {
+    if (this.closed) return;
+    if (this.srtp.unprotectRtcp(data)) this.counts.rtcpReceived++;
   }
 
   /**

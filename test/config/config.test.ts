@@ -47,6 +47,7 @@ test('defaults: http 127.0.0.1:8080, sip 127.0.0.1:5060/udp, demo endpoint and d
   assert.equal(c.demo.sipPort, 5062);
   assert.equal(c.auth.mode, 'demo');
   assert.deepEqual(c.media.portRange, [30000, 30999]);
+  assert.equal(c.media.opusComplexity, 1);
   assert.deepEqual(c.webrtc.portRange, [40000, 40999]);
   assert.deepEqual(c.webrtc.hostAddresses, ['127.0.0.1']);
   assert.equal(c.dialplan.defaultCountryCode, '1');
@@ -191,6 +192,7 @@ test('a bad value names the key path, what is expected and what was given', () =
   oneError(validateConfig({ trunk: { uri: 'sip:t.example.com', sourceCidrs: ['10.0.0.0/33'] }, auth: { hs256Secret: SECRET } }), /^config error: trunk\.sourceCidrs\.0: expected an IP address or CIDR/);
   oneError(validateConfig({ edge: { allowedOrigins: ['https://app.example.com/'] } }), /^config error: edge\.allowedOrigins\.0: expected an origin such as https:\/\/app\.example\.com/);
   oneError(validateConfig({ webrtc: { stunServers: ['stun.example.com:3478'] } }), /^config error: webrtc\.stunServers\.0: expected a STUN URI/);
+  oneError(validateConfig({ media: { opusComplexity: 11 } }), /^config error: media\.opusComplexity: expected .*10.*, got 11$/);
   oneError(validateConfig({ sip: 'udp' }), /^config error: sip: expected a section \(key: value mapping\), got "udp"$/);
 });
 

@@ -147,7 +147,7 @@ test('inbound: the gateway offers, the browser answers, audio both ways on the d
   }
 });
 
-test('forged SRTP from another address is dropped and counted; the call goes on; close frees the port', async () => {
+test('forged SRTP from another address is dropped and counted; RTCP is authenticated; close frees the port', async () => {
   const { l, b } = await outboundCall();
   const port = Number(/a=candidate:\S+ 1 udp \d+ 127\.0\.0\.1 (\d+) typ host/.exec(b.pc.remoteDescription!.sdp)![1]);
   const attacker = dgram.createSocket('udp4');
@@ -158,6 +158,9 @@ test('forged SRTP from another address is dropped and counted; the call goes on;
     for (let i = 0; i < 5; i++) attacker.send(forged, port, '127.0.0.1');
     await until(() => (l.srtpDrops?.authFailures ?? 0) >= 5, 'forged packets counted');
     await exchangeAudio(l, b);
+    // The browser's RTCP reports are ours too: authenticated and counted (werift sends them every 0.5-1.5 s).
+    await until(() => (l.directCounts?.rtcpReceived ?? 0) >= 1, 'the browser\'s RTCP on the direct path');
+    assert.equal(l.srtpDrops?.authFailures, 5, 'genuine RTP and RTCP all authenticated');
     await l.close();
     assert.equal(l.mediaPath, null);
     assert.equal(pool.used, usedBefore - 1, 'the port pair went back to the pool');

@@ -65,9 +65,11 @@ export class G711ToOpus {
 /**
  * Narrowband speech from a G.711 trunk carries nothing above 4 kHz, so a modest bitrate and
  * complexity keep the quality of the source at a fraction of the CPU. Measured by
- * bench/codecQuality.ts (8 kHz speech-like input, segmental SNR): complexity 8-10 costs ~1.8x
- * the CPU of 5 for ~0.4 dB, 2 saves ~20 % for ~0.3 dB less; bitrate moves quality more than
- * complexity (16 -> 24 -> 32 kb/s: 13.3 -> 13.7 -> 14.6 dB). 5 at 24 kb/s is the middle.
+ * bench/codecQuality.ts (8 kHz speech-like input): from complexity 1 to 5 to 10 the encode
+ * costs ~50 / ~100 / ~190 µs per 20 ms frame, while segmental SNR stays within 14.0-13.6-14.1 dB
+ * and the log-spectral distance within 4.1-4.3-4.4 dB (higher complexity is not closer to the
+ * input on either). Bitrate matters more (16 -> 24 kb/s: +1.8 dB SNR at complexity 1). So: 1 at
+ * 24 kb/s, and media.opusComplexity for whoever measures otherwise on their own audio.
  */
-export const OPUS_DEFAULT_COMPLEXITY = 5;
+export const OPUS_DEFAULT_COMPLEXITY = 1;
 export const OPUS_DEFAULT_BITRATE = 24000;
