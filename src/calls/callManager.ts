@@ -5,6 +5,7 @@ import { CallBase, type CallContext, type Identity } from './callBase';
 import type { EndCause } from './causes';
 import { InboundCall, type RingTarget } from './inboundCall';
 import { OutboundCall, type OutboundTarget } from './outboundCall';
+import { IcePortsExhaustedError } from '../webrtc/icePortPool';
 
 /** Where outbound calls go and how inbound ones find a user. */
 export interface Routing {
@@ -102,6 +103,14 @@ export class CallManager {
     try {
       answerSdp = await call.answerBrowser(offerSdp);
     } catch (err) {
+      if (err instanceof IcePortsExhaustedError) {
+        // Every WebRTC port pair is in use: the gateway is at capacity, as at maxCallsGlobal.
+        // Not 'bad-sdp' (the offer was never looked at; the browser should retry later), and
+        // not a hangup by the browser in the CDR.
+        call.log.warn({ err: err.message }, 'no free WebRTC port: call refused');
+        call.failBeforeDial({ cause: 'unavailable', sipReason: err.message });
+        return { ok: false, code: 'too-many-calls', message: 'no free WebRTC port: the gateway is at capacity' };
+      }
       call.log.warn({ err: (err as Error).message }, 'browser offer rejected');
       call.hangup('local-hangup');
       return { ok: false, code: 'bad-sdp', message: `could not answer the offer: ${(err as Error).message}` };

@@ -1,7 +1,7 @@
 import type { ClientInvite, SipResponse, SipUserAgent } from '../sip';
 import { buildSipOffer, parseSipAnswer } from '../sdp';
 import { BrowserLeg } from '../webrtc/browserLeg';
-import { CallBase, type CallContext, type Identity } from './callBase';
+import { CallBase, type CallContext, type CallEndInfo, type Identity } from './callBase';
 import { causeFromSipStatus } from './causes';
 
 export interface OutboundTarget {
@@ -149,6 +149,15 @@ export class OutboundCall extends CallBase {
       this.invite.cancel();
     }
     this.finish({ cause });
+  }
+
+  /**
+   * Set-up failed on our side before the INVITE (no free WebRTC port): end the call with the
+   * real cause, so the CDR and metrics do not record it as a hangup by the browser.
+   */
+  failBeforeDial(info: CallEndInfo): void {
+    if (this.invite) { this.hangup(); return; } // already dialing: CANCEL it like any hangup
+    this.finish(info);
   }
 
   protected hangupForMedia(): void {

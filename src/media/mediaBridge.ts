@@ -240,6 +240,7 @@ export class MediaBridge extends EventEmitter<BridgeEvents> {
   }
 
   stats(): { browser: LegStats; sip: LegStats; transcodeCpuMs: number; mode: Mode } {
+    const r = this.sipReorder;
     return {
       browser: {
         packetsSent: this.sent.packets, bytesSent: this.sent.bytes, packetsReceived: this.received.packets, bytesReceived: this.received.bytes,
@@ -247,7 +248,8 @@ export class MediaBridge extends EventEmitter<BridgeEvents> {
         mos: estimateMos({ lossPercent: this.browserRx.expected ? (Math.max(0, this.browserRx.lost) / this.browserRx.expected) * 100 : 0, oneWayDelayMs: 40, jitterMs: this.browserRx.jitterMs, ie: 0, bpl: 20 }),
         dropped: this.dropped + (this.toSip?.malformed ?? 0),
       },
-      sip: this.sip.stats(),
+      // The reorder stage sits between the trunk socket and the browser, so its counters go with the SIP leg's.
+      sip: { ...this.sip.stats(), reorder: { reordered: r.reordered, duplicateOrLate: r.dropped, givenUp: r.lost } },
       transcodeCpuMs: Number(this.transcodeNs / 1000n) / 1000,
       mode: this.mode,
     };

@@ -12,7 +12,11 @@ export class ReorderBuffer {
   private expected = -1;
   private readonly held = new Map<number, RtpPacketView>();
   private timer: NodeJS.Timeout | null = null;
+  /** Packets that arrived after a higher-numbered one and were still put back in their place. */
+  reordered = 0;
+  /** Duplicates, and packets that came after their place was passed (delivered or given up). */
   dropped = 0;
+  /** Missing sequence numbers given up on (the wait ran out): real losses and very late packets. */
   lost = 0;
 
   constructor(private readonly deliver: (pkt: RtpPacketView, lostBefore: number) => void, private readonly depth = 3, private readonly maxWaitMs = 40) {}
@@ -26,6 +30,7 @@ export class ReorderBuffer {
     }
     const d = (pkt.sequenceNumber - this.expected) & 0xffff;
     if (d >= 0x8000 || this.held.has(pkt.sequenceNumber)) { this.dropped++; return; } // late or duplicate
+    if (this.heldBeyond(d)) this.reordered++;
     if (d === 0) {
       this.emit(pkt, 0);
       this.drainInOrder();
@@ -61,6 +66,12 @@ export class ReorderBuffer {
       this.emit(p, 0);
     }
     if (this.held.size === 0 && this.timer) { clearTimeout(this.timer); this.timer = null; }
+  }
+
+  /** Whether a packet later than the one `d` ahead of `expected` is held: that one arrived out of order. */
+  private heldBeyond(d: number): boolean {
+    for (const seq of this.held.keys()) if (((seq - this.expected) & 0xffff) > d) return true;
+    return false;
   }
 
   /** The missing packet is not coming: deliver the earliest held one, counting the gap. */

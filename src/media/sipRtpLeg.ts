@@ -167,8 +167,16 @@ export class SipRtpLeg extends EventEmitter<SipLegEvents> {
   private connectRtp(address: string, port: number): void {
     if (this.rtpConnected !== 'no' || this.closed) return;
     this.rtpConnected = 'connecting';
-    this.rtpSocket.connect(port, address, () => {
+    this.rtpSocket.connect(port, address, (err?: Error | null) => {
       if (this.closed) return;
+      // dgram reports a failed connect() to this callback (not as an 'error' event) and leaves
+      // the socket unconnected: taking it for connected made every send throw ERR_SOCKET_BAD_PORT
+      // (no address given), out of sendAudio and into the bridge. Keep sending with an address.
+      if (err) {
+        this.rtpConnected = 'no';
+        this.opts.logger.debug({ err: err.message }, 'RTP connect() failed: sending unconnected');
+        return;
+      }
       // A re-INVITE may have moved the far end while we were connecting.
       if (this.rtpConnected !== 'connecting' || this.dest?.address !== address || this.dest.port !== port) { this.disconnectRtp(); return; }
       this.rtpConnected = 'yes';

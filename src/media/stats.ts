@@ -126,4 +126,20 @@ export interface LegStats {
   mos: number;
   /** Dropped: malformed, unknown PT, SRTP failures, replays, wrong source. */
   dropped: number;
+  /** SIP leg only: what the gateway's reorder stage did to trunk audio before the browser. */
+  reorder?: ReorderStats;
+}
+
+/**
+ * Counters of the reorder stage (src/media/reorder.ts) on trunk audio. They are separate from
+ * the socket-level `packetsLost`/`dropped`: a packet the stage gave up on and that then came
+ * anyway counts in both `givenUp` and `duplicateOrLate`, and in `packetsReceived`.
+ */
+export interface ReorderStats {
+  /** Packets that arrived after a higher-numbered one and were put back in sequence. */
+  reordered: number;
+  /** Packets dropped as duplicates, or as too late (their place already passed to the browser). */
+  duplicateOrLate: number;
+  /** Missing packets the stage stopped waiting for (its depth or wait ran out) and concealed. */
+  givenUp: number;
 }

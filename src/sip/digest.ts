@@ -45,10 +45,15 @@ export function pickChallenge(values: string[]): DigestChallenge | null {
   return parsed.find((c) => c.algorithm.startsWith('SHA-256')) ?? parsed[0] ?? null;
 }
 
+/**
+ * Answers one challenge. Keep the instance for as long as the nonce is good and call
+ * authorization() once per request sent: each call counts nc up and draws a new cnonce
+ * (RFC 7616 §3.4), so a re-sent request never repeats an earlier Authorization.
+ */
 export class DigestClient {
   private nc = 0;
   constructor(
-    private readonly challenge: DigestChallenge,
+    readonly challenge: DigestChallenge,
     private readonly username: string,
     private readonly password: string,
     /** Client nonce source; tests pin it to check published vectors. */

@@ -531,7 +531,15 @@ export class ClientInvite extends EventEmitter<ClientInviteEvents> {
   private lastAck: string | null = null;
   private sessionExpires: number;
   private retried422 = false;
-  private lastAuthorization: [string, string] | undefined;
+  /**
+   * Digest answers we hold, by header and realm (a proxy's 407 and the callee's 401 can both
+   * apply). Every INVITE we send, a retry after 401/407 or 422 alike, gets Authorization values
+   * computed afresh from these: same nonce, nc one higher, new cnonce (RFC 7616 §3.4). Copying
+   * the previous request's header would repeat its nc, which a strict server refuses as a
+   * replay. This is what SIP.js (DigestAuthentication.authenticate) and pjsip
+   * (PJSIP_AUTH_AUTO_SEND_NEXT with qop) do.
+   */
+  private readonly digests = new Map<string, { header: 'Authorization' | 'Proxy-Authorization'; client: DigestClient }>();
   private tx: InviteClientTransaction | null = null;
 
   constructor(private readonly ua: SipUserAgent, private readonly opts: InviteOptions) {
@@ -542,7 +550,7 @@ export class ClientInvite extends EventEmitter<ClientInviteEvents> {
     setImmediate(() => this.send().catch((err: Error) => this.fail(err)));
   }
 
-  private async send(authorization?: [string, string]): Promise<void> {
+  private async send(): Promise<void> {
     if (this.state !== 'calling' && this.state !== 'proceeding') return;
     this.ua.ensureRunning();
     this.dest ??= await this.ua.resolve(this.opts.outboundProxy ?? this.opts.requestUri);
@@ -555,7 +563,7 @@ export class ClientInvite extends EventEmitter<ClientInviteEvents> {
       req.addHeader('Min-SE', String(Math.min(this.sessionExpires, this.ua.sessionTimerSettings.minSe)));
     }
     for (const [k, v] of o.headers ?? []) req.addHeader(k, v);
-    if (authorization) req.addHeader(authorization[0], authorization[1]);
+    for (const { header, client } of this.digests.values()) req.addHeader(header, client.authorization('INVITE', o.requestUri, o.sdp));
     req.addHeader('Content-Type', 'application/sdp');
     req.body = o.sdp;
     this.request = req;
@@ -582,19 +590,24 @@ export class ClientInvite extends EventEmitter<ClientInviteEvents> {
         this.retried422 = true;
         this.sessionExpires = minSe;
         this.cseq++;
-        this.send(this.lastAuthorization).catch((err: Error) => this.fail(err));
+        // send() recomputes any credentials we hold for the new request (nc + 1).
+        this.send().catch((err: Error) => this.fail(err));
         return;
       }
     }
     if ((s === 401 || s === 407) && this.opts.credentials && !this.cancelWanted) {
+      const header = s === 401 ? 'Authorization' : 'Proxy-Authorization';
       const challenge = pickChallenge(res.headers(s === 401 ? 'www-authenticate' : 'proxy-authenticate'));
-      if (challenge && (this.authAttempts === 0 || challenge.stale) && this.authAttempts < 3) {
+      const key = `${header} ${challenge?.realm}`;
+      const held = this.digests.get(key)?.client.challenge;
+      // Answer a realm's first challenge, and a new one after ours was used: stale=true, or a
+      // different nonce (a server with one-time nonces after the 422 retry; pjsip counts that as
+      // stale too). The same nonce refused again means the password is wrong: give up.
+      if (challenge && (!held || challenge.stale || challenge.nonce !== held.nonce) && this.authAttempts < 3) {
         this.authAttempts++;
         this.cseq++;
-        const digest = new DigestClient(challenge, this.opts.credentials.username, this.opts.credentials.password);
-        const header: [string, string] = [s === 401 ? 'Authorization' : 'Proxy-Authorization', digest.authorization('INVITE', this.opts.requestUri)];
-        this.lastAuthorization = header;
-        this.send(header).catch((err: Error) => this.fail(err));
+        this.digests.set(key, { header, client: new DigestClient(challenge, this.opts.credentials.username, this.opts.credentials.password) });
+        this.send().catch((err: Error) => this.fail(err));
         return;
       }
     }

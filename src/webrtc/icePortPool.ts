@@ -1,3 +1,6 @@
+/** What IcePortPool.take() throws when every pair is in use: the gateway is at capacity. */
+export class IcePortsExhaustedError extends Error {}
+
 /**
  * Hands out the UDP port of each browser peer connection from the configured range.
  *
@@ -27,7 +30,7 @@ export class IcePortPool {
         return p;
       }
     }
-    throw new Error(`no free WebRTC port pair in ${this.range[0]}-${this.range[1]}`);
+    throw new IcePortsExhaustedError(`no free WebRTC port pair in ${this.range[0]}-${this.range[1]}`);
   }
 
   /** The range to give werift for a port from take(). */

@@ -23,6 +23,28 @@ test('a swapped pair is put back in order; duplicates and late packets are dropp
   for (const s of [10, 12, 11, 11, 12, 9, 13]) rb.push(pkt(s));
   assert.deepEqual(out, [[10, 0], [11, 0], [12, 0], [13, 0]]);
   assert.equal(rb.dropped, 3);
+  assert.equal(rb.reordered, 1, 'only 11 came after a higher number (12) and was put back before it');
+  assert.equal(rb.lost, 0);
+  rb.close();
+});
+
+test('reordered counts each packet that overtook a held one, not the held one itself', () => {
+  const { rb, out } = harness();
+  for (const s of [1, 4, 3, 2, 5]) rb.push(pkt(s));
+  assert.deepEqual(out.map((o) => o[0]), [1, 2, 3, 4, 5]);
+  assert.equal(rb.reordered, 2, '3 and 2 arrived after 4');
+  assert.equal(rb.dropped, 0);
+  assert.equal(rb.lost, 0);
+  rb.close();
+});
+
+test('a gap given up on is a loss, not a reordering; the straggler is then dropped as late', () => {
+  const { rb, out } = harness(2, 1000);
+  for (const s of [1, 3, 4, 5, 2]) rb.push(pkt(s));
+  assert.deepEqual(out, [[1, 0], [3, 1], [4, 0], [5, 0]]);
+  assert.equal(rb.reordered, 0, '3, 4, 5 arrived in increasing order; 2 came too late to be put back');
+  assert.equal(rb.lost, 1);
+  assert.equal(rb.dropped, 1);
   rb.close();
 });
 

@@ -114,3 +114,100 @@ test('no RTP for the configured time raises inactive once per period', async () 
   leg.close();
   trunk.close();
 });
+
+/**
+ * Makes connect() on this real dgram socket fail the way the kernel would (EACCES from the
+ * libuv handle), so Node's own dgram code reports it: a failed connect() cannot be produced on
+ * loopback, where every address the leg latches onto is routable.
+ */
+function failConnects(sock: dgram.Socket): { attempts: number } {
+  const stateSym = Object.getOwnPropertySymbols(sock).find((s) => s.description === 'state symbol');
+  assert.ok(stateSym, 'dgram internals changed: no state symbol on the socket');
+  const handle = (sock as unknown as Record<symbol, { handle: { connect(ip: string, port: number): number } }>)[stateSym].handle;
+  const seen = { attempts: 0 };
+  handle.connect = () => { seen.attempts++; return -13; }; // UV_EACCES
+  return seen;
+}
+
+test('a failed connect() of the RTP socket: the leg keeps sending unconnected, latching still holds, nothing throws', async () => {
+  const engine = new MediaEngine({ bindHost: '127.0.0.1', advertisedHost: '127.0.0.1', portRange: [20780, 20783], logger });
+  const leg = await engine.createSipLeg({ callId: 't5' });
+  const far = await socket();
+  const stranger = await socket();
+  const connects = failConnects(leg['rtpSocket']);
+  let audio = 0;
+  leg.on('audio', () => audio++);
+  try {
+    leg.setRemote({ address: '127.0.0.1', port: far.address().port, codec: 'PCMU', payloadType: 0, rtcpMux: true });
+    far.send(buildRtp(0, 1, 160, 5, Buffer.alloc(160)), leg.localPort, '127.0.0.1'); // latches: connect() is tried
+    await sleep(50);
+    assert.equal(connects.attempts, 1, 'the leg tried to connect once media latched');
+    assert.throws(() => leg['rtpSocket'].remoteAddress(), { code: 'ERR_SOCKET_DGRAM_NOT_CONNECTED' });
+    for (let i = 0; i < 5; i++) {
+      assert.doesNotThrow(() => leg.sendAudio(Buffer.alloc(160, 1), 160));
+      await sleep(5);
+    }
+    await sleep(50);
+    assert.equal(far.got.length, 5, 'every frame reached the far end, sent with its address');
+    assert.equal(leg.stats().packetsSent, 5);
+    // Unconnected, the latch is enforced by the leg itself: the far end is heard, a stranger is not.
+    far.send(buildRtp(0, 2, 320, 5, Buffer.alloc(160)), leg.localPort, '127.0.0.1');
+    stranger.send(buildRtp(0, 9, 320, 9, Buffer.alloc(160)), leg.localPort, '127.0.0.1');
+    await sleep(50);
+    assert.equal(audio, 2);
+    assert.equal(leg.stats().dropped, 1);
+    assert.equal(connects.attempts, 1, 'no second attempt per packet');
+    assert.doesNotThrow(() => leg.close(), 'close (RTCP BYE over the unconnected socket) does not throw');
+    assert.equal(engine.usage.portsAllocated, 0);
+  } finally {
+    leg.close();
+    far.close();
+    stranger.close();
+  }
+});
+
+test('the far end\'s port closes under a connected RTP socket: ECONNREFUSED is handled, sending goes on, close is clean', async () => {
+  const lines: Array<Record<string, unknown>> = [];
+  const debugLogger = pino({ level: 'debug' }, { write: (l: string) => { lines.push(JSON.parse(l)); } });
+  const engine = new MediaEngine({ bindHost: '127.0.0.1', advertisedHost: '127.0.0.1', portRange: [20784, 20787], logger: debugLogger });
+  const leg = await engine.createSipLeg({ callId: 't6' });
+  const FAR_PORT = 20790;
+  const bindFar = async () => {
+    const s = dgram.createSocket('udp4') as dgram.Socket & { got: Buffer[] };
+    s.got = [];
+    s.on('message', (m) => s.got.push(m));
+    await new Promise<void>((r) => s.bind(FAR_PORT, '127.0.0.1', () => r()));
+    return s;
+  };
+  let far = await bindFar();
+  try {
+    leg.setRemote({ address: '127.0.0.1', port: FAR_PORT, codec: 'PCMU', payloadType: 0 });
+    far.send(buildRtp(0, 1, 160, 5, Buffer.alloc(160)), leg.localPort, '127.0.0.1');
+    await sleep(50);
+    assert.equal(leg['rtpSocket'].remoteAddress().port, FAR_PORT, 'latched and connected');
+    far.close();
+    // Each packet to the closed port draws ICMP port unreachable; the connected socket then
+    // fails a recvmsg with ECONNREFUSED, emitted as 'error' (fatal to the process if unhandled).
+    const refused = () => lines.some((l) => l.msg === 'RTP socket error' && /ECONNREFUSED/.test(String(l.err)));
+    for (let i = 0; i < 100 && !refused(); i++) {
+      assert.doesNotThrow(() => leg.sendAudio(Buffer.alloc(160, 1), 160));
+      await sleep(20);
+    }
+    assert.ok(refused(), 'the leg\'s error handler saw ECONNREFUSED');
+    // The far end comes back on the same port: the leg, still connected, reaches it again.
+    far = await bindFar();
+    for (let i = 0; i < 5; i++) {
+      assert.doesNotThrow(() => leg.sendAudio(Buffer.alloc(160, 2), 160));
+      await sleep(10);
+    }
+    await sleep(50);
+    assert.equal(far.got.length, 5);
+    assert.equal(leg['rtpSocket'].remoteAddress().port, FAR_PORT, 'still connected');
+  } finally {
+    far.close(); // gone again before close(): the RTCP BYE draws one more refusal
+    assert.doesNotThrow(() => leg.close());
+  }
+  await sleep(100); // any late error event would surface here
+  assert.equal(engine.usage.portsAllocated, 0);
+  assert.equal(engine.usage.legs, 0);
+});

@@ -39,3 +39,15 @@ test('a good answer on an expired nonce is stale, and the stale challenge says s
   assert.deepEqual(server.verify(req, Date.now() + 61_000), { ok: false, reason: 'stale' });
   assert.ok(server.challenges(true).every((c) => c.includes('stale=true')));
 });
+
+test('answers re-computed for the same nonce all verify, each with a higher nc and a new cnonce', () => {
+  const client = new DigestClient(pickChallenge(server.challenges())!, 'pbx', 's3cret');
+  const answers = [1, 2, 3].map(() => {
+    const req = new SipRequest('INVITE', 'sip:support@gw.example');
+    req.addHeader('Authorization', client.authorization('INVITE', 'sip:support@gw.example'));
+    assert.deepEqual(server.verify(req), { ok: true, username: 'pbx' });
+    return /nc=(\w+)/.exec(req.header('authorization')!)![1] + ' ' + /cnonce="([^"]+)"/.exec(req.header('authorization')!)![1];
+  });
+  assert.deepEqual(answers.map((a) => a.split(' ')[0]), ['00000001', '00000002', '00000003']);
+  assert.equal(new Set(answers.map((a) => a.split(' ')[1])).size, 3);
+});

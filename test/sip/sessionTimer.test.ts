@@ -4,6 +4,7 @@ import pino from 'pino';
 import { SipUserAgent, type Dialog, type ServerInvite } from '../../src/sip';
 import { negotiateAsUas, readSessionExpires } from '../../src/sip/sessionTimer';
 import { SipRequest } from '../../src/sip/message';
+import { DigestServer, parseDigestParams } from '../../src/sip/digestServer';
 
 const logger = pino({ level: 'silent' });
 const SDP = 'v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n';
@@ -60,6 +61,91 @@ test('an interval below Min-SE gets 422 and the caller retries with the Min-SE i
     assert.equal(bDialog.sessionTimer.weRefresh, false);
     assert.ok(bDialog.sessionTimer.running);
     await aDialog.bye();
+  } finally { await a.stop(); await b.stop(); }
+});
+
+/**
+ * A callee that wants digest first and a Min-SE of 90 s after that (the order a PBX behind an
+ * authenticating front end produces). It checks each answer with DigestServer, and is strict
+ * about replays (RFC 7616 §3.4): an nc not above the last one seen for that nonce is refused
+ * with a fresh challenge. With `oneTimeNonces`, a nonce is good for one request only.
+ */
+function strictCallee(b: SipUserAgent, opts: { oneTimeNonces?: boolean } = {}) {
+  const server = new DigestServer('pbx.example', (u) => (u === 'gw' ? 's3cret' : undefined));
+  const lastNc = new Map<string, number>();
+  const seen: Array<{ cseq: number; se: string | undefined; auth: Record<string, string> | null; verdict: string }> = [];
+  const challenge = (inv: ServerInvite) => inv.reject(401, 'Unauthorized', server.challenges().map((c) => ['WWW-Authenticate', c] as [string, string]));
+  b.on('invite', (inv: ServerInvite) => {
+    const req = inv.request;
+    const header = req.header('authorization');
+    const auth = header ? parseDigestParams(header) : null;
+    const v = server.verify(req);
+    let verdict: string = v.ok ? 'ok' : v.reason;
+    if (v.ok && auth) {
+      const nc = parseInt(auth.nc ?? '0', 16);
+      const prev = lastNc.get(auth.nonce);
+      if (prev !== undefined && (opts.oneTimeNonces || nc <= prev)) verdict = 'replay';
+      else lastNc.set(auth.nonce, nc);
+    }
+    seen.push({ cseq: req.cseq.seq, se: req.header('session-expires'), auth, verdict });
+    if (verdict !== 'ok') { challenge(inv); return; }
+    if (Number(req.header('session-expires') ?? 0) < 90) { inv.reject(422, 'Session Interval Too Small', [['Min-SE', '90']]); return; }
+    inv.accept(SDP);
+  });
+  return seen;
+}
+
+async function invite(a: SipUserAgent, b: SipUserAgent, password = 's3cret') {
+  const inv = a.invite({
+    requestUri: `sip:b@127.0.0.1:${b.boundAddresses[0].port}`, from: { uri: 'sip:a@127.0.0.1' }, sdp: SDP,
+    sessionExpires: 30, credentials: { username: 'gw', password },
+  });
+  return new Promise<{ status: number; dialog?: Dialog }>((resolve) => {
+    inv.once('accepted', (r, d) => resolve({ status: r.status, dialog: d }));
+    inv.once('rejected', (r) => resolve({ status: r.status }));
+    inv.once('failed', () => resolve({ status: 0 }));
+  });
+}
+
+test('a 422 after a digest challenge: the retried INVITE carries fresh credentials (nc 2, new cnonce) and a higher CSeq', async () => {
+  const a = await ua();
+  const b = await ua({ sessionTimers: { minSe: 1 } }); // the 422 comes from strictCallee, after auth
+  try {
+    const seen = strictCallee(b);
+    const { status, dialog } = await invite(a, b);
+    assert.deepEqual(seen.map((s) => s.verdict), ['missing', 'ok', 'ok'], JSON.stringify(seen));
+    assert.equal(status, 200);
+    const [, first, retry] = seen;
+    assert.equal(first.se, '30');
+    assert.equal(retry.se, '90');
+    assert.equal(first.auth!.nc, '00000001');
+    assert.equal(retry.auth!.nc, '00000002', 'nonce count goes up for the re-sent INVITE');
+    assert.equal(retry.auth!.nonce, first.auth!.nonce, 'the nonce is still good: no new round trip');
+    assert.notEqual(retry.auth!.cnonce, first.auth!.cnonce);
+    assert.notEqual(retry.auth!.response, first.auth!.response);
+    assert.ok(seen[0].cseq < seen[1].cseq && seen[1].cseq < seen[2].cseq, `CSeq ${seen.map((s) => s.cseq).join(',')}`);
+    assert.equal(dialog!.sessionTimer.interval, 90);
+    await dialog!.bye();
+  } finally { await a.stop(); await b.stop(); }
+});
+
+test('a new challenge after the 422 retry (one-time nonces) is answered; a wrong password still ends the call', async () => {
+  const a = await ua();
+  const b = await ua({ sessionTimers: { minSe: 1 } });
+  try {
+    const seen = strictCallee(b, { oneTimeNonces: true });
+    const { status, dialog } = await invite(a, b);
+    assert.deepEqual(seen.map((s) => s.verdict), ['missing', 'ok', 'replay', 'ok'], JSON.stringify(seen));
+    assert.equal(status, 200);
+    assert.notEqual(seen[3].auth!.nonce, seen[1].auth!.nonce);
+    assert.equal(seen[3].auth!.nc, '00000001', 'a new nonce counts from 1');
+    assert.deepEqual(seen.map((s) => s.cseq), [1, 2, 3, 4]);
+    await dialog!.bye();
+    // Every answer fails: the caller gives up after a bounded number of tries.
+    seen.length = 0;
+    const wrong = await invite(a, b, 'guess');
+    assert.equal(wrong.status, 401);
+    assert.ok(seen.length <= 4 && seen.slice(1).every((s) => s.verdict === 'bad-response'), JSON.stringify(seen));
   } finally { await a.stop(); await b.stop(); }
 });
 

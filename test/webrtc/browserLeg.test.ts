@@ -10,7 +10,7 @@ import dgram from 'node:dgram';
 import pino from 'pino';
 import { MediaStreamTrack, RTCPeerConnection, RTCRtpCodecParameters, RtpHeader, RtpPacket } from 'werift';
 import { BrowserLeg } from '../../src/webrtc/browserLeg';
-import { IcePortPool } from '../../src/webrtc/icePortPool';
+import { IcePortPool, IcePortsExhaustedError } from '../../src/webrtc/icePortPool';
 import type { RtpPacketView } from '../../src/media';
 import { startStunResponder } from '../../bench/stunResponder';
 
@@ -169,4 +169,14 @@ test('forged SRTP from another address is dropped and counted; RTCP is authentic
     await l.close();
     await b.pc.close();
   }
+});
+
+test('with the pool exhausted the constructor throws the pool\'s error and holds no port', () => {
+  const full = new IcePortPool([20762, 20763]);
+  const held = full.take(); // the one pair, as a live call would hold it (nothing is bound here)
+  const ice = { bindAddress: '127.0.0.1', announcedAddresses: ['127.0.0.1'], portRange: [20762, 20763] as [number, number], portPool: full };
+  assert.throws(() => new BrowserLeg({ callId: 'exhausted', logger, ice }), IcePortsExhaustedError);
+  assert.equal(full.used, 1, 'the failed construction kept nothing');
+  full.release(held);
+  assert.equal(full.used, 0);
 });

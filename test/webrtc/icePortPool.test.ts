@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { IcePortPool } from '../../src/webrtc/icePortPool';
+import { IcePortPool, IcePortsExhaustedError } from '../../src/webrtc/icePortPool';
 
 test('port pairs are handed out once each, round-robin, and come back on release', () => {
   const pool = new IcePortPool([40000, 40007]);
@@ -10,6 +10,7 @@ test('port pairs are handed out once each, round-robin, and come back on release
   assert.equal(pool.take(), 40006, 'a just-freed pair is not reused at once');
   assert.equal(pool.take(), 40002);
   assert.throws(() => pool.take(), /no free WebRTC port pair in 40000-40007/);
+  assert.throws(() => pool.take(), IcePortsExhaustedError, 'a type the call layer can tell from other set-up failures');
   assert.equal(pool.used, 4);
   pool.release(40000);
   pool.release(40000); // twice is harmless
