@@ -25,29 +25,34 @@ async function main(): Promise<void> {
   figures.micro = ops;
 
   console.log('\n## Opus toward the browser: complexity and bitrate against measured quality (8 kHz speech-like signal)\n');
-  console.log('| complexity | bitrate | µs per 20 ms encode | segmental SNR |\n|---:|---:|---:|---:|');
+  console.log('| complexity | bitrate | µs per 20 ms encode | segmental SNR (higher is closer) | log-spectral distance (lower is closer) |\n|---:|---:|---:|---:|---:|');
   const quality = codecQuality();
-  for (const q of quality) console.log(`| ${q.complexity} | ${q.bitrate / 1000} kb/s | ${fmt(q.usPerFrame, 0)} | ${fmt(q.segSnrDb, 2)} dB |`);
+  for (const q of quality) console.log(`| ${q.complexity} | ${q.bitrate / 1000} kb/s | ${fmt(q.usPerFrame, 0)} | ${fmt(q.segSnrDb, 2)} dB | ${fmt(q.logSpectralDistanceDb, 2)} dB |`);
   figures.opusSettings = quality;
 
   console.log('\n## Media plane: N concurrent calls through the whole gateway (werift browser legs, DTLS-SRTP, bridge, SIP RTP legs)\n');
   console.log('Both far ends run in a separate load-generator process (werift browsers, a SIP trunk); CPU and memory are the gateway process\'s.\n');
-  console.log('| mode | calls | CPU ms per call-second | share of one core | event-loop delay p99 | lost in gateway (to SIP / to browser) | trip browser→SIP p50/p99 | trip SIP→browser p50/p99 | memory per call (RSS / heap) |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|');
+  console.log('| mode | calls | CPU ms per call-second (kernel share) | share of one core | event-loop delay p99 / max | lost in gateway (to SIP / to browser) | trip browser→SIP p50/p99 | trip SIP→browser p50/p99 | memory per call (RSS / heap) |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|');
   const media: MediaLoadResult[] = [];
   for (const calls of quick ? [1, 10] : [1, 50, 100]) {
     for (const mode of ['transcode', 'passthrough'] as const) {
       const r = await mediaLoad(calls, mode, quick ? 3 : 8);
       media.push(r);
-      console.log(`| ${mode} | ${calls} | ${fmt(r.cpuMsPerCallSecond, 2)} | ${fmt(r.coreShare * 100)} % | ${fmt(r.loopDelayP99Ms)} ms | ${fmt(r.lostToSip * 100, 2)} % / ${fmt(r.lostToBrowser * 100, 2)} % | ${fmt(r.latencyToSipMs.p50)} / ${fmt(r.latencyToSipMs.p99)} ms | ${fmt(r.latencyToBrowserMs.p50)} / ${fmt(r.latencyToBrowserMs.p99)} ms | ${fmt(r.memoryPerCallMB.rss, 2)} / ${fmt(r.memoryPerCallMB.heap, 2)} MB |`);
+      console.log(`| ${mode} | ${calls} | ${fmt(r.cpuMsPerCallSecond, 2)} (${fmt(r.kernelShare * 100, 0)} %) | ${fmt(r.coreShare * 100)} % | ${fmt(r.loopDelayP99Ms)} / ${fmt(r.loopDelayMaxMs, 0)} ms | ${fmt(r.lostToSip * 100, 2)} % / ${fmt(r.lostToBrowser * 100, 2)} % | ${fmt(r.latencyToSipMs.p50)} / ${fmt(r.latencyToSipMs.p99)} ms | ${fmt(r.latencyToBrowserMs.p50)} / ${fmt(r.latencyToBrowserMs.p99)} ms | ${fmt(r.memoryPerCallMB.rss, 2)} / ${fmt(r.memoryPerCallMB.heap, 2)} MB |`);
     }
   }
   const n = quick ? 10 : 50;
   const tr = media.find((r) => r.mode === 'transcode' && r.calls === n)!;
   const pt = media.find((r) => r.mode === 'passthrough' && r.calls === n)!;
   console.log(`\nAt ${n} calls, a transcoded call costs ${fmt(tr.cpuMsPerCallSecond / pt.cpuMsPerCallSecond, 2)}x a PCMU relay call; one core carries about ${fmt(1000 / tr.cpuMsPerCallSecond, 0)} transcoded calls.`);
+  // The same transcoded calls with werift's own per-packet path in the browser leg, for the ratio.
+  const viaWerift = await mediaLoad(n, 'transcode', quick ? 3 : 8, { directSrtp: false });
+  console.log(`With werift's own RTP/SRTP path in the browser leg instead of ours (same run, ${n} transcoded calls): ${fmt(viaWerift.cpuMsPerCallSecond, 2)} ms per call-second; ours costs ${fmt(tr.cpuMsPerCallSecond / viaWerift.cpuMsPerCallSecond, 2)}x that.`);
   figures.media = media;
+  figures.mediaWeriftPath = viaWerift;
   const burst = await mediaLoad(quick ? 10 : 50, 'transcode', 1, { allAtOnce: true });
-  console.log(`\n${burst.calls} werift browsers (load-generator process) sending their offers at the same moment: each connected (gateway answer, ICE + DTLS, SIP answered) p50 ${fmt(burst.connectAllMs!.p50, 0)} ms, all connected after ${fmt(burst.connectAllMs!.last, 0)} ms — the browsers' side of ICE and DTLS runs on the other core.`);
+  const ph = burst.connectAllMs!.phasesP50;
+  console.log(`\n${burst.calls} werift browsers (load-generator process) sending their offers at the same moment: each connected (gateway answer, ICE + DTLS, SIP answered) p50 ${fmt(burst.connectAllMs!.p50, 0)} ms, all connected after ${fmt(burst.connectAllMs!.last, 0)} ms — the browsers' side of ICE and DTLS runs on the other core. Per browser, p50 from the release: answer ${fmt(ph.answered, 0)} ms, ICE ${fmt(ph.iceConnected, 0)} ms, DTLS ${fmt(ph.dtlsConnected, 0)} ms (werift as DTLS client waits 100 ms after ICE before its ClientHello; Chromium does not).`);
   figures.burstConnect = { calls: burst.calls, ...burst.connectAllMs };
 
   const sip: unknown[] = [];

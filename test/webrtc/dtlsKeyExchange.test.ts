@@ -6,9 +6,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { dirname, join } from 'node:path';
+import { createPublicKey, verify, X509Certificate } from 'node:crypto';
 import nacl from 'tweetnacl';
 import { p256 } from '@noble/curves/p256';
-import { generateKeyPair, preMasterSecret, installNativeDtlsKeyExchange } from '../../src/webrtc/dtlsKeyExchange';
+import { generateKeyPair, generateKeySignature, preMasterSecret, signatureData, installNativeDtlsKeyExchange } from '../../src/webrtc/dtlsKeyExchange';
 
 test('X25519: our keys and tweetnacl\'s reach the same secret both ways; RFC 7748 §6.1 vector', () => {
   for (let i = 0; i < 20; i++) {
@@ -50,5 +51,29 @@ test('once installed, werift\'s DTLS flights call ours', () => {
   const cipherDir = join(dirname(require.resolve('werift')), '../../dtls/src/cipher');
   assert.equal(require(join(cipherDir, 'namedCurve.js')).generateKeyPair, generateKeyPair);
   assert.equal(require(join(cipherDir, 'prf.js')).prfPreMasterSecret, preMasterSecret);
+  const cipherContext = require(join(cipherDir, '../context/cipher.js')).CipherContext.prototype;
+  assert.equal(cipherContext.signatureData, signatureData);
+  assert.equal(cipherContext.generateKeySignature, generateKeySignature);
   assert.equal(installNativeDtlsKeyExchange(), true, 'a second call changes nothing');
+});
+
+test('handshake signatures (ServerKeyExchange, CertificateVerify) are made with the certificate key and verify', async () => {
+  assert.equal(installNativeDtlsKeyExchange(), true);
+  const { CipherContext } = require(join(dirname(require.resolve('werift')), '../../dtls/src/context/cipher.js'));
+  const { certPem, keyPem, signatureHash } = await CipherContext.createSelfSignedCertificateWithKey({ hash: 4, signature: 3 }, 23);
+  const publicKey = createPublicKey(new X509Certificate(certPem).publicKey.export({ format: 'pem', type: 'spki' }));
+  for (const sessionType of [1, 2]) {
+    const ctx = new CipherContext(sessionType, certPem, keyPem, signatureHash);
+    ctx.localRandom = { serialize: () => Buffer.alloc(32, sessionType) };
+    ctx.remoteRandom = { serialize: () => Buffer.alloc(32, 9) };
+    ctx.namedCurve = 29;
+    ctx.localKeyPair = generateKeyPair(29);
+    // What the peer checks: the client random, the server random, then our ECDHE parameters.
+    const [client, server] = sessionType === 1 ? [ctx.localRandom, ctx.remoteRandom] : [ctx.remoteRandom, ctx.localRandom];
+    const signed = ctx.valueKeySignature(client.serialize(), server.serialize(), ctx.localKeyPair.publicKey, 29);
+    assert.ok(verify('sha256', signed, publicKey, ctx.generateKeySignature('sha256')), 'ServerKeyExchange signature');
+    const transcript = Buffer.from('handshake messages so far');
+    assert.ok(verify('sha256', transcript, publicKey, ctx.signatureData(transcript, 'sha256')), 'CertificateVerify signature');
+    assert.ok(!verify('sha256', Buffer.from('something else'), publicKey, ctx.signatureData(transcript, 'sha256')));
+  }
 });
