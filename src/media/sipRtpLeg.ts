@@ -286,13 +286,15 @@ export class SipRtpLeg extends EventEmitter<SipLegEvents> {
   }
 
   /** RTCP goes on the RTP socket with rtcp-mux (connected once latched), else on its own socket. */
-  private sendRtcp(out: Buffer): void {
-    if (!this.dest) return;
+  private sendRtcp(out: Buffer, sent?: () => void): boolean {
+    if (!this.dest) return false;
     try {
-      if (!this.remote?.rtcpMux) this.rtcpSocket.send(out, this.dest.rtcpPort, this.dest.address);
-      else if (this.rtpConnected === 'yes') this.rtpSocket.send(out);
-      else if (this.rtpConnected === 'no') this.rtpSocket.send(out, this.dest.port, this.dest.address);
-    } catch { /* socket closing */ }
+      if (!this.remote?.rtcpMux) this.rtcpSocket.send(out, this.dest.rtcpPort, this.dest.address, sent);
+      else if (this.rtpConnected === 'yes') this.rtpSocket.send(out, sent);
+      else if (this.rtpConnected === 'no') this.rtpSocket.send(out, this.dest.port, this.dest.address, sent);
+      else return false;
+      return true;
+    } catch { return false; /* socket closing */ }
   }
 
   private checkInactivity(): void {
@@ -328,21 +330,24 @@ export class SipRtpLeg extends EventEmitter<SipLegEvents> {
     if (this.rtcpTimer) clearInterval(this.rtcpTimer);
     for (const t of this.dtmfTimers) clearTimeout(t);
     this.dtmfTimers.clear();
-    this.sendBye();
-    this.rtpSocket.close();
-    this.rtcpSocket.close();
+    // An addressed send completes a tick later (dgram resolves the address first): closing the
+    // sockets at once would drop the BYE, so they close once it has gone. The port goes back
+    // now; should it be handed out again within that tick, the allocator skips it (bind fails).
+    const closeSockets = () => { this.rtpSocket.close(); this.rtcpSocket.close(); };
+    if (!this.sendBye(closeSockets)) closeSockets();
     this.opts.onClose();
     this.emit('closed');
     this.removeAllListeners();
   }
 
-  private sendBye(): void {
-    if (!this.dest || !this.remote) return;
+  /** RTCP BYE (RFC 3550 §6.6); `sent` runs once it has left. False when none was sent. */
+  private sendBye(sent: () => void): boolean {
+    if (!this.dest || !this.remote) return false;
     const bye = Buffer.alloc(8);
     bye[0] = 0x81; bye[1] = RTCP.BYE; bye.writeUInt16BE(1, 2); bye.writeUInt32BE(this.ssrc, 4);
     let out: Buffer = bye;
-    if (this.srtp) { try { out = this.srtp.protectRtcp(bye); } catch { return; } }
-    this.sendRtcp(out);
+    if (this.srtp) { try { out = this.srtp.protectRtcp(bye); } catch { return false; } }
+    return this.sendRtcp(out, sent);
   }
 }
 

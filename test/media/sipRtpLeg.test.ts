@@ -211,3 +211,39 @@ test('the far end\'s port closes under a connected RTP socket: ECONNREFUSED is h
   assert.equal(engine.usage.portsAllocated, 0);
   assert.equal(engine.usage.legs, 0);
 });
+
+test('close() sends an RTCP BYE that reaches the far end, on its own RTCP socket and with rtcp-mux', async () => {
+  const engine = new MediaEngine({ bindHost: '127.0.0.1', advertisedHost: '127.0.0.1', portRange: [20900, 20919], logger });
+  // Separate RTCP: the far end's RTCP port is RTP + 1 (bound here as a pair).
+  let farRtp = await socket();
+  let farRtcp = dgram.createSocket('udp4') as dgram.Socket & { got: Buffer[] };
+  for (let tries = 0; tries < 20; tries++) {
+    try {
+      await new Promise<void>((resolve, reject) => { farRtcp.once('error', reject); farRtcp.bind(farRtp.address().port + 1, '127.0.0.1', () => resolve()); });
+      break;
+    } catch {
+      farRtp.close();
+      farRtp = await socket();
+      farRtcp = dgram.createSocket('udp4') as dgram.Socket & { got: Buffer[] };
+    }
+  }
+  farRtcp.got = [];
+  farRtcp.on('message', (m) => farRtcp.got.push(m));
+  const leg = await engine.createSipLeg({ callId: 'bye1' });
+  leg.setRemote({ address: '127.0.0.1', port: farRtp.address().port, codec: 'PCMU', payloadType: 0 });
+  leg.close();
+  assert.equal(engine.usage.portsAllocated, 0, 'the port pair goes back at once');
+  await sleep(100);
+  const bye = farRtcp.got.find((m) => m[1] === 203);
+  assert.ok(bye, `an RTCP BYE arrived on the far end's RTCP port (got ${farRtcp.got.length} packets)`);
+
+  // rtcp-mux, not latched yet (the RTP socket is not connected): the BYE comes on the RTP port.
+  const mux = await socket();
+  const leg2 = await engine.createSipLeg({ callId: 'bye2' });
+  leg2.setRemote({ address: '127.0.0.1', port: mux.address().port, codec: 'PCMU', payloadType: 0, rtcpMux: true });
+  leg2.close();
+  await sleep(100);
+  assert.ok(mux.got.some((m) => m[1] === 203), 'an RTCP BYE arrived with rtcp-mux');
+  farRtp.close(); farRtcp.close(); mux.close();
+  assert.equal(engine.usage.portsAllocated, 0);
+});
