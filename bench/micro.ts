@@ -7,7 +7,7 @@ import { SrtpSession as WeriftSrtp, RtpPacket } from 'werift';
 import { create as createResampler, ConverterType } from '@alexanderolsen/libsamplerate-js';
 import { parseSipMessage } from '../src/sip';
 import { SrtpSession, generateSdesCrypto } from '../src/media/srtp';
-import { G711ToOpus, OpusEncoder, OpusToG711, pcmuDecode, pcmuEncode } from '../src/media/codecs';
+import { G711ToOpus, OPUS_DEFAULT_COMPLEXITY, OpusEncoder, OpusToG711, pcmuDecode, pcmuEncode } from '../src/media/codecs';
 import { buildRtp } from '../src/media/rtp';
 
 export interface MicroResult { name: string; usPerOp: number; opsPerSec: number; note?: string }
@@ -96,7 +96,7 @@ export async function micro(): Promise<MicroResult[]> {
   const toBrowser = new G711ToOpus('pcmu');
   const dec = time(() => { toSip.decode(opusPkt); });
   out.push(result('Opus decode 20 ms straight to 8 kHz (browser -> SIP)', dec));
-  out.push(result('Opus encode 20 ms from 8 kHz, complexity 5 (SIP -> browser)', time(() => { toBrowser.encode(pcm8); })));
+  out.push(result(`Opus encode 20 ms from 8 kHz, complexity ${OPUS_DEFAULT_COMPLEXITY} (SIP -> browser)`, time(() => { toBrowser.encode(pcm8); })));
   out.push(result('Opus PLC frame (lost browser packet)', time(() => { toSip.decode(null); })));
   toSip.close();
   toBrowser.close();

@@ -6,6 +6,7 @@ import type { EndCause } from './causes';
 import { InboundCall, type RingTarget } from './inboundCall';
 import { OutboundCall, type OutboundTarget } from './outboundCall';
 import { IcePortsExhaustedError } from '../webrtc/icePortPool';
+import { checkBrowserOffer } from '../sdp';
 
 /** Where outbound calls go and how inbound ones find a user. */
 export interface Routing {
@@ -94,6 +95,12 @@ export class CallManager {
     if (!dest.allowed) {
       this.opts.logger.info({ identity: identity.id, to, reason: dest.reason }, 'destination refused by dial plan');
       return { ok: false, code: 'forbidden', message: dest.reason, cause: 'forbidden' };
+    }
+    // A first look at the offer: nothing is allocated and no call exists for one that cannot work.
+    const badOffer = checkBrowserOffer(offerSdp);
+    if (badOffer) {
+      this.opts.logger.info({ identity: identity.id, reason: badOffer }, 'browser offer refused');
+      return { ok: false, code: 'bad-sdp', message: badOffer };
     }
     const target = this.opts.routing.outboundTarget(dest.number, identity);
     if (extraHeaders) target.headers = [...(target.headers ?? []), ...Object.entries(extraHeaders)];

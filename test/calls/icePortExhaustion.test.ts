@@ -3,7 +3,8 @@
  * range holds one port pair, a WebSocket client with werift peer connections as the browser
  * (offers only; ICE never needs to connect) and our SIP user agent as the trunk. With the one
  * pair held by a call, another outbound call is refused without an INVITE, and an inbound INVITE
- * is refused with a SIP error; neither leaves a call, an RTP port or an ICE port behind.
+ * is refused with a SIP error; neither leaves a call, an RTP port or an ICE port behind. An
+ * offer the browser leg cannot answer is refused before anything is allocated.
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -166,4 +167,32 @@ test('with every WebRTC port pair in use, a new outbound call is refused cleanly
   alice.ws.send(JSON.stringify({ type: 'hangup', callId: again.callId }));
   await alice.next('ended', from);
   await until(() => icePool().used === 0 && media().usage.portsAllocated === 0 && gw.gateway.activeCalls === 0, 'everything released');
+});
+
+test('an offer the browser leg cannot answer gets error bad-sdp: no call, no INVITE, no port', async () => {
+  const bob = await tab('bob');
+  const invitesBefore = invites.length;
+  const usageBefore = media().usage;
+  const usedBefore = icePool().used;
+  const callsBefore = gw.gateway.activeCalls;
+  const plain = (await browserOffer()).replace(/UDP\/TLS\/RTP\/SAVPF/g, 'RTP/AVP');
+  for (const sdp of ['v=0\r\nthis is not SDP', plain]) {
+    const from = bob.messages.length;
+    bob.ws.send(JSON.stringify({ type: 'call', to: '+15551230003', sdp }));
+    const refused = await bob.next('calling', from);
+    assert.equal(refused.type, 'error', JSON.stringify(refused));
+    assert.equal(refused.code, 'bad-sdp');
+  }
+  await settle();
+  assert.equal(invites.length, invitesBefore, 'no INVITE');
+  assert.equal(gw.gateway.activeCalls, callsBefore);
+  assert.deepEqual(media().usage, usageBefore);
+  assert.equal(icePool().used, usedBefore, 'no WebRTC port taken');
+  // The connection stays usable: a good offer from the same tab goes through.
+  const from = bob.messages.length;
+  bob.ws.send(JSON.stringify({ type: 'call', to: '+15551230004', sdp: await browserOffer() }));
+  const ok = await bob.next('calling', from);
+  assert.equal(ok.type, 'calling', JSON.stringify(ok));
+  bob.ws.send(JSON.stringify({ type: 'hangup', callId: ok.callId }));
+  await until(() => icePool().used === usedBefore && gw.gateway.activeCalls === callsBefore, 'the good call released');
 });

@@ -1,0 +1,25 @@
+import sdpTransform from 'sdp-transform';
+
+/**
+ * A first look at a browser's offer, before a call, a port or a peer connection exists for it:
+ * what the browser leg needs — an audio section over DTLS-SRTP with ICE credentials, a
+ * fingerprint and a codec we bridge (Opus or PCMU). Returns the reason an offer cannot work, or
+ * null. werift still parses the offer fully when it answers it.
+ */
+export function checkBrowserOffer(sdp: string): string | null {
+  if (typeof sdp !== 'string' || !/^v=0\r?\n/.test(sdp)) return 'not an SDP offer (it must start with v=0)';
+  let parsed: sdpTransform.SessionDescription;
+  try {
+    parsed = sdpTransform.parse(sdp);
+  } catch (err) {
+    return `unparseable SDP: ${(err as Error).message}`;
+  }
+  const audio = (parsed.media ?? []).find((m) => m.type === 'audio' && m.port !== 0);
+  if (!audio) return 'no active audio section (m=audio)';
+  if (!/SAVPF?$/.test(audio.protocol ?? '')) return `audio must be DTLS-SRTP (UDP/TLS/RTP/SAVPF), got ${String(audio.protocol).slice(0, 40)}`;
+  if (!(audio.iceUfrag ?? parsed.iceUfrag) || !(audio.icePwd ?? parsed.icePwd)) return 'no ICE credentials (a=ice-ufrag, a=ice-pwd)';
+  if (!(audio.fingerprint ?? parsed.fingerprint)) return 'no DTLS fingerprint (a=fingerprint)';
+  const codecs = (audio.rtp ?? []).map((r) => `${r.codec.toLowerCase()}/${r.rate}`);
+  if (!codecs.includes('opus/48000') && !codecs.includes('pcmu/8000')) return 'no codec in common: the gateway needs Opus or PCMU';
+  return null;
+}
