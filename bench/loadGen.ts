@@ -16,7 +16,7 @@ import { MediaStreamTrack, RTCPeerConnection, RTCRtpCodecParameters } from 'weri
 import { SipUserAgent, type ServerInvite } from '../src/sip';
 import { OpusEncoder } from '../src/media/codecs';
 import { startStunResponder } from './stunResponder';
-import { installNativeDtlsKeyExchange } from '../src/webrtc/dtlsKeyExchange';
+import { installNativeDtlsCrypto } from '../src/webrtc/dtlsCrypto';
 import { DirectSrtpPath } from '../src/webrtc/directSrtpPath';
 import { restrictSrtpProfile } from '../src/webrtc/weriftInternals';
 
@@ -63,7 +63,7 @@ async function main(): Promise<void> {
   // A plain exit on SIGTERM, so that --cpu-prof (BENCH_PROFILE) gets to write its profile.
   process.on('SIGTERM', () => process.exit(0));
   // Browsers do their DTLS key exchange natively (BoringSSL); so do these stand-ins.
-  installNativeDtlsKeyExchange();
+  installNativeDtlsCrypto();
   const stun = await startStunResponder();
   const ua = new SipUserAgent({ transports: [{ protocol: 'udp', host: '127.0.0.1', port: 0 }], logger: pino({ level: 'silent' }), sessionTimers: { expires: 0 } });
   await ua.start();

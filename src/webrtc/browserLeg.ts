@@ -14,7 +14,7 @@ import {
 import type { BrowserMediaPort, RtpPacketView } from '../media';
 import { DirectSrtpPath } from './directSrtpPath';
 import { restrictSrtpProfile, setAnswerDtlsRole } from './weriftInternals';
-import { installNativeDtlsKeyExchange } from './dtlsKeyExchange';
+import { installNativeDtlsCrypto } from './dtlsCrypto';
 
 /**
  * ICE settings for the gateway side of every browser peer connection.
@@ -88,7 +88,7 @@ export class BrowserLeg extends EventEmitter<BrowserLegEvents> implements Browse
     },
   ) {
     super();
-    installNativeDtlsKeyExchange(); // once per process: OpenSSL's ECDHE instead of werift's pure JS
+    installNativeDtlsCrypto(); // once per process: OpenSSL's ECDHE and signing instead of werift's JS
     this.icePort = opts.ice.portPool ? opts.ice.portPool.take() : null;
     const audioCodecs = [
       useOPUS(),

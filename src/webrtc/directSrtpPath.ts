@@ -8,10 +8,10 @@ import { dtlsTransportOf, PROFILE_AES128_CM_SHA1_80, type IceConnectionLike, typ
  * The browser leg's per-packet audio path once ICE and DTLS are up.
  *
  * werift stays in charge of ICE (STUN checks and consent) and the DTLS handshake, but its RTP
- * and RTCP path costs more than the rest of a transcoded call:
- * per packet it tries to parse the datagram as STUN, parses the RTP header bit by bit into
- * objects, builds a cipher object for SRTP, and allocates a promise per send (see the media
- * benchmark's profile in README "Performance"). Here an audio packet goes from the UDP socket
+ * and RTCP path cost more than the rest of a transcoded call: per packet it tries to parse the
+ * datagram as STUN, parses the RTP header bit by bit into objects, builds a cipher object for
+ * SRTP and allocates a promise per send (the media benchmark compares both paths in one run,
+ * see README "Performance"). Here an audio packet goes from the UDP socket
  * through our SRTP (src/media/srtp: one long-lived keystream cipher) straight to the bridge, and
  * back the same way, with the keys werift's DTLS exported (RFC 5764 §4.2).
  *

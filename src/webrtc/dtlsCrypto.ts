@@ -111,7 +111,7 @@ let installed: boolean | null = null;
  * Points werift's DTLS at the functions above. Returns whether werift now uses them (false:
  * werift's layout was not recognised and its own code stays in place).
  */
-export function installNativeDtlsKeyExchange(): boolean {
+export function installNativeDtlsCrypto(): boolean {
   if (installed !== null) return installed;
   installed = false;
   try {

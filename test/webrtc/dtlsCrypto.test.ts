@@ -9,7 +9,7 @@ import { dirname, join } from 'node:path';
 import { createPublicKey, verify, X509Certificate } from 'node:crypto';
 import nacl from 'tweetnacl';
 import { p256 } from '@noble/curves/p256';
-import { generateKeyPair, generateKeySignature, preMasterSecret, signatureData, installNativeDtlsKeyExchange } from '../../src/webrtc/dtlsKeyExchange';
+import { generateKeyPair, generateKeySignature, preMasterSecret, signatureData, installNativeDtlsCrypto } from '../../src/webrtc/dtlsCrypto';
 
 test('X25519: our keys and tweetnacl\'s reach the same secret both ways; RFC 7748 §6.1 vector', () => {
   for (let i = 0; i < 20; i++) {
@@ -47,18 +47,18 @@ test('bad keys and unknown curves throw (werift turns that into a failed handsha
 });
 
 test('once installed, werift\'s DTLS flights call ours', () => {
-  assert.equal(installNativeDtlsKeyExchange(), true);
+  assert.equal(installNativeDtlsCrypto(), true);
   const cipherDir = join(dirname(require.resolve('werift')), '../../dtls/src/cipher');
   assert.equal(require(join(cipherDir, 'namedCurve.js')).generateKeyPair, generateKeyPair);
   assert.equal(require(join(cipherDir, 'prf.js')).prfPreMasterSecret, preMasterSecret);
   const cipherContext = require(join(cipherDir, '../context/cipher.js')).CipherContext.prototype;
   assert.equal(cipherContext.signatureData, signatureData);
   assert.equal(cipherContext.generateKeySignature, generateKeySignature);
-  assert.equal(installNativeDtlsKeyExchange(), true, 'a second call changes nothing');
+  assert.equal(installNativeDtlsCrypto(), true, 'a second call changes nothing');
 });
 
 test('handshake signatures (ServerKeyExchange, CertificateVerify) are made with the certificate key and verify', async () => {
-  assert.equal(installNativeDtlsKeyExchange(), true);
+  assert.equal(installNativeDtlsCrypto(), true);
   const { CipherContext } = require(join(dirname(require.resolve('werift')), '../../dtls/src/context/cipher.js'));
   const { certPem, keyPem, signatureHash } = await CipherContext.createSelfSignedCertificateWithKey({ hash: 4, signature: 3 }, 23);
   const publicKey = createPublicKey(new X509Certificate(certPem).publicKey.export({ format: 'pem', type: 'spki' }));
