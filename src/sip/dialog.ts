@@ -2,6 +2,7 @@ import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
 import { parseNameAddr, SipRequest, SipResponse } from './message';
 import type { UaCore } from './uaCore';
+import type { DigestAuth } from './digest';
 import { negotiateAsUas, readMinSe, readSessionExpires, SessionTimer } from './sessionTimer';
 
 export type DialogState = 'early' | 'confirmed' | 'terminated';
@@ -28,6 +29,11 @@ export class Dialog extends EventEmitter<DialogEvents> {
   localSdp = '';
   /** Whether the peer listed UPDATE in Allow: refreshes then go without SDP. */
   peerAllowsUpdate = false;
+  /**
+   * The credentials the call was set up with (our INVITE's), with any digest challenges
+   * answered so far; null for dialogs we accepted (then 401/407 are final, as before).
+   */
+  auth: DigestAuth | null = null;
   readonly sessionTimer: SessionTimer;
 
   constructor(
@@ -70,13 +76,15 @@ export class Dialog extends EventEmitter<DialogEvents> {
     if (this.reinviteInFlight) { this.sessionTimer.start(Math.max(2, this.sessionTimer.interval / 4), true); return; }
     const interval = Math.max(this.sessionTimer.interval, minSe);
     const method = this.peerAllowsUpdate ? 'UPDATE' : 'INVITE';
-    const req = this.createRequest(method, method === 'INVITE' ? this.localSdp : '');
-    req.addHeader('Session-Expires', `${interval};refresher=uac`);
-    req.addHeader('Supported', 'timer');
     if (method === 'INVITE') this.reinviteInFlight = true;
     let res: SipResponse;
     try {
-      res = await this.core.sendInDialog(this, req);
+      res = await this.sendAuthenticated(() => {
+        const req = this.createRequest(method, method === 'INVITE' ? this.localSdp : '');
+        req.addHeader('Session-Expires', `${interval};refresher=uac`);
+        req.addHeader('Supported', 'timer');
+        return req;
+      });
     } catch {
       res = new SipResponse(408, 'Request Timeout');
     } finally {
@@ -131,13 +139,15 @@ export class Dialog extends EventEmitter<DialogEvents> {
     if (this.reinviteInFlight) throw new Error('a re-INVITE is already in progress');
     this.reinviteInFlight = true;
     try {
-      const req = this.createRequest('INVITE', sdp);
       this.localSdp = sdp;
-      if (this.sessionTimer.interval) {
-        req.addHeader('Session-Expires', `${this.sessionTimer.interval};refresher=${this.sessionTimer.weRefresh ? 'uac' : 'uas'}`);
-        req.addHeader('Supported', 'timer');
-      }
-      const res = await this.core.sendInDialog(this, req);
+      const res = await this.sendAuthenticated(() => {
+        const req = this.createRequest('INVITE', sdp);
+        if (this.sessionTimer.interval) {
+          req.addHeader('Session-Expires', `${this.sessionTimer.interval};refresher=${this.sessionTimer.weRefresh ? 'uac' : 'uas'}`);
+          req.addHeader('Supported', 'timer');
+        }
+        return req;
+      });
       if (res.status >= 200 && res.status < 300) {
         // Any successful re-INVITE refreshes the session (§10).
         const se = readSessionExpires(res);
@@ -155,7 +165,22 @@ export class Dialog extends EventEmitter<DialogEvents> {
   }
 
   async request(method: string, body = '', contentType = 'application/sdp'): Promise<SipResponse> {
-    return this.core.sendInDialog(this, this.createRequest(method, body, contentType));
+    return this.sendAuthenticated(() => this.createRequest(method, body, contentType));
+  }
+
+  /**
+   * Sends the request `build` makes (each call takes the next CSeq) with the credentials held,
+   * computed afresh (nc + 1). A 401/407 is answered with a new request, once per new
+   * challenge and at most 3 times (as for our INVITE); without credentials it is final.
+   */
+  private async sendAuthenticated(build: () => SipRequest): Promise<SipResponse> {
+    for (let attempt = 0; ; attempt++) {
+      const req = build();
+      this.auth?.authorize(req);
+      const res = await this.core.sendInDialog(this, req);
+      if (!this.auth || attempt >= 3 || this.state === 'terminated' || !this.auth.accept(res)) return res;
+      this.log.debug({ status: res.status, method: req.method }, 'in-dialog request challenged: retrying with credentials');
+    }
   }
 
   /** An in-dialog request from the peer (already matched by the core). */

@@ -1,5 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { splitList } from './message';
+import { splitList, type SipRequest, type SipResponse } from './message';
+
+export interface Credentials { username: string; password: string }
 
 /**
  * HTTP Digest for SIP as a client (RFC 3261 §22.4, RFC 2617, RFC 8760 for SHA-256).
@@ -82,5 +84,42 @@ export class DigestClient {
     }
     if (c.opaque !== undefined) parts.push(`opaque="${c.opaque}"`);
     return `Digest ${parts.join(', ')}`;
+  }
+}
+
+/**
+ * The digest answers one call holds, by header and realm (a proxy's 407 and the callee's 401
+ * can both apply), for every request of the call: the INVITE, its 422/401 retries and the
+ * requests later sent in the dialog. Each request gets Authorization values computed afresh
+ * (same nonce, nc one higher, new cnonce; RFC 7616 §3.4): copying an earlier request's header
+ * would repeat its nc, which a strict server refuses as a replay. This is what SIP.js
+ * (DigestAuthentication.authenticate) and pjsip (PJSIP_AUTH_AUTO_SEND_NEXT with qop) do.
+ */
+export class DigestAuth {
+  private readonly digests = new Map<string, { header: 'Authorization' | 'Proxy-Authorization'; client: DigestClient }>();
+
+  constructor(private readonly credentials: Credentials) {}
+
+  /** Adds an Authorization/Proxy-Authorization per challenge held; call once the body is set. */
+  authorize(req: SipRequest): void {
+    for (const { header, client } of this.digests.values()) req.addHeader(header, client.authorization(req.method, req.uri, req.body));
+  }
+
+  /**
+   * Takes the challenge of a 401/407; true when it is one to answer with a new request. A
+   * realm's first challenge is answered, and a new one after ours was used: stale=true, or a
+   * different nonce (a server with one-time nonces; pjsip counts that as stale too). The same
+   * nonce refused again means the password is wrong: false, give up.
+   */
+  accept(res: SipResponse): boolean {
+    if (res.status !== 401 && res.status !== 407) return false;
+    const header = res.status === 401 ? 'Authorization' : 'Proxy-Authorization';
+    const challenge = pickChallenge(res.headers(res.status === 401 ? 'www-authenticate' : 'proxy-authenticate'));
+    if (!challenge) return false;
+    const key = `${header} ${challenge.realm}`;
+    const held = this.digests.get(key)?.client.challenge;
+    if (held && !challenge.stale && challenge.nonce === held.nonce) return false;
+    this.digests.set(key, { header, client: new DigestClient(challenge, this.credentials.username, this.credentials.password) });
+    return true;
   }
 }

@@ -13,7 +13,7 @@ import {
 } from './transactions';
 import { Dialog } from './dialog';
 import type { UaCore } from './uaCore';
-import { DigestClient, pickChallenge } from './digest';
+import { DigestAuth, type Credentials } from './digest';
 import { Registration, type RegisterOptions } from './registration';
 import { DEFAULT_SESSION_TIMER, negotiateAsUas, readMinSe, readSessionExpires, type SessionTimerSettings } from './sessionTimer';
 
@@ -30,7 +30,7 @@ export interface SipUserAgentOptions {
   sessionTimers?: Partial<SessionTimerSettings>;
 }
 
-export interface Credentials { username: string; password: string }
+export type { Credentials };
 
 export interface InviteOptions {
   requestUri: string;
@@ -532,19 +532,17 @@ export class ClientInvite extends EventEmitter<ClientInviteEvents> {
   private sessionExpires: number;
   private retried422 = false;
   /**
-   * Digest answers we hold, by header and realm (a proxy's 407 and the callee's 401 can both
-   * apply). Every INVITE we send, a retry after 401/407 or 422 alike, gets Authorization values
-   * computed afresh from these: same nonce, nc one higher, new cnonce (RFC 7616 §3.4). Copying
-   * the previous request's header would repeat its nc, which a strict server refuses as a
-   * replay. This is what SIP.js (DigestAuthentication.authenticate) and pjsip
-   * (PJSIP_AUTH_AUTO_SEND_NEXT with qop) do.
+   * Digest answers we hold (null without credentials). Every INVITE we send, a retry after
+   * 401/407 or 422 alike, gets Authorization values computed afresh from them (nc + 1); the
+   * dialog inherits them for its re-INVITEs and UPDATEs.
    */
-  private readonly digests = new Map<string, { header: 'Authorization' | 'Proxy-Authorization'; client: DigestClient }>();
+  private readonly auth: DigestAuth | null;
   private tx: InviteClientTransaction | null = null;
 
   constructor(private readonly ua: SipUserAgent, private readonly opts: InviteOptions) {
     super();
     this.sessionExpires = opts.sessionExpires ?? ua.sessionTimerSettings.expires;
+    this.auth = opts.credentials ? new DigestAuth(opts.credentials) : null;
     ua.clientInvites.set(this.callId, this);
     // Start on the next tick so callers can attach listeners.
     setImmediate(() => this.send().catch((err: Error) => this.fail(err)));
@@ -563,9 +561,9 @@ export class ClientInvite extends EventEmitter<ClientInviteEvents> {
       req.addHeader('Min-SE', String(Math.min(this.sessionExpires, this.ua.sessionTimerSettings.minSe)));
     }
     for (const [k, v] of o.headers ?? []) req.addHeader(k, v);
-    for (const { header, client } of this.digests.values()) req.addHeader(header, client.authorization('INVITE', o.requestUri, o.sdp));
     req.addHeader('Content-Type', 'application/sdp');
     req.body = o.sdp;
+    this.auth?.authorize(req);
     this.request = req;
     this.cancelSent = false;
     this.tx = this.ua.startInviteTransaction(req, this.dest, {
@@ -595,21 +593,11 @@ export class ClientInvite extends EventEmitter<ClientInviteEvents> {
         return;
       }
     }
-    if ((s === 401 || s === 407) && this.opts.credentials && !this.cancelWanted) {
-      const header = s === 401 ? 'Authorization' : 'Proxy-Authorization';
-      const challenge = pickChallenge(res.headers(s === 401 ? 'www-authenticate' : 'proxy-authenticate'));
-      const key = `${header} ${challenge?.realm}`;
-      const held = this.digests.get(key)?.client.challenge;
-      // Answer a realm's first challenge, and a new one after ours was used: stale=true, or a
-      // different nonce (a server with one-time nonces after the 422 retry; pjsip counts that as
-      // stale too). The same nonce refused again means the password is wrong: give up.
-      if (challenge && (!held || challenge.stale || challenge.nonce !== held.nonce) && this.authAttempts < 3) {
-        this.authAttempts++;
-        this.cseq++;
-        this.digests.set(key, { header, client: new DigestClient(challenge, this.opts.credentials.username, this.opts.credentials.password) });
-        this.send().catch((err: Error) => this.fail(err));
-        return;
-      }
+    if ((s === 401 || s === 407) && this.auth && !this.cancelWanted && this.authAttempts < 3 && this.auth.accept(res)) {
+      this.authAttempts++;
+      this.cseq++;
+      this.send().catch((err: Error) => this.fail(err));
+      return;
     }
     if (this.state === 'accepted') return;
     this.state = this.cancelWanted && s === 487 ? 'cancelled' : 'rejected';
@@ -631,6 +619,7 @@ export class ClientInvite extends EventEmitter<ClientInviteEvents> {
     this.dialog = dialog;
     this.ua.registerDialog(dialog);
     dialog.localSdp = this.opts.sdp;
+    dialog.auth = this.auth;
     dialog.notePeerAllow(res);
     const se = this.sessionExpires > 0 ? readSessionExpires(res) : null;
     // refresher=uac (or none given) means us; no Session-Expires in the 2xx means no timer (RFC 4028 §7.2).

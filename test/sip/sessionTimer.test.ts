@@ -95,10 +95,10 @@ function strictCallee(b: SipUserAgent, opts: { oneTimeNonces?: boolean } = {}) {
   return seen;
 }
 
-async function invite(a: SipUserAgent, b: SipUserAgent, password = 's3cret') {
+async function invite(a: SipUserAgent, b: SipUserAgent, password = 's3cret', sessionExpires = 30) {
   const inv = a.invite({
     requestUri: `sip:b@127.0.0.1:${b.boundAddresses[0].port}`, from: { uri: 'sip:a@127.0.0.1' }, sdp: SDP,
-    sessionExpires: 30, credentials: { username: 'gw', password },
+    sessionExpires, credentials: { username: 'gw', password },
   });
   return new Promise<{ status: number; dialog?: Dialog }>((resolve) => {
     inv.once('accepted', (r, d) => resolve({ status: r.status, dialog: d }));
@@ -196,4 +196,123 @@ test('a refresh that gets no answer ends the session with BYE', async () => {
     await sleep(50);
     assert.equal(a.counts.dialogs, 0);
   } finally { await a.stop(); }
+});
+
+/**
+ * Makes `d` (the callee's dialog) challenge in-dialog INVITE/UPDATE: the first `challengeFirst`
+ * requests get 401 whatever they carry (`always`: every request does), later ones are checked
+ * with DigestServer and answered 401 unless good; `on422` answers the first good one with 422.
+ */
+function challengeInDialog(d: Dialog, opts: { challengeFirst?: number; always?: boolean; on422?: number } = {}) {
+  const server = new DigestServer('pbx.example', (u) => (u === 'gw' ? 's3cret' : undefined));
+  const seen: Array<{ method: string; cseq: number; se: string | undefined; auth: Record<string, string> | null; verdict: string; status: number }> = [];
+  let sent422 = false;
+  const orig = d.receive.bind(d);
+  d.receive = (req, respond) => {
+    if (req.method !== 'INVITE' && req.method !== 'UPDATE') { orig(req, respond); return; }
+    const header = req.header('authorization');
+    const v = server.verify(req);
+    const entry = { method: req.method, cseq: req.cseq.seq, se: req.header('session-expires'), auth: header ? parseDigestParams(header) : null, verdict: v.ok ? 'ok' : v.reason, status: 0 };
+    seen.push(entry);
+    if (opts.always || seen.length <= (opts.challengeFirst ?? 1) || !v.ok) {
+      entry.status = 401;
+      respond(401, 'Unauthorized', { headers: server.challenges().map((c) => ['WWW-Authenticate', c] as [string, string]) });
+      return;
+    }
+    if (opts.on422 && !sent422) {
+      sent422 = true;
+      entry.status = 422;
+      respond(422, 'Session Interval Too Small', { headers: [['Min-SE', String(opts.on422)]] });
+      return;
+    }
+    entry.status = 200;
+    orig(req, respond);
+  };
+  return seen;
+}
+
+async function until(cond: () => boolean, ms = 8000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error('timed out waiting');
+    await sleep(20);
+  }
+}
+
+/** A calls B with credentials; B accepts without a challenge. sessionExpires 0: no timer. */
+async function callWithCredentials(a: SipUserAgent, b: SipUserAgent, sessionExpires = 0) {
+  const bDialog = new Promise<Dialog>((resolve) => b.once('invite', (inv: ServerInvite) => resolve(inv.accept(SDP))));
+  const { status, dialog } = await invite(a, b, 's3cret', sessionExpires);
+  assert.equal(status, 200);
+  return { aDialog: dialog!, bDialog: await bDialog };
+}
+
+for (const method of ['UPDATE', 'INVITE'] as const) {
+  test(`a session refresh by ${method} challenged with 401 is retried with credentials; the call stays up`, async () => {
+    const timers = { minSe: 1, expires: 2 };
+    const a = await ua({ sessionTimers: timers });
+    const b = await ua({ sessionTimers: timers });
+    try {
+      const { aDialog, bDialog } = await callWithCredentials(a, b, 2);
+      if (method === 'INVITE') aDialog.peerAllowsUpdate = false;
+      bDialog.on('reinvite', (_req, reply) => reply(200, SDP));
+      const ended: string[] = [];
+      aDialog.on('terminated', (r) => ended.push(`a:${r}`));
+      bDialog.on('terminated', (r) => ended.push(`b:${r}`));
+      // The re-INVITE variant also gets a 422 after the digest: its retry must carry fresh credentials.
+      const seen = challengeInDialog(bDialog, { on422: method === 'INVITE' ? 3 : undefined });
+      const want = method === 'INVITE' ? 4 : 3; // challenged, (422,) accepted, next refresh accepted
+      await until(() => seen.length >= want && seen[want - 1].status === 200 || ended.length > 0);
+      await sleep(100); // the 2xx reaches A
+      assert.deepEqual(ended, [], 'no BYE');
+      assert.equal(aDialog.state, 'confirmed');
+      assert.ok(aDialog.sessionTimer.running && aDialog.sessionTimer.weRefresh);
+      const summary = JSON.stringify(seen);
+      assert.ok(seen.every((s) => s.method === method), summary);
+      assert.deepEqual(seen.slice(0, want).map((s) => s.verdict), ['missing', ...Array(want - 1).fill('ok')], summary);
+      assert.deepEqual(seen.slice(0, want).map((s) => s.status), method === 'INVITE' ? [401, 422, 200, 200] : [401, 200, 200], summary);
+      for (let i = 1; i < want; i++) assert.ok(seen[i].cseq > seen[i - 1].cseq, `CSeq ${seen.map((s) => s.cseq).join(',')}`);
+      const [, first, ...later] = seen.slice(0, want);
+      assert.equal(first.auth!.nc, '00000001');
+      later.forEach((s, i) => {
+        // Later requests reuse the nonce with nc + 1 and a new cnonce (RFC 7616 §3.4).
+        assert.equal(s.auth!.nonce, first.auth!.nonce);
+        assert.equal(s.auth!.nc, (i + 2).toString(16).padStart(8, '0'));
+        assert.notEqual(s.auth!.cnonce, first.auth!.cnonce);
+      });
+      if (method === 'INVITE') assert.equal(seen[2].se, '3;refresher=uac', 'the 422 retry asks for the Min-SE given');
+      await aDialog.bye();
+    } finally { await a.stop(); await b.stop(); }
+  });
+}
+
+test('a challenged re-INVITE (hold) is retried with credentials; bounded retries; no retry in a dialog we accepted', async () => {
+  const a = await ua();
+  const b = await ua();
+  try {
+    const { aDialog, bDialog } = await callWithCredentials(a, b);
+    bDialog.on('reinvite', (_req, reply) => reply(200, SDP));
+    aDialog.on('reinvite', (_req, reply) => reply(200, SDP));
+    const seen = challengeInDialog(bDialog);
+    const hold = SDP.replace('a=rtpmap', 'a=sendonly\r\na=rtpmap');
+    const res = await aDialog.reinvite(hold);
+    assert.equal(res.status, 200, JSON.stringify(seen));
+    assert.deepEqual(seen.map((s) => s.verdict), ['missing', 'ok']);
+    assert.ok(seen[1].cseq > seen[0].cseq);
+    assert.equal(aDialog.state, 'confirmed');
+
+    // A peer that refuses every answer: 3 retries at most, then the 401 is the result.
+    seen.length = 0;
+    const always = challengeInDialog(bDialog, { always: true });
+    const refused = await aDialog.reinvite(SDP);
+    assert.equal(refused.status, 401);
+    assert.ok(always.length >= 2 && always.length <= 4, JSON.stringify(always));
+
+    // B accepted the call: it holds no credentials, so a 401 to its re-INVITE is final, as before.
+    const toB = challengeInDialog(aDialog);
+    const fromB = await bDialog.reinvite(SDP);
+    assert.equal(fromB.status, 401);
+    assert.equal(toB.length, 1);
+    await aDialog.bye();
+  } finally { await a.stop(); await b.stop(); }
 });
