@@ -2,8 +2,9 @@
  * Load generator for the media benchmark, in its own process so its CPU is not the gateway's.
  * It plays both far ends of N calls: N browsers (werift peer connections sending real Opus —
  * or PCMU for the relay case — over DTLS-SRTP, through the gateway's WebSocket signaling; once
- * connected their audio goes through our DirectSrtpPath, as cheap per packet as the gateway's,
- * so that at 100 calls this process is not the bottleneck a real browser would not be) and
+ * connected their audio goes through our DirectSrtpPath, as cheap per packet as the gateway's:
+ * with werift's own path this process became the bottleneck at 100 calls, which real browsers,
+ * one per machine, never are) and
  * the SIP trunk (our SIP user agent answering the gateway's INVITEs, one RTP socket per call
  * sending 20 ms PCMU). Both ends share this process's clock, so a packet's trip through the
  * gateway is timed end to end. Driven over IPC by bench/mediaLoad.ts.
