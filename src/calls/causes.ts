@@ -23,13 +23,14 @@ export function causeFromSipStatus(status: number): EndCause {
 }
 
 /** The SIP response an inbound call gets when the browser side ends it before answering. */
-export function sipStatusForRefusal(reason: 'busy' | 'declined' | 'offline' | 'timeout' | 'shutdown' | 'media'): [number, string] {
+export function sipStatusForRefusal(reason: 'busy' | 'declined' | 'offline' | 'timeout' | 'shutdown' | 'capacity' | 'media'): [number, string] {
   switch (reason) {
     case 'busy': return [486, 'Busy Here'];
     case 'declined': return [603, 'Decline'];
     case 'offline': return [480, 'Temporarily Unavailable'];
     case 'timeout': return [480, 'Temporarily Unavailable'];
     case 'shutdown': return [503, 'Service Unavailable'];
+    case 'capacity': return [503, 'Service Unavailable'];
     case 'media': return [488, 'Not Acceptable Here'];
   }
 }

@@ -43,7 +43,14 @@ export class InboundCall extends CallBase {
 
   /** Ring every tab; resolves once the offers are out (or the call could not ring anyone). */
   async ring(targets: RingTarget[]): Promise<void> {
-    this.sipLeg = await this.ctx.media.createSipLeg({ callId: this.id });
+    try {
+      this.sipLeg = await this.ctx.media.createSipLeg({ callId: this.id });
+    } catch (e) {
+      // No RTP port free: refuse now (503), or the call would sit in the registry unended.
+      this.log.warn({ err: (e as Error).message }, 'no RTP port for the inbound call');
+      if (!this.ended) this.refuse('capacity', 'unavailable');
+      return;
+    }
     if (this.ended) { this.sipLeg.close(); this.sipLeg = null; return; }
     this.makeLocalCrypto();
     const err = this.applyRemoteMedia(this.remoteOffer);

@@ -30,7 +30,7 @@ export class ReorderBuffer {
     }
     const d = (pkt.sequenceNumber - this.expected) & 0xffff;
     if (d >= 0x8000 || this.held.has(pkt.sequenceNumber)) { this.dropped++; return; } // late or duplicate
-    if (this.heldBeyond(d)) this.reordered++;
+    if (this.held.size > 0 && this.heldBeyond(d)) this.reordered++;
     if (d === 0) {
       this.emit(pkt, 0);
       this.drainInOrder();

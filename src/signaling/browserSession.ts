@@ -68,6 +68,8 @@ export class BrowserSession implements RingTarget {
 
   /** RingTarget: an inbound call rings this tab. */
   ring(call: InboundCall, offerSdp: string): void {
+    // The tab closed while the call was being set up: it cannot ring (and must not hold a fork).
+    if (this.state === 'closed') { call.reject(this.sessionId); return; }
     this.attach(call);
     this.send({ type: 'incoming', callId: call.id, from: call.from, fromName: call.fromName, to: call.to, sdp: offerSdp });
   }

@@ -56,9 +56,10 @@ export class Dialog extends EventEmitter<DialogEvents> {
     this.localSeq = localSeq;
     this.remoteSeq = remoteSeq;
     this.state = state;
-    this.sessionTimer = new SessionTimer(core.clock, () => void this.refreshSession(), () => {
+    const logFailure = (err: unknown) => this.log.error({ err }, 'session timer action failed');
+    this.sessionTimer = new SessionTimer(core.clock, () => { this.refreshSession().catch(logFailure); }, () => {
       this.log.warn({ interval: this.sessionTimer.interval }, 'session expired without refresh: sending BYE');
-      void this.bye('session-timer');
+      this.bye('session-timer').catch(logFailure);
     });
   }
 
@@ -151,7 +152,7 @@ export class Dialog extends EventEmitter<DialogEvents> {
       if (res.status >= 200 && res.status < 300) {
         // Any successful re-INVITE refreshes the session (§10).
         const se = readSessionExpires(res);
-        if (se) this.sessionTimer.start(se.interval, se.refresher !== 'uas');
+        if (se && (this.state as DialogState) !== 'terminated') this.sessionTimer.start(se.interval, se.refresher !== 'uas');
       }
       if (res.status === 481 || res.status === 408) this.terminate('request-timeout');
       return res;

@@ -236,6 +236,8 @@ export class BrowserLeg extends EventEmitter<BrowserLegEvents> implements Browse
   }
 
   private startConnecting(): void {
+    // Closed while werift was still answering (call cancelled, another tab won): no timer.
+    if (this.state === 'closed') return;
     this.readNegotiatedCodecs();
     if (this.state === 'new') this.state = 'connecting';
     const ms = this.opts.connectTimeoutMs ?? this.opts.ice.connectTimeoutMs ?? 15000;

@@ -89,7 +89,7 @@ export class DirectSrtpPath {
     const wire = this.srtp.protectRtp(plain);
     udp.socket.send(wire, pair.remoteAddr[1], pair.remoteAddr[0]);
     this.counts.sent++;
-    this.updateSenderReport(pkt, plain.length - 12);
+    this.updateSenderReport(pkt, pkt.payload.length);
   }
 
   /** Hands werift's sockets back (the peer connection closes them). */

@@ -80,3 +80,9 @@ test('600 encoders and 600 decoders in one process work and are all released', (
   // The freed heap is reused: another round does not fail.
   for (let i = 0; i < 600; i++) { const e = new OpusEncoder({ sampleRate: 8000 }); e.encode(frame); e.delete(); }
 });
+
+test('an encoder setting libopus refuses throws a clear error and leaves no coder behind', () => {
+  const before = liveCoders();
+  assert.throws(() => new OpusEncoder({ sampleRate: 8000, complexity: 42 }), /opus encoder ctl 4010: bad argument/);
+  assert.equal(liveCoders(), before);
+});

@@ -92,46 +92,40 @@ async function outboundCall(directSrtp?: boolean, offeredSetup?: 'active' | 'pas
   return { l, b, answer };
 }
 
-test('outbound: audio both ways through the direct SRTP path', async () => {
-  const { l, b } = await outboundCall();
+/** Runs `body` on a connected pair and closes both ends whatever happens. */
+async function withPair(pair: { l: BrowserLeg; b: Browser }, body: () => Promise<void>): Promise<void> {
   try {
-    assert.equal(l.mediaPath, 'direct');
-    await exchangeAudio(l, b);
+    await body();
   } finally {
-    await l.close();
-    await b.pc.close();
+    await pair.l.close();
+    await pair.b.pc.close();
   }
-});
+}
 
+// actpass is what browsers offer: the outbound call as it really happens.
 for (const [offered, answered] of [['actpass', 'passive'], ['active', 'passive'], ['passive', 'active']] as const) {
-  test(`an offer with a=setup:${offered} is answered a=setup:${answered} and connects with audio`, async () => {
-    const { l, b, answer } = await outboundCall(undefined, offered === 'actpass' ? undefined : offered);
-    try {
-      assert.match(answer, new RegExp(`a=setup:${answered}`));
-      assert.equal(l.mediaPath, 'direct');
-      await exchangeAudio(l, b);
-    } finally {
-      await l.close();
-      await b.pc.close();
-    }
+  test(`outbound, offer a=setup:${offered}: answered a=setup:${answered}, audio both ways on the direct SRTP path`, async () => {
+    const pair = await outboundCall(undefined, offered === 'actpass' ? undefined : offered);
+    await withPair(pair, async () => {
+      assert.match(pair.answer, new RegExp(`a=setup:${answered}`));
+      assert.equal(pair.l.mediaPath, 'direct');
+      await exchangeAudio(pair.l, pair.b);
+    });
   });
 }
 
 test('with the direct path off, werift carries the same audio', async () => {
-  const { l, b } = await outboundCall(false);
-  try {
-    assert.equal(l.mediaPath, 'werift');
-    await exchangeAudio(l, b);
-  } finally {
-    await l.close();
-    await b.pc.close();
-  }
+  const pair = await outboundCall(false);
+  await withPair(pair, async () => {
+    assert.equal(pair.l.mediaPath, 'werift');
+    await exchangeAudio(pair.l, pair.b);
+  });
 });
 
 test('inbound: the gateway offers, the browser answers, audio both ways on the direct path', async () => {
   const l = leg();
   const b = await browser();
-  try {
+  await withPair({ l, b }, async () => {
     const offer = await l.createOffer();
     await b.pc.setRemoteDescription({ type: 'offer', sdp: offer });
     b.pc.getTransceivers()[0].sender.replaceTrack(b.track);
@@ -141,10 +135,7 @@ test('inbound: the gateway offers, the browser answers, audio both ways on the d
     await connected(l);
     assert.equal(l.mediaPath, 'direct');
     await exchangeAudio(l, b);
-  } finally {
-    await l.close();
-    await b.pc.close();
-  }
+  });
 });
 
 test('forged SRTP from another address is dropped and counted; RTCP is authenticated; close frees the port', async () => {

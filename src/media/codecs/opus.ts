@@ -66,11 +66,16 @@ export class OpusEncoder {
     this.outPtr = n._malloc(MAX_PACKET);
     this.frameSamples = (opts.sampleRate * (opts.frameMs ?? 20)) / 1000;
     liveOpusCoders++;
-    this.ctl(CTL.SET_SIGNAL, SIGNAL_VOICE);
-    if (opts.bitrate) this.ctl(CTL.SET_BITRATE, opts.bitrate);
-    if (opts.complexity !== undefined) this.ctl(CTL.SET_COMPLEXITY, opts.complexity);
-    if (opts.fec) { this.ctl(CTL.SET_INBAND_FEC, 1); this.ctl(CTL.SET_PACKET_LOSS_PERC, opts.packetLossPercent ?? 5); }
-    if (opts.dtx) this.ctl(CTL.SET_DTX, 1);
+    try {
+      this.ctl(CTL.SET_SIGNAL, SIGNAL_VOICE);
+      if (opts.bitrate) this.ctl(CTL.SET_BITRATE, opts.bitrate);
+      if (opts.complexity !== undefined) this.ctl(CTL.SET_COMPLEXITY, opts.complexity);
+      if (opts.fec) { this.ctl(CTL.SET_INBAND_FEC, 1); this.ctl(CTL.SET_PACKET_LOSS_PERC, opts.packetLossPercent ?? 5); }
+      if (opts.dtx) this.ctl(CTL.SET_DTX, 1);
+    } catch (err) {
+      this.delete(); // a refused setting must not leave the coder and its heap areas behind
+      throw err;
+    }
   }
 
   private ctl(code: number, value: number): void {

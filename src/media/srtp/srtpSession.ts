@@ -13,6 +13,7 @@ import type { SdesCrypto, SrtpSuite } from './sdes';
 
 const LABEL = { rtpEnc: 0, rtpAuth: 1, rtpSalt: 2, rtcpEnc: 3, rtcpAuth: 4, rtcpSalt: 5 } as const;
 const REPLAY_WINDOW = 128;
+const WINDOW_MASK = (1n << BigInt(REPLAY_WINDOW)) - 1n;
 
 interface SessionKeys { rtpEnc: Buffer; rtpAuth: Buffer; rtpSalt: Buffer; rtcpEnc: Buffer; rtcpAuth: Buffer; rtcpSalt: Buffer }
 
@@ -33,8 +34,8 @@ export function deriveKeys(masterKey: Buffer, masterSalt: Buffer): SessionKeys {
 }
 
 /** The counter block for packet `index` of `ssrc` (§4.1.1): (salt·2^16) ⊕ (ssrc·2^64) ⊕ (index·2^16). */
-function counterIv(salt: Buffer, ssrc: number, indexHi: number, indexLo: number): Buffer {
-  const iv = Buffer.alloc(16);
+function counterIv(iv: Buffer, salt: Buffer, ssrc: number, indexHi: number, indexLo: number): Buffer {
+  iv.fill(0, 14);
   salt.copy(iv, 0, 0, 14);
   iv.writeUInt32BE((iv.readUInt32BE(4) ^ ssrc) >>> 0, 4);
   // 48-bit index at bytes 8..13: high 16 bits then low 32 bits.
@@ -91,6 +92,9 @@ export class SrtpSession {
   private readonly txRtpCipher: AesCtr;
   private readonly rxRtpCipher: AesCtr;
   private readonly rocBuf = Buffer.alloc(4);
+  /** Counter-block scratch per direction: each IV is consumed before the next is built. */
+  private readonly txIv = Buffer.alloc(16);
+  private readonly rxIv = Buffer.alloc(16);
   private readonly txTagLen: number;
   private readonly rxTagLen: number;
   private readonly sendRoc = new Map<number, { roc: number; lastSeq: number }>();
@@ -119,7 +123,7 @@ export class SrtpSession {
     st.lastSeq = seq;
     const out = Buffer.allocUnsafe(packet.length + this.txTagLen);
     packet.copy(out, 0, 0, hl);
-    const iv = counterIv(this.tx.rtpSalt, ssrc, st.roc >>> 16, ((st.roc & 0xffff) * 65536 + seq) >>> 0);
+    const iv = counterIv(this.txIv, this.tx.rtpSalt, ssrc, st.roc >>> 16, ((st.roc & 0xffff) * 65536 + seq) >>> 0);
     this.txRtpCipher.xor(iv, packet.subarray(hl), out, hl);
     this.rocBuf.writeUInt32BE(st.roc, 0);
     // createHmac per packet measured faster here than copying precomputed inner/outer hash states.
@@ -154,7 +158,7 @@ export class SrtpSession {
     if (!tag.subarray(0, this.rxTagLen).equals(packet.subarray(authLen))) { this.stats.authFailures++; return null; }
     const out = Buffer.allocUnsafe(authLen);
     packet.copy(out, 0, 0, hl);
-    const iv = counterIv(this.rx.rtpSalt, ssrc, v >>> 16, ((v & 0xffff) * 65536 + seq) >>> 0);
+    const iv = counterIv(this.rxIv, this.rx.rtpSalt, ssrc, v >>> 16, ((v & 0xffff) * 65536 + seq) >>> 0);
     this.rxRtpCipher.xor(iv, packet.subarray(hl, authLen), out, hl);
     // Update ROC, highest index and the replay window only for authenticated packets.
     if (!st.initialised) {
@@ -162,7 +166,7 @@ export class SrtpSession {
       this.recv.set(ssrc, st);
     } else if (index > st.highest) {
       const shift = index - st.highest;
-      st.window = shift >= REPLAY_WINDOW ? 1n : ((st.window << BigInt(shift)) | 1n) & ((1n << BigInt(REPLAY_WINDOW)) - 1n);
+      st.window = shift >= REPLAY_WINDOW ? 1n : ((st.window << BigInt(shift)) | 1n) & WINDOW_MASK;
       st.highest = index; st.roc = v; st.highestSeq = seq;
     } else {
       st.window |= 1n << BigInt(st.highest - index);
@@ -176,7 +180,7 @@ export class SrtpSession {
     this.srtcpIndex = (this.srtcpIndex + 1) & 0x7fffffff;
     const out = Buffer.allocUnsafe(packet.length + 4 + 10);
     packet.copy(out, 0, 0, 8);
-    const iv = counterIv(this.tx.rtcpSalt, ssrc, 0, this.srtcpIndex);
+    const iv = counterIv(this.txIv, this.tx.rtcpSalt, ssrc, 0, this.srtcpIndex);
     createCipheriv('aes-128-ctr', this.tx.rtcpEnc, iv).update(packet.subarray(8)).copy(out, 8);
     out.writeUInt32BE((0x80000000 | this.srtcpIndex) >>> 0, packet.length);
     const tag = createHmac('sha1', this.tx.rtcpAuth).update(out.subarray(0, packet.length + 4)).digest();
@@ -201,13 +205,13 @@ export class SrtpSession {
     const out = Buffer.allocUnsafe(plainLen);
     packet.copy(out, 0, 0, 8);
     if (eIndex & 0x80000000) {
-      const iv = counterIv(this.rx.rtcpSalt, ssrc, 0, index);
+      const iv = counterIv(this.rxIv, this.rx.rtcpSalt, ssrc, 0, index);
       createCipheriv('aes-128-ctr', this.rx.rtcpEnc, iv).update(packet.subarray(8, plainLen)).copy(out, 8);
     } else {
       packet.copy(out, 8, 8, plainLen);
     }
     if (!rp) { rp = { highest: index, window: 1n }; this.rtcpReplay.set(ssrc, rp); }
-    else if (index > rp.highest) { const s = index - rp.highest; rp.window = s >= REPLAY_WINDOW ? 1n : ((rp.window << BigInt(s)) | 1n) & ((1n << BigInt(REPLAY_WINDOW)) - 1n); rp.highest = index; }
+    else if (index > rp.highest) { const s = index - rp.highest; rp.window = s >= REPLAY_WINDOW ? 1n : ((rp.window << BigInt(s)) | 1n) & WINDOW_MASK; rp.highest = index; }
     else rp.window |= 1n << BigInt(rp.highest - index);
     return out;
   }
