@@ -22,7 +22,6 @@ export interface OutboundTarget {
 export class OutboundCall extends CallBase {
   private browser: BrowserLeg | null = null;
   private invite: ClientInvite | null = null;
-  private hangupRequested = false;
   private sessionVersion = 0;
 
   constructor(
@@ -77,12 +76,12 @@ export class OutboundCall extends CallBase {
     inv.on('accepted', (res: SipResponse, dialog) => this.onAccepted(res, dialog));
     inv.on('rejected', (res: SipResponse) => {
       if (this.ended) return;
-      this.finish({ cause: this.hangupRequested ? 'local-hangup' : causeFromSipStatus(res.status), sipStatus: res.status, sipReason: res.reason });
+      this.finish({ cause: causeFromSipStatus(res.status), sipStatus: res.status, sipReason: res.reason });
     });
     inv.on('failed', (err: Error) => {
       if (this.ended) return;
       this.log.warn({ err: err.message }, 'INVITE failed without a response');
-      this.finish({ cause: this.hangupRequested ? 'local-hangup' : 'unavailable', sipStatus: 408, sipReason: err.message });
+      this.finish({ cause: 'unavailable', sipStatus: 408, sipReason: err.message });
     });
   }
 
@@ -109,16 +108,11 @@ export class OutboundCall extends CallBase {
 
   private onAccepted(res: SipResponse, dialog: import('../sip').Dialog): void {
     if (this.ended) {
+      // Ended first (our CANCEL crossed the 200 OK, RFC 3261 §9.1): the dialog exists now, BYE it.
       dialog.bye().catch(() => undefined);
       return;
     }
     this.watchDialog(dialog);
-    if (this.hangupRequested) {
-      // CANCEL crossed the 200 OK (RFC 3261 §9.1): the call exists now, so end it with BYE.
-      dialog.bye().catch(() => undefined);
-      this.finish({ cause: 'local-hangup' });
-      return;
-    }
     const desc = parseSipAnswer(res.body);
     const err = 'error' in desc ? desc.error : this.applyRemoteMedia(desc);
     if (err) {
@@ -138,7 +132,6 @@ export class OutboundCall extends CallBase {
   /** Browser-initiated end (hangup, tab closed, ICE failure, shutdown). */
   hangup(cause: 'local-hangup' | 'ice-failed' | 'shutdown' | 'media-timeout' = 'local-hangup'): void {
     if (this.ended) return;
-    this.hangupRequested = true;
     if (this.dialog && this.state === 'answered') {
       this.dialog.bye().catch((err) => this.log.debug({ err }, 'BYE failed'));
       this.finish({ cause });
@@ -156,7 +149,6 @@ export class OutboundCall extends CallBase {
    * real cause, so the CDR and metrics do not record it as a hangup by the browser.
    */
   failBeforeDial(info: CallEndInfo): void {
-    if (this.invite) { this.hangup(); return; } // already dialing: CANCEL it like any hangup
     this.finish(info);
   }
 
