@@ -1,0 +1,266 @@
+/**
+ * Inbound calls (SIP INVITE → ring the user's browser tabs) that fail while being set up. A
+ * whole gateway in this process on loopback, WebSocket clients as the tabs (they only read the
+ * `incoming` offer; ICE never needs to connect) and our SIP user agent as the trunk sending
+ * INVITEs over real UDP.
+ *
+ * - No RTP port free for the SIP leg: the INVITE gets 503 at once and the call is ended and
+ *   gone from the registry; the call that holds the port is untouched.
+ * - The tab that would ring closes after the INVITE arrived but before it is rung: the call
+ *   declines at once (not a 480 after the ring timeout) and holds no WebRTC port; with another
+ *   tab still open, that tab rings alone and its decline ends the call at once.
+ *
+ * Ports (21600-21699 belong to this file), a block of 30 per test from its BASE: http BASE,
+ * SIP BASE+1, trunk BASE+3, the trunk's SDP media port BASE+4 (nothing listens: no RTP flows
+ * before an answer), RTP BASE+10.., WebRTC BASE+20..BASE+29 (test 1: RTP one pair, WebRTC +12..+19).
+ */
+import { test, type TestContext } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import pino from 'pino';
+import WebSocket from 'ws';
+import { SipUserAgent, type ClientInvite, type SipResponse } from '../../src/sip';
+import { mintToken } from '../../src/edge';
+import type { MediaEngine } from '../../src/media';
+import type { CallManager } from '../../src/calls/callManager';
+import type { SignalingServer } from '../../src/signaling/signalingServer';
+import type { IcePortPool } from '../../src/webrtc/icePortPool';
+import { startGateway } from '../support/gateway';
+
+const SECRET = 'inbound-setup-failures-secret-0123456789';
+/** Bound on "at once": set-up takes well under a second; the ring timeout below is 120 s. */
+const PROMPT_MS = 30_000;
+
+type Msg = Record<string, any>;
+interface Tab { ws: WebSocket; messages: Msg[] }
+
+interface Rig {
+  gw: Awaited<ReturnType<typeof startGateway>>;
+  trunk: SipUserAgent;
+  tab(user: string): Promise<Tab>;
+  invite(user: string, fromNumber: string): { inv: ClientInvite; progress: number[]; final: Promise<SipResponse> };
+  media(): MediaEngine;
+  manager(): CallManager;
+  signaling(): SignalingServer;
+  icePool(): IcePortPool;
+  cdr(): Msg[];
+}
+
+/** A gateway on `base` with a trunk UA on base+3 and helpers; everything stopped after the test. */
+async function rig(t: TestContext, base: number, overrides: Parameters<typeof startGateway>[1]): Promise<Rig> {
+  const sockets: WebSocket[] = [];
+  const trunk = new SipUserAgent({ transports: [{ protocol: 'udp', host: '127.0.0.1', port: base + 3 }], logger: pino({ level: 'silent' }) });
+  const gw = await startGateway(base, {
+    auth: { mode: 'token', hs256Secret: SECRET },
+    demo: { enabled: false },
+    trunk: { uri: `sip:127.0.0.1:${base + 3}`, srtp: 'off', codecs: ['PCMU'], sourceCidrs: ['127.0.0.1/32'] },
+    ...overrides,
+  });
+  t.after(async () => {
+    for (const ws of sockets) ws.terminate();
+    await gw.stop();
+    await trunk.stop();
+  });
+  await trunk.start();
+
+  // The gateway's internals the leak checks look at (private members, read-only here).
+  const r: Rig = {
+    gw,
+    trunk,
+    media: () => gw.gateway['media']!,
+    manager: () => gw.gateway['manager']!,
+    signaling: () => gw.gateway['signaling']!,
+    icePool: () => (gw.gateway['manager'] as unknown as { opts: { ctx: { ice: { portPool: IcePortPool } } } }).opts.ctx.ice.portPool,
+    cdr: () => readFileSync(gw.cdrPath, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l)),
+
+    async tab(user) {
+      const ws = new WebSocket(`ws://127.0.0.1:${base}/ws`, { headers: { Origin: `http://127.0.0.1:${base}` } });
+      sockets.push(ws);
+      const messages: Msg[] = [];
+      ws.on('message', (d) => messages.push(JSON.parse(d.toString())));
+      await new Promise((res, rej) => { ws.once('open', res); ws.once('error', rej); });
+      ws.send(JSON.stringify({ type: 'hello', version: 1, token: await mintToken({ sub: user }, { hs256Secret: SECRET }, { ttlSec: 300 }) }));
+      await until(() => messages.some((m) => m.type === 'welcome' || m.type === 'error'), `welcome for ${user}`);
+      assert.ok(messages.some((m) => m.type === 'welcome'), `hello accepted: ${JSON.stringify(messages)}`);
+      return { ws, messages };
+    },
+
+    invite(user, fromNumber) {
+      const inv = trunk.invite({
+        requestUri: `sip:${user}@127.0.0.1:${base + 1}`,
+        from: { uri: `sip:${fromNumber}@127.0.0.1` },
+        sdp: `v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio ${base + 4} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n`,
+      });
+      const progress: number[] = [];
+      inv.on('progress', (res) => progress.push(res.status));
+      const final = new Promise<SipResponse>((resolve, reject) => {
+        inv.once('rejected', resolve);
+        inv.once('accepted', () => reject(new Error('the inbound call was answered')));
+        inv.once('failed', reject);
+      });
+      final.catch(() => undefined); // awaited by the test; never an unhandled rejection
+      return { inv, progress, final };
+    },
+  };
+  return r;
+}
+
+async function until(cond: () => boolean, what: string, ms = 10_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => { timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms); });
+  return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
+}
+
+/** The first message of `type` from index `from` on. */
+async function message(tab: Tab, type: string, from = 0): Promise<Msg> {
+  await until(() => tab.messages.slice(from).some((m) => m.type === type), `${type} on the tab`);
+  return tab.messages.slice(from).find((m) => m.type === type)!;
+}
+
+/**
+ * Holds every SIP RTP leg allocation until `release()`: the INVITE has arrived and its ring
+ * targets are chosen, nothing is rung yet. The set-up window where a tab can close.
+ * `abort()` (cleanup after a failed test) fails a held allocation instead, so nothing binds late.
+ */
+function holdSipLegAllocation(media: MediaEngine): { reached: Promise<void>; release(): void; abort(): void } {
+  const original = media.createSipLeg;
+  let reachedNow!: () => void;
+  const reached = new Promise<void>((r) => { reachedNow = r; });
+  let go!: (proceed: boolean) => void;
+  const decided = new Promise<boolean>((r) => { go = r; });
+  media.createSipLeg = async (o) => {
+    reachedNow();
+    if (!(await decided)) throw new Error('test over');
+    return original.call(media, o);
+  };
+  const restore = () => { Reflect.deleteProperty(media, 'createSipLeg'); };
+  return { reached, release: () => { restore(); go(true); }, abort: () => { restore(); go(false); } };
+}
+
+const idle = { legs: 0, bridges: 0, portsAllocated: 0 };
+
+test('no RTP port free for an inbound call: 503 at once, the call ended and gone from the registry, nothing leaked', async (t) => {
+  const BASE = 21600;
+  const r = await rig(t, BASE, {
+    media: { host: '127.0.0.1', portRange: [BASE + 10, BASE + 11], inactivityTimeoutSec: 60 }, // one RTP/RTCP pair
+    webrtc: { portRange: [BASE + 12, BASE + 19], connectTimeoutSec: 60 },
+    inbound: { ringTimeoutSec: 120 },
+  });
+  const alice = await r.tab('alice');
+
+  // Call 1 rings alice and holds the only RTP pair.
+  const call1 = r.invite('alice', '+15550000001');
+  const incoming1 = await message(alice, 'incoming');
+  assert.equal(incoming1.from, '+15550000001');
+  await until(() => call1.progress.includes(180), '180 Ringing for call 1');
+  assert.equal(r.gw.gateway.activeCalls, 1);
+  assert.deepEqual(r.media().usage, { legs: 1, bridges: 0, portsAllocated: 1 });
+  assert.equal(r.icePool().used, 1);
+
+  // Call 2: no RTP port left. Refused with 503 (not the catch-all 500), and nothing stays behind.
+  const from = alice.messages.length;
+  const call2 = r.invite('alice', '+15550000002');
+  const res = await within(call2.final, PROMPT_MS, 'the final response to call 2');
+  assert.equal(res.status, 503, `call 2 refused for capacity: got ${res.status} ${res.reason}`);
+  assert.equal(res.reason, 'Service Unavailable');
+  assert.equal(r.gw.gateway.activeCalls, 1, 'the refused call is not left in the call registry');
+  assert.equal(r.manager().get(incoming1.callId)?.state, 'ringing', 'call 1 still rings');
+  assert.deepEqual(r.media().usage, { legs: 1, bridges: 0, portsAllocated: 1 }, 'no RTP port or leg taken by call 2');
+  assert.equal(r.icePool().used, 1, 'no WebRTC port taken by call 2');
+  const rec2 = r.cdr().find((c) => c.from === '+15550000002');
+  assert.ok(rec2, 'call 2 ended (its CDR is written when it leaves the registry)');
+  assert.equal(rec2.direction, 'inbound');
+  assert.equal(rec2.cause, 'unavailable');
+  assert.equal(rec2.sipStatus, 503);
+  assert.ok(!alice.messages.slice(from).some((m) => m.type === 'incoming'), 'alice was not rung for call 2');
+
+  // The trunk gives up on call 1: everything goes back.
+  call1.inv.cancel();
+  assert.equal((await within(call1.final, PROMPT_MS, 'the final response to call 1')).status, 487);
+  assert.equal((await message(alice, 'ended', from)).cause, 'cancelled');
+  await until(() => r.gw.gateway.activeCalls === 0 && r.icePool().used === 0 && r.media().usage.portsAllocated === 0, 'call 1 released');
+  assert.deepEqual(r.media().usage, idle);
+
+  // With the pair free again a new call rings normally.
+  const from3 = alice.messages.length;
+  const call3 = r.invite('alice', '+15550000003');
+  assert.equal((await message(alice, 'incoming', from3)).from, '+15550000003');
+  call3.inv.cancel();
+  assert.equal((await within(call3.final, PROMPT_MS, 'the final response to call 3')).status, 487);
+  await until(() => r.gw.gateway.activeCalls === 0 && r.icePool().used === 0 && r.media().usage.portsAllocated === 0, 'call 3 released');
+});
+
+test('the only tab closes while the inbound call is set up: declined at once (603), nothing leaked', async (t) => {
+  const BASE = 21630;
+  const r = await rig(t, BASE, {
+    media: { host: '127.0.0.1', portRange: [BASE + 10, BASE + 19], inactivityTimeoutSec: 60 },
+    webrtc: { portRange: [BASE + 20, BASE + 29], connectTimeoutSec: 60 },
+    inbound: { ringTimeoutSec: 120 }, // far beyond PROMPT_MS: a call left ringing shows up as a timeout
+  });
+  const bob = await r.tab('bob');
+  const gate = holdSipLegAllocation(r.media());
+  t.after(() => gate.abort()); // no-op once released
+
+  const call = r.invite('bob', '+15550000011');
+  await within(gate.reached, PROMPT_MS, 'the INVITE to reach call set-up');
+  assert.equal(r.gw.gateway.activeCalls, 1, 'the call exists and is being set up');
+  // The tab goes away now; the gateway has seen it close before set-up goes on.
+  bob.ws.close();
+  await until(() => r.signaling().connectionCount === 0, 'the gateway to see the tab close');
+  gate.release();
+
+  const res = await within(call.final, PROMPT_MS, 'a final response (the call must not ring on until the ring timeout)');
+  assert.equal(res.status, 603, `declined: got ${res.status} ${res.reason}`);
+  await until(() => r.gw.gateway.activeCalls === 0, 'the call out of the registry');
+  await until(() => r.icePool().used === 0, 'the browser leg\'s WebRTC port released');
+  assert.deepEqual(r.media().usage, idle, 'the SIP leg\'s RTP port released');
+  const rec = r.cdr().find((c) => c.from === '+15550000011');
+  assert.ok(rec, 'the call ended with a CDR');
+  assert.equal(rec.sipStatus, 603);
+  assert.equal(rec.cause, 'rejected');
+});
+
+test('one of two tabs closes while the inbound call is set up: the other rings alone, and its decline ends the call at once', async (t) => {
+  const BASE = 21660;
+  const r = await rig(t, BASE, {
+    media: { host: '127.0.0.1', portRange: [BASE + 10, BASE + 19], inactivityTimeoutSec: 60 },
+    webrtc: { portRange: [BASE + 20, BASE + 29], connectTimeoutSec: 60 },
+    inbound: { ringTimeoutSec: 120 },
+  });
+  const closing = await r.tab('carol');
+  const staying = await r.tab('carol');
+  const gate = holdSipLegAllocation(r.media());
+  t.after(() => gate.abort()); // no-op once released
+
+  const call = r.invite('carol', '+15550000021');
+  await within(gate.reached, PROMPT_MS, 'the INVITE to reach call set-up');
+  closing.ws.close();
+  await until(() => r.signaling().connectionCount === 1, 'the gateway to see the first tab close');
+  gate.release();
+
+  // The remaining tab rings; the closed one holds no fork, so only one WebRTC port is in use.
+  const incoming = await message(staying, 'incoming');
+  assert.equal(incoming.from, '+15550000021');
+  await until(() => call.progress.includes(180), '180 Ringing');
+  const live = r.manager().get(incoming.callId);
+  assert.equal(live?.state, 'ringing', 'the call goes on for the tab that is still open');
+  await until(() => r.icePool().used === 1, 'the closed tab\'s browser leg released (one WebRTC port, the open tab\'s)');
+
+  // The open tab declines: nobody is left ringing, so the caller hears it at once.
+  const from = staying.messages.length;
+  staying.ws.send(JSON.stringify({ type: 'reject', callId: incoming.callId }));
+  const res = await within(call.final, PROMPT_MS, 'a final response after the last open tab declined');
+  assert.equal(res.status, 603, `declined: got ${res.status} ${res.reason}`);
+  const ended = await message(staying, 'ended', from);
+  assert.equal(ended.callId, incoming.callId);
+  await until(() => r.gw.gateway.activeCalls === 0 && r.icePool().used === 0, 'the call and its ports released');
+  assert.deepEqual(r.media().usage, idle);
+});
