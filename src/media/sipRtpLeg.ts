@@ -51,7 +51,8 @@ export class SipRtpLeg extends EventEmitter<SipLegEvents> {
   private rtpConnected: 'no' | 'connecting' | 'yes' = 'no';
   private sent = { packets: 0, bytes: 0 };
   private dropped = 0;
-  private lastRxAt = Date.now();
+  /** performance.now() of the last valid packet (monotonic; one clock read per packet serves the jitter stats too). */
+  private lastRxAt = performance.now();
   private inactivityTimer: NodeJS.Timeout | null = null;
   private rtcpTimer: NodeJS.Timeout | null = null;
   private rttMs: number | null = null;
@@ -96,7 +97,7 @@ export class SipRtpLeg extends EventEmitter<SipLegEvents> {
     // Keep the SRTP context (and its rollover counter) across re-INVITEs unless the keys change.
     if (!remote.srtp) this.srtp = null;
     else if (keysChanged || !this.srtp) this.srtp = new SrtpSession(remote.srtp);
-    this.lastRxAt = Date.now();
+    this.lastRxAt = performance.now();
     if (!this.inactivityTimer && this.opts.inactivityTimeoutMs > 0) {
       const check = Math.min(1000, this.opts.inactivityTimeoutMs);
       this.inactivityTimer = setInterval(() => this.checkInactivity(), check);
@@ -117,7 +118,7 @@ export class SipRtpLeg extends EventEmitter<SipLegEvents> {
     this.seq = (this.seq + 1) & 0xffff;
     this.ts = (this.ts + samples) >>> 0;
     // While a DTMF event plays, its packets replace audio (RFC 4733 §2.5.1.2).
-    if (!this.sendingAllowed || Date.now() < this.dtmfBusyUntil) return;
+    if (!this.sendingAllowed || (this.dtmfBusyUntil > 0 && performance.now() < this.dtmfBusyUntil)) return;
     this.sendPacket(buildRtp(this.remote.payloadType, seq, ts, this.ssrc, payload, marker));
   }
 
@@ -128,7 +129,7 @@ export class SipRtpLeg extends EventEmitter<SipLegEvents> {
     const eventTs = this.ts;
     const train = dtmfPacketTrain(digit, durationMs, 8000);
     const lastDelay = train[train.length - 1].delayMs;
-    this.dtmfBusyUntil = Date.now() + lastDelay + 20;
+    this.dtmfBusyUntil = performance.now() + lastDelay + 20;
     for (const p of train) {
       const send = () => {
         if (this.closed || !this.remote) return;
@@ -213,8 +214,9 @@ export class SipRtpLeg extends EventEmitter<SipLegEvents> {
       if (this.remoteSsrc !== null) this.rx.resetSource();
       this.remoteSsrc = pkt.ssrc;
     }
-    this.lastRxAt = Date.now();
-    this.rx.onPacket(pkt.sequenceNumber, pkt.timestamp, pkt.payload.length, performance.now());
+    const now = performance.now();
+    this.lastRxAt = now;
+    this.rx.onPacket(pkt.sequenceNumber, pkt.timestamp, pkt.payload.length, now);
     if (pkt.payloadType === this.remote.payloadType) this.emit('audio', pkt);
     else if (pkt.payloadType === this.remote.telephoneEventPayloadType) this.dtmfRx.onPacket(pkt.timestamp, pkt.payload);
     else if (pkt.payloadType !== 13) this.dropped++; // CN is tolerated; anything else is not ours
@@ -298,11 +300,11 @@ export class SipRtpLeg extends EventEmitter<SipLegEvents> {
   }
 
   private checkInactivity(): void {
-    if (this.closed || this.paused) { this.lastRxAt = Date.now(); return; }
+    if (this.closed || this.paused) { this.lastRxAt = performance.now(); return; }
     const d = this.remote?.direction ?? 'sendrecv';
-    if (d === 'recvonly' || d === 'inactive') { this.lastRxAt = Date.now(); return; }
-    if (Date.now() - this.lastRxAt >= this.opts.inactivityTimeoutMs) {
-      this.lastRxAt = Date.now();
+    if (d === 'recvonly' || d === 'inactive') { this.lastRxAt = performance.now(); return; }
+    if (performance.now() - this.lastRxAt >= this.opts.inactivityTimeoutMs) {
+      this.lastRxAt = performance.now();
       this.emit('inactive');
     }
   }

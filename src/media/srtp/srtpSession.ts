@@ -1,5 +1,6 @@
-import { createCipheriv, createHmac, type Cipher } from 'node:crypto';
+import { createCipheriv, type Cipher } from 'node:crypto';
 import type { SdesCrypto, SrtpSuite } from './sdes';
+import { HmacSha1 } from './hmacSha1';
 
 /**
  * SRTP and SRTCP (RFC 3711) for the AES-CM + HMAC-SHA1 suites SIP trunks use with SDES:
@@ -89,9 +90,15 @@ export class SrtpSession {
   readonly stats = { authFailures: 0, replays: 0, malformed: 0 };
   private readonly tx: SessionKeys;
   private readonly rx: SessionKeys;
+  // One long-lived keystream cipher and tag state per key: nothing is built per packet.
   private readonly txRtpCipher: AesCtr;
   private readonly rxRtpCipher: AesCtr;
-  private readonly rocBuf = Buffer.alloc(4);
+  private readonly txRtcpCipher: AesCtr;
+  private readonly rxRtcpCipher: AesCtr;
+  private readonly txRtpMac: HmacSha1;
+  private readonly rxRtpMac: HmacSha1;
+  private readonly txRtcpMac: HmacSha1;
+  private readonly rxRtcpMac: HmacSha1;
   /** Counter-block scratch per direction: each IV is consumed before the next is built. */
   private readonly txIv = Buffer.alloc(16);
   private readonly rxIv = Buffer.alloc(16);
@@ -109,6 +116,12 @@ export class SrtpSession {
     this.rxTagLen = tagLength(opts.remote.suite);
     this.txRtpCipher = new AesCtr(this.tx.rtpEnc);
     this.rxRtpCipher = new AesCtr(this.rx.rtpEnc);
+    this.txRtcpCipher = new AesCtr(this.tx.rtcpEnc);
+    this.rxRtcpCipher = new AesCtr(this.rx.rtcpEnc);
+    this.txRtpMac = new HmacSha1(this.tx.rtpAuth);
+    this.rxRtpMac = new HmacSha1(this.rx.rtpAuth);
+    this.txRtcpMac = new HmacSha1(this.tx.rtcpAuth);
+    this.rxRtcpMac = new HmacSha1(this.rx.rtcpAuth);
   }
 
   protectRtp(packet: Buffer): Buffer {
@@ -125,10 +138,7 @@ export class SrtpSession {
     packet.copy(out, 0, 0, hl);
     const iv = counterIv(this.txIv, this.tx.rtpSalt, ssrc, st.roc >>> 16, ((st.roc & 0xffff) * 65536 + seq) >>> 0);
     this.txRtpCipher.xor(iv, packet.subarray(hl), out, hl);
-    this.rocBuf.writeUInt32BE(st.roc, 0);
-    // createHmac per packet measured faster here than copying precomputed inner/outer hash states.
-    const tag = createHmac('sha1', this.tx.rtpAuth).update(out.subarray(0, packet.length)).update(this.rocBuf).digest();
-    tag.copy(out, packet.length, 0, this.txTagLen);
+    out.set(this.txRtpMac.mac(out, packet.length, st.roc).subarray(0, this.txTagLen), packet.length);
     return out;
   }
 
@@ -153,9 +163,8 @@ export class SrtpSession {
       }
     }
     const authLen = packet.length - this.rxTagLen;
-    this.rocBuf.writeUInt32BE(v, 0);
-    const tag = createHmac('sha1', this.rx.rtpAuth).update(packet.subarray(0, authLen)).update(this.rocBuf).digest();
-    if (!tag.subarray(0, this.rxTagLen).equals(packet.subarray(authLen))) { this.stats.authFailures++; return null; }
+    this.rxRtpMac.mac(packet, authLen, v);
+    if (!this.rxRtpMac.matches(packet, authLen, this.rxTagLen)) { this.stats.authFailures++; return null; }
     const out = Buffer.allocUnsafe(authLen);
     packet.copy(out, 0, 0, hl);
     const iv = counterIv(this.rxIv, this.rx.rtpSalt, ssrc, v >>> 16, ((v & 0xffff) * 65536 + seq) >>> 0);
@@ -181,18 +190,17 @@ export class SrtpSession {
     const out = Buffer.allocUnsafe(packet.length + 4 + 10);
     packet.copy(out, 0, 0, 8);
     const iv = counterIv(this.txIv, this.tx.rtcpSalt, ssrc, 0, this.srtcpIndex);
-    createCipheriv('aes-128-ctr', this.tx.rtcpEnc, iv).update(packet.subarray(8)).copy(out, 8);
+    this.txRtcpCipher.xor(iv, packet.subarray(8), out, 8);
     out.writeUInt32BE((0x80000000 | this.srtcpIndex) >>> 0, packet.length);
-    const tag = createHmac('sha1', this.tx.rtcpAuth).update(out.subarray(0, packet.length + 4)).digest();
-    tag.copy(out, packet.length + 4, 0, 10);
+    out.set(this.txRtcpMac.mac(out, packet.length + 4).subarray(0, 10), packet.length + 4);
     return out;
   }
 
   unprotectRtcp(packet: Buffer): Buffer | null {
     if (packet.length < 8 + 4 + 10) { this.stats.malformed++; return null; }
     const authLen = packet.length - 10;
-    const tag = createHmac('sha1', this.rx.rtcpAuth).update(packet.subarray(0, authLen)).digest();
-    if (!tag.subarray(0, 10).equals(packet.subarray(authLen))) { this.stats.authFailures++; return null; }
+    this.rxRtcpMac.mac(packet, authLen);
+    if (!this.rxRtcpMac.matches(packet, authLen, 10)) { this.stats.authFailures++; return null; }
     const eIndex = packet.readUInt32BE(authLen - 4);
     const index = eIndex & 0x7fffffff;
     const ssrc = packet.readUInt32BE(4);
@@ -206,7 +214,7 @@ export class SrtpSession {
     packet.copy(out, 0, 0, 8);
     if (eIndex & 0x80000000) {
       const iv = counterIv(this.rxIv, this.rx.rtcpSalt, ssrc, 0, index);
-      createCipheriv('aes-128-ctr', this.rx.rtcpEnc, iv).update(packet.subarray(8, plainLen)).copy(out, 8);
+      this.rxRtcpCipher.xor(iv, packet.subarray(8, plainLen), out, 8);
     } else {
       packet.copy(out, 8, 8, plainLen);
     }
