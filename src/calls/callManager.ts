@@ -30,6 +30,11 @@ export interface CallHooks {
   callEnded?(call: CallBase): void;
 }
 
+/** What handling one INVITE has created so far (for the error path). */
+interface InviteSetup {
+  call: InboundCall | null;
+}
+
 export type StartResult =
   | { ok: true; call: OutboundCall; answerSdp: string }
   | { ok: false; code: 'draining' | 'too-many-calls' | 'bad-sdp' | 'internal'; message: string }
@@ -58,10 +63,8 @@ export class CallManager {
     },
   ) {
     opts.ua.on('invite', (inv: ServerInvite) => {
-      this.onInvite(inv).catch((err) => {
-        opts.logger.error({ err }, 'inbound INVITE handling failed');
-        try { inv.reject(500, 'Server Internal Error'); } catch { /* already answered */ }
-      });
+      const setup: InviteSetup = { call: null };
+      this.onInvite(inv, setup).catch((err) => this.inviteFailed(inv, setup.call, err));
     });
   }
 
@@ -129,7 +132,25 @@ export class CallManager {
     return { ok: true, call, answerSdp };
   }
 
-  private async onInvite(inv: ServerInvite): Promise<void> {
+  /**
+   * Handling an INVITE threw. A call already created for it is ended (it answers 500 itself
+   * unless a final response went out): nothing else might ever end it, so it would stay in the
+   * registry for ever, holding its ports and never getting a CDR. Then 500 here for the case
+   * without a call; ServerInvite.reject is a no-op once a final response was sent, so the
+   * INVITE is never answered twice.
+   */
+  private inviteFailed(inv: ServerInvite, call: InboundCall | null, err: unknown): void {
+    this.opts.logger.error({ err, sipCallId: inv.callId, callId: call?.id }, 'inbound INVITE handling failed');
+    try {
+      call?.failSetup();
+    } catch (e) {
+      this.opts.logger.error({ err: e, callId: call?.id }, 'could not end the call of the failed INVITE');
+    }
+    try { inv.reject(500, 'Server Internal Error'); } catch { /* transport error: nothing more to do */ }
+  }
+
+  /** `setup.call` is set as soon as a call exists, for inviteFailed. */
+  private async onInvite(inv: ServerInvite, setup: InviteSetup): Promise<void> {
     const req = inv.request;
     const log = this.opts.logger.child({ sipCallId: inv.callId });
     if (this.draining) { inv.reject(503, 'Service Unavailable'); return; }
@@ -168,6 +189,7 @@ export class CallManager {
     }
     const fromHeader = req.header('from') ?? '';
     const call = new InboundCall(userPart(fromHeader) || 'anonymous', displayName(fromHeader), reqUser, user, this.opts.ctx, inv, offer, this.opts.ringTimeoutMs);
+    setup.call = call;
     this.track(call);
     call.log.info({ from: call.from, to: reqUser, user, tabs: targets.length }, 'inbound call ringing');
     await call.ring(targets);
@@ -175,11 +197,12 @@ export class CallManager {
 
   private track(call: CallBase): void {
     this.calls.set(call.id, call);
-    this.opts.hooks?.callStarted?.(call);
+    // Before the hook: should it throw, ending the call still takes it out of the registry.
     call.once('ended', () => {
       this.calls.delete(call.id);
       this.opts.hooks?.callEnded?.(call);
     });
+    this.opts.hooks?.callStarted?.(call);
   }
 
   /**

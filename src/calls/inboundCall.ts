@@ -11,21 +11,31 @@ export interface RingTarget {
   ring(call: InboundCall, offerSdp: string): void;
 }
 
+/**
+ * Where one tab's ringing ended up: still ringing; refused by the user ('declined' / 'busy');
+ * gone without an answer ('gone': the tab closed; 'failed': it could not be offered the call);
+ * or, once a tab accepted, 'won' / 'lost'.
+ */
+type ForkState = 'ringing' | 'declined' | 'busy' | 'gone' | 'failed' | 'won' | 'lost';
+
 interface Fork {
   target: RingTarget;
   leg: BrowserLeg;
-  state: 'ringing' | 'rejected' | 'won' | 'lost';
+  state: ForkState;
 }
 
 /**
  * SIP → browser. Every tab of the called user rings with its own peer connection; the first
  * tab to accept wins, the others are told "answered elsewhere". CANCEL stops the ringing, and
- * an unanswered call is refused with 480 after the ring timeout.
+ * an unanswered call is refused with 480 after the ring timeout. When no tab is left ringing the
+ * call is refused at once: 603/486 if a tab declined, else 480 (see settleIfNobodyRinging).
  */
 export class InboundCall extends CallBase {
   private readonly forks = new Map<string, Fork>();
   private sessionVersion = 0;
   private winner: Fork | null = null;
+  /** The latest explicit refusal by a tab (decline or busy), if any. */
+  private refusedBy: 'declined' | 'busy' | null = null;
 
   constructor(
     from: string,
@@ -81,15 +91,14 @@ export class InboundCall extends CallBase {
         if (!this.ended && fork.state === 'ringing') target.ring(this, offer);
       } catch (e) {
         this.log.warn({ err: (e as Error).message }, 'could not create browser offer');
-        fork.state = 'rejected';
+        if (fork.state === 'ringing') fork.state = 'failed';
         leg.close().catch(() => undefined);
       }
     }));
-    if (this.ended) return;
-    if (![...this.forks.values()].some((f) => f.state === 'ringing')) {
-      this.refuse('offline');
-      return;
-    }
+    // Nobody left ringing (every tab failed, went away or refused meanwhile): settled here.
+    // Also stops here when a tab already accepted while other offers were still being made.
+    this.settleIfNobodyRinging();
+    if (this.state !== 'ringing') return;
     this.invite.progress(180);
     this.after(this.ringTimeoutMs, () => {
       if (this.state === 'ringing') this.refuse('timeout', 'no-answer');
@@ -124,15 +133,70 @@ export class InboundCall extends CallBase {
     return { ok: true };
   }
 
-  /** The tab that declined, or every tab gone: refuse when nobody is left ringing. */
+  /** The user refused the call in this tab (decline or busy); see settleIfNobodyRinging. */
   reject(sessionId: string, reason: 'busy' | 'declined' = 'declined'): void {
+    if (!this.stopFork(sessionId, reason)) return;
+    this.refusedBy = reason;
+    this.settleIfNobodyRinging();
+  }
+
+  /**
+   * This tab went away (WebSocket closed) without answering. Not a refusal by the user: see
+   * settleIfNobodyRinging.
+   */
+  tabGone(sessionId: string): void {
+    if (!this.stopFork(sessionId, 'gone')) return;
+    this.settleIfNobodyRinging();
+  }
+
+  /** Ends a ringing fork's part in the call; false when it was not ringing. */
+  private stopFork(sessionId: string, state: 'declined' | 'busy' | 'gone'): boolean {
     const fork = this.forks.get(sessionId);
-    if (!fork || fork.state !== 'ringing') return;
-    fork.state = 'rejected';
+    if (!fork || fork.state !== 'ringing') return false;
+    fork.state = state;
     fork.leg.close().catch(() => undefined);
-    if (this.state === 'ringing' && ![...this.forks.values()].some((f) => f.state === 'ringing')) {
-      this.refuse(reason, reason === 'busy' ? 'busy' : 'rejected');
+    return true;
+  }
+
+  /**
+   * How the tabs' outcomes add up to the caller's answer once no tab is left ringing — the one
+   * place this is decided:
+   *
+   * - Some tab refused explicitly (the user pressed decline / reported busy): the latest such
+   *   refusal is the answer, 603 Decline (cause `rejected`) or 486 Busy Here (`busy`). The user
+   *   was reached and said no; 603 rightly tells upstream proxies and PBXs to stop trying other
+   *   routes (RFC 3261 §21.6.2).
+   * - Otherwise every tab went away (closed, or could not be offered the call) without anyone
+   *   answering: the user was never reached, so this is 480 Temporarily Unavailable (cause
+   *   `unavailable`), the same answer as "no tab open". A 603 here would wrongly stop the PBX
+   *   from going on to voicemail or another route just because a browser tab was closed.
+   *
+   * While any tab still rings, or once the call was answered or ended, there is nothing to do.
+   */
+  private settleIfNobodyRinging(): void {
+    if (this.state !== 'ringing') return;
+    if ([...this.forks.values()].some((f) => f.state === 'ringing')) return;
+    if (this.refusedBy) this.refuse(this.refusedBy, this.refusedBy === 'busy' ? 'busy' : 'rejected');
+    else this.refuse('offline', 'unavailable');
+  }
+
+  /**
+   * Handling the INVITE threw after this call was created (CallManager's catch-all): answer 500
+   * unless a final response already went out, and end the call so that it leaves the registry
+   * with its CDR instead of staying there for ever. An answered call is left alone: it is fully
+   * set up and its dialog ends it as usual.
+   */
+  failSetup(): void {
+    if (this.ended || this.state === 'answered') return;
+    const alreadyAnswered = this.invite.finalSent;
+    if (!alreadyAnswered) {
+      try {
+        this.invite.reject(500, 'Server Internal Error');
+      } catch (err) {
+        this.log.warn({ err }, 'could not send 500 for the failed INVITE');
+      }
     }
+    this.finish(alreadyAnswered ? { cause: 'failed' } : { cause: 'failed', sipStatus: 500, sipReason: 'Server Internal Error' });
   }
 
   /** Did this tab get the call? (Other tabs are told "answered elsewhere".) */

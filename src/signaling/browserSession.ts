@@ -69,7 +69,8 @@ export class BrowserSession implements RingTarget {
   /** RingTarget: an inbound call rings this tab. */
   ring(call: InboundCall, offerSdp: string): void {
     // The tab closed while the call was being set up: it cannot ring (and must not hold a fork).
-    if (this.state === 'closed') { call.reject(this.sessionId); return; }
+    // Gone, not declined: the user never saw the call.
+    if (this.state === 'closed') { call.tabGone(this.sessionId); return; }
     this.attach(call);
     this.send({ type: 'incoming', callId: call.id, from: call.from, fromName: call.fromName, to: call.to, sdp: offerSdp });
   }
@@ -251,7 +252,8 @@ export class BrowserSession implements RingTarget {
       if (call instanceof OutboundCall) call.hangup('local-hangup');
       else if (call instanceof InboundCall) {
         if (call.wonBy(this.sessionId)) call.hangup('local-hangup');
-        else call.reject(this.sessionId, 'declined');
+        // A ringing tab that closes has not declined the call (that is the `reject` message).
+        else call.tabGone(this.sessionId);
       }
     }
     this.calls.clear();

@@ -1,18 +1,24 @@
 /**
- * Inbound calls (SIP INVITE → ring the user's browser tabs) that fail while being set up. A
- * whole gateway in this process on loopback, WebSocket clients as the tabs (they only read the
- * `incoming` offer; ICE never needs to connect) and our SIP user agent as the trunk sending
- * INVITEs over real UDP.
+ * Inbound calls (SIP INVITE → ring the user's browser tabs) that fail while being set up or
+ * ringing. A whole gateway in this process on loopback, WebSocket clients as the tabs (they only
+ * read the `incoming` offer; ICE never needs to connect) and our SIP user agent as the trunk
+ * sending INVITEs over real UDP.
  *
  * - No RTP port free for the SIP leg: the INVITE gets 503 at once and the call is ended and
  *   gone from the registry; the call that holds the port is untouched.
- * - The tab that would ring closes after the INVITE arrived but before it is rung: the call
- *   declines at once (not a 480 after the ring timeout) and holds no WebRTC port; with another
- *   tab still open, that tab rings alone and its decline ends the call at once.
+ * - The tab that would ring closes after the INVITE arrived but before it is rung: the call is
+ *   refused at once with 480 (not after the ring timeout, and not 603: a tab that goes away has
+ *   not declined — RFC 3261 §21.6.2) and holds no WebRTC port; with another tab still open, that
+ *   tab rings alone and its explicit decline ends the call at once with 603.
+ * - A ringing tab closes: 480 as well, and with two tabs only once the last one is gone; but a
+ *   tab that declined explicitly before the last one closed makes it 603.
+ * - Handling the INVITE throws after the call was registered: 500, and the call is ended (out of
+ *   the registry, CDR written, ports released) rather than left behind.
  *
- * Ports (21600-21699 belong to this file), a block of 30 per test from its BASE: http BASE,
- * SIP BASE+1, trunk BASE+3, the trunk's SDP media port BASE+4 (nothing listens: no RTP flows
- * before an answer), RTP BASE+10.., WebRTC BASE+20..BASE+29 (test 1: RTP one pair, WebRTC +12..+19).
+ * Ports: 21600-21699, a block of 30 per test from its BASE: http BASE, SIP BASE+1, trunk BASE+3,
+ * the trunk's SDP media port BASE+4 (nothing listens: no RTP flows before an answer), RTP
+ * BASE+10.., WebRTC BASE+20..BASE+29 (test 1: RTP one pair, WebRTC +12..+19). Tests 4-6 use
+ * 21700-21749 in blocks of 17/16, the same layout squeezed: RTP BASE+6..BASE+9, WebRTC BASE+10...
  */
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
@@ -198,7 +204,7 @@ test('no RTP port free for an inbound call: 503 at once, the call ended and gone
   await until(() => r.gw.gateway.activeCalls === 0 && r.icePool().used === 0 && r.media().usage.portsAllocated === 0, 'call 3 released');
 });
 
-test('the only tab closes while the inbound call is set up: declined at once (603), nothing leaked', async (t) => {
+test('the only tab closes while the inbound call is set up: refused at once with 480 (gone, not declined), nothing leaked', async (t) => {
   const BASE = 21630;
   const r = await rig(t, BASE, {
     media: { host: '127.0.0.1', portRange: [BASE + 10, BASE + 19], inactivityTimeoutSec: 60 },
@@ -218,14 +224,16 @@ test('the only tab closes while the inbound call is set up: declined at once (60
   gate.release();
 
   const res = await within(call.final, PROMPT_MS, 'a final response (the call must not ring on until the ring timeout)');
-  assert.equal(res.status, 603, `declined: got ${res.status} ${res.reason}`);
+  // The user never saw the call: 480, like "no tab open", so the PBX may still try voicemail.
+  assert.equal(res.status, 480, `unavailable, not declined: got ${res.status} ${res.reason}`);
+  assert.equal(res.reason, 'Temporarily Unavailable');
   await until(() => r.gw.gateway.activeCalls === 0, 'the call out of the registry');
   await until(() => r.icePool().used === 0, 'the browser leg\'s WebRTC port released');
   assert.deepEqual(r.media().usage, idle, 'the SIP leg\'s RTP port released');
   const rec = r.cdr().find((c) => c.from === '+15550000011');
   assert.ok(rec, 'the call ended with a CDR');
-  assert.equal(rec.sipStatus, 603);
-  assert.equal(rec.cause, 'rejected');
+  assert.equal(rec.sipStatus, 480);
+  assert.equal(rec.cause, 'unavailable');
 });
 
 test('one of two tabs closes while the inbound call is set up: the other rings alone, and its decline ends the call at once', async (t) => {
@@ -254,7 +262,8 @@ test('one of two tabs closes while the inbound call is set up: the other rings a
   assert.equal(live?.state, 'ringing', 'the call goes on for the tab that is still open');
   await until(() => r.icePool().used === 1, 'the closed tab\'s browser leg released (one WebRTC port, the open tab\'s)');
 
-  // The open tab declines: nobody is left ringing, so the caller hears it at once.
+  // The open tab declines explicitly: nobody is left ringing, so the caller hears it at once, as
+  // 603 (the closed tab's vanishing does not turn the user's decline into a 480).
   const from = staying.messages.length;
   staying.ws.send(JSON.stringify({ type: 'reject', callId: incoming.callId }));
   const res = await within(call.final, PROMPT_MS, 'a final response after the last open tab declined');
@@ -263,4 +272,131 @@ test('one of two tabs closes while the inbound call is set up: the other rings a
   assert.equal(ended.callId, incoming.callId);
   await until(() => r.gw.gateway.activeCalls === 0 && r.icePool().used === 0, 'the call and its ports released');
   assert.deepEqual(r.media().usage, idle);
+});
+
+/** Gateway options for the tests on 21700-21749: RTP BASE+6..BASE+9 (two pairs), WebRTC BASE+10..BASE+15/16. */
+function smallBlock(base: number, webrtcLast: number): Parameters<typeof startGateway>[1] {
+  return {
+    media: { host: '127.0.0.1', portRange: [base + 6, base + 9], inactivityTimeoutSec: 60 },
+    webrtc: { portRange: [base + 10, webrtcLast], connectTimeoutSec: 60 },
+    inbound: { ringTimeoutSec: 120 }, // far beyond PROMPT_MS: a call left ringing shows up as a timeout
+  };
+}
+
+test('a ringing tab closes its WebSocket: 480 Temporarily Unavailable (not 603), CDR unavailable, nothing leaked; with two tabs only when the last one goes', async (t) => {
+  const BASE = 21700; // 21700-21717
+  const r = await rig(t, BASE, smallBlock(BASE, BASE + 17));
+
+  // One tab, ringing (it has the `incoming` offer and the trunk heard 180), closes.
+  const dave = await r.tab('dave');
+  const call = r.invite('dave', '+15550000031');
+  const incoming = await message(dave, 'incoming');
+  await until(() => call.progress.includes(180), '180 Ringing');
+  assert.equal(r.manager().get(incoming.callId)?.state, 'ringing');
+  dave.ws.close();
+  const res = await within(call.final, PROMPT_MS, 'a final response once the ringing tab closed');
+  assert.equal(res.status, 480, `the tab went away, it did not decline: got ${res.status} ${res.reason}`);
+  assert.equal(res.reason, 'Temporarily Unavailable');
+  await until(() => r.gw.gateway.activeCalls === 0 && r.icePool().used === 0, 'the call and its WebRTC port released');
+  assert.deepEqual(r.media().usage, idle, 'the SIP leg\'s RTP port released');
+  await until(() => r.signaling().connectionCount === 0, 'the gateway to see the tab close');
+  const rec = r.cdr().find((c) => c.from === '+15550000031');
+  assert.ok(rec, 'the call ended with a CDR');
+  assert.equal(rec.direction, 'inbound');
+  assert.equal(rec.cause, 'unavailable');
+  assert.equal(rec.sipStatus, 480);
+
+  // Two ringing tabs: the first closing leaves the call ringing on the second; the second
+  // closing too, with no decline from either, is again 480.
+  const first = await r.tab('dave');
+  const second = await r.tab('dave');
+  const call2 = r.invite('dave', '+15550000032');
+  const incoming2 = await message(first, 'incoming');
+  assert.equal((await message(second, 'incoming')).callId, incoming2.callId);
+  await until(() => call2.progress.includes(180), '180 Ringing for the second call');
+  let answered2 = false;
+  call2.final.then(() => { answered2 = true; }, () => { answered2 = true; });
+  first.ws.close();
+  await until(() => r.signaling().connectionCount === 1, 'the gateway to see the first tab close');
+  await until(() => r.icePool().used === 1, 'the closed tab\'s browser leg released');
+  assert.equal(r.manager().get(incoming2.callId)?.state, 'ringing', 'the call still rings on the other tab');
+  assert.equal(answered2, false, 'no final response while a tab still rings');
+  assert.ok(!second.messages.some((m) => m.type === 'ended'), 'the open tab is still rung');
+  second.ws.close();
+  const res2 = await within(call2.final, PROMPT_MS, 'a final response once the last ringing tab closed');
+  assert.equal(res2.status, 480, `got ${res2.status} ${res2.reason}`);
+  await until(() => r.gw.gateway.activeCalls === 0 && r.icePool().used === 0, 'the second call and its WebRTC ports released');
+  assert.deepEqual(r.media().usage, idle);
+  const rec2 = r.cdr().find((c) => c.from === '+15550000032');
+  assert.equal(rec2?.cause, 'unavailable');
+  assert.equal(rec2?.sipStatus, 480);
+});
+
+test('one of two ringing tabs declines, then the other closes: the explicit decline stands (603, rejected)', async (t) => {
+  const BASE = 21718; // 21718-21733
+  const r = await rig(t, BASE, smallBlock(BASE, BASE + 15));
+  const declining = await r.tab('erin');
+  const closing = await r.tab('erin');
+  const call = r.invite('erin', '+15550000041');
+  const incoming = await message(declining, 'incoming');
+  await message(closing, 'incoming');
+  await until(() => call.progress.includes(180), '180 Ringing');
+
+  const from = declining.messages.length;
+  declining.ws.send(JSON.stringify({ type: 'reject', callId: incoming.callId }));
+  assert.equal((await message(declining, 'ended', from)).cause, 'rejected', 'the declining tab is out of the call');
+  assert.equal(r.manager().get(incoming.callId)?.state, 'ringing', 'the other tab still rings');
+
+  closing.ws.close();
+  const res = await within(call.final, PROMPT_MS, 'a final response once the last ringing tab closed');
+  assert.equal(res.status, 603, `the user declined in one tab: got ${res.status} ${res.reason}`);
+  await until(() => r.gw.gateway.activeCalls === 0 && r.icePool().used === 0, 'the call and its WebRTC ports released');
+  assert.deepEqual(r.media().usage, idle);
+  const rec = r.cdr().find((c) => c.from === '+15550000041');
+  assert.equal(rec?.cause, 'rejected');
+  assert.equal(rec?.sipStatus, 603);
+});
+
+test('handling an INVITE throws after the call was registered: 500, the call ended, out of the registry, with a CDR, nothing leaked', async (t) => {
+  const BASE = 21734; // 21734-21749
+  const r = await rig(t, BASE, smallBlock(BASE, BASE + 15));
+  const frank = await r.tab('frank');
+
+  // The SIP RTP leg the call gets throws when the trunk's media is applied to it: an exception
+  // from a dependency after the call is in the registry, that nothing in the call catches.
+  const media = r.media();
+  const original = media.createSipLeg;
+  media.createSipLeg = async (o) => {
+    const leg = await original.call(media, o);
+    leg.setRemote = () => { throw new Error('test: setRemote fails'); };
+    return leg;
+  };
+  const restore = () => { Reflect.deleteProperty(media, 'createSipLeg'); };
+  t.after(restore);
+
+  const call = r.invite('frank', '+15550000051');
+  const res = await within(call.final, PROMPT_MS, 'the final response to the failing INVITE');
+  assert.equal(res.status, 500, `got ${res.status} ${res.reason}`);
+  assert.equal(res.reason, 'Server Internal Error');
+  await until(() => r.gw.gateway.activeCalls === 0, 'the failed call out of the registry', 3000);
+  assert.equal(r.manager().size, 0);
+  await until(() => r.media().usage.portsAllocated === 0, 'the failed call\'s RTP port released', 3000);
+  assert.deepEqual(r.media().usage, idle);
+  assert.equal(r.icePool().used, 0);
+  const rec = r.cdr().find((c) => c.from === '+15550000051');
+  assert.ok(rec, 'the failed call has a CDR');
+  assert.equal(rec.direction, 'inbound');
+  assert.equal(rec.cause, 'failed');
+  assert.equal(rec.sipStatus, 500);
+  assert.ok(!frank.messages.some((m) => m.type === 'incoming'), 'the tab was never rung');
+
+  assert.equal(r.cdr().filter((c) => c.from === '+15550000051').length, 1, 'one CDR for the call');
+
+  // The gateway goes on: the next call rings normally.
+  restore();
+  const next = r.invite('frank', '+15550000052');
+  assert.equal((await message(frank, 'incoming')).from, '+15550000052');
+  next.inv.cancel();
+  assert.equal((await within(next.final, PROMPT_MS, 'the final response to the next call')).status, 487);
+  await until(() => r.gw.gateway.activeCalls === 0 && r.icePool().used === 0 && r.media().usage.portsAllocated === 0, 'the next call released');
 });
