@@ -108,6 +108,11 @@ export class CallManager {
     const target = this.opts.routing.outboundTarget(dest.number, identity);
     if (extraHeaders) target.headers = [...(target.headers ?? []), ...Object.entries(extraHeaders)];
     const call = new OutboundCall(identity.callerId ?? identity.id, dest.number, identity, this.opts.ctx, this.opts.ua, target);
+    return this.setUpOutbound(call, offerSdp).catch((err) => this.outboundFailed(call, err));
+  }
+
+  /** Registers the call, answers the browser and starts dialing; what throws is outboundFailed's. */
+  private async setUpOutbound(call: OutboundCall, offerSdp: string): Promise<StartResult> {
     this.track(call);
     let answerSdp: string;
     try {
@@ -125,11 +130,29 @@ export class CallManager {
       call.hangup('local-hangup');
       return { ok: false, code: 'bad-sdp', message: `could not answer the offer: ${(err as Error).message}` };
     }
-    call.dial().catch((err) => {
-      call.log.error({ err }, 'dialing failed');
-      call.hangup('local-hangup');
-    });
+    call.dial().catch((err) => this.outboundFailed(call, err));
     return { ok: true, call, answerSdp };
+  }
+
+  /**
+   * Setting up an outbound call threw after it was registered (the outbound inviteFailed). The
+   * call is ended with cause `failed` (an INVITE already sent is CANCELled or BYE'd): nothing
+   * else might ever end it. The tab learns it from the `internal` result while startOutbound has
+   * not returned yet, else from the call's `ended` event (dialing runs on after the return).
+   */
+  private outboundFailed(call: OutboundCall, err: unknown): StartResult {
+    call.log.error({ err }, 'outbound call set-up failed');
+    this.endFailedSetup(call);
+    return { ok: false, code: 'internal', message: 'internal error while setting up the call' };
+  }
+
+  /** failSetup for a call whose set-up threw; should ending it throw too, that is logged. */
+  private endFailedSetup(call: InboundCall | OutboundCall): void {
+    try {
+      call.failSetup();
+    } catch (e) {
+      call.log.error({ err: e }, 'could not end the call whose set-up failed');
+    }
   }
 
   /**
@@ -141,11 +164,7 @@ export class CallManager {
    */
   private inviteFailed(inv: ServerInvite, call: InboundCall | null, err: unknown): void {
     this.opts.logger.error({ err, sipCallId: inv.callId, callId: call?.id }, 'inbound INVITE handling failed');
-    try {
-      call?.failSetup();
-    } catch (e) {
-      this.opts.logger.error({ err: e, callId: call?.id }, 'could not end the call of the failed INVITE');
-    }
+    if (call) this.endFailedSetup(call);
     try { inv.reject(500, 'Server Internal Error'); } catch { /* transport error: nothing more to do */ }
   }
 

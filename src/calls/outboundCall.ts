@@ -72,8 +72,9 @@ export class OutboundCall extends CallBase {
     });
     this.invite = inv;
     this.log.info({ requestUri: this.target.requestUri, sipCallId: inv.callId }, 'INVITE sent');
-    inv.on('progress', (res: SipResponse) => this.onProgress(res));
-    inv.on('accepted', (res: SipResponse, dialog) => this.onAccepted(res, dialog));
+    // Through setUpStep: the UA only logs what its listeners throw, and the call would stay.
+    inv.on('progress', (res: SipResponse) => this.setUpStep(() => this.onProgress(res)));
+    inv.on('accepted', (res: SipResponse, dialog) => this.setUpStep(() => this.onAccepted(res, dialog)));
     inv.on('rejected', (res: SipResponse) => {
       if (this.ended) return;
       this.finish({ cause: causeFromSipStatus(res.status), sipStatus: res.status, sipReason: res.reason });
@@ -83,6 +84,16 @@ export class OutboundCall extends CallBase {
       this.log.warn({ err: err.message }, 'INVITE failed without a response');
       this.finish({ cause: 'unavailable', sipStatus: 408, sipReason: err.message });
     });
+  }
+
+  /** A step of set-up run from a SIP response: should it throw, the call ends (failSetup). */
+  private setUpStep(step: () => void): void {
+    try {
+      step();
+    } catch (err) {
+      this.log.error({ err }, 'handling the response to our INVITE failed');
+      this.failSetup();
+    }
   }
 
   private onProgress(res: SipResponse): void {
@@ -131,17 +142,31 @@ export class OutboundCall extends CallBase {
 
   /** Browser-initiated end (hangup, tab closed, ICE failure, shutdown). */
   hangup(cause: 'local-hangup' | 'ice-failed' | 'shutdown' | 'media-timeout' = 'local-hangup'): void {
+    this.endTowardSip({ cause });
+  }
+
+  /**
+   * Setting the call up threw after it was registered (CallManager's catch-all, or a SIP
+   * response handler): end it with cause `failed`, CANCELling or BYEing an INVITE already sent
+   * as hangup does, so that it leaves the registry with its CDR instead of staying there for
+   * ever. An answered call is left alone: it is fully set up and ends as usual.
+   */
+  failSetup(): void {
+    if (this.state === 'answered') return;
+    this.endTowardSip({ cause: 'failed' });
+  }
+
+  /** End the call from our side, telling the far end: BYE once a dialog exists, else CANCEL. */
+  private endTowardSip(info: CallEndInfo): void {
     if (this.ended) return;
-    if (this.dialog && this.state === 'answered') {
+    if (this.dialog) {
+      // Also before `answered`: a 2xx whose handling threw still left a dialog to end.
       this.dialog.bye().catch((err) => this.log.debug({ err }, 'BYE failed'));
-      this.finish({ cause });
-      return;
-    }
-    if (this.invite) {
+    } else if (this.invite) {
       // Before the answer: CANCEL (the UA sends it once a provisional response arrived).
       this.invite.cancel();
     }
-    this.finish({ cause });
+    this.finish(info);
   }
 
   /**

@@ -1,0 +1,251 @@
+/**
+ * Outbound calls (a tab's `call` → INVITE to the trunk) whose set-up throws after the call was
+ * registered. A whole gateway in this process on loopback, a WebSocket client with a werift peer
+ * connection's offer as the tab (ICE never needs to connect) and our SIP user agent as the trunk.
+ * Failures are provoked by wrapping the gateway's media engine (or its metrics hook), as a bug in
+ * a dependency would show up. In every case the call must end: cause `failed` in the CDR, out of
+ * the registry, its RTP and WebRTC ports released, the tab told (error `internal` before the
+ * `calling` answer, `ended` after it), and an INVITE already sent CANCELled or BYE'd.
+ *
+ * - The call-started hook throws as the call is registered: error `internal`, no INVITE.
+ * - Building the INVITE's SDP throws (after the SIP leg was allocated): `ended` failed, no INVITE.
+ * - The trunk's 183 with SDP cannot be applied: CANCEL to the trunk, `ended` failed.
+ * - The trunk's 200 OK cannot be applied: BYE to the trunk, `ended` failed; the next call works.
+ *
+ * Ports: 21750-21797, a block of 12 per test from its BASE: http BASE, SIP BASE+1, (demo BASE+2),
+ * trunk BASE+3, the trunk's SDP media port BASE+4 (nothing listens), RTP BASE+6..BASE+9 (two
+ * pairs), WebRTC BASE+10..BASE+11 (one pair).
+ */
+import { after, test, type TestContext } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import pino from 'pino';
+import WebSocket from 'ws';
+import { MediaStreamTrack, RTCPeerConnection, RTCRtpCodecParameters } from 'werift';
+import { SipUserAgent, type ServerInvite } from '../../src/sip';
+import { mintToken } from '../../src/edge';
+import type { MediaEngine, SipRtpLeg } from '../../src/media';
+import type { IcePortPool } from '../../src/webrtc/icePortPool';
+import { startGateway } from '../support/gateway';
+import { startStunResponder } from '../../bench/stunResponder';
+
+const SECRET = 'outbound-setup-failures-secret-0123456789';
+const stun = startStunResponder();
+const peers: RTCPeerConnection[] = [];
+
+after(async () => {
+  await Promise.all(peers.map((pc) => pc.close().catch(() => undefined)));
+  (await stun).close();
+});
+
+type Msg = Record<string, any>;
+interface Tab { ws: WebSocket; messages: Msg[] }
+
+interface Rig {
+  gw: Awaited<ReturnType<typeof startGateway>>;
+  /** INVITEs that reached the trunk, in order. */
+  invites: ServerInvite[];
+  tab(user: string): Promise<Tab>;
+  media(): MediaEngine;
+  icePool(): IcePortPool;
+  cdr(): Msg[];
+}
+
+/** A gateway on `base` whose trunk (a UA on base+3) answers each INVITE with `answer`. */
+async function rig(t: TestContext, base: number, answer: (inv: ServerInvite) => void): Promise<Rig> {
+  const sockets: WebSocket[] = [];
+  const invites: ServerInvite[] = [];
+  const trunk = new SipUserAgent({ transports: [{ protocol: 'udp', host: '127.0.0.1', port: base + 3 }], logger: pino({ level: 'silent' }) });
+  trunk.on('invite', (inv: ServerInvite) => { invites.push(inv); answer(inv); });
+  const gw = await startGateway(base, {
+    auth: { mode: 'token', hs256Secret: SECRET },
+    demo: { enabled: false },
+    trunk: { uri: `sip:127.0.0.1:${base + 3}`, srtp: 'off', codecs: ['PCMU'], sourceCidrs: ['127.0.0.1/32'] },
+    dialplan: { allow: ['+1555*'] },
+    media: { host: '127.0.0.1', portRange: [base + 6, base + 9], inactivityTimeoutSec: 60 },
+    // The tab never connects ICE: the connect timeout must not end a call mid-test.
+    webrtc: { portRange: [base + 10, base + 11], connectTimeoutSec: 60 },
+  });
+  t.after(async () => {
+    for (const ws of sockets) ws.terminate();
+    await gw.stop();
+    await trunk.stop();
+  });
+  await trunk.start();
+
+  return {
+    gw,
+    invites,
+    // The gateway's internals the leak checks look at (private members, read-only here).
+    media: () => gw.gateway['media']!,
+    icePool: () => (gw.gateway['manager'] as unknown as { opts: { ctx: { ice: { portPool: IcePortPool } } } }).opts.ctx.ice.portPool,
+    cdr: () => readFileSync(gw.cdrPath, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l)),
+    async tab(user) {
+      const ws = new WebSocket(`ws://127.0.0.1:${base}/ws`, { headers: { Origin: `http://127.0.0.1:${base}` } });
+      sockets.push(ws);
+      const messages: Msg[] = [];
+      ws.on('message', (d) => messages.push(JSON.parse(d.toString())));
+      await new Promise((res, rej) => { ws.once('open', res); ws.once('error', rej); });
+      ws.send(JSON.stringify({ type: 'hello', version: 1, token: await mintToken({ sub: user }, { hs256Secret: SECRET }, { ttlSec: 300 }) }));
+      await until(() => messages.some((m) => m.type === 'welcome' || m.type === 'error'), `welcome for ${user}`);
+      assert.ok(messages.some((m) => m.type === 'welcome'), `hello accepted: ${JSON.stringify(messages)}`);
+      return { ws, messages };
+    },
+  };
+}
+
+async function until(cond: () => boolean, what: string, ms = 10_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+/** The first message of one of `types` from index `from` on. */
+async function message(tab: Tab, types: string[], from = 0): Promise<Msg> {
+  await until(() => tab.messages.slice(from).some((m) => types.includes(m.type)), `${types.join(' or ')} on the tab`);
+  return tab.messages.slice(from).find((m) => types.includes(m.type))!;
+}
+
+/** A werift peer connection's offer, as a browser would send it (STUN on loopback, never Google's). */
+async function browserOffer(): Promise<string> {
+  const pc = new RTCPeerConnection({
+    iceServers: [{ urls: `stun:127.0.0.1:${(await stun).port}` }],
+    iceUseIpv6: false,
+    iceInterfaceAddresses: { udp4: '127.0.0.1' },
+    codecs: { audio: [new RTCRtpCodecParameters({ mimeType: 'audio/opus', clockRate: 48000, channels: 2, payloadType: 111 })] },
+  });
+  peers.push(pc);
+  pc.addTransceiver(new MediaStreamTrack({ kind: 'audio' }), { direction: 'sendrecv' });
+  await pc.setLocalDescription(await pc.createOffer());
+  await new Promise<void>((r) => { if (pc.iceGatheringState === 'complete') r(); else pc.iceGatheringStateChange.subscribe((s) => { if (s === 'complete') r(); }); });
+  return pc.localDescription!.sdp;
+}
+
+/** Every SIP RTP leg the gateway allocates from now on goes through `spoil` first. */
+function spoilSipLegs(t: TestContext, media: MediaEngine, spoil: (leg: SipRtpLeg) => void): () => void {
+  const original = media.createSipLeg;
+  media.createSipLeg = async (o) => {
+    const leg = await original.call(media, o);
+    spoil(leg);
+    return leg;
+  };
+  const restore = () => { Reflect.deleteProperty(media, 'createSipLeg'); };
+  t.after(restore);
+  return restore;
+}
+
+/** The trunk's SDP (PCMU on base+4, where nothing listens: no RTP needs to flow). */
+function trunkSdp(base: number): string {
+  return `v=0\r\no=- 2 2 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio ${base + 4} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n`;
+}
+
+const idle = { legs: 0, bridges: 0, portsAllocated: 0 };
+
+/** The call is gone: out of the registry, RTP and WebRTC ports back, one CDR with cause `failed`. */
+async function assertEndedCleanly(r: Rig, to: string): Promise<Msg> {
+  await until(() => r.gw.gateway.activeCalls === 0, 'the failed call out of the registry', 3000);
+  await until(() => r.icePool().used === 0 && r.media().usage.portsAllocated === 0, 'the failed call\'s ports released', 3000);
+  assert.deepEqual(r.media().usage, idle, 'no SIP leg or bridge left');
+  const recs = r.cdr().filter((c) => c.to === to);
+  assert.equal(recs.length, 1, `one CDR for the call: ${JSON.stringify(recs)}`);
+  assert.equal(recs[0].direction, 'outbound');
+  assert.equal(recs[0].cause, 'failed');
+  return recs[0];
+}
+
+test('the call-started hook throws as the outbound call is registered: error internal, the call ended with a CDR, no INVITE, nothing leaked', async (t) => {
+  const BASE = 21750; // 21750-21761
+  const r = await rig(t, BASE, (inv) => inv.progress(180));
+  const alice = await r.tab('alice');
+  const metrics = r.gw.gateway.metrics;
+  metrics.callStarted = () => { throw new Error('test: callStarted fails'); };
+  t.after(() => { Reflect.deleteProperty(metrics, 'callStarted'); });
+
+  alice.ws.send(JSON.stringify({ type: 'call', to: '+15551000001', ref: 'r1', sdp: await browserOffer() }));
+  const res = await message(alice, ['calling', 'error', 'ended']);
+  assert.equal(res.type, 'error', `refused before the answer: ${JSON.stringify(res)}`);
+  assert.equal(res.code, 'internal');
+  await assertEndedCleanly(r, '+15551000001');
+  await new Promise((res) => setTimeout(res, 300));
+  assert.equal(r.invites.length, 0, 'no INVITE for the failed call');
+  assert.ok(!alice.messages.some((m) => m.type === 'calling'), 'no `calling` for the failed call');
+});
+
+test('building the INVITE throws once the SIP leg is allocated: ended with cause failed, no INVITE, nothing leaked', async (t) => {
+  const BASE = 21762; // 21762-21773
+  const r = await rig(t, BASE, (inv) => inv.progress(180));
+  const bob = await r.tab('bob');
+  // The leg's address is read for the INVITE's SDP, after `calling` went to the tab.
+  spoilSipLegs(t, r.media(), (leg) => {
+    Object.defineProperty(leg, 'localAddress', { get() { throw new Error('test: localAddress fails'); } });
+  });
+
+  bob.ws.send(JSON.stringify({ type: 'call', to: '+15551000002', ref: 'r2', sdp: await browserOffer() }));
+  const calling = await message(bob, ['calling', 'error', 'ended']);
+  assert.equal(calling.type, 'calling', `the browser offer was answered: ${JSON.stringify(calling)}`);
+  const ended = await message(bob, ['ended']);
+  assert.equal(ended.callId, calling.callId);
+  assert.equal(ended.cause, 'failed', `a set-up failure, not a hangup by the tab: ${JSON.stringify(ended)}`);
+  await assertEndedCleanly(r, '+15551000002');
+  await new Promise((res) => setTimeout(res, 300));
+  assert.equal(r.invites.length, 0, 'no INVITE for the failed call');
+  assert.equal(bob.messages.filter((m) => m.type === 'ended').length, 1, 'ended exactly once');
+});
+
+test('the trunk\'s 183 with SDP cannot be applied: the INVITE is CANCELled, ended with cause failed, nothing leaked', async (t) => {
+  const BASE = 21774; // 21774-21785
+  let cancelled = false;
+  const r = await rig(t, BASE, (inv) => {
+    inv.on('cancelled', () => { cancelled = true; });
+    inv.progress(183, { sdp: trunkSdp(BASE) });
+  });
+  const carol = await r.tab('carol');
+  spoilSipLegs(t, r.media(), (leg) => { leg.setRemote = () => { throw new Error('test: setRemote fails'); }; });
+
+  carol.ws.send(JSON.stringify({ type: 'call', to: '+15551000003', ref: 'r3', sdp: await browserOffer() }));
+  const calling = await message(carol, ['calling', 'error', 'ended']);
+  assert.equal(calling.type, 'calling', JSON.stringify(calling));
+  const ended = await message(carol, ['ended']);
+  assert.equal(ended.callId, calling.callId);
+  assert.equal(ended.cause, 'failed', JSON.stringify(ended));
+  assert.equal(r.invites.length, 1);
+  await until(() => cancelled, 'CANCEL at the trunk');
+  await assertEndedCleanly(r, '+15551000003');
+  assert.equal(carol.messages.filter((m) => m.type === 'ended').length, 1, 'ended exactly once');
+});
+
+test('the trunk\'s 200 OK cannot be applied: the dialog is BYE\'d, ended with cause failed, nothing leaked; the next call works', async (t) => {
+  const BASE = 21786; // 21786-21797
+  const terminated: string[] = [];
+  const r = await rig(t, BASE, (inv) => {
+    const dialog = inv.accept(trunkSdp(BASE));
+    dialog.on('terminated', (reason: string) => terminated.push(reason));
+  });
+  const dave = await r.tab('dave');
+  const restore = spoilSipLegs(t, r.media(), (leg) => { leg.setRemote = () => { throw new Error('test: setRemote fails'); }; });
+
+  dave.ws.send(JSON.stringify({ type: 'call', to: '+15551000004', ref: 'r4', sdp: await browserOffer() }));
+  const calling = await message(dave, ['calling', 'error', 'ended']);
+  assert.equal(calling.type, 'calling', JSON.stringify(calling));
+  const ended = await message(dave, ['ended']);
+  assert.equal(ended.callId, calling.callId);
+  assert.equal(ended.cause, 'failed', JSON.stringify(ended));
+  assert.ok(!dave.messages.some((m) => m.type === 'answered'), 'never reported answered');
+  await until(() => terminated.length === 1, 'BYE at the trunk');
+  assert.equal(terminated[0], 'bye', 'the trunk\'s dialog was ended by our BYE');
+  await assertEndedCleanly(r, '+15551000004');
+
+  // The gateway goes on: the next call is answered normally and hangs up as usual.
+  restore();
+  const from = dave.messages.length;
+  dave.ws.send(JSON.stringify({ type: 'call', to: '+15551000005', ref: 'r5', sdp: await browserOffer() }));
+  const calling2 = await message(dave, ['calling', 'error', 'ended'], from);
+  assert.equal(calling2.type, 'calling', JSON.stringify(calling2));
+  assert.equal((await message(dave, ['answered', 'ended'], from)).type, 'answered');
+  dave.ws.send(JSON.stringify({ type: 'hangup', callId: calling2.callId }));
+  assert.equal((await message(dave, ['ended'], from)).cause, 'local-hangup');
+  await until(() => terminated.length === 2, 'BYE for the second call');
+  await until(() => r.gw.gateway.activeCalls === 0 && r.icePool().used === 0 && r.media().usage.portsAllocated === 0, 'the second call released');
+});
