@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events';
 import { randomInt } from 'node:crypto';
 import type { Logger } from 'pino';
-import { G711ToOpus, OpusToG711, pcmuEncode, type G711Law } from './codecs';
+import { G711ToOpus, OpusToG711, opusFecStatus, pcmuEncode, type G711Law } from './codecs';
 import type { RtpPacketView } from './rtp';
 import type { SipRtpLeg } from './sipRtpLeg';
 import { estimateMos, ReceiveStats, type LegStats } from './stats';
@@ -16,7 +16,41 @@ export interface BrowserMediaPort {
   readonly sendCodec: 'opus' | 'pcmu' | 'pcma';
   onRtp(listener: (pkt: RtpPacketView) => void): () => void;
   sendRtp(pkt: RtpPacketView): void;
+  /**
+   * Gives the leg the bridge's receive statistics of the browser's audio, for the RTCP
+   * reception reports it sends (the browser's Opus encoder adds in-band FEC only when those
+   * report loss). The leg calls `source` once per report it sends; returns the unsubscribe.
+   * Optional: a leg whose RTP stack reports by itself has no use for it.
+   */
+  receptionReports?(source: () => ReceptionReport | null): () => void;
 }
+
+/**
+ * One RTCP reception report block (RFC 3550 §6.4.1) about the browser's stream, without LSR and
+ * DLSR: those come from the browser's sender reports, which reach the leg, not the bridge.
+ */
+export interface ReceptionReport {
+  ssrc: number;
+  /** Fraction lost since the previous report, 0-255 (/256). */
+  fractionLost: number;
+  /** Cumulative packets lost (negative with duplicates). */
+  cumulativeLost: number;
+  extendedHighestSeq: number;
+  /** Interarrival jitter, timestamp units. */
+  jitter: number;
+}
+
+/**
+ * The browser leg's statistics: those of any leg, plus how the bridge filled the gaps in the
+ * browser's audio when transcoding (frames lost, malformed, or taken by DTMF events, whose
+ * packets replace audio in the stream; packetsLost counts only the lost).
+ */
+export type BrowserLegStats = LegStats & {
+  /** Frames concealed with PLC. */
+  concealed: number;
+  /** Frames rebuilt from the Opus in-band FEC of the packet that followed. */
+  fecRecovered: number;
+};
 
 export interface BridgeEvents {
   dtmf: [ev: { digit: string; from: 'browser' | 'sip' }];
@@ -24,8 +58,10 @@ export interface BridgeEvents {
 
 type Mode = 'transcode' | 'passthrough';
 
-/** Frames of PLC we are willing to synthesise for a gap in the browser's stream. */
+/** Frames we are willing to synthesise for a gap in the browser's stream. */
 const MAX_CONCEAL = 5;
+/** A process without FEC decoding says so once, not once per call. */
+let fecWarned = false;
 
 /**
  * Moves audio between the browser leg and the SIP RTP leg: Opus <-> G.711 through libopus
@@ -38,6 +74,7 @@ export class MediaBridge extends EventEmitter<BridgeEvents> {
   private toSip: OpusToG711 | null = null;
   private toBrowser: G711ToOpus | null = null;
   private readonly unsubscribe: () => void;
+  private readonly unsubscribeReports: () => void;
   private readonly browserDtmf: DtmfReceiver;
   // browser-bound stream state
   private readonly outSsrc = randomInt(1, 0xffffffff);
@@ -47,6 +84,7 @@ export class MediaBridge extends EventEmitter<BridgeEvents> {
   private readonly browserClock: number;
   // browser → SIP
   private lastBrowserSeq = -1;
+  private browserSsrc: number | null = null;
   private sipFrame: Int16Array | null = null;
   private sipFrameFill = 0;
   private readonly sipFrameSamples: number;
@@ -84,12 +122,18 @@ export class MediaBridge extends EventEmitter<BridgeEvents> {
     if (this.mode === 'transcode') {
       this.toSip = new OpusToG711(law);
       this.toBrowser = new G711ToOpus(law, { complexity: opts.opusComplexity });
+      const fec = opusFecStatus();
+      if (!fec.available && !fecWarned) {
+        fecWarned = true;
+        opts.logger.warn({ reason: fec.reason }, 'Opus in-band FEC decoding unavailable: lost browser audio is concealed (PLC) only');
+      }
     }
     this.browserDtmf = new DtmfReceiver((digit) => {
       this.emit('dtmf', { digit, from: 'browser' });
       this.sip.sendDtmf(digit, 100);
     }, 48000);
     this.unsubscribe = browser.onRtp((pkt) => this.fromBrowser(pkt));
+    this.unsubscribeReports = browser.receptionReports?.(() => this.receptionReport()) ?? (() => {});
     sip.on('audio', (pkt) => this.sipReorder.push(pkt));
     sip.on('dtmf', (ev) => this.emit('dtmf', { digit: ev.digit, from: 'sip' }));
     opts.logger.debug({ mode: this.mode, sipCodec, browserCodec: browser.sendCodec }, 'media bridge up');
@@ -105,8 +149,16 @@ export class MediaBridge extends EventEmitter<BridgeEvents> {
     if (this.closed) return;
     this.received.packets++;
     this.received.bytes += pkt.payload.length;
-    if (pkt.payloadType === this.browser.telephoneEventPayloadType) { this.browserDtmf.onPacket(pkt.timestamp, pkt.payload); return; }
+    if (pkt.ssrc !== this.browserSsrc) { // a new source numbers its packets afresh
+      if (this.browserSsrc !== null) this.browserRx.resetSource();
+      this.browserSsrc = pkt.ssrc;
+      this.lastBrowserSeq = -1;
+    }
+    // Reception statistics cover every packet of the source, DTMF events included (they take
+    // sequence numbers in the same stream): reported as lost, they would make the browser's
+    // encoder spend bits on FEC after every key press.
     this.browserRx.onPacket(pkt.sequenceNumber, pkt.timestamp, pkt.payload.length, performance.now());
+    if (pkt.payloadType === this.browser.telephoneEventPayloadType) { this.browserDtmf.onPacket(pkt.timestamp, pkt.payload); return; }
     if (this.holdLocal || this.holdRemote) { this.lastBrowserSeq = pkt.sequenceNumber; return; }
     if (this.mode === 'passthrough') {
       if (pkt.payloadType !== this.browserPt) { this.dropped++; return; }
@@ -114,7 +166,10 @@ export class MediaBridge extends EventEmitter<BridgeEvents> {
       return;
     }
     if (pkt.payloadType !== this.browser.opusPayloadType) { this.dropped++; return; }
-    // Sequence gap = browser packets lost on the way: conceal them with Opus PLC.
+    // Sequence gap = browser packets lost on the way. The packet that ends it may carry the
+    // last lost frame again (Opus in-band FEC, RFC 6716 §2.1.7): that frame is rebuilt from it,
+    // any before it concealed with PLC, then the packet itself decoded. No delay is added:
+    // the FEC data arrives with the packet we decode anyway.
     let gap = 0;
     if (this.lastBrowserSeq >= 0) {
       const d = (pkt.sequenceNumber - this.lastBrowserSeq) & 0xffff;
@@ -123,7 +178,8 @@ export class MediaBridge extends EventEmitter<BridgeEvents> {
     }
     this.lastBrowserSeq = pkt.sequenceNumber;
     const t0 = performance.now();
-    for (let i = 0; i < gap; i++) this.pushToSip(this.toSip!.decode(null));
+    for (let i = 1; i < gap; i++) this.pushToSip(this.toSip!.decode(null));
+    if (gap > 0) this.pushToSip(this.toSip!.recover(pkt.payload));
     this.pushToSip(this.toSip!.decode(pkt.payload));
     this.transcodeMs += performance.now() - t0;
   }
@@ -240,7 +296,14 @@ export class MediaBridge extends EventEmitter<BridgeEvents> {
     if (!this.sip.sendDtmf(digit, durationMs)) this.opts.logger.info({ digit }, 'DTMF not sent: no telephone-event negotiated with the SIP side');
   }
 
-  stats(): { browser: LegStats; sip: LegStats; transcodeCpuMs: number; mode: Mode } {
+  /** The report block about the browser's audio, when the leg sends one (it resets the fraction-lost interval). */
+  private receptionReport(): ReceptionReport | null {
+    if (this.closed || this.browserSsrc === null) return null;
+    const rx = this.browserRx;
+    return { ssrc: this.browserSsrc, fractionLost: rx.fractionLostSinceLast(), cumulativeLost: rx.lost, extendedHighestSeq: rx.extendedHighestSeq, jitter: Math.round(rx.jitterTs) };
+  }
+
+  stats(): { browser: BrowserLegStats; sip: LegStats; transcodeCpuMs: number; mode: Mode } {
     const r = this.sipReorder;
     return {
       browser: {
@@ -248,6 +311,8 @@ export class MediaBridge extends EventEmitter<BridgeEvents> {
         packetsLost: Math.max(0, this.browserRx.lost), jitterMs: Math.round(this.browserRx.jitterMs * 10) / 10, rttMs: null,
         mos: estimateMos({ lossPercent: this.browserRx.expected ? (Math.max(0, this.browserRx.lost) / this.browserRx.expected) * 100 : 0, oneWayDelayMs: 40, jitterMs: this.browserRx.jitterMs, ie: 0, bpl: 20 }),
         dropped: this.dropped + (this.toSip?.malformed ?? 0),
+        concealed: this.toSip?.concealed ?? 0,
+        fecRecovered: this.toSip?.fecRecovered ?? 0,
       },
       // The reorder stage sits between the trunk socket and the browser, so its counters go with the SIP leg's.
       sip: { ...this.sip.stats(), reorder: { reordered: r.reordered, duplicateOrLate: r.dropped, givenUp: r.lost } },
@@ -262,6 +327,7 @@ export class MediaBridge extends EventEmitter<BridgeEvents> {
     this.setBrowserTone('none');
     this.sipReorder.close();
     this.unsubscribe();
+    this.unsubscribeReports();
     this.toSip?.close();
     this.toBrowser?.close();
     this.toneEncoder?.close();

@@ -12,6 +12,7 @@ import {
   type RTCRtpTransceiver,
 } from 'werift';
 import type { BrowserMediaPort, RtpPacketView } from '../media';
+import type { ReceptionReport } from '../media/mediaBridge';
 import { DirectSrtpPath } from './directSrtpPath';
 import { restrictSrtpProfile, setAnswerDtlsRole } from './weriftInternals';
 import { installNativeDtlsCrypto } from './dtlsCrypto';
@@ -54,6 +55,12 @@ interface BrowserLegEvents {
 
 const TELEPHONE_EVENT_48K = 126;
 const TELEPHONE_EVENT_8K = 101;
+/**
+ * Our Opus receive preferences (RFC 7587 §6.1), in our offers and answers alike. useinbandfec=1
+ * asks the browser to add in-band FEC (without it Chrome encodes none); the bridge recovers
+ * lost frames from it. minptime=10 is what browsers state themselves.
+ */
+const OPUS_FMTP = 'minptime=10;useinbandfec=1';
 
 /**
  * The browser's side of a call: one werift RTCPeerConnection, audio only, that the media
@@ -71,6 +78,7 @@ export class BrowserLeg extends EventEmitter<BrowserLegEvents> implements Browse
   private readonly outTrack = new MediaStreamTrack({ kind: 'audio' });
   private transceiver: RTCRtpTransceiver | null = null;
   private readonly rtpListeners = new Set<(pkt: RtpPacketView) => void>();
+  private receptionSource: (() => ReceptionReport | null) | null = null;
   private readonly subscriptions: Array<{ unSubscribe(): void }> = [];
   private connectTimer: NodeJS.Timeout | null = null;
   private readonly icePort: number | null;
@@ -91,7 +99,7 @@ export class BrowserLeg extends EventEmitter<BrowserLegEvents> implements Browse
     installNativeDtlsCrypto(); // once per process: OpenSSL's ECDHE and signing instead of werift's JS
     this.icePort = opts.ice.portPool ? opts.ice.portPool.take() : null;
     const audioCodecs = [
-      useOPUS(),
+      useOPUS({ parameters: OPUS_FMTP }),
       usePCMU(),
       new RTCRtpCodecParameters({ mimeType: 'audio/telephone-event', clockRate: 48000, payloadType: TELEPHONE_EVENT_48K, channels: 1 }),
       new RTCRtpCodecParameters({ mimeType: 'audio/telephone-event', clockRate: 8000, payloadType: TELEPHONE_EVENT_8K, channels: 1 }),
@@ -125,6 +133,7 @@ export class BrowserLeg extends EventEmitter<BrowserLegEvents> implements Browse
   async answer(offerSdp: string): Promise<string> {
     this.transceiver = this.pc.addTransceiver(this.outTrack, { direction: 'sendrecv' });
     await this.pc.setRemoteDescription({ type: 'offer', sdp: offerSdp });
+    this.answerOpusFmtp();
     this.offerDirectSrtpProfile();
     // DTLS server unless the browser insists on being it: the browser, which nominates, then
     // starts the handshake the moment its ICE check succeeds, while werift as client waits
@@ -167,7 +176,7 @@ export class BrowserLeg extends EventEmitter<BrowserLegEvents> implements Browse
   }
 
   /** Packets through the direct path (null on werift's). */
-  get directCounts(): { received: number; sent: number; notSent: number; rtcpReceived: number } | null {
+  get directCounts(): { received: number; sent: number; notSent: number; rtcpReceived: number; rtcpSent: number } | null {
     return this.direct?.counts ?? null;
   }
 
@@ -179,6 +188,12 @@ export class BrowserLeg extends EventEmitter<BrowserLegEvents> implements Browse
   onRtp(listener: (pkt: RtpPacketView) => void): () => void {
     this.rtpListeners.add(listener);
     return () => this.rtpListeners.delete(listener);
+  }
+
+  /** On the direct path our receiver reports carry these blocks; on werift's, werift reports what it receives. */
+  receptionReports(source: () => ReceptionReport | null): () => void {
+    this.receptionSource = source;
+    return () => { if (this.receptionSource === source) this.receptionSource = null; };
   }
 
   /**
@@ -221,6 +236,7 @@ export class BrowserLeg extends EventEmitter<BrowserLegEvents> implements Browse
     if (this.connectTimer) clearTimeout(this.connectTimer);
     this.connectTimer = null;
     this.rtpListeners.clear();
+    this.receptionSource = null;
     this.direct?.close();
     this.direct = null;
     for (const s of this.subscriptions) s.unSubscribe();
@@ -267,6 +283,18 @@ export class BrowserLeg extends EventEmitter<BrowserLegEvents> implements Browse
     this.emit('failed', reason);
   }
 
+  /**
+   * werift answers with the offer's own codec entries, fmtp included: what the browser wants to
+   * receive, not what we do. Our answer states ours (OPUS_FMTP) on the offer's payload type.
+   */
+  private answerOpusFmtp(): void {
+    const codecs = this.transceiver?.codecs ?? [];
+    const i = codecs.findIndex((c) => /^audio\/opus$/i.test(c.mimeType));
+    if (i < 0) return;
+    const c = codecs[i];
+    codecs[i] = new RTCRtpCodecParameters({ mimeType: c.mimeType, clockRate: c.clockRate, channels: c.channels, payloadType: c.payloadType, rtcpFeedback: c.rtcpFeedback, parameters: OPUS_FMTP });
+  }
+
   /** Before DTLS starts: offer only the SRTP profile the direct path implements. */
   private offerDirectSrtpProfile(): void {
     if (this.opts.ice.directSrtp === false || !this.transceiver) return;
@@ -275,7 +303,7 @@ export class BrowserLeg extends EventEmitter<BrowserLegEvents> implements Browse
 
   private takeDirectPath(): void {
     if (this.opts.ice.directSrtp === false || !this.transceiver) return;
-    const r = DirectSrtpPath.attach(this.transceiver, (pkt) => { for (const l of this.rtpListeners) l(pkt); }, this.opts.logger);
+    const r = DirectSrtpPath.attach(this.transceiver, (pkt) => { for (const l of this.rtpListeners) l(pkt); }, this.opts.logger, () => this.receptionSource?.() ?? null);
     if (r instanceof DirectSrtpPath) this.direct = r;
     else this.opts.logger.warn({ reason: r.reason }, 'browser audio stays on werift\'s RTP path');
   }

@@ -1,8 +1,10 @@
+import { randomInt } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { RTCRtpTransceiver } from 'werift';
 import { SrtpSession } from '../media/srtp';
-import { buildRtp, parseRtp, type RtpPacketView } from '../media/rtp';
-import { dtlsTransportOf, PROFILE_AES128_CM_SHA1_80, type IceConnectionLike, type SenderLike, type UdpTransportLike } from './weriftInternals';
+import { buildRtp, parseRtp, RTCP, type RtpPacketView } from '../media/rtp';
+import type { ReceptionReport } from '../media/mediaBridge';
+import { dtlsTransportOf, PROFILE_AES128_CM_SHA1_80, stopReceiverReports, type IceConnectionLike, type SenderLike, type UdpTransportLike } from './weriftInternals';
 
 /**
  * The browser leg's per-packet audio path once ICE and DTLS are up.
@@ -20,31 +22,54 @@ import { dtlsTransportOf, PROFILE_AES128_CM_SHA1_80, type IceConnectionLike, typ
  * (restrictSrtpProfile in ./weriftInternals). When werift's internals are not what this module expects
  * (another werift version), {@link DirectSrtpPath.attach} returns the reason instead and the
  * leg keeps werift's own path: slower, never broken.
+ *
+ * werift's receiver no longer sees the browser's RTP, so it cannot write the receiver reports
+ * the browser's sender relies on (its Opus encoder adds in-band FEC only when they say packets
+ * are lost). Given a source of report blocks (the media bridge's receive statistics), the path
+ * sends them itself: RTCP RR + SDES, about once a second, through the same SRTP session.
  */
 
 /** Sender-report fields are refreshed every this many packets (werift sends SRs every 0.5–1.5 s). */
 const SR_REFRESH_PACKETS = 16;
 /** Seconds between 1900 (NTP epoch) and 1970 (Unix epoch). */
 const NTP_EPOCH_OFFSET = 2208988800;
+/** Receiver reports every 0.5-1.5 s: werift's RTCP interval, randomised as RFC 3550 §6.3.1 asks. */
+const REPORT_MIN_MS = 500;
+const REPORT_SPREAD_MS = 1000;
 
 export class DirectSrtpPath {
   /** Counters for this path (the bridge keeps the audio statistics). */
-  readonly counts = { received: 0, sent: 0, notSent: 0, rtcpReceived: 0 };
+  readonly counts = { received: 0, sent: 0, notSent: 0, rtcpReceived: 0, rtcpSent: 0 };
   private readonly restore: Array<() => void> = [];
   private closed = false;
+  private reportTimer: NodeJS.Timeout | null = null;
+  /**
+   * The SSRC our receiver reports come from. Not the sender's: werift keeps sending sender
+   * reports under that one with its own SRTCP index counter, and the same key, SSRC and index
+   * twice would reuse keystream and look like replays to the browser (RFC 3711 §3.3.2). An
+   * SSRC that only reports is ordinary RTP (browsers use one when they send nothing); the SDES
+   * CNAME we send with it ties it to this endpoint.
+   */
+  private readonly reportSsrc: number;
+  /** The browser's latest sender report: its NTP time's middle 32 bits and when it came (LSR/DLSR). */
+  private lastSr: { ssrc: number; ntpMiddle: number; atMs: number } | null = null;
 
   private constructor(
     private readonly srtp: SrtpSession,
     private readonly connection: IceConnectionLike,
     private readonly sender: SenderLike,
     private readonly onPacket: (pkt: RtpPacketView) => void,
-  ) {}
+    private readonly receptionReport: (() => ReceptionReport | null) | undefined,
+  ) {
+    do this.reportSsrc = randomInt(1, 0xffffffff); while (this.reportSsrc === sender.ssrc);
+  }
 
   /**
    * Takes over audio RTP on the connected transceiver's sockets. Returns the path, or the reason
-   * it cannot (then nothing was changed).
+   * it cannot (then nothing was changed). With `receptionReport`, the path also sends the
+   * browser receiver reports built from its blocks, in werift's receiver's stead.
    */
-  static attach(transceiver: RTCRtpTransceiver, onPacket: (pkt: RtpPacketView) => void, logger: Logger): DirectSrtpPath | { reason: string } {
+  static attach(transceiver: RTCRtpTransceiver, onPacket: (pkt: RtpPacketView) => void, logger: Logger, receptionReport?: () => ReceptionReport | null): DirectSrtpPath | { reason: string } {
     const t = dtlsTransportOf(transceiver);
     if (!t?.dtls || typeof t.dtls.extractSessionKeys !== 'function') return { reason: 'werift DTLS transport not reachable' };
     const profile = t.dtls.srtp?.srtpProfile;
@@ -59,7 +84,7 @@ export class DirectSrtpPath {
     const keys = t.dtls.extractSessionKeys(16, 14);
     const suite = 'AES_CM_128_HMAC_SHA1_80' as const;
     const srtp = new SrtpSession({ local: { tag: 1, suite, key: keys.localKey, salt: keys.localSalt }, remote: { tag: 1, suite, key: keys.remoteKey, salt: keys.remoteSalt } });
-    const path = new DirectSrtpPath(srtp, connection, sender, onPacket);
+    const path = new DirectSrtpPath(srtp, connection, sender, onPacket, receptionReport);
     for (const udp of transports as UdpTransportLike[]) {
       const werift = udp.onData;
       // RFC 7983 demultiplexing: first byte 128–191 is RTP or RTCP (PT 192–223, RFC 5761) and
@@ -70,6 +95,12 @@ export class DirectSrtpPath {
         else path.receive(data);
       };
       path.restore.push(() => { udp.onData = werift; });
+    }
+    if (receptionReport) {
+      const undo = stopReceiverReports(transceiver);
+      if (undo) path.restore.push(undo);
+      else logger.warn('werift RTP receiver not as expected: it may send receiver reports of its own');
+      path.scheduleReport();
     }
     logger.debug({ transports: transports.length }, 'browser audio on the direct SRTP path');
     return path;
@@ -87,15 +118,24 @@ export class DirectSrtpPath {
     const ssrc = this.sender.ssrc;
     const plain = buildRtp(pkt.payloadType, pkt.sequenceNumber, pkt.timestamp, ssrc, pkt.payload, pkt.marker);
     const wire = this.srtp.protectRtp(plain);
-    udp.socket.send(wire, pair.remoteAddr[1], pair.remoteAddr[0]);
+    try {
+      udp.socket.send(wire, pair.remoteAddr[1], pair.remoteAddr[0]);
+    } catch {
+      // werift closed the socket before the connection said so: the leg is going away, and a
+      // throw here would go up through the bridge into the SIP socket's handler.
+      this.counts.notSent++;
+      return;
+    }
     this.counts.sent++;
     this.updateSenderReport(pkt, pkt.payload.length);
   }
 
-  /** Hands werift's sockets back (the peer connection closes them). */
+  /** Hands werift's sockets (and its receiver's reports) back; the peer connection closes them. */
   close(): void {
     if (this.closed) return;
     this.closed = true;
+    if (this.reportTimer) clearTimeout(this.reportTimer);
+    this.reportTimer = null;
     for (const r of this.restore) r();
     this.restore.length = 0;
   }
@@ -111,13 +151,75 @@ export class DirectSrtpPath {
   }
 
   /**
-   * The browser's RTCP (receiver and sender reports) is authenticated and counted, then dropped:
-   * the bridge measures the browser's stream itself, and werift's RTCP handling (a cipher
-   * object and a dozen objects per packet) cost more than all the rest of its remaining work.
+   * The browser's RTCP (receiver and sender reports) is authenticated and counted, and its
+   * sender reports' times kept for our receiver reports; then it is dropped: the bridge
+   * measures the browser's stream itself, and werift's RTCP handling (a cipher object and a
+   * dozen objects per packet) cost more than all the rest of its remaining work.
    */
   private receiveRtcp(data: Buffer): void {
     if (this.closed) return;
-    if (this.srtp.unprotectRtcp(data)) this.counts.rtcpReceived++;
+    const plain = this.srtp.unprotectRtcp(data);
+    if (!plain) return;
+    this.counts.rtcpReceived++;
+    // A compound packet (RFC 3550 §6.1): the SR's NTP timestamp, middle 32 bits, is our LSR.
+    for (let off = 0; off + 8 <= plain.length; off += (plain.readUInt16BE(off + 2) + 1) * 4) {
+      if (plain[off + 1] === RTCP.SR && off + 16 <= plain.length) {
+        this.lastSr = { ssrc: plain.readUInt32BE(off + 4), ntpMiddle: plain.readUInt32BE(off + 10), atMs: performance.now() };
+      }
+    }
+  }
+
+  private scheduleReport(): void {
+    this.reportTimer = setTimeout(() => {
+      try {
+        this.sendReceptionReport();
+      } catch {
+        // The socket closed under us: the leg is going away (a throw here would be uncaught).
+      }
+      if (!this.closed) this.scheduleReport();
+    }, REPORT_MIN_MS + Math.random() * REPORT_SPREAD_MS);
+    this.reportTimer.unref();
+  }
+
+  /**
+   * RR with one report block about the browser's audio (RFC 3550 §6.4.2), and the SDES CNAME a
+   * compound RTCP packet needs (§6.1; werift's answer does not offer reduced-size RTCP).
+   */
+  private sendReceptionReport(): void {
+    const pair = this.connection.nominated;
+    const udp = pair?.protocol.transport;
+    if (this.closed || !pair || !udp || this.connection.state === 'closed' || this.connection.state === 'failed') return;
+    const r = this.receptionReport?.(); // only when it is sent: this starts the next fraction-lost interval
+    if (!r) return;
+    const cname = typeof this.sender.cname === 'string' ? Buffer.from(this.sender.cname).subarray(0, 255) : null;
+    // SDES: header, chunk SSRC, CNAME item (type, length, text), 1-4 zero bytes to a 32-bit boundary.
+    const sdesLength = cname ? 8 + ((cname.length + 6) & ~3) : 0;
+    const out = Buffer.alloc(32 + sdesLength);
+    out[0] = 0x81; // V=2, one report block
+    out[1] = RTCP.RR;
+    out.writeUInt16BE(32 / 4 - 1, 2);
+    out.writeUInt32BE(this.reportSsrc, 4);
+    out.writeUInt32BE(r.ssrc >>> 0, 8);
+    const lost = Math.max(-0x800000, Math.min(0x7fffff, r.cumulativeLost)); // 24-bit signed
+    out.writeUInt32BE(((Math.min(255, Math.max(0, r.fractionLost)) << 24) | (lost & 0xffffff)) >>> 0, 12);
+    out.writeUInt32BE(r.extendedHighestSeq >>> 0, 16);
+    out.writeUInt32BE(Math.max(0, r.jitter) >>> 0, 20);
+    const sr = this.lastSr?.ssrc === r.ssrc ? this.lastSr : null;
+    if (sr) {
+      out.writeUInt32BE(sr.ntpMiddle, 24);
+      out.writeUInt32BE(Math.min(0xffffffff, Math.round(((performance.now() - sr.atMs) / 1000) * 65536)), 28); // DLSR, 1/65536 s
+    }
+    if (cname) {
+      out[32] = 0x81; // V=2, one chunk
+      out[33] = RTCP.SDES;
+      out.writeUInt16BE(sdesLength / 4 - 1, 34);
+      out.writeUInt32BE(this.reportSsrc, 36);
+      out[40] = 1; // CNAME
+      out[41] = cname.length;
+      cname.copy(out, 42);
+    }
+    udp.socket.send(this.srtp.protectRtcp(out), pair.remoteAddr[1], pair.remoteAddr[0]); // rtcp-mux: the RTP pair
+    this.counts.rtcpSent++;
   }
 
   /**

@@ -18,7 +18,8 @@ export interface DtlsTransportLike {
   dtls?: { srtp: { srtpProfile?: number }; extractSessionKeys(keyLength: number, saltLength: number): { localKey: Buffer; localSalt: Buffer; remoteKey: Buffer; remoteSalt: Buffer } };
   iceTransport: { connection: IceConnectionLike };
 }
-export interface SenderLike { ssrc: number; ntpTimestamp: bigint; rtpTimestamp: number; packetCount: number; octetCount: number; runRtcp(): Promise<void> }
+export interface SenderLike { ssrc: number; cname?: unknown; ntpTimestamp: bigint; rtpTimestamp: number; packetCount: number; octetCount: number; runRtcp(): Promise<void> }
+interface ReceiverLike { runRtcp(): Promise<void>; rtcpRunning: boolean; rtcpCancel: AbortController }
 
 export function dtlsTransportOf(transceiver: RTCRtpTransceiver): DtlsTransportLike | null {
   try {
@@ -50,4 +51,23 @@ export function setAnswerDtlsRole(transceiver: RTCRtpTransceiver, role: 'client'
   if (!t) return false;
   t.role = role;
   return true;
+}
+
+/**
+ * Keeps werift's RTP receiver from sending receiver reports, for when our code reports instead.
+ * Its report loop starts at the first RTP packet it handles and from then on reports what it
+ * saw; once the direct path has the packets that is nothing, or a frozen picture if a few
+ * came through werift first, and the browser would read both reports. Returns an undo, or null
+ * when werift's receiver is not as expected (then werift may report as well: it only does if it
+ * ever got a packet).
+ */
+export function stopReceiverReports(transceiver: RTCRtpTransceiver): (() => void) | null {
+  const r = transceiver.receiver as unknown as ReceiverLike;
+  if (typeof r?.runRtcp !== 'function' || typeof r.rtcpRunning !== 'boolean' || !(r.rtcpCancel instanceof AbortController)) return null;
+  r.runRtcp = async () => {}; // werift calls this for every RTP packet it receives
+  if (r.rtcpRunning) {
+    r.rtcpRunning = false; // what werift's own stop() does to end the loop
+    r.rtcpCancel.abort();
+  }
+  return () => { delete (r as Partial<ReceiverLike>).runRtcp; };
 }

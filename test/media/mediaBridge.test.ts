@@ -6,7 +6,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
 import { MediaEngine, type BrowserMediaPort } from '../../src/media';
-import { buildRtp, type RtpPacketView } from '../../src/media/rtp';
+import { OpusDecoder, OpusEncoder, pcmuEncode } from '../../src/media/codecs';
+import type { ReceptionReport } from '../../src/media/mediaBridge';
+import { buildRtp, parseRtp, type RtpPacketView } from '../../src/media/rtp';
 import { CdrWriter } from '../../src/observability/cdr';
 
 const logger = pino({ level: 'silent' });
@@ -69,6 +71,87 @@ test('trunk packets out of order, duplicated and missing: the browser gets them 
     leg.close();
     trunk.close();
     rmSync(dir, { recursive: true, force: true });
+    await engine.close();
+  }
+});
+
+/** A browser side that sends Opus (the bridge transcodes); the test plays its RTP into the bridge. */
+function opusBrowser(): BrowserMediaPort & { deliver(pkt: RtpPacketView): void; report(): ReceptionReport | null } {
+  let listener: ((pkt: RtpPacketView) => void) | null = null;
+  let source: (() => ReceptionReport | null) | null = null;
+  return {
+    opusPayloadType: 111,
+    pcmuPayloadType: null,
+    telephoneEventPayloadType: 126,
+    sendCodec: 'opus',
+    onRtp: (l) => { listener = l; return () => { listener = null; }; },
+    sendRtp: () => {},
+    receptionReports: (s) => { source = s; return () => { source = null; }; },
+    deliver: (pkt) => listener?.(pkt),
+    report: () => source?.() ?? null,
+  };
+}
+
+/** 20 ms of a voiced, vowel-like sound at 48 kHz (active speech, so the encoder adds LBRR). */
+function voiced(frame: number): Int16Array {
+  const pcm = new Int16Array(960);
+  for (let i = 0; i < 960; i++) {
+    const t = (frame * 960 + i) / 48000;
+    let v = 0;
+    for (let k = 1; k <= 20; k++) v += Math.sin(2 * Math.PI * 140 * k * t) / (1 + ((140 * k - 700) / 200) ** 2);
+    pcm[i] = Math.round(6000 * v);
+  }
+  return pcm;
+}
+
+test('a gap in the browser\'s Opus: PLC for all but the last lost frame, FEC from the next packet for that one; stats() and the reception report count them', async () => {
+  const engine = new MediaEngine({ bindHost: '127.0.0.1', advertisedHost: '127.0.0.1', portRange: [19780, 19799], logger });
+  const leg = await engine.createSipLeg({ callId: 'fec' });
+  const trunk = dgram.createSocket('udp4');
+  await new Promise<void>((r) => trunk.bind(0, '127.0.0.1', () => r()));
+  const atTrunk: RtpPacketView[] = [];
+  trunk.on('message', (m) => { const p = parseRtp(m); if (p) atTrunk.push({ ...p, payload: Buffer.from(p.payload) }); });
+  const browser = opusBrowser();
+  const enc = new OpusEncoder({ sampleRate: 48000, complexity: 5, bitrate: 32000, fec: true, packetLossPercent: 20 });
+  try {
+    leg.setRemote({ address: '127.0.0.1', port: trunk.address().port, codec: 'PCMU', payloadType: 0 });
+    const bridge = engine.createBridge(browser, leg, { callId: 'fec' });
+    assert.equal(bridge.isTranscoding, true);
+    assert.equal(browser.report(), null, 'nothing to report before the first packet');
+    const packets = Array.from({ length: 30 }, (_, f) => enc.encode(voiced(f)));
+    // Lost: 10 (alone), 20-22 (three in a row). 15-17 are DTMF events in the same stream, not audio.
+    const lost = new Set([10, 20, 21, 22]);
+    for (let seq = 0; seq < 30; seq++) {
+      if (lost.has(seq)) continue;
+      const dtmf = seq >= 15 && seq <= 17;
+      browser.deliver({ payloadType: dtmf ? 126 : 111, sequenceNumber: 5000 + seq, timestamp: seq * 960, marker: false, ssrc: 0xb0b, payload: dtmf ? Buffer.from([5, 10, 0, 160]) : packets[seq] });
+    }
+    const browserStats = bridge.stats().browser;
+    // Rebuilt from FEC: 10 (from 11), 22 (from 23); PLC: 20 and 21. The three frames the DTMF
+    // events took are filled in the same way (15 and 16 PLC, 17 from 18's FEC) to keep the
+    // trunk's timeline, but they are not losses.
+    assert.equal(browserStats.fecRecovered, 3);
+    assert.equal(browserStats.concealed, 4);
+    assert.equal(browserStats.packetsLost, 4, 'DTMF events are packets of the stream');
+    const report = browser.report()!;
+    assert.deepEqual({ ...report, jitter: 0 }, { ssrc: 0xb0b, fractionLost: Math.floor((4 * 256) / 30), cumulativeLost: 4, extendedHighestSeq: 5029, jitter: 0 });
+    assert.ok(Number.isInteger(report.jitter) && report.jitter >= 0);
+    assert.equal(browser.report()!.fractionLost, 0, 'a new interval starts with each report');
+
+    // What reached the trunk for the frame lost before 11 is libopus' FEC decode of 11.
+    for (let i = 0; i < 50 && atTrunk.length < 30; i++) await sleep(10);
+    assert.equal(atTrunk.length, 30, 'every 20 ms of the timeline reached the trunk');
+    atTrunk.sort((a, b) => a.sequenceNumber - b.sequenceNumber);
+    const twin = new OpusDecoder({ sampleRate: 8000 });
+    for (let f = 0; f < 10; f++) twin.decode(packets[f]);
+    assert.deepEqual(atTrunk[10].payload, Buffer.from(pcmuEncode(twin.decodeFec(packets[11]))));
+    assert.deepEqual(atTrunk[11].payload, Buffer.from(pcmuEncode(twin.decode(packets[11]))));
+    twin.delete();
+    bridge.close();
+  } finally {
+    enc.delete();
+    leg.close();
+    trunk.close();
     await engine.close();
   }
 });

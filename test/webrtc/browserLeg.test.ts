@@ -2,16 +2,18 @@
  * The gateway's browser leg against a werift peer connection playing the browser, over real
  * ICE, DTLS and SRTP on loopback: audio RTP both ways on the direct SRTP path (and on werift's
  * own path when that is switched off), in both offer directions, forged packets dropped, the
- * port returned on close.
+ * port returned on close; the browser asked for Opus in-band FEC, and told of the loss on
+ * its stream by our receiver reports.
  */
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import dgram from 'node:dgram';
 import pino from 'pino';
-import { MediaStreamTrack, RTCPeerConnection, RTCRtpCodecParameters, RtpHeader, RtpPacket } from 'werift';
+import { MediaStreamTrack, RTCPeerConnection, RTCRtpCodecParameters, RtcpRrPacket, RtcpSourceDescriptionPacket, RtcpSrPacket, RtpHeader, RtpPacket, type RtcpPacket } from 'werift';
 import { BrowserLeg } from '../../src/webrtc/browserLeg';
 import { IcePortPool, IcePortsExhaustedError } from '../../src/webrtc/icePortPool';
-import type { RtpPacketView } from '../../src/media';
+import { MediaEngine, type RtpPacketView } from '../../src/media';
+import { OpusEncoder } from '../../src/media/codecs';
 import { startStunResponder } from '../../bench/stunResponder';
 
 const logger = pino({ level: 'silent' });
@@ -170,4 +172,117 @@ test('with the pool exhausted the constructor throws the pool\'s error and holds
   assert.equal(full.used, 1, 'the failed construction kept nothing');
   full.release(held);
   assert.equal(full.used, 0);
+});
+
+/** What Chrome offers for audio (trimmed to what matters here: codecs, fmtp, rtcp-mux). */
+function chromeLikeOffer(opusFmtp: string): string {
+  return [
+    'v=0', 'o=- 4611731400430051336 2 IN IP4 127.0.0.1', 's=-', 't=0 0', 'a=group:BUNDLE 0', 'a=msid-semantic: WMS',
+    'm=audio 9 UDP/TLS/RTP/SAVPF 111 63 9 0 8 13 110 126', 'c=IN IP4 0.0.0.0', 'a=rtcp:9 IN IP4 0.0.0.0',
+    'a=ice-ufrag:abcd', 'a=ice-pwd:abcdefghijklmnopqrstuvwx', 'a=ice-options:trickle',
+    'a=fingerprint:sha-256 AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99',
+    'a=setup:actpass', 'a=mid:0', 'a=sendrecv', 'a=msid:- 1b1b', 'a=rtcp-mux', 'a=rtcp-rsize',
+    'a=rtpmap:111 opus/48000/2', 'a=rtcp-fb:111 transport-cc', `a=fmtp:111 ${opusFmtp}`,
+    'a=rtpmap:63 red/48000/2', 'a=fmtp:63 111/111', 'a=rtpmap:9 G722/8000', 'a=rtpmap:0 PCMU/8000', 'a=rtpmap:8 PCMA/8000',
+    'a=rtpmap:13 CN/8000', 'a=rtpmap:110 telephone-event/48000', 'a=rtpmap:126 telephone-event/8000', 'a=ssrc:1234 cname:abc', '',
+  ].join('\r\n');
+}
+
+test('our SDP asks for Opus in-band FEC (RFC 7587 useinbandfec=1), whatever the offer said', async () => {
+  // werift would echo the offer's fmtp; ours states what we want to receive, on the offer's PT.
+  for (const offered of ['minptime=10;useinbandfec=1', 'stereo=1;sprop-stereo=1;useinbandfec=0', 'maxplaybackrate=48000']) {
+    const l = leg();
+    try {
+      const answer = await l.answer(chromeLikeOffer(offered));
+      assert.deepEqual(answer.match(/^a=fmtp:.*$/gm), ['a=fmtp:111 minptime=10;useinbandfec=1'], `offer fmtp ${offered}`);
+      assert.match(answer, /^a=rtcp-fb:111 transport-cc\r?$/m, 'the rest of the codec entry unchanged');
+    } finally {
+      await l.close();
+    }
+  }
+  const l = leg();
+  try {
+    const offer = await l.createOffer();
+    const pt = /^a=rtpmap:(\d+) opus\/48000\/2/im.exec(offer)![1];
+    assert.match(offer, new RegExp(`^a=fmtp:${pt} minptime=10;useinbandfec=1\\r?$`, 'm'));
+  } finally {
+    await l.close();
+  }
+});
+
+test('direct path: the browser gets receiver reports from the bridge\'s statistics, with the loss on its stream, LSR/DLSR from its sender reports', async (t) => {
+  const pair = await outboundCall();
+  const engine = new MediaEngine({ bindHost: '127.0.0.1', advertisedHost: '127.0.0.1', portRange: [20640, 20649], logger });
+  const trunk = dgram.createSocket('udp4');
+  const enc = new OpusEncoder({ sampleRate: 48000, fec: true, packetLossPercent: 10 });
+  await withPair(pair, async () => {
+    const { l, b } = pair;
+    assert.equal(l.mediaPath, 'direct');
+    await new Promise<void>((r) => trunk.bind(0, '127.0.0.1', () => r()));
+    const sipLeg = await engine.createSipLeg({ callId: 'rr' });
+    sipLeg.setRemote({ address: '127.0.0.1', port: trunk.address().port, codec: 'PCMU', payloadType: 0 });
+    const bridge = engine.createBridge(l, sipLeg, { callId: 'rr' });
+    assert.equal(bridge.isTranscoding, true);
+
+    const sender = b.pc.getTransceivers()[0].sender;
+    const rtt = () => (sender as unknown as { rtt?: number }).rtt; // werift's RTT from our LSR/DLSR
+    const reports: RtcpRrPacket[] = [];
+    const gatewaySrs: RtcpSrPacket[] = [];
+    sender.onRtcp.subscribe((p: RtcpPacket) => { if (p instanceof RtcpRrPacket) reports.push(p); });
+    const cnames: string[] = [];
+    (b.pc as unknown as { dtlsTransports: Array<{ onRtcp: { subscribe(f: (p: RtcpPacket) => void): void } }> }).dtlsTransports[0].onRtcp.subscribe((p) => {
+      if (p instanceof RtcpSourceDescriptionPacket) for (const c of p.chunks) cnames.push(`${c.source}:${c.items.find((i) => i.type === 1)?.text}`);
+    });
+    b.pc.getTransceivers()[0].receiver.onRtcp.subscribe((p: RtcpPacket) => { if (p instanceof RtcpSrPacket) gatewaySrs.push(p); });
+    const seen: number[] = [];
+    l.onRtp((p) => seen.push(p.sequenceNumber));
+
+    // 50 packets, 5 of them lost on the way (never sent).
+    const lost = (i: number) => i % 10 === 3;
+    await until(() => b.pc.connectionState === 'connected', 'the browser side connected');
+    for (let i = 0; i < 50; i++) {
+      const payload = enc.encode(new Int16Array(960).map((_, k) => Math.round(3000 * Math.sin((2 * Math.PI * 300 * (i * 960 + k)) / 48000))));
+      if (!lost(i)) b.track.writeRtp(new RtpPacket(new RtpHeader({ payloadType: 111, sequenceNumber: 1000 + i, timestamp: i * 960, ssrc: 42 }), payload));
+      await new Promise((r) => setTimeout(r, 4));
+    }
+    await until(() => seen.length === 45, 'the browser\'s audio at the gateway');
+    const last = seen[seen.length - 1];
+    const block = (p: RtcpRrPacket) => p.reports.find((r) => r.ssrc === sender.ssrc)!;
+    const lsrOf = (p: RtcpRrPacket) => block(p).lsr;
+    // The report that covers every packet, then one whose LSR echoes a sender report of the browser.
+    await until(() => reports.some((p) => (block(p).highestSequence & 0xffff) === last), 'a receiver report covering the whole stream', 8000);
+    await until(() => reports.some((p) => lsrOf(p) !== 0) && rtt() !== undefined, 'a receiver report with LSR/DLSR', 8000);
+
+    const blocks = reports.map(block);
+    t.diagnostic(`reports (fraction/256, cumulative, highest seq, jitter, dlsr): ${blocks.map((r) => `${r.fractionLost}/${r.packetsLost}/${r.highestSequence & 0xffff}/${r.jitter}/${r.dlsr}`).join(' ')}; rtt ${rtt()} s`);
+    const full = blocks.find((r) => (r.highestSequence & 0xffff) === last)!;
+    assert.equal(full.packetsLost, 5);
+    assert.equal(bridge.stats().browser.packetsLost, 5);
+    // RFC 3550 A.3: each report's fraction lost is the loss over the packets expected since the previous one.
+    let prevHighest = seen[0] - 1, prevLost = 0;
+    for (const r of blocks) {
+      const expected = r.highestSequence - prevHighest, lostNow = r.packetsLost - prevLost;
+      assert.equal(r.fractionLost, expected > 0 && lostNow > 0 ? Math.floor((lostNow * 256) / expected) : 0);
+      prevHighest = r.highestSequence; prevLost = r.packetsLost;
+    }
+    assert.ok(blocks.some((r) => r.fractionLost > 0), 'the loss was reported as a fraction too');
+    // werift computed the round trip from our LSR/DLSR: loopback, so well under 100 ms.
+    assert.ok(Math.abs(rtt()!) < 0.1, `rtt ${rtt()}`);
+    // One reporter: our report SSRC, not werift's receiver (which reports with the sender's SSRC);
+    // werift's sender reports (sender info only) carry no blocks to contradict ours.
+    const gatewaySsrc = Number(/^a=ssrc:(\d+) cname:/m.exec(pair.answer)![1]);
+    assert.equal(new Set(reports.map((p) => p.ssrc)).size, 1);
+    assert.notEqual(reports[0].ssrc, gatewaySsrc);
+    assert.ok(gatewaySrs.every((p) => p.reports.length === 0));
+    // Our reports are compound, RR + SDES, the CNAME the gateway's SDP announced.
+    const cname = /^a=ssrc:\d+ cname:(\S+)/m.exec(pair.answer)![1];
+    assert.ok(cnames.includes(`${reports[0].ssrc}:${cname}`), `${cnames} has ${reports[0].ssrc}:${cname}`);
+    assert.ok((l.directCounts?.rtcpSent ?? 0) >= reports.length);
+    bridge.close();
+    sipLeg.close();
+  }).finally(async () => {
+    enc.delete();
+    trunk.close();
+    await engine.close();
+  });
 });

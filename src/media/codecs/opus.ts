@@ -1,4 +1,6 @@
+import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
+import { hasLbrr, patchOpusscriptWasm } from './opusFec';
 
 /**
  * Opus through the libopus that opusscript compiles to WebAssembly, with our own binding.
@@ -8,7 +10,8 @@ import { createRequire } from 'node:module';
  * address), so coders write outside their allocations and the ~80th one in a process fails
  * with "memory access out of bounds". Here every coder gets its own input/output areas in the
  * wasm heap, addressed with correct element offsets, allocated once and freed by `delete()`.
- * The compiled module is loaded once per process and shared.
+ * The compiled module is loaded once per process and shared, patched so that decodeFec() can
+ * use Opus in-band FEC (./opusFec; without the patch decodeFec() conceals instead).
  *
  * Measured here: the compiled OpusScriptHandler exchanges PCM as ONE BYTE PER 16-BIT HEAP SLOT
  * (the little-endian bytes of each sample spread over two uint16 elements) — which is why the
@@ -28,15 +31,55 @@ interface OpusNative {
   _malloc(n: number): number;
   _free(p: number): void;
   OpusScriptHandler: { new (rate: number, channels: number, application: number): OpusHandler; destroy_handler(h: OpusHandler): void };
+  /** The instance's exports: `fec` is there when the module was loaded patched (./opusFec). */
+  asm?: { fec?: unknown };
+}
+type OpusFactory = (overrides?: { wasmBinary?: Uint8Array }) => OpusNative;
+
+export interface LoadedOpus {
+  native: OpusNative;
+  /** The decode_fec switch of the patched module; null when it runs unpatched (PLC only). */
+  fec: WebAssembly.Global | null;
+  /** Why there is no switch (null when there is). */
+  noFecReason: string | null;
 }
 
-let native: OpusNative | null = null;
-function opusNative(): OpusNative {
-  if (!native) {
-    const req = createRequire(__filename);
-    native = (req('opusscript/build/opusscript_native_wasm.js') as () => OpusNative)();
+/**
+ * Instantiates opusscript's libopus: patched for FEC decoding (./opusFec) when `fec` is asked
+ * for and the patch applies, else as shipped. Never throws for the patch's sake. `wasm`
+ * replaces the installed module's bytes, for tests. Exported for tests, which compare the two.
+ */
+export function loadOpusscript(opts: { fec: boolean; wasm?: Uint8Array }): LoadedOpus {
+  const req = createRequire(__filename);
+  const factory = req('opusscript/build/opusscript_native_wasm.js') as OpusFactory;
+  if (!opts.fec) return { native: factory(), fec: null, noFecReason: 'not asked for' };
+  let reason: string;
+  try {
+    const patched = patchOpusscriptWasm(opts.wasm ?? readFileSync(req.resolve('opusscript/build/opusscript_native_wasm.wasm')));
+    if ('wasm' in patched) {
+      // emscripten compiles Module.wasmBinary synchronously, as it does the file it would read.
+      const n = factory({ wasmBinary: patched.wasm });
+      if (n.asm?.fec instanceof WebAssembly.Global) return { native: n, fec: n.asm.fec, noFecReason: null };
+      reason = 'the patched opusscript module has no fec export';
+    } else {
+      reason = patched.reason;
+    }
+  } catch (err) {
+    reason = `loading the FEC-patched opusscript failed: ${(err as Error).message}`;
   }
-  return native;
+  return { native: factory(), fec: null, noFecReason: reason };
+}
+
+let loaded: LoadedOpus | null = null;
+function opusNative(): OpusNative {
+  loaded ??= loadOpusscript({ fec: true });
+  return loaded.native;
+}
+
+/** Whether lost browser frames can be recovered with in-band FEC in this process, and if not why. */
+export function opusFecStatus(): { available: boolean; reason: string | null } {
+  opusNative();
+  return { available: loaded!.fec !== null, reason: loaded!.noFecReason };
 }
 
 const OPUS_ERRORS: Record<number, string> = { [-1]: 'bad argument', [-2]: 'buffer too small', [-3]: 'internal error', [-4]: 'invalid packet', [-5]: 'unimplemented', [-6]: 'invalid state', [-7]: 'allocation failed' };
@@ -149,9 +192,45 @@ export class OpusDecoder {
       n.HEAPU8.set(packet, this.inPtr);
       len = packet.length;
     }
-    const samples = this.handler._decode(this.inPtr, len, this.pcmPtr);
-    if (samples < 0) throw new Error(`opus decode: ${OPUS_ERRORS[samples] ?? samples}`);
+    const out = this.run(len);
     if (packet && packet.length > 0) this.lastToc = packet[0];
+    return out;
+  }
+
+  /**
+   * Whether {@link decodeFec} would recover the frame before `next` from in-band FEC rather
+   * than conceal it. libopus itself conceals when either the previous or the next packet is
+   * CELT-only (no SILK layer, no LBRR), and when `next` has no LBRR its SILK decoder conceals
+   * too, so those are PLC here as well. A `next` of several frames is also PLC here (libopus
+   * would conceal all but one frame length of the lost time and rebuild that from the LBRR in
+   * next's first frame; browsers send one frame per packet).
+   */
+  fecUsable(next: Uint8Array): boolean {
+    return loaded?.fec != null && this.handler !== null && this.lastToc >= 0 && (this.lastToc >> 3) < 16 && next.length <= MAX_PACKET && hasLbrr(next);
+  }
+
+  /**
+   * The frame lost just before `next`, rebuilt from the LBRR data `next` carries: what
+   * opus_decode(st, next, len, pcm, frameSizeOf(next), decode_fec = 1) returns. Conceals with
+   * PLC instead when {@link fecUsable} says no. Call `decode(next)` afterwards for `next`'s own
+   * frame. Same output array as decode().
+   */
+  decodeFec(next: Uint8Array): Int16Array {
+    if (!this.fecUsable(next)) return this.decode(null);
+    opusNative().HEAPU8.set(next, this.inPtr);
+    const fec = loaded!.fec!;
+    fec.value = 1;
+    try {
+      return this.run(next.length);
+    } finally {
+      fec.value = 0; // every other decoder in the process shares the module
+    }
+  }
+
+  private run(len: number): Int16Array {
+    const n = opusNative();
+    const samples = this.handler!._decode(this.inPtr, len, this.pcmPtr);
+    if (samples < 0) throw new Error(`opus decode: ${OPUS_ERRORS[samples] ?? samples}`);
     const total = samples * this.channels;
     if (this.out.length < total) this.out = new Int16Array(total);
     const heap = n.HEAPU16;

@@ -11,7 +11,10 @@ export class OpusToG711 {
   private readonly decoder = new OpusDecoder({ sampleRate: 8000, channels: 1 });
   private readonly out = Buffer.alloc(160);
   malformed = 0;
+  /** Frames synthesised by PLC (lost, or malformed). */
   concealed = 0;
+  /** Lost frames rebuilt from the in-band FEC data of the packet after them. */
+  fecRecovered = 0;
 
   constructor(readonly law: G711Law) {}
 
@@ -25,6 +28,23 @@ export class OpusToG711 {
       this.concealed++;
       try { return this.decoder.decode(null); } catch { return new Int16Array(0); }
     }
+  }
+
+  /**
+   * The frame lost just before `next` (which has arrived): rebuilt from `next`'s in-band FEC
+   * when it carries some, else concealed. `decode(next)` must follow for `next` itself.
+   */
+  recover(next: Uint8Array): Int16Array {
+    if (this.decoder.fecUsable(next)) {
+      try {
+        const pcm = this.decoder.decodeFec(next);
+        this.fecRecovered++;
+        return pcm;
+      } catch {
+        // A packet libopus rejects: its own decode() right after counts it as malformed.
+      }
+    }
+    return this.decode(null);
   }
 
   /** 160 PCM samples (20 ms at 8 kHz) → G.711 bytes (a reused buffer: copy before keeping). */
