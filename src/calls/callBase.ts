@@ -174,6 +174,8 @@ export abstract class CallBase extends EventEmitter<CallEvents> {
       logger: this.log,
       ice: this.ctx.ice,
       preferPcmu: this.ctx.preferPcmuToBrowser,
+      // Audio that can only continue as G.711 needs nothing above narrowband from the browser.
+      opusMaxPlaybackRate: this.ctx.sipCodecs.includes('opus') ? undefined : 8000,
     });
   }
 

@@ -59,8 +59,18 @@ const TELEPHONE_EVENT_8K = 101;
  * Our Opus receive preferences (RFC 7587 §6.1), in our offers and answers alike. useinbandfec=1
  * asks the browser to add in-band FEC (without it Chrome encodes none); the bridge recovers
  * lost frames from it. minptime=10 is what browsers state themselves.
+ *
+ * maxplaybackrate, when the call's audio can only go on as narrowband G.711: anything above
+ * 4 kHz would be decoded and thrown away. Chrome caps its encoder's bandwidth at it (and then
+ * defaults to 12 kb/s at 8 kHz): a narrowband SILK packet decodes in about a third of the time
+ * of the hybrid fullband one it sends otherwise (bench "per operation"), the largest single
+ * cost of a transcoded call, and SILK always carries the in-band FEC the bridge can use (a
+ * CELT-only packet carries none). sprop-maxcapturerate says our own audio is narrowband too.
  */
-const OPUS_FMTP = 'minptime=10;useinbandfec=1';
+function opusFmtp(maxPlaybackRate: number | undefined): string {
+  const base = 'minptime=10;useinbandfec=1';
+  return maxPlaybackRate ? `${base};maxplaybackrate=${maxPlaybackRate};sprop-maxcapturerate=${maxPlaybackRate}` : base;
+}
 
 /**
  * The browser's side of a call: one werift RTCPeerConnection, audio only, that the media
@@ -93,13 +103,15 @@ export class BrowserLeg extends EventEmitter<BrowserLegEvents> implements Browse
       /** Give up when ICE/DTLS has not connected after this long. */
       connectTimeoutMs?: number;
       preferPcmu?: boolean;
+      /** The highest Opus audio rate worth receiving (8000 when the SIP side is G.711 only); unset: no limit. */
+      opusMaxPlaybackRate?: number;
     },
   ) {
     super();
     installNativeDtlsCrypto(); // once per process: OpenSSL's ECDHE and signing instead of werift's JS
     this.icePort = opts.ice.portPool ? opts.ice.portPool.take() : null;
     const audioCodecs = [
-      useOPUS({ parameters: OPUS_FMTP }),
+      useOPUS({ parameters: opusFmtp(opts.opusMaxPlaybackRate) }),
       usePCMU(),
       new RTCRtpCodecParameters({ mimeType: 'audio/telephone-event', clockRate: 48000, payloadType: TELEPHONE_EVENT_48K, channels: 1 }),
       new RTCRtpCodecParameters({ mimeType: 'audio/telephone-event', clockRate: 8000, payloadType: TELEPHONE_EVENT_8K, channels: 1 }),
@@ -285,14 +297,14 @@ export class BrowserLeg extends EventEmitter<BrowserLegEvents> implements Browse
 
   /**
    * werift answers with the offer's own codec entries, fmtp included: what the browser wants to
-   * receive, not what we do. Our answer states ours (OPUS_FMTP) on the offer's payload type.
+   * receive, not what we do. Our answer states ours (opusFmtp) on the offer's payload type.
    */
   private answerOpusFmtp(): void {
     const codecs = this.transceiver?.codecs ?? [];
     const i = codecs.findIndex((c) => /^audio\/opus$/i.test(c.mimeType));
     if (i < 0) return;
     const c = codecs[i];
-    codecs[i] = new RTCRtpCodecParameters({ mimeType: c.mimeType, clockRate: c.clockRate, channels: c.channels, payloadType: c.payloadType, rtcpFeedback: c.rtcpFeedback, parameters: OPUS_FMTP });
+    codecs[i] = new RTCRtpCodecParameters({ mimeType: c.mimeType, clockRate: c.clockRate, channels: c.channels, payloadType: c.payloadType, rtcpFeedback: c.rtcpFeedback, parameters: opusFmtp(this.opts.opusMaxPlaybackRate) });
   }
 
   /** Before DTLS starts: offer only the SRTP profile the direct path implements. */

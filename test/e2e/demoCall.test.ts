@@ -39,6 +39,26 @@ test('call 1000 (echo): ringing, answered, and the browser hears its own 700 Hz 
   await page.close();
 });
 
+test('the browser sends narrowband Opus when the call can only go on as G.711 (our maxplaybackrate=8000)', async () => {
+  const page = await openPhone();
+  await page.getByTestId('dial-input').fill('1000');
+  await page.getByTestId('call-button').click();
+  await page.getByTestId('call-status').filter({ hasText: 'answered' }).waitFor({ timeout: 10000 });
+  // The call's browser leg, as the gateway's bridge sees it: collect the Opus TOC bytes.
+  const calls = [...(gw.gateway['manager'] as unknown as { calls: Map<string, { browser: { onRtp(l: (p: { payload: Buffer }) => void): () => void } | null }> }).calls.values()];
+  assert.equal(calls.length, 1);
+  const tocs: number[] = [];
+  const off = calls[0].browser!.onRtp((p) => { if (p.payload.length > 0) tocs.push(p.payload[0]); });
+  await new Promise((r) => setTimeout(r, 1500));
+  off();
+  assert.ok(tocs.length >= 40, `${tocs.length} packets in 1.5 s`);
+  // RFC 6716 §3.1: configurations 0-3 are SILK narrowband, 16-19 CELT narrowband.
+  const wide = tocs.map((t) => t >> 3).filter((c) => !(c <= 3 || (c >= 16 && c <= 19)));
+  assert.equal(wide.length, 0, `configurations above narrowband: ${[...new Set(wide)].join(', ')}`);
+  await page.getByTestId('hangup-button').click();
+  await page.close();
+});
+
 test('call 1001 (tone): the browser hears 440 Hz from the SIP side', async () => {
   const page = await openPhone();
   await page.getByTestId('dial-input').fill('1001');

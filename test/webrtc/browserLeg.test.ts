@@ -37,8 +37,8 @@ async function browser(): Promise<Browser> {
   return { pc, track, received };
 }
 
-function leg(directSrtp?: boolean): BrowserLeg {
-  return new BrowserLeg({ callId: 'test', logger, ice: { bindAddress: '127.0.0.1', announcedAddresses: ['127.0.0.1'], portRange: [20600, 20639], portPool: pool, directSrtp } });
+function leg(directSrtp?: boolean, opusMaxPlaybackRate?: number): BrowserLeg {
+  return new BrowserLeg({ callId: 'test', logger, opusMaxPlaybackRate, ice: { bindAddress: '127.0.0.1', announcedAddresses: ['127.0.0.1'], portRange: [20600, 20639], portPool: pool, directSrtp } });
 }
 
 const connected = (l: BrowserLeg) => new Promise<void>((resolve, reject) => {
@@ -187,6 +187,25 @@ function chromeLikeOffer(opusFmtp: string): string {
     'a=rtpmap:13 CN/8000', 'a=rtpmap:110 telephone-event/48000', 'a=rtpmap:126 telephone-event/8000', 'a=ssrc:1234 cname:abc', '',
   ].join('\r\n');
 }
+
+test('a narrowband call asks the browser for narrowband Opus (maxplaybackrate=8000), in answers and offers', async () => {
+  const want = 'minptime=10;useinbandfec=1;maxplaybackrate=8000;sprop-maxcapturerate=8000';
+  const a = leg(undefined, 8000);
+  try {
+    const answer = await a.answer(chromeLikeOffer('minptime=10;useinbandfec=1'));
+    assert.deepEqual(answer.match(/^a=fmtp:.*$/gm), [`a=fmtp:111 ${want}`]);
+  } finally {
+    await a.close();
+  }
+  const o = leg(undefined, 8000);
+  try {
+    const offer = await o.createOffer();
+    const pt = /^a=rtpmap:(\d+) opus\/48000\/2/im.exec(offer)![1];
+    assert.match(offer, new RegExp(`^a=fmtp:${pt} ${want}\\r?$`, 'm'));
+  } finally {
+    await o.close();
+  }
+});
 
 test('our SDP asks for Opus in-band FEC (RFC 7587 useinbandfec=1), whatever the offer said', async () => {
   // werift would echo the offer's fmtp; ours states what we want to receive, on the offer's PT.
