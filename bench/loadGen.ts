@@ -30,7 +30,11 @@ interface BenchCall {
   audio: DirectSrtpPath | null;
   rtp: dgram.Socket | null;
   gwRtp: { host: string; port: number } | null;
+  /** How far set-up got (for the error when it does not finish). */
+  step: string;
   seq: number; ts: number; tSeq: number; tTs: number;
+  /** What this browser sends: Opus as the answer allows it (transcode mode). */
+  frames: Buffer[];
   toTrunk: number[]; // send times waiting for their packet at the trunk
   toBrowser: number[];
   sentB: number; recvT: number; sentT: number; recvB: number;
@@ -43,21 +47,42 @@ const latBT: number[] = [];
 const latTB: number[] = [];
 let counting = false;
 let timer: NodeJS.Timeout | null = null;
-let frames: Buffer[] = [];
 let mode: Mode = 'transcode';
 const pcmu = Buffer.alloc(160, 0xd5);
 const now = () => performance.now();
 
-function opusFrames(): Buffer[] {
-  const enc = new OpusEncoder({ sampleRate: 48000, bitrate: 32000, complexity: 5 });
+/**
+ * One second of Opus as Chrome would send it, for the bandwidth the gateway's answer allows:
+ * Chrome caps its encoder's bandwidth at the answer's `maxplaybackrate` (RFC 7587 §6.1) and
+ * then defaults to 12 / 20 / 32 kb/s for narrow / wide / full band (WebRTC's Opus encoder).
+ * Encoding from a capture at that rate gives the same kind of stream (SILK NB, WB, or hybrid
+ * fullband), which is what decides the gateway's decoding cost.
+ */
+function opusFrames(maxPlaybackRate: number): Buffer[] {
+  const rate = maxPlaybackRate <= 8000 ? 8000 : maxPlaybackRate <= 16000 ? 16000 : 48000;
+  const bitrate = rate === 8000 ? 12000 : rate === 16000 ? 20000 : 32000;
+  const enc = new OpusEncoder({ sampleRate: rate, bitrate, complexity: 5, fec: true, packetLossPercent: 5 });
+  const n = rate / 50;
   const out: Buffer[] = [];
   for (let f = 0; f < 50; f++) {
-    const pcm = new Int16Array(960);
-    for (let i = 0; i < 960; i++) { const t = (f * 960 + i) / 48000; pcm[i] = 6000 * Math.sin(2 * Math.PI * 440 * t) + 4000 * Math.sin(2 * Math.PI * 660 * t); }
+    const pcm = new Int16Array(n);
+    for (let i = 0; i < n; i++) { const t = (f * n + i) / rate; pcm[i] = 6000 * Math.sin(2 * Math.PI * 440 * t) + 4000 * Math.sin(2 * Math.PI * 660 * t); }
     out.push(enc.encode(pcm));
   }
   enc.delete();
   return out;
+}
+const framesByRate = new Map<number, Buffer[]>();
+/** The Opus `maxplaybackrate` of the gateway's answer (48000 when absent, RFC 7587). */
+function maxPlaybackRate(answerSdp: string): number {
+  const pt = /^m=audio \S+ \S+ (\d+)/m.exec(answerSdp)?.[1];
+  const fmtp = pt ? new RegExp(`^a=fmtp:${pt} (.*)$`, 'm').exec(answerSdp)?.[1] : undefined;
+  return Number(/maxplaybackrate=(\d+)/.exec(fmtp ?? '')?.[1] ?? 48000);
+}
+function framesFor(rate: number): Buffer[] {
+  let f = framesByRate.get(rate);
+  if (!f) { f = opusFrames(rate); framesByRate.set(rate, f); }
+  return f;
 }
 
 async function main(): Promise<void> {
@@ -69,7 +94,6 @@ async function main(): Promise<void> {
   const ua = new SipUserAgent({ transports: [{ protocol: 'udp', host: '127.0.0.1', port: 0 }], logger: pino({ level: 'silent' }), sessionTimers: { expires: 0 } });
   await ua.start();
   ua.on('invite', (inv: ServerInvite) => void answerInvite(inv));
-  frames = opusFrames();
   process.send!({ type: 'ready', sipPort: ua.boundAddresses[0].port });
 
   process.on('message', async (m: { type: string; wsUrl?: string; calls?: number; mode?: Mode; batch?: number }) => {
@@ -85,7 +109,12 @@ async function main(): Promise<void> {
       // the figures then run from that moment, as "N browsers offering at the same moment".
       offerGate = batch >= ids.length ? makeOfferGate(ids.length) : null;
       for (let i = 0; i < ids.length; i += batch) {
-        await Promise.all(ids.slice(i, i + batch).map(async (id) => { await connectCall(id, m.wsUrl!, stun.port); done.push(now()); }));
+        try {
+          await Promise.all(ids.slice(i, i + batch).map(async (id) => { await withTimeout(connectCall(id, m.wsUrl!, stun.port), CONNECT_TIMEOUT_MS, () => `browser ${id} not connected after ${CONNECT_TIMEOUT_MS / 1000} s (at: ${calls.get(id)?.step})`); done.push(now()); }));
+        } catch (err) {
+          console.error('load generator:', (err as Error).message);
+          process.exit(1); // the bench sees the exit and reports it
+        }
       }
       const from = offerGate?.releasedAt ?? t0;
       offerGate = null;
@@ -165,6 +194,12 @@ function makeOfferGate(n: number): NonNullable<typeof offerGate> {
   return gate;
 }
 
+const CONNECT_TIMEOUT_MS = 20_000;
+function withTimeout<T>(p: Promise<T>, ms: number, what: () => string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  return Promise.race([p, new Promise<T>((_, reject) => { timer = setTimeout(() => reject(new Error(what())), ms); })]).finally(() => clearTimeout(timer));
+}
+
 async function connectCall(id: number, wsUrl: string, stunPort: number): Promise<void> {
   const codec = mode === 'transcode'
     ? new RTCRtpCodecParameters({ mimeType: 'audio/opus', clockRate: 48000, channels: 2, payloadType: 111 })
@@ -179,7 +214,7 @@ async function connectCall(id: number, wsUrl: string, stunPort: number): Promise
   const transceiver = pc.addTransceiver(track, { direction: 'sendrecv' });
   restrictSrtpProfile(transceiver); // the profile DirectSrtpPath implements, whatever the gateway offers
   const ws = new WebSocket(wsUrl);
-  const call: BenchCall = { id, ws, pc, track, audio: null, rtp: null, gwRtp: null, seq: 0, ts: 0, tSeq: 0, tTs: 0, toTrunk: [], toBrowser: [], sentB: 0, recvT: 0, sentT: 0, recvB: 0 };
+  const call: BenchCall = { id, ws, pc, track, audio: null, rtp: null, gwRtp: null, step: 'websocket', seq: 0, ts: 0, tSeq: 0, tTs: 0, frames: [], toTrunk: [], toBrowser: [], sentB: 0, recvT: 0, sentT: 0, recvB: 0 };
   calls.set(id, call);
   const onAudio = () => {
     if (!counting) return;
@@ -189,9 +224,11 @@ async function connectCall(id: number, wsUrl: string, stunPort: number): Promise
   };
   await new Promise<void>((resolve, reject) => { ws.once('open', () => resolve()); ws.once('error', reject); });
   const next = () => new Promise<any>((resolve) => ws.once('message', (d) => resolve(JSON.parse(d.toString()))));
+  call.step = 'hello';
   ws.send(JSON.stringify({ type: 'hello', version: 1 }));
   const welcome = await next();
   if (welcome.type !== 'welcome') throw new Error(`hello refused: ${JSON.stringify(welcome)}`);
+  call.step = 'offer';
   await pc.setLocalDescription(await pc.createOffer());
   await new Promise<void>((r) => { if (pc.iceGatheringState === 'complete') r(); else pc.iceGatheringStateChange.subscribe((s) => { if (s === 'complete') r(); }); });
   const connected = new Promise<void>((r) => pc.connectionStateChange.subscribe((s) => { if (s === 'connected') { phases.dtlsConnected.push(now()); r(); } }));
@@ -199,6 +236,7 @@ async function connectCall(id: number, wsUrl: string, stunPort: number): Promise
   // The browser is ready to offer: in a burst, every browser waits here so all offers leave together.
   if (offerGate) await offerGate.ready();
   ws.send(JSON.stringify({ type: 'call', to: '+15551230000', sdp: pc.localDescription!.sdp, headers: { 'X-Bench-Call': String(id) } }));
+  call.step = 'waiting for calling';
   let msg = await next();
   while (msg.type !== 'calling') {
     if (msg.type === 'ended' || msg.type === 'error') throw new Error(`call ${id} refused: ${JSON.stringify(msg)}`);
@@ -206,45 +244,56 @@ async function connectCall(id: number, wsUrl: string, stunPort: number): Promise
   }
   phases.answered.push(now());
   await pc.setRemoteDescription({ type: 'answer', sdp: msg.sdp });
+  call.frames = framesFor(maxPlaybackRate(msg.sdp));
+  call.step = 'ICE/DTLS';
   await connected;
   const direct = DirectSrtpPath.attach(transceiver, onAudio, pino({ level: 'silent' }));
   if (!(direct instanceof DirectSrtpPath)) throw new Error(`browser ${id}: no direct audio path: ${direct.reason}`);
   call.audio = direct;
   // Wait for the SIP side to be up too (the INVITE is answered at once).
+  call.step = 'SIP answer';
   while (!call.gwRtp) await new Promise((r) => setTimeout(r, 10));
 }
 
 /**
  * Every 20 ms: one packet from each browser and one from the trunk, per call. Calls are spread
- * over four 5 ms phases, as independent callers are not in lockstep: a burst of every call's
+ * over twenty 1 ms phases, as independent callers are not in lockstep: a burst of every call's
  * packet at one instant would measure queueing in the gateway that real traffic does not cause.
+ * Phases are due by the clock, not by timer ticks, so a late tick sends what fell due meanwhile
+ * and the packet rate stays exact even when this process is busy.
  */
-const PHASES = 4;
+const PHASES = 20;
+const PHASE_MS = 20 / PHASES;
 function startSending(): void {
-  let tick = 0;
+  const start = now();
+  let sent = 0; // phases sent so far
   timer = setInterval(() => {
-    const phase = tick++ % PHASES;
-    for (const c of calls.values()) {
-      if (c.id % PHASES !== phase) continue;
-      const payload = mode === 'transcode' ? frames[c.seq % frames.length] : pcmu;
-      c.seq = (c.seq + 1) & 0xffff;
-      c.ts = (c.ts + (mode === 'transcode' ? 960 : 160)) >>> 0;
-      c.audio?.send({ payloadType: mode === 'transcode' ? 111 : 0, sequenceNumber: c.seq, timestamp: c.ts, marker: false, ssrc: 1000 + c.id, payload });
-      c.toTrunk.push(now());
-      c.sentB++;
-      if (c.rtp && c.gwRtp) {
-        const b = Buffer.allocUnsafe(172);
-        b[0] = 0x80; b[1] = 0;
-        b.writeUInt16BE(c.tSeq = (c.tSeq + 1) & 0xffff, 2);
-        b.writeUInt32BE(c.tTs = (c.tTs + 160) >>> 0, 4);
-        b.writeUInt32BE(0x5000 + c.id, 8);
-        pcmu.copy(b, 12);
-        c.rtp.send(b, c.gwRtp.port, c.gwRtp.host);
-        c.toBrowser.push(now());
-        c.sentT++;
-      }
+    const due = Math.floor((now() - start) / PHASE_MS) + 1;
+    for (; sent < due; sent++) sendPhase(sent % PHASES);
+  }, PHASE_MS);
+}
+
+function sendPhase(phase: number): void {
+  for (const c of calls.values()) {
+    if (c.id % PHASES !== phase) continue;
+    const payload = mode === 'transcode' ? c.frames[c.seq % c.frames.length] : pcmu;
+    c.seq = (c.seq + 1) & 0xffff;
+    c.ts = (c.ts + (mode === 'transcode' ? 960 : 160)) >>> 0;
+    c.audio?.send({ payloadType: mode === 'transcode' ? 111 : 0, sequenceNumber: c.seq, timestamp: c.ts, marker: false, ssrc: 1000 + c.id, payload });
+    c.toTrunk.push(now());
+    c.sentB++;
+    if (c.rtp && c.gwRtp) {
+      const b = Buffer.allocUnsafe(172);
+      b[0] = 0x80; b[1] = 0;
+      b.writeUInt16BE(c.tSeq = (c.tSeq + 1) & 0xffff, 2);
+      b.writeUInt32BE(c.tTs = (c.tTs + 160) >>> 0, 4);
+      b.writeUInt32BE(0x5000 + c.id, 8);
+      pcmu.copy(b, 12);
+      c.rtp.send(b, c.gwRtp.port, c.gwRtp.host);
+      c.toBrowser.push(now());
+      c.sentT++;
     }
-  }, 20 / PHASES);
+  }
 }
 
 main().catch((err) => { console.error('load generator failed:', err); process.exit(1); });
