@@ -63,6 +63,30 @@ test('rollover counter across a sequence wrap, and reordering inside the window'
   for (const i of [0, 1, 3, 2, 4, 5]) assert.deepEqual(rx.unprotectRtp(prot[i]), rtp(seqs[i]), `seq ${seqs[i]}`);
 });
 
+test('replay window: 128 indexes; late packets inside it accepted once, older ones refused', () => {
+  const a = generateSdesCrypto(1, 'AES_CM_128_HMAC_SHA1_80');
+  const b = generateSdesCrypto(1, 'AES_CM_128_HMAC_SHA1_80');
+  const tx = new SrtpSession({ local: a, remote: b });
+  const rx = new SrtpSession({ local: b, remote: a });
+  const prot = new Map<number, Buffer>();
+  for (let seq = 1000; seq <= 1400; seq++) prot.set(seq, tx.protectRtp(rtp(seq)));
+  const ok = (seq: number) => rx.unprotectRtp(prot.get(seq)!) !== null;
+  assert.ok(ok(1000));
+  assert.ok(ok(1200), 'a jump forward (packets 1001-1199 missing)');
+  assert.ok(ok(1073), '127 behind the highest: inside the window');
+  assert.ok(!ok(1073), 'and only once');
+  assert.ok(!ok(1072), '128 behind: outside the window');
+  assert.ok(!ok(1000), 'seen, and outside the window anyway');
+  assert.ok(ok(1250), 'forward by 50: the slots passed over are free again');
+  assert.ok(ok(1210), 'one of them, missing until now');
+  assert.ok(!ok(1200), 'seen before the move');
+  assert.ok(ok(1400), 'forward by more than the window');
+  assert.ok(!ok(1250), 'now outside it');
+  assert.ok(ok(1300), 'inside it, not seen');
+  assert.equal(rx.stats.replays, 5);
+  assert.equal(rx.stats.authFailures, 0);
+});
+
 test('SRTCP round trip with the 80-bit tag for both suites', () => {
   for (const suite of ['AES_CM_128_HMAC_SHA1_80', 'AES_CM_128_HMAC_SHA1_32'] as const) {
     const a = generateSdesCrypto(1, suite); const b = generateSdesCrypto(1, suite);

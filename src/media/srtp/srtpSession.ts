@@ -14,7 +14,6 @@ import { HmacSha1 } from './hmacSha1';
 
 const LABEL = { rtpEnc: 0, rtpAuth: 1, rtpSalt: 2, rtcpEnc: 3, rtcpAuth: 4, rtcpSalt: 5 } as const;
 const REPLAY_WINDOW = 128;
-const WINDOW_MASK = (1n << BigInt(REPLAY_WINDOW)) - 1n;
 
 interface SessionKeys { rtpEnc: Buffer; rtpAuth: Buffer; rtpSalt: Buffer; rtcpEnc: Buffer; rtcpAuth: Buffer; rtcpSalt: Buffer }
 
@@ -84,7 +83,46 @@ class AesCtr {
   }
 }
 
-interface ReceiveState { roc: number; highestSeq: number; initialised: boolean; /** bitmap of the last REPLAY_WINDOW indexes below `highest` */ window: bigint; highest: number }
+/**
+ * The replay list of one source (RFC 3711 §3.3.2): the highest authenticated index and which of
+ * the REPLAY_WINDOW indexes up to it were seen, one bit per index at (index mod REPLAY_WINDOW).
+ * Fixed-size and allocation-free (a BigInt bitmap allocated per packet). For SRTP the highest
+ * index also carries the rollover counter and sequence number the ROC estimate needs (§3.3.1).
+ */
+class ReplayWindow {
+  highest: number;
+  private readonly seen = new Uint32Array(REPLAY_WINDOW / 32);
+
+  /** Starts with the first authenticated index. */
+  constructor(index: number) {
+    this.highest = index;
+    this.mark(index);
+  }
+
+  /** Is this index new: above the window, or inside it and not seen yet? */
+  isNew(index: number): boolean {
+    if (index > this.highest) return true;
+    if (this.highest - index >= REPLAY_WINDOW) return false;
+    const b = index % REPLAY_WINDOW;
+    return (this.seen[b >>> 5] & (1 << (b & 31))) === 0;
+  }
+
+  /** Records an authenticated index (isNew was true). */
+  accept(index: number): void {
+    if (index > this.highest) {
+      // Slots between the old highest and this index now stand for indexes not seen.
+      if (index - this.highest >= REPLAY_WINDOW) this.seen.fill(0);
+      else for (let i = this.highest + 1; i < index; i++) { const b = i % REPLAY_WINDOW; this.seen[b >>> 5] &= ~(1 << (b & 31)); }
+      this.highest = index;
+    }
+    this.mark(index);
+  }
+
+  private mark(index: number): void {
+    const b = index % REPLAY_WINDOW;
+    this.seen[b >>> 5] |= 1 << (b & 31);
+  }
+}
 
 export class SrtpSession {
   readonly stats = { authFailures: 0, replays: 0, malformed: 0 };
@@ -105,9 +143,9 @@ export class SrtpSession {
   private readonly txTagLen: number;
   private readonly rxTagLen: number;
   private readonly sendRoc = new Map<number, { roc: number; lastSeq: number }>();
-  private readonly recv = new Map<number, ReceiveState>();
+  private readonly recv = new Map<number, ReplayWindow>();
   private srtcpIndex = 0;
-  private readonly rtcpReplay = new Map<number, { highest: number; window: bigint }>();
+  private readonly rtcpReplay = new Map<number, ReplayWindow>();
 
   constructor(opts: { local: SdesCrypto; remote: SdesCrypto }) {
     this.tx = deriveKeys(opts.local.key, opts.local.salt);
@@ -147,21 +185,18 @@ export class SrtpSession {
     if (hl < 0 || packet.length < hl + this.rxTagLen) { this.stats.malformed++; return null; }
     const ssrc = packet.readUInt32BE(8);
     const seq = packet.readUInt16BE(2);
-    let st = this.recv.get(ssrc);
-    if (!st) { st = { roc: 0, highestSeq: seq, initialised: false, window: 0n, highest: 0 }; }
-    // Appendix A: guess the ROC from the highest sequence number seen.
-    let v = st.roc;
-    if (st.initialised) {
-      if (st.highestSeq < 0x8000) { if (seq - st.highestSeq > 0x8000) v = (st.roc - 1) >>> 0; }
-      else if (st.highestSeq - 0x8000 > seq) v = (st.roc + 1) >>> 0;
+    const st = this.recv.get(ssrc);
+    // Appendix A: guess the ROC from the highest index seen (0 for a new source).
+    let v = 0;
+    if (st) {
+      const roc = Math.floor(st.highest / 65536);
+      const highestSeq = st.highest % 65536;
+      v = roc;
+      if (highestSeq < 0x8000) { if (seq - highestSeq > 0x8000) v = (roc - 1) >>> 0; }
+      else if (highestSeq - 0x8000 > seq) v = (roc + 1) >>> 0;
     }
     const index = v * 65536 + seq;
-    if (st.initialised) {
-      const delta = index - st.highest;
-      if (delta <= 0) {
-        if (-delta >= REPLAY_WINDOW || (st.window >> BigInt(-delta)) & 1n) { this.stats.replays++; return null; }
-      }
-    }
+    if (st && !st.isNew(index)) { this.stats.replays++; return null; }
     const authLen = packet.length - this.rxTagLen;
     this.rxRtpMac.mac(packet, authLen, v);
     if (!this.rxRtpMac.matches(packet, authLen, this.rxTagLen)) { this.stats.authFailures++; return null; }
@@ -169,17 +204,9 @@ export class SrtpSession {
     packet.copy(out, 0, 0, hl);
     const iv = counterIv(this.rxIv, this.rx.rtpSalt, ssrc, v >>> 16, ((v & 0xffff) * 65536 + seq) >>> 0);
     this.rxRtpCipher.xor(iv, packet.subarray(hl, authLen), out, hl);
-    // Update ROC, highest index and the replay window only for authenticated packets.
-    if (!st.initialised) {
-      st.initialised = true; st.highest = index; st.window = 1n; st.roc = v; st.highestSeq = seq;
-      this.recv.set(ssrc, st);
-    } else if (index > st.highest) {
-      const shift = index - st.highest;
-      st.window = shift >= REPLAY_WINDOW ? 1n : ((st.window << BigInt(shift)) | 1n) & WINDOW_MASK;
-      st.highest = index; st.roc = v; st.highestSeq = seq;
-    } else {
-      st.window |= 1n << BigInt(st.highest - index);
-    }
+    // The ROC, highest index and replay window move only for authenticated packets.
+    if (st) st.accept(index);
+    else this.recv.set(ssrc, new ReplayWindow(index));
     return out;
   }
 
@@ -204,11 +231,8 @@ export class SrtpSession {
     const eIndex = packet.readUInt32BE(authLen - 4);
     const index = eIndex & 0x7fffffff;
     const ssrc = packet.readUInt32BE(4);
-    let rp = this.rtcpReplay.get(ssrc);
-    if (rp) {
-      const delta = index - rp.highest;
-      if (delta <= 0 && (-delta >= REPLAY_WINDOW || (rp.window >> BigInt(-delta)) & 1n)) { this.stats.replays++; return null; }
-    }
+    const rp = this.rtcpReplay.get(ssrc);
+    if (rp && !rp.isNew(index)) { this.stats.replays++; return null; }
     const plainLen = authLen - 4;
     const out = Buffer.allocUnsafe(plainLen);
     packet.copy(out, 0, 0, 8);
@@ -218,9 +242,8 @@ export class SrtpSession {
     } else {
       packet.copy(out, 8, 8, plainLen);
     }
-    if (!rp) { rp = { highest: index, window: 1n }; this.rtcpReplay.set(ssrc, rp); }
-    else if (index > rp.highest) { const s = index - rp.highest; rp.window = s >= REPLAY_WINDOW ? 1n : ((rp.window << BigInt(s)) | 1n) & WINDOW_MASK; rp.highest = index; }
-    else rp.window |= 1n << BigInt(rp.highest - index);
+    if (rp) rp.accept(index);
+    else this.rtcpReplay.set(ssrc, new ReplayWindow(index));
     return out;
   }
 }
