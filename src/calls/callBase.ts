@@ -4,7 +4,7 @@ import type { Logger } from 'pino';
 import type { Dialog, SipRequest } from '../sip';
 import type { MediaBridge, MediaEngine, SipRtpLeg } from '../media';
 import { generateSdesCrypto, parseCryptoAttribute, type SdesCrypto } from '../media/srtp';
-import { parseSipOffer, type SipMediaDescription } from '../sdp';
+import { parseSipOffer, type MediaDirection, type SipMediaDescription, type SipSdpOptions } from '../sdp';
 import type { BrowserIceConfig } from '../webrtc/browserLeg';
 import { BrowserLeg } from '../webrtc/browserLeg';
 import type { EndCause } from './causes';
@@ -13,6 +13,8 @@ export type CallDirection = 'outbound' | 'inbound';
 /** trying → early (ringing / early media) → answered → ended; inbound starts at ringing. */
 export type CallState = 'trying' | 'early' | 'ringing' | 'answered' | 'ended';
 export type SrtpPolicy = 'off' | 'optional' | 'mandatory';
+/** Why we end a call from our side (the browser hung up, media died, the gateway stops). */
+export type HangupCause = 'local-hangup' | 'ice-failed' | 'shutdown' | 'media-timeout';
 
 export interface Identity {
   id: string;
@@ -87,6 +89,8 @@ export abstract class CallBase extends EventEmitter<CallEvents> {
   protected heldRemotely = false;
   private lastQuality: unknown;
   private readonly timers = new Set<NodeJS.Timeout>();
+  /** o= version of our next SDP toward the SIP side. */
+  private sdpVersion = 0;
 
   constructor(
     readonly direction: CallDirection,
@@ -128,6 +132,41 @@ export abstract class CallBase extends EventEmitter<CallEvents> {
   }
 
   protected abstract closeBrowserLegs(): void;
+
+  /**
+   * End the call from our side, telling the SIP side. Each direction has its own: before the
+   * answer an outbound call (UAC) CANCELs its INVITE, an inbound one (UAS) answers it with a
+   * final error response; once there is a dialog both BYE it (byeAndFinish).
+   */
+  abstract hangup(cause?: HangupCause): void;
+
+  /** End the call with BYE on its dialog (if any), then release everything. */
+  protected byeAndFinish(info: CallEndInfo): void {
+    this.dialog?.bye().catch((err) => this.log.debug({ err }, 'BYE failed'));
+    this.finish(info);
+  }
+
+  /** The far end or a tab answered: the call is up (answer time for the CDR; 'answered' to the tab). */
+  protected markAnswered(logMsg: string, logFields: object = {}): void {
+    this.state = 'answered';
+    this.answeredAt = new Date();
+    this.log.info(logFields, logMsg);
+    this.emit('answered');
+  }
+
+  /**
+   * Allocate the SIP-side RTP leg. False when the call ended meanwhile: finish() ran before there
+   * was a leg to release, so it is closed here and the caller stops setting up.
+   */
+  protected async allocateSipLeg(): Promise<boolean> {
+    const leg = await this.ctx.media.createSipLeg({ callId: this.id });
+    if (this.ended) {
+      leg.close();
+      return false;
+    }
+    this.sipLeg = leg;
+    return true;
+  }
 
   record(): CallRecord {
     const end = this.endedAt ?? new Date();
@@ -266,8 +305,30 @@ export abstract class CallBase extends EventEmitter<CallEvents> {
   /** A far-end re-offer was accepted: answers from now on mirror it (RFC 3264 §8). */
   protected remoteReoffered(_desc: SipMediaDescription): void {}
 
-  /** Our current SDP toward the SIP side with a given direction (for re-INVITEs). */
+  /**
+   * Our current SDP toward the SIP side with a given direction (for re-INVITEs). Differs by
+   * direction on purpose: an outbound call offers (all our codecs and keys), an inbound one
+   * answers the far end's offer (RFC 3264 §6); both build on localSdpOptions.
+   */
   protected abstract currentLocalSdp(direction: 'sendrecv' | 'sendonly' | 'recvonly' | 'inactive'): string;
+
+  /**
+   * What every SDP we send toward the SIP side shares: our RTP address, the trunk's SRTP policy
+   * and codecs, and the o= line — one session id for the whole call and a version one up on
+   * each SDP sent (the INVITE or 200 OK, then each re-offer or re-answer).
+   */
+  protected localSdpOptions(direction: MediaDirection): SipSdpOptions {
+    if (!this.sipLeg) throw new Error('no SIP media leg');
+    return {
+      advertisedHost: this.sipLeg.localAddress,
+      port: this.sipLeg.localPort,
+      srtp: this.ctx.srtp,
+      codecs: this.ctx.sipCodecs,
+      sessionId: this.id.replace(/\D/g, '').slice(0, 12) || '1',
+      sessionVersion: this.sdpVersion++,
+      direction,
+    };
+  }
 
   /** Browser asked to hold or resume the far end: re-INVITE with a=sendonly / a=sendrecv. */
   async setLocalHold(hold: boolean): Promise<{ ok: true } | { ok: false; message: string }> {
@@ -307,13 +368,17 @@ export abstract class CallBase extends EventEmitter<CallEvents> {
     this.sipLeg.on('inactive', () => {
       if (this.state === 'answered' && !this.heldLocally && !this.heldRemotely) {
         this.log.warn('no RTP from the SIP side: ending the call');
-        this.hangupForMedia();
+        this.hangup('media-timeout');
       }
     });
   }
 
-  /** The SIP side stopped sending RTP: hang up toward it and end the call. */
-  protected abstract hangupForMedia(): void;
+  /** The browser leg carrying the call failed (ICE/DTLS): hang up toward the SIP side. */
+  protected browserMediaFailed(reason: string): void {
+    if (this.ended) return;
+    this.log.warn({ reason }, 'browser media failed');
+    this.hangup('ice-failed');
+  }
 }
 
 export function normaliseCodecName(name: string): 'PCMU' | 'PCMA' | 'opus' {

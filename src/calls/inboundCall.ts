@@ -1,7 +1,7 @@
 import type { ServerInvite } from '../sip';
 import { buildSipAnswer, type SipMediaDescription } from '../sdp';
 import type { BrowserLeg } from '../webrtc/browserLeg';
-import { CallBase, type CallContext } from './callBase';
+import { CallBase, type CallContext, type HangupCause } from './callBase';
 import { sipStatusForRefusal } from './causes';
 
 /** A browser tab that can take a call: implemented by the signaling layer. */
@@ -31,9 +31,8 @@ interface Fork {
  * call is refused at once: 603/486 if a tab declined, else 480 (see settleIfNobodyRinging).
  */
 export class InboundCall extends CallBase {
+  /** By tab (sessionId); the tab that answered is the one fork in state 'won'. */
   private readonly forks = new Map<string, Fork>();
-  private sessionVersion = 0;
-  private winner: Fork | null = null;
   /** The latest explicit refusal by a tab (decline or busy), if any. */
   private refusedBy: 'declined' | 'busy' | null = null;
 
@@ -53,15 +52,16 @@ export class InboundCall extends CallBase {
 
   /** Ring every tab; resolves once the offers are out (or the call could not ring anyone). */
   async ring(targets: RingTarget[]): Promise<void> {
+    let allocated: boolean;
     try {
-      this.sipLeg = await this.ctx.media.createSipLeg({ callId: this.id });
+      allocated = await this.allocateSipLeg();
     } catch (e) {
       // No RTP port free: refuse now (503), or the call would sit in the registry unended.
       this.log.warn({ err: (e as Error).message }, 'no RTP port for the inbound call');
       if (!this.ended) this.refuse('capacity', 'unavailable');
       return;
     }
-    if (this.ended) { this.sipLeg.close(); this.sipLeg = null; return; }
+    if (!allocated) return;
     this.makeLocalCrypto();
     const err = this.applyRemoteMedia(this.remoteOffer);
     if (err) {
@@ -81,10 +81,7 @@ export class InboundCall extends CallBase {
       const fork: Fork = { target, leg, state: 'ringing' };
       this.forks.set(target.sessionId, fork);
       leg.on('failed', (reason) => {
-        if (this.winner === fork && !this.ended) {
-          this.log.warn({ reason }, 'browser media failed');
-          this.hangup('ice-failed');
-        }
+        if (fork.state === 'won') this.browserMediaFailed(reason);
       });
       try {
         const offer = await leg.createOffer();
@@ -116,7 +113,6 @@ export class InboundCall extends CallBase {
     }
     if (this.state !== 'ringing') return { ok: false, message: 'call ended while accepting' };
     fork.state = 'won';
-    this.winner = fork;
     for (const other of this.forks.values()) {
       if (other !== fork && other.state === 'ringing') {
         other.state = 'lost';
@@ -126,10 +122,7 @@ export class InboundCall extends CallBase {
     this.startBridge(fork.leg);
     const dialog = this.invite.accept(this.currentLocalSdp('sendrecv'));
     this.watchDialog(dialog);
-    this.state = 'answered';
-    this.answeredAt = new Date();
-    this.log.info({ sessionId }, 'call answered in the browser');
-    this.emit('answered');
+    this.markAnswered('call answered in the browser', { sessionId });
     return { ok: true };
   }
 
@@ -201,25 +194,22 @@ export class InboundCall extends CallBase {
 
   /** Did this tab get the call? (Other tabs are told "answered elsewhere".) */
   wonBy(sessionId: string): boolean {
-    return this.winner?.target.sessionId === sessionId;
+    return this.forks.get(sessionId)?.state === 'won';
   }
 
   ringingFor(sessionId: string): boolean {
     return this.forks.get(sessionId)?.state === 'ringing';
   }
 
-  hangup(cause: 'local-hangup' | 'ice-failed' | 'shutdown' | 'media-timeout' = 'local-hangup'): void {
+  hangup(cause: HangupCause = 'local-hangup'): void {
     if (this.ended) return;
     if (this.state === 'answered' && this.dialog) {
-      this.dialog.bye().catch((err) => this.log.debug({ err }, 'BYE failed'));
-      this.finish({ cause });
+      this.byeAndFinish({ cause });
       return;
     }
+    // Before the answer the INVITE is still ours to answer: refuse it (a UAS has nothing to
+    // CANCEL, unlike OutboundCall's endTowardSip).
     this.refuse(cause === 'shutdown' ? 'shutdown' : 'declined', cause === 'local-hangup' ? 'rejected' : cause);
-  }
-
-  protected hangupForMedia(): void {
-    this.hangup('media-timeout');
   }
 
   private refuse(reason: Parameters<typeof sipStatusForRefusal>[0], cause?: import('./causes').EndCause): void {
@@ -243,17 +233,10 @@ export class InboundCall extends CallBase {
   }
 
   protected currentLocalSdp(direction: 'sendrecv' | 'sendonly' | 'recvonly' | 'inactive'): string {
-    if (!this.sipLeg) throw new Error('no SIP media leg');
     return buildSipAnswer(this.remoteOffer, {
-      advertisedHost: this.sipLeg.localAddress,
-      port: this.sipLeg.localPort,
+      ...this.localSdpOptions(direction),
       // Answer with the offered tag and suite we accepted, keyed with our own key (RFC 4568 §7.1.2).
       localCrypto: this.activeSrtp ? [{ ...this.activeSrtp.local, tag: this.activeSrtp.remote.tag }] : [],
-      srtp: this.ctx.srtp,
-      codecs: this.ctx.sipCodecs,
-      sessionId: this.id.replace(/\D/g, '').slice(0, 12) || '1',
-      sessionVersion: this.sessionVersion++,
-      direction,
     });
   }
 }

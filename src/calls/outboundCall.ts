@@ -1,7 +1,7 @@
 import type { ClientInvite, SipResponse, SipUserAgent } from '../sip';
 import { buildSipOffer, parseSipAnswer } from '../sdp';
 import { BrowserLeg } from '../webrtc/browserLeg';
-import { CallBase, type CallContext, type CallEndInfo, type Identity } from './callBase';
+import { CallBase, type CallContext, type CallEndInfo, type HangupCause, type Identity } from './callBase';
 import { causeFromSipStatus } from './causes';
 
 export interface OutboundTarget {
@@ -22,7 +22,6 @@ export interface OutboundTarget {
 export class OutboundCall extends CallBase {
   private browser: BrowserLeg | null = null;
   private invite: ClientInvite | null = null;
-  private sessionVersion = 0;
 
   constructor(
     from: string,
@@ -39,11 +38,7 @@ export class OutboundCall extends CallBase {
   async answerBrowser(offerSdp: string): Promise<string> {
     const leg = this.newBrowserLeg();
     this.browser = leg;
-    leg.on('failed', (reason) => {
-      if (this.ended) return;
-      this.log.warn({ reason }, 'browser media failed');
-      this.hangup('ice-failed');
-    });
+    leg.on('failed', (reason) => this.browserMediaFailed(reason));
     return leg.answer(offerSdp);
   }
 
@@ -54,12 +49,7 @@ export class OutboundCall extends CallBase {
   /** Allocate the SIP-side RTP leg and send the INVITE. */
   async dial(): Promise<void> {
     if (this.ended) return;
-    this.sipLeg = await this.ctx.media.createSipLeg({ callId: this.id });
-    if (this.ended) {
-      this.sipLeg.close();
-      this.sipLeg = null;
-      return;
-    }
+    if (!(await this.allocateSipLeg())) return;
     const offer = this.currentLocalSdp('sendrecv', true);
     const inv = this.ua.invite({
       requestUri: this.target.requestUri,
@@ -128,20 +118,16 @@ export class OutboundCall extends CallBase {
     const err = 'error' in desc ? desc.error : this.applyRemoteMedia(desc);
     if (err) {
       this.log.warn({ err }, 'unusable SDP answer: hanging up');
-      dialog.bye().catch(() => undefined);
-      this.finish({ cause: 'failed', sipStatus: 488, sipReason: err });
+      this.byeAndFinish({ cause: 'failed', sipStatus: 488, sipReason: err });
       return;
     }
     this.startBridge(this.browser!);
     this.bridge?.setBrowserTone('none');
-    this.state = 'answered';
-    this.answeredAt = new Date();
-    this.log.info('call answered');
-    this.emit('answered');
+    this.markAnswered('call answered');
   }
 
   /** Browser-initiated end (hangup, tab closed, ICE failure, shutdown). */
-  hangup(cause: 'local-hangup' | 'ice-failed' | 'shutdown' | 'media-timeout' = 'local-hangup'): void {
+  hangup(cause: HangupCause = 'local-hangup'): void {
     this.endTowardSip({ cause });
   }
 
@@ -161,12 +147,12 @@ export class OutboundCall extends CallBase {
     if (this.ended) return;
     if (this.dialog) {
       // Also before `answered`: a 2xx whose handling threw still left a dialog to end.
-      this.dialog.bye().catch((err) => this.log.debug({ err }, 'BYE failed'));
-    } else if (this.invite) {
+      this.byeAndFinish(info);
+    } else {
       // Before the answer: CANCEL (the UA sends it once a provisional response arrived).
-      this.invite.cancel();
+      this.invite?.cancel();
+      this.finish(info);
     }
-    this.finish(info);
   }
 
   /**
@@ -177,27 +163,12 @@ export class OutboundCall extends CallBase {
     this.finish(info);
   }
 
-  protected hangupForMedia(): void {
-    this.hangup('media-timeout');
-  }
-
   protected closeBrowserLegs(): void {
     this.browser?.close().catch(() => undefined);
     this.browser = null;
   }
 
   protected currentLocalSdp(direction: 'sendrecv' | 'sendonly' | 'recvonly' | 'inactive', fresh = false): string {
-    if (!this.sipLeg) throw new Error('no SIP media leg');
-    return buildSipOffer({
-      advertisedHost: this.sipLeg.localAddress,
-      port: this.sipLeg.localPort,
-      srtp: this.ctx.srtp,
-      localCrypto: fresh ? this.makeLocalCrypto() : this.localCrypto,
-      codecs: this.ctx.sipCodecs,
-      ptime: 20,
-      sessionId: this.id.replace(/\D/g, '').slice(0, 12) || '1',
-      sessionVersion: this.sessionVersion++,
-      direction,
-    });
+    return buildSipOffer({ ...this.localSdpOptions(direction), localCrypto: fresh ? this.makeLocalCrypto() : this.localCrypto, ptime: 20 });
   }
 }

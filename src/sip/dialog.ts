@@ -11,7 +11,6 @@ export type DialogEndReason = 'bye' | 'local-bye' | 'no-ack' | 'session-timer' |
 export interface DialogEvents {
   confirmed: [];
   reinvite: [req: SipRequest, reply: (status: number, sdp?: string) => void];
-  info: [req: SipRequest];
   terminated: [reason: DialogEndReason, req?: SipRequest];
 }
 
@@ -161,10 +160,6 @@ export class Dialog extends EventEmitter<DialogEvents> {
     }
   }
 
-  async info(contentType: string, body: string): Promise<SipResponse> {
-    return this.core.sendInDialog(this, this.createRequest('INFO', body, contentType));
-  }
-
   async request(method: string, body = '', contentType = 'application/sdp'): Promise<SipResponse> {
     return this.sendAuthenticated(() => this.createRequest(method, body, contentType));
   }
@@ -230,9 +225,6 @@ export class Dialog extends EventEmitter<DialogEvents> {
         respond(200, 'OK');
         return;
       case 'INFO':
-        respond(200, 'OK');
-        this.emit('info', req);
-        return;
       case 'OPTIONS':
       case 'NOTIFY':
         respond(200, 'OK');
