@@ -72,6 +72,7 @@ function opusFrames(maxPlaybackRate: number): Buffer[] {
   enc.delete();
   return out;
 }
+/** Every stream a browser may send, encoded at start-up: never in the middle of a set-up burst (loading libopus alone takes tens of ms). */
 const framesByRate = new Map<number, Buffer[]>();
 /** The Opus `maxplaybackrate` of the gateway's answer (48000 when absent, RFC 7587). */
 function maxPlaybackRate(answerSdp: string): number {
@@ -79,10 +80,9 @@ function maxPlaybackRate(answerSdp: string): number {
   const fmtp = pt ? new RegExp(`^a=fmtp:${pt} (.*)$`, 'm').exec(answerSdp)?.[1] : undefined;
   return Number(/maxplaybackrate=(\d+)/.exec(fmtp ?? '')?.[1] ?? 48000);
 }
-function framesFor(rate: number): Buffer[] {
-  let f = framesByRate.get(rate);
-  if (!f) { f = opusFrames(rate); framesByRate.set(rate, f); }
-  return f;
+function framesFor(maxPlaybackRate: number): Buffer[] {
+  const rate = maxPlaybackRate <= 8000 ? 8000 : maxPlaybackRate <= 16000 ? 16000 : 48000;
+  return framesByRate.get(rate)!;
 }
 
 async function main(): Promise<void> {
@@ -94,6 +94,7 @@ async function main(): Promise<void> {
   const ua = new SipUserAgent({ transports: [{ protocol: 'udp', host: '127.0.0.1', port: 0 }], logger: pino({ level: 'silent' }), sessionTimers: { expires: 0 } });
   await ua.start();
   ua.on('invite', (inv: ServerInvite) => void answerInvite(inv));
+  for (const rate of [8000, 16000, 48000]) framesByRate.set(rate, opusFrames(rate));
   process.send!({ type: 'ready', sipPort: ua.boundAddresses[0].port });
 
   process.on('message', async (m: { type: string; wsUrl?: string; calls?: number; mode?: Mode; batch?: number }) => {
