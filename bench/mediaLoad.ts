@@ -83,10 +83,7 @@ function memory(): { rss: number; heap: number } {
 export async function mediaLoad(calls: number, mode: 'transcode' | 'passthrough', seconds = 5, opts: { allAtOnce?: boolean; directSrtp?: boolean } = {}): Promise<MediaLoadResult> {
   // BENCH_PROFILE=dir also profiles the load generator (its own file, written when it exits).
   const profDir = process.env.BENCH_PROFILE;
-  // A small young generation for the generator while it measures trips: its scavenges then
-  // pause it ~1 ms instead of 5-15 ms (its pauses would be counted as trip time through the
-  // gateway). Not for the set-up burst, where its ICE and DTLS work would only get slower.
-  const genArgs = [...(opts.allAtOnce ? [] : ['--max-semi-space-size=1']), ...(profDir ? ['--cpu-prof', `--cpu-prof-dir=${profDir}`] : [])];
+  const genArgs = profDir ? ['--cpu-prof', `--cpu-prof-dir=${profDir}`] : [];
   const gen = fork(join(__dirname, 'loadGen.js'), { stdio: 'inherit', execArgv: genArgs });
   const { sipPort } = await request<{ sipPort: number }>(gen, { type: 'noop' }, 'ready');
   const cfg = validateConfig({
