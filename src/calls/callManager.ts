@@ -6,6 +6,7 @@ import type { EndCause } from './causes';
 import { InboundCall, type RingTarget } from './inboundCall';
 import { OutboundCall, type OutboundTarget } from './outboundCall';
 import { IcePortsExhaustedError } from '../webrtc/icePortPool';
+import { RtpPortsExhaustedError } from '../media';
 import { checkBrowserOffer } from '../sdp';
 
 /** Where outbound calls go and how inbound ones find a user. */
@@ -111,27 +112,44 @@ export class CallManager {
     return this.setUpOutbound(call, offerSdp).catch((err) => this.outboundFailed(call, err));
   }
 
-  /** Registers the call, answers the browser and starts dialing; what throws is outboundFailed's. */
+  /**
+   * Registers the call, answers the browser, takes the SIP side's RTP ports and starts dialing;
+   * what throws is outboundFailed's. The ports are taken before the tab hears `calling`, so that
+   * a gateway out of them refuses the call like one out of WebRTC ports (refuseAtCapacity).
+   */
   private async setUpOutbound(call: OutboundCall, offerSdp: string): Promise<StartResult> {
     this.track(call);
     let answerSdp: string;
     try {
       answerSdp = await call.answerBrowser(offerSdp);
     } catch (err) {
-      if (err instanceof IcePortsExhaustedError) {
-        // Every WebRTC port pair is in use: the gateway is at capacity, as at maxCallsGlobal.
-        // Not 'bad-sdp' (the offer was never looked at; the browser should retry later), and
-        // not a hangup by the browser in the CDR.
-        call.log.warn({ err: err.message }, 'no free WebRTC port: call refused');
-        call.failBeforeDial({ cause: 'unavailable', sipReason: err.message });
-        return { ok: false, code: 'too-many-calls', message: 'no free WebRTC port: the gateway is at capacity' };
-      }
+      if (err instanceof IcePortsExhaustedError) return this.refuseAtCapacity(call, err, 'WebRTC');
       call.log.warn({ err: (err as Error).message }, 'browser offer rejected');
       call.hangup('local-hangup');
       return { ok: false, code: 'bad-sdp', message: `could not answer the offer: ${(err as Error).message}` };
     }
+    try {
+      // False: the call ended meanwhile (shutdown); the session still sends `calling`, then `ended`.
+      if (!(await call.reserveSipMedia())) return { ok: true, call, answerSdp };
+    } catch (err) {
+      if (err instanceof RtpPortsExhaustedError) return this.refuseAtCapacity(call, err, 'RTP');
+      throw err;
+    }
     call.dial().catch((err) => this.outboundFailed(call, err));
     return { ok: true, call, answerSdp };
+  }
+
+  /**
+   * Every port pair of a range (WebRTC toward the browser, RTP toward SIP) is in use: the gateway
+   * is at capacity, as at maxCallsGlobal, and the tab is told so alike for both (error
+   * `too-many-calls`). Not 'bad-sdp' or 'internal' (nothing is wrong with the request; the
+   * browser should retry later), and in the CDR `unavailable` as an inbound call refused for the
+   * same reason (503), not a hangup by the browser or a failure.
+   */
+  private refuseAtCapacity(call: OutboundCall, err: Error, kind: 'WebRTC' | 'RTP'): StartResult {
+    call.log.warn({ err: err.message }, `no free ${kind} port: call refused`);
+    call.failBeforeDial({ cause: 'unavailable', sipReason: err.message });
+    return { ok: false, code: 'too-many-calls', message: `no free ${kind} port: the gateway is at capacity` };
   }
 
   /**

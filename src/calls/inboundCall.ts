@@ -1,4 +1,5 @@
 import type { ServerInvite } from '../sip';
+import { RtpPortsExhaustedError } from '../media';
 import { buildSipAnswer, type SipMediaDescription } from '../sdp';
 import type { BrowserLeg } from '../webrtc/browserLeg';
 import { CallBase, type CallContext, type HangupCause } from './callBase';
@@ -14,9 +15,9 @@ export interface RingTarget {
 /**
  * Where one tab's ringing ended up: still ringing; refused by the user ('declined' / 'busy');
  * gone without an answer ('gone': the tab closed; 'failed': it could not be offered the call);
- * or, once a tab accepted, 'won' / 'lost'.
+ * once a tab accepted, 'won' / 'lost'; or, once another tab declined, 'declined-elsewhere'.
  */
-type ForkState = 'ringing' | 'declined' | 'busy' | 'gone' | 'failed' | 'won' | 'lost';
+type ForkState = 'ringing' | 'declined' | 'busy' | 'gone' | 'failed' | 'won' | 'lost' | 'declined-elsewhere';
 
 interface Fork {
   target: RingTarget;
@@ -26,15 +27,17 @@ interface Fork {
 
 /**
  * SIP → browser. Every tab of the called user rings with its own peer connection; the first
- * tab to accept wins, the others are told "answered elsewhere". CANCEL stops the ringing, and
- * an unanswered call is refused with 480 after the ring timeout. When no tab is left ringing the
- * call is refused at once: 603/486 if a tab declined, else 480 (see settleIfNobodyRinging).
+ * tab to accept wins, the others are told "answered elsewhere". A decline in any tab refuses
+ * the call at once with 603, and the other tabs are told "declined elsewhere" (see reject).
+ * CANCEL stops the ringing, and an unanswered call is refused with 480 after the ring timeout.
+ * When no tab is left ringing the call is refused at once: 486 if a tab was busy, else 480 (see
+ * settleIfNobodyRinging).
  */
 export class InboundCall extends CallBase {
   /** By tab (sessionId); the tab that answered is the one fork in state 'won'. */
   private readonly forks = new Map<string, Fork>();
-  /** The latest explicit refusal by a tab (decline or busy), if any. */
-  private refusedBy: 'declined' | 'busy' | null = null;
+  /** Some tab answered busy (its user is on another call); see settleIfNobodyRinging. */
+  private busyInSomeTab = false;
 
   constructor(
     from: string,
@@ -56,8 +59,10 @@ export class InboundCall extends CallBase {
     try {
       allocated = await this.allocateSipLeg();
     } catch (e) {
+      // Anything else is a set-up failure: CallManager's catch-all answers 500 (failSetup).
+      if (!(e instanceof RtpPortsExhaustedError)) throw e;
       // No RTP port free: refuse now (503), or the call would sit in the registry unended.
-      this.log.warn({ err: (e as Error).message }, 'no RTP port for the inbound call');
+      this.log.warn({ err: e.message }, 'no RTP port for the inbound call');
       if (!this.ended) this.refuse('capacity', 'unavailable');
       return;
     }
@@ -126,11 +131,28 @@ export class InboundCall extends CallBase {
     return { ok: true };
   }
 
-  /** The user refused the call in this tab (decline or busy); see settleIfNobodyRinging. */
+  /**
+   * The user refused the call in this tab.
+   *
+   * - Declined: the user was reached and said no, so the call is refused at once with 603
+   *   Decline (cause `rejected`) and stops ringing in every other tab too (told "declined
+   *   elsewhere", see declinedElsewhere): a decline on one device stops the call everywhere, as a
+   *   6xx ends every branch of a forking proxy (RFC 3261 §16.7). 603 also tells upstream proxies
+   *   and PBXs to stop trying other routes (RFC 3261 §21.6.2).
+   * - Busy (486, a 4xx): only this tab is busy; the others ring on (see settleIfNobodyRinging).
+   */
   reject(sessionId: string, reason: 'busy' | 'declined' = 'declined'): void {
     if (!this.stopFork(sessionId, reason)) return;
-    this.refusedBy = reason;
-    this.settleIfNobodyRinging();
+    if (reason === 'busy') {
+      this.busyInSomeTab = true;
+      this.settleIfNobodyRinging();
+      return;
+    }
+    if (this.state !== 'ringing') return;
+    for (const other of this.forks.values()) {
+      if (other.state === 'ringing') other.state = 'declined-elsewhere';
+    }
+    this.refuse('declined', 'rejected');
   }
 
   /**
@@ -152,13 +174,11 @@ export class InboundCall extends CallBase {
   }
 
   /**
-   * How the tabs' outcomes add up to the caller's answer once no tab is left ringing — the one
-   * place this is decided:
+   * How the tabs' outcomes add up to the caller's answer once no tab is left ringing without
+   * anyone having declined (a decline ends the call at once: see reject):
    *
-   * - Some tab refused explicitly (the user pressed decline / reported busy): the latest such
-   *   refusal is the answer, 603 Decline (cause `rejected`) or 486 Busy Here (`busy`). The user
-   *   was reached and said no; 603 rightly tells upstream proxies and PBXs to stop trying other
-   *   routes (RFC 3261 §21.6.2).
+   * - Some tab answered busy: 486 Busy Here (cause `busy`). The user was reached but is on
+   *   another call.
    * - Otherwise every tab went away (closed, or could not be offered the call) without anyone
    *   answering: the user was never reached, so this is 480 Temporarily Unavailable (cause
    *   `unavailable`), the same answer as "no tab open". A 603 here would wrongly stop the PBX
@@ -169,7 +189,7 @@ export class InboundCall extends CallBase {
   private settleIfNobodyRinging(): void {
     if (this.state !== 'ringing') return;
     if ([...this.forks.values()].some((f) => f.state === 'ringing')) return;
-    if (this.refusedBy) this.refuse(this.refusedBy, this.refusedBy === 'busy' ? 'busy' : 'rejected');
+    if (this.busyInSomeTab) this.refuse('busy', 'busy');
     else this.refuse('offline', 'unavailable');
   }
 
@@ -195,6 +215,11 @@ export class InboundCall extends CallBase {
   /** Did this tab get the call? (Other tabs are told "answered elsewhere".) */
   wonBy(sessionId: string): boolean {
     return this.forks.get(sessionId)?.state === 'won';
+  }
+
+  /** Was this tab still ringing when another tab declined the call? (It is told so.) */
+  declinedElsewhere(sessionId: string): boolean {
+    return this.forks.get(sessionId)?.state === 'declined-elsewhere';
   }
 
   ringingFor(sessionId: string): boolean {

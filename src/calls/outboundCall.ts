@@ -46,10 +46,20 @@ export class OutboundCall extends CallBase {
     this.browser?.addIceCandidate(candidate, sdpMid, sdpMLineIndex).catch((err) => this.log.debug({ err }, 'bad browser candidate'));
   }
 
-  /** Allocate the SIP-side RTP leg and send the INVITE. */
+  /**
+   * Take the SIP side's RTP/RTCP port pair, before the call is reported to the tab: rejects with
+   * RtpPortsExhaustedError when none is free. False when the call ended meanwhile.
+   */
+  reserveSipMedia(): Promise<boolean> {
+    return this.allocateSipLeg();
+  }
+
+  /**
+   * Send the INVITE (the SIP-side RTP leg is allocated: reserveSipMedia). Async although it does
+   * not wait: what it throws reaches the caller as a rejection (CallManager.outboundFailed).
+   */
   async dial(): Promise<void> {
     if (this.ended) return;
-    if (!(await this.allocateSipLeg())) return;
     const offer = this.currentLocalSdp('sendrecv', true);
     const inv = this.ua.invite({
       requestUri: this.target.requestUri,
@@ -156,8 +166,8 @@ export class OutboundCall extends CallBase {
   }
 
   /**
-   * Set-up failed on our side before the INVITE (no free WebRTC port): end the call with the
-   * real cause, so the CDR and metrics do not record it as a hangup by the browser.
+   * Set-up failed on our side before the INVITE (no free WebRTC or RTP port): end the call with
+   * the real cause, so the CDR and metrics do not record it as a hangup by the browser.
    */
   failBeforeDial(info: CallEndInfo): void {
     this.finish(info);

@@ -2,6 +2,6 @@
 export { MediaEngine } from './mediaEngine';
 export { SipRtpLeg, type SipLegRemote } from './sipRtpLeg';
 export { MediaBridge, type BrowserMediaPort } from './mediaBridge';
-export { PortAllocator } from './portAllocator';
+export { PortAllocator, RtpPortsExhaustedError } from './portAllocator';
 export type { RtpPacketView } from './rtp';
 export type { LegStats } from './stats';

@@ -1,6 +1,12 @@
 import dgram from 'node:dgram';
 
 /**
+ * What PortAllocator.allocate() throws when no RTP/RTCP pair of the range can be had: the
+ * gateway is at capacity (as with IcePortsExhaustedError for the WebRTC side).
+ */
+export class RtpPortsExhaustedError extends Error {}
+
+/**
  * Hands out RTP/RTCP socket pairs from a configured range: an even port for RTP and the next
  * odd one for RTCP (RFC 3550 §11). A port is never handed out twice; ports the OS refuses
  * (in use by someone else) are skipped; `release` returns the pair.
@@ -26,7 +32,7 @@ export class PortAllocator {
     return this.inUse.size;
   }
 
-  /** Binds an RTP/RTCP socket pair; rejects when the range is exhausted. */
+  /** Binds an RTP/RTCP socket pair; rejects with RtpPortsExhaustedError when the range is exhausted. */
   async allocate(): Promise<{ port: number; rtp: dgram.Socket; rtcp: dgram.Socket }> {
     for (let tries = 0; tries < this.capacity; tries++) {
       const port = this.next;
@@ -39,7 +45,7 @@ export class PortAllocator {
       if (!rtcp) { rtp.close(); this.inUse.delete(port); continue; }
       return { port, rtp, rtcp };
     }
-    throw new Error(`no free media ports in ${this.first}-${this.last} (${this.inUse.size} pairs in use)`);
+    throw new RtpPortsExhaustedError(`no free media ports in ${this.first}-${this.last} (${this.inUse.size} pairs in use)`);
   }
 
   release(port: number): void {

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { WebSocket } from 'ws';
-import type { CallBase, Identity } from '../calls/callBase';
+import type { CallBase, CallEndInfo, Identity } from '../calls/callBase';
 import type { CallManager } from '../calls/callManager';
 import { InboundCall, type RingTarget } from '../calls/inboundCall';
 import { OutboundCall } from '../calls/outboundCall';
@@ -209,6 +209,10 @@ export class BrowserSession implements RingTarget {
     if (this.state === 'closed') { r.call.hangup('local-hangup'); return; }
     this.attach(r.call);
     this.send({ type: 'calling', callId: r.call.id, ref: msg.ref, sdp: r.answerSdp });
+    // Dialing runs on after startOutbound returned, and a failure there can end the call before
+    // this continuation ran (e.g. an INVITE that could not be sent): its `ended` event is past,
+    // so the tab is told now, or it would wait for the end of a call that is already over.
+    if (r.call.ended) this.callEnded(r.call, r.call.endInfo ?? { cause: 'failed' });
   }
 
   private attach(call: CallBase): void {
@@ -226,15 +230,24 @@ export class BrowserSession implements RingTarget {
     call.on('held', (by) => this.send({ type: 'held', callId: id, by }));
     call.on('resumed', (by) => this.send({ type: 'resumed', callId: id, by }));
     call.on('dtmf', (digit) => this.send({ type: 'dtmf', callId: id, digit }));
-    call.once('ended', (info) => {
-      if (!this.calls.has(id)) return;
-      this.calls.delete(id);
-      this.send({ type: 'ended', callId: id, cause: info.cause, sipStatus: info.sipStatus, sipReason: info.sipReason });
-    });
+    call.once('ended', (info) => this.callEnded(call, info));
   }
 
-  /** This tab is out of the call while it goes on elsewhere (declined or answered elsewhere). */
-  private detach(call: CallBase, info: { cause: 'answered-elsewhere' | 'rejected' }): void {
+  /** The call is over: tell this tab, once. A tab still ringing when another declined hears that. */
+  private callEnded(call: CallBase, info: CallEndInfo): void {
+    if (call instanceof InboundCall && call.declinedElsewhere(this.sessionId)) {
+      this.detach(call, { cause: 'declined-elsewhere' });
+      return;
+    }
+    if (!this.calls.delete(call.id)) return;
+    this.send({ type: 'ended', callId: call.id, cause: info.cause, sipStatus: info.sipStatus, sipReason: info.sipReason });
+  }
+
+  /**
+   * This tab is out of the call: it goes on elsewhere (this tab refused it busy, or another tab
+   * answered it), or it is over because another tab declined it.
+   */
+  private detach(call: CallBase, info: { cause: 'answered-elsewhere' | 'declined-elsewhere' | 'rejected' }): void {
     if (!this.calls.delete(call.id)) return;
     this.send({ type: 'ended', callId: call.id, cause: info.cause });
   }

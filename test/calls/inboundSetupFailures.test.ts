@@ -10,15 +10,19 @@
  *   refused at once with 480 (not after the ring timeout, and not 603: a tab that goes away has
  *   not declined — RFC 3261 §21.6.2) and holds no WebRTC port; with another tab still open, that
  *   tab rings alone and its explicit decline ends the call at once with 603.
- * - A ringing tab closes: 480 as well, and with two tabs only once the last one is gone; but a
- *   tab that declined explicitly before the last one closed makes it 603.
+ * - A ringing tab closes: 480 as well, and with two tabs only once the last one is gone.
+ * - One of two ringing tabs declines explicitly: 603 at once, without waiting for the other tab,
+ *   which stops ringing (`ended` with cause `declined-elsewhere`). A `hangup` from a ringing tab
+ *   is its decline. But `reject` with reason `busy` (486, a 4xx) only takes that tab out: the
+ *   others ring on, and with no decline from any of them it ends as 486 once none rings.
  * - Handling the INVITE throws after the call was registered: 500, and the call is ended (out of
  *   the registry, CDR written, ports released) rather than left behind.
  *
  * Ports: 21600-21699, a block of 30 per test from its BASE: http BASE, SIP BASE+1, trunk BASE+3,
  * the trunk's SDP media port BASE+4 (nothing listens: no RTP flows before an answer), RTP
  * BASE+10.., WebRTC BASE+20..BASE+29 (test 1: RTP one pair, WebRTC +12..+19). Tests 4-6 use
- * 21700-21749 in blocks of 17/16, the same layout squeezed: RTP BASE+6..BASE+9, WebRTC BASE+10...
+ * 21700-21749 in blocks of 17/16, the same layout squeezed: RTP BASE+6..BASE+9, WebRTC BASE+10..;
+ * the busy and hangup tests likewise 21800-21817 and 21818-21833.
  */
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
@@ -274,7 +278,7 @@ test('one of two tabs closes while the inbound call is set up: the other rings a
   assert.deepEqual(r.media().usage, idle);
 });
 
-/** Gateway options for the tests on 21700-21749: RTP BASE+6..BASE+9 (two pairs), WebRTC BASE+10..BASE+15/16. */
+/** Gateway options for the squeezed blocks: RTP BASE+6..BASE+9 (two pairs), WebRTC BASE+10..webrtcLast. */
 function smallBlock(base: number, webrtcLast: number): Parameters<typeof startGateway>[1] {
   return {
     media: { host: '127.0.0.1', portRange: [base + 6, base + 9], inactivityTimeoutSec: 60 },
@@ -332,29 +336,41 @@ test('a ringing tab closes its WebSocket: 480 Temporarily Unavailable (not 603),
   assert.equal(rec2?.sipStatus, 480);
 });
 
-test('one of two ringing tabs declines, then the other closes: the explicit decline stands (603, rejected)', async (t) => {
+test('one of two ringing tabs declines: 603 at once (rejected), the other tab stops ringing (declined-elsewhere), nothing leaked', async (t) => {
   const BASE = 21718; // 21718-21733
   const r = await rig(t, BASE, smallBlock(BASE, BASE + 15));
   const declining = await r.tab('erin');
-  const closing = await r.tab('erin');
+  const other = await r.tab('erin');
   const call = r.invite('erin', '+15550000041');
   const incoming = await message(declining, 'incoming');
-  await message(closing, 'incoming');
+  assert.equal((await message(other, 'incoming')).callId, incoming.callId);
   await until(() => call.progress.includes(180), '180 Ringing');
 
+  // The decline alone settles it: the other tab is still open and ringing, and does nothing.
   const from = declining.messages.length;
+  const fromOther = other.messages.length;
   declining.ws.send(JSON.stringify({ type: 'reject', callId: incoming.callId }));
-  assert.equal((await message(declining, 'ended', from)).cause, 'rejected', 'the declining tab is out of the call');
-  assert.equal(r.manager().get(incoming.callId)?.state, 'ringing', 'the other tab still rings');
-
-  closing.ws.close();
-  const res = await within(call.final, PROMPT_MS, 'a final response once the last ringing tab closed');
+  const res = await within(call.final, PROMPT_MS, 'a final response once one tab declined');
   assert.equal(res.status, 603, `the user declined in one tab: got ${res.status} ${res.reason}`);
-  await until(() => r.gw.gateway.activeCalls === 0 && r.icePool().used === 0, 'the call and its WebRTC ports released');
+  assert.equal(res.reason, 'Decline');
+  const ended = await message(declining, 'ended', from);
+  assert.equal(ended.callId, incoming.callId);
+  assert.equal(ended.cause, 'rejected', 'the declining tab is out of the call');
+  const endedOther = await message(other, 'ended', fromOther);
+  assert.equal(endedOther.callId, incoming.callId);
+  assert.equal(endedOther.cause, 'declined-elsewhere', `the other tab is told why it stopped ringing: ${JSON.stringify(endedOther)}`);
+  await until(() => r.gw.gateway.activeCalls === 0 && r.icePool().used === 0, 'the call and both tabs\' WebRTC ports released');
   assert.deepEqual(r.media().usage, idle);
   const rec = r.cdr().find((c) => c.from === '+15550000041');
   assert.equal(rec?.cause, 'rejected');
   assert.equal(rec?.sipStatus, 603);
+
+  // Each tab heard of the end once; the other tab closing afterwards changes nothing.
+  other.ws.close();
+  await until(() => r.signaling().connectionCount === 1, 'the gateway to see the other tab close');
+  assert.equal(declining.messages.filter((m) => m.type === 'ended').length, 1);
+  assert.equal(other.messages.filter((m) => m.type === 'ended').length, 1);
+  assert.equal(r.cdr().filter((c) => c.from === '+15550000041').length, 1, 'one CDR for the call');
 });
 
 test('handling an INVITE throws after the call was registered: 500, the call ended, out of the registry, with a CDR, nothing leaked', async (t) => {
@@ -399,4 +415,77 @@ test('handling an INVITE throws after the call was registered: 500, the call end
   next.inv.cancel();
   assert.equal((await within(next.final, PROMPT_MS, 'the final response to the next call')).status, 487);
   await until(() => r.gw.gateway.activeCalls === 0 && r.icePool().used === 0 && r.media().usage.portsAllocated === 0, 'the next call released');
+});
+
+test('busy in one tab keeps the others ringing; a decline in another then ends the call at once (603); a busy tab with the others gone makes it 486', async (t) => {
+  const BASE = 21800; // 21800-21817: WebRTC four pairs, one per tab
+  const r = await rig(t, BASE, smallBlock(BASE, BASE + 17));
+  const busy = await r.tab('gina');
+  const declining = await r.tab('gina');
+  const third = await r.tab('gina');
+
+  // Call 1 rings all three tabs. One is busy: only that tab is out of the call.
+  const call = r.invite('gina', '+15550000061');
+  let settled = false;
+  call.final.then(() => { settled = true; }, () => { settled = true; });
+  const incoming = await message(busy, 'incoming');
+  for (const tab of [declining, third]) assert.equal((await message(tab, 'incoming')).callId, incoming.callId);
+  await until(() => call.progress.includes(180), '180 Ringing');
+  busy.ws.send(JSON.stringify({ type: 'reject', callId: incoming.callId, reason: 'busy' }));
+  assert.equal((await message(busy, 'ended')).cause, 'rejected', 'the busy tab is out of the call');
+  await until(() => r.icePool().used === 2, 'the busy tab\'s browser leg released');
+  await new Promise((res) => setTimeout(res, 200));
+  assert.equal(r.manager().get(incoming.callId)?.state, 'ringing', 'the other tabs still ring');
+  assert.equal(settled, false, 'no final response while tabs still ring');
+  for (const tab of [declining, third]) assert.ok(!tab.messages.some((m) => m.type === 'ended'), 'the other tabs are still rung');
+
+  // Another tab declines: 603 at once, though the third still rings; it is told why it stopped.
+  declining.ws.send(JSON.stringify({ type: 'reject', callId: incoming.callId, reason: 'declined' }));
+  const res = await within(call.final, PROMPT_MS, 'a final response once a tab declined');
+  assert.equal(res.status, 603, `a decline stops the call everywhere: got ${res.status} ${res.reason}`);
+  assert.equal((await message(declining, 'ended')).cause, 'rejected');
+  assert.equal((await message(third, 'ended')).cause, 'declined-elsewhere');
+  await until(() => r.gw.gateway.activeCalls === 0 && r.icePool().used === 0 && r.media().usage.portsAllocated === 0, 'call 1 released');
+  assert.equal(busy.messages.filter((m) => m.type === 'ended').length, 1, 'the busy tab heard of call 1 once, when it refused');
+  const rec = r.cdr().find((c) => c.from === '+15550000061');
+  assert.equal(rec?.cause, 'rejected');
+  assert.equal(rec?.sipStatus, 603);
+
+  // Call 2: one tab busy, then the other two close without a word: 486, the busy answer stands.
+  const from = busy.messages.length;
+  const call2 = r.invite('gina', '+15550000062');
+  let settled2 = false;
+  call2.final.then(() => { settled2 = true; }, () => { settled2 = true; });
+  const incoming2 = await message(busy, 'incoming', from);
+  await until(() => call2.progress.includes(180), '180 Ringing for call 2');
+  busy.ws.send(JSON.stringify({ type: 'reject', callId: incoming2.callId, reason: 'busy' }));
+  await message(busy, 'ended', from);
+  await new Promise((res) => setTimeout(res, 200));
+  assert.equal(settled2, false, 'still ringing on the other tabs');
+  declining.ws.close();
+  third.ws.close();
+  const res2 = await within(call2.final, PROMPT_MS, 'a final response once no tab rings');
+  assert.equal(res2.status, 486, `got ${res2.status} ${res2.reason}`);
+  await until(() => r.gw.gateway.activeCalls === 0 && r.icePool().used === 0 && r.media().usage.portsAllocated === 0, 'call 2 released');
+  const rec2 = r.cdr().find((c) => c.from === '+15550000062');
+  assert.equal(rec2?.cause, 'busy');
+  assert.equal(rec2?.sipStatus, 486);
+});
+
+test('hangup from a ringing tab is its decline: 603 at once, and the other tab is told declined-elsewhere', async (t) => {
+  const BASE = 21818; // 21818-21833
+  const r = await rig(t, BASE, smallBlock(BASE, BASE + 15));
+  const hanging = await r.tab('hank');
+  const other = await r.tab('hank');
+  const call = r.invite('hank', '+15550000071');
+  const incoming = await message(hanging, 'incoming');
+  await message(other, 'incoming');
+  await until(() => call.progress.includes(180), '180 Ringing');
+  hanging.ws.send(JSON.stringify({ type: 'hangup', callId: incoming.callId }));
+  const res = await within(call.final, PROMPT_MS, 'a final response once a tab hung up');
+  assert.equal(res.status, 603, `got ${res.status} ${res.reason}`);
+  assert.equal((await message(hanging, 'ended')).cause, 'rejected');
+  assert.equal((await message(other, 'ended')).cause, 'declined-elsewhere');
+  await until(() => r.gw.gateway.activeCalls === 0 && r.icePool().used === 0 && r.media().usage.portsAllocated === 0, 'the call released');
+  assert.equal(r.cdr().find((c) => c.from === '+15550000071')?.cause, 'rejected');
 });

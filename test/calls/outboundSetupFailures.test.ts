@@ -1,20 +1,30 @@
 /**
  * Outbound calls (a tab's `call` → INVITE to the trunk) whose set-up throws after the call was
- * registered. A whole gateway in this process on loopback, a WebSocket client with a werift peer
- * connection's offer as the tab (ICE never needs to connect) and our SIP user agent as the trunk.
- * Failures are provoked by wrapping the gateway's media engine (or its metrics hook), as a bug in
- * a dependency would show up. In every case the call must end: cause `failed` in the CDR, out of
- * the registry, its RTP and WebRTC ports released, the tab told (error `internal` before the
- * `calling` answer, `ended` after it), and an INVITE already sent CANCELled or BYE'd.
+ * registered, ends before the tab's session attached to it, or finds no free RTP port. A whole
+ * gateway in this process on loopback, a WebSocket client with a werift peer connection's offer
+ * as the tab (ICE never needs to connect) and our SIP user agent as the trunk. Failures are
+ * provoked by wrapping the gateway's media engine (or its metrics hook, SIP user agent or call
+ * manager), as a bug in a dependency would show up, or by a one-pair RTP range. In every case
+ * the call must end: out of the registry, its RTP and WebRTC ports released, the tab told (an
+ * error before the `calling` answer, `ended` after it), an INVITE already sent CANCELled or
+ * BYE'd, and for a set-up that threw cause `failed` in the CDR.
  *
  * - The call-started hook throws as the call is registered: error `internal`, no INVITE.
  * - Building the INVITE's SDP throws (after the SIP leg was allocated): `ended` failed, no INVITE.
  * - The trunk's 183 with SDP cannot be applied: CANCEL to the trunk, `ended` failed.
  * - The trunk's 200 OK cannot be applied: BYE to the trunk, `ended` failed; the next call works.
+ * - The INVITE cannot be sent at all (the UA throws at once): the call ends before the tab's
+ *   session has attached to it, and the tab still gets `calling` and then `ended` failed.
+ * - Likewise for a call the gateway's shutdown ends in that window: `calling`, then `ended`
+ *   shutdown (not a set-up failure; the same rig, with the manager wrapped).
+ * - No RTP port pair free for the SIP leg: refused like a call without a WebRTC port
+ *   (icePortExhaustion.test.ts): error `too-many-calls` before any `calling`, CDR cause
+ *   `unavailable` (as an inbound call refused 503 for the same reason), no INVITE, nothing leaked.
  *
- * Ports: 21750-21797, a block of 12 per test from its BASE: http BASE, SIP BASE+1, (demo BASE+2),
- * trunk BASE+3, the trunk's SDP media port BASE+4 (nothing listens), RTP BASE+6..BASE+9 (two
- * pairs), WebRTC BASE+10..BASE+11 (one pair).
+ * Ports: 21750-21797 and 21860-21883, a block of 12 per test from its BASE: http BASE, SIP
+ * BASE+1, (demo BASE+2), trunk BASE+3, the trunk's SDP media port BASE+4 (nothing listens), RTP
+ * BASE+6..BASE+9 (two pairs), WebRTC BASE+10..BASE+11 (one pair). The RTP exhaustion test uses
+ * 21884-21899: RTP BASE+6..BASE+7 (one pair), WebRTC BASE+10..BASE+15 (three pairs).
  */
 import { after, test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
@@ -51,8 +61,11 @@ interface Rig {
   cdr(): Msg[];
 }
 
-/** A gateway on `base` whose trunk (a UA on base+3) answers each INVITE with `answer`. */
-async function rig(t: TestContext, base: number, answer: (inv: ServerInvite) => void): Promise<Rig> {
+/**
+ * A gateway on `base` whose trunk (a UA on base+3) answers each INVITE with `answer`; `ports`
+ * replaces the RTP and WebRTC ranges.
+ */
+async function rig(t: TestContext, base: number, answer: (inv: ServerInvite) => void, ports?: { rtp: [number, number]; webrtc: [number, number] }): Promise<Rig> {
   const sockets: WebSocket[] = [];
   const invites: ServerInvite[] = [];
   const trunk = new SipUserAgent({ transports: [{ protocol: 'udp', host: '127.0.0.1', port: base + 3 }], logger: pino({ level: 'silent' }) });
@@ -62,9 +75,9 @@ async function rig(t: TestContext, base: number, answer: (inv: ServerInvite) => 
     demo: { enabled: false },
     trunk: { uri: `sip:127.0.0.1:${base + 3}`, srtp: 'off', codecs: ['PCMU'], sourceCidrs: ['127.0.0.1/32'] },
     dialplan: { allow: ['+1555*'] },
-    media: { host: '127.0.0.1', portRange: [base + 6, base + 9], inactivityTimeoutSec: 60 },
+    media: { host: '127.0.0.1', portRange: ports?.rtp ?? [base + 6, base + 9], inactivityTimeoutSec: 60 },
     // The tab never connects ICE: the connect timeout must not end a call mid-test.
-    webrtc: { portRange: [base + 10, base + 11], connectTimeoutSec: 60 },
+    webrtc: { portRange: ports?.webrtc ?? [base + 10, base + 11], connectTimeoutSec: 60 },
   });
   t.after(async () => {
     for (const ws of sockets) ws.terminate();
@@ -248,4 +261,105 @@ test('the trunk\'s 200 OK cannot be applied: the dialog is BYE\'d, ended with ca
   assert.equal((await message(dave, ['ended'], from)).cause, 'local-hangup');
   await until(() => terminated.length === 2, 'BYE for the second call');
   await until(() => r.gw.gateway.activeCalls === 0 && r.icePool().used === 0 && r.media().usage.portsAllocated === 0, 'the second call released');
+});
+
+test('the INVITE cannot be sent (the UA throws at once): the call ends before the tab is attached, and the tab still gets calling then ended failed', async (t) => {
+  const BASE = 21860; // 21860-21871
+  const r = await rig(t, BASE, (inv) => inv.progress(180));
+  const erin = await r.tab('erin');
+  // Dialing runs on after startOutbound returned; a failure with no wait in between ends the
+  // call within the same turn, before the session's continuation attaches to the call.
+  const ua = r.gw.gateway['ua']!;
+  ua.invite = () => { throw new Error('test: the INVITE cannot be sent'); };
+  t.after(() => { Reflect.deleteProperty(ua, 'invite'); });
+
+  erin.ws.send(JSON.stringify({ type: 'call', to: '+15551000006', ref: 'r6', sdp: await browserOffer() }));
+  const calling = await message(erin, ['calling', 'error', 'ended']);
+  assert.equal(calling.type, 'calling', `the browser offer was answered: ${JSON.stringify(calling)}`);
+  assert.equal(calling.ref, 'r6');
+  const ended = await message(erin, ['ended']);
+  assert.equal(ended.callId, calling.callId);
+  assert.equal(ended.cause, 'failed', `the tab learns the call is over: ${JSON.stringify(ended)}`);
+  await assertEndedCleanly(r, '+15551000006');
+  await new Promise((res) => setTimeout(res, 300));
+  assert.equal(r.invites.length, 0, 'no INVITE for the failed call');
+  assert.equal(erin.messages.filter((m) => m.type === 'ended').length, 1, 'ended exactly once');
+  // The call is gone for the tab: a hangup for it is an unknown call, not a second end.
+  const from = erin.messages.length;
+  erin.ws.send(JSON.stringify({ type: 'hangup', callId: calling.callId }));
+  assert.equal((await message(erin, ['error', 'ended'], from)).code, 'unknown-call');
+});
+
+test('the gateway shuts down between the call\'s set-up and the tab\'s session attaching to it: the tab gets calling then ended shutdown', async (t) => {
+  const BASE = 21872; // 21872-21883
+  const r = await rig(t, BASE, (inv) => inv.progress(180));
+  const fay = await r.tab('fay');
+  // Whatever the set-up does inside, the call is over by the time the session gets it back.
+  const manager = r.gw.gateway['manager']!;
+  const startOutbound = manager.startOutbound;
+  manager.startOutbound = async (...args) => {
+    const res = await startOutbound.apply(manager, args);
+    manager.hangupAll();
+    return res;
+  };
+  t.after(() => { Reflect.deleteProperty(manager, 'startOutbound'); });
+
+  fay.ws.send(JSON.stringify({ type: 'call', to: '+15551000007', ref: 'r7', sdp: await browserOffer() }));
+  const calling = await message(fay, ['calling', 'error', 'ended']);
+  assert.equal(calling.type, 'calling', JSON.stringify(calling));
+  const ended = await message(fay, ['ended']);
+  assert.equal(ended.callId, calling.callId);
+  assert.equal(ended.cause, 'shutdown', JSON.stringify(ended));
+  await until(() => r.gw.gateway.activeCalls === 0 && r.icePool().used === 0 && r.media().usage.portsAllocated === 0, 'the call released');
+  await new Promise((res) => setTimeout(res, 300));
+  assert.equal(fay.messages.filter((m) => m.type === 'ended').length, 1, 'ended exactly once');
+  const recs = r.cdr().filter((c) => c.to === '+15551000007');
+  assert.equal(recs.length, 1);
+  assert.equal(recs[0].cause, 'shutdown');
+});
+
+test('no RTP port pair free for the SIP leg: refused like a call without a WebRTC port (error too-many-calls, CDR unavailable), no INVITE, nothing leaked', async (t) => {
+  const BASE = 21884; // 21884-21899
+  const r = await rig(t, BASE, (inv) => inv.progress(180), { rtp: [BASE + 6, BASE + 7], webrtc: [BASE + 10, BASE + 15] });
+  const gus = await r.tab('gus');
+
+  // Call 1 takes the only RTP pair and rings at the trunk.
+  gus.ws.send(JSON.stringify({ type: 'call', to: '+15551000008', ref: 'r8', sdp: await browserOffer() }));
+  const calling = await message(gus, ['calling', 'error', 'ended']);
+  assert.equal(calling.type, 'calling', JSON.stringify(calling));
+  await until(() => r.invites.length === 1, 'the INVITE of call 1');
+  const withOneCall = { legs: 1, bridges: 1, portsAllocated: 1 };
+  await until(() => r.media().usage.bridges === 1, 'call 1 ringing (its bridge plays ringback)');
+  assert.deepEqual(r.media().usage, withOneCall);
+  assert.equal(r.icePool().used, 1);
+
+  // Call 2: no RTP pair left. The tab is told the gateway is at capacity, before any `calling`.
+  let from = gus.messages.length;
+  gus.ws.send(JSON.stringify({ type: 'call', to: '+15551000009', ref: 'r9', sdp: await browserOffer() }));
+  const refused = await message(gus, ['calling', 'error', 'ended'], from);
+  assert.equal(refused.type, 'error', `call 2 refused: ${JSON.stringify(refused)}`);
+  assert.equal(refused.code, 'too-many-calls', 'out of RTP ports is the gateway\'s capacity, as out of WebRTC ports');
+  assert.match(refused.message, /RTP port/);
+  await until(() => r.gw.gateway.activeCalls === 1 && r.icePool().used === 1, 'the refused call out of the registry, its WebRTC port back');
+  await new Promise((res) => setTimeout(res, 300));
+  assert.ok(!gus.messages.slice(from).some((m) => m.type === 'calling' || m.type === 'ended'), 'neither `calling` nor `ended` for the refused call');
+  assert.equal(r.invites.length, 1, 'no INVITE for the refused call');
+  assert.deepEqual(r.media().usage, withOneCall, 'no RTP port or leg left by the refused call');
+  const recs = r.cdr().filter((c) => c.to === '+15551000009');
+  assert.equal(recs.length, 1, 'the refused call has its CDR');
+  assert.equal(recs[0].cause, 'unavailable', 'the CDR cause of a call refused for want of a WebRTC port');
+  assert.equal(recs[0].sipStatus, undefined, 'nothing was sent toward SIP');
+
+  // Call 1 hangs up: its pair comes back, and the next call gets it.
+  from = gus.messages.length;
+  gus.ws.send(JSON.stringify({ type: 'hangup', callId: calling.callId }));
+  assert.equal((await message(gus, ['ended'], from)).cause, 'local-hangup');
+  await until(() => r.gw.gateway.activeCalls === 0 && r.icePool().used === 0 && r.media().usage.portsAllocated === 0, 'call 1 released');
+  from = gus.messages.length;
+  gus.ws.send(JSON.stringify({ type: 'call', to: '+15551000010', ref: 'r10', sdp: await browserOffer() }));
+  const again = await message(gus, ['calling', 'error', 'ended'], from);
+  assert.equal(again.type, 'calling', `a call after the release: ${JSON.stringify(again)}`);
+  await until(() => r.invites.length === 2, 'the INVITE of call 3');
+  gus.ws.send(JSON.stringify({ type: 'hangup', callId: again.callId }));
+  await until(() => r.gw.gateway.activeCalls === 0 && r.icePool().used === 0 && r.media().usage.portsAllocated === 0, 'everything released');
 });
