@@ -52,15 +52,13 @@ const pcmu = Buffer.alloc(160, 0xd5);
 const now = () => performance.now();
 
 /**
- * One second of Opus as Chrome would send it, for the bandwidth the gateway's answer allows:
- * Chrome caps its encoder's bandwidth at the answer's `maxplaybackrate` (RFC 7587 §6.1) and
- * then defaults to 12 / 20 / 32 kb/s for narrow / wide / full band (WebRTC's Opus encoder).
- * Encoding from a capture at that rate gives the same kind of stream (SILK NB, WB, or hybrid
- * fullband), which is what decides the gateway's decoding cost.
+ * One second of Opus as Chrome would send it for the gateway's answer: Chrome caps its encoder's
+ * bandwidth at the answer's `maxplaybackrate` (RFC 7587 §6.1) and encodes at its
+ * `maxaveragebitrate`, else at its own defaults (about 8 kb/s narrowband as measured, 20 / 32
+ * kb/s wide / full band). Encoding from a capture at that rate gives the same kind of stream
+ * (SILK NB, WB, or hybrid fullband), which is what decides the gateway's decoding cost.
  */
-function opusFrames(maxPlaybackRate: number): Buffer[] {
-  const rate = maxPlaybackRate <= 8000 ? 8000 : maxPlaybackRate <= 16000 ? 16000 : 48000;
-  const bitrate = rate === 8000 ? 12000 : rate === 16000 ? 20000 : 32000;
+function opusFrames(rate: 8000 | 16000 | 48000, bitrate: number): Buffer[] {
   const enc = new OpusEncoder({ sampleRate: rate, bitrate, complexity: 5, fec: true, packetLossPercent: 5 });
   const n = rate / 50;
   const out: Buffer[] = [];
@@ -72,17 +70,19 @@ function opusFrames(maxPlaybackRate: number): Buffer[] {
   enc.delete();
   return out;
 }
-/** Every stream a browser may send, encoded at start-up: never in the middle of a set-up burst (loading libopus alone takes tens of ms). */
-const framesByRate = new Map<number, Buffer[]>();
-/** The Opus `maxplaybackrate` of the gateway's answer (48000 when absent, RFC 7587). */
-function maxPlaybackRate(answerSdp: string): number {
+/** Streams by "rate/bitrate"; libopus is loaded at start-up, never in the middle of a set-up burst (that takes tens of ms). */
+const framesByKind = new Map<string, Buffer[]>();
+/** What the browser sends for this answer (the Opus fmtp of its first payload type). */
+function framesFor(answerSdp: string): Buffer[] {
   const pt = /^m=audio \S+ \S+ (\d+)/m.exec(answerSdp)?.[1];
-  const fmtp = pt ? new RegExp(`^a=fmtp:${pt} (.*)$`, 'm').exec(answerSdp)?.[1] : undefined;
-  return Number(/maxplaybackrate=(\d+)/.exec(fmtp ?? '')?.[1] ?? 48000);
-}
-function framesFor(maxPlaybackRate: number): Buffer[] {
-  const rate = maxPlaybackRate <= 8000 ? 8000 : maxPlaybackRate <= 16000 ? 16000 : 48000;
-  return framesByRate.get(rate)!;
+  const fmtp = (pt ? new RegExp(`^a=fmtp:${pt} (.*)$`, 'm').exec(answerSdp)?.[1] : undefined) ?? '';
+  const playback = Number(/maxplaybackrate=(\d+)/.exec(fmtp)?.[1] ?? 48000);
+  const rate = playback <= 8000 ? 8000 : playback <= 16000 ? 16000 : 48000;
+  const bitrate = Number(/maxaveragebitrate=(\d+)/.exec(fmtp)?.[1] ?? (rate === 8000 ? 8000 : rate === 16000 ? 20000 : 32000));
+  const key = `${rate}/${bitrate}`;
+  let frames = framesByKind.get(key);
+  if (!frames) { frames = opusFrames(rate, bitrate); framesByKind.set(key, frames); }
+  return frames;
 }
 
 async function main(): Promise<void> {
@@ -94,7 +94,7 @@ async function main(): Promise<void> {
   const ua = new SipUserAgent({ transports: [{ protocol: 'udp', host: '127.0.0.1', port: 0 }], logger: pino({ level: 'silent' }), sessionTimers: { expires: 0 } });
   await ua.start();
   ua.on('invite', (inv: ServerInvite) => void answerInvite(inv));
-  for (const rate of [8000, 16000, 48000]) framesByRate.set(rate, opusFrames(rate));
+  framesByKind.set('8000/20000', opusFrames(8000, 20000)); // what the gateway asks for on G.711 calls
   process.send!({ type: 'ready', sipPort: ua.boundAddresses[0].port });
 
   process.on('message', async (m: { type: string; wsUrl?: string; calls?: number; mode?: Mode; batch?: number }) => {
@@ -245,7 +245,7 @@ async function connectCall(id: number, wsUrl: string, stunPort: number): Promise
   }
   phases.answered.push(now());
   await pc.setRemoteDescription({ type: 'answer', sdp: msg.sdp });
-  call.frames = framesFor(maxPlaybackRate(msg.sdp));
+  call.frames = framesFor(msg.sdp);
   call.step = 'ICE/DTLS';
   await connected;
   const direct = DirectSrtpPath.attach(transceiver, onAudio, pino({ level: 'silent' }));

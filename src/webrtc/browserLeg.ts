@@ -55,21 +55,26 @@ interface BrowserLegEvents {
 
 const TELEPHONE_EVENT_48K = 126;
 const TELEPHONE_EVENT_8K = 101;
+/** What a narrowband browser stream may spend: enough for SILK's in-band FEC. */
+const NARROWBAND_OPUS_BITRATE = 20000;
+
 /**
  * Our Opus receive preferences (RFC 7587 §6.1), in our offers and answers alike. useinbandfec=1
  * asks the browser to add in-band FEC (without it Chrome encodes none); the bridge recovers
  * lost frames from it. minptime=10 is what browsers state themselves.
  *
  * maxplaybackrate, when the call's audio can only go on as narrowband G.711: anything above
- * 4 kHz would be decoded and thrown away. Chrome caps its encoder's bandwidth at it (and then
- * defaults to 12 kb/s at 8 kHz): a narrowband SILK packet decodes in about a third of the time
- * of the hybrid fullband one it sends otherwise (bench "per operation"), the largest single
- * cost of a transcoded call, and SILK always carries the in-band FEC the bridge can use (a
- * CELT-only packet carries none). sprop-maxcapturerate says our own audio is narrowband too.
+ * 4 kHz would be decoded and thrown away. Chrome caps its encoder's bandwidth at it: a
+ * narrowband SILK packet decodes in a fraction of the time of the hybrid fullband one it sends
+ * otherwise (bench "per operation"), the largest single cost of a transcoded call. Left to
+ * itself Chrome then encodes ~8 kb/s, below the rate at which SILK adds in-band FEC, so
+ * maxaveragebitrate gives it 20 kb/s to spend (Chrome takes it as its target): measured with
+ * Chromium, FEC then appears in the voiced packets about a second after our receiver reports
+ * show loss, as it does at fullband. sprop-maxcapturerate says our own audio is narrowband too.
  */
 function opusFmtp(maxPlaybackRate: number | undefined): string {
   const base = 'minptime=10;useinbandfec=1';
-  return maxPlaybackRate ? `${base};maxplaybackrate=${maxPlaybackRate};sprop-maxcapturerate=${maxPlaybackRate}` : base;
+  return maxPlaybackRate ? `${base};maxplaybackrate=${maxPlaybackRate};sprop-maxcapturerate=${maxPlaybackRate};maxaveragebitrate=${NARROWBAND_OPUS_BITRATE}` : base;
 }
 
 /**

@@ -1,10 +1,9 @@
-import { randomInt } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { RTCRtpTransceiver } from 'werift';
 import { SrtpSession } from '../media/srtp';
 import { buildRtp, parseRtp, RTCP, type RtpPacketView } from '../media/rtp';
 import type { ReceptionReport } from '../media/mediaBridge';
-import { dtlsTransportOf, PROFILE_AES128_CM_SHA1_80, stopReceiverReports, type IceConnectionLike, type SenderLike, type UdpTransportLike } from './weriftInternals';
+import { dtlsTransportOf, PROFILE_AES128_CM_SHA1_80, stopRtcpReports, type IceConnectionLike, type SenderLike, type UdpTransportLike } from './weriftInternals';
 
 /**
  * The browser leg's per-packet audio path once ICE and DTLS are up.
@@ -23,17 +22,18 @@ import { dtlsTransportOf, PROFILE_AES128_CM_SHA1_80, stopReceiverReports, type I
  * (another werift version), {@link DirectSrtpPath.attach} returns the reason instead and the
  * leg keeps werift's own path: slower, never broken.
  *
- * werift's receiver no longer sees the browser's RTP, so it cannot write the receiver reports
- * the browser's sender relies on (its Opus encoder adds in-band FEC only when they say packets
- * are lost). Given a source of report blocks (the media bridge's receive statistics), the path
- * sends them itself: RTCP RR + SDES, about once a second, through the same SRTP session.
+ * RTCP to the browser is ours too, one compound packet about once a second through the same
+ * SRTP session: a sender report (once we sent audio) or receiver report from the sender's SSRC,
+ * with a reception report block when given a source of them (the media bridge's receive
+ * statistics: werift's receiver no longer sees the browser's RTP, and the browser's Opus
+ * encoder adds in-band FEC only when reports say packets are lost), and the SDES CNAME. werift's
+ * own report loops are stopped: theirs would report stale figures, and two SRTCP senders on
+ * one SSRC would reuse keystream.
  */
 
-/** Sender-report fields are refreshed every this many packets (werift sends SRs every 0.5–1.5 s). */
-const SR_REFRESH_PACKETS = 16;
 /** Seconds between 1900 (NTP epoch) and 1970 (Unix epoch). */
 const NTP_EPOCH_OFFSET = 2208988800;
-/** Receiver reports every 0.5-1.5 s: werift's RTCP interval, randomised as RFC 3550 §6.3.1 asks. */
+/** Reports every 0.5-1.5 s: werift's RTCP interval, randomised as RFC 3550 §6.3.1 asks. */
 const REPORT_MIN_MS = 500;
 const REPORT_SPREAD_MS = 1000;
 
@@ -43,14 +43,8 @@ export class DirectSrtpPath {
   private readonly restore: Array<() => void> = [];
   private closed = false;
   private reportTimer: NodeJS.Timeout | null = null;
-  /**
-   * The SSRC our receiver reports come from. Not the sender's: werift keeps sending sender
-   * reports under that one with its own SRTCP index counter, and the same key, SSRC and index
-   * twice would reuse keystream and look like replays to the browser (RFC 3711 §3.3.2). An
-   * SSRC that only reports is ordinary RTP (browsers use one when they send nothing); the SDES
-   * CNAME we send with it ties it to this endpoint.
-   */
-  private readonly reportSsrc: number;
+  /** What our sender reports say (RFC 3550 §6.4.1), and the last packet's RTP timestamp, payload type and time, to give the report's instant its RTP timestamp. */
+  private readonly sentInfo = { packets: 0, octets: 0, rtpTimestamp: 0, payloadType: 0, atMs: 0 };
   /** The browser's latest sender report: its NTP time's middle 32 bits and when it came (LSR/DLSR). */
   private lastSr: { ssrc: number; ntpMiddle: number; atMs: number } | null = null;
 
@@ -58,16 +52,14 @@ export class DirectSrtpPath {
     private readonly srtp: SrtpSession,
     private readonly connection: IceConnectionLike,
     private readonly sender: SenderLike,
+    private readonly clockRates: ReadonlyMap<number, number>,
     private readonly onPacket: (pkt: RtpPacketView) => void,
     private readonly receptionReport: (() => ReceptionReport | null) | undefined,
-  ) {
-    do this.reportSsrc = randomInt(1, 0xffffffff); while (this.reportSsrc === sender.ssrc);
-  }
+  ) {}
 
   /**
    * Takes over audio RTP on the connected transceiver's sockets. Returns the path, or the reason
-   * it cannot (then nothing was changed). With `receptionReport`, the path also sends the
-   * browser receiver reports built from its blocks, in werift's receiver's stead.
+   * it cannot (then nothing was changed). With `receptionReport`, our reports carry its blocks.
    */
   static attach(transceiver: RTCRtpTransceiver, onPacket: (pkt: RtpPacketView) => void, logger: Logger, receptionReport?: () => ReceptionReport | null): DirectSrtpPath | { reason: string } {
     const t = dtlsTransportOf(transceiver);
@@ -80,11 +72,16 @@ export class DirectSrtpPath {
       return { reason: 'werift ICE sockets not reachable' };
     }
     const sender = transceiver.sender as unknown as SenderLike;
-    if (typeof sender.ssrc !== 'number' || typeof sender.runRtcp !== 'function') return { reason: 'werift RTP sender not as expected' };
+    if (typeof sender.ssrc !== 'number') return { reason: 'werift RTP sender not as expected' };
     const keys = t.dtls.extractSessionKeys(16, 14);
     const suite = 'AES_CM_128_HMAC_SHA1_80' as const;
     const srtp = new SrtpSession({ local: { tag: 1, suite, key: keys.localKey, salt: keys.localSalt }, remote: { tag: 1, suite, key: keys.remoteKey, salt: keys.remoteSalt } });
-    const path = new DirectSrtpPath(srtp, connection, sender, onPacket, receptionReport);
+    // Last of the checks: from here on nothing fails, so werift's loops are not left stopped without us.
+    const stopWeriftRtcp = stopRtcpReports(transceiver);
+    if (!stopWeriftRtcp) return { reason: 'werift RTCP report loops not as expected' };
+    const clockRates = new Map((transceiver.codecs ?? []).map((c) => [c.payloadType, c.clockRate] as const));
+    const path = new DirectSrtpPath(srtp, connection, sender, clockRates, onPacket, receptionReport);
+    path.restore.push(stopWeriftRtcp);
     for (const udp of transports as UdpTransportLike[]) {
       const werift = udp.onData;
       // RFC 7983 demultiplexing: first byte 128–191 is RTP or RTCP (PT 192–223, RFC 5761) and
@@ -96,12 +93,7 @@ export class DirectSrtpPath {
       };
       path.restore.push(() => { udp.onData = werift; });
     }
-    if (receptionReport) {
-      const undo = stopReceiverReports(transceiver);
-      if (undo) path.restore.push(undo);
-      else logger.warn('werift RTP receiver not as expected: it may send receiver reports of its own');
-      path.scheduleReport();
-    }
+    path.scheduleReport();
     logger.debug({ transports: transports.length }, 'browser audio on the direct SRTP path');
     return path;
   }
@@ -127,10 +119,15 @@ export class DirectSrtpPath {
       return;
     }
     this.counts.sent++;
-    this.updateSenderReport(pkt, pkt.payload.length);
+    const s = this.sentInfo;
+    s.packets = (s.packets + 1) >>> 0;
+    s.octets = (s.octets + pkt.payload.length) >>> 0;
+    s.rtpTimestamp = pkt.timestamp;
+    s.payloadType = pkt.payloadType;
+    s.atMs = performance.now();
   }
 
-  /** Hands werift's sockets (and its receiver's reports) back; the peer connection closes them. */
+  /** Hands werift's sockets (and its report loops) back; the peer connection closes them. */
   close(): void {
     if (this.closed) return;
     this.closed = true;
@@ -172,7 +169,7 @@ export class DirectSrtpPath {
   private scheduleReport(): void {
     this.reportTimer = setTimeout(() => {
       try {
-        this.sendReceptionReport();
+        this.sendReport();
       } catch {
         // The socket closed under us: the leg is going away (a throw here would be uncaught).
       }
@@ -182,61 +179,63 @@ export class DirectSrtpPath {
   }
 
   /**
-   * RR with one report block about the browser's audio (RFC 3550 §6.4.2), and the SDES CNAME a
-   * compound RTCP packet needs (§6.1; werift's answer does not offer reduced-size RTCP).
+   * One compound RTCP packet (RFC 3550 §6.1; werift's answer does not offer reduced-size RTCP):
+   * SR once we have sent audio, else RR (§6.4), from the sender's SSRC, with a report block about
+   * the browser's audio when there is one; then SDES with the CNAME our SDP announced.
    */
-  private sendReceptionReport(): void {
+  private sendReport(): void {
     const pair = this.connection.nominated;
     const udp = pair?.protocol.transport;
     if (this.closed || !pair || !udp || this.connection.state === 'closed' || this.connection.state === 'failed') return;
-    const r = this.receptionReport?.(); // only when it is sent: this starts the next fraction-lost interval
-    if (!r) return;
+    const r = this.receptionReport?.() ?? null; // pulled only when sent: it starts the next fraction-lost interval
+    const ssrc = this.sender.ssrc >>> 0;
+    const s = this.sentInfo;
+    const isSr = s.packets > 0;
+    const reportLength = (isSr ? 28 : 8) + (r ? 24 : 0);
     const cname = typeof this.sender.cname === 'string' ? Buffer.from(this.sender.cname).subarray(0, 255) : null;
     // SDES: header, chunk SSRC, CNAME item (type, length, text), 1-4 zero bytes to a 32-bit boundary.
     const sdesLength = cname ? 8 + ((cname.length + 6) & ~3) : 0;
-    const out = Buffer.alloc(32 + sdesLength);
-    out[0] = 0x81; // V=2, one report block
-    out[1] = RTCP.RR;
-    out.writeUInt16BE(32 / 4 - 1, 2);
-    out.writeUInt32BE(this.reportSsrc, 4);
-    out.writeUInt32BE(r.ssrc >>> 0, 8);
-    const lost = Math.max(-0x800000, Math.min(0x7fffff, r.cumulativeLost)); // 24-bit signed
-    out.writeUInt32BE(((Math.min(255, Math.max(0, r.fractionLost)) << 24) | (lost & 0xffffff)) >>> 0, 12);
-    out.writeUInt32BE(r.extendedHighestSeq >>> 0, 16);
-    out.writeUInt32BE(Math.max(0, r.jitter) >>> 0, 20);
-    const sr = this.lastSr?.ssrc === r.ssrc ? this.lastSr : null;
-    if (sr) {
-      out.writeUInt32BE(sr.ntpMiddle, 24);
-      out.writeUInt32BE(Math.min(0xffffffff, Math.round(((performance.now() - sr.atMs) / 1000) * 65536)), 28); // DLSR, 1/65536 s
+    const out = Buffer.alloc(reportLength + sdesLength);
+    out[0] = 0x80 | (r ? 1 : 0); // V=2, report count
+    out[1] = isSr ? RTCP.SR : RTCP.RR;
+    out.writeUInt16BE(reportLength / 4 - 1, 2);
+    out.writeUInt32BE(ssrc, 4);
+    let at = 8;
+    if (isSr) {
+      // The NTP time of this instant and the RTP timestamp of the same instant, extrapolated from
+      // the last packet sent at its payload type's clock rate.
+      const wallMs = Date.now();
+      out.writeUInt32BE(Math.floor(wallMs / 1000) + NTP_EPOCH_OFFSET, 8);
+      out.writeUInt32BE(Math.floor(((wallMs % 1000) / 1000) * 2 ** 32) >>> 0, 12);
+      const clockRate = this.clockRates.get(s.payloadType) ?? 48000;
+      out.writeUInt32BE((s.rtpTimestamp + Math.round(((performance.now() - s.atMs) * clockRate) / 1000)) >>> 0, 16);
+      out.writeUInt32BE(s.packets, 20);
+      out.writeUInt32BE(s.octets, 24);
+      at = 28;
+    }
+    if (r) {
+      out.writeUInt32BE(r.ssrc >>> 0, at);
+      const lost = Math.max(-0x800000, Math.min(0x7fffff, r.cumulativeLost)); // 24-bit signed
+      out.writeUInt32BE(((Math.min(255, Math.max(0, r.fractionLost)) << 24) | (lost & 0xffffff)) >>> 0, at + 4);
+      out.writeUInt32BE(r.extendedHighestSeq >>> 0, at + 8);
+      out.writeUInt32BE(Math.max(0, r.jitter) >>> 0, at + 12);
+      const sr = this.lastSr?.ssrc === r.ssrc ? this.lastSr : null;
+      if (sr) {
+        out.writeUInt32BE(sr.ntpMiddle, at + 16);
+        out.writeUInt32BE(Math.min(0xffffffff, Math.round(((performance.now() - sr.atMs) / 1000) * 65536)), at + 20); // DLSR, 1/65536 s
+      }
     }
     if (cname) {
-      out[32] = 0x81; // V=2, one chunk
-      out[33] = RTCP.SDES;
-      out.writeUInt16BE(sdesLength / 4 - 1, 34);
-      out.writeUInt32BE(this.reportSsrc, 36);
-      out[40] = 1; // CNAME
-      out[41] = cname.length;
-      cname.copy(out, 42);
+      const d = reportLength;
+      out[d] = 0x81; // V=2, one chunk
+      out[d + 1] = RTCP.SDES;
+      out.writeUInt16BE(sdesLength / 4 - 1, d + 2);
+      out.writeUInt32BE(ssrc, d + 4);
+      out[d + 8] = 1; // CNAME
+      out[d + 9] = cname.length;
+      cname.copy(out, d + 10);
     }
     udp.socket.send(this.srtp.protectRtcp(out), pair.remoteAddr[1], pair.remoteAddr[0]); // rtcp-mux: the RTP pair
     this.counts.rtcpSent++;
-  }
-
-  /**
-   * werift's sender writes RTCP sender reports from these fields (the browser derives RTT and
-   * its remote-inbound statistics from them); it starts doing so on its first packet.
-   */
-  private updateSenderReport(pkt: RtpPacketView, payloadBytes: number): void {
-    const s = this.sender;
-    s.packetCount = (s.packetCount + 1) >>> 0;
-    s.octetCount = (s.octetCount + payloadBytes) >>> 0;
-    if (this.counts.sent % SR_REFRESH_PACKETS !== 1) return;
-    // The NTP time and RTP timestamp of the same instant (RFC 3550 §6.4.1).
-    const ms = Date.now();
-    const seconds = Math.floor(ms / 1000) + NTP_EPOCH_OFFSET;
-    const fraction = Math.floor(((ms % 1000) / 1000) * 2 ** 32);
-    s.ntpTimestamp = (BigInt(seconds) << 32n) | BigInt(fraction);
-    s.rtpTimestamp = pkt.timestamp;
-    if (this.counts.sent === 1) void s.runRtcp().catch(() => undefined);
   }
 }

@@ -18,8 +18,9 @@ export interface DtlsTransportLike {
   dtls?: { srtp: { srtpProfile?: number }; extractSessionKeys(keyLength: number, saltLength: number): { localKey: Buffer; localSalt: Buffer; remoteKey: Buffer; remoteSalt: Buffer } };
   iceTransport: { connection: IceConnectionLike };
 }
-export interface SenderLike { ssrc: number; cname?: unknown; ntpTimestamp: bigint; rtpTimestamp: number; packetCount: number; octetCount: number; runRtcp(): Promise<void> }
-interface ReceiverLike { runRtcp(): Promise<void>; rtcpRunning: boolean; rtcpCancel: AbortController }
+export interface SenderLike { ssrc: number; cname?: unknown }
+/** werift's RTCRtpSender and RTCRtpReceiver both run their RTCP reports like this. */
+interface RtcpLoopLike { runRtcp(): Promise<void>; rtcpRunning: boolean; rtcpCancel: AbortController }
 
 export function dtlsTransportOf(transceiver: RTCRtpTransceiver): DtlsTransportLike | null {
   try {
@@ -54,20 +55,22 @@ export function setAnswerDtlsRole(transceiver: RTCRtpTransceiver, role: 'client'
 }
 
 /**
- * Keeps werift's RTP receiver from sending receiver reports, for when our code reports instead.
- * Its report loop starts at the first RTP packet it handles and from then on reports what it
- * saw; once the direct path has the packets that is nothing, or a frozen picture if a few
- * came through werift first, and the browser would read both reports. Returns an undo, or null
- * when werift's receiver is not as expected (then werift may report as well: it only does if it
- * ever got a packet).
+ * Keeps werift's RTP sender and receiver from sending RTCP reports, for when the direct path
+ * reports instead. The sender's loop starts at its first RTP packet and the receiver's at the
+ * first one it gets; on the direct path they would report stale or no figures, and the sender's
+ * SRs would spend SRTCP indexes of the sender SSRC that our SRTCP session also uses (the same
+ * key, SSRC and index twice reuses keystream, RFC 3711 §9.1). Returns an undo, or null when
+ * either is not as expected (then nothing was changed).
  */
-export function stopReceiverReports(transceiver: RTCRtpTransceiver): (() => void) | null {
-  const r = transceiver.receiver as unknown as ReceiverLike;
-  if (typeof r?.runRtcp !== 'function' || typeof r.rtcpRunning !== 'boolean' || !(r.rtcpCancel instanceof AbortController)) return null;
-  r.runRtcp = async () => {}; // werift calls this for every RTP packet it receives
-  if (r.rtcpRunning) {
-    r.rtcpRunning = false; // what werift's own stop() does to end the loop
-    r.rtcpCancel.abort();
+export function stopRtcpReports(transceiver: RTCRtpTransceiver): (() => void) | null {
+  const loops = [transceiver.sender, transceiver.receiver] as unknown as RtcpLoopLike[];
+  if (!loops.every((r) => typeof r?.runRtcp === 'function' && typeof r.rtcpRunning === 'boolean' && r.rtcpCancel instanceof AbortController)) return null;
+  for (const r of loops) {
+    r.runRtcp = async () => {}; // werift calls this for every RTP packet sent or received
+    if (r.rtcpRunning) {
+      r.rtcpRunning = false; // what werift's own stop() does to end the loop
+      r.rtcpCancel.abort();
+    }
   }
-  return () => { delete (r as Partial<ReceiverLike>).runRtcp; };
+  return () => { for (const r of loops) delete (r as Partial<RtcpLoopLike>).runRtcp; };
 }

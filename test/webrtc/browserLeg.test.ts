@@ -188,8 +188,8 @@ function chromeLikeOffer(opusFmtp: string): string {
   ].join('\r\n');
 }
 
-test('a narrowband call asks the browser for narrowband Opus (maxplaybackrate=8000), in answers and offers', async () => {
-  const want = 'minptime=10;useinbandfec=1;maxplaybackrate=8000;sprop-maxcapturerate=8000';
+test('a narrowband call asks the browser for narrowband Opus (maxplaybackrate=8000) at a rate with room for FEC, in answers and offers', async () => {
+  const want = 'minptime=10;useinbandfec=1;maxplaybackrate=8000;sprop-maxcapturerate=8000;maxaveragebitrate=20000';
   const a = leg(undefined, 8000);
   try {
     const answer = await a.answer(chromeLikeOffer('minptime=10;useinbandfec=1'));
@@ -287,16 +287,28 @@ test('direct path: the browser gets receiver reports from the bridge\'s statisti
     assert.ok(blocks.some((r) => r.fractionLost > 0), 'the loss was reported as a fraction too');
     // werift computed the round trip from our LSR/DLSR: loopback, so well under 100 ms.
     assert.ok(Math.abs(rtt()!) < 0.1, `rtt ${rtt()}`);
-    // One reporter: our report SSRC, not werift's receiver (which reports with the sender's SSRC);
-    // werift's sender reports (sender info only) carry no blocks to contradict ours.
+    // One reporter, the gateway's SSRC the answer announced (werift's own report loops are
+    // stopped); compound RR + SDES with the answer's CNAME. No SR yet: no audio sent.
     const gatewaySsrc = Number(/^a=ssrc:(\d+) cname:/m.exec(pair.answer)![1]);
-    assert.equal(new Set(reports.map((p) => p.ssrc)).size, 1);
-    assert.notEqual(reports[0].ssrc, gatewaySsrc);
-    assert.ok(gatewaySrs.every((p) => p.reports.length === 0));
-    // Our reports are compound, RR + SDES, the CNAME the gateway's SDP announced.
+    assert.deepEqual([...new Set(reports.map((p) => p.ssrc))], [gatewaySsrc]);
+    assert.equal(gatewaySrs.length, 0);
     const cname = /^a=ssrc:\d+ cname:(\S+)/m.exec(pair.answer)![1];
-    assert.ok(cnames.includes(`${reports[0].ssrc}:${cname}`), `${cnames} has ${reports[0].ssrc}:${cname}`);
+    assert.ok(cnames.includes(`${gatewaySsrc}:${cname}`), `${cnames} has ${gatewaySsrc}:${cname}`);
     assert.ok((l.directCounts?.rtcpSent ?? 0) >= reports.length);
+
+    // Once the gateway sends audio (the trunk's PCMU, transcoded), its reports are SRs from the
+    // same SSRC: sender info with what it sent, and the report block about the browser's audio.
+    for (let i = 0; i < 25; i++) {
+      const rtp = Buffer.alloc(172, 0xff);
+      rtp[0] = 0x80; rtp[1] = 0; rtp.writeUInt16BE(500 + i, 2); rtp.writeUInt32BE(i * 160, 4); rtp.writeUInt32BE(0x7777, 8);
+      trunk.send(rtp, sipLeg.localPort, '127.0.0.1');
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    await until(() => gatewaySrs.some((p) => p.senderInfo.packetCount > 0), 'a sender report after the gateway sent audio', 8000);
+    const sr = gatewaySrs.find((p) => p.senderInfo.packetCount > 0)!;
+    assert.equal(sr.ssrc, gatewaySsrc);
+    assert.ok(sr.senderInfo.packetCount <= l.directCounts!.sent && sr.senderInfo.octetCount > 0, `SR ${sr.senderInfo.packetCount} packets, ${sr.senderInfo.octetCount} octets; sent ${l.directCounts!.sent}`);
+    assert.deepEqual(sr.reports.map((b) => b.ssrc), [sender.ssrc]);
     bridge.close();
     sipLeg.close();
   }).finally(async () => {
