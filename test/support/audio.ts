@@ -9,6 +9,30 @@ export function writeToneWav(path: string, opts: { hz: number; sampleRate: numbe
   writeFileSync(path, Buffer.concat([wavHeader(n * 2, opts.sampleRate), data]));
 }
 
+/**
+ * Writes a mono 16-bit PCM WAV of a synthetic voice: a gliding pitch with formant-shaped
+ * harmonics in syllable-like bursts and pauses. Browsers' Opus encoders treat it as speech
+ * (SILK, which carries in-band FEC), where a pure tone gets CELT-only packets.
+ */
+export function writeSpeechWav(path: string, opts: { sampleRate: number; seconds: number }): void {
+  const rate = opts.sampleRate;
+  const n = Math.round(rate * opts.seconds);
+  const data = Buffer.alloc(n * 2);
+  for (let i = 0; i < n; i++) {
+    const t = i / rate;
+    const f0 = 170 + 45 * Math.sin(2 * Math.PI * 0.37 * t) + 15 * Math.sin(2 * Math.PI * 1.3 * t);
+    // The phase of that pitch glide (its integral), so the harmonics stay continuous.
+    const phase = 2 * Math.PI * (170 * t - (45 / (2 * Math.PI * 0.37)) * Math.cos(2 * Math.PI * 0.37 * t) - (15 / (2 * Math.PI * 1.3)) * Math.cos(2 * Math.PI * 1.3 * t));
+    const f1 = 500 + 250 * Math.sin(2 * Math.PI * 0.9 * t);
+    const f2 = 1500 + 600 * Math.sin(2 * Math.PI * 0.55 * t + 1);
+    let v = 0;
+    for (let k = 1; k * f0 < 3800; k++) { const f = k * f0; v += (1 / (1 + ((f - f1) / 120) ** 2) + 0.5 / (1 + ((f - f2) / 180) ** 2)) * Math.sin(k * phase); }
+    const syllable = Math.max(0, Math.sin(2 * Math.PI * 4 * t)) ** 0.7 * (Math.sin(2 * Math.PI * 0.25 * t) > -0.6 ? 1 : 0);
+    data.writeInt16LE(Math.max(-32768, Math.min(32767, Math.round(4500 * v * syllable))), i * 2);
+  }
+  writeFileSync(path, Buffer.concat([wavHeader(n * 2, rate), data]));
+}
+
 function wavHeader(dataBytes: number, sampleRate: number): Buffer {
   const h = Buffer.alloc(44);
   h.write('RIFF', 0); h.writeUInt32LE(36 + dataBytes, 4); h.write('WAVE', 8);
