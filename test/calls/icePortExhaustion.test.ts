@@ -11,13 +11,14 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import pino from 'pino';
 import WebSocket from 'ws';
-import { MediaStreamTrack, RTCPeerConnection, RTCRtpCodecParameters } from 'werift';
+import type { RTCPeerConnection } from 'werift';
 import { SipUserAgent, type ServerInvite, type SipResponse } from '../../src/sip';
 import { mintToken } from '../../src/edge';
 import type { MediaEngine } from '../../src/media';
 import type { IcePortPool } from '../../src/webrtc/icePortPool';
 import { startGateway } from '../support/gateway';
 import { startStunResponder } from '../../bench/stunResponder';
+import { browserOffer, until } from '../support/tabs';
 
 const BASE = 20700; // http 20700, SIP 20701, trunk 20703, RTP 20740-20759, WebRTC 20760-20761
 const TRUNK_PORT = BASE + 3;
@@ -27,6 +28,7 @@ let gw: Awaited<ReturnType<typeof startGateway>>;
 let trunk: SipUserAgent;
 const invites: ServerInvite[] = [];
 const peers: RTCPeerConnection[] = [];
+const offer = async (): Promise<string> => browserOffer((await stun).port, peers);
 const sockets: WebSocket[] = [];
 
 before(async () => {
@@ -58,14 +60,6 @@ const media = (): MediaEngine => gw.gateway['media']!;
 const icePool = (): IcePortPool => (gw.gateway['manager'] as unknown as { opts: { ctx: { ice: { portPool: IcePortPool } } } }).opts.ctx.ice.portPool;
 const cdr = (): Array<Record<string, any>> => readFileSync(gw.cdrPath, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l));
 
-async function until(cond: () => boolean, what: string, ms = 5000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
-
 /** A browser tab for `user`: hello with a token, messages kept in order. */
 async function tab(user: string): Promise<{ ws: WebSocket; messages: Array<Record<string, any>>; next(type: string, from: number): Promise<Record<string, any>> }> {
   const ws = new WebSocket(`ws://127.0.0.1:${BASE}/ws`, { headers: { Origin: `http://127.0.0.1:${BASE}` } });
@@ -82,21 +76,6 @@ async function tab(user: string): Promise<{ ws: WebSocket; messages: Array<Recor
   return { ws, messages, next };
 }
 
-/** A werift peer connection's offer, as a browser would send it (STUN on loopback, never Google's). */
-async function browserOffer(): Promise<string> {
-  const pc = new RTCPeerConnection({
-    iceServers: [{ urls: `stun:127.0.0.1:${(await stun).port}` }],
-    iceUseIpv6: false,
-    iceInterfaceAddresses: { udp4: '127.0.0.1' },
-    codecs: { audio: [new RTCRtpCodecParameters({ mimeType: 'audio/opus', clockRate: 48000, channels: 2, payloadType: 111 })] },
-  });
-  peers.push(pc);
-  pc.addTransceiver(new MediaStreamTrack({ kind: 'audio' }), { direction: 'sendrecv' });
-  await pc.setLocalDescription(await pc.createOffer());
-  await new Promise<void>((r) => { if (pc.iceGatheringState === 'complete') r(); else pc.iceGatheringStateChange.subscribe((s) => { if (s === 'complete') r(); }); });
-  return pc.localDescription!.sdp;
-}
-
 const settle = () => new Promise((r) => setTimeout(r, 300));
 
 test('with every WebRTC port pair in use, a new outbound call is refused cleanly and inbound INVITEs get 480', async () => {
@@ -104,7 +83,7 @@ test('with every WebRTC port pair in use, a new outbound call is refused cleanly
 
   // Call 1 takes the only port pair and rings the trunk.
   let from = alice.messages.length;
-  alice.ws.send(JSON.stringify({ type: 'call', to: '+15551230000', sdp: await browserOffer() }));
+  alice.ws.send(JSON.stringify({ type: 'call', to: '+15551230000', sdp: await offer() }));
   const calling = await alice.next('calling', from);
   assert.equal(calling.type, 'calling', `call 1 set up: ${JSON.stringify(calling)}`);
   await until(() => invites.length === 1, 'the INVITE of call 1 at the trunk');
@@ -116,7 +95,7 @@ test('with every WebRTC port pair in use, a new outbound call is refused cleanly
 
   // Call 2: no port pair left. The browser is told why, and nothing is left behind.
   from = alice.messages.length;
-  alice.ws.send(JSON.stringify({ type: 'call', to: '+15551230001', sdp: await browserOffer() }));
+  alice.ws.send(JSON.stringify({ type: 'call', to: '+15551230001', sdp: await offer() }));
   const refused = await alice.next('calling', from);
   assert.equal(refused.type, 'error', `call 2 refused: ${JSON.stringify(refused)}`);
   assert.equal(refused.code, 'too-many-calls', 'out of WebRTC ports is the gateway\'s capacity, not a bad offer');
@@ -159,7 +138,7 @@ test('with every WebRTC port pair in use, a new outbound call is refused cleanly
   await until(() => icePool().used === 0 && media().usage.portsAllocated === 0, 'call 1\'s ports released');
   assert.equal(gw.gateway.activeCalls, 0);
   from = alice.messages.length;
-  alice.ws.send(JSON.stringify({ type: 'call', to: '+15551230002', sdp: await browserOffer() }));
+  alice.ws.send(JSON.stringify({ type: 'call', to: '+15551230002', sdp: await offer() }));
   const again = await alice.next('calling', from);
   assert.equal(again.type, 'calling', `a call after the release: ${JSON.stringify(again)}`);
   await until(() => invites.length === 2, 'the INVITE of call 3');
@@ -175,7 +154,7 @@ test('an offer the browser leg cannot answer gets error bad-sdp: no call, no INV
   const usageBefore = media().usage;
   const usedBefore = icePool().used;
   const callsBefore = gw.gateway.activeCalls;
-  const plain = (await browserOffer()).replace(/UDP\/TLS\/RTP\/SAVPF/g, 'RTP/AVP');
+  const plain = (await offer()).replace(/UDP\/TLS\/RTP\/SAVPF/g, 'RTP/AVP');
   for (const sdp of ['v=0\r\nthis is not SDP', plain]) {
     const from = bob.messages.length;
     bob.ws.send(JSON.stringify({ type: 'call', to: '+15551230003', sdp }));
@@ -190,7 +169,7 @@ test('an offer the browser leg cannot answer gets error bad-sdp: no call, no INV
   assert.equal(icePool().used, usedBefore, 'no WebRTC port taken');
   // The connection stays usable: a good offer from the same tab goes through.
   const from = bob.messages.length;
-  bob.ws.send(JSON.stringify({ type: 'call', to: '+15551230004', sdp: await browserOffer() }));
+  bob.ws.send(JSON.stringify({ type: 'call', to: '+15551230004', sdp: await offer() }));
   const ok = await bob.next('calling', from);
   assert.equal(ok.type, 'calling', JSON.stringify(ok));
   bob.ws.send(JSON.stringify({ type: 'hangup', callId: ok.callId }));

@@ -30,19 +30,17 @@ import { readFileSync } from 'node:fs';
 import pino from 'pino';
 import WebSocket from 'ws';
 import { SipUserAgent, type ClientInvite, type SipResponse } from '../../src/sip';
-import { mintToken } from '../../src/edge';
 import type { MediaEngine } from '../../src/media';
 import type { CallManager } from '../../src/calls/callManager';
 import type { SignalingServer } from '../../src/signaling/signalingServer';
 import type { IcePortPool } from '../../src/webrtc/icePortPool';
 import { startGateway } from '../support/gateway';
+import { openTab, until, type Msg, type Tab } from '../support/tabs';
 
 const SECRET = 'inbound-setup-failures-secret-0123456789';
 /** Bound on "at once": set-up takes well under a second; the ring timeout below is 120 s. */
 const PROMPT_MS = 30_000;
 
-type Msg = Record<string, any>;
-interface Tab { ws: WebSocket; messages: Msg[] }
 
 interface Rig {
   gw: Awaited<ReturnType<typeof startGateway>>;
@@ -83,17 +81,7 @@ async function rig(t: TestContext, base: number, overrides: Parameters<typeof st
     icePool: () => (gw.gateway['manager'] as unknown as { opts: { ctx: { ice: { portPool: IcePortPool } } } }).opts.ctx.ice.portPool,
     cdr: () => readFileSync(gw.cdrPath, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l)),
 
-    async tab(user) {
-      const ws = new WebSocket(`ws://127.0.0.1:${base}/ws`, { headers: { Origin: `http://127.0.0.1:${base}` } });
-      sockets.push(ws);
-      const messages: Msg[] = [];
-      ws.on('message', (d) => messages.push(JSON.parse(d.toString())));
-      await new Promise((res, rej) => { ws.once('open', res); ws.once('error', rej); });
-      ws.send(JSON.stringify({ type: 'hello', version: 1, token: await mintToken({ sub: user }, { hs256Secret: SECRET }, { ttlSec: 300 }) }));
-      await until(() => messages.some((m) => m.type === 'welcome' || m.type === 'error'), `welcome for ${user}`);
-      assert.ok(messages.some((m) => m.type === 'welcome'), `hello accepted: ${JSON.stringify(messages)}`);
-      return { ws, messages };
-    },
+    tab: (user) => openTab(base, user, SECRET, sockets),
 
     invite(user, fromNumber) {
       const inv = trunk.invite({
@@ -113,14 +101,6 @@ async function rig(t: TestContext, base: number, overrides: Parameters<typeof st
     },
   };
   return r;
-}
-
-async function until(cond: () => boolean, what: string, ms = 10_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
 }
 
 function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {

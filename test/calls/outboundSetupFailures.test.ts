@@ -31,12 +31,12 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import pino from 'pino';
 import WebSocket from 'ws';
-import { MediaStreamTrack, RTCPeerConnection, RTCRtpCodecParameters } from 'werift';
+import type { RTCPeerConnection } from 'werift';
 import { SipUserAgent, type ServerInvite } from '../../src/sip';
-import { mintToken } from '../../src/edge';
 import type { MediaEngine, SipRtpLeg } from '../../src/media';
 import type { IcePortPool } from '../../src/webrtc/icePortPool';
 import { startGateway } from '../support/gateway';
+import { browserOffer, openTab, until, type Msg, type Tab } from '../support/tabs';
 import { startStunResponder } from '../../bench/stunResponder';
 
 const SECRET = 'outbound-setup-failures-secret-0123456789';
@@ -48,8 +48,6 @@ after(async () => {
   (await stun).close();
 });
 
-type Msg = Record<string, any>;
-interface Tab { ws: WebSocket; messages: Msg[] }
 
 interface Rig {
   gw: Awaited<ReturnType<typeof startGateway>>;
@@ -93,26 +91,8 @@ async function rig(t: TestContext, base: number, answer: (inv: ServerInvite) => 
     media: () => gw.gateway['media']!,
     icePool: () => (gw.gateway['manager'] as unknown as { opts: { ctx: { ice: { portPool: IcePortPool } } } }).opts.ctx.ice.portPool,
     cdr: () => readFileSync(gw.cdrPath, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l)),
-    async tab(user) {
-      const ws = new WebSocket(`ws://127.0.0.1:${base}/ws`, { headers: { Origin: `http://127.0.0.1:${base}` } });
-      sockets.push(ws);
-      const messages: Msg[] = [];
-      ws.on('message', (d) => messages.push(JSON.parse(d.toString())));
-      await new Promise((res, rej) => { ws.once('open', res); ws.once('error', rej); });
-      ws.send(JSON.stringify({ type: 'hello', version: 1, token: await mintToken({ sub: user }, { hs256Secret: SECRET }, { ttlSec: 300 }) }));
-      await until(() => messages.some((m) => m.type === 'welcome' || m.type === 'error'), `welcome for ${user}`);
-      assert.ok(messages.some((m) => m.type === 'welcome'), `hello accepted: ${JSON.stringify(messages)}`);
-      return { ws, messages };
-    },
+    tab: (user) => openTab(base, user, SECRET, sockets),
   };
-}
-
-async function until(cond: () => boolean, what: string, ms = 10_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
 }
 
 /** The first message of one of `types` from index `from` on. */
@@ -121,20 +101,7 @@ async function message(tab: Tab, types: string[], from = 0): Promise<Msg> {
   return tab.messages.slice(from).find((m) => types.includes(m.type))!;
 }
 
-/** A werift peer connection's offer, as a browser would send it (STUN on loopback, never Google's). */
-async function browserOffer(): Promise<string> {
-  const pc = new RTCPeerConnection({
-    iceServers: [{ urls: `stun:127.0.0.1:${(await stun).port}` }],
-    iceUseIpv6: false,
-    iceInterfaceAddresses: { udp4: '127.0.0.1' },
-    codecs: { audio: [new RTCRtpCodecParameters({ mimeType: 'audio/opus', clockRate: 48000, channels: 2, payloadType: 111 })] },
-  });
-  peers.push(pc);
-  pc.addTransceiver(new MediaStreamTrack({ kind: 'audio' }), { direction: 'sendrecv' });
-  await pc.setLocalDescription(await pc.createOffer());
-  await new Promise<void>((r) => { if (pc.iceGatheringState === 'complete') r(); else pc.iceGatheringStateChange.subscribe((s) => { if (s === 'complete') r(); }); });
-  return pc.localDescription!.sdp;
-}
+const offer = async (): Promise<string> => browserOffer((await stun).port, peers);
 
 /** Every SIP RTP leg the gateway allocates from now on goes through `spoil` first. */
 function spoilSipLegs(t: TestContext, media: MediaEngine, spoil: (leg: SipRtpLeg) => void): () => void {
@@ -176,7 +143,7 @@ test('the call-started hook throws as the outbound call is registered: error int
   metrics.callStarted = () => { throw new Error('test: callStarted fails'); };
   t.after(() => { Reflect.deleteProperty(metrics, 'callStarted'); });
 
-  alice.ws.send(JSON.stringify({ type: 'call', to: '+15551000001', ref: 'r1', sdp: await browserOffer() }));
+  alice.ws.send(JSON.stringify({ type: 'call', to: '+15551000001', ref: 'r1', sdp: await offer() }));
   const res = await message(alice, ['calling', 'error', 'ended']);
   assert.equal(res.type, 'error', `refused before the answer: ${JSON.stringify(res)}`);
   assert.equal(res.code, 'internal');
@@ -195,7 +162,7 @@ test('building the INVITE throws once the SIP leg is allocated: ended with cause
     Object.defineProperty(leg, 'localAddress', { get() { throw new Error('test: localAddress fails'); } });
   });
 
-  bob.ws.send(JSON.stringify({ type: 'call', to: '+15551000002', ref: 'r2', sdp: await browserOffer() }));
+  bob.ws.send(JSON.stringify({ type: 'call', to: '+15551000002', ref: 'r2', sdp: await offer() }));
   const calling = await message(bob, ['calling', 'error', 'ended']);
   assert.equal(calling.type, 'calling', `the browser offer was answered: ${JSON.stringify(calling)}`);
   const ended = await message(bob, ['ended']);
@@ -217,7 +184,7 @@ test('the trunk\'s 183 with SDP cannot be applied: the INVITE is CANCELled, ende
   const carol = await r.tab('carol');
   spoilSipLegs(t, r.media(), (leg) => { leg.setRemote = () => { throw new Error('test: setRemote fails'); }; });
 
-  carol.ws.send(JSON.stringify({ type: 'call', to: '+15551000003', ref: 'r3', sdp: await browserOffer() }));
+  carol.ws.send(JSON.stringify({ type: 'call', to: '+15551000003', ref: 'r3', sdp: await offer() }));
   const calling = await message(carol, ['calling', 'error', 'ended']);
   assert.equal(calling.type, 'calling', JSON.stringify(calling));
   const ended = await message(carol, ['ended']);
@@ -239,7 +206,7 @@ test('the trunk\'s 200 OK cannot be applied: the dialog is BYE\'d, ended with ca
   const dave = await r.tab('dave');
   const restore = spoilSipLegs(t, r.media(), (leg) => { leg.setRemote = () => { throw new Error('test: setRemote fails'); }; });
 
-  dave.ws.send(JSON.stringify({ type: 'call', to: '+15551000004', ref: 'r4', sdp: await browserOffer() }));
+  dave.ws.send(JSON.stringify({ type: 'call', to: '+15551000004', ref: 'r4', sdp: await offer() }));
   const calling = await message(dave, ['calling', 'error', 'ended']);
   assert.equal(calling.type, 'calling', JSON.stringify(calling));
   const ended = await message(dave, ['ended']);
@@ -253,7 +220,7 @@ test('the trunk\'s 200 OK cannot be applied: the dialog is BYE\'d, ended with ca
   // The gateway goes on: the next call is answered normally and hangs up as usual.
   restore();
   const from = dave.messages.length;
-  dave.ws.send(JSON.stringify({ type: 'call', to: '+15551000005', ref: 'r5', sdp: await browserOffer() }));
+  dave.ws.send(JSON.stringify({ type: 'call', to: '+15551000005', ref: 'r5', sdp: await offer() }));
   const calling2 = await message(dave, ['calling', 'error', 'ended'], from);
   assert.equal(calling2.type, 'calling', JSON.stringify(calling2));
   assert.equal((await message(dave, ['answered', 'ended'], from)).type, 'answered');
@@ -273,7 +240,7 @@ test('the INVITE cannot be sent (the UA throws at once): the call ends before th
   ua.invite = () => { throw new Error('test: the INVITE cannot be sent'); };
   t.after(() => { Reflect.deleteProperty(ua, 'invite'); });
 
-  erin.ws.send(JSON.stringify({ type: 'call', to: '+15551000006', ref: 'r6', sdp: await browserOffer() }));
+  erin.ws.send(JSON.stringify({ type: 'call', to: '+15551000006', ref: 'r6', sdp: await offer() }));
   const calling = await message(erin, ['calling', 'error', 'ended']);
   assert.equal(calling.type, 'calling', `the browser offer was answered: ${JSON.stringify(calling)}`);
   assert.equal(calling.ref, 'r6');
@@ -304,7 +271,7 @@ test('the gateway shuts down between the call\'s set-up and the tab\'s session a
   };
   t.after(() => { Reflect.deleteProperty(manager, 'startOutbound'); });
 
-  fay.ws.send(JSON.stringify({ type: 'call', to: '+15551000007', ref: 'r7', sdp: await browserOffer() }));
+  fay.ws.send(JSON.stringify({ type: 'call', to: '+15551000007', ref: 'r7', sdp: await offer() }));
   const calling = await message(fay, ['calling', 'error', 'ended']);
   assert.equal(calling.type, 'calling', JSON.stringify(calling));
   const ended = await message(fay, ['ended']);
@@ -324,7 +291,7 @@ test('no RTP port pair free for the SIP leg: refused like a call without a WebRT
   const gus = await r.tab('gus');
 
   // Call 1 takes the only RTP pair and rings at the trunk.
-  gus.ws.send(JSON.stringify({ type: 'call', to: '+15551000008', ref: 'r8', sdp: await browserOffer() }));
+  gus.ws.send(JSON.stringify({ type: 'call', to: '+15551000008', ref: 'r8', sdp: await offer() }));
   const calling = await message(gus, ['calling', 'error', 'ended']);
   assert.equal(calling.type, 'calling', JSON.stringify(calling));
   await until(() => r.invites.length === 1, 'the INVITE of call 1');
@@ -335,7 +302,7 @@ test('no RTP port pair free for the SIP leg: refused like a call without a WebRT
 
   // Call 2: no RTP pair left. The tab is told the gateway is at capacity, before any `calling`.
   let from = gus.messages.length;
-  gus.ws.send(JSON.stringify({ type: 'call', to: '+15551000009', ref: 'r9', sdp: await browserOffer() }));
+  gus.ws.send(JSON.stringify({ type: 'call', to: '+15551000009', ref: 'r9', sdp: await offer() }));
   const refused = await message(gus, ['calling', 'error', 'ended'], from);
   assert.equal(refused.type, 'error', `call 2 refused: ${JSON.stringify(refused)}`);
   assert.equal(refused.code, 'too-many-calls', 'out of RTP ports is the gateway\'s capacity, as out of WebRTC ports');
@@ -356,7 +323,7 @@ test('no RTP port pair free for the SIP leg: refused like a call without a WebRT
   assert.equal((await message(gus, ['ended'], from)).cause, 'local-hangup');
   await until(() => r.gw.gateway.activeCalls === 0 && r.icePool().used === 0 && r.media().usage.portsAllocated === 0, 'call 1 released');
   from = gus.messages.length;
-  gus.ws.send(JSON.stringify({ type: 'call', to: '+15551000010', ref: 'r10', sdp: await browserOffer() }));
+  gus.ws.send(JSON.stringify({ type: 'call', to: '+15551000010', ref: 'r10', sdp: await offer() }));
   const again = await message(gus, ['calling', 'error', 'ended'], from);
   assert.equal(again.type, 'calling', `a call after the release: ${JSON.stringify(again)}`);
   await until(() => r.invites.length === 2, 'the INVITE of call 3');

@@ -1,0 +1,55 @@
+/**
+ * Helpers for tests that drive a gateway through its WebSocket signaling: browser tabs played by
+ * ws clients, and browser offers made by werift peer connections.
+ */
+import assert from 'node:assert/strict';
+import WebSocket from 'ws';
+import { MediaStreamTrack, RTCPeerConnection, RTCRtpCodecParameters } from 'werift';
+import { mintToken } from '../../src/edge';
+
+export type Msg = Record<string, any>;
+export interface Tab { ws: WebSocket; messages: Msg[] }
+
+/** Polls `cond` every 20 ms; throws naming `what` after `ms`. */
+export async function until(cond: () => boolean, what: string, ms = 10_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+/**
+ * A tab signed in as `user` on the gateway at http://127.0.0.1:`base` (token auth with `secret`):
+ * hello answered with welcome, every message kept in order. The socket goes into `sockets` for
+ * the caller to close.
+ */
+export async function openTab(base: number, user: string, secret: string, sockets: WebSocket[]): Promise<Tab> {
+  const ws = new WebSocket(`ws://127.0.0.1:${base}/ws`, { headers: { Origin: `http://127.0.0.1:${base}` } });
+  sockets.push(ws);
+  const messages: Msg[] = [];
+  ws.on('message', (d) => messages.push(JSON.parse(d.toString())));
+  await new Promise((res, rej) => { ws.once('open', res); ws.once('error', rej); });
+  ws.send(JSON.stringify({ type: 'hello', version: 1, token: await mintToken({ sub: user }, { hs256Secret: secret }, { ttlSec: 300 }) }));
+  await until(() => messages.some((m) => m.type === 'welcome' || m.type === 'error'), `welcome for ${user}`);
+  assert.ok(messages.some((m) => m.type === 'welcome'), `hello accepted: ${JSON.stringify(messages)}`);
+  return { ws, messages };
+}
+
+/**
+ * A werift peer connection's offer, as a browser would send it (STUN on loopback at `stunPort`,
+ * never a public server). The connection goes into `peers` for the caller to close.
+ */
+export async function browserOffer(stunPort: number, peers: RTCPeerConnection[]): Promise<string> {
+  const pc = new RTCPeerConnection({
+    iceServers: [{ urls: `stun:127.0.0.1:${stunPort}` }],
+    iceUseIpv6: false,
+    iceInterfaceAddresses: { udp4: '127.0.0.1' },
+    codecs: { audio: [new RTCRtpCodecParameters({ mimeType: 'audio/opus', clockRate: 48000, channels: 2, payloadType: 111 })] },
+  });
+  peers.push(pc);
+  pc.addTransceiver(new MediaStreamTrack({ kind: 'audio' }), { direction: 'sendrecv' });
+  await pc.setLocalDescription(await pc.createOffer());
+  await new Promise<void>((r) => { if (pc.iceGatheringState === 'complete') r(); else pc.iceGatheringStateChange.subscribe((s) => { if (s === 'complete') r(); }); });
+  return pc.localDescription!.sdp;
+}
