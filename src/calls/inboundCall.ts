@@ -36,8 +36,6 @@ interface Fork {
 export class InboundCall extends CallBase {
   /** By tab (sessionId); the tab that answered is the one fork in state 'won'. */
   private readonly forks = new Map<string, Fork>();
-  /** Some tab answered busy (its user is on another call); see settleIfNobodyRinging. */
-  private busyInSomeTab = false;
 
   constructor(
     from: string,
@@ -144,7 +142,6 @@ export class InboundCall extends CallBase {
   reject(sessionId: string, reason: 'busy' | 'declined' = 'declined'): void {
     if (!this.stopFork(sessionId, reason)) return;
     if (reason === 'busy') {
-      this.busyInSomeTab = true;
       this.settleIfNobodyRinging();
       return;
     }
@@ -189,7 +186,7 @@ export class InboundCall extends CallBase {
   private settleIfNobodyRinging(): void {
     if (this.state !== 'ringing') return;
     if ([...this.forks.values()].some((f) => f.state === 'ringing')) return;
-    if (this.busyInSomeTab) this.refuse('busy', 'busy');
+    if ([...this.forks.values()].some((f) => f.state === 'busy')) this.refuse('busy', 'busy');
     else this.refuse('offline', 'unavailable');
   }
 

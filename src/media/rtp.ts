@@ -37,12 +37,18 @@ export function parseRtp(buf: Buffer): RtpPacketView | null {
 /** Writes a minimal RTP header + payload into a new buffer. */
 export function buildRtp(pt: number, seq: number, ts: number, ssrc: number, payload: Uint8Array, marker = false): Buffer {
   const b = Buffer.allocUnsafe(12 + payload.length);
+  writeRtpHeader(b, pt, seq, ts, ssrc, marker);
+  b.set(payload, 12);
+  return b;
+}
+
+/** Writes a minimal 12-byte RTP header (V=2, no CSRC or extension) at the start of `b`. */
+export function writeRtpHeader(b: Buffer, pt: number, seq: number, ts: number, ssrc: number, marker = false): Buffer {
   b[0] = 0x80;
   b[1] = (marker ? 0x80 : 0) | (pt & 0x7f);
   b.writeUInt16BE(seq & 0xffff, 2);
   b.writeUInt32BE(ts >>> 0, 4);
   b.writeUInt32BE(ssrc >>> 0, 8);
-  b.set(payload, 12);
   return b;
 }
 

@@ -1,7 +1,7 @@
 import type { Logger } from 'pino';
 import type { RTCRtpTransceiver } from 'werift';
 import { SrtpSession } from '../media/srtp';
-import { buildRtp, parseRtp, RTCP, type RtpPacketView } from '../media/rtp';
+import { parseRtp, RTCP, writeRtpHeader, type RtpPacketView } from '../media/rtp';
 import type { ReceptionReport } from '../media/mediaBridge';
 import { dtlsTransportOf, PROFILE_AES128_CM_SHA1_80, stopRtcpReports, type IceConnectionLike, type SenderLike, type UdpTransportLike } from './weriftInternals';
 
@@ -43,8 +43,10 @@ export class DirectSrtpPath {
   private readonly restore: Array<() => void> = [];
   private closed = false;
   private reportTimer: NodeJS.Timeout | null = null;
-  /** What our sender reports say (RFC 3550 §6.4.1), and the last packet's RTP timestamp, payload type and time, to give the report's instant its RTP timestamp. */
-  private readonly sentInfo = { packets: 0, octets: 0, rtpTimestamp: 0, payloadType: 0, atMs: 0 };
+  /** The RTP header of the packet being sent, written in place each time (SRTP copies it out). */
+  private readonly header = Buffer.alloc(12);
+  /** For our sender reports (RFC 3550 §6.4.1, with counts.sent): payload octets sent, and the last packet's RTP timestamp, payload type and time, to give the report's instant its RTP timestamp. */
+  private readonly sentInfo = { octets: 0, rtpTimestamp: 0, payloadType: 0, atMs: 0 };
   /** The browser's latest sender report: its NTP time's middle 32 bits and when it came (LSR/DLSR). */
   private lastSr: { ssrc: number; ntpMiddle: number; atMs: number } | null = null;
 
@@ -107,9 +109,8 @@ export class DirectSrtpPath {
     const pair = this.connection.nominated;
     const udp = pair?.protocol.transport;
     if (this.closed || !pair || !udp || this.connection.state === 'closed' || this.connection.state === 'failed') { this.counts.notSent++; return; }
-    const ssrc = this.sender.ssrc;
-    const plain = buildRtp(pkt.payloadType, pkt.sequenceNumber, pkt.timestamp, ssrc, pkt.payload, pkt.marker);
-    const wire = this.srtp.protectRtp(plain);
+    const header = writeRtpHeader(this.header, pkt.payloadType, pkt.sequenceNumber, pkt.timestamp, this.sender.ssrc, pkt.marker);
+    const wire = this.srtp.protectRtpParts(header, 12, pkt.payload);
     try {
       udp.socket.send(wire, pair.remoteAddr[1], pair.remoteAddr[0]);
     } catch {
@@ -120,7 +121,6 @@ export class DirectSrtpPath {
     }
     this.counts.sent++;
     const s = this.sentInfo;
-    s.packets = (s.packets + 1) >>> 0;
     s.octets = (s.octets + pkt.payload.length) >>> 0;
     s.rtpTimestamp = pkt.timestamp;
     s.payloadType = pkt.payloadType;
@@ -190,7 +190,7 @@ export class DirectSrtpPath {
     const r = this.receptionReport?.() ?? null; // pulled only when sent: it starts the next fraction-lost interval
     const ssrc = this.sender.ssrc >>> 0;
     const s = this.sentInfo;
-    const isSr = s.packets > 0;
+    const isSr = this.counts.sent > 0;
     const reportLength = (isSr ? 28 : 8) + (r ? 24 : 0);
     const cname = typeof this.sender.cname === 'string' ? Buffer.from(this.sender.cname).subarray(0, 255) : null;
     // SDES: header, chunk SSRC, CNAME item (type, length, text), 1-4 zero bytes to a 32-bit boundary.
@@ -209,7 +209,7 @@ export class DirectSrtpPath {
       out.writeUInt32BE(Math.floor(((wallMs % 1000) / 1000) * 2 ** 32) >>> 0, 12);
       const clockRate = this.clockRates.get(s.payloadType) ?? 48000;
       out.writeUInt32BE((s.rtpTimestamp + Math.round(((performance.now() - s.atMs) * clockRate) / 1000)) >>> 0, 16);
-      out.writeUInt32BE(s.packets, 20);
+      out.writeUInt32BE(this.counts.sent >>> 0, 20);
       out.writeUInt32BE(s.octets, 24);
       at = 28;
     }

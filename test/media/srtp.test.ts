@@ -63,6 +63,17 @@ test('rollover counter across a sequence wrap, and reordering inside the window'
   for (const i of [0, 1, 3, 2, 4, 5]) assert.deepEqual(rx.unprotectRtp(prot[i]), rtp(seqs[i]), `seq ${seqs[i]}`);
 });
 
+test('protectRtpParts (header and payload held apart) gives the same packets as protectRtp, across a sequence wrap', () => {
+  const a = generateSdesCrypto(1, 'AES_CM_128_HMAC_SHA1_80');
+  const b = generateSdesCrypto(1, 'AES_CM_128_HMAC_SHA1_80');
+  const whole = new SrtpSession({ local: a, remote: b });
+  const parts = new SrtpSession({ local: a, remote: b });
+  for (const seq of [65534, 65535, 0, 1]) {
+    const plain = rtp(seq);
+    assert.deepEqual(parts.protectRtpParts(plain.subarray(0, 12), 12, plain.subarray(12)), whole.protectRtp(plain), `seq ${seq}`);
+  }
+});
+
 test('replay window: 128 indexes; late packets inside it accepted once, older ones refused', () => {
   const a = generateSdesCrypto(1, 'AES_CM_128_HMAC_SHA1_80');
   const b = generateSdesCrypto(1, 'AES_CM_128_HMAC_SHA1_80');

@@ -69,7 +69,7 @@ class AesCtr {
   }
 
   /** XORs `data` with the keystream starting at counter block `iv` into `out` at `outOffset`. */
-  xor(iv: Buffer, data: Buffer, out: Buffer, outOffset: number): void {
+  xor(iv: Buffer, data: Uint8Array, out: Buffer, outOffset: number): void {
     const n = Math.ceil(data.length / 16);
     if (n === 0) return;
     if (this.blocks.length < n * 16) this.blocks = Buffer.alloc(n * 16);
@@ -165,18 +165,28 @@ export class SrtpSession {
   protectRtp(packet: Buffer): Buffer {
     const hl = rtpHeaderLength(packet);
     if (hl < 0) throw new Error('not an RTP packet');
-    const ssrc = packet.readUInt32BE(8);
-    const seq = packet.readUInt16BE(2);
+    return this.protectRtpParts(packet, hl, packet.subarray(hl));
+  }
+
+  /**
+   * SRTP for an RTP header (the first `headerLength` bytes of `header`) and a payload held apart:
+   * one buffer for the protected packet, no plain packet assembled first (a sender that writes
+   * the header into a scratch buffer saves an allocation and a copy per packet).
+   */
+  protectRtpParts(header: Buffer, headerLength: number, payload: Uint8Array): Buffer {
+    const ssrc = header.readUInt32BE(8);
+    const seq = header.readUInt16BE(2);
     let st = this.sendRoc.get(ssrc);
     if (!st) { st = { roc: 0, lastSeq: seq }; this.sendRoc.set(ssrc, st); }
     // Our own sequence numbers only move forward: a wrap increments the ROC (§3.3.1).
     if (seq < st.lastSeq && st.lastSeq - seq > 0x8000) st.roc = (st.roc + 1) >>> 0;
     st.lastSeq = seq;
-    const out = Buffer.allocUnsafe(packet.length + this.txTagLen);
-    packet.copy(out, 0, 0, hl);
+    const length = headerLength + payload.length;
+    const out = Buffer.allocUnsafe(length + this.txTagLen);
+    header.copy(out, 0, 0, headerLength);
     const iv = counterIv(this.txIv, this.tx.rtpSalt, ssrc, st.roc >>> 16, ((st.roc & 0xffff) * 65536 + seq) >>> 0);
-    this.txRtpCipher.xor(iv, packet.subarray(hl), out, hl);
-    out.set(this.txRtpMac.mac(out, packet.length, st.roc).subarray(0, this.txTagLen), packet.length);
+    this.txRtpCipher.xor(iv, payload, out, headerLength);
+    out.set(this.txRtpMac.mac(out, length, st.roc).subarray(0, this.txTagLen), length);
     return out;
   }
 
