@@ -2,7 +2,8 @@ import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import type { Logger } from 'pino';
 import { DigestServer, OptionsPing, SipUserAgent, type Registration, type SipTransportConfig } from './sip';
-import { MediaEngine } from './media';
+import { MediaEngine, type MediaPlane } from './media';
+import { WorkerMediaPlane } from './media/worker/workerMediaPlane';
 import type { GatewayConfig } from './config';
 import { GatewayMetrics } from './observability/metrics';
 import { CdrWriter } from './observability/cdr';
@@ -27,7 +28,9 @@ export class Gateway {
   state: GatewayState = 'created';
   readonly metrics = new GatewayMetrics();
   private ua: SipUserAgent | null = null;
-  private media: MediaEngine | null = null;
+  private media: MediaPlane | null = null;
+  /** CDR lines waiting for their call's final media statistics (written before the CDR file closes). */
+  private readonly pendingCdr = new Set<Promise<void>>();
   private demo: DemoEndpoint | null = null;
   private trunkPing: OptionsPing | null = null;
   private userRegistrations: UserRegistrations | null = null;
@@ -75,14 +78,21 @@ export class Gateway {
     this.sipAddress = { host: c.sip.advertisedHost ?? udp.host, port: udp.port };
     this.readiness.set('sipBound', true);
 
-    this.media = new MediaEngine({
+    const mediaOpts = {
       bindHost: c.media.host,
       advertisedHost: c.media.advertisedHost ?? c.media.host,
       portRange: c.media.portRange,
       opusComplexity: c.media.opusComplexity,
       logger: log.child({ component: 'media' }),
       inactivityTimeoutMs: c.media.inactivityTimeoutSec * 1000,
-    });
+    };
+    if (c.media.workers > 0) {
+      const plane = new WorkerMediaPlane({ ...mediaOpts, workers: c.media.workers });
+      this.media = plane;
+      await plane.start();
+    } else {
+      this.media = new MediaEngine(mediaOpts);
+    }
 
     if (c.demo.enabled) {
       this.demo = new DemoEndpoint({ host: '127.0.0.1', port: c.demo.sipPort, gatewayUri: `${this.sipAddress.host}:${this.sipAddress.port}`, logger: log });
@@ -128,11 +138,17 @@ export class Gateway {
           const rec = call.record();
           this.metrics.callEnded(call.direction, rec.cause, call.answeredAt ? call.answeredAt.getTime() - call.startedAt.getTime() : undefined);
           guards.releaseCall(call.id);
-          try {
-            this.cdr?.write(rec);
-          } catch (err) {
-            call.log.error({ err }, 'CDR write failed');
-          }
+          // The record waits for the bridge's final figures (a message round trip when the media
+          // runs in a worker thread); stop() writes the waiting ones before closing the file.
+          const pending = call.mediaReleased.then(() => {
+            try {
+              this.cdr?.write(call.record());
+            } catch (err) {
+              call.log.error({ err }, 'CDR write failed');
+            }
+          });
+          this.pendingCdr.add(pending);
+          void pending.finally(() => this.pendingCdr.delete(pending));
         },
       },
     });
@@ -237,6 +253,7 @@ export class Gateway {
     await new Promise((r) => setTimeout(r, 100));
     await this.demo?.stop().catch(() => undefined);
     await this.media?.close().catch(() => undefined);
+    await Promise.all(this.pendingCdr);
     await this.ua?.stop().catch(() => undefined);
     this.cdr?.close();
   }

@@ -2,7 +2,7 @@ import { EventEmitter } from 'node:events';
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { Dialog, SipRequest } from '../sip';
-import type { MediaBridge, MediaEngine, SipRtpLeg } from '../media';
+import type { BridgeHandle, MediaPlane, SipLegHandle } from '../media';
 import { generateSdesCrypto, parseCryptoAttribute, type SdesCrypto } from '../media/srtp';
 import { parseSipOffer, type MediaDirection, type SipMediaDescription, type SipSdpOptions } from '../sdp';
 import type { BrowserIceConfig } from '../webrtc/browserLeg';
@@ -14,7 +14,7 @@ export type CallDirection = 'outbound' | 'inbound';
 export type CallState = 'trying' | 'early' | 'ringing' | 'answered' | 'ended';
 export type SrtpPolicy = 'off' | 'optional' | 'mandatory';
 /** Why we end a call from our side (the browser hung up, media died, the gateway stops). */
-export type HangupCause = 'local-hangup' | 'ice-failed' | 'shutdown' | 'media-timeout';
+export type HangupCause = 'local-hangup' | 'ice-failed' | 'shutdown' | 'media-timeout' | 'failed';
 
 export interface Identity {
   id: string;
@@ -42,7 +42,7 @@ export interface CallEndInfo {
 /** What a call needs from the gateway around it; the manager builds one and shares it. */
 export interface CallContext {
   logger: Logger;
-  media: MediaEngine;
+  media: MediaPlane;
   ice: BrowserIceConfig;
   srtp: SrtpPolicy;
   sipCodecs: Array<'PCMU' | 'PCMA' | 'opus'>;
@@ -79,8 +79,8 @@ export abstract class CallBase extends EventEmitter<CallEvents> {
   endInfo: CallEndInfo | undefined;
   readonly log: Logger;
 
-  protected sipLeg: SipRtpLeg | null = null;
-  protected bridge: MediaBridge | null = null;
+  protected sipLeg: SipLegHandle | null = null;
+  protected bridge: BridgeHandle | null = null;
   protected dialog: Dialog | null = null;
   protected localCrypto: SdesCrypto[] = [];
   /** The SDES key pair in use toward the SIP side (null = plain RTP). */
@@ -88,6 +88,11 @@ export abstract class CallBase extends EventEmitter<CallEvents> {
   protected heldLocally = false;
   protected heldRemotely = false;
   private lastQuality: unknown;
+  /**
+   * Settles once the media plane has given back the bridge's final statistics (at once in this
+   * thread, after a message round trip when the media runs in a worker): the CDR waits for it.
+   */
+  mediaReleased: Promise<void> = Promise.resolve();
   private readonly timers = new Set<NodeJS.Timeout>();
   /** o= version of our next SDP toward the SIP side. */
   private sdpVersion = 0;
@@ -117,12 +122,12 @@ export abstract class CallBase extends EventEmitter<CallEvents> {
     this.endInfo = info;
     for (const t of this.timers) clearTimeout(t);
     this.timers.clear();
-    try {
-      this.lastQuality = this.bridge?.stats();
-    } catch {
-      /* stats are best effort at teardown */
+    if (this.bridge) {
+      this.mediaReleased = this.bridge.close().then(
+        (q) => { this.lastQuality = q; },
+        (err) => { this.log.warn({ err }, 'no final media statistics'); },
+      );
     }
-    this.bridge?.close();
     this.bridge = null;
     this.sipLeg?.close();
     this.sipLeg = null;
@@ -165,6 +170,11 @@ export abstract class CallBase extends EventEmitter<CallEvents> {
       return false;
     }
     this.sipLeg = leg;
+    leg.onFailed((reason) => {
+      if (this.ended) return;
+      this.log.error({ reason }, 'media plane failed: ending the call');
+      this.hangup('failed');
+    });
     return true;
   }
 
@@ -185,10 +195,6 @@ export abstract class CallBase extends EventEmitter<CallEvents> {
       sipReason: this.endInfo?.sipReason,
       quality: this.lastQuality,
     };
-  }
-
-  stats(): unknown {
-    return this.bridge?.stats();
   }
 
   /** A timer the call owns: cleared when the call ends. */
@@ -362,10 +368,10 @@ export abstract class CallBase extends EventEmitter<CallEvents> {
   protected startBridge(browser: BrowserLeg): void {
     if (this.bridge || !this.sipLeg) return;
     this.bridge = this.ctx.media.createBridge(browser, this.sipLeg, { callId: this.id });
-    this.bridge.on('dtmf', (ev: { digit: string; from: 'browser' | 'sip' }) => {
+    this.bridge.onDtmf((ev) => {
       if (ev.from === 'sip') this.emit('dtmf', ev.digit);
     });
-    this.sipLeg.on('inactive', () => {
+    this.sipLeg.onInactive(() => {
       if (this.state === 'answered' && !this.heldLocally && !this.heldRemotely) {
         this.log.warn('no RTP from the SIP side: ending the call');
         this.hangup('media-timeout');

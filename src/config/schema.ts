@@ -72,7 +72,7 @@ export const ConfigSchema = z
       .optional(),
     demo: z.object({ enabled: z.boolean().optional(), sipPort: portOrZero.default(5062) }).strict().prefault({}),
     media: z
-      .object({ host: host.default('127.0.0.1'), advertisedHost: host.optional(), portRange: portRange.default([30000, 30999]), inactivityTimeoutSec: z.number().min(1).default(30), opusComplexity: z.number().int().min(0).max(10).default(OPUS_DEFAULT_COMPLEXITY) })
+      .object({ host: host.default('127.0.0.1'), advertisedHost: host.optional(), portRange: portRange.default([30000, 30999]), inactivityTimeoutSec: z.number().min(1).default(30), opusComplexity: z.number().int().min(0).max(10).default(OPUS_DEFAULT_COMPLEXITY), workers: z.number().int().min(0).max(64).default(0) })
       .strict()
       .prefault({}),
     webrtc: z

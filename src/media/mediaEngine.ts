@@ -2,18 +2,28 @@ import type { Logger } from 'pino';
 import { PortAllocator } from './portAllocator';
 import { SipRtpLeg } from './sipRtpLeg';
 import { MediaBridge, type BrowserMediaPort } from './mediaBridge';
+import type { BridgeHandle, BridgeStats, MediaPlane, MediaUsage, SipLegHandle } from './plane';
+
+export interface MediaEngineOptions {
+  bindHost: string;
+  advertisedHost: string;
+  portRange: [number, number];
+  logger: Logger;
+  inactivityTimeoutMs?: number;
+  opusComplexity?: number;
+}
 
 /**
- * The media plane's front door. The call layer only issues commands (create a leg, bridge,
- * close) and listens to events, so this can move behind a worker-thread message channel
- * without the call layer changing.
+ * The media plane in this thread: SIP legs from a port range, bridges between them and browser
+ * legs. It is what a media worker thread runs too (mediaWorker.ts); the call layer sees it only
+ * through the MediaPlane commands and events.
  */
-export class MediaEngine {
+export class MediaEngine implements MediaPlane {
   private readonly ports: PortAllocator;
   private readonly legs = new Set<SipRtpLeg>();
-  private readonly bridges = new Set<MediaBridge>();
+  private readonly bridges = new Set<LocalBridge>();
 
-  constructor(private readonly opts: { bindHost: string; advertisedHost: string; portRange: [number, number]; logger: Logger; inactivityTimeoutMs?: number; opusComplexity?: number }) {
+  constructor(private readonly opts: MediaEngineOptions) {
     this.ports = new PortAllocator(opts.portRange, opts.bindHost);
   }
 
@@ -28,21 +38,54 @@ export class MediaEngine {
     return leg;
   }
 
-  createBridge(browser: BrowserMediaPort, sip: SipRtpLeg, o: { callId: string }): MediaBridge {
-    const bridge = new MediaBridge(browser, sip, { callId: o.callId, logger: this.opts.logger.child({ callId: o.callId }), opusComplexity: this.opts.opusComplexity });
-    this.bridges.add(bridge);
-    const origClose = bridge.close.bind(bridge);
-    bridge.close = () => { this.bridges.delete(bridge); origClose(); };
-    return bridge;
+  createBridge(browser: BrowserMediaPort, leg: SipLegHandle, o: { callId: string }): LocalBridge {
+    if (!(leg instanceof SipRtpLeg) || !this.legs.has(leg)) throw new Error('createBridge: the SIP leg is not one of this engine\'s open legs');
+    const bridge = new MediaBridge(browser, leg, { callId: o.callId, logger: this.opts.logger.child({ callId: o.callId }), opusComplexity: this.opts.opusComplexity });
+    const handle = new LocalBridge(bridge, () => this.bridges.delete(handle));
+    this.bridges.add(handle);
+    return handle;
   }
 
-  /** Ports and objects in use: a leak check for tests and /metrics. */
-  get usage(): { legs: number; bridges: number; portsAllocated: number } {
+  get usage(): MediaUsage {
     return { legs: this.legs.size, bridges: this.bridges.size, portsAllocated: this.ports.allocated };
   }
 
   async close(): Promise<void> {
-    for (const b of [...this.bridges]) b.close();
+    for (const b of [...this.bridges]) void b.close();
     for (const l of [...this.legs]) l.close();
+  }
+}
+
+/** A bridge in this thread behind the BridgeHandle commands; `bridge` is there for the worker host and tests. */
+export class LocalBridge implements BridgeHandle {
+  private closed = false;
+
+  constructor(readonly bridge: MediaBridge, private readonly onClose: () => void) {}
+
+  setBrowserTone(kind: 'ringback' | 'none'): void { this.bridge.setBrowserTone(kind); }
+  setHold(holdByBrowser: boolean, holdBySip: boolean): void { this.bridge.setHold(holdByBrowser, holdBySip); }
+  sendDtmfToSip(digit: string, durationMs?: number): void { this.bridge.sendDtmfToSip(digit, durationMs); }
+
+  onDtmf(listener: (ev: { digit: string; from: 'browser' | 'sip' }) => void): void {
+    this.bridge.on('dtmf', listener);
+  }
+
+  /** Final figures taken just before the bridge stops (synchronously: the worker host needs them at once). */
+  closeNow(): BridgeStats | undefined {
+    if (this.closed) return undefined;
+    this.closed = true;
+    let stats: BridgeStats | undefined;
+    try {
+      stats = this.bridge.stats();
+    } catch {
+      /* statistics are best effort at teardown */
+    }
+    this.bridge.close();
+    this.onClose();
+    return stats;
+  }
+
+  close(): Promise<BridgeStats | undefined> {
+    return Promise.resolve(this.closeNow());
   }
 }

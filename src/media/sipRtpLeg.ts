@@ -105,6 +105,14 @@ export class SipRtpLeg extends EventEmitter<SipLegEvents> {
     if (!this.rtcpTimer) this.rtcpTimer = setInterval(() => this.sendReport(), RTCP_INTERVAL_MS);
   }
 
+  /** SipLegHandle's events (plane.ts). */
+  onInactive(listener: () => void): void {
+    this.on('inactive', listener);
+  }
+
+  /** A leg in this thread fails only with its whole process: nothing to report. */
+  onFailed(_listener: (reason: string) => void): void {}
+
   get sendingAllowed(): boolean {
     const d = this.remote?.direction ?? 'sendrecv';
     return !!this.dest && (d === 'sendrecv' || d === 'recvonly') && this.dest.address !== '0.0.0.0';

@@ -56,7 +56,7 @@ after(async () => {
 });
 
 // The gateway's internals the leak checks look at (private members, read-only here).
-const media = (): MediaEngine => gw.gateway['media']!;
+const media = (): MediaEngine => gw.gateway['media'] as MediaEngine;
 const icePool = (): IcePortPool => (gw.gateway['manager'] as unknown as { opts: { ctx: { ice: { portPool: IcePortPool } } } }).opts.ctx.ice.portPool;
 const cdr = (): Array<Record<string, any>> => readFileSync(gw.cdrPath, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l));
 

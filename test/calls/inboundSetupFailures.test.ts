@@ -75,7 +75,7 @@ async function rig(t: TestContext, base: number, overrides: Parameters<typeof st
   const r: Rig = {
     gw,
     trunk,
-    media: () => gw.gateway['media']!,
+    media: () => gw.gateway['media'] as MediaEngine,
     manager: () => gw.gateway['manager']!,
     signaling: () => gw.gateway['signaling']!,
     icePool: () => (gw.gateway['manager'] as unknown as { opts: { ctx: { ice: { portPool: IcePortPool } } } }).opts.ctx.ice.portPool,

@@ -88,7 +88,7 @@ async function rig(t: TestContext, base: number, answer: (inv: ServerInvite) => 
     gw,
     invites,
     // The gateway's internals the leak checks look at (private members, read-only here).
-    media: () => gw.gateway['media']!,
+    media: () => gw.gateway['media'] as MediaEngine,
     icePool: () => (gw.gateway['manager'] as unknown as { opts: { ctx: { ice: { portPool: IcePortPool } } } }).opts.ctx.ice.portPool,
     cdr: () => readFileSync(gw.cdrPath, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l)),
     tab: (user) => openTab(base, user, SECRET, sockets),

@@ -37,7 +37,7 @@ test('trunk packets out of order, duplicated and missing: the browser gets them 
   const dir = mkdtempSync(join(tmpdir(), 'cdr-'));
   try {
     leg.setRemote({ address: '127.0.0.1', port: trunk.address().port, codec: 'PCMU', payloadType: 0 });
-    const bridge = engine.createBridge(browser, leg, { callId: 'r1' });
+    const bridge = engine.createBridge(browser, leg, { callId: 'r1' }).bridge;
     assert.equal(bridge.isTranscoding, false);
     // 3 overtaken by 4, then a duplicate 3; 6 missing while 7..10 arrive (more than the reorder
     // depth of 3, so the gap is given up), then 6 comes too late; 12 overtaken by 13.
@@ -115,7 +115,7 @@ test('a gap in the browser\'s Opus: PLC for all but the last lost frame, FEC fro
   const enc = new OpusEncoder({ sampleRate: 48000, complexity: 5, bitrate: 32000, fec: true, packetLossPercent: 20 });
   try {
     leg.setRemote({ address: '127.0.0.1', port: trunk.address().port, codec: 'PCMU', payloadType: 0 });
-    const bridge = engine.createBridge(browser, leg, { callId: 'fec' });
+    const bridge = engine.createBridge(browser, leg, { callId: 'fec' }).bridge;
     assert.equal(bridge.isTranscoding, true);
     assert.equal(browser.report(), null, 'nothing to report before the first packet');
     const packets = Array.from({ length: 30 }, (_, f) => enc.encode(voiced(f)));

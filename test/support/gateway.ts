@@ -16,7 +16,8 @@ export async function startGateway(base: number, overrides: Partial<GatewayConfi
     http: { host: '127.0.0.1', port: base },
     sip: { host: '127.0.0.1', port: base + 1 },
     demo: { sipPort: base + 2 },
-    media: { portRange: [base + 100, base + 199] as [number, number], inactivityTimeoutSec: 20 },
+    // GW_TEST_MEDIA_WORKERS=n runs any test's media plane in n worker threads.
+    media: { portRange: [base + 100, base + 199] as [number, number], inactivityTimeoutSec: 20, workers: Number(process.env.GW_TEST_MEDIA_WORKERS ?? 0) },
     webrtc: { portRange: [base + 200, base + 299] as [number, number] },
     cdr: { path: cdrPath },
     drain: { timeoutSec: 1 },

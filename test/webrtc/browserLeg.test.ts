@@ -240,7 +240,7 @@ test('direct path: the browser gets receiver reports from the bridge\'s statisti
     await new Promise<void>((r) => trunk.bind(0, '127.0.0.1', () => r()));
     const sipLeg = await engine.createSipLeg({ callId: 'rr' });
     sipLeg.setRemote({ address: '127.0.0.1', port: trunk.address().port, codec: 'PCMU', payloadType: 0 });
-    const bridge = engine.createBridge(l, sipLeg, { callId: 'rr' });
+    const bridge = engine.createBridge(l, sipLeg, { callId: 'rr' }).bridge;
     assert.equal(bridge.isTranscoding, true);
 
     const sender = b.pc.getTransceivers()[0].sender;

@@ -1,0 +1,166 @@
+import type { Logger } from 'pino';
+import { MediaEngine, type LocalBridge } from '../mediaEngine';
+import { RtpPortsExhaustedError } from '../portAllocator';
+import type { BrowserMediaPort, ReceptionReport } from '../mediaBridge';
+import type { SipLegRemote, SipRtpLeg } from '../sipRtpLeg';
+import type { SdesCrypto } from '../srtp';
+import type { RtpPacketView } from '../rtp';
+import { PacketBatchWriter, readPacketBatch } from './packetBatch';
+import type { BrowserPortDescription, MediaCommand, MediaEvent, MediaWorkerData } from './protocol';
+
+type Post = (ev: MediaEvent, transfer?: ArrayBuffer[]) => void;
+
+/**
+ * The worker side of the media plane: runs a MediaEngine on the commands from the main thread
+ * and posts its events back. Browser legs stay on the main thread (werift owns their sockets),
+ * so each bridge gets a RemoteBrowserPort that takes the browser's audio from the batches the
+ * main thread posts and batches the audio for the browser the other way.
+ */
+export class MediaHost {
+  private readonly engine: MediaEngine;
+  private readonly legs = new Map<number, SipRtpLeg>();
+  private readonly bridges = new Map<number, { handle: LocalBridge; port: RemoteBrowserPort }>();
+  private readonly toBrowser = new PacketBatchWriter();
+  private flushScheduled = false;
+  private readonly reportTimer: NodeJS.Timeout;
+
+  constructor(private readonly data: MediaWorkerData, private readonly logger: Logger, private readonly post: Post) {
+    this.engine = new MediaEngine({ ...data, logger });
+    this.reportTimer = setInterval(() => this.pushReports(), data.reportIntervalMs);
+    this.reportTimer.unref();
+  }
+
+  handle(cmd: MediaCommand): void {
+    switch (cmd.t) {
+      case 'rtp':
+        readPacketBatch(cmd.batch, (id, pkt) => this.bridges.get(id)?.port.deliver(pkt));
+        return;
+      case 'createLeg':
+        void this.createLeg(cmd.leg, cmd.callId);
+        return;
+      case 'setRemote':
+        this.legs.get(cmd.leg)?.setRemote(withBufferKeys(cmd.remote));
+        return;
+      case 'closeLeg':
+        this.legs.get(cmd.leg)?.close();
+        return;
+      case 'createBridge':
+        this.createBridge(cmd.bridge, cmd.leg, cmd.callId, cmd.browser);
+        return;
+      case 'tone':
+        this.bridges.get(cmd.bridge)?.handle.setBrowserTone(cmd.kind);
+        return;
+      case 'hold':
+        this.bridges.get(cmd.bridge)?.handle.setHold(cmd.byBrowser, cmd.bySip);
+        return;
+      case 'dtmf':
+        this.bridges.get(cmd.bridge)?.handle.sendDtmfToSip(cmd.digit, cmd.durationMs);
+        return;
+      case 'closeBridge': {
+        const b = this.bridges.get(cmd.bridge);
+        this.bridges.delete(cmd.bridge);
+        this.post({ t: 'bridgeClosed', bridge: cmd.bridge, stats: b?.handle.closeNow() });
+        return;
+      }
+    }
+  }
+
+  private async createLeg(id: number, callId: string): Promise<void> {
+    let leg: SipRtpLeg;
+    try {
+      leg = await this.engine.createSipLeg({ callId });
+    } catch (err) {
+      this.post({ t: 'legRefused', leg: id, exhausted: err instanceof RtpPortsExhaustedError, message: (err as Error).message });
+      return;
+    }
+    this.legs.set(id, leg);
+    leg.onInactive(() => this.post({ t: 'legInactive', leg: id }));
+    leg.once('closed', () => {
+      this.legs.delete(id);
+      this.post({ t: 'legClosed', leg: id, portsAllocated: this.engine.usage.portsAllocated });
+    });
+    this.post({ t: 'legCreated', leg: id, localAddress: leg.localAddress, localPort: leg.localPort, portsAllocated: this.engine.usage.portsAllocated });
+  }
+
+  private createBridge(id: number, legId: number, callId: string, desc: BrowserPortDescription): void {
+    const leg = this.legs.get(legId);
+    if (!leg) {
+      this.post({ t: 'bridgeFailed', bridge: id, message: 'the SIP leg is closed' });
+      return;
+    }
+    const port = new RemoteBrowserPort(desc, (pkt) => this.queueToBrowser(id, pkt));
+    let handle: LocalBridge;
+    try {
+      handle = this.engine.createBridge(port, leg, { callId });
+    } catch (err) {
+      this.post({ t: 'bridgeFailed', bridge: id, message: (err as Error).message });
+      return;
+    }
+    handle.onDtmf((ev) => this.post({ t: 'dtmf', bridge: id, digit: ev.digit, from: ev.from }));
+    this.bridges.set(id, { handle, port });
+  }
+
+  private queueToBrowser(bridgeId: number, pkt: RtpPacketView): void {
+    this.toBrowser.add(bridgeId, pkt);
+    if (this.flushScheduled) return;
+    this.flushScheduled = true;
+    setImmediate(() => {
+      this.flushScheduled = false;
+      if (this.toBrowser.count === 0) return;
+      const batch = this.toBrowser.take();
+      this.post({ t: 'rtp', batch }, [batch]);
+    });
+  }
+
+  private pushReports(): void {
+    const items: Array<[number, ReceptionReport | null]> = [];
+    for (const [id, b] of this.bridges) if (b.port.reportSource) items.push([id, b.port.reportSource()]);
+    if (items.length > 0) this.post({ t: 'reports', items });
+  }
+
+  async close(): Promise<void> {
+    clearInterval(this.reportTimer);
+    await this.engine.close();
+  }
+}
+
+/** The browser leg as a bridge in the worker sees it: fed from the main thread's batches. */
+class RemoteBrowserPort implements BrowserMediaPort {
+  readonly opusPayloadType: number | null;
+  readonly pcmuPayloadType: number | null;
+  readonly telephoneEventPayloadType: number | null;
+  readonly sendCodec: 'opus' | 'pcmu' | 'pcma';
+  private listener: ((pkt: RtpPacketView) => void) | null = null;
+  reportSource: (() => ReceptionReport | null) | null = null;
+  readonly receptionReports?: (source: () => ReceptionReport | null) => () => void;
+
+  constructor(desc: BrowserPortDescription, readonly sendRtp: (pkt: RtpPacketView) => void) {
+    this.opusPayloadType = desc.opusPayloadType;
+    this.pcmuPayloadType = desc.pcmuPayloadType;
+    this.telephoneEventPayloadType = desc.telephoneEventPayloadType;
+    this.sendCodec = desc.sendCodec;
+    // Offered only when the main-thread leg reports by itself, as BrowserMediaPort has it.
+    if (desc.wantsReports) {
+      this.receptionReports = (source) => {
+        this.reportSource = source;
+        return () => { if (this.reportSource === source) this.reportSource = null; };
+      };
+    }
+  }
+
+  onRtp(listener: (pkt: RtpPacketView) => void): () => void {
+    this.listener = listener;
+    return () => { if (this.listener === listener) this.listener = null; };
+  }
+
+  deliver(pkt: RtpPacketView): void {
+    this.listener?.(pkt);
+  }
+}
+
+/** Keys arrive as Uint8Array (structured clone drops Buffer's prototype); the SRTP code wants Buffers. */
+function withBufferKeys(remote: SipLegRemote): SipLegRemote {
+  if (!remote.srtp) return remote;
+  const fix = (c: SdesCrypto): SdesCrypto => ({ ...c, key: Buffer.from(c.key.buffer, c.key.byteOffset, c.key.length), salt: Buffer.from(c.salt.buffer, c.salt.byteOffset, c.salt.length) });
+  return { ...remote, srtp: { local: fix(remote.srtp.local), remote: fix(remote.srtp.remote) } };
+}

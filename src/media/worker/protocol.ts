@@ -1,0 +1,59 @@
+import type { ReceptionReport } from '../mediaBridge';
+import type { SipLegRemote } from '../sipRtpLeg';
+import type { BridgeStats } from '../plane';
+
+/**
+ * The messages between the main thread (WorkerMediaPlane) and a media worker (MediaHost).
+ * Ids are chosen by the main thread, so a command never waits for an id to come back.
+ * RTP crosses as packed batches (packetBatch.ts), one message per event-loop turn.
+ */
+export type MediaCommand =
+  | { t: 'createLeg'; leg: number; callId: string }
+  | { t: 'setRemote'; leg: number; remote: SipLegRemote }
+  | { t: 'closeLeg'; leg: number }
+  | { t: 'createBridge'; bridge: number; leg: number; callId: string; browser: BrowserPortDescription }
+  | { t: 'tone'; bridge: number; kind: 'ringback' | 'none' }
+  | { t: 'hold'; bridge: number; byBrowser: boolean; bySip: boolean }
+  | { t: 'dtmf'; bridge: number; digit: string; durationMs?: number }
+  | { t: 'closeBridge'; bridge: number }
+  /** Browser audio for the worker's bridges. */
+  | { t: 'rtp'; batch: ArrayBuffer };
+
+export type MediaEvent =
+  | { t: 'ready' }
+  | { t: 'legCreated'; leg: number; localAddress: string; localPort: number; portsAllocated: number }
+  | { t: 'legRefused'; leg: number; exhausted: boolean; message: string }
+  | { t: 'legInactive'; leg: number }
+  | { t: 'legClosed'; leg: number; portsAllocated: number }
+  | { t: 'bridgeFailed'; bridge: number; message: string }
+  | { t: 'bridgeClosed'; bridge: number; stats: BridgeStats | undefined }
+  | { t: 'dtmf'; bridge: number; digit: string; from: 'browser' | 'sip' }
+  /** The bridges' receive statistics of the browsers' audio, for the RTCP reports sent from the main thread. */
+  | { t: 'reports'; items: Array<[bridge: number, report: ReceptionReport | null]> }
+  /** Audio for the browsers. */
+  | { t: 'rtp'; batch: ArrayBuffer }
+  /** One pino JSON line, written to the main thread's log destination. */
+  | { t: 'log'; line: string };
+
+/** The parts of a BrowserMediaPort the bridge reads when it is created. */
+export interface BrowserPortDescription {
+  opusPayloadType: number | null;
+  pcmuPayloadType: number | null;
+  telephoneEventPayloadType: number | null;
+  sendCodec: 'opus' | 'pcmu' | 'pcma';
+  /** The browser leg sends our RTCP reports and wants the bridge's reception figures. */
+  wantsReports: boolean;
+}
+
+/** What the worker is started with (workerData). */
+export interface MediaWorkerData {
+  bindHost: string;
+  advertisedHost: string;
+  portRange: [number, number];
+  inactivityTimeoutMs: number;
+  opusComplexity?: number;
+  logLevel: string;
+  logBindings: Record<string, unknown>;
+  /** Milliseconds between pushes of the bridges' reception reports. */
+  reportIntervalMs: number;
+}

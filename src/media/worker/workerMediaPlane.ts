@@ -1,0 +1,387 @@
+import { Worker } from 'node:worker_threads';
+import { extname, join } from 'node:path';
+import pino, { type Logger } from 'pino';
+import type { BrowserMediaPort, ReceptionReport } from '../mediaBridge';
+import type { SipLegRemote } from '../sipRtpLeg';
+import type { RtpPacketView } from '../rtp';
+import { RtpPortsExhaustedError } from '../portAllocator';
+import type { BridgeHandle, BridgeStats, MediaPlane, MediaUsage, SipLegHandle } from '../plane';
+import type { MediaEngineOptions } from '../mediaEngine';
+import { PacketBatchWriter, readPacketBatch } from './packetBatch';
+import type { MediaCommand, MediaEvent, MediaWorkerData } from './protocol';
+
+/** The worker entry next to this file: .ts when run from source (tsx), .js when built. */
+const WORKER_FILE = join(__dirname, `mediaWorker${extname(__filename)}`);
+/** How long a command that expects a reply (a leg, a bridge's final statistics) may wait. */
+const REPLY_TIMEOUT_MS = 5000;
+const START_TIMEOUT_MS = 10_000;
+
+/**
+ * The media plane in worker threads: each worker runs a MediaEngine (mediaHost.ts) on its own
+ * share of the RTP port range, so SIP legs, codecs and SRTP toward the trunk use other cores.
+ * Browser legs stay here (werift owns their ICE/DTLS sockets): their audio crosses to the
+ * worker in batches, one message per event-loop turn and direction. A call's leg and bridge
+ * live on the worker with the fewest legs. A worker that dies fails its calls (the legs'
+ * `failed` event) and is replaced.
+ */
+export class WorkerMediaPlane implements MediaPlane {
+  private readonly workers: MediaWorker[];
+  private closing = false;
+
+  constructor(private readonly opts: MediaEngineOptions & { workers: number }) {
+    const ranges = splitPortRange(opts.portRange, opts.workers);
+    this.workers = ranges.map((range, i) => new MediaWorker(i, { ...opts, portRange: range }, () => this.closing));
+  }
+
+  /** Resolves when every worker is up; rejects (clearly) when one cannot start. */
+  async start(): Promise<void> {
+    await Promise.all(this.workers.map((w) => w.ready()));
+  }
+
+  async createSipLeg(o: { callId: string }): Promise<SipLegHandle> {
+    // Fewest legs first; a worker whose share of the range is used up passes to the next.
+    const order = [...this.workers].sort((a, b) => a.legCount - b.legCount);
+    let lastError: Error | null = null;
+    for (const w of order) {
+      try {
+        return await w.createLeg(o.callId);
+      } catch (err) {
+        lastError = err as Error;
+        if (!(err instanceof RtpPortsExhaustedError)) throw err;
+      }
+    }
+    throw lastError ?? new RtpPortsExhaustedError('no media worker');
+  }
+
+  createBridge(browser: BrowserMediaPort, leg: SipLegHandle, o: { callId: string }): BridgeHandle {
+    if (!(leg instanceof WorkerSipLeg)) throw new Error('createBridge: the SIP leg is not one of this plane\'s legs');
+    return leg.worker.createBridge(browser, leg, o.callId);
+  }
+
+  get usage(): MediaUsage {
+    const u = { legs: 0, bridges: 0, portsAllocated: 0 };
+    for (const w of this.workers) {
+      u.legs += w.legCount;
+      u.bridges += w.bridgeCount;
+      u.portsAllocated += w.portsAllocated;
+    }
+    return u;
+  }
+
+  /** The worker threads, for diagnostics and the tests that stop one. */
+  get threads(): Worker[] {
+    return this.workers.map((w) => w.thread);
+  }
+
+  async close(): Promise<void> {
+    this.closing = true;
+    await Promise.all(this.workers.map((w) => w.close()));
+  }
+}
+
+/** Splits [lo, hi] into n ranges that each hold at least one even/odd pair. */
+export function splitPortRange(range: [number, number], n: number): Array<[number, number]> {
+  const first = range[0] % 2 === 0 ? range[0] : range[0] + 1;
+  const pairs = Math.floor((range[1] - first + 1) / 2);
+  if (n < 1 || pairs < n) throw new Error(`media port range ${range[0]}-${range[1]} holds ${pairs} RTP/RTCP pairs: too few for ${n} media workers`);
+  const out: Array<[number, number]> = [];
+  let start = first;
+  for (let i = 0; i < n; i++) {
+    const share = Math.floor(pairs / n) + (i < pairs % n ? 1 : 0);
+    out.push([start, start + share * 2 - 1]);
+    start += share * 2;
+  }
+  return out;
+}
+
+/** One worker thread and the handles of the legs and bridges it carries. */
+class MediaWorker {
+  thread!: Worker;
+  private started!: Promise<void>;
+  private readonly legs = new Map<number, WorkerSipLeg>();
+  private readonly pendingLegs = new Map<number, { resolve(l: WorkerSipLeg): void; reject(e: Error): void; callId: string }>();
+  private readonly bridges = new Map<number, WorkerBridge>();
+  private readonly toWorker = new PacketBatchWriter();
+  private flushScheduled = false;
+  private nextId = 1;
+  portsAllocated = 0;
+  /** The thread has not exited: commands may be posted. */
+  private alive = false;
+  private onReady: () => void = () => undefined;
+  private readonly log: Logger;
+
+  constructor(private readonly index: number, private readonly opts: MediaEngineOptions, private readonly closing: () => boolean) {
+    this.log = opts.logger.child({ mediaWorker: index });
+    this.spawn();
+  }
+
+  get legCount(): number {
+    return this.legs.size + this.pendingLegs.size;
+  }
+
+  get bridgeCount(): number {
+    return this.bridges.size;
+  }
+
+  ready(): Promise<void> {
+    return this.started;
+  }
+
+  private spawn(): void {
+    const o = this.opts;
+    const data: MediaWorkerData = {
+      bindHost: o.bindHost,
+      advertisedHost: o.advertisedHost,
+      portRange: o.portRange,
+      inactivityTimeoutMs: o.inactivityTimeoutMs ?? 30_000,
+      opusComplexity: o.opusComplexity,
+      logLevel: o.logger.level,
+      logBindings: { ...o.logger.bindings(), mediaWorker: this.index },
+      reportIntervalMs: 1000,
+    };
+    // Run from source (tsx), Node's Worker would load a .ts entry through the ES module loader,
+    // which does not know the extension; a require() goes through tsx's CommonJS hook instead.
+    const thread = WORKER_FILE.endsWith('.ts')
+      ? new Worker(`require(${JSON.stringify(require.resolve('tsx/cjs'))}); require(${JSON.stringify(WORKER_FILE)})`, { eval: true, workerData: data })
+      : new Worker(WORKER_FILE, { workerData: data });
+    this.thread = thread;
+    this.portsAllocated = 0;
+    // Commands posted before the thread runs wait in its port; only the ready signal is awaited
+    // (createLeg waits, so that a worker that cannot start fails calls clearly).
+    this.alive = true;
+    this.started = new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`media worker ${this.index} did not start within ${START_TIMEOUT_MS} ms`)), START_TIMEOUT_MS);
+      this.onReady = () => { clearTimeout(timer); resolve(); };
+      let error = '';
+      thread.once('error', (err) => { error = `: ${err.message}`; });
+      thread.once('exit', (code) => { clearTimeout(timer); reject(new Error(`media worker ${this.index} exited (code ${code}) before it was ready${error}`)); });
+    });
+    this.started.catch(() => undefined); // reported by start(), or by the first createLeg
+    thread.on('message', (ev: MediaEvent) => this.onEvent(ev));
+    thread.on('error', (err) => this.log.error({ err }, 'media worker crashed'));
+    thread.on('exit', (code) => this.onExit(thread, code));
+  }
+
+  private onExit(thread: Worker, code: number): void {
+    if (thread !== this.thread) return;
+    this.alive = false;
+    const reason = `media worker ${this.index} exited (code ${code})`;
+    for (const p of this.pendingLegs.values()) p.reject(new Error(reason));
+    this.pendingLegs.clear();
+    for (const b of this.bridges.values()) b.settle(undefined);
+    this.bridges.clear();
+    const legs = [...this.legs.values()];
+    this.legs.clear();
+    this.portsAllocated = 0;
+    for (const l of legs) l.fail(reason);
+    if (this.closing()) return;
+    this.log.error({ code, callsFailed: legs.length }, 'media worker exited: starting a new one');
+    this.spawn();
+  }
+
+  private onEvent(ev: MediaEvent): void {
+    switch (ev.t) {
+      case 'rtp':
+        readPacketBatch(ev.batch, (id, pkt) => this.bridges.get(id)?.browser.sendRtp(pkt));
+        return;
+      case 'log':
+        writeLine(this.opts.logger, ev.line);
+        return;
+      case 'ready':
+        this.onReady();
+        return;
+      case 'legCreated': {
+        const p = this.pendingLegs.get(ev.leg);
+        this.pendingLegs.delete(ev.leg);
+        this.portsAllocated = ev.portsAllocated;
+        const leg = new WorkerSipLeg(this, ev.leg, ev.localAddress, ev.localPort);
+        this.legs.set(ev.leg, leg);
+        // The caller gave up waiting (timeout): the leg has no owner, give it back.
+        if (!p) leg.close();
+        else p.resolve(leg);
+        return;
+      }
+      case 'legRefused': {
+        const p = this.pendingLegs.get(ev.leg);
+        this.pendingLegs.delete(ev.leg);
+        p?.reject(ev.exhausted ? new RtpPortsExhaustedError(ev.message) : new Error(ev.message));
+        return;
+      }
+      case 'legInactive':
+        this.legs.get(ev.leg)?.emitInactive();
+        return;
+      case 'legClosed':
+        this.legs.delete(ev.leg);
+        this.portsAllocated = ev.portsAllocated;
+        return;
+      case 'dtmf':
+        this.bridges.get(ev.bridge)?.emitDtmf(ev.digit, ev.from);
+        return;
+      case 'reports':
+        for (const [id, report] of ev.items) this.bridges.get(id)?.setReport(report);
+        return;
+      case 'bridgeFailed':
+        this.log.error({ bridge: ev.bridge, reason: ev.message }, 'media worker could not create a bridge');
+        this.bridges.get(ev.bridge)?.detach();
+        this.bridges.delete(ev.bridge);
+        return;
+      case 'bridgeClosed':
+        this.bridges.get(ev.bridge)?.settle(ev.stats);
+        this.bridges.delete(ev.bridge);
+        return;
+    }
+  }
+
+  send(cmd: MediaCommand): void {
+    if (this.alive) this.thread.postMessage(cmd);
+  }
+
+  createLeg(callId: string): Promise<WorkerSipLeg> {
+    const id = this.nextId++;
+    return new Promise<WorkerSipLeg>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        if (!this.pendingLegs.delete(id)) return;
+        reject(new Error(`media worker ${this.index} gave no RTP leg within ${REPLY_TIMEOUT_MS} ms`));
+      }, REPLY_TIMEOUT_MS);
+      const done = { resolve: (l: WorkerSipLeg) => { clearTimeout(timer); resolve(l); }, reject: (e: Error) => { clearTimeout(timer); reject(e); }, callId };
+      this.pendingLegs.set(id, done);
+      this.started.then(() => this.thread.postMessage({ t: 'createLeg', leg: id, callId } satisfies MediaCommand), (err: Error) => {
+        this.pendingLegs.delete(id);
+        done.reject(err);
+      });
+    });
+  }
+
+  createBridge(browser: BrowserMediaPort, leg: WorkerSipLeg, callId: string): WorkerBridge {
+    const id = this.nextId++;
+    const bridge = new WorkerBridge(this, id, browser);
+    this.bridges.set(id, bridge);
+    this.send({
+      t: 'createBridge', bridge: id, leg: leg.id, callId,
+      browser: {
+        opusPayloadType: browser.opusPayloadType,
+        pcmuPayloadType: browser.pcmuPayloadType,
+        telephoneEventPayloadType: browser.telephoneEventPayloadType,
+        sendCodec: browser.sendCodec,
+        wantsReports: typeof browser.receptionReports === 'function',
+      },
+    });
+    return bridge;
+  }
+
+  /** Browser audio for bridge `id`, posted with everything else queued in this event-loop turn. */
+  queueRtp(id: number, pkt: RtpPacketView): void {
+    if (!this.alive) return;
+    this.toWorker.add(id, pkt);
+    if (this.flushScheduled) return;
+    this.flushScheduled = true;
+    setImmediate(() => {
+      this.flushScheduled = false;
+      if (this.toWorker.count === 0 || !this.alive) return;
+      const batch = this.toWorker.take();
+      this.thread.postMessage({ t: 'rtp', batch } satisfies MediaCommand, [batch]);
+    });
+  }
+
+  async close(): Promise<void> {
+    // Bridges still open give their figures first (their calls' CDRs wait for them).
+    const open = [...this.bridges.values()].map((b) => b.close());
+    await Promise.all(open);
+    this.alive = false;
+    await this.thread.terminate();
+  }
+}
+
+/** A SIP leg in a worker, as the call layer holds it. */
+class WorkerSipLeg implements SipLegHandle {
+  private inactive: Array<() => void> = [];
+  private failed: Array<(reason: string) => void> = [];
+  private closed = false;
+
+  constructor(readonly worker: MediaWorker, readonly id: number, readonly localAddress: string, readonly localPort: number) {}
+
+  setRemote(remote: SipLegRemote): void {
+    if (this.closed) return;
+    this.worker.send({ t: 'setRemote', leg: this.id, remote: withPlainKeys(remote) });
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.worker.send({ t: 'closeLeg', leg: this.id });
+  }
+
+  onInactive(listener: () => void): void { this.inactive.push(listener); }
+  onFailed(listener: (reason: string) => void): void { this.failed.push(listener); }
+
+  emitInactive(): void { for (const l of this.inactive) l(); }
+
+  fail(reason: string): void {
+    if (this.closed) return;
+    this.closed = true;
+    for (const l of this.failed) l(reason);
+  }
+}
+
+/** A bridge in a worker: forwards the browser's audio there and the worker's audio to the browser. */
+class WorkerBridge implements BridgeHandle {
+  private readonly unsubscribe: () => void;
+  private readonly unsubscribeReports: () => void;
+  private report: ReceptionReport | null = null;
+  private dtmf: Array<(ev: { digit: string; from: 'browser' | 'sip' }) => void> = [];
+  private closing: Promise<BridgeStats | undefined> | null = null;
+  private resolveClose: ((s: BridgeStats | undefined) => void) | null = null;
+  private detached = false;
+
+  constructor(private readonly worker: MediaWorker, readonly id: number, readonly browser: BrowserMediaPort) {
+    this.unsubscribe = browser.onRtp((pkt) => worker.queueRtp(id, pkt));
+    this.unsubscribeReports = browser.receptionReports?.(() => this.report) ?? (() => undefined);
+  }
+
+  setBrowserTone(kind: 'ringback' | 'none'): void { if (!this.detached) this.worker.send({ t: 'tone', bridge: this.id, kind }); }
+  setHold(byBrowser: boolean, bySip: boolean): void { if (!this.detached) this.worker.send({ t: 'hold', bridge: this.id, byBrowser, bySip }); }
+  sendDtmfToSip(digit: string, durationMs?: number): void { if (!this.detached) this.worker.send({ t: 'dtmf', bridge: this.id, digit, durationMs }); }
+  onDtmf(listener: (ev: { digit: string; from: 'browser' | 'sip' }) => void): void { this.dtmf.push(listener); }
+
+  emitDtmf(digit: string, from: 'browser' | 'sip'): void { for (const l of this.dtmf) l({ digit, from }); }
+  setReport(r: ReceptionReport | null): void { this.report = r; }
+
+  close(): Promise<BridgeStats | undefined> {
+    if (this.closing) return this.closing;
+    this.detach();
+    this.closing = new Promise((resolve) => {
+      const timer = setTimeout(() => resolve(undefined), REPLY_TIMEOUT_MS);
+      this.resolveClose = (s) => { clearTimeout(timer); resolve(s); };
+    });
+    this.worker.send({ t: 'closeBridge', bridge: this.id });
+    return this.closing;
+  }
+
+  /** The worker's answer to close (or undefined when the worker is gone). */
+  settle(stats: BridgeStats | undefined): void {
+    this.detach();
+    if (this.resolveClose) this.resolveClose(stats);
+    else this.closing = Promise.resolve(stats);
+  }
+
+  /** Stop forwarding the browser's audio. */
+  detach(): void {
+    if (this.detached) return;
+    this.detached = true;
+    this.unsubscribe();
+    this.unsubscribeReports();
+  }
+}
+
+/** Keys as plain Uint8Arrays of their own: a Buffer from the pool would clone its whole 8 KB slab. */
+function withPlainKeys(remote: SipLegRemote): SipLegRemote {
+  if (!remote.srtp) return remote;
+  const copy = <T extends { key: Buffer; salt: Buffer }>(c: T): T => ({ ...c, key: new Uint8Array(c.key) as Buffer, salt: new Uint8Array(c.salt) as Buffer });
+  return { ...remote, srtp: { local: copy(remote.srtp.local), remote: copy(remote.srtp.remote) } };
+}
+
+/** A worker's log line goes to this thread's destination as it is (already JSON, already redacted). */
+function writeLine(logger: Logger, line: string): void {
+  const stream = (logger as unknown as Record<symbol, { write(s: string): void } | undefined>)[pino.symbols.streamSym];
+  stream?.write(line);
+}

@@ -1,0 +1,89 @@
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { openPhone as openPhoneAt, remotePeakHz } from '../support/page';
+import { launchChromium } from '../peers/chromium';
+import { startGateway } from '../support/gateway';
+import { writeToneWav } from '../support/audio';
+import { until } from '../support/tabs';
+import type { WorkerMediaPlane } from '../../src/media/worker/workerMediaPlane';
+
+/**
+ * The media plane in worker threads (`media.workers`), with a real Chromium tab and the demo
+ * endpoint: the same calls work unchanged, the CDR still gets the bridge's final figures (a
+ * message round trip away now), and a worker that dies ends its call cleanly.
+ */
+let gw: Awaited<ReturnType<typeof startGateway>>;
+let browser: Awaited<ReturnType<typeof launchChromium>>;
+const work = mkdtempSync(join(tmpdir(), 'gw-e2e-'));
+const BASE = 22400;
+
+before(async () => {
+  gw = await startGateway(BASE, { media: { portRange: [BASE + 100, BASE + 199], workers: 2 } });
+  const wav = join(work, 'mic-700hz.wav');
+  writeToneWav(wav, { hz: 700, sampleRate: 48000, seconds: 30 });
+  browser = await launchChromium({ fakeMicWav: wav });
+});
+
+after(async () => {
+  await browser?.close();
+  await gw?.stop();
+});
+
+const plane = (): WorkerMediaPlane => gw.gateway['media'] as WorkerMediaPlane;
+/** The demo endpoint's open dialogs: 0 once our BYE reached it. */
+const demoDialogs = (): number => (gw.gateway['demo'] as unknown as { dialogs: Set<unknown> }).dialogs.size;
+const cdr = (): Array<Record<string, any>> => readFileSync(gw.cdrPath, 'utf8').trim().split('\n').filter(Boolean).map((l) => JSON.parse(l));
+
+async function answeredEchoCall() {
+  const page = await openPhoneAt(browser, gw.url);
+  await page.getByTestId('dial-input').fill('1000');
+  await page.getByTestId('call-button').click();
+  await page.getByTestId('call-status').filter({ hasText: 'answered' }).waitFor({ timeout: 10000 });
+  return page;
+}
+
+test('media in two worker threads: the echo call is heard, and its CDR carries the figures the worker sent back', async () => {
+  const page = await answeredEchoCall();
+  const heard = await remotePeakHz(page);
+  assert.ok(Math.abs(heard.peakHz - 700) < 30, `echo peak ${heard.peakHz} Hz (${heard.peakDb} dB)`);
+  assert.equal(plane().usage.legs, 1);
+  await page.getByTestId('hangup-button').click();
+  await page.getByTestId('call-status').filter({ hasText: 'ended' }).waitFor({ timeout: 5000 });
+  await page.close();
+  await until(() => plane().usage.portsAllocated === 0 && gw.gateway.activeCalls === 0, 'RTP port released by the worker');
+  await until(() => cdr().length === 1, 'CDR written');
+  const rec = cdr()[0];
+  assert.equal(rec.cause, 'local-hangup');
+  assert.equal(rec.quality.mode, 'transcode');
+  assert.ok(rec.quality.browser.packetsReceived > 50, `browser packets in the CDR: ${rec.quality.browser.packetsReceived}`);
+  assert.ok(rec.quality.sip.packetsReceived > 50, `trunk packets in the CDR: ${rec.quality.sip.packetsReceived}`);
+});
+
+test('a media worker that dies mid-call ends that call (cause failed, BYE to the trunk, CDR written), and the next call works', async () => {
+  const page = await answeredEchoCall();
+  const before = cdr().length;
+  assert.equal(demoDialogs(), 1);
+  // The worker carrying the call: the one with a port in use.
+  const threads = plane().threads;
+  await threads[0].terminate();
+  await threads[1].terminate();
+  await page.getByTestId('call-status').filter({ hasText: 'ended (failed)' }).waitFor({ timeout: 5000 });
+  await until(() => cdr().length === before + 1, 'CDR of the failed call');
+  assert.equal(cdr()[before].cause, 'failed');
+  assert.equal(cdr()[before].quality, undefined, 'no figures from a dead worker');
+  await until(() => gw.gateway.activeCalls === 0, 'the call left the registry');
+  await until(() => demoDialogs() === 0, 'BYE reached the demo endpoint');
+  assert.deepEqual(plane().usage, { legs: 0, bridges: 0, portsAllocated: 0 });
+  await page.close();
+
+  // Replacement workers carry the next call.
+  const next = await answeredEchoCall();
+  const heard = await remotePeakHz(next);
+  assert.ok(Math.abs(heard.peakHz - 700) < 30, `echo after the restart: ${heard.peakHz} Hz`);
+  await next.getByTestId('hangup-button').click();
+  await next.getByTestId('call-status').filter({ hasText: 'ended' }).waitFor({ timeout: 5000 });
+  await next.close();
+});
