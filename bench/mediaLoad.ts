@@ -21,6 +21,8 @@ import { Gateway } from '../src/gateway';
 export interface MediaLoadResult {
   mode: 'transcode' | 'passthrough';
   calls: number;
+  /** Media worker threads (0: the media plane in the gateway's main thread). */
+  workers: number;
   setupSec: number;
   cpuMsPerCallSecond: number;
   /** Share of that CPU spent in the kernel (system calls: mostly UDP send and receive). */
@@ -35,6 +37,13 @@ export interface MediaLoadResult {
   sentPerDirection: number;
   latencyToSipMs: { p50: number; p99: number };
   latencyToBrowserMs: { p50: number; p99: number };
+  /**
+   * What the gateway added to a packet's trip, from twin pairs (loadGen.ts): the trip minus that
+   * of a reference packet sent at the same moment straight back to the generator, so that the
+   * generator's own pauses cancel out. n = pairs measured.
+   */
+  addedToSipMs: { p50: number; p99: number; n: number };
+  addedToBrowserMs: { p50: number; p99: number; n: number };
   memoryPerCallMB: { rss: number; heap: number };
   /** allAtOnce: from the moment all browsers send their offers to each one connected (ICE + DTLS + SIP answered). */
   connectAllMs?: { p50: number; p99: number; last: number; phasesP50: { answered: number; iceConnected: number; dtlsConnected: number } };
@@ -80,7 +89,7 @@ function memory(): { rss: number; heap: number } {
   return { rss: m.rss, heap: m.heapUsed };
 }
 
-export async function mediaLoad(calls: number, mode: 'transcode' | 'passthrough', seconds = 5, opts: { allAtOnce?: boolean; directSrtp?: boolean } = {}): Promise<MediaLoadResult> {
+export async function mediaLoad(calls: number, mode: 'transcode' | 'passthrough', seconds = 5, opts: { allAtOnce?: boolean; directSrtp?: boolean; workers?: number } = {}): Promise<MediaLoadResult> {
   // BENCH_PROFILE=dir also profiles the load generator (its own file, written when it exits).
   const profDir = process.env.BENCH_PROFILE;
   const genArgs = profDir ? ['--cpu-prof', `--cpu-prof-dir=${profDir}`] : [];
@@ -93,7 +102,7 @@ export async function mediaLoad(calls: number, mode: 'transcode' | 'passthrough'
     auth: { mode: 'demo' },
     trunk: { uri: `sip:127.0.0.1:${sipPort}`, codecs: ['PCMU'], sourceCidrs: ['127.0.0.1/32'] },
     dialplan: { allow: ['+1555*'] },
-    media: { portRange: [31000, 31000 + calls * 2 + 40], inactivityTimeoutSec: 60 },
+    media: { portRange: [31000, 31000 + calls * 2 + 40], inactivityTimeoutSec: 60, workers: opts.workers ?? 0 },
     webrtc: { portRange: [33000, 33000 + calls * 2 + 40] },
     limits: { connectsPerIpPerMin: 10000, maxCallsGlobal: calls + 10 },
     cdr: { path: join(mkdtempSync(join(tmpdir(), 'bench-cdr-')), 'cdr.jsonl') },
@@ -128,11 +137,12 @@ export async function mediaLoad(calls: number, mode: 'transcode' | 'passthrough'
     const wallS = (performance.now() - w0) / 1000;
     lag.disable();
     const mem1 = memory();
-    const s = await request<{ sentB: number; recvT: number; sentT: number; recvB: number; latBT: { p50: number; p99: number }; latTB: { p50: number; p99: number }; genLoopMaxMs: number }>(gen, { type: 'stop' }, 'stats');
+    const s = await request<{ sentB: number; recvT: number; sentT: number; recvB: number; latBT: { p50: number; p99: number }; latTB: { p50: number; p99: number }; addedBT: { p50: number; p99: number; n: number }; addedTB: { p50: number; p99: number; n: number }; genLoopMaxMs: number }>(gen, { type: 'stop' }, 'stats');
     const cpuMs = (cpu.user + cpu.system) / 1000;
     return {
       mode,
       calls,
+      workers: opts.workers ?? 0,
       setupSec,
       cpuMsPerCallSecond: cpuMs / (calls * wallS),
       kernelShare: cpu.system / Math.max(1, cpu.user + cpu.system),
@@ -145,6 +155,8 @@ export async function mediaLoad(calls: number, mode: 'transcode' | 'passthrough'
       sentPerDirection: s.sentB,
       latencyToSipMs: s.latBT,
       latencyToBrowserMs: s.latTB,
+      addedToSipMs: s.addedBT,
+      addedToBrowserMs: s.addedTB,
       memoryPerCallMB: { rss: (mem1.rss - mem0.rss) / calls / 1e6, heap: (mem1.heap - mem0.heap) / calls / 1e6 },
       connectAllMs: opts.allAtOnce ? { p50: conn.perCall.p50, p99: conn.perCall.p99, last: conn.ms, phasesP50: conn.phasesP50 } : undefined,
     };

@@ -41,6 +41,17 @@ async function main(): Promise<void> {
       console.log(`| ${mode} | ${calls} | ${fmt(r.cpuMsPerCallSecond, 2)} (${fmt(r.kernelShare * 100, 0)} %) | ${fmt(r.coreShare * 100)} % | ${fmt(r.loopDelayP99Ms)} / ${fmt(r.loopDelayMaxMs, 0)} ms | ${fmt(r.lostToSip * 100, 2)} % / ${fmt(r.lostToBrowser * 100, 2)} % | ${fmt(r.latencyToSipMs.p50)} / ${fmt(r.latencyToSipMs.p99)} ms | ${fmt(r.latencyToBrowserMs.p50)} / ${fmt(r.latencyToBrowserMs.p99)} ms | ${fmt(r.memoryPerCallMB.rss, 2)} / ${fmt(r.memoryPerCallMB.heap, 2)} MB |`);
     }
   }
+  // The same transcoded calls with the media plane in worker threads (media.workers): the CPU
+  // figure is the whole process's (every thread); heap is the main thread's only.
+  const inWorkers: MediaLoadResult[] = [];
+  for (const calls of quick ? [10] : [50, 100]) {
+    for (const workers of [1, 2]) {
+      const r = await mediaLoad(calls, 'transcode', quick ? 3 : 8, { workers });
+      inWorkers.push(r);
+      console.log(`| transcode, media in ${workers} worker thread${workers > 1 ? 's' : ''} | ${calls} | ${fmt(r.cpuMsPerCallSecond, 2)} (${fmt(r.kernelShare * 100, 0)} %) | ${fmt(r.coreShare * 100)} % | ${fmt(r.loopDelayP99Ms)} / ${fmt(r.loopDelayMaxMs, 0)} ms (main thread) | ${fmt(r.lostToSip * 100, 2)} % / ${fmt(r.lostToBrowser * 100, 2)} % | ${fmt(r.latencyToSipMs.p50)} / ${fmt(r.latencyToSipMs.p99)} ms | ${fmt(r.latencyToBrowserMs.p50)} / ${fmt(r.latencyToBrowserMs.p99)} ms | ${fmt(r.memoryPerCallMB.rss, 2)} / ${fmt(r.memoryPerCallMB.heap, 2)} MB (main heap) |`);
+    }
+  }
+  figures.mediaWorkers = inWorkers;
   const n = quick ? 10 : 50;
   const tr = media.find((r) => r.mode === 'transcode' && r.calls === n)!;
   const pt = media.find((r) => r.mode === 'passthrough' && r.calls === n)!;
@@ -48,6 +59,11 @@ async function main(): Promise<void> {
   // The same transcoded calls with werift's own per-packet path in the browser leg, for the ratio.
   const viaWerift = await mediaLoad(n, 'transcode', quick ? 3 : 8, { directSrtp: false });
   console.log(`With werift's own RTP/SRTP path in the browser leg instead of ours (same run, ${n} transcoded calls): ${fmt(viaWerift.cpuMsPerCallSecond, 2)} ms per call-second; ours costs ${fmt(tr.cpuMsPerCallSecond / viaWerift.cpuMsPerCallSecond, 2)}x that.`);
+  const big = quick ? 10 : 100;
+  const inThread = media.find((r) => r.mode === 'transcode' && r.calls === big)!;
+  for (const w of inWorkers.filter((r) => r.calls === big)) {
+    console.log(`${big} transcoded calls with the media in ${w.workers} worker thread(s): ${fmt(w.cpuMsPerCallSecond / inThread.cpuMsPerCallSecond, 2)}x the CPU of the main-thread plane; main-thread loop delay p99 ${fmt(w.loopDelayP99Ms)} ms against ${fmt(inThread.loopDelayP99Ms)} ms.`);
+  }
   figures.media = media;
   figures.mediaWeriftPath = viaWerift;
   const burst = await mediaLoad(quick ? 10 : 50, 'transcode', 1, { allAtOnce: true });

@@ -3,7 +3,7 @@ import { randomInt } from 'node:crypto';
 import type dgram from 'node:dgram';
 import type { Logger } from 'pino';
 import { SrtpSession, type SdesCrypto } from './srtp';
-import { buildRtp, isRtcp, parseRtp, RTCP, type RtpPacketView } from './rtp';
+import { buildRtp, isRtcp, parseRtp, RTCP, writeRtpHeader, type RtpPacketView } from './rtp';
 import { estimateMos, ReceiveStats, type LegStats } from './stats';
 import { DtmfReceiver, dtmfPacketTrain } from './dtmf';
 
@@ -61,6 +61,7 @@ export class SipRtpLeg extends EventEmitter<SipLegEvents> {
   private readonly dtmfRx: DtmfReceiver;
   private dtmfBusyUntil = 0;
   private readonly dtmfTimers = new Set<NodeJS.Timeout>();
+  private readonly headerScratch = Buffer.alloc(12);
   paused = false;
   closed = false;
 
@@ -127,7 +128,7 @@ export class SipRtpLeg extends EventEmitter<SipLegEvents> {
     this.ts = (this.ts + samples) >>> 0;
     // While a DTMF event plays, its packets replace audio (RFC 4733 §2.5.1.2).
     if (!this.sendingAllowed || (this.dtmfBusyUntil > 0 && performance.now() < this.dtmfBusyUntil)) return;
-    this.sendPacket(buildRtp(this.remote.payloadType, seq, ts, this.ssrc, payload, marker));
+    this.sendPacket(this.remote.payloadType, seq, ts, payload, marker);
   }
 
   /** RFC 4733 digit toward the trunk (needs a negotiated telephone-event PT). */
@@ -141,7 +142,7 @@ export class SipRtpLeg extends EventEmitter<SipLegEvents> {
     for (const p of train) {
       const send = () => {
         if (this.closed || !this.remote) return;
-        this.sendPacket(buildRtp(pt, this.seq, eventTs, this.ssrc, p.payload, p.marker));
+        this.sendPacket(pt, this.seq, eventTs, p.payload, p.marker);
         this.seq = (this.seq + 1) & 0xffff;
       };
       if (p.delayMs === 0) send();
@@ -155,14 +156,21 @@ export class SipRtpLeg extends EventEmitter<SipLegEvents> {
     return true;
   }
 
-  private sendPacket(plain: Buffer): void {
+  /**
+   * One RTP packet toward the trunk. With SRTP the header goes into a scratch buffer and the
+   * protected packet is the only one allocated (not a plain packet first for SRTP to copy).
+   */
+  private sendPacket(pt: number, seq: number, ts: number, payload: Uint8Array, marker: boolean): void {
     const d = this.dest!;
-    let out = plain;
+    let out: Buffer;
     if (this.srtp) {
-      try { out = this.srtp.protectRtp(plain); } catch { this.dropped++; return; }
+      writeRtpHeader(this.headerScratch, pt, seq, ts, this.ssrc, marker);
+      try { out = this.srtp.protectRtpParts(this.headerScratch, 12, payload); } catch { this.dropped++; return; }
+    } else {
+      out = buildRtp(pt, seq, ts, this.ssrc, payload, marker);
     }
     this.sent.packets++;
-    this.sent.bytes += plain.length - 12;
+    this.sent.bytes += payload.length;
     if (this.rtpConnected === 'yes') this.rtpSocket.send(out);
     else if (this.rtpConnected === 'no') this.rtpSocket.send(out, d.port, d.address);
     // 'connecting': this one packet is skipped rather than sent in a state dgram would refuse.
