@@ -32,13 +32,15 @@ async function main(): Promise<void> {
 
   console.log('\n## Media plane: N concurrent calls through the whole gateway (werift browser legs, DTLS-SRTP, bridge, SIP RTP legs)\n');
   console.log('Both far ends run in a separate load-generator process (werift browsers, a SIP trunk); CPU and memory are the gateway process\'s.\n');
-  console.log('| mode | calls | CPU ms per call-second (kernel share) | share of one core | event-loop delay p99 / max | lost in gateway (to SIP / to browser) | trip browser→SIP p50/p99 | trip SIP→browser p50/p99 | memory per call (RSS / heap) |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|');
+  console.log('"trip" is a packet\'s time from one far end to the other through the gateway; "added" is what the gateway added to it: the trip minus that of a twin packet sent at the same moment straight back to the generator (the generator\'s own pauses cancel out). With media workers, event-loop delay is the main thread\'s and heap the main thread\'s.\n');
+  console.log('| mode | calls | CPU ms per call-second (kernel share) | share of one core | event-loop delay p99 / max | lost in gateway (to SIP / to browser) | trip browser→SIP p50/p99 | trip SIP→browser p50/p99 | added →SIP p50/p99 | added →browser p50/p99 | memory per call (RSS / heap) |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
+  const row = (label: string, r: MediaLoadResult) => console.log(`| ${label} | ${r.calls} | ${fmt(r.cpuMsPerCallSecond, 2)} (${fmt(r.kernelShare * 100, 0)} %) | ${fmt(r.coreShare * 100)} % | ${fmt(r.loopDelayP99Ms)} / ${fmt(r.loopDelayMaxMs, 0)} ms | ${fmt(r.lostToSip * 100, 2)} % / ${fmt(r.lostToBrowser * 100, 2)} % | ${fmt(r.latencyToSipMs.p50)} / ${fmt(r.latencyToSipMs.p99)} ms | ${fmt(r.latencyToBrowserMs.p50)} / ${fmt(r.latencyToBrowserMs.p99)} ms | ${fmt(r.addedToSipMs.p50, 2)} / ${fmt(r.addedToSipMs.p99)} ms | ${fmt(r.addedToBrowserMs.p50, 2)} / ${fmt(r.addedToBrowserMs.p99)} ms | ${fmt(r.memoryPerCallMB.rss, 2)} / ${fmt(r.memoryPerCallMB.heap, 2)} MB |`);
   const media: MediaLoadResult[] = [];
   for (const calls of quick ? [1, 10] : [1, 50, 100]) {
     for (const mode of ['transcode', 'passthrough'] as const) {
       const r = await mediaLoad(calls, mode, quick ? 3 : 8);
       media.push(r);
-      console.log(`| ${mode} | ${calls} | ${fmt(r.cpuMsPerCallSecond, 2)} (${fmt(r.kernelShare * 100, 0)} %) | ${fmt(r.coreShare * 100)} % | ${fmt(r.loopDelayP99Ms)} / ${fmt(r.loopDelayMaxMs, 0)} ms | ${fmt(r.lostToSip * 100, 2)} % / ${fmt(r.lostToBrowser * 100, 2)} % | ${fmt(r.latencyToSipMs.p50)} / ${fmt(r.latencyToSipMs.p99)} ms | ${fmt(r.latencyToBrowserMs.p50)} / ${fmt(r.latencyToBrowserMs.p99)} ms | ${fmt(r.memoryPerCallMB.rss, 2)} / ${fmt(r.memoryPerCallMB.heap, 2)} MB |`);
+      row(mode, r);
     }
   }
   // The same transcoded calls with the media plane in worker threads (media.workers): the CPU
@@ -48,7 +50,7 @@ async function main(): Promise<void> {
     for (const workers of [1, 2]) {
       const r = await mediaLoad(calls, 'transcode', quick ? 3 : 8, { workers });
       inWorkers.push(r);
-      console.log(`| transcode, media in ${workers} worker thread${workers > 1 ? 's' : ''} | ${calls} | ${fmt(r.cpuMsPerCallSecond, 2)} (${fmt(r.kernelShare * 100, 0)} %) | ${fmt(r.coreShare * 100)} % | ${fmt(r.loopDelayP99Ms)} / ${fmt(r.loopDelayMaxMs, 0)} ms (main thread) | ${fmt(r.lostToSip * 100, 2)} % / ${fmt(r.lostToBrowser * 100, 2)} % | ${fmt(r.latencyToSipMs.p50)} / ${fmt(r.latencyToSipMs.p99)} ms | ${fmt(r.latencyToBrowserMs.p50)} / ${fmt(r.latencyToBrowserMs.p99)} ms | ${fmt(r.memoryPerCallMB.rss, 2)} / ${fmt(r.memoryPerCallMB.heap, 2)} MB (main heap) |`);
+      row(`transcode, media in ${workers} worker thread${workers > 1 ? 's' : ''}`, r);
     }
   }
   figures.mediaWorkers = inWorkers;

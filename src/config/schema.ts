@@ -11,6 +11,11 @@ const portOrZero = intIn(0, 65535);
 const portRange = z
   .tuple([port, port], { error: 'expected [low, high], two ports' })
   .refine(([a, b]) => b > a, 'expected [low, high] with high > low');
+/** Even/odd RTP/RTCP pairs in a port range (RFC 3550 §11). */
+function rtpPairs([low, high]: [number, number]): number {
+  const first = low % 2 === 0 ? low : low + 1;
+  return Math.max(0, Math.floor((high - first + 1) / 2));
+}
 const host = z.string({ error: 'expected an IP address or host name' }).min(1, 'expected an IP address or host name');
 const codec = z.enum(['PCMU', 'PCMA', 'opus']);
 const srtp = z.enum(['off', 'optional', 'mandatory']);
@@ -74,6 +79,8 @@ export const ConfigSchema = z
     media: z
       .object({ host: host.default('127.0.0.1'), advertisedHost: host.optional(), portRange: portRange.default([30000, 30999]), inactivityTimeoutSec: z.number().min(1).default(30), opusComplexity: z.number().int().min(0).max(10).default(OPUS_DEFAULT_COMPLEXITY), workers: z.number().int().min(0).max(64).default(0) })
       .strict()
+      // Each media worker gets its own share of the range: at least one RTP/RTCP pair each.
+      .refine((m) => m.workers <= rtpPairs(m.portRange), { message: 'expected at least one even/odd RTP/RTCP port pair per media worker in portRange', path: ['workers'] })
       .prefault({}),
     webrtc: z
       .object({

@@ -193,6 +193,7 @@ test('a bad value names the key path, what is expected and what was given', () =
   oneError(validateConfig({ edge: { allowedOrigins: ['https://app.example.com/'] } }), /^config error: edge\.allowedOrigins\.0: expected an origin such as https:\/\/app\.example\.com/);
   oneError(validateConfig({ webrtc: { stunServers: ['stun.example.com:3478'] } }), /^config error: webrtc\.stunServers\.0: expected a STUN URI/);
   oneError(validateConfig({ media: { opusComplexity: 11 } }), /^config error: media\.opusComplexity: expected .*10.*, got 11$/);
+  oneError(validateConfig({ media: { portRange: [31001, 31005], workers: 3 } }), /^config error: media\.workers: expected at least one even\/odd RTP\/RTCP port pair per media worker in portRange/);
   oneError(validateConfig({ sip: 'udp' }), /^config error: sip: expected a section \(key: value mapping\), got "udp"$/);
 });
 

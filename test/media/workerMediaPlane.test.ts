@@ -130,7 +130,15 @@ test('RTP ports across workers: each worker has its share, the last free pair is
     await until(() => plane.usage.portsAllocated === 2, 'b released');
     const d = await plane.createSipLeg({ callId: 'd' });
     assert.equal(d.localPort, b.localPort);
-    for (const l of [a, c, d]) l.close();
+    // A bridge the worker cannot make (its leg closed meanwhile): its failure comes back at
+    // once, the handle's close() does not wait for a reply that will never come.
+    d.close();
+    const orphan = plane.createBridge(opusBrowser(), d, { callId: 'd' });
+    await until(() => plane.usage.bridges === 0, 'the failed bridge is dropped');
+    const t0 = performance.now();
+    assert.equal(await orphan.close(), undefined);
+    assert.ok(performance.now() - t0 < 100, 'close() answered at once');
+    for (const l of [a, c]) l.close();
     await until(() => plane.usage.portsAllocated === 0, 'all released');
     assert.deepEqual(plane.usage, idle);
   } finally {
@@ -156,6 +164,11 @@ test('a worker that dies fails the calls it carried (their legs say so), gives n
     assert.equal(await bridge.close(), undefined, 'no figures from a dead worker, and no hang');
     assert.deepEqual(plane.usage, idle);
     assert.ok(lines.some((l) => l.msg === 'media worker exited: starting a new one' && l.callsFailed === 1));
+    // It died within seconds of its start: the restart is delayed (a worker that cannot run is
+    // not restarted in a tight loop), and calls meanwhile are refused clearly.
+    assert.equal(plane.runningWorkers, 0);
+    await assert.rejects(plane.createSipLeg({ callId: 'early' }), /no media worker is running/);
+    await until(() => plane.runningWorkers === 1, 'the replacement worker', 3000);
     // The replacement serves calls; the dead thread's sockets were closed with it (same first port).
     const again = await plane.createSipLeg({ callId: 'y' });
     assert.equal(again.localPort, first);

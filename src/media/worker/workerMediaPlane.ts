@@ -39,8 +39,10 @@ export class WorkerMediaPlane implements MediaPlane {
   }
 
   async createSipLeg(o: { callId: string }): Promise<SipLegHandle> {
-    // Fewest legs first; a worker whose share of the range is used up passes to the next.
-    const order = [...this.workers].sort((a, b) => a.legCount - b.legCount);
+    // Fewest legs first; a worker whose share of the range is used up passes to the next; one
+    // waiting to be restarted takes no calls.
+    const order = this.workers.filter((w) => w.running).sort((a, b) => a.legCount - b.legCount);
+    if (order.length === 0) throw new Error('no media worker is running');
     let lastError: Error | null = null;
     for (const w of order) {
       try {
@@ -68,6 +70,11 @@ export class WorkerMediaPlane implements MediaPlane {
     return u;
   }
 
+  /** Workers taking calls (the others are waiting to be restarted). */
+  get runningWorkers(): number {
+    return this.workers.filter((w) => w.running).length;
+  }
+
   /** The worker threads, for diagnostics and the tests that stop one. */
   get threads(): Worker[] {
     return this.workers.map((w) => w.thread);
@@ -78,6 +85,10 @@ export class WorkerMediaPlane implements MediaPlane {
     await Promise.all(this.workers.map((w) => w.close()));
   }
 }
+
+/** A worker that dies within this long of its start counts as failing to start: restarts back off. */
+const QUICK_EXIT_MS = 5000;
+const MAX_RESTART_DELAY_MS = 30_000;
 
 /** Splits [lo, hi] into n ranges that each hold at least one even/odd pair. */
 export function splitPortRange(range: [number, number], n: number): Array<[number, number]> {
@@ -108,6 +119,10 @@ class MediaWorker {
   /** The thread has not exited: commands may be posted. */
   private alive = false;
   private onReady: () => void = () => undefined;
+  private spawnedAt = 0;
+  /** Consecutive exits soon after a start: a worker that cannot run is not restarted in a tight loop. */
+  private quickExits = 0;
+  private restartTimer: NodeJS.Timeout | null = null;
   private readonly log: Logger;
 
   constructor(private readonly index: number, private readonly opts: MediaEngineOptions, private readonly closing: () => boolean) {
@@ -125,6 +140,11 @@ class MediaWorker {
 
   ready(): Promise<void> {
     return this.started;
+  }
+
+  /** The thread is there to take calls (not dead and waiting for its restart). */
+  get running(): boolean {
+    return this.alive;
   }
 
   private spawn(): void {
@@ -145,6 +165,7 @@ class MediaWorker {
       ? new Worker(`require(${JSON.stringify(require.resolve('tsx/cjs'))}); require(${JSON.stringify(WORKER_FILE)})`, { eval: true, workerData: data })
       : new Worker(WORKER_FILE, { workerData: data });
     this.thread = thread;
+    this.spawnedAt = performance.now();
     this.portsAllocated = 0;
     // Commands posted before the thread runs wait in its port; only the ready signal is awaited
     // (createLeg waits, so that a worker that cannot start fails calls clearly).
@@ -175,8 +196,13 @@ class MediaWorker {
     this.portsAllocated = 0;
     for (const l of legs) l.fail(reason);
     if (this.closing()) return;
-    this.log.error({ code, callsFailed: legs.length }, 'media worker exited: starting a new one');
-    this.spawn();
+    this.quickExits = performance.now() - this.spawnedAt < QUICK_EXIT_MS ? this.quickExits + 1 : 0;
+    const delayMs = this.quickExits === 0 ? 0 : Math.min(MAX_RESTART_DELAY_MS, 100 * 2 ** this.quickExits);
+    this.log.error({ code, callsFailed: legs.length, restartInMs: delayMs }, 'media worker exited: starting a new one');
+    this.restartTimer = setTimeout(() => {
+      this.restartTimer = null;
+      if (!this.closing()) this.spawn();
+    }, delayMs);
   }
 
   private onEvent(ev: MediaEvent): void {
@@ -220,11 +246,15 @@ class MediaWorker {
       case 'reports':
         for (const [id, report] of ev.items) this.bridges.get(id)?.setReport(report);
         return;
-      case 'bridgeFailed':
+      case 'bridgeFailed': {
+        // The call cannot have audio: its leg fails, which ends the call (cause failed).
         this.log.error({ bridge: ev.bridge, reason: ev.message }, 'media worker could not create a bridge');
-        this.bridges.get(ev.bridge)?.detach();
+        const bridge = this.bridges.get(ev.bridge);
         this.bridges.delete(ev.bridge);
+        bridge?.settle(undefined);
+        if (bridge) this.legs.get(bridge.legId)?.fail(`no media bridge: ${ev.message}`);
         return;
+      }
       case 'bridgeClosed':
         this.bridges.get(ev.bridge)?.settle(ev.stats);
         this.bridges.delete(ev.bridge);
@@ -254,7 +284,7 @@ class MediaWorker {
 
   createBridge(browser: BrowserMediaPort, leg: WorkerSipLeg, callId: string): WorkerBridge {
     const id = this.nextId++;
-    const bridge = new WorkerBridge(this, id, browser);
+    const bridge = new WorkerBridge(this, id, leg.id, browser);
     this.bridges.set(id, bridge);
     this.send({
       t: 'createBridge', bridge: id, leg: leg.id, callId,
@@ -284,6 +314,7 @@ class MediaWorker {
   }
 
   async close(): Promise<void> {
+    if (this.restartTimer) clearTimeout(this.restartTimer);
     // Bridges still open give their figures first (their calls' CDRs wait for them).
     const open = [...this.bridges.values()].map((b) => b.close());
     await Promise.all(open);
@@ -297,6 +328,7 @@ class WorkerSipLeg implements SipLegHandle {
   private inactive: Array<() => void> = [];
   private failed: Array<(reason: string) => void> = [];
   private closed = false;
+  private hasFailed = false;
 
   constructor(readonly worker: MediaWorker, readonly id: number, readonly localAddress: string, readonly localPort: number) {}
 
@@ -316,9 +348,10 @@ class WorkerSipLeg implements SipLegHandle {
 
   emitInactive(): void { for (const l of this.inactive) l(); }
 
+  /** Tell the call its audio is gone; its close() still follows (a no-op when the worker died). */
   fail(reason: string): void {
-    if (this.closed) return;
-    this.closed = true;
+    if (this.closed || this.hasFailed) return;
+    this.hasFailed = true;
     for (const l of this.failed) l(reason);
   }
 }
@@ -333,7 +366,7 @@ class WorkerBridge implements BridgeHandle {
   private resolveClose: ((s: BridgeStats | undefined) => void) | null = null;
   private detached = false;
 
-  constructor(private readonly worker: MediaWorker, readonly id: number, readonly browser: BrowserMediaPort) {
+  constructor(private readonly worker: MediaWorker, readonly id: number, readonly legId: number, readonly browser: BrowserMediaPort) {
     this.unsubscribe = browser.onRtp((pkt) => worker.queueRtp(id, pkt));
     this.unsubscribeReports = browser.receptionReports?.(() => this.report) ?? (() => undefined);
   }
