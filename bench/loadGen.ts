@@ -183,7 +183,7 @@ async function main(): Promise<void> {
       counting = false;
       let sentB = 0, recvT = 0, sentT = 0, recvB = 0;
       for (const c of calls.values()) { sentB += c.sentB; recvT += c.recvT; sentT += c.sentT; recvB += c.recvB; }
-      process.send!({ type: 'stats', sentB, recvT, sentT, recvB, latBT: pct(latBT), latTB: pct(latTB), addedBT: pct(addedBT), addedTB: pct(addedTB), genLoopMaxMs: Math.max(0, genLag.max / 1e6 - 5) }); // the histogram records whole 5 ms ticks
+      process.send!({ type: 'stats', sentB, recvT, sentT, recvB, latBT: paired(latBT, sentB, recvT), latTB: paired(latTB, sentT, recvB), addedBT: paired(addedBT, sentB, recvT), addedTB: paired(addedTB, sentT, recvB), genLoopMaxMs: Math.max(0, genLag.max / 1e6 - 5) }); // the histogram records whole 5 ms ticks
     } else if (m.type === 'hangup') {
       for (const c of calls.values()) { c.audio?.close(); c.ws.close(); await c.pc.close().catch(() => undefined); c.rtp?.close(); }
       await ua.stop();
@@ -194,6 +194,14 @@ async function main(): Promise<void> {
       setTimeout(() => process.exit(0), 50);
     }
   });
+}
+
+/**
+ * Trip times pair each arrival with the oldest packet sent: right only when nothing was lost
+ * in that direction (one loss would shift every later pair by 20 ms). With losses, no figure.
+ */
+function paired(a: number[], sent: number, received: number): { p50: number; p99: number; n: number } {
+  return sent === received ? pct(a) : { p50: NaN, p99: NaN, n: 0 };
 }
 
 function pct(a: number[]): { p50: number; p99: number; n: number } {

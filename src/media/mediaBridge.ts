@@ -38,6 +38,8 @@ export interface ReceptionReport {
   extendedHighestSeq: number;
   /** Interarrival jitter, timestamp units. */
   jitter: number;
+  /** Packets expected so far (cumulative): with cumulativeLost, what a reporter elsewhere needs to work out its own fractionLost. */
+  expected: number;
 }
 
 /**
@@ -300,7 +302,7 @@ export class MediaBridge extends EventEmitter<BridgeEvents> {
   private receptionReport(): ReceptionReport | null {
     if (this.closed || this.browserSsrc === null) return null;
     const rx = this.browserRx;
-    return { ssrc: this.browserSsrc, fractionLost: rx.fractionLostSinceLast(), cumulativeLost: rx.lost, extendedHighestSeq: rx.extendedHighestSeq, jitter: Math.round(rx.jitterTs) };
+    return { ssrc: this.browserSsrc, fractionLost: rx.fractionLostSinceLast(), cumulativeLost: rx.lost, extendedHighestSeq: rx.extendedHighestSeq, jitter: Math.round(rx.jitterTs), expected: rx.expected };
   }
 
   stats(): { browser: BrowserLegStats; sip: LegStats; transcodeCpuMs: number; mode: Mode } {

@@ -62,6 +62,8 @@ async function rig(t: TestContext, base: number, overrides: Parameters<typeof st
     auth: { mode: 'token', hs256Secret: SECRET },
     demo: { enabled: false },
     trunk: { uri: `sip:127.0.0.1:${base + 3}`, srtp: 'off', codecs: ['PCMU'], sourceCidrs: ['127.0.0.1/32'] },
+    // These tests look inside the in-thread MediaEngine (GW_TEST_MEDIA_WORKERS does not apply).
+    media: { portRange: [base + 100, base + 199], inactivityTimeoutSec: 20, workers: 0 },
     ...overrides,
   });
   t.after(async () => {

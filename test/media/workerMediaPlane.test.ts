@@ -71,10 +71,11 @@ test('a call in a worker thread: Opus from the browser reaches the trunk as PCMU
     bridge.onDtmf((ev) => digits.push(ev));
     assert.deepEqual(plane.usage, { legs: 1, bridges: 1, portsAllocated: 1 });
 
-    // One second of 700 Hz from the browser and 440 Hz from the trunk, 20 ms apart.
+    // One second of 700 Hz from the browser and 440 Hz from the trunk, 20 ms apart; the
+    // browser's packet 20 is lost on the way.
     const seq0 = 1000;
     for (let i = 0; i < 50; i++) {
-      browser.push({ payloadType: 111, sequenceNumber: seq0 + i, timestamp: i * 960, marker: i === 0, ssrc: 0xb0b0, payload: encoder.encode(tone(700, 48000, 960, i * 960)) });
+      if (i !== 20) browser.push({ payloadType: 111, sequenceNumber: seq0 + i, timestamp: i * 960, marker: i === 0, ssrc: 0xb0b0, payload: encoder.encode(tone(700, 48000, 960, i * 960)) });
       trunk.send(trunkSrtp.protectRtp(buildRtp(0, seq0 + i, i * 160, 0x7777, pcmuEncode(tone(440, 8000, 160, i * 160)))), leg.localPort, '127.0.0.1');
       await sleep(20);
     }
@@ -82,6 +83,7 @@ test('a call in a worker thread: Opus from the browser reaches the trunk as PCMU
       trunk.send(trunkSrtp.protectRtp(buildRtp(101, seq0 + 50, 50 * 160, 0x7777, p.payload, p.marker)), leg.localPort, '127.0.0.1');
     }
     await until(() => atTrunk.length >= 45 && browser.got.length >= 45 && digits.length === 1, 'audio both ways and the digit', 3000);
+    const reports: ReceptionReport[] = [];
 
     const pcmAtTrunk = Int16Array.from(atTrunk.slice(10).flatMap((p) => Array.from(pcmuDecode(p.payload))));
     assert.ok(atTrunk.every((p) => p.payloadType === 0 && p.payload.length === 160), 'PCMU 20 ms frames, SRTP-protected with our key');
@@ -92,14 +94,29 @@ test('a call in a worker thread: Opus from the browser reaches the trunk as PCMU
 
     // The bridge's reception figures about the browser's stream reach this thread for its RTCP.
     // (pushed once a second, so the one covering the last packet may take that long)
-    await until(() => browser.report()?.extendedHighestSeq === seq0 + 49, 'a reception report covering the last packet', 3000);
-    assert.equal(browser.report()!.ssrc, 0xb0b0);
-    assert.equal(browser.report()!.cumulativeLost, 0);
+    // Each report the browser leg sends gets the fraction lost since the previous one it sent,
+    // worked out here from the worker's cumulative counts (RFC 3550 A.3).
+    await until(() => {
+      const r = browser.report();
+      if (r) reports.push(r);
+      return r?.extendedHighestSeq === seq0 + 49;
+    }, 'a reception report covering the last packet', 3000);
+    const last = reports[reports.length - 1];
+    assert.equal(last.ssrc, 0xb0b0);
+    assert.equal(last.cumulativeLost, 1);
+    assert.equal(last.expected, 50);
+    const withLoss = reports.filter((r) => r.fractionLost > 0);
+    assert.equal(withLoss.length, 1, `the loss is reported once: ${JSON.stringify(reports.map((r) => r.fractionLost))}`);
+    const before = reports[reports.indexOf(withLoss[0]) - 1];
+    const expectedSince = withLoss[0].expected - (before?.expected ?? 0);
+    assert.equal(withLoss[0].fractionLost, Math.floor(256 / expectedSince));
+    assert.equal(browser.report()!.fractionLost, 0, 'nothing lost since the last report');
 
     const stats = await bridge.close();
     assert.ok(stats, 'final statistics from the worker');
     assert.equal(stats.mode, 'transcode');
-    assert.equal(stats.browser.packetsReceived, 50);
+    assert.equal(stats.browser.packetsReceived, 49);
+    assert.equal(stats.browser.packetsLost, 1);
     assert.ok(stats.sip.packetsReceived >= 50, `trunk packets counted: ${stats.sip.packetsReceived}`);
     assert.ok(stats.transcodeCpuMs > 0);
     leg.close();
@@ -138,7 +155,17 @@ test('RTP ports across workers: each worker has its share, the last free pair is
     const t0 = performance.now();
     assert.equal(await orphan.close(), undefined);
     assert.ok(performance.now() - t0 < 100, 'close() answered at once');
-    for (const l of [a, c]) l.close();
+    // A command that throws in the worker (a 5-byte SRTP key) fails that call only: the worker
+    // and its other legs carry on, and the failed leg still gives its port back on close.
+    const failures: string[] = [];
+    a.onFailed((r) => failures.push(r));
+    const bad = generateSdesCrypto(1, 'AES_CM_128_HMAC_SHA1_80');
+    a.setRemote({ address: '127.0.0.1', port: 9, codec: 'PCMU', payloadType: 0, srtp: { local: bad, remote: { ...bad, key: Buffer.alloc(5) } } });
+    await until(() => failures.length === 1, 'the leg reports the failed command');
+    assert.match(failures[0], /^setRemote: /);
+    assert.equal(plane.runningWorkers, 2, 'no worker died');
+    const e = await plane.createSipLeg({ callId: 'e' });
+    for (const l of [a, c, e]) l.close();
     await until(() => plane.usage.portsAllocated === 0, 'all released');
     assert.deepEqual(plane.usage, idle);
   } finally {

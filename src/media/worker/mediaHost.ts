@@ -30,7 +30,26 @@ export class MediaHost {
     this.reportTimer.unref();
   }
 
+  /**
+   * One command. A command that throws must not take the worker (and every call on it) down, as
+   * it would in an uncaught handler: the call it was for fails instead, as it would in-thread.
+   */
   handle(cmd: MediaCommand): void {
+    try {
+      this.dispatch(cmd);
+    } catch (err) {
+      this.logger.error({ err, command: cmd.t }, 'media command failed');
+      if ('leg' in cmd) this.post({ t: 'legFailed', leg: cmd.leg, message: `${cmd.t}: ${(err as Error).message}` });
+      if ('bridge' in cmd) {
+        const b = this.bridges.get(cmd.bridge);
+        this.bridges.delete(cmd.bridge);
+        try { b?.handle.closeNow(); } catch { /* already failing */ }
+        this.post({ t: 'bridgeFailed', bridge: cmd.bridge, message: `${cmd.t}: ${(err as Error).message}` });
+      }
+    }
+  }
+
+  private dispatch(cmd: MediaCommand): void {
     switch (cmd.t) {
       case 'rtp':
         readPacketBatch(cmd.batch, (id, pkt) => this.bridges.get(id)?.port.deliver(pkt));
@@ -59,7 +78,13 @@ export class MediaHost {
       case 'closeBridge': {
         const b = this.bridges.get(cmd.bridge);
         this.bridges.delete(cmd.bridge);
-        this.post({ t: 'bridgeClosed', bridge: cmd.bridge, stats: b?.handle.closeNow() });
+        let stats;
+        try {
+          stats = b?.handle.closeNow();
+        } finally {
+          // Always answered: the main thread's CDR waits for it.
+          this.post({ t: 'bridgeClosed', bridge: cmd.bridge, stats });
+        }
         return;
       }
     }

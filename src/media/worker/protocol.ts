@@ -25,10 +25,16 @@ export type MediaEvent =
   | { t: 'legRefused'; leg: number; exhausted: boolean; message: string }
   | { t: 'legInactive'; leg: number }
   | { t: 'legClosed'; leg: number; portsAllocated: number }
+  /** A command for this leg failed in the worker: the call has no working media. */
+  | { t: 'legFailed'; leg: number; message: string }
   | { t: 'bridgeFailed'; bridge: number; message: string }
   | { t: 'bridgeClosed'; bridge: number; stats: BridgeStats | undefined }
   | { t: 'dtmf'; bridge: number; digit: string; from: 'browser' | 'sip' }
-  /** The bridges' receive statistics of the browsers' audio, for the RTCP reports sent from the main thread. */
+  /**
+   * The bridges' receive statistics of the browsers' audio, for the RTCP reports sent from the
+   * main thread. Their fractionLost covers the push interval, not the reports' own: the main
+   * thread works the fraction out again from the cumulative counts for each report it sends.
+   */
   | { t: 'reports'; items: Array<[bridge: number, report: ReceptionReport | null]> }
   /** Audio for the browsers. */
   | { t: 'rtp'; batch: ArrayBuffer }

@@ -39,8 +39,8 @@ export class WorkerMediaPlane implements MediaPlane {
   }
 
   async createSipLeg(o: { callId: string }): Promise<SipLegHandle> {
-    // Fewest legs first; a worker whose share of the range is used up passes to the next; one
-    // waiting to be restarted takes no calls.
+    // Fewest legs first; a worker whose share of the range is used up, or that fails to answer,
+    // passes to the next; one not ready (starting, or waiting to be restarted) takes no calls.
     const order = this.workers.filter((w) => w.running).sort((a, b) => a.legCount - b.legCount);
     if (order.length === 0) throw new Error('no media worker is running');
     let lastError: Error | null = null;
@@ -49,10 +49,10 @@ export class WorkerMediaPlane implements MediaPlane {
         return await w.createLeg(o.callId);
       } catch (err) {
         lastError = err as Error;
-        if (!(err instanceof RtpPortsExhaustedError)) throw err;
       }
     }
-    throw lastError ?? new RtpPortsExhaustedError('no media worker');
+    // Exhausted only when every worker said so; any other failure is the plane's.
+    throw lastError!;
   }
 
   createBridge(browser: BrowserMediaPort, leg: SipLegHandle, o: { callId: string }): BridgeHandle {
@@ -119,6 +119,8 @@ class MediaWorker {
   /** The thread has not exited: commands may be posted. */
   private alive = false;
   private onReady: () => void = () => undefined;
+  /** The thread said it is ready (and has not exited since). */
+  private ready_ = false;
   private spawnedAt = 0;
   /** Consecutive exits soon after a start: a worker that cannot run is not restarted in a tight loop. */
   private quickExits = 0;
@@ -142,9 +144,9 @@ class MediaWorker {
     return this.started;
   }
 
-  /** The thread is there to take calls (not dead and waiting for its restart). */
+  /** The thread is there to take calls (started, not dead or waiting for its restart). */
   get running(): boolean {
-    return this.alive;
+    return this.alive && this.ready_;
   }
 
   private spawn(): void {
@@ -157,7 +159,7 @@ class MediaWorker {
       opusComplexity: o.opusComplexity,
       logLevel: o.logger.level,
       logBindings: { ...o.logger.bindings(), mediaWorker: this.index },
-      reportIntervalMs: 1000,
+      reportIntervalMs: 250,
     };
     // Run from source (tsx), Node's Worker would load a .ts entry through the ES module loader,
     // which does not know the extension; a require() goes through tsx's CommonJS hook instead.
@@ -170,9 +172,13 @@ class MediaWorker {
     // Commands posted before the thread runs wait in its port; only the ready signal is awaited
     // (createLeg waits, so that a worker that cannot start fails calls clearly).
     this.alive = true;
+    this.ready_ = false;
     this.started = new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`media worker ${this.index} did not start within ${START_TIMEOUT_MS} ms`)), START_TIMEOUT_MS);
-      this.onReady = () => { clearTimeout(timer); resolve(); };
+      const timer = setTimeout(() => {
+        reject(new Error(`media worker ${this.index} did not start within ${START_TIMEOUT_MS} ms`));
+        void thread.terminate(); // stuck: its exit restarts it (backing off)
+      }, START_TIMEOUT_MS);
+      this.onReady = () => { clearTimeout(timer); this.ready_ = true; resolve(); };
       let error = '';
       thread.once('error', (err) => { error = `: ${err.message}`; });
       thread.once('exit', (code) => { clearTimeout(timer); reject(new Error(`media worker ${this.index} exited (code ${code}) before it was ready${error}`)); });
@@ -186,23 +192,28 @@ class MediaWorker {
   private onExit(thread: Worker, code: number): void {
     if (thread !== this.thread) return;
     this.alive = false;
+    this.ready_ = false;
     const reason = `media worker ${this.index} exited (code ${code})`;
-    for (const p of this.pendingLegs.values()) p.reject(new Error(reason));
+    const pending = [...this.pendingLegs.values()];
     this.pendingLegs.clear();
-    for (const b of this.bridges.values()) b.settle(undefined);
+    const bridges = [...this.bridges.values()];
     this.bridges.clear();
     const legs = [...this.legs.values()];
     this.legs.clear();
     this.portsAllocated = 0;
-    for (const l of legs) l.fail(reason);
-    if (this.closing()) return;
-    this.quickExits = performance.now() - this.spawnedAt < QUICK_EXIT_MS ? this.quickExits + 1 : 0;
-    const delayMs = this.quickExits === 0 ? 0 : Math.min(MAX_RESTART_DELAY_MS, 100 * 2 ** this.quickExits);
-    this.log.error({ code, callsFailed: legs.length, restartInMs: delayMs }, 'media worker exited: starting a new one');
-    this.restartTimer = setTimeout(() => {
-      this.restartTimer = null;
-      if (!this.closing()) this.spawn();
-    }, delayMs);
+    // The restart is arranged before the calls hear of it: their hang-ups run call code here.
+    if (!this.closing()) {
+      this.quickExits = performance.now() - this.spawnedAt < QUICK_EXIT_MS ? this.quickExits + 1 : 0;
+      const delayMs = this.quickExits === 0 ? 0 : Math.min(MAX_RESTART_DELAY_MS, 100 * 2 ** this.quickExits);
+      this.log.error({ code, callsFailed: legs.length, restartInMs: delayMs }, 'media worker exited: starting a new one');
+      this.restartTimer = setTimeout(() => {
+        this.restartTimer = null;
+        if (!this.closing()) this.spawn();
+      }, delayMs);
+    }
+    for (const p of pending) p.reject(new Error(reason));
+    for (const b of bridges) b.settle(undefined);
+    for (const l of legs) guarded(this.log, () => l.fail(reason));
   }
 
   private onEvent(ev: MediaEvent): void {
@@ -236,6 +247,11 @@ class MediaWorker {
       case 'legInactive':
         this.legs.get(ev.leg)?.emitInactive();
         return;
+      case 'legFailed': {
+        const leg = this.legs.get(ev.leg);
+        if (leg) guarded(this.log, () => leg.fail(ev.message));
+        return;
+      }
       case 'legClosed':
         this.legs.delete(ev.leg);
         this.portsAllocated = ev.portsAllocated;
@@ -252,7 +268,8 @@ class MediaWorker {
         const bridge = this.bridges.get(ev.bridge);
         this.bridges.delete(ev.bridge);
         bridge?.settle(undefined);
-        if (bridge) this.legs.get(bridge.legId)?.fail(`no media bridge: ${ev.message}`);
+        const leg = bridge && this.legs.get(bridge.legId);
+        if (leg) guarded(this.log, () => leg.fail(`no media bridge: ${ev.message}`));
         return;
       }
       case 'bridgeClosed':
@@ -272,6 +289,9 @@ class MediaWorker {
       const timer = setTimeout(() => {
         if (!this.pendingLegs.delete(id)) return;
         reject(new Error(`media worker ${this.index} gave no RTP leg within ${REPLY_TIMEOUT_MS} ms`));
+        // A worker that does not answer for that long is stuck: its calls have no audio either.
+        this.log.error('media worker not answering: stopping it');
+        void this.thread.terminate();
       }, REPLY_TIMEOUT_MS);
       const done = { resolve: (l: WorkerSipLeg) => { clearTimeout(timer); resolve(l); }, reject: (e: Error) => { clearTimeout(timer); reject(e); }, callId };
       this.pendingLegs.set(id, done);
@@ -297,6 +317,11 @@ class MediaWorker {
       },
     });
     return bridge;
+  }
+
+  /** A bridge whose close went unanswered: no longer counted (the worker gives it up with its thread). */
+  forgetBridge(id: number): void {
+    this.bridges.delete(id);
   }
 
   /** Browser audio for bridge `id`, posted with everything else queued in this event-loop turn. */
@@ -360,7 +385,9 @@ class WorkerSipLeg implements SipLegHandle {
 class WorkerBridge implements BridgeHandle {
   private readonly unsubscribe: () => void;
   private readonly unsubscribeReports: () => void;
+  /** The latest figures the worker pushed, and the counts at the last report the browser leg sent. */
   private report: ReceptionReport | null = null;
+  private reported = { expected: 0, lost: 0 };
   private dtmf: Array<(ev: { digit: string; from: 'browser' | 'sip' }) => void> = [];
   private closing: Promise<BridgeStats | undefined> | null = null;
   private resolveClose: ((s: BridgeStats | undefined) => void) | null = null;
@@ -368,7 +395,7 @@ class WorkerBridge implements BridgeHandle {
 
   constructor(private readonly worker: MediaWorker, readonly id: number, readonly legId: number, readonly browser: BrowserMediaPort) {
     this.unsubscribe = browser.onRtp((pkt) => worker.queueRtp(id, pkt));
-    this.unsubscribeReports = browser.receptionReports?.(() => this.report) ?? (() => undefined);
+    this.unsubscribeReports = browser.receptionReports?.(() => this.nextReport()) ?? (() => undefined);
   }
 
   setBrowserTone(kind: 'ringback' | 'none'): void { if (!this.detached) this.worker.send({ t: 'tone', bridge: this.id, kind }); }
@@ -379,11 +406,25 @@ class WorkerBridge implements BridgeHandle {
   emitDtmf(digit: string, from: 'browser' | 'sip'): void { for (const l of this.dtmf) l({ digit, from }); }
   setReport(r: ReceptionReport | null): void { this.report = r; }
 
+  /**
+   * The block for the report the browser leg is sending now: fraction lost since the previous
+   * one it sent (RFC 3550 A.3), from the cumulative counts — not the worker's push interval.
+   */
+  private nextReport(): ReceptionReport | null {
+    const r = this.report;
+    if (!r) return null;
+    const expected = r.expected - this.reported.expected;
+    const lost = r.cumulativeLost - this.reported.lost;
+    this.reported = { expected: r.expected, lost: r.cumulativeLost };
+    return { ...r, fractionLost: expected > 0 && lost > 0 ? Math.min(255, Math.floor((lost * 256) / expected)) : 0 };
+  }
+
   close(): Promise<BridgeStats | undefined> {
     if (this.closing) return this.closing;
     this.detach();
     this.closing = new Promise((resolve) => {
-      const timer = setTimeout(() => resolve(undefined), REPLY_TIMEOUT_MS);
+      const timer = setTimeout(() => { this.worker.forgetBridge(this.id); resolve(undefined); }, REPLY_TIMEOUT_MS);
+      timer.unref();
       this.resolveClose = (s) => { clearTimeout(timer); resolve(s); };
     });
     this.worker.send({ t: 'closeBridge', bridge: this.id });
@@ -411,6 +452,15 @@ function withPlainKeys(remote: SipLegRemote): SipLegRemote {
   if (!remote.srtp) return remote;
   const copy = <T extends { key: Buffer; salt: Buffer }>(c: T): T => ({ ...c, key: new Uint8Array(c.key) as Buffer, salt: new Uint8Array(c.salt) as Buffer });
   return { ...remote, srtp: { local: copy(remote.srtp.local), remote: copy(remote.srtp.remote) } };
+}
+
+/** Runs call code on the media plane's behalf: a throw there must not stop the plane's own bookkeeping. */
+function guarded(log: Logger, fn: () => void): void {
+  try {
+    fn();
+  } catch (err) {
+    log.error({ err }, 'ending a call after a media failure threw');
+  }
 }
 
 /** A worker's log line goes to this thread's destination as it is (already JSON, already redacted). */
