@@ -75,7 +75,11 @@ request_route {
   t_relay();
 }
 `);
-  const proc: ChildProcess = spawn('kamailio', ['-f', join(dir, 'kamailio.cfg'), '-DD', '-E', '-Y', run, '-P', join(run, 'k.pid')], { stdio: ['ignore', 'pipe', 'pipe'] });
+  // Its own process group: Kamailio forks worker children, and a SIGKILL to the main process
+  // alone leaves them running with our stdout/stderr pipes open, so this process never exits
+  // (a test file then hangs until the runner's timeout). stop() signals the whole group.
+  const proc: ChildProcess = spawn('kamailio', ['-f', join(dir, 'kamailio.cfg'), '-DD', '-E', '-Y', run, '-P', join(run, 'k.pid')], { stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+  const signalGroup = (sig: NodeJS.Signals) => { try { process.kill(-proc.pid!, sig); } catch { /* already gone */ } };
   let output = '';
   proc.stdout!.on('data', (d) => { output = (output + d.toString()).slice(-20000); });
   proc.stderr!.on('data', (d) => { output = (output + d.toString()).slice(-20000); });
@@ -84,20 +88,24 @@ request_route {
   const deadline = Date.now() + 10_000;
   for (;;) {
     if (proc.exitCode !== null) throw new Error(`kamailio exited: ${output.slice(-1500)}`);
-    try { execFileSync('kamcmd', ['-s', ctl, 'core.uptime'], { stdio: 'pipe' }); break; } catch { /* not up yet */ }
-    if (Date.now() > deadline) { proc.kill('SIGKILL'); throw new Error(`kamailio did not start: ${output.slice(-1500)}`); }
+    try { execFileSync('kamcmd', ['-s', ctl, 'core.uptime'], { stdio: 'pipe', timeout: 5000 }); break; } catch { /* not up yet */ }
+    if (Date.now() > deadline) { signalGroup('SIGKILL'); throw new Error(`kamailio did not start: ${output.slice(-1500)}`); }
     await new Promise((r) => setTimeout(r, 100));
   }
   return {
     port: o.port,
-    registrations: () => execFileSync('kamcmd', ['-s', ctl, 'ul.dump'], { encoding: 'utf8' }),
+    registrations: () => execFileSync('kamcmd', ['-s', ctl, 'ul.dump'], { encoding: 'utf8', timeout: 5000 }),
     async stop() {
       if (proc.exitCode === null) {
-        proc.kill('SIGTERM');
-        const t = setTimeout(() => proc.kill('SIGKILL'), 2000);
+        signalGroup('SIGTERM');
+        const t = setTimeout(() => signalGroup('SIGKILL'), 2000);
         await exited;
         clearTimeout(t);
       }
+      // Whatever of the group is left goes too, and its pipes are no longer ours.
+      signalGroup('SIGKILL');
+      proc.stdout?.destroy();
+      proc.stderr?.destroy();
     },
   };
 }
