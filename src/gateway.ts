@@ -141,8 +141,10 @@ export class Gateway {
           // The record waits for the bridge's final figures (a message round trip when the media
           // runs in a worker thread); stop() writes the waiting ones before closing the file.
           const pending = call.mediaReleased.then(() => {
+            const final = call.record();
+            if (final.quality) this.metrics.callQuality(final.quality);
             try {
-              this.cdr?.write(call.record());
+              this.cdr?.write(final);
             } catch (err) {
               call.log.error({ err }, 'CDR write failed');
             }

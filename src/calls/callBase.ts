@@ -2,7 +2,7 @@ import { EventEmitter } from 'node:events';
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { Dialog, SipRequest } from '../sip';
-import type { BridgeHandle, MediaPlane, SipLegHandle } from '../media';
+import type { BridgeHandle, BridgeStats, MediaPlane, SipLegHandle } from '../media';
 import { generateSdesCrypto, parseCryptoAttribute, type SdesCrypto } from '../media/srtp';
 import { parseSipOffer, type MediaDirection, type SipMediaDescription, type SipSdpOptions } from '../sdp';
 import type { BrowserIceConfig } from '../webrtc/browserLeg';
@@ -62,7 +62,7 @@ export interface CallRecord {
   cause: EndCause;
   sipStatus?: number;
   sipReason?: string;
-  quality?: unknown;
+  quality?: BridgeStats;
 }
 
 /**
@@ -87,7 +87,7 @@ export abstract class CallBase extends EventEmitter<CallEvents> {
   protected activeSrtp: { local: SdesCrypto; remote: SdesCrypto } | null = null;
   protected heldLocally = false;
   protected heldRemotely = false;
-  private lastQuality: unknown;
+  private lastQuality: BridgeStats | undefined;
   /**
    * Settles once the media plane has given back the bridge's final statistics (at once in this
    * thread, after a message round trip when the media runs in a worker): the CDR waits for it.

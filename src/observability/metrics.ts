@@ -1,3 +1,4 @@
+import type { BridgeStats } from '../media/plane';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 
 /** Prometheus metrics for /metrics (prom-client), behind typed methods. */
@@ -25,15 +26,20 @@ export class GatewayMetrics {
     this.activeCalls.inc({ direction });
   }
 
-  callEnded(direction: string, cause: string, setupMs?: number, quality?: { legs: Array<{ leg: string; lossRatio: number; jitterMs: number }>; transcodeCpuMs?: number }): void {
+  callEnded(direction: string, cause: string, setupMs?: number): void {
     this.activeCalls.dec({ direction });
     this.callsTotal.inc({ direction, cause });
     if (setupMs !== undefined) this.setupSeconds.observe({ direction }, setupMs / 1000);
-    for (const l of quality?.legs ?? []) {
-      this.lossRatio.observe({ leg: l.leg }, l.lossRatio);
-      this.jitterMs.observe({ leg: l.leg }, l.jitterMs);
+  }
+
+  /** A call's media figures, once the media plane has given them (after the call ended). */
+  callQuality(quality: BridgeStats): void {
+    for (const [leg, s] of [['browser', quality.browser], ['sip', quality.sip]] as const) {
+      const expected = s.packetsReceived + s.packetsLost;
+      this.lossRatio.observe({ leg }, expected > 0 ? s.packetsLost / expected : 0);
+      this.jitterMs.observe({ leg }, s.jitterMs);
     }
-    if (quality?.transcodeCpuMs) this.transcodeCpu.inc(quality.transcodeCpuMs / 1000);
+    if (quality.transcodeCpuMs > 0) this.transcodeCpu.inc(quality.transcodeCpuMs / 1000);
   }
 
   wsConnections(n: number): void {

@@ -37,6 +37,8 @@ test('call 1000 (echo): ringing, answered, and the browser hears its own 700 Hz 
   await page.getByTestId('hangup-button').click();
   await page.getByTestId('call-status').filter({ hasText: 'ended' }).waitFor({ timeout: 5000 });
   await page.close();
+  // The call's media figures reach /metrics (per-leg loss and jitter histograms).
+  assert.match(await (await fetch(`${gw.url}/metrics`)).text(), /^gateway_leg_packet_loss_ratio_count\{leg="browser"\} 1$/m);
 });
 
 test('the browser sends narrowband Opus when the call can only go on as G.711 (our maxplaybackrate=8000)', async () => {

@@ -60,6 +60,12 @@ test('media in two worker threads: the echo call is heard, and its CDR carries t
   assert.equal(rec.quality.mode, 'transcode');
   assert.ok(rec.quality.browser.packetsReceived > 50, `browser packets in the CDR: ${rec.quality.browser.packetsReceived}`);
   assert.ok(rec.quality.sip.packetsReceived > 50, `trunk packets in the CDR: ${rec.quality.sip.packetsReceived}`);
+  // The same figures feed /metrics once they arrive.
+  const metrics = await (await fetch(`${gw.url}/metrics`)).text();
+  assert.match(metrics, /^gateway_leg_packet_loss_ratio_count\{leg="browser"\} 1$/m);
+  assert.match(metrics, /^gateway_leg_jitter_ms_count\{leg="sip"\} 1$/m);
+  const cpu = Number(/^gateway_transcoder_cpu_seconds_total (\S+)$/m.exec(metrics)?.[1]);
+  assert.ok(cpu > 0, `transcoder CPU counted: ${cpu}`);
 });
 
 test('a media worker that dies mid-call ends that call (cause failed, BYE to the trunk, CDR written), and the next call works', async () => {
