@@ -5,6 +5,7 @@ import type { BrowserMediaPort, ReceptionReport } from '../mediaBridge';
 import type { SipLegRemote, SipRtpLeg } from '../sipRtpLeg';
 import type { SdesCrypto } from '../srtp';
 import type { RtpPacketView } from '../rtp';
+import type { BridgeStats } from '../plane';
 import { PacketBatchWriter, readPacketBatch } from './packetBatch';
 import type { BrowserPortDescription, MediaCommand, MediaEvent, MediaWorkerData } from './protocol';
 
@@ -78,7 +79,7 @@ export class MediaHost {
       case 'closeBridge': {
         const b = this.bridges.get(cmd.bridge);
         this.bridges.delete(cmd.bridge);
-        let stats;
+        let stats: BridgeStats | undefined;
         try {
           stats = b?.handle.closeNow();
         } finally {
