@@ -11,12 +11,13 @@ import { fork, type ChildProcess } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { monitorEventLoopDelay } from 'node:perf_hooks';
+import { monitorEventLoopDelay, performance as nodePerformance } from 'node:perf_hooks';
 import { writeFileSync } from 'node:fs';
 import { Session } from 'node:inspector';
 import pino from 'pino';
 import { validateConfig } from '../src/config';
 import { Gateway } from '../src/gateway';
+import { WorkerMediaPlane } from '../src/media/worker/workerMediaPlane';
 
 export interface MediaLoadResult {
   mode: 'transcode' | 'passthrough';
@@ -30,6 +31,11 @@ export interface MediaLoadResult {
   coreShare: number;
   loopDelayP99Ms: number;
   loopDelayMaxMs: number;
+  /**
+   * Share of the measured window each event loop was busy (performance.eventLoopUtilization):
+   * the main thread's, and each media worker's (none without workers).
+   */
+  busyShare: { main: number; workers: number[] };
   /** The load generator's worst event-loop stall: trip time the gateway did not add. */
   loadGenLoopDelayMaxMs: number;
   lostToSip: number;
@@ -129,10 +135,16 @@ export async function mediaLoad(calls: number, mode: 'transcode' | 'passthrough'
     lag.enable();
     // BENCH_PROFILE=dir: a CPU profile of exactly the measured window (open it in Chrome DevTools).
     const profiler = profDir ? await startProfile() : null;
+    const workerThreads = gateway['media'] instanceof WorkerMediaPlane ? gateway['media'].threads : [];
+    const elu0 = { main: nodePerformance.eventLoopUtilization(), workers: workerThreads.map((t) => t.performance.eventLoopUtilization()) };
     const cpu0 = process.cpuUsage();
     const w0 = performance.now();
     await new Promise((r) => setTimeout(r, seconds * 1000));
     const cpu = process.cpuUsage(cpu0);
+    const busyShare = {
+      main: nodePerformance.eventLoopUtilization(elu0.main).utilization,
+      workers: workerThreads.map((t, i) => t.performance.eventLoopUtilization(elu0.workers[i]).utilization),
+    };
     if (profiler) await stopProfile(profiler, join(profDir!, `media-${mode}-${calls}.cpuprofile`));
     const wallS = (performance.now() - w0) / 1000;
     lag.disable();
@@ -149,6 +161,7 @@ export async function mediaLoad(calls: number, mode: 'transcode' | 'passthrough'
       coreShare: cpuMs / (wallS * 1000),
       loopDelayP99Ms: Math.max(0, lag.percentile(99) / 1e6 - LAG_RESOLUTION_MS),
       loopDelayMaxMs: Math.max(0, lag.max / 1e6 - LAG_RESOLUTION_MS),
+      busyShare,
       loadGenLoopDelayMaxMs: s.genLoopMaxMs,
       lostToSip: (s.sentB - s.recvT) / Math.max(1, s.sentB),
       lostToBrowser: (s.sentT - s.recvB) / Math.max(1, s.sentT),

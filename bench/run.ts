@@ -63,8 +63,9 @@ async function main(): Promise<void> {
   console.log(`With werift's own RTP/SRTP path in the browser leg instead of ours (same run, ${n} transcoded calls): ${fmt(viaWerift.cpuMsPerCallSecond, 2)} ms per call-second; ours costs ${fmt(tr.cpuMsPerCallSecond / viaWerift.cpuMsPerCallSecond, 2)}x that.`);
   const big = quick ? 10 : 100;
   const inThread = media.find((r) => r.mode === 'transcode' && r.calls === big)!;
+  const pct = (x: number) => `${fmt(x * 100, 0)} %`;
   for (const w of inWorkers.filter((r) => r.calls === big)) {
-    console.log(`${big} transcoded calls with the media in ${w.workers} worker thread(s): ${fmt(w.cpuMsPerCallSecond / inThread.cpuMsPerCallSecond, 2)}x the CPU of the main-thread plane; main-thread loop delay p99 ${fmt(w.loopDelayP99Ms)} ms against ${fmt(inThread.loopDelayP99Ms)} ms.`);
+    console.log(`${big} transcoded calls with the media in ${w.workers} worker thread(s): ${fmt(w.cpuMsPerCallSecond / inThread.cpuMsPerCallSecond, 2)}x the CPU of the main-thread plane; main-thread loop delay p99 ${fmt(w.loopDelayP99Ms)} ms against ${fmt(inThread.loopDelayP99Ms)} ms; event loops busy: main ${pct(w.busyShare.main)} (${pct(inThread.busyShare.main)} without workers), workers ${w.busyShare.workers.map(pct).join(', ')}.`);
   }
   figures.media = media;
   figures.mediaWeriftPath = viaWerift;
