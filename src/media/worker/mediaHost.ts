@@ -27,6 +27,8 @@ export class MediaHost {
 
   constructor(private readonly data: MediaWorkerData, private readonly logger: Logger, private readonly post: Post) {
     this.engine = new MediaEngine({ ...data, logger });
+    // Lives as long as the thread: the main thread ends a worker by terminating it (its calls'
+    // legs are closed by then; a dead thread's sockets close with it).
     this.reportTimer = setInterval(() => this.pushReports(), data.reportIntervalMs);
     this.reportTimer.unref();
   }
@@ -142,11 +144,6 @@ export class MediaHost {
     const items: Array<[number, ReceptionReport | null]> = [];
     for (const [id, b] of this.bridges) if (b.port.reportSource) items.push([id, b.port.reportSource()]);
     if (items.length > 0) this.post({ t: 'reports', items });
-  }
-
-  async close(): Promise<void> {
-    clearInterval(this.reportTimer);
-    await this.engine.close();
   }
 }
 
