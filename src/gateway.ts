@@ -90,6 +90,8 @@ export class Gateway {
       const plane = new WorkerMediaPlane({ ...mediaOpts, workers: c.media.workers });
       this.media = plane;
       await plane.start();
+      // Not ready while no media worker can take a call (all dead and waiting to be restarted).
+      this.readiness.watch('mediaWorkers', () => plane.runningWorkers > 0);
     } else {
       this.media = new MediaEngine(mediaOpts);
     }

@@ -46,6 +46,10 @@ async function answeredEchoCall() {
 }
 
 test('media in two worker threads: the echo call is heard, and its CDR carries the figures the worker sent back', async () => {
+  // Readiness includes the workers: ready while at least one can take a call.
+  const readyz = await fetch(`${gw.url}/readyz`);
+  assert.equal(readyz.status, 200);
+  assert.equal((await readyz.json()).checks.mediaWorkers, true);
   const page = await answeredEchoCall();
   const heard = await remotePeakHz(page);
   assert.ok(Math.abs(heard.peakHz - 700) < 30, `echo peak ${heard.peakHz} Hz (${heard.peakDb} dB)`);
