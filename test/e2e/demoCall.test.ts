@@ -1,28 +1,19 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { readFileSync } from 'node:fs';
 import { openPhone as openPhoneAt, remotePeakHz } from '../support/page';
-import { launchChromium } from '../peers/chromium';
-import { startGateway } from '../support/gateway';
-import { writeToneWav } from '../support/audio';
+import { startDemoRig, type DemoRig } from '../support/demoRig';
 
-let gw: Awaited<ReturnType<typeof startGateway>>;
-let browser: Awaited<ReturnType<typeof launchChromium>>;
-const work = mkdtempSync(join(tmpdir(), 'gw-e2e-'));
+let rig: DemoRig;
+let gw: DemoRig['gw'];
+let browser: DemoRig['browser'];
 
 before(async () => {
-  gw = await startGateway(18100);
-  const wav = join(work, 'mic-700hz.wav');
-  writeToneWav(wav, { hz: 700, sampleRate: 48000, seconds: 30 });
-  browser = await launchChromium({ fakeMicWav: wav });
+  rig = await startDemoRig(18100);
+  ({ gw, browser } = rig);
 });
 
-after(async () => {
-  await browser?.close();
-  await gw?.stop();
-});
+after(() => rig?.stop());
 
 const openPhone = () => openPhoneAt(browser, gw.url);
 

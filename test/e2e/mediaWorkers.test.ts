@@ -1,12 +1,8 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { readFileSync } from 'node:fs';
 import { openPhone as openPhoneAt, remotePeakHz } from '../support/page';
-import { launchChromium } from '../peers/chromium';
-import { startGateway } from '../support/gateway';
-import { writeToneWav } from '../support/audio';
+import { startDemoRig, type DemoRig } from '../support/demoRig';
 import { until } from '../support/tabs';
 import type { WorkerMediaPlane } from '../../src/media/worker/workerMediaPlane';
 
@@ -15,22 +11,17 @@ import type { WorkerMediaPlane } from '../../src/media/worker/workerMediaPlane';
  * endpoint: the same calls work unchanged, the CDR still gets the bridge's final figures (a
  * message round trip away now), and a worker that dies ends its call cleanly.
  */
-let gw: Awaited<ReturnType<typeof startGateway>>;
-let browser: Awaited<ReturnType<typeof launchChromium>>;
-const work = mkdtempSync(join(tmpdir(), 'gw-e2e-'));
 const BASE = 22400;
+let rig: DemoRig;
+let gw: DemoRig['gw'];
+let browser: DemoRig['browser'];
 
 before(async () => {
-  gw = await startGateway(BASE, { media: { portRange: [BASE + 100, BASE + 199], workers: 2 } });
-  const wav = join(work, 'mic-700hz.wav');
-  writeToneWav(wav, { hz: 700, sampleRate: 48000, seconds: 30 });
-  browser = await launchChromium({ fakeMicWav: wav });
+  rig = await startDemoRig(BASE, { media: { portRange: [BASE + 100, BASE + 199], workers: 2 } });
+  ({ gw, browser } = rig);
 });
 
-after(async () => {
-  await browser?.close();
-  await gw?.stop();
-});
+after(() => rig?.stop());
 
 const plane = (): WorkerMediaPlane => gw.gateway['media'] as WorkerMediaPlane;
 /** The demo endpoint's open dialogs: 0 once our BYE reached it. */
