@@ -60,6 +60,22 @@ export class GatewayMetrics {
     for (const s of ['unregistered', 'registering', 'registered', 'failed']) this.registrations.set({ registration: name, state: s }, s === state ? 1 : 0);
   }
 
+  /** With media workers: how many take calls, and how many times one exited (read at each scrape). */
+  mediaWorkers(source: () => { running: number; exits: number }): void {
+    new Gauge({ name: 'gateway_media_workers_running', help: 'Media worker threads taking calls', registers: [this.registry], collect() { this.set(source().running); } });
+    let counted = 0;
+    new Counter({
+      name: 'gateway_media_worker_exits_total',
+      help: 'Media worker threads that exited (their calls ended with cause failed)',
+      registers: [this.registry],
+      collect() {
+        const exits = source().exits;
+        if (exits > counted) this.inc(exits - counted);
+        counted = exits;
+      },
+    });
+  }
+
   render(): Promise<string> {
     return this.registry.metrics();
   }

@@ -77,6 +77,10 @@ test('a media worker that dies mid-call ends that call (cause failed, BYE to the
   assert.equal(cdr()[before].quality, undefined, 'no figures from a dead worker');
   await until(() => gw.gateway.activeCalls === 0, 'the call left the registry');
   await until(() => demoDialogs() === 0, 'BYE reached the demo endpoint');
+  await until(() => plane().runningWorkers === 2, 'both workers replaced');
+  const metrics = await (await fetch(`${gw.url}/metrics`)).text();
+  assert.match(metrics, /^gateway_media_worker_exits_total 2$/m);
+  assert.match(metrics, /^gateway_media_workers_running 2$/m);
   assert.deepEqual(plane().usage, { legs: 0, bridges: 0, portsAllocated: 0 });
   await page.close();
 

@@ -70,9 +70,14 @@ export class WorkerMediaPlane implements MediaPlane {
     return u;
   }
 
-  /** Workers taking calls (the others are waiting to be restarted). */
+  /** Workers taking calls (the others are starting or waiting to be restarted). */
   get runningWorkers(): number {
     return this.workers.filter((w) => w.running).length;
+  }
+
+  /** Worker threads that exited on their own since the plane started (not counting close()). */
+  get workerExits(): number {
+    return this.workers.reduce((n, w) => n + w.exits, 0);
   }
 
   /** The worker threads, for diagnostics and the tests that stop one. */
@@ -125,6 +130,8 @@ class MediaWorker {
   /** Consecutive exits soon after a start: a worker that cannot run is not restarted in a tight loop. */
   private quickExits = 0;
   private restartTimer: NodeJS.Timeout | null = null;
+  /** Times this worker's thread exited while the plane was open. */
+  exits = 0;
   private readonly log: Logger;
 
   constructor(private readonly index: number, private readonly opts: MediaEngineOptions, private readonly closing: () => boolean) {
@@ -203,6 +210,7 @@ class MediaWorker {
     this.portsAllocated = 0;
     // The restart is arranged before the calls hear of it: their hang-ups run call code here.
     if (!this.closing()) {
+      this.exits++;
       this.quickExits = performance.now() - this.spawnedAt < QUICK_EXIT_MS ? this.quickExits + 1 : 0;
       const delayMs = this.quickExits === 0 ? 0 : Math.min(MAX_RESTART_DELAY_MS, 100 * 2 ** this.quickExits);
       this.log.error({ code, callsFailed: legs.length, restartInMs: delayMs }, 'media worker exited: starting a new one');
