@@ -41,7 +41,7 @@ before(async () => {
     demo: { enabled: false },
     trunk: { uri: `sip:127.0.0.1:${TRUNK_PORT}`, codecs: ['PCMU'], sourceCidrs: ['127.0.0.1/32'] },
     dialplan: { allow: ['+1555*'] },
-    media: { portRange: [BASE + 40, BASE + 59], inactivityTimeoutSec: 60 },
+    media: { portRange: [BASE + 40, BASE + 59], inactivityTimeoutSec: 60, workers: 0 }, // in-thread: the test looks inside it
     // One pair; the browsers never connect, so the connect timeout must not end call 1 mid-test.
     webrtc: { portRange: [BASE + 60, BASE + 61], connectTimeoutSec: 60 },
   });

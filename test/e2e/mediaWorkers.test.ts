@@ -1,6 +1,7 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
+import type { Page } from 'playwright-core';
 import { openPhone as openPhoneAt, remotePeakHz } from '../support/page';
 import { startDemoRig, type DemoRig } from '../support/demoRig';
 import { until } from '../support/tabs';
@@ -42,12 +43,15 @@ test('media in two worker threads: the echo call is heard, and its CDR carries t
   assert.equal(readyz.status, 200);
   assert.equal((await readyz.json()).checks.mediaWorkers, true);
   const page = await answeredEchoCall();
-  const heard = await remotePeakHz(page);
-  assert.ok(Math.abs(heard.peakHz - 700) < 30, `echo peak ${heard.peakHz} Hz (${heard.peakDb} dB)`);
-  assert.equal(plane().usage.legs, 1);
-  await page.getByTestId('hangup-button').click();
-  await page.getByTestId('call-status').filter({ hasText: 'ended' }).waitFor({ timeout: 5000 });
-  await page.close();
+  try {
+    const heard = await remotePeakHz(page);
+    assert.ok(Math.abs(heard.peakHz - 700) < 30, `echo peak ${heard.peakHz} Hz (${heard.peakDb} dB)`);
+    assert.equal(plane().usage.legs, 1);
+    await page.getByTestId('hangup-button').click();
+    await page.getByTestId('call-status').filter({ hasText: 'ended' }).waitFor({ timeout: 5000 });
+  } finally {
+    await page.close(); // a failure above must not leave the call up for the next test
+  }
   await until(() => plane().usage.portsAllocated === 0 && gw.gateway.activeCalls === 0, 'RTP port released by the worker');
   await until(() => cdr().length === 1, 'CDR written');
   const rec = cdr()[0];
@@ -63,32 +67,46 @@ test('media in two worker threads: the echo call is heard, and its CDR carries t
   assert.ok(cpu > 0, `transcoder CPU counted: ${cpu}`);
 });
 
-test('a media worker that dies mid-call ends that call (cause failed, BYE to the trunk, CDR written), and the next call works', async () => {
-  const page = await answeredEchoCall();
-  const before = cdr().length;
-  assert.equal(demoDialogs(), 1);
-  // The worker carrying the call: the one with a port in use.
-  const threads = plane().threads;
-  await threads[0].terminate();
-  await threads[1].terminate();
-  await page.getByTestId('call-status').filter({ hasText: 'ended (failed)' }).waitFor({ timeout: 5000 });
-  await until(() => cdr().length === before + 1, 'CDR of the failed call');
-  assert.equal(cdr()[before].cause, 'failed');
-  assert.equal(cdr()[before].quality, undefined, 'no figures from a dead worker');
-  await until(() => gw.gateway.activeCalls === 0, 'the call left the registry');
-  await until(() => demoDialogs() === 0, 'BYE reached the demo endpoint');
-  await until(() => plane().runningWorkers === 2, 'both workers replaced');
-  const metrics = await (await fetch(`${gw.url}/metrics`)).text();
-  assert.match(metrics, /^gateway_media_worker_exits_total 2$/m);
-  assert.match(metrics, /^gateway_media_workers_running 2$/m);
-  assert.deepEqual(plane().usage, { legs: 0, bridges: 0, portsAllocated: 0 });
-  await page.close();
+test('a media worker that dies mid-call ends the call it carried (cause failed, BYE to the trunk, CDR written); the call on the other worker goes on, and the next call works', async () => {
+  const pages: Page[] = [];
+  try {
+    // Two calls: the plane puts them on different workers (fewest legs first).
+    const a = await answeredEchoCall();
+    pages.push(a);
+    const b = await answeredEchoCall();
+    pages.push(b);
+    const before = cdr().length;
+    assert.equal(demoDialogs(), 2);
+    const workers = plane()['workers'] as unknown as Array<{ portsAllocated: number; thread: { terminate(): Promise<number> } }>;
+    assert.deepEqual(workers.map((w) => w.portsAllocated), [1, 1], 'one call on each worker');
 
-  // Replacement workers carry the next call.
-  const next = await answeredEchoCall();
-  const heard = await remotePeakHz(next);
-  assert.ok(Math.abs(heard.peakHz - 700) < 30, `echo after the restart: ${heard.peakHz} Hz`);
-  await next.getByTestId('hangup-button').click();
-  await next.getByTestId('call-status').filter({ hasText: 'ended' }).waitFor({ timeout: 5000 });
-  await next.close();
+    await workers[0].thread.terminate();
+    // One of the two pages ends with cause failed; the other call stays up and still echoes.
+    await until(async () => (await Promise.all(pages.map((p) => p.getByTestId('call-status').textContent()))).some((t) => t?.includes('ended (failed)')), 'a call ended (failed)', 5000);
+    const statuses = await Promise.all(pages.map((p) => p.getByTestId('call-status').textContent()));
+    const survivor = pages[statuses.findIndex((t) => !t?.includes('ended'))];
+    assert.ok(survivor, `the other call is still up: ${JSON.stringify(statuses)}`);
+    await until(() => cdr().length === before + 1, 'CDR of the failed call');
+    assert.equal(cdr()[before].cause, 'failed');
+    assert.equal(cdr()[before].quality, undefined, 'no figures from a dead worker');
+    await until(() => gw.gateway.activeCalls === 1 && demoDialogs() === 1, 'the failed call left the registry, its BYE reached the demo endpoint');
+    const heard = await remotePeakHz(survivor);
+    assert.ok(Math.abs(heard.peakHz - 700) < 30, `the call on the other worker still echoes: ${heard.peakHz} Hz`);
+    await until(() => plane().runningWorkers === 2, 'the dead worker replaced');
+    const metrics = await (await fetch(`${gw.url}/metrics`)).text();
+    assert.match(metrics, /^gateway_media_worker_exits_total 1$/m);
+    assert.match(metrics, /^gateway_media_workers_running 2$/m);
+    await survivor.getByTestId('hangup-button').click();
+    await until(() => gw.gateway.activeCalls === 0 && plane().usage.portsAllocated === 0, 'the surviving call released');
+    assert.deepEqual(plane().usage, { legs: 0, bridges: 0, portsAllocated: 0 });
+
+    // The replacement worker carries calls too (the next call goes to one of the two).
+    const next = await answeredEchoCall();
+    pages.push(next);
+    const again = await remotePeakHz(next);
+    assert.ok(Math.abs(again.peakHz - 700) < 30, `echo after the restart: ${again.peakHz} Hz`);
+  } finally {
+    for (const p of pages) await p.close();
+    await until(() => gw.gateway.activeCalls === 0, 'every call of this test ended');
+  }
 });

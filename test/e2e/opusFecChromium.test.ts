@@ -13,6 +13,7 @@ import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { openPhone } from '../support/page';
+import { until } from '../support/tabs';
 import { launchChromium } from '../peers/chromium';
 import { startGateway } from '../support/gateway';
 import { writeSpeechWav } from '../support/audio';
@@ -60,6 +61,8 @@ test('Chromium adds Opus in-band FEC once our reports show loss, and the bridge 
   await page.close();
 
   assert.ok(seen.withFec >= 20, `packets carrying FEC: ${seen.withFec} of ${seen.packets} (${seen.dropped} dropped)`);
+  // The CDR line is written once the media plane gave the bridge's final figures back.
+  await until(() => readFileSync(gw.cdrPath, 'utf8').trim() !== '', 'the call\'s CDR line');
   const cdr = readFileSync(gw.cdrPath, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
   const q = cdr[cdr.length - 1].quality.browser as { packetsLost: number; concealed: number; fecRecovered: number };
   assert.ok(q.packetsLost >= seen.dropped - 1, `lost ${q.packetsLost}, dropped ${seen.dropped}`);

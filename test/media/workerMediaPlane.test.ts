@@ -82,7 +82,7 @@ test('a call in a worker thread: Opus from the browser reaches the trunk as PCMU
     for (const p of dtmfPacketTrain('5', 100, 8000)) {
       trunk.send(trunkSrtp.protectRtp(buildRtp(101, seq0 + 50, 50 * 160, 0x7777, p.payload, p.marker)), leg.localPort, '127.0.0.1');
     }
-    await until(() => atTrunk.length >= 45 && browser.got.length >= 45 && digits.length === 1, 'audio both ways and the digit', 3000);
+    await until(() => atTrunk.length >= 45 && browser.got.length >= 45 && digits.length === 1, 'audio both ways and the digit');
     const reports: ReceptionReport[] = [];
 
     const pcmAtTrunk = Int16Array.from(atTrunk.slice(10).flatMap((p) => Array.from(pcmuDecode(p.payload))));
@@ -100,7 +100,7 @@ test('a call in a worker thread: Opus from the browser reaches the trunk as PCMU
       const r = browser.report();
       if (r) reports.push(r);
       return r?.extendedHighestSeq === seq0 + 49;
-    }, 'a reception report covering the last packet', 3000);
+    }, 'a reception report covering the last packet');
     const last = reports[reports.length - 1];
     assert.equal(last.ssrc, 0xb0b0);
     assert.equal(last.cumulativeLost, 1);
@@ -197,7 +197,7 @@ test('a worker that dies fails the calls it carried (their legs say so), gives n
     // not restarted in a tight loop), and calls meanwhile are refused clearly.
     assert.equal(plane.runningWorkers, 0);
     await assert.rejects(plane.createSipLeg({ callId: 'early' }), /no media worker is running/);
-    await until(() => plane.runningWorkers === 1, 'the replacement worker', 3000);
+    await until(() => plane.runningWorkers === 1, 'the replacement worker');
     // The replacement serves calls; the dead thread's sockets were closed with it (same first port).
     const again = await plane.createSipLeg({ callId: 'y' });
     assert.equal(again.localPort, first);

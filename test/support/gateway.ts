@@ -16,12 +16,13 @@ export async function startGateway(base: number, overrides: Partial<GatewayConfi
     http: { host: '127.0.0.1', port: base },
     sip: { host: '127.0.0.1', port: base + 1 },
     demo: { sipPort: base + 2 },
-    // GW_TEST_MEDIA_WORKERS=n runs any test's media plane in n worker threads.
-    media: { portRange: [base + 100, base + 199] as [number, number], inactivityTimeoutSec: 20, workers: Number(process.env.GW_TEST_MEDIA_WORKERS ?? 0) },
     webrtc: { portRange: [base + 200, base + 299] as [number, number] },
     cdr: { path: cdrPath },
     drain: { timeoutSec: 1 },
     ...overrides,
+    // Merged, not replaced: GW_TEST_MEDIA_WORKERS=n runs the media plane of every test that does
+    // not set media.workers itself in n worker threads.
+    media: { portRange: [base + 100, base + 199] as [number, number], inactivityTimeoutSec: 20, workers: Number(process.env.GW_TEST_MEDIA_WORKERS ?? 0), ...overrides.media },
   };
   const r = validateConfig(input as Record<string, unknown>);
   if (!r.ok) throw new Error(r.errors.join('\n'));

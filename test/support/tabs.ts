@@ -10,10 +10,10 @@ import { mintToken } from '../../src/edge';
 export type Msg = Record<string, any>;
 export interface Tab { ws: WebSocket; messages: Msg[] }
 
-/** Polls `cond` every 20 ms; throws naming `what` after `ms`. */
-export async function until(cond: () => boolean, what: string, ms = 10_000): Promise<void> {
+/** Polls `cond` (which may be async) every 20 ms; throws naming `what` after `ms`. */
+export async function until(cond: () => boolean | Promise<boolean>, what: string, ms = 10_000): Promise<void> {
   const end = Date.now() + ms;
-  while (!cond()) {
+  while (!(await cond())) {
     if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 20));
   }

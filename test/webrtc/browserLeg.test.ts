@@ -285,8 +285,9 @@ test('direct path: the browser gets receiver reports from the bridge\'s statisti
       prevHighest = r.highestSequence; prevLost = r.packetsLost;
     }
     assert.ok(blocks.some((r) => r.fractionLost > 0), 'the loss was reported as a fraction too');
-    // werift computed the round trip from our LSR/DLSR: loopback, so well under 100 ms.
-    assert.ok(Math.abs(rtt()!) < 0.1, `rtt ${rtt()}`);
+    // werift computed the round trip from our LSR/DLSR: loopback, so under a second even on a
+    // loaded machine (a DLSR in the wrong unit would be off by seconds or more).
+    assert.ok(Math.abs(rtt()!) < 1, `rtt ${rtt()}`);
     // One reporter, the gateway's SSRC the answer announced (werift's own report loops are
     // stopped); compound RR + SDES with the answer's CNAME. No SR yet: no audio sent.
     const gatewaySsrc = Number(/^a=ssrc:(\d+) cname:/m.exec(pair.answer)![1]);
