@@ -117,6 +117,24 @@ async function message(tab: Tab, type: string, from = 0): Promise<Msg> {
   return tab.messages.slice(from).find((m) => m.type === type)!;
 }
 
+/** An INVITE for `user` from `fromNumber`, once every tab shows the same incoming call and 180 went out. */
+async function ringTabs(r: Rig, tabs: Tab[], user: string, fromNumber: string): Promise<{ call: ReturnType<Rig['invite']>; incoming: Msg }> {
+  const call = r.invite(user, fromNumber);
+  const incoming = await message(tabs[0], 'incoming');
+  for (const tab of tabs.slice(1)) assert.equal((await message(tab, 'incoming')).callId, incoming.callId);
+  await until(() => call.progress.includes(180), '180 Ringing');
+  return { call, incoming };
+}
+
+/** The inbound call from `fromNumber` left its CDR line, with this cause and SIP status. */
+function assertCdr(r: Rig, fromNumber: string, cause: string, sipStatus: number): void {
+  const rec = r.cdr().find((c) => c.from === fromNumber);
+  assert.ok(rec, `a CDR for the call from ${fromNumber}`);
+  assert.equal(rec.direction, 'inbound');
+  assert.equal(rec.cause, cause);
+  assert.equal(rec.sipStatus, sipStatus);
+}
+
 /**
  * Holds every SIP RTP leg allocation until `release()`: the INVITE has arrived and its ring
  * targets are chosen, nothing is rung yet. The set-up window where a tab can close.
@@ -167,11 +185,7 @@ test('no RTP port free for an inbound call: 503 at once, the call ended and gone
   assert.equal(r.manager().get(incoming1.callId)?.state, 'ringing', 'call 1 still rings');
   assert.deepEqual(r.media().usage, { legs: 1, bridges: 0, portsAllocated: 1 }, 'no RTP port or leg taken by call 2');
   assert.equal(r.icePool().used, 1, 'no WebRTC port taken by call 2');
-  const rec2 = r.cdr().find((c) => c.from === '+15550000002');
-  assert.ok(rec2, 'call 2 ended (its CDR is written when it leaves the registry)');
-  assert.equal(rec2.direction, 'inbound');
-  assert.equal(rec2.cause, 'unavailable');
-  assert.equal(rec2.sipStatus, 503);
+  assertCdr(r, '+15550000002', 'unavailable', 503); // written as call 2 left the registry
   assert.ok(!alice.messages.slice(from).some((m) => m.type === 'incoming'), 'alice was not rung for call 2');
 
   // The trunk gives up on call 1: everything goes back.
@@ -216,10 +230,7 @@ test('the only tab closes while the inbound call is set up: refused at once with
   await until(() => r.gw.gateway.activeCalls === 0, 'the call out of the registry');
   await until(() => r.icePool().used === 0, 'the browser leg\'s WebRTC port released');
   assert.deepEqual(r.media().usage, idle, 'the SIP leg\'s RTP port released');
-  const rec = r.cdr().find((c) => c.from === '+15550000011');
-  assert.ok(rec, 'the call ended with a CDR');
-  assert.equal(rec.sipStatus, 480);
-  assert.equal(rec.cause, 'unavailable');
+  assertCdr(r, '+15550000011', 'unavailable', 480);
 });
 
 test('one of two tabs closes while the inbound call is set up: the other rings alone, and its decline ends the call at once', async (t) => {
@@ -286,20 +297,13 @@ test('a ringing tab closes its WebSocket: 480 Temporarily Unavailable (not 603),
   await until(() => r.gw.gateway.activeCalls === 0 && r.icePool().used === 0, 'the call and its WebRTC port released');
   assert.deepEqual(r.media().usage, idle, 'the SIP leg\'s RTP port released');
   await until(() => r.signaling().connectionCount === 0, 'the gateway to see the tab close');
-  const rec = r.cdr().find((c) => c.from === '+15550000031');
-  assert.ok(rec, 'the call ended with a CDR');
-  assert.equal(rec.direction, 'inbound');
-  assert.equal(rec.cause, 'unavailable');
-  assert.equal(rec.sipStatus, 480);
+  assertCdr(r, '+15550000031', 'unavailable', 480);
 
   // Two ringing tabs: the first closing leaves the call ringing on the second; the second
   // closing too, with no decline from either, is again 480.
   const first = await r.tab('dave');
   const second = await r.tab('dave');
-  const call2 = r.invite('dave', '+15550000032');
-  const incoming2 = await message(first, 'incoming');
-  assert.equal((await message(second, 'incoming')).callId, incoming2.callId);
-  await until(() => call2.progress.includes(180), '180 Ringing for the second call');
+  const { call: call2, incoming: incoming2 } = await ringTabs(r, [first, second], 'dave', '+15550000032');
   let answered2 = false;
   call2.final.then(() => { answered2 = true; }, () => { answered2 = true; });
   first.ws.close();
@@ -315,9 +319,7 @@ test('a ringing tab closes its WebSocket: 480 Temporarily Unavailable (not 603),
   assert.equal(res2.status, 480, `got ${res2.status} ${res2.reason}`);
   await until(() => r.gw.gateway.activeCalls === 0 && r.icePool().used === 0, 'the second call and its WebRTC ports released');
   assert.deepEqual(r.media().usage, idle);
-  const rec2 = r.cdr().find((c) => c.from === '+15550000032');
-  assert.equal(rec2?.cause, 'unavailable');
-  assert.equal(rec2?.sipStatus, 480);
+  assertCdr(r, '+15550000032', 'unavailable', 480);
 });
 
 test('one of two ringing tabs declines: 603 at once (rejected), the other tab stops ringing (declined-elsewhere), nothing leaked', async (t) => {
@@ -325,10 +327,7 @@ test('one of two ringing tabs declines: 603 at once (rejected), the other tab st
   const r = await rig(t, BASE, smallBlock(BASE, BASE + 15));
   const declining = await r.tab('erin');
   const other = await r.tab('erin');
-  const call = r.invite('erin', '+15550000041');
-  const incoming = await message(declining, 'incoming');
-  assert.equal((await message(other, 'incoming')).callId, incoming.callId);
-  await until(() => call.progress.includes(180), '180 Ringing');
+  const { call, incoming } = await ringTabs(r, [declining, other], 'erin', '+15550000041');
 
   // The decline alone settles it: the other tab is still open and ringing, and does nothing.
   const from = declining.messages.length;
@@ -345,9 +344,7 @@ test('one of two ringing tabs declines: 603 at once (rejected), the other tab st
   assert.equal(endedOther.cause, 'declined-elsewhere', `the other tab is told why it stopped ringing: ${JSON.stringify(endedOther)}`);
   await until(() => r.gw.gateway.activeCalls === 0 && r.icePool().used === 0, 'the call and both tabs\' WebRTC ports released');
   assert.deepEqual(r.media().usage, idle);
-  const rec = r.cdr().find((c) => c.from === '+15550000041');
-  assert.equal(rec?.cause, 'rejected');
-  assert.equal(rec?.sipStatus, 603);
+  assertCdr(r, '+15550000041', 'rejected', 603);
 
   // Each tab heard of the end once; the other tab closing afterwards changes nothing.
   other.ws.close();
@@ -382,11 +379,7 @@ test('handling an INVITE throws after the call was registered: 500, the call end
   await until(() => r.media().usage.portsAllocated === 0, 'the failed call\'s RTP port released');
   assert.deepEqual(r.media().usage, idle);
   assert.equal(r.icePool().used, 0);
-  const rec = r.cdr().find((c) => c.from === '+15550000051');
-  assert.ok(rec, 'the failed call has a CDR');
-  assert.equal(rec.direction, 'inbound');
-  assert.equal(rec.cause, 'failed');
-  assert.equal(rec.sipStatus, 500);
+  assertCdr(r, '+15550000051', 'failed', 500);
   assert.ok(!frank.messages.some((m) => m.type === 'incoming'), 'the tab was never rung');
 
   assert.equal(r.cdr().filter((c) => c.from === '+15550000051').length, 1, 'one CDR for the call');
@@ -430,9 +423,7 @@ test('busy in one tab keeps the others ringing; a decline in another then ends t
   assert.equal((await message(third, 'ended')).cause, 'declined-elsewhere');
   await until(() => r.gw.gateway.activeCalls === 0 && r.icePool().used === 0 && r.media().usage.portsAllocated === 0, 'call 1 released');
   assert.equal(busy.messages.filter((m) => m.type === 'ended').length, 1, 'the busy tab heard of call 1 once, when it refused');
-  const rec = r.cdr().find((c) => c.from === '+15550000061');
-  assert.equal(rec?.cause, 'rejected');
-  assert.equal(rec?.sipStatus, 603);
+  assertCdr(r, '+15550000061', 'rejected', 603);
 
   // Call 2: one tab busy, then the other two close without a word: 486, the busy answer stands.
   const from = busy.messages.length;
@@ -450,9 +441,7 @@ test('busy in one tab keeps the others ringing; a decline in another then ends t
   const res2 = await within(call2.final, PROMPT_MS, 'a final response once no tab rings');
   assert.equal(res2.status, 486, `got ${res2.status} ${res2.reason}`);
   await until(() => r.gw.gateway.activeCalls === 0 && r.icePool().used === 0 && r.media().usage.portsAllocated === 0, 'call 2 released');
-  const rec2 = r.cdr().find((c) => c.from === '+15550000062');
-  assert.equal(rec2?.cause, 'busy');
-  assert.equal(rec2?.sipStatus, 486);
+  assertCdr(r, '+15550000062', 'busy', 486);
 });
 
 test('hangup from a ringing tab is its decline: 603 at once, and the other tab is told declined-elsewhere', async (t) => {
@@ -460,15 +449,12 @@ test('hangup from a ringing tab is its decline: 603 at once, and the other tab i
   const r = await rig(t, BASE, smallBlock(BASE, BASE + 15));
   const hanging = await r.tab('hank');
   const other = await r.tab('hank');
-  const call = r.invite('hank', '+15550000071');
-  const incoming = await message(hanging, 'incoming');
-  await message(other, 'incoming');
-  await until(() => call.progress.includes(180), '180 Ringing');
+  const { call, incoming } = await ringTabs(r, [hanging, other], 'hank', '+15550000071');
   hanging.ws.send(JSON.stringify({ type: 'hangup', callId: incoming.callId }));
   const res = await within(call.final, PROMPT_MS, 'a final response once a tab hung up');
   assert.equal(res.status, 603, `got ${res.status} ${res.reason}`);
   assert.equal((await message(hanging, 'ended')).cause, 'rejected');
   assert.equal((await message(other, 'ended')).cause, 'declined-elsewhere');
   await until(() => r.gw.gateway.activeCalls === 0 && r.icePool().used === 0 && r.media().usage.portsAllocated === 0, 'the call released');
-  assert.equal(r.cdr().find((c) => c.from === '+15550000071')?.cause, 'rejected');
+  assertCdr(r, '+15550000071', 'rejected', 603);
 });

@@ -124,6 +124,18 @@ function trunkSdp(base: number): string {
 
 const idle = { legs: 0, bridges: 0, portsAllocated: 0 };
 
+/** The tab places a call to `to`: it is answered with `calling`, then `ended` with `cause`. Returns both messages. */
+async function callThenEnded(tab: Tab, to: string, ref: string, cause: string): Promise<{ calling: Msg; ended: Msg }> {
+  tab.ws.send(JSON.stringify({ type: 'call', to, ref, sdp: await offer() }));
+  const calling = await message(tab, ['calling', 'error', 'ended']);
+  assert.equal(calling.type, 'calling', `the browser offer was answered: ${JSON.stringify(calling)}`);
+  assert.equal(calling.ref, ref);
+  const ended = await message(tab, ['ended']);
+  assert.equal(ended.callId, calling.callId);
+  assert.equal(ended.cause, cause, JSON.stringify(ended));
+  return { calling, ended };
+}
+
 /** The call is gone: out of the registry, RTP and WebRTC ports back, one CDR with cause `failed`. */
 async function assertEndedCleanly(r: Rig, to: string): Promise<Msg> {
   await until(() => r.gw.gateway.activeCalls === 0, 'the failed call out of the registry');
@@ -163,12 +175,7 @@ test('building the INVITE throws once the SIP leg is allocated: ended with cause
     Object.defineProperty(leg, 'localAddress', { get() { throw new Error('test: localAddress fails'); } });
   });
 
-  bob.ws.send(JSON.stringify({ type: 'call', to: '+15551000002', ref: 'r2', sdp: await offer() }));
-  const calling = await message(bob, ['calling', 'error', 'ended']);
-  assert.equal(calling.type, 'calling', `the browser offer was answered: ${JSON.stringify(calling)}`);
-  const ended = await message(bob, ['ended']);
-  assert.equal(ended.callId, calling.callId);
-  assert.equal(ended.cause, 'failed', `a set-up failure, not a hangup by the tab: ${JSON.stringify(ended)}`);
+  await callThenEnded(bob, '+15551000002', 'r2', 'failed');
   await assertEndedCleanly(r, '+15551000002');
   await new Promise((res) => setTimeout(res, 300));
   assert.equal(r.invites.length, 0, 'no INVITE for the failed call');
@@ -185,12 +192,7 @@ test('the trunk\'s 183 with SDP cannot be applied: the INVITE is CANCELled, ende
   const carol = await r.tab('carol');
   spoilSipLegs(t, r.media(), (leg) => { leg.setRemote = () => { throw new Error('test: setRemote fails'); }; });
 
-  carol.ws.send(JSON.stringify({ type: 'call', to: '+15551000003', ref: 'r3', sdp: await offer() }));
-  const calling = await message(carol, ['calling', 'error', 'ended']);
-  assert.equal(calling.type, 'calling', JSON.stringify(calling));
-  const ended = await message(carol, ['ended']);
-  assert.equal(ended.callId, calling.callId);
-  assert.equal(ended.cause, 'failed', JSON.stringify(ended));
+  await callThenEnded(carol, '+15551000003', 'r3', 'failed');
   await until(() => cancelled, 'CANCEL at the trunk');
   assert.equal(r.invites.length, 1, 'the failed call was not dialled again');
   await assertEndedCleanly(r, '+15551000003');
@@ -207,12 +209,7 @@ test('the trunk\'s 200 OK cannot be applied: the dialog is BYE\'d, ended with ca
   const dave = await r.tab('dave');
   const restore = spoilSipLegs(t, r.media(), (leg) => { leg.setRemote = () => { throw new Error('test: setRemote fails'); }; });
 
-  dave.ws.send(JSON.stringify({ type: 'call', to: '+15551000004', ref: 'r4', sdp: await offer() }));
-  const calling = await message(dave, ['calling', 'error', 'ended']);
-  assert.equal(calling.type, 'calling', JSON.stringify(calling));
-  const ended = await message(dave, ['ended']);
-  assert.equal(ended.callId, calling.callId);
-  assert.equal(ended.cause, 'failed', JSON.stringify(ended));
+  await callThenEnded(dave, '+15551000004', 'r4', 'failed');
   assert.ok(!dave.messages.some((m) => m.type === 'answered'), 'never reported answered');
   await until(() => terminated.length === 1, 'BYE at the trunk');
   assert.equal(terminated[0], 'bye', 'the trunk\'s dialog was ended by our BYE');
@@ -241,13 +238,7 @@ test('the INVITE cannot be sent (the UA throws at once): the call ends before th
   ua.invite = () => { throw new Error('test: the INVITE cannot be sent'); };
   t.after(() => { Reflect.deleteProperty(ua, 'invite'); });
 
-  erin.ws.send(JSON.stringify({ type: 'call', to: '+15551000006', ref: 'r6', sdp: await offer() }));
-  const calling = await message(erin, ['calling', 'error', 'ended']);
-  assert.equal(calling.type, 'calling', `the browser offer was answered: ${JSON.stringify(calling)}`);
-  assert.equal(calling.ref, 'r6');
-  const ended = await message(erin, ['ended']);
-  assert.equal(ended.callId, calling.callId);
-  assert.equal(ended.cause, 'failed', `the tab learns the call is over: ${JSON.stringify(ended)}`);
+  const { calling } = await callThenEnded(erin, '+15551000006', 'r6', 'failed');
   await assertEndedCleanly(r, '+15551000006');
   await new Promise((res) => setTimeout(res, 300));
   assert.equal(r.invites.length, 0, 'no INVITE for the failed call');
@@ -272,12 +263,7 @@ test('the gateway shuts down between the call\'s set-up and the tab\'s session a
   };
   t.after(() => { Reflect.deleteProperty(manager, 'startOutbound'); });
 
-  fay.ws.send(JSON.stringify({ type: 'call', to: '+15551000007', ref: 'r7', sdp: await offer() }));
-  const calling = await message(fay, ['calling', 'error', 'ended']);
-  assert.equal(calling.type, 'calling', JSON.stringify(calling));
-  const ended = await message(fay, ['ended']);
-  assert.equal(ended.callId, calling.callId);
-  assert.equal(ended.cause, 'shutdown', JSON.stringify(ended));
+  await callThenEnded(fay, '+15551000007', 'r7', 'shutdown');
   await until(() => r.gw.gateway.activeCalls === 0 && r.icePool().used === 0 && r.media().usage.portsAllocated === 0, 'the call released');
   await new Promise((res) => setTimeout(res, 300));
   assert.equal(fay.messages.filter((m) => m.type === 'ended').length, 1, 'ended exactly once');
