@@ -6,6 +6,7 @@ import { SrtpSession, type SdesCrypto } from './srtp';
 import { buildRtp, isRtcp, parseRtp, RTCP, writeRtpHeader, type RtpPacketView } from './rtp';
 import { estimateMos, ReceiveStats, type LegStats } from './stats';
 import { DtmfReceiver, dtmfPacketTrain } from './dtmf';
+import { threadSendBatch } from './udpSendBatch';
 
 export interface SipLegRemote {
   address: string;
@@ -171,8 +172,8 @@ export class SipRtpLeg extends EventEmitter<SipLegEvents> {
     }
     this.sent.packets++;
     this.sent.bytes += payload.length;
-    if (this.rtpConnected === 'yes') this.rtpSocket.send(out);
-    else if (this.rtpConnected === 'no') this.rtpSocket.send(out, d.port, d.address);
+    if (this.rtpConnected === 'yes') threadSendBatch.send(this.rtpSocket, out);
+    else if (this.rtpConnected === 'no') threadSendBatch.send(this.rtpSocket, out, d.port, d.address);
     // 'connecting': this one packet is skipped rather than sent in a state dgram would refuse.
   }
 

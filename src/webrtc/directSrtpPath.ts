@@ -4,6 +4,7 @@ import { SrtpSession } from '../media/srtp';
 import { parseRtp, RTCP, writeRtpHeader, type RtpPacketView } from '../media/rtp';
 import type { ReceptionReport } from '../media/mediaBridge';
 import { dtlsTransportOf, PROFILE_AES128_CM_SHA1_80, stopRtcpReports, type IceConnectionLike, type SenderLike, type UdpTransportLike } from './weriftInternals';
+import { threadSendBatch } from '../media/udpSendBatch';
 
 /**
  * The browser leg's per-packet audio path once ICE and DTLS are up.
@@ -111,14 +112,9 @@ export class DirectSrtpPath {
     if (this.closed || !pair || !udp || this.connection.state === 'closed' || this.connection.state === 'failed') { this.counts.notSent++; return; }
     const header = writeRtpHeader(this.header, pkt.payloadType, pkt.sequenceNumber, pkt.timestamp, this.sender.ssrc, pkt.marker);
     const wire = this.srtp.protectRtpParts(header, 12, pkt.payload);
-    try {
-      udp.socket.send(wire, pair.remoteAddr[1], pair.remoteAddr[0]);
-    } catch {
-      // werift closed the socket before the connection said so: the leg is going away, and a
-      // throw here would go up through the bridge into the SIP socket's handler.
-      this.counts.notSent++;
-      return;
-    }
+    // Sent at the end of this event-loop turn with the turn's other packets (udpSendBatch.ts). If
+    // werift closes the socket before that (the leg is going away), the batch drops it.
+    threadSendBatch.send(udp.socket, wire, pair.remoteAddr[1], pair.remoteAddr[0]);
     this.counts.sent++;
     const s = this.sentInfo;
     s.octets = (s.octets + pkt.payload.length) >>> 0;
