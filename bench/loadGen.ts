@@ -9,14 +9,9 @@
  * sending 20 ms PCMU). Both ends share this process's clock, so a packet's trip through the
  * gateway is timed end to end. Driven over IPC by bench/mediaLoad.ts.
  *
- * The trip includes this process's own pauses: a packet that waits in our socket while this
- * process is busy looks slow though the gateway was not. So one packet in SAMPLE_EVERY also
- * has a reference twin, sent at the same moment from here straight back to here over loopback
- * (no gateway): toward the trunk into the very socket the relayed packet arrives on, toward the
- * browser into a socket of that call's own (werift owns the browser's). Whichever of the two is
- * read second gives the difference of their arrival times: what the gateway added to that
- * packet; the stalls of this process delay both alike. (One shared reference socket fell
- * behind: libuv reads at most 32 datagrams per socket per loop turn.)
+ * The trip includes this process's own pauses (a packet waiting in our socket while we are
+ * busy looks slow though the gateway was not): what the gateway itself added is timed on the
+ * wire instead (bench/wireLatency.ts), for which this process reports each call's ports.
  */
 import dgram from 'node:dgram';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
@@ -28,7 +23,7 @@ import { OpusEncoder } from '../src/media/codecs';
 import { startStunResponder } from './stunResponder';
 import { installNativeDtlsCrypto } from '../src/webrtc/dtlsCrypto';
 import { DirectSrtpPath } from '../src/webrtc/directSrtpPath';
-import { restrictSrtpProfile } from '../src/webrtc/weriftInternals';
+import { dtlsTransportOf, restrictSrtpProfile } from '../src/webrtc/weriftInternals';
 
 type Mode = 'transcode' | 'passthrough';
 interface BenchCall {
@@ -46,16 +41,8 @@ interface BenchCall {
   frames: Buffer[];
   toTrunk: number[]; // send times waiting for their packet at the trunk
   toBrowser: number[];
-  /** For each packet on its way, whether it has a reference twin (same order as toTrunk / toBrowser). */
-  twinToTrunk: boolean[];
-  twinToBrowser: boolean[];
-  /** Arrival times of one half of a twin pair, waiting for the other half. */
-  pairBT: TwinQueue;
-  pairTB: TwinQueue;
-  /** Where the reference twins of browser-bound packets arrive. */
-  refRx: dgram.Socket | null;
-  /** Ports the twins go to: the trunk socket (trunk-bound twins) and refRx (browser-bound). */
-  refPorts: { bt: number; tb: number } | null;
+  /** This browser's ICE socket port (where the gateway's audio for it arrives). */
+  browserPort: number;
   sentB: number; recvT: number; sentT: number; recvB: number;
 }
 
@@ -64,29 +51,10 @@ const calls = new Map<number, BenchCall>();
 const genLag = monitorEventLoopDelay({ resolution: 5 });
 const latBT: number[] = [];
 const latTB: number[] = [];
-/** What the gateway added, from twin pairs (see the top of this file). */
-const addedBT: number[] = [];
-const addedTB: number[] = [];
-const SAMPLE_EVERY = 4;
-interface TwinQueue { gw: number[]; ref: number[] }
-/** Sends the reference twins (5 bytes: never mistaken for RTP). */
-let refSock: dgram.Socket;
-const REF = Buffer.alloc(5);
-
-/** One half of a twin pair arrived at `t`: pair it with the other half if that is already here. */
-function twinArrived(q: TwinQueue, half: 'gw' | 'ref', t: number, out: number[]): void {
-  const other = half === 'gw' ? q.ref : q.gw;
-  const first = other.shift();
-  if (first === undefined) {
-    const mine = half === 'gw' ? q.gw : q.ref;
-    mine.push(t);
-    // A packet lost on one path would pair every later one wrongly: start over instead.
-    if (mine.length > 50) { q.gw.length = 0; q.ref.length = 0; }
-    return;
-  }
-  out.push(half === 'gw' ? t - first : first - t);
-}
 let counting = false;
+/** This process's CPU from 'mark' (the figure it reports: how much of the machine the far ends took). */
+let genCpu0 = process.cpuUsage();
+let genWall0 = 0;
 let timer: NodeJS.Timeout | null = null;
 let mode: Mode = 'transcode';
 const pcmu = Buffer.alloc(160, 0xd5);
@@ -136,8 +104,6 @@ async function main(): Promise<void> {
   await ua.start();
   ua.on('invite', (inv: ServerInvite) => void answerInvite(inv));
   framesByKind.set('8000/20000', opusFrames(8000, 20000)); // what the gateway asks for on G.711 calls
-  refSock = dgram.createSocket('udp4');
-  await new Promise<void>((r) => refSock.bind(0, '127.0.0.1', () => r()));
   process.send!({ type: 'ready', sipPort: ua.boundAddresses[0].port });
 
   process.on('message', async (m: { type: string; wsUrl?: string; calls?: number; mode?: Mode; batch?: number }) => {
@@ -167,29 +133,30 @@ async function main(): Promise<void> {
     } else if (m.type === 'start') {
       for (const c of calls.values()) {
         c.sentB = c.recvT = c.sentT = c.recvB = 0;
-        for (const q of [c.toTrunk, c.toBrowser, c.twinToTrunk, c.twinToBrowser, c.pairBT.gw, c.pairBT.ref, c.pairTB.gw, c.pairTB.ref]) q.length = 0;
+        c.toTrunk.length = 0; c.toBrowser.length = 0;
       }
-      latBT.length = 0; latTB.length = 0; addedBT.length = 0; addedTB.length = 0;
+      latBT.length = 0; latTB.length = 0;
       counting = true;
       startSending();
     } else if (m.type === 'mark') {
       // End of the warm-up: trip times from here on (loss counts from 'start').
-      latBT.length = 0; latTB.length = 0; addedBT.length = 0; addedTB.length = 0;
+      latBT.length = 0; latTB.length = 0;
       genLag.reset(); genLag.enable();
+      genCpu0 = process.cpuUsage(); genWall0 = now();
     } else if (m.type === 'stop') {
       if (timer) clearInterval(timer);
       timer = null;
+      const cpu = process.cpuUsage(genCpu0);
+      const genCoreShare = (cpu.user + cpu.system) / 1000 / (now() - genWall0);
       await new Promise((r) => setTimeout(r, 300)); // let the last packets arrive
       counting = false;
       let sentB = 0, recvT = 0, sentT = 0, recvB = 0;
       for (const c of calls.values()) { sentB += c.sentB; recvT += c.recvT; sentT += c.sentT; recvB += c.recvB; }
-      process.send!({ type: 'stats', sentB, recvT, sentT, recvB, latBT: paired(latBT, sentB, recvT), latTB: paired(latTB, sentT, recvB), addedBT: paired(addedBT, sentB, recvT), addedTB: paired(addedTB, sentT, recvB), genLoopMaxMs: Math.max(0, genLag.max / 1e6 - 5) }); // the histogram records whole 5 ms ticks
+      process.send!({ type: 'stats', sentB, recvT, sentT, recvB, latBT: paired(latBT, sentB, recvT), latTB: paired(latTB, sentT, recvB), ports: [...calls.values()].map((c) => ({ browserPort: c.browserPort, trunkPort: c.rtp?.address().port ?? 0 })), genLoopMaxMs: Math.max(0, genLag.max / 1e6 - 5), genCoreShare }); // the histogram records whole 5 ms ticks
     } else if (m.type === 'hangup') {
       for (const c of calls.values()) { c.audio?.close(); c.ws.close(); await c.pc.close().catch(() => undefined); c.rtp?.close(); }
       await ua.stop();
       stun.close();
-      refSock.close();
-      for (const c of calls.values()) c.refRx?.close();
       process.send!({ type: 'done' });
       setTimeout(() => process.exit(0), 50);
     }
@@ -222,20 +189,13 @@ async function answerInvite(inv: ServerInvite): Promise<void> {
   await new Promise<void>((r) => sock.bind(0, '127.0.0.1', () => r()));
   call.rtp = sock;
   call.gwRtp = { host: c, port };
-  const refRx = dgram.createSocket('udp4');
-  await new Promise<void>((r) => refRx.bind(0, '127.0.0.1', () => r()));
-  refRx.on('message', () => { if (counting) twinArrived(call.pairTB, 'ref', now(), addedTB); });
-  call.refRx = refRx;
-  call.refPorts = { bt: sock.address().port, tb: refRx.address().port };
   sock.on('message', (msg) => {
     if (!counting) return;
-    if (msg.length === REF.length) { twinArrived(call.pairBT, 'ref', now(), addedBT); return; }
     if (msg.length < 12 || (msg[1] & 0x7f) !== 0) return;
     call.recvT++;
     const sent = call.toTrunk.shift();
     const t = now();
     if (sent !== undefined) latBT.push(t - sent);
-    if (call.twinToTrunk.shift()) twinArrived(call.pairBT, 'gw', t, addedBT);
   });
   const p = sock.address().port;
   inv.accept(`v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio ${p} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=ptime:20\r\na=sendrecv\r\n`);
@@ -280,7 +240,7 @@ async function connectCall(id: number, wsUrl: string, stunPort: number): Promise
   const transceiver = pc.addTransceiver(track, { direction: 'sendrecv' });
   restrictSrtpProfile(transceiver); // the profile DirectSrtpPath implements, whatever the gateway offers
   const ws = new WebSocket(wsUrl);
-  const call: BenchCall = { id, ws, pc, track, audio: null, rtp: null, gwRtp: null, step: 'websocket', seq: 0, ts: 0, tSeq: 0, tTs: 0, frames: [], toTrunk: [], toBrowser: [], twinToTrunk: [], twinToBrowser: [], pairBT: { gw: [], ref: [] }, pairTB: { gw: [], ref: [] }, refRx: null, refPorts: null, sentB: 0, recvT: 0, sentT: 0, recvB: 0 };
+  const call: BenchCall = { id, ws, pc, track, audio: null, rtp: null, gwRtp: null, step: 'websocket', seq: 0, ts: 0, tSeq: 0, tTs: 0, frames: [], toTrunk: [], toBrowser: [], browserPort: 0, sentB: 0, recvT: 0, sentT: 0, recvB: 0 };
   calls.set(id, call);
   const onAudio = () => {
     if (!counting) return;
@@ -288,7 +248,6 @@ async function connectCall(id: number, wsUrl: string, stunPort: number): Promise
     const sent = call.toBrowser.shift();
     const t = now();
     if (sent !== undefined) latTB.push(t - sent);
-    if (call.twinToBrowser.shift()) twinArrived(call.pairTB, 'gw', t, addedTB);
   };
   await new Promise<void>((resolve, reject) => { ws.once('open', () => resolve()); ws.once('error', reject); });
   const next = () => new Promise<any>((resolve) => ws.once('message', (d) => resolve(JSON.parse(d.toString()))));
@@ -318,6 +277,8 @@ async function connectCall(id: number, wsUrl: string, stunPort: number): Promise
   const direct = DirectSrtpPath.attach(transceiver, onAudio, pino({ level: 'silent' }));
   if (!(direct instanceof DirectSrtpPath)) throw new Error(`browser ${id}: no direct audio path: ${direct.reason}`);
   call.audio = direct;
+  const ice = dtlsTransportOf(transceiver)?.iceTransport.connection.nominated?.protocol.transport?.socket as unknown as dgram.Socket | undefined;
+  call.browserPort = ice?.address().port ?? 0;
   // Wait for the SIP side to be up too (the INVITE is answered at once).
   call.step = 'SIP answer';
   while (!call.gwRtp) await new Promise((r) => setTimeout(r, 10));
@@ -349,9 +310,6 @@ function sendPhase(phase: number): void {
     c.ts = (c.ts + (mode === 'transcode' ? 960 : 160)) >>> 0;
     c.audio?.send({ payloadType: mode === 'transcode' ? 111 : 0, sequenceNumber: c.seq, timestamp: c.ts, marker: false, ssrc: 1000 + c.id, payload });
     c.toTrunk.push(now());
-    const twin = c.refPorts !== null && c.sentB % SAMPLE_EVERY === 0;
-    c.twinToTrunk.push(twin);
-    if (twin) refSock.send(REF, c.refPorts!.bt, '127.0.0.1');
     c.sentB++;
     if (c.rtp && c.gwRtp) {
       const b = Buffer.allocUnsafe(172);
@@ -362,9 +320,6 @@ function sendPhase(phase: number): void {
       pcmu.copy(b, 12);
       c.rtp.send(b, c.gwRtp.port, c.gwRtp.host);
       c.toBrowser.push(now());
-      const twinT = c.refPorts !== null && c.sentT % SAMPLE_EVERY === 0;
-      c.twinToBrowser.push(twinT);
-      if (twinT) refSock.send(REF, c.refPorts!.tb, '127.0.0.1');
       c.sentT++;
     }
   }

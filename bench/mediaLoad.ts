@@ -18,6 +18,7 @@ import pino from 'pino';
 import { validateConfig } from '../src/config';
 import { Gateway } from '../src/gateway';
 import { WorkerMediaPlane } from '../src/media/worker/workerMediaPlane';
+import { WireCapture, type CallPorts, type Percentiles } from './wireLatency';
 
 export interface MediaLoadResult {
   mode: 'transcode' | 'passthrough';
@@ -38,18 +39,22 @@ export interface MediaLoadResult {
   busyShare: { main: number; workers: number[] };
   /** The load generator's worst event-loop stall: trip time the gateway did not add. */
   loadGenLoopDelayMaxMs: number;
+  /** The load generator's CPU in the measured window, as a share of one core (it shares the machine). */
+  loadGenCoreShare: number;
   lostToSip: number;
   lostToBrowser: number;
   sentPerDirection: number;
   latencyToSipMs: { p50: number; p99: number };
   latencyToBrowserMs: { p50: number; p99: number };
   /**
-   * What the gateway added to a packet's trip, from twin pairs (loadGen.ts): the trip minus that
-   * of a reference packet sent at the same moment straight back to the generator, so that the
-   * generator's own pauses cancel out. n = pairs measured.
+   * What the gateway added to a packet: from its arrival at one leg to the departure of what
+   * became of it from the other, timed on the wire (bench/wireLatency.ts). n = packets timed;
+   * NaN when packets were lost that way or the capture missed some.
    */
-  addedToSipMs: { p50: number; p99: number; n: number };
-  addedToBrowserMs: { p50: number; p99: number; n: number };
+  addedToSipMs: Percentiles;
+  addedToBrowserMs: Percentiles;
+  /** Why there is no wire timing (tcpdump missing, no capture rights), if there is none. */
+  addedUnavailable?: string;
   memoryPerCallMB: { rss: number; heap: number };
   /** allAtOnce: from the moment all browsers send their offers to each one connected (ICE + DTLS + SIP answered). */
   connectAllMs?: { p50: number; p99: number; last: number; phasesP50: { answered: number; iceConnected: number; dtlsConnected: number } };
@@ -101,6 +106,8 @@ export async function mediaLoad(calls: number, mode: 'transcode' | 'passthrough'
   const genArgs = profDir ? ['--cpu-prof', `--cpu-prof-dir=${profDir}`] : [];
   const gen = fork(join(__dirname, 'loadGen.js'), { stdio: 'inherit', execArgv: genArgs });
   const { sipPort } = await request<{ sipPort: number }>(gen, { type: 'noop' }, 'ready');
+  const mediaPorts: [number, number] = [31000, 31000 + calls * 2 + 40];
+  const webrtcPorts: [number, number] = [33000, 33000 + calls * 2 + 40];
   const cfg = validateConfig({
     http: { host: '127.0.0.1', port: BASE },
     sip: { host: '127.0.0.1', port: BASE + 1, sessionExpiresSec: 0 },
@@ -108,8 +115,8 @@ export async function mediaLoad(calls: number, mode: 'transcode' | 'passthrough'
     auth: { mode: 'demo' },
     trunk: { uri: `sip:127.0.0.1:${sipPort}`, codecs: ['PCMU'], sourceCidrs: ['127.0.0.1/32'] },
     dialplan: { allow: ['+1555*'] },
-    media: { portRange: [31000, 31000 + calls * 2 + 40], inactivityTimeoutSec: 60, workers: opts.workers ?? 0 },
-    webrtc: { portRange: [33000, 33000 + calls * 2 + 40] },
+    media: { portRange: mediaPorts, inactivityTimeoutSec: 60, workers: opts.workers ?? 0 },
+    webrtc: { portRange: webrtcPorts },
     limits: { connectsPerIpPerMin: 10000, maxCallsGlobal: calls + 10 },
     cdr: { path: join(mkdtempSync(join(tmpdir(), 'bench-cdr-')), 'cdr.jsonl') },
     drain: { timeoutSec: 0 },
@@ -117,6 +124,7 @@ export async function mediaLoad(calls: number, mode: 'transcode' | 'passthrough'
   if (!cfg.ok) throw new Error(cfg.errors.join('\n'));
   const gateway = new Gateway(cfg.config, pino({ level: 'silent' }), { directSrtp: opts.directSrtp });
   await gateway.start();
+  let capture: WireCapture | string = 'not started';
   try {
     const mem0 = memory();
     const setupProfiler = profDir ? await startProfile() : null;
@@ -125,9 +133,11 @@ export async function mediaLoad(calls: number, mode: 'transcode' | 'passthrough'
     const setupSec = (performance.now() - t0) / 1000;
     if (setupProfiler) await stopProfile(setupProfiler, join(profDir!, `setup-${mode}-${calls}${opts.allAtOnce ? '-burst' : ''}.cpuprofile`));
     if (gateway.activeCalls !== calls) throw new Error(`${gateway.activeCalls} of ${calls} calls up`);
+    capture = await WireCapture.start([mediaPorts, webrtcPorts]);
     gen.send({ type: 'start' });
     await new Promise((r) => setTimeout(r, 1000)); // warm-up: JIT, jitter, first RTCP
     gen.send({ type: 'mark' });
+    const windowFrom = Date.now(); // pcap timestamps are wall-clock
     // The histogram records whole intervals between its 5 ms ticks: an idle loop shows ~5 ms.
     // The delay reported is what exceeds the tick.
     const LAG_RESOLUTION_MS = 5;
@@ -141,6 +151,7 @@ export async function mediaLoad(calls: number, mode: 'transcode' | 'passthrough'
     const w0 = performance.now();
     await new Promise((r) => setTimeout(r, seconds * 1000));
     const cpu = process.cpuUsage(cpu0);
+    const windowTo = Date.now();
     const busyShare = {
       main: nodePerformance.eventLoopUtilization(elu0.main).utilization,
       workers: workerThreads.map((t, i) => t.performance.eventLoopUtilization(elu0.workers[i]).utilization),
@@ -148,10 +159,18 @@ export async function mediaLoad(calls: number, mode: 'transcode' | 'passthrough'
     if (profiler) await stopProfile(profiler, join(profDir!, `media-${mode}-${calls}.cpuprofile`));
     const wallS = (performance.now() - w0) / 1000;
     lag.disable();
-    const s = await request<{ sentB: number; recvT: number; sentT: number; recvB: number; latBT: { p50: number; p99: number }; latTB: { p50: number; p99: number }; addedBT: { p50: number; p99: number; n: number }; addedTB: { p50: number; p99: number; n: number }; genLoopMaxMs: number }>(gen, { type: 'stop' }, 'stats');
+    const s = await request<{ sentB: number; recvT: number; sentT: number; recvB: number; latBT: { p50: number; p99: number }; latTB: { p50: number; p99: number }; ports: CallPorts[]; genLoopMaxMs: number; genCoreShare: number }>(gen, { type: 'stop' }, 'stats');
     // After the generator stopped: a forced full GC with packets flowing would stall them
     // (tens of ms at 100 calls), which the bench then measured as latency the gateway added.
     const mem1 = memory();
+    let added: { toSip: Percentiles; toBrowser: Percentiles } | string;
+    if (typeof capture === 'string') added = capture;
+    else {
+      const dropped = await capture.stop();
+      added = dropped ? `the capture missed ${dropped} datagrams` : capture.latency(s.ports, windowFrom, windowTo);
+    }
+    const none = { p50: NaN, p99: NaN, n: 0 };
+    const withheldIfLost = (p: Percentiles, lost: boolean) => (lost ? none : p);
     const cpuMs = (cpu.user + cpu.system) / 1000;
     return {
       mode,
@@ -165,17 +184,20 @@ export async function mediaLoad(calls: number, mode: 'transcode' | 'passthrough'
       loopDelayMaxMs: Math.max(0, lag.max / 1e6 - LAG_RESOLUTION_MS),
       busyShare,
       loadGenLoopDelayMaxMs: s.genLoopMaxMs,
+      loadGenCoreShare: s.genCoreShare,
       lostToSip: (s.sentB - s.recvT) / Math.max(1, s.sentB),
       lostToBrowser: (s.sentT - s.recvB) / Math.max(1, s.sentT),
       sentPerDirection: s.sentB,
       latencyToSipMs: s.latBT,
       latencyToBrowserMs: s.latTB,
-      addedToSipMs: s.addedBT,
-      addedToBrowserMs: s.addedTB,
+      addedToSipMs: typeof added === 'string' ? none : withheldIfLost(added.toSip, s.sentB !== s.recvT),
+      addedToBrowserMs: typeof added === 'string' ? none : withheldIfLost(added.toBrowser, s.sentT !== s.recvB),
+      addedUnavailable: typeof added === 'string' ? added : undefined,
       memoryPerCallMB: { rss: (mem1.rss - mem0.rss) / calls / 1e6, heap: (mem1.heap - mem0.heap) / calls / 1e6 },
       connectAllMs: opts.allAtOnce ? { p50: conn.perCall.p50, p99: conn.perCall.p99, last: conn.ms, phasesP50: conn.phasesP50 } : undefined,
     };
   } finally {
+    if (capture instanceof WireCapture) { await capture.stop(); capture.remove(); }
     await request(gen, { type: 'hangup' }, 'done').catch(() => undefined);
     gen.kill();
     await gateway.stop();

@@ -32,9 +32,9 @@ async function main(): Promise<void> {
 
   console.log('\n## Media plane: N concurrent calls through the whole gateway (werift browser legs, DTLS-SRTP, bridge, SIP RTP legs)\n');
   console.log('Both far ends run in a separate load-generator process (werift browsers, a SIP trunk); CPU and memory are the gateway process\'s.\n');
-  console.log('"trip" is a packet\'s time from one far end to the other through the gateway; "added" is what the gateway added to it: the trip minus that of a twin packet sent at the same moment straight back to the generator (the generator\'s own pauses cancel out). With media workers, event-loop delay is the main thread\'s and heap the main thread\'s.\n');
-  console.log('| mode | calls | CPU ms per call-second (kernel share) | share of one core | event-loop delay p99 / max | lost in gateway (to SIP / to browser) | trip browser→SIP p50/p99 | trip SIP→browser p50/p99 | added →SIP p50/p99 | added →browser p50/p99 | memory per call (RSS / heap) |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
-  const row = (label: string, r: MediaLoadResult) => console.log(`| ${label} | ${r.calls} | ${fmt(r.cpuMsPerCallSecond, 2)} (${fmt(r.kernelShare * 100, 0)} %) | ${fmt(r.coreShare * 100)} % | ${fmt(r.loopDelayP99Ms)} / ${fmt(r.loopDelayMaxMs, 0)} ms | ${fmt(r.lostToSip * 100, 2)} % / ${fmt(r.lostToBrowser * 100, 2)} % | ${fmt(r.latencyToSipMs.p50)} / ${fmt(r.latencyToSipMs.p99)} ms | ${fmt(r.latencyToBrowserMs.p50)} / ${fmt(r.latencyToBrowserMs.p99)} ms | ${fmt(r.addedToSipMs.p50, 2)} / ${fmt(r.addedToSipMs.p99)} ms | ${fmt(r.addedToBrowserMs.p50, 2)} / ${fmt(r.addedToBrowserMs.p99)} ms | ${fmt(r.memoryPerCallMB.rss, 2)} / ${fmt(r.memoryPerCallMB.heap, 2)} MB |`);
+  console.log('"trip" is a packet\'s time from one far end to the other through the gateway; "added" is what the gateway added to it, timed on the wire: from the packet\'s arrival at one leg to the departure of what became of it from the other (tcpdump on loopback, kernel timestamps; the generator\'s own delays play no part). With media workers, event-loop delay is the main thread\'s and heap the main thread\'s.\n');
+  console.log('| mode | calls | CPU ms per call-second (kernel share) | share of one core | event-loop delay p99 / max | lost in gateway (to SIP / to browser) | trip browser→SIP p50/p99 | trip SIP→browser p50/p99 | added →SIP p50/p99 | added →browser p50/p99 | memory per call (RSS / heap) | load generator (share of a core) |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
+  const row = (label: string, r: MediaLoadResult) => console.log(`| ${label} | ${r.calls} | ${fmt(r.cpuMsPerCallSecond, 2)} (${fmt(r.kernelShare * 100, 0)} %) | ${fmt(r.coreShare * 100)} % | ${fmt(r.loopDelayP99Ms)} / ${fmt(r.loopDelayMaxMs, 0)} ms | ${fmt(r.lostToSip * 100, 2)} % / ${fmt(r.lostToBrowser * 100, 2)} % | ${fmt(r.latencyToSipMs.p50)} / ${fmt(r.latencyToSipMs.p99)} ms | ${fmt(r.latencyToBrowserMs.p50)} / ${fmt(r.latencyToBrowserMs.p99)} ms | ${fmt(r.addedToSipMs.p50, 2)} / ${fmt(r.addedToSipMs.p99)} ms | ${fmt(r.addedToBrowserMs.p50, 2)} / ${fmt(r.addedToBrowserMs.p99)} ms | ${fmt(r.memoryPerCallMB.rss, 2)} / ${fmt(r.memoryPerCallMB.heap, 2)} MB | ${fmt(r.loadGenCoreShare * 100, 0)} % |`);
   const media: MediaLoadResult[] = [];
   for (const calls of quick ? [1, 10] : [1, 50, 100]) {
     for (const mode of ['transcode', 'passthrough'] as const) {
@@ -54,6 +54,8 @@ async function main(): Promise<void> {
     }
   }
   figures.mediaWorkers = inWorkers;
+  const noWire = [...media, ...inWorkers].find((r) => r.addedUnavailable)?.addedUnavailable;
+  if (noWire) console.log(`\n"added" not measured: ${noWire} (it needs tcpdump and the right to capture on loopback: apt-get install tcpdump, run as root).`);
   const n = quick ? 10 : 50;
   const tr = media.find((r) => r.mode === 'transcode' && r.calls === n)!;
   const pt = media.find((r) => r.mode === 'passthrough' && r.calls === n)!;
