@@ -94,6 +94,11 @@ async function stopProfile(s: Session, file: string): Promise<void> {
   s.disconnect();
 }
 
+/** IPC carries a NaN (a figure withheld) as JSON's null: back to NaN. */
+function fromIpc(p: { p50: number | null; p99: number | null }): { p50: number; p99: number } {
+  return { p50: p.p50 ?? NaN, p99: p.p99 ?? NaN };
+}
+
 function memory(): { rss: number; heap: number } {
   (globalThis as { gc?: () => void }).gc?.();
   const m = process.memoryUsage();
@@ -188,8 +193,8 @@ export async function mediaLoad(calls: number, mode: 'transcode' | 'passthrough'
       lostToSip: (s.sentB - s.recvT) / Math.max(1, s.sentB),
       lostToBrowser: (s.sentT - s.recvB) / Math.max(1, s.sentT),
       sentPerDirection: s.sentB,
-      latencyToSipMs: s.latBT,
-      latencyToBrowserMs: s.latTB,
+      latencyToSipMs: fromIpc(s.latBT),
+      latencyToBrowserMs: fromIpc(s.latTB),
       addedToSipMs: typeof added === 'string' ? none : withheldIfLost(added.toSip, s.sentB !== s.recvT),
       addedToBrowserMs: typeof added === 'string' ? none : withheldIfLost(added.toBrowser, s.sentT !== s.recvB),
       addedUnavailable: typeof added === 'string' ? added : undefined,

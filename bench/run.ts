@@ -10,7 +10,8 @@ import { sipLoad, sippAvailable } from './sipLoad';
 import { browserSetup } from './browserSetup';
 import { existsSync } from 'node:fs';
 
-const fmt = (n: number, d = 1) => n.toLocaleString('en-US', { maximumFractionDigits: d, minimumFractionDigits: d });
+/** A figure with `d` decimals; "—" for one not measured (NaN: withheld, e.g. trip times when packets were lost). */
+const fmt = (n: number, d = 1) => (Number.isFinite(n) ? n.toLocaleString('en-US', { maximumFractionDigits: d, minimumFractionDigits: d }) : '—');
 
 async function main(): Promise<void> {
   const quick = process.argv.includes('--quick');

@@ -184,6 +184,10 @@ export class SipRtpLeg extends EventEmitter<SipLegEvents> {
    */
   private connectRtp(address: string, port: number): void {
     if (this.rtpConnected !== 'no' || this.closed) return;
+    // Packets already queued for this socket carry an address: they leave now, unconnected as
+    // they were built (dgram only takes an address on a connected socket by misreading the call
+    // as another of its forms).
+    threadSendBatch.flush();
     this.rtpConnected = 'connecting';
     this.rtpSocket.connect(port, address, (err?: Error | null) => {
       if (this.closed) return;
@@ -203,6 +207,7 @@ export class SipRtpLeg extends EventEmitter<SipLegEvents> {
 
   private disconnectRtp(): void {
     if (this.rtpConnected === 'no') return;
+    threadSendBatch.flush(); // queued without an address: they go to the peer still connected
     try { this.rtpSocket.disconnect(); } catch { /* not connected yet */ }
     this.rtpConnected = 'no';
   }

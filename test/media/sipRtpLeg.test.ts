@@ -5,6 +5,7 @@ import pino from 'pino';
 import { MediaEngine } from '../../src/media';
 import { buildRtp } from '../../src/media/rtp';
 import { generateSdesCrypto, SrtpSession } from '../../src/media/srtp';
+import { threadSendBatch } from '../../src/media/udpSendBatch';
 
 const logger = pino({ level: 'silent' });
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -70,6 +71,33 @@ test('latching: media from a NATed port is answered there; a stranger cannot tak
   assert.equal(stranger.got.length, 1);
   leg.close();
   for (const s of [signalled, real, stranger]) s.close();
+});
+
+test('audio queued on a connected socket still leaves when a re-INVITE moves the far end in the same turn (sends are batched per turn)', async () => {
+  const engine = new MediaEngine({ bindHost: '127.0.0.1', advertisedHost: '127.0.0.1', portRange: [22700, 22719], logger });
+  const leg = await engine.createSipLeg({ callId: 't2b' });
+  const before = await socket();
+  const after = await socket();
+  const refusedBefore = threadSendBatch.refused;
+  try {
+    leg.setRemote({ address: '127.0.0.1', port: before.address().port, codec: 'PCMU', payloadType: 0 });
+    before.send(buildRtp(0, 1, 160, 5, Buffer.alloc(160)), leg.localPort, '127.0.0.1'); // latches: the socket connects
+    await sleep(50);
+    assert.equal(leg['rtpConnected'], 'yes', 'latched and connected');
+    // One turn: audio is queued for the connected socket (no address), then a re-INVITE moves
+    // the far end, which disconnects the socket before the turn's batch leaves.
+    leg.sendAudio(Buffer.alloc(160, 1), 160);
+    leg.setRemote({ address: '127.0.0.1', port: after.address().port, codec: 'PCMU', payloadType: 0 });
+    leg.sendAudio(Buffer.alloc(160, 2), 160);
+    await sleep(50);
+    assert.equal(threadSendBatch.refused, refusedBefore, 'no datagram refused by dgram');
+    assert.equal(before.got.length, 1, 'the packet sent before the move reached the old far end');
+    assert.equal(after.got.length, 1, 'the one after it, the new far end');
+  } finally {
+    leg.close();
+    before.close();
+    after.close();
+  }
 });
 
 test('SRTP leg: forged, replayed and unprotected packets are dropped and counted', async () => {
