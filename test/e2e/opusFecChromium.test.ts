@@ -20,13 +20,16 @@ import { writeSpeechWav } from '../support/audio';
 import { BrowserLeg } from '../../src/webrtc/browserLeg';
 import { hasLbrr } from '../../src/media/codecs/opusFec';
 
-const seen = { packets: 0, dropped: 0, withFec: 0 };
+const seen = { packets: 0, dropped: 0, withFec: 0, withFecBeforeLoss: 0 };
 // The lossy network: every 8th audio packet after the first 2 s never reaches the bridge.
 const onRtp = BrowserLeg.prototype.onRtp;
 BrowserLeg.prototype.onRtp = function (listener) {
   return onRtp.call(this, (pkt) => {
     seen.packets++;
-    if (pkt.payloadType === 111 && hasLbrr(pkt.payload)) seen.withFec++;
+    if (pkt.payloadType === 111 && hasLbrr(pkt.payload)) {
+      seen.withFec++;
+      if (seen.packets <= 100) seen.withFecBeforeLoss++;
+    }
     if (seen.packets > 100 && seen.packets % 8 === 0) { seen.dropped++; return; }
     listener(pkt);
   });
@@ -61,6 +64,9 @@ test('Chromium adds Opus in-band FEC once our reports show loss, and the bridge 
   await page.close();
 
   assert.ok(seen.withFec >= 20, `packets carrying FEC: ${seen.withFec} of ${seen.packets} (${seen.dropped} dropped)`);
+  // FEC costs bits, and Chromium spends them only on the loss our reports tell it about: none in
+  // the first 2 s, before there was any.
+  assert.equal(seen.withFecBeforeLoss, 0, `packets carrying FEC before any loss: ${seen.withFecBeforeLoss} of 100`);
   // The CDR line is written once the media plane gave the bridge's final figures back.
   await until(() => readFileSync(gw.cdrPath, 'utf8').trim() !== '', 'the call\'s CDR line');
   const cdr = readFileSync(gw.cdrPath, 'utf8').trim().split('\n').map((l) => JSON.parse(l));

@@ -41,10 +41,12 @@ function leg(directSrtp?: boolean, opusMaxPlaybackRate?: number): BrowserLeg {
   return new BrowserLeg({ callId: 'test', logger, opusMaxPlaybackRate, ice: { bindAddress: '127.0.0.1', announcedAddresses: ['127.0.0.1'], portRange: [20600, 20639], portPool: pool, directSrtp } });
 }
 
+/** Resolves when the leg connects; rejects when it fails or has not connected within 10 s. */
 const connected = (l: BrowserLeg) => new Promise<void>((resolve, reject) => {
-  if (l.state === 'connected') resolve();
-  l.once('connected', resolve);
-  l.once('failed', (r) => reject(new Error(r)));
+  if (l.state === 'connected') { resolve(); return; }
+  const timer = setTimeout(() => reject(new Error(`not connected after 10 s (state ${l.state})`)), 10_000);
+  l.once('connected', () => { clearTimeout(timer); resolve(); });
+  l.once('failed', (r) => { clearTimeout(timer); reject(new Error(r)); });
 });
 
 async function until(cond: () => boolean, what: string, ms = 5000): Promise<void> {
@@ -84,14 +86,21 @@ async function exchangeAudio(l: BrowserLeg, b: Browser): Promise<void> {
 async function outboundCall(directSrtp?: boolean, offeredSetup?: 'active' | 'passive'): Promise<{ l: BrowserLeg; b: Browser; answer: string }> {
   const l = leg(directSrtp);
   const b = await browser();
-  b.pc.addTransceiver(b.track, { direction: 'sendrecv' });
-  await b.pc.setLocalDescription(await b.pc.createOffer());
-  let offer = b.pc.localDescription!.sdp;
-  if (offeredSetup) offer = offer.replace(/a=setup:actpass/g, `a=setup:${offeredSetup}`);
-  const answer = await l.answer(offer);
-  await b.pc.setRemoteDescription({ type: 'answer', sdp: answer });
-  await connected(l);
-  return { l, b, answer };
+  try {
+    b.pc.addTransceiver(b.track, { direction: 'sendrecv' });
+    await b.pc.setLocalDescription(await b.pc.createOffer());
+    let offer = b.pc.localDescription!.sdp;
+    if (offeredSetup) offer = offer.replace(/a=setup:actpass/g, `a=setup:${offeredSetup}`);
+    const answer = await l.answer(offer);
+    await b.pc.setRemoteDescription({ type: 'answer', sdp: answer });
+    await connected(l);
+    return { l, b, answer };
+  } catch (err) {
+    // Not connected: nobody else will close these (their ICE port would stay taken).
+    await l.close();
+    await b.pc.close();
+    throw err;
+  }
 }
 
 /** Runs `body` on a connected pair and closes both ends whatever happens. */
