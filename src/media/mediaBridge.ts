@@ -158,9 +158,10 @@ export class MediaBridge extends EventEmitter<BridgeEvents> {
     }
     // Reception statistics cover every packet of the source, DTMF events included (they take
     // sequence numbers in the same stream): reported as lost, they would make the browser's
-    // encoder spend bits on FEC after every key press.
-    this.browserRx.onPacket(pkt.sequenceNumber, pkt.timestamp, pkt.payload.length, performance.now());
-    if (pkt.payloadType === this.browser.telephoneEventPayloadType) { this.browserDtmf.onPacket(pkt.timestamp, pkt.payload); return; }
+    // encoder spend bits on FEC after every key press. Their timing is not jitter (ReceiveStats).
+    const isEvent = pkt.payloadType === this.browser.telephoneEventPayloadType;
+    this.browserRx.onPacket(pkt.sequenceNumber, pkt.timestamp, pkt.payload.length, performance.now(), !isEvent);
+    if (isEvent) { this.browserDtmf.onPacket(pkt.timestamp, pkt.payload); return; }
     if (this.holdLocal || this.holdRemote) { this.lastBrowserSeq = pkt.sequenceNumber; return; }
     if (this.mode === 'passthrough') {
       if (pkt.payloadType !== this.browserPt) { this.dropped++; return; }

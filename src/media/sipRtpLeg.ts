@@ -238,7 +238,7 @@ export class SipRtpLeg extends EventEmitter<SipLegEvents> {
     }
     const now = performance.now();
     this.lastRxAt = now;
-    this.rx.onPacket(pkt.sequenceNumber, pkt.timestamp, pkt.payload.length, now);
+    this.rx.onPacket(pkt.sequenceNumber, pkt.timestamp, pkt.payload.length, now, pkt.payloadType !== this.remote.telephoneEventPayloadType);
     if (pkt.payloadType === this.remote.payloadType) this.emit('audio', pkt);
     else if (pkt.payloadType === this.remote.telephoneEventPayloadType) this.dtmfRx.onPacket(pkt.timestamp, pkt.payload);
     else if (pkt.payloadType !== 13) this.dropped++; // CN is tolerated; anything else is not ours

@@ -20,8 +20,13 @@ export class ReceiveStats {
 
   constructor(private readonly clockRate: number) {}
 
-  /** One packet; `arrivalMs` from a monotonic clock. */
-  onPacket(seq: number, rtpTs: number, bytes: number, arrivalMs: number): void {
+  /**
+   * One packet; `arrivalMs` from a monotonic clock. `timed` false for a packet whose timestamp
+   * is not its sampling instant — an RFC 4733 telephone-event repeats its event's start time
+   * for the whole tone (and may run on another clock): it counts for sequence and loss, but
+   * timing it would read a 200 ms key press as 200 ms of network jitter.
+   */
+  onPacket(seq: number, rtpTs: number, bytes: number, arrivalMs: number, timed = true): void {
     this.packets++;
     this.bytes += bytes;
     if (this.baseSeq < 0) { this.baseSeq = seq; this.maxSeq = seq; }
@@ -36,6 +41,7 @@ export class ReceiveStats {
         this.duplicatesOrLate++;
       }
     }
+    if (!timed) return;
     const arrivalTs = (arrivalMs * this.clockRate) / 1000;
     const transit = arrivalTs - rtpTs;
     if (this.lastTransit !== null) {

@@ -150,6 +150,24 @@ describe('ReceiveStats: interarrival jitter (RFC 3550 A.8)', () => {
     near(rx.jitterMs, 20 / 3, 1.5);
   });
 
+  test('a DTMF event (RFC 4733: one timestamp for the whole tone) counts for loss but is not jitter', () => {
+    const rx = new ReceiveStats(8000);
+    let seq = 0;
+    for (let i = 0; i < 50; i++, seq++) rx.onPacket(seq, i * 160, 160, i * 20);
+    // A 200 ms key press: ten event packets 20 ms apart, all stamped with the tone's start.
+    for (let i = 50; i < 60; i++, seq++) rx.onPacket(seq, 50 * 160, 4, i * 20, false);
+    for (let i = 60; i < 100; i++, seq++) rx.onPacket(seq, i * 160, 160, i * 20);
+    near(rx.jitterTs, 0, 1e-9);
+    assert.equal(rx.packets, 100);
+    assert.equal(rx.lost, 0, 'the event packets took their sequence numbers');
+    // Timed like audio, the same stream would have shown ~10 ms of jitter: the check is not idle.
+    const naive = new ReceiveStats(8000);
+    seq = 0;
+    for (let i = 0; i < 50; i++, seq++) naive.onPacket(seq, i * 160, 160, i * 20);
+    for (let i = 50; i < 60; i++, seq++) naive.onPacket(seq, 50 * 160, 4, i * 20);
+    assert.ok(naive.jitterMs > 5, `timed, the key press reads as ${naive.jitterMs.toFixed(1)} ms of jitter`);
+  });
+
   test('a big RTP timestamp jump (new talkspurt / restart) is not counted as jitter', () => {
     const rx = new ReceiveStats(8000);
     for (let i = 0; i < 50; i++) rx.onPacket(i, i * 160, 160, i * 20);
