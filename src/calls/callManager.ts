@@ -6,6 +6,7 @@ import type { EndCause } from './causes';
 import { InboundCall, type RingTarget } from './inboundCall';
 import { OutboundCall, type OutboundTarget } from './outboundCall';
 import { IcePortsExhaustedError } from '../webrtc/icePortPool';
+import { OfferRefusedError } from '../webrtc/browserLeg';
 import { RtpPortsExhaustedError } from '../media';
 import { checkBrowserOffer } from '../sdp';
 
@@ -124,9 +125,12 @@ export class CallManager {
       answerSdp = await call.answerBrowser(offerSdp);
     } catch (err) {
       if (err instanceof IcePortsExhaustedError) return this.refuseAtCapacity(call, err, 'WebRTC');
-      call.log.warn({ err: (err as Error).message }, 'browser offer rejected');
+      // Anything else that failed while answering is ours, not the browser's: outboundFailed
+      // ends the call as `failed` and tells the tab `internal`.
+      if (!(err instanceof OfferRefusedError)) throw err;
+      call.log.warn({ err: err.message }, 'browser offer rejected');
       call.hangup('local-hangup');
-      return { ok: false, code: 'bad-sdp', message: `could not answer the offer: ${(err as Error).message}` };
+      return { ok: false, code: 'bad-sdp', message: `could not answer the offer: ${err.message}` };
     }
     try {
       // False: the call ended meanwhile (shutdown); the session still sends `calling`, then `ended`.

@@ -47,6 +47,9 @@ export interface BrowserIceConfig {
 
 export type BrowserLegState = 'new' | 'connecting' | 'connected' | 'failed' | 'closed';
 
+/** werift refused the browser's offer (the browser's fault, unlike anything else answer() throws). */
+export class OfferRefusedError extends Error {}
+
 interface BrowserLegEvents {
   connected: [];
   failed: [reason: string];
@@ -149,7 +152,11 @@ export class BrowserLeg extends EventEmitter<BrowserLegEvents> implements Browse
   /** Outbound call: the browser offered; answer at once so ICE/DTLS run while the far end rings. */
   async answer(offerSdp: string): Promise<string> {
     this.transceiver = this.pc.addTransceiver(this.outTrack, { direction: 'sendrecv' });
-    await this.pc.setRemoteDescription({ type: 'offer', sdp: offerSdp });
+    try {
+      await this.pc.setRemoteDescription({ type: 'offer', sdp: offerSdp });
+    } catch (err) {
+      throw new OfferRefusedError((err as Error).message);
+    }
     this.answerOpusFmtp();
     this.offerDirectSrtpProfile();
     // DTLS server unless the browser insists on being it: the browser, which nominates, then

@@ -4,14 +4,15 @@
  * (offers only; ICE never needs to connect) and our SIP user agent as the trunk. With the one
  * pair held by a call, another outbound call is refused without an INVITE, and an inbound INVITE
  * is refused with a SIP error; neither leaves a call, an RTP port or an ICE port behind. An
- * offer the browser leg cannot answer is refused before anything is allocated.
+ * offer the browser leg cannot answer is refused before anything is allocated; one that fails
+ * to be answered for a reason of ours is reported as `internal`, not as the browser's SDP.
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import pino from 'pino';
 import WebSocket from 'ws';
-import type { RTCPeerConnection } from 'werift';
+import { RTCPeerConnection as RTCPeerConnectionClass, type RTCPeerConnection } from 'werift';
 import { SipUserAgent, type ServerInvite, type SipResponse } from '../../src/sip';
 import { mintToken } from '../../src/edge';
 import type { MediaEngine } from '../../src/media';
@@ -174,4 +175,39 @@ test('an offer the browser leg cannot answer gets error bad-sdp: no call, no INV
   assert.equal(ok.type, 'calling', JSON.stringify(ok));
   bob.ws.send(JSON.stringify({ type: 'hangup', callId: ok.callId }));
   await until(() => icePool().used === usedBefore && gw.gateway.activeCalls === callsBefore, 'the good call released');
+});
+
+test('answering an offer fails: werift refusing it is bad-sdp; a failure of ours is internal, the call ends failed; no INVITE, no port', async () => {
+  const bob = await tab('bob');
+  const invitesBefore = invites.length;
+  const usedBefore = icePool().used;
+  const callsBefore = gw.gateway.activeCalls;
+  const cdrBefore = cdr().length;
+  const cases: Array<{ patch: 'setRemoteDescription' | 'createAnswer'; code: string; cause: string }> = [
+    // An offer our own check let through but werift cannot take: the browser's fault.
+    { patch: 'setRemoteDescription', code: 'bad-sdp', cause: 'local-hangup' },
+    // Answering failed after the offer was taken: ours. Not reported as the browser's SDP.
+    { patch: 'createAnswer', code: 'internal', cause: 'failed' },
+  ];
+  for (const c of cases) {
+    const proto = RTCPeerConnectionClass.prototype as unknown as Record<string, (...a: unknown[]) => Promise<unknown>>;
+    const original = proto[c.patch];
+    proto[c.patch] = async function () { throw new Error(`${c.patch} failed (test)`); };
+    try {
+      const from = bob.messages.length;
+      bob.ws.send(JSON.stringify({ type: 'call', to: '+15551230005', sdp: await offer() }));
+      const refused = await bob.next('calling', from);
+      assert.equal(refused.type, 'error', JSON.stringify(refused));
+      assert.equal(refused.code, c.code, JSON.stringify(refused));
+      if (c.code === 'internal') assert.ok(!String(refused.message).includes('(test)'), 'our internal error text stays in our log');
+    } finally {
+      proto[c.patch] = original;
+    }
+  }
+  await until(() => cdr().length === cdrBefore + 2, 'a CDR line for each refused call');
+  assert.deepEqual(cdr().slice(cdrBefore).map((l) => l.cause), cases.map((c) => c.cause));
+  await settle();
+  assert.equal(invites.length, invitesBefore, 'no INVITE');
+  assert.equal(gw.gateway.activeCalls, callsBefore);
+  assert.equal(icePool().used, usedBefore, 'no WebRTC port kept');
 });
