@@ -126,6 +126,8 @@ export class Gateway {
     });
     // The directory is the signaling server; the manager needs it, and it needs the manager.
     let signaling: SignalingServer | null = null;
+    // Calls the active-calls gauge counted: one whose callStarted threw is not taken off it.
+    const countedActive = new Set<string>();
     this.manager = new CallManager({
       ua: this.ua,
       ctx,
@@ -136,10 +138,13 @@ export class Gateway {
       ringTimeoutMs: c.inbound.ringTimeoutSec * 1000,
       inboundAuth: c.inbound.digest ? new DigestServer(c.inbound.digest.realm, (u) => c.inbound.digest!.users[u]) : undefined,
       hooks: {
-        callStarted: (call) => this.metrics.callStarted(call.direction),
+        callStarted: (call) => {
+          this.metrics.callStarted(call.direction);
+          countedActive.add(call.id);
+        },
         callEnded: (call) => {
           const rec = call.record();
-          this.metrics.callEnded(call.direction, rec.cause, call.answeredAt ? call.answeredAt.getTime() - call.startedAt.getTime() : undefined);
+          this.metrics.callEnded(call.direction, rec.cause, call.answeredAt ? call.answeredAt.getTime() - call.startedAt.getTime() : undefined, countedActive.delete(call.id));
           guards.releaseCall(call.id);
           // The record waits for the bridge's final figures (a message round trip when the media
           // runs in a worker thread); stop() writes the waiting ones before closing the file.

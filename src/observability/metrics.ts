@@ -26,8 +26,9 @@ export class GatewayMetrics {
     this.activeCalls.inc({ direction });
   }
 
-  callEnded(direction: string, cause: string, setupMs?: number): void {
-    this.activeCalls.dec({ direction });
+  /** `wasCounted`: callStarted counted this call (false when it threw: no decrement, no drift). */
+  callEnded(direction: string, cause: string, setupMs: number | undefined, wasCounted: boolean): void {
+    if (wasCounted) this.activeCalls.dec({ direction });
     this.callsTotal.inc({ direction, cause });
     if (setupMs !== undefined) this.setupSeconds.observe({ direction }, setupMs / 1000);
   }

@@ -164,6 +164,11 @@ test('the call-started hook throws as the outbound call is registered: error int
   await new Promise((res) => setTimeout(res, 300));
   assert.equal(r.invites.length, 0, 'no INVITE for the failed call');
   assert.ok(!alice.messages.some((m) => m.type === 'calling'), 'no `calling` for the failed call');
+  // The gauge never counted the call, so its end does not take it below zero.
+  const active = (await metrics.registry.getSingleMetric('gateway_active_calls')!.get()).values;
+  assert.ok(active.every((v) => v.value === 0), `gateway_active_calls: ${JSON.stringify(active)}`);
+  const failed = (await metrics.registry.getSingleMetric('gateway_calls_total')!.get()).values.find((v) => v.labels.cause === 'failed');
+  assert.equal(failed?.value, 1, 'the failed attempt is still counted by cause');
 });
 
 test('building the INVITE throws once the SIP leg is allocated: ended with cause failed, no INVITE, nothing leaked', async (t) => {
