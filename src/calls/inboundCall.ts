@@ -2,6 +2,7 @@ import type { ServerInvite } from '../sip';
 import { RtpPortsExhaustedError } from '../media';
 import { buildSipAnswer, type SipMediaDescription } from '../sdp';
 import type { BrowserLeg } from '../webrtc/browserLeg';
+import { IcePortsExhaustedError } from '../webrtc/icePortPool';
 import { CallBase, type CallContext, type HangupCause } from './callBase';
 import { sipStatusForRefusal } from './causes';
 
@@ -72,12 +73,14 @@ export class InboundCall extends CallBase {
       this.refuse('media');
       return;
     }
+    let withoutPort = 0;
     await Promise.all(targets.map(async (target) => {
       let leg: BrowserLeg;
       try {
         leg = this.newBrowserLeg();
       } catch (e) {
         // e.g. no free WebRTC port: this tab cannot ring; the others still may.
+        if (e instanceof IcePortsExhaustedError) withoutPort++;
         this.log.warn({ err: (e as Error).message }, 'no browser leg for a ringing tab');
         return;
       }
@@ -95,6 +98,12 @@ export class InboundCall extends CallBase {
         leg.close().catch(() => undefined);
       }
     }));
+    // No tab could ring for want of a WebRTC port: the gateway is at capacity, as when it has no
+    // RTP port (503, so that a proxy in front tries another gateway), not "user unavailable".
+    if (withoutPort > 0 && withoutPort === targets.length) {
+      this.refuse('capacity', 'unavailable');
+      return;
+    }
     // Nobody left ringing (every tab failed, went away or refused meanwhile): settled here.
     // Also stops here when a tab already accepted while other offers were still being made.
     this.settleIfNobodyRinging();

@@ -3,7 +3,7 @@
  * range holds one port pair, a WebSocket client with werift peer connections as the browser
  * (offers only; ICE never needs to connect) and our SIP user agent as the trunk. With the one
  * pair held by a call, another outbound call is refused without an INVITE, and an inbound INVITE
- * is refused with a SIP error; neither leaves a call, an RTP port or an ICE port behind. An
+ * is refused with 503 (the gateway is at capacity); neither leaves a call, an RTP port or an ICE port behind. An
  * offer the browser leg cannot answer is refused before anything is allocated; one that fails
  * to be answered for a reason of ours is reported as `internal`, not as the browser's SDP.
  */
@@ -79,7 +79,7 @@ async function tab(user: string): Promise<{ ws: WebSocket; messages: Array<Recor
 
 const settle = () => new Promise((r) => setTimeout(r, 300));
 
-test('with every WebRTC port pair in use, a new outbound call is refused cleanly and inbound INVITEs get 480', async () => {
+test('with every WebRTC port pair in use, a new outbound call is refused cleanly and inbound INVITEs get 503 (capacity, as for RTP ports)', async () => {
   const alice = await tab('alice');
 
   // Call 1 takes the only port pair and rings the trunk.
@@ -110,7 +110,8 @@ test('with every WebRTC port pair in use, a new outbound call is refused cleanly
   assert.ok(rec2, 'the refused call has its CDR');
   assert.equal(rec2.cause, 'unavailable', 'the CDR does not claim the browser hung up');
 
-  // An inbound call for alice: her tab cannot get a port, so the caller is refused with 480.
+  // An inbound call for alice: her tab cannot get a port, so the caller is refused with 503:
+  // the gateway is full (a proxy may try another), not the user unavailable.
   from = alice.messages.length;
   const inv = trunk.invite({
     requestUri: `sip:alice@127.0.0.1:${BASE + 1}`,
@@ -122,7 +123,7 @@ test('with every WebRTC port pair in use, a new outbound call is refused cleanly
     inv.once('accepted', () => reject(new Error('the inbound call was answered')));
     inv.once('failed', reject);
   });
-  assert.equal(res.status, 480);
+  assert.equal(res.status, 503);
   await settle();
   assert.ok(!alice.messages.slice(from).some((m) => m.type === 'incoming'), 'the tab never rang');
   assert.equal(gw.gateway.activeCalls, 1, 'the refused inbound call is not tracked');
@@ -130,7 +131,7 @@ test('with every WebRTC port pair in use, a new outbound call is refused cleanly
   assert.equal(icePool().used, 1);
   const recIn = cdr().find((r) => r.direction === 'inbound');
   assert.equal(recIn?.cause, 'unavailable');
-  assert.equal(recIn?.sipStatus, 480);
+  assert.equal(recIn?.sipStatus, 503);
 
   // Call 1 hangs up: its pair comes back, and the next call gets it.
   from = alice.messages.length;
