@@ -148,7 +148,8 @@ async function main(): Promise<void> {
       timer = null;
       const cpu = process.cpuUsage(genCpu0);
       const genCoreShare = (cpu.user + cpu.system) / 1000 / (now() - genWall0);
-      await new Promise((r) => setTimeout(r, 300)); // let the last packets arrive
+      // Let the last packets arrive: one still queued in a stalled gateway is late, not lost.
+      await new Promise((r) => setTimeout(r, 1000));
       counting = false;
       let sentB = 0, recvT = 0, sentT = 0, recvB = 0;
       for (const c of calls.values()) { sentB += c.sentB; recvT += c.recvT; sentT += c.sentT; recvB += c.recvB; }
