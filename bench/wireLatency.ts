@@ -17,7 +17,8 @@ import { dirname, join } from 'node:path';
 export interface Percentiles { p50: number; p99: number; n: number }
 /** One call as the load generator sees it: its browser's ICE port and its trunk RTP port. */
 export interface CallPorts { browserPort: number; trunkPort: number }
-interface WirePacket { t: number; sport: number; dport: number; seq: number }
+/** One RTP datagram on the wire: when (epoch ms), between which ports, and its sequence number. */
+export interface WirePacket { t: number; sport: number; dport: number; seq: number }
 
 export class WireCapture {
   private stderr = '';
