@@ -99,10 +99,13 @@ function fromIpc(p: { p50: number | null; p99: number | null }): { p50: number; 
   return { p50: p.p50 ?? NaN, p99: p.p99 ?? NaN };
 }
 
-function memory(): { rss: number; heap: number } {
+/** RSS (the whole process) and heap in use: this thread's plus the media workers' (after a full GC in each). */
+async function memory(gateway: Gateway): Promise<{ rss: number; heap: number }> {
   (globalThis as { gc?: () => void }).gc?.();
+  const plane = gateway['media'];
+  const workersHeap = plane instanceof WorkerMediaPlane ? await plane.heapUsed({ gc: true }) : 0;
   const m = process.memoryUsage();
-  return { rss: m.rss, heap: m.heapUsed };
+  return { rss: m.rss, heap: m.heapUsed + workersHeap };
 }
 
 export async function mediaLoad(calls: number, mode: 'transcode' | 'passthrough', seconds = 5, opts: { allAtOnce?: boolean; directSrtp?: boolean; workers?: number } = {}): Promise<MediaLoadResult> {
@@ -131,7 +134,7 @@ export async function mediaLoad(calls: number, mode: 'transcode' | 'passthrough'
   await gateway.start();
   let capture: WireCapture | string = 'not started';
   try {
-    const mem0 = memory();
+    const mem0 = await memory(gateway);
     const setupProfiler = profDir ? await startProfile() : null;
     const t0 = performance.now();
     const conn = await request<{ ms: number; perCall: { p50: number; p99: number }; phasesP50: { answered: number; iceConnected: number; dtlsConnected: number } }>(gen, { type: 'connect', wsUrl: `ws://127.0.0.1:${BASE}/ws`, calls, mode, batch: opts.allAtOnce ? calls : 10 }, 'connected', 30_000 + calls * 500);
@@ -167,7 +170,7 @@ export async function mediaLoad(calls: number, mode: 'transcode' | 'passthrough'
     const s = await request<{ sentB: number; recvT: number; sentT: number; recvB: number; latBT: { p50: number; p99: number }; latTB: { p50: number; p99: number }; ports: CallPorts[]; genLoopMaxMs: number; genCoreShare: number }>(gen, { type: 'stop' }, 'stats');
     // After the generator stopped: a forced full GC with packets flowing would stall them
     // (tens of ms at 100 calls), which the bench then measured as latency the gateway added.
-    const mem1 = memory();
+    const mem1 = await memory(gateway);
     let added: { toSip: Percentiles; toBrowser: Percentiles } | string;
     if (typeof capture === 'string') added = capture;
     else {

@@ -33,7 +33,7 @@ async function main(): Promise<void> {
 
   console.log('\n## Media plane: N concurrent calls through the whole gateway (werift browser legs, DTLS-SRTP, bridge, SIP RTP legs)\n');
   console.log('Both far ends run in a separate load-generator process (werift browsers, a SIP trunk); CPU and memory are the gateway process\'s.\n');
-  console.log('"trip" is a packet\'s time from one far end to the other through the gateway; "added" is what the gateway added to it, timed on the wire: from the packet\'s arrival at one leg to the departure of what became of it from the other (tcpdump on loopback, kernel timestamps; the generator\'s own delays play no part). With media workers, event-loop delay is the main thread\'s and heap the main thread\'s.\n');
+  console.log('"trip" is a packet\'s time from one far end to the other through the gateway; "added" is what the gateway added to it, timed on the wire: from the packet\'s arrival at one leg to the departure of what became of it from the other (tcpdump on loopback, kernel timestamps; the generator\'s own delays play no part). With media workers, event-loop delay is the main thread\'s; heap is every thread\'s.\n');
   console.log('| mode | calls | CPU ms per call-second (kernel share) | share of one core | event-loop delay p99 / max | lost in gateway (to SIP / to browser) | trip browser→SIP p50/p99 | trip SIP→browser p50/p99 | added →SIP p50/p99 | added →browser p50/p99 | memory per call (RSS / heap) | load generator (share of a core) |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
   const row = (label: string, r: MediaLoadResult) => console.log(`| ${label} | ${r.calls} | ${fmt(r.cpuMsPerCallSecond, 2)} (${fmt(r.kernelShare * 100, 0)} %) | ${fmt(r.coreShare * 100)} % | ${fmt(r.loopDelayP99Ms)} / ${fmt(r.loopDelayMaxMs, 0)} ms | ${fmt(r.lostToSip * 100, 2)} % / ${fmt(r.lostToBrowser * 100, 2)} % | ${fmt(r.latencyToSipMs.p50)} / ${fmt(r.latencyToSipMs.p99)} ms | ${fmt(r.latencyToBrowserMs.p50)} / ${fmt(r.latencyToBrowserMs.p99)} ms | ${fmt(r.addedToSipMs.p50, 2)} / ${fmt(r.addedToSipMs.p99)} ms | ${fmt(r.addedToBrowserMs.p50, 2)} / ${fmt(r.addedToBrowserMs.p99)} ms | ${fmt(r.memoryPerCallMB.rss, 2)} / ${fmt(r.memoryPerCallMB.heap, 2)} MB | ${fmt(r.loadGenCoreShare * 100, 0)} % |`);
   const media: MediaLoadResult[] = [];
@@ -45,7 +45,7 @@ async function main(): Promise<void> {
     }
   }
   // The same transcoded calls with the media plane in worker threads (media.workers): the CPU
-  // figure is the whole process's (every thread); heap is the main thread's only.
+  // figure is the whole process's (every thread), and so is the heap (each worker reports its own).
   const inWorkers: MediaLoadResult[] = [];
   for (const calls of quick ? [10] : [50, 100]) {
     for (const workers of [1, 2]) {

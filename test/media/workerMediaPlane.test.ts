@@ -141,6 +141,9 @@ test('RTP ports across workers: each worker has its share, the last free pair is
     const b = await plane.createSipLeg({ callId: 'b' });
     const c = await plane.createSipLeg({ callId: 'c' });
     assert.deepEqual([a, b, c].map((l) => l.localPort).sort(), [22320, 22322, 22324]);
+    // Each worker's isolate reports its own heap (the main thread's memoryUsage() leaves them out).
+    const heap = await plane.heapUsed({ gc: false });
+    assert.ok(Number.isFinite(heap) && heap > 2 * 1e6, `heap of the two workers: ${heap} bytes`);
     await assert.rejects(plane.createSipLeg({ callId: 'd' }), RtpPortsExhaustedError);
     assert.deepEqual(plane.usage, { legs: 3, bridges: 0, portsAllocated: 3 });
     b.close();
@@ -197,6 +200,7 @@ test('a worker that dies fails the calls it carried (their legs say so), gives n
     // not restarted in a tight loop), and calls meanwhile are refused clearly.
     assert.equal(plane.runningWorkers, 0);
     await assert.rejects(plane.createSipLeg({ callId: 'early' }), /no media worker is running/);
+    assert.ok(Number.isNaN(await plane.heapUsed({ gc: false })), 'no heap figure from a dead worker (and no wait)');
     await until(() => plane.runningWorkers === 1, 'the replacement worker');
     // The replacement serves calls; the dead thread's sockets were closed with it (same first port).
     const again = await plane.createSipLeg({ callId: 'y' });

@@ -60,6 +60,11 @@ export class MediaHost {
       case 'createLeg':
         void this.createLeg(cmd.leg, cmd.callId);
         return;
+      case 'heap':
+        // gc exists when node runs with --expose-gc (workers inherit the process's flags).
+        if (cmd.gc) (globalThis as { gc?: () => void }).gc?.();
+        this.post({ t: 'heap', used: process.memoryUsage().heapUsed });
+        return;
       case 'setRemote':
         this.legs.get(cmd.leg)?.setRemote(withBufferKeys(cmd.remote));
         return;

@@ -17,7 +17,9 @@ export type MediaCommand =
   | { t: 'dtmf'; bridge: number; digit: string; durationMs?: number }
   | { t: 'closeBridge'; bridge: number }
   /** Browser audio for the worker's bridges. */
-  | { t: 'rtp'; batch: ArrayBuffer };
+  | { t: 'rtp'; batch: ArrayBuffer }
+  /** Asks for the worker's heap in use (after a full GC when `gc` and the process allows it). */
+  | { t: 'heap'; gc: boolean };
 
 export type MediaEvent =
   | { t: 'ready' }
@@ -39,7 +41,9 @@ export type MediaEvent =
   /** Audio for the browsers. */
   | { t: 'rtp'; batch: ArrayBuffer }
   /** One pino JSON line, written to the main thread's log destination. */
-  | { t: 'log'; line: string };
+  | { t: 'log'; line: string }
+  /** The answer to a heap command: this worker isolate's heap in use, bytes. */
+  | { t: 'heap'; used: number };
 
 /** The parts of a BrowserMediaPort the bridge reads when it is created. */
 export interface BrowserPortDescription {

@@ -80,6 +80,16 @@ export class WorkerMediaPlane implements MediaPlane {
     return this.workers.reduce((n, w) => n + w.exits, 0);
   }
 
+  /**
+   * Heap in use in the worker threads together (each is an isolate of its own, outside
+   * process.memoryUsage().heapUsed), after a full GC in each when `gc` (node --expose-gc).
+   * NaN when a worker does not answer within 2 s or is not running.
+   */
+  async heapUsed(opts: { gc: boolean }): Promise<number> {
+    const each = await Promise.all(this.workers.map((w) => w.heapUsed(opts.gc)));
+    return each.reduce((a, b) => a + b, 0);
+  }
+
   /** The worker threads, for diagnostics and the tests that stop one. */
   get threads(): Worker[] {
     return this.workers.map((w) => w.thread);
@@ -118,6 +128,8 @@ class MediaWorker {
   private readonly pendingLegs = new Map<number, { resolve(l: WorkerSipLeg): void; reject(e: Error): void; callId: string }>();
   private readonly bridges = new Map<number, WorkerBridge>();
   private readonly toWorker = new PacketBatchWriter();
+  /** heapUsed() calls waiting for the thread's answer, oldest first. */
+  private readonly heapWaiters: Array<(bytes: number) => void> = [];
   private flushScheduled = false;
   private nextId = 1;
   portsAllocated = 0;
@@ -145,6 +157,21 @@ class MediaWorker {
 
   get bridgeCount(): number {
     return this.bridges.size;
+  }
+
+  heapUsed(gc: boolean): Promise<number> {
+    if (!this.running) return Promise.resolve(NaN);
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => settle(NaN), 2000);
+      const settle = (bytes: number) => {
+        clearTimeout(timer);
+        const i = this.heapWaiters.indexOf(settle);
+        if (i >= 0) this.heapWaiters.splice(i, 1);
+        resolve(bytes);
+      };
+      this.heapWaiters.push(settle);
+      this.send({ t: 'heap', gc });
+    });
   }
 
   ready(): Promise<void> {
@@ -220,12 +247,16 @@ class MediaWorker {
       }, delayMs);
     }
     for (const p of pending) p.reject(new Error(reason));
+    for (const w of [...this.heapWaiters]) w(NaN);
     for (const b of bridges) b.settle(undefined);
     for (const l of legs) guarded(this.log, () => l.fail(reason));
   }
 
   private onEvent(ev: MediaEvent): void {
     switch (ev.t) {
+      case 'heap':
+        this.heapWaiters[0]?.(ev.used);
+        return;
       case 'rtp':
         readPacketBatch(ev.batch, (id, pkt) => this.bridges.get(id)?.browser.sendRtp(pkt));
         return;
