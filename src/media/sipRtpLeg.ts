@@ -89,16 +89,17 @@ export class SipRtpLeg extends EventEmitter<SipLegEvents> {
   setRemote(remote: SipLegRemote): void {
     if (this.closed) return;
     const moved = !this.remote || this.remote.address !== remote.address || this.remote.port !== remote.port;
-    const keysChanged = !!remote.srtp && (!this.remote?.srtp || !this.remote.srtp.remote.key.equals(remote.srtp.remote.key));
     this.remote = remote;
     if (moved) {
       this.dest = { address: remote.address, port: remote.port, rtcpPort: remote.rtcpMux ? remote.port : remote.rtcpPort ?? remote.port + 1 };
       this.latched = false;
       this.disconnectRtp();
     }
-    // Keep the SRTP context (and its rollover counter) across re-INVITEs unless the keys change.
+    // Keep each direction's SRTP context (and its rollover counter) across re-INVITEs unless
+    // that direction's key changes.
     if (!remote.srtp) this.srtp = null;
-    else if (keysChanged || !this.srtp) this.srtp = new SrtpSession(remote.srtp);
+    else if (this.srtp) this.srtp.updateKeys(remote.srtp);
+    else this.srtp = new SrtpSession(remote.srtp);
     this.lastRxAt = performance.now();
     if (!this.inactivityTimer && this.opts.inactivityTimeoutMs > 0) {
       const check = Math.min(1000, this.opts.inactivityTimeoutMs);

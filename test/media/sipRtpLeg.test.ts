@@ -6,6 +6,7 @@ import { MediaEngine } from '../../src/media';
 import { buildRtp } from '../../src/media/rtp';
 import { generateSdesCrypto, SrtpSession } from '../../src/media/srtp';
 import { threadSendBatch } from '../../src/media/udpSendBatch';
+import { until } from '../support/tabs';
 
 const logger = pino({ level: 'silent' });
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -107,6 +108,7 @@ test('SRTP leg: forged, replayed and unprotected packets are dropped and counted
   const ours = generateSdesCrypto(1, 'AES_CM_128_HMAC_SHA1_80');
   const theirs = generateSdesCrypto(1, 'AES_CM_128_HMAC_SHA1_80');
   leg.setRemote({ address: '127.0.0.1', port: trunk.address().port, codec: 'PCMU', payloadType: 0, srtp: { local: ours, remote: theirs } });
+  leg['seq'] = 0xfffd; // our packets below cross the sequence wrap
   const far = new SrtpSession({ local: theirs, remote: ours });
   let audio = 0;
   leg.on('audio', () => audio++);
@@ -125,6 +127,17 @@ test('SRTP leg: forged, replayed and unprotected packets are dropped and counted
     await sleep(50);
     const plain = far.unprotectRtp(trunk.got[trunk.got.length - 1]);
     assert.ok(plain && plain.subarray(12).every((b) => b === 0x42));
+    // Our stream wraps (rollover counter 1); then a re-INVITE brings the far end's new key while
+    // ours stays: what we send next must still authenticate under the context it holds for us.
+    for (let i = 0; i < 3; i++) leg.sendAudio(Buffer.alloc(160, 0x42), 160);
+    const theirsNew = generateSdesCrypto(2, 'AES_CM_128_HMAC_SHA1_80');
+    leg.setRemote({ address: '127.0.0.1', port: trunk.address().port, codec: 'PCMU', payloadType: 0, srtp: { local: ours, remote: theirsNew } });
+    leg.sendAudio(Buffer.alloc(160, 0x43), 160);
+    await until(() => trunk.got.length === 5, 'five packets at the far end');
+    for (const p of trunk.got.slice(1)) assert.ok(far.unprotectRtp(p), `seq ${p.readUInt16BE(2)} authenticates at the far end`);
+    far.updateKeys({ local: theirsNew, remote: ours });
+    trunk.send(far.protectRtp(buildRtp(0, 12, 1920, 3, Buffer.alloc(160, 0x55))), leg.localPort, '127.0.0.1');
+    await until(() => audio === 2, 'the far end\'s audio under its new key');
   } finally {
     leg.close();
     trunk.close();

@@ -63,6 +63,30 @@ test('rollover counter across a sequence wrap, and reordering inside the window'
   for (const i of [0, 1, 3, 2, 4, 5]) assert.deepEqual(rx.unprotectRtp(prot[i]), rtp(seqs[i]), `seq ${seqs[i]}`);
 });
 
+test('re-key on a re-INVITE: only the direction whose key changed starts over (our rollover counter and SRTCP index survive the far end\'s new key)', () => {
+  const ours = generateSdesCrypto(1, 'AES_CM_128_HMAC_SHA1_80');
+  const theirs = generateSdesCrypto(1, 'AES_CM_128_HMAC_SHA1_32');
+  const us = new SrtpSession({ local: ours, remote: theirs });
+  const far = new SrtpSession({ local: theirs, remote: ours });
+  const rtcp = Buffer.from('80c80006112233440000000000000000000000000000000000000000', 'hex');
+  // Our stream wraps (ROC 1), and our SRTCP index moves on.
+  for (const seq of [65534, 65535, 0, 1]) assert.ok(far.unprotectRtp(us.protectRtp(rtp(seq))), `seq ${seq}`);
+  for (let i = 0; i < 3; i++) assert.ok(far.unprotectRtcp(us.protectRtcp(rtcp)), `SRTCP ${i}`);
+  // The far end re-keys its own stream; ours is unchanged, so its context for our key stays.
+  const theirsNew = generateSdesCrypto(2, 'AES_CM_128_HMAC_SHA1_80');
+  us.updateKeys({ local: ours, remote: theirsNew });
+  far.updateKeys({ local: theirsNew, remote: ours });
+  assert.ok(far.unprotectRtp(us.protectRtp(rtp(2))), 'our next packet (ROC 1) still authenticates at the far end');
+  assert.ok(far.unprotectRtcp(us.protectRtcp(rtcp)), 'our next SRTCP is not taken for a replay');
+  assert.ok(us.unprotectRtp(far.protectRtp(rtp(7, 0x55))), 'the far end\'s packets under its new key');
+  // Our own new key: a new context on both sides, from ROC 0.
+  const oursNew = generateSdesCrypto(3, 'AES_CM_128_HMAC_SHA1_80');
+  us.updateKeys({ local: oursNew, remote: theirsNew });
+  far.updateKeys({ local: theirsNew, remote: oursNew });
+  assert.ok(far.unprotectRtp(us.protectRtp(rtp(3))));
+  assert.equal(far.stats.authFailures + far.stats.replays, 0);
+});
+
 test('protectRtpParts (header and payload held apart) gives the same packets as protectRtp, across a sequence wrap', () => {
   const a = generateSdesCrypto(1, 'AES_CM_128_HMAC_SHA1_80');
   const b = generateSdesCrypto(1, 'AES_CM_128_HMAC_SHA1_80');

@@ -124,42 +124,64 @@ class ReplayWindow {
   }
 }
 
+/** One direction's crypto: session keys, and one long-lived keystream cipher and tag state per key. */
+class KeyContext {
+  readonly keys: SessionKeys;
+  readonly rtpCipher: AesCtr;
+  readonly rtcpCipher: AesCtr;
+  readonly rtpMac: HmacSha1;
+  readonly rtcpMac: HmacSha1;
+  readonly tagLen: number;
+
+  constructor(readonly crypto: SdesCrypto) {
+    this.keys = deriveKeys(crypto.key, crypto.salt);
+    this.rtpCipher = new AesCtr(this.keys.rtpEnc);
+    this.rtcpCipher = new AesCtr(this.keys.rtcpEnc);
+    this.rtpMac = new HmacSha1(this.keys.rtpAuth);
+    this.rtcpMac = new HmacSha1(this.keys.rtcpAuth);
+    this.tagLen = tagLength(crypto.suite);
+  }
+
+  sameAs(c: SdesCrypto): boolean {
+    return this.crypto.suite === c.suite && this.crypto.key.equals(c.key) && this.crypto.salt.equals(c.salt);
+  }
+}
+
+/** What we send with: our key, and per SSRC the rollover counter; the SRTCP index. */
+class SendContext extends KeyContext {
+  readonly roc = new Map<number, { roc: number; lastSeq: number }>();
+  srtcpIndex = 0;
+}
+
+/** What the far end sends with: its key, and per SSRC the replay windows (which carry the ROC). */
+class ReceiveContext extends KeyContext {
+  readonly rtp = new Map<number, ReplayWindow>();
+  readonly rtcp = new Map<number, ReplayWindow>();
+}
+
 export class SrtpSession {
   readonly stats = { authFailures: 0, replays: 0, malformed: 0 };
-  private readonly tx: SessionKeys;
-  private readonly rx: SessionKeys;
-  // One long-lived keystream cipher and tag state per key: nothing is built per packet.
-  private readonly txRtpCipher: AesCtr;
-  private readonly rxRtpCipher: AesCtr;
-  private readonly txRtcpCipher: AesCtr;
-  private readonly rxRtcpCipher: AesCtr;
-  private readonly txRtpMac: HmacSha1;
-  private readonly rxRtpMac: HmacSha1;
-  private readonly txRtcpMac: HmacSha1;
-  private readonly rxRtcpMac: HmacSha1;
+  private tx: SendContext;
+  private rx: ReceiveContext;
   /** Counter-block scratch per direction: each IV is consumed before the next is built. */
   private readonly txIv = Buffer.alloc(16);
   private readonly rxIv = Buffer.alloc(16);
-  private readonly txTagLen: number;
-  private readonly rxTagLen: number;
-  private readonly sendRoc = new Map<number, { roc: number; lastSeq: number }>();
-  private readonly recv = new Map<number, ReplayWindow>();
-  private srtcpIndex = 0;
-  private readonly rtcpReplay = new Map<number, ReplayWindow>();
 
   constructor(opts: { local: SdesCrypto; remote: SdesCrypto }) {
-    this.tx = deriveKeys(opts.local.key, opts.local.salt);
-    this.rx = deriveKeys(opts.remote.key, opts.remote.salt);
-    this.txTagLen = tagLength(opts.local.suite);
-    this.rxTagLen = tagLength(opts.remote.suite);
-    this.txRtpCipher = new AesCtr(this.tx.rtpEnc);
-    this.rxRtpCipher = new AesCtr(this.rx.rtpEnc);
-    this.txRtcpCipher = new AesCtr(this.tx.rtcpEnc);
-    this.rxRtcpCipher = new AesCtr(this.rx.rtcpEnc);
-    this.txRtpMac = new HmacSha1(this.tx.rtpAuth);
-    this.rxRtpMac = new HmacSha1(this.rx.rtpAuth);
-    this.txRtcpMac = new HmacSha1(this.tx.rtcpAuth);
-    this.rxRtcpMac = new HmacSha1(this.rx.rtcpAuth);
+    this.tx = new SendContext(opts.local);
+    this.rx = new ReceiveContext(opts.remote);
+  }
+
+  /**
+   * New keys from a re-INVITE. Each direction is its own crypto context (RFC 3711 §3.2): only
+   * the side whose key changed starts a new one. Rebuilding ours too when just the far end
+   * re-keyed would restart our rollover counter and SRTCP index under the key the far end
+   * still holds: our SRTCP would read as replays, and after our next sequence wrap every SRTP
+   * packet would fail its authentication there.
+   */
+  updateKeys(opts: { local: SdesCrypto; remote: SdesCrypto }): void {
+    if (!this.tx.sameAs(opts.local)) this.tx = new SendContext(opts.local);
+    if (!this.rx.sameAs(opts.remote)) this.rx = new ReceiveContext(opts.remote);
   }
 
   protectRtp(packet: Buffer): Buffer {
@@ -174,28 +196,30 @@ export class SrtpSession {
    * the header into a scratch buffer saves an allocation and a copy per packet).
    */
   protectRtpParts(header: Buffer, headerLength: number, payload: Uint8Array): Buffer {
+    const tx = this.tx;
     const ssrc = header.readUInt32BE(8);
     const seq = header.readUInt16BE(2);
-    let st = this.sendRoc.get(ssrc);
-    if (!st) { st = { roc: 0, lastSeq: seq }; this.sendRoc.set(ssrc, st); }
+    let st = tx.roc.get(ssrc);
+    if (!st) { st = { roc: 0, lastSeq: seq }; tx.roc.set(ssrc, st); }
     // Our own sequence numbers only move forward: a wrap increments the ROC (§3.3.1).
     if (seq < st.lastSeq && st.lastSeq - seq > 0x8000) st.roc = (st.roc + 1) >>> 0;
     st.lastSeq = seq;
     const length = headerLength + payload.length;
-    const out = Buffer.allocUnsafe(length + this.txTagLen);
+    const out = Buffer.allocUnsafe(length + tx.tagLen);
     header.copy(out, 0, 0, headerLength);
-    const iv = counterIv(this.txIv, this.tx.rtpSalt, ssrc, st.roc >>> 16, ((st.roc & 0xffff) * 65536 + seq) >>> 0);
-    this.txRtpCipher.xor(iv, payload, out, headerLength);
-    out.set(this.txRtpMac.mac(out, length, st.roc).subarray(0, this.txTagLen), length);
+    const iv = counterIv(this.txIv, tx.keys.rtpSalt, ssrc, st.roc >>> 16, ((st.roc & 0xffff) * 65536 + seq) >>> 0);
+    tx.rtpCipher.xor(iv, payload, out, headerLength);
+    out.set(tx.rtpMac.mac(out, length, st.roc).subarray(0, tx.tagLen), length);
     return out;
   }
 
   unprotectRtp(packet: Buffer): Buffer | null {
+    const rx = this.rx;
     const hl = rtpHeaderLength(packet);
-    if (hl < 0 || packet.length < hl + this.rxTagLen) { this.stats.malformed++; return null; }
+    if (hl < 0 || packet.length < hl + rx.tagLen) { this.stats.malformed++; return null; }
     const ssrc = packet.readUInt32BE(8);
     const seq = packet.readUInt16BE(2);
-    const st = this.recv.get(ssrc);
+    const st = rx.rtp.get(ssrc);
     // Appendix A: guess the ROC from the highest index seen (0 for a new source).
     let v = 0;
     if (st) {
@@ -207,53 +231,55 @@ export class SrtpSession {
     }
     const index = v * 65536 + seq;
     if (st && !st.isNew(index)) { this.stats.replays++; return null; }
-    const authLen = packet.length - this.rxTagLen;
-    this.rxRtpMac.mac(packet, authLen, v);
-    if (!this.rxRtpMac.matches(packet, authLen, this.rxTagLen)) { this.stats.authFailures++; return null; }
+    const authLen = packet.length - rx.tagLen;
+    rx.rtpMac.mac(packet, authLen, v);
+    if (!rx.rtpMac.matches(packet, authLen, rx.tagLen)) { this.stats.authFailures++; return null; }
     const out = Buffer.allocUnsafe(authLen);
     packet.copy(out, 0, 0, hl);
-    const iv = counterIv(this.rxIv, this.rx.rtpSalt, ssrc, v >>> 16, ((v & 0xffff) * 65536 + seq) >>> 0);
-    this.rxRtpCipher.xor(iv, packet.subarray(hl, authLen), out, hl);
+    const iv = counterIv(this.rxIv, rx.keys.rtpSalt, ssrc, v >>> 16, ((v & 0xffff) * 65536 + seq) >>> 0);
+    rx.rtpCipher.xor(iv, packet.subarray(hl, authLen), out, hl);
     // The ROC, highest index and replay window move only for authenticated packets.
     if (st) st.accept(index);
-    else this.recv.set(ssrc, new ReplayWindow(index));
+    else rx.rtp.set(ssrc, new ReplayWindow(index));
     return out;
   }
 
   protectRtcp(packet: Buffer): Buffer {
     if (packet.length < 8) throw new Error('not an RTCP packet');
+    const tx = this.tx;
     const ssrc = packet.readUInt32BE(4);
-    this.srtcpIndex = (this.srtcpIndex + 1) & 0x7fffffff;
+    tx.srtcpIndex = (tx.srtcpIndex + 1) & 0x7fffffff;
     const out = Buffer.allocUnsafe(packet.length + 4 + 10);
     packet.copy(out, 0, 0, 8);
-    const iv = counterIv(this.txIv, this.tx.rtcpSalt, ssrc, 0, this.srtcpIndex);
-    this.txRtcpCipher.xor(iv, packet.subarray(8), out, 8);
-    out.writeUInt32BE((0x80000000 | this.srtcpIndex) >>> 0, packet.length);
-    out.set(this.txRtcpMac.mac(out, packet.length + 4).subarray(0, 10), packet.length + 4);
+    const iv = counterIv(this.txIv, tx.keys.rtcpSalt, ssrc, 0, tx.srtcpIndex);
+    tx.rtcpCipher.xor(iv, packet.subarray(8), out, 8);
+    out.writeUInt32BE((0x80000000 | tx.srtcpIndex) >>> 0, packet.length);
+    out.set(tx.rtcpMac.mac(out, packet.length + 4).subarray(0, 10), packet.length + 4);
     return out;
   }
 
   unprotectRtcp(packet: Buffer): Buffer | null {
+    const rx = this.rx;
     if (packet.length < 8 + 4 + 10) { this.stats.malformed++; return null; }
     const authLen = packet.length - 10;
-    this.rxRtcpMac.mac(packet, authLen);
-    if (!this.rxRtcpMac.matches(packet, authLen, 10)) { this.stats.authFailures++; return null; }
+    rx.rtcpMac.mac(packet, authLen);
+    if (!rx.rtcpMac.matches(packet, authLen, 10)) { this.stats.authFailures++; return null; }
     const eIndex = packet.readUInt32BE(authLen - 4);
     const index = eIndex & 0x7fffffff;
     const ssrc = packet.readUInt32BE(4);
-    const rp = this.rtcpReplay.get(ssrc);
+    const rp = rx.rtcp.get(ssrc);
     if (rp && !rp.isNew(index)) { this.stats.replays++; return null; }
     const plainLen = authLen - 4;
     const out = Buffer.allocUnsafe(plainLen);
     packet.copy(out, 0, 0, 8);
     if (eIndex & 0x80000000) {
-      const iv = counterIv(this.rxIv, this.rx.rtcpSalt, ssrc, 0, index);
-      this.rxRtcpCipher.xor(iv, packet.subarray(8, plainLen), out, 8);
+      const iv = counterIv(this.rxIv, rx.keys.rtcpSalt, ssrc, 0, index);
+      rx.rtcpCipher.xor(iv, packet.subarray(8, plainLen), out, 8);
     } else {
       packet.copy(out, 8, 8, plainLen);
     }
     if (rp) rp.accept(index);
-    else this.rtcpReplay.set(ssrc, new ReplayWindow(index));
+    else rx.rtcp.set(ssrc, new ReplayWindow(index));
     return out;
   }
 }
