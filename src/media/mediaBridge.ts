@@ -137,6 +137,9 @@ export class MediaBridge extends EventEmitter<BridgeEvents> {
     this.unsubscribe = browser.onRtp((pkt) => this.fromBrowser(pkt));
     this.unsubscribeReports = browser.receptionReports?.(() => this.receptionReport()) ?? (() => {});
     sip.on('audio', (pkt) => this.sipReorder.push(pkt));
+    // Comfort noise and DTMF events take sequence numbers too: without them the audio after
+    // each would wait in the reorder stage for a "missing" packet.
+    sip.on('nonAudio', (pkt) => this.sipReorder.push(pkt, false));
     sip.on('dtmf', (ev) => this.emit('dtmf', { digit: ev.digit, from: 'sip' }));
     opts.logger.debug({ mode: this.mode, sipCodec, browserCodec: browser.sendCodec }, 'media bridge up');
   }

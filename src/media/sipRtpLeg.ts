@@ -24,6 +24,8 @@ export interface SipLegRemote {
 export interface SipLegEvents {
   /** Decrypted audio from the trunk (the leg's own PT already checked). */
   audio: [pkt: RtpPacketView];
+  /** A packet of the stream that is not audio (telephone-event, comfort noise): it takes a sequence number. */
+  nonAudio: [pkt: RtpPacketView];
   dtmf: [ev: { digit: string; durationMs: number }];
   inactive: [];
   closed: [];
@@ -241,8 +243,9 @@ export class SipRtpLeg extends EventEmitter<SipLegEvents> {
     this.lastRxAt = now;
     this.rx.onPacket(pkt.sequenceNumber, pkt.timestamp, pkt.payload.length, now, pkt.payloadType !== this.remote.telephoneEventPayloadType);
     if (pkt.payloadType === this.remote.payloadType) this.emit('audio', pkt);
-    else if (pkt.payloadType === this.remote.telephoneEventPayloadType) this.dtmfRx.onPacket(pkt.timestamp, pkt.payload);
-    else if (pkt.payloadType !== 13) this.dropped++; // CN is tolerated; anything else is not ours
+    else if (pkt.payloadType === this.remote.telephoneEventPayloadType) { this.dtmfRx.onPacket(pkt.timestamp, pkt.payload); this.emit('nonAudio', pkt); }
+    else if (pkt.payloadType === 13) this.emit('nonAudio', pkt); // CN is tolerated
+    else this.dropped++; // anything else is not ours
   }
 
   private onRtcpDatagram(msg: Buffer, _from: string): void {

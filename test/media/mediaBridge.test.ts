@@ -76,6 +76,31 @@ test('trunk packets out of order, duplicated and missing: the browser gets them 
   }
 });
 
+test('comfort noise and DTMF events from the trunk take sequence numbers: the audio after them is neither held nor counted lost', async () => {
+  const engine = new MediaEngine({ bindHost: '127.0.0.1', advertisedHost: '127.0.0.1', portRange: [22760, 22779], logger });
+  const leg = await engine.createSipLeg({ callId: 'cn' });
+  const trunk = dgram.createSocket('udp4');
+  await new Promise<void>((r) => trunk.bind(0, '127.0.0.1', () => r()));
+  const browser = fakeBrowser();
+  try {
+    leg.setRemote({ address: '127.0.0.1', port: trunk.address().port, codec: 'PCMU', payloadType: 0, telephoneEventPayloadType: 101 });
+    const bridge = engine.createBridge(browser, leg, { callId: 'cn' }).bridge;
+    const send = (pt: number, seq: number, payload: Buffer) => trunk.send(buildRtp(pt, seq, seq * 160, 0x77, payload), leg.localPort, '127.0.0.1');
+    send(0, 1, Buffer.alloc(160, 1));
+    send(13, 2, Buffer.from([40]));                                        // comfort noise
+    send(0, 3, Buffer.alloc(160, 3));
+    send(101, 4, Buffer.from([5, 0x0a, 0, 160]));                          // a DTMF event
+    send(0, 5, Buffer.alloc(160, 5));
+    await until(() => browser.got.length === 3, 'the three audio packets');
+    await sleep(80); // past the reorder stage's wait: a packet wrongly held would be given up by now
+    assert.deepEqual(browser.got.map((p) => p.payload[0]), [1, 3, 5]);
+    assert.deepEqual(bridge.stats().sip.reorder, { reordered: 0, duplicateOrLate: 0, givenUp: 0 });
+  } finally {
+    leg.close();
+    trunk.close();
+  }
+});
+
 /** A browser side that sends Opus (the bridge transcodes); the test plays its RTP into the bridge. */
 function opusBrowser(): BrowserMediaPort & { deliver(pkt: RtpPacketView): void; report(): ReceptionReport | null } {
   let listener: ((pkt: RtpPacketView) => void) | null = null;

@@ -65,9 +65,40 @@ test('a lost packet is given up after maxWaitMs when nothing else comes', async 
   rb.close();
 });
 
-test('a new SSRC or a big jump resynchronises instead of waiting', () => {
+test('a new SSRC, or a long loss (a jump of 101-3000 ahead), resynchronises at once instead of waiting', () => {
   const { rb, out } = harness();
-  rb.push(pkt(100)); rb.push(pkt(5000)); rb.push(pkt(7, 2)); rb.push(pkt(8, 2));
-  assert.deepEqual(out, [[100, 0], [5000, 0], [7, 0], [8, 0]]);
+  rb.push(pkt(100)); rb.push(pkt(600)); rb.push(pkt(7, 2)); rb.push(pkt(8, 2));
+  assert.deepEqual(out, [[100, 0], [600, 0], [7, 0], [8, 0]]);
+  rb.close();
+});
+
+test('the same SSRC restarting its numbering far behind (or far ahead) is followed from its second packet (RFC 3550 A.1 probation)', () => {
+  const { rb, out } = harness();
+  for (const s of [1000, 1001, 1002]) rb.push(pkt(s));
+  for (const s of [200, 201, 202]) rb.push(pkt(s)); // an SBC switched its source: 800 behind
+  for (const s of [9000, 9001]) rb.push(pkt(s));    // and 8800 ahead
+  assert.deepEqual(out.map((o) => o[0]), [1000, 1001, 1002, 201, 202, 9001]);
+  assert.equal(rb.dropped, 2, 'the first packet of each new run');
+  rb.close();
+});
+
+test('one stray packet far off does not drag the stream away', () => {
+  const { rb, out } = harness();
+  for (const s of [1000, 1001, 30000, 1002, 1003]) rb.push(pkt(s));
+  assert.deepEqual(out.map((o) => o[0]), [1000, 1001, 1002, 1003]);
+  assert.equal(rb.dropped, 1);
+  rb.close();
+});
+
+test('comfort noise and DTMF packets take their place in the numbering: the audio after them is not held', () => {
+  const { rb, out } = harness();
+  rb.push(pkt(100)); rb.push(pkt(101));
+  rb.push(pkt(102), false); // CN
+  rb.push(pkt(103));
+  assert.deepEqual(out, [[100, 0], [101, 0], [103, 0]], '103 at once, with no loss before it');
+  // Out of order among them too: a DTMF packet overtaken by audio still fills its place.
+  rb.push(pkt(105)); rb.push(pkt(104), false);
+  assert.deepEqual(out.slice(3), [[105, 0]]);
+  assert.equal(rb.lost, 0);
   rb.close();
 });
