@@ -3,6 +3,10 @@
  * estimate (a simplified ITU-T G.107 E-model).
  */
 
+/** RFC 3550 A.1's limits: beyond them a sequence number is a discontinuity, not loss or disorder. */
+const MAX_DROPOUT = 3000;
+const MAX_MISORDER = 100;
+
 export class ReceiveStats {
   packets = 0;
   bytes = 0;
@@ -17,6 +21,8 @@ export class ReceiveStats {
   private receivedPrior = 0;
   /** Packets expected from earlier sources (before resetSource), so `lost` stays continuous. */
   private expectedEarlier = 0;
+  /** The sequence number that would confirm a jump seen last (RFC 3550 A.1's bad_seq); -1: none. */
+  private badSeq = -1;
 
   constructor(private readonly clockRate: number) {}
 
@@ -27,6 +33,16 @@ export class ReceiveStats {
    * timing it would read a 200 ms key press as 200 ms of network jitter.
    */
   onPacket(seq: number, rtpTs: number, bytes: number, arrivalMs: number, timed = true): void {
+    if (this.baseSeq >= 0) {
+      // RFC 3550 A.1: a jump beyond any loss or disorder (same source) is a restart of its
+      // numbering once the next packet confirms it; until then the packet is not counted.
+      const delta = (seq - this.maxSeq) & 0xffff;
+      if ((delta > MAX_DROPOUT && delta < 0x8000) || (delta >= 0x8000 && 0x10000 - delta > MAX_MISORDER)) {
+        if (seq !== this.badSeq) { this.badSeq = (seq + 1) & 0xffff; return; }
+        this.resetSource();
+      }
+    }
+    this.badSeq = -1;
     this.packets++;
     this.bytes += bytes;
     if (this.baseSeq < 0) { this.baseSeq = seq; this.maxSeq = seq; }

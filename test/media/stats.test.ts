@@ -115,6 +115,25 @@ describe('ReceiveStats: loss (RFC 3550 A.3)', () => {
   });
 });
 
+describe('ReceiveStats: sequence discontinuities (RFC 3550 A.1)', () => {
+  test('the same source restarting its numbering far away: followed from its second packet, loss stays right', () => {
+    const rx = new ReceiveStats(8000);
+    for (let s = 1000; s < 1010; s++) rx.onPacket(s, s * 160, 160, s * 20);
+    for (let s = 200; s < 210; s++) rx.onPacket(s, s * 160, 160, s * 20); // 800 behind: a restart
+    assert.equal(rx.packets, 19, 'the first packet of the new run waits for confirmation');
+    assert.equal(rx.lost, 0);
+    assert.equal(rx.extendedHighestSeq, 209, 'the highest sequence number follows the new run');
+  });
+
+  test('one stray packet far off changes nothing', () => {
+    const rx = new ReceiveStats(8000);
+    for (const s of [1000, 1001, 40000, 1002, 1003]) rx.onPacket(s, s * 160, 160, s * 20);
+    assert.equal(rx.packets, 4);
+    assert.equal(rx.lost, 0);
+    assert.equal(rx.extendedHighestSeq, 1003);
+  });
+});
+
 describe('ReceiveStats: interarrival jitter (RFC 3550 A.8)', () => {
   test('constant network delay is zero jitter', () => {
     const rx = new ReceiveStats(8000);
