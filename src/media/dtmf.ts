@@ -58,6 +58,8 @@ export function dtmfPacketTrain(digit: string, durationMs: number, clockRate: nu
   const out: Array<{ payload: Buffer; marker: boolean; delayMs: number }> = [];
   const total = Math.max(40, Math.round(durationMs / step) * step);
   for (let t = step; t < total; t += step) out.push({ payload: encodeTelephoneEvent(event, false, (t * clockRate) / 1000), marker: t === step, delayMs: t - step });
-  for (let i = 0; i < 3; i++) out.push({ payload: encodeTelephoneEvent(event, true, (total * clockRate) / 1000), marker: false, delayMs: total - step });
+  // The end packet three times, at the update interval (RFC 4733 §2.5.1.4): sent at once, one
+  // burst loss would take all three.
+  for (let i = 0; i < 3; i++) out.push({ payload: encodeTelephoneEvent(event, true, (total * clockRate) / 1000), marker: false, delayMs: total - step + i * step });
   return out;
 }

@@ -49,6 +49,8 @@ export class SipRtpLeg extends EventEmitter<SipLegEvents> {
   private seq = randomInt(0, 0xffff);
   private ts = randomInt(0, 0x7fffffff);
   private readonly rx = new ReceiveStats(8000);
+  /** The audio codec's RTP clock: 8 kHz for G.711, 48 kHz for Opus (RFC 7587). */
+  private clockRate = 8000;
   private remoteSsrc: number | null = null;
   private latched = false;
   private rtpConnected: 'no' | 'connecting' | 'yes' = 'no';
@@ -92,6 +94,8 @@ export class SipRtpLeg extends EventEmitter<SipLegEvents> {
     if (this.closed) return;
     const moved = !this.remote || this.remote.address !== remote.address || this.remote.port !== remote.port;
     this.remote = remote;
+    this.clockRate = remote.codec === 'opus' ? 48000 : 8000;
+    this.rx.setClockRate(this.clockRate);
     if (moved) {
       this.dest = { address: remote.address, port: remote.port, rtcpPort: remote.rtcpMux ? remote.port : remote.rtcpPort ?? remote.port + 1 };
       this.latched = false;
@@ -126,12 +130,16 @@ export class SipRtpLeg extends EventEmitter<SipLegEvents> {
   /** Send one audio frame (payload in the negotiated codec); `samples` advances the timestamp. */
   sendAudio(payload: Uint8Array, samples: number, marker = false): void {
     if (this.closed || !this.remote) return;
+    // While a DTMF event plays, its packets replace audio (RFC 4733 §2.5.1.2) and the event
+    // already took this stretch of the timeline (sendDtmf): the frame uses no number, no time.
+    if (this.dtmfBusyUntil > 0 && performance.now() < this.dtmfBusyUntil) return;
+    // Not sending (held, or no address): time goes on, sequence numbers do not, so the far end
+    // sees no loss when we resume.
+    if (!this.sendingAllowed) { this.ts = (this.ts + samples) >>> 0; return; }
     const seq = this.seq;
     const ts = this.ts;
     this.seq = (this.seq + 1) & 0xffff;
     this.ts = (this.ts + samples) >>> 0;
-    // While a DTMF event plays, its packets replace audio (RFC 4733 §2.5.1.2).
-    if (!this.sendingAllowed || (this.dtmfBusyUntil > 0 && performance.now() < this.dtmfBusyUntil)) return;
     this.sendPacket(this.remote.payloadType, seq, ts, payload, marker);
   }
 
@@ -155,8 +163,8 @@ export class SipRtpLeg extends EventEmitter<SipLegEvents> {
         this.dtmfTimers.add(t);
       }
     }
-    // The event occupies its duration on the timeline.
-    this.ts = (this.ts + (lastDelay + 20) * 8) >>> 0;
+    // The event occupies its stretch of the timeline (audio frames meanwhile are not sent).
+    this.ts = (this.ts + ((lastDelay + 20) * this.clockRate) / 1000) >>> 0;
     return true;
   }
 

@@ -24,7 +24,15 @@ export class ReceiveStats {
   /** The sequence number that would confirm a jump seen last (RFC 3550 A.1's bad_seq); -1: none. */
   private badSeq = -1;
 
-  constructor(private readonly clockRate: number) {}
+  constructor(private clockRate: number) {}
+
+  /** The stream's RTP clock changed (a re-INVITE to another codec): jitter starts over in the new units. */
+  setClockRate(rate: number): void {
+    if (rate === this.clockRate) return;
+    this.clockRate = rate;
+    this.jitterTs = 0;
+    this.lastTransit = null;
+  }
 
   /**
    * One packet; `arrivalMs` from a monotonic clock. `timed` false for a packet whose timestamp

@@ -145,7 +145,7 @@ describe('dtmfPacketTrain (RFC 4733 §2.5)', () => {
     assert.deepEqual(decoded.map((d) => d?.duration), [160, 320, 480, 640, 800, 800, 800]);
     assert.deepEqual(decoded.map((d) => d?.end), [false, false, false, false, true, true, true]);
     assert.deepEqual(train.map((p) => p.marker), [true, false, false, false, false, false, false]);
-    assert.deepEqual(train.map((p) => p.delayMs), [0, 20, 40, 60, 80, 80, 80]);
+    assert.deepEqual(train.map((p) => p.delayMs), [0, 20, 40, 60, 80, 100, 120], "the end packet repeated at the update interval, not in one burst");
   });
 
   test('48 kHz clock scales durations; the final duration equals the tone length', () => {

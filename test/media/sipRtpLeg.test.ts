@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import dgram from 'node:dgram';
 import pino from 'pino';
 import { MediaEngine } from '../../src/media';
-import { buildRtp } from '../../src/media/rtp';
+import { buildRtp, parseRtp } from '../../src/media/rtp';
 import { generateSdesCrypto, SrtpSession } from '../../src/media/srtp';
 import { threadSendBatch } from '../../src/media/udpSendBatch';
 import { until } from '../support/tabs';
@@ -141,6 +141,52 @@ test('SRTP leg: forged, replayed and unprotected packets are dropped and counted
   } finally {
     leg.close();
     trunk.close();
+  }
+});
+
+test('a digit sent while audio flows: no sequence gaps, the end packet three times at the update interval, the timeline advanced once; held, time goes on but numbers do not', async () => {
+  const engine = new MediaEngine({ bindHost: '127.0.0.1', advertisedHost: '127.0.0.1', portRange: [22780, 22799], logger });
+  const leg = await engine.createSipLeg({ callId: 'dtmf-tx' });
+  const far = await socket();
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    leg.setRemote({ address: '127.0.0.1', port: far.address().port, codec: 'PCMU', payloadType: 0, telephoneEventPayloadType: 101 });
+    const frame = () => leg.sendAudio(Buffer.alloc(160, 0xff), 160);
+    for (let i = 0; i < 3; i++) frame();
+    assert.ok(leg.sendDtmf('5', 100));
+    // Audio keeps coming every 20 ms while the tone plays (the bridge does not stop it).
+    timer = setInterval(frame, 20);
+    await until(() => far.got.filter((p) => (p[1] & 0x7f) === 101).length === 7, 'the seven telephone-event packets');
+    await sleep(80);
+    clearInterval(timer);
+    frame();
+    await sleep(50);
+    const pkts = far.got.map((b) => parseRtp(b)!);
+    const seqSteps = pkts.slice(1).map((p, i) => (p.sequenceNumber - pkts[i].sequenceNumber) & 0xffff);
+    assert.ok(seqSteps.every((d) => d === 1), `consecutive sequence numbers: steps ${seqSteps.join(',')}`);
+    const events = pkts.filter((p) => p.payloadType === 101);
+    const ends = events.filter((p) => (p.payload[1] & 0x80) !== 0);
+    assert.equal(ends.length, 3);
+    const firstAfter = pkts.find((p, i) => p.payloadType === 0 && i > pkts.indexOf(events[events.length - 1]))!;
+    // The event ran 100 ms plus two repeats of its end packet 20 ms apart: 140 ms = 1120 ts.
+    assert.equal((firstAfter.timestamp - events[0].timestamp) >>> 0, 1120, 'audio resumes where the event ends on the timeline');
+    // Held by the far end (it sends only): frames are not sent and take no numbers, but time passes.
+    const last = pkts[pkts.length - 1];
+    leg.setRemote({ address: '127.0.0.1', port: far.address().port, codec: 'PCMU', payloadType: 0, telephoneEventPayloadType: 101, direction: 'sendonly' });
+    for (let i = 0; i < 5; i++) frame();
+    leg.setRemote({ address: '127.0.0.1', port: far.address().port, codec: 'PCMU', payloadType: 0, telephoneEventPayloadType: 101 });
+    frame();
+    await until(() => far.got.length === pkts.length + 1, 'the packet after the hold');
+    const resumed = parseRtp(far.got[far.got.length - 1])!;
+    assert.equal((resumed.sequenceNumber - last.sequenceNumber) & 0xffff, 1, 'no sequence gap across the hold');
+    assert.equal((resumed.timestamp - last.timestamp) >>> 0, 6 * 160, 'the timeline counts the held frames');
+    // A re-INVITE to Opus: the leg's statistics and timeline run on 48 kHz from then on.
+    leg.setRemote({ address: '127.0.0.1', port: far.address().port, codec: 'opus', payloadType: 111, telephoneEventPayloadType: 101 });
+    assert.equal(leg['rx']['clockRate'], 48000);
+  } finally {
+    clearInterval(timer);
+    leg.close();
+    far.close();
   }
 });
 

@@ -187,6 +187,16 @@ describe('ReceiveStats: interarrival jitter (RFC 3550 A.8)', () => {
     assert.ok(naive.jitterMs > 5, `timed, the key press reads as ${naive.jitterMs.toFixed(1)} ms of jitter`);
   });
 
+  test('a 48 kHz stream (Opus trunk) measured on its own clock: no jitter when paced exactly', () => {
+    const rx = new ReceiveStats(8000);
+    rx.setClockRate(48000); // what the leg does once the far end's SDP says Opus
+    for (let i = 0; i < 100; i++) rx.onPacket(i, i * 960, 100, i * 20);
+    near(rx.jitterMs, 0, 1e-9);
+    const wrong = new ReceiveStats(8000);
+    for (let i = 0; i < 100; i++) wrong.onPacket(i, i * 960, 100, i * 20);
+    assert.ok(wrong.jitterMs > 50, `on an 8 kHz clock the same stream reads ${wrong.jitterMs.toFixed(0)} ms`);
+  });
+
   test('a big RTP timestamp jump (new talkspurt / restart) is not counted as jitter', () => {
     const rx = new ReceiveStats(8000);
     for (let i = 0; i < 50; i++) rx.onPacket(i, i * 160, 160, i * 20);
