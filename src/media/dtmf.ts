@@ -37,14 +37,16 @@ export class DtmfReceiver {
   private readonly recentEventTs: number[] = [];
   constructor(private readonly onDigit: (digit: string, durationMs: number) => void, private readonly clockRate = 8000) {}
 
-  onPacket(rtpTs: number, payload: Uint8Array): void {
+  /** One telephone-event payload; false when it is malformed (for the caller to count). */
+  onPacket(rtpTs: number, payload: Uint8Array): boolean {
     const ev = decodeTelephoneEvent(payload);
-    if (!ev) return;
-    if (this.recentEventTs.includes(rtpTs)) return;
+    if (!ev) return false;
+    if (this.recentEventTs.includes(rtpTs)) return true;
     this.recentEventTs.push(rtpTs);
     if (this.recentEventTs.length > 8) this.recentEventTs.shift();
     const digit = eventToDigit(ev.event);
     if (digit) this.onDigit(digit, (ev.duration / this.clockRate) * 1000);
+    return true;
   }
 }
 

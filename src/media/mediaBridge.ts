@@ -164,7 +164,7 @@ export class MediaBridge extends EventEmitter<BridgeEvents> {
     // encoder spend bits on FEC after every key press. Their timing is not jitter (ReceiveStats).
     const isEvent = pkt.payloadType === this.browser.telephoneEventPayloadType;
     this.browserRx.onPacket(pkt.sequenceNumber, pkt.timestamp, pkt.payload.length, performance.now(), !isEvent);
-    if (isEvent) { this.browserDtmf.onPacket(pkt.timestamp, pkt.payload); return; }
+    if (isEvent) { if (!this.browserDtmf.onPacket(pkt.timestamp, pkt.payload)) this.dropped++; return; }
     if (this.holdLocal || this.holdRemote) { this.lastBrowserSeq = pkt.sequenceNumber; return; }
     if (this.mode === 'passthrough') {
       if (pkt.payloadType !== this.browserPt) { this.dropped++; return; }

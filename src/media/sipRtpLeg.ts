@@ -225,7 +225,9 @@ export class SipRtpLeg extends EventEmitter<SipLegEvents> {
 
   private onRtpDatagram(msg: Buffer, rinfo: dgram.RemoteInfo): void {
     if (this.closed || !this.remote) return;
-    if (this.remote.rtcpMux && isRtcp(msg)) { this.onRtcpDatagram(msg, rinfo.address); return; }
+    // RTCP on the RTP port (rtcp-mux, or a peer that muxes unasked): read as RTCP, never as RTP
+    // (its PT 72-76 slot and NTP seconds would pass for a packet from a new source).
+    if (isRtcp(msg)) { this.onRtcpDatagram(msg, rinfo.address); return; }
     let plain: Buffer | null = msg;
     if (this.srtp) plain = this.srtp.unprotectRtp(msg);
     if (!plain) return; // counted by the SRTP session (auth failure, replay, malformed)
@@ -250,9 +252,14 @@ export class SipRtpLeg extends EventEmitter<SipLegEvents> {
     const now = performance.now();
     this.lastRxAt = now;
     this.rx.onPacket(pkt.sequenceNumber, pkt.timestamp, pkt.payload.length, now, pkt.payloadType !== this.remote.telephoneEventPayloadType);
-    if (pkt.payloadType === this.remote.payloadType) this.emit('audio', pkt);
-    else if (pkt.payloadType === this.remote.telephoneEventPayloadType) { this.dtmfRx.onPacket(pkt.timestamp, pkt.payload); this.emit('nonAudio', pkt); }
-    else if (pkt.payloadType === 13) this.emit('nonAudio', pkt); // CN is tolerated
+    if (pkt.payloadType === this.remote.payloadType) {
+      // An empty frame carries no audio and no duration: counted, and it only takes its number.
+      if (pkt.payload.length > 0) this.emit('audio', pkt);
+      else { this.dropped++; this.emit('nonAudio', pkt); }
+    } else if (pkt.payloadType === this.remote.telephoneEventPayloadType) {
+      if (!this.dtmfRx.onPacket(pkt.timestamp, pkt.payload)) this.dropped++;
+      this.emit('nonAudio', pkt);
+    } else if (pkt.payloadType === 13) this.emit('nonAudio', pkt); // CN is tolerated
     else this.dropped++; // anything else is not ours
   }
 
@@ -260,7 +267,8 @@ export class SipRtpLeg extends EventEmitter<SipLegEvents> {
     if (this.closed) return;
     let plain: Buffer | null = msg;
     if (this.srtp) plain = this.srtp.unprotectRtcp(msg);
-    if (!plain || plain.length < 8) { this.dropped++; return; }
+    if (!plain) return; // counted by the SRTP session (auth failure, replay, malformed)
+    if (plain.length < 8) { this.dropped++; return; }
     // Walk the compound packet: SR gives us LSR; report blocks about us give RTT.
     let off = 0;
     while (off + 8 <= plain.length) {
@@ -291,23 +299,32 @@ export class SipRtpLeg extends EventEmitter<SipLegEvents> {
   }
 
   /** RTCP SR (we send) with one report block about the far end (RFC 3550 §6.4.1). */
+  /**
+   * Our RTCP report, every RTCP_INTERVAL_MS: an SR while we send, an RR while we do not (held by
+   * the far end, or holding): RTCP goes on through a hold (RFC 3264 §5.1), only a stream with no
+   * address (0.0.0.0) gets none.
+   */
   private sendReport(): void {
-    if (this.closed || !this.dest || !this.sendingAllowed) return;
+    if (this.closed || !this.dest || this.dest.address === '0.0.0.0') return;
     const now = Date.now();
     const hasBlock = this.remoteSsrc !== null;
-    const sr = Buffer.alloc(28 + (hasBlock ? 24 : 0));
+    const asSender = this.sendingAllowed;
+    const head = asSender ? 28 : 8;
+    const sr = Buffer.alloc(head + (hasBlock ? 24 : 0));
     sr[0] = 0x80 | (hasBlock ? 1 : 0);
-    sr[1] = RTCP.SR;
+    sr[1] = asSender ? RTCP.SR : RTCP.RR;
     sr.writeUInt16BE(sr.length / 4 - 1, 2);
     sr.writeUInt32BE(this.ssrc, 4);
-    const secs = Math.floor(now / 1000) + NTP_OFFSET;
-    sr.writeUInt32BE(secs >>> 0, 8);
-    sr.writeUInt32BE(Math.floor(((now % 1000) / 1000) * 0x100000000) >>> 0, 12);
-    sr.writeUInt32BE(this.ts, 16);
-    sr.writeUInt32BE(this.sent.packets >>> 0, 20);
-    sr.writeUInt32BE(this.sent.bytes >>> 0, 24);
+    if (asSender) {
+      const secs = Math.floor(now / 1000) + NTP_OFFSET;
+      sr.writeUInt32BE(secs >>> 0, 8);
+      sr.writeUInt32BE(Math.floor(((now % 1000) / 1000) * 0x100000000) >>> 0, 12);
+      sr.writeUInt32BE(this.ts, 16);
+      sr.writeUInt32BE(this.sent.packets >>> 0, 20);
+      sr.writeUInt32BE(this.sent.bytes >>> 0, 24);
+    }
     if (hasBlock) {
-      const b = 28;
+      const b = head;
       sr.writeUInt32BE(this.remoteSsrc!, b);
       const lost = Math.max(-0x800000, Math.min(0x7fffff, this.rx.lost));
       sr.writeUInt32BE(((this.rx.fractionLostSinceLast() << 24) | (lost & 0xffffff)) >>> 0, b + 4);

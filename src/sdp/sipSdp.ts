@@ -55,7 +55,9 @@ export function buildSipAnswer(offer: SipMediaDescription, o: SipSdpOptions): st
   const savp = offer.profile.includes('SAVP');
   if (!chosen || (savp && crypto.length === 0)) return buildRejection(o, offer);
   const profile = savp ? 'RTP/SAVP' : 'RTP/AVP';
-  return buildSdp({ ...o, ptime: o.ptime ?? offer.ptime }, [{ name: normalise(chosen.name), pt: chosen.payloadType }], offer.telephoneEventPayloadType ?? null, crypto, profile);
+  // RFC 5761 §5.1.1: an offer of rtcp-mux is taken by saying so in the answer (our leg then
+  // sends RTCP to the RTP port and reads it there).
+  return buildSdp({ ...o, ptime: o.ptime ?? offer.ptime }, [{ name: normalise(chosen.name), pt: chosen.payloadType }], offer.telephoneEventPayloadType ?? null, crypto, profile, offer.rtcpMux);
 }
 
 function buildRejection(o: SipSdpOptions, offer: SipMediaDescription): string {
@@ -72,7 +74,7 @@ function buildRejection(o: SipSdpOptions, offer: SipMediaDescription): string {
   ].join('\r\n');
 }
 
-function buildSdp(o: SipSdpOptions, codecs: Array<{ name: SipCodecName; pt: number }>, tePt: number | null, crypto: SdesCrypto[], profile: string): string {
+function buildSdp(o: SipSdpOptions, codecs: Array<{ name: SipCodecName; pt: number }>, tePt: number | null, crypto: SdesCrypto[], profile: string, rtcpMux = false): string {
   const ip6 = o.advertisedHost.includes(':');
   const ipver = ip6 ? 'IP6' : 'IP4';
   const fmts = [...codecs.map((c) => c.pt), ...(tePt !== null ? [tePt] : [])];
@@ -92,7 +94,7 @@ function buildSdp(o: SipSdpOptions, codecs: Array<{ name: SipCodecName; pt: numb
     }
   }
   if (tePt !== null) lines.push(`a=rtpmap:${tePt} telephone-event/8000`, `a=fmtp:${tePt} 0-16`);
-  lines.push(`a=ptime:${o.ptime ?? 20}`, `a=rtcp:${o.port + 1}`);
+  lines.push(`a=ptime:${o.ptime ?? 20}`, rtcpMux ? 'a=rtcp-mux' : `a=rtcp:${o.port + 1}`);
   for (const c of crypto) lines.push(`a=crypto:${formatCryptoAttribute(c)}`);
   lines.push(`a=${o.direction ?? 'sendrecv'}`);
   return `${lines.join('\r\n')}\r\n`;

@@ -190,6 +190,59 @@ test('a digit sent while audio flows: no sequence gaps, the end packet three tim
   }
 });
 
+test('RTCP: an RR while held (not silence), RTCP on the RTP port never taken for RTP; malformed events and empty frames counted', async () => {
+  const engine = new MediaEngine({ bindHost: '127.0.0.1', advertisedHost: '127.0.0.1', portRange: [22800, 22819], logger });
+  const leg = await engine.createSipLeg({ callId: 'rtcp' });
+  const far = await socket();
+  const from: dgram.RemoteInfo = { address: '127.0.0.1', family: 'IPv4', port: far.address().port, size: 0 };
+  try {
+    const remote = { address: '127.0.0.1', port: far.address().port, codec: 'PCMU' as const, payloadType: 0, telephoneEventPayloadType: 101, rtcpMux: true };
+    leg.setRemote(remote);
+    for (let seq = 1; seq <= 3; seq++) leg['onRtpDatagram'](buildRtp(0, seq, seq * 160, 0x99, Buffer.alloc(160)), from);
+    await until(() => leg['rtpConnected'] === 'yes', 'the RTP socket connected to the latched far end');
+    // Held by the far end: we send no RTP, but RTCP goes on, as a receiver report.
+    leg.setRemote({ ...remote, direction: 'sendonly' });
+    leg['sendReport']();
+    await until(() => far.got.length === 1, 'a report while held');
+    assert.equal(far.got[0][1], 201, 'an RR (we are not sending)');
+    assert.equal(far.got[0].readUInt32BE(8), 0x99, 'its report block is about the far end\'s stream');
+    leg.setRemote(remote);
+    leg['sendReport']();
+    await until(() => far.got.length === 2, 'the next report');
+    assert.equal(far.got[1][1], 200, 'an SR once we send again');
+    // An SR from the far end on the RTP port, without rtcp-mux signalled: read as RTCP, and the
+    // receive statistics of the RTP stream stay as they were.
+    leg.setRemote({ ...remote, rtcpMux: false });
+    const sr = Buffer.alloc(28); sr[0] = 0x80; sr[1] = 200; sr.writeUInt16BE(6, 2); sr.writeUInt32BE(0x99, 4); sr.writeUInt32BE(0xe1000000, 8);
+    leg['onRtpDatagram'](sr, from);
+    assert.equal(leg['rx'].extendedHighestSeq, 3);
+    assert.equal(leg.stats().packetsReceived, 3);
+    const droppedBefore = leg.stats().dropped;
+    leg['onRtpDatagram'](buildRtp(101, 4, 640, 0x99, Buffer.from([5])), from);       // telephone-event, 1 byte
+    leg['onRtpDatagram'](buildRtp(0, 5, 800, 0x99, Buffer.alloc(0)), from);          // an empty PCMU frame
+    assert.equal(leg.stats().dropped, droppedBefore + 2);
+  } finally {
+    leg.close();
+    far.close();
+  }
+});
+
+test('a failed SRTCP packet is counted once', async () => {
+  const engine = new MediaEngine({ bindHost: '127.0.0.1', advertisedHost: '127.0.0.1', portRange: [22820, 22839], logger });
+  const leg = await engine.createSipLeg({ callId: 'srtcp' });
+  try {
+    const ours = generateSdesCrypto(1, 'AES_CM_128_HMAC_SHA1_80');
+    const theirs = generateSdesCrypto(1, 'AES_CM_128_HMAC_SHA1_80');
+    leg.setRemote({ address: '127.0.0.1', port: 9, codec: 'PCMU', payloadType: 0, srtp: { local: ours, remote: theirs } });
+    const forged = new SrtpSession({ local: generateSdesCrypto(1, 'AES_CM_128_HMAC_SHA1_80'), remote: ours }).protectRtcp(Buffer.from('80c8000600000099e100000000000000000000000000000000000000', 'hex'));
+    leg['onRtcpDatagram'](forged, '127.0.0.1');
+    leg['onRtcpDatagram'](Buffer.alloc(10), '127.0.0.1'); // too short to be SRTCP
+    assert.equal(leg.stats().dropped, 2);
+  } finally {
+    leg.close();
+  }
+});
+
 test('no RTP for the configured time raises inactive once per period', async () => {
   const engine = new MediaEngine({ bindHost: '127.0.0.1', advertisedHost: '127.0.0.1', portRange: [19760, 19779], logger, inactivityTimeoutMs: 300 });
   const leg = await engine.createSipLeg({ callId: 't4' });

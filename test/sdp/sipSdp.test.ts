@@ -408,6 +408,17 @@ describe('buildSipAnswer', () => {
     const back = ok(parseSipAnswer(a));
     assert.equal(back.telephoneEventPayloadType, 96);
     assert.equal(back.port, 42000);
+    // The offer has rtcp-mux: the answer takes it (RFC 5761 §5.1.1), as the leg will mux.
+    assert.ok(linesOf(a).includes('a=rtcp-mux'));
+    assert.equal(back.rtcpMux, true);
+    assert.deepEqual(attr(a, 'rtcp:'), [], 'no separate RTCP port announced');
+  });
+
+  test('an offer without rtcp-mux gets an answer without it, with the RTCP port', () => {
+    const offer = ok(parseSipOffer(ASTERISK_SRTP_OFFER));
+    const a = buildSipAnswer(offer, answerOpts({ localCrypto: [crypto80] }));
+    assert.ok(!linesOf(a).includes('a=rtcp-mux'));
+    assert.deepEqual(attr(a, 'rtcp:'), ['a=rtcp:42001']);
   });
 
   test('offer order decides among codecs we support', () => {
