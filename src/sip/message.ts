@@ -279,8 +279,10 @@ function checkMandatory(msg: SipRequest | SipResponse): string | null {
 
 /** Strict via-parm: sent-protocol, sent-by and well-formed parameters (RFC 4475 badinv01). */
 function validVia(value: string): boolean {
-  const m = /^\s*SIP\s*\/\s*2\.0\s*\/\s*[A-Za-z0-9.!%*_+`'~-]+\s+(?:\[[0-9A-Fa-f:.]+\]|[^\s:;,"<>[\]]+)(?:\s*:\s*\d{1,5})?\s*((?:;.*)?)$/.exec(value);
-  return !!m && paramsProblem(m[1]) === null;
+  const m = /^\s*SIP\s*\/\s*2\.0\s*\/\s*[A-Za-z0-9.!%*_+`'~-]+\s+(?:\[[0-9A-Fa-f:.]+\]|[^\s:;,"<>[\]]+)(?:\s*:\s*(\d{1,5}))?\s*((?:;.*)?)$/.exec(value);
+  // A port we could never send a response to (0, or past 65535) makes the Via unusable.
+  if (m?.[1] !== undefined && (Number(m[1]) < 1 || Number(m[1]) > 65535)) return false;
+  return !!m && paramsProblem(m[2]) === null;
 }
 
 /** Generic-param list (";name[=value]" repeated): null when well formed. */
@@ -365,7 +367,9 @@ export function splitList(value: string): string[] {
 export interface Via { protocol: string; transport: string; host: string; port?: number; params: Record<string, string | null> }
 
 export function parseVia(value: string): Via | null {
-  const m = /^\s*SIP\s*\/\s*2\.0\s*\/\s*([A-Za-z]+)\s+(\[[0-9A-Fa-f:.]+\]|[^\s:;]+)(?:\s*:\s*(\d{1,5}))?\s*((?:;.*)?)$/.exec(value);
+  // The same transport token validVia accepts (e.g. TLS-SCTP, RFC 4168): a request that passed
+  // validation must never come back here as null.
+  const m = /^\s*SIP\s*\/\s*2\.0\s*\/\s*([A-Za-z0-9.!%*_+`'~-]+)\s+(\[[0-9A-Fa-f:.]+\]|[^\s:;]+)(?:\s*:\s*(\d{1,5}))?\s*((?:;.*)?)$/.exec(value);
   if (!m) return null;
   const params = parseParams(m[4]);
   return { protocol: 'SIP/2.0', transport: m[1].toUpperCase(), host: m[2], port: m[3] ? Number(m[3]) : undefined, params };

@@ -70,9 +70,15 @@ export class UdpTransport implements SipTransport {
 
   send(data: string, host: string, port: number): void {
     traceSip(this.log, 'out', 'udp', host, port, data);
-    this.socket?.send(data, port, host, (err) => {
-      if (err) this.log.debug({ err: err.message, host, port }, 'SIP UDP send failed');
-    });
+    try {
+      this.socket?.send(data, port, host, (err) => {
+        if (err) this.log.debug({ err: err.message, host, port }, 'SIP UDP send failed');
+      });
+    } catch (err) {
+      // dgram throws at once for an address it cannot use (a bad port): never into the caller,
+      // which would be left half-way through answering or sending.
+      this.log.debug({ err: (err as Error).message, host, port }, 'SIP UDP send refused');
+    }
   }
 
   async close(): Promise<void> {
@@ -116,9 +122,16 @@ export class StreamTransport implements SipTransport {
     const key = `${host}:${port}`;
     let sock = this.connections.get(key);
     if (!sock) {
-      sock = this.protocol === 'tls'
-        ? tls.connect({ host, port, ca: this.cfg.tls?.ca, rejectUnauthorized: this.cfg.tls?.rejectUnauthorized ?? true, servername: net.isIP(host) ? undefined : host })
-        : net.connect({ host, port });
+      try {
+        sock = this.protocol === 'tls'
+          ? tls.connect({ host, port, ca: this.cfg.tls?.ca, rejectUnauthorized: this.cfg.tls?.rejectUnauthorized ?? true, servername: net.isIP(host) ? undefined : host })
+          : net.connect({ host, port });
+      } catch (err) {
+        // A bad port or address throws at once: reported like a failed connection, never thrown.
+        this.log.debug({ err: (err as Error).message, host, port }, `SIP ${this.protocol} connect refused`);
+        if (onError) queueMicrotask(() => onError(err as Error));
+        return;
+      }
       this.adopt(sock, key);
     }
     if (onError) {

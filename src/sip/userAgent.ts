@@ -272,7 +272,10 @@ export class SipUserAgent extends EventEmitter<{ invite: [ServerInvite] }> imple
     if (!transport) return null;
     const via = parseVia(req.header('via') ?? '');
     if (!via) return null;
-    const port = transport.reliable || via.params.rport !== undefined ? req.source.port : via.port ?? 5060;
+    // A Via port nothing can be sent to (0, past 65535: refused with 400) is answered where the
+    // request came from, as with rport.
+    const unusablePort = via.port !== undefined && (via.port < 1 || via.port > 65535);
+    const port = transport.reliable || via.params.rport !== undefined || unusablePort ? req.source.port : via.port ?? 5060;
     return { transport, host: req.source.host, port };
   }
 

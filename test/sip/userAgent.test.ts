@@ -100,6 +100,28 @@ test('rejection, 481 for an unknown dialog and OPTIONS are answered; garbage doe
   }
 });
 
+test('a Via we cannot answer to (port 0 or past 65535) gets 400, leaves nothing behind, and stop() still works; a TLS-SCTP Via is answered', async () => {
+  const [a, b, port] = await pair();
+  let invites = 0;
+  b.on('invite', () => invites++);
+  const { raw, replies, rport, send } = await rawPeer(port);
+  try {
+    for (const [i, p] of [[1, 99999], [2, 0]]) {
+      send(`INVITE sip:x@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:${p};branch=z9hG4bKbadport${i}\r\nFrom: <sip:a@x>;tag=1\r\nTo: <sip:b@y>\r\nCall-ID: badport${i}\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n`);
+    }
+    send(`OPTIONS sip:x@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TLS-SCTP 127.0.0.1:${rport};branch=z9hG4bKsctp1;rport\r\nFrom: <sip:a@x>;tag=1\r\nTo: <sip:b@y>\r\nCall-ID: sctp\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n`);
+    await new Promise((r) => setTimeout(r, 200));
+    assert.equal(replies.filter((r) => r.startsWith('SIP/2.0 400')).length, 2, `each bad Via refused: ${replies.map((r) => r.split('\r\n')[0]).join(' | ')}`);
+    assert.ok(replies.some((r) => r.startsWith('SIP/2.0 200') && r.includes('Call-ID: sctp')), 'the TLS-SCTP Via request answered');
+    assert.equal(invites, 0);
+    assert.deepEqual(b.counts, { clientTx: 0, serverTx: 1, dialogs: 0, serverInvites: 0 }, 'only the OPTIONS transaction (Timer J) remains');
+  } finally {
+    raw.close();
+    await a.stop();
+    await b.stop(); // threw ERR_SOCKET_BAD_PORT from the leaked transaction before
+  }
+});
+
 test('an unsupported SIP version gets 505; a CANCEL after the final response gets 200 and changes nothing', async () => {
   const [a, b, port] = await pair();
   try {
