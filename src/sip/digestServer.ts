@@ -7,10 +7,17 @@ import { splitList, type SipRequest } from './message';
  * signed with a per-process secret — so nothing is stored per challenge; an expired nonce with
  * a good signature is answered `stale=true` and the client retries without asking its user.
  */
-export type DigestVerdict = { ok: true; username: string } | { ok: false; reason: 'missing' | 'stale' | 'bad-nonce' | 'unknown-user' | 'bad-response' | 'malformed' };
+export type DigestVerdict = { ok: true; username: string } | { ok: false; reason: 'missing' | 'stale' | 'bad-nonce' | 'unknown-user' | 'bad-response' | 'malformed' | 'wrong-uri' | 'replay' };
 
 export class DigestServer {
   private readonly secret = randomBytes(32);
+  /**
+   * The highest nonce-count accepted per nonce (while the nonce lives): an Authorization header
+   * seen on the wire cannot be replayed, on this request or any other. Only answers that
+   * verified are recorded, so the map holds no more than the genuine traffic of a nonce lifetime.
+   */
+  private readonly lastNc = new Map<string, { nc: number; at: number }>();
+  private lastPurge = 0;
 
   constructor(
     readonly realm: string,
@@ -30,6 +37,9 @@ export class DigestServer {
     if (!header) return { ok: false, reason: 'missing' };
     const p = parseDigestParams(header);
     if (!p || !p.username || !p.nonce || !p.response || p.uri === undefined) return { ok: false, reason: 'malformed' };
+    // The answer covers the digest-uri, which must be this request's (RFC 7616 §3.4.6): else an
+    // answer captured for sip:100@gw would authorise an INVITE to any number.
+    if (p.uri !== req.uri) return { ok: false, reason: 'wrong-uri' };
     if (p.realm !== this.realm) return { ok: false, reason: 'malformed' };
     const nonceAge = this.nonceAge(p.nonce, now);
     if (nonceAge === null) return { ok: false, reason: 'bad-nonce' };
@@ -52,7 +62,21 @@ export class DigestServer {
     if (a.length !== b.length || !timingSafeEqual(a, b)) return { ok: false, reason: 'bad-response' };
     // Correct credentials on an old nonce: ask again with stale=true (no new password needed).
     if (nonceAge > this.nonceLifetimeMs) return { ok: false, reason: 'stale' };
+    // Each use of a nonce must count up (qop=auth); without qop a nonce serves once.
+    const nc = p.qop ? parseInt(p.nc!, 16) : 1;
+    if (!Number.isFinite(nc)) return { ok: false, reason: 'malformed' };
+    this.purge(now);
+    const seen = this.lastNc.get(p.nonce);
+    if (seen && nc <= seen.nc) return { ok: false, reason: 'replay' };
+    this.lastNc.set(p.nonce, { nc, at: now });
     return { ok: true, username: p.username };
+  }
+
+  /** Forgets nonce counts of nonces past their lifetime (checked at most once a minute). */
+  private purge(now: number): void {
+    if (now - this.lastPurge < 60_000) return;
+    this.lastPurge = now;
+    for (const [nonce, e] of this.lastNc) if (now - e.at > this.nonceLifetimeMs * 2) this.lastNc.delete(nonce);
   }
 
   private newNonce(now = Date.now()): string {

@@ -51,3 +51,23 @@ test('answers re-computed for the same nonce all verify, each with a higher nc a
   assert.deepEqual(answers.map((a) => a.split(' ')[0]), ['00000001', '00000002', '00000003']);
   assert.equal(new Set(answers.map((a) => a.split(' ')[1])).size, 3);
 });
+
+test('a captured answer cannot be replayed: not on another Request-URI, not on the same one', () => {
+  const challenge = server.challenges();
+  const good = answered(challenge, 'pbx', 's3cret', 'sip:100@gw.example');
+  // The same Authorization on an INVITE to a premium number: the digest-uri is not this request's.
+  const elsewhere = new SipRequest('INVITE', 'sip:+19005551234@gw.example');
+  elsewhere.addHeader('Authorization', good.header('authorization')!);
+  assert.deepEqual(server.verify(elsewhere), { ok: false, reason: 'wrong-uri' });
+  assert.deepEqual(server.verify(good), { ok: true, username: 'pbx' });
+  assert.deepEqual(server.verify(good), { ok: false, reason: 'replay' }, 'the same nonce-count twice');
+  // A genuine client's requests on one nonce count up, and pass; its replayed last one does not.
+  const client = new DigestClient(pickChallenge(server.challenges())!, 'pbx', 's3cret');
+  const first = client.authorization('INVITE', 'sip:200@gw.example');
+  const second = client.authorization('INVITE', 'sip:200@gw.example');
+  for (const [auth, ok] of [[first, true], [second, true], [second, false]] as const) {
+    const req = new SipRequest('INVITE', 'sip:200@gw.example');
+    req.addHeader('Authorization', auth);
+    assert.equal(server.verify(req).ok, ok, auth);
+  }
+});
