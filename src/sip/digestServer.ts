@@ -3,9 +3,10 @@ import { splitList, type SipRequest } from './message';
 
 /**
  * Digest authentication as a server (RFC 3261 §22.4, RFC 8760): challenges requests from
- * sources we do not otherwise trust and checks the answer. Nonces are stateless — a timestamp
- * signed with a per-process secret — so nothing is stored per challenge; an expired nonce with
- * a good signature is answered `stale=true` and the client retries without asking its user.
+ * sources we do not otherwise trust and checks the answer. Nonces are a timestamp and random
+ * bytes signed with a per-process secret, so nothing is stored per challenge; only the nonce-
+ * counts of answers that verified are kept (replay protection). An expired nonce with a good
+ * signature is answered `stale=true` and the client retries without asking its user.
  */
 export type DigestVerdict = { ok: true; username: string } | { ok: false; reason: 'missing' | 'stale' | 'bad-nonce' | 'unknown-user' | 'bad-response' | 'malformed' | 'wrong-uri' | 'replay' };
 
@@ -79,16 +80,17 @@ export class DigestServer {
     for (const [nonce, e] of this.lastNc) if (now - e.at > this.nonceLifetimeMs * 2) this.lastNc.delete(nonce);
   }
 
+  /** time.random.signature: unique per challenge (two in the same millisecond must not share a nonce-count). */
   private newNonce(now = Date.now()): string {
-    const ts = now.toString(36);
-    return `${ts}.${createHmac('sha256', this.secret).update(ts).digest('base64url').slice(0, 22)}`;
+    const body = `${now.toString(36)}.${randomBytes(9).toString('base64url')}`;
+    return `${body}.${createHmac('sha256', this.secret).update(body).digest('base64url').slice(0, 22)}`;
   }
 
   /** Milliseconds since a nonce of ours was made; null when it is not ours. */
   private nonceAge(nonce: string, now: number): number | null {
-    const [ts, sig] = nonce.split('.');
-    if (!ts || !sig) return null;
-    const good = createHmac('sha256', this.secret).update(ts).digest('base64url').slice(0, 22);
+    const [ts, rand, sig] = nonce.split('.');
+    if (!ts || !rand || !sig) return null;
+    const good = createHmac('sha256', this.secret).update(`${ts}.${rand}`).digest('base64url').slice(0, 22);
     if (sig.length !== good.length || !timingSafeEqual(Buffer.from(sig), Buffer.from(good))) return null;
     const t = parseInt(ts, 36);
     return Number.isFinite(t) ? now - t : null;

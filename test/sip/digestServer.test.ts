@@ -54,6 +54,7 @@ test('answers re-computed for the same nonce all verify, each with a higher nc a
 
 test('a captured answer cannot be replayed: not on another Request-URI, not on the same one', () => {
   const challenge = server.challenges();
+  assert.notEqual(server.challenges()[0], challenge[0], 'every challenge has a nonce of its own, even in the same millisecond');
   const good = answered(challenge, 'pbx', 's3cret', 'sip:100@gw.example');
   // The same Authorization on an INVITE to a premium number: the digest-uri is not this request's.
   const elsewhere = new SipRequest('INVITE', 'sip:+19005551234@gw.example');
