@@ -317,9 +317,20 @@ export class SipUserAgent extends EventEmitter<{ invite: [ServerInvite] }> imple
     dest.transport.send(res.toString(), dest.host, dest.port);
   }
 
+  /**
+   * The server transaction a request belongs to (RFC 3261 §17.2.3). A branch with the magic
+   * cookie is unique; an RFC 2543 peer's branch (or none) is not, so its requests are told apart
+   * by Call-ID, CSeq number and From tag as well — else two calls without a branch were one
+   * transaction, and the second INVITE was answered as a retransmission of the first.
+   */
   private serverKey(req: SipRequest, method = req.method): string {
     const via = parseVia(req.header('via')!)!;
-    return `${via.params.branch ?? ''}|${via.host}:${via.port ?? ''}|${method}`;
+    const branch = via.params.branch ?? '';
+    const sentBy = `${via.host}:${via.port ?? ''}`;
+    if (branch.startsWith('z9hG4bK')) return `${branch}|${sentBy}|${method}`;
+    const cseq = /^\s*(\d+)/.exec(req.header('cseq') ?? '')?.[1] ?? '';
+    const fromTag = /;\s*tag=([^;\s]+)/i.exec(req.header('from') ?? '')?.[1] ?? '';
+    return `2543|${branch}|${req.header('call-id') ?? ''}|${cseq}|${fromTag}|${sentBy}|${method}`;
   }
 
   private onRequest(req: SipRequest): void {

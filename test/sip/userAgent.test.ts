@@ -122,6 +122,29 @@ test('a Via we cannot answer to (port 0 or past 65535) gets 400, leaves nothing 
   }
 });
 
+test('RFC 2543 peers (no z9hG4bK branch, or none): two calls are two transactions, and a retransmission is still one', async () => {
+  const [a, b, port] = await pair();
+  const calls: string[] = [];
+  b.on('invite', (inv: ServerInvite) => { calls.push(inv.request.header('call-id')!); inv.reject(486, 'Busy Here'); });
+  const { raw, replies, rport, send } = await rawPeer(port);
+  try {
+    const invite = (callId: string, via: string) => `INVITE sip:x@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:${rport}${via}\r\nFrom: <sip:a@x>;tag=f-${callId}\r\nTo: <sip:b@y>\r\nCall-ID: ${callId}\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n`;
+    send(invite('old-a', ''));
+    send(invite('old-b', ''));
+    send(invite('old-c', ';branch=1234'));
+    send(invite('old-d', ';branch=1234'));
+    await new Promise((r) => setTimeout(r, 150));
+    send(invite('old-a', '')); // a retransmission: answered again, not a new call
+    await new Promise((r) => setTimeout(r, 150));
+    assert.deepEqual(calls.sort(), ['old-a', 'old-b', 'old-c', 'old-d']);
+    for (const id of ['old-a', 'old-b', 'old-c', 'old-d']) assert.ok(replies.some((r) => r.startsWith('SIP/2.0 486') && r.includes(`Call-ID: ${id}`)), `486 for ${id}`);
+    assert.ok(replies.filter((r) => r.startsWith('SIP/2.0 486') && r.includes('Call-ID: old-a')).length >= 2, 'the retransmission got the final response again');
+  } finally {
+    raw.close();
+    await a.stop(); await b.stop();
+  }
+});
+
 test('an unsupported SIP version gets 505; a CANCEL after the final response gets 200 and changes nothing', async () => {
   const [a, b, port] = await pair();
   try {
