@@ -73,7 +73,9 @@ export class Dialog extends EventEmitter<DialogEvents> {
    */
   async refreshSession(minSe = 0): Promise<void> {
     if (this.state === 'terminated') return;
-    if (this.reinviteInFlight) { this.sessionTimer.start(Math.max(2, this.sessionTimer.interval / 4), true); return; }
+    // Deferred, not shortened: start(interval / 4) here made every later refresh ask for a
+    // quarter of the interval, down to fractions no peer accepts.
+    if (this.reinviteInFlight) { this.sessionTimer.retryRefreshIn(Math.max(2, this.sessionTimer.interval / 4)); return; }
     const interval = Math.max(this.sessionTimer.interval, minSe);
     const method = this.peerAllowsUpdate ? 'UPDATE' : 'INVITE';
     if (method === 'INVITE') this.reinviteInFlight = true;

@@ -74,6 +74,15 @@ export class SessionTimer {
     this.handle = this.clock.setTimeout(() => { this.handle = null; (weRefresh ? this.onRefreshDue : this.onExpired)(); }, ms);
   }
 
+  /**
+   * A refresh that could not go now (another re-INVITE in flight) tries again after `seconds`;
+   * the negotiated interval stays as it is (it is what the next refresh asks for).
+   */
+  retryRefreshIn(seconds: number): void {
+    this.stop();
+    this.handle = this.clock.setTimeout(() => { this.handle = null; this.onRefreshDue(); }, seconds * 1000);
+  }
+
   stop(): void {
     if (this.handle !== null) this.clock.clearTimeout(this.handle);
     this.handle = null;

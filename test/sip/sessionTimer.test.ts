@@ -167,6 +167,25 @@ test('the refresher keeps the session alive with UPDATE; the other side does not
   } finally { await a.stop(); await b.stop(); }
 });
 
+test('a refresh due while a re-INVITE is in flight is deferred, and the next one still asks for the whole interval', async () => {
+  const timers = { minSe: 1, expires: 8 };
+  const a = await ua({ sessionTimers: timers });
+  const b = await ua({ sessionTimers: timers });
+  try {
+    const { aDialog, bDialog } = await call(a, b);
+    const asked: string[] = [];
+    const orig = bDialog.receive.bind(bDialog);
+    bDialog.receive = (req, respond) => { asked.push(req.header('session-expires') ?? ''); orig(req, respond); };
+    aDialog['reinviteInFlight'] = true; // a hold re-INVITE has not been answered yet
+    await aDialog.refreshSession();
+    assert.equal(aDialog['sessionTimer'].interval, 8, 'the negotiated interval is kept');
+    aDialog['reinviteInFlight'] = false;
+    await sleep(2300); // the deferral: a quarter of the interval
+    assert.deepEqual(asked, ['8;refresher=uac'], 'the deferred refresh asks for 8 s, not 2');
+    await aDialog.bye();
+  } finally { await a.stop(); await b.stop(); }
+});
+
 test('when the refresher goes quiet, the other side ends the call with BYE before the session expires', async () => {
   const timers = { minSe: 1, expires: 2 };
   const a = await ua({ sessionTimers: timers });
