@@ -67,7 +67,11 @@ export class SipUserAgent extends EventEmitter<{ invite: [ServerInvite] }> imple
   /** UAC INVITEs by Call-ID, to re-ACK retransmitted 2xx (§13.2.2.4). */
   readonly clientInvites = new Map<string, ClientInvite>();
   /** Dialogs whose 2xx is being retransmitted until the ACK: the stop function. */
-  private readonly awaitingAck = new Map<Dialog, () => void>();
+  /**
+   * 2xx responses to INVITEs waiting for their ACK, per dialog and CSeq: a re-INVITE can be
+   * answered while the INVITE's 2xx still waits (its ACK lost), and each wait stops on its own.
+   */
+  private readonly awaitingAck = new Map<Dialog, Map<number, () => void>>();
   private started = false;
   private stopped = false;
 
@@ -101,7 +105,7 @@ export class SipUserAgent extends EventEmitter<{ invite: [ServerInvite] }> imple
   async stop(): Promise<void> {
     if (this.stopped) return;
     this.stopped = true;
-    for (const stop of this.awaitingAck.values()) stop();
+    for (const waits of this.awaitingAck.values()) for (const stop of waits.values()) stop();
     this.awaitingAck.clear();
     for (const d of [...this.dialogs.values()]) d.terminate('shutdown');
     for (const inv of this.serverInvites.values()) inv.dispose();
@@ -419,11 +423,11 @@ export class SipUserAgent extends EventEmitter<{ invite: [ServerInvite] }> imple
     const wire = res.toString();
     const dest = this.responseDestination(tx.request);
     if (!dest) return;
+    const cseq = tx.request.cseq.seq;
     if (dest.transport.reliable) {
       // Reliable transports deliver the 2xx; still give up when no ACK comes (§13.3.1.4).
-      const h = this.clock.setTimeout(() => { this.awaitingAck.delete(dialog); onNoAck?.(); }, 64 * this.timers.T1);
-      this.awaitingAck.set(dialog, () => this.clock.clearTimeout(h));
-      dialog.once('terminated', () => { this.awaitingAck.get(dialog)?.(); this.awaitingAck.delete(dialog); });
+      const h = this.clock.setTimeout(() => { this.awaitingAck.get(dialog)?.delete(cseq); onNoAck?.(); }, 64 * this.timers.T1);
+      this.waitForAck(dialog, cseq, () => this.clock.clearTimeout(h));
       return;
     }
     let interval = this.timers.T1;
@@ -431,14 +435,34 @@ export class SipUserAgent extends EventEmitter<{ invite: [ServerInvite] }> imple
     let handle: unknown;
     const tick = () => {
       elapsed += interval;
-      if (elapsed >= 64 * this.timers.T1) { this.awaitingAck.delete(dialog); onNoAck?.(); return; }
+      if (elapsed >= 64 * this.timers.T1) { this.awaitingAck.get(dialog)?.delete(cseq); onNoAck?.(); return; }
       dest.transport.send(wire, dest.host, dest.port);
       interval = Math.min(interval * 2, this.timers.T2);
       handle = this.clock.setTimeout(tick, interval);
     };
     handle = this.clock.setTimeout(tick, interval);
-    this.awaitingAck.set(dialog, () => this.clock.clearTimeout(handle));
-    dialog.once('terminated', () => { const stop = this.awaitingAck.get(dialog); stop?.(); this.awaitingAck.delete(dialog); });
+    this.waitForAck(dialog, cseq, () => this.clock.clearTimeout(handle));
+  }
+
+  private waitForAck(dialog: Dialog, cseq: number, stop: () => void): void {
+    let waits = this.awaitingAck.get(dialog);
+    if (!waits) {
+      waits = new Map();
+      this.awaitingAck.set(dialog, waits);
+      dialog.once('terminated', () => { this.stopAckWaits(dialog, Infinity); this.awaitingAck.delete(dialog); });
+    }
+    waits.get(cseq)?.();
+    waits.set(cseq, stop);
+  }
+
+  /**
+   * An ACK arrived for CSeq `upTo`: the waits for it and for any earlier 2xx stop (a peer that
+   * sends a later request in the dialog had the earlier 2xx, whatever became of its ACK).
+   */
+  private stopAckWaits(dialog: Dialog, upTo: number): void {
+    const waits = this.awaitingAck.get(dialog);
+    if (!waits) return;
+    for (const [cseq, stop] of waits) if (cseq <= upTo) { stop(); waits.delete(cseq); }
   }
 
   private onAck(req: SipRequest): void {
@@ -450,8 +474,7 @@ export class SipUserAgent extends EventEmitter<{ invite: [ServerInvite] }> imple
     if (!toTag) return;
     const dialog = this.findDialog(req.callId, toTag, fromTag);
     if (!dialog) return;
-    const stop = this.awaitingAck.get(dialog);
-    if (stop) { stop(); this.awaitingAck.delete(dialog); }
+    this.stopAckWaits(dialog, req.cseq.seq);
     dialog.confirm();
   }
 

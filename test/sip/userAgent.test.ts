@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import dgram from 'node:dgram';
 import pino from 'pino';
 import { SipUserAgent, type Dialog, type ServerInvite } from '../../src/sip';
+import { until } from '../support/tabs';
 
 const logger = pino({ level: 'silent' });
 const SDP = 'v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n';
@@ -142,6 +143,38 @@ test('RFC 2543 peers (no z9hG4bK branch, or none): two calls are two transaction
   } finally {
     raw.close();
     await a.stop(); await b.stop();
+  }
+});
+
+test('a re-INVITE answered while the first 2xx still waits for its lost ACK: the ACK of the re-INVITE ends both waits, and the call stays up', async () => {
+  const b = new SipUserAgent({ transports: [{ protocol: 'udp', host: '127.0.0.1', port: 0 }], logger, timers: { T1: 20, T2: 80 } });
+  await b.start();
+  const port = b.boundAddresses[0].port;
+  let dialog: Dialog | null = null;
+  b.on('invite', (inv: ServerInvite) => {
+    dialog = inv.accept(SDP);
+    dialog.on('reinvite', (_req, reply) => reply(200, SDP));
+  });
+  const { raw, replies, rport, send } = await rawPeer(port);
+  try {
+    const req = (method: string, cseq: number, toTag: string, body = '') => `${method} sip:x@127.0.0.1:${port} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:${rport};branch=z9hG4bK-${method}-${cseq}\r\nFrom: <sip:a@127.0.0.1>;tag=caller\r\nTo: <sip:b@127.0.0.1>${toTag ? `;tag=${toTag}` : ''}\r\nCall-ID: lost-ack\r\nCSeq: ${cseq} ${method}\r\nContact: <sip:a@127.0.0.1:${rport}>\r\nMax-Forwards: 70\r\n${body ? 'Content-Type: application/sdp\r\n' : ''}Content-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`;
+    send(req('INVITE', 1, '', SDP));
+    await until(() => replies.some((r) => r.startsWith('SIP/2.0 200') && r.includes('CSeq: 1 INVITE')), 'the 200 to the INVITE');
+    const toTag = /To: [^\r]*;tag=([^;\r]+)/.exec(replies.find((r) => r.startsWith('SIP/2.0 200'))!)![1];
+    // Its ACK is lost. The caller re-INVITEs (it had the 200), and ACKs that one.
+    send(req('INVITE', 2, toTag, SDP));
+    await until(() => replies.some((r) => r.startsWith('SIP/2.0 200') && r.includes('CSeq: 2 INVITE')), 'the 200 to the re-INVITE');
+    send(req('ACK', 2, toTag));
+    await new Promise((r) => setTimeout(r, 64 * 20 + 500)); // past the 64*T1 an unACKed 2xx is given up after
+    const requests = replies.filter((r) => !r.startsWith('SIP/2.0'));
+    assert.deepEqual(requests.map((r) => r.split(' ')[0]), [], 'no BYE (the wait for the first ACK was not left running)');
+    assert.equal(dialog!.state, 'confirmed');
+    const retransmitsAfter = replies.filter((r) => r.includes('CSeq: 1 INVITE')).length;
+    await new Promise((r) => setTimeout(r, 200));
+    assert.equal(replies.filter((r) => r.includes('CSeq: 1 INVITE')).length, retransmitsAfter, 'the first 2xx is no longer retransmitted');
+  } finally {
+    raw.close();
+    await b.stop();
   }
 });
 
