@@ -245,6 +245,15 @@ export class SipUserAgent extends EventEmitter<{ invite: [ServerInvite] }> imple
     return this.dialogs.get(`${callId};${localTag};${remoteTag}`);
   }
 
+  /** An INVITE we have not answered finally whose early dialog these tags name. */
+  private earlyInvite(callId: string, localTag: string, remoteTag: string): ServerInvite | undefined {
+    for (const inv of this.serverInvites.values()) {
+      if (inv.finalSent || inv.localTag !== localTag || inv.request.callId !== callId) continue;
+      if ((parseNameAddr(inv.request.header('from') ?? '')?.params.tag ?? '') === remoteTag) return inv;
+    }
+    return undefined;
+  }
+
   // ---------------------------------------------------------------- inbound
 
   private onInbound(msg: SipRequest | SipResponse | SipParseError, source: SipSource): void {
@@ -351,7 +360,14 @@ export class SipUserAgent extends EventEmitter<{ invite: [ServerInvite] }> imple
       const fromTag = parseNameAddr(req.header('from')!)?.params.tag ?? '';
       const dialog = this.findDialog(req.callId, toTag, fromTag);
       const tx = this.newServerTx(req);
-      if (!dialog) { tx.respond(this.makeResponse(req, 481, 'Call/Transaction Does Not Exist')); return; }
+      if (!dialog) {
+        // A BYE on an early dialog (after our 1xx, before the final response; RFC 3261 §15) ends
+        // the call like a CANCEL: 200 to the BYE, 487 to the INVITE, the call told 'cancelled'.
+        const early = method === 'BYE' ? this.earlyInvite(req.callId, toTag, fromTag) : undefined;
+        if (early) { tx.respond(this.makeResponse(req, 200, 'OK')); early.cancelByPeer(); return; }
+        tx.respond(this.makeResponse(req, 481, 'Call/Transaction Does Not Exist'));
+        return;
+      }
       dialog.receive(req, (status, reason, opts) => {
         const res = this.makeResponse(req, status, reason ?? defaultReason(status));
         if (status >= 200 && status < 300 && method === 'INVITE') res.addHeader('Contact', this.contactUri(this.transportFor(req)));

@@ -178,6 +178,27 @@ test('a re-INVITE answered while the first 2xx still waits for its lost ACK: the
   }
 });
 
+test('a BYE on the early dialog (after our 180) ends the ringing call like a CANCEL: 200 to the BYE, 487 to the INVITE', async () => {
+  const [a, b, port] = await pair();
+  let cancelled = false;
+  b.on('invite', (inv: ServerInvite) => { inv.progress(180); inv.on('cancelled', () => { cancelled = true; }); });
+  const { raw, replies, rport, send } = await rawPeer(port);
+  try {
+    const req = (method: string, toTag: string) => `${method} sip:x@127.0.0.1:${port} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:${rport};branch=z9hG4bK-early-${method}\r\nFrom: <sip:a@127.0.0.1>;tag=caller\r\nTo: <sip:b@127.0.0.1>${toTag ? `;tag=${toTag}` : ''}\r\nCall-ID: early-bye\r\nCSeq: ${method === 'BYE' ? 2 : 1} ${method}\r\nContact: <sip:a@127.0.0.1:${rport}>\r\nMax-Forwards: 70\r\n${method === 'INVITE' ? 'Content-Type: application/sdp\r\n' : ''}Content-Length: ${method === 'INVITE' ? Buffer.byteLength(SDP) : 0}\r\n\r\n${method === 'INVITE' ? SDP : ''}`;
+    send(req('INVITE', ''));
+    await until(() => replies.some((r) => r.startsWith('SIP/2.0 180')), 'the 180');
+    const toTag = /To: [^\r]*;tag=([^;\r]+)/.exec(replies.find((r) => r.startsWith('SIP/2.0 180'))!)![1];
+    send(req('BYE', toTag));
+    await until(() => replies.some((r) => r.startsWith('SIP/2.0 487')), 'the 487 to the INVITE');
+    assert.ok(replies.some((r) => r.startsWith('SIP/2.0 200') && r.includes('CSeq: 2 BYE')), 'the BYE answered 200');
+    assert.ok(!replies.some((r) => r.startsWith('SIP/2.0 481')));
+    assert.ok(cancelled, 'the call heard it was cancelled');
+  } finally {
+    raw.close();
+    await a.stop(); await b.stop();
+  }
+});
+
 test('an unsupported SIP version gets 505; a CANCEL after the final response gets 200 and changes nothing', async () => {
   const [a, b, port] = await pair();
   try {
