@@ -4,7 +4,7 @@ import type { Logger } from 'pino';
 import type { Dialog, SipRequest } from '../sip';
 import type { BridgeHandle, BridgeStats, MediaPlane, SipLegHandle } from '../media';
 import { generateSdesCrypto, parseCryptoAttribute, type SdesCrypto } from '../media/srtp';
-import { parseSipOffer, type MediaDirection, type SipMediaDescription, type SipSdpOptions } from '../sdp';
+import { buildSipAnswer, parseSipOffer, type MediaDirection, type SipMediaDescription, type SipSdpOptions } from '../sdp';
 import type { BrowserIceConfig } from '../webrtc/browserLeg';
 import { BrowserLeg } from '../webrtc/browserLeg';
 import type { EndCause } from './causes';
@@ -304,12 +304,25 @@ export abstract class CallBase extends EventEmitter<CallEvents> {
     const held = this.heldRemotely;
     this.bridge?.setHold(this.heldLocally, held);
     const answerDir = held ? (desc.direction === 'inactive' ? 'inactive' : 'recvonly') : this.heldLocally ? 'sendonly' : 'sendrecv';
-    reply(200, this.currentLocalSdp(answerDir));
+    reply(200, this.answerTo(desc, answerDir));
     if (held !== wasHeld) this.emit(held ? 'held' : 'resumed', 'remote');
   }
 
   /** A far-end re-offer was accepted: answers from now on mirror it (RFC 3264 §8). */
   protected remoteReoffered(_desc: SipMediaDescription): void {}
+
+  /**
+   * Our answer to an offer from the far end (RFC 3264 §6), for either direction of call: its
+   * codec and payload types (the leg now expects exactly those), the crypto tag it offered keyed
+   * with our key (RFC 4568 §7.1.2). An outbound call answered re-offers with a fresh offer of its
+   * own before: other PTs than the leg accepted, so the far end's DTMF (or audio) was dropped.
+   */
+  protected answerTo(desc: SipMediaDescription, direction: 'sendrecv' | 'sendonly' | 'recvonly' | 'inactive'): string {
+    return buildSipAnswer(desc, {
+      ...this.localSdpOptions(direction),
+      localCrypto: this.activeSrtp ? [{ ...this.activeSrtp.local, tag: this.activeSrtp.remote.tag }] : [],
+    });
+  }
 
   /**
    * Our current SDP toward the SIP side with a given direction (for re-INVITEs). Differs by

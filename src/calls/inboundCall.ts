@@ -1,6 +1,6 @@
 import type { ServerInvite } from '../sip';
 import { RtpPortsExhaustedError } from '../media';
-import { buildSipAnswer, type SipMediaDescription } from '../sdp';
+import type { SipMediaDescription } from '../sdp';
 import type { BrowserLeg } from '../webrtc/browserLeg';
 import { IcePortsExhaustedError } from '../webrtc/icePortPool';
 import { CallBase, type CallContext, type HangupCause } from './callBase';
@@ -264,10 +264,6 @@ export class InboundCall extends CallBase {
   }
 
   protected currentLocalSdp(direction: 'sendrecv' | 'sendonly' | 'recvonly' | 'inactive'): string {
-    return buildSipAnswer(this.remoteOffer, {
-      ...this.localSdpOptions(direction),
-      // Answer with the offered tag and suite we accepted, keyed with our own key (RFC 4568 §7.1.2).
-      localCrypto: this.activeSrtp ? [{ ...this.activeSrtp.local, tag: this.activeSrtp.remote.tag }] : [],
-    });
+    return this.answerTo(this.remoteOffer, direction);
   }
 }

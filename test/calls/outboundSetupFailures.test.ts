@@ -20,11 +20,13 @@
  * - No RTP port pair free for the SIP leg: refused like a call without a WebRTC port
  *   (icePortExhaustion.test.ts): error `too-many-calls` before any `calling`, CDR cause
  *   `unavailable` (as an inbound call refused 503 for the same reason), no INVITE, nothing leaked.
+ * - And once set up: the trunk re-offers other codecs and PTs, and our 200 answers its offer.
  *
  * Ports: 21750-21797 and 21860-21883, a block of 12 per test from its BASE: http BASE, SIP
  * BASE+1, (demo BASE+2), trunk BASE+3, the trunk's SDP media port BASE+4 (nothing listens), RTP
  * BASE+6..BASE+9 (two pairs), WebRTC BASE+10..BASE+11 (one pair). The RTP exhaustion test uses
- * 21884-21899: RTP BASE+6..BASE+7 (one pair), WebRTC BASE+10..BASE+15 (three pairs).
+ * 21884-21899: RTP BASE+6..BASE+7 (one pair), WebRTC BASE+10..BASE+15 (three pairs). The
+ * re-offer test uses 22840-22851.
  */
 import { after, test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
@@ -321,4 +323,26 @@ test('no RTP port pair free for the SIP leg: refused like a call without a WebRT
   await until(() => r.invites.length === 2, 'the INVITE of call 3');
   gus.ws.send(JSON.stringify({ type: 'hangup', callId: again.callId }));
   await until(() => r.gw.gateway.activeCalls === 0 && r.icePool().used === 0 && r.media().usage.portsAllocated === 0, 'everything released');
+});
+
+test('the trunk re-offers other codecs and payload types on an answered outbound call: our 200 answers that offer (its PTs), not with an offer of our own', async (t) => {
+  const BASE = 22840; // 22840-22851
+  let trunkDialog: import('../../src/sip').Dialog | null = null;
+  const r = await rig(t, BASE, (inv) => { trunkDialog = inv.accept(trunkSdp(BASE)); });
+  const alice = await r.tab('alice');
+  alice.ws.send(JSON.stringify({ type: 'call', to: '+15551000090', ref: 'reoffer', sdp: await offer() }));
+  const calling = await message(alice, ['calling', 'error', 'ended']);
+  assert.equal(calling.type, 'calling', JSON.stringify(calling));
+  await message(alice, ['answered']);
+  await until(() => trunkDialog?.state === 'confirmed', 'the trunk\'s dialog confirmed');
+  const reoffer = `v=0\r\no=- 2 3 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio ${BASE + 4} RTP/AVP 8 0 96\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:96 telephone-event/8000\r\na=fmtp:96 0-16\r\na=sendrecv\r\n`;
+  const res = await trunkDialog!.reinvite(reoffer);
+  assert.equal(res.status, 200);
+  // We support PCMU only (trunk.codecs): the answer takes PCMU at the offered PT 0 and the
+  // trunk's telephone-event PT 96, in the offer's terms.
+  assert.match(res.body, /^m=audio \d+ RTP\/AVP 0 96\r$/m, res.body);
+  assert.match(res.body, /^a=rtpmap:96 telephone-event\/8000\r$/m);
+  assert.doesNotMatch(res.body, / 101\b/, 'not our own telephone-event PT from a fresh offer');
+  alice.ws.send(JSON.stringify({ type: 'hangup', callId: calling.callId }));
+  await until(() => r.gw.gateway.activeCalls === 0, 'the call ended');
 });
