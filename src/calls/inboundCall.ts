@@ -132,7 +132,10 @@ export class InboundCall extends CallBase {
       }
     }
     this.startBridge(fork.leg);
-    const dialog = this.invite.accept(this.currentLocalSdp('sendrecv'));
+    // The answer's direction follows the offer's (RFC 3264 §6.1): a caller that starts on hold
+    // (sendonly, e.g. music from a queue) is answered recvonly, not sendrecv.
+    const offered = this.remoteOffer.direction;
+    const dialog = this.invite.accept(this.currentLocalSdp(offered === 'sendonly' ? 'recvonly' : offered === 'recvonly' ? 'sendonly' : offered));
     this.watchDialog(dialog);
     this.markAnswered('call answered in the browser', { sessionId });
     return { ok: true };

@@ -21,6 +21,12 @@ export interface SipMediaDescription {
   direction: MediaDirection;
   crypto: string[];
   profile: string;
+  /**
+   * Every m-line of the SDP in order (type, proto, formats), and which one is the audio stream
+   * described here: an answer has one m-line per offered one (RFC 3264 §6), the others refused
+   * with port 0.
+   */
+  streams?: { sections: Array<{ type: string; protocol: string; fmt: string }>; audioIndex: number };
 }
 
 export interface SipSdpOptions {
@@ -57,7 +63,22 @@ export function buildSipAnswer(offer: SipMediaDescription, o: SipSdpOptions): st
   const profile = savp ? 'RTP/SAVP' : 'RTP/AVP';
   // RFC 5761 §5.1.1: an offer of rtcp-mux is taken by saying so in the answer (our leg then
   // sends RTCP to the RTP port and reads it there).
-  return buildSdp({ ...o, ptime: o.ptime ?? offer.ptime }, [{ name: normalise(chosen.name), pt: chosen.payloadType }], offer.telephoneEventPayloadType ?? null, crypto, profile, offer.rtcpMux);
+  const sdp = buildSdp({ ...o, ptime: o.ptime ?? offer.ptime }, [{ name: normalise(chosen.name), pt: chosen.payloadType }], offer.telephoneEventPayloadType ?? null, crypto, profile, offer.rtcpMux);
+  return mirrorStreams(sdp, offer);
+}
+
+/**
+ * An answer with one m-line per offered one, in the offer's order (RFC 3264 §6): our audio
+ * stream where the offer had it, every other stream (video, a second audio) refused with port 0.
+ * Many user agents reject an answer with fewer m-lines than their offer.
+ */
+function mirrorStreams(answer: string, offer: SipMediaDescription): string {
+  const streams = offer.streams;
+  if (!streams || streams.sections.length <= 1) return answer;
+  const at = answer.indexOf('\r\nm=') + 2;
+  const session = answer.slice(0, at);
+  const audio = answer.slice(at);
+  return session + streams.sections.map((m, i) => (i === streams.audioIndex ? audio : `m=${m.type} 0 ${m.protocol} ${m.fmt}\r\n`)).join('');
 }
 
 function buildRejection(o: SipSdpOptions, offer: SipMediaDescription): string {
@@ -157,6 +178,7 @@ function parseSipSdp(sdp: string): SipMediaDescription | { error: string } {
     // UNENCRYPTED_SRTCP (etc.) would make us accept keys we cannot honour.
     crypto: rawCryptoLines(sdp, audioIndex),
     profile: audio.protocol,
+    streams: { sections: (s.media ?? []).map((m) => ({ type: m.type, protocol: m.protocol, fmt: String(m.payloads ?? '0').trim() || '0' })), audioIndex },
   };
 }
 

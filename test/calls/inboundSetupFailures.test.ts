@@ -22,7 +22,7 @@
  * the trunk's SDP media port BASE+4 (nothing listens: no RTP flows before an answer), RTP
  * BASE+10.., WebRTC BASE+20..BASE+29 (test 1: RTP one pair, WebRTC +12..+19). Tests 4-6 use
  * 21700-21749 in blocks of 17/16, the same layout squeezed: RTP BASE+6..BASE+9, WebRTC BASE+10..;
- * the busy and hangup tests likewise 21800-21817 and 21818-21833.
+ * the busy and hangup tests likewise 21800-21817 and 21818-21833, the held caller 22860-22875.
  */
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
@@ -36,6 +36,7 @@ import type { SignalingServer } from '../../src/signaling/signalingServer';
 import type { IcePortPool } from '../../src/webrtc/icePortPool';
 import { startGateway } from '../support/gateway';
 import { openTab, until, type Msg, type Tab } from '../support/tabs';
+import { RTCPeerConnection } from 'werift';
 
 const SECRET = 'inbound-setup-failures-secret-0123456789';
 /** Bound on "at once": set-up takes well under a second; the ring timeout below is 120 s. */
@@ -457,4 +458,26 @@ test('hangup from a ringing tab is its decline: 603 at once, and the other tab i
   assert.equal((await message(other, 'ended')).cause, 'declined-elsewhere');
   await until(() => r.gw.gateway.activeCalls === 0 && r.icePool().used === 0 && r.media().usage.portsAllocated === 0, 'the call released');
   assertCdr(r, '+15550000071', 'rejected', 603);
+});
+
+test('a caller that starts on hold (a=sendonly, e.g. a queue playing music) is answered a=recvonly, not sendrecv', async (t) => {
+  const BASE = 22860; // 22860-22875
+  const r = await rig(t, BASE, smallBlock(BASE, BASE + 15));
+  const tab = await r.tab('hold');
+  const inv = r.trunk.invite({
+    requestUri: `sip:hold@127.0.0.1:${BASE + 1}`,
+    from: { uri: 'sip:+15550000090@127.0.0.1' },
+    sdp: `v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio ${BASE + 4} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=sendonly\r\n`,
+  });
+  const answered = new Promise<SipResponse>((resolve, reject) => { inv.once('accepted', resolve); inv.once('rejected', (res) => reject(new Error(`rejected ${res.status}`))); inv.once('failed', reject); });
+  const incoming = await message(tab, 'incoming');
+  const pc = new RTCPeerConnection({ iceUseIpv6: false, iceInterfaceAddresses: { udp4: '127.0.0.1' } });
+  t.after(() => pc.close());
+  await pc.setRemoteDescription({ type: 'offer', sdp: incoming.sdp });
+  await pc.setLocalDescription(await pc.createAnswer());
+  tab.ws.send(JSON.stringify({ type: 'accept', callId: incoming.callId, sdp: pc.localDescription!.sdp }));
+  const res = await within(answered, PROMPT_MS, 'the 200 OK');
+  assert.match(res.body, /^a=recvonly\r$/m, res.body);
+  tab.ws.send(JSON.stringify({ type: 'hangup', callId: incoming.callId }));
+  await until(() => r.gw.gateway.activeCalls === 0, 'the call ended');
 });

@@ -414,6 +414,22 @@ describe('buildSipAnswer', () => {
     assert.deepEqual(attr(a, 'rtcp:'), [], 'no separate RTCP port announced');
   });
 
+  test('an offer with video before audio: the answer has both m-lines in that order, video refused with port 0', () => {
+    const offer = ok(parseSipOffer(sdp(
+      'v=0', 'o=- 1 1 IN IP4 203.0.113.9', 's=-', 'c=IN IP4 203.0.113.9', 't=0 0',
+      'm=video 5000 RTP/AVP 96', 'a=rtpmap:96 H264/90000',
+      'm=audio 4000 RTP/AVP 8 0 101', 'a=rtpmap:101 telephone-event/8000', 'a=sendonly',
+    )));
+    assert.equal(offer.direction, 'sendonly');
+    const a = buildSipAnswer(offer, answerOpts({ srtp: 'off', direction: 'recvonly' }));
+    const ms = linesOf(a).filter((l) => l.startsWith('m='));
+    assert.deepEqual(ms, ['m=video 0 RTP/AVP 96', 'm=audio 42000 RTP/AVP 8 101']);
+    assert.ok(linesOf(a).indexOf('m=audio 42000 RTP/AVP 8 101') < linesOf(a).indexOf('a=rtpmap:8 PCMA/8000'), 'audio attributes stay with the audio m-line');
+    const back = ok(parseSipAnswer(a));
+    assert.equal(back.port, 42000);
+    assert.equal(back.direction, 'recvonly');
+  });
+
   test('an offer without rtcp-mux gets an answer without it, with the RTCP port', () => {
     const offer = ok(parseSipOffer(ASTERISK_SRTP_OFFER));
     const a = buildSipAnswer(offer, answerOpts({ localCrypto: [crypto80] }));
