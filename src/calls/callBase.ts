@@ -4,7 +4,7 @@ import type { Logger } from 'pino';
 import type { Dialog, SipRequest } from '../sip';
 import type { BridgeHandle, BridgeStats, MediaPlane, SipLegHandle } from '../media';
 import { generateSdesCrypto, parseCryptoAttribute, type SdesCrypto } from '../media/srtp';
-import { buildSipAnswer, parseSipOffer, type MediaDirection, type SipMediaDescription, type SipSdpOptions } from '../sdp';
+import { buildSipAnswer, parseSipAnswer, parseSipOffer, type MediaDirection, type SipMediaDescription, type SipSdpOptions } from '../sdp';
 import type { BrowserIceConfig } from '../webrtc/browserLeg';
 import { BrowserLeg } from '../webrtc/browserLeg';
 import type { EndCause } from './causes';
@@ -85,6 +85,8 @@ export abstract class CallBase extends EventEmitter<CallEvents> {
   protected localCrypto: SdesCrypto[] = [];
   /** The SDES key pair in use toward the SIP side (null = plain RTP). */
   protected activeSrtp: { local: SdesCrypto; remote: SdesCrypto } | null = null;
+  /** Our 2xx to a re-INVITE without SDP carried an offer: its answer comes in the ACK. */
+  private awaitingAckAnswer = false;
   protected heldLocally = false;
   protected heldRemotely = false;
   private lastQuality: BridgeStats | undefined;
@@ -280,12 +282,16 @@ export abstract class CallBase extends EventEmitter<CallEvents> {
       this.finish({ cause, sipReason: reason === 'bye' ? 'BYE' : reason });
     });
     dialog.on('reinvite', (req: SipRequest, reply: (status: number, sdp?: string) => void) => this.onReinvite(req, reply));
+    dialog.on('ackAnswer', (sdp) => this.onAckAnswer(sdp));
   }
 
   /** RFC 3264 re-offer from the far end: hold/resume, or media moved to a new address. */
   private onReinvite(req: SipRequest, reply: (status: number, sdp?: string) => void): void {
     if (!req.body) {
-      reply(200, this.currentLocalSdp('sendrecv'));
+      // Delayed offer (a PBX re-anchoring media after a transfer): our offer goes in the 200,
+      // keeping our hold if we hold; the far end's answer comes in the ACK (onAckAnswer).
+      this.awaitingAckAnswer = true;
+      reply(200, this.currentLocalSdp(this.heldLocally ? 'sendonly' : 'sendrecv'));
       return;
     }
     const desc = parseSipOffer(req.body);
@@ -305,6 +311,20 @@ export abstract class CallBase extends EventEmitter<CallEvents> {
     this.bridge?.setHold(this.heldLocally, held);
     const answerDir = held ? (desc.direction === 'inactive' ? 'inactive' : 'recvonly') : this.heldLocally ? 'sendonly' : 'sendrecv';
     reply(200, this.answerTo(desc, answerDir));
+    if (held !== wasHeld) this.emit(held ? 'held' : 'resumed', 'remote');
+  }
+
+  /** The answer to the offer in our 2xx to a re-INVITE without SDP: where the media goes now. */
+  private onAckAnswer(sdp: string): void {
+    if (!this.awaitingAckAnswer) return;
+    this.awaitingAckAnswer = false;
+    const desc = parseSipAnswer(sdp);
+    if ('error' in desc) { this.log.warn({ error: desc.error }, 'unusable SDP answer in an ACK'); return; }
+    const wasHeld = this.heldRemotely;
+    const err = this.applyRemoteMedia(desc);
+    if (err) { this.log.warn({ err }, 'SDP answer in an ACK not applied'); return; }
+    const held = this.heldRemotely;
+    this.bridge?.setHold(this.heldLocally, held);
     if (held !== wasHeld) this.emit(held ? 'held' : 'resumed', 'remote');
   }
 

@@ -11,6 +11,8 @@ export type DialogEndReason = 'bye' | 'local-bye' | 'no-ack' | 'session-timer' |
 export interface DialogEvents {
   confirmed: [];
   reinvite: [req: SipRequest, reply: (status: number, sdp?: string) => void];
+  /** An ACK with a body: the answer to the offer our 2xx made to a re-INVITE without SDP (RFC 3264 §4). */
+  ackAnswer: [sdp: string];
   terminated: [reason: DialogEndReason, req?: SipRequest];
 }
 

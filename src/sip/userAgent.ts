@@ -492,6 +492,7 @@ export class SipUserAgent extends EventEmitter<{ invite: [ServerInvite] }> imple
     if (!dialog) return;
     this.stopAckWaits(dialog, req.cseq.seq);
     dialog.confirm();
+    if (req.body) dialog.emit('ackAnswer', req.body);
   }
 
   private onCancel(req: SipRequest): void {

@@ -20,13 +20,14 @@
  * - No RTP port pair free for the SIP leg: refused like a call without a WebRTC port
  *   (icePortExhaustion.test.ts): error `too-many-calls` before any `calling`, CDR cause
  *   `unavailable` (as an inbound call refused 503 for the same reason), no INVITE, nothing leaked.
- * - And once set up: the trunk re-offers other codecs and PTs, and our 200 answers its offer.
+ * - And once set up: the trunk re-offers other codecs and PTs, and our 200 answers its offer;
+ *   a re-INVITE without SDP gets our offer, and the answer in its ACK is applied.
  *
  * Ports: 21750-21797 and 21860-21883, a block of 12 per test from its BASE: http BASE, SIP
  * BASE+1, (demo BASE+2), trunk BASE+3, the trunk's SDP media port BASE+4 (nothing listens), RTP
  * BASE+6..BASE+9 (two pairs), WebRTC BASE+10..BASE+11 (one pair). The RTP exhaustion test uses
  * 21884-21899: RTP BASE+6..BASE+7 (one pair), WebRTC BASE+10..BASE+15 (three pairs). The
- * re-offer test uses 22840-22851.
+ * re-offer test uses 22840-22851, the delayed-offer one 22880-22891.
  */
 import { after, test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
@@ -35,6 +36,7 @@ import pino from 'pino';
 import WebSocket from 'ws';
 import type { RTCPeerConnection } from 'werift';
 import { SipUserAgent, type ServerInvite } from '../../src/sip';
+import { SipRequest } from '../../src/sip/message';
 import type { MediaEngine, SipRtpLeg } from '../../src/media';
 import type { IcePortPool } from '../../src/webrtc/icePortPool';
 import { startGateway } from '../support/gateway';
@@ -343,6 +345,27 @@ test('the trunk re-offers other codecs and payload types on an answered outbound
   assert.match(res.body, /^m=audio \d+ RTP\/AVP 0 96\r$/m, res.body);
   assert.match(res.body, /^a=rtpmap:96 telephone-event\/8000\r$/m);
   assert.doesNotMatch(res.body, / 101\b/, 'not our own telephone-event PT from a fresh offer');
+  alice.ws.send(JSON.stringify({ type: 'hangup', callId: calling.callId }));
+  await until(() => r.gw.gateway.activeCalls === 0, 'the call ended');
+});
+
+test('a re-INVITE without SDP (delayed offer): our 200 offers, keeping our direction, and the answer in the ACK moves the media', async (t) => {
+  const BASE = 22880; // 22880-22891
+  const r = await rig(t, BASE, (inv) => { inv.accept(trunkSdp(BASE)); });
+  const alice = await r.tab('alice');
+  alice.ws.send(JSON.stringify({ type: 'call', to: '+15551000091', ref: 'delayed', sdp: await offer() }));
+  const calling = await message(alice, ['calling', 'error', 'ended']);
+  assert.equal(calling.type, 'calling', JSON.stringify(calling));
+  await message(alice, ['answered']);
+  const call = [...(r.gw.gateway['manager'] as unknown as { calls: Map<string, any> }).calls.values()][0];
+  const dialog = call['dialog'];
+  let offered = '';
+  dialog.emit('reinvite', new SipRequest('INVITE', 'sip:gw@127.0.0.1'), (status: number, sdp?: string) => { assert.equal(status, 200); offered = sdp ?? ''; });
+  assert.match(offered, /^m=audio \d+ RTP\/AVP /m, 'an offer in the 200');
+  assert.match(offered, /^a=sendrecv\r$/m);
+  // The far end's answer comes in the ACK, with its media on a new port.
+  dialog.emit('ackAnswer', trunkSdp(BASE).replace(`m=audio ${BASE + 4}`, `m=audio ${BASE + 5}`));
+  assert.equal(call['sipLeg']['dest'].port, BASE + 5, 'media goes where the answer says');
   alice.ws.send(JSON.stringify({ type: 'hangup', callId: calling.callId }));
   await until(() => r.gw.gateway.activeCalls === 0, 'the call ended');
 });

@@ -199,6 +199,28 @@ test('a BYE on the early dialog (after our 180) ends the ringing call like a CAN
   }
 });
 
+test('an ACK with a body hands the dialog its SDP (the answer to an offer we made in a 2xx)', async () => {
+  const [a, b, port] = await pair();
+  let dialog: Dialog | null = null;
+  b.on('invite', (inv: ServerInvite) => { dialog = inv.accept(SDP); });
+  const { raw, replies, rport, send } = await rawPeer(port);
+  try {
+    const req = (method: string, cseq: number, toTag: string, body: string) => `${method} sip:x@127.0.0.1:${port} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:${rport};branch=z9hG4bK-ackbody-${method}\r\nFrom: <sip:a@127.0.0.1>;tag=caller\r\nTo: <sip:b@127.0.0.1>${toTag ? `;tag=${toTag}` : ''}\r\nCall-ID: ack-body\r\nCSeq: ${cseq} ${method}\r\nContact: <sip:a@127.0.0.1:${rport}>\r\nMax-Forwards: 70\r\n${body ? 'Content-Type: application/sdp\r\n' : ''}Content-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`;
+    send(req('INVITE', 1, '', ''));
+    await until(() => replies.some((r) => r.startsWith('SIP/2.0 200')), 'the 200');
+    const toTag = /To: [^\r]*;tag=([^;\r]+)/.exec(replies.find((r) => r.startsWith('SIP/2.0 200'))!)![1];
+    const got: string[] = [];
+    dialog!.on('ackAnswer', (sdp) => got.push(sdp));
+    send(req('ACK', 1, toTag, SDP));
+    await until(() => got.length === 1, 'the answer from the ACK');
+    assert.equal(got[0], SDP);
+    assert.equal(dialog!.state, 'confirmed');
+  } finally {
+    raw.close();
+    await a.stop(); await b.stop();
+  }
+});
+
 test('an unsupported SIP version gets 505; a CANCEL after the final response gets 200 and changes nothing', async () => {
   const [a, b, port] = await pair();
   try {
