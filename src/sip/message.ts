@@ -270,7 +270,8 @@ function checkMandatory(msg: SipRequest | SipResponse): string | null {
   }
   const contacts = msg.headers('contact');
   for (const c of contacts) {
-    if (c === '*' && contacts.length === 1) continue;
+    // "*" only means "all bindings" in a REGISTER; on anything else it is no target at all.
+    if (c === '*' && contacts.length === 1 && msg instanceof SipRequest && msg.method === 'REGISTER') continue;
     const p = nameAddrProblem(c);
     if (p) return `malformed Contact header: ${p}`;
   }

@@ -18,6 +18,8 @@ import { Registration, type RegisterOptions } from './registration';
 import { DEFAULT_SESSION_TIMER, negotiateAsUas, readMinSe, readSessionExpires, type SessionTimerSettings } from './sessionTimer';
 
 export const ALLOW = 'INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, NOTIFY';
+/** Option tags we implement (a Require of anything else gets 420): session timers, RFC 4028. */
+const SUPPORTED_EXTENSIONS = new Set(['timer']);
 const KNOWN_METHODS = new Set(['INVITE', 'ACK', 'CANCEL', 'BYE', 'OPTIONS', 'INFO', 'UPDATE', 'NOTIFY', 'REGISTER', 'SUBSCRIBE', 'MESSAGE', 'REFER', 'PRACK', 'PUBLISH']);
 
 export interface SipUserAgentOptions {
@@ -347,13 +349,23 @@ export class SipUserAgent extends EventEmitter<{ invite: [ServerInvite] }> imple
   }
 
   private onRequest(req: SipRequest): void {
-    const method = req.method.toUpperCase();
+    // Method names are case-sensitive (RFC 3261 §7.1): "invite" is an unknown method (501), not
+    // an INVITE handled with a non-INVITE transaction.
+    const method = req.method;
     if (method === 'ACK') { this.onAck(req); return; }
     if (method === 'CANCEL') { this.onCancel(req); return; }
     const existing = this.serverTx.get(this.serverKey(req));
     if (existing) { existing.retransmission(); return; }
     const mf = req.header('max-forwards');
     if (mf !== undefined && Number(mf) === 0 && method !== 'OPTIONS') { this.respondStateless(req, 483, 'Too Many Hops'); return; }
+    // An extension the request requires and we do not do (e.g. 100rel): 420 naming it (§8.2.2.3).
+    const unsupported = req.headers('require').flatMap((h) => h.split(',')).map((e) => e.trim()).filter((e) => e && !SUPPORTED_EXTENSIONS.has(e.toLowerCase()));
+    if (unsupported.length > 0) {
+      const res = this.makeResponse(req, 420, 'Bad Extension');
+      res.addHeader('Unsupported', unsupported.join(', '));
+      this.newServerTx(req).respond(res);
+      return;
+    }
 
     const toTag = parseNameAddr(req.header('to')!)?.params.tag;
     if (toTag) {
