@@ -481,7 +481,7 @@ test('From/To/Contact validation: what RFC 3261 §20.10/§25.1 allows is accepte
     ['From', 'Jöhn Åberg <sip:john@example.com>;tag=1', 'ok'], // non-ASCII letters: no ambiguity, so tolerated
     ['From', 'sip:alice@example.com ; tag = 1', 'ok'],
     ['To', '<sip:bob@example.com;transport=tcp>', 'ok'],
-    ['Contact', '*', 'ok'],
+    ['Contact', '*', 'malformed Contact header: bad URI'], // "*" is for REGISTER only (below)
     ['Contact', 'sip:a@192.0.2.1;+sip.instance="<urn:uuid:1>";q=0.5', 'ok'],
     ['From', 'Al"ice <sip:alice@example.com>;tag=1', 'malformed From header: misplaced quote'],
     ['To', 'sip:bob@example.com"', 'malformed To header: misplaced quote'],
@@ -498,6 +498,8 @@ test('From/To/Contact validation: what RFC 3261 §20.10/§25.1 allows is accepte
     ['Contact', '<sip:a@h>;q=0.1;;', 'malformed Contact header: empty parameter'],
     ['Contact', '*, <sip:a@h>', 'malformed Contact header: bad URI'],
   ];
+  const register = parseSipMessage(message(['Contact: *', 'Expires: 0'], '', 'REGISTER sip:example.com SIP/2.0').replace('CSeq: 1 MESSAGE', 'CSeq: 1 REGISTER'));
+  assert.ok(!isError(register), `Contact: * in a REGISTER (remove all bindings): ${isError(register) ? register.error : ''}`);
   for (const [header, value, expected] of table) assert.equal(verdict(header, value), expected, `${header}: ${value}`);
 });
 
