@@ -61,7 +61,7 @@ export class Dialog extends EventEmitter<DialogEvents> {
     this.sessionTimer = new SessionTimer(core.clock, () => { this.refreshSession().catch(logFailure); }, () => {
       this.log.warn({ interval: this.sessionTimer.interval }, 'session expired without refresh: sending BYE');
       this.bye('session-timer').catch(logFailure);
-    });
+    }, core.sessionTimerSettings.minSe);
   }
 
   /** Records what the peer allows (from its INVITE or 2xx). */

@@ -63,10 +63,14 @@ export class SessionTimer {
   interval = 0;
   weRefresh = false;
 
-  constructor(private readonly clock: Clock, private readonly onRefreshDue: () => void, private readonly onExpired: () => void) {}
+  /** `minInterval`: our Min-SE; a shorter Session-Expires from a peer is taken as this. */
+  constructor(private readonly clock: Clock, private readonly onRefreshDue: () => void, private readonly onExpired: () => void, private readonly minInterval = 0) {}
 
   start(interval: number, weRefresh: boolean): void {
     this.stop();
+    // A 2xx may carry any Session-Expires; one below Min-SE (RFC 4028 §5: never below 90 s)
+    // would have us re-INVITE every half second, or BYE the call within one.
+    if (interval > 0) interval = Math.max(interval, this.minInterval);
     this.interval = interval;
     this.weRefresh = weRefresh;
     if (interval <= 0) return;

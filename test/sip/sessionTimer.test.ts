@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import pino from 'pino';
 import { SipUserAgent, type Dialog, type ServerInvite } from '../../src/sip';
-import { negotiateAsUas, readSessionExpires } from '../../src/sip/sessionTimer';
+import { negotiateAsUas, readSessionExpires, SessionTimer } from '../../src/sip/sessionTimer';
 import { SipRequest } from '../../src/sip/message';
 import { DigestServer, parseDigestParams } from '../../src/sip/digestServer';
 
@@ -334,4 +334,16 @@ test('a challenged re-INVITE (hold) is retried with credentials; bounded retries
     assert.equal(toB.length, 1);
     await aDialog.bye();
   } finally { await a.stop(); await b.stop(); }
+});
+
+test('a Session-Expires below our Min-SE (a peer\'s 2xx saying 1 s) is taken as Min-SE, not as a refresh every half second', () => {
+  const due: number[] = [];
+  const clock = { setTimeout: (_fn: () => void, ms: number) => { due.push(ms); return due.length; }, clearTimeout: () => undefined };
+  const timer = new SessionTimer(clock, () => undefined, () => undefined, 90);
+  timer.start(1, true);
+  assert.equal(timer.interval, 90);
+  assert.deepEqual(due, [45_000], 'the refresh at half of 90 s');
+  timer.start(1800, false);
+  assert.equal(timer.interval, 1800, 'longer intervals are kept');
+  timer.stop();
 });
