@@ -68,7 +68,6 @@ export class SipUserAgent extends EventEmitter<{ invite: [ServerInvite] }> imple
   private readonly dialogs = new Map<string, Dialog>();
   /** UAC INVITEs by Call-ID, to re-ACK retransmitted 2xx (§13.2.2.4). */
   readonly clientInvites = new Map<string, ClientInvite>();
-  /** Dialogs whose 2xx is being retransmitted until the ACK: the stop function. */
   /**
    * 2xx responses to INVITEs waiting for their ACK, per dialog and CSeq: a re-INVITE can be
    * answered while the INVITE's 2xx still waits (its ACK lost), and each wait stops on its own.
