@@ -134,8 +134,7 @@ export function readRtpPackets(buf: Buffer): WirePacket[] {
     const rtp = udp + 8;
     if (rtp + 12 > off) continue;
     if ((buf[rtp] & 0xc0) !== 0x80) continue; // RFC 7983: RTP/RTCP start with version 2
-    const pt = buf[rtp + 1] & 0x7f;
-    if (pt >= 72 && pt <= 76) continue; // RTCP SR..APP (200–204 with the marker bit's place)
+    if (buf[rtp + 1] >= 192 && buf[rtp + 1] <= 223) continue; // RTCP (RFC 5761 §4), feedback and XR included
     packets.push({ t, sport: buf.readUInt16BE(udp), dport: buf.readUInt16BE(udp + 2), seq: buf.readUInt16BE(rtp + 2) });
   }
   return packets;

@@ -309,7 +309,13 @@ export abstract class CallBase extends EventEmitter<CallEvents> {
     this.remoteReoffered(desc);
     const held = this.heldRemotely;
     this.bridge?.setHold(this.heldLocally, held);
-    const answerDir = held ? (desc.direction === 'inactive' ? 'inactive' : 'recvonly') : this.heldLocally ? 'sendonly' : 'sendrecv';
+    // RFC 3264 §6.1: our direction mirrors theirs (sendonly ↔ recvonly); our own hold stays
+    // (holding, we send and do not receive: sendonly).
+    const theyReceive = desc.direction === 'sendrecv' || desc.direction === 'recvonly';
+    const theySend = desc.direction === 'sendrecv' || desc.direction === 'sendonly';
+    const weSend = theyReceive;
+    const weReceive = theySend && !this.heldLocally;
+    const answerDir = weSend && weReceive ? 'sendrecv' : weSend ? 'sendonly' : weReceive ? 'recvonly' : 'inactive';
     reply(200, this.answerTo(desc, answerDir));
     if (held !== wasHeld) this.emit(held ? 'held' : 'resumed', 'remote');
   }

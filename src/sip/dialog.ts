@@ -77,7 +77,9 @@ export class Dialog extends EventEmitter<DialogEvents> {
     if (this.state === 'terminated') return;
     // Deferred, not shortened: start(interval / 4) here made every later refresh ask for a
     // quarter of the interval, down to fractions no peer accepts.
-    if (this.reinviteInFlight) { this.sessionTimer.retryRefreshIn(Math.max(2, this.sessionTimer.interval / 4)); return; }
+    // Retried soon (the other side ends the session a third of the interval after the refresh
+    // was due, or 32 s): a quarter of the interval would come too late for intervals up to 128 s.
+    if (this.reinviteInFlight) { this.sessionTimer.retryRefreshIn(Math.max(0.5, Math.min(2, this.sessionTimer.interval / 8))); return; }
     const interval = Math.max(this.sessionTimer.interval, minSe);
     const method = this.peerAllowsUpdate ? 'UPDATE' : 'INVITE';
     if (method === 'INVITE') this.reinviteInFlight = true;

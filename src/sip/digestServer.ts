@@ -1,5 +1,5 @@
 import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
-import { splitList, type SipRequest } from './message';
+import { parseUri, splitList, type SipRequest, type SipUri } from './message';
 
 /**
  * Digest authentication as a server (RFC 3261 §22.4, RFC 8760): challenges requests from
@@ -38,9 +38,9 @@ export class DigestServer {
     if (!header) return { ok: false, reason: 'missing' };
     const p = parseDigestParams(header);
     if (!p || !p.username || !p.nonce || !p.response || p.uri === undefined) return { ok: false, reason: 'malformed' };
-    // The answer covers the digest-uri, which must be this request's (RFC 7616 §3.4.6): else an
-    // answer captured for sip:100@gw would authorise an INVITE to any number.
-    if (p.uri !== req.uri) return { ok: false, reason: 'wrong-uri' };
+    // The answer covers the digest-uri, which must name this request's target (RFC 7616 §3.4.6):
+    // else an answer captured for sip:100@gw would authorise an INVITE to any number.
+    if (!sameTarget(p.uri, req.uri)) return { ok: false, reason: 'wrong-uri' };
     if (p.realm !== this.realm) return { ok: false, reason: 'malformed' };
     const nonceAge = this.nonceAge(p.nonce, now);
     if (nonceAge === null) return { ok: false, reason: 'bad-nonce' };
@@ -95,6 +95,21 @@ export class DigestServer {
     const t = parseInt(ts, 36);
     return Number.isFinite(t) ? now - t : null;
   }
+}
+
+/**
+ * Whether the digest-uri names the same target as the Request-URI: the same user (escapes
+ * decoded), whatever the host, port and parameters — a proxy or SBC in front may rewrite those
+ * (to our address), and a client may write them differently (case, default port). The user is
+ * what a replayed answer would be stolen for. Unparseable URIs must match exactly.
+ */
+function sameTarget(digestUri: string, requestUri: string): boolean {
+  if (digestUri === requestUri) return true;
+  const a = parseUri(digestUri);
+  const b = parseUri(requestUri);
+  if (!a || !b) return false;
+  const user = (u: SipUri) => { try { return decodeURIComponent(u.user ?? ''); } catch { return u.user ?? ''; } };
+  return (a.scheme === 'tel') === (b.scheme === 'tel') && user(a) === user(b);
 }
 
 /** `Digest a="b", c=d` → { a: 'b', c: 'd' } (names lower-cased); null if not Digest. */

@@ -18,8 +18,12 @@ import { Registration, type RegisterOptions } from './registration';
 import { DEFAULT_SESSION_TIMER, negotiateAsUas, readMinSe, readSessionExpires, type SessionTimerSettings } from './sessionTimer';
 
 export const ALLOW = 'INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, NOTIFY';
-/** Option tags we implement (a Require of anything else gets 420): session timers, RFC 4028. */
-const SUPPORTED_EXTENSIONS = new Set(['timer']);
+/**
+ * Option tags a Require may name without a 420: session timers (RFC 4028), which we do, and
+ * 100rel, which we do not (our provisionals are unreliable) but tolerate as before: carriers and
+ * PBXs that require it often do not retry without it, and the call works without PRACK.
+ */
+const TOLERATED_EXTENSIONS = new Set(['timer', '100rel']);
 const KNOWN_METHODS = new Set(['INVITE', 'ACK', 'CANCEL', 'BYE', 'OPTIONS', 'INFO', 'UPDATE', 'NOTIFY', 'REGISTER', 'SUBSCRIBE', 'MESSAGE', 'REFER', 'PRACK', 'PUBLISH']);
 
 export interface SipUserAgentOptions {
@@ -358,9 +362,9 @@ export class SipUserAgent extends EventEmitter<{ invite: [ServerInvite] }> imple
     const mf = req.header('max-forwards');
     if (mf !== undefined && Number(mf) === 0 && method !== 'OPTIONS') { this.respondStateless(req, 483, 'Too Many Hops'); return; }
     // An extension the request requires and we do not do (e.g. 100rel): 420 naming it (§8.2.2.3).
-    const unsupported = req.headers('require').flatMap((h) => h.split(',')).map((e) => e.trim()).filter((e) => e && !SUPPORTED_EXTENSIONS.has(e.toLowerCase()));
+    const unsupported = req.headers('require').flatMap((h) => h.split(',')).map((e) => e.trim()).filter((e) => e && !TOLERATED_EXTENSIONS.has(e.toLowerCase()));
     if (unsupported.length > 0) {
-      const res = this.makeResponse(req, 420, 'Bad Extension');
+      const res = this.makeResponse(req, 420, 'Bad Extension', newTag()); // a tag on every final response (§8.2.6.2)
       res.addHeader('Unsupported', unsupported.join(', '));
       this.newServerTx(req).respond(res);
       return;

@@ -345,6 +345,9 @@ test('the trunk re-offers other codecs and payload types on an answered outbound
   assert.match(res.body, /^m=audio \d+ RTP\/AVP 0 96\r$/m, res.body);
   assert.match(res.body, /^a=rtpmap:96 telephone-event\/8000\r$/m);
   assert.doesNotMatch(res.body, / 101\b/, 'not our own telephone-event PT from a fresh offer');
+  // A re-offer that only receives (recvonly) is answered sendonly (RFC 3264 §6.1), not sendrecv.
+  const onlyReceives = await trunkDialog!.reinvite(reoffer.replace('a=sendrecv', 'a=recvonly'));
+  assert.match(onlyReceives.body, /^a=sendonly\r$/m, onlyReceives.body);
   alice.ws.send(JSON.stringify({ type: 'hangup', callId: calling.callId }));
   await until(() => r.gw.gateway.activeCalls === 0, 'the call ended');
 });

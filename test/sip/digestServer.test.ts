@@ -60,6 +60,12 @@ test('a captured answer cannot be replayed: not on another Request-URI, not on t
   const elsewhere = new SipRequest('INVITE', 'sip:+19005551234@gw.example');
   elsewhere.addHeader('Authorization', good.header('authorization')!);
   assert.deepEqual(server.verify(elsewhere), { ok: false, reason: 'wrong-uri' });
+  // The same target written differently, or behind a proxy that rewrote host and port: accepted.
+  for (const [digestUri, requestUri] of [['sip:100@gw.example', 'sip:100@GW.example'], ['sip:100@gw.example:5060', 'sip:100@gw.example'], ['sip:%31%30%30@gw.example', 'sip:100@gw.example'], ['sip:100@pbx.example.com', 'sip:100@10.0.0.5:5060;transport=udp']]) {
+    const req = new SipRequest('INVITE', requestUri);
+    req.addHeader('Authorization', new DigestClient(pickChallenge(server.challenges())!, 'pbx', 's3cret').authorization('INVITE', digestUri));
+    assert.deepEqual(server.verify(req), { ok: true, username: 'pbx' }, `${digestUri} for ${requestUri}`);
+  }
   assert.deepEqual(server.verify(good), { ok: true, username: 'pbx' });
   assert.deepEqual(server.verify(good), { ok: false, reason: 'replay' }, 'the same nonce-count twice');
   // A genuine client's requests on one nonce count up, and pass; its replayed last one does not.

@@ -221,20 +221,21 @@ test('an ACK with a body hands the dialog its SDP (the answer to an offer we mad
   }
 });
 
-test('Require of an extension we lack gets 420 naming it; Contact "*" outside REGISTER gets 400; a lowercase method is unknown (501)', async () => {
+test('Require of an extension we lack gets 420 naming it (100rel tolerated); Contact "*" outside REGISTER gets 400; a lowercase method is unknown (501)', async () => {
   const [a, b, port] = await pair();
   let invites = 0;
   b.on('invite', (inv: ServerInvite) => { invites++; inv.reject(486); });
   const { raw, replies, rport, send } = await rawPeer(port);
   try {
     const req = (method: string, id: string, extra: string) => `${method} sip:x@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:${rport};branch=z9hG4bK-${id}\r\nFrom: <sip:a@x>;tag=1\r\nTo: <sip:b@y>\r\nCall-ID: ${id}\r\nCSeq: 1 ${method}\r\nMax-Forwards: 70\r\n${extra}Content-Length: 0\r\n\r\n`;
-    send(req('INVITE', 'req100rel', 'Require: 100rel, timer\r\nContact: <sip:a@127.0.0.1>\r\n'));
+    send(req('INVITE', 'req100rel', 'Require: precondition, 100rel, timer\r\nContact: <sip:a@127.0.0.1>\r\n'));
     send(req('INVITE', 'star', 'Contact: *\r\n'));
     send(req('invite', 'lower', 'Contact: <sip:a@127.0.0.1>\r\n'));
     await new Promise((r) => setTimeout(r, 200));
     const first = (id: string) => replies.find((r) => r.includes(`Call-ID: ${id}`))?.split('\r\n');
     assert.equal(first('req100rel')?.[0], 'SIP/2.0 420 Bad Extension');
-    assert.ok(first('req100rel')?.includes('Unsupported: 100rel'), 'names only what we lack (timer we do)');
+    assert.ok(first('req100rel')?.includes('Unsupported: precondition'), 'names only what we refuse (timer we do, 100rel we tolerate)');
+    assert.ok(first('req100rel')?.some((l) => /^To: .*;tag=/.test(l)), 'the 420 has a To tag');
     assert.match(first('star')?.[0] ?? '', /^SIP\/2\.0 400/);
     assert.equal(first('lower')?.[0], 'SIP/2.0 501 Not Implemented');
     assert.equal(invites, 0);
