@@ -324,11 +324,13 @@ export abstract class CallBase extends EventEmitter<CallEvents> {
   private onAckAnswer(sdp: string): void {
     if (!this.awaitingAckAnswer) return;
     this.awaitingAckAnswer = false;
+    // An answer we cannot use leaves no media we could follow (the far end moved it as it
+    // answered): the call ends, as failed, rather than staying up silent.
     const desc = parseSipAnswer(sdp);
-    if ('error' in desc) { this.log.warn({ error: desc.error }, 'unusable SDP answer in an ACK'); return; }
+    if ('error' in desc) { this.log.warn({ error: desc.error }, 'unusable SDP answer in an ACK: ending the call'); this.hangup('failed'); return; }
     const wasHeld = this.heldRemotely;
     const err = this.applyRemoteMedia(desc);
-    if (err) { this.log.warn({ err }, 'SDP answer in an ACK not applied'); return; }
+    if (err) { this.log.warn({ err }, 'SDP answer in an ACK not applicable: ending the call'); this.hangup('failed'); return; }
     const held = this.heldRemotely;
     this.bridge?.setHold(this.heldLocally, held);
     if (held !== wasHeld) this.emit(held ? 'held' : 'resumed', 'remote');

@@ -352,7 +352,7 @@ test('the trunk re-offers other codecs and payload types on an answered outbound
   await until(() => r.gw.gateway.activeCalls === 0, 'the call ended');
 });
 
-test('a re-INVITE without SDP (delayed offer): our 200 offers, keeping our direction, and the answer in the ACK moves the media', async (t) => {
+test('a re-INVITE without SDP (delayed offer): our 200 offers, keeping our direction, and the answer in the ACK moves the media; an unusable one ends the call (failed)', async (t) => {
   const BASE = 22880; // 22880-22891
   const r = await rig(t, BASE, (inv) => { inv.accept(trunkSdp(BASE)); });
   const alice = await r.tab('alice');
@@ -369,6 +369,10 @@ test('a re-INVITE without SDP (delayed offer): our 200 offers, keeping our direc
   // The far end's answer comes in the ACK, with its media on a new port.
   dialog.emit('ackAnswer', trunkSdp(BASE).replace(`m=audio ${BASE + 4}`, `m=audio ${BASE + 5}`));
   assert.equal(call['sipLeg']['dest'].port, BASE + 5, 'media goes where the answer says');
-  alice.ws.send(JSON.stringify({ type: 'hangup', callId: calling.callId }));
+  // Once more, and this time the ACK's answer is unusable: the call cannot follow the media, and ends.
+  dialog.emit('reinvite', new SipRequest('INVITE', 'sip:gw@127.0.0.1'), () => undefined);
+  dialog.emit('ackAnswer', 'v=0\r\nnot an answer');
+  const ended = await message(alice, ['ended']);
+  assert.equal(ended.cause, 'failed', JSON.stringify(ended));
   await until(() => r.gw.gateway.activeCalls === 0, 'the call ended');
 });
