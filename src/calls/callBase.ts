@@ -294,6 +294,8 @@ export abstract class CallBase extends EventEmitter<CallEvents> {
       reply(200, this.currentLocalSdp(this.heldLocally ? 'sendonly' : 'sendrecv'));
       return;
     }
+    // A new offer from the far end: an answer we were still waiting for in an ACK is moot.
+    this.awaitingAckAnswer = false;
     const desc = parseSipOffer(req.body);
     if ('error' in desc) {
       this.log.warn({ error: desc.error }, 're-INVITE with unusable SDP');

@@ -246,6 +246,12 @@ export class Dialog extends EventEmitter<DialogEvents> {
     this.emit('confirmed');
   }
 
+  /** An ACK for one of our 2xx arrived: the dialog is confirmed, and a body in it is an answer. */
+  acked(ack: SipRequest): void {
+    this.confirm();
+    if (ack.body) this.emit('ackAnswer', ack.body);
+  }
+
   terminate(reason: DialogEndReason, req?: SipRequest): void {
     if (this.state === 'terminated') return;
     this.state = 'terminated';

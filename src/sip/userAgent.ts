@@ -506,8 +506,7 @@ export class SipUserAgent extends EventEmitter<{ invite: [ServerInvite] }> imple
     const dialog = this.findDialog(req.callId, toTag, fromTag);
     if (!dialog) return;
     this.stopAckWaits(dialog, req.cseq.seq);
-    dialog.confirm();
-    if (req.body) dialog.emit('ackAnswer', req.body);
+    dialog.acked(req);
   }
 
   private onCancel(req: SipRequest): void {
