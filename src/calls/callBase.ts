@@ -4,7 +4,7 @@ import type { Logger } from 'pino';
 import type { Dialog, SipRequest } from '../sip';
 import type { BridgeHandle, BridgeStats, MediaPlane, SipLegHandle } from '../media';
 import { generateSdesCrypto, parseCryptoAttribute, type SdesCrypto } from '../media/srtp';
-import { buildSipAnswer, parseSipAnswer, parseSipOffer, type MediaDirection, type SipMediaDescription, type SipSdpOptions } from '../sdp';
+import { buildSipAnswer, parseSipAnswer, parseSipOffer, telephoneEventFor, type MediaDirection, type SipMediaDescription, type SipSdpOptions } from '../sdp';
 import type { BrowserIceConfig } from '../webrtc/browserLeg';
 import { BrowserLeg } from '../webrtc/browserLeg';
 import type { EndCause } from './causes';
@@ -255,6 +255,7 @@ export abstract class CallBase extends EventEmitter<CallEvents> {
     if (!srtp && this.ctx.srtp === 'mandatory') return 'SRTP is mandatory but the far end answered plain RTP';
     if (!srtp && /SAVP/i.test(desc.profile)) return `the far end requires SRTP (${desc.profile}) and trunk.srtp is off`;
     this.activeSrtp = srtp ?? null;
+    const te = telephoneEventFor(desc, codec.clockRate);
     this.heldRemotely = desc.direction === 'sendonly' || desc.direction === 'inactive';
     this.sipLeg.setRemote({
       address: desc.address,
@@ -264,7 +265,8 @@ export abstract class CallBase extends EventEmitter<CallEvents> {
       codec: normaliseCodecName(codec.name),
       payloadType: codec.payloadType,
       ptime: desc.ptime,
-      telephoneEventPayloadType: desc.telephoneEventPayloadType,
+      telephoneEventPayloadType: te?.payloadType,
+      telephoneEventClockRate: te?.clockRate,
       srtp,
       direction: desc.direction,
     });

@@ -35,7 +35,11 @@ export function decodeTelephoneEvent(p: Uint8Array): { event: number; end: boole
  */
 export class DtmfReceiver {
   private readonly recentEventTs: number[] = [];
-  constructor(private readonly onDigit: (digit: string, durationMs: number) => void, private readonly clockRate = 8000) {}
+  /** The telephone-event format's RTP clock (durations count its ticks); may change with a re-INVITE. */
+  clockRate: number;
+  constructor(private readonly onDigit: (digit: string, durationMs: number) => void, clockRate = 8000) {
+    this.clockRate = clockRate;
+  }
 
   /** One telephone-event payload; false when it is malformed (for the caller to count). */
   onPacket(rtpTs: number, payload: Uint8Array): boolean {

@@ -17,6 +17,8 @@ export interface SipLegRemote {
   payloadType: number;
   ptime?: number;
   telephoneEventPayloadType?: number;
+  /** That telephone-event format's clock rate (8000 unless negotiated otherwise, e.g. 48000 beside Opus). */
+  telephoneEventClockRate?: number;
   srtp?: { local: SdesCrypto; remote: SdesCrypto };
   direction?: 'sendrecv' | 'sendonly' | 'recvonly' | 'inactive';
 }
@@ -96,6 +98,7 @@ export class SipRtpLeg extends EventEmitter<SipLegEvents> {
     this.remote = remote;
     this.clockRate = remote.codec === 'opus' ? 48000 : 8000;
     this.rx.setClockRate(this.clockRate);
+    this.dtmfRx.clockRate = remote.telephoneEventClockRate ?? 8000;
     if (moved) {
       this.dest = { address: remote.address, port: remote.port, rtcpPort: remote.rtcpMux ? remote.port : remote.rtcpPort ?? remote.port + 1 };
       this.latched = false;
@@ -148,7 +151,8 @@ export class SipRtpLeg extends EventEmitter<SipLegEvents> {
     const pt = this.remote?.telephoneEventPayloadType;
     if (this.closed || pt === undefined || !this.sendingAllowed) return false;
     const eventTs = this.ts;
-    const train = dtmfPacketTrain(digit, durationMs, 8000);
+    // Durations count the telephone-event clock's ticks; the timestamps are the stream's own.
+    const train = dtmfPacketTrain(digit, durationMs, this.remote!.telephoneEventClockRate ?? 8000);
     const lastDelay = train[train.length - 1].delayMs;
     this.dtmfBusyUntil = performance.now() + lastDelay + 20;
     for (const p of train) {

@@ -16,7 +16,10 @@ export interface SipMediaDescription {
   rtcpPort?: number;
   rtcpMux: boolean;
   codecs: Array<{ name: string; payloadType: number; clockRate: number; channels?: number }>;
+  /** The 8 kHz telephone-event's PT, else the first one's (see telephoneEventFor for a codec's own). */
   telephoneEventPayloadType?: number;
+  /** Every telephone-event format offered, in order (Chrome-style offers carry /8000 and /48000). */
+  telephoneEvents?: Array<{ payloadType: number; clockRate: number }>;
   ptime?: number;
   direction: MediaDirection;
   crypto: string[];
@@ -44,10 +47,24 @@ export interface SipSdpOptions {
 const STATIC: Record<number, { name: string; clockRate: number }> = { 0: { name: 'PCMU', clockRate: 8000 }, 8: { name: 'PCMA', clockRate: 8000 }, 9: { name: 'G722', clockRate: 8000 }, 13: { name: 'CN', clockRate: 8000 }, 18: { name: 'G729', clockRate: 8000 } };
 const OUR_PT: Record<SipCodecName, number> = { PCMU: 0, PCMA: 8, opus: 111 };
 const TELEPHONE_EVENT_PT = 101;
+/** telephone-event at Opus's 48 kHz RTP clock, offered beside the 8 kHz one when we offer Opus. */
+const TELEPHONE_EVENT_48K_PT = 110;
+
+/**
+ * The telephone-event format to use beside an audio codec of `clockRate`: RFC 4733 §2.1 has the
+ * events on the audio's RTP clock, so an Opus stream takes telephone-event/48000 where offered
+ * (its durations then count 48 kHz ticks); else the 8 kHz one, else whatever there is.
+ */
+export function telephoneEventFor(desc: Pick<SipMediaDescription, 'telephoneEvents' | 'telephoneEventPayloadType'>, clockRate: number): { payloadType: number; clockRate: number } | undefined {
+  const all = desc.telephoneEvents ?? (desc.telephoneEventPayloadType !== undefined ? [{ payloadType: desc.telephoneEventPayloadType, clockRate: 8000 }] : []);
+  return all.find((t) => t.clockRate === clockRate) ?? all.find((t) => t.clockRate === 8000) ?? all[0];
+}
 
 /** Our offer toward the trunk. `srtp: 'optional'` offers RTP/AVP with a=crypto (best-effort SRTP). */
 export function buildSipOffer(o: SipSdpOptions): string {
-  return buildSdp(o, o.codecs.map((c) => ({ name: c, pt: OUR_PT[c] })), TELEPHONE_EVENT_PT, o.srtp === 'off' ? [] : o.localCrypto ?? [], o.srtp === 'mandatory' ? 'RTP/SAVP' : 'RTP/AVP');
+  const events = [{ payloadType: TELEPHONE_EVENT_PT, clockRate: 8000 }];
+  if (o.codecs.includes('opus')) events.push({ payloadType: TELEPHONE_EVENT_48K_PT, clockRate: 48000 });
+  return buildSdp(o, o.codecs.map((c) => ({ name: c, pt: OUR_PT[c] })), events, o.srtp === 'off' ? [] : o.localCrypto ?? [], o.srtp === 'mandatory' ? 'RTP/SAVP' : 'RTP/AVP');
 }
 
 /**
@@ -63,7 +80,8 @@ export function buildSipAnswer(offer: SipMediaDescription, o: SipSdpOptions): st
   const profile = savp ? 'RTP/SAVP' : 'RTP/AVP';
   // RFC 5761 §5.1.1: an offer of rtcp-mux is taken by saying so in the answer (our leg then
   // sends RTCP to the RTP port and reads it there).
-  const sdp = buildSdp({ ...o, ptime: o.ptime ?? offer.ptime }, [{ name: normalise(chosen.name), pt: chosen.payloadType }], offer.telephoneEventPayloadType ?? null, crypto, profile, offer.rtcpMux);
+  const te = telephoneEventFor(offer, chosen.clockRate);
+  const sdp = buildSdp({ ...o, ptime: o.ptime ?? offer.ptime }, [{ name: normalise(chosen.name), pt: chosen.payloadType }], te ? [te] : [], crypto, profile, offer.rtcpMux);
   return mirrorStreams(sdp, offer);
 }
 
@@ -95,10 +113,10 @@ function buildRejection(o: SipSdpOptions, offer: SipMediaDescription): string {
   ].join('\r\n');
 }
 
-function buildSdp(o: SipSdpOptions, codecs: Array<{ name: SipCodecName; pt: number }>, tePt: number | null, crypto: SdesCrypto[], profile: string, rtcpMux = false): string {
+function buildSdp(o: SipSdpOptions, codecs: Array<{ name: SipCodecName; pt: number }>, events: Array<{ payloadType: number; clockRate: number }>, crypto: SdesCrypto[], profile: string, rtcpMux = false): string {
   const ip6 = o.advertisedHost.includes(':');
   const ipver = ip6 ? 'IP6' : 'IP4';
-  const fmts = [...codecs.map((c) => c.pt), ...(tePt !== null ? [tePt] : [])];
+  const fmts = [...codecs.map((c) => c.pt), ...events.map((e) => e.payloadType)];
   const lines = [
     'v=0',
     `o=- ${o.sessionId ?? '1'} ${o.sessionVersion ?? 1} IN ${ipver} ${o.advertisedHost}`,
@@ -114,7 +132,7 @@ function buildSdp(o: SipSdpOptions, codecs: Array<{ name: SipCodecName; pt: numb
       lines.push(`a=rtpmap:${c.pt} ${c.name}/8000`);
     }
   }
-  if (tePt !== null) lines.push(`a=rtpmap:${tePt} telephone-event/8000`, `a=fmtp:${tePt} 0-16`);
+  for (const e of events) lines.push(`a=rtpmap:${e.payloadType} telephone-event/${e.clockRate}`, `a=fmtp:${e.payloadType} 0-16`);
   lines.push(`a=ptime:${o.ptime ?? 20}`, rtcpMux ? 'a=rtcp-mux' : `a=rtcp:${o.port + 1}`);
   for (const c of crypto) lines.push(`a=crypto:${formatCryptoAttribute(c)}`);
   lines.push(`a=${o.direction ?? 'sendrecv'}`);
@@ -151,12 +169,16 @@ function parseSipSdp(sdp: string): SipMediaDescription | { error: string } {
   const pts = String(audio.payloads ?? '').trim().split(/\s+/).filter(Boolean).map(Number).filter((n) => Number.isInteger(n) && n >= 0 && n < 128);
   const rtpmap = new Map((audio.rtp ?? []).map((r) => [r.payload, r]));
   const codecs: SipMediaDescription['codecs'] = [];
-  let te: number | undefined;
+  const telephoneEvents: Array<{ payloadType: number; clockRate: number }> = [];
   for (const pt of pts) {
     const r = rtpmap.get(pt);
     const name = r?.codec ?? STATIC[pt]?.name;
     if (!name) continue;
-    if (name.toLowerCase() === 'telephone-event') { if ((r?.rate ?? 8000) === 8000 || te === undefined) te = pt; continue; }
+    if (name.toLowerCase() === 'telephone-event') {
+      const clockRate = r?.rate ?? 8000;
+      telephoneEvents.push({ payloadType: pt, clockRate });
+      continue;
+    }
     codecs.push({ name, payloadType: pt, clockRate: r?.rate ?? STATIC[pt]?.clockRate ?? 8000, channels: r?.encoding ? Number(r.encoding) : undefined });
   }
   if (codecs.length === 0) return { error: 'no audio codec in SDP' };
@@ -171,7 +193,8 @@ function parseSipSdp(sdp: string): SipMediaDescription | { error: string } {
     rtcpPort: audio.rtcp?.port,
     rtcpMux: audio.rtcpMux !== undefined,
     codecs,
-    telephoneEventPayloadType: te,
+    telephoneEventPayloadType: (telephoneEvents.find((t) => t.clockRate === 8000) ?? telephoneEvents[0])?.payloadType,
+    telephoneEvents,
     ptime: ptime ? Number(ptime) : undefined,
     direction,
     // From the raw text: sdp-transform keeps only the first session parameter, and a dropped

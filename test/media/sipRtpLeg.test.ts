@@ -387,3 +387,28 @@ test('close() sends an RTCP BYE that reaches the far end, on its own RTCP socket
   farRtp.close(); farRtcp.close(); mux.close();
   assert.equal(engine.usage.portsAllocated, 0);
 });
+
+test('telephone-event at 48 kHz (beside Opus): durations sent and read in 48 kHz ticks', async () => {
+  const engine = new MediaEngine({ bindHost: '127.0.0.1', advertisedHost: '127.0.0.1', portRange: [22900, 22909], logger });
+  const leg = await engine.createSipLeg({ callId: 'dtmf-48k' });
+  const far = await socket();
+  const digits: Array<{ digit: string; durationMs: number }> = [];
+  leg.on('dtmf', (d) => digits.push(d));
+  try {
+    leg.setRemote({ address: '127.0.0.1', port: far.address().port, codec: 'opus', payloadType: 111, telephoneEventPayloadType: 110, telephoneEventClockRate: 48000 });
+    assert.ok(leg.sendDtmf('7', 100));
+    await until(() => far.got.filter((p) => (p[1] & 0x7f) === 110 && (p[13] & 0x80) !== 0).length === 3, 'the three end packets');
+    const end = parseRtp(far.got[far.got.length - 1])!;
+    assert.equal(end.payload[0], 7);
+    assert.equal(end.payload.readUInt16BE(2), 100 * 48, '100 ms = 4800 ticks of the 48 kHz clock');
+    // The far end's digit, 160 ms long on the same clock.
+    const ev = Buffer.from([1, 0x80 | 10, 0, 0]);
+    ev.writeUInt16BE(160 * 48, 2);
+    far.send(buildRtp(110, 1, 48000, 77, ev), leg.localPort, '127.0.0.1');
+    await until(() => digits.length === 1, 'the far end\'s digit');
+    assert.deepEqual(digits[0], { digit: '1', durationMs: 160 });
+  } finally {
+    leg.close();
+    far.close();
+  }
+});

@@ -1,6 +1,6 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { buildSipAnswer, buildSipOffer, parseSipAnswer, parseSipOffer, type SipMediaDescription, type SipSdpOptions } from '../../src/sdp/sipSdp';
+import { buildSipAnswer, buildSipOffer, parseSipAnswer, parseSipOffer, telephoneEventFor, type SipMediaDescription, type SipSdpOptions } from '../../src/sdp/sipSdp';
 import { chooseCrypto, parseCryptoAttribute, type SdesCrypto } from '../../src/media/srtp';
 
 const CRLF = '\r\n';
@@ -140,19 +140,26 @@ describe('buildSipOffer', () => {
 
   test('codecs: PCMU, PCMA and telephone-event with rtpmap/fmtp; opus on 111 at 48000/2', () => {
     const o = buildSipOffer(offerOpts({ codecs: ['opus', 'PCMA', 'PCMU'] }));
-    assert.equal(mLine(o), 'm=audio 40000 RTP/AVP 111 8 0 101');
+    // With Opus offered, telephone-event on its 48 kHz clock too (RFC 4733 §2.1), as Chrome does.
+    assert.equal(mLine(o), 'm=audio 40000 RTP/AVP 111 8 0 101 110');
     assert.deepEqual(attr(o, 'rtpmap'), [
       'a=rtpmap:111 opus/48000/2',
       'a=rtpmap:8 PCMA/8000',
       'a=rtpmap:0 PCMU/8000',
       'a=rtpmap:101 telephone-event/8000',
+      'a=rtpmap:110 telephone-event/48000',
     ]);
     assert.ok(attr(o, 'fmtp').includes('a=fmtp:101 0-16'));
+    assert.ok(attr(o, 'fmtp').includes('a=fmtp:110 0-16'));
+    assert.equal(mLine(buildSipOffer(offerOpts({ codecs: ['PCMU'] }))), 'm=audio 40000 RTP/AVP 0 101', 'no 48 kHz events without Opus');
     assert.ok(attr(o, 'fmtp').some((l) => l.startsWith('a=fmtp:111 ')));
     const desc = ok(parseSipOffer(o));
     assert.deepEqual(desc.codecs.map((c) => [c.name, c.payloadType, c.clockRate]), [['opus', 111, 48000], ['PCMA', 8, 8000], ['PCMU', 0, 8000]]);
     assert.equal(desc.codecs[0].channels, 2);
     assert.equal(desc.telephoneEventPayloadType, 101);
+    assert.deepEqual(desc.telephoneEvents, [{ payloadType: 101, clockRate: 8000 }, { payloadType: 110, clockRate: 48000 }]);
+    assert.deepEqual(telephoneEventFor(desc, 48000), { payloadType: 110, clockRate: 48000 });
+    assert.deepEqual(telephoneEventFor(desc, 8000), { payloadType: 101, clockRate: 8000 });
   });
 
   test('c= and o= use the advertised address; a=ptime defaults to 20 and honours the option', () => {
@@ -414,6 +421,28 @@ describe('buildSipAnswer', () => {
     assert.deepEqual(attr(a, 'rtcp:'), [], 'no separate RTCP port announced');
   });
 
+  test('telephone-event on the chosen codec\'s clock: 48 kHz beside Opus, 8 kHz beside G.711, declared at the rate offered', () => {
+    const offer = ok(parseSipOffer(sdp(
+      'v=0', 'o=- 1 1 IN IP4 203.0.113.9', 's=-', 'c=IN IP4 203.0.113.9', 't=0 0',
+      'm=audio 4000 RTP/AVP 96 0 101 97', 'a=rtpmap:96 opus/48000/2', 'a=rtpmap:101 telephone-event/48000', 'a=rtpmap:97 telephone-event/8000',
+    )));
+    const opus = buildSipAnswer(offer, answerOpts({ srtp: 'off', codecs: ['opus', 'PCMU'] }));
+    assert.equal(mLine(opus), 'm=audio 42000 RTP/AVP 96 101');
+    assert.ok(attr(opus, 'rtpmap').includes('a=rtpmap:101 telephone-event/48000'));
+    const g711 = buildSipAnswer(offer, answerOpts({ srtp: 'off', codecs: ['PCMU'] }));
+    assert.equal(mLine(g711), 'm=audio 42000 RTP/AVP 0 97');
+    assert.ok(attr(g711, 'rtpmap').includes('a=rtpmap:97 telephone-event/8000'));
+    // Only a 48 kHz event format offered beside PCMU: taken, and declared at its own rate (it
+    // was answered "/8000" before, which made the far end misread every duration 6x).
+    const only48 = ok(parseSipOffer(sdp(
+      'v=0', 'o=- 1 1 IN IP4 203.0.113.9', 's=-', 'c=IN IP4 203.0.113.9', 't=0 0',
+      'm=audio 4000 RTP/AVP 0 101', 'a=rtpmap:101 telephone-event/48000',
+    )));
+    const a = buildSipAnswer(only48, answerOpts({ srtp: 'off' }));
+    assert.equal(mLine(a), 'm=audio 42000 RTP/AVP 0 101');
+    assert.deepEqual(attr(a, 'rtpmap'), ['a=rtpmap:0 PCMU/8000', 'a=rtpmap:101 telephone-event/48000']);
+  });
+
   test('an offer with video before audio: the answer has both m-lines in that order, video refused with port 0', () => {
     const offer = ok(parseSipOffer(sdp(
       'v=0', 'o=- 1 1 IN IP4 203.0.113.9', 's=-', 'c=IN IP4 203.0.113.9', 't=0 0',
@@ -446,8 +475,10 @@ describe('buildSipAnswer', () => {
   test('opus on the offer\'s dynamic PT when we do opus', () => {
     const offer = ok(parseSipOffer(FREESWITCH_OFFER));
     const a = buildSipAnswer(offer, answerOpts({ codecs: ['opus', 'PCMU'], localCrypto: [{ ...crypto80, tag: 3 }] }));
-    assert.equal(mLine(a), 'm=audio 42000 RTP/SAVP 102 101');
+    // FreeSWITCH offers telephone-event at 48 kHz (100) and 8 kHz (101): beside Opus, the 48 kHz one.
+    assert.equal(mLine(a), 'm=audio 42000 RTP/SAVP 102 100');
     assert.ok(attr(a, 'rtpmap').includes('a=rtpmap:102 opus/48000/2'));
+    assert.ok(attr(a, 'rtpmap').includes('a=rtpmap:100 telephone-event/48000'));
   });
 
   test('SAVP offer: answers RTP/SAVP with exactly the one suite and tag we accepted', () => {
