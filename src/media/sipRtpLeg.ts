@@ -387,6 +387,9 @@ export class SipRtpLeg extends EventEmitter<SipLegEvents> {
     if (this.rtcpTimer) clearInterval(this.rtcpTimer);
     for (const t of this.dtmfTimers) clearTimeout(t);
     this.dtmfTimers.clear();
+    // Packets still waiting in this turn's batch leave before the sockets close (counted as
+    // sent, they must have been; the batch would otherwise find the socket closed).
+    threadSendBatch.flush();
     // An addressed send completes a tick later (dgram resolves the address first): closing the
     // sockets at once would drop the BYE, so they close once it has gone. The port goes back
     // now; should it be handed out again within that tick, the allocator skips it (bind fails).

@@ -21,7 +21,8 @@ export interface DatagramSender {
  * processing under load (a turn that drains a backlog sends every `maxQueued`).
  *
  * Buffers are held until the flush: callers hand over a buffer they do not reuse (every sender
- * here builds a fresh one per packet, as an unconnected dgram send already required).
+ * here builds a fresh one per packet, as an unconnected dgram send already required). A sender
+ * flushes before it closes, connects or disconnects its socket.
  */
 export class UdpSendBatch {
   private readonly sockets: DatagramSender[] = [];
@@ -30,7 +31,10 @@ export class UdpSendBatch {
   private readonly ports: number[] = [];
   private readonly addresses: string[] = [];
   private scheduled = false;
-  /** Datagrams dgram refused at the flush (a socket closed while they waited): dropped. */
+  /**
+   * Datagrams dgram refused at the flush (a socket closed while they waited): dropped. Our legs
+   * flush before closing their sockets, so this stays 0 unless a socket is closed by someone else.
+   */
   refused = 0;
 
   constructor(private readonly maxQueued = 16) {}

@@ -127,6 +127,9 @@ export class DirectSrtpPath {
   close(): void {
     if (this.closed) return;
     this.closed = true;
+    // Our audio still waiting in this turn's batch leaves now, while werift's socket is open
+    // (it closes it soon after): counted as sent, it must have been.
+    threadSendBatch.flush();
     if (this.reportTimer) clearTimeout(this.reportTimer);
     this.reportTimer = null;
     for (const r of this.restore) r();

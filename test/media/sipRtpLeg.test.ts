@@ -412,3 +412,34 @@ test('telephone-event at 48 kHz (beside Opus): durations sent and read in 48 kHz
     far.close();
   }
 });
+
+test('a leg closed in the turn it sent audio: the packet still leaves (the send batch is flushed first), none refused', async () => {
+  const engine = new MediaEngine({ bindHost: '127.0.0.1', advertisedHost: '127.0.0.1', portRange: [22910, 22919], logger });
+  const far = await socket();
+  const refusedBefore = threadSendBatch.refused;
+  try {
+    for (const connected of [false, true]) {
+      const leg = await engine.createSipLeg({ callId: `close-${connected}` });
+      try {
+        leg.setRemote({ address: '127.0.0.1', port: far.address().port, codec: 'PCMU', payloadType: 0 });
+        if (connected) {
+          // Latch (the leg connects its socket to the far end), then wait for the connect.
+          far.send(buildRtp(0, 1, 160, 5, Buffer.alloc(160)), leg.localPort, '127.0.0.1');
+          await until(() => leg['rtpConnected'] === 'yes', 'the RTP socket connected');
+        }
+        const before = far.got.filter((p) => (p[1] & 0x7f) === 0).length;
+        leg.sendAudio(Buffer.alloc(160, 0xff), 160);
+        assert.equal(threadSendBatch.queued, 1, 'the packet waits for the end of the turn');
+        leg.close();
+        await until(() => far.got.filter((p) => (p[1] & 0x7f) === 0).length === before + 1, `the audio packet (${connected ? 'connected' : 'unconnected'} socket)`, 2000);
+        assert.equal(leg.stats().packetsSent, 1);
+      } finally {
+        leg.close();
+      }
+    }
+    assert.equal(threadSendBatch.refused, refusedBefore, 'nothing dropped at a flush');
+    assert.equal(engine.usage.portsAllocated, 0);
+  } finally {
+    far.close();
+  }
+});
