@@ -85,6 +85,10 @@ export abstract class CallBase extends EventEmitter<CallEvents> {
   protected localCrypto: SdesCrypto[] = [];
   /** The SDES key pair in use toward the SIP side (null = plain RTP). */
   protected activeSrtp: { local: SdesCrypto; remote: SdesCrypto } | null = null;
+  /** The codec the SIP leg runs now (none before the first SDP exchange). */
+  protected sipCodec: 'PCMU' | 'PCMA' | 'opus' | null = null;
+  /** The bridge gets Opus from the browser (so it transcodes to and from a G.711 trunk). */
+  private bridgeBrowserOpus = false;
   /** Our 2xx to a re-INVITE without SDP carried an offer: its answer comes in the ACK. */
   private awaitingAckAnswer = false;
   protected heldLocally = false;
@@ -239,8 +243,18 @@ export abstract class CallBase extends EventEmitter<CallEvents> {
    */
   protected applyRemoteMedia(desc: SipMediaDescription): string | null {
     if (!this.sipLeg) return 'no SIP media leg';
-    const codec = desc.codecs.find((c) => this.ctx.sipCodecs.some((n) => n.toLowerCase() === c.name.toLowerCase()));
+    // Mid-call, the codec in use is kept while the far end still lists it (a re-offer with
+    // another order must not switch it under the bridge).
+    const codec = (this.sipCodec ? desc.codecs.find((c) => c.name.toLowerCase() === this.sipCodec!.toLowerCase()) : undefined)
+      ?? desc.codecs.find((c) => this.ctx.sipCodecs.some((n) => n.toLowerCase() === c.name.toLowerCase()));
     if (!codec) return `no common codec (far end offers ${desc.codecs.map((c) => c.name).join(', ') || 'none'})`;
+    const next = normaliseCodecName(codec.name);
+    // The bridge follows a change between the G.711 laws when it transcodes (it re-encodes
+    // every frame anyway); any other change would need another bridge: refused, the call
+    // keeps its media (a re-offer gets 488) instead of going on with audio decoded as noise.
+    if (this.bridge && this.sipCodec && next !== this.sipCodec && !(this.bridgeBrowserOpus && next !== 'opus' && this.sipCodec !== 'opus')) {
+      return `codec change from ${this.sipCodec} to ${next} mid-call is not supported`;
+    }
     let srtp: { local: SdesCrypto; remote: SdesCrypto } | undefined;
     if (desc.crypto.length > 0 && this.ctx.srtp !== 'off') {
       for (const line of desc.crypto) {
@@ -257,12 +271,13 @@ export abstract class CallBase extends EventEmitter<CallEvents> {
     this.activeSrtp = srtp ?? null;
     const te = telephoneEventFor(desc, codec.clockRate);
     this.heldRemotely = desc.direction === 'sendonly' || desc.direction === 'inactive';
+    this.sipCodec = next;
     this.sipLeg.setRemote({
       address: desc.address,
       port: desc.port,
       rtcpPort: desc.rtcpPort,
       rtcpMux: desc.rtcpMux,
-      codec: normaliseCodecName(codec.name),
+      codec: next,
       payloadType: codec.payloadType,
       ptime: desc.ptime,
       telephoneEventPayloadType: te?.payloadType,
@@ -374,7 +389,9 @@ export abstract class CallBase extends EventEmitter<CallEvents> {
       advertisedHost: this.sipLeg.localAddress,
       port: this.sipLeg.localPort,
       srtp: this.ctx.srtp,
-      codecs: this.ctx.sipCodecs,
+      // Once a codec runs, our re-offers list it first and our answers keep it where offered.
+      codecs: this.sipCodec ? [this.sipCodec, ...this.ctx.sipCodecs.filter((c) => c !== this.sipCodec)] : this.ctx.sipCodecs,
+      keepCodec: this.sipCodec ?? undefined,
       sessionId: this.id.replace(/\D/g, '').slice(0, 12) || '1',
       sessionVersion: this.sdpVersion++,
       direction,
@@ -413,6 +430,7 @@ export abstract class CallBase extends EventEmitter<CallEvents> {
   protected startBridge(browser: BrowserLeg): void {
     if (this.bridge || !this.sipLeg) return;
     this.bridge = this.ctx.media.createBridge(browser, this.sipLeg, { callId: this.id });
+    this.bridgeBrowserOpus = browser.sendCodec === 'opus';
     this.bridge.onDtmf((ev) => {
       if (ev.from === 'sip') this.emit('dtmf', ev.digit);
     });

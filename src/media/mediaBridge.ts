@@ -120,7 +120,7 @@ export class MediaBridge extends EventEmitter<BridgeEvents> {
     this.browserPt = browserPcmu ? browser.pcmuPayloadType ?? 0 : browser.opusPayloadType ?? 111;
     this.browserClock = browserPcmu ? 8000 : 48000;
     this.browserRx = new ReceiveStats(this.browserClock);
-    this.sipFrameSamples = Math.max(1, Math.round(((remote?.ptime ?? 20) / 20))) * 160;
+    this.sipFrameSamples = sipFrameSamplesFor(remote?.ptime);
     if (this.mode === 'transcode') {
       this.toSip = new OpusToG711(law);
       this.toBrowser = new G711ToOpus(law, { complexity: opts.opusComplexity });
@@ -141,7 +141,23 @@ export class MediaBridge extends EventEmitter<BridgeEvents> {
     // each would wait in the reorder stage for a "missing" packet.
     sip.on('nonAudio', (pkt) => this.sipReorder.push(pkt, false));
     sip.on('dtmf', (ev) => this.emit('dtmf', { digit: ev.digit, from: 'sip' }));
+    sip.on('remote', () => this.followSipLaw());
     opts.logger.debug({ mode: this.mode, sipCodec, browserCodec: browser.sendCodec }, 'media bridge up');
+  }
+
+  /**
+   * A re-INVITE moved the trunk between PCMU and PCMA: the transcoders switch law (the calls
+   * layer refuses every other codec change while a bridge runs).
+   */
+  private followSipLaw(): void {
+    const codec = this.sip.remote?.codec;
+    if (this.closed || this.mode !== 'transcode' || (codec !== 'PCMU' && codec !== 'PCMA')) return;
+    const law: G711Law = codec === 'PCMA' ? 'pcma' : 'pcmu';
+    if (this.toSip!.law === law) return;
+    this.toSip!.law = law;
+    this.toBrowser!.law = law;
+    this.silenceFrame = null;
+    this.opts.logger.info({ law }, 'SIP side switched G.711 law');
   }
 
   get isTranscoding(): boolean {
@@ -342,4 +358,14 @@ export class MediaBridge extends EventEmitter<BridgeEvents> {
     this.toBrowser = null;
     this.removeAllListeners();
   }
+}
+
+/**
+ * Samples per packet toward the trunk for its a=ptime: G.711 frames in steps of 10 ms, from
+ * 10 to 120 ms (8 samples a millisecond). 30 ms is common on carrier trunks; rounding to 20 ms
+ * steps sent it 40 ms packets.
+ */
+export function sipFrameSamplesFor(ptime: number | undefined): number {
+  const ms = ptime && Number.isFinite(ptime) ? Math.min(120, Math.max(10, Math.round(ptime / 10) * 10)) : 20;
+  return ms * 8;
 }

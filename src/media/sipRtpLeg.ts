@@ -29,6 +29,8 @@ export interface SipLegEvents {
   /** A packet of the stream that is not audio (telephone-event, comfort noise): it takes a sequence number. */
   nonAudio: [pkt: RtpPacketView];
   dtmf: [ev: { digit: string; durationMs: number }];
+  /** setRemote() took new parameters (a re-INVITE): the bridge follows a codec change. */
+  remote: [];
   inactive: [];
   closed: [];
 }
@@ -115,6 +117,7 @@ export class SipRtpLeg extends EventEmitter<SipLegEvents> {
       this.inactivityTimer = setInterval(() => this.checkInactivity(), check);
     }
     if (!this.rtcpTimer) this.rtcpTimer = setInterval(() => this.sendReport(), RTCP_INTERVAL_MS);
+    this.emit('remote');
   }
 
   /** SipLegHandle's events (plane.ts). */

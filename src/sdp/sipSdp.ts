@@ -38,6 +38,8 @@ export interface SipSdpOptions {
   srtp: 'off' | 'optional' | 'mandatory';
   localCrypto?: SdesCrypto[];
   codecs: SipCodecName[];
+  /** An answer takes this codec when the offer lists it (mid-call: the one in use), else the first offered we support. */
+  keepCodec?: SipCodecName;
   ptime?: number;
   sessionId?: string;
   sessionVersion?: number;
@@ -73,7 +75,8 @@ export function buildSipOffer(o: SipSdpOptions): string {
  * audio stream is rejected with port 0 (RFC 3264 §6) rather than answered with a bogus m-line.
  */
 export function buildSipAnswer(offer: SipMediaDescription, o: SipSdpOptions): string {
-  const chosen = offer.codecs.find((c) => o.codecs.some((n) => n.toLowerCase() === c.name.toLowerCase()));
+  const chosen = (o.keepCodec ? offer.codecs.find((c) => c.name.toLowerCase() === o.keepCodec!.toLowerCase()) : undefined)
+    ?? offer.codecs.find((c) => o.codecs.some((n) => n.toLowerCase() === c.name.toLowerCase()));
   const crypto = o.srtp === 'off' ? [] : o.localCrypto ?? [];
   const savp = offer.profile.includes('SAVP');
   if (!chosen || (savp && crypto.length === 0)) return buildRejection(o, offer);

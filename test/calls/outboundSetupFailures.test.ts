@@ -31,6 +31,7 @@
  */
 import { after, test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
+import dgram from 'node:dgram';
 import { readFileSync } from 'node:fs';
 import pino from 'pino';
 import WebSocket from 'ws';
@@ -42,6 +43,8 @@ import type { IcePortPool } from '../../src/webrtc/icePortPool';
 import { startGateway } from '../support/gateway';
 import { browserOffer, openTab, until, type Msg, type Tab } from '../support/tabs';
 import { startStunResponder } from '../../bench/stunResponder';
+import { OpusEncoder } from '../../src/media/codecs';
+import { parseRtp } from '../../src/media/rtp';
 
 const SECRET = 'outbound-setup-failures-secret-0123456789';
 const stun = startStunResponder();
@@ -67,7 +70,7 @@ interface Rig {
  * A gateway on `base` whose trunk (a UA on base+3) answers each INVITE with `answer`; `ports`
  * replaces the RTP and WebRTC ranges.
  */
-async function rig(t: TestContext, base: number, answer: (inv: ServerInvite) => void, ports?: { rtp: [number, number]; webrtc: [number, number] }): Promise<Rig> {
+async function rig(t: TestContext, base: number, answer: (inv: ServerInvite) => void, ports?: { rtp: [number, number]; webrtc: [number, number] }, trunkCodecs: Array<'PCMU' | 'PCMA' | 'opus'> = ['PCMU']): Promise<Rig> {
   const sockets: WebSocket[] = [];
   const invites: ServerInvite[] = [];
   const trunk = new SipUserAgent({ transports: [{ protocol: 'udp', host: '127.0.0.1', port: base + 3 }], logger: pino({ level: 'silent' }) });
@@ -75,7 +78,7 @@ async function rig(t: TestContext, base: number, answer: (inv: ServerInvite) => 
   const gw = await startGateway(base, {
     auth: { mode: 'token', hs256Secret: SECRET },
     demo: { enabled: false },
-    trunk: { uri: `sip:127.0.0.1:${base + 3}`, srtp: 'off', codecs: ['PCMU'], sourceCidrs: ['127.0.0.1/32'] },
+    trunk: { uri: `sip:127.0.0.1:${base + 3}`, srtp: 'off', codecs: trunkCodecs, sourceCidrs: ['127.0.0.1/32'] },
     dialplan: { allow: ['+1555*'] },
     // workers: 0, whatever GW_TEST_MEDIA_WORKERS says: these tests look inside the in-thread MediaEngine.
     media: { host: '127.0.0.1', portRange: ports?.rtp ?? [base + 6, base + 9], inactivityTimeoutSec: 60, workers: 0 },
@@ -348,6 +351,53 @@ test('the trunk re-offers other codecs and payload types on an answered outbound
   // A re-offer that only receives (recvonly) is answered sendonly (RFC 3264 §6.1), not sendrecv.
   const onlyReceives = await trunkDialog!.reinvite(reoffer.replace('a=sendrecv', 'a=recvonly'));
   assert.match(onlyReceives.body, /^a=sendonly\r$/m, onlyReceives.body);
+  alice.ws.send(JSON.stringify({ type: 'hangup', callId: calling.callId }));
+  await until(() => r.gw.gateway.activeCalls === 0, 'the call ended');
+});
+
+test('mid-call codec changes: a re-offer listing PCMA first keeps PCMU; one with PCMA only switches the bridge\'s law (PCMA on the wire); one with Opus only gets 488 and the call keeps its media', async (t) => {
+  const BASE = 22930; // 22930-22941
+  let trunkDialog: import('../../src/sip').Dialog | null = null;
+  const r = await rig(t, BASE, (inv) => { trunkDialog = inv.accept(trunkSdp(BASE)); }, undefined, ['PCMU', 'PCMA', 'opus']);
+  const wire = dgram.createSocket('udp4'); // the trunk's RTP address in its SDP
+  const got: Buffer[] = [];
+  wire.on('message', (m) => got.push(m));
+  await new Promise<void>((res) => wire.bind(BASE + 4, '127.0.0.1', () => res()));
+  t.after(() => wire.close());
+  const alice = await r.tab('alice');
+  alice.ws.send(JSON.stringify({ type: 'call', to: '+15551000091', ref: 'codecs', sdp: await offer() }));
+  const calling = await message(alice, ['calling', 'error', 'ended']);
+  assert.equal(calling.type, 'calling', JSON.stringify(calling));
+  await message(alice, ['answered']);
+  await until(() => trunkDialog?.state === 'confirmed', 'the trunk\'s dialog confirmed');
+  const sdpWith = (fmts: string, maps: string[], v: number) => `v=0\r\no=- 2 ${v} IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio ${BASE + 4} RTP/AVP ${fmts}\r\n${maps.map((m) => `a=rtpmap:${m}\r\n`).join('')}a=sendrecv\r\n`;
+  const kept = await trunkDialog!.reinvite(sdpWith('8 0', ['8 PCMA/8000', '0 PCMU/8000'], 3));
+  assert.equal(kept.status, 200);
+  assert.match(kept.body, /^m=audio \d+ RTP\/AVP 0\r$/m, `PCMU kept: ${kept.body}`);
+  // The bridge (Opus from the browser, G.711 to the trunk) as the calls layer made it.
+  const bridges = [...(r.media()['bridges'] as Set<{ bridge: unknown }>)];
+  assert.equal(bridges.length, 1);
+  const bridge = bridges[0].bridge as { fromBrowser(pkt: unknown): void };
+  const enc = new OpusEncoder({ sampleRate: 48000, complexity: 1, bitrate: 24000 });
+  t.after(() => enc.delete());
+  let seq = 1;
+  // Silence from the browser: G.711 says it as 0xFF/0x7F in PCMU, 0xD5/0x55 in PCMA.
+  const speak = () => bridge.fromBrowser({ payloadType: 111, sequenceNumber: seq, timestamp: seq++ * 960, marker: false, ssrc: 0xabc, payload: enc.encode(new Int16Array(960)) });
+  const lastPayload = async () => { const n = got.length; speak(); await until(() => got.length > n, 'a packet at the trunk'); return parseRtp(got[got.length - 1])!; };
+  const before = await lastPayload();
+  assert.equal(before.payloadType, 0);
+  assert.ok(before.payload.every((b) => b === 0xff || b === 0x7f), 'PCMU silence');
+  const switched = await trunkDialog!.reinvite(sdpWith('8', ['8 PCMA/8000'], 4));
+  assert.equal(switched.status, 200);
+  assert.match(switched.body, /^m=audio \d+ RTP\/AVP 8\r$/m, switched.body);
+  const after = await lastPayload();
+  assert.equal(after.payloadType, 8);
+  assert.ok(after.payload.every((b) => b === 0xd5 || b === 0x55), `PCMA silence, got ${after.payload.subarray(0, 8).toString('hex')}`);
+  // Opus only: another bridge would be needed. 488; the media stays PCMA.
+  const refused = await trunkDialog!.reinvite(sdpWith('111', ['111 opus/48000/2'], 5));
+  assert.equal(refused.status, 488);
+  const still = await lastPayload();
+  assert.equal(still.payloadType, 8);
   alice.ws.send(JSON.stringify({ type: 'hangup', callId: calling.callId }));
   await until(() => r.gw.gateway.activeCalls === 0, 'the call ended');
 });

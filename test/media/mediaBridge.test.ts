@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import pino from 'pino';
 import { MediaEngine, type BrowserMediaPort } from '../../src/media';
 import { OpusDecoder, OpusEncoder, pcmuEncode } from '../../src/media/codecs';
-import type { ReceptionReport } from '../../src/media/mediaBridge';
+import { sipFrameSamplesFor, type ReceptionReport } from '../../src/media/mediaBridge';
 import { buildRtp, parseRtp, type RtpPacketView } from '../../src/media/rtp';
 import { CdrWriter } from '../../src/observability/cdr';
 import { until } from '../support/tabs';
@@ -175,6 +175,45 @@ test('a gap in the browser\'s Opus: PLC for all but the last lost frame, FEC fro
     assert.deepEqual(atTrunk[10].payload, Buffer.from(pcmuEncode(twin.decodeFec(packets[11]))));
     assert.deepEqual(atTrunk[11].payload, Buffer.from(pcmuEncode(twin.decode(packets[11]))));
     twin.delete();
+    bridge.close();
+  } finally {
+    enc.delete();
+    leg.close();
+    trunk.close();
+    await engine.close();
+  }
+});
+
+test('a trunk with a=ptime:30: 30 ms PCMU packets to it, its 30 ms frames re-framed into 20 ms Opus for the browser, both timelines continuous', async () => {
+  assert.deepEqual([undefined, 10, 20, 30, 40, 60, 0, 1000].map((p) => sipFrameSamplesFor(p)), [160, 80, 160, 240, 320, 480, 160, 960]);
+  const engine = new MediaEngine({ bindHost: '127.0.0.1', advertisedHost: '127.0.0.1', portRange: [22920, 22929], logger });
+  const leg = await engine.createSipLeg({ callId: 'ptime30' });
+  const trunk = dgram.createSocket('udp4');
+  await new Promise<void>((r) => trunk.bind(0, '127.0.0.1', () => r()));
+  const atTrunk: RtpPacketView[] = [];
+  trunk.on('message', (m) => { const p = parseRtp(m); if (p && p.payloadType === 0) atTrunk.push({ ...p, payload: Buffer.from(p.payload) }); });
+  const browser = opusBrowser();
+  const toBrowser: RtpPacketView[] = [];
+  browser.sendRtp = (pkt) => toBrowser.push({ ...pkt, payload: Buffer.from(pkt.payload) });
+  const enc = new OpusEncoder({ sampleRate: 48000, complexity: 1, bitrate: 24000 });
+  try {
+    leg.setRemote({ address: '127.0.0.1', port: trunk.address().port, codec: 'PCMU', payloadType: 0, ptime: 30 });
+    const bridge = engine.createBridge(browser, leg, { callId: 'ptime30' }).bridge;
+    assert.equal(bridge.isTranscoding, true);
+    // Browser → trunk: 12 Opus frames of 20 ms = 240 ms = 8 packets of 30 ms.
+    for (let f = 0; f < 12; f++) browser.deliver({ payloadType: 111, sequenceNumber: 100 + f, timestamp: f * 960, marker: false, ssrc: 0xb0b, payload: enc.encode(voiced(f)) });
+    await until(() => atTrunk.length >= 8, 'eight 30 ms packets at the trunk');
+    assert.ok(atTrunk.every((p) => p.payload.length === 240), `sizes ${atTrunk.map((p) => p.payload.length).join(',')}`);
+    const ts = atTrunk.map((p) => p.timestamp);
+    assert.deepEqual(ts.slice(1).map((t, i) => (t - ts[i]) >>> 0), Array(7).fill(240));
+    // Trunk → browser: 6 packets of 30 ms = 180 ms = 9 Opus frames of 20 ms.
+    for (let i = 0; i < 6; i++) trunk.send(buildRtp(0, 1 + i, i * 240, 0x3030, pcmuEncode(voiced(i).subarray(0, 240))), leg.localPort, '127.0.0.1');
+    await until(() => toBrowser.length >= 9, 'nine 20 ms Opus frames for the browser');
+    await sleep(60);
+    assert.equal(toBrowser.length, 9);
+    assert.deepEqual(toBrowser.slice(1).map((p, i) => [(p.sequenceNumber - toBrowser[i].sequenceNumber) & 0xffff, (p.timestamp - toBrowser[i].timestamp) >>> 0]), Array(8).fill([1, 960]));
+    const dec = new OpusDecoder({ sampleRate: 48000 });
+    try { for (const p of toBrowser) assert.equal(dec.decode(p.payload).length, 960, 'each Opus packet holds 20 ms'); } finally { dec.delete(); }
     bridge.close();
   } finally {
     enc.delete();

@@ -9,14 +9,16 @@ export type G711Law = 'pcmu' | 'pcma';
  */
 export class OpusToG711 {
   private readonly decoder = new OpusDecoder({ sampleRate: 8000, channels: 1 });
-  private readonly out = Buffer.alloc(160);
+  /** Output for one frame of the trunk's ptime (160 bytes at 20 ms), resized when the ptime changes. */
+  private out = Buffer.alloc(160);
   malformed = 0;
   /** Frames synthesised by PLC (lost, or malformed). */
   concealed = 0;
   /** Lost frames rebuilt from the in-band FEC data of the packet after them. */
   fecRecovered = 0;
 
-  constructor(readonly law: G711Law) {}
+  /** May change mid-call (a re-INVITE from PCMU to PCMA): the decoder's state carries on. */
+  constructor(public law: G711Law) {}
 
   /** Decodes one Opus payload (null = lost: conceal) to 8 kHz PCM (a view, valid until the next call). */
   decode(payload: Uint8Array | null): Int16Array {
@@ -47,10 +49,10 @@ export class OpusToG711 {
     return this.decode(null);
   }
 
-  /** 160 PCM samples (20 ms at 8 kHz) → G.711 bytes (a reused buffer: copy before keeping). */
+  /** One frame of PCM (160 samples at 20 ms, 240 at 30 …) → G.711 bytes (a reused buffer: copy before keeping). */
   encodeG711(pcm: Int16Array): Buffer {
-    const out = pcm.length === 160 ? this.out : Buffer.allocUnsafe(pcm.length);
-    return this.law === 'pcmu' ? pcmuEncode(pcm, out) : pcmaEncode(pcm, out);
+    if (this.out.length !== pcm.length) this.out = Buffer.alloc(pcm.length);
+    return this.law === 'pcmu' ? pcmuEncode(pcm, this.out) : pcmaEncode(pcm, this.out);
   }
 
   close(): void {
@@ -61,15 +63,18 @@ export class OpusToG711 {
 /** SIP-side G.711 → Opus for the browser, encoded from 8 kHz input. */
 export class G711ToOpus {
   private readonly encoder: OpusEncoder;
-  private readonly pcm = new Int16Array(160);
+  /** PCM of one trunk frame (160 samples at 20 ms), resized when the trunk's ptime changes. */
+  private pcm = new Int16Array(160);
 
-  constructor(readonly law: G711Law, opts: { complexity?: number; bitrate?: number } = {}) {
+  /** May change mid-call (a re-INVITE from PCMU to PCMA): the encoder's state carries on. */
+  constructor(public law: G711Law, opts: { complexity?: number; bitrate?: number } = {}) {
     this.encoder = new OpusEncoder({ sampleRate: 8000, channels: 1, application: 'voip', complexity: opts.complexity ?? OPUS_DEFAULT_COMPLEXITY, bitrate: opts.bitrate ?? OPUS_DEFAULT_BITRATE, fec: true, packetLossPercent: 5 });
   }
 
+  /** One G.711 frame → PCM (a reused buffer, valid until the next call). */
   decodeG711(data: Uint8Array): Int16Array {
-    const out = data.length === 160 ? this.pcm : new Int16Array(data.length);
-    return this.law === 'pcmu' ? pcmuDecode(data, out) : pcmaDecode(data, out);
+    if (this.pcm.length !== data.length) this.pcm = new Int16Array(data.length);
+    return this.law === 'pcmu' ? pcmuDecode(data, this.pcm) : pcmaDecode(data, this.pcm);
   }
 
   /** One 20 ms frame of 8 kHz PCM (160 samples) → Opus packet. */
