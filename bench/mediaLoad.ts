@@ -8,7 +8,7 @@
  * per call.
  */
 import { fork, type ChildProcess } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { monitorEventLoopDelay, performance as nodePerformance } from 'node:perf_hooks';
@@ -41,8 +41,17 @@ export interface MediaLoadResult {
   loadGenLoopDelayMaxMs: number;
   /** The load generator's CPU in the measured window, as a share of one core (it shares the machine). */
   loadGenCoreShare: number;
+  /**
+   * Share of the packets lost inside the gateway per direction: the larger of what the far end
+   * missed (sent − received) and what the kernel dropped at the gateway's receiving sockets (full
+   * buffers: it read too slowly). Both are needed: a transcoding bridge fills every gap (PLC,
+   * FEC or silence), so the far ends see no shortfall for packets it never read; pass-through
+   * forwards packet by packet, so there a socket drop is also a shortfall.
+   */
   lostToSip: number;
   lostToBrowser: number;
+  /** Datagrams the kernel dropped at the gateway's sockets in the window: its browser-side (WebRTC) and its SIP-side ports. */
+  socketDrops: { browserSide: number; sipSide: number };
   sentPerDirection: number;
   latencyToSipMs: { p50: number; p99: number };
   latencyToBrowserMs: { p50: number; p99: number };
@@ -73,6 +82,23 @@ function request<T>(child: ChildProcess, msg: object, reply: string, timeoutMs =
     child.once('exit', onExit);
     child.send(msg);
   });
+}
+
+/**
+ * Datagrams the kernel dropped at the UDP sockets bound to ports in `range` (the `drops` column of
+ * /proc/net/udp: receive buffer full). 0 where /proc is not Linux's.
+ */
+function udpSocketDrops(range: [number, number]): number {
+  let text: string;
+  try { text = readFileSync('/proc/net/udp', 'utf8'); } catch { return 0; }
+  let drops = 0;
+  for (const line of text.split('\n').slice(1)) {
+    const cols = line.trim().split(/\s+/);
+    if (cols.length < 13) continue;
+    const port = parseInt(cols[1].split(':')[1] ?? '', 16);
+    if (port >= range[0] && port <= range[1]) drops += Number(cols[cols.length - 1]) || 0;
+  }
+  return drops;
 }
 
 function post(session: Session, method: string): Promise<unknown> {
@@ -155,11 +181,13 @@ export async function mediaLoad(calls: number, mode: 'transcode' | 'passthrough'
     const profiler = profDir ? await startProfile() : null;
     const workerThreads = gateway['media'] instanceof WorkerMediaPlane ? gateway['media'].threads : [];
     const elu0 = { main: nodePerformance.eventLoopUtilization(), workers: workerThreads.map((t) => t.performance.eventLoopUtilization()) };
+    const drops0 = { browserSide: udpSocketDrops(webrtcPorts), sipSide: udpSocketDrops(mediaPorts) };
     const cpu0 = process.cpuUsage();
     const w0 = performance.now();
     await new Promise((r) => setTimeout(r, seconds * 1000));
     const cpu = process.cpuUsage(cpu0);
     const windowTo = Date.now();
+    const socketDrops = { browserSide: udpSocketDrops(webrtcPorts) - drops0.browserSide, sipSide: udpSocketDrops(mediaPorts) - drops0.sipSide };
     const busyShare = {
       main: nodePerformance.eventLoopUtilization(elu0.main).utilization,
       workers: workerThreads.map((t, i) => t.performance.eventLoopUtilization(elu0.workers[i]).utilization),
@@ -179,6 +207,8 @@ export async function mediaLoad(calls: number, mode: 'transcode' | 'passthrough'
     }
     const none = { p50: NaN, p99: NaN, n: 0 };
     const withheldIfLost = (p: Percentiles, lost: boolean) => (lost ? none : p);
+    const lostToSip = Math.max(s.sentB - s.recvT, socketDrops.browserSide);
+    const lostToBrowser = Math.max(s.sentT - s.recvB, socketDrops.sipSide);
     const cpuMs = (cpu.user + cpu.system) / 1000;
     return {
       mode,
@@ -193,13 +223,14 @@ export async function mediaLoad(calls: number, mode: 'transcode' | 'passthrough'
       busyShare,
       loadGenLoopDelayMaxMs: s.genLoopMaxMs,
       loadGenCoreShare: s.genCoreShare,
-      lostToSip: (s.sentB - s.recvT) / Math.max(1, s.sentB),
-      lostToBrowser: (s.sentT - s.recvB) / Math.max(1, s.sentT),
+      lostToSip: lostToSip / Math.max(1, s.sentB),
+      lostToBrowser: lostToBrowser / Math.max(1, s.sentT),
+      socketDrops,
       sentPerDirection: s.sentB,
       latencyToSipMs: fromIpc(s.latBT),
       latencyToBrowserMs: fromIpc(s.latTB),
-      addedToSipMs: typeof added === 'string' ? none : withheldIfLost(added.toSip, s.sentB !== s.recvT),
-      addedToBrowserMs: typeof added === 'string' ? none : withheldIfLost(added.toBrowser, s.sentT !== s.recvB),
+      addedToSipMs: typeof added === 'string' ? none : withheldIfLost(added.toSip, lostToSip !== 0),
+      addedToBrowserMs: typeof added === 'string' ? none : withheldIfLost(added.toBrowser, lostToBrowser !== 0),
       addedUnavailable: typeof added === 'string' ? added : undefined,
       memoryPerCallMB: { rss: (mem1.rss - mem0.rss) / calls / 1e6, heap: (mem1.heap - mem0.heap) / calls / 1e6 },
       connectAllMs: opts.allAtOnce ? { p50: conn.perCall.p50, p99: conn.perCall.p99, last: conn.ms, phasesP50: conn.phasesP50 } : undefined,
