@@ -12,11 +12,12 @@ import assert from 'node:assert/strict';
 import dgram from 'node:dgram';
 import pino from 'pino';
 import { MediaEngine, type BrowserMediaPort, type SipRtpLeg } from '../../src/media';
-import { OpusEncoder } from '../../src/media/codecs';
+import { OpusEncoder, pcmuDecode } from '../../src/media/codecs';
 import { buildRtp, parseRtp, type RtpPacketView } from '../../src/media/rtp';
 import { decodeTelephoneEvent, DtmfReceiver, encodeTelephoneEvent } from '../../src/media/dtmf';
 import { generateSdesCrypto, SrtpSession, type SdesCrypto } from '../../src/media/srtp';
 import { until } from '../support/tabs';
+import { toneRatio } from '../support/audio';
 
 const logger = pino({ level: 'silent' });
 const ROUNDS = 3000;
@@ -151,12 +152,12 @@ test('a SIP leg (plain, SDES-SRTP, rtcp-mux) takes thousands of bad RTP and RTCP
   assert.equal(engine.usage.portsAllocated, 0, 'every port pair back');
 });
 
-test('the bridge takes random Opus payloads and unknown payload types from the browser without throwing, and keeps sending PCMU', async () => {
+test('the bridge takes random Opus payloads and unknown payload types from the browser without throwing, and its audio after them is right', async () => {
   const engine = new MediaEngine({ bindHost: '127.0.0.1', advertisedHost: '127.0.0.1', portRange: [22740, 22759], logger });
   const trunk = dgram.createSocket('udp4');
   await new Promise<void>((res) => trunk.bind(0, '127.0.0.1', () => res()));
-  let atTrunk = 0;
-  trunk.on('message', (m) => { if (parseRtp(m)?.payloadType === 0) atTrunk++; });
+  const atTrunk: Buffer[] = [];
+  trunk.on('message', (m) => { const p = parseRtp(m); if (p?.payloadType === 0) atTrunk.push(Buffer.from(p.payload)); });
   let listener: ((pkt: RtpPacketView) => void) | null = null;
   const browser: BrowserMediaPort = {
     opusPayloadType: 111, pcmuPayloadType: null, telephoneEventPayloadType: 126, sendCodec: 'opus',
@@ -176,9 +177,17 @@ test('the bridge takes random Opus payloads and unknown payload types from the b
       const pkt = { payloadType: pt, sequenceNumber: i, timestamp: i * 960, marker: false, ssrc: 0x3333, payload };
       assert.doesNotThrow(() => listener!(pkt), `packet ${i}: PT ${pt}, ${payload.toString('hex')}`);
     }
-    const sentBefore = atTrunk;
-    for (let i = 600; i < 610; i++) listener!({ payloadType: 111, sequenceNumber: i, timestamp: i * 960, marker: false, ssrc: 0x3333, payload: good });
-    await until(() => atTrunk >= sentBefore + 10, 'PCMU at the trunk for the good packets after the noise');
+    // The noise itself yields PCMU too (concealment): wait until all of it is in, then a
+    // 1 kHz tone must come out as a 1 kHz tone.
+    let seen = -1;
+    await until(() => { const same = seen === atTrunk.length; seen = atTrunk.length; return same; }, 'the PCMU made of the noise');
+    const fromNoise = atTrunk.length;
+    const tone = (f: number) => Int16Array.from({ length: 960 }, (_, i) => Math.round(8000 * Math.sin((2 * Math.PI * 1000 * (f * 960 + i)) / 48000)));
+    for (let i = 600; i < 625; i++) listener!({ payloadType: 111, sequenceNumber: i, timestamp: i * 960, marker: false, ssrc: 0x3333, payload: enc.encode(tone(i)) });
+    await until(() => atTrunk.length >= fromNoise + 25, 'PCMU at the trunk for the good packets after the noise');
+    const last = pcmuDecode(Buffer.concat(atTrunk.slice(-10)));
+    const ratio = toneRatio(last, 8000, 1000);
+    assert.ok(ratio > 0.8, `the tone after the noise: 1 kHz ratio ${ratio.toFixed(3)}`);
     assert.ok(bridge.stats().browser.dropped > 0, 'unknown payload types were dropped and counted');
   } finally {
     enc.delete();
