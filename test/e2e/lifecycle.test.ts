@@ -3,7 +3,6 @@ import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, existsSync } from 'node:fs';
 import { createServer } from 'node:net';
-import dgram from 'node:dgram';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
@@ -74,19 +73,6 @@ async function startTrunk(): Promise<void> {
   await trunk.start();
 }
 
-async function portFree(port: number, kind: 'tcp' | 'udp'): Promise<boolean> {
-  return new Promise((resolve) => {
-    if (kind === 'tcp') {
-      const s = createServer();
-      s.once('error', () => resolve(false));
-      s.listen(port, '127.0.0.1', () => s.close(() => resolve(true)));
-    } else {
-      const s = dgram.createSocket('udp4');
-      s.once('error', () => resolve(false));
-      s.bind(port, '127.0.0.1', () => s.close(() => resolve(true)));
-    }
-  });
-}
 
 before(async () => {
   assert.ok(existsSync(join(__dirname, '../../dist/src/main.js')), 'run the build first (npm test does)');
@@ -120,7 +106,10 @@ test('healthz, and readyz following the trunk\'s OPTIONS reachability', async ()
   assert.equal((await gw.exited).code, 0);
 });
 
-test('SIGTERM with a call up: no new calls, the call drains then gets BYE, CDR written, exit 0, ports freed', async () => {
+// That stop() closes every socket is shown on an in-process gateway (stopReleases.test.ts): once
+// a process has exited the kernel has closed its sockets anyway, so probing its ports here would
+// prove nothing.
+test('SIGTERM with a call up: no new calls, the call drains then gets BYE, CDR written, exit 0', async () => {
   const { gw, page } = await startWithEchoCall();
 
   const t0 = Date.now();
@@ -151,7 +140,6 @@ test('SIGTERM with a call up: no new calls, the call drains then gets BYE, CDR w
   assert.equal(last.to, '1000');
   assert.equal(last.cause, 'shutdown');
   assert.ok(last.answerTime && last.endTime);
-  for (const [port, kind] of [[BASE, 'tcp'], [BASE + 1, 'udp'], [BASE + 2, 'udp']] as const) assert.ok(await portFree(port, kind), `${kind} ${port} released`);
   // Logs are JSON with the call id on the call's lines.
   const lines = gw.output().trim().split('\n').map((l) => JSON.parse(l));
   const answered = lines.find((l) => l.msg === 'call answered');
@@ -169,7 +157,7 @@ test('a second signal exits at once, without waiting for the drain', async () =>
   await page.close();
 });
 
-test('a port already in use stops the start with one clear line and exit 1, leaving nothing bound', async () => {
+test('a port already in use stops the start with one clear line and exit 1 (what it had bound is released: stopReleases.test.ts)', async () => {
   const blocker = createServer();
   await new Promise<void>((r) => blocker.listen(BASE, '127.0.0.1', () => r()));
   try {
@@ -180,7 +168,6 @@ test('a port already in use stops the start with one clear line and exit 1, leav
     const fatal = lines.map((l) => JSON.parse(l)).find((l) => l.level === 60);
     assert.match(fatal?.err ?? '', new RegExp(`cannot listen for HTTP on 127\\.0\\.0\\.1:${BASE}: EADDRINUSE`));
     assert.doesNotMatch(gw.output(), /\n\s+at /, 'no stack trace');
-    for (const [port, kind] of [[BASE + 1, 'udp'], [BASE + 2, 'udp']] as const) assert.ok(await portFree(port, kind), `${kind} ${port} released`);
   } finally {
     blocker.close();
   }
