@@ -87,8 +87,6 @@ export abstract class CallBase extends EventEmitter<CallEvents> {
   protected activeSrtp: { local: SdesCrypto; remote: SdesCrypto } | null = null;
   /** The codec the SIP leg runs now (none before the first SDP exchange). */
   protected sipCodec: 'PCMU' | 'PCMA' | 'opus' | null = null;
-  /** The bridge gets Opus from the browser (so it transcodes to and from a G.711 trunk). */
-  private bridgeBrowserOpus = false;
   /** Our 2xx to a re-INVITE without SDP carried an offer: its answer comes in the ACK. */
   private awaitingAckAnswer = false;
   protected heldLocally = false;
@@ -249,10 +247,10 @@ export abstract class CallBase extends EventEmitter<CallEvents> {
       ?? desc.codecs.find((c) => this.ctx.sipCodecs.some((n) => n.toLowerCase() === c.name.toLowerCase()));
     if (!codec) return `no common codec (far end offers ${desc.codecs.map((c) => c.name).join(', ') || 'none'})`;
     const next = normaliseCodecName(codec.name);
-    // The bridge follows a change between the G.711 laws when it transcodes (it re-encodes
-    // every frame anyway); any other change would need another bridge: refused, the call
-    // keeps its media (a re-offer gets 488) instead of going on with audio decoded as noise.
-    if (this.bridge && this.sipCodec && next !== this.sipCodec && !(this.bridgeBrowserOpus && next !== 'opus' && this.sipCodec !== 'opus')) {
+    // The bridge follows a change between the G.711 laws; a change to or from Opus would need
+    // another bridge: refused, the call keeps its media (a re-offer gets 488) instead of going
+    // on with audio decoded as noise.
+    if (this.bridge && this.sipCodec && next !== this.sipCodec && (next === 'opus' || this.sipCodec === 'opus')) {
       return `codec change from ${this.sipCodec} to ${next} mid-call is not supported`;
     }
     let srtp: { local: SdesCrypto; remote: SdesCrypto } | undefined;
@@ -430,7 +428,6 @@ export abstract class CallBase extends EventEmitter<CallEvents> {
   protected startBridge(browser: BrowserLeg): void {
     if (this.bridge || !this.sipLeg) return;
     this.bridge = this.ctx.media.createBridge(browser, this.sipLeg, { callId: this.id });
-    this.bridgeBrowserOpus = browser.sendCodec === 'opus';
     this.bridge.onDtmf((ev) => {
       if (ev.from === 'sip') this.emit('dtmf', ev.digit);
     });

@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events';
 import { randomInt } from 'node:crypto';
 import type { Logger } from 'pino';
-import { G711ToOpus, OpusToG711, opusFecStatus, pcmuEncode, type G711Law } from './codecs';
+import { G711ToOpus, OpusToG711, opusFecStatus, pcmaDecode, pcmaEncode, pcmuDecode, pcmuEncode, type G711Law } from './codecs';
 import type { RtpPacketView } from './rtp';
 import type { SipRtpLeg } from './sipRtpLeg';
 import { estimateMos, ReceiveStats, type LegStats } from './stats';
@@ -58,7 +58,13 @@ export interface BridgeEvents {
   dtmf: [ev: { digit: string; from: 'browser' | 'sip' }];
 }
 
-type Mode = 'transcode' | 'passthrough';
+/**
+ * passthrough: the same codec both sides (PCMU, or Opus). transcode: Opus from the browser,
+ * G.711 to the trunk. lawConvert: PCMU from the browser (webrtc.preferPcmu), PCMA to the trunk,
+ * sample by sample. unsupported: a G.711 browser and an Opus trunk (config refuses the setting
+ * that leads there; audio is dropped and counted rather than sent as noise).
+ */
+export type BridgeMode = 'transcode' | 'passthrough' | 'lawConvert' | 'unsupported';
 
 /** Frames we are willing to synthesise for a gap in the browser's stream. */
 const MAX_CONCEAL = 5;
@@ -72,7 +78,7 @@ let fecWarned = false;
  * stay continuous across hold/resume and far-end SSRC changes.
  */
 export class MediaBridge extends EventEmitter<BridgeEvents> {
-  private readonly mode: Mode;
+  private mode: BridgeMode;
   private toSip: OpusToG711 | null = null;
   private toBrowser: G711ToOpus | null = null;
   private readonly unsubscribe: () => void;
@@ -89,7 +95,10 @@ export class MediaBridge extends EventEmitter<BridgeEvents> {
   private browserSsrc: number | null = null;
   private sipFrame: Int16Array | null = null;
   private sipFrameFill = 0;
-  private readonly sipFrameSamples: number;
+  private sipFrameSamples: number;
+  /** lawConvert: G.711 bytes of the trunk's frame, and the browser's (reused). */
+  private lawOut: Buffer | null = null;
+  private readonly lawPcm = new Int16Array(960);
   // SIP → browser re-framing (trunk ptime may differ from our 20 ms)
   private readonly pcm20 = new Int16Array(160);
   private pcm20Fill = 0;
@@ -114,11 +123,11 @@ export class MediaBridge extends EventEmitter<BridgeEvents> {
     const remote = sip.remote;
     const sipCodec = remote?.codec ?? 'PCMU';
     const law: G711Law = sipCodec === 'PCMA' ? 'pcma' : 'pcmu';
-    const browserPcmu = browser.sendCodec === 'pcmu' && sipCodec === 'PCMU';
-    const bothOpus = browser.sendCodec === 'opus' && sipCodec === 'opus';
-    this.mode = browserPcmu || bothOpus ? 'passthrough' : 'transcode';
+    const browserPcmu = browser.sendCodec === 'pcmu';
+    this.mode = modeFor(browserPcmu, sipCodec);
     this.browserPt = browserPcmu ? browser.pcmuPayloadType ?? 0 : browser.opusPayloadType ?? 111;
     this.browserClock = browserPcmu ? 8000 : 48000;
+    if (this.mode === 'unsupported') opts.logger.error({ sipCodec, browserCodec: browser.sendCodec }, 'a browser sending G.711 cannot be bridged to an Opus trunk: audio dropped');
     this.browserRx = new ReceiveStats(this.browserClock);
     this.sipFrameSamples = sipFrameSamplesFor(remote?.ptime);
     if (this.mode === 'transcode') {
@@ -141,23 +150,38 @@ export class MediaBridge extends EventEmitter<BridgeEvents> {
     // each would wait in the reorder stage for a "missing" packet.
     sip.on('nonAudio', (pkt) => this.sipReorder.push(pkt, false));
     sip.on('dtmf', (ev) => this.emit('dtmf', { digit: ev.digit, from: 'sip' }));
-    sip.on('remote', () => this.followSipLaw());
+    sip.on('remote', () => this.followSipRemote());
     opts.logger.debug({ mode: this.mode, sipCodec, browserCodec: browser.sendCodec }, 'media bridge up');
   }
 
   /**
-   * A re-INVITE moved the trunk between PCMU and PCMA: the transcoders switch law (the calls
-   * layer refuses every other codec change while a bridge runs).
+   * A re-INVITE moved the trunk between PCMU and PCMA, or changed its ptime: the transcoders
+   * switch law, a PCMU browser goes between pass-through and law conversion, and packets toward
+   * the trunk take the new size (the calls layer refuses changes to or from Opus while a bridge
+   * runs).
    */
-  private followSipLaw(): void {
-    const codec = this.sip.remote?.codec;
-    if (this.closed || this.mode !== 'transcode' || (codec !== 'PCMU' && codec !== 'PCMA')) return;
-    const law: G711Law = codec === 'PCMA' ? 'pcma' : 'pcmu';
-    if (this.toSip!.law === law) return;
-    this.toSip!.law = law;
-    this.toBrowser!.law = law;
-    this.silenceFrame = null;
-    this.opts.logger.info({ law }, 'SIP side switched G.711 law');
+  private followSipRemote(): void {
+    const remote = this.sip.remote;
+    if (this.closed || !remote) return;
+    const frame = sipFrameSamplesFor(remote.ptime);
+    if (frame !== this.sipFrameSamples) {
+      this.sipFrameSamples = frame;
+      this.sipFrame = null; // a part-filled frame of the old size is dropped (at most one ptime)
+      this.sipFrameFill = 0;
+    }
+    if (remote.codec === 'opus') return;
+    const law: G711Law = remote.codec === 'PCMA' ? 'pcma' : 'pcmu';
+    if (this.mode === 'transcode') {
+      if (this.toSip!.law === law) return;
+      this.toSip!.law = law;
+      this.toBrowser!.law = law;
+      this.silenceFrame = null;
+    } else if (this.mode === 'passthrough' || this.mode === 'lawConvert') {
+      const mode = law === 'pcmu' ? 'passthrough' : 'lawConvert';
+      if (mode === this.mode) return;
+      this.mode = mode;
+    } else return;
+    this.opts.logger.info({ law, mode: this.mode }, 'SIP side switched G.711 law');
   }
 
   get isTranscoding(): boolean {
@@ -182,9 +206,22 @@ export class MediaBridge extends EventEmitter<BridgeEvents> {
     this.browserRx.onPacket(pkt.sequenceNumber, pkt.timestamp, pkt.payload.length, performance.now(), !isEvent);
     if (isEvent) { if (!this.browserDtmf.onPacket(pkt.timestamp, pkt.payload)) this.dropped++; return; }
     if (this.holdLocal || this.holdRemote) { this.lastBrowserSeq = pkt.sequenceNumber; return; }
-    if (this.mode === 'passthrough') {
+    if (this.mode === 'unsupported') { this.dropped++; return; }
+    if (this.mode === 'passthrough' || this.mode === 'lawConvert') {
       if (pkt.payloadType !== this.browserPt) { this.dropped++; return; }
-      this.sip.sendAudio(pkt.payload, this.browserClock === 8000 ? pkt.payload.length : 960, pkt.marker);
+      // Duplicates and late packets are dropped; a gap (packets lost on the way) is left in our
+      // numbering toward the trunk too, so its jitter buffer conceals it (PLC, Opus FEC).
+      let lost = 0;
+      if (this.lastBrowserSeq >= 0) {
+        const d = (pkt.sequenceNumber - this.lastBrowserSeq) & 0xffff;
+        if (d === 0 || d > 0x8000) { this.dropped++; return; }
+        lost = Math.min(d - 1, MAX_CONCEAL);
+      }
+      this.lastBrowserSeq = pkt.sequenceNumber;
+      const samples = this.browserClock === 8000 ? pkt.payload.length : 960;
+      if (lost > 0) this.sip.skipFrames(lost, samples);
+      if (this.mode === 'passthrough') this.sip.sendAudio(pkt.payload, samples, pkt.marker);
+      else this.pushToSip(pcmuDecode(pkt.payload, this.lawScratch(pkt.payload.length)));
       return;
     }
     if (pkt.payloadType !== this.browser.opusPayloadType) { this.dropped++; return; }
@@ -210,7 +247,7 @@ export class MediaBridge extends EventEmitter<BridgeEvents> {
   private pushToSip(pcm: Int16Array): void {
     if (pcm.length === 0) return;
     if (this.sipFrameSamples === pcm.length && this.sipFrameFill === 0) {
-      this.sip.sendAudio(this.toSip!.encodeG711(pcm), pcm.length);
+      this.sip.sendAudio(this.encodeForSip(pcm), pcm.length);
       return;
     }
     this.sipFrame ??= new Int16Array(this.sipFrameSamples);
@@ -221,10 +258,22 @@ export class MediaBridge extends EventEmitter<BridgeEvents> {
       this.sipFrameFill += n;
       off += n;
       if (this.sipFrameFill === this.sipFrameSamples) {
-        this.sip.sendAudio(this.toSip!.encodeG711(this.sipFrame), this.sipFrameSamples);
+        this.sip.sendAudio(this.encodeForSip(this.sipFrame), this.sipFrameSamples);
         this.sipFrameFill = 0;
       }
     }
+  }
+
+  /** One frame of PCM in the trunk's G.711 law (a reused buffer: the leg copies it into its packet). */
+  private encodeForSip(pcm: Int16Array): Buffer {
+    if (this.toSip) return this.toSip.encodeG711(pcm);
+    if (!this.lawOut || this.lawOut.length !== pcm.length) this.lawOut = Buffer.alloc(pcm.length);
+    return this.sip.remote?.codec === 'PCMA' ? pcmaEncode(pcm, this.lawOut) : pcmuEncode(pcm, this.lawOut);
+  }
+
+  /** lawConvert: PCM scratch for one G.711 frame (frames past 120 ms are cut there). */
+  private lawScratch(samples: number): Int16Array {
+    return this.lawPcm.subarray(0, Math.min(samples, this.lawPcm.length));
   }
 
   // ------------------------------------------------------------ SIP → browser
@@ -234,12 +283,18 @@ export class MediaBridge extends EventEmitter<BridgeEvents> {
     if (this.toneTimer) this.setBrowserTone('none'); // real early media replaces our ringback
     if (this.holdLocal) return;
     const lost = Math.min(lostBefore, 10);
-    if (this.mode === 'passthrough') {
+    if (this.mode === 'unsupported') { this.dropped++; return; }
+    if (this.mode === 'passthrough' || this.mode === 'lawConvert') {
       const step = this.browserClock === 8000 ? pkt.payload.length : 960;
       // Leave the gap in our numbering too, so the browser's jitter buffer conceals it.
       this.outSeq = (this.outSeq + lost) & 0xffff;
       this.outTs = (this.outTs + lost * step) >>> 0;
-      this.sendToBrowser(pkt.payload, step, pkt.marker);
+      if (this.mode === 'passthrough') this.sendToBrowser(pkt.payload, step, pkt.marker);
+      else {
+        // The trunk's PCMA as the browser's PCMU (a fresh buffer: the browser leg may keep it).
+        const pcm = pcmaDecode(pkt.payload, this.lawScratch(pkt.payload.length));
+        this.sendToBrowser(pcmuEncode(pcm, Buffer.allocUnsafe(pcm.length)), pcm.length, pkt.marker);
+      }
       return;
     }
     // Transcoding: fill lost trunk packets with silence so the timeline stays exact.
@@ -325,7 +380,7 @@ export class MediaBridge extends EventEmitter<BridgeEvents> {
     return { ssrc: this.browserSsrc, fractionLost: rx.fractionLostSinceLast(), cumulativeLost: rx.lost, extendedHighestSeq: rx.extendedHighestSeq, jitter: Math.round(rx.jitterTs), expected: rx.expected };
   }
 
-  stats(): { browser: BrowserLegStats; sip: LegStats; transcodeCpuMs: number; mode: Mode } {
+  stats(): { browser: BrowserLegStats; sip: LegStats; transcodeCpuMs: number; mode: BridgeMode } {
     const r = this.sipReorder;
     return {
       browser: {
@@ -365,6 +420,12 @@ export class MediaBridge extends EventEmitter<BridgeEvents> {
  * 10 to 120 ms (8 samples a millisecond). 30 ms is common on carrier trunks; rounding to 20 ms
  * steps sent it 40 ms packets.
  */
+/** How the bridge carries audio between a browser that sends PCMU (else Opus) and the trunk's codec. */
+export function modeFor(browserPcmu: boolean, sipCodec: 'PCMU' | 'PCMA' | 'opus'): BridgeMode {
+  if (browserPcmu) return sipCodec === 'PCMU' ? 'passthrough' : sipCodec === 'PCMA' ? 'lawConvert' : 'unsupported';
+  return sipCodec === 'opus' ? 'passthrough' : 'transcode';
+}
+
 export function sipFrameSamplesFor(ptime: number | undefined): number {
   const ms = ptime && Number.isFinite(ptime) ? Math.min(120, Math.max(10, Math.round(ptime / 10) * 10)) : 20;
   return ms * 8;

@@ -149,6 +149,16 @@ export class SipRtpLeg extends EventEmitter<SipLegEvents> {
     this.sendPacket(this.remote.payloadType, seq, ts, payload, marker);
   }
 
+  /**
+   * `count` frames of `samples` each that the far end will not get (lost before they reached
+   * us): their sequence numbers and time are left out, so its jitter buffer sees the gap and
+   * conceals it instead of playing on as if nothing was missing.
+   */
+  skipFrames(count: number, samples: number): void {
+    this.seq = (this.seq + count) & 0xffff;
+    this.ts = (this.ts + count * samples) >>> 0;
+  }
+
   /** RFC 4733 digit toward the trunk (needs a negotiated telephone-event PT). */
   sendDtmf(digit: string, durationMs = 100): boolean {
     const pt = this.remote?.telephoneEventPayloadType;

@@ -158,6 +158,7 @@ export class BrowserLeg extends EventEmitter<BrowserLegEvents> implements Browse
       throw new OfferRefusedError((err as Error).message);
     }
     this.answerOpusFmtp();
+    this.answerPcmuFirst();
     this.offerDirectSrtpProfile();
     // DTLS server unless the browser insists on being it: the browser, which nominates, then
     // starts the handshake the moment its ICE check succeeds, while werift as client waits
@@ -319,6 +320,17 @@ export class BrowserLeg extends EventEmitter<BrowserLegEvents> implements Browse
     codecs[i] = new RTCRtpCodecParameters({ mimeType: c.mimeType, clockRate: c.clockRate, channels: c.channels, payloadType: c.payloadType, rtcpFeedback: c.rtcpFeedback, parameters: opusFmtp(this.opts.opusMaxPlaybackRate) });
   }
 
+  /**
+   * webrtc.preferPcmu: PCMU first in our answer, so the browser sends it (a browser sends the
+   * first codec of the answer). werift keeps the offer's order, where Chrome puts Opus first.
+   */
+  private answerPcmuFirst(): void {
+    const codecs = this.transceiver?.codecs;
+    if (!this.opts.preferPcmu || !codecs) return;
+    const i = codecs.findIndex((c) => /^audio\/pcmu$/i.test(c.mimeType));
+    if (i > 0) codecs.unshift(...codecs.splice(i, 1));
+  }
+
   /** Before DTLS starts: offer only the SRTP profile the direct path implements. */
   private offerDirectSrtpProfile(): void {
     if (this.opts.ice.directSrtp === false || !this.transceiver) return;
@@ -351,10 +363,13 @@ export class BrowserLeg extends EventEmitter<BrowserLegEvents> implements Browse
     const codecs = this.transceiver?.codecs ?? [];
     this.opusPayloadType = codecs.find((c) => /opus/i.test(c.mimeType))?.payloadType ?? null;
     this.pcmuPayloadType = codecs.find((c) => /pcmu/i.test(c.mimeType))?.payloadType ?? null;
-    const te = codecs.filter((c) => /telephone-event/i.test(c.mimeType));
-    this.telephoneEventPayloadType = (te.find((c) => c.clockRate === 48000) ?? te[0])?.payloadType ?? null;
     const first = codecs.find((c) => !/telephone-event|red|cn/i.test(c.mimeType));
     this.sendCodec = first && /pcmu/i.test(first.mimeType) ? 'pcmu' : first && /pcma/i.test(first.mimeType) ? 'pcma' : 'opus';
+    // Chrome sends its digits with the telephone-event on its send codec's clock (RFC 4733 §2.1):
+    // 8 kHz beside PCMU, 48 kHz beside Opus.
+    const te = codecs.filter((c) => /telephone-event/i.test(c.mimeType));
+    const clock = this.sendCodec === 'opus' ? 48000 : 8000;
+    this.telephoneEventPayloadType = (te.find((c) => c.clockRate === clock) ?? te[0])?.payloadType ?? null;
   }
 
   /** ICE-lite gathers only host candidates, so this is quick; bounded anyway. */

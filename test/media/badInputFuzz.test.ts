@@ -177,10 +177,15 @@ test('the bridge takes random Opus payloads and unknown payload types from the b
       const pkt = { payloadType: pt, sequenceNumber: i, timestamp: i * 960, marker: false, ssrc: 0x3333, payload };
       assert.doesNotThrow(() => listener!(pkt), `packet ${i}: PT ${pt}, ${payload.toString('hex')}`);
     }
-    // The noise itself yields PCMU too (concealment): wait until all of it is in, then a
-    // 1 kHz tone must come out as a 1 kHz tone.
+    // The noise itself yields PCMU too (concealment), and the digits its random events made are
+    // sent to the trunk for 140 ms each (audio waits meanwhile): wait until the trunk has had
+    // nothing new for 300 ms, then a 1 kHz tone must come out as a 1 kHz tone.
     let seen = -1;
-    await until(() => { const same = seen === atTrunk.length; seen = atTrunk.length; return same; }, 'the PCMU made of the noise');
+    let quietSince = Date.now();
+    await until(() => {
+      if (atTrunk.length !== seen) { seen = atTrunk.length; quietSince = Date.now(); }
+      return seen > 0 && Date.now() - quietSince >= 300;
+    }, 'the PCMU made of the noise');
     const fromNoise = atTrunk.length;
     const tone = (f: number) => Int16Array.from({ length: 960 }, (_, i) => Math.round(8000 * Math.sin((2 * Math.PI * 1000 * (f * 960 + i)) / 48000)));
     for (let i = 600; i < 625; i++) listener!({ payloadType: 111, sequenceNumber: i, timestamp: i * 960, marker: false, ssrc: 0x3333, payload: enc.encode(tone(i)) });

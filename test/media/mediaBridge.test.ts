@@ -6,8 +6,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
 import { MediaEngine, type BrowserMediaPort } from '../../src/media';
-import { OpusDecoder, OpusEncoder, pcmuEncode } from '../../src/media/codecs';
-import { sipFrameSamplesFor, type ReceptionReport } from '../../src/media/mediaBridge';
+import { OpusDecoder, OpusEncoder, pcmaDecode, pcmaEncode, pcmuDecode, pcmuEncode } from '../../src/media/codecs';
+import { modeFor, sipFrameSamplesFor, type ReceptionReport } from '../../src/media/mediaBridge';
 import { buildRtp, parseRtp, type RtpPacketView } from '../../src/media/rtp';
 import { CdrWriter } from '../../src/observability/cdr';
 import { until } from '../support/tabs';
@@ -217,6 +217,90 @@ test('a trunk with a=ptime:30: 30 ms PCMU packets to it, its 30 ms frames re-fra
     bridge.close();
   } finally {
     enc.delete();
+    leg.close();
+    trunk.close();
+    await engine.close();
+  }
+});
+
+test('modes: pass-through for one codec both sides, Opus transcoded to G.711, PCMU converted to PCMA, a PCMU browser and an Opus trunk unsupported', () => {
+  assert.equal(modeFor(true, 'PCMU'), 'passthrough');
+  assert.equal(modeFor(true, 'PCMA'), 'lawConvert');
+  assert.equal(modeFor(true, 'opus'), 'unsupported');
+  assert.equal(modeFor(false, 'opus'), 'passthrough');
+  assert.equal(modeFor(false, 'PCMU'), 'transcode');
+  assert.equal(modeFor(false, 'PCMA'), 'transcode');
+});
+
+test('a PCMU browser and a PCMA trunk (webrtc.preferPcmu on a European trunk): audio converted both ways; a re-INVITE to PCMU makes it pass-through, one to ptime 30 resizes the packets', async () => {
+  const engine = new MediaEngine({ bindHost: '127.0.0.1', advertisedHost: '127.0.0.1', portRange: [22950, 22959], logger });
+  const leg = await engine.createSipLeg({ callId: 'law' });
+  const trunk = dgram.createSocket('udp4');
+  await new Promise<void>((r) => trunk.bind(0, '127.0.0.1', () => r()));
+  const atTrunk: RtpPacketView[] = [];
+  trunk.on('message', (m) => { const p = parseRtp(m); if (p) atTrunk.push({ ...p, payload: Buffer.from(p.payload) }); });
+  let listener: ((pkt: RtpPacketView) => void) | null = null;
+  const browser = fakeBrowser();
+  browser.onRtp = (l) => { listener = l; return () => { listener = null; }; };
+  const pcm = Int16Array.from({ length: 160 }, (_, i) => Math.round(9000 * Math.sin((2 * Math.PI * 700 * i) / 8000)));
+  const close = (a: Int16Array, b: Int16Array) => a.every((v, i) => Math.abs(v - b[i]) <= Math.max(64, Math.abs(v) / 8));
+  try {
+    leg.setRemote({ address: '127.0.0.1', port: trunk.address().port, codec: 'PCMA', payloadType: 8 });
+    const bridge = engine.createBridge(browser, leg, { callId: 'law' }).bridge;
+    assert.equal(bridge.stats().mode, 'lawConvert');
+    // Browser → trunk: PCMU in, PCMA out, the same sound.
+    listener!({ payloadType: 0, sequenceNumber: 1, timestamp: 160, marker: false, ssrc: 0xb0b, payload: pcmuEncode(pcm) });
+    await until(() => atTrunk.length === 1, 'a packet at the trunk');
+    assert.equal(atTrunk[0].payloadType, 8);
+    assert.ok(close(pcmaDecode(atTrunk[0].payload), pcm), 'the trunk gets the browser\'s audio in A-law');
+    // Trunk → browser: PCMA in, PCMU out.
+    trunk.send(buildRtp(8, 1, 160, 0x8888, pcmaEncode(pcm)), leg.localPort, '127.0.0.1');
+    await until(() => browser.got.length === 1, 'a packet for the browser');
+    assert.equal(browser.got[0].payloadType, 0);
+    assert.ok(close(pcmuDecode(browser.got[0].payload), pcm), 'the browser gets the trunk\'s audio in µ-law');
+    // A re-INVITE moves the trunk to PCMU: bytes pass through untouched.
+    leg.setRemote({ address: '127.0.0.1', port: trunk.address().port, codec: 'PCMU', payloadType: 0 });
+    assert.equal(bridge.stats().mode, 'passthrough');
+    const mu = pcmuEncode(pcm);
+    listener!({ payloadType: 0, sequenceNumber: 2, timestamp: 320, marker: false, ssrc: 0xb0b, payload: mu });
+    await until(() => atTrunk.length === 2, 'the second packet at the trunk');
+    assert.deepEqual(atTrunk[1].payload, mu);
+    // And to PCMA with ptime 30: browser 20 ms frames leave as 30 ms A-law packets.
+    leg.setRemote({ address: '127.0.0.1', port: trunk.address().port, codec: 'PCMA', payloadType: 8, ptime: 30 });
+    for (let s = 3; s <= 5; s++) listener!({ payloadType: 0, sequenceNumber: s, timestamp: s * 160, marker: false, ssrc: 0xb0b, payload: mu });
+    await until(() => atTrunk.length === 4, 'two 30 ms packets from three 20 ms frames');
+    assert.deepEqual(atTrunk.slice(2).map((p) => [p.payloadType, p.payload.length]), [[8, 240], [8, 240]]);
+    bridge.close();
+  } finally {
+    leg.close();
+    trunk.close();
+    await engine.close();
+  }
+});
+
+test('pass-through toward the trunk: a duplicate and a late browser packet are dropped, a lost one leaves its gap in the numbering and the timeline', async () => {
+  const engine = new MediaEngine({ bindHost: '127.0.0.1', advertisedHost: '127.0.0.1', portRange: [22960, 22969], logger });
+  const leg = await engine.createSipLeg({ callId: 'gaps' });
+  const trunk = dgram.createSocket('udp4');
+  await new Promise<void>((r) => trunk.bind(0, '127.0.0.1', () => r()));
+  const atTrunk: RtpPacketView[] = [];
+  trunk.on('message', (m) => { const p = parseRtp(m); if (p) atTrunk.push({ ...p, payload: Buffer.from(p.payload) }); });
+  let listener: ((pkt: RtpPacketView) => void) | null = null;
+  const browser = fakeBrowser();
+  browser.onRtp = (l) => { listener = l; return () => { listener = null; }; };
+  try {
+    leg.setRemote({ address: '127.0.0.1', port: trunk.address().port, codec: 'PCMU', payloadType: 0 });
+    const bridge = engine.createBridge(browser, leg, { callId: 'gaps' }).bridge;
+    // 3 lost; 4 overtakes a late 3... which then never counts; 4 again (duplicate).
+    for (const seq of [1, 2, 4, 3, 4, 5]) listener!({ payloadType: 0, sequenceNumber: seq, timestamp: seq * 160, marker: false, ssrc: 0xb0b, payload: Buffer.alloc(160, seq) });
+    await until(() => atTrunk.length === 4, 'four packets at the trunk');
+    await sleep(50);
+    assert.deepEqual(atTrunk.map((p) => p.payload[0]), [1, 2, 4, 5]);
+    const steps = atTrunk.slice(1).map((p, i) => [(p.sequenceNumber - atTrunk[i].sequenceNumber) & 0xffff, (p.timestamp - atTrunk[i].timestamp) >>> 0]);
+    assert.deepEqual(steps, [[1, 160], [2, 320], [1, 160]], 'the lost packet\'s number and 20 ms left out');
+    assert.equal(bridge.stats().browser.dropped, 2, 'the late and the duplicate packet');
+    bridge.close();
+  } finally {
     leg.close();
     trunk.close();
     await engine.close();

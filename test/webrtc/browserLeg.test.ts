@@ -327,3 +327,18 @@ test('direct path: the browser gets receiver reports from the bridge\'s statisti
     await engine.close();
   });
 });
+
+test('webrtc.preferPcmu puts PCMU first in the answer to a Chrome offer (Opus first); the browser\'s DTMF is read on the telephone-event of its send codec\'s clock', async () => {
+  for (const preferPcmu of [false, true]) {
+    const l = new BrowserLeg({ callId: 'te', logger, preferPcmu, ice: { bindAddress: '127.0.0.1', announcedAddresses: ['127.0.0.1'], portRange: [20600, 20639], portPool: pool } });
+    try {
+      const answer = await l.answer(chromeLikeOffer('minptime=10;useinbandfec=1'));
+      assert.match(answer, preferPcmu ? /^m=audio \d+ \S+ 0 111 /m : /^m=audio \d+ \S+ 111 0 /m, 'the browser sends the first codec of the answer');
+      assert.equal(l.sendCodec, preferPcmu ? 'pcmu' : 'opus');
+      // Chrome's offer: 110 telephone-event/48000, 126 telephone-event/8000.
+      assert.equal(l.telephoneEventPayloadType, preferPcmu ? 126 : 110);
+    } finally {
+      await l.close();
+    }
+  }
+});
