@@ -142,6 +142,11 @@ test('a=crypto parsing tolerates lifetime, MKI, several keys; rejects what we ca
   assert.ok(!('error' in p));
   assert.equal(p.suite, 'AES_CM_128_HMAC_SHA1_32');
   assert.deepEqual(p.key, c.key);
+  assert.equal(p.mki, '00000001', 'MKI 1 in 4 bytes');
+  assert.equal((parseCryptoAttribute(`1 AES_CM_128_HMAC_SHA1_80 inline:${key}|258:2`) as { mki: string }).mki, '0102', 'MKI without a lifetime');
+  assert.equal((parseCryptoAttribute(`1 AES_CM_128_HMAC_SHA1_80 inline:${key}|2^20`) as { mki?: string }).mki, undefined);
+  assert.match((parseCryptoAttribute(`1 AES_CM_128_HMAC_SHA1_80 inline:${key}|65536:2`) as { error: string }).error, /does not fit in 2 bytes/);
+  assert.match((parseCryptoAttribute(`1 AES_CM_128_HMAC_SHA1_80 inline:${key}|1:0`) as { error: string }).error, /length of 1 to 128/);
   assert.match((parseCryptoAttribute(`1 AEAD_AES_256_GCM inline:${key}`) as { error: string }).error, /unsupported crypto suite/);
   assert.match((parseCryptoAttribute(`1 AES_CM_128_HMAC_SHA1_80 inline:${key} UNENCRYPTED_SRTP`) as { error: string }).error, /session parameter/);
   assert.match((parseCryptoAttribute('garbage') as { error: string }).error, /needs a tag/);
@@ -149,4 +154,26 @@ test('a=crypto parsing tolerates lifetime, MKI, several keys; rejects what we ca
   const chosen = chooseCrypto([`1 AES_256_CM_HMAC_SHA1_80 inline:${key}`, `2 AES_CM_128_HMAC_SHA1_32 inline:${key}`]);
   assert.equal(chosen?.remote.tag, 2);
   assert.equal(chosen?.localSuite, 'AES_CM_128_HMAC_SHA1_32');
+});
+
+test('a far end whose a=crypto has an MKI: its SRTP and SRTCP carry it before the tag, and are read (the wrong MKI is refused)', () => {
+  for (const suite of ['AES_CM_128_HMAC_SHA1_80', 'AES_CM_128_HMAC_SHA1_32'] as const) {
+    const theirs = generateSdesCrypto(1, suite);
+    const ours = generateSdesCrypto(1, suite);
+    const sender = new SrtpSession({ local: theirs, remote: ours }); // the far end, as if without MKI
+    const withMki = (packet: Buffer, tagLen: number, mki: Buffer) => Buffer.concat([packet.subarray(0, packet.length - tagLen), mki, packet.subarray(packet.length - tagLen)]);
+    const tagLen = suite === 'AES_CM_128_HMAC_SHA1_80' ? 10 : 4;
+    const rx = new SrtpSession({ local: ours, remote: { ...theirs, mki: '00000001' } });
+    const rtp = (seq: number) => Buffer.concat([Buffer.from([0x80, 0, 0, seq, 0, 0, 0, 160, 0, 0, 0x12, 0x34]), Buffer.alloc(160, seq)]);
+    const plain = rtp(7);
+    assert.deepEqual(rx.unprotectRtp(withMki(sender.protectRtp(plain), tagLen, Buffer.from('00000001', 'hex'))), plain, `${suite}: SRTP with the MKI`);
+    assert.equal(rx.unprotectRtp(withMki(sender.protectRtp(rtp(8)), tagLen, Buffer.from('00000002', 'hex'))), null, 'another MKI names a key we do not have');
+    assert.equal(rx.stats.authFailures, 1);
+    const rr = Buffer.from([0x80, 201, 0, 1, 0, 0, 0x12, 0x34]);
+    assert.deepEqual(rx.unprotectRtcp(withMki(sender.protectRtcp(rr), 10, Buffer.from('00000001', 'hex'))), rr, `${suite}: SRTCP with the MKI`);
+    // Without an MKI in the a=crypto, the same packets fail: the MKI bytes would be read as the tag's.
+    const noMki = new SrtpSession({ local: ours, remote: theirs });
+    assert.equal(noMki.unprotectRtp(withMki(sender.protectRtp(rtp(9)), tagLen, Buffer.from('00000001', 'hex'))), null);
+    assert.equal(noMki.stats.authFailures, 1);
+  }
 });

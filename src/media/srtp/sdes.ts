@@ -11,6 +11,11 @@ export interface SdesCrypto {
   key: Buffer;
   /** 14-byte master salt. */
   salt: Buffer;
+  /**
+   * The master key identifier the sender puts in each packet (RFC 3711 §3.1), as hex of its
+   * a=crypto length: `inline:KEY|2^20|1:4` → "00000001". Absent: no MKI (what we send).
+   */
+  mki?: string;
 }
 
 /** Session parameters we cannot honour (RFC 4568 §6.3); everything else is tolerated. */
@@ -19,7 +24,8 @@ const UNSUPPORTED_SESSION_PARAMS = /^(UNENCRYPTED_SRTP|UNENCRYPTED_SRTCP|UNAUTHE
 /**
  * Parses the value of an a=crypto attribute (without 'crypto:'), e.g.
  * `1 AES_CM_128_HMAC_SHA1_80 inline:KEY|2^20|1:4;inline:KEY2 KDR=0`.
- * The first usable key is taken; lifetime and MKI are accepted (MKI is not sent by us).
+ * The first usable key is taken; lifetime is accepted, an MKI is checked and skipped in the
+ * far end's packets (we send none).
  */
 export function parseCryptoAttribute(value: string): SdesCrypto | { error: string } {
   const parts = value.trim().split(/\s+/);
@@ -38,9 +44,26 @@ export function parseCryptoAttribute(value: string): SdesCrypto | { error: strin
     if (!m) continue;
     const raw = Buffer.from(m[1], 'base64');
     if (raw.length !== 30) continue;
-    return { tag, suite: suite as SrtpSuite, key: raw.subarray(0, 16), salt: raw.subarray(16, 30) };
+    const mkiParam = [m[2], m[3]].find((p) => p?.includes(':'));
+    const c: SdesCrypto = { tag, suite: suite as SrtpSuite, key: raw.subarray(0, 16), salt: raw.subarray(16, 30) };
+    if (mkiParam) {
+      const mki = parseMki(mkiParam);
+      if (typeof mki !== 'string') return mki;
+      c.mki = mki;
+    }
+    return c;
   }
   return { error: 'a=crypto has no usable inline key (30 bytes base64)' };
+}
+
+/** `value:length` (RFC 4568 §6.1: decimal value, length 1-128 bytes) → the MKI's bytes as hex. */
+function parseMki(param: string): string | { error: string } {
+  const m = /^(\d{1,40}):(\d{1,3})$/.exec(param);
+  const length = m ? Number(m[2]) : 0;
+  if (!m || length < 1 || length > 128) return { error: `a=crypto MKI "${param.slice(0, 40)}" is not value:length with a length of 1 to 128` };
+  const hex = BigInt(m[1]).toString(16).padStart(length * 2, '0');
+  if (hex.length > length * 2) return { error: `a=crypto MKI ${m[1].slice(0, 40)} does not fit in ${length} bytes` };
+  return hex;
 }
 
 export function formatCryptoAttribute(c: SdesCrypto): string {

@@ -132,6 +132,8 @@ class KeyContext {
   readonly rtpMac: HmacSha1;
   readonly rtcpMac: HmacSha1;
   readonly tagLen: number;
+  /** The MKI the far end puts before each tag (RFC 3711 §3.1), or none. */
+  readonly mki: Buffer | null;
 
   constructor(readonly crypto: SdesCrypto) {
     this.keys = deriveKeys(crypto.key, crypto.salt);
@@ -140,10 +142,22 @@ class KeyContext {
     this.rtpMac = new HmacSha1(this.keys.rtpAuth);
     this.rtcpMac = new HmacSha1(this.keys.rtcpAuth);
     this.tagLen = tagLength(crypto.suite);
+    this.mki = crypto.mki ? Buffer.from(crypto.mki, 'hex') : null;
   }
 
   sameAs(c: SdesCrypto): boolean {
-    return this.crypto.suite === c.suite && this.crypto.key.equals(c.key) && this.crypto.salt.equals(c.salt);
+    return this.crypto.suite === c.suite && this.crypto.key.equals(c.key) && this.crypto.salt.equals(c.salt) && (this.crypto.mki ?? '') === (c.mki ?? '');
+  }
+
+  /**
+   * Whether a packet carries this context's MKI in the `mki.length` bytes before its tag at
+   * `at`. One key per direction here, so another MKI names a key we do not have.
+   */
+  mkiMatches(packet: Buffer, at: number): boolean {
+    const mki = this.mki;
+    if (!mki) return true;
+    for (let i = 0; i < mki.length; i++) if (packet[at + i] !== mki[i]) return false;
+    return true;
   }
 }
 
@@ -216,7 +230,8 @@ export class SrtpSession {
   unprotectRtp(packet: Buffer): Buffer | null {
     const rx = this.rx;
     const hl = rtpHeaderLength(packet);
-    if (hl < 0 || packet.length < hl + rx.tagLen) { this.stats.malformed++; return null; }
+    const mkiLen = rx.mki?.length ?? 0;
+    if (hl < 0 || packet.length < hl + mkiLen + rx.tagLen) { this.stats.malformed++; return null; }
     const ssrc = packet.readUInt32BE(8);
     const seq = packet.readUInt16BE(2);
     const st = rx.rtp.get(ssrc);
@@ -231,9 +246,11 @@ export class SrtpSession {
     }
     const index = v * 65536 + seq;
     if (st && !st.isNew(index)) { this.stats.replays++; return null; }
-    const authLen = packet.length - rx.tagLen;
+    // Header and payload are authenticated; an MKI sits between them and the tag, outside.
+    const authLen = packet.length - rx.tagLen - mkiLen;
+    if (!rx.mkiMatches(packet, authLen)) { this.stats.authFailures++; return null; }
     rx.rtpMac.mac(packet, authLen, v);
-    if (!rx.rtpMac.matches(packet, authLen, rx.tagLen)) { this.stats.authFailures++; return null; }
+    if (!rx.rtpMac.matches(packet, authLen + mkiLen, rx.tagLen)) { this.stats.authFailures++; return null; }
     const out = Buffer.allocUnsafe(authLen);
     packet.copy(out, 0, 0, hl);
     const iv = counterIv(this.rxIv, rx.keys.rtpSalt, ssrc, v >>> 16, ((v & 0xffff) * 65536 + seq) >>> 0);
@@ -260,10 +277,13 @@ export class SrtpSession {
 
   unprotectRtcp(packet: Buffer): Buffer | null {
     const rx = this.rx;
-    if (packet.length < 8 + 4 + 10) { this.stats.malformed++; return null; }
-    const authLen = packet.length - 10;
+    const mkiLen = rx.mki?.length ?? 0;
+    if (packet.length < 8 + 4 + mkiLen + 10) { this.stats.malformed++; return null; }
+    // Authenticated: header, payload and E+index; then the MKI, then the tag.
+    const authLen = packet.length - 10 - mkiLen;
+    if (!rx.mkiMatches(packet, authLen)) { this.stats.authFailures++; return null; }
     rx.rtcpMac.mac(packet, authLen);
-    if (!rx.rtcpMac.matches(packet, authLen, 10)) { this.stats.authFailures++; return null; }
+    if (!rx.rtcpMac.matches(packet, authLen + mkiLen, 10)) { this.stats.authFailures++; return null; }
     const eIndex = packet.readUInt32BE(authLen - 4);
     const index = eIndex & 0x7fffffff;
     const ssrc = packet.readUInt32BE(4);
