@@ -5,7 +5,7 @@ import type { Logger } from 'pino';
 import { SrtpSession, type SdesCrypto } from './srtp';
 import { buildRtp, isRtcp, parseRtp, RTCP, writeRtpHeader, type RtpPacketView } from './rtp';
 import { estimateMos, ReceiveStats, type LegStats } from './stats';
-import { DtmfReceiver, dtmfPacketTrain } from './dtmf';
+import { DtmfReceiver, digitToEvent, dtmfPacketTrain } from './dtmf';
 import { threadSendBatch } from './udpSendBatch';
 
 export interface SipLegRemote {
@@ -36,6 +36,8 @@ export interface SipLegEvents {
 }
 
 const RTCP_INTERVAL_MS = 5000;
+/** Digits that may wait behind the one being sent (a pasted number, at most). */
+const MAX_QUEUED_DIGITS = 32;
 /** Seconds between 1900-01-01 and 1970-01-01 (NTP epoch offset). */
 const NTP_OFFSET = 2208988800;
 
@@ -70,8 +72,14 @@ export class SipRtpLeg extends EventEmitter<SipLegEvents> {
   private readonly dtmfRx: DtmfReceiver;
   private dtmfBusyUntil = 0;
   private readonly dtmfTimers = new Set<NodeJS.Timeout>();
+  /** Digits waiting for the one being sent to end (RFC 4733 events follow each other, never overlap). */
+  private readonly dtmfQueue: Array<{ digit: string; durationMs: number }> = [];
   private readonly headerScratch = Buffer.alloc(12);
-  paused = false;
+  private pausedAt: number | null = null;
+  /** Packets made while the RTP socket was connecting (dgram takes none then). */
+  private readonly waitingForConnect: Array<{ out: Buffer; bytes: number }> = [];
+  /** The next audio packet starts a talkspurt (RFC 3551 §4.1: marker set), as after a hold. */
+  private markNext = false;
   closed = false;
 
   constructor(
@@ -105,6 +113,11 @@ export class SipRtpLeg extends EventEmitter<SipLegEvents> {
       this.dest = { address: remote.address, port: remote.port, rtcpPort: remote.rtcpMux ? remote.port : remote.rtcpPort ?? remote.port + 1 };
       this.latched = false;
       this.disconnectRtp();
+    } else if (this.dest) {
+      // Same RTP address, but a=rtcp or rtcp-mux may have changed: RTCP follows (to the port
+      // after a latched source's, as when it latched).
+      const signalled = this.dest.address === remote.address && this.dest.port === remote.port;
+      this.dest.rtcpPort = remote.rtcpMux ? this.dest.port : signalled ? remote.rtcpPort ?? remote.port + 1 : this.dest.port + 1;
     }
     // Keep each direction's SRTP context (and its rollover counter) across re-INVITEs unless
     // that direction's key changes.
@@ -133,6 +146,24 @@ export class SipRtpLeg extends EventEmitter<SipLegEvents> {
     return !!this.dest && (d === 'sendrecv' || d === 'recvonly') && this.dest.address !== '0.0.0.0';
   }
 
+  /** Held (by either side): no audio is bridged and no inactivity is reported. */
+  get paused(): boolean {
+    return this.pausedAt !== null;
+  }
+
+  /**
+   * On resume the timeline moves on by the time held, so the far end's jitter estimate and our
+   * sender reports' RTP/NTP mapping see no jump, and the first packet carries the marker.
+   */
+  set paused(on: boolean) {
+    if (on === this.paused) return;
+    if (on) { this.pausedAt = performance.now(); return; }
+    const heldMs = performance.now() - this.pausedAt!;
+    this.pausedAt = null;
+    this.ts = (this.ts + Math.round((heldMs * this.clockRate) / 1000)) >>> 0;
+    this.markNext = true;
+  }
+
   /** Send one audio frame (payload in the negotiated codec); `samples` advances the timestamp. */
   sendAudio(payload: Uint8Array, samples: number, marker = false): void {
     if (this.closed || !this.remote) return;
@@ -146,7 +177,8 @@ export class SipRtpLeg extends EventEmitter<SipLegEvents> {
     const ts = this.ts;
     this.seq = (this.seq + 1) & 0xffff;
     this.ts = (this.ts + samples) >>> 0;
-    this.sendPacket(this.remote.payloadType, seq, ts, payload, marker);
+    this.sendPacket(this.remote.payloadType, seq, ts, payload, marker || this.markNext);
+    this.markNext = false;
   }
 
   /**
@@ -159,15 +191,35 @@ export class SipRtpLeg extends EventEmitter<SipLegEvents> {
     this.ts = (this.ts + count * samples) >>> 0;
   }
 
-  /** RFC 4733 digit toward the trunk (needs a negotiated telephone-event PT). */
+  /**
+   * RFC 4733 digit toward the trunk (needs a negotiated telephone-event PT). A digit asked for
+   * while another is being sent waits for it to end: two trains interleaved would have the
+   * second event start before the first ended, which receivers tracking one event at a time
+   * (§2.5) read as duplicated or cut digits. Throws for a character that is not a digit.
+   */
   sendDtmf(digit: string, durationMs = 100): boolean {
-    const pt = this.remote?.telephoneEventPayloadType;
-    if (this.closed || pt === undefined || !this.sendingAllowed) return false;
+    digitToEvent(digit); // a bad digit throws here, not later in a timer
+    if (this.closed || this.remote?.telephoneEventPayloadType === undefined || !this.sendingAllowed) return false;
+    if (this.dtmfBusyUntil > 0 && performance.now() < this.dtmfBusyUntil) {
+      if (this.dtmfQueue.length >= MAX_QUEUED_DIGITS) return false;
+      this.dtmfQueue.push({ digit, durationMs });
+      return true;
+    }
+    this.startDtmf(digit, durationMs);
+    return true;
+  }
+
+  private startDtmf(digit: string, durationMs: number): void {
+    const pt = this.remote!.telephoneEventPayloadType!;
     const eventTs = this.ts;
     // Durations count the telephone-event clock's ticks; the timestamps are the stream's own.
     const train = dtmfPacketTrain(digit, durationMs, this.remote!.telephoneEventClockRate ?? 8000);
     const lastDelay = train[train.length - 1].delayMs;
     this.dtmfBusyUntil = performance.now() + lastDelay + 20;
+    const later = (ms: number, fn: () => void) => {
+      const t = setTimeout(() => { this.dtmfTimers.delete(t); fn(); }, ms);
+      this.dtmfTimers.add(t);
+    };
     for (const p of train) {
       const send = () => {
         if (this.closed || !this.remote) return;
@@ -175,14 +227,17 @@ export class SipRtpLeg extends EventEmitter<SipLegEvents> {
         this.seq = (this.seq + 1) & 0xffff;
       };
       if (p.delayMs === 0) send();
-      else {
-        const t = setTimeout(() => { this.dtmfTimers.delete(t); send(); }, p.delayMs);
-        this.dtmfTimers.add(t);
-      }
+      else later(p.delayMs, send);
     }
     // The event occupies its stretch of the timeline (audio frames meanwhile are not sent).
     this.ts = (this.ts + ((lastDelay + 20) * this.clockRate) / 1000) >>> 0;
-    return true;
+    // The next waiting digit starts where this one's stretch ends.
+    later(lastDelay + 20, () => {
+      const next = this.dtmfQueue.shift();
+      if (!next || this.closed) return;
+      if (this.remote?.telephoneEventPayloadType === undefined || !this.sendingAllowed) { this.dtmfQueue.length = 0; return; }
+      this.startDtmf(next.digit, next.durationMs);
+    });
   }
 
   /**
@@ -190,7 +245,6 @@ export class SipRtpLeg extends EventEmitter<SipLegEvents> {
    * protected packet is the only one allocated (not a plain packet first for SRTP to copy).
    */
   private sendPacket(pt: number, seq: number, ts: number, payload: Uint8Array, marker: boolean): void {
-    const d = this.dest!;
     let out: Buffer;
     if (this.srtp) {
       writeRtpHeader(this.headerScratch, pt, seq, ts, this.ssrc, marker);
@@ -198,11 +252,28 @@ export class SipRtpLeg extends EventEmitter<SipLegEvents> {
     } else {
       out = buildRtp(pt, seq, ts, this.ssrc, payload, marker);
     }
-    this.sent.packets++;
-    this.sent.bytes += payload.length;
+    if (this.rtpConnected === 'connecting') {
+      // dgram refuses sends while it connects (a tick): the packet waits for the outcome.
+      if (this.waitingForConnect.length < 8) this.waitingForConnect.push({ out, bytes: payload.length });
+      else this.dropped++;
+      return;
+    }
+    this.transmit(out, payload.length);
+  }
+
+  private transmit(out: Buffer, payloadBytes: number): void {
+    const d = this.dest!;
     if (this.rtpConnected === 'yes') threadSendBatch.send(this.rtpSocket, out);
-    else if (this.rtpConnected === 'no') threadSendBatch.send(this.rtpSocket, out, d.port, d.address);
-    // 'connecting': this one packet is skipped rather than sent in a state dgram would refuse.
+    else threadSendBatch.send(this.rtpSocket, out, d.port, d.address);
+    this.sent.packets++;
+    this.sent.bytes += payloadBytes;
+  }
+
+  /** Packets made while the socket connected leave once it has (or has not). */
+  private sendWaiting(): void {
+    const waiting = this.waitingForConnect.splice(0);
+    if (this.closed || !this.dest) return;
+    for (const w of waiting) this.transmit(w.out, w.bytes);
   }
 
   /**
@@ -225,11 +296,14 @@ export class SipRtpLeg extends EventEmitter<SipLegEvents> {
       if (err) {
         this.rtpConnected = 'no';
         this.opts.logger.debug({ err: err.message }, 'RTP connect() failed: sending unconnected');
-        return;
-      }
-      // A re-INVITE may have moved the far end while we were connecting.
-      if (this.rtpConnected !== 'connecting' || this.dest?.address !== address || this.dest.port !== port) { this.disconnectRtp(); return; }
-      this.rtpConnected = 'yes';
+      } else if (this.rtpConnected !== 'connecting' || this.dest?.address !== address || this.dest.port !== port) {
+        // A re-INVITE moved the far end while we were connecting: the socket, connected now to
+        // the old one, is disconnected here (a disconnect() while it connected did nothing),
+        // before the packets queued meanwhile with the new address go out.
+        try { this.rtpSocket.disconnect(); } catch { /* not connected */ }
+        this.rtpConnected = 'no';
+      } else this.rtpConnected = 'yes';
+      this.sendWaiting();
     });
   }
 
@@ -254,7 +328,9 @@ export class SipRtpLeg extends EventEmitter<SipLegEvents> {
     // and we answer there. Latching happens once per signalled address: after that, packets from
     // any other source are dropped, so a stranger cannot take the stream over by sending RTP.
     if (this.latched && (this.dest!.address !== rinfo.address || this.dest!.port !== rinfo.port)) { this.dropped++; return; }
-    if (!this.latched) {
+    // A far end on hold the old way (c=0.0.0.0: "do not send to me") that still sends (music on
+    // hold) is not latched onto: that would give us an address to send to after all.
+    if (!this.latched && this.remote.address !== '0.0.0.0') {
       if (this.dest && (this.dest.address !== rinfo.address || this.dest.port !== rinfo.port)) {
         this.opts.logger.info({ from: `${rinfo.address}:${rinfo.port}`, signalled: `${this.dest.address}:${this.dest.port}` }, 'RTP latched to the real source');
         this.dest = { address: rinfo.address, port: rinfo.port, rtcpPort: this.remote.rtcpMux ? rinfo.port : rinfo.port + 1 };
@@ -400,6 +476,8 @@ export class SipRtpLeg extends EventEmitter<SipLegEvents> {
     if (this.rtcpTimer) clearInterval(this.rtcpTimer);
     for (const t of this.dtmfTimers) clearTimeout(t);
     this.dtmfTimers.clear();
+    this.dtmfQueue.length = 0;
+    this.waitingForConnect.length = 0;
     // Packets still waiting in this turn's batch leave before the sockets close (counted as
     // sent, they must have been; the batch would otherwise find the socket closed).
     threadSendBatch.flush();

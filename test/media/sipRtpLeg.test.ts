@@ -443,3 +443,125 @@ test('a leg closed in the turn it sent audio: the packet still leaves (the send 
     far.close();
   }
 });
+
+test('two digits asked for 70 ms apart: the second waits for the first to end (no interleaved events), and starts where it ended on the timeline', async () => {
+  const engine = new MediaEngine({ bindHost: '127.0.0.1', advertisedHost: '127.0.0.1', portRange: [22970, 22979], logger });
+  const leg = await engine.createSipLeg({ callId: 'dtmf-queue' });
+  const far = await socket();
+  try {
+    leg.setRemote({ address: '127.0.0.1', port: far.address().port, codec: 'PCMU', payloadType: 0, telephoneEventPayloadType: 101 });
+    assert.throws(() => leg.sendDtmf('x'), /not a DTMF digit/);
+    assert.ok(leg.sendDtmf('1', 100));
+    await sleep(70);
+    assert.ok(leg.sendDtmf('2', 100));
+    await until(() => far.got.filter((p) => (p[1] & 0x7f) === 101).length === 14, 'both digits\' 7 packets each');
+    const events = far.got.map((b) => parseRtp(b)!).filter((p) => p.payloadType === 101);
+    assert.deepEqual(events.map((p) => `${p.payload[0]}${p.payload[1] & 0x80 ? 'E' : ''}`), ['1', '1', '1', '1', '1E', '1E', '1E', '2', '2', '2', '2', '2E', '2E', '2E']);
+    assert.equal((events[7].timestamp - events[0].timestamp) >>> 0, 1120, 'the second event starts 140 ms (100 + two end repeats) after the first');
+    assert.ok(events[7].marker && !events[1].marker, 'each event\'s first packet has the marker');
+  } finally {
+    leg.close();
+    far.close();
+  }
+});
+
+test('resumed after a hold: the timestamp moves on by the time held and the first packet has the marker', async () => {
+  const engine = new MediaEngine({ bindHost: '127.0.0.1', advertisedHost: '127.0.0.1', portRange: [22980, 22989], logger });
+  const leg = await engine.createSipLeg({ callId: 'hold-ts' });
+  const far = await socket();
+  try {
+    leg.setRemote({ address: '127.0.0.1', port: far.address().port, codec: 'PCMU', payloadType: 0 });
+    leg.sendAudio(Buffer.alloc(160, 0xff), 160);
+    leg.paused = true; // the bridge holds: no frames reach the leg meanwhile
+    const t0 = performance.now();
+    await sleep(300);
+    leg.paused = false;
+    const held = performance.now() - t0;
+    leg.sendAudio(Buffer.alloc(160, 0xff), 160);
+    leg.sendAudio(Buffer.alloc(160, 0xff), 160);
+    await until(() => far.got.length === 3, 'three packets');
+    const [a, b, c] = far.got.map((p) => parseRtp(p)!);
+    const step = (b.timestamp - a.timestamp) >>> 0;
+    assert.ok(Math.abs(step - (160 + held * 8)) <= 16, `timestamp step ${step} for ${held.toFixed(0)} ms held`);
+    assert.equal((b.sequenceNumber - a.sequenceNumber) & 0xffff, 1, 'no sequence gap');
+    assert.deepEqual([a.marker, b.marker, c.marker], [false, true, false]);
+  } finally {
+    leg.close();
+    far.close();
+  }
+});
+
+test('latched while a re-INVITE moves the far end: the packet made while the socket connected is sent, not lost, and the new far end gets the audio after', async () => {
+  const engine = new MediaEngine({ bindHost: '127.0.0.1', advertisedHost: '127.0.0.1', portRange: [22990, 22999], logger });
+  const leg = await engine.createSipLeg({ callId: 'connecting' });
+  const first = await socket();
+  const second = await socket();
+  const refusedBefore = threadSendBatch.refused;
+  try {
+    leg.setRemote({ address: '127.0.0.1', port: first.address().port, codec: 'PCMU', payloadType: 0 });
+    // Media from the signalled address: the leg latches and starts connecting its socket.
+    let state = '';
+    await new Promise<void>((res) => {
+      leg.once('audio', () => {
+        state = leg['rtpConnected'];
+        leg.sendAudio(Buffer.alloc(160, 1), 160); // made while connecting: waits for the outcome
+        res();
+      });
+      first.send(buildRtp(0, 1, 160, 5, Buffer.alloc(160)), leg.localPort, '127.0.0.1');
+    });
+    assert.equal(state, 'connecting');
+    await until(() => first.got.length === 1, 'the packet made while connecting');
+    assert.equal(leg['rtpConnected'], 'yes');
+    assert.equal(leg.stats().packetsSent, 1);
+    // Now the race: latch anew (a re-INVITE to `second`, its media right away), and move again
+    // while that connect is under way.
+    leg.setRemote({ address: '127.0.0.1', port: second.address().port, codec: 'PCMU', payloadType: 0 });
+    await new Promise<void>((res) => {
+      leg.once('audio', () => {
+        state = leg['rtpConnected'];
+        leg.setRemote({ address: '127.0.0.1', port: first.address().port, codec: 'PCMU', payloadType: 0 });
+        leg.sendAudio(Buffer.alloc(160, 2), 160);
+        res();
+      });
+      second.send(buildRtp(0, 2, 320, 5, Buffer.alloc(160)), leg.localPort, '127.0.0.1');
+    });
+    assert.equal(state, 'connecting');
+    await sleep(50);
+    leg.sendAudio(Buffer.alloc(160, 3), 160);
+    await until(() => first.got.length === 3, 'both packets at the far end signalled last');
+    assert.deepEqual(first.got.slice(1).map((b) => parseRtp(b)!.payload[0]), [2, 3]);
+    assert.equal(threadSendBatch.refused, refusedBefore, 'nothing refused by a socket left connected to the old far end');
+  } finally {
+    leg.close();
+    first.close();
+    second.close();
+  }
+});
+
+test('a re-INVITE that changes only a=rtcp moves our RTCP; a far end on hold with c=0.0.0.0 that keeps sending is not latched onto (we stay silent)', async () => {
+  const engine = new MediaEngine({ bindHost: '127.0.0.1', advertisedHost: '127.0.0.1', portRange: [23020, 23029], logger });
+  const leg = await engine.createSipLeg({ callId: 'rtcp-move' });
+  const rtp = await socket();
+  const rtcpA = await socket();
+  const rtcpB = await socket();
+  try {
+    leg.setRemote({ address: '127.0.0.1', port: rtp.address().port, rtcpPort: rtcpA.address().port, codec: 'PCMU', payloadType: 0 });
+    leg.setRemote({ address: '127.0.0.1', port: rtp.address().port, rtcpPort: rtcpB.address().port, codec: 'PCMU', payloadType: 0 });
+    // Old-style hold: c=0.0.0.0. Its music on hold still comes from the real address.
+    leg.setRemote({ address: '0.0.0.0', port: rtp.address().port, rtcpPort: rtcpB.address().port, codec: 'PCMU', payloadType: 0 });
+    await new Promise<void>((res) => { leg.once('audio', () => res()); rtp.send(buildRtp(0, 1, 160, 5, Buffer.alloc(160)), leg.localPort, '127.0.0.1'); });
+    assert.equal(leg.sendingAllowed, false, 'not latched: still no address to send to');
+    leg.sendAudio(Buffer.alloc(160, 1), 160);
+    // Resume at the real address: audio goes there, and RTCP to the port of the last a=rtcp.
+    leg.setRemote({ address: '127.0.0.1', port: rtp.address().port, rtcpPort: rtcpB.address().port, codec: 'PCMU', payloadType: 0 });
+    leg.sendAudio(Buffer.alloc(160, 2), 160);
+    await until(() => rtp.got.length === 1, 'the audio after the resume');
+    assert.equal(parseRtp(rtp.got[0])!.payload[0], 2, 'nothing was sent while held');
+    leg.close();
+    await until(() => rtcpB.got.length === 1, 'the RTCP BYE on the new RTCP port');
+    assert.equal(rtcpA.got.length, 0);
+  } finally {
+    leg.close();
+    for (const s of [rtp, rtcpA, rtcpB]) s.close();
+  }
+});
