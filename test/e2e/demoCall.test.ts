@@ -4,6 +4,7 @@ import { readFileSync } from 'node:fs';
 import { openPhone as openPhoneAt, remotePeakHz } from '../support/page';
 import { startDemoRig, type DemoRig } from '../support/demoRig';
 import { until } from '../support/tabs';
+import { heldResources } from '../support/gateway';
 
 let rig: DemoRig;
 let gw: DemoRig['gw'];
@@ -80,7 +81,9 @@ test('a number outside the dial plan ends as forbidden before any SIP is sent', 
   await page.close();
 });
 
-test('"call me back": the page rings, is answered there, and hears the demo tone', async () => {
+test('"call me back": the page rings, is answered there, and hears the demo tone; its CDR is written and nothing is left held', async () => {
+  const cdrLines = () => readFileSync(gw.cdrPath, 'utf8').trim().split('\n').filter(Boolean).map((l) => JSON.parse(l));
+  const before = cdrLines().length;
   const page = await openPhone();
   await page.getByTestId('callback-button').click();
   await page.getByTestId('incoming-accept').waitFor({ state: 'visible', timeout: 10000 });
@@ -91,11 +94,15 @@ test('"call me back": the page rings, is answered there, and hears the demo tone
   await page.getByTestId('hangup-button').click();
   await page.getByTestId('call-status').filter({ hasText: 'ended' }).waitFor({ timeout: 5000 });
   await page.close();
-  // every call wrote its CDR and released its media ports
+  // This call's CDR, once, and everything it held back (media legs, bridges, RTP and ICE ports).
+  await until(() => cdrLines().length > before, 'the callback\'s CDR line');
   await new Promise((r) => setTimeout(r, 300));
-  const cdrs = readFileSync(gw.cdrPath, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
-  assert.ok(cdrs.length >= 4, `CDRs written: ${cdrs.length}`);
+  const added = cdrLines().slice(before);
+  assert.equal(added.length, 1, JSON.stringify(added));
+  assert.equal(added[0].direction, 'inbound');
+  assert.ok(added[0].answerTime && added[0].endTime, JSON.stringify(added[0]));
   assert.equal(gw.gateway.activeCalls, 0);
+  await until(() => JSON.stringify(heldResources(gw.gateway)) === JSON.stringify({ legs: 0, bridges: 0, portsAllocated: 0, icePorts: 0 }), `nothing held: ${JSON.stringify(heldResources(gw.gateway))}`);
 });
 
 test('widget-demo.html: the widget works in demo mode out of the box and calls the echo test', async () => {

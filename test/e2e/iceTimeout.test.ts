@@ -2,7 +2,8 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import WebSocket from 'ws';
-import { startGateway } from '../support/gateway';
+import { heldResources, startGateway } from '../support/gateway';
+import { until } from '../support/tabs';
 
 /**
  * A browser that offers but never completes ICE/DTLS (blocked UDP, closed laptop): the gateway
@@ -46,12 +47,16 @@ test('no ICE/DTLS within connectTimeoutSec: ended ice-failed, SIP side hung up, 
   const t0 = Date.now();
   const calling = await waitFor((m) => m.type === 'calling', 5000);
   assert.match(calling.sdp, /a=ice-lite/);
+  // The demo endpoint answers at once: it holds a dialog, which our BYE must end.
+  const demoDialogs = (): number => (gw.gateway['demo'] as unknown as { dialogs: Set<unknown> }).dialogs.size;
+  await until(() => demoDialogs() === 1, 'the demo endpoint\'s dialog for the call');
   const ended = await waitFor((m) => m.type === 'ended', 8000);
   assert.equal(ended.cause, 'ice-failed');
   const took = Date.now() - t0;
   assert.ok(took >= 1800 && took < 6000, `gave up after ${took} ms`);
-  await new Promise((r) => setTimeout(r, 200));
+  await until(() => demoDialogs() === 0, 'the SIP side hung up (the demo endpoint got our BYE)');
   assert.equal(gw.gateway.activeCalls, 0);
+  await until(() => JSON.stringify(heldResources(gw.gateway)) === JSON.stringify({ legs: 0, bridges: 0, portsAllocated: 0, icePorts: 0 }), 'media legs, bridges, RTP and ICE ports released');
   const cdr = JSON.parse(readFileSync(gw.cdrPath, 'utf8').trim().split('\n').pop()!);
   assert.equal(cdr.cause, 'ice-failed');
   ws.close();

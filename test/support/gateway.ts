@@ -35,3 +35,13 @@ export async function startGateway(base: number, overrides: Partial<GatewayConfi
   await gateway.start();
   return { gateway, url: `http://127.0.0.1:${base}`, sipPort: base + 1, cdrPath, logs, stop: () => gateway.stop() };
 }
+
+/**
+ * What a gateway still holds (a leak check once calls have ended): media legs, bridges and RTP
+ * ports, and ICE ports. Reads private members, read-only.
+ */
+export function heldResources(gateway: Gateway): { legs: number; bridges: number; portsAllocated: number; icePorts: number } {
+  const media = (gateway as unknown as { media: { usage: { legs: number; bridges: number; portsAllocated: number } } }).media.usage;
+  const manager = (gateway as unknown as { manager: { opts: { ctx: { ice: { portPool?: { used: number } } } } } }).manager;
+  return { legs: media.legs, bridges: media.bridges, portsAllocated: media.portsAllocated, icePorts: manager.opts.ctx.ice.portPool?.used ?? 0 };
+}
