@@ -85,14 +85,25 @@ test('outbound call: audio both ways (1 kHz heard in the page, 700 Hz in baresip
   assert.ok(toneRatio(steady, sampleRate, 700) > 0.5, `baresip hears the browser's 700 Hz: ratio ${toneRatio(steady, sampleRate, 700).toFixed(2)}`);
 });
 
-test('hold and resume re-INVITE the trunk; audio flows again after resume', async () => {
+test('hold and resume re-INVITE the trunk (sendonly, then sendrecv); silence while held, audio again after resume', async () => {
   const page = await openPhone(browser, gw.url);
   await dial(page, TRUNK_NUMBER);
   await page.getByTestId('call-status').filter({ hasText: 'answered' }).waitFor({ timeout: 15000 });
+  const reinvites = () => gw.logs.filter((l) => l.msg === 'SIP sent' && typeof l.sip === 'string' && l.sip.startsWith('INVITE ') && /^To:.*;tag=/mi.test(l.sip)).map((l) => String(l.sip));
+  const before = reinvites().length;
   await page.getByTestId('hold-button').click();
   await page.getByTestId('hold-button').filter({ hasText: 'Resume' }).waitFor({ timeout: 5000 });
+  const hold = reinvites().slice(before);
+  assert.equal(hold.length, 1, 'one re-INVITE for the hold');
+  assert.match(hold[0], /^a=sendonly\r?$/m, 'the hold offer is sendonly (RFC 3264 §8.4)');
+  // Held: the trunk's tone no longer reaches the page.
+  const held = await remotePeakHz(page);
+  assert.ok(held.peakDb < -90, `silence while held: peak ${held.peakHz} Hz at ${held.peakDb} dB`);
   await page.getByTestId('hold-button').click();
   await page.getByTestId('hold-button').filter({ hasText: 'Hold' }).waitFor({ timeout: 5000 });
+  const resume = reinvites().slice(before + 1);
+  assert.equal(resume.length, 1, 'one re-INVITE for the resume');
+  assert.match(resume[0], /^a=sendrecv\r?$/m);
   const heard = await remotePeakHz(page);
   assert.ok(Math.abs(heard.peakHz - 1000) < 30, `audio after resume: ${heard.peakHz} Hz`);
   await page.getByTestId('hangup-button').click();
