@@ -115,6 +115,8 @@ export interface BrowserSetupResult {
     /** Audio RTP packets per second per call the browsers sent / received over about that window (getStats; 50 = full rate). */
     steadyBrowserRtpSentPerCallSecond: number;
     steadyBrowserRtpReceivedPerCallSecond: number;
+    /** Calls up at both samples whose browser sent (received) no RTP between them. */
+    steadyCallsWithoutRtp: { sent: number; received: number };
   };
   /** 4. This process (gateway + demo endpoint + bench clients) with the N calls up minus before them. */
   memory: {
@@ -568,11 +570,14 @@ async function concurrentRuns(
     const steadyCpu = process.cpuUsage(steadyCpu0);
     const steadySec = (performance.now() - steadyT0) / 1000;
     const rtp1 = await browserRtpCounts(pages);
+    // Per call with a call up in the page at both samples, those whose counter stood still
+    // included (leaving them out made half the calls silent read as full rate).
+    const rtpWindows = (k: 'sent' | 'received') => rtp1.flatMap((c, i) => { const b = rtp0[i]; return c && b ? [c[k] - b[k]] : []; });
     const rtpRate = (k: 'sent' | 'received') => {
-      let n = 0; let calls = 0;
-      rtp1.forEach((c, i) => { const b = rtp0[i]; if (c && b && c[k] > b[k]) { n += c[k] - b[k]; calls++; } });
-      return calls ? round(n / calls / steadySec, 1) : 0;
+      const w = rtpWindows(k);
+      return w.length ? round(w.reduce((a, d) => a + Math.max(0, d), 0) / w.length / steadySec, 1) : NaN;
     };
+    const rtpStill = (k: 'sent' | 'received') => rtpWindows(k).filter((d) => d <= 0).length;
     const activeCalls = gw.gateway.activeCalls;
     const after = memSample(gc);
     const gatewayEndCauses = countBy(readCdrs(gw.cdrPath).slice(cdrLinesBefore).map((c) => String(c.cause)));
@@ -615,6 +620,7 @@ async function concurrentRuns(
         steadySystemCpuShare: round(steadyCpu.system / Math.max(1, steadyCpu.user + steadyCpu.system)),
         steadyBrowserRtpSentPerCallSecond: rtpRate('sent'),
         steadyBrowserRtpReceivedPerCallSecond: rtpRate('received'),
+        steadyCallsWithoutRtp: { sent: rtpStill('sent'), received: rtpStill('received') },
       },
       memory: {
         calls: activeCalls,
