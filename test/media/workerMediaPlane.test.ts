@@ -195,6 +195,8 @@ test('a worker that dies fails the calls it carried (their legs say so), gives n
     assert.match(failed[0], /media worker 0 exited/);
     assert.equal(await bridge.close(), undefined, 'no figures from a dead worker, and no hang');
     assert.deepEqual(plane.usage, idle);
+    const linesOfX = () => lines.filter((l) => l.callId === 'x' && l.msg !== 'media worker exited: starting a new one').length;
+    const xBefore = linesOfX();
     assert.ok(lines.some((l) => l.msg === 'media worker exited: starting a new one' && l.callsFailed === 1));
     // It died within seconds of its start: the restart is delayed (a worker that cannot run is
     // not restarted in a tight loop), and calls meanwhile are refused clearly.
@@ -207,6 +209,8 @@ test('a worker that dies fails the calls it carried (their legs say so), gives n
     assert.equal(again.localPort, first);
     again.close();
     await until(() => plane.usage.portsAllocated === 0, 'released');
+    await sleep(200);
+    assert.equal(linesOfX(), xBefore, 'nothing about the failed call arrives after it was given up');
   } finally {
     await plane.close();
   }

@@ -96,14 +96,17 @@ test('Kamailio registrar: REGISTER with digest, refresh, an INVITE routed back t
 
   // Someone calls gw through Kamailio: the INVITE reaches us, we answer, they hang up.
   const caller = await startUa('udp', BASE + 74);
+  let recordRoute = '';
   const answered = new Promise<Dialog>((resolve) => ua.once('invite', (inv: ServerInvite) => {
-    assert.match(inv.request.header('record-route') ?? '', new RegExp(`127\\.0\\.0\\.1:${BASE + 70}`));
+    recordRoute = inv.request.header('record-route') ?? '';
     resolve(inv.accept(SDP));
   }));
   const inv = caller.invite({ requestUri: `sip:gw@127.0.0.1:${BASE + 70}`, from: { uri: 'sip:alice@127.0.0.1' }, sdp: SDP });
   const [res, callerDialog] = await once<[{ status: number }, Dialog]>(inv, 'accepted');
   assert.equal(res.status, 200);
   const ourDialog = await answered;
+  // Asserted here, not in the handler: a failure there surfaced as a timeout, not as this.
+  assert.match(recordRoute, new RegExp(`127\\.0\\.0\\.1:${BASE + 70}`));
   const ended = once<[string]>(ourDialog, 'terminated');
   await callerDialog.bye();
   assert.equal((await ended)[0], 'bye', 'BYE came through the record-routed proxy');
