@@ -63,7 +63,7 @@ export class MediaHost {
       case 'heap':
         // gc exists when node runs with --expose-gc (workers inherit the process's flags).
         if (cmd.gc) (globalThis as { gc?: () => void }).gc?.();
-        this.post({ t: 'heap', used: process.memoryUsage().heapUsed });
+        this.post({ t: 'heap', used: process.memoryUsage().heapUsed, id: cmd.id });
         return;
       case 'setRemote':
         this.legs.get(cmd.leg)?.setRemote(withBufferKeys(cmd.remote));

@@ -19,7 +19,7 @@ export type MediaCommand =
   /** Browser audio for the worker's bridges. */
   | { t: 'rtp'; batch: ArrayBuffer }
   /** Asks for the worker's heap in use (after a full GC when `gc` and the process allows it). */
-  | { t: 'heap'; gc: boolean };
+  | { t: 'heap'; gc: boolean; id: number };
 
 export type MediaEvent =
   | { t: 'ready' }
@@ -43,7 +43,7 @@ export type MediaEvent =
   /** One pino JSON line, written to the main thread's log destination. */
   | { t: 'log'; line: string }
   /** The answer to a heap command: this worker isolate's heap in use, bytes. */
-  | { t: 'heap'; used: number };
+  | { t: 'heap'; used: number; id: number };
 
 /** The parts of a BrowserMediaPort the bridge reads when it is created. */
 export interface BrowserPortDescription {

@@ -128,8 +128,9 @@ class MediaWorker {
   private readonly pendingLegs = new Map<number, { resolve(l: WorkerSipLeg): void; reject(e: Error): void; callId: string }>();
   private readonly bridges = new Map<number, WorkerBridge>();
   private readonly toWorker = new PacketBatchWriter();
-  /** heapUsed() calls waiting for the thread's answer, oldest first. */
-  private readonly heapWaiters: Array<(bytes: number) => void> = [];
+  /** heapUsed() calls waiting for the thread's answer, by request id (a late answer finds none). */
+  private readonly heapWaiters = new Map<number, (bytes: number) => void>();
+  private nextHeapId = 1;
   private flushScheduled = false;
   private nextId = 1;
   portsAllocated = 0;
@@ -162,15 +163,15 @@ class MediaWorker {
   heapUsed(gc: boolean): Promise<number> {
     if (!this.running) return Promise.resolve(NaN);
     return new Promise((resolve) => {
+      const id = this.nextHeapId++;
       const timer = setTimeout(() => settle(NaN), 2000);
       const settle = (bytes: number) => {
         clearTimeout(timer);
-        const i = this.heapWaiters.indexOf(settle);
-        if (i >= 0) this.heapWaiters.splice(i, 1);
+        this.heapWaiters.delete(id);
         resolve(bytes);
       };
-      this.heapWaiters.push(settle);
-      this.send({ t: 'heap', gc });
+      this.heapWaiters.set(id, settle);
+      this.send({ t: 'heap', gc, id });
     });
   }
 
@@ -247,7 +248,7 @@ class MediaWorker {
       }, delayMs);
     }
     for (const p of pending) p.reject(new Error(reason));
-    for (const w of [...this.heapWaiters]) w(NaN);
+    for (const w of [...this.heapWaiters.values()]) w(NaN);
     for (const b of bridges) b.settle(undefined);
     for (const l of legs) guarded(this.log, () => l.fail(reason));
   }
@@ -255,7 +256,7 @@ class MediaWorker {
   private onEvent(ev: MediaEvent): void {
     switch (ev.t) {
       case 'heap':
-        this.heapWaiters[0]?.(ev.used);
+        this.heapWaiters.get(ev.id)?.(ev.used);
         return;
       case 'rtp':
         readPacketBatch(ev.batch, (id, pkt) => this.bridges.get(id)?.browser.sendRtp(pkt));
