@@ -246,13 +246,8 @@ export abstract class CallBase extends EventEmitter<CallEvents> {
     const codec = (this.sipCodec ? desc.codecs.find((c) => c.name.toLowerCase() === this.sipCodec!.toLowerCase()) : undefined)
       ?? desc.codecs.find((c) => this.ctx.sipCodecs.some((n) => n.toLowerCase() === c.name.toLowerCase()));
     if (!codec) return `no common codec (far end offers ${desc.codecs.map((c) => c.name).join(', ') || 'none'})`;
+    // A running bridge follows the change (mediaBridge.ts followSipRemote).
     const next = normaliseCodecName(codec.name);
-    // The bridge follows a change between the G.711 laws; a change to or from Opus would need
-    // another bridge: refused, the call keeps its media (a re-offer gets 488) instead of going
-    // on with audio decoded as noise.
-    if (this.bridge && this.sipCodec && next !== this.sipCodec && (next === 'opus' || this.sipCodec === 'opus')) {
-      return `codec change from ${this.sipCodec} to ${next} mid-call is not supported`;
-    }
     let srtp: { local: SdesCrypto; remote: SdesCrypto } | undefined;
     if (desc.crypto.length > 0 && this.ctx.srtp !== 'off') {
       for (const line of desc.crypto) {
@@ -280,6 +275,7 @@ export abstract class CallBase extends EventEmitter<CallEvents> {
       ptime: desc.ptime,
       telephoneEventPayloadType: te?.payloadType,
       telephoneEventClockRate: te?.clockRate,
+      telephoneEvents: desc.telephoneEvents,
       srtp,
       direction: desc.direction,
     });

@@ -61,8 +61,9 @@ export interface BridgeEvents {
 /**
  * passthrough: the same codec both sides (PCMU, or Opus). transcode: Opus from the browser,
  * G.711 to the trunk. lawConvert: PCMU from the browser (webrtc.preferPcmu), PCMA to the trunk,
- * sample by sample. unsupported: a G.711 browser and an Opus trunk (config refuses the setting
- * that leads there; audio is dropped and counted rather than sent as noise).
+ * sample by sample. unsupported: a PCMU browser and an Opus trunk (webrtc.preferPcmu with an
+ * Opus trunk is refused by the config, but a browser that offers no Opus gets there too): audio
+ * is dropped and counted, and an error logged, rather than sent as noise.
  */
 export type BridgeMode = 'transcode' | 'passthrough' | 'lawConvert' | 'unsupported';
 
@@ -73,14 +74,18 @@ let fecWarned = false;
 
 /**
  * Moves audio between the browser leg and the SIP RTP leg: Opus <-> G.711 through libopus
- * (decoding straight to 8 kHz, encoding from 8 kHz), or passthrough when both sides use the
- * same codec. Each direction has its own SSRC, sequence numbers and timestamps, so the streams
+ * (decoding straight to 8 kHz, encoding from 8 kHz), PCMU <-> PCMA sample by sample, or
+ * passthrough when both sides use the same codec; it follows the trunk's codec when it changes. Each direction has its own SSRC, sequence numbers and timestamps, so the streams
  * stay continuous across hold/resume and far-end SSRC changes.
  */
 export class MediaBridge extends EventEmitter<BridgeEvents> {
-  private mode: BridgeMode;
+  private mode: BridgeMode = 'passthrough';
+  /** The browser sends PCMU (webrtc.preferPcmu), else Opus: fixed for the call. */
+  private readonly browserPcmu: boolean;
   private toSip: OpusToG711 | null = null;
   private toBrowser: G711ToOpus | null = null;
+  /** Counts of Opus coders freed by a codec change mid-call (stats() adds them). */
+  private readonly pastCoders = { malformed: 0, concealed: 0, fecRecovered: 0 };
   private readonly unsubscribe: () => void;
   private readonly unsubscribeReports: () => void;
   private readonly browserDtmf: DtmfReceiver;
@@ -121,24 +126,14 @@ export class MediaBridge extends EventEmitter<BridgeEvents> {
   constructor(private readonly browser: BrowserMediaPort, private readonly sip: SipRtpLeg, private readonly opts: { callId: string; logger: Logger; opusComplexity?: number }) {
     super();
     const remote = sip.remote;
-    const sipCodec = remote?.codec ?? 'PCMU';
-    const law: G711Law = sipCodec === 'PCMA' ? 'pcma' : 'pcmu';
-    const browserPcmu = browser.sendCodec === 'pcmu';
-    this.mode = modeFor(browserPcmu, sipCodec);
-    this.browserPt = browserPcmu ? browser.pcmuPayloadType ?? 0 : browser.opusPayloadType ?? 111;
-    this.browserClock = browserPcmu ? 8000 : 48000;
-    if (this.mode === 'unsupported') opts.logger.error({ sipCodec, browserCodec: browser.sendCodec }, 'a browser sending G.711 cannot be bridged to an Opus trunk: audio dropped');
+    this.browserPcmu = browser.sendCodec === 'pcmu';
+    this.browserPt = this.browserPcmu ? browser.pcmuPayloadType ?? 0 : browser.opusPayloadType ?? 111;
+    this.browserClock = this.browserPcmu ? 8000 : 48000;
     this.browserRx = new ReceiveStats(this.browserClock);
     this.sipFrameSamples = sipFrameSamplesFor(remote?.ptime);
-    if (this.mode === 'transcode') {
-      this.toSip = new OpusToG711(law);
-      this.toBrowser = new G711ToOpus(law, { complexity: opts.opusComplexity });
-      const fec = opusFecStatus();
-      if (!fec.available && !fecWarned) {
-        fecWarned = true;
-        opts.logger.warn({ reason: fec.reason }, 'Opus in-band FEC decoding unavailable: lost browser audio is concealed (PLC) only');
-      }
-    }
+    // Until the trunk's SDP is known (a bridge started on a 180 without SDP, for our ringback)
+    // PCMU is assumed; its answer then sets the real mode (followSipRemote).
+    this.mode = this.modeFor(remote?.codec ?? 'PCMU');
     this.browserDtmf = new DtmfReceiver((digit) => {
       this.emit('dtmf', { digit, from: 'browser' });
       this.sip.sendDtmf(digit, 100);
@@ -151,14 +146,13 @@ export class MediaBridge extends EventEmitter<BridgeEvents> {
     sip.on('nonAudio', (pkt) => this.sipReorder.push(pkt, false));
     sip.on('dtmf', (ev) => this.emit('dtmf', { digit: ev.digit, from: 'sip' }));
     sip.on('remote', () => this.followSipRemote());
-    opts.logger.debug({ mode: this.mode, sipCodec, browserCodec: browser.sendCodec }, 'media bridge up');
+    opts.logger.debug({ mode: this.mode, sipCodec: remote?.codec, browserCodec: browser.sendCodec }, 'media bridge up');
   }
 
   /**
-   * A re-INVITE moved the trunk between PCMU and PCMA, or changed its ptime: the transcoders
-   * switch law, a PCMU browser goes between pass-through and law conversion, and packets toward
-   * the trunk take the new size (the calls layer refuses changes to or from Opus while a bridge
-   * runs).
+   * The trunk's SDP changed (its answer after a bridge started early, or a re-INVITE): packets
+   * toward it take its ptime, and the bridge takes the mode its codec needs — coders made or
+   * freed, the G.711 law switched.
    */
   private followSipRemote(): void {
     const remote = this.sip.remote;
@@ -169,19 +163,51 @@ export class MediaBridge extends EventEmitter<BridgeEvents> {
       this.sipFrame = null; // a part-filled frame of the old size is dropped (at most one ptime)
       this.sipFrameFill = 0;
     }
-    if (remote.codec === 'opus') return;
-    const law: G711Law = remote.codec === 'PCMA' ? 'pcma' : 'pcmu';
-    if (this.mode === 'transcode') {
-      if (this.toSip!.law === law) return;
-      this.toSip!.law = law;
-      this.toBrowser!.law = law;
+    const before = this.mode;
+    const law = this.toSip?.law;
+    this.mode = this.modeFor(remote.codec);
+    if (this.mode !== before || this.toSip?.law !== law) this.opts.logger.info({ sipCodec: remote.codec, mode: this.mode, was: before }, 'media bridge follows the trunk\'s codec');
+  }
+
+  /**
+   * Sets up what `sipCodec` needs with this browser: Opus coders in the trunk's G.711 law for
+   * transcoding (made once, law switched in place: their state carries on), none otherwise.
+   */
+  private modeFor(sipCodec: 'PCMU' | 'PCMA' | 'opus'): BridgeMode {
+    const mode = modeFor(this.browserPcmu, sipCodec);
+    if (mode === 'transcode') {
+      const law: G711Law = sipCodec === 'PCMA' ? 'pcma' : 'pcmu';
+      if (!this.toSip || !this.toBrowser) {
+        this.toSip = new OpusToG711(law);
+        this.toBrowser = new G711ToOpus(law, { complexity: this.opts.opusComplexity });
+        const fec = opusFecStatus();
+        if (!fec.available && !fecWarned) {
+          fecWarned = true;
+          this.opts.logger.warn({ reason: fec.reason }, 'Opus in-band FEC decoding unavailable: lost browser audio is concealed (PLC) only');
+        }
+      }
+      this.toSip.law = law;
+      this.toBrowser.law = law;
       this.silenceFrame = null;
-    } else if (this.mode === 'passthrough' || this.mode === 'lawConvert') {
-      const mode = law === 'pcmu' ? 'passthrough' : 'lawConvert';
-      if (mode === this.mode) return;
-      this.mode = mode;
-    } else return;
-    this.opts.logger.info({ law, mode: this.mode }, 'SIP side switched G.711 law');
+    } else if (this.toSip || this.toBrowser) {
+      this.freeCoders();
+      this.pcm20Fill = 0;
+    }
+    if (mode === 'unsupported' && this.mode !== 'unsupported') this.opts.logger.error({ sipCodec, browserCodec: this.browser.sendCodec }, 'a browser sending G.711 cannot be bridged to an Opus trunk: audio dropped');
+    return mode;
+  }
+
+  /** Closes the Opus coders, keeping their counts for stats(). */
+  private freeCoders(): void {
+    if (this.toSip) {
+      this.pastCoders.malformed += this.toSip.malformed;
+      this.pastCoders.concealed += this.toSip.concealed;
+      this.pastCoders.fecRecovered += this.toSip.fecRecovered;
+    }
+    this.toSip?.close();
+    this.toBrowser?.close();
+    this.toSip = null;
+    this.toBrowser = null;
   }
 
   get isTranscoding(): boolean {
@@ -204,7 +230,14 @@ export class MediaBridge extends EventEmitter<BridgeEvents> {
     // encoder spend bits on FEC after every key press. Their timing is not jitter (ReceiveStats).
     const isEvent = pkt.payloadType === this.browser.telephoneEventPayloadType;
     this.browserRx.onPacket(pkt.sequenceNumber, pkt.timestamp, pkt.payload.length, performance.now(), !isEvent);
-    if (isEvent) { if (!this.browserDtmf.onPacket(pkt.timestamp, pkt.payload)) this.dropped++; return; }
+    if (isEvent) {
+      if (!this.browserDtmf.onPacket(pkt.timestamp, pkt.payload)) this.dropped++;
+      // Pass-through leaves gaps for lost packets; the event's numbers are none (the digit goes
+      // to the trunk as our own event train, which takes its stretch of the timeline). Opus
+      // transcoding fills them with PLC instead, which the leg drops while the digit plays.
+      if (this.mode !== 'transcode' && (this.lastBrowserSeq < 0 || ((pkt.sequenceNumber - this.lastBrowserSeq) & 0xffff) < 0x8000)) this.lastBrowserSeq = pkt.sequenceNumber;
+      return;
+    }
     if (this.holdLocal || this.holdRemote) { this.lastBrowserSeq = pkt.sequenceNumber; return; }
     if (this.mode === 'unsupported') { this.dropped++; return; }
     if (this.mode === 'passthrough' || this.mode === 'lawConvert') {
@@ -387,9 +420,9 @@ export class MediaBridge extends EventEmitter<BridgeEvents> {
         packetsSent: this.sent.packets, bytesSent: this.sent.bytes, packetsReceived: this.received.packets, bytesReceived: this.received.bytes,
         packetsLost: Math.max(0, this.browserRx.lost), jitterMs: Math.round(this.browserRx.jitterMs * 10) / 10, rttMs: null,
         mos: estimateMos({ lossPercent: this.browserRx.expected ? (Math.max(0, this.browserRx.lost) / this.browserRx.expected) * 100 : 0, oneWayDelayMs: 40, jitterMs: this.browserRx.jitterMs, ie: 0, bpl: 20 }),
-        dropped: this.dropped + (this.toSip?.malformed ?? 0),
-        concealed: this.toSip?.concealed ?? 0,
-        fecRecovered: this.toSip?.fecRecovered ?? 0,
+        dropped: this.dropped + this.pastCoders.malformed + (this.toSip?.malformed ?? 0),
+        concealed: this.pastCoders.concealed + (this.toSip?.concealed ?? 0),
+        fecRecovered: this.pastCoders.fecRecovered + (this.toSip?.fecRecovered ?? 0),
       },
       // The reorder stage sits between the trunk socket and the browser, so its counters go with the SIP leg's.
       sip: { ...this.sip.stats(), reorder: { reordered: r.reordered, duplicateOrLate: r.dropped, givenUp: r.lost } },
@@ -415,17 +448,17 @@ export class MediaBridge extends EventEmitter<BridgeEvents> {
   }
 }
 
-/**
- * Samples per packet toward the trunk for its a=ptime: G.711 frames in steps of 10 ms, from
- * 10 to 120 ms (8 samples a millisecond). 30 ms is common on carrier trunks; rounding to 20 ms
- * steps sent it 40 ms packets.
- */
 /** How the bridge carries audio between a browser that sends PCMU (else Opus) and the trunk's codec. */
 export function modeFor(browserPcmu: boolean, sipCodec: 'PCMU' | 'PCMA' | 'opus'): BridgeMode {
   if (browserPcmu) return sipCodec === 'PCMU' ? 'passthrough' : sipCodec === 'PCMA' ? 'lawConvert' : 'unsupported';
   return sipCodec === 'opus' ? 'passthrough' : 'transcode';
 }
 
+/**
+ * Samples per packet toward the trunk for its a=ptime: G.711 frames in steps of 10 ms, from
+ * 10 to 120 ms (8 samples a millisecond). 30 ms is common on carrier trunks; rounding to 20 ms
+ * steps sent it 40 ms packets.
+ */
 export function sipFrameSamplesFor(ptime: number | undefined): number {
   const ms = ptime && Number.isFinite(ptime) ? Math.min(120, Math.max(10, Math.round(ptime / 10) * 10)) : 20;
   return ms * 8;

@@ -19,6 +19,11 @@ export interface SipLegRemote {
   telephoneEventPayloadType?: number;
   /** That telephone-event format's clock rate (8000 unless negotiated otherwise, e.g. 48000 beside Opus). */
   telephoneEventClockRate?: number;
+  /**
+   * Every telephone-event format the SDP kept (an answer to our Opus offer may keep /8000 and
+   * /48000): digits are read from any of them, each on its own clock. We send on the one above.
+   */
+  telephoneEvents?: Array<{ payloadType: number; clockRate: number }>;
   srtp?: { local: SdesCrypto; remote: SdesCrypto };
   direction?: 'sendrecv' | 'sendonly' | 'recvonly' | 'inactive';
 }
@@ -108,7 +113,6 @@ export class SipRtpLeg extends EventEmitter<SipLegEvents> {
     this.remote = remote;
     this.clockRate = remote.codec === 'opus' ? 48000 : 8000;
     this.rx.setClockRate(this.clockRate);
-    this.dtmfRx.clockRate = remote.telephoneEventClockRate ?? 8000;
     if (moved) {
       this.dest = { address: remote.address, port: remote.port, rtcpPort: remote.rtcpMux ? remote.port : remote.rtcpPort ?? remote.port + 1 };
       this.latched = false;
@@ -200,7 +204,7 @@ export class SipRtpLeg extends EventEmitter<SipLegEvents> {
   sendDtmf(digit: string, durationMs = 100): boolean {
     digitToEvent(digit); // a bad digit throws here, not later in a timer
     if (this.closed || this.remote?.telephoneEventPayloadType === undefined || !this.sendingAllowed) return false;
-    if (this.dtmfBusyUntil > 0 && performance.now() < this.dtmfBusyUntil) {
+    if (this.dtmfQueue.length > 0 || (this.dtmfBusyUntil > 0 && performance.now() < this.dtmfBusyUntil)) {
       if (this.dtmfQueue.length >= MAX_QUEUED_DIGITS) return false;
       this.dtmfQueue.push({ digit, durationMs });
       return true;
@@ -232,12 +236,21 @@ export class SipRtpLeg extends EventEmitter<SipLegEvents> {
     // The event occupies its stretch of the timeline (audio frames meanwhile are not sent).
     this.ts = (this.ts + ((lastDelay + 20) * this.clockRate) / 1000) >>> 0;
     // The next waiting digit starts where this one's stretch ends.
-    later(lastDelay + 20, () => {
-      const next = this.dtmfQueue.shift();
-      if (!next || this.closed) return;
-      if (this.remote?.telephoneEventPayloadType === undefined || !this.sendingAllowed) { this.dtmfQueue.length = 0; return; }
-      this.startDtmf(next.digit, next.durationMs);
-    });
+    later(lastDelay + 20, () => this.nextDtmf());
+  }
+
+  /** Starts the first waiting digit once the one playing has ended (a timer may fire a little early). */
+  private nextDtmf(): void {
+    if (this.closed || this.dtmfQueue.length === 0) return;
+    const left = this.dtmfBusyUntil - performance.now();
+    if (left > 0) {
+      const t = setTimeout(() => { this.dtmfTimers.delete(t); this.nextDtmf(); }, Math.ceil(left));
+      this.dtmfTimers.add(t);
+      return;
+    }
+    if (this.remote?.telephoneEventPayloadType === undefined || !this.sendingAllowed) { this.dtmfQueue.length = 0; return; }
+    const next = this.dtmfQueue.shift()!;
+    this.startDtmf(next.digit, next.durationMs);
   }
 
   /**
@@ -288,23 +301,32 @@ export class SipRtpLeg extends EventEmitter<SipLegEvents> {
     // as another of its forms).
     threadSendBatch.flush();
     this.rtpConnected = 'connecting';
-    this.rtpSocket.connect(port, address, (err?: Error | null) => {
-      if (this.closed) return;
-      // dgram reports a failed connect() to this callback (not as an 'error' event) and leaves
-      // the socket unconnected: taking it for connected made every send throw ERR_SOCKET_BAD_PORT
-      // (no address given), out of sendAudio and into the bridge. Keep sending with an address.
-      if (err) {
-        this.rtpConnected = 'no';
-        this.opts.logger.debug({ err: err.message }, 'RTP connect() failed: sending unconnected');
-      } else if (this.rtpConnected !== 'connecting' || this.dest?.address !== address || this.dest.port !== port) {
-        // A re-INVITE moved the far end while we were connecting: the socket, connected now to
-        // the old one, is disconnected here (a disconnect() while it connected did nothing),
-        // before the packets queued meanwhile with the new address go out.
-        try { this.rtpSocket.disconnect(); } catch { /* not connected */ }
-        this.rtpConnected = 'no';
-      } else this.rtpConnected = 'yes';
-      this.sendWaiting();
-    });
+    try {
+      this.rtpSocket.connect(port, address, (err?: Error | null) => this.connected(address, port, err));
+    } catch (err) {
+      // dgram's own state disagreed with ours (already connected): stay unconnected, never throw
+      // into the packet handler that latched.
+      this.connected(address, port, err as Error);
+    }
+  }
+
+  /** The outcome of connectRtp(): connected, failed, or overtaken by a re-INVITE. */
+  private connected(address: string, port: number, err?: Error | null): void {
+    if (this.closed) return;
+    // dgram reports a failed connect() to this callback (not as an 'error' event) and leaves
+    // the socket unconnected: taking it for connected made every send throw ERR_SOCKET_BAD_PORT
+    // (no address given), out of sendAudio and into the bridge. Keep sending with an address.
+    if (err) {
+      this.rtpConnected = 'no';
+      this.opts.logger.debug({ err: err.message }, 'RTP connect() failed: sending unconnected');
+    } else if (this.rtpConnected !== 'connecting' || this.dest?.address !== address || this.dest.port !== port) {
+      // A re-INVITE moved the far end while we were connecting: the socket, connected now to
+      // the old one, is disconnected here (a disconnect() while it connected did nothing),
+      // before the packets queued meanwhile with the new address go out.
+      try { this.rtpSocket.disconnect(); } catch { /* not connected */ }
+      this.rtpConnected = 'no';
+    } else this.rtpConnected = 'yes';
+    this.sendWaiting();
   }
 
   private disconnectRtp(): void {
@@ -344,16 +366,26 @@ export class SipRtpLeg extends EventEmitter<SipLegEvents> {
     }
     const now = performance.now();
     this.lastRxAt = now;
-    this.rx.onPacket(pkt.sequenceNumber, pkt.timestamp, pkt.payload.length, now, pkt.payloadType !== this.remote.telephoneEventPayloadType);
+    const eventClock = this.eventClockOf(pkt.payloadType);
+    this.rx.onPacket(pkt.sequenceNumber, pkt.timestamp, pkt.payload.length, now, eventClock === 0);
     if (pkt.payloadType === this.remote.payloadType) {
       // An empty frame carries no audio and no duration: counted, and it only takes its number.
       if (pkt.payload.length > 0) this.emit('audio', pkt);
       else { this.dropped++; this.emit('nonAudio', pkt); }
-    } else if (pkt.payloadType === this.remote.telephoneEventPayloadType) {
+    } else if (eventClock > 0) {
+      this.dtmfRx.clockRate = eventClock;
       if (!this.dtmfRx.onPacket(pkt.timestamp, pkt.payload)) this.dropped++;
       this.emit('nonAudio', pkt);
     } else if (pkt.payloadType === 13) this.emit('nonAudio', pkt); // CN is tolerated
     else this.dropped++; // anything else is not ours
+  }
+
+  /** The clock rate of the telephone-event format with this PT; 0 when it is not one. */
+  private eventClockOf(pt: number): number {
+    const r = this.remote!;
+    if (pt === r.telephoneEventPayloadType) return r.telephoneEventClockRate ?? 8000;
+    const other = r.telephoneEvents?.find((e) => e.payloadType === pt);
+    return other ? other.clockRate : 0;
   }
 
   private onRtcpDatagram(msg: Buffer, _from: string): void {

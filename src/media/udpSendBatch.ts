@@ -22,7 +22,9 @@ export interface DatagramSender {
  *
  * Buffers are held until the flush: callers hand over a buffer they do not reuse (every sender
  * here builds a fresh one per packet, as an unconnected dgram send already required). A sender
- * flushes before it closes, connects or disconnects its socket.
+ * flushes before it connects or disconnects its socket, and before it closes one it sends on
+ * connected (a connected send is done at once); one about to close a socket it sends on with
+ * an address takes its datagrams back (discard) and counts them as not sent.
  */
 export class UdpSendBatch {
   private readonly sockets: DatagramSender[] = [];
@@ -50,6 +52,26 @@ export class UdpSendBatch {
       this.scheduled = true;
       setImmediate(this.flushLater);
     }
+  }
+
+  /**
+   * Takes back what waits for `socket` (its owner is closing it, and an addressed send would
+   * find it closed: dgram resolves the address on the next tick, then drops the datagram
+   * silently). Returns how many, for the owner to un-count.
+   */
+  discard(socket: DatagramSender): number {
+    let kept = 0;
+    const n = this.sockets.length;
+    for (let i = 0; i < n; i++) {
+      if (this.sockets[i] === socket) continue;
+      this.sockets[kept] = this.sockets[i];
+      this.buffers[kept] = this.buffers[i];
+      this.ports[kept] = this.ports[i];
+      this.addresses[kept] = this.addresses[i];
+      kept++;
+    }
+    this.sockets.length = this.buffers.length = this.ports.length = this.addresses.length = kept;
+    return n - kept;
   }
 
   get queued(): number {

@@ -127,9 +127,14 @@ export class DirectSrtpPath {
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    // Our audio still waiting in this turn's batch leaves now, while werift's socket is open
-    // (it closes it soon after): counted as sent, it must have been.
-    threadSendBatch.flush();
+    // Our audio still waiting in this turn's batch would find werift's socket closed (it closes
+    // it right after us, before an addressed send resolves its address): not sent, so not counted.
+    const socket = this.connection.nominated?.protocol.transport?.socket;
+    if (socket) {
+      const n = threadSendBatch.discard(socket);
+      this.counts.sent -= n;
+      this.counts.notSent += n;
+    }
     if (this.reportTimer) clearTimeout(this.reportTimer);
     this.reportTimer = null;
     for (const r of this.restore) r();

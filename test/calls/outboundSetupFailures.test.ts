@@ -355,7 +355,7 @@ test('the trunk re-offers other codecs and payload types on an answered outbound
   await until(() => r.gw.gateway.activeCalls === 0, 'the call ended');
 });
 
-test('mid-call codec changes: a re-offer listing PCMA first keeps PCMU; one with PCMA only switches the bridge\'s law (PCMA on the wire); one with Opus only gets 488 and the call keeps its media', async (t) => {
+test('mid-call codec changes: a re-offer listing PCMA first keeps PCMU; one with PCMA only switches the bridge\'s law (PCMA on the wire); one with Opus only makes it pass the browser\'s Opus through', async (t) => {
   const BASE = 22930; // 22930-22941
   let trunkDialog: import('../../src/sip').Dialog | null = null;
   const r = await rig(t, BASE, (inv) => { trunkDialog = inv.accept(trunkSdp(BASE)); }, undefined, ['PCMU', 'PCMA', 'opus']);
@@ -393,11 +393,23 @@ test('mid-call codec changes: a re-offer listing PCMA first keeps PCMU; one with
   const after = await lastPayload();
   assert.equal(after.payloadType, 8);
   assert.ok(after.payload.every((b) => b === 0xd5 || b === 0x55), `PCMA silence, got ${after.payload.subarray(0, 8).toString('hex')}`);
-  // Opus only: another bridge would be needed. 488; the media stays PCMA.
-  const refused = await trunkDialog!.reinvite(sdpWith('111', ['111 opus/48000/2'], 5));
-  assert.equal(refused.status, 488);
-  const still = await lastPayload();
-  assert.equal(still.payloadType, 8);
+  // Opus only: the browser's Opus goes through as it is (no coder in between).
+  const opus = await trunkDialog!.reinvite(sdpWith('111', ['111 opus/48000/2'], 5));
+  assert.equal(opus.status, 200);
+  assert.match(opus.body, /^m=audio \d+ RTP\/AVP 111\r$/m, opus.body);
+  const n = got.length;
+  const frame = enc.encode(new Int16Array(960));
+  bridge.fromBrowser({ payloadType: 111, sequenceNumber: seq, timestamp: seq++ * 960, marker: false, ssrc: 0xabc, payload: frame });
+  await until(() => got.length > n, 'the Opus packet at the trunk');
+  const passed = parseRtp(got[got.length - 1])!;
+  assert.equal(passed.payloadType, 111);
+  assert.deepEqual(Buffer.from(passed.payload), frame, 'the browser\'s Opus, untouched');
+  // And back to PCMA: transcoding again, with fresh coders.
+  const back = await trunkDialog!.reinvite(sdpWith('8', ['8 PCMA/8000'], 6));
+  assert.equal(back.status, 200);
+  const again = await lastPayload();
+  assert.equal(again.payloadType, 8);
+  assert.ok(again.payload.every((b) => b === 0xd5 || b === 0x55), 'PCMA silence again');
   alice.ws.send(JSON.stringify({ type: 'hangup', callId: calling.callId }));
   await until(() => r.gw.gateway.activeCalls === 0, 'the call ended');
 });

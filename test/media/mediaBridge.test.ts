@@ -306,3 +306,63 @@ test('pass-through toward the trunk: a duplicate and a late browser packet are d
     await engine.close();
   }
 });
+
+test('a bridge started before the trunk\'s SDP (180 without SDP) takes the mode of its answer: Opus both sides passes through', async () => {
+  const engine = new MediaEngine({ bindHost: '127.0.0.1', advertisedHost: '127.0.0.1', portRange: [23030, 23039], logger });
+  const leg = await engine.createSipLeg({ callId: 'early' });
+  const trunk = dgram.createSocket('udp4');
+  await new Promise<void>((r) => trunk.bind(0, '127.0.0.1', () => r()));
+  const atTrunk: RtpPacketView[] = [];
+  trunk.on('message', (m) => { const p = parseRtp(m); if (p) atTrunk.push({ ...p, payload: Buffer.from(p.payload) }); });
+  const browser = opusBrowser();
+  const enc = new OpusEncoder({ sampleRate: 48000, complexity: 1, bitrate: 24000 });
+  try {
+    const bridge = engine.createBridge(browser, leg, { callId: 'early' }).bridge;
+    assert.equal(bridge.stats().mode, 'transcode', 'PCMU assumed until the answer');
+    leg.setRemote({ address: '127.0.0.1', port: trunk.address().port, codec: 'opus', payloadType: 111 });
+    assert.equal(bridge.stats().mode, 'passthrough');
+    const frame = enc.encode(voiced(0));
+    browser.deliver({ payloadType: 111, sequenceNumber: 1, timestamp: 960, marker: false, ssrc: 0xb0b, payload: frame });
+    await until(() => atTrunk.length === 1, 'the Opus packet at the trunk');
+    assert.equal(atTrunk[0].payloadType, 111);
+    assert.deepEqual(atTrunk[0].payload, frame);
+    bridge.close();
+  } finally {
+    enc.delete();
+    leg.close();
+    trunk.close();
+    await engine.close();
+  }
+});
+
+test('pass-through: the browser\'s DTMF events between its audio leave no gap toward the trunk (the digit goes as our own event train)', async () => {
+  const engine = new MediaEngine({ bindHost: '127.0.0.1', advertisedHost: '127.0.0.1', portRange: [23040, 23049], logger });
+  const leg = await engine.createSipLeg({ callId: 'pt-dtmf' });
+  const trunk = dgram.createSocket('udp4');
+  await new Promise<void>((r) => trunk.bind(0, '127.0.0.1', () => r()));
+  const atTrunk: RtpPacketView[] = [];
+  trunk.on('message', (m) => { const p = parseRtp(m); if (p) atTrunk.push({ ...p, payload: Buffer.from(p.payload) }); });
+  let listener: ((pkt: RtpPacketView) => void) | null = null;
+  const browser = { ...fakeBrowser(), telephoneEventPayloadType: 126 };
+  browser.onRtp = (l) => { listener = l; return () => { listener = null; }; };
+  try {
+    leg.setRemote({ address: '127.0.0.1', port: trunk.address().port, codec: 'PCMU', payloadType: 0, telephoneEventPayloadType: 101 });
+    const bridge = engine.createBridge(browser, leg, { callId: 'pt-dtmf' }).bridge;
+    const audio = (seq: number) => listener!({ payloadType: 0, sequenceNumber: seq, timestamp: seq * 160, marker: false, ssrc: 0xb0b, payload: Buffer.alloc(160, seq) });
+    const event = (seq: number, end: boolean) => listener!({ payloadType: 126, sequenceNumber: seq, timestamp: 2 * 160, marker: seq === 2, ssrc: 0xb0b, payload: Buffer.from([5, end ? 0x8a : 0x0a, 0, 160]) });
+    audio(1);
+    event(2, false); event(3, false); event(4, true);
+    await until(() => atTrunk.filter((p) => p.payloadType === 101 && (p.payload[1] & 0x80)).length === 3, 'our event train for the digit');
+    await sleep(40);
+    audio(5);
+    await until(() => atTrunk.filter((p) => p.payloadType === 0).length === 2, 'the audio after the digit');
+    const seqSteps = atTrunk.slice(1).map((p, i) => (p.sequenceNumber - atTrunk[i].sequenceNumber) & 0xffff);
+    assert.ok(seqSteps.every((d) => d === 1), `no gap toward the trunk: steps ${seqSteps.join(',')}`);
+    assert.equal(bridge.stats().browser.dropped, 0);
+    bridge.close();
+  } finally {
+    leg.close();
+    trunk.close();
+    await engine.close();
+  }
+});

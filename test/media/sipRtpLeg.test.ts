@@ -395,7 +395,9 @@ test('telephone-event at 48 kHz (beside Opus): durations sent and read in 48 kHz
   const digits: Array<{ digit: string; durationMs: number }> = [];
   leg.on('dtmf', (d) => digits.push(d));
   try {
-    leg.setRemote({ address: '127.0.0.1', port: far.address().port, codec: 'opus', payloadType: 111, telephoneEventPayloadType: 110, telephoneEventClockRate: 48000 });
+    // The far end's answer kept both formats we offered: we send on the audio's clock, and
+    // read digits from either.
+    leg.setRemote({ address: '127.0.0.1', port: far.address().port, codec: 'opus', payloadType: 111, telephoneEventPayloadType: 110, telephoneEventClockRate: 48000, telephoneEvents: [{ payloadType: 101, clockRate: 8000 }, { payloadType: 110, clockRate: 48000 }] });
     assert.ok(leg.sendDtmf('7', 100));
     await until(() => far.got.filter((p) => (p[1] & 0x7f) === 110 && (p[13] & 0x80) !== 0).length === 3, 'the three end packets');
     const end = parseRtp(far.got[far.got.length - 1])!;
@@ -407,6 +409,13 @@ test('telephone-event at 48 kHz (beside Opus): durations sent and read in 48 kHz
     far.send(buildRtp(110, 1, 48000, 77, ev), leg.localPort, '127.0.0.1');
     await until(() => digits.length === 1, 'the far end\'s digit');
     assert.deepEqual(digits[0], { digit: '1', durationMs: 160 });
+    // A digit on its 8 kHz format: 80 ms = 640 ticks of that clock.
+    const ev8 = Buffer.from([9, 0x80 | 10, 0, 0]);
+    ev8.writeUInt16BE(80 * 8, 2);
+    far.send(buildRtp(101, 2, 96000, 77, ev8), leg.localPort, '127.0.0.1');
+    await until(() => digits.length === 2, 'the digit on the 8 kHz format');
+    assert.deepEqual(digits[1], { digit: '9', durationMs: 80 });
+    assert.equal(leg.stats().dropped, 0);
   } finally {
     leg.close();
     far.close();

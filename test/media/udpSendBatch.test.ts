@@ -74,3 +74,25 @@ test('a socket closed before the flush loses its datagrams, the others still go'
     staying.close();
   }
 });
+
+test('discard(socket) takes back only that socket\'s datagrams, in order for the rest', async () => {
+  const rx = await receiver();
+  const closing = await socket();
+  const staying = await socket();
+  const batch = new UdpSendBatch();
+  try {
+    batch.send(closing, Buffer.from([1]), rx.port, '127.0.0.1');
+    batch.send(staying, Buffer.from([2]), rx.port, '127.0.0.1');
+    batch.send(closing, Buffer.from([3]), rx.port, '127.0.0.1');
+    batch.send(staying, Buffer.from([4]), rx.port, '127.0.0.1');
+    assert.equal(batch.discard(closing), 2);
+    assert.equal(batch.queued, 2);
+    closing.close();
+    await until(() => rx.got.length === 2, 'the other socket\'s two datagrams');
+    assert.deepEqual(rx.got, [2, 4]);
+    assert.equal(batch.refused, 0);
+  } finally {
+    rx.sock.close();
+    staying.close();
+  }
+});
