@@ -171,6 +171,8 @@ export class Gateway {
       logger: log.child({ component: 'signaling' }),
       maxMessageBytes: c.limits.wsMaxMessageBytes,
       messagesPerSec: c.limits.wsMessagesPerSec,
+      heartbeatMs: c.limits.wsHeartbeatSec * 1000,
+      helloTimeoutMs: c.limits.wsHelloTimeoutSec * 1000,
       originAllowed: guards.originAllowed,
       connectAttempt: guards.connectAttempt,
       callAttempt: guards.callAttempt,

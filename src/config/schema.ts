@@ -153,6 +153,10 @@ export const ConfigSchema = z
         maxCallsGlobal: z.number().int().min(1).default(200),
         wsMaxMessageBytes: z.number().int().min(1024).default(65536),
         wsMessagesPerSec: z.number().int().min(1).default(50),
+        /** A tab that does not answer the server's WebSocket ping within this is gone (a laptop asleep sends no FIN): its calls end. */
+        wsHeartbeatSec: z.number().min(1).max(300).default(20),
+        /** A WebSocket that has not authenticated (hello) within this is closed. */
+        wsHelloTimeoutSec: z.number().min(1).max(300).default(10),
       })
       .strict()
       .prefault({}),

@@ -17,7 +17,12 @@ export interface SessionLimits {
   messagesPerSec: number;
   /** Call attempts: returns ms to wait when over the limit, 0 when allowed. */
   callAttempt(identity: string): number;
+  /** A connection that has not authenticated within this is closed. */
+  helloTimeoutMs: number;
 }
+
+/** Hellos refused in a row before the connection is closed (a client looping on a bad token). */
+const MAX_FAILED_HELLOS = 5;
 
 type SessionState = 'awaiting-hello' | 'authenticating' | 'ready' | 'closed';
 
@@ -33,6 +38,8 @@ export class BrowserSession implements RingTarget {
   private frameWindowStart = Date.now();
   private framesInWindow = 0;
   private warnedFlood = false;
+  private failedHellos = 0;
+  private helloTimer: NodeJS.Timeout | null = null;
 
   constructor(
     private readonly ws: WebSocket,
@@ -49,10 +56,18 @@ export class BrowserSession implements RingTarget {
     },
   ) {
     ws.on('message', (data, isBinary) => {
+      if (this.state === 'closed') return;
       if (isBinary) { this.send({ type: 'error', code: 'bad-message', message: 'binary frames are not part of the protocol' }); return; }
       if (!this.admitFrame()) return;
       this.onFrame(data.toString());
     });
+    // Unauthenticated connections do not linger (each holds a socket and a session).
+    this.helloTimer = setTimeout(() => {
+      this.helloTimer = null;
+      if (this.state === 'ready' || this.state === 'closed') return;
+      this.opts.logger.info({ sessionId: this.sessionId }, 'websocket closed: no hello in time');
+      this.ws.close(4408, 'hello timeout');
+    }, opts.limits.helloTimeoutMs);
     ws.on('close', () => this.onClose());
     ws.on('error', (err) => this.opts.logger.debug({ err: err.message }, 'websocket error'));
   }
@@ -86,7 +101,9 @@ export class BrowserSession implements RingTarget {
       return false;
     }
     this.opts.logger.warn({ sessionId: this.sessionId }, 'websocket flood: closing');
-    this.ws.close(1008, 'message flood');
+    // At once: a close handshake would leave the flood coming (and logged) until the peer
+    // answers it or ws gives up after 30 s. 'close' follows and ends the session.
+    this.ws.terminate();
     return false;
   }
 
@@ -169,18 +186,29 @@ export class BrowserSession implements RingTarget {
       this.state = 'awaiting-hello';
       this.opts.logger.info({ code: auth.code }, 'hello refused');
       this.send({ type: 'error', code: auth.code, message: auth.message });
+      this.helloRefused();
       return;
     }
     if (auth.origins && auth.origins.length > 0 && (!this.opts.origin || !auth.origins.includes(this.opts.origin))) {
       this.state = 'awaiting-hello';
       this.opts.logger.info({ origin: this.opts.origin }, 'token not valid for this origin');
       this.send({ type: 'error', code: 'token-invalid', message: 'the token does not allow this page origin' });
+      this.helloRefused();
       return;
     }
     this.identity = auth.identity;
     this.state = 'ready';
+    if (this.helloTimer) clearTimeout(this.helloTimer);
+    this.helloTimer = null;
     this.opts.onReady(this);
     this.send({ type: 'welcome', version: PROTOCOL_VERSION, sessionId: this.sessionId, identity: auth.identity.id, iceServers: this.opts.iceServers, demo: this.opts.demo });
+  }
+
+  /** A page may fix its token and say hello again, a few times; a client looping on a bad one is closed. */
+  private helloRefused(): void {
+    if (++this.failedHellos < MAX_FAILED_HELLOS) return;
+    this.opts.logger.info({ sessionId: this.sessionId }, 'websocket closed: too many refused hellos');
+    this.ws.close(4401, 'too many refused hellos');
   }
 
   private async onCall(msg: Extract<ClientMessage, { type: 'call' }>): Promise<void> {
@@ -261,6 +289,8 @@ export class BrowserSession implements RingTarget {
   private onClose(): void {
     if (this.state === 'closed') return;
     this.state = 'closed';
+    if (this.helloTimer) clearTimeout(this.helloTimer);
+    this.helloTimer = null;
     for (const call of this.calls.values()) {
       if (call instanceof OutboundCall) call.hangup('local-hangup');
       else if (call instanceof InboundCall) {

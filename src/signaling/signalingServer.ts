@@ -15,6 +15,10 @@ export interface SignalingOptions {
   logger: Logger;
   maxMessageBytes: number;
   messagesPerSec: number;
+  /** Ping every this long; a tab that has not answered the previous ping is terminated. */
+  heartbeatMs?: number;
+  /** A connection that has not said hello within this is closed (4408). */
+  helloTimeoutMs?: number;
   /** Origin check for the upgrade: true = allowed. */
   originAllowed(origin: string | undefined): boolean;
   /** Per-IP connect limit: ms to wait, 0 = allowed. */
@@ -35,10 +39,30 @@ export class SignalingServer implements UserDirectory {
   private readonly sessions = new Set<BrowserSession>();
   private readonly byUser = new Map<string, Set<BrowserSession>>();
   private accepting = true;
+  /** Clients that answered the last ping (ws's pong); the others are gone at the next beat. */
+  private readonly alive = new WeakSet<WebSocket>();
+  private readonly heartbeat: NodeJS.Timeout;
 
   constructor(server: Server, private readonly opts: SignalingOptions) {
     this.wss = new WebSocketServer({ noServer: true, maxPayload: opts.maxMessageBytes });
     server.on('upgrade', (req, socket, head) => this.onUpgrade(req, socket, head));
+    // A tab whose machine went to sleep or lost its network sends no FIN: without this its
+    // socket (and its calls: ICE-lite does no consent checks) would stay up until the far end
+    // hung up. Browsers answer pings by themselves.
+    this.heartbeat = setInterval(() => this.beat(), opts.heartbeatMs ?? 20_000);
+    this.heartbeat.unref();
+  }
+
+  private beat(): void {
+    for (const ws of this.wss.clients) {
+      if (!this.alive.has(ws)) {
+        this.opts.logger.info('websocket did not answer a ping: closing it');
+        ws.terminate(); // 'close' follows: the session ends its calls
+        continue;
+      }
+      this.alive.delete(ws);
+      try { ws.ping(); } catch { /* closing already */ }
+    }
   }
 
   get connectionCount(): number {
@@ -80,6 +104,8 @@ export class SignalingServer implements UserDirectory {
   }
 
   private onConnection(ws: WebSocket, origin: string | undefined, ip: string): void {
+    this.alive.add(ws);
+    ws.on('pong', () => this.alive.add(ws));
     const session: BrowserSession = new BrowserSession(ws, {
       manager: this.opts.manager,
       authenticate: this.opts.authenticate,
@@ -87,7 +113,7 @@ export class SignalingServer implements UserDirectory {
       demo: this.opts.demo,
       logger: this.opts.logger,
       origin,
-      limits: { messagesPerSec: this.opts.messagesPerSec, callAttempt: (id) => this.opts.callAttempt(id) },
+      limits: { messagesPerSec: this.opts.messagesPerSec, callAttempt: (id) => this.opts.callAttempt(id), helloTimeoutMs: this.opts.helloTimeoutMs ?? 10_000 },
       onReady: (s) => {
         const user = s.identity!.id;
         let set = this.byUser.get(user);
@@ -123,6 +149,7 @@ export class SignalingServer implements UserDirectory {
 
   async close(): Promise<void> {
     this.accepting = false;
+    clearInterval(this.heartbeat);
     // Wait for each closing handshake (at most 1 s), so the last messages — the `ended` of a
     // call hung up by the shutdown — reach the browser before the process exits.
     await Promise.all([...this.wss.clients].map((client) => new Promise<void>((resolve) => {

@@ -1,0 +1,86 @@
+/**
+ * What the WebSocket endpoint does with clients that misbehave or vanish: no hello in time,
+ * hellos refused again and again, a flood of frames, a tab that stops answering pings (a
+ * laptop gone to sleep sends no FIN) with a call up.
+ */
+import { after, test } from 'node:test';
+import assert from 'node:assert/strict';
+import WebSocket from 'ws';
+import type { RTCPeerConnection } from 'werift';
+import { heldResources, startGateway } from '../support/gateway';
+import { browserOffer, openTab, until, type Msg } from '../support/tabs';
+import { startStunResponder } from '../../bench/stunResponder';
+
+const BASE = 23300; // 23300-23599
+const SECRET = 'websocket-limits-secret-0123456789abcdef';
+const stun = startStunResponder();
+const peers: RTCPeerConnection[] = [];
+after(async () => {
+  await Promise.all(peers.map((pc) => pc.close().catch(() => undefined)));
+  (await stun).close();
+});
+
+async function connect(): Promise<{ ws: WebSocket; messages: Msg[]; closed: Promise<number> }> {
+  const ws = new WebSocket(`ws://127.0.0.1:${BASE}/ws`, { headers: { Origin: `http://127.0.0.1:${BASE}` } });
+  const messages: Msg[] = [];
+  ws.on('message', (d) => messages.push(JSON.parse(d.toString())));
+  const closed = new Promise<number>((r) => ws.once('close', (code) => r(code)));
+  await new Promise((res, rej) => { ws.once('open', res); ws.once('error', rej); });
+  return { ws, messages, closed };
+}
+
+test('WebSocket limits: no hello in time, refused hellos again and again, a flood, a tab that stops answering pings with a call up', async () => {
+  const gw = await startGateway(BASE, {
+    auth: { mode: 'token', hs256Secret: SECRET },
+    demo: { enabled: true, sipPort: BASE + 2 },
+    limits: { wsHeartbeatSec: 1, wsHelloTimeoutSec: 1, wsMessagesPerSec: 20 },
+    webrtc: { portRange: [BASE + 200, BASE + 299], connectTimeoutSec: 60 },
+  });
+  const sockets: WebSocket[] = [];
+  try {
+    // 1. Silent after connecting: closed 4408 once the hello deadline passes.
+    const silent = await connect();
+    sockets.push(silent.ws);
+    const t0 = Date.now();
+    assert.equal(await silent.closed, 4408);
+    assert.ok(Date.now() - t0 >= 900, 'not before the deadline');
+
+    // 2. A bad token five times: closed 4401 (each refusal answered first).
+    const looping = await connect();
+    sockets.push(looping.ws);
+    for (let i = 1; i <= 5; i++) {
+      looping.ws.send(JSON.stringify({ type: 'hello', version: 1, token: 'not.a.token' }));
+      await until(() => looping.messages.length === i, `refusal ${i}`);
+    }
+    assert.equal(await looping.closed, 4401);
+    assert.equal(looping.messages.filter((m) => m.type === 'error').length, 5);
+
+    // 3. A flood: one warning, then the socket is cut at once (no close handshake: 1006).
+    const flood = await connect();
+    sockets.push(flood.ws);
+    for (let i = 0; i < 200; i++) flood.ws.send(JSON.stringify({ type: 'ping' }));
+    assert.equal(await flood.closed, 1006);
+    assert.equal(flood.messages.filter((m) => m.type === 'error' && m.code === 'rate-limited').length, 1);
+    assert.ok(flood.messages.filter((m) => m.type === 'pong').length <= 20, 'frames past the limit were not handled');
+
+    // 4. A tab with a call up stops answering pings: terminated within two beats, its call ended.
+    const tab = await openTab(BASE, 'alice', SECRET, sockets);
+    tab.ws.send(JSON.stringify({ type: 'call', to: '1000', ref: 'asleep', sdp: await browserOffer((await stun).port, peers) }));
+    await until(() => tab.messages.some((m) => m.type === 'answered'), 'the demo endpoint answered');
+    assert.equal(gw.gateway.activeCalls, 1);
+    const signaling = () => (gw.gateway as unknown as { signaling: { connectionCount: number } }).signaling.connectionCount;
+    const open = signaling();
+    (tab.ws as unknown as { _socket: { pause(): void } })._socket.pause(); // reads nothing, answers no ping
+    await until(() => signaling() === open - 1, 'the gateway dropped the silent tab', 5000);
+    await until(() => gw.gateway.activeCalls === 0, 'the call of the vanished tab ended');
+    await until(() => JSON.stringify(heldResources(gw.gateway)) === JSON.stringify({ legs: 0, bridges: 0, portsAllocated: 0, icePorts: 0 }), 'its media released');
+
+    // A live tab answers pings by itself and stays.
+    const live = await openTab(BASE, 'bob', SECRET, sockets);
+    await new Promise((r) => setTimeout(r, 2500));
+    assert.equal(live.ws.readyState, WebSocket.OPEN);
+  } finally {
+    for (const ws of sockets) ws.terminate();
+    await gw.stop();
+  }
+});
