@@ -124,6 +124,8 @@ export class InboundCall extends CallBase {
       return { ok: false, message: `bad answer SDP: ${(e as Error).message}` };
     }
     if (this.state !== 'ringing') return { ok: false, message: 'call ended while accepting' };
+    // The same tab may have closed or refused while its answer was applied: it cannot win.
+    if (fork.state !== 'ringing') return { ok: false, message: 'call is no longer ringing for this tab' };
     fork.state = 'won';
     for (const other of this.forks.values()) {
       if (other !== fork && other.state === 'ringing') {

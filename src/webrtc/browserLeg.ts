@@ -60,6 +60,14 @@ const TELEPHONE_EVENT_48K = 126;
 const TELEPHONE_EVENT_8K = 101;
 /** What a narrowband browser stream may spend: enough for SILK's in-band FEC. */
 const NARROWBAND_OPUS_BITRATE = 20000;
+/** Trickled browser candidates handed to werift, at most (see addIceCandidate). */
+const MAX_REMOTE_CANDIDATES = 16;
+
+const MDNS_CANDIDATE = /^a=candidate:\S+ \d+ \S+ \d+ \S+\.local .*(?:\r?\n|$)/gim;
+/** The SDP without `.local` (mDNS) candidates, which werift would resolve on the gateway's LAN. */
+function withoutMdnsCandidates(sdp: string): string {
+  return sdp.replace(MDNS_CANDIDATE, '');
+}
 
 /**
  * Our Opus receive preferences (RFC 7587 §6.1), in our offers and answers alike. useinbandfec=1
@@ -150,10 +158,12 @@ export class BrowserLeg extends EventEmitter<BrowserLegEvents> implements Browse
   }
 
   /** Outbound call: the browser offered; answer at once so ICE/DTLS run while the far end rings. */
+  private remoteCandidates = 0;
+
   async answer(offerSdp: string): Promise<string> {
     this.transceiver = this.pc.addTransceiver(this.outTrack, { direction: 'sendrecv' });
     try {
-      await this.pc.setRemoteDescription({ type: 'offer', sdp: offerSdp });
+      await this.pc.setRemoteDescription({ type: 'offer', sdp: withoutMdnsCandidates(offerSdp) });
     } catch (err) {
       throw new OfferRefusedError((err as Error).message);
     }
@@ -184,14 +194,22 @@ export class BrowserLeg extends EventEmitter<BrowserLegEvents> implements Browse
 
   /** Inbound call: the browser answered our offer. */
   async acceptAnswer(answerSdp: string): Promise<void> {
-    await this.pc.setRemoteDescription({ type: 'answer', sdp: answerSdp });
+    await this.pc.setRemoteDescription({ type: 'answer', sdp: withoutMdnsCandidates(answerSdp) });
     this.startConnecting();
   }
 
   /** Trickled candidate from the browser (null = end of candidates). */
+  /**
+   * A trickled candidate from the browser. As ICE-lite we never check toward them (the browser's
+   * checks tell us its address), so werift gets only a few, and no mDNS ones: for a `.local`
+   * name werift opens a multicast-DNS socket and queries the gateway's LAN. Past the cap they
+   * are dropped (each one werift keeps is paired and sorted anew).
+   */
   async addIceCandidate(candidate: string | null, sdpMid?: string, sdpMLineIndex?: number): Promise<void> {
     if (this.state === 'closed') return;
     if (!candidate) return; // ICE-lite: nothing to do at end-of-candidates
+    if (/^(?:a=)?candidate:\S+ \d+ \S+ \d+ \S+\.local /i.test(candidate)) return;
+    if (++this.remoteCandidates > MAX_REMOTE_CANDIDATES) return;
     await this.pc.addIceCandidate({ candidate, sdpMid, sdpMLineIndex });
   }
 

@@ -11,6 +11,7 @@ import dgram from 'node:dgram';
 import pino from 'pino';
 import { MediaStreamTrack, RTCPeerConnection, RTCRtpCodecParameters, RtcpRrPacket, RtcpSourceDescriptionPacket, RtcpSrPacket, RtpHeader, RtpPacket, type RtcpPacket } from 'werift';
 import { BrowserLeg } from '../../src/webrtc/browserLeg';
+import { dtlsTransportOf } from '../../src/webrtc/weriftInternals';
 import { IcePortPool, IcePortsExhaustedError } from '../../src/webrtc/icePortPool';
 import { MediaEngine, type RtpPacketView } from '../../src/media';
 import { OpusEncoder } from '../../src/media/codecs';
@@ -340,5 +341,25 @@ test('webrtc.preferPcmu puts PCMU first in the answer to a Chrome offer (Opus fi
     } finally {
       await l.close();
     }
+  }
+});
+
+test('browser candidates: no mDNS (.local) ones reach werift, from the offer or trickled, and at most 16 trickled', async () => {
+  const l = leg();
+  try {
+    const offer = chromeLikeOffer('minptime=10;useinbandfec=1').replace('a=ssrc:1234', [
+      'a=candidate:1 1 udp 2122260223 0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0.local 50000 typ host generation 0',
+      'a=candidate:2 1 udp 2122260223 127.0.0.1 50002 typ host generation 0',
+      'a=ssrc:1234',
+    ].join('\r\n'));
+    await l.answer(offer);
+    const ice = dtlsTransportOf(l['transceiver']!)!.iceTransport.connection as unknown as { remoteCandidates: Array<{ host: string }> };
+    await l.addIceCandidate('candidate:3 1 udp 2122260223 aaaa-bbbb.local 50004 typ host generation 0', '0', 0);
+    for (let i = 0; i < 20; i++) await l.addIceCandidate(`candidate:${10 + i} 1 udp 2122260223 127.0.0.${10 + i} 50010 typ host generation 0`, '0', 0);
+    const hosts = ice.remoteCandidates.map((c) => c.host);
+    assert.ok(!hosts.some((h) => h.endsWith('.local')), hosts.join(' '));
+    assert.equal(hosts.length, 1 + 16, 'the offer\'s address candidate and 16 trickled ones');
+  } finally {
+    await l.close();
   }
 });
