@@ -1,6 +1,6 @@
 import type { ServerInvite } from '../sip';
 import { RtpPortsExhaustedError } from '../media';
-import type { SipMediaDescription } from '../sdp';
+import { checkBrowserOffer, type SipMediaDescription } from '../sdp';
 import type { BrowserLeg } from '../webrtc/browserLeg';
 import { IcePortsExhaustedError } from '../webrtc/icePortPool';
 import { CallBase, type CallContext, type HangupCause } from './callBase';
@@ -118,6 +118,10 @@ export class InboundCall extends CallBase {
   async accept(sessionId: string, answerSdp: string): Promise<{ ok: true } | { ok: false; message: string }> {
     const fork = this.forks.get(sessionId);
     if (!fork || fork.state !== 'ringing' || this.state !== 'ringing') return { ok: false, message: 'call is no longer ringing for this tab' };
+    // The checks an offer gets: an answer werift takes without usable audio would have us send
+    // 200 OK, then end the call when ICE never comes up. The tab may answer again.
+    const unusable = checkBrowserOffer(answerSdp);
+    if (unusable) return { ok: false, message: `bad answer SDP: ${unusable}` };
     try {
       await fork.leg.acceptAnswer(answerSdp);
     } catch (e) {

@@ -481,3 +481,34 @@ test('a caller that starts on hold (a=sendonly, e.g. a queue playing music) is a
   tab.ws.send(JSON.stringify({ type: 'hangup', callId: incoming.callId }));
   await until(() => r.gw.gateway.activeCalls === 0, 'the call ended');
 });
+
+test('an answer from the tab without usable audio (no DTLS fingerprint) is refused before any 200 OK; the tab can answer again', async (t) => {
+  const BASE = 23600; // 23600-23615
+  const r = await rig(t, BASE, smallBlock(BASE, BASE + 15));
+  const tab = await r.tab('fix');
+  const inv = r.trunk.invite({
+    requestUri: `sip:fix@127.0.0.1:${BASE + 1}`,
+    from: { uri: 'sip:+15550000095@127.0.0.1' },
+    sdp: `v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio ${BASE + 4} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n`,
+  });
+  let final = false;
+  const answered = new Promise<SipResponse>((resolve, reject) => { inv.once('accepted', (res) => { final = true; resolve(res); }); inv.once('rejected', (res) => { final = true; reject(new Error(`rejected ${res.status}`)); }); inv.once('failed', reject); });
+  const incoming = await message(tab, 'incoming');
+  const pc = new RTCPeerConnection({ iceUseIpv6: false, iceInterfaceAddresses: { udp4: '127.0.0.1' } });
+  t.after(() => pc.close());
+  await pc.setRemoteDescription({ type: 'offer', sdp: incoming.sdp });
+  await pc.setLocalDescription(await pc.createAnswer());
+  const good = pc.localDescription!.sdp;
+  const from = tab.messages.length;
+  tab.ws.send(JSON.stringify({ type: 'accept', callId: incoming.callId, sdp: good.replace(/^a=fingerprint:.*\r\n/m, '') }));
+  await until(() => tab.messages.slice(from).some((m) => m.type === 'error'), 'the refusal');
+  const err = tab.messages.slice(from).find((m) => m.type === 'error')!;
+  assert.match(String(err.message), /bad answer SDP: no DTLS fingerprint/);
+  await new Promise((res) => setTimeout(res, 200));
+  assert.equal(final, false, 'no final response to the INVITE: the call still rings');
+  tab.ws.send(JSON.stringify({ type: 'accept', callId: incoming.callId, sdp: good }));
+  const res = await within(answered, PROMPT_MS, 'the 200 OK');
+  assert.equal(res.status, 200);
+  tab.ws.send(JSON.stringify({ type: 'hangup', callId: incoming.callId }));
+  await until(() => r.gw.gateway.activeCalls === 0, 'the call ended');
+});
