@@ -116,6 +116,7 @@ export class Gateway {
       srtp: c.trunk?.srtp ?? 'off',
       sipCodecs: c.trunk?.codecs ?? ['PCMU', 'PCMA'],
       preferPcmuToBrowser: c.webrtc.preferPcmu,
+      browserMediaTimeoutMs: c.media.inactivityTimeoutSec * 1000,
     };
 
     const guards = buildEdgeGuards(c);

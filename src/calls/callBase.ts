@@ -47,6 +47,12 @@ export interface CallContext {
   srtp: SrtpPolicy;
   sipCodecs: Array<'PCMU' | 'PCMA' | 'opus'>;
   preferPcmuToBrowser?: boolean;
+  /**
+   * An answered call whose browser sent no RTP or RTCP for this long ends (media-timeout):
+   * ICE-lite does no consent checks, so a browser whose UDP path died would otherwise hold the
+   * call until the far end hung up. 0 or unset: no check.
+   */
+  browserMediaTimeoutMs?: number;
 }
 
 export interface CallRecord {
@@ -421,9 +427,40 @@ export abstract class CallBase extends EventEmitter<CallEvents> {
     return true;
   }
 
+  /**
+   * Ends the answered call when the browser's packets stop (see CallContext.browserMediaTimeoutMs).
+   * Browsers send RTP even when muted and RTCP every few seconds, held or not.
+   */
+  private watchBrowserMedia(browser: BrowserLeg): void {
+    const timeoutMs = this.ctx.browserMediaTimeoutMs ?? 0;
+    if (timeoutMs <= 0) return;
+    const every = Math.min(5000, timeoutMs / 2);
+    let seen = browser.mediaReceived;
+    let quietSince = performance.now();
+    const check = () => {
+      const n = browser.mediaReceived;
+      // Quiet time counts from the answer at the earliest (ringing is not a call yet).
+      if (n !== seen || this.state !== 'answered' || !this.answeredAt) {
+        seen = n;
+        quietSince = performance.now();
+        this.after(every, check);
+        return;
+      }
+      const quietMs = Math.min(performance.now() - quietSince, Date.now() - this.answeredAt.getTime());
+      if (quietMs >= timeoutMs) {
+        this.log.warn({ quietMs: Math.round(quietMs) }, 'no RTP or RTCP from the browser: ending the call');
+        this.hangup('media-timeout');
+        return;
+      }
+      this.after(every, check);
+    };
+    this.after(every, check);
+  }
+
   protected startBridge(browser: BrowserLeg): void {
     if (this.bridge || !this.sipLeg) return;
     this.bridge = this.ctx.media.createBridge(browser, this.sipLeg, { callId: this.id });
+    this.watchBrowserMedia(browser);
     this.bridge.onDtmf((ev) => {
       if (ev.from === 'sip') this.emit('dtmf', ev.digit);
     });

@@ -362,7 +362,16 @@ export class BrowserLeg extends EventEmitter<BrowserLegEvents> implements Browse
     else this.opts.logger.warn({ reason: r.reason }, 'browser audio stays on werift\'s RTP path');
   }
 
+  /** RTP and RTCP packets received from the browser so far (either path): the call's liveness check reads it. */
+  get mediaReceived(): number {
+    const d = this.direct?.counts;
+    return this.weriftPathPackets + (d ? d.received + d.rtcpReceived : 0);
+  }
+
+  private weriftPathPackets = 0;
+
   private onBrowserRtp(rtp: RtpPacket): void {
+    this.weriftPathPackets++;
     if (this.rtpListeners.size === 0) return;
     const h = rtp.header;
     const view: RtpPacketView = {
