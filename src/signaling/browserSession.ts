@@ -39,6 +39,8 @@ export class BrowserSession implements RingTarget {
   private framesInWindow = 0;
   private warnedFlood = false;
   private failedHellos = 0;
+  /** Closed for flooding: frames still arriving are ignored. */
+  private flooded = false;
   private helloTimer: NodeJS.Timeout | null = null;
 
   constructor(
@@ -56,7 +58,7 @@ export class BrowserSession implements RingTarget {
     },
   ) {
     ws.on('message', (data, isBinary) => {
-      if (this.state === 'closed') return;
+      if (this.state === 'closed' || this.flooded) return;
       if (isBinary) { this.send({ type: 'error', code: 'bad-message', message: 'binary frames are not part of the protocol' }); return; }
       if (!this.admitFrame()) return;
       this.onFrame(data.toString());
@@ -101,9 +103,11 @@ export class BrowserSession implements RingTarget {
       return false;
     }
     this.opts.logger.warn({ sessionId: this.sessionId }, 'websocket flood: closing');
-    // At once: a close handshake would leave the flood coming (and logged) until the peer
-    // answers it or ws gives up after 30 s. 'close' follows and ends the session.
-    this.ws.terminate();
+    // Nothing more is read from it (ws keeps delivering frames until the close handshake ends),
+    // and it is cut if the peer does not complete the handshake within a second.
+    this.flooded = true;
+    this.ws.close(1008, 'message flood');
+    setTimeout(() => this.ws.terminate(), 1000).unref();
     return false;
   }
 

@@ -285,6 +285,10 @@ export class BrowserLeg extends EventEmitter<BrowserLegEvents> implements Browse
     for (const s of this.subscriptions) s.unSubscribe();
     this.subscriptions.length = 0;
     try {
+      // werift closes only the sockets whose bind has finished: one still binding (the leg closed
+      // while gathering, e.g. a CANCEL crossing the offer) would stay open, holding its port after
+      // the pool took it back. Gathering (host candidates only) ends within milliseconds.
+      if (this.pc.iceGatheringState === 'gathering') await this.gatheringDone(1000);
       await this.pc.close();
     } catch (err) {
       this.opts.logger.warn({ err, wasFailed }, 'browser peer connection close failed');
@@ -292,6 +296,16 @@ export class BrowserLeg extends EventEmitter<BrowserLegEvents> implements Browse
       release();
     }
     this.emit('closed');
+  }
+
+  /** Resolves when ICE gathering is complete, or after `ms`. */
+  private gatheringDone(ms: number): Promise<void> {
+    return new Promise<void>((resolve) => {
+      const t = setTimeout(() => { sub.unSubscribe(); resolve(); }, ms);
+      const sub = this.pc.iceGatheringStateChange.subscribe((st) => {
+        if (st === 'complete') { clearTimeout(t); sub.unSubscribe(); resolve(); }
+      });
+    });
   }
 
   private startConnecting(): void {
@@ -401,14 +415,7 @@ export class BrowserLeg extends EventEmitter<BrowserLegEvents> implements Browse
 
   /** ICE-lite gathers only host candidates, so this is quick; bounded anyway. */
   private async completeLocalSdp(): Promise<string> {
-    if (this.pc.iceGatheringState !== 'complete') {
-      await new Promise<void>((resolve) => {
-        const t = setTimeout(() => { sub.unSubscribe(); resolve(); }, 2000);
-        const sub = this.pc.iceGatheringStateChange.subscribe((s) => {
-          if (s === 'complete') { clearTimeout(t); sub.unSubscribe(); resolve(); }
-        });
-      });
-    }
+    if (this.pc.iceGatheringState !== 'complete') await this.gatheringDone(2000);
     const sdp = this.pc.localDescription?.sdp;
     if (!sdp) throw new Error('werift produced no local description');
     return sdp;

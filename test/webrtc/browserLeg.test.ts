@@ -363,3 +363,18 @@ test('browser candidates: no mDNS (.local) ones reach werift, from the offer or 
     await l.close();
   }
 });
+
+test('a leg closed while werift still gathers (an inbound call cancelled as its offer is made) leaves no ICE socket open', async () => {
+  const racePool = new IcePortPool([23950, 23959]);
+  const bindable = (port: number) => new Promise<boolean>((r) => { const s = dgram.createSocket('udp4'); s.once('error', () => r(false)); s.bind(port, '127.0.0.1', () => s.close(() => r(true))); });
+  for (let i = 0; i < 10; i++) {
+    const l = new BrowserLeg({ callId: 'race', logger, ice: { bindAddress: '127.0.0.1', announcedAddresses: ['127.0.0.1'], portRange: [23950, 23959], portPool: racePool } });
+    const port = l['icePort']!;
+    const offer = l.createOffer().catch(() => undefined);
+    await new Promise((r) => setImmediate(r)); // werift is binding its socket now
+    await l.close();
+    await offer;
+    assert.equal(await bindable(port), true, `round ${i}: port ${port} free once close() resolved`);
+  }
+  assert.equal(racePool.used, 0);
+});
