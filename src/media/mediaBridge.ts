@@ -75,7 +75,8 @@ let fecWarned = false;
 /**
  * Moves audio between the browser leg and the SIP RTP leg: Opus <-> G.711 through libopus
  * (decoding straight to 8 kHz, encoding from 8 kHz), PCMU <-> PCMA sample by sample, or
- * passthrough when both sides use the same codec; it follows the trunk's codec when it changes. Each direction has its own SSRC, sequence numbers and timestamps, so the streams
+ * passthrough when both sides use the same codec; it follows the trunk's codec when it
+ * changes. Each direction has its own SSRC, sequence numbers and timestamps, so the streams
  * stay continuous across hold/resume and far-end SSRC changes.
  */
 export class MediaBridge extends EventEmitter<BridgeEvents> {
@@ -133,7 +134,7 @@ export class MediaBridge extends EventEmitter<BridgeEvents> {
     this.sipFrameSamples = sipFrameSamplesFor(remote?.ptime);
     // Until the trunk's SDP is known (a bridge started on a 180 without SDP, for our ringback)
     // PCMU is assumed; its answer then sets the real mode (followSipRemote).
-    this.mode = this.modeFor(remote?.codec ?? 'PCMU');
+    this.mode = this.setUpFor(remote?.codec ?? 'PCMU');
     this.browserDtmf = new DtmfReceiver((digit) => {
       this.emit('dtmf', { digit, from: 'browser' });
       this.sip.sendDtmf(digit, 100);
@@ -165,7 +166,7 @@ export class MediaBridge extends EventEmitter<BridgeEvents> {
     }
     const before = this.mode;
     const law = this.toSip?.law;
-    this.mode = this.modeFor(remote.codec);
+    this.mode = this.setUpFor(remote.codec);
     if (this.mode !== before || this.toSip?.law !== law) this.opts.logger.info({ sipCodec: remote.codec, mode: this.mode, was: before }, 'media bridge follows the trunk\'s codec');
   }
 
@@ -173,7 +174,7 @@ export class MediaBridge extends EventEmitter<BridgeEvents> {
    * Sets up what `sipCodec` needs with this browser: Opus coders in the trunk's G.711 law for
    * transcoding (made once, law switched in place: their state carries on), none otherwise.
    */
-  private modeFor(sipCodec: 'PCMU' | 'PCMA' | 'opus'): BridgeMode {
+  private setUpFor(sipCodec: 'PCMU' | 'PCMA' | 'opus'): BridgeMode {
     const mode = modeFor(this.browserPcmu, sipCodec);
     if (mode === 'transcode') {
       const law: G711Law = sipCodec === 'PCMA' ? 'pcma' : 'pcmu';
