@@ -4,7 +4,7 @@ import type { Logger } from 'pino';
 import type { Dialog, SipRequest } from '../sip';
 import type { BridgeHandle, BridgeStats, MediaPlane, SipLegHandle } from '../media';
 import { generateSdesCrypto, parseCryptoAttribute, type SdesCrypto } from '../media/srtp';
-import { buildSipAnswer, parseSipAnswer, parseSipOffer, telephoneEventFor, type MediaDirection, type SipMediaDescription, type SipSdpOptions } from '../sdp';
+import { buildSipAnswer, parseSipAnswer, parseSipOffer, telephoneEventFor, type MediaDirection, type SipCodecName, type SipMediaDescription, type SipSdpOptions } from '../sdp';
 import type { BrowserIceConfig } from '../webrtc/browserLeg';
 import { BrowserLeg } from '../webrtc/browserLeg';
 import type { EndCause } from './causes';
@@ -93,6 +93,8 @@ export abstract class CallBase extends EventEmitter<CallEvents> {
   protected activeSrtp: { local: SdesCrypto; remote: SdesCrypto } | null = null;
   /** The codec the SIP leg runs now (none before the first SDP exchange). */
   protected sipCodec: 'PCMU' | 'PCMA' | 'opus' | null = null;
+  /** The bridge's browser sends PCMU (so the trunk must stay on G.711). */
+  private bridgedBrowserPcmu = false;
   /** Our 2xx to a re-INVITE without SDP carried an offer: its answer comes in the ACK. */
   private awaitingAckAnswer = false;
   protected heldLocally = false;
@@ -249,8 +251,10 @@ export abstract class CallBase extends EventEmitter<CallEvents> {
     if (!this.sipLeg) return 'no SIP media leg';
     // Mid-call, the codec in use is kept while the far end still lists it (a re-offer with
     // another order must not switch it under the bridge).
+    // A bridge from a browser that sends PCMU cannot take Opus from the trunk: not chosen then.
+    const usable = (name: string) => this.ctx.sipCodecs.some((n) => n.toLowerCase() === name.toLowerCase()) && !(this.bridgedBrowserPcmu && name.toLowerCase() === 'opus');
     const codec = (this.sipCodec ? desc.codecs.find((c) => c.name.toLowerCase() === this.sipCodec!.toLowerCase()) : undefined)
-      ?? desc.codecs.find((c) => this.ctx.sipCodecs.some((n) => n.toLowerCase() === c.name.toLowerCase()));
+      ?? desc.codecs.find((c) => usable(c.name));
     if (!codec) return `no common codec (far end offers ${desc.codecs.map((c) => c.name).join(', ') || 'none'})`;
     // A running bridge follows the change (mediaBridge.ts followSipRemote).
     const next = normaliseCodecName(codec.name);
@@ -378,6 +382,13 @@ export abstract class CallBase extends EventEmitter<CallEvents> {
    */
   protected abstract currentLocalSdp(direction: 'sendrecv' | 'sendonly' | 'recvonly' | 'inactive'): string;
 
+  /** Our codecs toward the trunk, the one in use first (see localSdpOptions). */
+  private offeredCodecs(): SipCodecName[] {
+    const ordered = this.sipCodec ? [this.sipCodec, ...this.ctx.sipCodecs.filter((c) => c !== this.sipCodec)] : this.ctx.sipCodecs;
+    const bridgeable = ordered.filter((c) => !(this.bridgedBrowserPcmu && c === 'opus'));
+    return bridgeable.length > 0 ? bridgeable : ordered;
+  }
+
   /**
    * What every SDP we send toward the SIP side shares: our RTP address, the trunk's SRTP policy
    * and codecs, and the o= line — one session id for the whole call and a version one up on
@@ -389,8 +400,9 @@ export abstract class CallBase extends EventEmitter<CallEvents> {
       advertisedHost: this.sipLeg.localAddress,
       port: this.sipLeg.localPort,
       srtp: this.ctx.srtp,
-      // Once a codec runs, our re-offers list it first and our answers keep it where offered.
-      codecs: this.sipCodec ? [this.sipCodec, ...this.ctx.sipCodecs.filter((c) => c !== this.sipCodec)] : this.ctx.sipCodecs,
+      // Once a codec runs, our re-offers list it first and our answers keep it where offered;
+      // Opus is left out under a bridge from a PCMU browser (applyRemoteMedia would refuse it).
+      codecs: this.offeredCodecs(),
       keepCodec: this.sipCodec ?? undefined,
       sessionId: this.id.replace(/\D/g, '').slice(0, 12) || '1',
       sessionVersion: this.sdpVersion++,
@@ -429,7 +441,8 @@ export abstract class CallBase extends EventEmitter<CallEvents> {
 
   /**
    * Ends the answered call when the browser's packets stop (see CallContext.browserMediaTimeoutMs).
-   * Browsers send RTP even when muted and RTCP every few seconds, held or not.
+   * Browsers send RTCP every few seconds whatever their RTP does (muted, held), so silence on
+   * both means the path is gone.
    */
   private watchBrowserMedia(browser: BrowserLeg): void {
     const timeoutMs = this.ctx.browserMediaTimeoutMs ?? 0;
@@ -439,8 +452,9 @@ export abstract class CallBase extends EventEmitter<CallEvents> {
     let quietSince = performance.now();
     const check = () => {
       const n = browser.mediaReceived;
-      // Quiet time counts from the answer at the earliest (ringing is not a call yet).
-      if (n !== seen || this.state !== 'answered' || !this.answeredAt) {
+      // Quiet time counts from the answer at the earliest (ringing is not a call yet); a leg
+      // that cannot tell (audio on werift's path, or not connected yet) is never called quiet.
+      if (n === null || n !== seen || this.state !== 'answered' || !this.answeredAt) {
         seen = n;
         quietSince = performance.now();
         this.after(every, check);
@@ -460,6 +474,7 @@ export abstract class CallBase extends EventEmitter<CallEvents> {
   protected startBridge(browser: BrowserLeg): void {
     if (this.bridge || !this.sipLeg) return;
     this.bridge = this.ctx.media.createBridge(browser, this.sipLeg, { callId: this.id });
+    this.bridgedBrowserPcmu = browser.sendCodec === 'pcmu';
     this.watchBrowserMedia(browser);
     this.bridge.onDtmf((ev) => {
       if (ev.from === 'sip') this.emit('dtmf', ev.digit);

@@ -166,7 +166,20 @@ export class MediaBridge extends EventEmitter<BridgeEvents> {
     }
     const before = this.mode;
     const law = this.toSip?.law;
-    this.mode = this.setUpFor(remote.codec);
+    // The ringback (on a 180 without SDP) encodes with the coder the new mode may free: it
+    // starts again on the new set-up.
+    const ringing = this.toneTimer !== null;
+    if (ringing) this.setBrowserTone('none');
+    try {
+      this.mode = this.setUpFor(remote.codec);
+    } catch (err) {
+      // A coder that cannot be made (memory): no audio rather than an exception out of the
+      // leg's setRemote into the call's SIP handling.
+      this.freeCoders();
+      this.mode = 'unsupported';
+      this.opts.logger.error({ err }, 'media bridge cannot follow the trunk\'s codec: audio dropped');
+    }
+    if (ringing) this.setBrowserTone('ringback');
     if (this.mode !== before || this.toSip?.law !== law) this.opts.logger.info({ sipCodec: remote.codec, mode: this.mode, was: before }, 'media bridge follows the trunk\'s codec');
   }
 
@@ -236,7 +249,9 @@ export class MediaBridge extends EventEmitter<BridgeEvents> {
       // Pass-through leaves gaps for lost packets; the event's numbers are none (the digit goes
       // to the trunk as our own event train, which takes its stretch of the timeline). Opus
       // transcoding fills them with PLC instead, which the leg drops while the digit plays.
-      if (this.mode !== 'transcode' && (this.lastBrowserSeq < 0 || ((pkt.sequenceNumber - this.lastBrowserSeq) & 0xffff) < 0x8000)) this.lastBrowserSeq = pkt.sequenceNumber;
+      // Without a telephone-event toward the trunk no train is sent, and the gap is left.
+      const relayed = this.sip.remote?.telephoneEventPayloadType !== undefined && this.sip.sendingAllowed;
+      if (relayed && this.mode !== 'transcode' && (this.lastBrowserSeq < 0 || ((pkt.sequenceNumber - this.lastBrowserSeq) & 0xffff) < 0x8000)) this.lastBrowserSeq = pkt.sequenceNumber;
       return;
     }
     if (this.holdLocal || this.holdRemote) { this.lastBrowserSeq = pkt.sequenceNumber; return; }

@@ -39,8 +39,8 @@ export class BrowserSession implements RingTarget {
   private framesInWindow = 0;
   private warnedFlood = false;
   private failedHellos = 0;
-  /** Closed for flooding: frames still arriving are ignored. */
-  private flooded = false;
+  /** Being closed by us (flood, no hello, refused hellos): frames still arriving are ignored. */
+  private closing = false;
   private helloTimer: NodeJS.Timeout | null = null;
 
   constructor(
@@ -58,18 +58,21 @@ export class BrowserSession implements RingTarget {
     },
   ) {
     ws.on('message', (data, isBinary) => {
-      if (this.state === 'closed' || this.flooded) return;
+      if (this.state === 'closed' || this.closing) return;
       if (isBinary) { this.send({ type: 'error', code: 'bad-message', message: 'binary frames are not part of the protocol' }); return; }
       if (!this.admitFrame()) return;
       this.onFrame(data.toString());
     });
-    // Unauthenticated connections do not linger (each holds a socket and a session).
-    this.helloTimer = setTimeout(() => {
+    // Unauthenticated connections do not linger (each holds a socket and a session). A hello
+    // that arrived in time but is still being checked gets its answer first.
+    const helloDeadline = () => {
       this.helloTimer = null;
-      if (this.state === 'ready' || this.state === 'closed') return;
+      if (this.state === 'authenticating') { this.helloTimer = setTimeout(helloDeadline, opts.limits.helloTimeoutMs); return; }
+      if (this.state !== 'awaiting-hello') return;
       this.opts.logger.info({ sessionId: this.sessionId }, 'websocket closed: no hello in time');
-      this.ws.close(4408, 'hello timeout');
-    }, opts.limits.helloTimeoutMs);
+      this.closeFor(4408, 'hello timeout');
+    };
+    this.helloTimer = setTimeout(helloDeadline, opts.limits.helloTimeoutMs);
     ws.on('close', () => this.onClose());
     ws.on('error', (err) => this.opts.logger.debug({ err: err.message }, 'websocket error'));
   }
@@ -103,11 +106,7 @@ export class BrowserSession implements RingTarget {
       return false;
     }
     this.opts.logger.warn({ sessionId: this.sessionId }, 'websocket flood: closing');
-    // Nothing more is read from it (ws keeps delivering frames until the close handshake ends),
-    // and it is cut if the peer does not complete the handshake within a second.
-    this.flooded = true;
-    this.ws.close(1008, 'message flood');
-    setTimeout(() => this.ws.terminate(), 1000).unref();
+    this.closeFor(1008, 'message flood');
     return false;
   }
 
@@ -185,7 +184,7 @@ export class BrowserSession implements RingTarget {
     }
     this.state = 'authenticating';
     const auth = await this.opts.authenticate(token);
-    if (this.state !== 'authenticating') return; // socket closed meanwhile
+    if (this.state !== 'authenticating' || this.closing) return; // socket closed meanwhile
     if (!auth.ok) {
       this.state = 'awaiting-hello';
       this.opts.logger.info({ code: auth.code }, 'hello refused');
@@ -212,7 +211,19 @@ export class BrowserSession implements RingTarget {
   private helloRefused(): void {
     if (++this.failedHellos < MAX_FAILED_HELLOS) return;
     this.opts.logger.info({ sessionId: this.sessionId }, 'websocket closed: too many refused hellos');
-    this.ws.close(4401, 'too many refused hellos');
+    this.closeFor(4401, 'too many refused hellos');
+  }
+
+  /**
+   * Closes the socket with `code`. Nothing more it sends is read (ws goes on delivering frames
+   * until the close handshake ends), and it is cut if the peer does not complete the handshake
+   * within a second (ws would wait 30 s).
+   */
+  private closeFor(code: number, reason: string): void {
+    if (this.closing) return;
+    this.closing = true;
+    this.ws.close(code, reason);
+    setTimeout(() => this.ws.terminate(), 1000).unref();
   }
 
   private async onCall(msg: Extract<ClientMessage, { type: 'call' }>): Promise<void> {

@@ -157,9 +157,10 @@ export class BrowserLeg extends EventEmitter<BrowserLegEvents> implements Browse
     );
   }
 
-  /** Outbound call: the browser offered; answer at once so ICE/DTLS run while the far end rings. */
+  /** Trickled browser candidates handed to werift so far (see addIceCandidate). */
   private remoteCandidates = 0;
 
+  /** Outbound call: the browser offered; answer at once so ICE/DTLS run while the far end rings. */
   async answer(offerSdp: string): Promise<string> {
     this.transceiver = this.pc.addTransceiver(this.outTrack, { direction: 'sendrecv' });
     try {
@@ -198,9 +199,8 @@ export class BrowserLeg extends EventEmitter<BrowserLegEvents> implements Browse
     this.startConnecting();
   }
 
-  /** Trickled candidate from the browser (null = end of candidates). */
   /**
-   * A trickled candidate from the browser. As ICE-lite we never check toward them (the browser's
+   * A trickled candidate from the browser (null = end of candidates). As ICE-lite we never check toward them (the browser's
    * checks tell us its address), so werift gets only a few, and no mDNS ones: for a `.local`
    * name werift opens a multicast-DNS socket and queries the gateway's LAN. Past the cap they
    * are dropped (each one werift keeps is paired and sorted anew).
@@ -376,16 +376,17 @@ export class BrowserLeg extends EventEmitter<BrowserLegEvents> implements Browse
     else this.opts.logger.warn({ reason: r.reason }, 'browser audio stays on werift\'s RTP path');
   }
 
-  /** RTP and RTCP packets received from the browser so far (either path): the call's liveness check reads it. */
-  get mediaReceived(): number {
+  /**
+   * RTP and RTCP packets received from the browser so far, for the call's liveness check; null
+   * when the audio is not on our direct path (werift's path shows us no RTCP, and RTP alone stops
+   * when a browser mutes by removing its track).
+   */
+  get mediaReceived(): number | null {
     const d = this.direct?.counts;
-    return this.weriftPathPackets + (d ? d.received + d.rtcpReceived : 0);
+    return d ? d.received + d.rtcpReceived : null;
   }
 
-  private weriftPathPackets = 0;
-
   private onBrowserRtp(rtp: RtpPacket): void {
-    this.weriftPathPackets++;
     if (this.rtpListeners.size === 0) return;
     const h = rtp.header;
     const view: RtpPacketView = {

@@ -414,6 +414,27 @@ test('mid-call codec changes: a re-offer listing PCMA first keeps PCMU; one with
   await until(() => r.gw.gateway.activeCalls === 0, 'the call ended');
 });
 
+test('a browser that sends PCMU: a trunk re-offer of Opus and PCMA is answered PCMA (the bridge cannot take Opus from it), and its audio is converted', async (t) => {
+  const BASE = 23070; // 23070-23081
+  let trunkDialog: import('../../src/sip').Dialog | null = null;
+  const r = await rig(t, BASE, (inv) => { trunkDialog = inv.accept(trunkSdp(BASE)); }, undefined, ['PCMU', 'PCMA', 'opus']);
+  const alice = await r.tab('alice');
+  alice.ws.send(JSON.stringify({ type: 'call', to: '+15551000092', ref: 'pcmu', sdp: await browserOffer((await stun).port, peers, 'pcmu') }));
+  const calling = await message(alice, ['calling', 'error', 'ended']);
+  assert.equal(calling.type, 'calling', JSON.stringify(calling));
+  assert.match(String(calling.sdp), /^m=audio \d+ \S+ 0[ \r]/m, 'the browser was answered PCMU');
+  await message(alice, ['answered']);
+  await until(() => trunkDialog?.state === 'confirmed', 'the trunk\'s dialog confirmed');
+  const reoffer = `v=0\r\no=- 2 3 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio ${BASE + 4} RTP/AVP 111 8\r\na=rtpmap:111 opus/48000/2\r\na=rtpmap:8 PCMA/8000\r\na=sendrecv\r\n`;
+  const res = await trunkDialog!.reinvite(reoffer);
+  assert.equal(res.status, 200);
+  assert.match(res.body, /^m=audio \d+ RTP\/AVP 8\r$/m, res.body);
+  const bridges = [...(r.media()['bridges'] as Set<{ bridge: { stats(): { mode: string } } }>)];
+  assert.equal(bridges[0].bridge.stats().mode, 'lawConvert');
+  alice.ws.send(JSON.stringify({ type: 'hangup', callId: calling.callId }));
+  await until(() => r.gw.gateway.activeCalls === 0, 'the call ended');
+});
+
 test('a re-INVITE without SDP (delayed offer): our 200 offers, keeping our direction, and the answer in the ACK moves the media; an unusable one ends the call (failed)', async (t) => {
   const BASE = 22880; // 22880-22891
   const r = await rig(t, BASE, (inv) => { inv.accept(trunkSdp(BASE)); });

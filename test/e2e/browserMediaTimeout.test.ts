@@ -1,16 +1,19 @@
 /**
- * An answered call whose browser sends nothing (its UDP path died; ICE-lite does no consent
+ * An answered call whose browser stops sending (its UDP path died; ICE-lite does no consent
  * checks) ends as media-timeout after media.inactivityTimeoutSec, while the SIP side keeps
- * sending (the demo tone, 1001): it is the browser side's silence that ends it.
+ * sending (the demo tone, 1001): it is the browser side's silence that ends it. A browser that
+ * keeps sending keeps its call.
  */
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
+import type dgram from 'node:dgram';
 import { readFileSync } from 'node:fs';
 import type WebSocket from 'ws';
-import type { RTCPeerConnection } from 'werift';
+import { MediaStreamTrack, RTCPeerConnection, RTCRtpCodecParameters, RtpHeader, RtpPacket } from 'werift';
 import { heldResources, startGateway } from '../support/gateway';
-import { browserOffer, openTab, until } from '../support/tabs';
+import { openTab, until } from '../support/tabs';
 import { startStunResponder } from '../../bench/stunResponder';
+import { dtlsTransportOf } from '../../src/webrtc/weriftInternals';
 
 const BASE = 23620; // 23620-23919: HTTP, SIP, demo; media 23720-23819; WebRTC 23820-23919
 const SECRET = 'browser-media-timeout-secret-0123456789';
@@ -21,29 +24,53 @@ after(async () => {
   (await stun).close();
 });
 
-test('no RTP or RTCP from the browser of an answered call for inactivityTimeoutSec: ended media-timeout, CDR written, nothing held', async () => {
+test('a browser that sends keeps its answered call; once it falls silent for inactivityTimeoutSec the call ends media-timeout, CDR written, nothing held', async () => {
   const gw = await startGateway(BASE, {
     auth: { mode: 'token', hs256Secret: SECRET },
     demo: { enabled: true, sipPort: BASE + 2 },
     media: { portRange: [BASE + 100, BASE + 199], inactivityTimeoutSec: 2 },
-    webrtc: { portRange: [BASE + 200, BASE + 299], connectTimeoutSec: 60 },
+    webrtc: { portRange: [BASE + 200, BASE + 299] },
   });
   const sockets: WebSocket[] = [];
+  let sending: NodeJS.Timeout | undefined;
   try {
+    const pc = new RTCPeerConnection({
+      iceServers: [{ urls: `stun:127.0.0.1:${(await stun).port}` }],
+      iceUseIpv6: false,
+      iceInterfaceAddresses: { udp4: '127.0.0.1' },
+      codecs: { audio: [new RTCRtpCodecParameters({ mimeType: 'audio/opus', clockRate: 48000, channels: 2, payloadType: 111 })] },
+    });
+    peers.push(pc);
+    const track = new MediaStreamTrack({ kind: 'audio' });
+    const transceiver = pc.addTransceiver(track, { direction: 'sendrecv' });
+    await pc.setLocalDescription(await pc.createOffer());
+    await until(() => pc.iceGatheringState === 'complete', 'gathering');
     const tab = await openTab(BASE, 'quiet', SECRET, sockets);
-    // An offer from a peer that never connects: nothing reaches the gateway from it.
-    tab.ws.send(JSON.stringify({ type: 'call', to: '1001', ref: 'quiet', sdp: await browserOffer((await stun).port, peers) }));
+    tab.ws.send(JSON.stringify({ type: 'call', to: '1001', ref: 'quiet', sdp: pc.localDescription!.sdp }));
+    await until(() => tab.messages.some((m) => m.type === 'calling'), 'the gateway\'s answer');
+    await pc.setRemoteDescription({ type: 'answer', sdp: String(tab.messages.find((m) => m.type === 'calling')!.sdp) });
+    await until(() => pc.connectionState === 'connected', 'ICE and DTLS up');
     await until(() => tab.messages.some((m) => m.type === 'answered'), 'the demo tone answered');
-    const answeredAt = Date.now();
+    // Audio from the browser for twice the timeout: the call stays up.
+    let seq = 0;
+    sending = setInterval(() => { track.writeRtp(new RtpPacket(new RtpHeader({ payloadType: 111, sequenceNumber: seq, timestamp: seq * 960, ssrc: 42 }), Buffer.from([0xf8, 0xff, 0xfe]))); seq++; }, 20);
+    await new Promise((r) => setTimeout(r, 4000));
+    assert.ok(!tab.messages.some((m) => m.type === 'ended'), `a sending browser keeps its call: ${JSON.stringify(tab.messages.find((m) => m.type === 'ended'))}`);
+    // Its UDP path dies: nothing more arrives from it (not even RTCP), and it says nothing.
+    clearInterval(sending);
+    const socket = dtlsTransportOf(transceiver)!.iceTransport.connection.nominated!.protocol.transport!.socket as unknown as dgram.Socket;
+    socket.close();
+    const silentAt = Date.now();
     await until(() => tab.messages.some((m) => m.type === 'ended'), 'the call ended', 15000);
     const ended = tab.messages.find((m) => m.type === 'ended')!;
     assert.equal(ended.cause, 'media-timeout');
-    const after = Date.now() - answeredAt;
-    assert.ok(after >= 1900 && after < 8000, `ended ${after} ms after the answer`);
+    const took = Date.now() - silentAt;
+    assert.ok(took >= 1500 && took < 8000, `ended ${took} ms after the browser fell silent`);
     const cdr = JSON.parse(readFileSync(gw.cdrPath, 'utf8').trim().split('\n').pop()!);
     assert.equal(cdr.cause, 'media-timeout');
     await until(() => JSON.stringify(heldResources(gw.gateway)) === JSON.stringify({ legs: 0, bridges: 0, portsAllocated: 0, icePorts: 0 }), 'released');
   } finally {
+    clearInterval(sending);
     for (const ws of sockets) ws.terminate();
     await gw.stop();
   }

@@ -343,3 +343,44 @@ test('pass-through: the browser\'s DTMF events between its audio leave no gap to
     await close();
   }
 });
+
+test('pass-through without telephone-event toward the trunk: the browser\'s DTMF events leave their gap (no train covers them)', async () => {
+  const { engine, leg, atTrunk, trunk, close } = await trunkRig('pt-no-te', [23050, 23059]);
+  const browser = pcmuBrowser();
+  try {
+    leg.setRemote({ address: '127.0.0.1', port: trunk.address().port, codec: 'PCMU', payloadType: 0 });
+    const bridge = engine.createBridge(browser, leg, { callId: 'pt-no-te' }).bridge;
+    browser.deliver({ payloadType: 0, sequenceNumber: 1, timestamp: 160, marker: false, ssrc: 0xb0b, payload: Buffer.alloc(160, 1) });
+    for (const s of [2, 3, 4]) browser.deliver({ payloadType: 126, sequenceNumber: s, timestamp: 320, marker: s === 2, ssrc: 0xb0b, payload: Buffer.from([5, s === 4 ? 0x8a : 0x0a, 0, 160]) });
+    browser.deliver({ payloadType: 0, sequenceNumber: 5, timestamp: 800, marker: false, ssrc: 0xb0b, payload: Buffer.alloc(160, 5) });
+    await until(() => atTrunk.length === 2, 'the two audio packets');
+    assert.deepEqual(atTrunk.map((p) => p.payloadType), [0, 0], 'no event train without telephone-event');
+    assert.equal((atTrunk[1].sequenceNumber - atTrunk[0].sequenceNumber) & 0xffff, 4, 'the three events\' numbers left out');
+    assert.equal((atTrunk[1].timestamp - atTrunk[0].timestamp) >>> 0, 4 * 160);
+    bridge.close();
+  } finally {
+    await close();
+  }
+});
+
+test('ringback started before the trunk\'s SDP goes on when its Opus answer frees the transcoder', async () => {
+  const { engine, leg, trunk, close } = await trunkRig('ring-opus', [23060, 23069]);
+  const browser = opusBrowser();
+  const toBrowser: RtpPacketView[] = [];
+  browser.sendRtp = (pkt) => toBrowser.push({ ...pkt, payload: Buffer.from(pkt.payload) });
+  try {
+    const bridge = engine.createBridge(browser, leg, { callId: 'ring-opus' }).bridge;
+    bridge.setBrowserTone('ringback');
+    await until(() => toBrowser.length >= 3, 'ringback frames');
+    leg.setRemote({ address: '127.0.0.1', port: trunk.address().port, codec: 'opus', payloadType: 111 });
+    assert.equal(bridge.stats().mode, 'passthrough');
+    const n = toBrowser.length;
+    await until(() => toBrowser.length >= n + 3, 'ringback frames after the answer');
+    const dec = new OpusDecoder({ sampleRate: 48000 });
+    try { assert.equal(dec.decode(toBrowser[toBrowser.length - 1].payload).length, 960, 'still Opus for the browser'); } finally { dec.delete(); }
+    bridge.setBrowserTone('none');
+    bridge.close();
+  } finally {
+    await close();
+  }
+});

@@ -38,14 +38,16 @@ export async function openTab(base: number, user: string, secret: string, socket
 
 /**
  * A werift peer connection's offer, as a browser would send it (STUN on loopback at `stunPort`,
- * never a public server). The connection goes into `peers` for the caller to close.
+ * never a public server), with Opus or (a browser that offers only that) PCMU. The connection goes into `peers` for the caller to close.
  */
-export async function browserOffer(stunPort: number, peers: RTCPeerConnection[]): Promise<string> {
+export async function browserOffer(stunPort: number, peers: RTCPeerConnection[], codec: 'opus' | 'pcmu' = 'opus'): Promise<string> {
   const pc = new RTCPeerConnection({
     iceServers: [{ urls: `stun:127.0.0.1:${stunPort}` }],
     iceUseIpv6: false,
     iceInterfaceAddresses: { udp4: '127.0.0.1' },
-    codecs: { audio: [new RTCRtpCodecParameters({ mimeType: 'audio/opus', clockRate: 48000, channels: 2, payloadType: 111 })] },
+    codecs: { audio: [codec === 'opus'
+      ? new RTCRtpCodecParameters({ mimeType: 'audio/opus', clockRate: 48000, channels: 2, payloadType: 111 })
+      : new RTCRtpCodecParameters({ mimeType: 'audio/PCMU', clockRate: 8000, channels: 1, payloadType: 0 })] },
   });
   peers.push(pc);
   pc.addTransceiver(new MediaStreamTrack({ kind: 'audio' }), { direction: 'sendrecv' });
