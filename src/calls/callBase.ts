@@ -93,8 +93,11 @@ export abstract class CallBase extends EventEmitter<CallEvents> {
   protected activeSrtp: { local: SdesCrypto; remote: SdesCrypto } | null = null;
   /** The codec the SIP leg runs now (none before the first SDP exchange). */
   protected sipCodec: 'PCMU' | 'PCMA' | 'opus' | null = null;
-  /** The bridge's browser sends PCMU (so the trunk must stay on G.711). */
-  private bridgedBrowserPcmu = false;
+  /**
+   * The call's browser sends PCMU (so the trunk must stay on G.711): known once the browser's
+   * SDP is settled (outbound: before our INVITE; inbound: when a tab answers).
+   */
+  protected browserSendsPcmu = false;
   /** Our 2xx to a re-INVITE without SDP carried an offer: its answer comes in the ACK. */
   private awaitingAckAnswer = false;
   protected heldLocally = false;
@@ -252,7 +255,7 @@ export abstract class CallBase extends EventEmitter<CallEvents> {
     // Mid-call, the codec in use is kept while the far end still lists it (a re-offer with
     // another order must not switch it under the bridge).
     // A bridge from a browser that sends PCMU cannot take Opus from the trunk: not chosen then.
-    const usable = (name: string) => this.ctx.sipCodecs.some((n) => n.toLowerCase() === name.toLowerCase()) && !(this.bridgedBrowserPcmu && name.toLowerCase() === 'opus');
+    const usable = (name: string) => this.ctx.sipCodecs.some((n) => n.toLowerCase() === name.toLowerCase()) && !(this.browserSendsPcmu && name.toLowerCase() === 'opus');
     const codec = (this.sipCodec ? desc.codecs.find((c) => c.name.toLowerCase() === this.sipCodec!.toLowerCase()) : undefined)
       ?? desc.codecs.find((c) => usable(c.name));
     if (!codec) return `no common codec (far end offers ${desc.codecs.map((c) => c.name).join(', ') || 'none'})`;
@@ -385,7 +388,7 @@ export abstract class CallBase extends EventEmitter<CallEvents> {
   /** Our codecs toward the trunk, the one in use first (see localSdpOptions). */
   private offeredCodecs(): SipCodecName[] {
     const ordered = this.sipCodec ? [this.sipCodec, ...this.ctx.sipCodecs.filter((c) => c !== this.sipCodec)] : this.ctx.sipCodecs;
-    const bridgeable = ordered.filter((c) => !(this.bridgedBrowserPcmu && c === 'opus'));
+    const bridgeable = ordered.filter((c) => !(this.browserSendsPcmu && c === 'opus'));
     return bridgeable.length > 0 ? bridgeable : ordered;
   }
 
@@ -474,7 +477,7 @@ export abstract class CallBase extends EventEmitter<CallEvents> {
   protected startBridge(browser: BrowserLeg): void {
     if (this.bridge || !this.sipLeg) return;
     this.bridge = this.ctx.media.createBridge(browser, this.sipLeg, { callId: this.id });
-    this.bridgedBrowserPcmu = browser.sendCodec === 'pcmu';
+    this.browserSendsPcmu = browser.sendCodec === 'pcmu';
     this.watchBrowserMedia(browser);
     this.bridge.onDtmf((ev) => {
       if (ev.from === 'sip') this.emit('dtmf', ev.digit);

@@ -39,7 +39,10 @@ export class OutboundCall extends CallBase {
     const leg = this.newBrowserLeg();
     this.browser = leg;
     leg.on('failed', (reason) => this.browserMediaFailed(reason));
-    return leg.answer(offerSdp);
+    const answer = await leg.answer(offerSdp);
+    // Our INVITE then offers the trunk no Opus when the browser will send PCMU.
+    this.browserSendsPcmu = leg.sendCodec === 'pcmu';
+    return answer;
   }
 
   addBrowserCandidate(candidate: string | null, sdpMid?: string, sdpMLineIndex?: number): void {

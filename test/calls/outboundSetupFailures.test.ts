@@ -414,12 +414,14 @@ test('mid-call codec changes: a re-offer listing PCMA first keeps PCMU; one with
   await until(() => r.gw.gateway.activeCalls === 0, 'the call ended');
 });
 
-test('a browser that sends PCMU: a trunk re-offer of Opus and PCMA is answered PCMA (the bridge cannot take Opus from it), and its audio is converted', async (t) => {
+test('a browser that sends PCMU: our INVITE offers no Opus, and a trunk re-offer of Opus and PCMA is answered PCMA (the bridge cannot take Opus from it)', async (t) => {
   const BASE = 23070; // 23070-23081
   let trunkDialog: import('../../src/sip').Dialog | null = null;
-  const r = await rig(t, BASE, (inv) => { trunkDialog = inv.accept(trunkSdp(BASE)); }, undefined, ['PCMU', 'PCMA', 'opus']);
+  const r = await rig(t, BASE, (inv) => { trunkDialog = inv.accept(trunkSdp(BASE)); }, undefined, ['opus', 'PCMU', 'PCMA']);
   const alice = await r.tab('alice');
   alice.ws.send(JSON.stringify({ type: 'call', to: '+15551000092', ref: 'pcmu', sdp: await browserOffer((await stun).port, peers, 'pcmu') }));
+  await until(() => r.invites.length === 1, 'the INVITE');
+  assert.doesNotMatch(r.invites[0].request.body, /opus/i, 'our INVITE offers the trunk no Opus for a browser that sends PCMU');
   const calling = await message(alice, ['calling', 'error', 'ended']);
   assert.equal(calling.type, 'calling', JSON.stringify(calling));
   assert.match(String(calling.sdp), /^m=audio \d+ \S+ 0[ \r]/m, 'the browser was answered PCMU');
