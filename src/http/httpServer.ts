@@ -37,7 +37,12 @@ export class HttpServer {
   private readonly routes = new Map<string, RouteHandler>();
 
   constructor(private readonly opts: { webRoot: string; logger: Logger; tls?: { cert: string; key: string } }) {
-    const handler = (req: IncomingMessage, res: ServerResponse) => this.onRequest(req, res);
+    const handler = (req: IncomingMessage, res: ServerResponse) => {
+      this.onRequest(req, res).catch((err) => {
+        this.opts.logger.error({ err }, 'HTTP handler failed');
+        res.destroy();
+      });
+    };
     this.server = opts.tls ? createHttpsServer({ cert: opts.tls.cert, key: opts.tls.key }, handler) : createHttpServer(handler);
     // Slow or idle clients must not hold sockets forever.
     this.server.requestTimeout = 15_000;
@@ -68,7 +73,10 @@ export class HttpServer {
   }
 
   private async onRequest(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const url = new URL(req.url ?? '/', 'http://localhost');
+    // `GET //x` is a valid request line but no URL relative to a base: a 400, not a rejection
+    // nobody handles (which ends the process).
+    const url = requestUrl(req.url);
+    if (!url) { sendJson(res, 400, { error: 'bad request target' }); return; }
     const route = this.routes.get(`${req.method} ${url.pathname}`);
     try {
       if (route) {
@@ -127,4 +135,13 @@ function readBody(req: IncomingMessage, limit: number): Promise<string> {
     req.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
     req.on('error', reject);
   });
+}
+
+/** The request target as a URL, or null when it is not one (`//`, `//[`, …). */
+export function requestUrl(target: string | undefined): URL | null {
+  try {
+    return new URL(target ?? '/', 'http://localhost');
+  } catch {
+    return null;
+  }
 }

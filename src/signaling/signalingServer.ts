@@ -5,6 +5,7 @@ import { WebSocketServer, type WebSocket } from 'ws';
 import type { CallManager, UserDirectory } from '../calls/callManager';
 import type { RingTarget } from '../calls/inboundCall';
 import { BrowserSession, type Authenticator } from './browserSession';
+import { requestUrl } from '../http/httpServer';
 import type { IceServer } from './protocol';
 
 export interface SignalingOptions {
@@ -80,11 +81,15 @@ export class SignalingServer implements UserDirectory {
   }
 
   private onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
-    const url = new URL(req.url ?? '/', 'http://localhost');
+    // Node takes its own error listener off a socket it hands to 'upgrade': a peer resetting
+    // the connection while we refuse it would otherwise be an uncaught error (process exit).
+    socket.on('error', (err) => this.opts.logger.debug({ err: err.message }, 'websocket upgrade socket error'));
     const refuse = (status: number, text: string, headers: Record<string, string> = {}) => {
       const extra = Object.entries(headers).map(([k, v]) => `${k}: ${v}\r\n`).join('');
       socket.end(`HTTP/1.1 ${status} ${text}\r\nConnection: close\r\nContent-Length: 0\r\n${extra}\r\n`);
     };
+    const url = requestUrl(req.url);
+    if (!url) { refuse(400, 'Bad Request'); return; }
     if (url.pathname !== '/ws') { refuse(404, 'Not Found'); return; }
     if (!this.accepting) { refuse(503, 'Service Unavailable'); return; }
     const origin = req.headers.origin;
