@@ -155,7 +155,8 @@ export class Gateway {
             try {
               this.cdr?.write(final);
             } catch (err) {
-              call.log.error({ err }, 'CDR write failed');
+              // Not lost: the record goes to the log whole (a CDR holds no secret), for recovery.
+              call.log.error({ err, cdr: final }, 'CDR write failed: the record is in this log line');
             }
           });
           this.pendingCdr.add(pending);

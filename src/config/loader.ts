@@ -35,7 +35,10 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): LoadResult {
     if (!existsSync(path)) return { ok: false, errors: [`config error: config file not found: ${path}`] };
     try {
       const text = readFileSync(path, 'utf8');
-      const parsed: unknown = /\.json$/i.test(path) ? JSON.parse(text) : parseYaml(text);
+      let parsed: unknown;
+      if (/\.json$/i.test(path)) {
+        try { parsed = JSON.parse(text); } catch (e) { return { ok: false, errors: [`config error: ${path}: ${jsonErrorWithoutInput(e)}`] }; }
+      } else parsed = parseYaml(text);
       if (parsed !== null && parsed !== undefined && (typeof parsed !== 'object' || Array.isArray(parsed))) return { ok: false, errors: [`config error: ${path}: expected a mapping of sections (http:, sip:, trunk:, …)`] };
       raw = (parsed ?? {}) as Record<string, unknown>;
     } catch (e) {
@@ -195,11 +198,21 @@ function redactPath(obj: unknown, path: string[]): void {
   }
 }
 
+/** A secret path, or anything under one (`inbound.digest.users.alice` is a password too). */
 function isSecretPath(path: (string | number)[]): boolean {
   return SECRET_PATHS.some((p) => {
     const parts = p.split('.');
-    return path.length === parts.length && path.every((seg, i) => parts[i] === '*' || parts[i] === String(seg));
+    return path.length >= parts.length && parts.every((part, i) => part === '*' || part === String(path[i]));
   });
+}
+
+/**
+ * A JSON syntax error without the text around it: Node's message quotes the input, which may be
+ * a password. Only the position is kept.
+ */
+function jsonErrorWithoutInput(e: unknown): string {
+  const at = /position (\d+)/.exec(String((e as Error)?.message ?? e));
+  return at ? `invalid JSON at position ${at[1]}` : 'invalid JSON';
 }
 
 export function isLoopback(hostName: string): boolean {
@@ -303,7 +316,7 @@ function parseJson(t: string, what: string): Coerced {
   try {
     return { ok: true, value: JSON.parse(t) };
   } catch (e) {
-    return { ok: false, error: `expected ${what}: ${(e as Error).message}` };
+    return { ok: false, error: `expected ${what}: ${jsonErrorWithoutInput(e)}` };
   }
 }
 

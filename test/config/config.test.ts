@@ -342,3 +342,16 @@ test('webrtc.preferPcmu with opus among trunk.codecs is refused (a PCMU browser 
   const c = ok(loadConfig([], { GATEWAY_WEBRTC__PREFERPCMU: 'true', GATEWAY_TRUNK__URI: trunk, GATEWAY_TRUNK__CODECS: '["PCMA"]', GATEWAY_AUTH__HS256SECRET: 'a-secret-of-thirty-two-characters-at-least' }));
   assert.equal(c.webrtc.preferPcmu, true);
 });
+
+test('no secret in config errors: a short digest password (a map entry under a secret path), JSON with a password in it from the environment or a .json file', () => {
+  const short = errorsOf(loadConfig([], { GATEWAY_INBOUND__DIGEST__USERS: '{"alice":"Tr0ub4d"}' })).join('\n');
+  assert.match(short, /inbound\.digest\.users\.alice/);
+  assert.doesNotMatch(short, /Tr0ub4d/);
+  const env = errorsOf(loadConfig([], { GATEWAY_INBOUND__DIGEST__USERS: '{"alice": S3cretPassw0rd}' })).join('\n');
+  assert.match(env, /invalid JSON/);
+  assert.doesNotMatch(env, /S3cret/);
+  const json = file('broken.json', '{"trunk": {"uri": "sip:a.example.com", "password": Hunter2Hunter2}}');
+  const fromFile = errorsOf(loadConfig(['--config', json], {})).join('\n');
+  assert.match(fromFile, /invalid JSON/);
+  assert.doesNotMatch(fromFile, /Hunter2/);
+});
