@@ -19,7 +19,8 @@ export const PREMIUM_PREFIXES = ['+1900', '+1976', '+449', '+4470', '+44871', '+
 
 /**
  * '+1 (555) 123-4567' → '+15551234567'; '00' (and, in NANP, '011') → '+'; national numbers get the
- * default country code; short extensions stay. International forms must be digits only (E.164).
+ * default country code; short extensions and service codes (up to 6 characters, `*` and `#`
+ * allowed) stay. Anything longer must be digits only (E.164), national or international.
  */
 export function normalizeNumber(input: string, defaultCountryCode: string): string | null {
   const s = input.trim().replace(/[\s\-().]/g, '');
@@ -27,6 +28,9 @@ export function normalizeNumber(input: string, defaultCountryCode: string): stri
   const intl = s.startsWith('+') ? s.slice(1) : s.startsWith('00') ? s.slice(2) : defaultCountryCode === '1' && s.startsWith('011') ? s.slice(3) : null;
   if (intl !== null) return /^[0-9]{2,}$/.test(intl) ? `+${intl}` : null;
   if (s.length <= 6) return s; // extension / short code
+  // Past a short code, digits only: '1#9005551234' as '+11#900…' slipped past every prefix rule
+  // (+1900 premium, international) while a trunk that drops '#' would dial it.
+  if (/[*#]/.test(s)) return null;
   if (defaultCountryCode === '1' && s.length === 11 && s.startsWith('1')) return `+${s}`;
   return `+${defaultCountryCode}${s.replace(/^0/, '')}`;
 }

@@ -197,3 +197,11 @@ test('NANP numbers outside the US and Canada count as international under countr
   // Under another home country the same number is simply international.
   assert.equal(evaluateDestination('+18765550100', { ...rules, defaultCountryCode: '44', allow: ['+1*'] }).allowed, true, '+1* names country 1 from abroad');
 });
+
+test('* and # past a short code are refused: they slipped a premium or international number past the prefix rules', () => {
+  assert.equal(normalizeNumber('1#9005551234', '1'), null);
+  assert.equal(normalizeNumber('8#765551234', '1'), null);
+  assert.equal(normalizeNumber('0*9012345678', '44'), null);
+  assert.equal(normalizeNumber('*67', '1'), '*67', 'a service code stays');
+  assert.equal(normalizeNumber('5551234567', '1'), '+15551234567');
+});
