@@ -192,6 +192,7 @@ export class Gateway {
     if (c.trunk && c.trunk.optionsKeepaliveSec > 0) {
       // /readyz reports the trunk only when we watch it; until the first answer it is "not yet".
       this.readiness.set('trunkReachable', false);
+      this.metrics.trunkReachable(false);
       const ping = new OptionsPing(this.ua, c.trunk.uri, c.trunk.optionsKeepaliveSec);
       ping.on('change', (ok) => { this.readiness.set('trunkReachable', ok); this.metrics.trunkReachable(ok); });
       ping.start();

@@ -51,9 +51,11 @@ export class GatewayMetrics {
     this.sipTimeouts.inc();
   }
 
-  private readonly trunkReachableGauge = new Gauge({ name: 'gateway_trunk_reachable', help: '1 when the trunk answers OPTIONS keepalives, 0 when not', registers: [this.registry] });
+  /** Made when the trunk is first watched: without OPTIONS keepalives there is no figure (a 0 would read "down"). */
+  private trunkReachableGauge: Gauge | null = null;
 
   trunkReachable(ok: boolean): void {
+    this.trunkReachableGauge ??= new Gauge({ name: 'gateway_trunk_reachable', help: '1 when the trunk answers OPTIONS keepalives, 0 when not (absent when keepalives are off)', registers: [this.registry] });
     this.trunkReachableGauge.set(ok ? 1 : 0);
   }
 

@@ -23,7 +23,7 @@ function raw(port: number, request: string, reset = false): Promise<string> {
   });
 }
 
-test('GET // and an upgrade to // get 400; upgrades refused and reset at once by the client leave the gateway serving', async () => {
+test('GET // and an upgrade to // get 400; upgrades refused and reset at once by the client leave the gateway serving; /metrics has no trunk figure without keepalives', async () => {
   const gw = await startGateway(BASE, { edge: { allowedOrigins: ['https://app.example.com'] }, auth: { mode: 'token', hs256Secret: 'http-bad-input-secret-0123456789abcdef' } });
   try {
     for (const target of ['//', '//a:b', '//[']) {
@@ -34,6 +34,8 @@ test('GET // and an upgrade to // get 400; upgrades refused and reset at once by
     for (let i = 0; i < 20; i++) await raw(BASE, `GET /ws HTTP/1.1\r\nHost: x\r\nOrigin: https://evil.example\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n`, true);
     const health = await fetch(`http://127.0.0.1:${BASE}/healthz`);
     assert.equal(health.status, 200, 'still serving');
+    // No trunk watched (no OPTIONS keepalives): no reachability figure, rather than a 0 that reads "down".
+    assert.doesNotMatch(await (await fetch(`http://127.0.0.1:${BASE}/metrics`)).text(), /^gateway_trunk_reachable/m);
   } finally {
     await gw.stop();
   }
