@@ -87,7 +87,10 @@ export function evaluateDestination(input: string, rules: DialPlanRules, tokenPa
   if (!n) return { allowed: false, reason: `"${input.slice(0, 32)}" is not a dialable number` };
   if (rules.deny.some((p) => matchPattern(p, n))) return { allowed: false, reason: `${n} is denied by the dial plan` };
   if (tokenPatterns && !tokenPatterns.some((p) => matchPattern(p, n))) return { allowed: false, reason: `${n} is not allowed by this token` };
-  const explicitlyAllowed = rules.allow.some((p) => matchPattern(p, n)) || (tokenPatterns?.some((p) => p !== '*' && matchPattern(p, n)) ?? false);
+  // A token pattern allows by itself only a number it names, or one under a country it names
+  // ('+1555*'); a wildcard of no country ('*', '**', '+*', '?*') only narrows the config's allow.
+  const tokenAllows = (p: string) => (!/[*?]/.test(p) || /^\+[0-9]/.test(literalPrefix(p))) && matchPattern(p, n);
+  const explicitlyAllowed = rules.allow.some((p) => matchPattern(p, n)) || (tokenPatterns?.some(tokenAllows) ?? false);
   if (!explicitlyAllowed) return { allowed: false, reason: `${n} is not in the allowed destinations` };
   if (n.startsWith('+')) {
     // Only a config allow pattern at least as specific as the premium prefix ('+1900555*', not

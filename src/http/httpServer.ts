@@ -1,6 +1,6 @@
 import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
-import { readFile } from 'node:fs/promises';
+import { readFile, realpath } from 'node:fs/promises';
 import { extname, join, normalize, sep } from 'node:path';
 import type { Logger } from 'pino';
 
@@ -102,7 +102,10 @@ export class HttpServer {
     if (!full.startsWith(root + sep)) { sendJson(res, 404, { error: 'not found' }); return; }
     let data: Buffer;
     try {
-      data = await readFile(full);
+      // A symbolic link under web/ that leads out of it is not served (the link target counts).
+      const [real, realRoot] = await Promise.all([realpath(full), realpath(root)]);
+      if (!real.startsWith(realRoot + sep)) throw new Error('outside the web root');
+      data = await readFile(real);
     } catch {
       sendJson(res, 404, { error: 'not found' });
       return;

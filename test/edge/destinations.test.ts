@@ -205,3 +205,11 @@ test('* and # past a short code are refused: they slipped a premium or internati
   assert.equal(normalizeNumber('*67', '1'), '*67', 'a service code stays');
   assert.equal(normalizeNumber('5551234567', '1'), '+15551234567');
 });
+
+test('a token pattern allows by itself only a number or country it names; "**", "+*" and "?*" only narrow, like "*"', () => {
+  const rules: DialPlanRules = { defaultCountryCode: '1', allow: [], deny: [], allowInternational: false, allowPremium: false };
+  for (const wide of ['*', '**', '+*', '?*']) assert.equal(evaluateDestination('+15551234567', rules, [wide]).allowed, false, wide);
+  assert.equal(evaluateDestination('+15551234567', rules, ['+1555*']).allowed, true);
+  assert.equal(evaluateDestination('+15551234567', rules, ['+15551234567']).allowed, true);
+  assert.equal(evaluateDestination('+15551234567', { ...rules, allow: ['+1*'] }, ['**']).allowed, true, 'with a config allow, a wide token pattern narrows nothing away');
+});

@@ -40,3 +40,28 @@ test('GET // and an upgrade to // get 400; upgrades refused and reset at once by
     await gw.stop();
   }
 });
+
+test('static files: a symbolic link under the web root that leads out of it is not served; a real file is', async () => {
+  const { mkdtempSync, mkdirSync, writeFileSync, symlinkSync, rmSync } = await import('node:fs');
+  const { tmpdir } = await import('node:os');
+  const { join } = await import('node:path');
+  const pino = (await import('pino')).default;
+  const { HttpServer } = await import('../../src/http/httpServer');
+  const dir = mkdtempSync(join(tmpdir(), 'webroot-'));
+  const root = join(dir, 'web');
+  mkdirSync(join(root, 'dist'), { recursive: true });
+  writeFileSync(join(root, 'dist', 'ok.js'), 'ok');
+  writeFileSync(join(dir, 'secret.txt'), 'secret');
+  symlinkSync(join(dir, 'secret.txt'), join(root, 'dist', 'leak.js'));
+  const http = new HttpServer({ webRoot: root, logger: pino({ level: 'silent' }) });
+  try {
+    const { port } = await http.listen('127.0.0.1', BASE + 10);
+    assert.equal(await (await fetch(`http://127.0.0.1:${port}/dist/ok.js`)).text(), 'ok');
+    const leak = await fetch(`http://127.0.0.1:${port}/dist/leak.js`);
+    assert.equal(leak.status, 404);
+    assert.doesNotMatch(await leak.text(), /secret/);
+  } finally {
+    await http.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
