@@ -5,6 +5,11 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
+import { mkdtempSync, mkdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import pino from 'pino';
+import { HttpServer } from '../../src/http/httpServer';
 import { startGateway } from '../support/gateway';
 
 const BASE = 24000; // 24000-24299
@@ -42,11 +47,6 @@ test('GET // and an upgrade to // get 400; upgrades refused and reset at once by
 });
 
 test('static files: a symbolic link under the web root that leads out of it is not served; a real file is', async () => {
-  const { mkdtempSync, mkdirSync, writeFileSync, symlinkSync, rmSync } = await import('node:fs');
-  const { tmpdir } = await import('node:os');
-  const { join } = await import('node:path');
-  const pino = (await import('pino')).default;
-  const { HttpServer } = await import('../../src/http/httpServer');
   const dir = mkdtempSync(join(tmpdir(), 'webroot-'));
   const root = join(dir, 'web');
   mkdirSync(join(root, 'dist'), { recursive: true });
