@@ -1,10 +1,12 @@
 import { loadConfig, redactConfig } from './config';
 import { createLogger } from './observability/logger';
 import { Gateway } from './gateway';
+import { installProcessGuards } from './observability/processGuards';
 
 /**
  * `node dist/src/main.js [--config file] [--check-config]`
- * Exit codes: 0 clean stop, 1 start failure (one clear line), 2 bad configuration.
+ * Exit codes: 0 clean stop, 1 start failure (one clear line), 2 bad configuration, 70 a bug
+ * (an uncaught exception, logged as fatal).
  */
 async function main(): Promise<void> {
   const argv = process.argv.slice(2);
@@ -19,6 +21,7 @@ async function main(): Promise<void> {
     return;
   }
   const logger = createLogger(config.log);
+  installProcessGuards(logger);
   const gateway = new Gateway(config, logger);
   try {
     await gateway.start();
