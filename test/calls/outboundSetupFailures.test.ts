@@ -29,31 +29,23 @@
  * 21884-21899: RTP BASE+6..BASE+7 (one pair), WebRTC BASE+10..BASE+15 (three pairs). The
  * re-offer test uses 22840-22851, the delayed-offer one 22880-22891.
  */
-import { after, test, type TestContext } from 'node:test';
+import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import dgram from 'node:dgram';
 import { readFileSync } from 'node:fs';
 import pino from 'pino';
 import WebSocket from 'ws';
-import type { RTCPeerConnection } from 'werift';
 import { SipUserAgent, type ServerInvite } from '../../src/sip';
 import { SipRequest } from '../../src/sip/message';
 import type { MediaEngine, SipRtpLeg } from '../../src/media';
 import type { IcePortPool } from '../../src/webrtc/icePortPool';
 import { startGateway } from '../support/gateway';
-import { browserOffer, openTab, until, type Msg, type Tab } from '../support/tabs';
-import { startStunResponder } from '../../bench/stunResponder';
+import { browserPeers, openTab, until, type Msg, type Tab } from '../support/tabs';
 import { OpusEncoder } from '../../src/media/codecs';
 import { parseRtp } from '../../src/media/rtp';
 
 const SECRET = 'outbound-setup-failures-secret-0123456789';
-const stun = startStunResponder();
-const peers: RTCPeerConnection[] = [];
-
-after(async () => {
-  await Promise.all(peers.map((pc) => pc.close().catch(() => undefined)));
-  (await stun).close();
-});
+const browsers = browserPeers();
 
 
 interface Rig {
@@ -109,7 +101,7 @@ async function message(tab: Tab, types: string[], from = 0): Promise<Msg> {
   return tab.messages.slice(from).find((m) => types.includes(m.type))!;
 }
 
-const offer = async (): Promise<string> => browserOffer((await stun).port, peers);
+const offer = (): Promise<string> => browsers.offer();
 
 /** Every SIP RTP leg the gateway allocates from now on goes through `spoil` first. */
 function spoilSipLegs(t: TestContext, media: MediaEngine, spoil: (leg: SipRtpLeg) => void): () => void {
@@ -419,7 +411,7 @@ test('a browser that sends PCMU: our INVITE offers no Opus, and a trunk re-offer
   let trunkDialog: import('../../src/sip').Dialog | null = null;
   const r = await rig(t, BASE, (inv) => { trunkDialog = inv.accept(trunkSdp(BASE)); }, undefined, ['opus', 'PCMU', 'PCMA']);
   const alice = await r.tab('alice');
-  alice.ws.send(JSON.stringify({ type: 'call', to: '+15551000092', ref: 'pcmu', sdp: await browserOffer((await stun).port, peers, 'pcmu') }));
+  alice.ws.send(JSON.stringify({ type: 'call', to: '+15551000092', ref: 'pcmu', sdp: await browsers.offer('pcmu') }));
   await until(() => r.invites.length === 1, 'the INVITE');
   assert.doesNotMatch(r.invites[0].request.body, /opus/i, 'our INVITE offers the trunk no Opus for a browser that sends PCMU');
   const calling = await message(alice, ['calling', 'error', 'ended']);

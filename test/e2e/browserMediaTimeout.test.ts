@@ -4,25 +4,19 @@
  * sending (the demo tone, 1001): it is the browser side's silence that ends it. A browser that
  * keeps sending keeps its call.
  */
-import { after, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type dgram from 'node:dgram';
 import { readFileSync } from 'node:fs';
 import type WebSocket from 'ws';
 import { MediaStreamTrack, RTCPeerConnection, RTCRtpCodecParameters, RtpHeader, RtpPacket } from 'werift';
 import { heldResources, startGateway } from '../support/gateway';
-import { openTab, until } from '../support/tabs';
-import { startStunResponder } from '../../bench/stunResponder';
+import { browserPeers, openTab, until } from '../support/tabs';
 import { dtlsTransportOf } from '../../src/webrtc/weriftInternals';
 
 const BASE = 23620; // 23620-23919: HTTP, SIP, demo; media 23720-23819; WebRTC 23820-23919
 const SECRET = 'browser-media-timeout-secret-0123456789';
-const stun = startStunResponder();
-const peers: RTCPeerConnection[] = [];
-after(async () => {
-  await Promise.all(peers.map((pc) => pc.close().catch(() => undefined)));
-  (await stun).close();
-});
+const browsers = browserPeers();
 
 test('a browser that sends keeps its answered call; once it falls silent for inactivityTimeoutSec the call ends media-timeout, CDR written, nothing held', async () => {
   const gw = await startGateway(BASE, {
@@ -35,12 +29,12 @@ test('a browser that sends keeps its answered call; once it falls silent for ina
   let sending: NodeJS.Timeout | undefined;
   try {
     const pc = new RTCPeerConnection({
-      iceServers: [{ urls: `stun:127.0.0.1:${(await stun).port}` }],
+      iceServers: [{ urls: `stun:127.0.0.1:${await browsers.stunPort()}` }],
       iceUseIpv6: false,
       iceInterfaceAddresses: { udp4: '127.0.0.1' },
       codecs: { audio: [new RTCRtpCodecParameters({ mimeType: 'audio/opus', clockRate: 48000, channels: 2, payloadType: 111 })] },
     });
-    peers.push(pc);
+    browsers.keep(pc);
     const track = new MediaStreamTrack({ kind: 'audio' });
     const transceiver = pc.addTransceiver(track, { direction: 'sendrecv' });
     await pc.setLocalDescription(await pc.createOffer());

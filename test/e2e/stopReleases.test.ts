@@ -2,24 +2,17 @@
  * Gateway.stop() with a call up, in this process: every socket it bound is closed. (A test on a
  * gateway process cannot show this: the kernel closes a dead process's sockets whatever it did.)
  */
-import { after, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import dgram from 'node:dgram';
 import { createServer } from 'node:net';
 import type WebSocket from 'ws';
-import type { RTCPeerConnection } from 'werift';
 import { startGateway } from '../support/gateway';
-import { browserOffer, openTab, until } from '../support/tabs';
-import { startStunResponder } from '../../bench/stunResponder';
+import { browserPeers, openTab, until } from '../support/tabs';
 
 const BASE = 23000; // 23000-23299: HTTP, SIP, demo; media 23100-23199; WebRTC 23200-23299
 const SECRET = 'stop-releases-secret-0123456789abcdef';
-const stun = startStunResponder();
-const peers: RTCPeerConnection[] = [];
-after(async () => {
-  await Promise.all(peers.map((pc) => pc.close().catch(() => undefined)));
-  (await stun).close();
-});
+const browsers = browserPeers();
 
 function bindable(port: number, kind: 'tcp' | 'udp'): Promise<boolean> {
   return new Promise((resolve) => {
@@ -47,7 +40,7 @@ test('stop() with an answered call up closes every socket: HTTP, SIP, the demo e
   let stopped = false;
   try {
     const tab = await openTab(BASE, 'alice', SECRET, sockets);
-    tab.ws.send(JSON.stringify({ type: 'call', to: '1000', ref: 'stop', sdp: await browserOffer((await stun).port, peers) }));
+    tab.ws.send(JSON.stringify({ type: 'call', to: '1000', ref: 'stop', sdp: await browsers.offer() }));
     await until(() => tab.messages.some((m) => m.type === 'answered' || m.type === 'ended' || m.type === 'error'), 'the demo endpoint\'s answer');
     assert.ok(tab.messages.some((m) => m.type === 'answered'), JSON.stringify(tab.messages));
     // The probe sees what is held: HTTP, SIP and the demo endpoint's port, the gateway's RTP pair

@@ -2,24 +2,17 @@
  * A CDR line that cannot be written (a full disk) is not lost: the record goes to the log,
  * whole, with the error. The call itself ends normally.
  */
-import { after, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import type WebSocket from 'ws';
 import { CdrWriter } from '../../src/observability/cdr';
 import { startGateway } from '../support/gateway';
-import type { RTCPeerConnection } from 'werift';
-import { browserOffer, openTab, until } from '../support/tabs';
-import { startStunResponder } from '../../bench/stunResponder';
+import { browserPeers, openTab, until } from '../support/tabs';
 
 const BASE = 24300; // 24300-24599
 const SECRET = 'cdr-write-failure-secret-0123456789abcd';
-const stun = startStunResponder();
-const peers: RTCPeerConnection[] = [];
-after(async () => {
-  await Promise.all(peers.map((pc) => pc.close().catch(() => undefined)));
-  (await stun).close();
-});
+const browsers = browserPeers();
 
 test('CdrWriter on a full disk throws (the caller keeps the record); the gateway logs the whole record instead', { skip: existsSync('/dev/full') ? false : 'no /dev/full here' }, async () => {
   const full = new CdrWriter('/dev/full');
@@ -30,7 +23,7 @@ test('CdrWriter on a full disk throws (the caller keeps the record); the gateway
   const sockets: WebSocket[] = [];
   try {
     const tab = await openTab(BASE, 'dora', SECRET, sockets);
-    tab.ws.send(JSON.stringify({ type: 'call', to: '1002', ref: 'busy', sdp: await browserOffer((await stun).port, peers) }));
+    tab.ws.send(JSON.stringify({ type: 'call', to: '1002', ref: 'busy', sdp: await browsers.offer() }));
     await until(() => tab.messages.some((m) => m.type === 'ended'), 'the call ended busy');
     await until(() => gw.logs.some((l) => l.msg === 'CDR write failed: the record is in this log line'), 'the failed CDR in the log');
     const line = gw.logs.find((l) => l.msg === 'CDR write failed: the record is in this log line')!;

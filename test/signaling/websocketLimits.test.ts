@@ -3,22 +3,15 @@
  * hellos refused again and again, a flood of frames, a tab that stops answering pings (a
  * laptop gone to sleep sends no FIN) with a call up.
  */
-import { after, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import WebSocket from 'ws';
-import type { RTCPeerConnection } from 'werift';
 import { heldResources, startGateway } from '../support/gateway';
-import { browserOffer, openTab, until, type Msg } from '../support/tabs';
-import { startStunResponder } from '../../bench/stunResponder';
+import { browserPeers, openTab, until, type Msg } from '../support/tabs';
 
 const BASE = 23300; // 23300-23599
 const SECRET = 'websocket-limits-secret-0123456789abcdef';
-const stun = startStunResponder();
-const peers: RTCPeerConnection[] = [];
-after(async () => {
-  await Promise.all(peers.map((pc) => pc.close().catch(() => undefined)));
-  (await stun).close();
-});
+const browsers = browserPeers();
 
 async function connect(): Promise<{ ws: WebSocket; messages: Msg[]; closed: Promise<number> }> {
   const ws = new WebSocket(`ws://127.0.0.1:${BASE}/ws`, { headers: { Origin: `http://127.0.0.1:${BASE}` } });
@@ -65,7 +58,7 @@ test('WebSocket limits: no hello in time, refused hellos again and again, a floo
 
     // 4. A tab with a call up stops answering pings: terminated within two beats, its call ended.
     const tab = await openTab(BASE, 'alice', SECRET, sockets);
-    tab.ws.send(JSON.stringify({ type: 'call', to: '1000', ref: 'asleep', sdp: await browserOffer((await stun).port, peers) }));
+    tab.ws.send(JSON.stringify({ type: 'call', to: '1000', ref: 'asleep', sdp: await browsers.offer() }));
     await until(() => tab.messages.some((m) => m.type === 'answered'), 'the demo endpoint answered');
     assert.equal(gw.gateway.activeCalls, 1);
     const signaling = () => (gw.gateway as unknown as { signaling: { connectionCount: number } }).signaling.connectionCount;

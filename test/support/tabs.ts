@@ -2,10 +2,12 @@
  * Helpers for tests that drive a gateway through its WebSocket signaling: browser tabs played by
  * ws clients, and browser offers made by werift peer connections.
  */
+import { after } from 'node:test';
 import assert from 'node:assert/strict';
 import WebSocket from 'ws';
 import { MediaStreamTrack, RTCPeerConnection, RTCRtpCodecParameters } from 'werift';
 import { mintToken } from '../../src/edge';
+import { startStunResponder } from '../../bench/stunResponder';
 
 export type Msg = Record<string, any>;
 export interface Tab { ws: WebSocket; messages: Msg[] }
@@ -54,4 +56,23 @@ export async function browserOffer(stunPort: number, peers: RTCPeerConnection[],
   await pc.setLocalDescription(await pc.createOffer());
   await new Promise<void>((r) => { if (pc.iceGatheringState === 'complete') r(); else pc.iceGatheringStateChange.subscribe((s) => { if (s === 'complete') r(); }); });
   return pc.localDescription!.sdp;
+}
+
+/**
+ * A test file's browser stand-ins: werift offers (browserOffer) pointed at a loopback STUN
+ * responder of the file's own. The peer connections (those made here and those handed to
+ * `keep`) and the responder are closed when the file's tests are done.
+ */
+export function browserPeers(): { offer(codec?: 'opus' | 'pcmu'): Promise<string>; stunPort(): Promise<number>; keep(pc: RTCPeerConnection): void } {
+  const stun = startStunResponder();
+  const peers: RTCPeerConnection[] = [];
+  after(async () => {
+    await Promise.all(peers.map((pc) => pc.close().catch(() => undefined)));
+    (await stun).close();
+  });
+  return {
+    offer: async (codec = 'opus') => browserOffer((await stun).port, peers, codec),
+    stunPort: async () => (await stun).port,
+    keep: (pc) => { peers.push(pc); },
+  };
 }
