@@ -254,9 +254,12 @@ export abstract class CallBase extends EventEmitter<CallEvents> {
     if (!this.sipLeg) return 'no SIP media leg';
     // Mid-call, the codec in use is kept while the far end still lists it (a re-offer with
     // another order must not switch it under the bridge).
-    // A bridge from a browser that sends PCMU cannot take Opus from the trunk: not chosen then.
-    const usable = (name: string) => this.ctx.sipCodecs.some((n) => n.toLowerCase() === name.toLowerCase()) && !(this.browserSendsPcmu && name.toLowerCase() === 'opus');
+    // A browser that sends PCMU passes G.711 through untouched: G.711 is preferred then, and
+    // Opus taken (the bridge transcodes) only when the far end offers nothing else we do.
+    const usable = (name: string) => this.ctx.sipCodecs.some((n) => n.toLowerCase() === name.toLowerCase());
+    const g711Browser = this.browserSendsPcmu || this.ctx.preferPcmuToBrowser === true;
     const codec = (this.sipCodec ? desc.codecs.find((c) => c.name.toLowerCase() === this.sipCodec!.toLowerCase()) : undefined)
+      ?? (g711Browser ? desc.codecs.find((c) => usable(c.name) && c.name.toLowerCase() !== 'opus') : undefined)
       ?? desc.codecs.find((c) => usable(c.name));
     if (!codec) return `no common codec (far end offers ${desc.codecs.map((c) => c.name).join(', ') || 'none'})`;
     // A running bridge follows the change (mediaBridge.ts followSipRemote).
@@ -385,11 +388,14 @@ export abstract class CallBase extends EventEmitter<CallEvents> {
    */
   protected abstract currentLocalSdp(direction: 'sendrecv' | 'sendonly' | 'recvonly' | 'inactive'): string;
 
-  /** Our codecs toward the trunk, the one in use first (see localSdpOptions). */
+  /**
+   * Our codecs toward the trunk: the one in use first (see localSdpOptions), then — for a
+   * browser that sends PCMU — G.711 before Opus, which that bridge would have to transcode.
+   */
   private offeredCodecs(): SipCodecName[] {
-    const ordered = this.sipCodec ? [this.sipCodec, ...this.ctx.sipCodecs.filter((c) => c !== this.sipCodec)] : this.ctx.sipCodecs;
-    const bridgeable = ordered.filter((c) => !(this.browserSendsPcmu && c === 'opus'));
-    return bridgeable.length > 0 ? bridgeable : ordered;
+    const g711Browser = this.browserSendsPcmu || this.ctx.preferPcmuToBrowser === true;
+    const rank = (c: SipCodecName) => (c === this.sipCodec ? 0 : g711Browser && c === 'opus' ? 2 : 1);
+    return [...this.ctx.sipCodecs].sort((a, b) => rank(a) - rank(b)); // stable: config order within a rank
   }
 
   /**
@@ -404,7 +410,7 @@ export abstract class CallBase extends EventEmitter<CallEvents> {
       port: this.sipLeg.localPort,
       srtp: this.ctx.srtp,
       // Once a codec runs, our re-offers list it first and our answers keep it where offered;
-      // Opus is left out under a bridge from a PCMU browser (applyRemoteMedia would refuse it).
+      // a PCMU browser's call lists Opus last.
       codecs: this.offeredCodecs(),
       keepCodec: this.sipCodec ?? undefined,
       sessionId: this.id.replace(/\D/g, '').slice(0, 12) || '1',

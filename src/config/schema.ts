@@ -165,12 +165,7 @@ export const ConfigSchema = z
     drain: z.object({ timeoutSec: z.number().min(0).default(30) }).strict().prefault({}),
     log: z.object({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'), pretty: z.boolean().optional() }).strict().prefault({}),
   })
-  .strict()
-  // A browser sending PCMU cannot be bridged to an Opus trunk (only Opus browsers are transcoded).
-  .refine((c) => !(c.webrtc.preferPcmu && (c.trunk?.codecs ?? []).includes('opus')), {
-    message: 'cannot be combined with opus in trunk.codecs (a browser sending PCMU is bridged to G.711 trunks only)',
-    path: ['webrtc', 'preferPcmu'],
-  });
+  .strict();
 
 export type GatewayConfigInput = z.input<typeof ConfigSchema>;
 type Parsed = z.output<typeof ConfigSchema>;

@@ -61,14 +61,17 @@ export interface BridgeEvents {
 /**
  * passthrough: the same codec both sides (PCMU, or Opus). transcode: Opus from the browser,
  * G.711 to the trunk. lawConvert: PCMU from the browser (webrtc.preferPcmu), PCMA to the trunk,
- * sample by sample. unsupported: a PCMU browser and an Opus trunk (webrtc.preferPcmu with an
- * Opus trunk is refused by the config, but a browser that offers no Opus gets there too): audio
- * is dropped and counted, and an error logged, rather than sent as noise.
+ * sample by sample. transcodeOpusTrunk: PCMU from the browser, Opus to the trunk (an inbound
+ * call whose trunk took Opus before a PCMU tab answered, or a trunk that offers only Opus).
+ * unsupported: an Opus coder could not be made (memory): audio is dropped and counted, and an
+ * error logged, rather than sent as noise.
  */
-export type BridgeMode = 'transcode' | 'passthrough' | 'lawConvert' | 'unsupported';
+export type BridgeMode = 'transcode' | 'transcodeOpusTrunk' | 'passthrough' | 'lawConvert' | 'unsupported';
 
 /** Frames we are willing to synthesise for a gap in the browser's stream. */
 const MAX_CONCEAL = 5;
+/** transcodeOpusTrunk: 20 ms of 8 kHz PCM per Opus frame toward the trunk. */
+const OPUS_TRUNK_FRAME = 160;
 /** A process without FEC decoding says so once, not once per call. */
 let fecWarned = false;
 
@@ -85,8 +88,13 @@ export class MediaBridge extends EventEmitter<BridgeEvents> {
   private readonly browserPcmu: boolean;
   private toSip: OpusToG711 | null = null;
   private toBrowser: G711ToOpus | null = null;
+  /**
+   * transcodeOpusTrunk: the trunk's Opus decoded to 8 kHz (PLC and FEC for its losses) for the
+   * browser's PCMU, and the browser's PCMU encoded to Opus for the trunk.
+   */
+  private trunkOpus: { decoder: OpusToG711; encoder: G711ToOpus } | null = null;
   /** Counts of Opus coders freed by a codec change mid-call (stats() adds them). */
-  private readonly pastCoders = { malformed: 0, concealed: 0, fecRecovered: 0 };
+  private readonly pastCoders = { malformed: 0, concealed: 0, fecRecovered: 0, trunkMalformed: 0 };
   private readonly unsubscribe: () => void;
   private readonly unsubscribeReports: () => void;
   private readonly browserDtmf: DtmfReceiver;
@@ -189,6 +197,25 @@ export class MediaBridge extends EventEmitter<BridgeEvents> {
    */
   private setUpFor(sipCodec: 'PCMU' | 'PCMA' | 'opus'): BridgeMode {
     const mode = modeFor(this.browserPcmu, sipCodec);
+    if (mode !== 'transcodeOpusTrunk' && this.trunkOpus) {
+      this.freeCoders();
+      this.sipFrameFill = 0;
+      this.pcm20Fill = 0;
+    }
+    if (mode === 'transcodeOpusTrunk' && !this.trunkOpus) {
+      const decoder = new OpusToG711('pcmu');
+      let encoder: G711ToOpus;
+      try {
+        encoder = new G711ToOpus('pcmu', { complexity: this.opts.opusComplexity });
+      } catch (err) {
+        decoder.close();
+        throw err;
+      }
+      this.trunkOpus = { decoder, encoder };
+      // Part-filled frames of the mode before are dropped (at most 20 ms each way).
+      this.sipFrameFill = 0;
+      this.pcm20Fill = 0;
+    }
     if (mode === 'transcode') {
       const law: G711Law = sipCodec === 'PCMA' ? 'pcma' : 'pcmu';
       if (!this.toSip || !this.toBrowser) {
@@ -207,7 +234,6 @@ export class MediaBridge extends EventEmitter<BridgeEvents> {
       this.freeCoders();
       this.pcm20Fill = 0;
     }
-    if (mode === 'unsupported' && this.mode !== 'unsupported') this.opts.logger.error({ sipCodec, browserCodec: this.browser.sendCodec }, 'a browser sending G.711 cannot be bridged to an Opus trunk: audio dropped');
     return mode;
   }
 
@@ -218,14 +244,18 @@ export class MediaBridge extends EventEmitter<BridgeEvents> {
       this.pastCoders.concealed += this.toSip.concealed;
       this.pastCoders.fecRecovered += this.toSip.fecRecovered;
     }
+    if (this.trunkOpus) this.pastCoders.trunkMalformed += this.trunkOpus.decoder.malformed;
     this.toSip?.close();
     this.toBrowser?.close();
+    this.trunkOpus?.decoder.close();
+    this.trunkOpus?.encoder.close();
     this.toSip = null;
     this.toBrowser = null;
+    this.trunkOpus = null;
   }
 
   get isTranscoding(): boolean {
-    return this.mode === 'transcode';
+    return this.mode === 'transcode' || this.mode === 'transcodeOpusTrunk';
   }
 
   // ------------------------------------------------------------ browser → SIP
@@ -256,7 +286,7 @@ export class MediaBridge extends EventEmitter<BridgeEvents> {
     }
     if (this.holdLocal || this.holdRemote) { this.lastBrowserSeq = pkt.sequenceNumber; return; }
     if (this.mode === 'unsupported') { this.dropped++; return; }
-    if (this.mode === 'passthrough' || this.mode === 'lawConvert') {
+    if (this.mode === 'passthrough' || this.mode === 'lawConvert' || this.mode === 'transcodeOpusTrunk') {
       if (pkt.payloadType !== this.browserPt) { this.dropped++; return; }
       // Duplicates and late packets are dropped; a gap (packets lost on the way) is left in our
       // numbering toward the trunk too, so its jitter buffer conceals it (PLC, Opus FEC).
@@ -267,6 +297,10 @@ export class MediaBridge extends EventEmitter<BridgeEvents> {
         lost = Math.min(d - 1, MAX_CONCEAL);
       }
       this.lastBrowserSeq = pkt.sequenceNumber;
+      if (this.mode === 'transcodeOpusTrunk') {
+        this.pcmuToOpusTrunk(pkt.payload, lost);
+        return;
+      }
       const samples = this.browserClock === 8000 ? pkt.payload.length : 960;
       if (lost > 0) this.sip.skipFrames(lost, samples);
       if (this.mode === 'passthrough') this.sip.sendAudio(pkt.payload, samples, pkt.marker);
@@ -292,25 +326,54 @@ export class MediaBridge extends EventEmitter<BridgeEvents> {
     this.transcodeMs += performance.now() - t0;
   }
 
-  /** Accumulates 8 kHz PCM into frames of the trunk's ptime and sends them. */
+  /**
+   * transcodeOpusTrunk, toward the trunk: the browser's PCMU as 20 ms Opus frames (the trunk's
+   * a=ptime is not followed for Opus: every Opus receiver takes any frame size). Lost browser
+   * packets leave their gap in the numbering when they were whole 20 ms frames (the trunk's
+   * decoder conceals them with its own PLC), and are filled with silence otherwise, so the
+   * timeline stays exact.
+   */
+  private pcmuToOpusTrunk(payload: Buffer, lost: number): void {
+    const t0 = performance.now();
+    if (lost > 0) {
+      if (this.sipFrameFill === 0 && payload.length === OPUS_TRUNK_FRAME) this.sip.skipFrames(lost, 960);
+      else for (let i = 0; i < lost; i++) this.pushToSip(this.silentPcm(payload.length));
+    }
+    this.pushToSip(pcmuDecode(payload, this.lawScratch(payload.length)));
+    this.transcodeMs += performance.now() - t0;
+  }
+
+  private silentPcmFrame = new Int16Array(0);
+  private silentPcm(samples: number): Int16Array {
+    if (this.silentPcmFrame.length < samples) this.silentPcmFrame = new Int16Array(samples);
+    return this.silentPcmFrame.subarray(0, samples);
+  }
+
+  /** Accumulates 8 kHz PCM into frames of the trunk's ptime (20 ms for Opus) and sends them. */
   private pushToSip(pcm: Int16Array): void {
     if (pcm.length === 0) return;
-    if (this.sipFrameSamples === pcm.length && this.sipFrameFill === 0) {
-      this.sip.sendAudio(this.encodeForSip(pcm), pcm.length);
+    const frameSamples = this.trunkOpus ? OPUS_TRUNK_FRAME : this.sipFrameSamples;
+    if (frameSamples === pcm.length && this.sipFrameFill === 0) {
+      this.sendFrameToSip(pcm);
       return;
     }
-    this.sipFrame ??= new Int16Array(this.sipFrameSamples);
+    if (this.sipFrame?.length !== frameSamples) this.sipFrame = new Int16Array(frameSamples);
     let off = 0;
     while (off < pcm.length) {
-      const n = Math.min(pcm.length - off, this.sipFrameSamples - this.sipFrameFill);
+      const n = Math.min(pcm.length - off, frameSamples - this.sipFrameFill);
       this.sipFrame.set(pcm.subarray(off, off + n), this.sipFrameFill);
       this.sipFrameFill += n;
       off += n;
-      if (this.sipFrameFill === this.sipFrameSamples) {
-        this.sip.sendAudio(this.encodeForSip(this.sipFrame), this.sipFrameSamples);
+      if (this.sipFrameFill === frameSamples) {
+        this.sendFrameToSip(this.sipFrame);
         this.sipFrameFill = 0;
       }
     }
+  }
+
+  private sendFrameToSip(pcm: Int16Array): void {
+    if (this.trunkOpus) this.sip.sendAudio(this.trunkOpus.encoder.encode(pcm), 960);
+    else this.sip.sendAudio(this.encodeForSip(pcm), pcm.length);
   }
 
   /** One frame of PCM in the trunk's G.711 law (a reused buffer: the leg copies it into its packet). */
@@ -346,9 +409,27 @@ export class MediaBridge extends EventEmitter<BridgeEvents> {
       }
       return;
     }
+    if (this.mode === 'transcodeOpusTrunk') {
+      this.opusTrunkToBrowser(pkt.payload, lost);
+      return;
+    }
     // Transcoding: fill lost trunk packets with silence so the timeline stays exact.
     for (let i = 0; i < lost; i++) this.transcodeToBrowser(this.silence(pkt.payload.length));
     this.transcodeToBrowser(pkt.payload);
+  }
+
+  /**
+   * transcodeOpusTrunk, toward the browser: the trunk's Opus decoded to 8 kHz (whatever its
+   * frame size), lost packets concealed — the last one from this packet's in-band FEC when it
+   * carries some — and sent as 20 ms PCMU.
+   */
+  private opusTrunkToBrowser(payload: Buffer, lost: number): void {
+    const t0 = performance.now();
+    const decoder = this.trunkOpus!.decoder;
+    for (let i = 1; i < lost; i++) this.pcmToBrowser(decoder.decode(null));
+    if (lost > 0) this.pcmToBrowser(decoder.recover(payload));
+    this.pcmToBrowser(decoder.decode(payload));
+    this.transcodeMs += performance.now() - t0;
   }
 
   private silenceFrame: Buffer | null = null;
@@ -359,8 +440,16 @@ export class MediaBridge extends EventEmitter<BridgeEvents> {
 
   private transcodeToBrowser(g711: Buffer): void {
     const t0 = performance.now();
-    const pcm = this.toBrowser!.decodeG711(g711);
-    // Re-frame to 20 ms: the browser's Opus stream always carries 20 ms frames.
+    this.pcmToBrowser(this.toBrowser!.decodeG711(g711));
+    this.transcodeMs += performance.now() - t0;
+  }
+
+  /**
+   * 8 kHz PCM re-framed to 20 ms for the browser, which gets 20 ms frames whatever the trunk's
+   * packets carry: Opus (transcode), or PCMU in a fresh buffer the browser leg may keep
+   * (transcodeOpusTrunk).
+   */
+  private pcmToBrowser(pcm: Int16Array): void {
     let off = 0;
     while (off < pcm.length) {
       const n = Math.min(pcm.length - off, 160 - this.pcm20Fill);
@@ -369,10 +458,10 @@ export class MediaBridge extends EventEmitter<BridgeEvents> {
       off += n;
       if (this.pcm20Fill === 160) {
         this.pcm20Fill = 0;
-        this.sendToBrowser(this.toBrowser!.encode(this.pcm20), 960, false);
+        if (this.toBrowser) this.sendToBrowser(this.toBrowser.encode(this.pcm20), 960, false);
+        else this.sendToBrowser(pcmuEncode(this.pcm20, Buffer.allocUnsafe(160)), 160, false);
       }
     }
-    this.transcodeMs += performance.now() - t0;
   }
 
   private sendToBrowser(payload: Buffer, tsStep: number, marker: boolean): void {
@@ -431,6 +520,7 @@ export class MediaBridge extends EventEmitter<BridgeEvents> {
 
   stats(): { browser: BrowserLegStats; sip: LegStats; transcodeCpuMs: number; mode: BridgeMode } {
     const r = this.sipReorder;
+    const sip = this.sip.stats();
     return {
       browser: {
         packetsSent: this.sent.packets, bytesSent: this.sent.bytes, packetsReceived: this.received.packets, bytesReceived: this.received.bytes,
@@ -441,7 +531,7 @@ export class MediaBridge extends EventEmitter<BridgeEvents> {
         fecRecovered: this.pastCoders.fecRecovered + (this.toSip?.fecRecovered ?? 0),
       },
       // The reorder stage sits between the trunk socket and the browser, so its counters go with the SIP leg's.
-      sip: { ...this.sip.stats(), reorder: { reordered: r.reordered, duplicateOrLate: r.dropped, givenUp: r.lost } },
+      sip: { ...sip, dropped: sip.dropped + this.pastCoders.trunkMalformed + (this.trunkOpus?.decoder.malformed ?? 0), reorder: { reordered: r.reordered, duplicateOrLate: r.dropped, givenUp: r.lost } },
       transcodeCpuMs: Math.round(this.transcodeMs * 1000) / 1000,
       mode: this.mode,
     };
@@ -454,19 +544,16 @@ export class MediaBridge extends EventEmitter<BridgeEvents> {
     this.sipReorder.close();
     this.unsubscribe();
     this.unsubscribeReports();
-    this.toSip?.close();
-    this.toBrowser?.close();
+    this.freeCoders();
     this.toneEncoder?.close();
     this.toneEncoder = null;
-    this.toSip = null;
-    this.toBrowser = null;
     this.removeAllListeners();
   }
 }
 
 /** How the bridge carries audio between a browser that sends PCMU (else Opus) and the trunk's codec. */
 export function modeFor(browserPcmu: boolean, sipCodec: 'PCMU' | 'PCMA' | 'opus'): BridgeMode {
-  if (browserPcmu) return sipCodec === 'PCMU' ? 'passthrough' : sipCodec === 'PCMA' ? 'lawConvert' : 'unsupported';
+  if (browserPcmu) return sipCodec === 'PCMU' ? 'passthrough' : sipCodec === 'PCMA' ? 'lawConvert' : 'transcodeOpusTrunk';
   return sipCodec === 'opus' ? 'passthrough' : 'transcode';
 }
 

@@ -42,7 +42,7 @@ export interface BridgeStats {
   browser: BrowserLegStats;
   sip: LegStats;
   transcodeCpuMs: number;
-  mode: 'transcode' | 'passthrough' | 'lawConvert' | 'unsupported';
+  mode: 'transcode' | 'transcodeOpusTrunk' | 'passthrough' | 'lawConvert' | 'unsupported';
 }
 
 export interface BridgeHandle {

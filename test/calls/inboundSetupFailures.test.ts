@@ -36,7 +36,7 @@ import type { SignalingServer } from '../../src/signaling/signalingServer';
 import type { IcePortPool } from '../../src/webrtc/icePortPool';
 import { startGateway } from '../support/gateway';
 import { openTab, until, type Msg, type Tab } from '../support/tabs';
-import { RTCPeerConnection } from 'werift';
+import { RTCPeerConnection, RTCRtpCodecParameters } from 'werift';
 
 const SECRET = 'inbound-setup-failures-secret-0123456789';
 /** Bound on "at once": set-up takes well under a second; the ring timeout below is 120 s. */
@@ -511,4 +511,46 @@ test('an answer from the tab without usable audio (no DTLS fingerprint) is refus
   assert.equal(res.status, 200);
   tab.ws.send(JSON.stringify({ type: 'hangup', callId: incoming.callId }));
   await until(() => r.gw.gateway.activeCalls === 0, 'the call ended');
+});
+
+/**
+ * A trunk that offers Opus first, and a tab that sends PCMU: with webrtc.preferPcmu the trunk is
+ * answered G.711 (passed through, no coder); a tab that answers PCMU unasked, after the trunk
+ * was answered Opus, gets the call transcoded (before, its audio was dropped).
+ */
+async function opusFirstCall(t: TestContext, base: number, preferPcmu: boolean, tabCodecs?: RTCRtpCodecParameters[]): Promise<{ r: Rig; answer: SipResponse; mode: string }> {
+  const block = smallBlock(base, base + 15);
+  const r = await rig(t, base, { ...block, webrtc: { ...block!.webrtc, preferPcmu }, trunk: { uri: `sip:127.0.0.1:${base + 3}`, srtp: 'off', codecs: ['opus', 'PCMU'], sourceCidrs: ['127.0.0.1/32'] } });
+  const tab = await r.tab('pcmu');
+  const inv = r.trunk.invite({
+    requestUri: `sip:pcmu@127.0.0.1:${base + 1}`,
+    from: { uri: 'sip:+15550000096@127.0.0.1' },
+    sdp: `v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio ${base + 4} RTP/AVP 111 0\r\na=rtpmap:111 opus/48000/2\r\na=rtpmap:0 PCMU/8000\r\n`,
+  });
+  const answered = new Promise<SipResponse>((resolve, reject) => { inv.once('accepted', resolve); inv.once('rejected', (res) => reject(new Error(`rejected ${res.status}`))); inv.once('failed', reject); });
+  const incoming = await message(tab, 'incoming');
+  const pc = new RTCPeerConnection({ iceUseIpv6: false, iceInterfaceAddresses: { udp4: '127.0.0.1' }, ...(tabCodecs ? { codecs: { audio: tabCodecs } } : {}) });
+  t.after(() => pc.close());
+  await pc.setRemoteDescription({ type: 'offer', sdp: incoming.sdp });
+  await pc.setLocalDescription(await pc.createAnswer());
+  tab.ws.send(JSON.stringify({ type: 'accept', callId: incoming.callId, sdp: pc.localDescription!.sdp }));
+  const answer = await within(answered, PROMPT_MS, 'the 200 OK');
+  await until(() => (r.media()['bridges'] as Set<unknown>).size === 1, 'the bridge');
+  const [entry] = [...(r.media()['bridges'] as Set<{ bridge: { stats(): { mode: string } } }>)];
+  const mode = entry.bridge.stats().mode;
+  tab.ws.send(JSON.stringify({ type: 'hangup', callId: incoming.callId }));
+  await until(() => r.gw.gateway.activeCalls === 0, 'the call ended');
+  return { r, answer, mode };
+}
+
+test('inbound, trunk offers Opus first, webrtc.preferPcmu: answered PCMU, passed through to the PCMU tab', async (t) => {
+  const { answer, mode } = await opusFirstCall(t, 25500, true); // 25500-25515
+  assert.match(answer.body, /^m=audio \d+ RTP\/AVP 0\r$/m, answer.body);
+  assert.equal(mode, 'passthrough');
+});
+
+test('inbound, trunk answered Opus, then the tab answers PCMU only: transcoded, not dropped', async (t) => {
+  const { answer, mode } = await opusFirstCall(t, 25520, false, [new RTCRtpCodecParameters({ mimeType: 'audio/PCMU', clockRate: 8000, channels: 1 })]); // 25520-25535
+  assert.match(answer.body, /^m=audio \d+ RTP\/AVP 111\r$/m, answer.body);
+  assert.equal(mode, 'transcodeOpusTrunk');
 });

@@ -406,25 +406,29 @@ test('mid-call codec changes: a re-offer listing PCMA first keeps PCMU; one with
   await until(() => r.gw.gateway.activeCalls === 0, 'the call ended');
 });
 
-test('a browser that sends PCMU: our INVITE offers no Opus, and a trunk re-offer of Opus and PCMA is answered PCMA (the bridge cannot take Opus from it)', async (t) => {
+test('a browser that sends PCMU: our INVITE offers G.711 before Opus; a trunk re-offer of Opus and PCMA is answered PCMA (no transcoding), one of Opus only is taken and transcoded', async (t) => {
   const BASE = 23070; // 23070-23081
   let trunkDialog: import('../../src/sip').Dialog | null = null;
   const r = await rig(t, BASE, (inv) => { trunkDialog = inv.accept(trunkSdp(BASE)); }, undefined, ['opus', 'PCMU', 'PCMA']);
   const alice = await r.tab('alice');
   alice.ws.send(JSON.stringify({ type: 'call', to: '+15551000092', ref: 'pcmu', sdp: await browsers.offer('pcmu') }));
   await until(() => r.invites.length === 1, 'the INVITE');
-  assert.doesNotMatch(r.invites[0].request.body, /opus/i, 'our INVITE offers the trunk no Opus for a browser that sends PCMU');
+  assert.match(r.invites[0].request.body, /^m=audio \d+ RTP\/AVP 0 8 111 /m, 'PCMU and PCMA before Opus (trunk.codecs puts Opus first)');
   const calling = await message(alice, ['calling', 'error', 'ended']);
   assert.equal(calling.type, 'calling', JSON.stringify(calling));
   assert.match(String(calling.sdp), /^m=audio \d+ \S+ 0[ \r]/m, 'the browser was answered PCMU');
   await message(alice, ['answered']);
   await until(() => trunkDialog?.state === 'confirmed', 'the trunk\'s dialog confirmed');
-  const reoffer = `v=0\r\no=- 2 3 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio ${BASE + 4} RTP/AVP 111 8\r\na=rtpmap:111 opus/48000/2\r\na=rtpmap:8 PCMA/8000\r\na=sendrecv\r\n`;
-  const res = await trunkDialog!.reinvite(reoffer);
+  const reoffer = (version: number, pts: string, maps: string[]) => `v=0\r\no=- 2 ${version} IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio ${BASE + 4} RTP/AVP ${pts}\r\n${maps.map((m) => `a=rtpmap:${m}\r\n`).join('')}a=sendrecv\r\n`;
+  const bridges = [...(r.media()['bridges'] as Set<{ bridge: { stats(): { mode: string } } }>)];
+  const res = await trunkDialog!.reinvite(reoffer(3, '111 8', ['111 opus/48000/2', '8 PCMA/8000']));
   assert.equal(res.status, 200);
   assert.match(res.body, /^m=audio \d+ RTP\/AVP 8\r$/m, res.body);
-  const bridges = [...(r.media()['bridges'] as Set<{ bridge: { stats(): { mode: string } } }>)];
   assert.equal(bridges[0].bridge.stats().mode, 'lawConvert');
+  const opusOnly = await trunkDialog!.reinvite(reoffer(4, '111', ['111 opus/48000/2']));
+  assert.equal(opusOnly.status, 200);
+  assert.match(opusOnly.body, /^m=audio \d+ RTP\/AVP 111\r$/m, opusOnly.body);
+  assert.equal(bridges[0].bridge.stats().mode, 'transcodeOpusTrunk');
   alice.ws.send(JSON.stringify({ type: 'hangup', callId: calling.callId }));
   await until(() => r.gw.gateway.activeCalls === 0, 'the call ended');
 });

@@ -336,11 +336,12 @@ test('--check-config with a good file exits 0 and prints the configuration with 
   assert.ok(!r.stdout.includes('trunk-pw-s3cret') && !r.stdout.includes(SECRET));
 });
 
-test('webrtc.preferPcmu with opus among trunk.codecs is refused (a PCMU browser cannot be bridged to an Opus trunk); with G.711 codecs it is fine', () => {
+test('webrtc.preferPcmu goes with any trunk codecs (a PCMU browser is transcoded to an Opus trunk)', () => {
   const trunk = 'sip:trunk.example.com';
-  oneError(loadConfig([], { GATEWAY_WEBRTC__PREFERPCMU: 'true', GATEWAY_TRUNK__URI: trunk, GATEWAY_TRUNK__CODECS: '["opus","PCMU"]' }), /^config error: webrtc\.preferPcmu \(from GATEWAY_WEBRTC__PREFERPCMU\): cannot be combined with opus in trunk\.codecs/);
-  const c = ok(loadConfig([], { GATEWAY_WEBRTC__PREFERPCMU: 'true', GATEWAY_TRUNK__URI: trunk, GATEWAY_TRUNK__CODECS: '["PCMA"]', GATEWAY_AUTH__HS256SECRET: 'a-secret-of-thirty-two-characters-at-least' }));
-  assert.equal(c.webrtc.preferPcmu, true);
+  for (const codecs of ['["opus","PCMU"]', '["PCMA"]']) {
+    const c = ok(loadConfig([], { GATEWAY_WEBRTC__PREFERPCMU: 'true', GATEWAY_TRUNK__URI: trunk, GATEWAY_TRUNK__CODECS: codecs, GATEWAY_AUTH__HS256SECRET: 'a-secret-of-thirty-two-characters-at-least' }));
+    assert.equal(c.webrtc.preferPcmu, true);
+  }
 });
 
 test('no secret in config errors: a short digest password (a map entry under a secret path), JSON with a password in it from the environment or a .json file', () => {

@@ -7,10 +7,12 @@ import { join } from 'node:path';
 import pino from 'pino';
 import { MediaEngine, type BrowserMediaPort } from '../../src/media';
 import { OpusDecoder, OpusEncoder, pcmaDecode, pcmaEncode, pcmuDecode, pcmuEncode } from '../../src/media/codecs';
+import { liveOpusCoders } from '../../src/media/codecs/opus';
 import { modeFor, sipFrameSamplesFor, type ReceptionReport } from '../../src/media/mediaBridge';
 import { buildRtp, parseRtp, type RtpPacketView } from '../../src/media/rtp';
 import { CdrWriter } from '../../src/observability/cdr';
 import { until } from '../support/tabs';
+import { toneRatio } from '../support/audio';
 
 const logger = pino({ level: 'silent' });
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -234,10 +236,10 @@ test('a trunk with a=ptime:30: 30 ms PCMU packets to it, its 30 ms frames re-fra
   }
 });
 
-test('modes: pass-through for one codec both sides, Opus transcoded to G.711, PCMU converted to PCMA, a PCMU browser and an Opus trunk unsupported', () => {
+test('modes: pass-through for one codec both sides, Opus transcoded to G.711 and back, PCMU converted to PCMA', () => {
   assert.equal(modeFor(true, 'PCMU'), 'passthrough');
   assert.equal(modeFor(true, 'PCMA'), 'lawConvert');
-  assert.equal(modeFor(true, 'opus'), 'unsupported');
+  assert.equal(modeFor(true, 'opus'), 'transcodeOpusTrunk');
   assert.equal(modeFor(false, 'opus'), 'passthrough');
   assert.equal(modeFor(false, 'PCMU'), 'transcode');
   assert.equal(modeFor(false, 'PCMA'), 'transcode');
@@ -278,6 +280,68 @@ test('a PCMU browser and a PCMA trunk (webrtc.preferPcmu on a European trunk): a
   } finally {
     await close();
   }
+});
+
+test('a PCMU browser and an Opus trunk: transcoded both ways (tones checked), trunk losses concealed, a lost browser frame left as a gap; a re-INVITE to PCMU passes through and frees the coders', async () => {
+  const { engine, leg, trunk, atTrunk, close } = await trunkRig('opus-trunk', [25000, 25009]);
+  const browser = pcmuBrowser();
+  const tone = (hz: number, from: number, n: number, rate: number) => Int16Array.from({ length: n }, (_, i) => Math.round(8000 * Math.sin((2 * Math.PI * hz * (from + i)) / rate)));
+  const before = liveOpusCoders;
+  const enc = new OpusEncoder({ sampleRate: 48000, complexity: 1, bitrate: 32000 });
+  const dec = new OpusDecoder({ sampleRate: 8000 });
+  const coders = liveOpusCoders; // the test's own two
+  try {
+    leg.setRemote({ address: '127.0.0.1', port: trunk.address().port, codec: 'opus', payloadType: 111 });
+    const bridge = engine.createBridge(browser, leg, { callId: 'opus-trunk' }).bridge;
+    assert.equal(bridge.stats().mode, 'transcodeOpusTrunk');
+    assert.equal(bridge.isTranscoding, true);
+    assert.equal(liveOpusCoders, coders + 2, 'an Opus decoder and encoder for the trunk');
+    // Browser → trunk: 700 Hz in 20 ms PCMU packets; packet 6 lost on the way.
+    for (let seq = 1; seq <= 12; seq++) {
+      if (seq === 6) continue;
+      browser.deliver({ payloadType: 0, sequenceNumber: seq, timestamp: seq * 160, marker: false, ssrc: 0xb0b, payload: pcmuEncode(tone(700, seq * 160, 160, 8000)) });
+    }
+    await until(() => atTrunk.length === 11, 'eleven Opus packets at the trunk');
+    assert.ok(atTrunk.every((p) => p.payloadType === 111), 'Opus toward the trunk');
+    const steps = atTrunk.slice(1).map((p, i) => [(p.sequenceNumber - atTrunk[i].sequenceNumber) & 0xffff, (p.timestamp - atTrunk[i].timestamp) >>> 0]);
+    assert.deepEqual(steps, [[1, 960], [1, 960], [1, 960], [1, 960], [2, 1920], [1, 960], [1, 960], [1, 960], [1, 960], [1, 960]], 'the lost frame\'s number and 20 ms left for the trunk\'s PLC');
+    const heard = new Int16Array(atTrunk.length * 160);
+    atTrunk.forEach((p, i) => heard.set(dec.decode(p.payload), i * 160));
+    const settled = heard.subarray(480);
+    assert.ok(toneRatio(settled, 8000, 700) > 0.8, `700 Hz at the trunk (ratio ${toneRatio(settled, 8000, 700).toFixed(2)})`);
+    // Trunk → browser: 1 kHz Opus in 20 ms packets at 48 kHz; packet 5 lost (concealed).
+    for (let seq = 1; seq <= 12; seq++) {
+      const payload = enc.encode(tone(1000, seq * 960, 960, 48000));
+      if (seq !== 5) trunk.send(buildRtp(111, seq, seq * 960, 0x0b05, payload), leg.localPort, '127.0.0.1');
+    }
+    await until(() => browser.got.length === 12, 'twelve PCMU packets for the browser (the lost one concealed)');
+    assert.ok(browser.got.every((p) => p.payloadType === 0 && p.payload.length === 160), 'PCMU, 20 ms each');
+    assert.deepEqual(browser.got.slice(1).map((p, i) => [(p.sequenceNumber - browser.got[i].sequenceNumber) & 0xffff, (p.timestamp - browser.got[i].timestamp) >>> 0]), Array(11).fill([1, 160]));
+    const pcm = new Int16Array(12 * 160);
+    browser.got.forEach((p, i) => pcm.set(pcmuDecode(p.payload), i * 160));
+    // Per 20 ms frame (a concealed frame shifts the phase of what follows): the decoder's first
+    // frame ramps up; the concealed one (seq 5) carries the tone on instead of a hole.
+    const ratios = browser.got.map((_, i) => toneRatio(pcm.subarray(i * 160, i * 160 + 160), 8000, 1000));
+    assert.ok(ratios.slice(1).every((r, i) => r > (i + 1 === 4 ? 0.5 : 0.9)), `1 kHz in the browser (per frame ${ratios.map((r) => r.toFixed(2)).join(' ')})`);
+    // Malformed Opus from the trunk is concealed and counted, not thrown.
+    trunk.send(buildRtp(111, 13, 13 * 960, 0x0b05, Buffer.from([0xff, 0xff, 0xff])), leg.localPort, '127.0.0.1');
+    await until(() => bridge.stats().sip.dropped >= 1, 'the malformed packet counted');
+    // A re-INVITE to PCMU: bytes pass through, the Opus coders are freed.
+    leg.setRemote({ address: '127.0.0.1', port: trunk.address().port, codec: 'PCMU', payloadType: 0 });
+    assert.equal(bridge.stats().mode, 'passthrough');
+    assert.equal(liveOpusCoders, coders);
+    const mu = pcmuEncode(tone(700, 0, 160, 8000));
+    const n = atTrunk.length;
+    browser.deliver({ payloadType: 0, sequenceNumber: 13, timestamp: 13 * 160, marker: false, ssrc: 0xb0b, payload: mu });
+    await until(() => atTrunk.length === n + 1, 'the PCMU packet at the trunk');
+    assert.deepEqual([atTrunk[n].payloadType, Buffer.from(atTrunk[n].payload)], [0, mu]);
+    bridge.close();
+  } finally {
+    enc.delete();
+    dec.delete();
+    await close();
+  }
+  assert.equal(liveOpusCoders, before, 'nothing left after close');
 });
 
 test('pass-through toward the trunk: a duplicate and a late browser packet are dropped, a lost one leaves its gap in the numbering and the timeline', async () => {

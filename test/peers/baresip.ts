@@ -13,6 +13,8 @@ export interface BaresipOptions {
   /** 8 kHz 16-bit mono WAV played as the microphone (keep it long: baresip hangs up at EOF). */
   audioSourceWav: string;
   user?: string;
+  /** Codec modules beyond g711.so, e.g. ['opus.so'] for a phone that speaks Opus. */
+  codecModules?: string[];
 }
 
 export interface Baresip {
@@ -24,6 +26,8 @@ export interface Baresip {
   waitForEvent(type: string, timeoutMs: number, match?: (e: { param?: string }) => boolean): Promise<{ type: string; param?: string }>;
   /** Received (-dec) and sent (-enc) recordings from the sndfile module. */
   recordings(): { dec: string[]; enc: string[] };
+  /** The end of baresip's console output (for a failing test's message). */
+  output(): string;
   stop(): Promise<void>;
 }
 
@@ -45,7 +49,7 @@ export async function startBaresip(o: BaresipOptions): Promise<Baresip> {
     `audio_source aufile,${o.audioSourceWav}`,
     `rtp_ports ${o.rtpPorts[0]}-${o.rtpPorts[1]}`,
     'module_path /usr/lib/baresip/modules',
-    'module g711.so', 'module aufile.so', 'module alsa.so', 'module sndfile.so', 'module srtp.so',
+    'module g711.so', ...(o.codecModules ?? []).map((m) => `module ${m}`), 'module aufile.so', 'module alsa.so', 'module sndfile.so', 'module srtp.so',
     'module_app account.so', 'module_app menu.so', 'module_app ctrl_tcp.so',
     `ctrl_tcp_listen 127.0.0.1:${o.ctrlPort}`,
     `snd_path ${recordDir}`,
@@ -122,6 +126,7 @@ export async function startBaresip(o: BaresipOptions): Promise<Baresip> {
       const files = readdirSync(recordDir).map((f) => join(recordDir, f));
       return { dec: files.filter((f) => f.endsWith('-dec.wav')), enc: files.filter((f) => f.endsWith('-enc.wav')) };
     },
+    output: () => output.slice(-3000),
     async stop() {
       sock?.destroy();
       if (proc.exitCode === null) {

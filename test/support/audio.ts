@@ -1,12 +1,19 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 
-/** Writes a mono 16-bit PCM WAV with a sine tone (Chromium's fake mic and baresip's aufile read these). */
-export function writeToneWav(path: string, opts: { hz: number; sampleRate: number; seconds: number; amplitude?: number }): void {
+/**
+ * Writes a 16-bit PCM WAV with a sine tone (Chromium's fake mic and baresip's aufile read
+ * these): mono, or the same tone on both channels (baresip's aufile wants stereo for Opus/2).
+ */
+export function writeToneWav(path: string, opts: { hz: number; sampleRate: number; seconds: number; amplitude?: number; channels?: 1 | 2 }): void {
   const n = Math.round(opts.sampleRate * opts.seconds);
+  const channels = opts.channels ?? 1;
   const amp = opts.amplitude ?? 12000;
-  const data = Buffer.alloc(n * 2);
-  for (let i = 0; i < n; i++) data.writeInt16LE(Math.round(amp * Math.sin((2 * Math.PI * opts.hz * i) / opts.sampleRate)), i * 2);
-  writeFileSync(path, Buffer.concat([wavHeader(n * 2, opts.sampleRate), data]));
+  const data = Buffer.alloc(n * 2 * channels);
+  for (let i = 0; i < n; i++) {
+    const v = Math.round(amp * Math.sin((2 * Math.PI * opts.hz * i) / opts.sampleRate));
+    for (let c = 0; c < channels; c++) data.writeInt16LE(v, (i * channels + c) * 2);
+  }
+  writeFileSync(path, Buffer.concat([wavHeader(data.length, opts.sampleRate, channels), data]));
 }
 
 /**
@@ -33,11 +40,11 @@ export function writeSpeechWav(path: string, opts: { sampleRate: number; seconds
   writeFileSync(path, Buffer.concat([wavHeader(n * 2, rate), data]));
 }
 
-function wavHeader(dataBytes: number, sampleRate: number): Buffer {
+function wavHeader(dataBytes: number, sampleRate: number, channels = 1): Buffer {
   const h = Buffer.alloc(44);
   h.write('RIFF', 0); h.writeUInt32LE(36 + dataBytes, 4); h.write('WAVE', 8);
-  h.write('fmt ', 12); h.writeUInt32LE(16, 16); h.writeUInt16LE(1, 20); h.writeUInt16LE(1, 22);
-  h.writeUInt32LE(sampleRate, 24); h.writeUInt32LE(sampleRate * 2, 28); h.writeUInt16LE(2, 32); h.writeUInt16LE(16, 34);
+  h.write('fmt ', 12); h.writeUInt32LE(16, 16); h.writeUInt16LE(1, 20); h.writeUInt16LE(channels, 22);
+  h.writeUInt32LE(sampleRate, 24); h.writeUInt32LE(sampleRate * 2 * channels, 28); h.writeUInt16LE(2 * channels, 32); h.writeUInt16LE(16, 34);
   h.write('data', 36); h.writeUInt32LE(dataBytes, 40);
   return h;
 }
