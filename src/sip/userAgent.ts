@@ -599,6 +599,10 @@ export class ClientInvite extends EventEmitter<ClientInviteEvents> {
   private lastAck: string | null = null;
   private sessionExpires: number;
   private retried422 = false;
+  /** The highest RSeq acknowledged with PRACK in each early dialog (by the To tag of its 18x). */
+  private readonly rseqByTag = new Map<string, number>();
+  /** CSeq of our last PRACK: the dialog's requests continue above it. */
+  private prackSeq = 0;
   /**
    * Digest answers we hold (null without credentials). Every INVITE we send, a retry after
    * 401/407 or 422 alike, gets Authorization values computed afresh from them (nc + 1); the
@@ -623,7 +627,10 @@ export class ClientInvite extends EventEmitter<ClientInviteEvents> {
     const o = this.opts;
     const req = this.ua.newRequest('INVITE', o.requestUri, { ...o.from, tag: this.fromTag }, o.to ?? { uri: o.requestUri }, this.callId, this.cseq, this.dest.transport);
     req.addHeader('Allow', ALLOW);
-    req.addHeader('Supported', 'timer');
+    // 100rel (RFC 3262): carriers and PBXs (Asterisk's default) send their 18x reliably to a
+    // UAC that supports it, and hold back a 200 after a 183 with SDP until it is PRACKed;
+    // some refuse a UAC without it (421).
+    req.addHeader('Supported', 'timer, 100rel');
     if (this.sessionExpires > 0) {
       req.addHeader('Session-Expires', String(this.sessionExpires));
       req.addHeader('Min-SE', String(Math.min(this.sessionExpires, this.ua.sessionTimerSettings.minSe)));
@@ -645,7 +652,7 @@ export class ClientInvite extends EventEmitter<ClientInviteEvents> {
     if (s < 200) {
       if (this.state === 'calling') this.state = 'proceeding';
       if (this.cancelWanted && !this.cancelSent) this.sendCancel();
-      if (s > 100) this.emit('progress', res);
+      if (s > 100 && this.acknowledgeReliable(res)) this.emit('progress', res);
       return;
     }
     if (s < 300) { this.onSuccess(res); return; }
@@ -673,6 +680,45 @@ export class ClientInvite extends EventEmitter<ClientInviteEvents> {
     this.emit('rejected', res);
   }
 
+  /**
+   * A reliable provisional response (Require: 100rel with an RSeq, RFC 3262 §4) is PRACKed
+   * once, in order, per early dialog; its retransmissions and any that skip ahead of one not yet
+   * seen are neither PRACKed nor passed on (false). Any other 1xx is passed on (true).
+   */
+  private acknowledgeReliable(res: SipResponse): boolean {
+    const required = res.headers('require').some((h) => /(^|,)\s*100rel\s*(,|$)/i.test(h));
+    const rseq = Number(res.header('rseq'));
+    if (!required || !/^\d{1,10}$/.test(res.header('rseq')?.trim() ?? '') || rseq < 1 || rseq > 0xffffffff) return true;
+    if (this.state !== 'proceeding' || !this.request) return false;
+    const toTag = parseNameAddr(res.header('to') ?? '')?.params.tag ?? '';
+    const last = this.rseqByTag.get(toTag);
+    if (last !== undefined && rseq !== last + 1) return false;
+    this.rseqByTag.set(toTag, rseq);
+    this.sendPrack(res, rseq).catch((err: Error) => this.ua.log.warn({ err, sipCallId: this.callId }, 'PRACK not sent'));
+    return true;
+  }
+
+  /** PRACK within the early dialog the 18x set up (§12.1.2: its Contact, its Record-Route reversed). */
+  private async sendPrack(res: SipResponse, rseq: number): Promise<void> {
+    const contact = parseNameAddr(res.header('contact') ?? '')?.uri ?? this.opts.requestUri;
+    const routes = res.headers('record-route').reverse();
+    const req = new SipRequest('PRACK', contact);
+    for (const r of routes) req.addHeader('Route', r);
+    req.addHeader('Max-Forwards', '70');
+    req.addHeader('From', this.request!.header('from')!);
+    req.addHeader('To', res.header('to')!);
+    req.addHeader('Call-ID', this.callId);
+    this.prackSeq = Math.max(this.prackSeq, this.cseq) + 1;
+    req.addHeader('CSeq', `${this.prackSeq} PRACK`);
+    req.addHeader('RAck', `${rseq} ${res.cseq.seq} INVITE`);
+    if (this.ua.opts.userAgent) req.addHeader('User-Agent', this.ua.opts.userAgent);
+    this.auth?.authorize(req);
+    const dest = await this.ua.resolve(routes.length ? parseNameAddr(routes[0])?.uri ?? contact : contact);
+    req.addHeader('Via', this.ua.viaFor(dest.transport), true);
+    const answer = await this.ua.sendRequest(req, dest);
+    if (answer.status >= 300) this.ua.log.warn({ sipCallId: this.callId, status: answer.status, rseq }, 'PRACK refused');
+  }
+
   private onSuccess(res: SipResponse): void {
     if (this.dialog) { this.reAck(res); return; }
     if (this.state === 'rejected' || this.state === 'failed') return;
@@ -682,7 +728,7 @@ export class ClientInvite extends EventEmitter<ClientInviteEvents> {
     const routes = res.headers('record-route').reverse();
     const dialog = new Dialog(
       this.ua, this.callId, this.fromTag, toTag, this.request!.header('from')!, res.header('to')!, contact, routes,
-      this.cseq, 0, 'confirmed', this.ua.log.child({ sipCallId: this.callId }),
+      Math.max(this.cseq, this.prackSeq), 0, 'confirmed', this.ua.log.child({ sipCallId: this.callId }),
     );
     this.dialog = dialog;
     this.ua.registerDialog(dialog);

@@ -1,5 +1,8 @@
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import pino from 'pino';
 import { SipUserAgent, type Dialog, type ServerInvite } from '../../src/sip';
 import { runSipp } from '../peers/sipp';
@@ -114,4 +117,104 @@ test('Kamailio registrar: REGISTER with digest, refresh, an INVITE routed back t
   await reg.stop();
   assert.equal(reg.state, 'unregistered');
   assert.doesNotMatch(kam.registrations(), /AoR: gw/);
+});
+
+/**
+ * sipp as a UAS that sends its 18x reliably (RFC 3262), as Asterisk and carriers do for a UAC
+ * that lists 100rel: a 183 with SDP (sent twice, the second a retransmission), then a 180, each
+ * with Require: 100rel and the next RSeq, and the 200 only after both are PRACKed. sipp fails
+ * the call on a missing PRACK, a second PRACK for the retransmission, a wrong RAck, or a BYE
+ * whose CSeq does not continue above the PRACKs'.
+ */
+function prackScenario(): string {
+  const reply = (status: string, extra = '') => `<send><![CDATA[
+SIP/2.0 ${status}
+[last_Via:]
+[last_From:]
+[last_To:];tag=[pid]SIPpTag[call_number]
+[last_Call-ID:]
+[last_CSeq:]
+Contact: <sip:[local_ip]:[local_port];transport=[transport]>
+${extra}Content-Length: [len]
+]]></send>`;
+  const reliable = (status: string, rseq: number, sdp: boolean) => `<send><![CDATA[
+SIP/2.0 ${status}
+Via:[$via]
+[last_From:]
+[last_To:];tag=[pid]SIPpTag[call_number]
+[last_Call-ID:]
+CSeq:[$cseq]
+Contact: <sip:[local_ip]:[local_port];transport=[transport]>
+Require: 100rel
+RSeq: ${rseq}
+${sdp ? 'Content-Type: application/sdp\n' : ''}Content-Length: [len]
+${sdp ? '\nv=0\no=sipp 1 1 IN IP4 [local_ip]\ns=-\nc=IN IP4 [media_ip]\nt=0 0\nm=audio [media_port] RTP/AVP 0\na=rtpmap:0 PCMU/8000\n' : ''}]]></send>`;
+  return `<?xml version="1.0" encoding="ISO-8859-1" ?>
+<!DOCTYPE scenario SYSTEM "sipp.dtd">
+<scenario name="reliable provisionals">
+  <recv request="INVITE">
+    <action>
+      <ereg regexp=".*" search_in="hdr" header="Via:" assign_to="via"/>
+      <ereg regexp=".*" search_in="hdr" header="CSeq:" assign_to="cseq"/>
+      <ereg regexp="100rel" search_in="hdr" header="Supported:" check_it="true" assign_to="sup"/>
+    </action>
+  </recv>
+  ${reliable('183 Session Progress', 1, true)}
+  ${reliable('183 Session Progress', 1, true)}
+  <recv request="PRACK">
+    <action><ereg regexp="^ *1 1 INVITE" search_in="hdr" header="RAck:" check_it="true" assign_to="rack1"/></action>
+  </recv>
+  ${reply('200 OK')}
+  ${reliable('180 Ringing', 2, false)}
+  <recv request="PRACK">
+    <action><ereg regexp="^ *2 1 INVITE" search_in="hdr" header="RAck:" check_it="true" assign_to="rack2"/></action>
+  </recv>
+  ${reply('200 OK')}
+  <pause milliseconds="200"/>
+  <send><![CDATA[
+SIP/2.0 200 OK
+Via:[$via]
+[last_From:]
+[last_To:];tag=[pid]SIPpTag[call_number]
+[last_Call-ID:]
+CSeq:[$cseq]
+Contact: <sip:[local_ip]:[local_port];transport=[transport]>
+Content-Type: application/sdp
+Content-Length: [len]
+
+v=0
+o=sipp 1 1 IN IP4 [local_ip]
+s=-
+c=IN IP4 [media_ip]
+t=0 0
+m=audio [media_port] RTP/AVP 0
+a=rtpmap:0 PCMU/8000
+]]></send>
+  <recv request="ACK"/>
+  <recv request="BYE">
+    <action><ereg regexp="^ *4 BYE" search_in="hdr" header="CSeq:" check_it="true" assign_to="byeseq"/></action>
+  </recv>
+  ${reply('200 OK')}
+  <Reference variables="sup,rack1,rack2,byeseq"/>
+</scenario>
+`;
+}
+
+test('sipp sends reliable 183 (with SDP, retransmitted) and 180: each PRACKed once with its RAck, the 200 and BYE follow', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'sipp-prack-'));
+  const file = join(dir, 'prack.xml');
+  writeFileSync(file, prackScenario());
+  const sippPort = BASE + 80;
+  const sipp = runSipp({ scenario: { file }, port: sippPort, mediaPort: BASE + 180 });
+  const ua = await startUa('udp', BASE + 82);
+  await new Promise((r) => setTimeout(r, 300)); // sipp binds
+  const inv = ua.invite({ requestUri: `sip:service@127.0.0.1:${sippPort}`, from: { uri: 'sip:gw@127.0.0.1' }, sdp: SDP });
+  const progress: number[] = [];
+  inv.on('progress', (res) => progress.push(res.status));
+  const [res, dialog] = await once<[{ status: number }, Dialog]>(inv, 'accepted');
+  assert.equal(res.status, 200);
+  assert.deepEqual(progress, [183, 180], 'each reliable provisional passed on once (not its retransmission)');
+  await dialog.bye();
+  const r = await sipp.done;
+  assert.equal(r.code, 0, `sipp failed:\n${r.output.slice(-1500)}\n${r.errors}`);
 });

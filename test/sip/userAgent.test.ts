@@ -290,3 +290,55 @@ test('a CANCEL the peer never answers does not keep the INVITE transaction alive
     await a.stop();
   }
 });
+
+test('reliable provisionals (100rel): PRACKed in order per early dialog, one skipping ahead ignored, a fork numbered on its own, a bad RSeq taken as unreliable; the dialog\'s CSeq continues above the PRACKs', async () => {
+  const ua = new SipUserAgent({ transports: [{ protocol: 'udp', host: '127.0.0.1', port: 0 }], logger });
+  await ua.start();
+  const got: string[] = [];
+  const peer = dgram.createSocket('udp4');
+  await new Promise<void>((r) => peer.bind(0, '127.0.0.1', () => r()));
+  const uaPort = ua.boundAddresses[0].port;
+  peer.on('message', (m) => {
+    const text = m.toString();
+    got.push(text);
+    // PRACKs (and the BYE) are answered 200 at once, with their own headers.
+    if (/^(PRACK|BYE) /.test(text)) peer.send(reply(text, '200 OK', ''), uaPort, '127.0.0.1');
+  });
+  const hdr = (text: string, name: string) => text.match(new RegExp(`^${name}: *(.*)$`, 'mi'))?.[1].trim() ?? '';
+  const reply = (req: string, status: string, toTag: string, extra = '') => [
+    `SIP/2.0 ${status}`, `Via: ${hdr(req, 'Via')}`, `From: ${hdr(req, 'From')}`, `To: ${hdr(req, 'To')}${toTag && !/tag=/.test(hdr(req, 'To')) ? `;tag=${toTag}` : ''}`,
+    `Call-ID: ${hdr(req, 'Call-ID')}`, `CSeq: ${hdr(req, 'CSeq')}`, `Contact: <sip:uas@127.0.0.1:${peer.address().port}>`, extra, 'Content-Length: 0', '', '',
+  ].filter((l, i, a) => l !== '' || i >= a.length - 2).join('\r\n');
+  try {
+    const inv = ua.invite({ requestUri: `sip:uas@127.0.0.1:${peer.address().port}`, from: { uri: 'sip:gw@127.0.0.1' }, sdp: SDP });
+    const progress: string[] = [];
+    inv.on('progress', (res) => progress.push(`${res.status} ${res.header('rseq') ?? '-'}`));
+    await until(() => got.some((t) => t.startsWith('INVITE ')), 'the INVITE');
+    const invite = got.find((t) => t.startsWith('INVITE '))!;
+    assert.match(hdr(invite, 'Supported'), /\b100rel\b/);
+    const send = (status: string, tag: string, extra: string) => peer.send(reply(invite, status, tag, extra), uaPort, '127.0.0.1');
+    const pracks = () => got.filter((t) => t.startsWith('PRACK '));
+    send('183 Session Progress', 't1', 'Require: 100rel\r\nRSeq: 5');
+    await until(() => pracks().length === 1, 'the first PRACK');
+    send('183 Session Progress', 't1', 'Require: 100rel\r\nRSeq: 5'); // retransmission
+    send('180 Ringing', 't1', 'Require: 100rel\r\nRSeq: 7'); // skips 6
+    send('180 Ringing', 't2', 'Require: 100rel\r\nRSeq: 1'); // another fork
+    await until(() => pracks().length === 2, 'the fork\'s PRACK');
+    send('180 Ringing', 't1', 'Require: 100rel\r\nRSeq: x1');
+    await until(() => progress.length === 3, 'three provisionals passed on');
+    await new Promise((r) => setTimeout(r, 100));
+    assert.deepEqual(progress, ['183 5', '180 1', '180 x1'], 'neither the retransmission nor the one skipping ahead passed on');
+    assert.deepEqual(pracks().map((p) => [hdr(p, 'RAck'), hdr(p, 'CSeq'), hdr(p, 'To').match(/tag=(\w+)/)?.[1], p.split(' ')[1]]), [
+      ['5 1 INVITE', '2 PRACK', 't1', `sip:uas@127.0.0.1:${peer.address().port}`],
+      ['1 1 INVITE', '3 PRACK', 't2', `sip:uas@127.0.0.1:${peer.address().port}`],
+    ]);
+    peer.send(reply(invite, '200 OK', 't1', 'Content-Type: application/sdp').replace('Content-Length: 0\r\n\r\n', `Content-Length: ${SDP.length}\r\n\r\n${SDP}`), uaPort, '127.0.0.1');
+    const [, dialog] = await once<[unknown, Dialog]>(inv, 'accepted');
+    await dialog.bye();
+    const bye = got.find((t) => t.startsWith('BYE '));
+    assert.equal(hdr(bye ?? '', 'CSeq'), '4 BYE', 'the dialog\'s next request goes above the PRACKs\' CSeq');
+  } finally {
+    peer.close();
+    await ua.stop();
+  }
+});
