@@ -129,7 +129,8 @@ export class CallManager {
       // ends the call as `failed` and tells the tab `internal`.
       if (!(err instanceof OfferRefusedError)) throw err;
       call.log.warn({ err: err.message }, 'browser offer rejected');
-      call.hangup('local-hangup');
+      // The CDR says failed: the call never reached the trunk, and nobody hung up.
+      call.hangup('failed');
       return { ok: false, code: 'bad-sdp', message: `could not answer the offer: ${err.message}` };
     }
     try {

@@ -185,8 +185,9 @@ test('answering an offer fails: werift refusing it is bad-sdp; a failure of ours
   const callsBefore = gw.gateway.activeCalls;
   const cdrBefore = cdr().length;
   const cases: Array<{ patch: 'setRemoteDescription' | 'createAnswer'; code: string; cause: string }> = [
-    // An offer our own check let through but werift cannot take: the browser's fault.
-    { patch: 'setRemoteDescription', code: 'bad-sdp', cause: 'local-hangup' },
+    // An offer our own check let through but werift cannot take: the browser's fault (bad-sdp);
+    // the call is recorded failed, not as hung up by anyone.
+    { patch: 'setRemoteDescription', code: 'bad-sdp', cause: 'failed' },
     // Answering failed after the offer was taken: ours. Not reported as the browser's SDP.
     { patch: 'createAnswer', code: 'internal', cause: 'failed' },
   ];
