@@ -97,7 +97,8 @@ export abstract class CallBase extends EventEmitter<CallEvents> {
    * The call's browser sends PCMU (so the trunk must stay on G.711): known once the browser's
    * SDP is settled (outbound: before our INVITE; inbound: when a tab answers).
    */
-  protected browserSendsPcmu = false;
+  /** Whether the browser sends PCMU (else Opus); null until its leg is answered (inbound: until a tab picks up). */
+  protected browserSendsPcmu: boolean | null = null;
   /** Our 2xx to a re-INVITE without SDP carried an offer: its answer comes in the ACK. */
   private awaitingAckAnswer = false;
   protected heldLocally = false;
@@ -250,16 +251,18 @@ export abstract class CallBase extends EventEmitter<CallEvents> {
    * Apply the far end's media description to the SIP RTP leg. Returns an error string when
    * the description cannot be used (no common codec, SRTP required but absent).
    */
-  protected applyRemoteMedia(desc: SipMediaDescription): string | null {
+  protected applyRemoteMedia(desc: SipMediaDescription, role: 'offer' | 'answer'): string | null {
     if (!this.sipLeg) return 'no SIP media leg';
     // Mid-call, the codec in use is kept while the far end still lists it (a re-offer with
     // another order must not switch it under the bridge).
-    // A browser that sends PCMU passes G.711 through untouched: G.711 is preferred then, and
-    // Opus taken (the bridge transcodes) only when the far end offers nothing else we do.
+    // Choosing from an offer, a browser that sends PCMU (or will: webrtc.preferPcmu) prefers
+    // G.711, passed through untouched; Opus is taken (the bridge transcodes) only when the far
+    // end offers nothing else we do. From an answer we take its first codec we do: the far end
+    // sends what it put first, and our leg takes one payload type as audio.
     const usable = (name: string) => this.ctx.sipCodecs.some((n) => n.toLowerCase() === name.toLowerCase());
-    const g711Browser = this.browserSendsPcmu || this.ctx.preferPcmuToBrowser === true;
+    const preferG711 = role === 'offer' && this.g711Browser;
     const codec = (this.sipCodec ? desc.codecs.find((c) => c.name.toLowerCase() === this.sipCodec!.toLowerCase()) : undefined)
-      ?? (g711Browser ? desc.codecs.find((c) => usable(c.name) && c.name.toLowerCase() !== 'opus') : undefined)
+      ?? (preferG711 ? desc.codecs.find((c) => usable(c.name) && c.name.toLowerCase() !== 'opus') : undefined)
       ?? desc.codecs.find((c) => usable(c.name));
     if (!codec) return `no common codec (far end offers ${desc.codecs.map((c) => c.name).join(', ') || 'none'})`;
     // A running bridge follows the change (mediaBridge.ts followSipRemote).
@@ -330,7 +333,7 @@ export abstract class CallBase extends EventEmitter<CallEvents> {
       return;
     }
     const wasHeld = this.heldRemotely;
-    const err = this.applyRemoteMedia(desc);
+    const err = this.applyRemoteMedia(desc, 'offer');
     if (err) {
       reply(488);
       return;
@@ -358,7 +361,7 @@ export abstract class CallBase extends EventEmitter<CallEvents> {
     const desc = parseSipAnswer(sdp);
     if ('error' in desc) { this.log.warn({ error: desc.error }, 'unusable SDP answer in an ACK: ending the call'); this.hangup('failed'); return; }
     const wasHeld = this.heldRemotely;
-    const err = this.applyRemoteMedia(desc);
+    const err = this.applyRemoteMedia(desc, 'answer');
     if (err) { this.log.warn({ err }, 'SDP answer in an ACK not applicable: ending the call'); this.hangup('failed'); return; }
     const held = this.heldRemotely;
     this.bridge?.setHold(this.heldLocally, held);
@@ -388,13 +391,17 @@ export abstract class CallBase extends EventEmitter<CallEvents> {
    */
   protected abstract currentLocalSdp(direction: 'sendrecv' | 'sendonly' | 'recvonly' | 'inactive'): string;
 
+  /** The browser sends PCMU, or is expected to (webrtc.preferPcmu) while no tab has answered yet. */
+  private get g711Browser(): boolean {
+    return this.browserSendsPcmu ?? this.ctx.preferPcmuToBrowser === true;
+  }
+
   /**
    * Our codecs toward the trunk: the one in use first (see localSdpOptions), then — for a
    * browser that sends PCMU — G.711 before Opus, which that bridge would have to transcode.
    */
   private offeredCodecs(): SipCodecName[] {
-    const g711Browser = this.browserSendsPcmu || this.ctx.preferPcmuToBrowser === true;
-    const rank = (c: SipCodecName) => (c === this.sipCodec ? 0 : g711Browser && c === 'opus' ? 2 : 1);
+    const rank = (c: SipCodecName) => (c === this.sipCodec ? 0 : this.g711Browser && c === 'opus' ? 2 : 1);
     return [...this.ctx.sipCodecs].sort((a, b) => rank(a) - rank(b)); // stable: config order within a rank
   }
 

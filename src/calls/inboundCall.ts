@@ -50,6 +50,8 @@ export class InboundCall extends CallBase {
   ) {
     super('inbound', from, to, { id: user }, ctx, 'ringing');
     invite.on('cancelled', () => this.finish({ cause: 'cancelled', sipStatus: 487, sipReason: 'Request Terminated' }));
+    // A caller that required 100rel never PRACKed our 180: the SIP core refused the INVITE (500).
+    invite.on('unacknowledged', () => this.finish({ cause: 'failed', sipStatus: 500, sipReason: 'Provisional Response Not Acknowledged' }));
   }
 
   /** Ring every tab; resolves once the offers are out (or the call could not ring anyone). */
@@ -67,7 +69,7 @@ export class InboundCall extends CallBase {
     }
     if (!allocated) return;
     this.makeLocalCrypto();
-    const err = this.applyRemoteMedia(this.remoteOffer);
+    const err = this.applyRemoteMedia(this.remoteOffer, 'offer');
     if (err) {
       this.log.warn({ err }, 'inbound offer not acceptable');
       this.refuse('media');

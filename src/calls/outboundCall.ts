@@ -77,7 +77,7 @@ export class OutboundCall extends CallBase {
     this.log.info({ requestUri: this.target.requestUri, sipCallId: inv.callId }, 'INVITE sent');
     // Through setUpStep: the UA only logs what its listeners throw, and the call would stay.
     inv.on('progress', (res: SipResponse) => this.setUpStep(() => this.onProgress(res)));
-    inv.on('accepted', (res: SipResponse, dialog) => this.setUpStep(() => this.onAccepted(res, dialog)));
+    inv.on('accepted', (_res: SipResponse, dialog, answer) => this.setUpStep(() => this.onAccepted(answer, dialog)));
     inv.on('rejected', (res: SipResponse) => {
       if (this.ended) return;
       this.finish({ cause: causeFromSipStatus(res.status), sipStatus: res.status, sipReason: res.reason });
@@ -105,7 +105,7 @@ export class OutboundCall extends CallBase {
     let earlyMedia = false;
     if (hasSdp) {
       const desc = parseSipAnswer(res.body);
-      if (!('error' in desc) && !this.applyRemoteMedia(desc)) {
+      if (!('error' in desc) && !this.applyRemoteMedia(desc, 'answer')) {
         earlyMedia = true;
         this.startBridge(this.browser!);
         this.bridge?.setBrowserTone('none');
@@ -120,15 +120,16 @@ export class OutboundCall extends CallBase {
     this.emit('progress', { status: res.status, earlyMedia });
   }
 
-  private onAccepted(res: SipResponse, dialog: import('../sip').Dialog): void {
+  /** `answer`: the 2xx's SDP, or that of the reliable 18x before it when the 2xx carries none (RFC 3262 §5). */
+  private onAccepted(answer: string, dialog: import('../sip').Dialog): void {
     if (this.ended) {
       // Ended first (our CANCEL crossed the 200 OK, RFC 3261 §9.1): the dialog exists now, BYE it.
       dialog.bye().catch(() => undefined);
       return;
     }
     this.watchDialog(dialog);
-    const desc = parseSipAnswer(res.body);
-    const err = 'error' in desc ? desc.error : this.applyRemoteMedia(desc);
+    const desc = parseSipAnswer(answer);
+    const err = 'error' in desc ? desc.error : this.applyRemoteMedia(desc, 'answer');
     if (err) {
       this.log.warn({ err }, 'unusable SDP answer: hanging up');
       this.byeAndFinish({ cause: 'failed', sipStatus: 488, sipReason: err });

@@ -57,8 +57,8 @@ export class DemoEndpoint {
       sdp: stream.sdp(),
     });
     const log = this.opts.logger.child({ component: 'demo-endpoint', sipCallId: inv.callId });
-    inv.on('accepted', (res, dialog) => {
-      const desc = parseSipAnswer(res.body);
+    inv.on('accepted', (_res, dialog, answer) => {
+      const desc = parseSipAnswer(answer);
       if ('error' in desc) { dialog.bye().catch(() => undefined); stream.close(); return; }
       this.run(stream, desc, dialog, 'tone-then-echo');
     });

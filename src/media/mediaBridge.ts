@@ -142,7 +142,7 @@ export class MediaBridge extends EventEmitter<BridgeEvents> {
     this.sipFrameSamples = sipFrameSamplesFor(remote?.ptime);
     // Until the trunk's SDP is known (a bridge started on a 180 without SDP, for our ringback)
     // PCMU is assumed; its answer then sets the real mode (followSipRemote).
-    this.mode = this.setUpFor(remote?.codec ?? 'PCMU');
+    this.mode = this.setUpForOrDrop(remote?.codec ?? 'PCMU');
     this.browserDtmf = new DtmfReceiver((digit) => {
       this.emit('dtmf', { digit, from: 'browser' });
       this.sip.sendDtmf(digit, 100);
@@ -178,17 +178,23 @@ export class MediaBridge extends EventEmitter<BridgeEvents> {
     // starts again on the new set-up.
     const ringing = this.toneTimer !== null;
     if (ringing) this.setBrowserTone('none');
-    try {
-      this.mode = this.setUpFor(remote.codec);
-    } catch (err) {
-      // A coder that cannot be made (memory): no audio rather than an exception out of the
-      // leg's setRemote into the call's SIP handling.
-      this.freeCoders();
-      this.mode = 'unsupported';
-      this.opts.logger.error({ err }, 'media bridge cannot follow the trunk\'s codec: audio dropped');
-    }
+    this.mode = this.setUpForOrDrop(remote.codec);
     if (ringing) this.setBrowserTone('ringback');
     if (this.mode !== before || this.toSip?.law !== law) this.opts.logger.info({ sipCodec: remote.codec, mode: this.mode, was: before }, 'media bridge follows the trunk\'s codec');
+  }
+
+  /**
+   * setUpFor, or — when a coder cannot be made (memory) — no audio rather than an exception out
+   * of the bridge's creation or the leg's setRemote into the call's SIP handling.
+   */
+  private setUpForOrDrop(sipCodec: 'PCMU' | 'PCMA' | 'opus'): BridgeMode {
+    try {
+      return this.setUpFor(sipCodec);
+    } catch (err) {
+      this.freeCoders();
+      this.opts.logger.error({ err, sipCodec }, 'media bridge cannot set up for the trunk\'s codec: audio dropped');
+      return 'unsupported';
+    }
   }
 
   /**
@@ -392,6 +398,9 @@ export class MediaBridge extends EventEmitter<BridgeEvents> {
 
   private fromSip(pkt: RtpPacketView, lostBefore = 0): void {
     if (this.closed) return;
+    // Held in the reorder stage across a codec change: the old codec's bytes are not the new one's.
+    const pt = this.sip.remote?.payloadType;
+    if (pt !== undefined && pkt.payloadType !== pt) { this.dropped++; return; }
     if (this.toneTimer) this.setBrowserTone('none'); // real early media replaces our ringback
     if (this.holdLocal) return;
     const lost = Math.min(lostBefore, 10);

@@ -233,6 +233,8 @@ export class Dialog extends EventEmitter<DialogEvents> {
       case 'INFO':
       case 'OPTIONS':
       case 'NOTIFY':
+      // A PRACK that crossed our 2xx: its 18x needs nothing more (ours carry no SDP).
+      case 'PRACK':
         respond(200, 'OK');
         return;
       default:

@@ -1,5 +1,5 @@
 import { EventEmitter } from 'node:events';
-import { randomBytes } from 'node:crypto';
+import { randomBytes, randomInt } from 'node:crypto';
 import { isIP } from 'node:net';
 import { lookup } from 'node:dns/promises';
 import type { Logger } from 'pino';
@@ -17,13 +17,9 @@ import { DigestAuth, type Credentials } from './digest';
 import { Registration, type RegisterOptions } from './registration';
 import { DEFAULT_SESSION_TIMER, negotiateAsUas, readMinSe, readSessionExpires, type SessionTimerSettings } from './sessionTimer';
 
-export const ALLOW = 'INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, NOTIFY';
-/**
- * Option tags a Require may name without a 420: session timers (RFC 4028), which we do, and
- * 100rel, which we do not (our provisionals are unreliable) but tolerate as before: carriers and
- * PBXs that require it often do not retry without it, and the call works without PRACK.
- */
-const TOLERATED_EXTENSIONS = new Set(['timer', '100rel']);
+export const ALLOW = 'INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, NOTIFY, PRACK';
+/** Option tags a Require may name without a 420: session timers (RFC 4028) and 100rel (RFC 3262). */
+const SUPPORTED_EXTENSIONS = new Set(['timer', '100rel']);
 const KNOWN_METHODS = new Set(['INVITE', 'ACK', 'CANCEL', 'BYE', 'OPTIONS', 'INFO', 'UPDATE', 'NOTIFY', 'REGISTER', 'SUBSCRIBE', 'MESSAGE', 'REFER', 'PRACK', 'PUBLISH']);
 
 export interface SipUserAgentOptions {
@@ -362,7 +358,7 @@ export class SipUserAgent extends EventEmitter<{ invite: [ServerInvite] }> imple
     const mf = req.header('max-forwards');
     if (mf !== undefined && Number(mf) === 0 && method !== 'OPTIONS') { this.respondStateless(req, 483, 'Too Many Hops'); return; }
     // An extension the request requires and we do not do (e.g. 100rel): 420 naming it (§8.2.2.3).
-    const unsupported = req.headers('require').flatMap((h) => h.split(',')).map((e) => e.trim()).filter((e) => e && !TOLERATED_EXTENSIONS.has(e.toLowerCase()));
+    const unsupported = req.headers('require').flatMap((h) => h.split(',')).map((e) => e.trim()).filter((e) => e && !SUPPORTED_EXTENSIONS.has(e.toLowerCase()));
     if (unsupported.length > 0) {
       const res = this.makeResponse(req, 420, 'Bad Extension', newTag()); // a tag on every final response (§8.2.6.2)
       res.addHeader('Unsupported', unsupported.join(', '));
@@ -378,7 +374,8 @@ export class SipUserAgent extends EventEmitter<{ invite: [ServerInvite] }> imple
       if (!dialog) {
         // A BYE on an early dialog (after our 1xx, before the final response; RFC 3261 §15) ends
         // the call like a CANCEL: 200 to the BYE, 487 to the INVITE, the call told 'cancelled'.
-        const early = method === 'BYE' ? this.earlyInvite(req.callId, toTag, fromTag) : undefined;
+        const early = method === 'BYE' || method === 'PRACK' ? this.earlyInvite(req.callId, toTag, fromTag) : undefined;
+        if (early && method === 'PRACK') { const status = early.prack(req); tx.respond(this.makeResponse(req, status, defaultReason(status))); return; }
         if (early) { tx.respond(this.makeResponse(req, 200, 'OK')); early.cancelByPeer(); return; }
         tx.respond(this.makeResponse(req, 481, 'Call/Transaction Does Not Exist'));
         return;
@@ -576,7 +573,8 @@ type ClientInviteState = 'calling' | 'proceeding' | 'accepted' | 'rejected' | 'f
 
 export interface ClientInviteEvents {
   progress: [res: SipResponse];
-  accepted: [res: SipResponse, dialog: Dialog];
+  /** `answer`: the SDP answer in force: the 2xx's, or that of a reliable 18x before it when the 2xx has none. */
+  accepted: [res: SipResponse, dialog: Dialog, answer: string];
   rejected: [res: SipResponse];
   failed: [err: Error];
 }
@@ -599,8 +597,13 @@ export class ClientInvite extends EventEmitter<ClientInviteEvents> {
   private lastAck: string | null = null;
   private sessionExpires: number;
   private retried422 = false;
-  /** The highest RSeq acknowledged with PRACK in each early dialog (by the To tag of its 18x). */
-  private readonly rseqByTag = new Map<string, number>();
+  /**
+   * Per early dialog of the INVITE being sent (by the To tag of its 18x): the RSeq PRACKed last
+   * and how that PRACK fared (a failed one is sent again when the 18x comes again), and the SDP
+   * answer of its first reliable 18x, which a 2xx without SDP leaves in force (RFC 3262 §5,
+   * RFC 6337 §3.1.1: pjsip and so Asterisk send such 2xx).
+   */
+  private readonly earlyDialogs = new Map<string, { rseq: number; prack: 'sending' | 'done' | 'failed'; answer: string | null }>();
   /** CSeq of our last PRACK: the dialog's requests continue above it. */
   private prackSeq = 0;
   /**
@@ -641,6 +644,7 @@ export class ClientInvite extends EventEmitter<ClientInviteEvents> {
     this.auth?.authorize(req);
     this.request = req;
     this.cancelSent = false;
+    this.earlyDialogs.clear(); // RSeq spaces and early answers belong to one INVITE transaction
     this.tx = this.ua.startInviteTransaction(req, this.dest, {
       onResponse: (res) => this.onResponse(res),
       onTimeout: () => this.fail(new Error('no response to INVITE (Timer B)')),
@@ -662,7 +666,7 @@ export class ClientInvite extends EventEmitter<ClientInviteEvents> {
       if (minSe && minSe > this.sessionExpires) {
         this.retried422 = true;
         this.sessionExpires = minSe;
-        this.cseq++;
+        this.cseq = Math.max(this.cseq, this.prackSeq) + 1;
         // send() recomputes any credentials we hold for the new request (nc + 1).
         this.send().catch((err: Error) => this.fail(err));
         return;
@@ -670,7 +674,7 @@ export class ClientInvite extends EventEmitter<ClientInviteEvents> {
     }
     if ((s === 401 || s === 407) && this.auth && !this.cancelWanted && this.authAttempts < 3 && this.auth.accept(res)) {
       this.authAttempts++;
-      this.cseq++;
+      this.cseq = Math.max(this.cseq, this.prackSeq) + 1;
       this.send().catch((err: Error) => this.fail(err));
       return;
     }
@@ -683,40 +687,63 @@ export class ClientInvite extends EventEmitter<ClientInviteEvents> {
   /**
    * A reliable provisional response (Require: 100rel with an RSeq, RFC 3262 §4) is PRACKed
    * once, in order, per early dialog; its retransmissions and any that skip ahead of one not yet
-   * seen are neither PRACKed nor passed on (false). Any other 1xx is passed on (true).
+   * seen are neither PRACKed nor passed on (false) — except that a retransmission whose PRACK
+   * failed is PRACKed again. Any other 1xx is passed on (true).
    */
   private acknowledgeReliable(res: SipResponse): boolean {
     const required = res.headers('require').some((h) => /(^|,)\s*100rel\s*(,|$)/i.test(h));
-    const rseq = Number(res.header('rseq'));
-    if (!required || !/^\d{1,10}$/.test(res.header('rseq')?.trim() ?? '') || rseq < 1 || rseq > 0xffffffff) return true;
+    const rseqText = res.header('rseq')?.trim() ?? '';
+    const rseq = Number(rseqText);
+    if (!required || !/^\d{1,10}$/.test(rseqText) || rseq < 1 || rseq > 0xffffffff) return true;
     if (this.state !== 'proceeding' || !this.request) return false;
     const toTag = parseNameAddr(res.header('to') ?? '')?.params.tag ?? '';
-    const last = this.rseqByTag.get(toTag);
-    if (last !== undefined && rseq !== last + 1) return false;
-    this.rseqByTag.set(toTag, rseq);
-    this.sendPrack(res, rseq).catch((err: Error) => this.ua.log.warn({ err, sipCallId: this.callId }, 'PRACK not sent'));
+    const early = this.earlyDialogs.get(toTag);
+    if (early && rseq === early.rseq && early.prack === 'failed') { this.prack(res, early); return false; }
+    if (early && rseq !== early.rseq + 1) return false;
+    const sdp = res.body.trim() && /application\/sdp/i.test(res.header('content-type') ?? '') ? res.body : null;
+    const state = { rseq, prack: 'sending' as const, answer: early?.answer ?? sdp };
+    this.earlyDialogs.set(toTag, state);
+    this.prack(res, state);
     return true;
   }
 
-  /** PRACK within the early dialog the 18x set up (§12.1.2: its Contact, its Record-Route reversed). */
-  private async sendPrack(res: SipResponse, rseq: number): Promise<void> {
+  private prack(res: SipResponse, state: { rseq: number; prack: 'sending' | 'done' | 'failed' }): void {
+    state.prack = 'sending';
+    this.sendPrack(res, state.rseq)
+      .then((ok) => { state.prack = ok ? 'done' : 'failed'; })
+      .catch((err: Error) => {
+        state.prack = 'failed';
+        this.ua.log.warn({ err, sipCallId: this.callId }, 'PRACK not sent');
+      });
+  }
+
+  /**
+   * PRACK within the early dialog the 18x set up (§12.1.2: its Contact, its Record-Route
+   * reversed); a digest challenge is answered as for our INVITE. Resolves whether it got a 2xx.
+   */
+  private async sendPrack(res: SipResponse, rseq: number): Promise<boolean> {
     const contact = parseNameAddr(res.header('contact') ?? '')?.uri ?? this.opts.requestUri;
     const routes = res.headers('record-route').reverse();
-    const req = new SipRequest('PRACK', contact);
-    for (const r of routes) req.addHeader('Route', r);
-    req.addHeader('Max-Forwards', '70');
-    req.addHeader('From', this.request!.header('from')!);
-    req.addHeader('To', res.header('to')!);
-    req.addHeader('Call-ID', this.callId);
-    this.prackSeq = Math.max(this.prackSeq, this.cseq) + 1;
-    req.addHeader('CSeq', `${this.prackSeq} PRACK`);
-    req.addHeader('RAck', `${rseq} ${res.cseq.seq} INVITE`);
-    if (this.ua.opts.userAgent) req.addHeader('User-Agent', this.ua.opts.userAgent);
-    this.auth?.authorize(req);
     const dest = await this.ua.resolve(routes.length ? parseNameAddr(routes[0])?.uri ?? contact : contact);
-    req.addHeader('Via', this.ua.viaFor(dest.transport), true);
-    const answer = await this.ua.sendRequest(req, dest);
-    if (answer.status >= 300) this.ua.log.warn({ sipCallId: this.callId, status: answer.status, rseq }, 'PRACK refused');
+    for (let attempt = 0; ; attempt++) {
+      const req = new SipRequest('PRACK', contact);
+      req.addHeader('Via', this.ua.viaFor(dest.transport));
+      for (const r of routes) req.addHeader('Route', r);
+      req.addHeader('Max-Forwards', '70');
+      req.addHeader('From', this.request!.header('from')!);
+      req.addHeader('To', res.header('to')!);
+      req.addHeader('Call-ID', this.callId);
+      this.prackSeq = Math.max(this.prackSeq, this.cseq) + 1;
+      req.addHeader('CSeq', `${this.prackSeq} PRACK`);
+      req.addHeader('RAck', `${rseq} ${res.cseq.seq} INVITE`);
+      if (this.ua.opts.userAgent) req.addHeader('User-Agent', this.ua.opts.userAgent);
+      this.auth?.authorize(req);
+      const answer = await this.ua.sendRequest(req, dest);
+      if (answer.status < 300) return true;
+      if ((answer.status === 401 || answer.status === 407) && this.auth && attempt < 3 && this.auth.accept(answer)) continue;
+      this.ua.log.warn({ sipCallId: this.callId, status: answer.status, rseq }, 'PRACK refused');
+      return false;
+    }
   }
 
   private onSuccess(res: SipResponse): void {
@@ -741,7 +768,8 @@ export class ClientInvite extends EventEmitter<ClientInviteEvents> {
     this.state = 'accepted';
     this.sendAck(res);
     dialog.once('terminated', () => this.done());
-    this.emit('accepted', res, dialog);
+    const answer = res.body.trim() ? res.body : this.earlyDialogs.get(toTag)?.answer ?? '';
+    this.emit('accepted', res, dialog, answer);
   }
 
   private sendAck(res: SipResponse): void {
@@ -797,39 +825,111 @@ export class ClientInvite extends EventEmitter<ClientInviteEvents> {
 
 // ------------------------------------------------------------------ ServerInvite
 
+type ProgressOptions = { sdp?: string; headers?: Array<[string, string]> };
+
 /**
  * An incoming out-of-dialog INVITE (UAS core, §13.3). 100 Trying is already sent; the owner
  * answers with progress/accept/reject. CANCEL is answered by the UA (487 to the INVITE).
  */
-export class ServerInvite extends EventEmitter<{ cancelled: [] }> {
+export class ServerInvite extends EventEmitter<{ cancelled: []; unacknowledged: [] }> {
   readonly localTag = newTag();
   finalSent = false;
   private dialog: Dialog | null = null;
+  /**
+   * RFC 3262 as UAS: our 18x go reliably to a caller that requires it (Require: 100rel). One
+   * that only supports it gets them unreliable, which every UAC takes.
+   */
+  private readonly reliable: boolean;
+  private nextRSeq = randomInt(1, 0x7fffffff);
+  /** The reliable 18x retransmitted until its PRACK, and one waiting behind it (§3: one at a time). */
+  private unacked: { res: SipResponse; rseq: number; timer: unknown } | null = null;
+  private queued: { status: number; opts: ProgressOptions } | null = null;
+  private lastAckedRSeq = 0;
 
   constructor(private readonly ua: SipUserAgent, readonly request: SipRequest, private readonly tx: InviteServerTransaction) {
     super();
+    this.reliable = request.headers('require').some((h) => /(^|,)\s*100rel\s*(,|$)/i.test(h));
   }
 
   get callId(): string { return this.request.callId; }
 
-  progress(status: number, opts: { sdp?: string; headers?: Array<[string, string]> } = {}): void {
+  /** A reliable 18x of ours waits for its PRACK (and is being sent again meanwhile). */
+  get awaitingPrack(): boolean { return this.unacked !== null; }
+
+  progress(status: number, opts: ProgressOptions = {}): void {
     if (this.finalSent) return;
+    if (this.reliable && status > 100 && this.unacked) { this.queued = { status, opts }; return; }
     const res = this.ua.makeResponse(this.request, status, defaultReason(status), this.localTag);
     res.addHeader('Contact', this.ua.contactUri(this.ua.transportFor(this.request)));
     for (const [k, v] of opts.headers ?? []) res.addHeader(k, v);
     if (opts.sdp) { res.addHeader('Content-Type', 'application/sdp'); res.body = opts.sdp; }
+    if (this.reliable && status > 100) {
+      res.addHeader('Require', '100rel');
+      const rseq = this.nextRSeq++;
+      res.addHeader('RSeq', String(rseq));
+      this.unacked = { res, rseq, timer: null };
+      this.resendUntilPrack(this.ua.timers.T1, 0);
+    }
     this.tx.respond(res);
+  }
+
+  /**
+   * Sends the reliable 18x again at T1, 2·T1, 4·T1 … (RFC 3262 §3) until its PRACK; after 64·T1
+   * without one the INVITE is refused with 500 and the owner told ('unacknowledged').
+   */
+  private resendUntilPrack(interval: number, elapsed: number): void {
+    const u = this.unacked!;
+    u.timer = this.ua.clock.setTimeout(() => {
+      if (this.unacked !== u || this.finalSent) return;
+      const waited = elapsed + interval;
+      if (waited >= 64 * this.ua.timers.T1) {
+        this.unacked = null;
+        this.ua.log.warn({ sipCallId: this.callId, rseq: u.rseq }, 'no PRACK for our reliable provisional response: refusing the INVITE');
+        this.reject(500, 'Provisional Response Not Acknowledged');
+        this.emit('unacknowledged');
+        return;
+      }
+      this.tx.respond(u.res);
+      this.resendUntilPrack(Math.min(interval * 2, 64 * this.ua.timers.T1 - waited), waited);
+    }, interval);
+  }
+
+  /**
+   * A PRACK in our early dialog: 200 when its RAck names the reliable 18x outstanding (or the
+   * one acknowledged last: a PRACK sent again in a new transaction), 481 otherwise (§3).
+   */
+  prack(req: SipRequest): number {
+    const [rseq, cseq, method] = (req.header('rack') ?? '').trim().split(/\s+/);
+    if (Number(cseq) !== this.request.cseq.seq || method?.toUpperCase() !== 'INVITE') return 481;
+    if (this.lastAckedRSeq && Number(rseq) === this.lastAckedRSeq) return 200;
+    const u = this.unacked;
+    if (!u || Number(rseq) !== u.rseq) return 481;
+    this.ua.clock.clearTimeout(u.timer);
+    this.unacked = null;
+    this.lastAckedRSeq = u.rseq;
+    const next = this.queued;
+    this.queued = null;
+    if (next) this.progress(next.status, next.opts);
+    return 200;
+  }
+
+  /** A final response ends the reliable 18x's retransmissions (ours never carry SDP, so the 2xx need not wait for PRACK). */
+  private stopReliable(): void {
+    if (this.unacked) this.ua.clock.clearTimeout(this.unacked.timer);
+    this.unacked = null;
+    this.queued = null;
   }
 
   accept(sdp: string, headers: Array<[string, string]> = []): Dialog {
     if (this.finalSent) throw new Error('INVITE already answered');
     this.finalSent = true;
+    this.stopReliable();
     const req = this.request;
     const res = this.ua.makeResponse(req, 200, 'OK', this.localTag);
     res.addHeader('Contact', this.ua.contactUri(this.ua.transportFor(req)));
     res.addHeader('Allow', ALLOW);
     for (const rr of req.headers('record-route')) res.addHeader('Record-Route', rr);
-    res.addHeader('Supported', 'timer');
+    res.addHeader('Supported', 'timer, 100rel');
     const timer = negotiateAsUas(req, this.ua.sessionTimerSettings);
     if (timer && 'agreed' in timer) for (const [k, v] of timer.headers) res.addHeader(k, v);
     for (const [k, v] of headers) res.addHeader(k, v);
@@ -859,6 +959,7 @@ export class ServerInvite extends EventEmitter<{ cancelled: [] }> {
   reject(status: number, reason?: string, headers: Array<[string, string]> = []): void {
     if (this.finalSent) return;
     this.finalSent = true;
+    this.stopReliable();
     const res = this.ua.makeResponse(this.request, status, reason ?? defaultReason(status), this.localTag);
     for (const [k, v] of headers) res.addHeader(k, v);
     this.tx.respond(res);

@@ -554,3 +554,33 @@ test('inbound, trunk answered Opus, then the tab answers PCMU only: transcoded, 
   assert.match(answer.body, /^m=audio \d+ RTP\/AVP 111\r$/m, answer.body);
   assert.equal(mode, 'transcodeOpusTrunk');
 });
+
+test('inbound INVITE requiring 100rel: our 180 is reliable, the caller PRACKs it, the tab answers and the call is up', async (t) => {
+  const BASE = 25540; // 25540-25555
+  const r = await rig(t, BASE, smallBlock(BASE, BASE + 15));
+  const tab = await r.tab('rel');
+  const inv = r.trunk.invite({
+    requestUri: `sip:rel@127.0.0.1:${BASE + 1}`,
+    from: { uri: 'sip:+15550000097@127.0.0.1' },
+    headers: [['Require', '100rel']],
+    sdp: `v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio ${BASE + 4} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n`,
+  });
+  const progress: Array<[number, string | undefined]> = [];
+  inv.on('progress', (res) => progress.push([res.status, res.header('rseq')]));
+  const answered = new Promise<SipResponse>((resolve, reject) => { inv.once('accepted', resolve); inv.once('rejected', (res) => reject(new Error(`rejected ${res.status}`))); inv.once('failed', reject); });
+  const incoming = await message(tab, 'incoming');
+  await until(() => progress.length === 1, 'the 180');
+  assert.match(String(progress[0][1]), /^\d+$/, 'the 180 carries an RSeq');
+  const pc = new RTCPeerConnection({ iceUseIpv6: false, iceInterfaceAddresses: { udp4: '127.0.0.1' } });
+  t.after(() => pc.close());
+  await pc.setRemoteDescription({ type: 'offer', sdp: incoming.sdp });
+  await pc.setLocalDescription(await pc.createAnswer());
+  tab.ws.send(JSON.stringify({ type: 'accept', callId: incoming.callId, sdp: pc.localDescription!.sdp }));
+  const res = await within(answered, PROMPT_MS, 'the 200 OK');
+  assert.equal(res.status, 200);
+  assert.deepEqual(progress.map((p) => p[0]), [180], 'the 180 passed on once, however often it was sent');
+  tab.ws.send(JSON.stringify({ type: 'hangup', callId: incoming.callId }));
+  await until(() => r.gw.gateway.activeCalls === 0, 'the call ended');
+  await until(() => r.cdr().length === 1, 'the CDR');
+  assert.equal(r.cdr()[0].cause, 'local-hangup');
+});

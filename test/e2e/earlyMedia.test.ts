@@ -94,3 +94,100 @@ test('183 with SDP: the page hears the announcement while ringing, then the call
   await page.close();
   assert.equal(gw.gateway.activeCalls, 0);
 });
+
+/**
+ * A PBX that sends its 183 reliably (Require: 100rel, as Asterisk does for a UAC that lists
+ * 100rel) with SDP and an announcement, holds its 200 until the PRACK, and answers with a 200
+ * without SDP (pjsip's way, RFC 6337 §3.1.1): the call must go up on the 183's answer and stay
+ * up, the page hearing the far end before and after the answer, until the PBX hangs up.
+ */
+function reliableScenario(toneFile: string): string {
+  const head = 'Via:[$via]\n[last_From:]\n[last_To:];tag=[pid]SIPpTag[call_number]\n[last_Call-ID:]\nCSeq:[$cseq]\nContact: <sip:[local_ip]:[local_port];transport=[transport]>\n';
+  return `<?xml version="1.0" encoding="ISO-8859-1" ?>
+<!DOCTYPE scenario SYSTEM "sipp.dtd">
+<scenario name="reliable 183, 200 without SDP">
+  <recv request="INVITE" crlf="true" rrs="true">
+    <action>
+      <ereg regexp=".*" search_in="hdr" header="Via:" assign_to="via"/>
+      <ereg regexp=".*" search_in="hdr" header="CSeq:" assign_to="cseq"/>
+      <ereg regexp=".*" search_in="hdr" header="From:" assign_to="caller"/>
+      <ereg regexp=".*" search_in="hdr" header="To:" assign_to="callee"/>
+    </action>
+  </recv>
+  <send><![CDATA[
+SIP/2.0 183 Session Progress
+${head}Require: 100rel
+RSeq: 1
+Content-Type: application/sdp
+Content-Length: [len]
+
+v=0
+o=sipp 1 1 IN IP4 [local_ip]
+s=-
+c=IN IP4 [media_ip]
+t=0 0
+m=audio [media_port] RTP/AVP 0
+a=rtpmap:0 PCMU/8000
+a=sendrecv
+]]></send>
+  <nop><action><exec rtp_stream="${toneFile},-1,0"/></action></nop>
+  <recv request="PRACK">
+    <action><ereg regexp="^ *1 [0-9]+ INVITE" search_in="hdr" header="RAck:" check_it="true" assign_to="rack"/></action>
+  </recv>
+  <send><![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:]
+[last_Call-ID:]
+[last_CSeq:]
+Content-Length: 0
+]]></send>
+  <pause milliseconds="1500"/>
+  <send><![CDATA[
+SIP/2.0 200 OK
+${head}Content-Length: 0
+]]></send>
+  <recv request="ACK"/>
+  <pause milliseconds="2500"/>
+  <send retrans="500"><![CDATA[
+BYE [next_url] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From:[$callee];tag=[pid]SIPpTag[call_number]
+To:[$caller]
+[last_Call-ID:]
+CSeq: 1 BYE
+Max-Forwards: 70
+Content-Length: 0
+]]></send>
+  <recv response="200"/>
+  <Reference variables="rack"/>
+</scenario>
+`;
+}
+
+test('reliable 183 with SDP, PRACKed, then a 200 without SDP (Asterisk/pjsip): the call is answered on the 183\'s answer and stays up with audio until the PBX hangs up', async () => {
+  const pcm = new Int16Array(8000 * 10).map((_, i) => Math.round(9000 * Math.sin((2 * Math.PI * 600 * i) / 8000)));
+  const toneFile = join(work, 'tone600-rel.ul');
+  writeFileSync(toneFile, pcmuEncode(pcm));
+  const scenarioFile = join(work, 'reliable.xml');
+  writeFileSync(scenarioFile, reliableScenario(toneFile));
+  const sipp = runSipp({ scenario: { file: scenarioFile }, port: BASE + 10, mediaPort: BASE + 20 });
+  await new Promise((r) => setTimeout(r, 300));
+
+  const page = await openPhone(browser, gw.url);
+  await page.getByTestId('dial-input').fill('+15551230000');
+  await page.getByTestId('call-button').click();
+  await page.getByTestId('call-status').filter({ hasText: 'answered' }).waitFor({ timeout: 10000 }).catch(async (e) => {
+    throw new Error(`page shows "${await page.getByTestId('call-status').textContent()}": ${e}`);
+  });
+  await new Promise((r) => setTimeout(r, 500));
+  const heard = await remotePeakHz(page, 1000);
+  assert.ok(Math.abs(heard.peakHz - 600) < 25, `the far end heard after the answer: ${heard.peakHz} Hz`);
+  assert.match(await page.getByTestId('call-status').textContent() ?? '', /answered/, 'still up');
+  await page.getByTestId('call-status').filter({ hasText: 'ended (remote-hangup)' }).waitFor({ timeout: 10000 });
+  const r = await sipp.done;
+  assert.equal(r.code, 0, `sipp: ${r.output.slice(-1200)}\n${r.errors}`);
+  await page.close();
+  assert.equal(gw.gateway.activeCalls, 0);
+});

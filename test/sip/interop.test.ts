@@ -122,7 +122,8 @@ test('Kamailio registrar: REGISTER with digest, refresh, an INVITE routed back t
 /**
  * sipp as a UAS that sends its 18x reliably (RFC 3262), as Asterisk and carriers do for a UAC
  * that lists 100rel: a 183 with SDP (sent twice, the second a retransmission), then a 180, each
- * with Require: 100rel and the next RSeq, and the 200 only after both are PRACKed. sipp fails
+ * with Require: 100rel and the next RSeq, and the 200 only after both are PRACKed — without SDP,
+ * as pjsip (Asterisk) sends it: the 183's answer stays in force (RFC 3262 §5). sipp fails
  * the call on a missing PRACK, a second PRACK for the retransmission, a wrong RAck, or a BYE
  * whose CSeq does not continue above the PRACKs'.
  */
@@ -179,16 +180,7 @@ Via:[$via]
 [last_Call-ID:]
 CSeq:[$cseq]
 Contact: <sip:[local_ip]:[local_port];transport=[transport]>
-Content-Type: application/sdp
-Content-Length: [len]
-
-v=0
-o=sipp 1 1 IN IP4 [local_ip]
-s=-
-c=IN IP4 [media_ip]
-t=0 0
-m=audio [media_port] RTP/AVP 0
-a=rtpmap:0 PCMU/8000
+Content-Length: 0
 ]]></send>
   <recv request="ACK"/>
   <recv request="BYE">
@@ -200,7 +192,7 @@ a=rtpmap:0 PCMU/8000
 `;
 }
 
-test('sipp sends reliable 183 (with SDP, retransmitted) and 180: each PRACKed once with its RAck, the 200 and BYE follow', async () => {
+test('sipp sends reliable 183 (with SDP, retransmitted) and 180: each PRACKed once with its RAck; its 200 without SDP leaves the 183\'s answer in force; BYE follows', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'sipp-prack-'));
   const file = join(dir, 'prack.xml');
   writeFileSync(file, prackScenario());
@@ -211,10 +203,111 @@ test('sipp sends reliable 183 (with SDP, retransmitted) and 180: each PRACKed on
   const inv = ua.invite({ requestUri: `sip:service@127.0.0.1:${sippPort}`, from: { uri: 'sip:gw@127.0.0.1' }, sdp: SDP });
   const progress: number[] = [];
   inv.on('progress', (res) => progress.push(res.status));
-  const [res, dialog] = await once<[{ status: number }, Dialog]>(inv, 'accepted');
+  const [res, dialog, answer] = await once<[{ status: number; body: string }, Dialog, string]>(inv, 'accepted');
   assert.equal(res.status, 200);
+  assert.equal(res.body, '', 'the 200 has no SDP');
+  assert.match(answer, /^o=sipp 1 1 IN IP4/m, 'the answer in force is the reliable 183\'s');
   assert.deepEqual(progress, [183, 180], 'each reliable provisional passed on once (not its retransmission)');
   await dialog.bye();
   const r = await sipp.done;
   assert.equal(r.code, 0, `sipp failed:\n${r.output.slice(-1500)}\n${r.errors}`);
+});
+
+/** sipp as a caller that requires 100rel: it PRACKs our 180 (RAck from its RSeq) before our 200. */
+function requires100relScenario(): string {
+  return `<?xml version="1.0" encoding="ISO-8859-1" ?>
+<!DOCTYPE scenario SYSTEM "sipp.dtd">
+<scenario name="caller requiring 100rel">
+  <send retrans="500"><![CDATA[
+INVITE sip:gw@[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: <sip:sipp@[local_ip]:[local_port]>;tag=[pid]SIPpTag[call_number]
+To: <sip:gw@[remote_ip]:[remote_port]>
+Call-ID: [call_id]
+CSeq: 1 INVITE
+Contact: <sip:sipp@[local_ip]:[local_port]>
+Require: 100rel
+Max-Forwards: 70
+Content-Type: application/sdp
+Content-Length: [len]
+
+v=0
+o=sipp 1 1 IN IP4 [local_ip]
+s=-
+c=IN IP4 [media_ip]
+t=0 0
+m=audio [media_port] RTP/AVP 0
+a=rtpmap:0 PCMU/8000
+]]></send>
+  <recv response="100" optional="true"/>
+  <recv response="180" rrs="true">
+    <action>
+      <ereg regexp="[0-9]+" search_in="hdr" header="RSeq:" check_it="true" assign_to="rseq"/>
+      <ereg regexp="100rel" search_in="hdr" header="Require:" check_it="true" assign_to="req"/>
+    </action>
+  </recv>
+  <send><![CDATA[
+PRACK [next_url] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+[last_From:]
+[last_To:]
+Call-ID: [call_id]
+CSeq: 2 PRACK
+RAck: [$rseq] 1 INVITE
+Max-Forwards: 70
+Content-Length: 0
+]]></send>
+  <recv response="200" crlf="true"/>
+  <recv response="200" rrs="true"/>
+  <send><![CDATA[
+ACK [next_url] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+[last_From:]
+[last_To:]
+Call-ID: [call_id]
+CSeq: 1 ACK
+Max-Forwards: 70
+Content-Length: 0
+]]></send>
+  <pause milliseconds="200"/>
+  <send retrans="500"><![CDATA[
+BYE [next_url] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+[last_From:]
+[last_To:]
+Call-ID: [call_id]
+CSeq: 3 BYE
+Max-Forwards: 70
+Content-Length: 0
+]]></send>
+  <recv response="200"/>
+  <Reference variables="req"/>
+</scenario>
+`;
+}
+
+test('sipp calls requiring 100rel: our 180 carries Require: 100rel and an RSeq, sipp PRACKs it, we answer after the PRACK; the call ends cleanly', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'sipp-100rel-'));
+  const file = join(dir, 'uac100rel.xml');
+  writeFileSync(file, requires100relScenario());
+  const ourPort = BASE + 84;
+  const ua = await startUa('udp', ourPort);
+  let dialog: Dialog | undefined;
+  let prackedBeforeAnswer = false;
+  ua.on('invite', (inv: ServerInvite) => {
+    inv.progress(180);
+    // Answer once the PRACK came (or after 3 s without it, which the assertion below catches).
+    const started = Date.now();
+    const poll = setInterval(() => {
+      if (!inv.awaitingPrack || Date.now() - started > 3000) {
+        clearInterval(poll);
+        prackedBeforeAnswer = !inv.awaitingPrack;
+        dialog = inv.accept(SDP);
+      }
+    }, 10);
+  });
+  const r = await runSipp({ scenario: { file }, port: BASE + 86, mediaPort: BASE + 190, remote: `127.0.0.1:${ourPort}` }).done;
+  assert.equal(r.code, 0, `sipp failed:\n${r.output.slice(-1500)}\n${r.errors}`);
+  assert.ok(prackedBeforeAnswer, 'the PRACK arrived (and ended the retransmissions) before we answered');
+  assert.equal(dialog?.state, 'terminated');
 });

@@ -342,3 +342,102 @@ test('reliable provisionals (100rel): PRACKed in order per early dialog, one ski
     await ua.stop();
   }
 });
+
+test('a caller that requires 100rel: our 180 goes reliably (RSeq) and is sent again until PRACK; a wrong RAck gets 481; without any PRACK the INVITE is refused 500 after 64·T1', async () => {
+  const T1 = 20;
+  const ua = new SipUserAgent({ transports: [{ protocol: 'udp', host: '127.0.0.1', port: 0 }], logger, timers: { T1 } });
+  await ua.start();
+  const { raw, replies, rport, send } = await rawPeer(ua.boundAddresses[0].port);
+  const invites: ServerInvite[] = [];
+  ua.on('invite', (inv: ServerInvite) => { invites.push(inv); inv.progress(180); });
+  const invite = (callId: string) => send(`INVITE sip:u@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:${rport};branch=z9hG4bK${callId}\r\nFrom: <sip:a@x>;tag=ft${callId}\r\nTo: <sip:u@127.0.0.1>\r\nCall-ID: ${callId}\r\nCSeq: 7 INVITE\r\nContact: <sip:a@127.0.0.1:${rport}>\r\nRequire: 100rel\r\nMax-Forwards: 70\r\nContent-Type: application/sdp\r\nContent-Length: ${SDP.length}\r\n\r\n${SDP}`);
+  const ringing = (callId: string) => replies.filter((r) => r.startsWith('SIP/2.0 180') && r.includes(`Call-ID: ${callId}`));
+  const hdr = (text: string, name: string) => text.match(new RegExp(`^${name}: *(.*)$`, 'mi'))?.[1].trim() ?? '';
+  const prack = (callId: string, rack: string, branch: string) => {
+    const r = ringing(callId)[0];
+    send(`PRACK sip:u@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:${rport};branch=z9hG4bK${branch}\r\nFrom: <sip:a@x>;tag=ft${callId}\r\nTo: ${hdr(r, 'To')}\r\nCall-ID: ${callId}\r\nCSeq: 8 PRACK\r\nRAck: ${rack}\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n`);
+  };
+  try {
+    // PRACKed: 481 for a wrong RAck, 200 for the right one, and the 180 is not sent again.
+    invite('ok');
+    await until(() => ringing('ok').length >= 2, 'the 180 sent again');
+    const first = ringing('ok')[0];
+    assert.equal(hdr(first, 'Require'), '100rel');
+    const rseq = Number(hdr(first, 'RSeq'));
+    assert.ok(rseq >= 1 && rseq < 2 ** 31, `RSeq ${rseq}`);
+    assert.ok(ringing('ok').every((r) => hdr(r, 'RSeq') === String(rseq)), 'the same RSeq on every copy');
+    prack('ok', `${rseq + 1} 7 INVITE`, 'pr1');
+    prack('ok', `${rseq} 7 INVITE`, 'pr2');
+    await until(() => replies.some((r) => r.includes('branch=z9hG4bKpr2') && r.startsWith('SIP/2.0 200')), 'the PRACK answered');
+    assert.ok(replies.some((r) => r.includes('branch=z9hG4bKpr1') && r.startsWith('SIP/2.0 481')), 'a RAck naming another RSeq: 481');
+    const sent = ringing('ok').length;
+    await new Promise((r) => setTimeout(r, 8 * T1));
+    assert.equal(ringing('ok').length, sent, 'no more 180 after its PRACK');
+    invites[0].accept(SDP);
+    await until(() => replies.some((r) => r.startsWith('SIP/2.0 200') && r.includes('CSeq: 7 INVITE')), 'the 200 OK');
+    assert.match(hdr(replies.find((r) => r.startsWith('SIP/2.0 200') && r.includes('CSeq: 7 INVITE'))!, 'Supported'), /100rel/);
+    // Never PRACKed: 500 after 64·T1, the owner told.
+    invite('never');
+    await until(() => invites.length === 2, 'the second INVITE');
+    let told = false;
+    invites[1].on('unacknowledged', () => { told = true; });
+    await until(() => replies.some((r) => r.startsWith('SIP/2.0 500') && r.includes('Call-ID: never')), 'the 500', 64 * T1 + 3000);
+    assert.ok(told, 'unacknowledged emitted');
+    assert.ok(ringing('never').length >= 5 && ringing('never').length <= 8, `the 180 sent at T1, 2·T1, 4·T1 …: ${ringing('never').length} copies`);
+  } finally {
+    raw.close();
+    await ua.stop();
+  }
+});
+
+test('a PRACK that is challenged is sent again with credentials; one refused is sent again when its 18x comes again; a retried INVITE numbers above the PRACKs', async () => {
+  const ua = new SipUserAgent({ transports: [{ protocol: 'udp', host: '127.0.0.1', port: 0 }], logger });
+  await ua.start();
+  const got: string[] = [];
+  const peer = dgram.createSocket('udp4');
+  await new Promise<void>((r) => peer.bind(0, '127.0.0.1', () => r()));
+  const uaPort = ua.boundAddresses[0].port;
+  const hdr = (text: string, name: string) => text.match(new RegExp(`^${name}: *(.*)$`, 'mi'))?.[1].trim() ?? '';
+  const reply = (req: string, status: string, toTag: string, extra: string[] = []) => [
+    `SIP/2.0 ${status}`, `Via: ${hdr(req, 'Via')}`, `From: ${hdr(req, 'From')}`, `To: ${hdr(req, 'To')}${toTag && !/tag=/.test(hdr(req, 'To')) ? `;tag=${toTag}` : ''}`,
+    `Call-ID: ${hdr(req, 'Call-ID')}`, `CSeq: ${hdr(req, 'CSeq')}`, `Contact: <sip:uas@127.0.0.1:${peer.address().port}>`, ...extra, 'Content-Length: 0', '', '',
+  ].join('\r\n');
+  let prackCount = 0;
+  peer.on('message', (m) => {
+    const text = m.toString();
+    got.push(text);
+    if (!text.startsWith('PRACK ')) return;
+    prackCount++;
+    // 1st: challenged; 2nd (with credentials): refused; 3rd (after the 18x came again): 200.
+    const status = prackCount === 1 ? '407 Proxy Authentication Required' : prackCount === 2 ? '500 Server Internal Error' : '200 OK';
+    peer.send(reply(text, status, '', prackCount === 1 ? ['Proxy-Authenticate: Digest realm="trunk", nonce="n1", qop="auth"'] : []), uaPort, '127.0.0.1');
+  });
+  try {
+    const inv = ua.invite({ requestUri: `sip:uas@127.0.0.1:${peer.address().port}`, from: { uri: 'sip:gw@127.0.0.1' }, sdp: SDP, credentials: { username: 'gw', password: 'secret-pw' } });
+    await until(() => got.some((t) => t.startsWith('INVITE ')), 'the INVITE');
+    const invite = got.find((t) => t.startsWith('INVITE '))!;
+    const ringing = reply(invite, '180 Ringing', 't1', ['Require: 100rel', 'RSeq: 1']);
+    peer.send(ringing, uaPort, '127.0.0.1');
+    await until(() => prackCount === 2, 'the PRACK sent again with credentials');
+    const pracks = got.filter((t) => t.startsWith('PRACK '));
+    assert.equal(hdr(pracks[0], 'Proxy-Authorization'), '');
+    assert.match(hdr(pracks[1], 'Proxy-Authorization'), /^Digest .*username="gw"/);
+    assert.deepEqual(pracks.map((p) => hdr(p, 'CSeq')), ['2 PRACK', '3 PRACK']);
+    await new Promise((r) => setTimeout(r, 100));
+    assert.equal(prackCount, 2, 'a refused PRACK is not retried on its own');
+    peer.send(ringing, uaPort, '127.0.0.1'); // the UAS sends its 180 again: PRACK again
+    await until(() => prackCount === 3, 'a new PRACK for the retransmitted 180');
+    assert.equal(hdr(got.filter((t) => t.startsWith('PRACK '))[2], 'RAck'), '1 1 INVITE');
+    peer.send(ringing, uaPort, '127.0.0.1'); // acknowledged now: no more PRACK
+    await new Promise((r) => setTimeout(r, 100));
+    assert.equal(prackCount, 3);
+    // The INVITE is challenged: its retry takes a CSeq above the PRACKs' (2-4), not 2.
+    peer.send(reply(invite, '401 Unauthorized', 't1', ['WWW-Authenticate: Digest realm="trunk", nonce="n2"']), uaPort, '127.0.0.1');
+    await until(() => got.filter((t) => t.startsWith('INVITE ')).length === 2, 'the INVITE again with credentials');
+    assert.equal(hdr(got.filter((t) => t.startsWith('INVITE ')).at(-1)!, 'CSeq'), '5 INVITE');
+    inv.cancel();
+  } finally {
+    peer.close();
+    await ua.stop();
+  }
+});
