@@ -344,6 +344,52 @@ test('a PCMU browser and an Opus trunk: transcoded both ways (tones checked), tr
   assert.equal(liveOpusCoders, before, 'nothing left after close');
 });
 
+test('a trunk packet held for reordering when the codec changes is dropped, not played in the new codec; a coder that cannot be made leaves the bridge without audio instead of throwing', async () => {
+  const { engine, leg, trunk, close } = await trunkRig('stale', [25010, 25019]);
+  const browser = pcmuBrowser();
+  try {
+    leg.setRemote({ address: '127.0.0.1', port: trunk.address().port, codec: 'PCMU', payloadType: 0 });
+    const bridge = engine.createBridge(browser, leg, { callId: 'stale' }).bridge;
+    const send = (pt: number, seq: number, fill: number) => trunk.send(buildRtp(pt, seq, seq * 160, 0x5151, Buffer.alloc(160, fill)), leg.localPort, '127.0.0.1');
+    send(0, 1, 0x11);
+    await until(() => browser.got.length === 1, 'the first packet');
+    send(0, 3, 0x33); // held: 2 is missing
+    await sleep(5);
+    leg.setRemote({ address: '127.0.0.1', port: trunk.address().port, codec: 'PCMA', payloadType: 8 });
+    assert.equal(bridge.stats().mode, 'lawConvert');
+    send(8, 2, 0xd5);
+    await until(() => browser.got.length === 2, 'the PCMA packet converted');
+    await sleep(60); // past the reorder stage's wait
+    assert.equal(browser.got.length, 2, 'the held PCMU packet was not played as PCMA');
+    assert.ok(browser.got.every((p) => p.payloadType === 0));
+    assert.equal(bridge.stats().browser.dropped, 1);
+    bridge.close();
+  } finally {
+    await close();
+  }
+  // A coder that cannot be made (an Opus trunk for a PCMU browser, its encoder refused as on
+  // a heap out of memory): the bridge is made without audio, nothing left allocated.
+  const logs: string[] = [];
+  const engine2 = new MediaEngine({ bindHost: '127.0.0.1', advertisedHost: '127.0.0.1', portRange: [25020, 25029], logger: pino({ level: 'error' }, { write: (l: string) => { logs.push(l); } }) });
+  const leg2 = await engine2.createSipLeg({ callId: 'nocoder' });
+  const encoderProto = OpusEncoder.prototype as unknown as { ctl: (code: number, value: number) => void };
+  const ctl = encoderProto.ctl;
+  const coders = liveOpusCoders;
+  try {
+    leg2.setRemote({ address: '127.0.0.1', port: 9, codec: 'opus', payloadType: 111 });
+    encoderProto.ctl = () => { throw new Error('allocation failed (test)'); };
+    const bridge = engine2.createBridge(pcmuBrowser(), leg2, { callId: 'nocoder' }).bridge;
+    assert.equal(bridge.stats().mode, 'unsupported');
+    assert.equal(liveOpusCoders, coders, 'the decoder made before the encoder failed is freed');
+    assert.ok(logs.some((l) => l.includes('cannot set up for the trunk')), 'an error logged');
+    bridge.close();
+  } finally {
+    encoderProto.ctl = ctl;
+    leg2.close();
+    await engine2.close();
+  }
+});
+
 test('pass-through toward the trunk: a duplicate and a late browser packet are dropped, a lost one leaves its gap in the numbering and the timeline', async () => {
   const { engine, leg, trunk, atTrunk, close } = await trunkRig('gaps', [22960, 22969]);
   const browser = pcmuBrowser();
