@@ -69,3 +69,34 @@ export function dtmfPacketTrain(digit: string, durationMs: number, clockRate: nu
   for (let i = 0; i < 3; i++) out.push({ payload: encodeTelephoneEvent(event, true, (total * clockRate) / 1000), marker: false, delayMs: total - step + i * step });
   return out;
 }
+
+/** DTMF row and column frequencies (ITU-T Q.23) by digit. */
+const DTMF_FREQS: Record<string, [number, number]> = {
+  1: [697, 1209], 2: [697, 1336], 3: [697, 1477], A: [697, 1633],
+  4: [770, 1209], 5: [770, 1336], 6: [770, 1477], B: [770, 1633],
+  7: [852, 1209], 8: [852, 1336], 9: [852, 1477], C: [852, 1633],
+  '*': [941, 1209], 0: [941, 1336], '#': [941, 1477], D: [941, 1633],
+};
+
+/**
+ * In-band DTMF for a trunk without telephone-event (legacy PBXs and IVRs): the digit's two tones
+ * as 20 ms frames of 8 kHz PCM for `durationMs` (at least 60 ms, ITU-T Q.24 asks 40), then 60 ms
+ * of silence so that two digits in a row are heard as two. Each tone at about -10 dBm0.
+ */
+export function dtmfToneFrames(digit: string, durationMs: number): Int16Array[] {
+  digitToEvent(digit); // a bad digit throws
+  const [low, high] = DTMF_FREQS[digit.toUpperCase()];
+  const frames: Int16Array[] = [];
+  const toneFrames = Math.max(3, Math.round(durationMs / 20));
+  for (let f = 0; f < toneFrames + 3; f++) {
+    const frame = new Int16Array(160);
+    if (f < toneFrames) {
+      for (let i = 0; i < 160; i++) {
+        const t = (f * 160 + i) / 8000;
+        frame[i] = Math.round(7000 * (Math.sin(2 * Math.PI * low * t) + Math.sin(2 * Math.PI * high * t)));
+      }
+    }
+    frames.push(frame);
+  }
+  return frames;
+}

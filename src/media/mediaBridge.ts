@@ -283,10 +283,10 @@ export class MediaBridge extends EventEmitter<BridgeEvents> {
     if (isEvent) {
       if (!this.browserDtmf.onPacket(pkt.timestamp, pkt.payload)) this.dropped++;
       // Pass-through leaves gaps for lost packets; the event's numbers are none (the digit goes
-      // to the trunk as our own event train, which takes its stretch of the timeline). Opus
-      // transcoding fills them with PLC instead, which the leg drops while the digit plays.
-      // Without a telephone-event toward the trunk no train is sent, and the gap is left.
-      const relayed = this.sip.remote?.telephoneEventPayloadType !== undefined && this.sip.sendingAllowed;
+      // to the trunk as our own event train, or as tones in the audio, which takes its stretch
+      // of the timeline). Opus transcoding fills them with PLC instead, which the leg drops
+      // while the digit plays. When the digit cannot go to the trunk, the gap is left.
+      const relayed = this.sip.canSendDtmf && this.sip.sendingAllowed;
       if (relayed && this.mode !== 'transcode' && (this.lastBrowserSeq < 0 || ((pkt.sequenceNumber - this.lastBrowserSeq) & 0xffff) < 0x8000)) this.lastBrowserSeq = pkt.sequenceNumber;
       return;
     }
@@ -517,7 +517,7 @@ export class MediaBridge extends EventEmitter<BridgeEvents> {
   }
 
   sendDtmfToSip(digit: string, durationMs = 100): void {
-    if (!this.sip.sendDtmf(digit, durationMs)) this.opts.logger.info({ digit }, 'DTMF not sent: no telephone-event negotiated with the SIP side');
+    if (!this.sip.sendDtmf(digit, durationMs)) this.opts.logger.info({ digit }, 'DTMF not sent: no telephone-event toward the SIP side, and its Opus cannot carry tones');
   }
 
   /** The report block about the browser's audio, when the leg sends one (it resets the fraction-lost interval). */

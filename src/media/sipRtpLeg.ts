@@ -5,7 +5,8 @@ import type { Logger } from 'pino';
 import { SrtpSession, type SdesCrypto } from './srtp';
 import { buildRtp, isRtcp, parseRtp, RTCP, writeRtpHeader, type RtpPacketView } from './rtp';
 import { estimateMos, ReceiveStats, type LegStats } from './stats';
-import { DtmfReceiver, digitToEvent, dtmfPacketTrain } from './dtmf';
+import { DtmfReceiver, digitToEvent, dtmfPacketTrain, dtmfToneFrames } from './dtmf';
+import { pcmaEncode, pcmuEncode } from './codecs/g711';
 import { threadSendBatch } from './udpSendBatch';
 
 export interface SipLegRemote {
@@ -196,14 +197,15 @@ export class SipRtpLeg extends EventEmitter<SipLegEvents> {
   }
 
   /**
-   * RFC 4733 digit toward the trunk (needs a negotiated telephone-event PT). A digit asked for
+   * A digit toward the trunk: RFC 4733 events where a telephone-event PT was negotiated, else
+   * in-band tones on a G.711 trunk (false on an Opus trunk without events). A digit asked for
    * while another is being sent waits for it to end: two trains interleaved would have the
    * second event start before the first ended, which receivers tracking one event at a time
    * (§2.5) read as duplicated or cut digits. Throws for a character that is not a digit.
    */
   sendDtmf(digit: string, durationMs = 100): boolean {
     digitToEvent(digit); // a bad digit throws here, not later in a timer
-    if (this.closed || this.remote?.telephoneEventPayloadType === undefined || !this.sendingAllowed) return false;
+    if (this.closed || !this.canSendDtmf || !this.sendingAllowed) return false;
     if (this.dtmfQueue.length > 0 || (this.dtmfBusyUntil > 0 && performance.now() < this.dtmfBusyUntil)) {
       if (this.dtmfQueue.length >= MAX_QUEUED_DIGITS) return false;
       this.dtmfQueue.push({ digit, durationMs });
@@ -213,7 +215,13 @@ export class SipRtpLeg extends EventEmitter<SipLegEvents> {
     return true;
   }
 
+  /** Digits can go to the trunk: events negotiated, or G.711 to carry them as tones. */
+  get canSendDtmf(): boolean {
+    return this.remote !== null && (this.remote.telephoneEventPayloadType !== undefined || this.remote.codec !== 'opus');
+  }
+
   private startDtmf(digit: string, durationMs: number): void {
+    if (this.remote!.telephoneEventPayloadType === undefined) { this.startInbandDtmf(digit, durationMs); return; }
     const pt = this.remote!.telephoneEventPayloadType!;
     const eventTs = this.ts;
     // Durations count the telephone-event clock's ticks; the timestamps are the stream's own.
@@ -239,6 +247,32 @@ export class SipRtpLeg extends EventEmitter<SipLegEvents> {
     later(lastDelay + 20, () => this.nextDtmf());
   }
 
+  /**
+   * The digit as tones in the audio itself (no telephone-event toward this trunk): 20 ms G.711
+   * frames sent in time, replacing the bridge's audio while they play (sendAudio holds back
+   * then), with their own sequence numbers and timestamps so the timeline stays continuous.
+   */
+  private startInbandDtmf(digit: string, durationMs: number): void {
+    const frames = dtmfToneFrames(digit, durationMs);
+    this.dtmfBusyUntil = performance.now() + frames.length * 20;
+    frames.forEach((pcm, i) => {
+      const send = () => {
+        if (this.closed || !this.remote || !this.sendingAllowed || this.remote.codec === 'opus') return;
+        const g711 = this.remote.codec === 'PCMA' ? pcmaEncode(pcm) : pcmuEncode(pcm);
+        this.sendPacket(this.remote.payloadType, this.seq, this.ts, g711, i === 0);
+        this.seq = (this.seq + 1) & 0xffff;
+        this.ts = (this.ts + 160) >>> 0;
+      };
+      if (i === 0) send();
+      else {
+        const t = setTimeout(() => { this.dtmfTimers.delete(t); send(); }, i * 20);
+        this.dtmfTimers.add(t);
+      }
+    });
+    const t = setTimeout(() => { this.dtmfTimers.delete(t); this.nextDtmf(); }, frames.length * 20);
+    this.dtmfTimers.add(t);
+  }
+
   /** Starts the first waiting digit once the one playing has ended (a timer may fire a little early). */
   private nextDtmf(): void {
     if (this.closed || this.dtmfQueue.length === 0) return;
@@ -248,7 +282,7 @@ export class SipRtpLeg extends EventEmitter<SipLegEvents> {
       this.dtmfTimers.add(t);
       return;
     }
-    if (this.remote?.telephoneEventPayloadType === undefined || !this.sendingAllowed) { this.dtmfQueue.length = 0; return; }
+    if (!this.canSendDtmf || !this.sendingAllowed) { this.dtmfQueue.length = 0; return; }
     const next = this.dtmfQueue.shift()!;
     this.startDtmf(next.digit, next.durationMs);
   }

@@ -147,15 +147,17 @@ test('a gap in the browser\'s Opus: PLC for all but the last lost frame, FEC fro
     assert.equal(bridge.isTranscoding, true);
     assert.equal(browser.report(), null, 'nothing to report before the first packet');
     const packets = Array.from({ length: 30 }, (_, f) => enc.encode(voiced(f)));
-    // Lost: 10 (alone), 20-22 (three in a row). 15-17 are DTMF events in the same stream, not audio.
+    // Lost: 10 (alone), 20-22 (three in a row). 15-17 are telephone-events in the same stream,
+    // not audio: a hook flash (event 16), which is no digit, so nothing goes to the trunk for it
+    // (a digit would go there as tones, replacing the audio while it plays).
     const lost = new Set([10, 20, 21, 22]);
     for (let seq = 0; seq < 30; seq++) {
       if (lost.has(seq)) continue;
-      const dtmf = seq >= 15 && seq <= 17;
-      browser.deliver({ payloadType: dtmf ? 126 : 111, sequenceNumber: 5000 + seq, timestamp: seq * 960, marker: false, ssrc: 0xb0b, payload: dtmf ? Buffer.from([5, 10, 0, 160]) : packets[seq] });
+      const event = seq >= 15 && seq <= 17;
+      browser.deliver({ payloadType: event ? 126 : 111, sequenceNumber: 5000 + seq, timestamp: seq * 960, marker: false, ssrc: 0xb0b, payload: event ? Buffer.from([16, 10, 0, 160]) : packets[seq] });
     }
     const browserStats = bridge.stats().browser;
-    // Rebuilt from FEC: 10 (from 11), 22 (from 23); PLC: 20 and 21. The three frames the DTMF
+    // Rebuilt from FEC: 10 (from 11), 22 (from 23); PLC: 20 and 21. The three frames the
     // events took are filled in the same way (15 and 16 PLC, 17 from 18's FEC) to keep the
     // trunk's timeline, but they are not losses.
     assert.equal(browserStats.fecRecovered, 3);
@@ -454,19 +456,28 @@ test('pass-through: the browser\'s DTMF events between its audio leave no gap to
   }
 });
 
-test('pass-through without telephone-event toward the trunk: the browser\'s DTMF events leave their gap (no train covers them)', async () => {
+test('pass-through without telephone-event toward the trunk: the browser\'s digit goes as tones in the audio, its events leave no gap', async () => {
   const { engine, leg, atTrunk, trunk, close } = await trunkRig('pt-no-te', [23050, 23059]);
   const browser = pcmuBrowser();
   try {
     leg.setRemote({ address: '127.0.0.1', port: trunk.address().port, codec: 'PCMU', payloadType: 0 });
     const bridge = engine.createBridge(browser, leg, { callId: 'pt-no-te' }).bridge;
+    const digits: string[] = [];
+    bridge.on('dtmf', (ev) => digits.push(ev.digit));
     browser.deliver({ payloadType: 0, sequenceNumber: 1, timestamp: 160, marker: false, ssrc: 0xb0b, payload: Buffer.alloc(160, 1) });
     for (const s of [2, 3, 4]) browser.deliver({ payloadType: 126, sequenceNumber: s, timestamp: 320, marker: s === 2, ssrc: 0xb0b, payload: Buffer.from([5, s === 4 ? 0x8a : 0x0a, 0, 160]) });
+    await until(() => atTrunk.length === 9, 'the audio packet, five of the digit\'s tones and three of pause');
+    assert.deepEqual(digits, ['5']);
+    assert.ok(atTrunk.every((p) => p.payloadType === 0), 'all audio, no events');
+    const steps = atTrunk.slice(1).map((p, i) => (p.sequenceNumber - atTrunk[i].sequenceNumber) & 0xffff);
+    assert.deepEqual(steps, Array(8).fill(1), 'no gap for the event packets: the tones took their place');
+    const tone = pcmuDecode(atTrunk[2].payload);
+    assert.ok(toneRatio(tone, 8000, 770) > 0.3 && toneRatio(tone, 8000, 1336) > 0.3, 'digit 5: 770 + 1336 Hz');
+    // After the pause the browser's audio goes on where the digit's stretch ended.
+    await sleep(40);
     browser.deliver({ payloadType: 0, sequenceNumber: 5, timestamp: 800, marker: false, ssrc: 0xb0b, payload: Buffer.alloc(160, 5) });
-    await until(() => atTrunk.length === 2, 'the two audio packets');
-    assert.deepEqual(atTrunk.map((p) => p.payloadType), [0, 0], 'no event train without telephone-event');
-    assert.equal((atTrunk[1].sequenceNumber - atTrunk[0].sequenceNumber) & 0xffff, 4, 'the three events\' numbers left out');
-    assert.equal((atTrunk[1].timestamp - atTrunk[0].timestamp) >>> 0, 4 * 160);
+    await until(() => atTrunk.length === 10, 'the audio after the digit');
+    assert.deepEqual([(atTrunk[9].sequenceNumber - atTrunk[8].sequenceNumber) & 0xffff, (atTrunk[9].timestamp - atTrunk[8].timestamp) >>> 0], [1, 160]);
     bridge.close();
   } finally {
     await close();

@@ -7,6 +7,8 @@ import { buildRtp, parseRtp } from '../../src/media/rtp';
 import { generateSdesCrypto, SrtpSession } from '../../src/media/srtp';
 import { threadSendBatch } from '../../src/media/udpSendBatch';
 import { until } from '../support/tabs';
+import { toneRatio } from '../support/audio';
+import { pcmaDecode, pcmuDecode } from '../../src/media/codecs';
 
 const logger = pino({ level: 'silent' });
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -572,5 +574,46 @@ test('a re-INVITE that changes only a=rtcp moves our RTCP; a far end on hold wit
   } finally {
     leg.close();
     for (const s of [rtp, rtcpA, rtcpB]) s.close();
+  }
+});
+
+test('a digit toward a G.711 trunk without telephone-event goes in-band: the two tones of the digit in the audio, then a pause, the timeline continuous; an Opus trunk without events refuses', async () => {
+  const engine = new MediaEngine({ bindHost: '127.0.0.1', advertisedHost: '127.0.0.1', portRange: [25040, 25059], logger });
+  const leg = await engine.createSipLeg({ callId: 'dtmf-inband' });
+  const far = await socket();
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    for (const [codec, pt, decode] of [['PCMA', 8, pcmaDecode], ['PCMU', 0, pcmuDecode]] as const) {
+      far.got.length = 0;
+      leg.setRemote({ address: '127.0.0.1', port: far.address().port, codec, payloadType: pt });
+      const silence = Buffer.alloc(160, codec === 'PCMA' ? 0xd5 : 0xff);
+      const frame = () => leg.sendAudio(silence, 160);
+      frame();
+      assert.ok(leg.sendDtmf('8', 100), 'in-band toward G.711');
+      timer = setInterval(frame, 20); // the bridge's audio goes on meanwhile
+      await sleep(260);
+      clearInterval(timer);
+      await sleep(30);
+      const pkts = far.got.map((b) => parseRtp(b)!);
+      assert.ok(pkts.every((p) => p.payloadType === pt), 'all of it audio in the trunk\'s codec');
+      const steps = pkts.slice(1).map((p, i) => [(p.sequenceNumber - pkts[i].sequenceNumber) & 0xffff, (p.timestamp - pkts[i].timestamp) >>> 0]);
+      assert.ok(steps.every(([s, t]) => s === 1 && t === 160), `continuous: ${JSON.stringify(steps)}`);
+      // Packets 1..5 carry the digit (852 + 1336 Hz), then three of silence, then the bridge's audio.
+      const pcm = pkts.map((p) => decode(p.payload));
+      for (const i of [1, 2, 3, 4, 5]) {
+        assert.ok(toneRatio(pcm[i], 8000, 852) > 0.3 && toneRatio(pcm[i], 8000, 1336) > 0.3, `packet ${i}: ${toneRatio(pcm[i], 8000, 852).toFixed(2)} / ${toneRatio(pcm[i], 8000, 1336).toFixed(2)}`);
+        assert.ok(toneRatio(pcm[i], 8000, 1209) < 0.05, 'not the neighbouring column');
+      }
+      assert.equal(pkts[1].marker, true, 'the digit starts with a marker');
+      for (const i of [6, 7, 8]) assert.ok(pcm[i].every((v) => Math.abs(v) < 16), `packet ${i} silent`);
+      assert.ok(pkts.length > 9, 'the bridge\'s audio resumes after the digit');
+    }
+    leg.setRemote({ address: '127.0.0.1', port: far.address().port, codec: 'opus', payloadType: 111 });
+    assert.equal(leg.sendDtmf('1', 100), false, 'no events and no G.711 to carry tones');
+  } finally {
+    clearInterval(timer);
+    leg.close();
+    far.close();
+    await engine.close();
   }
 });
