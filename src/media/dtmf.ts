@@ -80,19 +80,22 @@ const DTMF_FREQS: Record<string, [number, number]> = {
 
 /**
  * In-band DTMF for a trunk without telephone-event (legacy PBXs and IVRs): the digit's two tones
- * as 20 ms frames of 8 kHz PCM for `durationMs` (at least 60 ms, ITU-T Q.24 asks 40), then 60 ms
- * of silence so that two digits in a row are heard as two. Each tone at about -10 dBm0.
+ * as frames of `frameSamples` 8 kHz samples for `durationMs` (at least 60 ms, ITU-T Q.24 asks
+ * 40), then at least 60 ms of silence so that two digits in a row are heard as two. Each tone at
+ * about -10 dBm0.
  */
-export function dtmfToneFrames(digit: string, durationMs: number): Int16Array[] {
+export function dtmfToneFrames(digit: string, durationMs: number, frameSamples = 160): Int16Array[] {
   digitToEvent(digit); // a bad digit throws
   const [low, high] = DTMF_FREQS[digit.toUpperCase()];
   const frames: Int16Array[] = [];
-  const toneFrames = Math.max(3, Math.round(durationMs / 20));
-  for (let f = 0; f < toneFrames + 3; f++) {
-    const frame = new Int16Array(160);
+  const frameMs = frameSamples / 8;
+  const toneFrames = Math.max(Math.ceil(60 / frameMs), Math.round(durationMs / frameMs));
+  const pauseFrames = Math.ceil(60 / frameMs);
+  for (let f = 0; f < toneFrames + pauseFrames; f++) {
+    const frame = new Int16Array(frameSamples);
     if (f < toneFrames) {
-      for (let i = 0; i < 160; i++) {
-        const t = (f * 160 + i) / 8000;
+      for (let i = 0; i < frameSamples; i++) {
+        const t = (f * frameSamples + i) / 8000;
         frame[i] = Math.round(7000 * (Math.sin(2 * Math.PI * low * t) + Math.sin(2 * Math.PI * high * t)));
       }
     }

@@ -3,7 +3,9 @@ import { randomInt } from 'node:crypto';
 import type { Logger } from 'pino';
 import { G711ToOpus, OpusToG711, opusFecStatus, pcmaDecode, pcmaEncode, pcmuDecode, pcmuEncode, type G711Law } from './codecs';
 import type { RtpPacketView } from './rtp';
-import type { SipRtpLeg } from './sipRtpLeg';
+import { sipFrameSamplesFor, type SipRtpLeg } from './sipRtpLeg';
+
+export { sipFrameSamplesFor };
 import { estimateMos, ReceiveStats, type LegStats } from './stats';
 import { DtmfReceiver } from './dtmf';
 import { ReorderBuffer } from './reorder';
@@ -564,14 +566,4 @@ export class MediaBridge extends EventEmitter<BridgeEvents> {
 export function modeFor(browserPcmu: boolean, sipCodec: 'PCMU' | 'PCMA' | 'opus'): BridgeMode {
   if (browserPcmu) return sipCodec === 'PCMU' ? 'passthrough' : sipCodec === 'PCMA' ? 'lawConvert' : 'transcodeOpusTrunk';
   return sipCodec === 'opus' ? 'passthrough' : 'transcode';
-}
-
-/**
- * Samples per packet toward the trunk for its a=ptime: G.711 frames in steps of 10 ms, from
- * 10 to 120 ms (8 samples a millisecond). 30 ms is common on carrier trunks; rounding to 20 ms
- * steps sent it 40 ms packets.
- */
-export function sipFrameSamplesFor(ptime: number | undefined): number {
-  const ms = ptime && Number.isFinite(ptime) ? Math.min(120, Math.max(10, Math.round(ptime / 10) * 10)) : 20;
-  return ms * 8;
 }

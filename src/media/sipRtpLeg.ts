@@ -192,6 +192,9 @@ export class SipRtpLeg extends EventEmitter<SipLegEvents> {
    * conceals it instead of playing on as if nothing was missing.
    */
   skipFrames(count: number, samples: number): void {
+    // A digit playing owns this stretch of the timeline (its packets replace the audio): a
+    // gap here would open a hole inside it.
+    if (this.dtmfBusyUntil > 0 && performance.now() < this.dtmfBusyUntil) return;
     this.seq = (this.seq + count) & 0xffff;
     this.ts = (this.ts + count * samples) >>> 0;
   }
@@ -253,23 +256,33 @@ export class SipRtpLeg extends EventEmitter<SipLegEvents> {
    * then), with their own sequence numbers and timestamps so the timeline stays continuous.
    */
   private startInbandDtmf(digit: string, durationMs: number): void {
-    const frames = dtmfToneFrames(digit, durationMs);
-    this.dtmfBusyUntil = performance.now() + frames.length * 20;
+    // Frames of the trunk's ptime, like the bridge's audio around them.
+    const frameSamples = sipFrameSamplesFor(this.remote!.ptime);
+    const frameMs = frameSamples / 8;
+    const frames = dtmfToneFrames(digit, durationMs, frameSamples);
+    this.dtmfBusyUntil = performance.now() + frames.length * frameMs;
     frames.forEach((pcm, i) => {
       const send = () => {
-        if (this.closed || !this.remote || !this.sendingAllowed || this.remote.codec === 'opus') return;
+        if (this.closed || !this.remote) return;
+        // Not sendable meanwhile (held, moved to Opus): the frame is not sent but its time
+        // passes, as in sendAudio, so the timeline stays with the clock — except while paused,
+        // whose whole time the resume adds (the paused setter).
+        if (!this.sendingAllowed || this.remote.codec === 'opus') {
+          if (!this.paused) this.ts = (this.ts + (frameSamples * this.clockRate) / 8000) >>> 0;
+          return;
+        }
         const g711 = this.remote.codec === 'PCMA' ? pcmaEncode(pcm) : pcmuEncode(pcm);
         this.sendPacket(this.remote.payloadType, this.seq, this.ts, g711, i === 0);
         this.seq = (this.seq + 1) & 0xffff;
-        this.ts = (this.ts + 160) >>> 0;
+        this.ts = (this.ts + frameSamples) >>> 0;
       };
       if (i === 0) send();
       else {
-        const t = setTimeout(() => { this.dtmfTimers.delete(t); send(); }, i * 20);
+        const t = setTimeout(() => { this.dtmfTimers.delete(t); send(); }, i * frameMs);
         this.dtmfTimers.add(t);
       }
     });
-    const t = setTimeout(() => { this.dtmfTimers.delete(t); this.nextDtmf(); }, frames.length * 20);
+    const t = setTimeout(() => { this.dtmfTimers.delete(t); this.nextDtmf(); }, frames.length * frameMs);
     this.dtmfTimers.add(t);
   }
 
@@ -572,4 +585,14 @@ function ntpMiddle32(ms: number): number {
   const secs = Math.floor(ms / 1000) + NTP_OFFSET;
   const frac = Math.floor(((ms % 1000) / 1000) * 0x10000);
   return (((secs & 0xffff) << 16) | frac) >>> 0;
+}
+
+/**
+ * Samples per packet toward the trunk for its a=ptime: G.711 frames in steps of 10 ms, from
+ * 10 to 120 ms (8 samples a millisecond). 30 ms is common on carrier trunks; rounding to 20 ms
+ * steps sent it 40 ms packets.
+ */
+export function sipFrameSamplesFor(ptime: number | undefined): number {
+  const ms = ptime && Number.isFinite(ptime) ? Math.min(120, Math.max(10, Math.round(ptime / 10) * 10)) : 20;
+  return ms * 8;
 }

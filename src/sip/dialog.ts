@@ -36,6 +36,8 @@ export class Dialog extends EventEmitter<DialogEvents> {
    */
   auth: DigestAuth | null = null;
   readonly sessionTimer: SessionTimer;
+  /** The CSeq of the peer's INVITE that set up a dialog we accepted (0 for ours). */
+  private readonly inviteSeq: number;
 
   constructor(
     private readonly core: UaCore,
@@ -56,6 +58,7 @@ export class Dialog extends EventEmitter<DialogEvents> {
     super();
     this.localSeq = localSeq;
     this.remoteSeq = remoteSeq;
+    this.inviteSeq = remoteSeq;
     this.state = state;
     const logFailure = (err: unknown) => this.log.error({ err }, 'session timer action failed');
     this.sessionTimer = new SessionTimer(core.clock, () => { this.refreshSession().catch(logFailure); }, () => {
@@ -233,9 +236,12 @@ export class Dialog extends EventEmitter<DialogEvents> {
       case 'INFO':
       case 'OPTIONS':
       case 'NOTIFY':
-      // A PRACK that crossed our 2xx: its 18x needs nothing more (ours carry no SDP).
-      case 'PRACK':
         respond(200, 'OK');
+        return;
+      case 'PRACK':
+        // One that crossed our 2xx acknowledges an 18x of the INVITE that set this dialog up
+        // (nothing more to do: ours carry no SDP); any other matches nothing (RFC 3262 §3).
+        respond(Number((req.header('rack') ?? '').trim().split(/\s+/)[1]) === this.inviteSeq && this.inviteSeq > 0 ? 200 : 481);
         return;
       default:
         respond(405, 'Method Not Allowed');

@@ -412,7 +412,7 @@ export class SipUserAgent extends EventEmitter<{ invite: [ServerInvite] }> imple
         const res = this.makeResponse(req, 200, 'OK', newTag());
         res.addHeader('Allow', ALLOW);
         res.addHeader('Accept', 'application/sdp');
-        res.addHeader('Supported', 'timer');
+        res.addHeader('Supported', 'timer, 100rel');
         this.newServerTx(req).respond(res);
         return;
       }
@@ -726,6 +726,8 @@ export class ClientInvite extends EventEmitter<ClientInviteEvents> {
     const routes = res.headers('record-route').reverse();
     const dest = await this.ua.resolve(routes.length ? parseNameAddr(routes[0])?.uri ?? contact : contact);
     for (let attempt = 0; ; attempt++) {
+      // Answered meanwhile: the dialog's requests own the CSeq numbers from here on.
+      if (attempt > 0 && this.state !== 'proceeding') return false;
       const req = new SipRequest('PRACK', contact);
       req.addHeader('Via', this.ua.viaFor(dest.transport));
       for (const r of routes) req.addHeader('Route', r);
@@ -861,6 +863,9 @@ export class ServerInvite extends EventEmitter<{ cancelled: []; unacknowledged: 
     if (this.reliable && status > 100 && this.unacked) { this.queued = { status, opts }; return; }
     const res = this.ua.makeResponse(this.request, status, defaultReason(status), this.localTag);
     res.addHeader('Contact', this.ua.contactUri(this.ua.transportFor(this.request)));
+    // An 18x with our tag sets up an early dialog: its route set comes from these (§12.1.1), and
+    // the caller's PRACK (or early BYE) must take the proxies that asked to stay in the path.
+    if (status > 100) for (const rr of this.request.headers('record-route')) res.addHeader('Record-Route', rr);
     for (const [k, v] of opts.headers ?? []) res.addHeader(k, v);
     if (opts.sdp) { res.addHeader('Content-Type', 'application/sdp'); res.body = opts.sdp; }
     if (this.reliable && status > 100) {

@@ -4,7 +4,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { launchChromium } from '../peers/chromium';
-import { runSipp } from '../peers/sipp';
+import { runSipp, udpPortBound } from '../peers/sipp';
 import { startGateway } from '../support/gateway';
 import { writeToneWav } from '../support/audio';
 import { openPhone, remotePeakHz } from '../support/page';
@@ -173,13 +173,16 @@ test('reliable 183 with SDP, PRACKed, then a 200 without SDP (Asterisk/pjsip): t
   const scenarioFile = join(work, 'reliable.xml');
   writeFileSync(scenarioFile, reliableScenario(toneFile));
   const sipp = runSipp({ scenario: { file: scenarioFile }, port: BASE + 10, mediaPort: BASE + 20 });
-  await new Promise((r) => setTimeout(r, 300));
+  await udpPortBound(BASE + 10);
 
   const page = await openPhone(browser, gw.url);
   await page.getByTestId('dial-input').fill('+15551230000');
   await page.getByTestId('call-button').click();
   await page.getByTestId('call-status').filter({ hasText: 'answered' }).waitFor({ timeout: 10000 }).catch(async (e) => {
-    throw new Error(`page shows "${await page.getByTestId('call-status').textContent()}": ${e}`);
+    const status = await page.getByTestId('call-status').textContent();
+    sipp.kill();
+    const r = await sipp.done;
+    throw new Error(`page shows "${status}": ${e}\nsipp: ${r.output.slice(-1200)}\n${r.errors}`);
   });
   await new Promise((r) => setTimeout(r, 500));
   const heard = await remotePeakHz(page, 1000);

@@ -608,6 +608,18 @@ test('a digit toward a G.711 trunk without telephone-event goes in-band: the two
       for (const i of [6, 7, 8]) assert.ok(pcm[i].every((v) => Math.abs(v) < 16), `packet ${i} silent`);
       assert.ok(pkts.length > 9, 'the bridge\'s audio resumes after the digit');
     }
+    // A trunk with a=ptime:30: the digit in 30 ms frames like the audio around it; a loss the
+    // bridge reports meanwhile opens no hole inside the digit.
+    far.got.length = 0;
+    leg.setRemote({ address: '127.0.0.1', port: far.address().port, codec: 'PCMU', payloadType: 0, ptime: 30 });
+    leg.sendAudio(Buffer.alloc(240, 0xff), 240);
+    assert.ok(leg.sendDtmf('#', 100));
+    leg.skipFrames(2, 240);
+    await sleep(260);
+    const p30 = far.got.map((b) => parseRtp(b)!);
+    assert.ok(p30.every((p) => p.payload.length === 240), `30 ms packets: ${p30.map((p) => p.payload.length).join(',')}`);
+    assert.ok(p30.slice(1).every((p, i) => ((p.sequenceNumber - p30[i].sequenceNumber) & 0xffff) === 1 && ((p.timestamp - p30[i].timestamp) >>> 0) === 240), 'continuous, in 30 ms steps');
+    assert.ok(toneRatio(pcmuDecode(p30[1].payload), 8000, 941) > 0.3 && toneRatio(pcmuDecode(p30[1].payload), 8000, 1477) > 0.3, '#: 941 + 1477 Hz');
     leg.setRemote({ address: '127.0.0.1', port: far.address().port, codec: 'opus', payloadType: 111 });
     assert.equal(leg.sendDtmf('1', 100), false, 'no events and no G.711 to carry tones');
   } finally {

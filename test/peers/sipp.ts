@@ -37,3 +37,17 @@ export function runSipp(o: { scenario: 'uac' | 'uas' | { file: string }; port: n
   });
   return { done, kill: () => proc.kill('SIGKILL') };
 }
+
+/**
+ * Resolves once a UDP socket is bound on `port` on this machine (sipp's SIP port), so a test
+ * sends its first request to a listening peer instead of guessing with a fixed sleep.
+ */
+export async function udpPortBound(port: number, timeoutMs = 5000): Promise<void> {
+  const hex = `:${port.toString(16).toUpperCase().padStart(4, '0')} `;
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    if (readFileSync('/proc/net/udp', 'utf8').includes(hex)) return;
+    if (Date.now() > end) throw new Error(`nothing bound UDP port ${port} within ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
 import { SipUserAgent, type Dialog, type ServerInvite } from '../../src/sip';
-import { runSipp } from '../peers/sipp';
+import { runSipp, udpPortBound } from '../peers/sipp';
 import { startKamailio, type Kamailio } from '../peers/kamailio';
 
 /**
@@ -199,11 +199,15 @@ test('sipp sends reliable 183 (with SDP, retransmitted) and 180: each PRACKed on
   const sippPort = BASE + 80;
   const sipp = runSipp({ scenario: { file }, port: sippPort, mediaPort: BASE + 180 });
   const ua = await startUa('udp', BASE + 82);
-  await new Promise((r) => setTimeout(r, 300)); // sipp binds
+  await udpPortBound(sippPort);
   const inv = ua.invite({ requestUri: `sip:service@127.0.0.1:${sippPort}`, from: { uri: 'sip:gw@127.0.0.1' }, sdp: SDP });
   const progress: number[] = [];
   inv.on('progress', (res) => progress.push(res.status));
-  const [res, dialog, answer] = await once<[{ status: number; body: string }, Dialog, string]>(inv, 'accepted');
+  const [res, dialog, answer] = await once<[{ status: number; body: string }, Dialog, string]>(inv, 'accepted').catch(async (err) => {
+    sipp.kill();
+    const r = await sipp.done;
+    throw new Error(`${err.message}; sipp:\n${r.output.slice(-1500)}\n${r.errors}`);
+  });
   assert.equal(res.status, 200);
   assert.equal(res.body, '', 'the 200 has no SDP');
   assert.match(answer, /^o=sipp 1 1 IN IP4/m, 'the answer in force is the reliable 183\'s');

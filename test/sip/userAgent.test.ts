@@ -350,7 +350,7 @@ test('a caller that requires 100rel: our 180 goes reliably (RSeq) and is sent ag
   const { raw, replies, rport, send } = await rawPeer(ua.boundAddresses[0].port);
   const invites: ServerInvite[] = [];
   ua.on('invite', (inv: ServerInvite) => { invites.push(inv); inv.progress(180); });
-  const invite = (callId: string) => send(`INVITE sip:u@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:${rport};branch=z9hG4bK${callId}\r\nFrom: <sip:a@x>;tag=ft${callId}\r\nTo: <sip:u@127.0.0.1>\r\nCall-ID: ${callId}\r\nCSeq: 7 INVITE\r\nContact: <sip:a@127.0.0.1:${rport}>\r\nRequire: 100rel\r\nMax-Forwards: 70\r\nContent-Type: application/sdp\r\nContent-Length: ${SDP.length}\r\n\r\n${SDP}`);
+  const invite = (callId: string) => send(`INVITE sip:u@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:${rport};branch=z9hG4bK${callId}\r\nFrom: <sip:a@x>;tag=ft${callId}\r\nTo: <sip:u@127.0.0.1>\r\nCall-ID: ${callId}\r\nCSeq: 7 INVITE\r\nContact: <sip:a@127.0.0.1:${rport}>\r\nRecord-Route: <sip:proxy.example;lr>\r\nRequire: 100rel\r\nMax-Forwards: 70\r\nContent-Type: application/sdp\r\nContent-Length: ${SDP.length}\r\n\r\n${SDP}`);
   const ringing = (callId: string) => replies.filter((r) => r.startsWith('SIP/2.0 180') && r.includes(`Call-ID: ${callId}`));
   const hdr = (text: string, name: string) => text.match(new RegExp(`^${name}: *(.*)$`, 'mi'))?.[1].trim() ?? '';
   const prack = (callId: string, rack: string, branch: string) => {
@@ -363,6 +363,7 @@ test('a caller that requires 100rel: our 180 goes reliably (RSeq) and is sent ag
     await until(() => ringing('ok').length >= 2, 'the 180 sent again');
     const first = ringing('ok')[0];
     assert.equal(hdr(first, 'Require'), '100rel');
+    assert.equal(hdr(first, 'Record-Route'), '<sip:proxy.example;lr>', 'the early dialog\'s route set: the PRACK goes through the proxy');
     const rseq = Number(hdr(first, 'RSeq'));
     assert.ok(rseq >= 1 && rseq < 2 ** 31, `RSeq ${rseq}`);
     assert.ok(ringing('ok').every((r) => hdr(r, 'RSeq') === String(rseq)), 'the same RSeq on every copy');
@@ -376,6 +377,16 @@ test('a caller that requires 100rel: our 180 goes reliably (RSeq) and is sent ag
     invites[0].accept(SDP);
     await until(() => replies.some((r) => r.startsWith('SIP/2.0 200') && r.includes('CSeq: 7 INVITE')), 'the 200 OK');
     assert.match(hdr(replies.find((r) => r.startsWith('SIP/2.0 200') && r.includes('CSeq: 7 INVITE'))!, 'Supported'), /100rel/);
+    // PRACKs that cross the 200 reach the dialog: one for this INVITE's 18x is fine, another is not.
+    const late = (rack: string, branch: string, cseq: number) => {
+      const r = ringing('ok')[0];
+      send(`PRACK sip:u@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:${rport};branch=z9hG4bK${branch}\r\nFrom: <sip:a@x>;tag=ftok\r\nTo: ${hdr(r, 'To')}\r\nCall-ID: ok\r\nCSeq: ${cseq} PRACK\r\nRAck: ${rack}\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n`);
+    };
+    late(`${rseq} 7 INVITE`, 'late1', 9);
+    late(`${rseq} 99 INVITE`, 'late2', 10);
+    await until(() => replies.some((r) => r.includes('branch=z9hG4bKlate2')), 'both late PRACKs answered');
+    assert.ok(replies.some((r) => r.includes('branch=z9hG4bKlate1') && r.startsWith('SIP/2.0 200')), 'a late PRACK of this INVITE: 200');
+    assert.ok(replies.some((r) => r.includes('branch=z9hG4bKlate2') && r.startsWith('SIP/2.0 481')), 'one of no INVITE of this dialog: 481');
     // Never PRACKed: 500 after 64·T1, the owner told.
     invite('never');
     await until(() => invites.length === 2, 'the second INVITE');
