@@ -121,8 +121,8 @@ test('Kamailio registrar: REGISTER with digest, refresh, an INVITE routed back t
 
 /**
  * sipp as a UAS that sends its 18x reliably (RFC 3262), as Asterisk and carriers do for a UAC
- * that lists 100rel: a 183 with SDP (sent twice, the second a retransmission), then a 180, each
- * with Require: 100rel and the next RSeq, and the 200 only after both are PRACKed — without SDP,
+ * that lists 100rel: a 183 with SDP (sent again after its PRACK, as a retransmission that
+ * crossed it would arrive), then a 180, each with Require: 100rel and the next RSeq, and the 200 only after both are PRACKed — without SDP,
  * as pjsip (Asterisk) sends it: the 183's answer stays in force (RFC 3262 §5). sipp fails
  * the call on a missing PRACK, a second PRACK for the retransmission, a wrong RAck, or a BYE
  * whose CSeq does not continue above the PRACKs'.
@@ -161,11 +161,12 @@ ${sdp ? '\nv=0\no=sipp 1 1 IN IP4 [local_ip]\ns=-\nc=IN IP4 [media_ip]\nt=0 0\nm
     </action>
   </recv>
   ${reliable('183 Session Progress', 1, true)}
-  ${reliable('183 Session Progress', 1, true)}
   <recv request="PRACK">
     <action><ereg regexp="^ *1 1 INVITE" search_in="hdr" header="RAck:" check_it="true" assign_to="rack1"/></action>
   </recv>
   ${reply('200 OK')}
+  ${reliable('183 Session Progress', 1, true)}
+  <pause milliseconds="100"/>
   ${reliable('180 Ringing', 2, false)}
   <recv request="PRACK">
     <action><ereg regexp="^ *2 1 INVITE" search_in="hdr" header="RAck:" check_it="true" assign_to="rack2"/></action>
