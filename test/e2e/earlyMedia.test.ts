@@ -130,7 +130,6 @@ m=audio [media_port] RTP/AVP 0
 a=rtpmap:0 PCMU/8000
 a=sendrecv
 ]]></send>
-  <nop><action><exec rtp_stream="${toneFile},-1,0"/></action></nop>
   <recv request="PRACK">
     <action><ereg regexp="^ *1 [0-9]+ INVITE" search_in="hdr" header="RAck:" check_it="true" assign_to="rack"/></action>
   </recv>
@@ -143,6 +142,7 @@ SIP/2.0 200 OK
 [last_CSeq:]
 Content-Length: 0
 ]]></send>
+  <nop><action><exec rtp_stream="${toneFile},-1,0"/></action></nop>
   <pause milliseconds="1500"/>
   <send><![CDATA[
 SIP/2.0 200 OK
