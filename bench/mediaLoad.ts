@@ -80,7 +80,10 @@ function request<T>(child: ChildProcess, msg: object, reply: string, timeoutMs =
     const timer = setTimeout(() => { done(); reject(new Error(`load generator: no ${reply} within ${timeoutMs / 1000} s`)); }, timeoutMs);
     child.on('message', onMsg);
     child.once('exit', onExit);
-    child.send(msg);
+    // A generator that already exited (it does after a failed set-up) cannot be asked anything:
+    // an error for the caller, not an unhandled 'error' event that ends the bench.
+    if (!child.connected) { done(); reject(new Error(`load generator gone before ${reply}`)); return; }
+    child.send(msg, (err) => { if (err) { done(); reject(err); } });
   });
 }
 

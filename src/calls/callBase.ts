@@ -94,10 +94,9 @@ export abstract class CallBase extends EventEmitter<CallEvents> {
   /** The codec the SIP leg runs now (none before the first SDP exchange). */
   protected sipCodec: 'PCMU' | 'PCMA' | 'opus' | null = null;
   /**
-   * The call's browser sends PCMU (so the trunk must stay on G.711): known once the browser's
-   * SDP is settled (outbound: before our INVITE; inbound: when a tab answers).
+   * Whether the browser sends PCMU (else Opus): null until its SDP is settled (outbound: before
+   * our INVITE; inbound: when a tab answers).
    */
-  /** Whether the browser sends PCMU (else Opus); null until its leg is answered (inbound: until a tab picks up). */
   protected browserSendsPcmu: boolean | null = null;
   /** Our 2xx to a re-INVITE without SDP carried an offer: its answer comes in the ACK. */
   private awaitingAckAnswer = false;

@@ -251,8 +251,8 @@ export class SipRtpLeg extends EventEmitter<SipLegEvents> {
   }
 
   /**
-   * The digit as tones in the audio itself (no telephone-event toward this trunk): 20 ms G.711
-   * frames sent in time, replacing the bridge's audio while they play (sendAudio holds back
+   * The digit as tones in the audio itself (no telephone-event toward this trunk): G.711 frames
+   * of the trunk's ptime sent in time, replacing the bridge's audio while they play (sendAudio holds back
    * then), with their own sequence numbers and timestamps so the timeline stays continuous.
    */
   private startInbandDtmf(digit: string, durationMs: number): void {

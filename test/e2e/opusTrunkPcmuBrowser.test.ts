@@ -46,7 +46,7 @@ test('preferPcmu with an Opus-only phone: Chromium sends PCMU, the trunk leg run
   const page = await openPhone(browser, gw.url);
   await page.getByTestId('dial-input').fill(TRUNK_NUMBER);
   await page.getByTestId('call-button').click();
-  await page.getByTestId('call-status').filter({ hasText: 'answered' }).waitFor({ timeout: 15000 }).catch((e) => { console.log(trunk.output()); throw e; });
+  await page.getByTestId('call-status').filter({ hasText: 'answered' }).waitFor({ timeout: 15000 }).catch((e) => { throw new Error(`${e}\nbaresip: ${trunk.output()}`); });
   const up = gw.logs.find((l) => l.msg === 'media bridge up');
   assert.equal(up?.browserCodec, 'pcmu', 'Chromium was answered PCMU first and sends it');
   const modes = gw.logs.filter((l) => l.msg === 'media bridge up' || l.msg === 'media bridge follows the trunk\'s codec');
