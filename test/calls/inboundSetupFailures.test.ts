@@ -112,6 +112,15 @@ function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
 }
 
+/** A werift peer connection answers the tab's `incoming` offer (closed after the test); returns its answer SDP. */
+async function weriftAnswer(t: TestContext, incoming: Msg, codecs?: RTCRtpCodecParameters[]): Promise<string> {
+  const pc = new RTCPeerConnection({ iceUseIpv6: false, iceInterfaceAddresses: { udp4: '127.0.0.1' }, ...(codecs ? { codecs: { audio: codecs } } : {}) });
+  t.after(() => pc.close());
+  await pc.setRemoteDescription({ type: 'offer', sdp: String(incoming.sdp) });
+  await pc.setLocalDescription(await pc.createAnswer());
+  return pc.localDescription!.sdp;
+}
+
 /** The first message of `type` from index `from` on. */
 async function message(tab: Tab, type: string, from = 0): Promise<Msg> {
   await until(() => tab.messages.slice(from).some((m) => m.type === type), `${type} on the tab`);
@@ -471,11 +480,7 @@ test('a caller that starts on hold (a=sendonly, e.g. a queue playing music) is a
   });
   const answered = new Promise<SipResponse>((resolve, reject) => { inv.once('accepted', resolve); inv.once('rejected', (res) => reject(new Error(`rejected ${res.status}`))); inv.once('failed', reject); });
   const incoming = await message(tab, 'incoming');
-  const pc = new RTCPeerConnection({ iceUseIpv6: false, iceInterfaceAddresses: { udp4: '127.0.0.1' } });
-  t.after(() => pc.close());
-  await pc.setRemoteDescription({ type: 'offer', sdp: incoming.sdp });
-  await pc.setLocalDescription(await pc.createAnswer());
-  tab.ws.send(JSON.stringify({ type: 'accept', callId: incoming.callId, sdp: pc.localDescription!.sdp }));
+  tab.ws.send(JSON.stringify({ type: 'accept', callId: incoming.callId, sdp: await weriftAnswer(t, incoming) }));
   const res = await within(answered, PROMPT_MS, 'the 200 OK');
   assert.match(res.body, /^a=recvonly\r$/m, res.body);
   tab.ws.send(JSON.stringify({ type: 'hangup', callId: incoming.callId }));
@@ -494,11 +499,7 @@ test('an answer from the tab without usable audio (no DTLS fingerprint) is refus
   let final = false;
   const answered = new Promise<SipResponse>((resolve, reject) => { inv.once('accepted', (res) => { final = true; resolve(res); }); inv.once('rejected', (res) => { final = true; reject(new Error(`rejected ${res.status}`)); }); inv.once('failed', reject); });
   const incoming = await message(tab, 'incoming');
-  const pc = new RTCPeerConnection({ iceUseIpv6: false, iceInterfaceAddresses: { udp4: '127.0.0.1' } });
-  t.after(() => pc.close());
-  await pc.setRemoteDescription({ type: 'offer', sdp: incoming.sdp });
-  await pc.setLocalDescription(await pc.createAnswer());
-  const good = pc.localDescription!.sdp;
+  const good = await weriftAnswer(t, incoming);
   const from = tab.messages.length;
   tab.ws.send(JSON.stringify({ type: 'accept', callId: incoming.callId, sdp: good.replace(/^a=fingerprint:.*\r\n/m, '') }));
   await until(() => tab.messages.slice(from).some((m) => m.type === 'error'), 'the refusal');
@@ -529,11 +530,7 @@ async function opusFirstCall(t: TestContext, base: number, preferPcmu: boolean, 
   });
   const answered = new Promise<SipResponse>((resolve, reject) => { inv.once('accepted', resolve); inv.once('rejected', (res) => reject(new Error(`rejected ${res.status}`))); inv.once('failed', reject); });
   const incoming = await message(tab, 'incoming');
-  const pc = new RTCPeerConnection({ iceUseIpv6: false, iceInterfaceAddresses: { udp4: '127.0.0.1' }, ...(tabCodecs ? { codecs: { audio: tabCodecs } } : {}) });
-  t.after(() => pc.close());
-  await pc.setRemoteDescription({ type: 'offer', sdp: incoming.sdp });
-  await pc.setLocalDescription(await pc.createAnswer());
-  tab.ws.send(JSON.stringify({ type: 'accept', callId: incoming.callId, sdp: pc.localDescription!.sdp }));
+  tab.ws.send(JSON.stringify({ type: 'accept', callId: incoming.callId, sdp: await weriftAnswer(t, incoming, tabCodecs) }));
   const answer = await within(answered, PROMPT_MS, 'the 200 OK');
   await until(() => (r.media()['bridges'] as Set<unknown>).size === 1, 'the bridge');
   const [entry] = [...(r.media()['bridges'] as Set<{ bridge: { stats(): { mode: string } } }>)];
@@ -571,11 +568,7 @@ test('inbound INVITE requiring 100rel: our 180 is reliable, the caller PRACKs it
   const incoming = await message(tab, 'incoming');
   await until(() => progress.length === 1, 'the 180');
   assert.match(String(progress[0][1]), /^\d+$/, 'the 180 carries an RSeq');
-  const pc = new RTCPeerConnection({ iceUseIpv6: false, iceInterfaceAddresses: { udp4: '127.0.0.1' } });
-  t.after(() => pc.close());
-  await pc.setRemoteDescription({ type: 'offer', sdp: incoming.sdp });
-  await pc.setLocalDescription(await pc.createAnswer());
-  tab.ws.send(JSON.stringify({ type: 'accept', callId: incoming.callId, sdp: pc.localDescription!.sdp }));
+  tab.ws.send(JSON.stringify({ type: 'accept', callId: incoming.callId, sdp: await weriftAnswer(t, incoming) }));
   const res = await within(answered, PROMPT_MS, 'the 200 OK');
   assert.equal(res.status, 200);
   assert.deepEqual(progress.map((p) => p[0]), [180], 'the 180 passed on once, however often it was sent');

@@ -10,64 +10,90 @@ import { readWav, toneRatio, writeToneWav } from '../support/audio';
 import { openPhone, remotePeakHz } from '../support/page';
 
 /**
- * webrtc.preferPcmu against a PCMA-only phone, with real Chromium: the browser sends PCMU (no
- * Opus on either leg) and the gateway converts it to PCMA sample by sample, both ways; digits
- * go through too.
+ * webrtc.preferPcmu with real Chromium (it then sends PCMU) against two phones that cannot take
+ * it as it is: a PCMA-only one (the gateway converts sample by sample: no Opus on either leg),
+ * and an Opus-only one (mode transcodeOpusTrunk: PCMU ↔ Opus; before it, such a call had no
+ * audio). Each: tones both ways, checked at each end, and a digit through.
  */
-const BASE = 24600; // 24600-24999
-const TRUNK_NUMBER = '+15551230000';
-const work = mkdtempSync(join(tmpdir(), 'gw-pcma-'));
-let gw: Awaited<ReturnType<typeof startGateway>>;
+interface Phone {
+  name: string;
+  /** This phone's port block: gateway BASE.., baresip SIP +10, ctrl +20, WebRTC +200.., RTP +300.. */
+  base: number;
+  number: string;
+  accountParams: string;
+  codecModules?: string[];
+  /** baresip's aufile wants as many channels as its codec (2 for opus/48000/2). */
+  wav: { sampleRate: number; channels: 1 | 2 };
+  trunkCodecs: Array<'PCMU' | 'PCMA' | 'opus'>;
+  expect: { mode: string; sipCodec: string };
+  digit: string;
+}
+
+const phones: Phone[] = [
+  { name: 'a PCMA-only phone', base: 24600, number: '+15551230000', accountParams: ';answermode=auto;audio_codecs=PCMA', wav: { sampleRate: 8000, channels: 1 }, trunkCodecs: ['PCMU', 'PCMA'], expect: { mode: 'lawConvert', sipCodec: 'PCMA' }, digit: '5' },
+  { name: 'an Opus-only phone', base: 25100, number: '+15551240000', accountParams: ';answermode=auto;audio_codecs=opus/48000/2', codecModules: ['opus.so'], wav: { sampleRate: 48000, channels: 2 }, trunkCodecs: ['opus', 'PCMU'], expect: { mode: 'transcodeOpusTrunk', sipCodec: 'opus' }, digit: '7' },
+];
+const work = mkdtempSync(join(tmpdir(), 'gw-prefer-pcmu-'));
+const rigs = new Map<string, { gw: Awaited<ReturnType<typeof startGateway>>; trunk: Baresip }>();
 let browser: Awaited<ReturnType<typeof launchChromium>>;
-let trunk: Baresip;
 
 before(async () => {
-  const trunkWav = join(work, 'trunk-1000hz.wav');
-  writeToneWav(trunkWav, { hz: 1000, sampleRate: 8000, seconds: 60 });
   const micWav = join(work, 'mic-700hz.wav');
   writeToneWav(micWav, { hz: 700, sampleRate: 48000, seconds: 30 });
-  trunk = await startBaresip({ sipPort: BASE + 10, rtpPorts: [BASE + 300, BASE + 349], ctrlPort: BASE + 20, audioSourceWav: trunkWav, accountParams: ';answermode=auto;audio_codecs=PCMA', user: TRUNK_NUMBER });
-  gw = await startGateway(BASE, {
-    trunk: { uri: `sip:127.0.0.1:${BASE + 10}`, codecs: ['PCMU', 'PCMA'], sourceCidrs: ['127.0.0.1/32'] },
-    webrtc: { portRange: [BASE + 200, BASE + 299], preferPcmu: true },
-    demo: { enabled: true, sipPort: BASE + 2 },
-    dialplan: { allow: ['+1555*'] },
-  }, { captureLogs: true });
+  for (const p of phones) {
+    const trunkWav = join(work, `trunk-1000hz-${p.base}.wav`);
+    writeToneWav(trunkWav, { hz: 1000, sampleRate: p.wav.sampleRate, channels: p.wav.channels, seconds: 60 });
+    const trunk = await startBaresip({ sipPort: p.base + 10, rtpPorts: [p.base + 300, p.base + 349], ctrlPort: p.base + 20, audioSourceWav: trunkWav, accountParams: p.accountParams, user: p.number, codecModules: p.codecModules });
+    const gw = await startGateway(p.base, {
+      trunk: { uri: `sip:127.0.0.1:${p.base + 10}`, codecs: p.trunkCodecs, sourceCidrs: ['127.0.0.1/32'] },
+      webrtc: { portRange: [p.base + 200, p.base + 299], preferPcmu: true },
+      demo: { enabled: true, sipPort: p.base + 2 },
+      dialplan: { allow: ['+1555*'] },
+    }, { captureLogs: true });
+    rigs.set(p.name, { gw, trunk });
+  }
   browser = await launchChromium({ fakeMicWav: micWav });
 });
 
 after(async () => {
   await browser?.close();
-  await gw?.stop();
-  await trunk?.stop();
+  for (const { gw, trunk } of rigs.values()) {
+    await gw.stop();
+    await trunk.stop();
+  }
 });
 
-test('preferPcmu with a PCMA-only phone: Chromium sends PCMU, the gateway converts to PCMA; 1 kHz heard in the page, 700 Hz at the phone, a digit through', async () => {
-  const page = await openPhone(browser, gw.url);
-  await page.getByTestId('dial-input').fill(TRUNK_NUMBER);
-  await page.getByTestId('call-button').click();
-  await page.getByTestId('call-status').filter({ hasText: 'answered' }).waitFor({ timeout: 15000 });
-  // The bridge starts on the phone's 180 (its codec not known yet) and takes the mode of its answer.
-  const up = gw.logs.find((l) => l.msg === 'media bridge up');
-  assert.equal(up?.browserCodec, 'pcmu', 'Chromium was answered PCMU first and sends it');
-  const modes = gw.logs.filter((l) => l.msg === 'media bridge up' || l.msg === 'media bridge follows the trunk\'s codec');
-  assert.deepEqual({ mode: modes.at(-1)?.mode, sipCodec: modes.at(-1)?.sipCodec }, { mode: 'lawConvert', sipCodec: 'PCMA' });
-  const heard = await remotePeakHz(page);
-  assert.ok(Math.abs(heard.peakHz - 1000) < 30, `page hears the phone: ${heard.peakHz} Hz`);
+for (const p of phones) {
+  test(`preferPcmu with ${p.name}: Chromium sends PCMU, the bridge runs ${p.expect.mode}; 1 kHz heard in the page, 700 Hz at the phone, a digit through`, async () => {
+    const { gw, trunk } = rigs.get(p.name)!;
+    const page = await openPhone(browser, gw.url);
+    await page.getByTestId('dial-input').fill(p.number);
+    await page.getByTestId('call-button').click();
+    await page.getByTestId('call-status').filter({ hasText: 'answered' }).waitFor({ timeout: 15000 }).catch((e) => { throw new Error(`${e}\nbaresip: ${trunk.output()}`); });
+    // The bridge starts on the phone's 180 (its codec not known yet) and takes the mode of its answer.
+    const up = gw.logs.find((l) => l.msg === 'media bridge up');
+    assert.equal(up?.browserCodec, 'pcmu', 'Chromium was answered PCMU first and sends it');
+    const modes = gw.logs.filter((l) => l.msg === 'media bridge up' || l.msg === 'media bridge follows the trunk\'s codec');
+    assert.deepEqual({ mode: modes.at(-1)?.mode, sipCodec: modes.at(-1)?.sipCodec }, p.expect);
+    const heard = await remotePeakHz(page);
+    assert.ok(Math.abs(heard.peakHz - 1000) < 30, `page hears the phone: ${heard.peakHz} Hz`);
 
-  await page.getByTestId('keypad-5').click();
-  const dtmf = await trunk.waitForEvent('CALL_DTMF_START', 5000);
-  assert.equal(dtmf.param, '5');
+    await page.getByTestId(`keypad-${p.digit}`).click();
+    const dtmf = await trunk.waitForEvent('CALL_DTMF_START', 5000);
+    assert.equal(dtmf.param, p.digit);
 
-  await new Promise((r) => setTimeout(r, 2500));
-  await trunk.ctl('hangup');
-  await page.getByTestId('call-status').filter({ hasText: 'ended (remote-hangup)' }).waitFor({ timeout: 5000 });
-  await page.close();
-  await new Promise((r) => setTimeout(r, 500));
-  const rec = trunk.recordings().dec;
-  assert.ok(rec.length > 0, 'baresip recorded the call');
-  const { samples, sampleRate } = readWav(rec[rec.length - 1]);
-  const steady = samples.subarray(Math.min(samples.length, sampleRate), samples.length);
-  assert.ok(steady.length > sampleRate, `recording has ${steady.length} samples`);
-  assert.ok(toneRatio(steady, sampleRate, 700) > 0.5, `the phone hears the browser's 700 Hz: ratio ${toneRatio(steady, sampleRate, 700).toFixed(2)}`);
-});
+    await new Promise((r) => setTimeout(r, 2500));
+    await trunk.ctl('hangup');
+    await page.getByTestId('call-status').filter({ hasText: 'ended (remote-hangup)' }).waitFor({ timeout: 5000 });
+    await page.close();
+    await new Promise((r) => setTimeout(r, 500));
+    const errors = gw.logs.filter((l) => Number(l.level) >= 50);
+    assert.equal(errors.length, 0, `no errors logged: ${JSON.stringify(errors.slice(0, 2))}`);
+    const rec = trunk.recordings().dec;
+    assert.ok(rec.length > 0, 'baresip recorded the call');
+    const { samples, sampleRate } = readWav(rec[rec.length - 1]);
+    const steady = samples.subarray(Math.min(samples.length, sampleRate), samples.length);
+    assert.ok(steady.length > sampleRate, `recording has ${steady.length} samples`);
+    assert.ok(toneRatio(steady, sampleRate, 700) > 0.5, `the phone hears the browser's 700 Hz: ratio ${toneRatio(steady, sampleRate, 700).toFixed(2)}`);
+  });
+}

@@ -24,6 +24,27 @@ async function rawPeer(port: number) {
   return { raw, replies, rport: raw.address().port, send: (s: string) => raw.send(s, port, '127.0.0.1') };
 }
 
+/** A header's value in a raw SIP message (first of its name), '' when absent. */
+function hdr(text: string, name: string): string {
+  return text.match(new RegExp(`^${name}: *(.*)$`, 'mi'))?.[1].trim() ?? '';
+}
+
+/**
+ * A bare UDP socket playing a UAS by hand: every message it gets is kept in `got`, and
+ * `reply` writes a response to one of them (its Via, From, To + `toTag`, Call-ID, CSeq).
+ */
+async function rawUas() {
+  const peer = dgram.createSocket('udp4');
+  await new Promise<void>((r) => peer.bind(0, '127.0.0.1', () => r()));
+  const got: string[] = [];
+  peer.on('message', (m) => got.push(m.toString()));
+  const reply = (req: string, status: string, toTag: string, extra: string[] = []) => [
+    `SIP/2.0 ${status}`, `Via: ${hdr(req, 'Via')}`, `From: ${hdr(req, 'From')}`, `To: ${hdr(req, 'To')}${toTag && !/tag=/.test(hdr(req, 'To')) ? `;tag=${toTag}` : ''}`,
+    `Call-ID: ${hdr(req, 'Call-ID')}`, `CSeq: ${hdr(req, 'CSeq')}`, `Contact: <sip:uas@127.0.0.1:${peer.address().port}>`, ...extra, 'Content-Length: 0', '', '',
+  ].join('\r\n');
+  return { peer, got, reply, port: peer.address().port };
+}
+
 function once<T extends unknown[]>(em: { once(ev: string, fn: (...a: T) => void): unknown }, ev: string): Promise<T> {
   return new Promise((r) => em.once(ev, (...a: T) => r(a)));
 }
@@ -294,21 +315,13 @@ test('a CANCEL the peer never answers does not keep the INVITE transaction alive
 test('reliable provisionals (100rel): PRACKed in order per early dialog, one skipping ahead ignored, a fork numbered on its own, a bad RSeq taken as unreliable; the dialog\'s CSeq continues above the PRACKs', async () => {
   const ua = new SipUserAgent({ transports: [{ protocol: 'udp', host: '127.0.0.1', port: 0 }], logger });
   await ua.start();
-  const got: string[] = [];
-  const peer = dgram.createSocket('udp4');
-  await new Promise<void>((r) => peer.bind(0, '127.0.0.1', () => r()));
+  const { peer, got, reply } = await rawUas();
   const uaPort = ua.boundAddresses[0].port;
   peer.on('message', (m) => {
     const text = m.toString();
-    got.push(text);
     // PRACKs (and the BYE) are answered 200 at once, with their own headers.
     if (/^(PRACK|BYE) /.test(text)) peer.send(reply(text, '200 OK', ''), uaPort, '127.0.0.1');
   });
-  const hdr = (text: string, name: string) => text.match(new RegExp(`^${name}: *(.*)$`, 'mi'))?.[1].trim() ?? '';
-  const reply = (req: string, status: string, toTag: string, extra = '') => [
-    `SIP/2.0 ${status}`, `Via: ${hdr(req, 'Via')}`, `From: ${hdr(req, 'From')}`, `To: ${hdr(req, 'To')}${toTag && !/tag=/.test(hdr(req, 'To')) ? `;tag=${toTag}` : ''}`,
-    `Call-ID: ${hdr(req, 'Call-ID')}`, `CSeq: ${hdr(req, 'CSeq')}`, `Contact: <sip:uas@127.0.0.1:${peer.address().port}>`, extra, 'Content-Length: 0', '', '',
-  ].filter((l, i, a) => l !== '' || i >= a.length - 2).join('\r\n');
   try {
     const inv = ua.invite({ requestUri: `sip:uas@127.0.0.1:${peer.address().port}`, from: { uri: 'sip:gw@127.0.0.1' }, sdp: SDP });
     const progress: string[] = [];
@@ -316,7 +329,7 @@ test('reliable provisionals (100rel): PRACKed in order per early dialog, one ski
     await until(() => got.some((t) => t.startsWith('INVITE ')), 'the INVITE');
     const invite = got.find((t) => t.startsWith('INVITE '))!;
     assert.match(hdr(invite, 'Supported'), /\b100rel\b/);
-    const send = (status: string, tag: string, extra: string) => peer.send(reply(invite, status, tag, extra), uaPort, '127.0.0.1');
+    const send = (status: string, tag: string, extra: string) => peer.send(reply(invite, status, tag, extra.split('\r\n')), uaPort, '127.0.0.1');
     const pracks = () => got.filter((t) => t.startsWith('PRACK '));
     send('183 Session Progress', 't1', 'Require: 100rel\r\nRSeq: 5');
     await until(() => pracks().length === 1, 'the first PRACK');
@@ -332,7 +345,7 @@ test('reliable provisionals (100rel): PRACKed in order per early dialog, one ski
       ['5 1 INVITE', '2 PRACK', 't1', `sip:uas@127.0.0.1:${peer.address().port}`],
       ['1 1 INVITE', '3 PRACK', 't2', `sip:uas@127.0.0.1:${peer.address().port}`],
     ]);
-    peer.send(reply(invite, '200 OK', 't1', 'Content-Type: application/sdp').replace('Content-Length: 0\r\n\r\n', `Content-Length: ${SDP.length}\r\n\r\n${SDP}`), uaPort, '127.0.0.1');
+    peer.send(reply(invite, '200 OK', 't1', ['Content-Type: application/sdp']).replace('Content-Length: 0\r\n\r\n', `Content-Length: ${SDP.length}\r\n\r\n${SDP}`), uaPort, '127.0.0.1');
     const [, dialog] = await once<[unknown, Dialog]>(inv, 'accepted');
     await dialog.bye();
     const bye = got.find((t) => t.startsWith('BYE '));
@@ -352,7 +365,6 @@ test('a caller that requires 100rel: our 180 goes reliably (RSeq) and is sent ag
   ua.on('invite', (inv: ServerInvite) => { invites.push(inv); inv.progress(180); });
   const invite = (callId: string) => send(`INVITE sip:u@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:${rport};branch=z9hG4bK${callId}\r\nFrom: <sip:a@x>;tag=ft${callId}\r\nTo: <sip:u@127.0.0.1>\r\nCall-ID: ${callId}\r\nCSeq: 7 INVITE\r\nContact: <sip:a@127.0.0.1:${rport}>\r\nRecord-Route: <sip:proxy.example;lr>\r\nRequire: 100rel\r\nMax-Forwards: 70\r\nContent-Type: application/sdp\r\nContent-Length: ${SDP.length}\r\n\r\n${SDP}`);
   const ringing = (callId: string) => replies.filter((r) => r.startsWith('SIP/2.0 180') && r.includes(`Call-ID: ${callId}`));
-  const hdr = (text: string, name: string) => text.match(new RegExp(`^${name}: *(.*)$`, 'mi'))?.[1].trim() ?? '';
   const prack = (callId: string, rack: string, branch: string) => {
     const r = ringing(callId)[0];
     send(`PRACK sip:u@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:${rport};branch=z9hG4bK${branch}\r\nFrom: <sip:a@x>;tag=ft${callId}\r\nTo: ${hdr(r, 'To')}\r\nCall-ID: ${callId}\r\nCSeq: 8 PRACK\r\nRAck: ${rack}\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n`);
@@ -404,19 +416,11 @@ test('a caller that requires 100rel: our 180 goes reliably (RSeq) and is sent ag
 test('a PRACK that is challenged is sent again with credentials; one refused is sent again when its 18x comes again; a retried INVITE numbers above the PRACKs', async () => {
   const ua = new SipUserAgent({ transports: [{ protocol: 'udp', host: '127.0.0.1', port: 0 }], logger });
   await ua.start();
-  const got: string[] = [];
-  const peer = dgram.createSocket('udp4');
-  await new Promise<void>((r) => peer.bind(0, '127.0.0.1', () => r()));
+  const { peer, got, reply } = await rawUas();
   const uaPort = ua.boundAddresses[0].port;
-  const hdr = (text: string, name: string) => text.match(new RegExp(`^${name}: *(.*)$`, 'mi'))?.[1].trim() ?? '';
-  const reply = (req: string, status: string, toTag: string, extra: string[] = []) => [
-    `SIP/2.0 ${status}`, `Via: ${hdr(req, 'Via')}`, `From: ${hdr(req, 'From')}`, `To: ${hdr(req, 'To')}${toTag && !/tag=/.test(hdr(req, 'To')) ? `;tag=${toTag}` : ''}`,
-    `Call-ID: ${hdr(req, 'Call-ID')}`, `CSeq: ${hdr(req, 'CSeq')}`, `Contact: <sip:uas@127.0.0.1:${peer.address().port}>`, ...extra, 'Content-Length: 0', '', '',
-  ].join('\r\n');
   let prackCount = 0;
   peer.on('message', (m) => {
     const text = m.toString();
-    got.push(text);
     if (!text.startsWith('PRACK ')) return;
     prackCount++;
     // 1st: challenged; 2nd (with credentials): refused; 3rd (after the 18x came again): 200.
