@@ -56,9 +56,11 @@ interface Rig {
 }
 
 /** A gateway on `base` with a trunk UA on base+3 and helpers; everything stopped after the test. */
-async function rig(t: TestContext, base: number, overrides: Parameters<typeof startGateway>[1]): Promise<Rig> {
+async function rig(t: TestContext, base: number, overrides: Parameters<typeof startGateway>[1], trunkSip?: string[]): Promise<Rig> {
   const sockets: WebSocket[] = [];
-  const trunk = new SipUserAgent({ transports: [{ protocol: 'udp', host: '127.0.0.1', port: base + 3 }], logger: pino({ level: 'silent' }) });
+  // trunkSip: every SIP message the trunk sends or receives, as text (its debug log lines).
+  const trunkLogger = trunkSip ? pino({ level: 'debug' }, { write: (l: string) => { const j = JSON.parse(l); if (j.sip) trunkSip.push(`${j.msg}: ${j.sip}`); } }) : pino({ level: 'silent' });
+  const trunk = new SipUserAgent({ transports: [{ protocol: 'udp', host: '127.0.0.1', port: base + 3 }], logger: trunkLogger });
   const gw = await startGateway(base, {
     auth: { mode: 'token', hs256Secret: SECRET },
     demo: { enabled: false },
@@ -532,7 +534,7 @@ async function opusFirstCall(t: TestContext, base: number, preferPcmu: boolean, 
   const incoming = await message(tab, 'incoming');
   tab.ws.send(JSON.stringify({ type: 'accept', callId: incoming.callId, sdp: await weriftAnswer(t, incoming, tabCodecs) }));
   const answer = await within(answered, PROMPT_MS, 'the 200 OK');
-  await until(() => (r.media()['bridges'] as Set<unknown>).size === 1, 'the bridge');
+  await until(() => r.media().usage.bridges === 1, 'the bridge');
   const [entry] = [...(r.media()['bridges'] as Set<{ bridge: { stats(): { mode: string } } }>)];
   const mode = entry.bridge.stats().mode;
   tab.ws.send(JSON.stringify({ type: 'hangup', callId: incoming.callId }));
@@ -552,9 +554,10 @@ test('inbound, trunk answered Opus, then the tab answers PCMU only: transcoded, 
   assert.equal(mode, 'transcodeOpusTrunk');
 });
 
-test('inbound INVITE requiring 100rel: our 180 is reliable, the caller PRACKs it, the tab answers and the call is up', async (t) => {
+test('inbound INVITE requiring 100rel: our 180 is reliable, the caller PRACKs it and gets 200, the tab answers and the call is up', async (t) => {
   const BASE = 25540; // 25540-25555
-  const r = await rig(t, BASE, smallBlock(BASE, BASE + 15));
+  const sip: string[] = [];
+  const r = await rig(t, BASE, smallBlock(BASE, BASE + 15), sip);
   const tab = await r.tab('rel');
   const inv = r.trunk.invite({
     requestUri: `sip:rel@127.0.0.1:${BASE + 1}`,
@@ -568,9 +571,12 @@ test('inbound INVITE requiring 100rel: our 180 is reliable, the caller PRACKs it
   const incoming = await message(tab, 'incoming');
   await until(() => progress.length === 1, 'the 180');
   assert.match(String(progress[0][1]), /^\d+$/, 'the 180 carries an RSeq');
+  // The caller's PRACK names it, and the gateway answers it 200 (before the tab answers).
+  await until(() => sip.some((m) => m.startsWith('SIP received: SIP/2.0 200') && /^CSeq: \d+ PRACK\r?$/m.test(m)), 'the 200 to the PRACK');
+  const prack = sip.find((m) => m.startsWith('SIP sent: PRACK '))!;
+  assert.match(prack, new RegExp(`^RAck: ${progress[0][1]} 1 INVITE\\r?$`, 'm'));
   tab.ws.send(JSON.stringify({ type: 'accept', callId: incoming.callId, sdp: await weriftAnswer(t, incoming) }));
-  const res = await within(answered, PROMPT_MS, 'the 200 OK');
-  assert.equal(res.status, 200);
+  await within(answered, PROMPT_MS, 'the 200 OK');
   assert.deepEqual(progress.map((p) => p[0]), [180], 'the 180 passed on once, however often it was sent');
   tab.ws.send(JSON.stringify({ type: 'hangup', callId: incoming.callId }));
   await until(() => r.gw.gateway.activeCalls === 0, 'the call ended');

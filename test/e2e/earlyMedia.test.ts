@@ -68,7 +68,7 @@ after(async () => {
   await gw?.stop();
 });
 
-test('183 with SDP: the page hears the announcement while ringing, then the call ends busy', async () => {
+test('183 with SDP: the page hears the announcement while ringing, then the call ends busy', async (t) => {
   // 10 s of a 600 Hz tone as raw mu-law, for sipp's rtp_stream.
   const pcm = new Int16Array(8000 * 10).map((_, i) => Math.round(9000 * Math.sin((2 * Math.PI * 600 * i) / 8000)));
   const toneFile = join(work, 'tone600.ul');
@@ -76,7 +76,8 @@ test('183 with SDP: the page hears the announcement while ringing, then the call
   const scenarioFile = join(work, 'early.xml');
   writeFileSync(scenarioFile, scenario(toneFile));
   const sipp = runSipp({ scenario: { file: scenarioFile }, port: BASE + 10, mediaPort: BASE + 20 });
-  await new Promise((r) => setTimeout(r, 300));
+  t.after(() => sipp.kill());
+  await udpPortBound(BASE + 10);
 
   const page = await openPhone(browser, gw.url);
   await page.getByTestId('dial-input').fill('+15551230000');
@@ -99,10 +100,11 @@ test('183 with SDP: the page hears the announcement while ringing, then the call
  * A PBX that sends its 183 reliably (Require: 100rel, as Asterisk does for a UAC that lists
  * 100rel) with SDP and an announcement, holds its 200 until the PRACK, and answers with a 200
  * without SDP (pjsip's way, RFC 6337 §3.1.1): the call must go up on the 183's answer and stay
- * up, the page hearing the far end before and after the answer, until the PBX hangs up.
+ * up, the page hearing the far end after the answer, until the PBX hangs up.
  */
 function reliableScenario(toneFile: string): string {
-  const head = 'Via:[$via]\n[last_From:]\n[last_To:];tag=[pid]SIPpTag[call_number]\n[last_Call-ID:]\nCSeq:[$cseq]\nContact: <sip:[local_ip]:[local_port];transport=[transport]>\n';
+  // The INVITE's headers, saved: after the PRACK, sipp's [last_*] would be the PRACK's.
+  const head = 'Via:[$via]\nFrom:[$caller]\nTo:[$callee];tag=[pid]SIPpTag[call_number]\n[last_Call-ID:]\nCSeq:[$cseq]\nContact: <sip:[local_ip]:[local_port];transport=[transport]>\n';
   return `<?xml version="1.0" encoding="ISO-8859-1" ?>
 <!DOCTYPE scenario SYSTEM "sipp.dtd">
 <scenario name="reliable 183, 200 without SDP">
@@ -149,7 +151,7 @@ SIP/2.0 200 OK
 ${head}Content-Length: 0
 ]]></send>
   <recv request="ACK"/>
-  <pause milliseconds="2500"/>
+  <pause milliseconds="6000"/>
   <send retrans="500"><![CDATA[
 BYE [next_url] SIP/2.0
 Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
@@ -166,13 +168,14 @@ Content-Length: 0
 `;
 }
 
-test('reliable 183 with SDP, PRACKed, then a 200 without SDP (Asterisk/pjsip): the call is answered on the 183\'s answer and stays up with audio until the PBX hangs up', async () => {
+test('reliable 183 with SDP, PRACKed, then a 200 without SDP (Asterisk/pjsip): the call is answered on the 183\'s answer and stays up with audio until the PBX hangs up', async (t) => {
   const pcm = new Int16Array(8000 * 10).map((_, i) => Math.round(9000 * Math.sin((2 * Math.PI * 600 * i) / 8000)));
   const toneFile = join(work, 'tone600-rel.ul');
   writeFileSync(toneFile, pcmuEncode(pcm));
   const scenarioFile = join(work, 'reliable.xml');
   writeFileSync(scenarioFile, reliableScenario(toneFile));
   const sipp = runSipp({ scenario: { file: scenarioFile }, port: BASE + 10, mediaPort: BASE + 20 });
+  t.after(() => sipp.kill());
   await udpPortBound(BASE + 10);
 
   const page = await openPhone(browser, gw.url);
@@ -188,7 +191,7 @@ test('reliable 183 with SDP, PRACKed, then a 200 without SDP (Asterisk/pjsip): t
   const heard = await remotePeakHz(page, 1000);
   assert.ok(Math.abs(heard.peakHz - 600) < 25, `the far end heard after the answer: ${heard.peakHz} Hz`);
   assert.match(await page.getByTestId('call-status').textContent() ?? '', /answered/, 'still up');
-  await page.getByTestId('call-status').filter({ hasText: 'ended (remote-hangup)' }).waitFor({ timeout: 10000 });
+  await page.getByTestId('call-status').filter({ hasText: 'ended (remote-hangup)' }).waitFor({ timeout: 15000 });
   const r = await sipp.done;
   assert.equal(r.code, 0, `sipp: ${r.output.slice(-1200)}\n${r.errors}`);
   await page.close();

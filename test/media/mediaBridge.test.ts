@@ -356,7 +356,7 @@ test('a trunk packet held for reordering when the codec changes is dropped, not 
     send(0, 1, 0x11);
     await until(() => browser.got.length === 1, 'the first packet');
     send(0, 3, 0x33); // held: 2 is missing
-    await sleep(5);
+    await until(() => bridge.stats().sip.packetsReceived === 2, 'the held packet at the leg');
     leg.setRemote({ address: '127.0.0.1', port: trunk.address().port, codec: 'PCMA', payloadType: 8 });
     assert.equal(bridge.stats().mode, 'lawConvert');
     send(8, 2, 0xd5);
@@ -478,6 +478,7 @@ test('pass-through without telephone-event toward the trunk: the browser\'s digi
     browser.deliver({ payloadType: 0, sequenceNumber: 5, timestamp: 800, marker: false, ssrc: 0xb0b, payload: Buffer.alloc(160, 5) });
     await until(() => atTrunk.length === 10, 'the audio after the digit');
     assert.deepEqual([(atTrunk[9].sequenceNumber - atTrunk[8].sequenceNumber) & 0xffff, (atTrunk[9].timestamp - atTrunk[8].timestamp) >>> 0], [1, 160]);
+    assert.deepEqual(atTrunk[9].payload, Buffer.alloc(160, 5), 'and it is the browser\'s packet');
     bridge.close();
   } finally {
     await close();

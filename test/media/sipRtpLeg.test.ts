@@ -586,8 +586,9 @@ test('a digit toward a G.711 trunk without telephone-event goes in-band: the two
     for (const [codec, pt, decode] of [['PCMA', 8, pcmaDecode], ['PCMU', 0, pcmuDecode]] as const) {
       far.got.length = 0;
       leg.setRemote({ address: '127.0.0.1', port: far.address().port, codec, payloadType: pt });
-      const silence = Buffer.alloc(160, codec === 'PCMA' ? 0xd5 : 0xff);
-      const frame = () => leg.sendAudio(silence, 160);
+      // The bridge's audio: a byte pattern neither the tones nor the pause can be mistaken for.
+      const audio = Buffer.alloc(160, 0x42);
+      const frame = () => leg.sendAudio(audio, 160);
       frame();
       assert.ok(leg.sendDtmf('8', 100), 'in-band toward G.711');
       timer = setInterval(frame, 20); // the bridge's audio goes on meanwhile
@@ -607,6 +608,7 @@ test('a digit toward a G.711 trunk without telephone-event goes in-band: the two
       assert.equal(pkts[1].marker, true, 'the digit starts with a marker');
       for (const i of [6, 7, 8]) assert.ok(pcm[i].every((v) => Math.abs(v) < 16), `packet ${i} silent`);
       assert.ok(pkts.length > 9, 'the bridge\'s audio resumes after the digit');
+      assert.deepEqual([pkts[0].payload, pkts[9].payload], [audio, audio], 'audio before the digit and right after its pause');
     }
     // A trunk with a=ptime:30: the digit in 30 ms frames like the audio around it; a loss the
     // bridge reports meanwhile opens no hole inside the digit.
@@ -617,6 +619,7 @@ test('a digit toward a G.711 trunk without telephone-event goes in-band: the two
     leg.skipFrames(2, 240);
     await sleep(260);
     const p30 = far.got.map((b) => parseRtp(b)!);
+    assert.equal(p30.length, 1 + 3 + 2, 'the audio frame, 90 ms of tone and 60 ms of pause in 30 ms packets: none cut by the loss');
     assert.ok(p30.every((p) => p.payload.length === 240), `30 ms packets: ${p30.map((p) => p.payload.length).join(',')}`);
     assert.ok(p30.slice(1).every((p, i) => ((p.sequenceNumber - p30[i].sequenceNumber) & 0xffff) === 1 && ((p.timestamp - p30[i].timestamp) >>> 0) === 240), 'continuous, in 30 ms steps');
     assert.ok(toneRatio(pcmuDecode(p30[1].payload), 8000, 941) > 0.3 && toneRatio(pcmuDecode(p30[1].payload), 8000, 1477) > 0.3, '#: 941 + 1477 Hz');

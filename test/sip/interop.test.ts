@@ -37,7 +37,8 @@ for (const [transport, sippT, i] of [['udp', 'u1', 0], ['tcp', 't1', 1]] as cons
     const sippPort = BASE + 10 + i * 2;
     const sipp = runSipp({ scenario: 'uas', port: sippPort, mediaPort: BASE + 100 + i * 10, transport: sippT });
     const ua = await startUa(transport, BASE + 30 + i * 2);
-    await new Promise((r) => setTimeout(r, 300)); // sipp binds
+    if (transport === 'udp') await udpPortBound(sippPort);
+    else await new Promise((r) => setTimeout(r, 300)); // sipp's TCP listener
     const inv = ua.invite({ requestUri: `sip:service@127.0.0.1:${sippPort}${transport === 'tcp' ? ';transport=tcp' : ''}`, from: { uri: 'sip:gw@127.0.0.1' }, sdp: SDP });
     const [res, dialog] = await once<[{ status: number; body: string }, Dialog]>(inv, 'accepted');
     assert.equal(res.status, 200);
@@ -128,21 +129,23 @@ test('Kamailio registrar: REGISTER with digest, refresh, an INVITE routed back t
  * whose CSeq does not continue above the PRACKs'.
  */
 function prackScenario(): string {
+  // A response to the request just received (a PRACK or the BYE: its To has our tag already).
   const reply = (status: string, extra = '') => `<send><![CDATA[
 SIP/2.0 ${status}
 [last_Via:]
 [last_From:]
-[last_To:];tag=[pid]SIPpTag[call_number]
+[last_To:]
 [last_Call-ID:]
 [last_CSeq:]
 Contact: <sip:[local_ip]:[local_port];transport=[transport]>
 ${extra}Content-Length: [len]
 ]]></send>`;
+  // The INVITE's headers, saved: after a PRACK, sipp's [last_*] would be the PRACK's.
   const reliable = (status: string, rseq: number, sdp: boolean) => `<send><![CDATA[
 SIP/2.0 ${status}
 Via:[$via]
-[last_From:]
-[last_To:];tag=[pid]SIPpTag[call_number]
+From:[$caller]
+To:[$callee];tag=[pid]SIPpTag[call_number]
 [last_Call-ID:]
 CSeq:[$cseq]
 Contact: <sip:[local_ip]:[local_port];transport=[transport]>
@@ -157,6 +160,8 @@ ${sdp ? '\nv=0\no=sipp 1 1 IN IP4 [local_ip]\ns=-\nc=IN IP4 [media_ip]\nt=0 0\nm
     <action>
       <ereg regexp=".*" search_in="hdr" header="Via:" assign_to="via"/>
       <ereg regexp=".*" search_in="hdr" header="CSeq:" assign_to="cseq"/>
+      <ereg regexp=".*" search_in="hdr" header="From:" assign_to="caller"/>
+      <ereg regexp=".*" search_in="hdr" header="To:" assign_to="callee"/>
       <ereg regexp="100rel" search_in="hdr" header="Supported:" check_it="true" assign_to="sup"/>
     </action>
   </recv>
@@ -176,8 +181,8 @@ ${sdp ? '\nv=0\no=sipp 1 1 IN IP4 [local_ip]\ns=-\nc=IN IP4 [media_ip]\nt=0 0\nm
   <send><![CDATA[
 SIP/2.0 200 OK
 Via:[$via]
-[last_From:]
-[last_To:];tag=[pid]SIPpTag[call_number]
+From:[$caller]
+To:[$callee];tag=[pid]SIPpTag[call_number]
 [last_Call-ID:]
 CSeq:[$cseq]
 Contact: <sip:[local_ip]:[local_port];transport=[transport]>
@@ -262,8 +267,12 @@ RAck: [$rseq] 1 INVITE
 Max-Forwards: 70
 Content-Length: 0
 ]]></send>
-  <recv response="200" crlf="true"/>
-  <recv response="200" rrs="true"/>
+  <recv response="200" crlf="true">
+    <action><ereg regexp="PRACK" search_in="hdr" header="CSeq:" check_it="true" assign_to="prackok"/></action>
+  </recv>
+  <recv response="200" rrs="true">
+    <action><ereg regexp="INVITE" search_in="hdr" header="CSeq:" check_it="true" assign_to="inviteok"/></action>
+  </recv>
   <send><![CDATA[
 ACK [next_url] SIP/2.0
 Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
@@ -286,12 +295,12 @@ Max-Forwards: 70
 Content-Length: 0
 ]]></send>
   <recv response="200"/>
-  <Reference variables="req"/>
+  <Reference variables="req,prackok,inviteok"/>
 </scenario>
 `;
 }
 
-test('sipp calls requiring 100rel: our 180 carries Require: 100rel and an RSeq, sipp PRACKs it, we answer after the PRACK; the call ends cleanly', async () => {
+test('sipp calls requiring 100rel: our 180 carries Require: 100rel and an RSeq, sipp PRACKs it and gets our 200 before the INVITE\'s (the PRACK ends the 180\'s retransmissions); the call ends cleanly', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'sipp-100rel-'));
   const file = join(dir, 'uac100rel.xml');
   writeFileSync(file, requires100relScenario());
