@@ -1,4 +1,4 @@
-import type { BrowserLegStats, BrowserMediaPort } from './mediaBridge';
+import type { BridgeMode, BrowserLegStats, BrowserMediaPort } from './mediaBridge';
 import type { SipLegRemote } from './sipRtpLeg';
 import type { LegStats } from './stats';
 
@@ -42,7 +42,7 @@ export interface BridgeStats {
   browser: BrowserLegStats;
   sip: LegStats;
   transcodeCpuMs: number;
-  mode: 'transcode' | 'transcodeOpusTrunk' | 'passthrough' | 'lawConvert' | 'unsupported';
+  mode: BridgeMode;
 }
 
 export interface BridgeHandle {

@@ -413,7 +413,8 @@ export class SipRtpLeg extends EventEmitter<SipLegEvents> {
     }
     const now = performance.now();
     this.lastRxAt = now;
-    const eventClock = this.eventClockOf(pkt.payloadType);
+    // Audio, the common case, is not looked up among the event formats.
+    const eventClock = pkt.payloadType === this.remote.payloadType ? 0 : this.eventClockOf(pkt.payloadType);
     this.rx.onPacket(pkt.sequenceNumber, pkt.timestamp, pkt.payload.length, now, eventClock === 0);
     if (pkt.payloadType === this.remote.payloadType) {
       // An empty frame carries no audio and no duration: counted, and it only takes its number.
@@ -431,8 +432,8 @@ export class SipRtpLeg extends EventEmitter<SipLegEvents> {
   private eventClockOf(pt: number): number {
     const r = this.remote!;
     if (pt === r.telephoneEventPayloadType) return r.telephoneEventClockRate ?? 8000;
-    const other = r.telephoneEvents?.find((e) => e.payloadType === pt);
-    return other ? other.clockRate : 0;
+    for (const e of r.telephoneEvents ?? []) if (e.payloadType === pt) return e.clockRate;
+    return 0;
   }
 
   private onRtcpDatagram(msg: Buffer, _from: string): void {

@@ -18,6 +18,10 @@ import { Registration, type RegisterOptions } from './registration';
 import { DEFAULT_SESSION_TIMER, negotiateAsUas, readMinSe, readSessionExpires, type SessionTimerSettings } from './sessionTimer';
 
 export const ALLOW = 'INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, NOTIFY, PRACK';
+/** Whether a message names 100rel in its Require (RFC 3262: reliable provisional responses). */
+function requires100rel(msg: SipRequest | SipResponse): boolean {
+  return msg.headers('require').some((h) => /(^|,)\s*100rel\s*(,|$)/i.test(h));
+}
 /** Option tags a Require may name without a 420: session timers (RFC 4028) and 100rel (RFC 3262). */
 const SUPPORTED_EXTENSIONS = new Set(['timer', '100rel']);
 const KNOWN_METHODS = new Set(['INVITE', 'ACK', 'CANCEL', 'BYE', 'OPTIONS', 'INFO', 'UPDATE', 'NOTIFY', 'REGISTER', 'SUBSCRIBE', 'MESSAGE', 'REFER', 'PRACK', 'PUBLISH']);
@@ -599,11 +603,11 @@ export class ClientInvite extends EventEmitter<ClientInviteEvents> {
   private retried422 = false;
   /**
    * Per early dialog of the INVITE being sent (by the To tag of its 18x): the RSeq PRACKed last
-   * and how that PRACK fared (a failed one is sent again when the 18x comes again), and the SDP
+   * and whether that PRACK failed (it is sent again when the 18x comes again), and the SDP
    * answer of its first reliable 18x, which a 2xx without SDP leaves in force (RFC 3262 §5,
    * RFC 6337 §3.1.1: pjsip and so Asterisk send such 2xx).
    */
-  private readonly earlyDialogs = new Map<string, { rseq: number; prack: 'sending' | 'done' | 'failed'; answer: string | null }>();
+  private readonly earlyDialogs = new Map<string, { rseq: number; prackFailed: boolean; answer: string | null }>();
   /** CSeq of our last PRACK: the dialog's requests continue above it. */
   private prackSeq = 0;
   /**
@@ -691,28 +695,28 @@ export class ClientInvite extends EventEmitter<ClientInviteEvents> {
    * failed is PRACKed again. Any other 1xx is passed on (true).
    */
   private acknowledgeReliable(res: SipResponse): boolean {
-    const required = res.headers('require').some((h) => /(^|,)\s*100rel\s*(,|$)/i.test(h));
+    const required = requires100rel(res);
     const rseqText = res.header('rseq')?.trim() ?? '';
     const rseq = Number(rseqText);
     if (!required || !/^\d{1,10}$/.test(rseqText) || rseq < 1 || rseq > 0xffffffff) return true;
     if (this.state !== 'proceeding' || !this.request) return false;
     const toTag = parseNameAddr(res.header('to') ?? '')?.params.tag ?? '';
     const early = this.earlyDialogs.get(toTag);
-    if (early && rseq === early.rseq && early.prack === 'failed') { this.prack(res, early); return false; }
+    if (early && rseq === early.rseq && early.prackFailed) { this.prack(res, early); return false; }
     if (early && rseq !== early.rseq + 1) return false;
     const sdp = res.body.trim() && /application\/sdp/i.test(res.header('content-type') ?? '') ? res.body : null;
-    const state = { rseq, prack: 'sending' as const, answer: early?.answer ?? sdp };
+    const state = { rseq, prackFailed: false, answer: early?.answer ?? sdp };
     this.earlyDialogs.set(toTag, state);
     this.prack(res, state);
     return true;
   }
 
-  private prack(res: SipResponse, state: { rseq: number; prack: 'sending' | 'done' | 'failed' }): void {
-    state.prack = 'sending';
+  private prack(res: SipResponse, state: { rseq: number; prackFailed: boolean }): void {
+    state.prackFailed = false;
     this.sendPrack(res, state.rseq)
-      .then((ok) => { state.prack = ok ? 'done' : 'failed'; })
+      .then((ok) => { state.prackFailed = !ok; })
       .catch((err: Error) => {
-        state.prack = 'failed';
+        state.prackFailed = true;
         this.ua.log.warn({ err, sipCallId: this.callId }, 'PRACK not sent');
       });
   }
@@ -850,7 +854,7 @@ export class ServerInvite extends EventEmitter<{ cancelled: []; unacknowledged: 
 
   constructor(private readonly ua: SipUserAgent, readonly request: SipRequest, private readonly tx: InviteServerTransaction) {
     super();
-    this.reliable = request.headers('require').some((h) => /(^|,)\s*100rel\s*(,|$)/i.test(h));
+    this.reliable = requires100rel(request);
   }
 
   get callId(): string { return this.request.callId; }

@@ -64,6 +64,8 @@ const NARROWBAND_OPUS_BITRATE = 20000;
 const MAX_REMOTE_CANDIDATES = 16;
 
 const MDNS_CANDIDATE = /^a=candidate:\S+ \d+ \S+ \d+ \S+\.local .*(?:\r?\n|$)/gim;
+/** One trickled candidate (with or without its `a=`) whose address is an mDNS name. */
+const MDNS_HOST = /^(?:a=)?candidate:\S+ \d+ \S+ \d+ \S+\.local /i;
 /** The SDP without `.local` (mDNS) candidates, which werift would resolve on the gateway's LAN. */
 function withoutMdnsCandidates(sdp: string): string {
   return sdp.replace(MDNS_CANDIDATE, '');
@@ -208,7 +210,7 @@ export class BrowserLeg extends EventEmitter<BrowserLegEvents> implements Browse
   async addIceCandidate(candidate: string | null, sdpMid?: string, sdpMLineIndex?: number): Promise<void> {
     if (this.state === 'closed') return;
     if (!candidate) return; // ICE-lite: nothing to do at end-of-candidates
-    if (/^(?:a=)?candidate:\S+ \d+ \S+ \d+ \S+\.local /i.test(candidate)) return;
+    if (MDNS_HOST.test(candidate)) return;
     if (++this.remoteCandidates > MAX_REMOTE_CANDIDATES) return;
     await this.pc.addIceCandidate({ candidate, sdpMid, sdpMLineIndex });
   }
