@@ -8,6 +8,7 @@ import { codecQuality } from './codecQuality';
 import { mediaLoad, type MediaLoadResult } from './mediaLoad';
 import { sipLoad, sippAvailable } from './sipLoad';
 import { browserSetup } from './browserSetup';
+import { relayFloor } from './relayFloor';
 import { existsSync } from 'node:fs';
 
 /** A figure with `d` decimals; "—" for one not measured (NaN: withheld, e.g. trip times when packets were lost). */
@@ -91,6 +92,13 @@ async function main(): Promise<void> {
     const span = (f: (r: MediaLoadResult) => number, d = 1) => `${fmt(Math.min(...again.map(f)), d)}–${fmt(Math.max(...again.map(f)), d)}`;
     console.log(`The ${big} transcoded calls three times in this run: CPU ${span((r) => r.cpuMsPerCallSecond, 2)} ms per call-second; added p99 →SIP ${span((r) => r.addedToSipMs.p99)} ms, →browser ${span((r) => r.addedToBrowserMs.p99)} ms (each: ${again.map((r) => `${fmt(r.addedToSipMs.p99)} / ${fmt(r.addedToBrowserMs.p99)}`).join(', ')} ms).`);
     figures.transcodeRepeats = again.map((r) => ({ cpuMsPerCallSecond: r.cpuMsPerCallSecond, addedToSipMs: r.addedToSipMs, addedToBrowserMs: r.addedToBrowserMs, lostToSip: r.lostToSip, lostToBrowser: r.lostToBrowser }));
+    // The machine's floor under those p99s: a plain Node relay made to cost what the gateway cost
+    // (its median repeat), with far ends costing what the load generator cost, timed the same way.
+    const mid = [...again].sort((a, b) => a.coreShare - b.coreShare)[1];
+    const floor = await relayFloor(big, { relayCoreShare: mid.coreShare, farEndsCoreShare: mid.loadGenCoreShare }, 8);
+    if (floor.unavailable) console.log(`The plain-relay floor was not measured: ${floor.unavailable}.`);
+    else console.log(`A plain Node UDP relay at the same load (${pct(floor.relayCoreShare)} of a core, far ends ${pct(floor.farEndsCoreShare)}; it only computes ${fmt(floor.spinUs, 0)} µs per packet and copies it on) adds p50/p99 ${fmt(floor.addedToSipMs.p50, 2)} / ${fmt(floor.addedToSipMs.p99)} ms →SIP, ${fmt(floor.addedToBrowserMs.p50, 2)} / ${fmt(floor.addedToBrowserMs.p99)} ms →browser, event-loop delay p99 / max ${fmt(floor.relayLoopDelayMs.p99)} / ${fmt(floor.relayLoopDelayMs.max, 0)} ms: what this machine and Node allow at that load; the rest of the gateway's p99 is its own.`);
+    figures.relayFloor = floor;
   }
   figures.media = media;
   figures.mediaWeriftPath = viaWerift;

@@ -1,0 +1,234 @@
+/**
+ * The machine's own floor under the "added latency" figure: what a plain Node UDP relay adds
+ * to a packet at the same load, timed on the wire the same way (bench/wireLatency.ts).
+ *
+ * Why: the gateway's p99 at 100 transcoded calls moves 5–40 ms from one run to the next on this
+ * VM, and a figure alone cannot say how much of it is the gateway and how much is Node's UDP path,
+ * the kernel and the hypervisor under that much CPU. The relay here does nothing but compute a
+ * fixed amount per packet, copy the datagram and send it on from the call's other port, with the
+ * amount chosen so that it uses as much of a core as the gateway did — the same packet rate, the
+ * same twenty 1 ms phases, the same ports per call and the same capture.
+ * The difference between the two p99s, in one run, is what the gateway's own structure adds:
+ * garbage collection, work in lumps rather than evenly, the far ends' bursts.
+ *
+ * Its far ends are plain sockets in this process (the gateway is stopped by then), given work
+ * per packet sent so that they use as much of a core as the media bench's load generator did.
+ */
+import { fork, type ChildProcess } from 'node:child_process';
+import dgram from 'node:dgram';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
+import { WireCapture, type CallPorts, type Percentiles } from './wireLatency';
+
+export interface RelayFloorResult {
+  calls: number;
+  /** Work per packet in the relay, in µs as estimated when it started: what it takes to reach the gateway's share of a core. */
+  spinUs: number;
+  /** The relay's CPU in the window, as a share of one core. */
+  relayCoreShare: number;
+  /** The relay's event-loop delay in the window beyond the monitor's 5 ms tick, as the media bench reports the gateway's. */
+  relayLoopDelayMs: { p99: number; max: number };
+  /** The far ends' (this process's) CPU in the window, as a share of one core. */
+  farEndsCoreShare: number;
+  addedToSipMs: Percentiles;
+  addedToBrowserMs: Percentiles;
+  /** Why there is no figure (no tcpdump, packets lost), if there is none. */
+  unavailable?: string;
+}
+
+const BASE = 27000;
+const PHASES = 20;
+
+type ToRelay = { type: 'spin'; us: number } | { type: 'cpu' } | { type: 'sinks'; ports: Array<[number, number]> };
+
+/**
+ * A fixed amount of computation, sized in µs once at start: when the VM runs slower, the
+ * gateway's work takes longer, and so must the stand-in's (a spin on the clock would not).
+ */
+function fixedWork(): (us: number) => void {
+  let sink = 1;
+  // 16-bit values: small integers in every V8 tier, so the cost per iteration is the same cold or hot.
+  const run = (n: number) => { let x = sink; for (let i = 0; i < n; i++) x = (Math.imul(x ^ i, 40503) + 1) & 0xffff; sink = x; };
+  const rate = () => { const n = 2_000_000; const t = performance.now(); run(n); return n / ((performance.now() - t) * 1000); };
+  rate(); // compiled first
+  const perUs = rate();
+  return (us) => run(Math.round(us * perUs));
+}
+
+/**
+ * `calls` calls through the relay for `seconds`, the relay and the far ends each made to cost
+ * what the gateway and its load generator cost in the media bench (shares of one core): the CPU
+ * of each is measured over a second and the work per packet corrected, four times.
+ */
+export async function relayFloor(calls: number, target: { relayCoreShare: number; farEndsCoreShare: number }, seconds = 8): Promise<RelayFloorResult> {
+  const relay = fork(__filename, ['relay', String(calls)], { stdio: 'inherit' });
+  const sockets: dgram.Socket[] = [];
+  let timer: NodeJS.Timeout | undefined;
+  let capture: WireCapture | string = 'not started';
+  try {
+    await reply(relay, null, 'ready');
+    // Per call: the browser's socket and the trunk's, each sending to its side of the relay.
+    const ends: Array<{ browser: dgram.Socket; trunk: dgram.Socket }> = [];
+    for (let i = 0; i < calls; i++) {
+      const browser = await boundTo(BASE + 2 * i);
+      const trunk = await boundTo(BASE + 2 * i + 1);
+      sockets.push(browser, trunk);
+      ends.push({ browser, trunk });
+    }
+    const ports: CallPorts[] = ends.map((e) => ({ browserPort: e.browser.address().port, trunkPort: e.trunk.address().port }));
+    await reply(relay, { type: 'sinks', ports: ports.map((p) => [p.browserPort, p.trunkPort]) }, 'sinks');
+    capture = await WireCapture.start([[relayPort(0), relayPort(2 * calls)]]);
+
+    // Sizes as on the gateway's wire: narrowband Opus in SRTP from the browser, PCMU from the trunk.
+    const fromBrowser = Buffer.alloc(12 + 50 + 10);
+    const fromTrunk = Buffer.alloc(12 + 160);
+    const seq = new Array<number>(calls).fill(0);
+    const work = fixedWork();
+    let farUs = 0; // work per packet sent, standing in for the load generator's SRTP and werift
+    const send = (phase: number) => {
+      for (let i = phase; i < calls; i += PHASES) {
+        seq[i] = (seq[i] + 1) & 0xffff;
+        for (const [sock, port, tmpl] of [[ends[i].browser, relayPort(2 * i), fromBrowser], [ends[i].trunk, relayPort(2 * i + 1), fromTrunk]] as const) {
+          work(farUs);
+          const b = Buffer.from(tmpl);
+          b[0] = 0x80;
+          b.writeUInt16BE(seq[i], 2);
+          sock.send(b, port, '127.0.0.1');
+        }
+      }
+    };
+    const start = performance.now();
+    let sent = 0;
+    timer = setInterval(() => {
+      const due = Math.floor((performance.now() - start) / (20 / PHASES)) + 1;
+      for (; sent < due; sent++) send(sent % PHASES);
+    }, 20 / PHASES);
+
+    // Calibration: a second without work gives each side's own cost (its base share of a core);
+    // then each round scales the work per packet by how far the last second fell short of the
+    // target, above that base (the work's real cost per µs differs from its estimate once hot).
+    const packetsPerSecond = calls * 100; // into the relay, and out of the far ends
+    const measure = async () => {
+      const far0 = process.cpuUsage();
+      const t0 = performance.now();
+      await reply(relay, { type: 'cpu' }, 'cpu');
+      await sleep(1000);
+      const farShare = cpuMs(process.cpuUsage(far0)) / (performance.now() - t0);
+      const r = await reply<{ coreShare: number }>(relay, { type: 'cpu' }, 'cpu');
+      return { relay: r.coreShare, far: farShare };
+    };
+    await sleep(500);
+    const base = await measure();
+    const scaled = (us: number, want: number, got: number, from: number) => {
+      if (want <= from) return 0;
+      if (us === 0) return ((want - from) * 1e6) / packetsPerSecond;
+      return us * Math.min(4, Math.max(0.25, (want - from) / Math.max(0.01, got - from)));
+    };
+    let spinUs = scaled(0, target.relayCoreShare, 0, base.relay);
+    farUs = scaled(0, target.farEndsCoreShare, 0, base.far);
+    for (let i = 0; i < 4; i++) {
+      await reply(relay, { type: 'spin', us: spinUs }, 'spin');
+      const m = await measure();
+      spinUs = scaled(spinUs, target.relayCoreShare, m.relay, base.relay);
+      farUs = scaled(farUs, target.farEndsCoreShare, m.far, base.far);
+    }
+    await reply(relay, { type: 'spin', us: spinUs }, 'spin');
+    await sleep(500);
+    await reply(relay, { type: 'cpu' }, 'cpu');
+    const from = Date.now();
+    const cpu0 = process.cpuUsage();
+    await sleep(seconds * 1000);
+    const r = await reply<{ coreShare: number; lagP99: number; lagMax: number }>(relay, { type: 'cpu' }, 'cpu');
+    const to = Date.now();
+    const farCpu = process.cpuUsage(cpu0);
+    clearInterval(timer);
+    timer = undefined;
+    await sleep(100); // the last packets through
+    const none = { p50: NaN, p99: NaN, n: 0 };
+    const result = { calls, spinUs, relayCoreShare: r.coreShare, relayLoopDelayMs: { p99: r.lagP99, max: r.lagMax }, farEndsCoreShare: cpuMs(farCpu) / (to - from), addedToSipMs: none, addedToBrowserMs: none };
+    if (typeof capture === 'string') return { ...result, unavailable: capture };
+    const dropped = await capture.stop();
+    if (dropped) return { ...result, unavailable: `the capture missed ${dropped} datagrams` };
+    const added = capture.latency(ports, from, to);
+    return { ...result, addedToSipMs: added.toSip, addedToBrowserMs: added.toBrowser };
+  } finally {
+    if (timer) clearInterval(timer);
+    if (capture instanceof WireCapture) { await capture.stop(); capture.remove(); }
+    for (const s of sockets) s.close();
+    relay.kill();
+  }
+}
+
+const cpuMs = (c: NodeJS.CpuUsage) => (c.user + c.system) / 1000;
+
+/** The relay's port for a call's browser side (2i) or trunk side (2i + 1). */
+const relayPort = (k: number) => BASE + 1000 + k;
+
+function boundTo(port: number): Promise<dgram.Socket> {
+  return new Promise((resolve, reject) => {
+    const s = dgram.createSocket('udp4');
+    s.once('error', reject);
+    s.on('message', () => undefined);
+    s.bind(port, '127.0.0.1', () => resolve(s));
+  });
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+function reply<T = unknown>(child: ChildProcess, msg: ToRelay | null, type: string): Promise<T> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => { child.off('message', onMsg); reject(new Error(`relay: no ${type} within 10 s`)); }, 10_000);
+    const onMsg = (m: { type: string }) => { if (m.type === type) { clearTimeout(timer); child.off('message', onMsg); resolve(m as T); } };
+    child.on('message', onMsg);
+    if (msg) child.send(msg);
+  });
+}
+
+/** The relay process: each datagram in on one of a call's ports goes out, after the spin, from the other. */
+function runRelay(calls: number): void {
+  let packets = 0;
+  let cpu0 = process.cpuUsage();
+  let t0 = performance.now();
+  const lag = monitorEventLoopDelay({ resolution: 5 });
+  lag.enable();
+  const work = fixedWork();
+  let spinUs = 0;
+  const spin = () => work(spinUs);
+  const socks: dgram.Socket[] = [];
+  let bound = 0;
+  for (let k = 0; k < 2 * calls; k++) {
+    const s = dgram.createSocket('udp4');
+    s.on('message', (msg) => {
+      packets++;
+      spin();
+      const out = Buffer.allocUnsafe(msg.length);
+      msg.copy(out);
+      socks[k ^ 1].send(out); // the other port of the call, connected to its far end
+    });
+    s.bind(relayPort(k), '127.0.0.1', () => { if (++bound === 2 * calls) process.send!({ type: 'ready' }); });
+    socks.push(s);
+  }
+  process.on('message', (m: ToRelay) => {
+    if (m.type === 'sinks') {
+      // Port 2i sends to the browser, 2i + 1 to the trunk.
+      let connected = 0;
+      m.ports.forEach(([browser, trunk], i) => {
+        socks[2 * i].connect(browser, '127.0.0.1', () => { if (++connected === 2 * calls) process.send!({ type: 'sinks' }); });
+        socks[2 * i + 1].connect(trunk, '127.0.0.1', () => { if (++connected === 2 * calls) process.send!({ type: 'sinks' }); });
+      });
+    } else if (m.type === 'spin') {
+      spinUs = m.us;
+      process.send!({ type: 'spin' });
+    } else {
+      const c = process.cpuUsage(cpu0);
+      const ms = cpuMs(c);
+      process.send!({ type: 'cpu', usPerPacket: (ms * 1000) / Math.max(1, packets), coreShare: ms / (performance.now() - t0), lagP99: Math.max(0, lag.percentile(99) / 1e6 - 5), lagMax: Math.max(0, lag.max / 1e6 - 5) });
+      lag.reset();
+      packets = 0;
+      cpu0 = process.cpuUsage();
+      t0 = performance.now();
+    }
+  });
+  process.on('disconnect', () => process.exit(0));
+}
+
+if (require.main === module && process.argv[2] === 'relay') runRelay(Number(process.argv[3]));
