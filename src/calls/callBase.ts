@@ -468,7 +468,7 @@ export abstract class CallBase extends EventEmitter<CallEvents> {
     const check = () => {
       const n = browser.mediaReceived;
       // Quiet time counts from the answer at the earliest (ringing is not a call yet); a leg
-      // that cannot tell (audio on werift's path, or not connected yet) is never called quiet.
+      // that cannot tell yet (not connected) is never called quiet.
       if (n === null || n !== seen || this.state !== 'answered' || !this.answeredAt) {
         seen = n;
         quietSince = performance.now();

@@ -154,9 +154,23 @@ export class BrowserLeg extends EventEmitter<BrowserLegEvents> implements Browse
     this.subscriptions.push(
       this.pc.connectionStateChange.subscribe((s) => this.onConnectionState(s)),
       this.pc.onTrack.subscribe((track) => {
-        this.subscriptions.push(track.onReceiveRtp.subscribe((rtp) => this.onBrowserRtp(rtp)));
+        this.subscriptions.push(track.onReceiveRtp.subscribe((rtp) => { this.weriftReceived++; this.onBrowserRtp(rtp); }));
       }),
     );
+  }
+
+  /**
+   * RTP and RTCP from the browser that werift's own path delivered (see mediaReceived). RTCP
+   * arrives at the receiver (the browser's sender reports) or at the sender (its reports on our
+   * audio), depending on whose SSRC it names.
+   */
+  private weriftReceived = 0;
+
+  private addAudioTransceiver(): RTCRtpTransceiver {
+    const t = this.pc.addTransceiver(this.outTrack, { direction: 'sendrecv' });
+    const count = () => { this.weriftReceived++; };
+    this.subscriptions.push(t.receiver.onRtcp.subscribe(count), t.sender.onRtcp.subscribe(count));
+    return t;
   }
 
   /** Trickled browser candidates handed to werift so far (see addIceCandidate). */
@@ -164,7 +178,7 @@ export class BrowserLeg extends EventEmitter<BrowserLegEvents> implements Browse
 
   /** Outbound call: the browser offered; answer at once so ICE/DTLS run while the far end rings. */
   async answer(offerSdp: string): Promise<string> {
-    this.transceiver = this.pc.addTransceiver(this.outTrack, { direction: 'sendrecv' });
+    this.transceiver = this.addAudioTransceiver();
     try {
       await this.pc.setRemoteDescription({ type: 'offer', sdp: withoutMdnsCandidates(offerSdp) });
     } catch (err) {
@@ -188,7 +202,7 @@ export class BrowserLeg extends EventEmitter<BrowserLegEvents> implements Browse
 
   /** Inbound call: the gateway offers to the browser. */
   async createOffer(): Promise<string> {
-    this.transceiver = this.pc.addTransceiver(this.outTrack, { direction: 'sendrecv' });
+    this.transceiver = this.addAudioTransceiver();
     const offer = await this.pc.createOffer();
     await this.pc.setLocalDescription(offer);
     this.offerDirectSrtpProfile();
@@ -379,13 +393,15 @@ export class BrowserLeg extends EventEmitter<BrowserLegEvents> implements Browse
   }
 
   /**
-   * RTP and RTCP packets received from the browser so far, for the call's liveness check; null
-   * when the audio is not on our direct path (werift's path shows us no RTCP, and RTP alone stops
-   * when a browser mutes by removing its track).
+   * RTP and RTCP packets received from the browser so far, for the call's liveness check (RTP
+   * alone stops when a browser mutes by removing its track; its RTCP goes on): counted by our
+   * direct path, or by werift's where the audio stayed there. null until the connection is up
+   * (no packet is due before).
    */
   get mediaReceived(): number | null {
     const d = this.direct?.counts;
-    return d ? d.received + d.rtcpReceived : null;
+    if (d) return d.received + d.rtcpReceived;
+    return this.pc.connectionState === 'connected' ? this.weriftReceived : null;
   }
 
   private onBrowserRtp(rtp: RtpPacket): void {

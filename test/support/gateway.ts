@@ -9,7 +9,7 @@ import { Gateway } from '../../src/gateway';
  * Starts a whole gateway in this process on loopback test ports. Each test file passes its own
  * port base so files never collide.
  */
-export async function startGateway(base: number, overrides: Partial<GatewayConfigInput> = {}, opts: { captureLogs?: boolean } = {}): Promise<{ gateway: Gateway; url: string; sipPort: number; cdrPath: string; logs: Array<Record<string, unknown>>; stop(): Promise<void> }> {
+export async function startGateway(base: number, overrides: Partial<GatewayConfigInput> = {}, opts: { captureLogs?: boolean; directSrtp?: boolean } = {}): Promise<{ gateway: Gateway; url: string; sipPort: number; cdrPath: string; logs: Array<Record<string, unknown>>; stop(): Promise<void> }> {
   const dir = mkdtempSync(join(tmpdir(), 'gw-test-'));
   const cdrPath = join(dir, 'cdr.jsonl');
   const input = {
@@ -31,7 +31,7 @@ export async function startGateway(base: number, overrides: Partial<GatewayConfi
   const logger = opts.captureLogs
     ? pino({ level: 'debug' }, { write: (line: string) => { logs.push(JSON.parse(line)); } })
     : pino({ level: process.env.GW_TEST_LOG ?? 'silent' });
-  const gateway = new Gateway(r.config, logger);
+  const gateway = new Gateway(r.config, logger, { directSrtp: opts.directSrtp });
   await gateway.start();
   return { gateway, url: `http://127.0.0.1:${base}`, sipPort: base + 1, cdrPath, logs, stop: () => gateway.stop() };
 }
