@@ -14,7 +14,7 @@ export type CallDirection = 'outbound' | 'inbound';
 export type CallState = 'trying' | 'early' | 'ringing' | 'answered' | 'ended';
 export type SrtpPolicy = 'off' | 'optional' | 'mandatory';
 /** Why we end a call from our side (the browser hung up, media died, the gateway stops). */
-export type HangupCause = 'local-hangup' | 'ice-failed' | 'shutdown' | 'media-timeout' | 'failed';
+export type HangupCause = 'local-hangup' | 'connection-lost' | 'ice-failed' | 'shutdown' | 'media-timeout' | 'failed';
 
 export interface Identity {
   id: string;

@@ -4,7 +4,7 @@
  */
 export const END_CAUSES = [
   'busy', 'no-answer', 'rejected', 'not-found', 'unavailable', 'cancelled', 'remote-hangup',
-  'local-hangup', 'answered-elsewhere', 'declined-elsewhere', 'forbidden', 'media-timeout', 'ice-failed', 'shutdown', 'failed',
+  'local-hangup', 'connection-lost', 'answered-elsewhere', 'declined-elsewhere', 'forbidden', 'media-timeout', 'ice-failed', 'shutdown', 'failed',
 ] as const;
 export type EndCause = (typeof END_CAUSES)[number];
 

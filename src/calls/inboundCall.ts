@@ -251,7 +251,8 @@ export class InboundCall extends CallBase {
     }
     // Before the answer the INVITE is still ours to answer: refuse it (a UAS has nothing to
     // CANCEL, unlike OutboundCall's endTowardSip).
-    this.refuse(cause === 'shutdown' || cause === 'failed' ? 'shutdown' : 'declined', cause === 'local-hangup' ? 'rejected' : cause);
+    const reason = cause === 'shutdown' || cause === 'failed' ? 'shutdown' : cause === 'connection-lost' ? 'offline' : 'declined';
+    this.refuse(reason, cause === 'local-hangup' ? 'rejected' : cause);
   }
 
   private refuse(reason: Parameters<typeof sipStatusForRefusal>[0], cause?: import('./causes').EndCause): void {

@@ -73,7 +73,7 @@ export class BrowserSession implements RingTarget {
       this.closeFor(4408, 'hello timeout');
     };
     this.helloTimer = setTimeout(helloDeadline, opts.limits.helloTimeoutMs);
-    ws.on('close', () => this.onClose());
+    ws.on('close', (code: number) => this.onClose(code));
     ws.on('error', (err) => this.opts.logger.debug({ err: err.message }, 'websocket error'));
   }
 
@@ -301,15 +301,21 @@ export class BrowserSession implements RingTarget {
     return call;
   }
 
-  private onClose(): void {
+  /**
+   * The connection is gone: its calls end. 1006 (closed without a close frame: the network went,
+   * the tab's machine slept, or our heartbeat gave up on it) is `connection-lost` in the CDR;
+   * a tab that closed or navigated away sent its close frame and hung up (`local-hangup`).
+   */
+  private onClose(code: number): void {
     if (this.state === 'closed') return;
     this.state = 'closed';
     if (this.helloTimer) clearTimeout(this.helloTimer);
     this.helloTimer = null;
+    const cause = code === 1006 ? 'connection-lost' : 'local-hangup';
     for (const call of this.calls.values()) {
-      if (call instanceof OutboundCall) call.hangup('local-hangup');
+      if (call instanceof OutboundCall) call.hangup(cause);
       else if (call instanceof InboundCall) {
-        if (call.wonBy(this.sessionId)) call.hangup('local-hangup');
+        if (call.wonBy(this.sessionId)) call.hangup(cause);
         // A ringing tab that closes has not declined the call (that is the `reject` message).
         else call.tabGone(this.sessionId);
       }

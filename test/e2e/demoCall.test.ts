@@ -105,6 +105,24 @@ test('"call me back": the page rings, is answered there, and hears the demo tone
   await until(() => JSON.stringify(heldResources(gw.gateway)) === JSON.stringify({ legs: 0, bridges: 0, portsAllocated: 0, icePorts: 0 }), `nothing held: ${JSON.stringify(heldResources(gw.gateway))}`);
 });
 
+test('the connection to a tab drops mid-call (no close frame): the page shows ended (connection-lost), so does the CDR, and nothing is held', async () => {
+  const cdrLines = () => readFileSync(gw.cdrPath, 'utf8').trim().split('\n').filter(Boolean).map((l) => JSON.parse(l));
+  const before = cdrLines().length;
+  const page = await openPhone();
+  await page.getByTestId('dial-input').fill('1001');
+  await page.getByTestId('call-button').click();
+  await page.getByTestId('call-status').filter({ hasText: 'answered' }).waitFor({ timeout: 10000 });
+  // The gateway drops the TCP connection as its heartbeat does (terminate: no close frame), so
+  // both ends see 1006, as when a network goes away.
+  const wss = (gw.gateway['signaling'] as unknown as { wss: { clients: Set<{ terminate(): void }> } }).wss;
+  for (const client of wss.clients) client.terminate();
+  await page.getByTestId('call-status').filter({ hasText: 'ended (connection-lost)' }).waitFor({ timeout: 5000 });
+  await page.close();
+  await until(() => cdrLines().length > before, 'the call\'s CDR line');
+  assert.equal(cdrLines().at(-1).cause, 'connection-lost');
+  await until(() => JSON.stringify(heldResources(gw.gateway)) === JSON.stringify({ legs: 0, bridges: 0, portsAllocated: 0, icePorts: 0 }), `nothing held: ${JSON.stringify(heldResources(gw.gateway))}`);
+});
+
 test('widget-demo.html: the widget works in demo mode out of the box and calls the echo test', async () => {
   const page = await browser.newPage();
   await page.goto(`${gw.url}/widget-demo.html`);

@@ -1,6 +1,6 @@
 import { Emitter } from './emitter';
 
-export type EndCause = 'busy' | 'no-answer' | 'rejected' | 'not-found' | 'unavailable' | 'cancelled' | 'remote-hangup' | 'local-hangup' | 'answered-elsewhere' | 'declined-elsewhere' | 'forbidden' | 'media-timeout' | 'ice-failed' | 'shutdown' | 'failed';
+export type EndCause = 'busy' | 'no-answer' | 'rejected' | 'not-found' | 'unavailable' | 'cancelled' | 'remote-hangup' | 'local-hangup' | 'connection-lost' | 'answered-elsewhere' | 'declined-elsewhere' | 'forbidden' | 'media-timeout' | 'ice-failed' | 'shutdown' | 'failed';
 export type CallState = 'connecting' | 'ringing' | 'incoming' | 'answered' | 'ended';
 
 export interface CallEvents extends Record<string, unknown[]> {

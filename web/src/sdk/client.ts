@@ -132,7 +132,7 @@ export class GatewayClient extends Emitter<ClientEvents> {
   }
 
   private onClose(): void {
-    for (const call of this.activeCalls) call.finish({ cause: 'failed', sipReason: 'connection to the gateway lost' });
+    for (const call of this.activeCalls) call.finish({ cause: 'connection-lost', sipReason: 'connection to the gateway lost' });
     this.calls.clear();
     this.pending.clear();
     if (!this.closed) this.emit('disconnected');

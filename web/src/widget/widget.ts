@@ -34,6 +34,7 @@ const END_MESSAGES: Partial<Record<EndCause, string>> = {
   'local-hangup': 'Call ended.',
   cancelled: 'Call cancelled.',
   'media-timeout': 'The call was lost (no audio).',
+  'connection-lost': 'The connection was lost. Please call again.',
   'ice-failed': 'Your network blocked the call audio.',
   shutdown: 'The service is restarting. Please call again in a moment.',
 };
