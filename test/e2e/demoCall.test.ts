@@ -123,6 +123,20 @@ test('the connection to a tab drops mid-call (no close frame): the page shows en
   await until(() => JSON.stringify(heldResources(gw.gateway)) === JSON.stringify({ legs: 0, bridges: 0, portsAllocated: 0, icePorts: 0 }), `nothing held: ${JSON.stringify(heldResources(gw.gateway))}`);
 });
 
+test('the page closes its connection mid-call (client.close()): its call ends as its own hang-up on both sides', async () => {
+  const cdrLines = () => readFileSync(gw.cdrPath, 'utf8').trim().split('\n').filter(Boolean).map((l) => JSON.parse(l));
+  const before = cdrLines().length;
+  const page = await openPhone();
+  await page.getByTestId('dial-input').fill('1001');
+  await page.getByTestId('call-button').click();
+  await page.getByTestId('call-status').filter({ hasText: 'answered' }).waitFor({ timeout: 10000 });
+  await page.evaluate(() => (window as unknown as { __gw: { client: { close(): void } } }).__gw.client.close());
+  await page.getByTestId('call-status').filter({ hasText: 'ended (local-hangup)' }).waitFor({ timeout: 5000 });
+  await page.close();
+  await until(() => cdrLines().length > before, 'the call\'s CDR line');
+  assert.equal(cdrLines().at(-1).cause, 'local-hangup');
+});
+
 test('widget-demo.html: the widget works in demo mode out of the box and calls the echo test', async () => {
   const page = await browser.newPage();
   await page.goto(`${gw.url}/widget-demo.html`);

@@ -55,7 +55,7 @@ export class GatewayClient extends Emitter<ClientEvents> {
           client.demo = msg.demo;
           client.iceServers = opts.iceServers ?? msg.iceServers ?? [];
           ws.onmessage = (e) => client.onMessage(String(e.data));
-          ws.onclose = () => client.onClose();
+          ws.onclose = (ev) => client.onClose(ev.code);
           resolve(client);
         } else if (msg.type === 'error') {
           clearTimeout(timer);
@@ -131,8 +131,16 @@ export class GatewayClient extends Emitter<ClientEvents> {
     if (msg.callId) this.calls.get(msg.callId)?.handle(msg);
   }
 
-  private onClose(): void {
-    for (const call of this.activeCalls) call.finish({ cause: 'connection-lost', sipReason: 'connection to the gateway lost' });
+  /**
+   * Calls still up when the connection goes: hung up by our own close(); lost when it dropped
+   * without a close frame (1006: the network, a sleeping machine, the gateway's heartbeat);
+   * failed when the gateway closed it (its close code in sipReason).
+   */
+  private onClose(code: number): void {
+    const end = this.closed ? { cause: 'local-hangup' as const }
+      : code === 1006 ? { cause: 'connection-lost' as const, sipReason: 'connection to the gateway lost' }
+        : { cause: 'failed' as const, sipReason: `connection closed by the gateway (${code})` };
+    for (const call of this.activeCalls) call.finish(end);
     this.calls.clear();
     this.pending.clear();
     if (!this.closed) this.emit('disconnected');
