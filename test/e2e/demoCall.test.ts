@@ -18,6 +18,16 @@ before(async () => {
 after(() => rig?.stop());
 
 const openPhone = () => openPhoneAt(browser, gw.url);
+const cdrLines = () => readFileSync(gw.cdrPath, 'utf8').trim().split('\n').filter(Boolean).map((l) => JSON.parse(l));
+
+/** A page that called `number` and got it answered. */
+async function answeredCall(number: string): Promise<Awaited<ReturnType<typeof openPhone>>> {
+  const page = await openPhone();
+  await page.getByTestId('dial-input').fill(number);
+  await page.getByTestId('call-button').click();
+  await page.getByTestId('call-status').filter({ hasText: 'answered' }).waitFor({ timeout: 10000 });
+  return page;
+}
 
 test('call 1000 (echo): ringing, answered, and the browser hears its own 700 Hz tone back', async () => {
   const page = await openPhone();
@@ -82,7 +92,6 @@ test('a number outside the dial plan ends as forbidden before any SIP is sent', 
 });
 
 test('"call me back": the page rings, is answered there, and hears the demo tone; its CDR is written and nothing is left held', async () => {
-  const cdrLines = () => readFileSync(gw.cdrPath, 'utf8').trim().split('\n').filter(Boolean).map((l) => JSON.parse(l));
   const before = cdrLines().length;
   const page = await openPhone();
   await page.getByTestId('callback-button').click();
@@ -106,12 +115,8 @@ test('"call me back": the page rings, is answered there, and hears the demo tone
 });
 
 test('the connection to a tab drops mid-call (no close frame): the page shows ended (connection-lost), so does the CDR, and nothing is held', async () => {
-  const cdrLines = () => readFileSync(gw.cdrPath, 'utf8').trim().split('\n').filter(Boolean).map((l) => JSON.parse(l));
   const before = cdrLines().length;
-  const page = await openPhone();
-  await page.getByTestId('dial-input').fill('1001');
-  await page.getByTestId('call-button').click();
-  await page.getByTestId('call-status').filter({ hasText: 'answered' }).waitFor({ timeout: 10000 });
+  const page = await answeredCall('1001');
   // The gateway drops the TCP connection as its heartbeat does (terminate: no close frame), so
   // both ends see 1006, as when a network goes away.
   const wss = (gw.gateway['signaling'] as unknown as { wss: { clients: Set<{ terminate(): void }> } }).wss;
@@ -124,12 +129,8 @@ test('the connection to a tab drops mid-call (no close frame): the page shows en
 });
 
 test('the page closes its connection mid-call (client.close()): its call ends as its own hang-up on both sides', async () => {
-  const cdrLines = () => readFileSync(gw.cdrPath, 'utf8').trim().split('\n').filter(Boolean).map((l) => JSON.parse(l));
   const before = cdrLines().length;
-  const page = await openPhone();
-  await page.getByTestId('dial-input').fill('1001');
-  await page.getByTestId('call-button').click();
-  await page.getByTestId('call-status').filter({ hasText: 'answered' }).waitFor({ timeout: 10000 });
+  const page = await answeredCall('1001');
   await page.evaluate(() => (window as unknown as { __gw: { client: { close(): void } } }).__gw.client.close());
   await page.getByTestId('call-status').filter({ hasText: 'ended (local-hangup)' }).waitFor({ timeout: 5000 });
   await page.close();
