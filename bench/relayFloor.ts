@@ -8,8 +8,8 @@
  * fixed amount per packet, copy the datagram and send it on from the call's other port, with the
  * amount chosen so that it uses as much of a core as the gateway did — the same packet rate, the
  * same twenty 1 ms phases, the same ports per call and the same capture.
- * The difference between the two p99s, in one run, is what the gateway's own structure adds:
- * garbage collection, work in lumps rather than evenly, the far ends' bursts.
+ * The difference between the two p99s, in one run, is what the gateway (and its werift far
+ * ends) add beyond the machine: garbage collection, work in lumps rather than evenly, bursts.
  *
  * Its far ends are plain sockets in this process (the gateway is stopped by then), given work
  * per packet sent so that they use as much of a core as the media bench's load generator did.
@@ -77,6 +77,10 @@ export async function relayFloor(calls: number, target: { relayCoreShare: number
     const ports: CallPorts[] = ends.map((e) => ({ browserPort: e.browser.address().port, trunkPort: e.trunk.address().port }));
     await reply(relay, { type: 'sinks', ports: ports.map((p) => [p.browserPort, p.trunkPort]) }, 'sinks');
     capture = await WireCapture.start([[relayPort(0), relayPort(2 * calls)]]);
+    const none = { p50: NaN, p99: NaN, n: 0 };
+    if (typeof capture === 'string') {
+      return { calls, spinUs: NaN, relayCoreShare: NaN, relayLoopDelayMs: { p99: NaN, max: NaN }, farEndsCoreShare: NaN, addedToSipMs: none, addedToBrowserMs: none, unavailable: capture };
+    }
 
     // Sizes as on the gateway's wire: narrowband Opus in SRTP from the browser, PCMU from the trunk.
     const fromBrowser = Buffer.alloc(12 + 50 + 10);
@@ -143,9 +147,7 @@ export async function relayFloor(calls: number, target: { relayCoreShare: number
     clearInterval(timer);
     timer = undefined;
     await sleep(100); // the last packets through
-    const none = { p50: NaN, p99: NaN, n: 0 };
     const result = { calls, spinUs, relayCoreShare: r.coreShare, relayLoopDelayMs: { p99: r.lagP99, max: r.lagMax }, farEndsCoreShare: cpuMs(farCpu) / (to - from), addedToSipMs: none, addedToBrowserMs: none };
-    if (typeof capture === 'string') return { ...result, unavailable: capture };
     const dropped = await capture.stop();
     if (dropped) return { ...result, unavailable: `the capture missed ${dropped} datagrams` };
     const added = capture.latency(ports, from, to);
