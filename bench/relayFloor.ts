@@ -13,14 +13,27 @@
  *
  * Its far ends are plain sockets in this process (the gateway is stopped by then), given work
  * per packet sent so that they use as much of a core as the media bench's load generator did.
+ *
+ * With `media`, the relay also does the gateway's per-packet media work with the gateway's own
+ * code — browser side: SRTP unprotect, Opus decode to 8 kHz, PCMU out; trunk side: PCMU decode,
+ * Opus encode, SRTP protect — and computes only the rest of the gateway's CPU: the step between
+ * the two relays is what the media work's allocations and lumps add, the step from there to
+ * the gateway what its bridge, legs, werift's socket path and timers add.
  */
 import { fork, type ChildProcess } from 'node:child_process';
 import dgram from 'node:dgram';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
+import { OpusDecoder, OpusEncoder } from '../src/media/codecs/opus';
+import { pcmuDecode, pcmuEncode } from '../src/media/codecs/g711';
+import { buildRtp, parseRtp } from '../src/media/rtp';
+import { generateSdesCrypto, type SdesCrypto } from '../src/media/srtp/sdes';
+import { SrtpSession } from '../src/media/srtp/srtpSession';
 import { WireCapture, type CallPorts, type Percentiles } from './wireLatency';
 
 export interface RelayFloorResult {
   calls: number;
+  /** The relay did the gateway's SRTP and codec work per packet (else only fixed computation). */
+  media: boolean;
   /** Work per packet in the relay, in µs as estimated when it started: what it takes to reach the gateway's share of a core. */
   spinUs: number;
   /** The relay's CPU in the window, as a share of one core. */
@@ -59,8 +72,11 @@ function fixedWork(): (us: number) => void {
  * what the gateway and its load generator cost in the media bench (shares of one core): the CPU
  * of each is measured over a second and the work per packet corrected, four times.
  */
-export async function relayFloor(calls: number, target: { relayCoreShare: number; farEndsCoreShare: number }, seconds = 8): Promise<RelayFloorResult> {
-  const relay = fork(__filename, ['relay', String(calls)], { stdio: 'inherit' });
+export async function relayFloor(calls: number, target: { relayCoreShare: number; farEndsCoreShare: number }, seconds = 8, opts: { media?: boolean } = {}): Promise<RelayFloorResult> {
+  const media = opts.media ?? false;
+  // media: the browsers' SRTP keys (toBrowser protects what the relay sends them).
+  const keys = media ? { fromBrowser: generateSdesCrypto(1, 'AES_CM_128_HMAC_SHA1_80'), toBrowser: generateSdesCrypto(1, 'AES_CM_128_HMAC_SHA1_80') } : null;
+  const relay = fork(__filename, ['relay', String(calls), keys ? JSON.stringify(keys, (_, v) => (v?.type === 'Buffer' ? Buffer.from(v.data).toString('base64') : v)) : ''], { stdio: 'inherit' });
   const sockets: dgram.Socket[] = [];
   let timer: NodeJS.Timeout | undefined;
   let capture: WireCapture | string = 'not started';
@@ -79,25 +95,25 @@ export async function relayFloor(calls: number, target: { relayCoreShare: number
     capture = await WireCapture.start([[relayPort(0), relayPort(2 * calls)]]);
     const none = { p50: NaN, p99: NaN, n: 0 };
     if (typeof capture === 'string') {
-      return { calls, spinUs: NaN, relayCoreShare: NaN, relayLoopDelayMs: { p99: NaN, max: NaN }, farEndsCoreShare: NaN, addedToSipMs: none, addedToBrowserMs: none, unavailable: capture };
+      return { calls, media, spinUs: NaN, relayCoreShare: NaN, relayLoopDelayMs: { p99: NaN, max: NaN }, farEndsCoreShare: NaN, addedToSipMs: none, addedToBrowserMs: none, unavailable: capture };
     }
 
-    // Sizes as on the gateway's wire: narrowband Opus in SRTP from the browser, PCMU from the trunk.
-    const fromBrowser = Buffer.alloc(12 + 50 + 10);
-    const fromTrunk = Buffer.alloc(12 + 160);
+    // As on the gateway's wire: narrowband 20 kb/s Opus in SRTP from the browser (real frames of
+    // a tone with media, else bytes of their size), 20 ms of PCMU from the trunk.
+    const opusFrames = media ? toneOpusFrames() : [Buffer.alloc(50)];
+    const pcmu = Buffer.alloc(160, 0xff);
+    const browserSrtp = keys ? ends.map(() => new SrtpSession({ local: keys.fromBrowser, remote: keys.toBrowser })) : null;
     const seq = new Array<number>(calls).fill(0);
     const work = fixedWork();
     let farUs = 0; // work per packet sent, standing in for the load generator's SRTP and werift
     const send = (phase: number) => {
       for (let i = phase; i < calls; i += PHASES) {
-        seq[i] = (seq[i] + 1) & 0xffff;
-        for (const [sock, port, tmpl] of [[ends[i].browser, relayPort(2 * i), fromBrowser], [ends[i].trunk, relayPort(2 * i + 1), fromTrunk]] as const) {
-          work(farUs);
-          const b = Buffer.from(tmpl);
-          b[0] = 0x80;
-          b.writeUInt16BE(seq[i], 2);
-          sock.send(b, port, '127.0.0.1');
-        }
+        const n = seq[i] = (seq[i] + 1) & 0xffff;
+        work(farUs);
+        const rtp = buildRtp(111, n, n * 960, 1000 + i, opusFrames[n % opusFrames.length]);
+        ends[i].browser.send(browserSrtp ? browserSrtp[i].protectRtp(rtp) : Buffer.concat([rtp, Buffer.alloc(10)]), relayPort(2 * i), '127.0.0.1');
+        work(farUs);
+        ends[i].trunk.send(buildRtp(0, n, n * 160, 5000 + i, pcmu), relayPort(2 * i + 1), '127.0.0.1');
       }
     };
     const start = performance.now();
@@ -147,7 +163,7 @@ export async function relayFloor(calls: number, target: { relayCoreShare: number
     clearInterval(timer);
     timer = undefined;
     await sleep(100); // the last packets through
-    const result = { calls, spinUs, relayCoreShare: r.coreShare, relayLoopDelayMs: { p99: r.lagP99, max: r.lagMax }, farEndsCoreShare: cpuMs(farCpu) / (to - from), addedToSipMs: none, addedToBrowserMs: none };
+    const result = { calls, media, spinUs, relayCoreShare: r.coreShare, relayLoopDelayMs: { p99: r.lagP99, max: r.lagMax }, farEndsCoreShare: cpuMs(farCpu) / (to - from), addedToSipMs: none, addedToBrowserMs: none };
     const dropped = await capture.stop();
     if (dropped) return { ...result, unavailable: `the capture missed ${dropped} datagrams` };
     const added = capture.latency(ports, from, to);
@@ -185,8 +201,34 @@ function reply<T = unknown>(child: ChildProcess, msg: ToRelay | null, type: stri
   });
 }
 
-/** The relay process: each datagram in on one of a call's ports goes out, after the spin, from the other. */
-function runRelay(calls: number): void {
+/** Opus frames of a 440 Hz tone, as a browser asked for narrowband sends them (20 kb/s, 20 ms). */
+function toneOpusFrames(): Buffer[] {
+  const enc = new OpusEncoder({ sampleRate: 8000, bitrate: 20000, complexity: 1 });
+  const frames: Buffer[] = [];
+  for (let f = 0; f < 50; f++) {
+    const pcm = new Int16Array(160);
+    for (let k = 0; k < 160; k++) pcm[k] = Math.round(8000 * Math.sin((2 * Math.PI * 440 * (f * 160 + k)) / 8000));
+    frames.push(Buffer.from(enc.encode(pcm)));
+  }
+  enc.delete();
+  return frames;
+}
+
+/** What one call's relay needs for the gateway's media work (with `media`). */
+interface MediaWork { srtp: SrtpSession; decoder: OpusDecoder; encoder: OpusEncoder; pcm: Int16Array }
+
+/**
+ * The relay process: each datagram in on one of a call's ports goes out, after the spin, from
+ * the other — copied, or (with keys: `media`) made into what the gateway would send.
+ */
+function runRelay(calls: number, keysJson: string): void {
+  const keys = keysJson ? (JSON.parse(keysJson, (k, v) => (k === 'key' || k === 'salt' ? Buffer.from(v, 'base64') : v)) as { fromBrowser: SdesCrypto; toBrowser: SdesCrypto }) : null;
+  const mediaWork: MediaWork[] = keys ? Array.from({ length: calls }, () => ({
+    srtp: new SrtpSession({ local: keys.toBrowser, remote: keys.fromBrowser }),
+    decoder: new OpusDecoder({ sampleRate: 8000 }),
+    encoder: new OpusEncoder({ sampleRate: 8000, bitrate: 24000, complexity: 1 }),
+    pcm: new Int16Array(160),
+  })) : [];
   let packets = 0;
   let cpu0 = process.cpuUsage();
   let t0 = performance.now();
@@ -202,9 +244,8 @@ function runRelay(calls: number): void {
     s.on('message', (msg) => {
       packets++;
       spin();
-      const out = Buffer.allocUnsafe(msg.length);
-      msg.copy(out);
-      socks[k ^ 1].send(out); // the other port of the call, connected to its far end
+      const out = keys ? mediaOut(mediaWork[k >> 1], k, msg) : Buffer.from(msg);
+      if (out) socks[k ^ 1].send(out); // the other port of the call, connected to its far end
     });
     s.bind(relayPort(k), '127.0.0.1', () => { if (++bound === 2 * calls) process.send!({ type: 'ready' }); });
     socks.push(s);
@@ -233,4 +274,17 @@ function runRelay(calls: number): void {
   process.on('disconnect', () => process.exit(0));
 }
 
-if (require.main === module && process.argv[2] === 'relay') runRelay(Number(process.argv[3]));
+/** The gateway's work on one packet (same sequence number out, for the wire timing to pair). */
+function mediaOut(m: MediaWork, port: number, msg: Buffer): Buffer | null {
+  if (port % 2 === 0) { // from the browser
+    const plain = m.srtp.unprotectRtp(msg);
+    const p = plain && parseRtp(plain);
+    if (!p) return null;
+    return buildRtp(0, p.sequenceNumber, p.timestamp / 6, 7000 + port, pcmuEncode(m.decoder.decode(p.payload)));
+  }
+  const p = parseRtp(msg);
+  if (!p) return null;
+  return m.srtp.protectRtp(buildRtp(111, p.sequenceNumber, p.timestamp * 6, 9000 + port, m.encoder.encode(pcmuDecode(p.payload, m.pcm))));
+}
+
+if (require.main === module && process.argv[2] === 'relay') runRelay(Number(process.argv[3]), process.argv[4] ?? '');
