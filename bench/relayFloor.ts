@@ -14,26 +14,33 @@
  * Its far ends are plain sockets in this process (the gateway is stopped by then), given work
  * per packet sent so that they use as much of a core as the media bench's load generator did.
  *
- * With `media`, the relay also does the gateway's per-packet media work with the gateway's own
- * code — browser side: SRTP unprotect, Opus decode to 8 kHz, PCMU out; trunk side: PCMU decode,
- * Opus encode, SRTP protect — and computes only the rest of the gateway's CPU: the step between
- * the two relays is what the media work's allocations and lumps add, the step from there to
- * the gateway what its bridge, legs, werift's socket path and timers add.
+ * Steps toward the gateway, each computing only the rest of the gateway's CPU:
+ * - `media`: the relay also does the gateway's per-packet media work with the gateway's own
+ *   code — browser side: SRTP unprotect, Opus decode to 8 kHz, PCMU out; trunk side: PCMU
+ *   decode, Opus encode, SRTP protect;
+ * - `engine`: the gateway's media engine itself (SIP RTP legs from its port allocator, bridges,
+ *   the send batch) behind a browser side of our SRTP on a plain unconnected socket, as the
+ *   direct SRTP path sends on werift's. What is left between it and the gateway is werift (its
+ *   ICE sockets and peer connections), the call layer, and the werift load generator.
  */
 import { fork, type ChildProcess } from 'node:child_process';
 import dgram from 'node:dgram';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { OpusDecoder, OpusEncoder } from '../src/media/codecs/opus';
 import { pcmuDecode, pcmuEncode } from '../src/media/codecs/g711';
-import { buildRtp, parseRtp } from '../src/media/rtp';
+import pino from 'pino';
+import { MediaEngine } from '../src/media/mediaEngine';
+import type { BrowserMediaPort } from '../src/media/mediaBridge';
+import { buildRtp, parseRtp, writeRtpHeader, type RtpPacketView } from '../src/media/rtp';
+import { threadSendBatch } from '../src/media/udpSendBatch';
 import { generateSdesCrypto, type SdesCrypto } from '../src/media/srtp/sdes';
 import { SrtpSession } from '../src/media/srtp/srtpSession';
 import { WireCapture, type CallPorts, type Percentiles } from './wireLatency';
 
 export interface RelayFloorResult {
   calls: number;
-  /** The relay did the gateway's SRTP and codec work per packet (else only fixed computation). */
-  media: boolean;
+  /** What the relay did per packet besides its fixed computation (see the steps above). */
+  step: RelayStep;
   /** Work per packet in the relay, in µs as estimated when it started: what it takes to reach the gateway's share of a core. */
   spinUs: number;
   /** The relay's CPU in the window, as a share of one core. */
@@ -48,10 +55,17 @@ export interface RelayFloorResult {
   unavailable?: string;
 }
 
+/** plain: copy; media: the gateway's SRTP and codec work; engine: the gateway's media engine. */
+export type RelayStep = 'plain' | 'media' | 'engine';
+
 const BASE = 27000;
+/** The engine step's SIP legs take their ports from here (its own allocator). */
+const ENGINE_PORTS: [number, number] = [29000, 29499];
 const PHASES = 20;
 
 type ToRelay = { type: 'spin'; us: number } | { type: 'cpu' } | { type: 'sinks'; ports: Array<[number, number]> };
+/** The relay's answer to `sinks`: with the engine, the SIP legs' ports the trunks send to. */
+type SinksReply = { type: 'sinks'; trunkPorts?: number[] };
 
 /**
  * A fixed amount of computation, sized in µs once at start: when the VM runs slower, the
@@ -72,11 +86,10 @@ function fixedWork(): (us: number) => void {
  * what the gateway and its load generator cost in the media bench (shares of one core): the CPU
  * of each is measured over a second and the work per packet corrected, four times.
  */
-export async function relayFloor(calls: number, target: { relayCoreShare: number; farEndsCoreShare: number }, seconds = 8, opts: { media?: boolean } = {}): Promise<RelayFloorResult> {
-  const media = opts.media ?? false;
-  // media: the browsers' SRTP keys (toBrowser protects what the relay sends them).
-  const keys = media ? { fromBrowser: generateSdesCrypto(1, 'AES_CM_128_HMAC_SHA1_80'), toBrowser: generateSdesCrypto(1, 'AES_CM_128_HMAC_SHA1_80') } : null;
-  const relay = fork(__filename, ['relay', String(calls), keys ? JSON.stringify(keys, (_, v) => (v?.type === 'Buffer' ? Buffer.from(v.data).toString('base64') : v)) : ''], { stdio: 'inherit' });
+export async function relayFloor(calls: number, target: { relayCoreShare: number; farEndsCoreShare: number }, seconds = 8, step: RelayStep = 'plain'): Promise<RelayFloorResult> {
+  // Past the plain step, the browsers' SRTP keys (toBrowser protects what the relay sends them).
+  const keys = step !== 'plain' ? { fromBrowser: generateSdesCrypto(1, 'AES_CM_128_HMAC_SHA1_80'), toBrowser: generateSdesCrypto(1, 'AES_CM_128_HMAC_SHA1_80') } : null;
+  const relay = fork(__filename, ['relay', String(calls), step, keys ? JSON.stringify(keys, (_, v) => (v?.type === 'Buffer' ? Buffer.from(v.data).toString('base64') : v)) : ''], { stdio: 'inherit' });
   const sockets: dgram.Socket[] = [];
   let timer: NodeJS.Timeout | undefined;
   let capture: WireCapture | string = 'not started';
@@ -91,16 +104,17 @@ export async function relayFloor(calls: number, target: { relayCoreShare: number
       ends.push({ browser, trunk });
     }
     const ports: CallPorts[] = ends.map((e) => ({ browserPort: e.browser.address().port, trunkPort: e.trunk.address().port }));
-    await reply(relay, { type: 'sinks', ports: ports.map((p) => [p.browserPort, p.trunkPort]) }, 'sinks');
-    capture = await WireCapture.start([[relayPort(0), relayPort(2 * calls)]]);
+    const sinks = await reply<SinksReply>(relay, { type: 'sinks', ports: ports.map((p) => [p.browserPort, p.trunkPort]) }, 'sinks');
+    const trunkSide = (i: number) => sinks.trunkPorts?.[i] ?? relayPort(2 * i + 1);
+    capture = await WireCapture.start([[relayPort(0), relayPort(2 * calls)], ENGINE_PORTS]);
     const none = { p50: NaN, p99: NaN, n: 0 };
     if (typeof capture === 'string') {
-      return { calls, media, spinUs: NaN, relayCoreShare: NaN, relayLoopDelayMs: { p99: NaN, max: NaN }, farEndsCoreShare: NaN, addedToSipMs: none, addedToBrowserMs: none, unavailable: capture };
+      return { calls, step, spinUs: NaN, relayCoreShare: NaN, relayLoopDelayMs: { p99: NaN, max: NaN }, farEndsCoreShare: NaN, addedToSipMs: none, addedToBrowserMs: none, unavailable: capture };
     }
 
     // As on the gateway's wire: narrowband 20 kb/s Opus in SRTP from the browser (real frames of
     // a tone with media, else bytes of their size), 20 ms of PCMU from the trunk.
-    const opusFrames = media ? toneOpusFrames() : [Buffer.alloc(50)];
+    const opusFrames = keys ? toneOpusFrames() : [Buffer.alloc(50)];
     const pcmu = Buffer.alloc(160, 0xff);
     const browserSrtp = keys ? ends.map(() => new SrtpSession({ local: keys.fromBrowser, remote: keys.toBrowser })) : null;
     const seq = new Array<number>(calls).fill(0);
@@ -113,7 +127,7 @@ export async function relayFloor(calls: number, target: { relayCoreShare: number
         const rtp = buildRtp(111, n, n * 960, 1000 + i, opusFrames[n % opusFrames.length]);
         ends[i].browser.send(browserSrtp ? browserSrtp[i].protectRtp(rtp) : Buffer.concat([rtp, Buffer.alloc(10)]), relayPort(2 * i), '127.0.0.1');
         work(farUs);
-        ends[i].trunk.send(buildRtp(0, n, n * 160, 5000 + i, pcmu), relayPort(2 * i + 1), '127.0.0.1');
+        ends[i].trunk.send(buildRtp(0, n, n * 160, 5000 + i, pcmu), trunkSide(i), '127.0.0.1');
       }
     };
     const start = performance.now();
@@ -163,7 +177,7 @@ export async function relayFloor(calls: number, target: { relayCoreShare: number
     clearInterval(timer);
     timer = undefined;
     await sleep(100); // the last packets through
-    const result = { calls, media, spinUs, relayCoreShare: r.coreShare, relayLoopDelayMs: { p99: r.lagP99, max: r.lagMax }, farEndsCoreShare: cpuMs(farCpu) / (to - from), addedToSipMs: none, addedToBrowserMs: none };
+    const result = { calls, step, spinUs, relayCoreShare: r.coreShare, relayLoopDelayMs: { p99: r.lagP99, max: r.lagMax }, farEndsCoreShare: cpuMs(farCpu) / (to - from), addedToSipMs: none, addedToBrowserMs: none };
     const dropped = await capture.stop();
     if (dropped) return { ...result, unavailable: `the capture missed ${dropped} datagrams` };
     const added = capture.latency(ports, from, to);
@@ -214,20 +228,20 @@ function toneOpusFrames(): Buffer[] {
   return frames;
 }
 
-/** What one call's relay needs for the gateway's media work (with `media`). */
-interface MediaWork { srtp: SrtpSession; decoder: OpusDecoder; encoder: OpusEncoder; pcm: Int16Array }
+/** What one call's relay needs for the gateway's media work: SRTP toward its browser, and (media step) its coders. */
+interface MediaWork { srtp: SrtpSession; coders: { decoder: OpusDecoder; encoder: OpusEncoder; pcm: Int16Array } | null }
 
 /**
  * The relay process: each datagram in on one of a call's ports goes out, after the spin, from
- * the other — copied, or (with keys: `media`) made into what the gateway would send.
+ * the other — copied (plain), or made into what the gateway would send (media); or the
+ * gateway's media engine between a browser side on port 2i and a SIP leg of its own (engine).
  */
-function runRelay(calls: number, keysJson: string): void {
+function runRelay(calls: number, step: RelayStep, keysJson: string): void {
   const keys = keysJson ? (JSON.parse(keysJson, (k, v) => (k === 'key' || k === 'salt' ? Buffer.from(v, 'base64') : v)) as { fromBrowser: SdesCrypto; toBrowser: SdesCrypto }) : null;
   const mediaWork: MediaWork[] = keys ? Array.from({ length: calls }, () => ({
     srtp: new SrtpSession({ local: keys.toBrowser, remote: keys.fromBrowser }),
-    decoder: new OpusDecoder({ sampleRate: 8000 }),
-    encoder: new OpusEncoder({ sampleRate: 8000, bitrate: 24000, complexity: 1 }),
-    pcm: new Int16Array(160),
+    // The engine step's bridges have their own coders.
+    coders: step === 'media' ? { decoder: new OpusDecoder({ sampleRate: 8000 }), encoder: new OpusEncoder({ sampleRate: 8000, bitrate: 24000, complexity: 1 }), pcm: new Int16Array(160) } : null,
   })) : [];
   let packets = 0;
   let cpu0 = process.cpuUsage();
@@ -241,17 +255,24 @@ function runRelay(calls: number, keysJson: string): void {
   let bound = 0;
   for (let k = 0; k < 2 * calls; k++) {
     const s = dgram.createSocket('udp4');
-    s.on('message', (msg) => {
-      packets++;
-      spin();
-      const out = keys ? mediaOut(mediaWork[k >> 1], k, msg) : Buffer.from(msg);
-      if (out) socks[k ^ 1].send(out); // the other port of the call, connected to its far end
-    });
+    if (step !== 'engine') {
+      s.on('message', (msg) => {
+        packets++;
+        spin();
+        const out = step === 'media' ? mediaOut(mediaWork[k >> 1], k, msg) : Buffer.from(msg);
+        if (out) socks[k ^ 1].send(out); // the other port of the call, connected to its far end
+      });
+    }
     s.bind(relayPort(k), '127.0.0.1', () => { if (++bound === 2 * calls) process.send!({ type: 'ready' }); });
     socks.push(s);
   }
   process.on('message', (m: ToRelay) => {
-    if (m.type === 'sinks') {
+    if (m.type === 'sinks' && step === 'engine') {
+      startEngine(m.ports, socks, mediaWork, () => { packets++; spin(); spin(); }).then(
+        (trunkPorts) => process.send!({ type: 'sinks', trunkPorts } satisfies SinksReply),
+        (err) => { console.error('relay floor: engine set-up failed', err); process.exit(1); },
+      );
+    } else if (m.type === 'sinks') {
       // Port 2i sends to the browser, 2i + 1 to the trunk.
       let connected = 0;
       m.ports.forEach(([browser, trunk], i) => {
@@ -274,17 +295,53 @@ function runRelay(calls: number, keysJson: string): void {
   process.on('disconnect', () => process.exit(0));
 }
 
+/**
+ * The engine step: per call a SIP leg toward the trunk's sink and a bridge to a browser side
+ * that is our SRTP on the call's port 2i (unconnected, its sends in the engine's batch, as the
+ * direct SRTP path sends on werift's socket). `onPacket` runs per browser packet, for the
+ * relay's count and spin (the SIP leg's socket is the engine's own). Returns the legs' ports.
+ */
+async function startEngine(sinks: Array<[number, number]>, socks: dgram.Socket[], work: MediaWork[], onPacket: () => void): Promise<number[]> {
+  const engine = new MediaEngine({ bindHost: '127.0.0.1', advertisedHost: '127.0.0.1', portRange: ENGINE_PORTS, logger: pino({ level: 'silent' }), opusComplexity: 1 });
+  const trunkPorts: number[] = [];
+  for (const [i, [browserSink, trunkSink]] of sinks.entries()) {
+    const leg = await engine.createSipLeg({ callId: `relay-${i}` });
+    leg.setRemote({ address: '127.0.0.1', port: trunkSink, codec: 'PCMU', payloadType: 0 });
+    const srtp = work[i].srtp;
+    const socket = socks[2 * i];
+    const listeners = new Set<(pkt: RtpPacketView) => void>();
+    socket.on('message', (msg) => {
+      onPacket();
+      const plain = srtp.unprotectRtp(msg);
+      const pkt = plain && parseRtp(plain);
+      if (pkt) for (const l of listeners) l(pkt);
+    });
+    const browser: BrowserMediaPort = {
+      opusPayloadType: 111, pcmuPayloadType: null, telephoneEventPayloadType: null, sendCodec: 'opus',
+      onRtp: (l) => { listeners.add(l); return () => listeners.delete(l); },
+      sendRtp: (pkt) => {
+        const header = writeRtpHeader(Buffer.alloc(12), pkt.payloadType, pkt.sequenceNumber, pkt.timestamp, 4242 + i, pkt.marker);
+        threadSendBatch.send(socket, srtp.protectRtpParts(header, 12, pkt.payload), browserSink, '127.0.0.1');
+      },
+    };
+    engine.createBridge(browser, leg, { callId: `relay-${i}` });
+    trunkPorts.push(leg.localPort);
+  }
+  return trunkPorts;
+}
+
 /** The gateway's work on one packet (same sequence number out, for the wire timing to pair). */
 function mediaOut(m: MediaWork, port: number, msg: Buffer): Buffer | null {
+  const c = m.coders!;
   if (port % 2 === 0) { // from the browser
     const plain = m.srtp.unprotectRtp(msg);
     const p = plain && parseRtp(plain);
     if (!p) return null;
-    return buildRtp(0, p.sequenceNumber, p.timestamp / 6, 7000 + port, pcmuEncode(m.decoder.decode(p.payload)));
+    return buildRtp(0, p.sequenceNumber, p.timestamp / 6, 7000 + port, pcmuEncode(c.decoder.decode(p.payload)));
   }
   const p = parseRtp(msg);
   if (!p) return null;
-  return m.srtp.protectRtp(buildRtp(111, p.sequenceNumber, p.timestamp * 6, 9000 + port, m.encoder.encode(pcmuDecode(p.payload, m.pcm))));
+  return m.srtp.protectRtp(buildRtp(111, p.sequenceNumber, p.timestamp * 6, 9000 + port, c.encoder.encode(pcmuDecode(p.payload, c.pcm))));
 }
 
-if (require.main === module && process.argv[2] === 'relay') runRelay(Number(process.argv[3]), process.argv[4] ?? '');
+if (require.main === module && process.argv[2] === 'relay') runRelay(Number(process.argv[3]), process.argv[4] as RelayStep, process.argv[5] ?? '');
