@@ -137,9 +137,8 @@ export async function relayFloor(calls: number, target: { relayCoreShare: number
       for (; sent < due; sent++) send(sent % PHASES);
     }, 20 / PHASES);
 
-    // Calibration: a second without work gives each side's own cost (its base share of a core);
-    // then each round scales the work per packet by how far the last second fell short of the
-    // target, above that base (the work's real cost per µs differs from its estimate once hot).
+    // Calibration: after a warm-up second (JIT, first packets), each round adds to the work per
+    // packet what the last second's CPU fell short of the target (or takes off its excess).
     const packetsPerSecond = calls * 100; // into the relay, and out of the far ends
     const measure = async () => {
       const far0 = process.cpuUsage();
@@ -150,20 +149,14 @@ export async function relayFloor(calls: number, target: { relayCoreShare: number
       const r = await reply<{ coreShare: number }>(relay, { type: 'cpu' }, 'cpu');
       return { relay: r.coreShare, far: farShare };
     };
-    await sleep(500);
-    const base = await measure();
-    const scaled = (us: number, want: number, got: number, from: number) => {
-      if (want <= from) return 0;
-      if (us === 0) return ((want - from) * 1e6) / packetsPerSecond;
-      return us * Math.min(4, Math.max(0.25, (want - from) / Math.max(0.01, got - from)));
-    };
-    let spinUs = scaled(0, target.relayCoreShare, 0, base.relay);
-    farUs = scaled(0, target.farEndsCoreShare, 0, base.far);
+    await sleep(1000);
+    const corrected = (us: number, want: number, got: number) => Math.max(0, us + ((want - got) * 1e6) / packetsPerSecond);
+    let spinUs = 0;
     for (let i = 0; i < 4; i++) {
       await reply(relay, { type: 'spin', us: spinUs }, 'spin');
       const m = await measure();
-      spinUs = scaled(spinUs, target.relayCoreShare, m.relay, base.relay);
-      farUs = scaled(farUs, target.farEndsCoreShare, m.far, base.far);
+      spinUs = corrected(spinUs, target.relayCoreShare, m.relay);
+      farUs = corrected(farUs, target.farEndsCoreShare, m.far);
     }
     await reply(relay, { type: 'spin', us: spinUs }, 'spin');
     await sleep(500);
