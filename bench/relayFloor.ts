@@ -26,9 +26,9 @@
 import { fork, type ChildProcess } from 'node:child_process';
 import dgram from 'node:dgram';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
+import pino from 'pino';
 import { OpusDecoder, OpusEncoder } from '../src/media/codecs/opus';
 import { pcmuDecode, pcmuEncode } from '../src/media/codecs/g711';
-import pino from 'pino';
 import { MediaEngine } from '../src/media/mediaEngine';
 import type { BrowserMediaPort } from '../src/media/mediaBridge';
 import { buildRtp, parseRtp, writeRtpHeader, type RtpPacketView } from '../src/media/rtp';
