@@ -4,8 +4,6 @@ import type { Logger } from 'pino';
 import { G711ToOpus, OpusToG711, opusFecStatus, pcmaDecode, pcmaEncode, pcmuDecode, pcmuEncode, type G711Law } from './codecs';
 import type { RtpPacketView } from './rtp';
 import { sipFrameSamplesFor, type SipRtpLeg } from './sipRtpLeg';
-
-export { sipFrameSamplesFor };
 import { estimateMos, ReceiveStats, type LegStats } from './stats';
 import { DtmfReceiver } from './dtmf';
 import { ReorderBuffer } from './reorder';

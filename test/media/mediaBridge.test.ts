@@ -8,7 +8,8 @@ import pino from 'pino';
 import { MediaEngine, type BrowserMediaPort } from '../../src/media';
 import { OpusDecoder, OpusEncoder, pcmaDecode, pcmaEncode, pcmuDecode, pcmuEncode } from '../../src/media/codecs';
 import { liveOpusCoders } from '../../src/media/codecs/opus';
-import { modeFor, sipFrameSamplesFor, type ReceptionReport } from '../../src/media/mediaBridge';
+import { modeFor, type ReceptionReport } from '../../src/media/mediaBridge';
+import { sipFrameSamplesFor } from '../../src/media/sipRtpLeg';
 import { buildRtp, parseRtp, type RtpPacketView } from '../../src/media/rtp';
 import { CdrWriter } from '../../src/observability/cdr';
 import { until } from '../support/tabs';
@@ -363,7 +364,6 @@ test('a trunk packet held for reordering when the codec changes is dropped, not 
     await until(() => browser.got.length === 2, 'the PCMA packet converted');
     await sleep(60); // past the reorder stage's wait
     assert.equal(browser.got.length, 2, 'the held PCMU packet was not played as PCMA');
-    assert.ok(browser.got.every((p) => p.payloadType === 0));
     assert.equal(bridge.stats().browser.dropped, 1);
     bridge.close();
   } finally {
