@@ -53,6 +53,9 @@ for (const directSrtp of [true, false]) {
       sending = setInterval(() => { track.writeRtp(new RtpPacket(new RtpHeader({ payloadType: 111, sequenceNumber: seq, timestamp: seq * 960, ssrc: 42 }), Buffer.from([0xf8, 0xff, 0xfe]))); seq++; }, 20);
       await new Promise((r) => setTimeout(r, 4000));
       assert.ok(!tab.messages.some((m) => m.type === 'ended'), `a sending browser keeps its call: ${JSON.stringify(tab.messages.find((m) => m.type === 'ended'))}`);
+      // The audio is on the path this run is about.
+      const calls = (gw.gateway['manager'] as unknown as { calls: Map<string, { browser: { direct: unknown } | null }> }).calls;
+      assert.equal([...calls.values()][0].browser!.direct !== null, directSrtp, 'the browser audio on the path under test');
       // Its UDP path dies: nothing more arrives from it (not even RTCP), and it says nothing.
       clearInterval(sending);
       const socket = dtlsTransportOf(transceiver)!.iceTransport.connection.nominated!.protocol.transport!.socket as unknown as dgram.Socket;
@@ -63,8 +66,10 @@ for (const directSrtp of [true, false]) {
       assert.equal(ended.cause, 'media-timeout');
       const took = Date.now() - silentAt;
       assert.ok(took >= 1500 && took < 8000, `ended ${took} ms after the browser fell silent`);
-      const cdr = JSON.parse(readFileSync(gw.cdrPath, 'utf8').trim().split('\n').pop()!);
-      assert.equal(cdr.cause, 'media-timeout');
+      // The CDR line follows the release of the call's media.
+      const cdrText = () => readFileSync(gw.cdrPath, 'utf8').trim();
+      await until(() => cdrText() !== '', 'the CDR line');
+      assert.equal(JSON.parse(cdrText().split('\n').pop()!).cause, 'media-timeout');
       await until(() => JSON.stringify(heldResources(gw.gateway)) === JSON.stringify({ legs: 0, bridges: 0, portsAllocated: 0, icePorts: 0 }), 'released');
     } finally {
       clearInterval(sending);

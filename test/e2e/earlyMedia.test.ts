@@ -1,4 +1,4 @@
-import { after, before, test } from 'node:test';
+import { after, before, test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -8,6 +8,7 @@ import { runSipp, udpPortBound } from '../peers/sipp';
 import { startGateway } from '../support/gateway';
 import { writeToneWav } from '../support/audio';
 import { openPhone, remotePeakHz } from '../support/page';
+import type { Page } from 'playwright-core';
 import { pcmuEncode } from '../../src/media/codecs';
 
 /**
@@ -68,20 +69,27 @@ after(async () => {
   await gw?.stop();
 });
 
-test('183 with SDP: the page hears the announcement while ringing, then the call ends busy', async (t) => {
-  // 10 s of a 600 Hz tone as raw mu-law, for sipp's rtp_stream.
+/**
+ * sipp as the trunk, playing a 600 Hz tone (10 s of raw mu-law for its rtp_stream) with the
+ * scenario `xml` makes of the tone file; a page dials through it. sipp is killed after the test.
+ */
+async function dialSipp(t: TestContext, name: string, xml: (toneFile: string) => string): Promise<{ page: Page; sipp: ReturnType<typeof runSipp> }> {
   const pcm = new Int16Array(8000 * 10).map((_, i) => Math.round(9000 * Math.sin((2 * Math.PI * 600 * i) / 8000)));
-  const toneFile = join(work, 'tone600.ul');
+  const toneFile = join(work, `${name}-tone600.ul`);
   writeFileSync(toneFile, pcmuEncode(pcm));
-  const scenarioFile = join(work, 'early.xml');
-  writeFileSync(scenarioFile, scenario(toneFile));
+  const scenarioFile = join(work, `${name}.xml`);
+  writeFileSync(scenarioFile, xml(toneFile));
   const sipp = runSipp({ scenario: { file: scenarioFile }, port: BASE + 10, mediaPort: BASE + 20 });
   t.after(() => sipp.kill());
   await udpPortBound(BASE + 10);
-
   const page = await openPhone(browser, gw.url);
   await page.getByTestId('dial-input').fill('+15551230000');
   await page.getByTestId('call-button').click();
+  return { page, sipp };
+}
+
+test('183 with SDP: the page hears the announcement while ringing, then the call ends busy', async (t) => {
+  const { page, sipp } = await dialSipp(t, 'early', scenario);
   await page.getByTestId('call-status').filter({ hasText: 'ringing' }).waitFor({ timeout: 10000 });
   await new Promise((r) => setTimeout(r, 500));
   const heard = await remotePeakHz(page, 1000);
@@ -169,18 +177,7 @@ Content-Length: 0
 }
 
 test('reliable 183 with SDP, PRACKed, then a 200 without SDP (Asterisk/pjsip): the call is answered on the 183\'s answer and stays up with audio until the PBX hangs up', async (t) => {
-  const pcm = new Int16Array(8000 * 10).map((_, i) => Math.round(9000 * Math.sin((2 * Math.PI * 600 * i) / 8000)));
-  const toneFile = join(work, 'tone600-rel.ul');
-  writeFileSync(toneFile, pcmuEncode(pcm));
-  const scenarioFile = join(work, 'reliable.xml');
-  writeFileSync(scenarioFile, reliableScenario(toneFile));
-  const sipp = runSipp({ scenario: { file: scenarioFile }, port: BASE + 10, mediaPort: BASE + 20 });
-  t.after(() => sipp.kill());
-  await udpPortBound(BASE + 10);
-
-  const page = await openPhone(browser, gw.url);
-  await page.getByTestId('dial-input').fill('+15551230000');
-  await page.getByTestId('call-button').click();
+  const { page, sipp } = await dialSipp(t, 'reliable', reliableScenario);
   await page.getByTestId('call-status').filter({ hasText: 'answered' }).waitFor({ timeout: 10000 }).catch(async (e) => {
     const status = await page.getByTestId('call-status').textContent();
     sipp.kill();

@@ -68,8 +68,10 @@ test('WebSocket limits: no hello in time, refused hellos again and again, a floo
     await until(() => signaling() === open - 1, 'the gateway dropped the silent tab', 5000);
     await until(() => gw.gateway.activeCalls === 0, 'the call of the vanished tab ended');
     await until(() => JSON.stringify(heldResources(gw.gateway)) === JSON.stringify({ legs: 0, bridges: 0, portsAllocated: 0, icePorts: 0 }), 'its media released');
-    const cdrs = () => readFileSync(gw.cdrPath, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { cause: string });
-    assert.equal(cdrs().at(-1)!.cause, 'connection-lost', 'a tab gone without a close frame: its call is recorded as a lost connection');
+    // The CDR line is written once the call's media is released: wait for it, not for activeCalls.
+    const cdrs = () => readFileSync(gw.cdrPath, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as { cause: string });
+    await until(() => cdrs().length === 1, 'the vanished tab\'s CDR line');
+    assert.equal(cdrs()[0].cause, 'connection-lost', 'a tab gone without a close frame: its call is recorded as a lost connection');
 
     // A live tab answers pings by itself and stays; when it closes properly (tab closed), its
     // call ends as its own hang-up.
@@ -79,8 +81,8 @@ test('WebSocket limits: no hello in time, refused hellos again and again, a floo
     live.ws.send(JSON.stringify({ type: 'call', to: '1000', ref: 'closing', sdp: await browsers.offer() }));
     await until(() => live.messages.some((m) => m.type === 'answered'), 'the demo endpoint answered bob');
     live.ws.close(1001);
-    await until(() => gw.gateway.activeCalls === 0, 'the call of the closed tab ended');
-    assert.equal(cdrs().at(-1)!.cause, 'local-hangup');
+    await until(() => cdrs().length === 2, 'the closed tab\'s CDR line');
+    assert.equal(cdrs()[1].cause, 'local-hangup');
   } finally {
     for (const ws of sockets) ws.terminate();
     await gw.stop();

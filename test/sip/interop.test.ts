@@ -198,12 +198,13 @@ Content-Length: 0
 `;
 }
 
-test('sipp sends reliable 183 (with SDP, retransmitted) and 180: each PRACKed once with its RAck; its 200 without SDP leaves the 183\'s answer in force; BYE follows', async () => {
+test('sipp sends reliable 183 (with SDP, retransmitted) and 180: each PRACKed once with its RAck; its 200 without SDP leaves the 183\'s answer in force; BYE follows', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'sipp-prack-'));
   const file = join(dir, 'prack.xml');
   writeFileSync(file, prackScenario());
   const sippPort = BASE + 80;
   const sipp = runSipp({ scenario: { file }, port: sippPort, mediaPort: BASE + 180 });
+  t.after(() => sipp.kill()); // also when an assertion fails before sipp's scenario ends
   const ua = await startUa('udp', BASE + 82);
   await udpPortBound(sippPort);
   const inv = ua.invite({ requestUri: `sip:service@127.0.0.1:${sippPort}`, from: { uri: 'sip:gw@127.0.0.1' }, sdp: SDP });

@@ -438,7 +438,7 @@ test('a PRACK that is challenged is sent again with credentials; one refused is 
     assert.equal(hdr(pracks[0], 'Proxy-Authorization'), '');
     assert.match(hdr(pracks[1], 'Proxy-Authorization'), /^Digest .*username="gw"/);
     assert.deepEqual(pracks.map((p) => hdr(p, 'CSeq')), ['2 PRACK', '3 PRACK']);
-    await new Promise((r) => setTimeout(r, 100));
+    await new Promise((r) => setTimeout(r, 700)); // past T1 (500 ms), when a timer-driven retry would go
     assert.equal(prackCount, 2, 'a refused PRACK is not retried on its own');
     peer.send(ringing, uaPort, '127.0.0.1'); // the UAS sends its 180 again: PRACK again
     await until(() => prackCount === 3, 'a new PRACK for the retransmitted 180');
