@@ -9,12 +9,17 @@
  * sending 20 ms PCMU). Both ends share this process's clock, so a packet's trip through the
  * gateway is timed end to end. Driven over IPC by bench/mediaLoad.ts.
  *
+ * The audio is sent by a worker thread (bench/loadGenSender.ts, which says why): this thread
+ * sets the calls up, keeps ICE and DTLS, and receives what the gateway sends the browsers.
+ *
  * The trip includes this process's own pauses (a packet waiting in our socket while we are
  * busy looks slow though the gateway was not): what the gateway itself added is timed on the
  * wire instead (bench/wireLatency.ts), for which this process reports each call's ports.
  */
-import dgram from 'node:dgram';
+import type dgram from 'node:dgram';
+import { join } from 'node:path';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
+import { Worker } from 'node:worker_threads';
 import pino from 'pino';
 import WebSocket from 'ws';
 import { MediaStreamTrack, RTCPeerConnection, RTCRtpCodecParameters } from 'werift';
@@ -24,6 +29,7 @@ import { startStunResponder } from './stunResponder';
 import { installNativeDtlsCrypto } from '../src/webrtc/dtlsCrypto';
 import { DirectSrtpPath } from '../src/webrtc/directSrtpPath';
 import { dtlsTransportOf, restrictSrtpProfile } from '../src/webrtc/weriftInternals';
+import type { SenderCommand, SenderReply } from './loadGenSender';
 
 type Mode = 'transcode' | 'passthrough';
 interface BenchCall {
@@ -32,33 +38,51 @@ interface BenchCall {
   pc: RTCPeerConnection;
   track: MediaStreamTrack;
   audio: DirectSrtpPath | null;
-  rtp: dgram.Socket | null;
+  /** The gateway's RTP address for this call (from its INVITE), and the trunk's port (the sender thread's socket). */
   gwRtp: { host: string; port: number } | null;
+  trunkPort: number;
   /** How far set-up got (for the error when it does not finish). */
   step: string;
-  seq: number; ts: number; tSeq: number; tTs: number;
-  /** What this browser sends: Opus as the answer allows it (transcode mode). */
-  frames: Buffer[];
-  toTrunk: number[]; // send times waiting for their packet at the trunk
-  toBrowser: number[];
-  /** This browser's ICE socket port (where the gateway's audio for it arrives). */
+  /** This browser's ICE socket port (where the gateway's audio for it arrives), and the sender thread's port its audio leaves from. */
   browserPort: number;
-  sentB: number; recvT: number; sentT: number; recvB: number;
+  browserSendPort: number;
+  recvB: number;
 }
 
 const calls = new Map<number, BenchCall>();
 /** This process's own event-loop stalls, which would show up as trip time the gateway did not add. */
 const genLag = monitorEventLoopDelay({ resolution: 5 });
-const latBT: number[] = [];
 const latTB: number[] = [];
 let counting = false;
 /** This process's CPU from 'mark' (the figure it reports: how much of the machine the far ends took). */
 let genCpu0 = process.cpuUsage();
 let genWall0 = 0;
-let timer: NodeJS.Timeout | null = null;
 let mode: Mode = 'transcode';
-const pcmu = Buffer.alloc(160, 0xd5);
 const now = () => performance.now();
+
+/** The sending thread, and its replies awaited by type and call. */
+const sender = new Worker(join(__dirname, 'loadGenSender.js'));
+const waiting = new Map<string, (r: SenderReply) => void>();
+sender.on('message', (r: SenderReply) => {
+  const key = 'id' in r ? `${r.type}/${r.id}` : r.type;
+  waiting.get(key)?.(r);
+  waiting.delete(key);
+});
+sender.on('error', (err) => { console.error('load generator sender thread:', err); process.exit(1); });
+function ask<T extends SenderReply['type']>(cmd: SenderCommand, reply: T, id?: number): Promise<Extract<SenderReply, { type: T }>> {
+  return new Promise((resolve) => {
+    waiting.set(id === undefined ? reply : `${reply}/${id}`, resolve as (r: SenderReply) => void);
+    sender.postMessage(cmd);
+  });
+}
+/**
+ * When the sender thread sent each call's trunk packets (epoch ms), so that this thread can time
+ * their trip when the gateway's packet for the browser arrives: the k-th arrival pairs with the
+ * k-th send (nothing lost, in order — as before, a trip figure only without losses).
+ */
+const SEND_TIMES_PER_CALL = 256;
+let sentToBrowser = new Float64Array(new SharedArrayBuffer(0));
+const epochMs = () => performance.timeOrigin + performance.now();
 
 /**
  * One second of Opus as Chrome would send it for the gateway's answer: Chrome caps its encoder's
@@ -109,6 +133,8 @@ async function main(): Promise<void> {
   process.on('message', async (m: { type: string; wsUrl?: string; calls?: number; mode?: Mode; batch?: number }) => {
     if (m.type === 'connect') {
       mode = m.mode!;
+      sentToBrowser = new Float64Array(new SharedArrayBuffer(8 * SEND_TIMES_PER_CALL * m.calls!));
+      sender.postMessage({ type: 'sendTimes', buffer: sentToBrowser.buffer, perCall: SEND_TIMES_PER_CALL } satisfies SenderCommand);
       const t0 = now();
       const ids = Array.from({ length: m.calls! }, (_, i) => i);
       // batch = how many browsers offer at the same moment (all of them for the setup figure).
@@ -131,31 +157,39 @@ async function main(): Promise<void> {
       const since = (ts: number[]) => pct(ts.map((t) => t - from)).p50;
       process.send!({ type: 'connected', ms: now() - from, perCall: pct(done.map((t) => t - from)), phasesP50: { answered: since(phases.answered), iceConnected: since(phases.iceConnected), dtlsConnected: since(phases.dtlsConnected) } });
     } else if (m.type === 'start') {
-      for (const c of calls.values()) {
-        c.sentB = c.recvT = c.sentT = c.recvB = 0;
-        c.toTrunk.length = 0; c.toBrowser.length = 0;
-      }
-      latBT.length = 0; latTB.length = 0;
+      for (const c of calls.values()) c.recvB = 0;
+      sentToBrowser.fill(0);
+      latTB.length = 0;
       counting = true;
-      startSending();
+      sender.postMessage({ type: 'start' } satisfies SenderCommand);
     } else if (m.type === 'mark') {
       // End of the warm-up: trip times from here on (loss counts from 'start').
-      latBT.length = 0; latTB.length = 0;
+      latTB.length = 0;
+      sender.postMessage({ type: 'mark' } satisfies SenderCommand);
       genLag.reset(); genLag.enable();
       genCpu0 = process.cpuUsage(); genWall0 = now();
     } else if (m.type === 'stop') {
-      if (timer) clearInterval(timer);
-      timer = null;
+      // This process's CPU, the sender thread's included.
       const cpu = process.cpuUsage(genCpu0);
       const genCoreShare = (cpu.user + cpu.system) / 1000 / (now() - genWall0);
-      // Let the last packets arrive: one still queued in a stalled gateway is late, not lost.
-      await new Promise((r) => setTimeout(r, 1000));
+      // The sender stops, then gives the last packets a second to arrive: one still queued in a
+      // stalled gateway is late, not lost.
+      const sent = await ask({ type: 'stop' }, 'stats');
       counting = false;
-      let sentB = 0, recvT = 0, sentT = 0, recvB = 0;
-      for (const c of calls.values()) { sentB += c.sentB; recvT += c.recvT; sentT += c.sentT; recvB += c.recvB; }
-      process.send!({ type: 'stats', sentB, recvT, sentT, recvB, latBT: paired(latBT, sentB, recvT), latTB: paired(latTB, sentT, recvB), ports: [...calls.values()].map((c) => ({ browserPort: c.browserPort, trunkPort: c.rtp?.address().port ?? 0 })), genLoopMaxMs: Math.max(0, genLag.max / 1e6 - 5), genCoreShare }); // the histogram records whole 5 ms ticks
+      let recvB = 0;
+      for (const c of calls.values()) recvB += c.recvB;
+      process.send!({
+        type: 'stats', sentB: sent.sentB, recvT: sent.recvT, sentT: sent.sentT, recvB,
+        latBT: paired(sent.latBT, sent.sentB, sent.recvT), latTB: paired(latTB, sent.sentT, recvB),
+        ports: [...calls.values()].map((c) => ({ browserPort: c.browserPort, browserSendPort: c.browserSendPort, trunkPort: c.trunkPort })),
+        genLoopMaxMs: Math.max(0, genLag.max / 1e6 - 5), // the histogram records whole 5 ms ticks
+        genSendLateMs: sent.lateMs,
+        genCoreShare,
+      });
     } else if (m.type === 'hangup') {
-      for (const c of calls.values()) { c.audio?.close(); c.ws.close(); await c.pc.close().catch(() => undefined); c.rtp?.close(); }
+      for (const c of calls.values()) { c.audio?.close(); c.ws.close(); await c.pc.close().catch(() => undefined); }
+      await ask({ type: 'close' }, 'closed');
+      await sender.terminate();
       await ua.stop();
       stun.close();
       process.send!({ type: 'done' });
@@ -186,19 +220,9 @@ async function answerInvite(inv: ServerInvite): Promise<void> {
   const c = /c=IN IP4 (\S+)/.exec(sdp)?.[1];
   const port = Number(/m=audio (\d+)/.exec(sdp)?.[1]);
   if (!call || !c || !port) { inv.reject(404); return; }
-  const sock = dgram.createSocket('udp4');
-  await new Promise<void>((r) => sock.bind(0, '127.0.0.1', () => r()));
-  call.rtp = sock;
+  const { port: p } = await ask({ type: 'trunk', id }, 'trunk', id);
+  call.trunkPort = p;
   call.gwRtp = { host: c, port };
-  sock.on('message', (msg) => {
-    if (!counting) return;
-    if (msg.length < 12 || (msg[1] & 0x7f) !== 0) return;
-    call.recvT++;
-    const sent = call.toTrunk.shift();
-    const t = now();
-    if (sent !== undefined) latBT.push(t - sent);
-  });
-  const p = sock.address().port;
   inv.accept(`v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio ${p} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=ptime:20\r\na=sendrecv\r\n`);
 }
 
@@ -241,14 +265,13 @@ async function connectCall(id: number, wsUrl: string, stunPort: number): Promise
   const transceiver = pc.addTransceiver(track, { direction: 'sendrecv' });
   restrictSrtpProfile(transceiver); // the profile DirectSrtpPath implements, whatever the gateway offers
   const ws = new WebSocket(wsUrl);
-  const call: BenchCall = { id, ws, pc, track, audio: null, rtp: null, gwRtp: null, step: 'websocket', seq: 0, ts: 0, tSeq: 0, tTs: 0, frames: [], toTrunk: [], toBrowser: [], browserPort: 0, sentB: 0, recvT: 0, sentT: 0, recvB: 0 };
+  const call: BenchCall = { id, ws, pc, track, audio: null, gwRtp: null, trunkPort: 0, step: 'websocket', browserPort: 0, browserSendPort: 0, recvB: 0 };
   calls.set(id, call);
   const onAudio = () => {
     if (!counting) return;
+    const sent = sentToBrowser[id * SEND_TIMES_PER_CALL + (call.recvB % SEND_TIMES_PER_CALL)];
     call.recvB++;
-    const sent = call.toBrowser.shift();
-    const t = now();
-    if (sent !== undefined) latTB.push(t - sent);
+    if (sent > 0) latTB.push(epochMs() - sent);
   };
   await new Promise<void>((resolve, reject) => { ws.once('open', () => resolve()); ws.once('error', reject); });
   const next = () => new Promise<any>((resolve) => ws.once('message', (d) => resolve(JSON.parse(d.toString()))));
@@ -272,58 +295,27 @@ async function connectCall(id: number, wsUrl: string, stunPort: number): Promise
   }
   phases.answered.push(now());
   await pc.setRemoteDescription({ type: 'answer', sdp: msg.sdp });
-  call.frames = framesFor(msg.sdp);
+  const frames = mode === 'transcode' ? framesFor(msg.sdp) : [Buffer.alloc(160, 0xd5)];
   call.step = 'ICE/DTLS';
   await connected;
   const direct = DirectSrtpPath.attach(transceiver, onAudio, pino({ level: 'silent' }));
   if (!(direct instanceof DirectSrtpPath)) throw new Error(`browser ${id}: no direct audio path: ${direct.reason}`);
   call.audio = direct;
-  const ice = dtlsTransportOf(transceiver)?.iceTransport.connection.nominated?.protocol.transport?.socket as unknown as dgram.Socket | undefined;
-  call.browserPort = ice?.address().port ?? 0;
+  const transport = dtlsTransportOf(transceiver)!;
+  const nominated = transport.iceTransport.connection.nominated!;
+  call.browserPort = (nominated.protocol.transport?.socket as unknown as dgram.Socket).address().port;
   // Wait for the SIP side to be up too (the INVITE is answered at once).
   call.step = 'SIP answer';
   while (!call.gwRtp) await new Promise((r) => setTimeout(r, 10));
-}
-
-/**
- * Every 20 ms: one packet from each browser and one from the trunk, per call. Calls are spread
- * over twenty 1 ms phases, as independent callers are not in lockstep: a burst of every call's
- * packet at one instant would measure queueing in the gateway that real traffic does not cause.
- * Phases are due by the clock, not by timer ticks, so a late tick sends what fell due meanwhile
- * and the packet rate stays exact even when this process is busy.
- */
-const PHASES = 20;
-const PHASE_MS = 20 / PHASES;
-function startSending(): void {
-  const start = now();
-  let sent = 0; // phases sent so far
-  timer = setInterval(() => {
-    const due = Math.floor((now() - start) / PHASE_MS) + 1;
-    for (; sent < due; sent++) sendPhase(sent % PHASES);
-  }, PHASE_MS);
-}
-
-function sendPhase(phase: number): void {
-  for (const c of calls.values()) {
-    if (c.id % PHASES !== phase) continue;
-    const payload = mode === 'transcode' ? c.frames[c.seq % c.frames.length] : pcmu;
-    c.seq = (c.seq + 1) & 0xffff;
-    c.ts = (c.ts + (mode === 'transcode' ? 960 : 160)) >>> 0;
-    c.audio?.send({ payloadType: mode === 'transcode' ? 111 : 0, sequenceNumber: c.seq, timestamp: c.ts, marker: false, ssrc: 1000 + c.id, payload });
-    c.toTrunk.push(now());
-    c.sentB++;
-    if (c.rtp && c.gwRtp) {
-      const b = Buffer.allocUnsafe(172);
-      b[0] = 0x80; b[1] = 0;
-      b.writeUInt16BE(c.tSeq = (c.tSeq + 1) & 0xffff, 2);
-      b.writeUInt32BE(c.tTs = (c.tTs + 160) >>> 0, 4);
-      b.writeUInt32BE(0x5000 + c.id, 8);
-      pcmu.copy(b, 12);
-      c.rtp.send(b, c.gwRtp.port, c.gwRtp.host);
-      c.toBrowser.push(now());
-      c.sentT++;
-    }
-  }
+  // The browser's audio leaves from the sender thread, protected with this DTLS's keys (RFC 5764 §4.2).
+  call.step = 'sender';
+  const keys = transport.dtls!.extractSessionKeys(16, 14);
+  const { browserSendPort } = await ask({
+    type: 'call', id, key: keys.localKey, salt: keys.localSalt,
+    gwIce: { host: nominated.remoteAddr[0], port: nominated.remoteAddr[1] }, gwRtp: call.gwRtp,
+    frames, payloadType: mode === 'transcode' ? 111 : 0, timestampStep: mode === 'transcode' ? 960 : 160,
+  }, 'call', id);
+  call.browserSendPort = browserSendPort;
 }
 
 main().catch((err) => { console.error('load generator failed:', err); process.exit(1); });

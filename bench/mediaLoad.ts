@@ -39,6 +39,11 @@ export interface MediaLoadResult {
   busyShare: { main: number; workers: number[] };
   /** The load generator's worst event-loop stall: trip time the gateway did not add. */
   loadGenLoopDelayMaxMs: number;
+  /**
+   * How late the load generator's sender thread sent its packets against their due times: the
+   * smoothness of the gateway's input (a late millisecond's packets leave with the next one's).
+   */
+  loadGenSendLateMs: { p99: number; max: number };
   /** The load generator's CPU in the measured window, as a share of one core (it shares the machine). */
   loadGenCoreShare: number;
   /**
@@ -127,6 +132,9 @@ async function stopProfile(s: Session, file: string): Promise<void> {
 function fromIpc(p: { p50: number | null; p99: number | null }): { p50: number; p99: number } {
   return { p50: p.p50 ?? NaN, p99: p.p99 ?? NaN };
 }
+function fromIpcLate(p: { p99: number | null; max: number | null }): { p99: number; max: number } {
+  return { p99: p.p99 ?? NaN, max: p.max ?? NaN };
+}
 
 /** RSS (the whole process) and heap in use: this thread's plus the media workers' (after a full GC in each). */
 async function memory(gateway: Gateway): Promise<{ rss: number; heap: number }> {
@@ -198,7 +206,7 @@ export async function mediaLoad(calls: number, mode: 'transcode' | 'passthrough'
     if (profiler) await stopProfile(profiler, join(profDir!, `media-${mode}-${calls}.cpuprofile`));
     const wallS = (performance.now() - w0) / 1000;
     lag.disable();
-    const s = await request<{ sentB: number; recvT: number; sentT: number; recvB: number; latBT: { p50: number; p99: number }; latTB: { p50: number; p99: number }; ports: CallPorts[]; genLoopMaxMs: number; genCoreShare: number }>(gen, { type: 'stop' }, 'stats');
+    const s = await request<{ sentB: number; recvT: number; sentT: number; recvB: number; latBT: { p50: number; p99: number }; latTB: { p50: number; p99: number }; ports: CallPorts[]; genLoopMaxMs: number; genSendLateMs: { p99: number | null; max: number | null }; genCoreShare: number }>(gen, { type: 'stop' }, 'stats');
     // After the generator stopped: a forced full GC with packets flowing would stall them
     // (tens of ms at 100 calls), which the bench then measured as latency the gateway added.
     const mem1 = await memory(gateway);
@@ -225,6 +233,7 @@ export async function mediaLoad(calls: number, mode: 'transcode' | 'passthrough'
       loopDelayMaxMs: Math.max(0, lag.max / 1e6 - LAG_RESOLUTION_MS),
       busyShare,
       loadGenLoopDelayMaxMs: s.genLoopMaxMs,
+      loadGenSendLateMs: fromIpcLate(s.genSendLateMs),
       loadGenCoreShare: s.genCoreShare,
       lostToSip: lostToSip / Math.max(1, s.sentB),
       lostToBrowser: lostToBrowser / Math.max(1, s.sentT),

@@ -36,6 +36,7 @@ import { threadSendBatch } from '../src/media/udpSendBatch';
 import { generateSdesCrypto, type SdesCrypto } from '../src/media/srtp/sdes';
 import { SrtpSession } from '../src/media/srtp/srtpSession';
 import { WireCapture, type CallPorts, type Percentiles } from './wireLatency';
+import { PhaseClock } from './phaseClock';
 
 export interface RelayFloorResult {
   calls: number;
@@ -49,6 +50,8 @@ export interface RelayFloorResult {
   relayLoopDelayMs: { p99: number; max: number };
   /** The far ends' (this process's) CPU in the window, as a share of one core. */
   farEndsCoreShare: number;
+  /** How late the far ends sent their packets against their due times in the window (the media bench reports its load generator's the same way). */
+  farEndsSendLateMs: { p99: number; max: number };
   addedToSipMs: Percentiles;
   addedToBrowserMs: Percentiles;
   /** Why there is no figure (no tcpdump, packets lost), if there is none. */
@@ -91,7 +94,7 @@ export async function relayFloor(calls: number, target: { relayCoreShare: number
   const keys = step !== 'plain' ? { fromBrowser: generateSdesCrypto(1, 'AES_CM_128_HMAC_SHA1_80'), toBrowser: generateSdesCrypto(1, 'AES_CM_128_HMAC_SHA1_80') } : null;
   const relay = fork(__filename, ['relay', String(calls), step, keys ? JSON.stringify(keys, (_, v) => (v?.type === 'Buffer' ? Buffer.from(v.data).toString('base64') : v)) : ''], { stdio: 'inherit' });
   const sockets: dgram.Socket[] = [];
-  let timer: NodeJS.Timeout | undefined;
+  const clock = new PhaseClock(PHASES, 20 / PHASES);
   let capture: WireCapture | string = 'not started';
   try {
     await reply(relay, null, 'ready');
@@ -109,7 +112,7 @@ export async function relayFloor(calls: number, target: { relayCoreShare: number
     capture = await WireCapture.start([[relayPort(0), relayPort(2 * calls)], ENGINE_PORTS]);
     const none = { p50: NaN, p99: NaN, n: 0 };
     if (typeof capture === 'string') {
-      return { calls, step, spinUs: NaN, relayCoreShare: NaN, relayLoopDelayMs: { p99: NaN, max: NaN }, farEndsCoreShare: NaN, addedToSipMs: none, addedToBrowserMs: none, unavailable: capture };
+      return { calls, step, spinUs: NaN, relayCoreShare: NaN, relayLoopDelayMs: { p99: NaN, max: NaN }, farEndsCoreShare: NaN, farEndsSendLateMs: { p99: NaN, max: NaN }, addedToSipMs: none, addedToBrowserMs: none, unavailable: capture };
     }
 
     // As on the gateway's wire: narrowband 20 kb/s Opus in SRTP from the browser (real frames of
@@ -130,12 +133,7 @@ export async function relayFloor(calls: number, target: { relayCoreShare: number
         ends[i].trunk.send(buildRtp(0, n, n * 160, 5000 + i, pcmu), trunkSide(i), '127.0.0.1');
       }
     };
-    const start = performance.now();
-    let sent = 0;
-    timer = setInterval(() => {
-      const due = Math.floor((performance.now() - start) / (20 / PHASES)) + 1;
-      for (; sent < due; sent++) send(sent % PHASES);
-    }, 20 / PHASES);
+    clock.start(send);
 
     // Calibration: after a warm-up second (JIT, first packets), each round adds to the work per
     // packet what the last second's CPU fell short of the target (or takes off its excess).
@@ -162,21 +160,21 @@ export async function relayFloor(calls: number, target: { relayCoreShare: number
     await sleep(500);
     await reply(relay, { type: 'cpu' }, 'cpu');
     const from = Date.now();
+    clock.record();
     const cpu0 = process.cpuUsage();
     await sleep(seconds * 1000);
     const r = await reply<{ coreShare: number; lagP99: number; lagMax: number }>(relay, { type: 'cpu' }, 'cpu');
     const to = Date.now();
     const farCpu = process.cpuUsage(cpu0);
-    clearInterval(timer);
-    timer = undefined;
+    clock.stop();
     await sleep(100); // the last packets through
-    const result = { calls, step, spinUs, relayCoreShare: r.coreShare, relayLoopDelayMs: { p99: r.lagP99, max: r.lagMax }, farEndsCoreShare: cpuMs(farCpu) / (to - from), addedToSipMs: none, addedToBrowserMs: none };
+    const result = { calls, step, spinUs, relayCoreShare: r.coreShare, relayLoopDelayMs: { p99: r.lagP99, max: r.lagMax }, farEndsCoreShare: cpuMs(farCpu) / (to - from), farEndsSendLateMs: clock.lateness(), addedToSipMs: none, addedToBrowserMs: none };
     const dropped = await capture.stop();
     if (dropped) return { ...result, unavailable: `the capture missed ${dropped} datagrams` };
     const added = capture.latency(ports, from, to);
     return { ...result, addedToSipMs: added.toSip, addedToBrowserMs: added.toBrowser };
   } finally {
-    if (timer) clearInterval(timer);
+    clock.stop();
     if (capture instanceof WireCapture) { await capture.stop(); capture.remove(); }
     for (const s of sockets) s.close();
     relay.kill();

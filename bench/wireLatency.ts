@@ -15,8 +15,12 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 
 export interface Percentiles { p50: number; p99: number; n: number }
-/** One call as the load generator sees it: its browser's ICE port and its trunk RTP port. */
-export interface CallPorts { browserPort: number; trunkPort: number }
+/**
+ * One call as the load generator sees it: its browser's ICE port (where the gateway's audio for
+ * it arrives), the port the browser's audio leaves from when that is another (the media bench's
+ * sender thread), and its trunk RTP port.
+ */
+export interface CallPorts { browserPort: number; browserSendPort?: number; trunkPort: number }
 /** One RTP datagram on the wire: when (epoch ms), between which ports, and its sequence number. */
 export interface WirePacket { t: number; sport: number; dport: number; seq: number }
 
@@ -66,7 +70,7 @@ export class WireCapture {
     const byDest = groupBy(packets, (p) => p.dport);
     for (const c of calls) {
       // Browser → SIP: what the browser sent the gateway, and what the gateway sent the trunk.
-      pairFlow(bySource.get(c.browserPort) ?? [], byDest.get(c.trunkPort) ?? [], fromMs, toMs, toSip);
+      pairFlow(bySource.get(c.browserSendPort ?? c.browserPort) ?? [], byDest.get(c.trunkPort) ?? [], fromMs, toMs, toSip);
       pairFlow(bySource.get(c.trunkPort) ?? [], byDest.get(c.browserPort) ?? [], fromMs, toMs, toBrowser);
     }
     return { toSip: percentiles(toSip), toBrowser: percentiles(toBrowser) };
