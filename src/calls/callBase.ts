@@ -257,7 +257,8 @@ export abstract class CallBase extends EventEmitter<CallEvents> {
     // Choosing from an offer, a browser that sends PCMU (or will: webrtc.preferPcmu) prefers
     // G.711, passed through untouched; Opus is taken (the bridge transcodes) only when the far
     // end offers nothing else we do. From an answer we take its first codec we do: the far end
-    // sends what it put first, and our leg takes one payload type as audio.
+    // sends what it put first, and our leg takes that payload type as audio (and the other
+    // G.711 law too, converted, when the answer lists it: the far end may send any it listed).
     const usable = (name: string) => this.ctx.sipCodecs.some((n) => n.toLowerCase() === name.toLowerCase());
     const preferG711 = role === 'offer' && this.g711Browser;
     const codec = (this.sipCodec ? desc.codecs.find((c) => c.name.toLowerCase() === this.sipCodec!.toLowerCase()) : undefined)
@@ -281,6 +282,8 @@ export abstract class CallBase extends EventEmitter<CallEvents> {
     if (!srtp && /SAVP/i.test(desc.profile)) return `the far end requires SRTP (${desc.profile}) and trunk.srtp is off`;
     this.activeSrtp = srtp ?? null;
     const te = telephoneEventFor(desc, codec.clockRate);
+    // The other G.711 law, if the far end listed it and we offer it: it may send that too.
+    const otherLaw = next === 'opus' ? undefined : desc.codecs.find((c) => usable(c.name) && c.clockRate === 8000 && ['PCMU', 'PCMA'].includes(c.name.toUpperCase()) && c.name.toUpperCase() !== next);
     this.heldRemotely = desc.direction === 'sendonly' || desc.direction === 'inactive';
     this.sipCodec = next;
     this.sipLeg.setRemote({
@@ -296,6 +299,7 @@ export abstract class CallBase extends EventEmitter<CallEvents> {
       telephoneEvents: desc.telephoneEvents,
       srtp,
       direction: desc.direction,
+      otherG711: otherLaw ? { payloadType: otherLaw.payloadType, codec: normaliseCodecName(otherLaw.name) as 'PCMU' | 'PCMA' } : undefined,
     });
     return null;
   }

@@ -6,7 +6,7 @@ import { SrtpSession, type SdesCrypto } from './srtp';
 import { buildRtp, isRtcp, parseRtp, RTCP, writeRtpHeader, type RtpPacketView } from './rtp';
 import { estimateMos, ReceiveStats, type LegStats } from './stats';
 import { DtmfReceiver, digitToEvent, dtmfPacketTrain, dtmfToneFrames } from './dtmf';
-import { pcmaEncode, pcmuEncode } from './codecs/g711';
+import { pcmaDecode, pcmaEncode, pcmuDecode, pcmuEncode } from './codecs/g711';
 import { threadSendBatch } from './udpSendBatch';
 
 export interface SipLegRemote {
@@ -27,6 +27,13 @@ export interface SipLegRemote {
   telephoneEvents?: Array<{ payloadType: number; clockRate: number }>;
   srtp?: { local: SdesCrypto; remote: SdesCrypto };
   direction?: 'sendrecv' | 'sendonly' | 'recvonly' | 'inactive';
+  /**
+   * The other G.711 law, when the far end's SDP listed it too: an answerer may send any format
+   * of its answer (RFC 3264 §6.1), so its packets are taken and converted to `codec`'s law
+   * before anyone sees them (the bridge handles one codec). G.711 only: both laws share the
+   * clock and the frame, and the conversion is a table lookup per sample.
+   */
+  otherG711?: { payloadType: number; codec: 'PCMU' | 'PCMA' };
 }
 
 export interface SipLegEvents {
@@ -64,6 +71,9 @@ export class SipRtpLeg extends EventEmitter<SipLegEvents> {
   /** The audio codec's RTP clock: 8 kHz for G.711, 48 kHz for Opus (RFC 7587). */
   private clockRate = 8000;
   private remoteSsrc: number | null = null;
+  /** Scratch PCM for converting the other G.711 law (see toOwnLaw), and whether that was logged. */
+  private otherLawPcm = new Int16Array(160);
+  private loggedOtherLaw = false;
   private latched = false;
   private rtpConnected: 'no' | 'connecting' | 'yes' = 'no';
   private sent = { packets: 0, bytes: 0 };
@@ -420,12 +430,35 @@ export class SipRtpLeg extends EventEmitter<SipLegEvents> {
       // An empty frame carries no audio and no duration: counted, and it only takes its number.
       if (pkt.payload.length > 0) this.emit('audio', pkt);
       else { this.dropped++; this.emit('nonAudio', pkt); }
+    } else if (pkt.payloadType === this.remote.otherG711?.payloadType && this.remote.codec !== 'opus') {
+      if (pkt.payload.length > 0) this.emit('audio', this.toOwnLaw(pkt, this.remote.codec));
+      else { this.dropped++; this.emit('nonAudio', pkt); }
     } else if (eventClock > 0) {
       this.dtmfRx.clockRate = eventClock;
       if (!this.dtmfRx.onPacket(pkt.timestamp, pkt.payload)) this.dropped++;
       this.emit('nonAudio', pkt);
     } else if (pkt.payloadType === 13) this.emit('nonAudio', pkt); // CN is tolerated
     else this.dropped++; // anything else is not ours
+  }
+
+  /**
+   * A packet in the other G.711 law as one in the law we negotiated first (a fresh payload: the
+   * bridge may hold it). The first such packet is logged: a far end that switches laws without
+   * a re-INVITE is legal but rare, and worth seeing when audio sounds odd.
+   */
+  private toOwnLaw(pkt: RtpPacketView, law: 'PCMU' | 'PCMA'): RtpPacketView {
+    if (!this.loggedOtherLaw) {
+      this.loggedOtherLaw = true;
+      this.opts.logger.info({ payloadType: pkt.payloadType, negotiated: law }, 'far end sends the other G.711 law it listed: converted');
+    }
+    const pcm = law === 'PCMU' ? pcmaDecode(pkt.payload, this.lawPcm(pkt.payload.length)) : pcmuDecode(pkt.payload, this.lawPcm(pkt.payload.length));
+    const payload = law === 'PCMU' ? pcmuEncode(pcm) : pcmaEncode(pcm);
+    return { ...pkt, payloadType: this.remote!.payloadType, payload };
+  }
+
+  private lawPcm(samples: number): Int16Array {
+    if (this.otherLawPcm.length < samples) this.otherLawPcm = new Int16Array(samples);
+    return this.otherLawPcm.subarray(0, samples);
   }
 
   /** The clock rate of the telephone-event format with this PT; 0 when it is not one. */

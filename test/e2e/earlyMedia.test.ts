@@ -9,7 +9,7 @@ import { startGateway } from '../support/gateway';
 import { writeToneWav } from '../support/audio';
 import { openPhone, remotePeakHz } from '../support/page';
 import type { Page } from 'playwright-core';
-import { pcmuEncode } from '../../src/media/codecs';
+import { pcmaEncode, pcmuEncode } from '../../src/media/codecs';
 
 /**
  * Early media: the trunk (sipp) answers 183 with SDP and plays an announcement (a 600 Hz tone)
@@ -21,7 +21,8 @@ const work = mkdtempSync(join(tmpdir(), 'gw-early-'));
 let gw: Awaited<ReturnType<typeof startGateway>>;
 let browser: Awaited<ReturnType<typeof launchChromium>>;
 
-function scenario(toneFile: string): string {
+/** 183 with SDP and a tone, then 486; `media` is the answer's m-line and rtpmaps, `pt` the tone's payload type. */
+function scenario(toneFile: string, media = 'm=audio [media_port] RTP/AVP 0\na=rtpmap:0 PCMU/8000', pt = 0): string {
   const head = '[last_Via:]\n[last_From:]\n[last_To:];tag=[pid]SIPpTag[call_number]\n[last_Call-ID:]\n[last_CSeq:]\n';
   return `<?xml version="1.0" encoding="ISO-8859-1" ?>
 <!DOCTYPE scenario SYSTEM "sipp.dtd">
@@ -38,11 +39,10 @@ o=sipp 1 1 IN IP4 [local_ip]
 s=-
 c=IN IP4 [media_ip]
 t=0 0
-m=audio [media_port] RTP/AVP 0
-a=rtpmap:0 PCMU/8000
+${media}
 a=sendrecv
 ]]></send>
-  <nop><action><exec rtp_stream="${toneFile},-1,0"/></action></nop>
+  <nop><action><exec rtp_stream="${toneFile},-1,${pt}"/></action></nop>
   <pause milliseconds="5000"/>
   <send><![CDATA[
 SIP/2.0 486 Busy Here
@@ -57,7 +57,7 @@ before(async () => {
   const micWav = join(work, 'mic.wav');
   writeToneWav(micWav, { hz: 700, sampleRate: 48000, seconds: 30 });
   gw = await startGateway(BASE, {
-    trunk: { uri: `sip:127.0.0.1:${BASE + 10}`, codecs: ['PCMU'], sourceCidrs: ['127.0.0.1/32'] },
+    trunk: { uri: `sip:127.0.0.1:${BASE + 10}`, codecs: ['PCMU', 'PCMA'], sourceCidrs: ['127.0.0.1/32'] },
     demo: { enabled: true, sipPort: BASE + 2 },
     dialplan: { allow: ['+1555*'] },
   });
@@ -70,13 +70,14 @@ after(async () => {
 });
 
 /**
- * sipp as the trunk, playing a 600 Hz tone (10 s of raw mu-law for its rtp_stream) with the
- * scenario `xml` makes of the tone file; a page dials through it. sipp is killed after the test.
+ * sipp as the trunk, playing a 600 Hz tone (10 s of raw mu-law, or A-law, for its rtp_stream)
+ * with the scenario `xml` makes of the tone file; a page dials through it. sipp is killed after
+ * the test.
  */
-async function dialSipp(t: TestContext, name: string, xml: (toneFile: string) => string): Promise<{ page: Page; sipp: ReturnType<typeof runSipp> }> {
+async function dialSipp(t: TestContext, name: string, xml: (toneFile: string) => string, law: 'PCMU' | 'PCMA' = 'PCMU'): Promise<{ page: Page; sipp: ReturnType<typeof runSipp> }> {
   const pcm = new Int16Array(8000 * 10).map((_, i) => Math.round(9000 * Math.sin((2 * Math.PI * 600 * i) / 8000)));
-  const toneFile = join(work, `${name}-tone600.ul`);
-  writeFileSync(toneFile, pcmuEncode(pcm));
+  const toneFile = join(work, `${name}-tone600.${law === 'PCMU' ? 'ul' : 'al'}`);
+  writeFileSync(toneFile, law === 'PCMU' ? pcmuEncode(pcm) : pcmaEncode(pcm));
   const scenarioFile = join(work, `${name}.xml`);
   writeFileSync(scenarioFile, xml(toneFile));
   const sipp = runSipp({ scenario: { file: scenarioFile }, port: BASE + 10, mediaPort: BASE + 20 });
@@ -102,6 +103,24 @@ test('183 with SDP: the page hears the announcement while ringing, then the call
   assert.equal(r.code, 0, `sipp: ${r.output.slice(-1200)}\n${r.errors}`);
   await page.close();
   assert.equal(gw.gateway.activeCalls, 0);
+});
+
+/**
+ * An answer may list several formats, and its sender may use any of them (RFC 3264 §6.1): this
+ * trunk answers PCMU first and PCMA second, then sends PCMA. The gateway takes PCMU as the
+ * call's codec and converts the PCMA it receives, so the page hears the tone.
+ */
+test('a trunk that answers "PCMU PCMA" and then sends PCMA: the page hears it', async (t) => {
+  const both = (toneFile: string) => scenario(toneFile, 'm=audio [media_port] RTP/AVP 0 8\na=rtpmap:0 PCMU/8000\na=rtpmap:8 PCMA/8000', 8);
+  const { page, sipp } = await dialSipp(t, 'otherlaw', both, 'PCMA');
+  await page.getByTestId('call-status').filter({ hasText: 'ringing' }).waitFor({ timeout: 10000 });
+  await new Promise((r) => setTimeout(r, 500));
+  const heard = await remotePeakHz(page, 1000);
+  assert.ok(Math.abs(heard.peakHz - 600) < 25, `the PCMA stream heard while ringing: ${heard.peakHz} Hz`);
+  await page.getByTestId('call-status').filter({ hasText: 'ended (busy 486)' }).waitFor({ timeout: 10000 });
+  const r = await sipp.done;
+  assert.equal(r.code, 0, `sipp: ${r.output.slice(-1200)}\n${r.errors}`);
+  await page.close();
 });
 
 /**

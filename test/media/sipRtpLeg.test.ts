@@ -8,7 +8,7 @@ import { generateSdesCrypto, SrtpSession } from '../../src/media/srtp';
 import { threadSendBatch } from '../../src/media/udpSendBatch';
 import { until } from '../support/tabs';
 import { toneRatio } from '../support/audio';
-import { pcmaDecode, pcmuDecode } from '../../src/media/codecs';
+import { pcmaDecode, pcmaEncode, pcmuDecode, pcmuEncode } from '../../src/media/codecs';
 
 const logger = pino({ level: 'silent' });
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -631,4 +631,45 @@ test('a digit toward a G.711 trunk without telephone-event goes in-band: the two
     far.close();
     await engine.close();
   }
+});
+
+test('the other G.711 law the far end listed is taken and converted to the negotiated one (RFC 3264 §6.1); unlisted, it is dropped', async () => {
+  const engine = new MediaEngine({ bindHost: '127.0.0.1', advertisedHost: '127.0.0.1', portRange: [25600, 25619], logger });
+  const trunk = await socket();
+  const legs: Array<Awaited<ReturnType<MediaEngine['createSipLeg']>>> = [];
+  try {
+    const pcm = new Int16Array(160).map((_, i) => Math.round(8000 * Math.sin((2 * Math.PI * 600 * i) / 8000)));
+    const cases = [
+      { codec: 'PCMU' as const, pt: 0, other: { payloadType: 8, codec: 'PCMA' as const }, sent: pcmaEncode(pcm), decodeOwn: pcmuDecode, decodeSent: pcmaDecode },
+      { codec: 'PCMA' as const, pt: 8, other: { payloadType: 0, codec: 'PCMU' as const }, sent: pcmuEncode(pcm), decodeOwn: pcmaDecode, decodeSent: pcmuDecode },
+    ];
+    for (const c of cases) {
+      const leg = await engine.createSipLeg({ callId: `law-${c.codec}` });
+      legs.push(leg);
+      leg.setRemote({ address: '127.0.0.1', port: trunk.address().port, codec: c.codec, payloadType: c.pt, otherG711: c.other });
+      const got: Array<{ payloadType: number; payload: Buffer }> = [];
+      leg.on('audio', (p) => got.push(p));
+      trunk.send(buildRtp(c.other.payloadType, 1, 160, 9, c.sent), leg.localPort, '127.0.0.1');
+      await until(() => got.length === 1, 'the converted packet', 2000);
+      assert.equal(got[0].payloadType, c.pt, 'handed on as the negotiated payload type');
+      const own = c.decodeOwn(got[0].payload);
+      const sent = c.decodeSent(c.sent);
+      // Each law quantizes on its own: the conversion stays within a quantization step of the sent audio.
+      for (let i = 0; i < 160; i++) assert.ok(Math.abs(own[i] - sent[i]) <= Math.max(16, Math.abs(sent[i]) / 16), `sample ${i}: ${own[i]} vs ${sent[i]}`);
+      assert.equal(leg.stats().dropped, 0);
+    }
+    // Not listed: the same packet is not audio.
+    const plain = await engine.createSipLeg({ callId: 'law-unlisted' });
+    legs.push(plain);
+    plain.setRemote({ address: '127.0.0.1', port: trunk.address().port, codec: 'PCMU', payloadType: 0 });
+    let audio = 0;
+    plain.on('audio', () => audio++);
+    trunk.send(buildRtp(8, 1, 160, 9, pcmaEncode(pcm)), plain.localPort, '127.0.0.1');
+    await until(() => plain.stats().dropped === 1, 'the unlisted packet dropped', 2000);
+    assert.equal(audio, 0);
+  } finally {
+    for (const l of legs) l.close();
+    trunk.close();
+  }
+  assert.equal(engine.usage.portsAllocated, 0);
 });
