@@ -8,7 +8,7 @@
  * per call.
  */
 import { fork, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { monitorEventLoopDelay, performance as nodePerformance } from 'node:perf_hooks';
@@ -153,6 +153,7 @@ export async function mediaLoad(calls: number, mode: 'transcode' | 'passthrough'
   const { sipPort } = await request<{ sipPort: number }>(gen, { type: 'noop' }, 'ready');
   const mediaPorts: [number, number] = [31000, 31000 + calls * 2 + 40];
   const webrtcPorts: [number, number] = [33000, 33000 + calls * 2 + 40];
+  const cdrDir = mkdtempSync(join(tmpdir(), 'bench-cdr-'));
   const cfg = validateConfig({
     http: { host: '127.0.0.1', port: BASE },
     sip: { host: '127.0.0.1', port: BASE + 1, sessionExpiresSec: 0 },
@@ -163,7 +164,7 @@ export async function mediaLoad(calls: number, mode: 'transcode' | 'passthrough'
     media: { portRange: mediaPorts, inactivityTimeoutSec: 60, workers: opts.workers ?? 0 },
     webrtc: { portRange: webrtcPorts },
     limits: { connectsPerIpPerMin: 10000, maxCallsGlobal: calls + 10 },
-    cdr: { path: join(mkdtempSync(join(tmpdir(), 'bench-cdr-')), 'cdr.jsonl') },
+    cdr: { path: join(cdrDir, 'cdr.jsonl') },
     drain: { timeoutSec: 0 },
   });
   if (!cfg.ok) throw new Error(cfg.errors.join('\n'));
@@ -252,5 +253,6 @@ export async function mediaLoad(calls: number, mode: 'transcode' | 'passthrough'
     await request(gen, { type: 'hangup' }, 'done').catch(() => undefined);
     gen.kill();
     await gateway.stop();
+    rmSync(cdrDir, { recursive: true, force: true });
   }
 }

@@ -4,7 +4,7 @@
  * and our process's CPU per call. Needs sipp (Debian sip-tester); skipped when it is missing.
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
@@ -37,6 +37,7 @@ export async function sipLoad(rate: number, calls: number): Promise<SipLoadResul
   const wallS = (performance.now() - t0) / 1000;
   const cpu = process.cpuUsage(cpu0);
   await ua.stop();
+  rmSync(cwd, { recursive: true, force: true }); // sipp's screen and error files: read from its output instead
   const num = (label: RegExp) => Number(label.exec(stat)?.[1] ?? 0);
   const succeeded = num(/Successful call\s+\|\s+\d+\s+\|\s+(\d+)/);
   const failed = num(/Failed call\s+\|\s+\d+\s+\|\s+(\d+)/);

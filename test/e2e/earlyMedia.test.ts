@@ -1,7 +1,6 @@
 import { after, before, test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { launchChromium } from '../peers/chromium';
 import { runSipp, udpPortBound } from '../peers/sipp';
@@ -10,6 +9,7 @@ import { writeToneWav } from '../support/audio';
 import { openPhone, remotePeakHz } from '../support/page';
 import type { Page } from 'playwright-core';
 import { pcmaEncode, pcmuEncode } from '../../src/media/codecs';
+import { tempDir } from '../support/tempDir';
 
 /**
  * Early media: the trunk (sipp) answers 183 with SDP and plays an announcement (a 600 Hz tone)
@@ -17,7 +17,7 @@ import { pcmaEncode, pcmuEncode } from '../../src/media/codecs';
  * must hear it while the call is still ringing, then end as busy.
  */
 const BASE = 20300;
-const work = mkdtempSync(join(tmpdir(), 'gw-early-'));
+const work = tempDir('gw-early-');
 let gw: Awaited<ReturnType<typeof startGateway>>;
 let browser: Awaited<ReturnType<typeof launchChromium>>;
 

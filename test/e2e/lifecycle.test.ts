@@ -1,15 +1,15 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, existsSync } from 'node:fs';
+import { readFileSync, existsSync } from 'node:fs';
 import { createServer } from 'node:net';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
 import { launchChromium } from '../peers/chromium';
 import { writeToneWav } from '../support/audio';
 import { openPhone } from '../support/page';
 import { SipUserAgent } from '../../src/sip';
+import { tempDir } from '../support/tempDir';
 
 /**
  * The gateway as a real process (`node dist/src/main.js`), the way it is deployed: health and
@@ -17,7 +17,7 @@ import { SipUserAgent } from '../../src/sip';
  * live call drained then hung up, CDR written, exit 0, every port released.
  */
 const BASE = 19200;
-const work = mkdtempSync(join(tmpdir(), 'gw-life-'));
+const work = tempDir('gw-life-');
 const cdrPath = join(work, 'cdr.jsonl');
 const url = `http://127.0.0.1:${BASE}`;
 let browser: Awaited<ReturnType<typeof launchChromium>>;

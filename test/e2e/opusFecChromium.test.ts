@@ -9,8 +9,7 @@
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { openPhone } from '../support/page';
 import { until } from '../support/tabs';
@@ -19,6 +18,7 @@ import { startGateway } from '../support/gateway';
 import { writeSpeechWav } from '../support/audio';
 import { BrowserLeg } from '../../src/webrtc/browserLeg';
 import { hasLbrr } from '../../src/media/codecs/opusFec';
+import { tempDir } from '../support/tempDir';
 
 const seen = { packets: 0, dropped: 0, withFec: 0, withFecBeforeLoss: 0 };
 // The lossy network: every 8th audio packet after the first 2 s never reaches the bridge.
@@ -40,7 +40,7 @@ let browser: Awaited<ReturnType<typeof launchChromium>>;
 
 before(async () => {
   gw = await startGateway(22000);
-  const wav = join(mkdtempSync(join(tmpdir(), 'gw-fec-')), 'speech.wav');
+  const wav = join(tempDir('gw-fec-'), 'speech.wav');
   writeSpeechWav(wav, { sampleRate: 48000, seconds: 30 });
   browser = await launchChromium({ fakeMicWav: wav });
 });

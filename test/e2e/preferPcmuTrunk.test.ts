@@ -1,13 +1,12 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { launchChromium } from '../peers/chromium';
 import { startBaresip, type Baresip } from '../peers/baresip';
 import { startGateway } from '../support/gateway';
 import { readWav, toneRatio, writeToneWav } from '../support/audio';
 import { openPhone, remotePeakHz } from '../support/page';
+import { tempDir } from '../support/tempDir';
 
 /**
  * webrtc.preferPcmu with real Chromium (it then sends PCMU) against two phones that cannot take
@@ -33,7 +32,7 @@ const phones: Phone[] = [
   { name: 'a PCMA-only phone', base: 24600, number: '+15551230000', accountParams: ';answermode=auto;audio_codecs=PCMA', wav: { sampleRate: 8000, channels: 1 }, trunkCodecs: ['PCMU', 'PCMA'], expect: { mode: 'lawConvert', sipCodec: 'PCMA' }, digit: '5' },
   { name: 'an Opus-only phone', base: 25100, number: '+15551240000', accountParams: ';answermode=auto;audio_codecs=opus/48000/2', codecModules: ['opus.so'], wav: { sampleRate: 48000, channels: 2 }, trunkCodecs: ['opus', 'PCMU'], expect: { mode: 'transcodeOpusTrunk', sipCodec: 'opus' }, digit: '7' },
 ];
-const work = mkdtempSync(join(tmpdir(), 'gw-prefer-pcmu-'));
+const work = tempDir('gw-prefer-pcmu-');
 const rigs = new Map<string, { gw: Awaited<ReturnType<typeof startGateway>>; trunk: Baresip }>();
 let browser: Awaited<ReturnType<typeof launchChromium>>;
 

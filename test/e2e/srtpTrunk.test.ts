@@ -1,13 +1,12 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { launchChromium } from '../peers/chromium';
 import { startBaresip, type Baresip } from '../peers/baresip';
 import { startGateway } from '../support/gateway';
 import { readWav, toneRatio, writeToneWav } from '../support/audio';
 import { openPhone, remotePeakHz } from '../support/page';
+import { tempDir } from '../support/tempDir';
 
 /**
  * SDES-SRTP toward a trunk that insists on it: baresip with mediaenc=srtp-mand only accepts an
@@ -15,7 +14,7 @@ import { openPhone, remotePeakHz } from '../support/page';
  */
 const BASE = 18900;
 const TRUNK_NUMBER = '+15551230000';
-const work = mkdtempSync(join(tmpdir(), 'gw-srtp-'));
+const work = tempDir('gw-srtp-');
 let gw: Awaited<ReturnType<typeof startGateway>>;
 let browser: Awaited<ReturnType<typeof launchChromium>>;
 let trunk: Baresip;

@@ -1,7 +1,5 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Page } from 'playwright-core';
 import { launchChromium } from '../peers/chromium';
@@ -9,6 +7,7 @@ import { startBaresip, type Baresip } from '../peers/baresip';
 import { startGateway } from '../support/gateway';
 import { readWav, toneRatio, writeToneWav } from '../support/audio';
 import { openPhone, remotePeakHz } from '../support/page';
+import { tempDir } from '../support/tempDir';
 
 /**
  * The product's main path against a real SIP phone: Chromium → gateway → baresip acting as the
@@ -17,7 +16,7 @@ import { openPhone, remotePeakHz } from '../support/page';
 const BASE = 18400;
 /** baresip answers only its own user, so every call goes to this number. */
 const TRUNK_NUMBER = '+15551230000';
-const work = mkdtempSync(join(tmpdir(), 'gw-trunk-'));
+const work = tempDir('gw-trunk-');
 let gw: Awaited<ReturnType<typeof startGateway>>;
 let browser: Awaited<ReturnType<typeof launchChromium>>;
 let trunk: Baresip;

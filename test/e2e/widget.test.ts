@@ -1,8 +1,6 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer, request, type Server } from 'node:http';
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { SignJWT } from 'jose';
 import type { Page } from 'playwright-core';
@@ -11,6 +9,7 @@ import { startGateway } from '../support/gateway';
 import { writeToneWav } from '../support/audio';
 import { remotePeakHz } from '../support/page';
 import { mintToken } from '../../src/edge';
+import { tempDir } from '../support/tempDir';
 
 /**
  * The embeddable widget on a customer site: the site (one origin) serves its page and mints
@@ -22,7 +21,7 @@ const SECRET = 'widget-test-secret-0123456789abcdef';
 const gwOrigin = `http://127.0.0.1:${BASE}`;
 const siteOrigin = `http://127.0.0.1:${BASE + 50}`;
 const strangerOrigin = `http://127.0.0.1:${BASE + 51}`;
-const work = mkdtempSync(join(tmpdir(), 'gw-widget-'));
+const work = tempDir('gw-widget-');
 let gw: Awaited<ReturnType<typeof startGateway>>;
 let browser: Awaited<ReturnType<typeof launchChromium>>;
 const sites: Server[] = [];

@@ -1,8 +1,8 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { tempDir } from '../support/tempDir';
 
 export interface BaresipOptions {
   sipPort: number;
@@ -36,7 +36,7 @@ export interface Baresip {
  * (recipe: ../shared/peers/baresip). Auto-answers by default, records both directions.
  */
 export async function startBaresip(o: BaresipOptions): Promise<Baresip> {
-  const dir = mkdtempSync(join(tmpdir(), 'baresip-'));
+  const dir = tempDir('baresip-');
   const recordDir = join(dir, 'rec');
   mkdirSync(recordDir);
   const user = o.user ?? 'trunk';

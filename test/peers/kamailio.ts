@@ -1,7 +1,7 @@
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
-import { mkdirSync, mkdtempSync, writeFileSync, existsSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync, writeFileSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
+import { tempDir } from '../support/tempDir';
 
 export interface Kamailio {
   port: number;
@@ -16,7 +16,7 @@ export interface Kamailio {
  * record-routed to its contact. min_expires is lowered so tests can watch refreshes.
  */
 export async function startKamailio(o: { port: number; users: Record<string, string> }): Promise<Kamailio> {
-  const dir = mkdtempSync(join(tmpdir(), 'kamailio-'));
+  const dir = tempDir('kamailio-');
   const run = join(dir, 'run');
   mkdirSync(run);
   const modules = ['/usr/lib/x86_64-linux-gnu/kamailio/modules/', '/usr/lib/kamailio/modules/'].find((p) => existsSync(p)) ?? '/usr/lib/x86_64-linux-gnu/kamailio/modules/';

@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { tempDir } from '../support/tempDir';
 
 export interface SippRun {
   /** Resolves when sipp exits: code 0 = every call succeeded. */
@@ -15,7 +15,7 @@ export interface SippRun {
  * A wall-clock timeout keeps a broken peer from hanging the test.
  */
 export function runSipp(o: { scenario: 'uac' | 'uas' | { file: string }; port: number; mediaPort: number; transport?: 'u1' | 't1'; remote?: string; calls?: number; rate?: number; extra?: string[]; timeoutSec?: number }): SippRun {
-  const cwd = mkdtempSync(join(tmpdir(), 'sipp-'));
+  const cwd = tempDir('sipp-');
   const args = [
     ...(typeof o.scenario === 'string' ? ['-sn', o.scenario] : ['-sf', o.scenario.file]),
     '-i', '127.0.0.1', '-p', String(o.port), '-mi', '127.0.0.1', '-mp', String(o.mediaPort),

@@ -1,12 +1,12 @@
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import pino from 'pino';
 import { SipUserAgent, type Dialog, type ServerInvite } from '../../src/sip';
 import { runSipp, udpPortBound } from '../peers/sipp';
 import { startKamailio, type Kamailio } from '../peers/kamailio';
+import { tempDir } from '../support/tempDir';
 
 /**
  * The SIP core against real SIP implementations on loopback: sipp as UAS and UAC over UDP and
@@ -199,7 +199,7 @@ Content-Length: 0
 }
 
 test('sipp sends reliable 183 (with SDP, retransmitted) and 180: each PRACKed once with its RAck; its 200 without SDP leaves the 183\'s answer in force; BYE follows', async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'sipp-prack-'));
+  const dir = tempDir('sipp-prack-');
   const file = join(dir, 'prack.xml');
   writeFileSync(file, prackScenario());
   const sippPort = BASE + 80;
@@ -302,7 +302,7 @@ Content-Length: 0
 }
 
 test('sipp calls requiring 100rel: our 180 carries Require: 100rel and an RSeq, sipp PRACKs it and gets our 200 before the INVITE\'s (the PRACK ends the 180\'s retransmissions); the call ends cleanly', async () => {
-  const dir = mkdtempSync(join(tmpdir(), 'sipp-100rel-'));
+  const dir = tempDir('sipp-100rel-');
   const file = join(dir, 'uac100rel.xml');
   writeFileSync(file, requires100relScenario());
   const ourPort = BASE + 84;

@@ -2,11 +2,11 @@ import { before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import net from 'node:net';
-import { mkdtempSync, readFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import pino from 'pino';
 import { SipUserAgent, type Dialog, type ServerInvite } from '../../src/sip';
+import { tempDir } from '../support/tempDir';
 
 /**
  * SIP over TLS between two user agents, with the certificate made by certs/make-self-signed.sh:
@@ -19,7 +19,7 @@ let cert = '';
 let key = '';
 
 before(() => {
-  const dir = mkdtempSync(join(tmpdir(), 'sip-tls-'));
+  const dir = tempDir('sip-tls-');
   execFileSync('bash', [join(__dirname, '../../certs/make-self-signed.sh'), dir], { stdio: 'ignore' });
   cert = readFileSync(join(dir, 'server.cert.pem'), 'utf8');
   key = readFileSync(join(dir, 'server.key.pem'), 'utf8');

@@ -1,9 +1,8 @@
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { launchChromium } from '../peers/chromium';
 import { startGateway } from './gateway';
 import { writeToneWav } from './audio';
+import { tempDir } from './tempDir';
 
 export interface DemoRig {
   gw: Awaited<ReturnType<typeof startGateway>>;
@@ -18,7 +17,7 @@ export interface DemoRig {
 export async function startDemoRig(base: number, overrides: Parameters<typeof startGateway>[1] = {}): Promise<DemoRig> {
   const gw = await startGateway(base, overrides);
   try {
-    const wav = join(mkdtempSync(join(tmpdir(), 'gw-e2e-')), 'mic-700hz.wav');
+    const wav = join(tempDir('gw-e2e-'), 'mic-700hz.wav');
     writeToneWav(wav, { hz: 700, sampleRate: 48000, seconds: 30 });
     const browser = await launchChromium({ fakeMicWav: wav });
     return { gw, browser, stop: async () => { await browser.close(); await gw.stop(); } };

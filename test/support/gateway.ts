@@ -1,16 +1,15 @@
 import pino from 'pino';
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { validateConfig, type GatewayConfigInput } from '../../src/config';
 import { Gateway } from '../../src/gateway';
+import { tempDir } from './tempDir';
 
 /**
  * Starts a whole gateway in this process on loopback test ports. Each test file passes its own
  * port base so files never collide.
  */
 export async function startGateway(base: number, overrides: Partial<GatewayConfigInput> = {}, opts: { captureLogs?: boolean; directSrtp?: boolean } = {}): Promise<{ gateway: Gateway; url: string; sipPort: number; cdrPath: string; logs: Array<Record<string, unknown>>; stop(): Promise<void> }> {
-  const dir = mkdtempSync(join(tmpdir(), 'gw-test-'));
+  const dir = tempDir('gw-test-');
   const cdrPath = join(dir, 'cdr.jsonl');
   const input = {
     http: { host: '127.0.0.1', port: base },
