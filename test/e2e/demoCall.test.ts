@@ -1,7 +1,7 @@
-import { after, before, test } from 'node:test';
+import { after, afterEach, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
-import { openPhone as openPhoneAt, remotePeakHz } from '../support/page';
+import { openPhone as openPhoneAt, remotePeakHz, closePages } from '../support/page';
 import { startDemoRig, type DemoRig } from '../support/demoRig';
 import { until } from '../support/tabs';
 import { heldResources } from '../support/gateway';
@@ -15,6 +15,7 @@ before(async () => {
   ({ gw, browser } = rig);
 });
 
+afterEach(() => closePages(rig?.browser));
 after(() => rig?.stop());
 
 const openPhone = () => openPhoneAt(browser, gw.url);

@@ -1,4 +1,4 @@
-import { after, before, test, type TestContext } from 'node:test';
+import { after, afterEach, before, test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -6,7 +6,7 @@ import { launchChromium } from '../peers/chromium';
 import { runSipp, udpPortBound } from '../peers/sipp';
 import { startGateway } from '../support/gateway';
 import { writeToneWav } from '../support/audio';
-import { openPhone, remotePeakHz } from '../support/page';
+import { openPhone, remotePeakHz, closePages } from '../support/page';
 import type { Page } from 'playwright-core';
 import { pcmaEncode, pcmuEncode } from '../../src/media/codecs';
 import { tempDir } from '../support/tempDir';
@@ -64,6 +64,7 @@ before(async () => {
   browser = await launchChromium({ fakeMicWav: micWav });
 });
 
+afterEach(() => closePages(browser));
 after(async () => {
   await browser?.close();
   await gw?.stop();

@@ -1,4 +1,4 @@
-import { after, before, test } from 'node:test';
+import { after, afterEach, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync, existsSync } from 'node:fs';
@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import pino from 'pino';
 import { launchChromium } from '../peers/chromium';
 import { writeToneWav } from '../support/audio';
-import { openPhone } from '../support/page';
+import { openPhone, closePages } from '../support/page';
 import { SipUserAgent } from '../../src/sip';
 import { tempDir } from '../support/tempDir';
 
@@ -82,6 +82,7 @@ before(async () => {
   await startTrunk();
 });
 
+afterEach(() => closePages(browser));
 after(async () => {
   for (const p of procs) if (p.exitCode === null) p.kill('SIGKILL');
   await trunk?.stop();

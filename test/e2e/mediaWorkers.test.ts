@@ -1,8 +1,8 @@
-import { after, before, test } from 'node:test';
+import { after, afterEach, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import type { Page } from 'playwright-core';
-import { openPhone as openPhoneAt, remotePeakHz } from '../support/page';
+import { openPhone as openPhoneAt, remotePeakHz, closePages } from '../support/page';
 import { startDemoRig, type DemoRig } from '../support/demoRig';
 import { until } from '../support/tabs';
 import type { WorkerMediaPlane } from '../../src/media/worker/workerMediaPlane';
@@ -22,6 +22,7 @@ before(async () => {
   ({ gw, browser } = rig);
 });
 
+afterEach(() => closePages(rig?.browser));
 after(() => rig?.stop());
 
 const plane = (): WorkerMediaPlane => gw.gateway['media'] as WorkerMediaPlane;

@@ -7,11 +7,11 @@
  *
  * Ports: 22000-22299 (startGateway's block).
  */
-import { after, before, test } from 'node:test';
+import { after, afterEach, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { openPhone } from '../support/page';
+import { openPhone, closePages } from '../support/page';
 import { until } from '../support/tabs';
 import { launchChromium } from '../peers/chromium';
 import { startGateway } from '../support/gateway';
@@ -45,6 +45,7 @@ before(async () => {
   browser = await launchChromium({ fakeMicWav: wav });
 });
 
+afterEach(() => closePages(browser));
 after(async () => {
   BrowserLeg.prototype.onRtp = onRtp;
   await browser?.close();

@@ -1,11 +1,11 @@
-import { after, before, test } from 'node:test';
+import { after, afterEach, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { launchChromium } from '../peers/chromium';
 import { startBaresip, type Baresip } from '../peers/baresip';
 import { startGateway } from '../support/gateway';
 import { readWav, toneRatio, writeToneWav } from '../support/audio';
-import { openPhone, remotePeakHz } from '../support/page';
+import { openPhone, remotePeakHz, closePages } from '../support/page';
 import { tempDir } from '../support/tempDir';
 
 /**
@@ -33,7 +33,7 @@ const phones: Phone[] = [
   { name: 'an Opus-only phone', base: 25100, number: '+15551240000', accountParams: ';answermode=auto;audio_codecs=opus/48000/2', codecModules: ['opus.so'], wav: { sampleRate: 48000, channels: 2 }, trunkCodecs: ['opus', 'PCMU'], expect: { mode: 'transcodeOpusTrunk', sipCodec: 'opus' }, digit: '7' },
 ];
 const work = tempDir('gw-prefer-pcmu-');
-const rigs = new Map<string, { gw: Awaited<ReturnType<typeof startGateway>>; trunk: Baresip }>();
+const rigs = new Map<string, { gw?: Awaited<ReturnType<typeof startGateway>>; trunk: Baresip }>();
 let browser: Awaited<ReturnType<typeof launchChromium>>;
 
 before(async () => {
@@ -43,29 +43,33 @@ before(async () => {
     const trunkWav = join(work, `trunk-1000hz-${p.base}.wav`);
     writeToneWav(trunkWav, { hz: 1000, sampleRate: p.wav.sampleRate, channels: p.wav.channels, seconds: 60 });
     const trunk = await startBaresip({ sipPort: p.base + 10, rtpPorts: [p.base + 300, p.base + 349], ctrlPort: p.base + 20, audioSourceWav: trunkWav, accountParams: p.accountParams, user: p.number, codecModules: p.codecModules });
-    const gw = await startGateway(p.base, {
+    // In the map before the gateway starts: a gateway that fails to start still gets its phone stopped.
+    const rig: { gw?: Awaited<ReturnType<typeof startGateway>>; trunk: Baresip } = { trunk };
+    rigs.set(p.name, rig);
+    rig.gw = await startGateway(p.base, {
       trunk: { uri: `sip:127.0.0.1:${p.base + 10}`, codecs: p.trunkCodecs, sourceCidrs: ['127.0.0.1/32'] },
       webrtc: { portRange: [p.base + 200, p.base + 299], preferPcmu: true },
       demo: { enabled: true, sipPort: p.base + 2 },
       dialplan: { allow: ['+1555*'] },
     }, { captureLogs: true });
-    rigs.set(p.name, { gw, trunk });
   }
   browser = await launchChromium({ fakeMicWav: micWav });
 });
 
+afterEach(() => closePages(browser));
 after(async () => {
-  await browser?.close();
-  for (const { gw, trunk } of rigs.values()) {
-    await gw.stop();
-    await trunk.stop();
-  }
+  // Every rig is stopped even when one of the stops fails; the first failure is reported after.
+  const stops = [browser?.close(), ...[...rigs.values()].flatMap(({ gw, trunk }) => [gw?.stop(), trunk.stop()])];
+  const failed = (await Promise.allSettled(stops)).find((r) => r.status === 'rejected');
+  if (failed) throw (failed as PromiseRejectedResult).reason;
 });
 
 for (const p of phones) {
-  test(`preferPcmu with ${p.name}: Chromium sends PCMU, the bridge runs ${p.expect.mode}; 1 kHz heard in the page, 700 Hz at the phone, a digit through`, async () => {
+  test(`preferPcmu with ${p.name}: Chromium sends PCMU, the bridge runs ${p.expect.mode}; 1 kHz heard in the page, 700 Hz at the phone, a digit through`, async (t) => {
     const { gw, trunk } = rigs.get(p.name)!;
+    assert.ok(gw, 'the gateway started');
     const page = await openPhone(browser, gw.url);
+    t.after(() => page.close());
     await page.getByTestId('dial-input').fill(p.number);
     await page.getByTestId('call-button').click();
     await page.getByTestId('call-status').filter({ hasText: 'answered' }).waitFor({ timeout: 15000 }).catch((e) => { throw new Error(`${e}\nbaresip: ${trunk.output()}`); });

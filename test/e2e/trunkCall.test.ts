@@ -1,4 +1,4 @@
-import { after, before, test } from 'node:test';
+import { after, afterEach, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import type { Page } from 'playwright-core';
@@ -6,7 +6,7 @@ import { launchChromium } from '../peers/chromium';
 import { startBaresip, type Baresip } from '../peers/baresip';
 import { startGateway } from '../support/gateway';
 import { readWav, toneRatio, writeToneWav } from '../support/audio';
-import { openPhone, remotePeakHz } from '../support/page';
+import { openPhone, remotePeakHz, closePages } from '../support/page';
 import { tempDir } from '../support/tempDir';
 
 /**
@@ -37,6 +37,7 @@ before(async () => {
   browser = await launchChromium({ fakeMicWav: micWav });
 });
 
+afterEach(() => closePages(browser));
 after(async () => {
   await browser?.close();
   await gw?.stop();

@@ -1,4 +1,4 @@
-import { after, before, test } from 'node:test';
+import { after, afterEach, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer, request, type Server } from 'node:http';
 import { join } from 'node:path';
@@ -7,7 +7,7 @@ import type { Page } from 'playwright-core';
 import { launchChromium } from '../peers/chromium';
 import { startGateway } from '../support/gateway';
 import { writeToneWav } from '../support/audio';
-import { remotePeakHz } from '../support/page';
+import { remotePeakHz, closePages } from '../support/page';
 import { mintToken } from '../../src/edge';
 import { tempDir } from '../support/tempDir';
 
@@ -68,6 +68,7 @@ before(async () => {
   browser = await launchChromium({ fakeMicWav: micWav });
 });
 
+afterEach(() => closePages(browser));
 after(async () => {
   await browser?.close();
   await gw?.stop();

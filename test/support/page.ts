@@ -9,6 +9,15 @@ export async function openPhone(browser: Awaited<ReturnType<typeof launchChromiu
   return page;
 }
 
+/**
+ * Closes every page a test left open (for afterEach): a test that fails half-way must not leave
+ * its call up for the next test of the file, whose assertions on active calls or on what a far
+ * end hears would then fail for a reason that is not theirs.
+ */
+export async function closePages(browser: Awaited<ReturnType<typeof launchChromium>> | undefined): Promise<void> {
+  await Promise.all((browser?.context.pages() ?? []).map((p) => p.close().catch(() => undefined)));
+}
+
 /** Peak frequency of what the page hears from the gateway (WebAudio analyser on the remote stream). */
 export async function remotePeakHz(page: Page, listenMs = 1500, from: 'demo-page' | 'widget' = 'demo-page'): Promise<{ peakHz: number; peakDb: number }> {
   return page.evaluate(async ([ms, from]) => {
