@@ -93,8 +93,11 @@ export class MediaBridge extends EventEmitter<BridgeEvents> {
    * browser's PCMU, and the browser's PCMU encoded to Opus for the trunk.
    */
   private trunkOpus: { decoder: OpusToG711; encoder: G711ToOpus } | null = null;
-  /** Counts of Opus coders freed by a codec change mid-call (stats() adds them). */
-  private readonly pastCoders = { malformed: 0, concealed: 0, fecRecovered: 0, trunkMalformed: 0 };
+  /**
+   * Counts of Opus coders freed by a codec change mid-call (stats() adds them); trunkOpusUsed:
+   * the trunk sent Opus at some point, so the SIP leg's stats carry its concealment counts.
+   */
+  private readonly pastCoders = { malformed: 0, concealed: 0, fecRecovered: 0, trunkMalformed: 0, trunkConcealed: 0, trunkFecRecovered: 0, trunkOpusUsed: false };
   private readonly unsubscribe: () => void;
   private readonly unsubscribeReports: () => void;
   private readonly browserDtmf: DtmfReceiver;
@@ -250,7 +253,12 @@ export class MediaBridge extends EventEmitter<BridgeEvents> {
       this.pastCoders.concealed += this.toSip.concealed;
       this.pastCoders.fecRecovered += this.toSip.fecRecovered;
     }
-    if (this.trunkOpus) this.pastCoders.trunkMalformed += this.trunkOpus.decoder.malformed;
+    if (this.trunkOpus) {
+      this.pastCoders.trunkMalformed += this.trunkOpus.decoder.malformed;
+      this.pastCoders.trunkConcealed += this.trunkOpus.decoder.concealed;
+      this.pastCoders.trunkFecRecovered += this.trunkOpus.decoder.fecRecovered;
+      this.pastCoders.trunkOpusUsed = true;
+    }
     this.toSip?.close();
     this.toBrowser?.close();
     this.trunkOpus?.decoder.close();
@@ -530,6 +538,11 @@ export class MediaBridge extends EventEmitter<BridgeEvents> {
   stats(): { browser: BrowserLegStats; sip: LegStats; transcodeCpuMs: number; mode: BridgeMode } {
     const r = this.sipReorder;
     const sip = this.sip.stats();
+    const p = this.pastCoders;
+    // An Opus trunk's losses are concealed (PLC, or its in-band FEC) like the browser's.
+    const trunkOpus = this.trunkOpus || p.trunkOpusUsed
+      ? { concealed: p.trunkConcealed + (this.trunkOpus?.decoder.concealed ?? 0), fecRecovered: p.trunkFecRecovered + (this.trunkOpus?.decoder.fecRecovered ?? 0) }
+      : {};
     return {
       browser: {
         packetsSent: this.sent.packets, bytesSent: this.sent.bytes, packetsReceived: this.received.packets, bytesReceived: this.received.bytes,
@@ -540,7 +553,7 @@ export class MediaBridge extends EventEmitter<BridgeEvents> {
         fecRecovered: this.pastCoders.fecRecovered + (this.toSip?.fecRecovered ?? 0),
       },
       // The reorder stage sits between the trunk socket and the browser, so its counters go with the SIP leg's.
-      sip: { ...sip, dropped: sip.dropped + this.pastCoders.trunkMalformed + (this.trunkOpus?.decoder.malformed ?? 0), reorder: { reordered: r.reordered, duplicateOrLate: r.dropped, givenUp: r.lost } },
+      sip: { ...sip, dropped: sip.dropped + p.trunkMalformed + (this.trunkOpus?.decoder.malformed ?? 0), ...trunkOpus, reorder: { reordered: r.reordered, duplicateOrLate: r.dropped, givenUp: r.lost } },
       transcodeCpuMs: Math.round(this.transcodeMs * 1000) / 1000,
       mode: this.mode,
     };

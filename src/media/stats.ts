@@ -158,6 +158,12 @@ export interface LegStats {
   dropped: number;
   /** SIP leg only: what the gateway's reorder stage did to trunk audio before the browser. */
   reorder?: ReorderStats;
+  /**
+   * SIP leg of a call whose trunk sent Opus: frames of its audio the gateway concealed with PLC
+   * (lost or malformed), and lost frames it rebuilt from the next packet's in-band FEC.
+   */
+  concealed?: number;
+  fecRecovered?: number;
 }
 
 /**

@@ -326,13 +326,17 @@ test('a PCMU browser and an Opus trunk: transcoded both ways (tones checked), tr
     // frame ramps up; the concealed one (seq 5) carries the tone on instead of a hole.
     const ratios = browser.got.map((_, i) => toneRatio(pcm.subarray(i * 160, i * 160 + 160), 8000, 1000));
     assert.ok(ratios.slice(1).every((r, i) => r > (i + 1 === 4 ? 0.5 : 0.9)), `1 kHz in the browser (per frame ${ratios.map((r) => r.toFixed(2)).join(' ')})`);
+    // The SIP leg's stats say so (these packets carry no FEC: concealed, not rebuilt).
+    assert.deepEqual([bridge.stats().sip.concealed, bridge.stats().sip.fecRecovered], [1, 0]);
     // Malformed Opus from the trunk is concealed and counted, not thrown.
     trunk.send(buildRtp(111, 13, 13 * 960, 0x0b05, Buffer.from([0xff, 0xff, 0xff])), leg.localPort, '127.0.0.1');
     await until(() => bridge.stats().sip.dropped >= 1, 'the malformed packet counted');
+    assert.equal(bridge.stats().sip.concealed, 2);
     // A re-INVITE to PCMU: bytes pass through, the Opus coders are freed.
     leg.setRemote({ address: '127.0.0.1', port: trunk.address().port, codec: 'PCMU', payloadType: 0 });
     assert.equal(bridge.stats().mode, 'passthrough');
     assert.equal(liveOpusCoders, coders);
+    assert.deepEqual([bridge.stats().sip.concealed, bridge.stats().sip.fecRecovered], [2, 0], 'the freed decoder\'s counts kept');
     const mu = pcmuEncode(tone(700, 0, 160, 8000));
     const n = atTrunk.length;
     browser.deliver({ payloadType: 0, sequenceNumber: 13, timestamp: 13 * 160, marker: false, ssrc: 0xb0b, payload: mu });
