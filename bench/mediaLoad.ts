@@ -145,15 +145,9 @@ async function memory(gateway: Gateway): Promise<{ rss: number; heap: number }> 
   return { rss: m.rss, heap: m.heapUsed + workersHeap };
 }
 
-export async function mediaLoad(calls: number, mode: 'transcode' | 'passthrough', seconds = 5, opts: { allAtOnce?: boolean; directSrtp?: boolean; workers?: number } = {}): Promise<MediaLoadResult> {
-  // BENCH_PROFILE=dir also profiles the load generator (its own file, written when it exits).
-  const profDir = process.env.BENCH_PROFILE;
-  const genArgs = profDir ? ['--cpu-prof', `--cpu-prof-dir=${profDir}`] : [];
-  const gen = fork(join(__dirname, 'loadGen.js'), { stdio: 'inherit', execArgv: genArgs });
+/** The gateway under test, with the load generator's SIP user agent as its trunk; stopped again if its start fails. */
+async function startBenchGateway(gen: ChildProcess, calls: number, o: { mediaPorts: [number, number]; webrtcPorts: [number, number]; cdrDir: string; workers?: number; directSrtp?: boolean }): Promise<Gateway> {
   const { sipPort } = await request<{ sipPort: number }>(gen, { type: 'noop' }, 'ready');
-  const mediaPorts: [number, number] = [31000, 31000 + calls * 2 + 40];
-  const webrtcPorts: [number, number] = [33000, 33000 + calls * 2 + 40];
-  const cdrDir = mkdtempSync(join(tmpdir(), 'bench-cdr-'));
   const cfg = validateConfig({
     http: { host: '127.0.0.1', port: BASE },
     sip: { host: '127.0.0.1', port: BASE + 1, sessionExpiresSec: 0 },
@@ -161,15 +155,31 @@ export async function mediaLoad(calls: number, mode: 'transcode' | 'passthrough'
     auth: { mode: 'demo' },
     trunk: { uri: `sip:127.0.0.1:${sipPort}`, codecs: ['PCMU'], sourceCidrs: ['127.0.0.1/32'] },
     dialplan: { allow: ['+1555*'] },
-    media: { portRange: mediaPorts, inactivityTimeoutSec: 60, workers: opts.workers ?? 0 },
-    webrtc: { portRange: webrtcPorts },
+    media: { portRange: o.mediaPorts, inactivityTimeoutSec: 60, workers: o.workers ?? 0 },
+    webrtc: { portRange: o.webrtcPorts },
     limits: { connectsPerIpPerMin: 10000, maxCallsGlobal: calls + 10 },
-    cdr: { path: join(cdrDir, 'cdr.jsonl') },
+    cdr: { path: join(o.cdrDir, 'cdr.jsonl') },
     drain: { timeoutSec: 0 },
   });
   if (!cfg.ok) throw new Error(cfg.errors.join('\n'));
-  const gateway = new Gateway(cfg.config, pino({ level: 'silent' }), { directSrtp: opts.directSrtp });
-  await gateway.start();
+  const gateway = new Gateway(cfg.config, pino({ level: 'silent' }), { directSrtp: o.directSrtp });
+  await gateway.start().catch(async (err) => { await gateway.stop().catch(() => undefined); throw err; });
+  return gateway;
+}
+
+export async function mediaLoad(calls: number, mode: 'transcode' | 'passthrough', seconds = 5, opts: { allAtOnce?: boolean; directSrtp?: boolean; workers?: number } = {}): Promise<MediaLoadResult> {
+  // BENCH_PROFILE=dir also profiles the load generator (its own file, written when it exits).
+  const profDir = process.env.BENCH_PROFILE;
+  const genArgs = profDir ? ['--cpu-prof', `--cpu-prof-dir=${profDir}`] : [];
+  const gen = fork(join(__dirname, 'loadGen.js'), { stdio: 'inherit', execArgv: genArgs });
+  const mediaPorts: [number, number] = [31000, 31000 + calls * 2 + 40];
+  const webrtcPorts: [number, number] = [33000, 33000 + calls * 2 + 40];
+  const cdrDir = mkdtempSync(join(tmpdir(), 'bench-cdr-'));
+  const gateway = await startBenchGateway(gen, calls, { mediaPorts, webrtcPorts, cdrDir, workers: opts.workers, directSrtp: opts.directSrtp }).catch((err) => {
+    gen.kill();
+    rmSync(cdrDir, { recursive: true, force: true });
+    throw err;
+  });
   let capture: WireCapture | string = 'not started';
   try {
     const mem0 = await memory(gateway);
