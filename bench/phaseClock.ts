@@ -10,7 +10,7 @@ export class PhaseClock {
   private timer: NodeJS.Timeout | null = null;
   /** Lateness (ms) of each phase sent while recording. */
   private late: number[] = [];
-  recording = false;
+  private recording = false;
 
   constructor(private readonly phases: number, private readonly phaseMs: number) {}
 
