@@ -4,9 +4,9 @@
  * Why a thread: one process plays a hundred browsers and a trunk, so every pause of its main
  * thread (a garbage collection in a heap full of werift peer connections, a long turn reading
  * what the gateway sent back) held back every call's next packet at once, and the late timer
- * tick then sent them together: 30–160 datagrams within half a millisecond where the calls send
+ * tick then sent them together: 20–160 datagrams within half a millisecond where the calls send
  * 5. The gateway queues such a burst, and the bench counts that queue as latency it added:
- * at 100 transcoded calls 17 of 20 backlogs of over 40 packets began with one. A hundred real
+ * at 100 transcoded calls 17 of 20 backlogs of over 40 packets began with one (bench/queueTrace.ts). A hundred real
  * callers on their own machines do not pause together. This thread holds only the packets'
  * state (a small heap, short collections) and sends on its own clock. Measured in runs
  * interleaved on the 2-core VM: its packets left late by p99 2.6–4.3 ms (max 10–14), against

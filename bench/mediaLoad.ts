@@ -18,7 +18,7 @@ import pino from 'pino';
 import { validateConfig } from '../src/config';
 import { Gateway } from '../src/gateway';
 import { WorkerMediaPlane } from '../src/media/worker/workerMediaPlane';
-import { WireCapture, type CallPorts, type Percentiles } from './wireLatency';
+import { readRtpPackets, WireCapture, type CallPorts, type Percentiles, type WirePacket } from './wireLatency';
 
 export interface MediaLoadResult {
   mode: 'transcode' | 'passthrough';
@@ -145,6 +145,11 @@ async function memory(gateway: Gateway): Promise<{ rss: number; heap: number }> 
   return { rss: m.rss, heap: m.heapUsed + workersHeap };
 }
 
+/** The gateway's port ranges in the media bench: its SIP RTP legs', and its browser legs' (ICE). */
+export function gatewayMediaPorts(calls: number): { mediaPorts: [number, number]; webrtcPorts: [number, number] } {
+  return { mediaPorts: [31000, 31000 + calls * 2 + 40], webrtcPorts: [33000, 33000 + calls * 2 + 40] };
+}
+
 /** The gateway under test, with the load generator's SIP user agent as its trunk; stopped again if its start fails. */
 async function startBenchGateway(gen: ChildProcess, calls: number, o: { mediaPorts: [number, number]; webrtcPorts: [number, number]; cdrDir: string; workers?: number; directSrtp?: boolean }): Promise<Gateway> {
   const { sipPort } = await request<{ sipPort: number }>(gen, { type: 'noop' }, 'ready');
@@ -167,13 +172,12 @@ async function startBenchGateway(gen: ChildProcess, calls: number, o: { mediaPor
   return gateway;
 }
 
-export async function mediaLoad(calls: number, mode: 'transcode' | 'passthrough', seconds = 5, opts: { allAtOnce?: boolean; directSrtp?: boolean; workers?: number } = {}): Promise<MediaLoadResult> {
+export async function mediaLoad(calls: number, mode: 'transcode' | 'passthrough', seconds = 5, opts: { allAtOnce?: boolean; directSrtp?: boolean; workers?: number; onCapture?: (packets: WirePacket[], window: { fromMs: number; toMs: number }) => void } = {}): Promise<MediaLoadResult> {
   // BENCH_PROFILE=dir also profiles the load generator (its own file, written when it exits).
   const profDir = process.env.BENCH_PROFILE;
   const genArgs = profDir ? ['--cpu-prof', `--cpu-prof-dir=${profDir}`] : [];
   const gen = fork(join(__dirname, 'loadGen.js'), { stdio: 'inherit', execArgv: genArgs });
-  const mediaPorts: [number, number] = [31000, 31000 + calls * 2 + 40];
-  const webrtcPorts: [number, number] = [33000, 33000 + calls * 2 + 40];
+  const { mediaPorts, webrtcPorts } = gatewayMediaPorts(calls);
   const cdrDir = mkdtempSync(join(tmpdir(), 'bench-cdr-'));
   const gateway = await startBenchGateway(gen, calls, { mediaPorts, webrtcPorts, cdrDir, workers: opts.workers, directSrtp: opts.directSrtp }).catch((err) => {
     gen.kill();
@@ -226,6 +230,8 @@ export async function mediaLoad(calls: number, mode: 'transcode' | 'passthrough'
     else {
       const dropped = await capture.stop();
       added = dropped ? `the capture missed ${dropped} datagrams` : capture.latency(s.ports, windowFrom, windowTo);
+      // For tools that look at every datagram (bench/queueTrace.ts).
+      if (!dropped) opts.onCapture?.(readRtpPackets(readFileSync(capture.file)), { fromMs: windowFrom, toMs: windowTo });
     }
     const none = { p50: NaN, p99: NaN, n: 0 };
     const withheldIfLost = (p: Percentiles, lost: boolean) => (lost ? none : p);
