@@ -146,7 +146,7 @@ async function memory(gateway: Gateway): Promise<{ rss: number; heap: number }> 
 }
 
 /** The gateway's port ranges in the media bench: its SIP RTP legs', and its browser legs' (ICE). */
-export function gatewayMediaPorts(calls: number): { mediaPorts: [number, number]; webrtcPorts: [number, number] } {
+function gatewayMediaPorts(calls: number): { mediaPorts: [number, number]; webrtcPorts: [number, number] } {
   return { mediaPorts: [31000, 31000 + calls * 2 + 40], webrtcPorts: [33000, 33000 + calls * 2 + 40] };
 }
 
@@ -172,7 +172,7 @@ async function startBenchGateway(gen: ChildProcess, calls: number, o: { mediaPor
   return gateway;
 }
 
-export async function mediaLoad(calls: number, mode: 'transcode' | 'passthrough', seconds = 5, opts: { allAtOnce?: boolean; directSrtp?: boolean; workers?: number; onCapture?: (packets: WirePacket[], window: { fromMs: number; toMs: number }) => void } = {}): Promise<MediaLoadResult> {
+export async function mediaLoad(calls: number, mode: 'transcode' | 'passthrough', seconds = 5, opts: { allAtOnce?: boolean; directSrtp?: boolean; workers?: number; onCapture?: (packets: WirePacket[], window: { fromMs: number; toMs: number }, calls: CallPorts[]) => void } = {}): Promise<MediaLoadResult> {
   // BENCH_PROFILE=dir also profiles the load generator (its own file, written when it exits).
   const profDir = process.env.BENCH_PROFILE;
   const genArgs = profDir ? ['--cpu-prof', `--cpu-prof-dir=${profDir}`] : [];
@@ -231,7 +231,7 @@ export async function mediaLoad(calls: number, mode: 'transcode' | 'passthrough'
       const dropped = await capture.stop();
       added = dropped ? `the capture missed ${dropped} datagrams` : capture.latency(s.ports, windowFrom, windowTo);
       // For tools that look at every datagram (bench/queueTrace.ts).
-      if (!dropped) opts.onCapture?.(readRtpPackets(readFileSync(capture.file)), { fromMs: windowFrom, toMs: windowTo });
+      if (!dropped) opts.onCapture?.(readRtpPackets(readFileSync(capture.file)), { fromMs: windowFrom, toMs: windowTo }, s.ports);
     }
     const none = { p50: NaN, p99: NaN, n: 0 };
     const withheldIfLost = (p: Percentiles, lost: boolean) => (lost ? none : p);
@@ -268,7 +268,10 @@ export async function mediaLoad(calls: number, mode: 'transcode' | 'passthrough'
     if (capture instanceof WireCapture) { await capture.stop(); capture.remove(); }
     await request(gen, { type: 'hangup' }, 'done').catch(() => undefined);
     gen.kill();
-    await gateway.stop();
-    rmSync(cdrDir, { recursive: true, force: true });
+    try {
+      await gateway.stop();
+    } finally {
+      rmSync(cdrDir, { recursive: true, force: true });
+    }
   }
 }

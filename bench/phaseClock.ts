@@ -16,6 +16,7 @@ export class PhaseClock {
 
   /** Calls `send(phase)` for each phase as it falls due, until stopped. */
   start(send: (phase: number) => void): void {
+    this.stop(); // one clock at a time
     const start = performance.now();
     let sent = 0;
     this.timer = setInterval(() => {

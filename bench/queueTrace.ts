@@ -1,8 +1,9 @@
 /**
  * Where a backlog in the gateway comes from, for whoever chases the p99 of the media bench:
- * one run of `mediaLoad` (100 transcoded calls by default) with, per 0.5 ms, the datagrams that
- * reached the gateway (tcpdump), those its JavaScript took up (every 'message' a UDP socket of
- * this process emitted) and those that left it (tcpdump), and the backlog between the first two.
+ * one run of `mediaLoad` (100 transcoded calls by default) with, per 0.5 ms, the RTP datagrams
+ * that reached the gateway from the far ends (tcpdump), those its JavaScript took up (every RTP
+ * 'message' a UDP socket of this process emitted) and those that left it for the far ends
+ * (tcpdump), and the backlog between the first two.
  * Each backlog episode over `threshold` packets is classified by whether an input burst came
  * in the 3 ms before it built up: three or more of the generator's 1 ms phases in one bin (it
  * fell 2 ms behind and caught up at once), the load generator's doing rather than the
@@ -15,8 +16,8 @@
  * costs the gateway a little.
  */
 import dgram from 'node:dgram';
-import { gatewayMediaPorts, mediaLoad } from './mediaLoad';
-import type { WirePacket } from './wireLatency';
+import { mediaLoad } from './mediaLoad';
+import type { CallPorts, WirePacket } from './wireLatency';
 
 const BIN_MS = 0.5;
 
@@ -27,17 +28,21 @@ export async function queueTrace(calls = 100, threshold = 40): Promise<{ addedP9
   const taken: number[] = [];
   const emit = dgram.Socket.prototype.emit;
   dgram.Socket.prototype.emit = function (this: dgram.Socket, event: string | symbol, ...args: unknown[]) {
-    if (event === 'message') taken.push(performance.timeOrigin + performance.now());
+    // RTP only, as the capture's figures are (RFC 7983 first byte; RTCP's PTs 192-223 left out).
+    const msg = args[0] as Buffer;
+    if (event === 'message' && msg.length >= 12 && (msg[0] & 0xc0) === 0x80 && !(msg[1] >= 192 && msg[1] <= 223)) taken.push(performance.timeOrigin + performance.now());
     return (emit as (...a: unknown[]) => boolean).apply(this, [event, ...args]);
   } as typeof emit;
   let packets: WirePacket[] = [];
   let window = { fromMs: 0, toMs: 0 };
+  let ends: CallPorts[] = [];
   try {
-    const r = await mediaLoad(calls, 'transcode', 8, { onCapture: (p, w) => { packets = p; window = w; } });
-    const { mediaPorts, webrtcPorts } = gatewayMediaPorts(calls);
-    const ours = (port: number) => (port >= mediaPorts[0] && port <= mediaPorts[1]) || (port >= webrtcPorts[0] && port <= webrtcPorts[1]);
-    const arrivals = packets.filter((p) => ours(p.dport) && !ours(p.sport)).map((p) => p.t);
-    const departures = packets.filter((p) => ours(p.sport) && !ours(p.dport)).map((p) => p.t);
+    const r = await mediaLoad(calls, 'transcode', 8, { onCapture: (p, w, c) => { packets = p; window = w; ends = c; } });
+    // Told apart by the far ends' own ports: the gateway's ranges can hold an ephemeral port of theirs.
+    const sending = new Set(ends.flatMap((c) => [c.browserSendPort ?? c.browserPort, c.trunkPort]));
+    const receiving = new Set(ends.flatMap((c) => [c.browserPort, c.trunkPort]));
+    const arrivals = packets.filter((p) => sending.has(p.sport)).map((p) => p.t);
+    const departures = packets.filter((p) => receiving.has(p.dport)).map((p) => p.t);
     // The generator sends one packet per call and direction per 20 ms, in twenty 1 ms phases.
     const burst = 3 * Math.max(1, Math.round((2 * calls) / 20));
     const episodes = analyse(arrivals, taken, departures, window, threshold, burst);

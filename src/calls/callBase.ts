@@ -282,7 +282,8 @@ export abstract class CallBase extends EventEmitter<CallEvents> {
     if (!srtp && /SAVP/i.test(desc.profile)) return `the far end requires SRTP (${desc.profile}) and trunk.srtp is off`;
     this.activeSrtp = srtp ?? null;
     const te = telephoneEventFor(desc, codec.clockRate);
-    // The other G.711 law, if the far end listed it and we offer it: it may send that too.
+    // The other G.711 law, if the far end listed it and we offer it: an answerer may send that
+    // too (RFC 3264 §6.1); an offerer should not once we answered one law, but is heard if it does.
     const otherLaw = next === 'opus' ? undefined : desc.codecs.find((c) => usable(c.name) && c.clockRate === 8000 && ['PCMU', 'PCMA'].includes(c.name.toUpperCase()) && c.name.toUpperCase() !== next);
     this.heldRemotely = desc.direction === 'sendonly' || desc.direction === 'inactive';
     this.sipCodec = next;

@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events';
 import { randomInt } from 'node:crypto';
 import type { Logger } from 'pino';
-import { G711ToOpus, OpusToG711, opusFecStatus, pcmaDecode, pcmaEncode, pcmuDecode, pcmuEncode, type G711Law } from './codecs';
+import { G711ToOpus, OpusToG711, opusFecStatus, pcmaEncode, pcmaToPcmu, pcmuDecode, pcmuEncode, type G711Law } from './codecs';
 import type { RtpPacketView } from './rtp';
 import { sipFrameSamplesFor, type SipRtpLeg } from './sipRtpLeg';
 import { estimateMos, ReceiveStats, type LegStats } from './stats';
@@ -421,8 +421,7 @@ export class MediaBridge extends EventEmitter<BridgeEvents> {
       if (this.mode === 'passthrough') this.sendToBrowser(pkt.payload, step, pkt.marker);
       else {
         // The trunk's PCMA as the browser's PCMU (a fresh buffer: the browser leg may keep it).
-        const pcm = pcmaDecode(pkt.payload, this.lawScratch(pkt.payload.length));
-        this.sendToBrowser(pcmuEncode(pcm, Buffer.allocUnsafe(pcm.length)), pcm.length, pkt.marker);
+        this.sendToBrowser(pcmaToPcmu(pkt.payload), pkt.payload.length, pkt.marker);
       }
       return;
     }

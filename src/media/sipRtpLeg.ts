@@ -6,7 +6,7 @@ import { SrtpSession, type SdesCrypto } from './srtp';
 import { buildRtp, isRtcp, parseRtp, RTCP, writeRtpHeader, type RtpPacketView } from './rtp';
 import { estimateMos, ReceiveStats, type LegStats } from './stats';
 import { DtmfReceiver, digitToEvent, dtmfPacketTrain, dtmfToneFrames } from './dtmf';
-import { pcmaDecode, pcmaEncode, pcmuDecode, pcmuEncode } from './codecs/g711';
+import { pcmaEncode, pcmaToPcmu, pcmuEncode, pcmuToPcma } from './codecs/g711';
 import { threadSendBatch } from './udpSendBatch';
 
 export interface SipLegRemote {
@@ -29,9 +29,10 @@ export interface SipLegRemote {
   direction?: 'sendrecv' | 'sendonly' | 'recvonly' | 'inactive';
   /**
    * The other G.711 law, when the far end's SDP listed it too: an answerer may send any format
-   * of its answer (RFC 3264 §6.1), so its packets are taken and converted to `codec`'s law
-   * before anyone sees them (the bridge handles one codec). G.711 only: both laws share the
-   * clock and the frame, and the conversion is a table lookup per sample.
+   * of its answer (RFC 3264 §6.1); an offerer we answered with one law should not, but one that
+   * does is heard rather than dropped. Its packets are converted to `codec`'s law before anyone
+   * sees them (the bridge handles one codec). G.711 only: both laws share the clock and the
+   * frame, and the conversion is a table lookup per byte.
    */
   otherG711?: { payloadType: number; codec: 'PCMU' | 'PCMA' };
 }
@@ -71,8 +72,7 @@ export class SipRtpLeg extends EventEmitter<SipLegEvents> {
   /** The audio codec's RTP clock: 8 kHz for G.711, 48 kHz for Opus (RFC 7587). */
   private clockRate = 8000;
   private remoteSsrc: number | null = null;
-  /** Scratch PCM for converting the other G.711 law (see toOwnLaw), and whether that was logged. */
-  private otherLawPcm = new Int16Array(160);
+  /** Whether a packet in the other G.711 law was logged (see toOwnLaw). */
   private loggedOtherLaw = false;
   private latched = false;
   private rtpConnected: 'no' | 'connecting' | 'yes' = 'no';
@@ -451,14 +451,8 @@ export class SipRtpLeg extends EventEmitter<SipLegEvents> {
       this.loggedOtherLaw = true;
       this.opts.logger.info({ payloadType: pkt.payloadType, negotiated: law }, 'far end sends the other G.711 law it listed: converted');
     }
-    const pcm = law === 'PCMU' ? pcmaDecode(pkt.payload, this.lawPcm(pkt.payload.length)) : pcmuDecode(pkt.payload, this.lawPcm(pkt.payload.length));
-    const payload = law === 'PCMU' ? pcmuEncode(pcm) : pcmaEncode(pcm);
+    const payload = law === 'PCMU' ? pcmaToPcmu(pkt.payload) : pcmuToPcma(pkt.payload);
     return { ...pkt, payloadType: this.remote!.payloadType, payload };
-  }
-
-  private lawPcm(samples: number): Int16Array {
-    if (this.otherLawPcm.length < samples) this.otherLawPcm = new Int16Array(samples);
-    return this.otherLawPcm.subarray(0, samples);
   }
 
   /** The clock rate of the telephone-event format with this PT; 0 when it is not one. */

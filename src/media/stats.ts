@@ -159,8 +159,9 @@ export interface LegStats {
   /** SIP leg only: what the gateway's reorder stage did to trunk audio before the browser. */
   reorder?: ReorderStats;
   /**
-   * SIP leg of a call whose trunk sent Opus: frames of its audio the gateway concealed with PLC
-   * (lost or malformed), and lost frames it rebuilt from the next packet's in-band FEC.
+   * SIP leg of a call where the gateway decoded the trunk's Opus (for a PCMU browser; Opus on
+   * both sides passes through, the browser conceals): frames of that audio concealed with PLC
+   * (lost or malformed), and lost frames rebuilt from the next packet's in-band FEC.
    */
   concealed?: number;
   fecRecovered?: number;

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { G711ToOpus, liveCoders, OpusDecoder, OpusEncoder, OpusToG711, pcmaDecode, pcmaEncode, pcmuDecode, pcmuEncode } from '../../src/media/codecs';
+import { G711ToOpus, liveCoders, OpusDecoder, OpusEncoder, OpusToG711, pcmaDecode, pcmaEncode, pcmaToPcmu, pcmuDecode, pcmuEncode, pcmuToPcma } from '../../src/media/codecs';
 import { toneRatio } from '../support/audio';
 
 test('G.711 mu-law and A-law match reference code words (ITU-T G.711 tables)', () => {
@@ -27,6 +27,22 @@ function tone(hz: number, rate: number, n: number, start: number, amp = 10000): 
   for (let i = 0; i < n; i++) a[i] = Math.round(amp * Math.sin((2 * Math.PI * hz * (start + i)) / rate));
   return a;
 }
+
+test('G.711 law to law: each code as the other law encodes its value (the encoders checked above); there and back moves 16 of 256 codes by one step', () => {
+  const all = Buffer.from(Array.from({ length: 256 }, (_, i) => i));
+  assert.deepEqual(pcmaToPcmu(all), pcmuEncode(pcmaDecode(all)));
+  assert.deepEqual(pcmuToPcma(all), pcmaEncode(pcmuDecode(all)));
+  for (const [there, back, decode] of [[pcmaToPcmu, pcmuToPcma, pcmaDecode], [pcmuToPcma, pcmaToPcmu, pcmuDecode]] as const) {
+    const round = back(there(all));
+    const moved = [...round].map((c, i) => [i, c]).filter(([i, c]) => c !== i);
+    assert.equal(moved.length, 16, 'codes not back where they were');
+    const levels = [...new Set(decode(all))].sort((x, y) => x - y);
+    for (const [i, c] of moved) {
+      const [was, now] = [decode(Buffer.from([i]))[0], decode(Buffer.from([c]))[0]];
+      assert.equal(Math.abs(levels.indexOf(now) - levels.indexOf(was)), 1, `code ${i} (${was}) came back as ${c} (${now}): not the next level`);
+    }
+  }
+});
 
 test('Opus round trip at 8 kHz keeps a 440 Hz and a 1 kHz tone (tone power > 90 % of the signal)', () => {
   for (const hz of [440, 1000]) {

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import dgram from 'node:dgram';
 import pino from 'pino';
 import { MediaEngine } from '../../src/media';
-import { buildRtp, parseRtp } from '../../src/media/rtp';
+import { buildRtp, parseRtp, type RtpPacketView } from '../../src/media/rtp';
 import { generateSdesCrypto, SrtpSession } from '../../src/media/srtp';
 import { threadSendBatch } from '../../src/media/udpSendBatch';
 import { until } from '../support/tabs';
@@ -647,11 +647,15 @@ test('the other G.711 law the far end listed is taken and converted to the negot
       const leg = await engine.createSipLeg({ callId: `law-${c.codec}` });
       legs.push(leg);
       leg.setRemote({ address: '127.0.0.1', port: trunk.address().port, codec: c.codec, payloadType: c.pt, otherG711: c.other });
-      const got: Array<{ payloadType: number; payload: Buffer }> = [];
+      const got: RtpPacketView[] = [];
       leg.on('audio', (p) => got.push(p));
-      trunk.send(buildRtp(c.other.payloadType, 1, 160, 9, c.sent), leg.localPort, '127.0.0.1');
+      const sentPacket = buildRtp(c.other.payloadType, 7, 1120, 9, c.sent);
+      sentPacket[1] |= 0x80; // marker
+      trunk.send(sentPacket, leg.localPort, '127.0.0.1');
       await until(() => got.length === 1, 'the converted packet', 2000);
       assert.equal(got[0].payloadType, c.pt, 'handed on as the negotiated payload type');
+      assert.deepEqual([got[0].sequenceNumber, got[0].timestamp, got[0].ssrc, got[0].marker], [7, 1120, 9, true], 'its header otherwise as sent');
+      assert.equal(leg.stats().packetsReceived, 1);
       const own = c.decodeOwn(got[0].payload);
       const sent = c.decodeSent(c.sent);
       // Each law quantizes on its own: the conversion stays within a quantization step of the sent audio.
