@@ -88,7 +88,10 @@ export class DirectSrtpPath {
     for (const udp of transports as UdpTransportLike[]) {
       const werift = udp.onData;
       // RFC 7983 demultiplexing: first byte 128–191 is RTP or RTCP (PT 192–223, RFC 5761) and
-      // ours; STUN and DTLS stay with werift.
+      // ours; STUN and DTLS stay with werift. Media is taken from whatever source address passes
+      // SRTP authentication (only the browser holds its keys), as werift's path did; the media
+      // bench's load generator sends from a socket of its own (bench/loadGenSender.ts) and
+      // relies on it.
       udp.onData = (data, addr) => {
         if (data.length < 12 || (data[0] & 0xc0) !== 0x80) werift(data, addr);
         else if (data[1] >= 192 && data[1] <= 223) path.receiveRtcp(data);
