@@ -301,6 +301,7 @@ async function startEngine(sinks: Array<[number, number]>, socks: dgram.Socket[]
     const srtp = work[i].srtp;
     const socket = socks[2 * i];
     const listeners = new Set<(pkt: RtpPacketView) => void>();
+    const header = Buffer.alloc(12); // written in place per packet, as DirectSrtpPath does (SRTP copies it out)
     socket.on('message', (msg) => {
       onPacket();
       const plain = srtp.unprotectRtp(msg);
@@ -311,7 +312,7 @@ async function startEngine(sinks: Array<[number, number]>, socks: dgram.Socket[]
       opusPayloadType: 111, pcmuPayloadType: null, telephoneEventPayloadType: null, sendCodec: 'opus',
       onRtp: (l) => { listeners.add(l); return () => listeners.delete(l); },
       sendRtp: (pkt) => {
-        const header = writeRtpHeader(Buffer.alloc(12), pkt.payloadType, pkt.sequenceNumber, pkt.timestamp, 4242 + i, pkt.marker);
+        writeRtpHeader(header, pkt.payloadType, pkt.sequenceNumber, pkt.timestamp, 4242 + i, pkt.marker);
         threadSendBatch.send(socket, srtp.protectRtpParts(header, 12, pkt.payload), browserSink, '127.0.0.1');
       },
     };

@@ -284,7 +284,7 @@ export abstract class CallBase extends EventEmitter<CallEvents> {
     const te = telephoneEventFor(desc, codec.clockRate);
     // The other G.711 law, if the far end listed it and we offer it: an answerer may send that
     // too (RFC 3264 §6.1); an offerer should not once we answered one law, but is heard if it does.
-    const otherLaw = next === 'opus' ? undefined : desc.codecs.find((c) => usable(c.name) && c.clockRate === 8000 && ['PCMU', 'PCMA'].includes(c.name.toUpperCase()) && c.name.toUpperCase() !== next);
+    const otherLaw = next === 'opus' ? undefined : desc.codecs.find((c) => usable(c.name) && /^PCM[AU]$/i.test(c.name) && c.name.toUpperCase() !== next);
     this.heldRemotely = desc.direction === 'sendonly' || desc.direction === 'inactive';
     this.sipCodec = next;
     this.sipLeg.setRemote({
@@ -300,7 +300,7 @@ export abstract class CallBase extends EventEmitter<CallEvents> {
       telephoneEvents: desc.telephoneEvents,
       srtp,
       direction: desc.direction,
-      otherG711: otherLaw ? { payloadType: otherLaw.payloadType, codec: normaliseCodecName(otherLaw.name) as 'PCMU' | 'PCMA' } : undefined,
+      otherLawPayloadType: otherLaw?.payloadType,
     });
     return null;
   }

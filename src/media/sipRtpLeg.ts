@@ -28,13 +28,14 @@ export interface SipLegRemote {
   srtp?: { local: SdesCrypto; remote: SdesCrypto };
   direction?: 'sendrecv' | 'sendonly' | 'recvonly' | 'inactive';
   /**
-   * The other G.711 law, when the far end's SDP listed it too: an answerer may send any format
+   * The payload type of the other G.711 law (PCMA beside PCMU, or PCMU beside PCMA), when the
+   * far end's SDP listed it too: an answerer may send any format
    * of its answer (RFC 3264 §6.1); an offerer we answered with one law should not, but one that
    * does is heard rather than dropped. Its packets are converted to `codec`'s law before anyone
    * sees them (the bridge handles one codec). G.711 only: both laws share the clock and the
    * frame, and the conversion is a table lookup per byte.
    */
-  otherG711?: { payloadType: number; codec: 'PCMU' | 'PCMA' };
+  otherLawPayloadType?: number;
 }
 
 export interface SipLegEvents {
@@ -430,7 +431,7 @@ export class SipRtpLeg extends EventEmitter<SipLegEvents> {
       // An empty frame carries no audio and no duration: counted, and it only takes its number.
       if (pkt.payload.length > 0) this.emit('audio', pkt);
       else { this.dropped++; this.emit('nonAudio', pkt); }
-    } else if (pkt.payloadType === this.remote.otherG711?.payloadType && this.remote.codec !== 'opus') {
+    } else if (pkt.payloadType === this.remote.otherLawPayloadType && this.remote.codec !== 'opus') {
       if (pkt.payload.length > 0) this.emit('audio', this.toOwnLaw(pkt, this.remote.codec));
       else { this.dropped++; this.emit('nonAudio', pkt); }
     } else if (eventClock > 0) {

@@ -640,16 +640,16 @@ test('the other G.711 law the far end listed is taken and converted to the negot
   try {
     const pcm = new Int16Array(160).map((_, i) => Math.round(8000 * Math.sin((2 * Math.PI * 600 * i) / 8000)));
     const cases = [
-      { codec: 'PCMU' as const, pt: 0, other: { payloadType: 8, codec: 'PCMA' as const }, sent: pcmaEncode(pcm), decodeOwn: pcmuDecode, decodeSent: pcmaDecode },
-      { codec: 'PCMA' as const, pt: 8, other: { payloadType: 0, codec: 'PCMU' as const }, sent: pcmuEncode(pcm), decodeOwn: pcmaDecode, decodeSent: pcmuDecode },
+      { codec: 'PCMU' as const, pt: 0, otherPt: 8, sent: pcmaEncode(pcm), decodeOwn: pcmuDecode, decodeSent: pcmaDecode },
+      { codec: 'PCMA' as const, pt: 8, otherPt: 0, sent: pcmuEncode(pcm), decodeOwn: pcmaDecode, decodeSent: pcmuDecode },
     ];
     for (const c of cases) {
       const leg = await engine.createSipLeg({ callId: `law-${c.codec}` });
       legs.push(leg);
-      leg.setRemote({ address: '127.0.0.1', port: trunk.address().port, codec: c.codec, payloadType: c.pt, otherG711: c.other });
+      leg.setRemote({ address: '127.0.0.1', port: trunk.address().port, codec: c.codec, payloadType: c.pt, otherLawPayloadType: c.otherPt });
       const got: RtpPacketView[] = [];
       leg.on('audio', (p) => got.push(p));
-      const sentPacket = buildRtp(c.other.payloadType, 7, 1120, 9, c.sent);
+      const sentPacket = buildRtp(c.otherPt, 7, 1120, 9, c.sent);
       sentPacket[1] |= 0x80; // marker
       trunk.send(sentPacket, leg.localPort, '127.0.0.1');
       await until(() => got.length === 1, 'the converted packet', 2000);
