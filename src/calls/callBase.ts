@@ -4,7 +4,7 @@ import type { Logger } from 'pino';
 import type { Dialog, SipRequest } from '../sip';
 import type { BridgeHandle, BridgeStats, MediaPlane, SipLegHandle } from '../media';
 import { generateSdesCrypto, parseCryptoAttribute, type SdesCrypto } from '../media/srtp';
-import { buildSipAnswer, parseSipAnswer, parseSipOffer, telephoneEventFor, type MediaDirection, type SipCodecName, type SipMediaDescription, type SipSdpOptions } from '../sdp';
+import { buildSipAnswer, chooseSipCodec, parseSipAnswer, parseSipOffer, telephoneEventFor, type MediaDirection, type SipCodecName, type SipMediaDescription, type SipSdpOptions } from '../sdp';
 import type { BrowserIceConfig } from '../webrtc/browserLeg';
 import { BrowserLeg } from '../webrtc/browserLeg';
 import type { EndCause } from './causes';
@@ -252,21 +252,12 @@ export abstract class CallBase extends EventEmitter<CallEvents> {
    */
   protected applyRemoteMedia(desc: SipMediaDescription, role: 'offer' | 'answer'): string | null {
     if (!this.sipLeg) return 'no SIP media leg';
-    // Mid-call, the codec in use is kept while the far end still lists it (a re-offer with
-    // another order must not switch it under the bridge).
-    // Choosing from an offer, a browser that sends PCMU (or will: webrtc.preferPcmu) prefers
-    // G.711, passed through untouched; Opus is taken (the bridge transcodes) only when the far
-    // end offers nothing else we do. From an answer we take its first codec we do: the far end
-    // sends what it put first, and our leg takes that payload type as audio (and the other
-    // G.711 law too, converted, when the answer lists it: the far end may send any it listed).
-    const usable = (name: string) => this.ctx.sipCodecs.some((n) => n.toLowerCase() === name.toLowerCase());
-    const preferG711 = role === 'offer' && this.g711Browser;
-    const codec = (this.sipCodec ? desc.codecs.find((c) => c.name.toLowerCase() === this.sipCodec!.toLowerCase()) : undefined)
-      ?? (preferG711 ? desc.codecs.find((c) => usable(c.name) && c.name.toLowerCase() !== 'opus') : undefined)
-      ?? desc.codecs.find((c) => usable(c.name));
-    if (!codec) return `no common codec (far end offers ${desc.codecs.map((c) => c.name).join(', ') || 'none'})`;
+    // chooseSipCodec says how (the codec in use kept; G.711 first from an offer for a browser
+    // that sends PCMU, or will: webrtc.preferPcmu). Our answers keep what this chose.
+    const choice = chooseSipCodec(desc.codecs, this.ctx.sipCodecs, { keep: this.sipCodec ?? undefined, preferG711: role === 'offer' && this.g711Browser });
+    if (!choice) return `no common codec (far end offers ${desc.codecs.map((c) => c.name).join(', ') || 'none'})`;
     // A running bridge follows the change (mediaBridge.ts followSipRemote).
-    const next = normaliseCodecName(codec.name);
+    const { codec, name: next, otherLaw } = choice;
     let srtp: { local: SdesCrypto; remote: SdesCrypto } | undefined;
     if (desc.crypto.length > 0 && this.ctx.srtp !== 'off') {
       for (const line of desc.crypto) {
@@ -282,9 +273,7 @@ export abstract class CallBase extends EventEmitter<CallEvents> {
     if (!srtp && /SAVP/i.test(desc.profile)) return `the far end requires SRTP (${desc.profile}) and trunk.srtp is off`;
     this.activeSrtp = srtp ?? null;
     const te = telephoneEventFor(desc, codec.clockRate);
-    // The other G.711 law, if the far end listed it and we offer it: an answerer may send that
-    // too (RFC 3264 §6.1); an offerer should not once we answered one law, but is heard if it does.
-    const otherLaw = next === 'opus' ? undefined : desc.codecs.find((c) => usable(c.name) && /^PCM[AU]$/i.test(c.name) && c.name.toUpperCase() !== next);
+    // otherLaw: an offerer should not send it once we answered one law, but is heard if it does.
     this.heldRemotely = desc.direction === 'sendonly' || desc.direction === 'inactive';
     this.sipCodec = next;
     this.sipLeg.setRemote({
@@ -513,11 +502,4 @@ export abstract class CallBase extends EventEmitter<CallEvents> {
     this.log.warn({ reason }, 'browser media failed');
     this.hangup('ice-failed');
   }
-}
-
-export function normaliseCodecName(name: string): 'PCMU' | 'PCMA' | 'opus' {
-  const n = name.toUpperCase();
-  if (n === 'PCMU') return 'PCMU';
-  if (n === 'PCMA') return 'PCMA';
-  return 'opus';
 }

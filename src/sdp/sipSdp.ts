@@ -62,6 +62,35 @@ export function telephoneEventFor(desc: Pick<SipMediaDescription, 'telephoneEven
   return all.find((t) => t.clockRate === clockRate) ?? all.find((t) => t.clockRate === 8000) ?? all[0];
 }
 
+type ListedCodec = SipMediaDescription['codecs'][number];
+
+/**
+ * The one place a SIP-side codec is chosen from the far end's list (an offer we answer, or an
+ * answer to our offer), among the codecs we do (`ours`):
+ * - `keep`, the codec in use, while the far end still lists it: a re-offer in another order
+ *   must not switch it under a running bridge;
+ * - else, with `preferG711` (answering for a browser that sends PCMU), a G.711 law before Opus,
+ *   so the bridge passes audio through instead of transcoding it;
+ * - else the first listed that we do: an answerer sends what it put first.
+ * `otherLaw` is the other G.711 law when the far end listed it and we do it too: an answerer may
+ * send any format it listed (RFC 3264 §6.1), and our SIP leg converts that law to the chosen one.
+ */
+export function chooseSipCodec(
+  listed: readonly ListedCodec[],
+  ours: readonly SipCodecName[],
+  opts: { keep?: SipCodecName; preferG711?: boolean } = {},
+): { codec: ListedCodec; name: SipCodecName; otherLaw?: ListedCodec } | undefined {
+  const isOurs = (c: ListedCodec) => ours.some((n) => n.toLowerCase() === c.name.toLowerCase());
+  const named = (name: string) => (c: ListedCodec) => isOurs(c) && c.name.toLowerCase() === name.toLowerCase();
+  const codec = (opts.keep ? listed.find(named(opts.keep)) : undefined)
+    ?? (opts.preferG711 ? listed.find((c) => isOurs(c) && /^PCM[AU]$/i.test(c.name)) : undefined)
+    ?? listed.find(isOurs);
+  if (!codec) return undefined;
+  const name = normaliseCodecName(codec.name);
+  const otherLaw = name === 'opus' ? undefined : listed.find(named(name === 'PCMU' ? 'PCMA' : 'PCMU'));
+  return { codec, name, otherLaw };
+}
+
 /** Our offer toward the trunk. `srtp: 'optional'` offers RTP/AVP with a=crypto (best-effort SRTP). */
 export function buildSipOffer(o: SipSdpOptions): string {
   const events = [{ payloadType: TELEPHONE_EVENT_PT, clockRate: 8000 }];
@@ -75,8 +104,7 @@ export function buildSipOffer(o: SipSdpOptions): string {
  * audio stream is rejected with port 0 (RFC 3264 §6) rather than answered with a bogus m-line.
  */
 export function buildSipAnswer(offer: SipMediaDescription, o: SipSdpOptions): string {
-  const chosen = (o.keepCodec ? offer.codecs.find((c) => c.name.toLowerCase() === o.keepCodec!.toLowerCase()) : undefined)
-    ?? offer.codecs.find((c) => o.codecs.some((n) => n.toLowerCase() === c.name.toLowerCase()));
+  const chosen = chooseSipCodec(offer.codecs, o.codecs, { keep: o.keepCodec })?.codec;
   const crypto = o.srtp === 'off' ? [] : o.localCrypto ?? [];
   const savp = offer.profile.includes('SAVP');
   if (!chosen || (savp && crypto.length === 0)) return buildRejection(o, offer);
@@ -84,7 +112,7 @@ export function buildSipAnswer(offer: SipMediaDescription, o: SipSdpOptions): st
   // RFC 5761 §5.1.1: an offer of rtcp-mux is taken by saying so in the answer (our leg then
   // sends RTCP to the RTP port and reads it there).
   const te = telephoneEventFor(offer, chosen.clockRate);
-  const sdp = buildSdp({ ...o, ptime: o.ptime ?? offer.ptime }, [{ name: normalise(chosen.name), pt: chosen.payloadType }], te ? [te] : [], crypto, profile, offer.rtcpMux);
+  const sdp = buildSdp({ ...o, ptime: o.ptime ?? offer.ptime }, [{ name: normaliseCodecName(chosen.name), pt: chosen.payloadType }], te ? [te] : [], crypto, profile, offer.rtcpMux);
   return mirrorStreams(sdp, offer);
 }
 
@@ -142,7 +170,8 @@ function buildSdp(o: SipSdpOptions, codecs: Array<{ name: SipCodecName; pt: numb
   return `${lines.join('\r\n')}\r\n`;
 }
 
-function normalise(name: string): SipCodecName {
+/** Our name for a codec the far end listed (only names chooseSipCodec took from ours reach here). */
+export function normaliseCodecName(name: string): SipCodecName {
   const u = name.toUpperCase();
   return u === 'PCMU' ? 'PCMU' : u === 'PCMA' ? 'PCMA' : 'opus';
 }

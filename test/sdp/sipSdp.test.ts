@@ -1,6 +1,6 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { buildSipAnswer, buildSipOffer, parseSipAnswer, parseSipOffer, telephoneEventFor, type SipMediaDescription, type SipSdpOptions } from '../../src/sdp/sipSdp';
+import { buildSipAnswer, buildSipOffer, chooseSipCodec, parseSipAnswer, parseSipOffer, telephoneEventFor, type SipMediaDescription, type SipSdpOptions } from '../../src/sdp/sipSdp';
 import { chooseCrypto, parseCryptoAttribute, type SdesCrypto } from '../../src/media/srtp';
 
 const CRLF = '\r\n';
@@ -539,5 +539,51 @@ describe('buildSipAnswer', () => {
   test('our ptime option wins over the offer\'s', () => {
     const offer = ok(parseSipOffer(CARRIER_OFFER));
     assert.deepEqual(attr(buildSipAnswer(offer, answerOpts({ srtp: 'off', ptime: 20 })), 'ptime'), ['a=ptime:20']);
+  });
+});
+
+describe('chooseSipCodec', () => {
+  const listed = (...names: string[]) => names.map((name, i) => ({ name, payloadType: name === 'PCMU' ? 0 : name === 'PCMA' ? 8 : 96 + i, clockRate: name === 'opus' ? 48000 : 8000 }));
+  const pick = (l: ReturnType<typeof listed>, ours: Array<'PCMU' | 'PCMA' | 'opus'>, opts?: Parameters<typeof chooseSipCodec>[2]) => {
+    const c = chooseSipCodec(l, ours, opts);
+    return c && { name: c.name, pt: c.codec.payloadType, otherLawPt: c.otherLaw?.payloadType };
+  };
+
+  test('the first listed codec we do, whatever our own order', () => {
+    assert.deepEqual(pick(listed('G729', 'PCMA', 'PCMU'), ['PCMU', 'PCMA']), { name: 'PCMA', pt: 8, otherLawPt: 0 });
+    assert.deepEqual(pick(listed('opus', 'PCMU'), ['PCMU', 'opus']), { name: 'opus', pt: 96, otherLawPt: undefined });
+    assert.equal(pick(listed('G729', 'G722'), ['PCMU', 'PCMA', 'opus']), undefined);
+    assert.equal(pick([], ['PCMU']), undefined);
+  });
+
+  test('names match whatever their case (opus is written OPUS by some SBCs)', () => {
+    assert.deepEqual(pick(listed('OPUS', 'pcmu'), ['PCMU', 'opus']), { name: 'opus', pt: 96, otherLawPt: undefined });
+  });
+
+  test('the codec in use is kept while listed, in any position; dropped from the list, the first we do', () => {
+    assert.equal(pick(listed('PCMU', 'opus'), ['PCMU', 'opus'], { keep: 'opus' })?.name, 'opus');
+    assert.equal(pick(listed('PCMA', 'PCMU'), ['PCMU', 'PCMA'], { keep: 'opus' })?.name, 'PCMA');
+  });
+
+  test('preferG711: a G.711 law before a first-listed Opus, and Opus when it is all there is', () => {
+    assert.deepEqual(pick(listed('opus', 'PCMA'), ['opus', 'PCMU', 'PCMA'], { preferG711: true }), { name: 'PCMA', pt: 8, otherLawPt: undefined });
+    assert.equal(pick(listed('opus', 'G729'), ['opus', 'PCMU'], { preferG711: true })?.name, 'opus');
+    // A law we do not do is not preferred.
+    assert.equal(pick(listed('opus', 'PCMA'), ['opus', 'PCMU'], { preferG711: true })?.name, 'opus');
+  });
+
+  test('the other G.711 law only when the far end lists it and we do it too', () => {
+    assert.equal(pick(listed('PCMU', 'PCMA'), ['PCMU'])?.otherLawPt, undefined);
+    assert.equal(pick(listed('PCMU'), ['PCMU', 'PCMA'])?.otherLawPt, undefined);
+    assert.equal(pick(listed('PCMU', 'opus', 'PCMA'), ['PCMU', 'PCMA', 'opus'])?.otherLawPt, 8);
+  });
+
+  test('buildSipAnswer answers what chooseSipCodec keeps', () => {
+    const offer = ok(parseSipOffer(sdp(
+      'v=0', 'o=- 1 1 IN IP4 192.0.2.1', 's=-', 'c=IN IP4 192.0.2.1', 't=0 0',
+      'm=audio 5000 RTP/AVP 0 8 101', 'a=rtpmap:101 telephone-event/8000',
+    )));
+    assert.match(mLine(buildSipAnswer(offer, offerOpts({ keepCodec: 'PCMA' }))) ?? '', /^m=audio 40000 RTP\/AVP 8 101$/);
+    assert.match(mLine(buildSipAnswer(offer, offerOpts())) ?? '', /^m=audio 40000 RTP\/AVP 0 101$/);
   });
 });
