@@ -3,7 +3,7 @@ import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { Dialog, SipRequest } from '../sip';
 import type { BridgeHandle, BridgeStats, MediaPlane, SipLegHandle } from '../media';
-import { generateSdesCrypto, parseCryptoAttribute, type SdesCrypto } from '../media/srtp';
+import { chooseCrypto, generateSdesCrypto, type SdesCrypto } from '../media/srtp';
 import { buildSipAnswer, chooseSipCodec, parseSipAnswer, parseSipOffer, telephoneEventFor, type MediaDirection, type SipCodecName, type SipMediaDescription, type SipSdpOptions } from '../sdp';
 import type { BrowserIceConfig } from '../webrtc/browserLeg';
 import { BrowserLeg } from '../webrtc/browserLeg';
@@ -260,14 +260,13 @@ export abstract class CallBase extends EventEmitter<CallEvents> {
     const { codec, name: next, otherLaw } = choice;
     let srtp: { local: SdesCrypto; remote: SdesCrypto } | undefined;
     if (desc.crypto.length > 0 && this.ctx.srtp !== 'off') {
-      for (const line of desc.crypto) {
-        const remote = parseCryptoAttribute(line);
-        if ('error' in remote) continue;
-        const local = this.localCrypto.find((c) => c.tag === remote.tag && c.suite === remote.suite)
-          ?? this.localCrypto.find((c) => c.suite === remote.suite);
-        if (local) { srtp = { local, remote }; break; }
-      }
-      if (!srtp) return 'far end SRTP crypto suites are not supported';
+      // The first a=crypto we can do (RFC 4568 §7.1.2), keyed with our key of its suite (the
+      // one of its tag when we offered it: our answer then repeats that tag).
+      const chosen = chooseCrypto(desc.crypto, this.localCrypto.map((c) => c.suite));
+      if (!chosen) return 'far end SRTP crypto suites are not supported';
+      const { remote } = chosen;
+      const local = this.localCrypto.find((c) => c.tag === remote.tag && c.suite === remote.suite) ?? this.localCrypto.find((c) => c.suite === remote.suite)!;
+      srtp = { local, remote };
     }
     if (!srtp && this.ctx.srtp === 'mandatory') return 'SRTP is mandatory but the far end answered plain RTP';
     if (!srtp && /SAVP/i.test(desc.profile)) return `the far end requires SRTP (${desc.profile}) and trunk.srtp is off`;

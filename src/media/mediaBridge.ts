@@ -128,7 +128,9 @@ export class MediaBridge extends EventEmitter<BridgeEvents> {
   private holdRemote = false;
   /** Time spent transcoding (performance.now() differences: no BigInt per frame as with hrtime.bigint). */
   private transcodeMs = 0;
+  /** Browser packets the bridge dropped (the SIP leg counts its own; sipDropped is the trunk's the bridge dropped). */
   private dropped = 0;
+  private sipDropped = 0;
   private sent = { packets: 0, bytes: 0 };
   private received = { packets: 0, bytes: 0 };
   private closed = false;
@@ -408,11 +410,11 @@ export class MediaBridge extends EventEmitter<BridgeEvents> {
     if (this.closed) return;
     // Held in the reorder stage across a codec change: the old codec's bytes are not the new one's.
     const pt = this.sip.remote?.payloadType;
-    if (pt !== undefined && pkt.payloadType !== pt) { this.dropped++; return; }
+    if (pt !== undefined && pkt.payloadType !== pt) { this.sipDropped++; return; }
     if (this.toneTimer) this.setBrowserTone('none'); // real early media replaces our ringback
     if (this.holdLocal) return;
     const lost = Math.min(lostBefore, 10);
-    if (this.mode === 'unsupported') { this.dropped++; return; }
+    if (this.mode === 'unsupported') { this.sipDropped++; return; }
     if (this.mode === 'passthrough' || this.mode === 'lawConvert') {
       const step = this.browserClock === 8000 ? pkt.payload.length : 960;
       // Leave the gap in our numbering too, so the browser's jitter buffer conceals it.
@@ -500,8 +502,16 @@ export class MediaBridge extends EventEmitter<BridgeEvents> {
     }
     if (this.toneTimer || this.closed) return;
     this.toneMs = 0;
-    // Passthrough Opus has no encoder of its own: the ringback gets one for as long as it plays.
-    if (!this.toBrowser && this.browserClock === 48000) this.toneEncoder ??= new G711ToOpus('pcmu', { complexity: this.opts.opusComplexity });
+    // Passthrough Opus has no encoder of its own: the ringback gets one for as long as it plays
+    // (none when it cannot be made: no ringback, rather than an exception into SIP handling).
+    if (!this.toBrowser && this.browserClock === 48000 && !this.toneEncoder) {
+      try {
+        this.toneEncoder = new G711ToOpus('pcmu', { complexity: this.opts.opusComplexity });
+      } catch (err) {
+        this.opts.logger.error({ err }, 'no Opus encoder for the ringback: the browser hears silence');
+        return;
+      }
+    }
     const encoder = this.toBrowser ?? this.toneEncoder;
     const frame = new Int16Array(160);
     this.toneTimer = setInterval(() => {
@@ -552,7 +562,7 @@ export class MediaBridge extends EventEmitter<BridgeEvents> {
         fecRecovered: this.pastCoders.fecRecovered + (this.toSip?.fecRecovered ?? 0),
       },
       // The reorder stage sits between the trunk socket and the browser, so its counters go with the SIP leg's.
-      sip: { ...sip, dropped: sip.dropped + p.trunkMalformed + (this.trunkOpus?.decoder.malformed ?? 0), ...trunkOpus, reorder: { reordered: r.reordered, duplicateOrLate: r.dropped, givenUp: r.lost } },
+      sip: { ...sip, dropped: sip.dropped + this.sipDropped + p.trunkMalformed + (this.trunkOpus?.decoder.malformed ?? 0), ...trunkOpus, reorder: { reordered: r.reordered, duplicateOrLate: r.dropped, givenUp: r.lost } },
       transcodeCpuMs: Math.round(this.transcodeMs * 1000) / 1000,
       mode: this.mode,
     };

@@ -73,6 +73,8 @@ export class SipRtpLeg extends EventEmitter<SipLegEvents> {
   /** The audio codec's RTP clock: 8 kHz for G.711, 48 kHz for Opus (RFC 7587). */
   private clockRate = 8000;
   private remoteSsrc: number | null = null;
+  /** A source that may replace remoteSsrc, and its last sequence number (acceptSource). */
+  private ssrcCandidate: { ssrc: number; seq: number } | null = null;
   /** Whether a packet in the other G.711 law was logged (see toOwnLaw). */
   private loggedOtherLaw = false;
   private latched = false;
@@ -128,6 +130,9 @@ export class SipRtpLeg extends EventEmitter<SipLegEvents> {
     if (moved) {
       this.dest = { address: remote.address, port: remote.port, rtcpPort: remote.rtcpMux ? remote.port : remote.rtcpPort ?? remote.port + 1 };
       this.latched = false;
+      // Media from a new address (a transfer) is a new source: its first packet is taken.
+      this.remoteSsrc = null;
+      this.ssrcCandidate = null;
       this.disconnectRtp();
     } else if (this.dest) {
       // Same RTP address, but a=rtcp or rtcp-mux may have changed: RTCP follows (to the port
@@ -404,42 +409,61 @@ export class SipRtpLeg extends EventEmitter<SipLegEvents> {
     if (!plain) return; // counted by the SRTP session (auth failure, replay, malformed)
     const pkt = parseRtp(plain);
     if (!pkt) { this.dropped++; return; }
+    const r = this.remote;
+    const pt = pkt.payloadType;
+    // What the packet is decides whether it counts at all: a payload type the SDP did not give
+    // (nor CN, tolerated) is dropped before it can latch the stream or take its source over.
+    const eventClock = pt === r.payloadType ? 0 : this.eventClockOf(pt);
+    const otherLaw = pt === r.otherLawPayloadType && r.codec !== 'opus';
+    if (pt !== r.payloadType && !otherLaw && eventClock === 0 && pt !== 13) { this.dropped++; return; }
     // Symmetric RTP (RFC 4961): the first valid media tells where the far end really is (NAT),
     // and we answer there. Latching happens once per signalled address: after that, packets from
     // any other source are dropped, so a stranger cannot take the stream over by sending RTP.
     if (this.latched && (this.dest!.address !== rinfo.address || this.dest!.port !== rinfo.port)) { this.dropped++; return; }
+    if (!this.acceptSource(pkt.ssrc, pkt.sequenceNumber)) { this.dropped++; return; }
     // A far end on hold the old way (c=0.0.0.0: "do not send to me") that still sends (music on
     // hold) is not latched onto: that would give us an address to send to after all.
-    if (!this.latched && this.remote.address !== '0.0.0.0') {
+    if (!this.latched && r.address !== '0.0.0.0') {
       if (this.dest && (this.dest.address !== rinfo.address || this.dest.port !== rinfo.port)) {
         this.opts.logger.info({ from: `${rinfo.address}:${rinfo.port}`, signalled: `${this.dest.address}:${this.dest.port}` }, 'RTP latched to the real source');
-        this.dest = { address: rinfo.address, port: rinfo.port, rtcpPort: this.remote.rtcpMux ? rinfo.port : rinfo.port + 1 };
+        this.dest = { address: rinfo.address, port: rinfo.port, rtcpPort: r.rtcpMux ? rinfo.port : rinfo.port + 1 };
       }
       this.latched = true;
       this.connectRtp(this.dest!.address, this.dest!.port);
     }
-    if (this.remoteSsrc !== pkt.ssrc) {
-      if (this.remoteSsrc !== null) this.rx.resetSource();
-      this.remoteSsrc = pkt.ssrc;
-    }
     const now = performance.now();
     this.lastRxAt = now;
-    // Audio, the common case, is not looked up among the event formats.
-    const eventClock = pkt.payloadType === this.remote.payloadType ? 0 : this.eventClockOf(pkt.payloadType);
     this.rx.onPacket(pkt.sequenceNumber, pkt.timestamp, pkt.payload.length, now, eventClock === 0);
-    if (pkt.payloadType === this.remote.payloadType) {
+    if (pt === r.payloadType || otherLaw) {
       // An empty frame carries no audio and no duration: counted, and it only takes its number.
-      if (pkt.payload.length > 0) this.emit('audio', pkt);
-      else { this.dropped++; this.emit('nonAudio', pkt); }
-    } else if (pkt.payloadType === this.remote.otherLawPayloadType && this.remote.codec !== 'opus') {
-      if (pkt.payload.length > 0) this.emit('audio', this.toOwnLaw(pkt, this.remote.codec));
-      else { this.dropped++; this.emit('nonAudio', pkt); }
+      if (pkt.payload.length === 0) { this.dropped++; this.emit('nonAudio', pkt); }
+      else this.emit('audio', otherLaw ? this.toOwnLaw(pkt, r.codec as 'PCMU' | 'PCMA') : pkt);
     } else if (eventClock > 0) {
       this.dtmfRx.clockRate = eventClock;
       if (!this.dtmfRx.onPacket(pkt.timestamp, pkt.payload)) this.dropped++;
       this.emit('nonAudio', pkt);
-    } else if (pkt.payloadType === 13) this.emit('nonAudio', pkt); // CN is tolerated
-    else this.dropped++; // anything else is not ours
+    } else this.emit('nonAudio', pkt); // CN (PT 13) is tolerated: it only takes its number
+  }
+
+  /**
+   * Whether a packet from this SSRC is taken. The first source is; another one replaces it only
+   * once it has sent two packets in sequence with none from the current source between them
+   * (RFC 3550 A.1's probation, MIN_SEQUENTIAL = 2): a far end that changed its SSRC (a B2BUA
+   * after a transfer) loses one packet, which the bridge conceals, while a second stream mixed
+   * into the first is dropped and counted instead of garbling the audio and resetting the
+   * statistics on every packet.
+   */
+  private acceptSource(ssrc: number, seq: number): boolean {
+    if (this.remoteSsrc === ssrc) { this.ssrcCandidate = null; return true; }
+    if (this.remoteSsrc !== null) {
+      const c = this.ssrcCandidate;
+      if (!c || c.ssrc !== ssrc || ((c.seq + 1) & 0xffff) !== seq) { this.ssrcCandidate = { ssrc, seq }; return false; }
+      this.rx.resetSource();
+      this.opts.logger.info({ ssrc, was: this.remoteSsrc }, 'far end changed its RTP source (SSRC)');
+    }
+    this.remoteSsrc = ssrc;
+    this.ssrcCandidate = null;
+    return true;
   }
 
   /**
@@ -475,7 +499,7 @@ export class SipRtpLeg extends EventEmitter<SipLegEvents> {
     while (off + 8 <= plain.length) {
       const pt = plain[off + 1];
       const len = (plain.readUInt16BE(off + 2) + 1) * 4;
-      if (off + len > plain.length) break;
+      if (off + len > plain.length) { this.dropped++; break; } // a length past the datagram: the rest is unreadable
       const count = plain[off] & 0x1f;
       let blocks = off + 8;
       if (pt === RTCP.SR && len >= 28) {

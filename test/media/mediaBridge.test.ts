@@ -368,7 +368,8 @@ test('a trunk packet held for reordering when the codec changes is dropped, not 
     await until(() => browser.got.length === 2, 'the PCMA packet converted');
     await sleep(60); // past the reorder stage's wait
     assert.equal(browser.got.length, 2, 'the held PCMU packet was not played as PCMA');
-    assert.equal(bridge.stats().browser.dropped, 1);
+    assert.equal(bridge.stats().sip.dropped, 1, 'counted with the trunk\'s packets');
+    assert.equal(bridge.stats().browser.dropped, 0);
     bridge.close();
   } finally {
     await close();
@@ -508,5 +509,35 @@ test('ringback started before the trunk\'s SDP goes on when its Opus answer free
     bridge.close();
   } finally {
     await close();
+  }
+});
+
+test('ringback when the Opus answer frees the transcoder and no encoder can be made for the tone: silence and an error logged, no exception into the SIP handling', async () => {
+  const logs: string[] = [];
+  const engine = new MediaEngine({ bindHost: '127.0.0.1', advertisedHost: '127.0.0.1', portRange: [25628, 25631], logger: pino({ level: 'error' }, { write: (l: string) => { logs.push(l); } }) });
+  const leg = await engine.createSipLeg({ callId: 'ring-nocoder' });
+  const browser = opusBrowser();
+  const toBrowser: RtpPacketView[] = [];
+  browser.sendRtp = (pkt) => toBrowser.push(pkt);
+  const encoderProto = OpusEncoder.prototype as unknown as { ctl: (code: number, value: number) => void };
+  const ctl = encoderProto.ctl;
+  try {
+    const bridge = engine.createBridge(browser, leg, { callId: 'ring-nocoder' }).bridge;
+    bridge.setBrowserTone('ringback');
+    await until(() => toBrowser.length >= 2, 'ringback frames');
+    encoderProto.ctl = () => { throw new Error('allocation failed (test)'); };
+    const coders = liveOpusCoders;
+    leg.setRemote({ address: '127.0.0.1', port: 9, codec: 'opus', payloadType: 111 });
+    assert.equal(bridge.stats().mode, 'passthrough');
+    assert.ok(liveOpusCoders < coders, 'the transcoder was freed');
+    const n = toBrowser.length;
+    await sleep(80);
+    assert.equal(toBrowser.length, n, 'no ringback frames without an encoder');
+    assert.ok(logs.some((l) => l.includes('no Opus encoder for the ringback')), 'an error logged');
+    bridge.close();
+  } finally {
+    encoderProto.ctl = ctl;
+    leg.close();
+    await engine.close();
   }
 });

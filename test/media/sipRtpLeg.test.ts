@@ -39,7 +39,7 @@ test('bad RTP is dropped and counted, never thrown; CN is tolerated; valid audio
   await sleep(100);
   assert.equal(audio, 1);
   assert.equal(leg.stats().dropped, 4);
-  assert.equal(leg.stats().packetsReceived, 3, 'the three well-formed RTP packets count as received');
+  assert.equal(leg.stats().packetsReceived, 2, 'the packets of formats the SDP gave (CN tolerated) count as received; one of another format is only dropped');
   leg.close();
   trunk.close();
   assert.equal(engine.usage.portsAllocated, 0, 'the port pair went back to the allocator');
@@ -676,4 +676,102 @@ test('the other G.711 law the far end listed is taken and converted to the negot
     trunk.close();
   }
   assert.equal(engine.usage.portsAllocated, 0);
+});
+
+test('a packet of a format the SDP did not give neither latches the stream nor takes its source over', async () => {
+  const engine = new MediaEngine({ bindHost: '127.0.0.1', advertisedHost: '127.0.0.1', portRange: [25620, 25623], logger });
+  const leg = await engine.createSipLeg({ callId: 'unknown-pt' });
+  const signalled = await socket();
+  const stranger = await socket();
+  try {
+    leg.setRemote({ address: '127.0.0.1', port: signalled.address().port, codec: 'PCMU', payloadType: 0 });
+    stranger.send(buildRtp(99, 1, 160, 5, Buffer.alloc(160)), leg.localPort, '127.0.0.1');
+    await sleep(50);
+    leg.sendAudio(Buffer.alloc(160, 1), 160);
+    await sleep(50);
+    assert.equal(stranger.got.length, 0, 'not latched onto the stranger');
+    assert.equal(signalled.got.length, 1, 'audio still goes where the SDP said');
+    // The real far end (another port: NAT) then latches as usual.
+    let audio = 0;
+    leg.on('audio', () => audio++);
+    const real = await socket();
+    real.send(buildRtp(0, 1, 160, 6, Buffer.alloc(160)), leg.localPort, '127.0.0.1');
+    await sleep(50);
+    leg.sendAudio(Buffer.alloc(160, 1), 160);
+    await sleep(50);
+    assert.equal(audio, 1);
+    assert.equal(real.got.length, 1, 'latched to the source of the first packet of ours');
+    real.close();
+  } finally {
+    leg.close();
+    signalled.close();
+    stranger.close();
+  }
+});
+
+test('a second SSRC mixed into the stream is dropped and counted; a far end that changes its SSRC is followed from the new one\'s second packet', async () => {
+  const engine = new MediaEngine({ bindHost: '127.0.0.1', advertisedHost: '127.0.0.1', portRange: [25624, 25627], logger });
+  const leg = await engine.createSipLeg({ callId: 'ssrc' });
+  const trunk = await socket();
+  try {
+    leg.setRemote({ address: '127.0.0.1', port: trunk.address().port, codec: 'PCMU', payloadType: 0 });
+    const heard: Array<{ ssrc: number; seq: number }> = [];
+    leg.on('audio', (p: RtpPacketView) => heard.push({ ssrc: p.ssrc, seq: p.sequenceNumber }));
+    const send = async (ssrc: number, seq: number) => { trunk.send(buildRtp(0, seq, seq * 160, ssrc, Buffer.alloc(160)), leg.localPort, '127.0.0.1'); await sleep(5); };
+    // A and B interleaved, each in sequence: B never gets two in a row.
+    for (let i = 0; i < 5; i++) { await send(0xa, 100 + i); await send(0xb, 500 + i); }
+    await sleep(30);
+    assert.deepEqual(heard.map((h) => h.ssrc), [0xa, 0xa, 0xa, 0xa, 0xa], 'only the first source is heard');
+    assert.equal(leg.stats().dropped, 5, 'every packet of the second source counted as dropped');
+    assert.equal(leg.stats().packetsReceived, 5);
+    // A stops; C starts: its first packet is on probation, from its second on it is the source.
+    heard.length = 0;
+    for (let i = 0; i < 4; i++) await send(0xc, 900 + i);
+    await sleep(30);
+    assert.deepEqual(heard, [{ ssrc: 0xc, seq: 901 }, { ssrc: 0xc, seq: 902 }, { ssrc: 0xc, seq: 903 }]);
+    assert.equal(leg.stats().dropped, 6);
+    // A straggler from A is now the stranger.
+    await send(0xa, 105);
+    await sleep(30);
+    assert.equal(heard.length, 3);
+    assert.equal(leg.stats().dropped, 7);
+  } finally {
+    leg.close();
+    trunk.close();
+  }
+});
+
+test('RTT from RTCP: the far end\'s report on our SR (LSR, DLSR) gives the round trip; a report whose length runs past the datagram is counted', async () => {
+  const engine = new MediaEngine({ bindHost: '127.0.0.1', advertisedHost: '127.0.0.1', portRange: [25632, 25635], logger });
+  const leg = await engine.createSipLeg({ callId: 'rtt' });
+  const far = await socket();
+  try {
+    leg.setRemote({ address: '127.0.0.1', port: far.address().port, codec: 'PCMU', payloadType: 0, rtcpMux: true });
+    assert.equal(leg.stats().rttMs, null, 'no RTT before a report');
+    leg['sendReport']();
+    await until(() => far.got.length === 1, 'our SR');
+    const sr = far.got[0];
+    assert.equal(sr[1], 200);
+    const sentAt = Date.now();
+    const ourSsrc = sr.readUInt32BE(4);
+    const lsr = sr.readUInt32BE(10); // the middle 32 bits of its NTP timestamp
+    await sleep(150);
+    // The far end held our SR for 50 ms before answering (DLSR, 1/65536 s units).
+    const rr = Buffer.alloc(32);
+    rr[0] = 0x81; rr[1] = 201; rr.writeUInt16BE(7, 2); rr.writeUInt32BE(0x77, 4);
+    rr.writeUInt32BE(ourSsrc, 8); rr.writeUInt32BE(lsr, 24); rr.writeUInt32BE(Math.round(0.05 * 65536), 28);
+    const held = Date.now() - sentAt;
+    far.send(rr, leg.localPort, '127.0.0.1');
+    await until(() => leg.stats().rttMs !== null, 'an RTT');
+    const rtt = leg.stats().rttMs!;
+    assert.ok(rtt >= held - 50 - 5 && rtt <= held - 50 + 60, `RTT ${rtt} ms, expected about ${held - 50} ms`);
+    // A block about another source gives no RTT; a length field past the end is dropped and counted.
+    const dropped = leg.stats().dropped;
+    const bad = Buffer.from(rr); bad.writeUInt16BE(20, 2);
+    far.send(bad, leg.localPort, '127.0.0.1');
+    await until(() => leg.stats().dropped === dropped + 1, 'the bad report counted');
+  } finally {
+    leg.close();
+    far.close();
+  }
 });

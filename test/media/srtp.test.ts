@@ -2,6 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { RtpHeader, SrtpSession as WeriftSrtp } from 'werift';
 import { chooseCrypto, deriveKeys, formatCryptoAttribute, generateSdesCrypto, parseCryptoAttribute, SrtpSession } from '../../src/media/srtp';
+import { AesCtr, counterIv } from '../../src/media/srtp/srtpSession';
 
 const hex = (s: string) => Buffer.from(s.replace(/\s+/g, ''), 'hex');
 
@@ -10,6 +11,16 @@ test('RFC 3711 Appendix B.3: key derivation test vectors', () => {
   assert.equal(k.rtpEnc.toString('hex'), 'c61e7a93744f39ee10734afe3ff7a087');
   assert.equal(k.rtpSalt.toString('hex'), '30cbbc08863d8c85d49db34a9ae1');
   assert.equal(k.rtpAuth.toString('hex'), 'cebe321f6ff7716b6fd4ab49af256a156d38baa4');
+});
+
+test('RFC 3711 Appendix B.2: AES-CM keystream, its counter block built from the salt for SSRC 0 and index 0', () => {
+  const iv = counterIv(Buffer.alloc(16, 0xaa), hex('F0F1F2F3F4F5F6F7F8F9FAFBFCFD'), 0, 0, 0);
+  assert.equal(iv.toString('hex'), 'f0f1f2f3f4f5f6f7f8f9fafbfcfd0000');
+  // The whole segment of 65282 blocks: its last three are the RFC's too.
+  const ks = Buffer.alloc(65282 * 16);
+  new AesCtr(hex('2B7E151628AED2A6ABF7158809CF4F3C')).xor(iv, new Uint8Array(ks.length), ks, 0);
+  assert.equal(ks.subarray(0, 48).toString('hex').toUpperCase(), 'E03EAD0935C95E80E166B16DD92B4EB4' + 'D23513162B02D0F72A43A2FE4A5F97AB' + '41E95B3BB0A2E8DD477901E4FCA894C0');
+  assert.equal(ks.subarray(ks.length - 48).toString('hex').toUpperCase(), 'EC8CDF7398607CB0F2D21675EA9EA1E4' + '362B7C3C6773516318A077D7FC5073AE' + '6A2CC3787889374FBEB4C81B17BA6C44');
 });
 
 function rtp(seq: number, ssrc = 0x11223344, payload = Buffer.from('hello srtp payload, twenty ms of audio')): Buffer {
@@ -149,6 +160,11 @@ test('a=crypto parsing tolerates lifetime, MKI, several keys; rejects what we ca
   assert.match((parseCryptoAttribute(`1 AES_CM_128_HMAC_SHA1_80 inline:${key}|1:0`) as { error: string }).error, /length of 1 to 128/);
   assert.match((parseCryptoAttribute(`1 AEAD_AES_256_GCM inline:${key}`) as { error: string }).error, /unsupported crypto suite/);
   assert.match((parseCryptoAttribute(`1 AES_CM_128_HMAC_SHA1_80 inline:${key} UNENCRYPTED_SRTP`) as { error: string }).error, /session parameter/);
+  assert.match((parseCryptoAttribute(`1 AES_CM_128_HMAC_SHA1_80 inline:${key} FEC_KEY=inline:${key}`) as { error: string }).error, /session parameter/);
+  // A replay window hint our 128-packet window meets, and FEC_ORDER without an FEC stream, are fine.
+  assert.ok(!('error' in parseCryptoAttribute(`1 AES_CM_128_HMAC_SHA1_80 inline:${key} WSH=64 FEC_ORDER=FEC_SRTP`)));
+  assert.ok(!('error' in parseCryptoAttribute(`1 AES_CM_128_HMAC_SHA1_80 inline:${key} WSH=128`)));
+  assert.match((parseCryptoAttribute(`1 AES_CM_128_HMAC_SHA1_80 inline:${key} WSH=256`) as { error: string }).error, /replay window of 256/);
   assert.match((parseCryptoAttribute('garbage') as { error: string }).error, /needs a tag/);
   assert.match((parseCryptoAttribute('1 AES_CM_128_HMAC_SHA1_80 inline:c2hvcnQ=') as { error: string }).error, /no usable inline key/);
   const chosen = chooseCrypto([`1 AES_256_CM_HMAC_SHA1_80 inline:${key}`, `2 AES_CM_128_HMAC_SHA1_32 inline:${key}`]);

@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { REPLAY_WINDOW } from './srtpSession';
 
 /** SDES key exchange in SDP (RFC 4568): the a=crypto attribute. */
 export type SrtpSuite = 'AES_CM_128_HMAC_SHA1_80' | 'AES_CM_128_HMAC_SHA1_32';
@@ -18,8 +19,11 @@ export interface SdesCrypto {
   mki?: string;
 }
 
-/** Session parameters we cannot honour (RFC 4568 §6.3); everything else is tolerated. */
-const UNSUPPORTED_SESSION_PARAMS = /^(UNENCRYPTED_SRTP|UNENCRYPTED_SRTCP|UNAUTHENTICATED_SRTP|FEC_ORDER|FEC_KEY|WSH)/i;
+/**
+ * Session parameters we cannot honour (RFC 4568 §6.3); everything else is tolerated. FEC_ORDER
+ * only matters with an FEC stream, which FEC_KEY would key (refused); WSH is checked on its own.
+ */
+const UNSUPPORTED_SESSION_PARAMS = /^(UNENCRYPTED_SRTP|UNENCRYPTED_SRTCP|UNAUTHENTICATED_SRTP|FEC_KEY)/i;
 
 /**
  * Parses the value of an a=crypto attribute (without 'crypto:'), e.g.
@@ -36,6 +40,10 @@ export function parseCryptoAttribute(value: string): SdesCrypto | { error: strin
   if (!SUPPORTED_SUITES.includes(suite as SrtpSuite)) return { error: `unsupported crypto suite ${parts[1].slice(0, 40)}` };
   for (const sp of parts.slice(3)) {
     if (UNSUPPORTED_SESSION_PARAMS.test(sp)) return { error: `unsupported SRTP session parameter ${sp.slice(0, 40)}` };
+    // WSH (§6.3.7): the replay window the sender asks its receiver for, 64 at least; ours
+    // (srtpSession.ts) meets a hint up to its size.
+    const wsh = /^WSH=(\d+)$/i.exec(sp);
+    if (wsh && Number(wsh[1]) > REPLAY_WINDOW) return { error: `replay window of ${wsh[1].slice(0, 12)} packets asked (WSH), ours is ${REPLAY_WINDOW}` };
     const kdr = /^KDR=(\d+)$/i.exec(sp);
     if (kdr && kdr[1] !== '0') return { error: 'key derivation rate other than 0 is not supported' };
   }

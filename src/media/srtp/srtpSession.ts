@@ -13,7 +13,7 @@ import { HmacSha1 } from './hmacSha1';
  */
 
 const LABEL = { rtpEnc: 0, rtpAuth: 1, rtpSalt: 2, rtcpEnc: 3, rtcpAuth: 4, rtcpSalt: 5 } as const;
-const REPLAY_WINDOW = 128;
+export const REPLAY_WINDOW = 128;
 
 interface SessionKeys { rtpEnc: Buffer; rtpAuth: Buffer; rtpSalt: Buffer; rtcpEnc: Buffer; rtcpAuth: Buffer; rtcpSalt: Buffer }
 
@@ -34,7 +34,7 @@ export function deriveKeys(masterKey: Buffer, masterSalt: Buffer): SessionKeys {
 }
 
 /** The counter block for packet `index` of `ssrc` (§4.1.1): (salt·2^16) ⊕ (ssrc·2^64) ⊕ (index·2^16). */
-function counterIv(iv: Buffer, salt: Buffer, ssrc: number, indexHi: number, indexLo: number): Buffer {
+export function counterIv(iv: Buffer, salt: Buffer, ssrc: number, indexHi: number, indexLo: number): Buffer {
   iv.fill(0, 14);
   salt.copy(iv, 0, 0, 14);
   iv.writeUInt32BE((iv.readUInt32BE(4) ^ ssrc) >>> 0, 4);
@@ -59,7 +59,7 @@ function rtpHeaderLength(p: Buffer): number {
  * counter blocks, so no cipher object is built per packet (that setup, not AES itself, was most
  * of the cost of createCipheriv('aes-128-ctr') per packet).
  */
-class AesCtr {
+export class AesCtr {
   private readonly ecb: Cipher;
   private blocks = Buffer.alloc(16 * 16);
 
