@@ -32,12 +32,23 @@ export function decodeTelephoneEvent(p: Uint8Array): { event: number; end: boole
  * at its first packet (so a lost end packet still yields the digit), duplicates and the
  * three end retransmissions ignored — also when a retransmission of the previous event arrives
  * after the next event has started (reordering), hence a few recent timestamps are remembered.
+ *
+ * With `onEnd`, each digit is also reported once its length is known: at its first end packet,
+ * or — the end packets lost — when the next event starts or none of its packets came for
+ * END_TIMEOUT_MS, with the longest duration seen. A relay regenerates the digit from that.
  */
 export class DtmfReceiver {
   private readonly recentEventTs: number[] = [];
+  /** The event being received, until its end is known. */
+  private open: { ts: number; digit: string; duration: number } | null = null;
+  private endTimer: NodeJS.Timeout | null = null;
   /** The telephone-event format's RTP clock (durations count its ticks); may change with a re-INVITE. */
   clockRate: number;
-  constructor(private readonly onDigit: (digit: string, durationMs: number) => void, clockRate = 8000) {
+  constructor(
+    private readonly onDigit: (digit: string, durationMs: number) => void,
+    clockRate = 8000,
+    private readonly onEnd?: (digit: string, durationMs: number) => void,
+  ) {
     this.clockRate = clockRate;
   }
 
@@ -45,14 +56,50 @@ export class DtmfReceiver {
   onPacket(rtpTs: number, payload: Uint8Array): boolean {
     const ev = decodeTelephoneEvent(payload);
     if (!ev) return false;
+    const open = this.open;
+    if (open && open.ts === rtpTs) { // an update of the digit being received, or its end
+      open.duration = Math.max(open.duration, ev.duration);
+      if (ev.end) this.finish();
+      else this.armEndTimer();
+      return true;
+    }
     if (this.recentEventTs.includes(rtpTs)) return true;
+    if (open) this.finish(); // a new event: the one before lost its end packets
     this.recentEventTs.push(rtpTs);
     if (this.recentEventTs.length > 8) this.recentEventTs.shift();
     const digit = eventToDigit(ev.event);
-    if (digit) this.onDigit(digit, (ev.duration / this.clockRate) * 1000);
+    if (!digit) return true;
+    this.onDigit(digit, (ev.duration / this.clockRate) * 1000);
+    if (!this.onEnd) return true;
+    this.open = { ts: rtpTs, digit, duration: ev.duration };
+    if (ev.end) this.finish();
+    else this.armEndTimer();
     return true;
   }
+
+  close(): void {
+    if (this.endTimer) clearTimeout(this.endTimer);
+    this.endTimer = null;
+    this.open = null;
+  }
+
+  private armEndTimer(): void {
+    if (this.endTimer) this.endTimer.refresh();
+    else this.endTimer = setTimeout(() => { this.endTimer = null; this.finish(); }, END_TIMEOUT_MS);
+  }
+
+  private finish(): void {
+    const open = this.open;
+    this.close();
+    if (open) this.onEnd?.(open.digit, (open.duration / this.clockRate) * 1000);
+  }
 }
+
+/**
+ * How long an event may go without a packet before it is taken as ended (its end packets lost):
+ * senders update every 50 ms or so (RFC 4733 §2.5.1.2), so this is several updates lost in a row.
+ */
+const END_TIMEOUT_MS = 250;
 
 /**
  * The packet train for one digit (RFC 4733 §2.5): packets every 20 ms with the same timestamp
@@ -102,4 +149,85 @@ export function dtmfToneFrames(digit: string, durationMs: number, frameSamples =
     frames.push(frame);
   }
   return frames;
+}
+
+/** What a live event needs from the RTP stream it goes out on (a SIP leg, or the bridge toward the browser). */
+export interface EventStream {
+  /** The timestamp the stream's next packet would take: the event starts there. */
+  nextTimestamp(): number;
+  /** One telephone-event packet (the stream numbers it). */
+  sendEvent(payload: Buffer, marker: boolean, eventTs: number): void;
+  /** The event took `ms` of the timeline from `eventTs`: the stream goes on after that. */
+  eventEnded(eventTs: number, ms: number): void;
+}
+
+/** Update interval of a live event (RFC 4733 §2.5.1.2 suggests 50 ms). */
+const LIVE_UPDATE_MS = 50;
+/** A live event no one ends stops here (a stuck key; 8.19 s is the 16-bit duration at 8 kHz). */
+const LIVE_MAX_MS = 8000;
+
+/**
+ * One digit sent as it happens, its length not known when it starts (a relay: the digit is
+ * still being pressed on the other leg). The first packet goes out at once with the marker,
+ * an update every 50 ms carries the duration so far, and end() gives the length the other leg
+ * reported — never shorter than what the updates already announced. The end packet then goes
+ * three times, 20 ms apart (§2.5.1.4), once that length has passed since the start: a sender
+ * whose packets came in faster than real time (seen from Chromium) does not squeeze the digit,
+ * and the audio after it, stamped after the event's stretch, is not sent ahead of its time.
+ * `done` runs once the last end packet has left. Its timers are its own: cancel() stops them.
+ */
+export class LiveTelephoneEvent {
+  private readonly eventTs: number;
+  private readonly event: number;
+  private readonly startedAt = performance.now();
+  private announcedMs = 0;
+  private readonly timers = new Set<NodeJS.Timeout>();
+  private ending = false;
+
+  constructor(digit: string, private readonly clockRate: number, private readonly stream: EventStream, private readonly done: () => void) {
+    this.event = digitToEvent(digit);
+    this.eventTs = stream.nextTimestamp();
+    this.send(false, 0, true);
+    const update = setInterval(() => {
+      const ms = Math.round(performance.now() - this.startedAt); // whole ms: whole ticks at any clock
+      if (ms < LIVE_MAX_MS) this.send(false, ms, false);
+      else if (!this.ending) this.end(ms); // nobody ended it: a stuck key
+    }, LIVE_UPDATE_MS);
+    this.timers.add(update);
+  }
+
+  end(durationMs: number): void {
+    if (this.ending) return;
+    this.ending = true;
+    const ms = Math.min(LIVE_MAX_MS, Math.max(durationMs, this.announcedMs, 40));
+    const wait = this.startedAt + ms - performance.now();
+    if (wait <= 5) { this.finish(ms); return; }
+    const t = setTimeout(() => { this.timers.delete(t); this.finish(ms); }, wait); // updates go on meanwhile
+    this.timers.add(t);
+  }
+
+  cancel(): void {
+    this.ending = true;
+    this.clearTimers();
+  }
+
+  private finish(ms: number): void {
+    this.clearTimers();
+    this.send(true, ms, false);
+    for (const i of [1, 2]) {
+      const t = setTimeout(() => { this.timers.delete(t); this.send(true, ms, false); if (i === 2) this.done(); }, i * 20);
+      this.timers.add(t);
+    }
+    this.stream.eventEnded(this.eventTs, ms);
+  }
+
+  private send(end: boolean, ms: number, marker: boolean): void {
+    this.announcedMs = Math.max(this.announcedMs, ms);
+    this.stream.sendEvent(encodeTelephoneEvent(this.event, end, Math.round((ms * this.clockRate) / 1000)), marker, this.eventTs);
+  }
+
+  private clearTimers(): void {
+    for (const t of this.timers) clearTimeout(t);
+    this.timers.clear();
+  }
 }

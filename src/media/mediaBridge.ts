@@ -5,14 +5,22 @@ import { G711ToOpus, OpusToG711, opusFecStatus, pcmaEncode, pcmaToPcmu, pcmuDeco
 import type { RtpPacketView } from './rtp';
 import { sipFrameSamplesFor, type SipRtpLeg } from './sipRtpLeg';
 import { estimateMos, ReceiveStats, type LegStats } from './stats';
-import { DtmfReceiver } from './dtmf';
+import { DtmfReceiver, LiveTelephoneEvent, digitToEvent } from './dtmf';
 import { ReorderBuffer } from './reorder';
 
 /** The browser side as the media engine sees it: implemented by src/webrtc's BrowserLeg. */
 export interface BrowserMediaPort {
   readonly opusPayloadType: number | null;
   readonly pcmuPayloadType: number | null;
+  /** The telephone-event format we send digits to the browser in (beside its send codec, where offered). */
   readonly telephoneEventPayloadType: number | null;
+  /** That format's RTP clock (48000 or 8000); the audio's when absent. */
+  readonly telephoneEventClockRate?: number;
+  /**
+   * Every telephone-event format negotiated with the browser: it may send its digits in any of
+   * them (Chrome 1xx sends telephone-event/8000 beside Opus), each on its own clock.
+   */
+  readonly telephoneEvents?: ReadonlyArray<{ payloadType: number; clockRate: number }>;
   readonly sendCodec: 'opus' | 'pcmu' | 'pcma';
   onRtp(listener: (pkt: RtpPacketView) => void): () => void;
   sendRtp(pkt: RtpPacketView): void;
@@ -68,6 +76,8 @@ export interface BridgeEvents {
  */
 export type BridgeMode = 'transcode' | 'transcodeOpusTrunk' | 'passthrough' | 'lawConvert' | 'unsupported';
 
+/** Digits waiting to be sent to the browser, at most (as toward the trunk). */
+const MAX_QUEUED_DIGITS = 32;
 /** Frames we are willing to synthesise for a gap in the browser's stream. */
 const MAX_CONCEAL = 5;
 /** transcodeOpusTrunk: 20 ms of 8 kHz PCM per Opus frame toward the trunk. */
@@ -101,6 +111,16 @@ export class MediaBridge extends EventEmitter<BridgeEvents> {
   private readonly unsubscribe: () => void;
   private readonly unsubscribeReports: () => void;
   private readonly browserDtmf: DtmfReceiver;
+  /** The browser's digit being pressed went to the trunk live (SipRtpLeg.beginLiveDtmf). */
+  private browserDigitLive = false;
+  // Digits toward the browser: RFC 4733 events on its stream (a trunk's digit relayed, or injected).
+  private toBrowserDigit: LiveTelephoneEvent | null = null;
+  /** While a digit's events go to the browser, its audio is held back (Infinity until it ends). */
+  private toBrowserDigitUntil = 0;
+  /** The trunk's digit being pressed went to the browser live. */
+  private sipDigitLive = false;
+  private readonly toBrowserDigitQueue: Array<{ digit: string; durationMs: number }> = [];
+  private readonly toBrowserDigitTimers = new Set<NodeJS.Timeout>();
   // browser-bound stream state
   private readonly outSsrc = randomInt(1, 0xffffffff);
   private outSeq = randomInt(0, 0xffff);
@@ -148,17 +168,35 @@ export class MediaBridge extends EventEmitter<BridgeEvents> {
     // Until the trunk's SDP is known (a bridge started on a 180 without SDP, for our ringback)
     // PCMU is assumed; its answer then sets the real mode (followSipRemote).
     this.mode = this.setUpForOrDrop(remote?.codec ?? 'PCMU');
+    // A browser's digit goes to the trunk as it is pressed (events updated while it lasts) or,
+    // when that cannot start (tones toward the trunk, a digit already playing), in full once its
+    // length is known.
     this.browserDtmf = new DtmfReceiver((digit) => {
       this.emit('dtmf', { digit, from: 'browser' });
-      this.sip.sendDtmf(digit, 100);
-    }, 48000);
+      this.browserDigitLive = this.sip.beginLiveDtmf(digit);
+    }, 8000, (digit, durationMs) => {
+      if (this.closed) return;
+      if (this.browserDigitLive) this.sip.endLiveDtmf(durationMs);
+      else this.sendDtmfToSip(digit, durationMs);
+      this.browserDigitLive = false;
+    });
     this.unsubscribe = browser.onRtp((pkt) => this.fromBrowser(pkt));
     this.unsubscribeReports = browser.receptionReports?.(() => this.receptionReport()) ?? (() => {});
     sip.on('audio', (pkt) => this.sipReorder.push(pkt));
     // Comfort noise and DTMF events take sequence numbers too: without them the audio after
     // each would wait in the reorder stage for a "missing" packet.
     sip.on('nonAudio', (pkt) => this.sipReorder.push(pkt, false));
-    sip.on('dtmf', (ev) => this.emit('dtmf', { digit: ev.digit, from: 'sip' }));
+    // The trunk's digits go to the browser the same way, as events on its stream (Chrome plays
+    // them as tones), besides the 'dtmf' event for the signaling.
+    sip.on('dtmf', (ev) => {
+      this.emit('dtmf', { digit: ev.digit, from: 'sip' });
+      this.sipDigitLive = this.beginDigitToBrowser(ev.digit);
+    });
+    sip.on('dtmfEnd', (ev) => {
+      if (this.sipDigitLive) this.toBrowserDigit?.end(ev.durationMs);
+      else this.sendDtmfToBrowser(ev.digit, ev.durationMs);
+      this.sipDigitLive = false;
+    });
     sip.on('remote', () => this.followSipRemote());
     opts.logger.debug({ mode: this.mode, sipCodec: remote?.codec, browserCodec: browser.sendCodec }, 'media bridge up');
   }
@@ -288,9 +326,11 @@ export class MediaBridge extends EventEmitter<BridgeEvents> {
     // Reception statistics cover every packet of the source, DTMF events included (they take
     // sequence numbers in the same stream): reported as lost, they would make the browser's
     // encoder spend bits on FEC after every key press. Their timing is not jitter (ReceiveStats).
-    const isEvent = pkt.payloadType === this.browser.telephoneEventPayloadType;
+    const eventClock = pkt.payloadType === this.browserPt ? 0 : this.browserEventClock(pkt.payloadType);
+    const isEvent = eventClock > 0;
     this.browserRx.onPacket(pkt.sequenceNumber, pkt.timestamp, pkt.payload.length, performance.now(), !isEvent);
     if (isEvent) {
+      this.browserDtmf.clockRate = eventClock;
       if (!this.browserDtmf.onPacket(pkt.timestamp, pkt.payload)) this.dropped++;
       // Pass-through leaves gaps for lost packets; the event's numbers are none (the digit goes
       // to the trunk as our own event train, or as tones in the audio, which takes its stretch
@@ -340,6 +380,14 @@ export class MediaBridge extends EventEmitter<BridgeEvents> {
     if (gap > 0) this.pushToSip(this.toSip!.recover(pkt.payload));
     this.pushToSip(this.toSip!.decode(pkt.payload));
     this.transcodeMs += performance.now() - t0;
+  }
+
+  /** The clock of the browser's telephone-event format with this PT; 0 when it is not one. */
+  private browserEventClock(pt: number): number {
+    const b = this.browser;
+    if (pt === b.telephoneEventPayloadType) return b.telephoneEventClockRate ?? this.browserClock;
+    for (const e of b.telephoneEvents ?? []) if (e.payloadType === pt) return e.clockRate;
+    return 0;
   }
 
   /**
@@ -417,9 +465,12 @@ export class MediaBridge extends EventEmitter<BridgeEvents> {
     if (this.mode === 'unsupported') { this.sipDropped++; return; }
     if (this.mode === 'passthrough' || this.mode === 'lawConvert') {
       const step = this.browserClock === 8000 ? pkt.payload.length : 960;
-      // Leave the gap in our numbering too, so the browser's jitter buffer conceals it.
-      this.outSeq = (this.outSeq + lost) & 0xffff;
-      this.outTs = (this.outTs + lost * step) >>> 0;
+      // Leave the gap in our numbering too, so the browser's jitter buffer conceals it (not
+      // inside a digit's events, whose stretch of the timeline they own).
+      if (!this.digitToBrowserPlaying) {
+        this.outSeq = (this.outSeq + lost) & 0xffff;
+        this.outTs = (this.outTs + lost * step) >>> 0;
+      }
       if (this.mode === 'passthrough') this.sendToBrowser(pkt.payload, step, pkt.marker);
       else {
         // The trunk's PCMA as the browser's PCMU (a fresh buffer: the browser leg may keep it).
@@ -483,6 +534,9 @@ export class MediaBridge extends EventEmitter<BridgeEvents> {
   }
 
   private sendToBrowser(payload: Buffer, tsStep: number, marker: boolean): void {
+    // A digit's events replace the audio while they play (RFC 4733 §2.5.1.2), and their
+    // stretch of the timeline is set when the digit ends: the frame takes no number, no time.
+    if (this.digitToBrowserPlaying) return;
     this.browser.sendRtp({ payloadType: this.browserPt, sequenceNumber: this.outSeq, timestamp: this.outTs, marker, ssrc: this.outSsrc, payload });
     this.outSeq = (this.outSeq + 1) & 0xffff;
     this.outTs = (this.outTs + tsStep) >>> 0;
@@ -533,6 +587,78 @@ export class MediaBridge extends EventEmitter<BridgeEvents> {
     this.sip.paused = holdByBrowser || holdBySip;
   }
 
+  private get digitToBrowserPlaying(): boolean {
+    return this.toBrowserDigitUntil > 0 && performance.now() < this.toBrowserDigitUntil;
+  }
+
+  /**
+   * A digit toward the browser: RFC 4733 events on its stream, in its telephone-event format
+   * (Chrome plays them as the digit's tones), for `durationMs`; one asked for while another
+   * plays waits for it. False when the browser did not negotiate telephone-event, or the queue
+   * is full. Throws for a character that is not a digit.
+   */
+  sendDtmfToBrowser(digit: string, durationMs = 100): boolean {
+    digitToEvent(digit);
+    if (this.closed || this.browser.telephoneEventPayloadType === null) return false;
+    if (this.toBrowserDigitQueue.length > 0 || this.toBrowserDigit || this.digitToBrowserPlaying) {
+      if (this.toBrowserDigitQueue.length >= MAX_QUEUED_DIGITS) return false;
+      this.toBrowserDigitQueue.push({ digit, durationMs });
+      return true;
+    }
+    this.playDigitToBrowser(digit, durationMs);
+    return true;
+  }
+
+  /** A digit of known length toward the browser, now. */
+  private playDigitToBrowser(digit: string, durationMs: number): void {
+    if (!this.startDigitToBrowser(digit)) return;
+    const t = setTimeout(() => { this.toBrowserDigitTimers.delete(t); this.toBrowserDigit?.end(durationMs); }, durationMs);
+    this.toBrowserDigitTimers.add(t);
+  }
+
+  /** The trunk's digit toward the browser as it is pressed; false when another digit is playing or waiting. */
+  private beginDigitToBrowser(digit: string): boolean {
+    if (this.toBrowserDigit || this.toBrowserDigitQueue.length > 0 || this.digitToBrowserPlaying) return false;
+    return this.startDigitToBrowser(digit);
+  }
+
+  /** Starts a digit's events toward the browser, ended by toBrowserDigit.end() (not while the browser holds the call). */
+  private startDigitToBrowser(digit: string): boolean {
+    const pt = this.browser.telephoneEventPayloadType;
+    if (this.closed || pt === null || this.holdLocal) return false;
+    const clock = this.browser.telephoneEventClockRate ?? this.browserClock;
+    this.toBrowserDigitUntil = Infinity;
+    this.toBrowserDigit = new LiveTelephoneEvent(digit, clock, {
+      nextTimestamp: () => this.outTs,
+      sendEvent: (payload, marker, eventTs) => {
+        if (this.closed) return;
+        this.browser.sendRtp({ payloadType: pt, sequenceNumber: this.outSeq, timestamp: eventTs, marker, ssrc: this.outSsrc, payload });
+        this.outSeq = (this.outSeq + 1) & 0xffff;
+        this.sent.packets++;
+        this.sent.bytes += payload.length;
+      },
+      eventEnded: (eventTs, ms) => {
+        // Audio was held back without taking time: the timeline goes on where the event ends.
+        this.outTs = (eventTs + Math.ceil(ms / 20) * 20 * (this.browserClock / 1000)) >>> 0;
+        this.toBrowserDigitUntil = performance.now() + 40; // its end packets still go out
+      },
+    }, () => { this.toBrowserDigit = null; this.nextDigitToBrowser(); });
+    return true;
+  }
+
+  private nextDigitToBrowser(): void {
+    if (this.closed || this.toBrowserDigitQueue.length === 0) return;
+    const left = this.toBrowserDigitUntil - performance.now();
+    if (left > 0) {
+      const t = setTimeout(() => { this.toBrowserDigitTimers.delete(t); this.nextDigitToBrowser(); }, Math.ceil(left));
+      this.toBrowserDigitTimers.add(t);
+      return;
+    }
+    const next = this.toBrowserDigitQueue.shift()!;
+    this.playDigitToBrowser(next.digit, next.durationMs);
+    if (!this.toBrowserDigit) this.nextDigitToBrowser(); // not playable now (held): the rest neither
+  }
+
   sendDtmfToSip(digit: string, durationMs = 100): void {
     if (!this.sip.sendDtmf(digit, durationMs)) this.opts.logger.info({ digit }, 'DTMF not sent: no telephone-event toward the SIP side, and its Opus cannot carry tones');
   }
@@ -572,6 +698,11 @@ export class MediaBridge extends EventEmitter<BridgeEvents> {
     if (this.closed) return;
     this.closed = true;
     this.setBrowserTone('none');
+    this.browserDtmf.close();
+    this.toBrowserDigit?.cancel();
+    for (const t of this.toBrowserDigitTimers) clearTimeout(t);
+    this.toBrowserDigitTimers.clear();
+    this.toBrowserDigitQueue.length = 0;
     this.sipReorder.close();
     this.unsubscribe();
     this.unsubscribeReports();

@@ -65,6 +65,7 @@ export class LocalBridge implements BridgeHandle {
   setBrowserTone(kind: 'ringback' | 'none'): void { this.bridge.setBrowserTone(kind); }
   setHold(holdByBrowser: boolean, holdBySip: boolean): void { this.bridge.setHold(holdByBrowser, holdBySip); }
   sendDtmfToSip(digit: string, durationMs?: number): void { this.bridge.sendDtmfToSip(digit, durationMs); }
+  sendDtmfToBrowser(digit: string, durationMs?: number): void { this.bridge.sendDtmfToBrowser(digit, durationMs); }
 
   onDtmf(listener: (ev: { digit: string; from: 'browser' | 'sip' }) => void): void {
     this.bridge.on('dtmf', listener);

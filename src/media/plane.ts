@@ -48,7 +48,10 @@ export interface BridgeStats {
 export interface BridgeHandle {
   setBrowserTone(kind: 'ringback' | 'none'): void;
   setHold(holdByBrowser: boolean, holdBySip: boolean): void;
+  /** A digit toward the trunk (RFC 4733 events, or tones in G.711 where it has none). */
   sendDtmfToSip(digit: string, durationMs?: number): void;
+  /** A digit toward the browser, as RFC 4733 events on its stream (it plays them as tones). */
+  sendDtmfToBrowser(digit: string, durationMs?: number): void;
   /** Stops the bridge; resolves with its final statistics (undefined when the plane could not give them). */
   close(): Promise<BridgeStats | undefined>;
   /** Digits received from either side. */

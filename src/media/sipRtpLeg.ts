@@ -5,7 +5,7 @@ import type { Logger } from 'pino';
 import { SrtpSession, type SdesCrypto } from './srtp';
 import { buildRtp, isRtcp, parseRtp, RTCP, writeRtpHeader, type RtpPacketView } from './rtp';
 import { estimateMos, ReceiveStats, type LegStats } from './stats';
-import { DtmfReceiver, digitToEvent, dtmfPacketTrain, dtmfToneFrames } from './dtmf';
+import { DtmfReceiver, LiveTelephoneEvent, digitToEvent, dtmfPacketTrain, dtmfToneFrames } from './dtmf';
 import { pcmaEncode, pcmaToPcmu, pcmuEncode, pcmuToPcma } from './codecs/g711';
 import { threadSendBatch } from './udpSendBatch';
 
@@ -43,7 +43,10 @@ export interface SipLegEvents {
   audio: [pkt: RtpPacketView];
   /** A packet of the stream that is not audio (telephone-event, comfort noise): it takes a sequence number. */
   nonAudio: [pkt: RtpPacketView];
+  /** A digit from the far end, at its first packet. */
   dtmf: [ev: { digit: string; durationMs: number }];
+  /** The same digit once its length is known (end packet, or its packets stopped): for a relay. */
+  dtmfEnd: [ev: { digit: string; durationMs: number }];
   /** setRemote() took new parameters (a re-INVITE): the bridge follows a codec change. */
   remote: [];
   inactive: [];
@@ -93,6 +96,8 @@ export class SipRtpLeg extends EventEmitter<SipLegEvents> {
   private readonly dtmfTimers = new Set<NodeJS.Timeout>();
   /** Digits waiting for the one being sent to end (RFC 4733 events follow each other, never overlap). */
   private readonly dtmfQueue: Array<{ digit: string; durationMs: number }> = [];
+  /** A digit relayed while it is pressed (beginLiveDtmf), until its last end packet has left. */
+  private liveDtmf: LiveTelephoneEvent | null = null;
   private readonly headerScratch = Buffer.alloc(12);
   private pausedAt: number | null = null;
   /** Packets made while the RTP socket was connecting (dgram takes none then). */
@@ -109,7 +114,11 @@ export class SipRtpLeg extends EventEmitter<SipLegEvents> {
     private readonly opts: { logger: Logger; inactivityTimeoutMs: number; onClose(): void },
   ) {
     super();
-    this.dtmfRx = new DtmfReceiver((digit, durationMs) => this.emit('dtmf', { digit, durationMs }));
+    this.dtmfRx = new DtmfReceiver(
+      (digit, durationMs) => this.emit('dtmf', { digit, durationMs }),
+      8000,
+      (digit, durationMs) => { if (!this.closed) this.emit('dtmfEnd', { digit, durationMs }); },
+    );
     rtpSocket.on('message', (msg, rinfo) => this.onRtpDatagram(msg, rinfo));
     rtcpSocket.on('message', (msg, rinfo) => this.onRtcpDatagram(msg, rinfo.address));
     rtpSocket.on('error', (err: NodeJS.ErrnoException) => {
@@ -232,6 +241,40 @@ export class SipRtpLeg extends EventEmitter<SipLegEvents> {
     }
     this.startDtmf(digit, durationMs);
     return true;
+  }
+
+  /**
+   * A digit relayed from the browser while it is pressed: RFC 4733 events toward the trunk from
+   * now until endLiveDtmf gives its length (audio meanwhile is replaced, as for sendDtmf). False
+   * when that cannot start now — no telephone-event toward this trunk (tones need their length
+   * up front), another digit playing or waiting, not sending: the caller then sends the digit
+   * with sendDtmf once its length is known.
+   */
+  beginLiveDtmf(digit: string): boolean {
+    const r = this.remote;
+    if (this.closed || !r || r.telephoneEventPayloadType === undefined || !this.sendingAllowed || this.liveDtmf) return false;
+    if (this.dtmfQueue.length > 0 || (this.dtmfBusyUntil > 0 && performance.now() < this.dtmfBusyUntil)) return false;
+    const pt = r.telephoneEventPayloadType;
+    this.dtmfBusyUntil = Infinity; // until it ends
+    this.liveDtmf = new LiveTelephoneEvent(digit, r.telephoneEventClockRate ?? 8000, {
+      nextTimestamp: () => this.ts,
+      sendEvent: (payload, marker, eventTs) => {
+        if (this.closed) return;
+        this.sendPacket(pt, this.seq, eventTs, payload, marker);
+        this.seq = (this.seq + 1) & 0xffff;
+      },
+      eventEnded: (eventTs, ms) => {
+        // Audio was held back without taking time: the timeline goes on where the event ends.
+        this.ts = (eventTs + Math.ceil(ms / 20) * 20 * (this.clockRate / 1000)) >>> 0;
+        this.dtmfBusyUntil = performance.now() + 40; // its end packets still go out
+      },
+    }, () => { this.liveDtmf = null; this.nextDtmf(); });
+    return true;
+  }
+
+  /** The relayed digit ended after `durationMs` (see beginLiveDtmf). */
+  endLiveDtmf(durationMs: number): void {
+    this.liveDtmf?.end(durationMs);
   }
 
   /** Digits can go to the trunk: events negotiated, or G.711 to carry them as tones. */
@@ -609,6 +652,8 @@ export class SipRtpLeg extends EventEmitter<SipLegEvents> {
     for (const t of this.dtmfTimers) clearTimeout(t);
     this.dtmfTimers.clear();
     this.dtmfQueue.length = 0;
+    this.dtmfRx.close();
+    this.liveDtmf?.cancel();
     this.waitingForConnect.length = 0;
     // Packets still waiting in this turn's batch leave before the sockets close (counted as
     // sent, they must have been; the batch would otherwise find the socket closed).

@@ -100,6 +100,8 @@ export class BrowserLeg extends EventEmitter<BrowserLegEvents> implements Browse
   opusPayloadType: number | null = null;
   pcmuPayloadType: number | null = null;
   telephoneEventPayloadType: number | null = null;
+  telephoneEventClockRate: number | undefined = undefined;
+  telephoneEvents: Array<{ payloadType: number; clockRate: number }> = [];
   sendCodec: 'opus' | 'pcmu' | 'pcma' = 'opus';
 
   private readonly pc: RTCPeerConnection;
@@ -425,11 +427,15 @@ export class BrowserLeg extends EventEmitter<BrowserLegEvents> implements Browse
     this.pcmuPayloadType = codecs.find((c) => /pcmu/i.test(c.mimeType))?.payloadType ?? null;
     const first = codecs.find((c) => !/telephone-event|red|cn/i.test(c.mimeType));
     this.sendCodec = first && /pcmu/i.test(first.mimeType) ? 'pcmu' : first && /pcma/i.test(first.mimeType) ? 'pcma' : 'opus';
-    // Chrome sends its digits with the telephone-event on its send codec's clock (RFC 4733 §2.1):
-    // 8 kHz beside PCMU, 48 kHz beside Opus.
+    // Digits toward the browser go in the telephone-event on its send codec's clock (RFC 4733
+    // §2.1: 8 kHz beside PCMU, 48 kHz beside Opus); it may send its own in any it negotiated —
+    // Chrome sends telephone-event/8000 beside Opus — so all of them are read.
     const te = codecs.filter((c) => /telephone-event/i.test(c.mimeType));
+    this.telephoneEvents = te.map((c) => ({ payloadType: c.payloadType, clockRate: c.clockRate }));
     const clock = this.sendCodec === 'opus' ? 48000 : 8000;
-    this.telephoneEventPayloadType = (te.find((c) => c.clockRate === clock) ?? te[0])?.payloadType ?? null;
+    const chosen = te.find((c) => c.clockRate === clock) ?? te[0];
+    this.telephoneEventPayloadType = chosen?.payloadType ?? null;
+    this.telephoneEventClockRate = chosen?.clockRate;
   }
 
   /** ICE-lite gathers only host candidates, so this is quick; bounded anyway. */

@@ -1,6 +1,6 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { decodeTelephoneEvent, digitToEvent, DtmfReceiver, dtmfPacketTrain, encodeTelephoneEvent, eventToDigit } from '../../src/media/dtmf';
+import { decodeTelephoneEvent, digitToEvent, DtmfReceiver, dtmfPacketTrain, encodeTelephoneEvent, eventToDigit, LiveTelephoneEvent } from '../../src/media/dtmf';
 
 const ALL = '0123456789*#ABCD';
 
@@ -185,5 +185,105 @@ describe('dtmfPacketTrain (RFC 4733 §2.5)', () => {
 
   test('rejects a non-digit', () => {
     assert.throws(() => dtmfPacketTrain('E', 100, 8000), /not a DTMF digit/);
+  });
+});
+
+describe('DtmfReceiver: the end of each digit, for a relay', () => {
+  const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+  function collect() {
+    const starts: string[] = [];
+    const ends: Array<{ digit: string; durationMs: number }> = [];
+    const rx = new DtmfReceiver((d) => starts.push(d), 8000, (digit, durationMs) => ends.push({ digit, durationMs }));
+    return { rx, starts, ends };
+  }
+
+  test('at its first end packet, with that packet\'s duration; the retransmitted ends change nothing', () => {
+    const { rx, starts, ends } = collect();
+    for (const d of [160, 480, 800]) rx.onPacket(1000, encodeTelephoneEvent(9, false, d));
+    assert.deepEqual([starts, ends], [['9'], []], 'started, not ended');
+    for (let i = 0; i < 3; i++) rx.onPacket(1000, encodeTelephoneEvent(9, true, 1200));
+    assert.deepEqual(ends, [{ digit: '9', durationMs: 150 }]);
+    rx.close();
+  });
+
+  test('end packets lost: the next event ends it with the longest duration seen; the last one ends after 250 ms without packets', async () => {
+    const { rx, starts, ends } = collect();
+    rx.onPacket(1000, encodeTelephoneEvent(1, false, 400));
+    rx.onPacket(1000, encodeTelephoneEvent(1, false, 800));
+    rx.onPacket(1000, encodeTelephoneEvent(1, false, 640)); // reordered: an older update
+    rx.onPacket(5000, encodeTelephoneEvent(2, false, 160));
+    assert.deepEqual(ends, [{ digit: '1', durationMs: 100 }]);
+    rx.onPacket(5000, encodeTelephoneEvent(2, false, 320));
+    await sleep(150);
+    assert.equal(ends.length, 1, 'not yet');
+    await sleep(200);
+    assert.deepEqual(ends[1], { digit: '2', durationMs: 40 });
+    assert.deepEqual(starts, ['1', '2']);
+    // A late end packet of an event already ended is a retransmission: nothing more.
+    rx.onPacket(5000, encodeTelephoneEvent(2, true, 480));
+    assert.equal(ends.length, 2);
+    rx.close();
+  });
+
+  test('close() stops the wait: nothing reported after it', async () => {
+    const { rx, ends } = collect();
+    rx.onPacket(1000, encodeTelephoneEvent(3, false, 160));
+    rx.close();
+    await sleep(300);
+    assert.deepEqual(ends, []);
+  });
+});
+
+describe('LiveTelephoneEvent (a digit relayed while it is pressed)', () => {
+  const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+  function stream() {
+    const sent: Array<{ end: boolean; duration: number; marker: boolean; ts: number; at: number }> = [];
+    const ended: Array<{ ts: number; ms: number }> = [];
+    const t0 = performance.now();
+    return {
+      sent, ended,
+      nextTimestamp: () => 123456,
+      sendEvent: (payload: Buffer, marker: boolean, eventTs: number) => {
+        const ev = decodeTelephoneEvent(payload)!;
+        sent.push({ end: ev.end, duration: ev.duration, marker, ts: eventTs, at: performance.now() - t0 });
+      },
+      eventEnded: (ts: number, ms: number) => ended.push({ ts, ms }),
+    };
+  }
+
+  test('first packet at once with the marker, updates while it lasts, then the end three times 20 ms apart once the length given has passed', async () => {
+    const s = stream();
+    let done = false;
+    const ev = new LiveTelephoneEvent('#', 48000, s, () => { done = true; });
+    assert.deepEqual(s.sent.map((p) => [p.marker, p.end]), [[true, false]]);
+    await sleep(120);
+    // The other leg's end came early (its packets faster than real time): 300 ms it says.
+    ev.end(300);
+    assert.deepEqual(s.ended, [], 'not ended before its length has passed');
+    await sleep(260);
+    const ends = s.sent.filter((p) => p.end);
+    assert.equal(ends.length, 3);
+    assert.ok(ends[0].at >= 295, `first end packet at ${ends[0].at.toFixed(0)} ms`);
+    assert.deepEqual(s.ended, [{ ts: 123456, ms: 300 }]);
+    const updates = s.sent.filter((p) => !p.end).length - 1;
+    assert.ok(updates >= 4 && updates <= 7, `${updates} updates in 300 ms (every 50 ms)`);
+    assert.ok(s.sent.every((p, i) => i === 0 || p.duration >= s.sent[i - 1].duration), 'durations never shrink');
+    assert.ok(ends.every((p) => p.duration === 300 * 48 && p.ts === 123456 && !p.marker), 'the given length, 48 kHz ticks, the event\'s own timestamp');
+    assert.ok(done, 'done once the last end packet left');
+    assert.ok(s.sent.every((p) => p.ts === 123456));
+  });
+
+  test('an end shorter than what the updates announced keeps the longer one; cancel() sends nothing more', async () => {
+    const s = stream();
+    const ev = new LiveTelephoneEvent('1', 8000, s, () => {});
+    await sleep(120);
+    const announced = Math.max(...s.sent.map((p) => p.duration));
+    ev.end(10);
+    assert.equal(s.ended[0].ms * 8, announced, 'the timeline takes the announced length');
+    const n = s.sent.length;
+    ev.cancel();
+    await sleep(60);
+    assert.equal(s.sent.length, n, 'the retransmissions were cancelled');
+    assert.equal(s.sent[n - 1].duration, announced);
   });
 });

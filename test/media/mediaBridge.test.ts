@@ -470,7 +470,8 @@ test('pass-through without telephone-event toward the trunk: the browser\'s digi
     const digits: string[] = [];
     bridge.on('dtmf', (ev) => digits.push(ev.digit));
     browser.deliver({ payloadType: 0, sequenceNumber: 1, timestamp: 160, marker: false, ssrc: 0xb0b, payload: Buffer.alloc(160, 1) });
-    for (const s of [2, 3, 4]) browser.deliver({ payloadType: 126, sequenceNumber: s, timestamp: 320, marker: s === 2, ssrc: 0xb0b, payload: Buffer.from([5, s === 4 ? 0x8a : 0x0a, 0, 160]) });
+    // A 100 ms digit (800 ticks at the PCMU browser's 8 kHz): its tones once its length is known.
+    for (const [s, ticks] of [[2, 160], [3, 480], [4, 800]]) browser.deliver({ payloadType: 126, sequenceNumber: s, timestamp: 320, marker: s === 2, ssrc: 0xb0b, payload: Buffer.from([5, s === 4 ? 0x8a : 0x0a, ticks >> 8, ticks & 0xff]) });
     await until(() => atTrunk.length === 9, 'the audio packet, five of the digit\'s tones and three of pause');
     assert.deepEqual(digits, ['5']);
     assert.ok(atTrunk.every((p) => p.payloadType === 0), 'all audio, no events');
@@ -539,5 +540,112 @@ test('ringback when the Opus answer frees the transcoder and no encoder can be m
     encoderProto.ctl = ctl;
     leg.close();
     await engine.close();
+  }
+});
+
+test('the trunk\'s digit reaches the browser as RFC 4733 events on its stream: its PT, its 48 kHz clock, the trunk\'s length, audio held back meanwhile, the timeline continuous', async () => {
+  const { engine, leg, trunk, close } = await trunkRig('dtmf-to-browser', [25636, 25639]);
+  const browser = opusBrowser();
+  const toBrowser: RtpPacketView[] = [];
+  browser.sendRtp = (pkt) => toBrowser.push({ ...pkt, payload: Buffer.from(pkt.payload) });
+  try {
+    leg.setRemote({ address: '127.0.0.1', port: trunk.address().port, codec: 'PCMU', payloadType: 0, telephoneEventPayloadType: 101 });
+    const bridge = engine.createBridge(browser, leg, { callId: 'dtmf-to-browser' }).bridge;
+    const digits: string[] = [];
+    bridge.on('dtmf', (ev) => digits.push(`${ev.from}:${ev.digit}`));
+    const send = (pt: number, seq: number, ts: number, payload: Buffer) => trunk.send(buildRtp(pt, seq, ts, 0x7e1, payload, seq === 2), leg.localPort, '127.0.0.1');
+    send(0, 1, 160, Buffer.alloc(160, 0xff));
+    await until(() => toBrowser.length === 1, 'the audio before the digit');
+    // Digit 7 from the trunk: 100 ms (800 ticks at 8 kHz), updated once, ended three times.
+    send(101, 2, 320, Buffer.from([7, 0x0a, 0, 160]));
+    await until(() => toBrowser.length === 2, 'the event toward the browser at once');
+    send(101, 3, 320, Buffer.from([7, 0x0a, 480 >> 8, 480 & 0xff]));
+    for (const seq of [4, 5, 6]) send(101, seq, 320, Buffer.from([7, 0x8a, 800 >> 8, 800 & 0xff]));
+    await until(() => toBrowser.filter((p) => p.payloadType === 126 && (p.payload[1] & 0x80)).length === 3, 'three end packets');
+    await sleep(60);
+    send(0, 7, 1120, Buffer.alloc(160, 0xff));
+    await until(() => toBrowser.length >= 1 && toBrowser[toBrowser.length - 1].payloadType === 111 && toBrowser.length > 2, 'the audio after the digit');
+    assert.deepEqual(digits, ['sip:7']);
+    const events = toBrowser.filter((p) => p.payloadType === 126);
+    const eventTs = events[0].timestamp;
+    assert.equal(events[0].marker, true);
+    assert.ok(events.every((p) => p.timestamp === eventTs && p.payload[0] === 7), 'one event, its own timestamp, digit 7');
+    assert.deepEqual(events.filter((p) => p.payload[1] & 0x80).map((p) => p.payload.readUInt16BE(2)), [4800, 4800, 4800], '100 ms in the browser\'s 48 kHz ticks');
+    assert.equal(eventTs, (toBrowser[0].timestamp + 960) >>> 0, 'the event starts where the audio before it ended');
+    const after = toBrowser[toBrowser.length - 1];
+    assert.equal(after.timestamp, (eventTs + 4800) >>> 0, 'the audio goes on where the event ended');
+    const steps = toBrowser.slice(1).map((p, i) => (p.sequenceNumber - toBrowser[i].sequenceNumber) & 0xffff);
+    assert.ok(steps.every((d) => d === 1), `no gap in the numbering: ${steps.join(',')}`);
+    // Injected digits toward the browser: the second waits for the first.
+    const n = toBrowser.length;
+    bridge.sendDtmfToBrowser('4', 100);
+    bridge.sendDtmfToBrowser('#', 60);
+    await until(() => toBrowser.slice(n).filter((p) => p.payload[1] & 0x80).length === 6, 'both digits\' end packets');
+    const injected = toBrowser.slice(n);
+    const four = injected.filter((p) => p.payload[0] === 4);
+    const hash = injected.filter((p) => p.payload[0] === 11);
+    assert.ok(four.length > 0 && hash.length > 0);
+    assert.ok(four.every((p) => p.timestamp === four[0].timestamp) && hash.every((p) => p.timestamp === hash[0].timestamp));
+    assert.equal(hash[0].timestamp, (four[0].timestamp + 4800) >>> 0, '# starts where 4 ended on the timeline');
+    assert.ok(injected.indexOf(hash[0]) > injected.lastIndexOf(four[four.length - 1]), 'not interleaved');
+    assert.throws(() => bridge.sendDtmfToBrowser('x'), /not a DTMF digit/);
+    bridge.close();
+  } finally {
+    await close();
+  }
+});
+
+test('the browser\'s digit goes to the trunk while it is pressed: events start at its first packet and end with its length', async () => {
+  const { engine, leg, trunk, atTrunk, close } = await trunkRig('dtmf-live', [25640, 25643]);
+  const browser = pcmuBrowser();
+  try {
+    leg.setRemote({ address: '127.0.0.1', port: trunk.address().port, codec: 'PCMU', payloadType: 0, telephoneEventPayloadType: 101 });
+    const bridge = engine.createBridge(browser, leg, { callId: 'dtmf-live' }).bridge;
+    const ev = (seq: number, end: boolean, ticks: number) => browser.deliver({ payloadType: 126, sequenceNumber: seq, timestamp: 320, marker: seq === 2, ssrc: 0xb0b, payload: Buffer.from([3, end ? 0x8a : 0x0a, ticks >> 8, ticks & 0xff]) });
+    browser.deliver({ payloadType: 0, sequenceNumber: 1, timestamp: 160, marker: false, ssrc: 0xb0b, payload: Buffer.alloc(160, 1) });
+    ev(2, false, 160);
+    await until(() => atTrunk.some((p) => p.payloadType === 101), 'the event at the trunk before the browser ended it');
+    const first = atTrunk.find((p) => p.payloadType === 101)!;
+    assert.equal(first.marker, true);
+    for (let i = 3; i <= 6; i++) { await sleep(50); ev(i, false, 160 * (i - 1)); }
+    const updates = atTrunk.filter((p) => p.payloadType === 101 && !(p.payload[1] & 0x80)).length;
+    assert.ok(updates >= 3, `${updates} updates while it lasted`);
+    // A 300 ms press (2400 ticks at 8 kHz).
+    for (const seq of [7, 8, 9]) ev(seq, true, 2400);
+    await until(() => atTrunk.filter((p) => p.payloadType === 101 && (p.payload[1] & 0x80)).length === 3, 'three end packets');
+    const events = atTrunk.filter((p) => p.payloadType === 101);
+    assert.ok(events.every((p) => p.timestamp === first.timestamp && p.payload[0] === 3));
+    assert.deepEqual(events.filter((p) => p.payload[1] & 0x80).map((p) => p.payload.readUInt16BE(2)), [2400, 2400, 2400], 'the browser\'s length');
+    await sleep(60);
+    browser.deliver({ payloadType: 0, sequenceNumber: 10, timestamp: 2880, marker: false, ssrc: 0xb0b, payload: Buffer.alloc(160, 10) });
+    await until(() => atTrunk[atTrunk.length - 1].payloadType === 0 && atTrunk.length > events.length + 1, 'the audio after');
+    assert.equal(atTrunk[atTrunk.length - 1].timestamp, (first.timestamp + 2400) >>> 0, 'the audio goes on where the digit ended');
+    const steps = atTrunk.slice(1).map((p, i) => (p.sequenceNumber - atTrunk[i].sequenceNumber) & 0xffff);
+    assert.ok(steps.every((d) => d === 1), `no gap: ${steps.join(',')}`);
+    bridge.close();
+  } finally {
+    await close();
+  }
+});
+
+test('an Opus browser\'s digit in telephone-event/8000 (what Chromium sends beside Opus) is read on its own clock and relayed', async () => {
+  const { engine, leg, trunk, atTrunk, close } = await trunkRig('dtmf-8k-opus', [25644, 25647]);
+  const browser = { ...opusBrowser(), telephoneEventPayloadType: 110, telephoneEventClockRate: 48000, telephoneEvents: [{ payloadType: 110, clockRate: 48000 }, { payloadType: 126, clockRate: 8000 }] };
+  try {
+    leg.setRemote({ address: '127.0.0.1', port: trunk.address().port, codec: 'PCMU', payloadType: 0, telephoneEventPayloadType: 101 });
+    const bridge = engine.createBridge(browser, leg, { callId: 'dtmf-8k-opus' }).bridge;
+    const digits: string[] = [];
+    bridge.on('dtmf', (ev) => digits.push(ev.digit));
+    // 60 ms at 8 kHz = 480 ticks (read at 48 kHz it would be 10 ms).
+    for (const [seq, end, ticks] of [[1, 0, 160], [2, 0, 320], [3, 1, 480], [4, 1, 480], [5, 1, 480]]) {
+      browser.deliver({ payloadType: 126, sequenceNumber: seq, timestamp: 9600, marker: seq === 1, ssrc: 0xc4, payload: Buffer.from([8, end ? 0x8a : 0x0a, ticks >> 8, ticks & 0xff]) });
+    }
+    await until(() => atTrunk.filter((p) => p.payloadType === 101 && (p.payload[1] & 0x80)).length === 3, 'the digit\'s end packets at the trunk');
+    assert.deepEqual(digits, ['8']);
+    assert.deepEqual(atTrunk.filter((p) => p.payload[1] & 0x80).map((p) => p.payload.readUInt16BE(2)), [480, 480, 480], '60 ms, in the trunk\'s 8 kHz ticks');
+    assert.equal(bridge.stats().browser.dropped, 0);
+    bridge.close();
+  } finally {
+    await close();
   }
 });

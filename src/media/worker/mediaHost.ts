@@ -81,7 +81,8 @@ export class MediaHost {
         this.bridges.get(cmd.bridge)?.handle.setHold(cmd.byBrowser, cmd.bySip);
         return;
       case 'dtmf':
-        this.bridges.get(cmd.bridge)?.handle.sendDtmfToSip(cmd.digit, cmd.durationMs);
+        if (cmd.to === 'browser') this.bridges.get(cmd.bridge)?.handle.sendDtmfToBrowser(cmd.digit, cmd.durationMs);
+        else this.bridges.get(cmd.bridge)?.handle.sendDtmfToSip(cmd.digit, cmd.durationMs);
         return;
       case 'closeBridge': {
         const b = this.bridges.get(cmd.bridge);
@@ -157,6 +158,8 @@ class RemoteBrowserPort implements BrowserMediaPort {
   readonly opusPayloadType: number | null;
   readonly pcmuPayloadType: number | null;
   readonly telephoneEventPayloadType: number | null;
+  readonly telephoneEventClockRate?: number;
+  readonly telephoneEvents?: ReadonlyArray<{ payloadType: number; clockRate: number }>;
   readonly sendCodec: 'opus' | 'pcmu' | 'pcma';
   private listener: ((pkt: RtpPacketView) => void) | null = null;
   reportSource: (() => ReceptionReport | null) | null = null;
@@ -166,6 +169,8 @@ class RemoteBrowserPort implements BrowserMediaPort {
     this.opusPayloadType = desc.opusPayloadType;
     this.pcmuPayloadType = desc.pcmuPayloadType;
     this.telephoneEventPayloadType = desc.telephoneEventPayloadType;
+    this.telephoneEventClockRate = desc.telephoneEventClockRate;
+    this.telephoneEvents = desc.telephoneEvents;
     this.sendCodec = desc.sendCodec;
     // Offered only when the main-thread leg reports by itself, as BrowserMediaPort has it.
     if (desc.wantsReports) {

@@ -14,7 +14,7 @@ export type MediaCommand =
   | { t: 'createBridge'; bridge: number; leg: number; callId: string; browser: BrowserPortDescription }
   | { t: 'tone'; bridge: number; kind: 'ringback' | 'none' }
   | { t: 'hold'; bridge: number; byBrowser: boolean; bySip: boolean }
-  | { t: 'dtmf'; bridge: number; digit: string; durationMs?: number }
+  | { t: 'dtmf'; bridge: number; to: 'sip' | 'browser'; digit: string; durationMs?: number }
   | { t: 'closeBridge'; bridge: number }
   /** Browser audio for the worker's bridges. */
   | { t: 'rtp'; batch: ArrayBuffer }
@@ -50,6 +50,8 @@ export interface BrowserPortDescription {
   opusPayloadType: number | null;
   pcmuPayloadType: number | null;
   telephoneEventPayloadType: number | null;
+  telephoneEventClockRate?: number;
+  telephoneEvents?: Array<{ payloadType: number; clockRate: number }>;
   sendCodec: 'opus' | 'pcmu' | 'pcma';
   /** The browser leg sends our RTCP reports and wants the bridge's reception figures. */
   wantsReports: boolean;

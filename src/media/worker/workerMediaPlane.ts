@@ -352,6 +352,8 @@ class MediaWorker {
         opusPayloadType: browser.opusPayloadType,
         pcmuPayloadType: browser.pcmuPayloadType,
         telephoneEventPayloadType: browser.telephoneEventPayloadType,
+        telephoneEventClockRate: browser.telephoneEventClockRate,
+        telephoneEvents: browser.telephoneEvents ? [...browser.telephoneEvents] : undefined,
         sendCodec: browser.sendCodec,
         wantsReports: typeof browser.receptionReports === 'function',
       },
@@ -440,7 +442,8 @@ class WorkerBridge implements BridgeHandle {
 
   setBrowserTone(kind: 'ringback' | 'none'): void { if (!this.detached) this.worker.send({ t: 'tone', bridge: this.id, kind }); }
   setHold(byBrowser: boolean, bySip: boolean): void { if (!this.detached) this.worker.send({ t: 'hold', bridge: this.id, byBrowser, bySip }); }
-  sendDtmfToSip(digit: string, durationMs?: number): void { if (!this.detached) this.worker.send({ t: 'dtmf', bridge: this.id, digit, durationMs }); }
+  sendDtmfToSip(digit: string, durationMs?: number): void { if (!this.detached) this.worker.send({ t: 'dtmf', bridge: this.id, to: 'sip', digit, durationMs }); }
+  sendDtmfToBrowser(digit: string, durationMs?: number): void { if (!this.detached) this.worker.send({ t: 'dtmf', bridge: this.id, to: 'browser', digit, durationMs }); }
   onDtmf(listener: (ev: { digit: string; from: 'browser' | 'sip' }) => void): void { this.dtmf.push(listener); }
 
   emitDtmf(digit: string, from: 'browser' | 'sip'): void { for (const l of this.dtmf) l({ digit, from }); }
