@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events';
 import { randomInt } from 'node:crypto';
 import type { Logger } from 'pino';
-import { G711ToOpus, OpusToG711, opusFecStatus, pcmaEncode, pcmaToPcmu, pcmuDecode, pcmuEncode, type G711Law } from './codecs';
+import { G711ToOpus, OpusToG711, opusFecStatus, opusPacketSamples, pcmaEncode, pcmaToPcmu, pcmuDecode, pcmuEncode, type G711Law } from './codecs';
 import type { RtpPacketView } from './rtp';
 import { sipFrameSamplesFor, type SipRtpLeg } from './sipRtpLeg';
 import { estimateMos, ReceiveStats, type LegStats } from './stats';
@@ -357,9 +357,14 @@ export class MediaBridge extends EventEmitter<BridgeEvents> {
         this.pcmuToOpusTrunk(pkt.payload, lost);
         return;
       }
-      const samples = this.browserClock === 8000 ? pkt.payload.length : 960;
+      // Opus packets step the timestamp by what they carry (10-60 ms; 20 ms when unreadable).
+      const samples = this.browserClock === 8000 ? pkt.payload.length : opusPacketSamples(pkt.payload) || 960;
       if (lost > 0) this.sip.skipFrames(lost, samples);
-      if (this.mode === 'passthrough') this.sip.sendAudio(pkt.payload, samples, pkt.marker);
+      // Toward a G.711 trunk packets take its a=ptime: PCMU passes through as it is when the
+      // sizes agree, else it is re-framed like lawConvert's (mu-law to PCM and back is exact).
+      // An Opus trunk takes the browser's packets whatever their size.
+      const reframe = this.mode === 'lawConvert' || (this.browserClock === 8000 && (pkt.payload.length !== this.sipFrameSamples || this.sipFrameFill > 0));
+      if (!reframe) this.sip.sendAudio(pkt.payload, samples, pkt.marker);
       else this.pushToSip(pcmuDecode(pkt.payload, this.lawScratch(pkt.payload.length)));
       return;
     }
@@ -464,7 +469,7 @@ export class MediaBridge extends EventEmitter<BridgeEvents> {
     const lost = Math.min(lostBefore, 10);
     if (this.mode === 'unsupported') { this.sipDropped++; return; }
     if (this.mode === 'passthrough' || this.mode === 'lawConvert') {
-      const step = this.browserClock === 8000 ? pkt.payload.length : 960;
+      const step = this.browserClock === 8000 ? pkt.payload.length : opusPacketSamples(pkt.payload) || 960;
       // Leave the gap in our numbering too, so the browser's jitter buffer conceals it (not
       // inside a digit's events, whose stretch of the timeline they own).
       if (!this.digitToBrowserPlaying) {

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { G711ToOpus, liveCoders, OpusDecoder, OpusEncoder, OpusToG711, pcmaDecode, pcmaEncode, pcmaToPcmu, pcmuDecode, pcmuEncode, pcmuToPcma } from '../../src/media/codecs';
+import { G711ToOpus, liveCoders, OpusDecoder, OpusEncoder, OpusToG711, opusPacketSamples, pcmaDecode, pcmaEncode, pcmaToPcmu, pcmuDecode, pcmuEncode, pcmuToPcma } from '../../src/media/codecs';
 import { toneRatio } from '../support/audio';
 
 test('G.711 mu-law and A-law match reference code words (ITU-T G.711 tables)', () => {
@@ -101,4 +101,25 @@ test('an encoder setting libopus refuses throws a clear error and leaves no code
   const before = liveCoders();
   assert.throws(() => new OpusEncoder({ sampleRate: 8000, complexity: 42 }), /opus encoder ctl 4010: bad argument/);
   assert.equal(liveCoders(), before);
+});
+
+test('opusPacketSamples reads an Opus packet\'s duration from its TOC (RFC 6716 §3.1), and what libopus makes agrees', () => {
+  const toc = (config: number, code: number) => (config << 3) | code;
+  assert.equal(opusPacketSamples(Buffer.from([toc(1, 0), 0])), 960, 'SILK 20 ms, one frame');
+  assert.equal(opusPacketSamples(Buffer.from([toc(3, 0), 0])), 2880, 'SILK 60 ms');
+  assert.equal(opusPacketSamples(Buffer.from([toc(13, 1), 0, 0])), 1920, 'hybrid 20 ms, two frames (code 1)');
+  assert.equal(opusPacketSamples(Buffer.from([toc(16, 2), 1, 0, 0])), 240, 'CELT 2.5 ms, two frames (code 2)');
+  assert.equal(opusPacketSamples(Buffer.from([toc(19, 3), 3])), 2880, 'CELT 20 ms, three frames (code 3)');
+  assert.equal(opusPacketSamples(Buffer.from([toc(3, 3), 3])), 0, 'three 60 ms frames: over 120 ms, malformed');
+  assert.equal(opusPacketSamples(Buffer.from([toc(19, 3), 0])), 0, 'code 3 with no frames');
+  assert.equal(opusPacketSamples(Buffer.from([toc(19, 3)])), 0, 'code 3 without its count byte');
+  assert.equal(opusPacketSamples(Buffer.alloc(0)), 0);
+  for (const frameMs of [10, 20, 40, 60]) {
+    const enc = new OpusEncoder({ sampleRate: 48000, frameMs });
+    try {
+      assert.equal(opusPacketSamples(enc.encode(new Int16Array(48 * frameMs))), 48 * frameMs, `${frameMs} ms from libopus`);
+    } finally {
+      enc.delete();
+    }
+  }
 });

@@ -649,3 +649,49 @@ test('an Opus browser\'s digit in telephone-event/8000 (what Chromium sends besi
     await close();
   }
 });
+
+test('PCMU both ways toward a trunk with a=ptime:30: the browser\'s 20 ms packets are re-framed into 30 ms ones, bytes and timeline intact', async () => {
+  const { engine, leg, trunk, atTrunk, close } = await trunkRig('pt-ptime30', [25648, 25651]);
+  const browser = pcmuBrowser();
+  try {
+    leg.setRemote({ address: '127.0.0.1', port: trunk.address().port, codec: 'PCMU', payloadType: 0, ptime: 30 });
+    const bridge = engine.createBridge(browser, leg, { callId: 'pt-ptime30' }).bridge;
+    assert.equal(bridge.stats().mode, 'passthrough');
+    const sent: Buffer[] = [];
+    for (let seq = 1; seq <= 6; seq++) {
+      const payload = Buffer.alloc(160);
+      for (let i = 0; i < 160; i++) payload[i] = (seq * 37 + i) % 256 === 0x7f ? 0x7e : (seq * 37 + i) % 256; // 0x7f (-0) would come back as 0xff (+0)
+      sent.push(payload);
+      browser.deliver({ payloadType: 0, sequenceNumber: seq, timestamp: seq * 160, marker: false, ssrc: 0xb0b, payload });
+    }
+    await until(() => atTrunk.length === 4, 'four 30 ms packets');
+    assert.deepEqual(atTrunk.map((p) => p.payload.length), [240, 240, 240, 240]);
+    assert.deepEqual(Buffer.concat(atTrunk.map((p) => p.payload)), Buffer.concat(sent), 'the same bytes');
+    assert.deepEqual(atTrunk.slice(1).map((p, i) => [(p.sequenceNumber - atTrunk[i].sequenceNumber) & 0xffff, (p.timestamp - atTrunk[i].timestamp) >>> 0]), [[1, 240], [1, 240], [1, 240]]);
+    bridge.close();
+  } finally {
+    await close();
+  }
+});
+
+test('Opus both ways with 40 ms packets: timestamps step by what each packet carries, toward either side', async () => {
+  const { engine, leg, trunk, atTrunk, close } = await trunkRig('opus-40ms', [25652, 25655]);
+  const browser = opusBrowser();
+  const toBrowser: RtpPacketView[] = [];
+  browser.sendRtp = (pkt) => toBrowser.push({ ...pkt, payload: Buffer.from(pkt.payload) });
+  const enc = new OpusEncoder({ sampleRate: 48000, frameMs: 40 });
+  try {
+    leg.setRemote({ address: '127.0.0.1', port: trunk.address().port, codec: 'opus', payloadType: 111 });
+    const bridge = engine.createBridge(browser, leg, { callId: 'opus-40ms' }).bridge;
+    assert.equal(bridge.stats().mode, 'passthrough');
+    const frame = (i: number) => enc.encode(new Int16Array(1920).map((_, k) => Math.round(8000 * Math.sin((2 * Math.PI * 440 * (i * 1920 + k)) / 48000))));
+    for (let i = 0; i < 3; i++) trunk.send(buildRtp(111, 10 + i, i * 1920, 0x40, frame(i)), leg.localPort, '127.0.0.1');
+    for (let i = 0; i < 3; i++) browser.deliver({ payloadType: 111, sequenceNumber: 50 + i, timestamp: i * 1920, marker: false, ssrc: 0xb0b, payload: frame(10 + i) });
+    await until(() => toBrowser.length === 3 && atTrunk.length === 3, 'three packets each way');
+    for (const got of [toBrowser, atTrunk]) assert.deepEqual(got.slice(1).map((p, i) => (p.timestamp - got[i].timestamp) >>> 0), [1920, 1920]);
+    bridge.close();
+  } finally {
+    enc.delete();
+    await close();
+  }
+});
