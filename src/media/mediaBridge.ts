@@ -76,6 +76,8 @@ export interface BridgeEvents {
  */
 export type BridgeMode = 'transcode' | 'transcodeOpusTrunk' | 'passthrough' | 'lawConvert' | 'unsupported';
 
+/** A DTX pause is filled once the browser's next packet is this late (its 20 ms plus jitter). */
+const DTX_GRACE_MS = 40;
 /** Digits waiting to be sent to the browser, at most (as toward the trunk). */
 const MAX_QUEUED_DIGITS = 32;
 /** Frames we are willing to synthesise for a gap in the browser's stream. */
@@ -140,6 +142,8 @@ export class MediaBridge extends EventEmitter<BridgeEvents> {
   private readonly pcm20 = new Int16Array(160);
   private pcm20Fill = 0;
   private toneTimer: NodeJS.Timeout | null = null;
+  /** The browser is in an Opus DTX pause (startDtxPause): its last DTX frame and our fill. */
+  private dtx: { ts: number; samples: number; filled: number; timer: NodeJS.Timeout } | null = null;
   private toneEncoder: G711ToOpus | null = null;
   private readonly browserRx: ReceiveStats;
   private tonePhase = 0;
@@ -381,10 +385,54 @@ export class MediaBridge extends EventEmitter<BridgeEvents> {
     }
     this.lastBrowserSeq = pkt.sequenceNumber;
     const t0 = performance.now();
+    if (this.dtx) this.endDtxPause(pkt.timestamp, gap);
     for (let i = 1; i < gap; i++) this.pushToSip(this.toSip!.decode(null));
     if (gap > 0) this.pushToSip(this.toSip!.recover(pkt.payload));
     this.pushToSip(this.toSip!.decode(pkt.payload));
     this.transcodeMs += performance.now() - t0;
+    // A DTX frame (RFC 6716 §2.1.9: one or two bytes): the browser may now send nothing for up
+    // to 400 ms. The trunk's G.711 stream goes on meanwhile with the decoder's comfort noise.
+    if (pkt.payload.length <= 2) this.startDtxPause(pkt.timestamp, opusPacketSamples(pkt.payload) || 960);
+  }
+
+  /**
+   * Opus DTX from the browser, toward a G.711 trunk: after a DTX frame, one frame of comfort
+   * noise (libopus's concealment continues the DTX frame's noise) every 20 ms once the next
+   * packet is overdue, so the trunk's stream has no hole; a G.711 trunk expects a packet every
+   * ptime, and some take a silent stretch for a dead call. When the browser's next packet
+   * comes, its timestamp says how long the pause really was: frames still missing are added
+   * then, so the trunk's timeline matches the browser's. (A packet more than the grace late
+   * finds the fill ahead of it: the trunk's stream then runs that much ahead for good, which
+   * its jitter buffer absorbs; nothing is dropped to catch up.) Our answer does not ask
+   * browsers for DTX (no usedtx=1): this is for those that use it anyway.
+   */
+  private startDtxPause(ts: number, samples: number): void {
+    if (this.dtx) return;
+    const since = performance.now();
+    this.dtx = { ts, samples, filled: 0, timer: setInterval(() => {
+      const d = this.dtx;
+      if (!d || this.closed || !this.toSip) { this.stopDtxFill(); return; } // the mode changed: no decoder
+      const overdue = performance.now() - since - DTX_GRACE_MS;
+      // Stops after 2 s: a browser in DTX sends a frame every 400 ms at least.
+      if (overdue > 2000) { this.stopDtxFill(); return; }
+      if (this.holdLocal || this.holdRemote) return;
+      const t0 = performance.now();
+      for (; overdue >= d.filled * 20; d.filled++) this.pushToSip(this.toSip.decode(null)); // a late tick catches up
+      this.transcodeMs += performance.now() - t0;
+    }, 20) };
+  }
+
+  /** The packet after a DTX pause: frames of the pause not yet sent go now (its timestamp says how many). */
+  private endDtxPause(ts: number, lostBefore: number): void {
+    const d = this.dtx!;
+    this.stopDtxFill();
+    const pauseFrames = Math.round(((ts - d.ts) >>> 0) / d.samples) - 1 - lostBefore;
+    for (let i = d.filled; i < Math.min(pauseFrames, 100); i++) this.pushToSip(this.toSip!.decode(null));
+  }
+
+  private stopDtxFill(): void {
+    if (this.dtx) clearInterval(this.dtx.timer);
+    this.dtx = null;
   }
 
   /** The clock of the browser's telephone-event format with this PT; 0 when it is not one. */
@@ -703,6 +751,7 @@ export class MediaBridge extends EventEmitter<BridgeEvents> {
     if (this.closed) return;
     this.closed = true;
     this.setBrowserTone('none');
+    this.stopDtxFill();
     this.browserDtmf.close();
     this.toBrowserDigit?.cancel();
     for (const t of this.toBrowserDigitTimers) clearTimeout(t);

@@ -695,3 +695,32 @@ test('Opus both ways with 40 ms packets: timestamps step by what each packet car
     await close();
   }
 });
+
+test('Opus DTX from the browser: the trunk\'s PCMU goes on through the pause (comfort noise every 20 ms), its timeline matching the browser\'s', async () => {
+  const { engine, leg, trunk, atTrunk, close } = await trunkRig('dtx', [25656, 25659]);
+  const browser = opusBrowser();
+  const enc = new OpusEncoder({ sampleRate: 48000, complexity: 1, bitrate: 24000 });
+  try {
+    leg.setRemote({ address: '127.0.0.1', port: trunk.address().port, codec: 'PCMU', payloadType: 0 });
+    const bridge = engine.createBridge(browser, leg, { callId: 'dtx' }).bridge;
+    const speech = (seq: number, ts: number) => browser.deliver({ payloadType: 111, sequenceNumber: seq, timestamp: ts, marker: false, ssrc: 0xd7, payload: enc.encode(voiced(seq)) });
+    for (let seq = 1; seq <= 5; seq++) speech(seq, seq * 960);
+    // A DTX frame (TOC only: SILK narrowband 20 ms), then nothing for 400 ms of the browser's clock.
+    browser.deliver({ payloadType: 111, sequenceNumber: 6, timestamp: 6 * 960, marker: false, ssrc: 0xd7, payload: Buffer.from([0x08]) });
+    await sleep(300);
+    const duringPause = atTrunk.length;
+    await sleep(100);
+    speech(7, 26 * 960);
+    await until(() => atTrunk.length >= 26, 'the whole pause at the trunk');
+    await sleep(60);
+    assert.ok(duringPause >= 6 + 8, `comfort noise went out during the pause (${duringPause - 6} frames in 300 ms), not all at its end`);
+    assert.equal(atTrunk.length, 26, '5 + the DTX frame + 19 of pause + 1: as long as on the browser\'s clock');
+    const steps = atTrunk.slice(1).map((p, i) => [(p.sequenceNumber - atTrunk[i].sequenceNumber) & 0xffff, (p.timestamp - atTrunk[i].timestamp) >>> 0]);
+    assert.ok(steps.every(([s, t]) => s === 1 && t === 160), 'continuous numbering and timeline');
+    assert.equal(bridge.stats().browser.dropped, 0);
+    bridge.close();
+  } finally {
+    enc.delete();
+    await close();
+  }
+});
