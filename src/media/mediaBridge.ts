@@ -82,6 +82,13 @@ const DTX_GRACE_MS = 40;
 const MAX_QUEUED_DIGITS = 32;
 /** Frames we are willing to synthesise for a gap in the browser's stream. */
 const MAX_CONCEAL = 5;
+/**
+ * A longer gap in the browser's numbering is lost audio too, but its time is left out toward
+ * the trunk (numbers and timestamps skipped, nothing synthesised), so the trunk's timeline keeps
+ * up with the clock after an outage. Beyond 3 s of 20 ms frames it is taken as a jump in the
+ * numbering rather than loss, and the timeline does not move.
+ */
+const MAX_GAP_FRAMES = 150;
 /** transcodeOpusTrunk: 20 ms of 8 kHz PCM per Opus frame toward the trunk. */
 const OPUS_TRUNK_FRAME = 160;
 /** A process without FEC decoding says so once, not once per call. */
@@ -354,7 +361,7 @@ export class MediaBridge extends EventEmitter<BridgeEvents> {
       if (this.lastBrowserSeq >= 0) {
         const d = (pkt.sequenceNumber - this.lastBrowserSeq) & 0xffff;
         if (d === 0 || d > 0x8000) { this.dropped++; return; }
-        lost = Math.min(d - 1, MAX_CONCEAL);
+        lost = d - 1 <= MAX_GAP_FRAMES ? d - 1 : 0;
       }
       this.lastBrowserSeq = pkt.sequenceNumber;
       if (this.mode === 'transcodeOpusTrunk') {
@@ -381,13 +388,17 @@ export class MediaBridge extends EventEmitter<BridgeEvents> {
     if (this.lastBrowserSeq >= 0) {
       const d = (pkt.sequenceNumber - this.lastBrowserSeq) & 0xffff;
       if (d === 0 || d > 0x8000) { this.dropped++; return; } // duplicate or late
-      gap = Math.min(d - 1, MAX_CONCEAL);
+      gap = d - 1 <= MAX_GAP_FRAMES ? d - 1 : 0;
     }
     this.lastBrowserSeq = pkt.sequenceNumber;
     const t0 = performance.now();
     if (this.dtx) this.endDtxPause(pkt.timestamp, gap);
-    for (let i = 1; i < gap; i++) this.pushToSip(this.toSip!.decode(null));
-    if (gap > 0) this.pushToSip(this.toSip!.recover(pkt.payload));
+    // The start of a long outage is skipped on the trunk's timeline; its last frames are
+    // concealed (the very last from the packet's FEC, when it carries some).
+    const concealed = Math.min(gap, MAX_CONCEAL);
+    if (gap > concealed) this.sip.skipFrames(Math.round(((gap - concealed) * 160) / this.sipFrameSamples), this.sipFrameSamples);
+    for (let i = 1; i < concealed; i++) this.pushToSip(this.toSip!.decode(null));
+    if (concealed > 0) this.pushToSip(this.toSip!.recover(pkt.payload));
     this.pushToSip(this.toSip!.decode(pkt.payload));
     this.transcodeMs += performance.now() - t0;
     // A DTX frame (RFC 6716 §2.1.9: one or two bytes): the browser may now send nothing for up
@@ -454,7 +465,11 @@ export class MediaBridge extends EventEmitter<BridgeEvents> {
     const t0 = performance.now();
     if (lost > 0) {
       if (this.sipFrameFill === 0 && payload.length === OPUS_TRUNK_FRAME) this.sip.skipFrames(lost, 960);
-      else for (let i = 0; i < lost; i++) this.pushToSip(this.silentPcm(payload.length));
+      else {
+        const filled = Math.min(lost, MAX_CONCEAL);
+        if (lost > filled) this.sip.skipFrames(Math.round(((lost - filled) * payload.length) / OPUS_TRUNK_FRAME), 960);
+        for (let i = 0; i < filled; i++) this.pushToSip(this.silentPcm(payload.length));
+      }
     }
     this.pushToSip(pcmuDecode(payload, this.lawScratch(payload.length)));
     this.transcodeMs += performance.now() - t0;

@@ -724,3 +724,28 @@ test('Opus DTX from the browser: the trunk\'s PCMU goes on through the pause (co
     await close();
   }
 });
+
+test('a long outage of the browser\'s audio: the trunk\'s timeline skips its start and conceals its end, keeping up with the clock; a jump of thousands is no outage', async () => {
+  const { engine, leg, trunk, atTrunk, close } = await trunkRig('outage', [25660, 25663]);
+  const browser = opusBrowser();
+  const enc = new OpusEncoder({ sampleRate: 48000, complexity: 1, bitrate: 24000 });
+  try {
+    leg.setRemote({ address: '127.0.0.1', port: trunk.address().port, codec: 'PCMU', payloadType: 0 });
+    const bridge = engine.createBridge(browser, leg, { callId: 'outage' }).bridge;
+    const speech = (seq: number) => browser.deliver({ payloadType: 111, sequenceNumber: seq, timestamp: seq * 960, marker: false, ssrc: 0x0a, payload: enc.encode(voiced(seq)) });
+    for (const seq of [1, 2, 3, 24]) speech(seq); // 20 lost: 400 ms
+    await until(() => atTrunk.length === 9, 'three frames, five concealed, one decoded');
+    const third = atTrunk[2];
+    const last = atTrunk[8];
+    assert.equal((last.timestamp - third.timestamp) >>> 0, 21 * 160, 'the outage\'s 400 ms are on the trunk\'s timeline');
+    assert.equal((atTrunk[3].sequenceNumber - third.sequenceNumber) & 0xffff, 16, 'its first 15 frames left out of the numbering (the trunk sees them lost)');
+    // A jump of 2000 in the numbering (a browser restarting its counter) moves nothing.
+    speech(2024);
+    await until(() => atTrunk.length === 10, 'the packet after the jump');
+    assert.deepEqual([(atTrunk[9].sequenceNumber - last.sequenceNumber) & 0xffff, (atTrunk[9].timestamp - last.timestamp) >>> 0], [1, 160]);
+    bridge.close();
+  } finally {
+    enc.delete();
+    await close();
+  }
+});
