@@ -76,6 +76,8 @@ export class SipRtpLeg extends EventEmitter<SipLegEvents> {
   /** The audio codec's RTP clock: 8 kHz for G.711, 48 kHz for Opus (RFC 7587). */
   private clockRate = 8000;
   private remoteSsrc: number | null = null;
+  /** Packets refused by an SRTP session since replaced by plain RTP (a re-INVITE). */
+  private droppedBySrtp = 0;
   /** A source that may replace remoteSsrc, and its last sequence number (acceptSource). */
   private ssrcCandidate: { ssrc: number; seq: number } | null = null;
   /** Whether a packet in the other G.711 law was logged (see toOwnLaw). */
@@ -151,8 +153,10 @@ export class SipRtpLeg extends EventEmitter<SipLegEvents> {
     }
     // Keep each direction's SRTP context (and its rollover counter) across re-INVITEs unless
     // that direction's key changes.
-    if (!remote.srtp) this.srtp = null;
-    else if (this.srtp) this.srtp.updateKeys(remote.srtp);
+    if (!remote.srtp) {
+      this.droppedBySrtp += this.srtpDropped(); // a move to plain RTP keeps what SRTP refused in the counts
+      this.srtp = null;
+    } else if (this.srtp) this.srtp.updateKeys(remote.srtp);
     else this.srtp = new SrtpSession(remote.srtp);
     this.lastRxAt = performance.now();
     if (!this.inactivityTimer && this.opts.inactivityTimeoutMs > 0) {
@@ -640,8 +644,14 @@ export class SipRtpLeg extends EventEmitter<SipLegEvents> {
       jitterMs: Math.round(this.rx.jitterMs * 10) / 10,
       rttMs: this.rttMs,
       mos: estimateMos({ lossPercent, oneWayDelayMs: (this.rttMs ?? 40) / 2 + 20, jitterMs: this.rx.jitterMs }),
-      dropped: this.dropped + (this.srtp ? this.srtp.stats.authFailures + this.srtp.stats.replays + this.srtp.stats.malformed : 0),
+      dropped: this.dropped + this.droppedBySrtp + this.srtpDropped(),
     };
+  }
+
+  /** Packets the current SRTP session refused (authentication, replay, malformed). */
+  private srtpDropped(): number {
+    const s = this.srtp?.stats;
+    return s ? s.authFailures + s.replays + s.malformed : 0;
   }
 
   close(): void {

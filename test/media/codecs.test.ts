@@ -82,6 +82,8 @@ test('PLC conceals exactly one 20 ms frame; malformed Opus is concealed and coun
   assert.equal(t.concealed, 1);
   t.decode(Buffer.from([0xff, 0xff, 0xff, 0x01]));
   assert.equal(t.malformed, 1);
+  assert.equal(t.decode(Buffer.alloc(0)).length, 160, 'an empty payload is concealed');
+  assert.deepEqual([t.malformed, t.concealed], [2, 3], 'and counted as malformed');
   enc.delete(); t.close();
 });
 

@@ -702,7 +702,9 @@ test('Opus DTX from the browser: the trunk\'s PCMU goes on through the pause (co
   const enc = new OpusEncoder({ sampleRate: 48000, complexity: 1, bitrate: 24000 });
   try {
     leg.setRemote({ address: '127.0.0.1', port: trunk.address().port, codec: 'PCMU', payloadType: 0 });
+    const coders = liveOpusCoders;
     const bridge = engine.createBridge(browser, leg, { callId: 'dtx' }).bridge;
+    assert.equal(liveOpusCoders, coders + 2, 'a transcoding bridge: an Opus decoder and an encoder');
     const speech = (seq: number, ts: number) => browser.deliver({ payloadType: 111, sequenceNumber: seq, timestamp: ts, marker: false, ssrc: 0xd7, payload: enc.encode(voiced(seq)) });
     for (let seq = 1; seq <= 5; seq++) speech(seq, seq * 960);
     // A DTX frame (TOC only: SILK narrowband 20 ms), then nothing for 400 ms of the browser's clock.
@@ -719,6 +721,7 @@ test('Opus DTX from the browser: the trunk\'s PCMU goes on through the pause (co
     assert.ok(steps.every(([s, t]) => s === 1 && t === 160), 'continuous numbering and timeline');
     assert.equal(bridge.stats().browser.dropped, 0);
     bridge.close();
+    assert.equal(liveOpusCoders, coders, 'both freed when it closes');
   } finally {
     enc.delete();
     await close();

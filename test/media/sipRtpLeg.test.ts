@@ -140,6 +140,9 @@ test('SRTP leg: forged, replayed and unprotected packets are dropped and counted
     far.updateKeys({ local: theirsNew, remote: ours });
     trunk.send(far.protectRtp(buildRtp(0, 12, 1920, 3, Buffer.alloc(160, 0x55))), leg.localPort, '127.0.0.1');
     await until(() => audio === 2, 'the far end\'s audio under its new key');
+    // A re-INVITE to plain RTP keeps what SRTP refused in the counts.
+    leg.setRemote({ address: '127.0.0.1', port: trunk.address().port, codec: 'PCMU', payloadType: 0 });
+    assert.equal(leg.stats().dropped, 3);
   } finally {
     leg.close();
     trunk.close();

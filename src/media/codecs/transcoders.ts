@@ -23,6 +23,9 @@ export class OpusToG711 {
   /** Decodes one Opus payload (null = lost: conceal) to 8 kHz PCM (a view, valid until the next call). */
   decode(payload: Uint8Array | null): Int16Array {
     try {
+      // An empty payload is no Opus packet (RFC 7587 §4.2: at least the TOC byte): concealed,
+      // and counted as malformed like one libopus refuses.
+      if (payload !== null && payload.length === 0) { this.malformed++; payload = null; }
       if (payload === null) this.concealed++;
       return this.decoder.decode(payload);
     } catch {
