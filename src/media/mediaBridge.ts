@@ -343,12 +343,12 @@ export class MediaBridge extends EventEmitter<BridgeEvents> {
     if (isEvent) {
       this.browserDtmf.clockRate = eventClock;
       if (!this.browserDtmf.onPacket(pkt.timestamp, pkt.payload)) this.dropped++;
-      // Pass-through leaves gaps for lost packets; the event's numbers are none (the digit goes
-      // to the trunk as our own event train, or as tones in the audio, which takes its stretch
-      // of the timeline). Opus transcoding fills them with PLC instead, which the leg drops
-      // while the digit plays. When the digit cannot go to the trunk, the gap is left.
-      const relayed = this.sip.canSendDtmf && this.sip.sendingAllowed;
-      if (relayed && this.mode !== 'transcode' && (this.lastBrowserSeq < 0 || ((pkt.sequenceNumber - this.lastBrowserSeq) & 0xffff) < 0x8000)) this.lastBrowserSeq = pkt.sequenceNumber;
+      // A digit's sequence numbers are no lost audio: the digit goes to the trunk as our own
+      // events, or as tones in the audio, which take their stretch of the timeline. Left as a
+      // gap, they would be concealed (or skipped) on top of it. When nothing goes to the trunk
+      // (an event that is no digit, or no way to send one), the gap is left and filled.
+      const relayed = pkt.payload.length >= 4 && pkt.payload[0] < 16 && this.sip.canSendDtmf && this.sip.sendingAllowed;
+      if (relayed && (this.lastBrowserSeq < 0 || ((pkt.sequenceNumber - this.lastBrowserSeq) & 0xffff) < 0x8000)) this.lastBrowserSeq = pkt.sequenceNumber;
       return;
     }
     if (this.holdLocal || this.holdRemote) { this.lastBrowserSeq = pkt.sequenceNumber; return; }

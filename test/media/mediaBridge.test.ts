@@ -752,3 +752,34 @@ test('a long outage of the browser\'s audio: the trunk\'s timeline skips its sta
     await close();
   }
 });
+
+test('transcoding: a browser digit\'s packets leave no gap to conceal; the audio after it goes on where the digit ended', async () => {
+  const { engine, leg, trunk, atTrunk, close } = await trunkRig('tc-dtmf', [25664, 25667]);
+  const browser = opusBrowser();
+  const enc = new OpusEncoder({ sampleRate: 48000, complexity: 1, bitrate: 24000 });
+  try {
+    leg.setRemote({ address: '127.0.0.1', port: trunk.address().port, codec: 'PCMU', payloadType: 0, telephoneEventPayloadType: 101 });
+    const bridge = engine.createBridge(browser, leg, { callId: 'tc-dtmf' }).bridge;
+    const speech = (seq: number) => browser.deliver({ payloadType: 111, sequenceNumber: seq, timestamp: seq * 960, marker: false, ssrc: 0xe1, payload: enc.encode(voiced(seq)) });
+    for (const seq of [1, 2, 3]) speech(seq);
+    // Digit 2 for 100 ms (4800 ticks of the Opus browser's 48 kHz events).
+    for (const [seq, end, ticks] of [[4, 0, 960], [5, 0, 2880], [6, 1, 4800]]) browser.deliver({ payloadType: 126, sequenceNumber: seq, timestamp: 4 * 960, marker: seq === 4, ssrc: 0xe1, payload: Buffer.from([2, end ? 0x8a : 0x0a, ticks >> 8, ticks & 0xff]) });
+    await until(() => atTrunk.filter((p) => p.payloadType === 101 && (p.payload[1] & 0x80)).length === 3, 'the digit\'s end packets');
+    await sleep(60);
+    speech(7);
+    await until(() => atTrunk.filter((p) => p.payloadType === 0).length >= 4, 'the audio after the digit');
+    await sleep(30);
+    const audio = atTrunk.filter((p) => p.payloadType === 0);
+    const event = atTrunk.find((p) => p.payloadType === 101)!;
+    assert.equal(audio.length, 4, 'three frames before, one after: nothing concealed for the digit\'s numbers');
+    assert.equal(bridge.stats().browser.concealed, 0);
+    assert.equal(event.timestamp, (audio[2].timestamp + 160) >>> 0, 'the digit starts where the audio before it ended');
+    assert.equal(audio[3].timestamp, (event.timestamp + 800) >>> 0, 'and the audio after it goes on 100 ms later');
+    const steps = atTrunk.slice(1).map((p, i) => (p.sequenceNumber - atTrunk[i].sequenceNumber) & 0xffff);
+    assert.ok(steps.every((d) => d === 1), `no gap in the numbering: ${steps.join(',')}`);
+    bridge.close();
+  } finally {
+    enc.delete();
+    await close();
+  }
+});
