@@ -156,6 +156,9 @@ export class MediaBridge extends EventEmitter<BridgeEvents> {
   private tonePhase = 0;
   private toneMs = 0;
   private holdLocal = false;
+  /** When the browser put the call on hold (the time its timeline moves on by at resume). */
+  private browserHeldAt: number | null = null;
+  private markNextToBrowser = false;
   private holdRemote = false;
   /** Time spent transcoding (performance.now() differences: no BigInt per frame as with hrtime.bigint). */
   private transcodeMs = 0;
@@ -605,7 +608,8 @@ export class MediaBridge extends EventEmitter<BridgeEvents> {
     // A digit's events replace the audio while they play (RFC 4733 §2.5.1.2), and their
     // stretch of the timeline is set when the digit ends: the frame takes no number, no time.
     if (this.digitToBrowserPlaying) return;
-    this.browser.sendRtp({ payloadType: this.browserPt, sequenceNumber: this.outSeq, timestamp: this.outTs, marker, ssrc: this.outSsrc, payload });
+    this.browser.sendRtp({ payloadType: this.browserPt, sequenceNumber: this.outSeq, timestamp: this.outTs, marker: marker || this.markNextToBrowser, ssrc: this.outSsrc, payload });
+    this.markNextToBrowser = false;
     this.outSeq = (this.outSeq + 1) & 0xffff;
     this.outTs = (this.outTs + tsStep) >>> 0;
     this.sent.packets++;
@@ -650,6 +654,14 @@ export class MediaBridge extends EventEmitter<BridgeEvents> {
   }
 
   setHold(holdByBrowser: boolean, holdBySip: boolean): void {
+    // Nothing goes to a browser that holds the call; on resume its timeline moves on by the
+    // time held and the first packet has the marker, as toward the trunk (SipRtpLeg.paused).
+    if (holdByBrowser && !this.holdLocal) this.browserHeldAt = performance.now();
+    else if (!holdByBrowser && this.holdLocal && this.browserHeldAt !== null) {
+      this.outTs = (this.outTs + Math.round(((performance.now() - this.browserHeldAt) * this.browserClock) / 1000)) >>> 0;
+      this.browserHeldAt = null;
+      this.markNextToBrowser = true;
+    }
     this.holdLocal = holdByBrowser;
     this.holdRemote = holdBySip;
     this.sip.paused = holdByBrowser || holdBySip;

@@ -783,3 +783,29 @@ test('transcoding: a browser digit\'s packets leave no gap to conceal; the audio
     await close();
   }
 });
+
+test('the browser resumes after holding the call: its stream\'s timestamp moves on by the time held, the first packet marked', async () => {
+  const { engine, leg, trunk, close } = await trunkRig('hold-browser', [25668, 25671]);
+  const browser = pcmuBrowser();
+  try {
+    leg.setRemote({ address: '127.0.0.1', port: trunk.address().port, codec: 'PCMU', payloadType: 0 });
+    const bridge = engine.createBridge(browser, leg, { callId: 'hold-browser' }).bridge;
+    const send = (seq: number) => trunk.send(buildRtp(0, seq, seq * 160, 0x51, Buffer.alloc(160, 0xff)), leg.localPort, '127.0.0.1');
+    send(1);
+    await until(() => browser.got.length === 1, 'audio before the hold');
+    bridge.setHold(true, false);
+    send(2); // music from the trunk while the browser holds: not sent to it
+    await sleep(300);
+    bridge.setHold(false, false);
+    send(3);
+    await until(() => browser.got.length === 2, 'audio after the resume');
+    const [before, after] = browser.got;
+    const jump = (after.timestamp - before.timestamp) >>> 0;
+    assert.ok(jump >= 160 + 8 * 290 && jump <= 160 + 8 * 500, `timestamp moved on by the time held: ${jump} ticks`);
+    assert.equal((after.sequenceNumber - before.sequenceNumber) & 0xffff, 1, 'numbers do not (nothing was lost)');
+    assert.deepEqual([before.marker, after.marker], [false, true]);
+    bridge.close();
+  } finally {
+    await close();
+  }
+});
