@@ -163,7 +163,10 @@ export interface EventStream {
 
 /** Update interval of a live event (RFC 4733 §2.5.1.2 suggests 50 ms). */
 const LIVE_UPDATE_MS = 50;
-/** A live event no one ends stops here (a stuck key; 8.19 s is the 16-bit duration at 8 kHz). */
+/**
+ * A live event no one ends stops here: a stuck key, or the 16-bit duration's limit (8.19 s at
+ * 8 kHz, 1.36 s at 48 kHz; RFC 4733 §2.5.1.3's segments for longer events are not sent).
+ */
 const LIVE_MAX_MS = 8000;
 
 /**
@@ -183,14 +186,17 @@ export class LiveTelephoneEvent {
   private announcedMs = 0;
   private readonly timers = new Set<NodeJS.Timeout>();
   private ending = false;
+  /** The longest event this clock's 16-bit duration field can say, in ms. */
+  private readonly maxMs: number;
 
   constructor(digit: string, private readonly clockRate: number, private readonly stream: EventStream, private readonly done: () => void) {
     this.event = digitToEvent(digit);
+    this.maxMs = Math.min(LIVE_MAX_MS, Math.floor((0xffff * 1000) / clockRate));
     this.eventTs = stream.nextTimestamp();
     this.send(false, 0, true);
     const update = setInterval(() => {
       const ms = Math.round(performance.now() - this.startedAt); // whole ms: whole ticks at any clock
-      if (ms < LIVE_MAX_MS) this.send(false, ms, false);
+      if (ms < this.maxMs) this.send(false, ms, false);
       else if (!this.ending) this.end(ms); // nobody ended it: a stuck key
     }, LIVE_UPDATE_MS);
     this.timers.add(update);
@@ -199,7 +205,7 @@ export class LiveTelephoneEvent {
   end(durationMs: number): void {
     if (this.ending) return;
     this.ending = true;
-    const ms = Math.min(LIVE_MAX_MS, Math.max(durationMs, this.announcedMs, 40));
+    const ms = Math.min(this.maxMs, Math.max(durationMs, this.announcedMs, 40));
     const wait = this.startedAt + ms - performance.now();
     if (wait <= 5) { this.finish(ms); return; }
     const t = setTimeout(() => { this.timers.delete(t); this.finish(ms); }, wait); // updates go on meanwhile
@@ -211,8 +217,9 @@ export class LiveTelephoneEvent {
     this.clearTimers();
   }
 
-  private finish(ms: number): void {
+  private finish(endMs: number): void {
     this.clearTimers();
+    const ms = Math.max(endMs, this.announcedMs); // an update may have gone out while it waited
     this.send(true, ms, false);
     for (const i of [1, 2]) {
       const t = setTimeout(() => { this.timers.delete(t); this.send(true, ms, false); if (i === 2) this.done(); }, i * 20);

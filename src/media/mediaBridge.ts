@@ -85,10 +85,12 @@ const MAX_CONCEAL = 5;
 /**
  * A longer gap in the browser's numbering is lost audio too, but its time is left out toward
  * the trunk (numbers and timestamps skipped, nothing synthesised), so the trunk's timeline keeps
- * up with the clock after an outage. Beyond 3 s of 20 ms frames it is taken as a jump in the
- * numbering rather than loss, and the timeline does not move.
+ * up with the clock after an outage. Up to 3 s of 20 ms frames the numbering is trusted; a
+ * longer gap counts as an outage only when the browser's timestamps moved on as much (up to
+ * 30 s), else it is a jump in the numbering and the timeline does not move.
  */
 const MAX_GAP_FRAMES = 150;
+const MAX_OUTAGE_FRAMES = 1500;
 /** transcodeOpusTrunk: 20 ms of 8 kHz PCM per Opus frame toward the trunk. */
 const OPUS_TRUNK_FRAME = 160;
 /** A process without FEC decoding says so once, not once per call. */
@@ -138,6 +140,9 @@ export class MediaBridge extends EventEmitter<BridgeEvents> {
   private readonly browserClock: number;
   // browser → SIP
   private lastBrowserSeq = -1;
+  /** The browser's last audio packet: its timestamp and what it carried (to tell an outage from a jump). */
+  private lastBrowserTs = 0;
+  private lastBrowserSamples = 960;
   private browserSsrc: number | null = null;
   private sipFrame: Int16Array | null = null;
   private sipFrameFill = 0;
@@ -191,7 +196,12 @@ export class MediaBridge extends EventEmitter<BridgeEvents> {
     }, 8000, (digit, durationMs) => {
       if (this.closed) return;
       if (this.browserDigitLive) this.sip.endLiveDtmf(durationMs);
-      else this.sendDtmfToSip(digit, durationMs);
+      else {
+        // Its events took no place on the trunk's timeline while the key was down (fromBrowser
+        // closes their gap): that time passes now, then the digit plays.
+        if (this.sip.canSendDtmf && this.sip.sendingAllowed) this.sip.advanceTimeline(durationMs);
+        this.sendDtmfToSip(digit, durationMs);
+      }
       this.browserDigitLive = false;
     });
     this.unsubscribe = browser.onRtp((pkt) => this.fromBrowser(pkt));
@@ -332,8 +342,9 @@ export class MediaBridge extends EventEmitter<BridgeEvents> {
     if (this.closed) return;
     this.received.packets++;
     this.received.bytes += pkt.payload.length;
-    if (pkt.ssrc !== this.browserSsrc) { // a new source numbers its packets afresh
+    if (pkt.ssrc !== this.browserSsrc) { // a new source numbers (and times) its packets afresh
       if (this.browserSsrc !== null) this.browserRx.resetSource();
+      this.stopDtxFill();
       this.browserSsrc = pkt.ssrc;
       this.lastBrowserSeq = -1;
     }
@@ -354,7 +365,7 @@ export class MediaBridge extends EventEmitter<BridgeEvents> {
       if (relayed && (this.lastBrowserSeq < 0 || ((pkt.sequenceNumber - this.lastBrowserSeq) & 0xffff) < 0x8000)) this.lastBrowserSeq = pkt.sequenceNumber;
       return;
     }
-    if (this.holdLocal || this.holdRemote) { this.lastBrowserSeq = pkt.sequenceNumber; return; }
+    if (this.holdLocal || this.holdRemote) { this.lastBrowserSeq = pkt.sequenceNumber; this.noteBrowserAudio(pkt); return; }
     if (this.mode === 'unsupported') { this.dropped++; return; }
     if (this.mode === 'passthrough' || this.mode === 'lawConvert' || this.mode === 'transcodeOpusTrunk') {
       if (pkt.payloadType !== this.browserPt) { this.dropped++; return; }
@@ -364,9 +375,10 @@ export class MediaBridge extends EventEmitter<BridgeEvents> {
       if (this.lastBrowserSeq >= 0) {
         const d = (pkt.sequenceNumber - this.lastBrowserSeq) & 0xffff;
         if (d === 0 || d > 0x8000) { this.dropped++; return; }
-        lost = d - 1 <= MAX_GAP_FRAMES ? d - 1 : 0;
+        lost = this.lostBefore(d, pkt.timestamp);
       }
       this.lastBrowserSeq = pkt.sequenceNumber;
+      this.noteBrowserAudio(pkt);
       if (this.mode === 'transcodeOpusTrunk') {
         this.pcmuToOpusTrunk(pkt.payload, lost);
         return;
@@ -391,9 +403,10 @@ export class MediaBridge extends EventEmitter<BridgeEvents> {
     if (this.lastBrowserSeq >= 0) {
       const d = (pkt.sequenceNumber - this.lastBrowserSeq) & 0xffff;
       if (d === 0 || d > 0x8000) { this.dropped++; return; } // duplicate or late
-      gap = d - 1 <= MAX_GAP_FRAMES ? d - 1 : 0;
+      gap = this.lostBefore(d, pkt.timestamp);
     }
     this.lastBrowserSeq = pkt.sequenceNumber;
+    this.noteBrowserAudio(pkt);
     const t0 = performance.now();
     if (this.dtx) this.endDtxPause(pkt.timestamp, gap);
     // The start of a long outage is skipped on the trunk's timeline; its last frames are
@@ -431,7 +444,8 @@ export class MediaBridge extends EventEmitter<BridgeEvents> {
       if (overdue > 2000) { this.stopDtxFill(); return; }
       if (this.holdLocal || this.holdRemote) return;
       const t0 = performance.now();
-      for (; overdue >= d.filled * 20; d.filled++) this.pushToSip(this.toSip.decode(null)); // a late tick catches up
+      // Each concealed frame is as long as the DTX frame (libopus conceals in its frame size).
+      for (const frameMs = d.samples / 48; overdue >= d.filled * frameMs; d.filled++) this.pushToSip(this.toSip.decode(null)); // a late tick catches up
       this.transcodeMs += performance.now() - t0;
     }, 20) };
   }
@@ -447,6 +461,18 @@ export class MediaBridge extends EventEmitter<BridgeEvents> {
   private stopDtxFill(): void {
     if (this.dtx) clearInterval(this.dtx.timer);
     this.dtx = null;
+  }
+
+  private noteBrowserAudio(pkt: RtpPacketView): void {
+    this.lastBrowserTs = pkt.timestamp;
+    this.lastBrowserSamples = (this.browserClock === 8000 ? pkt.payload.length : opusPacketSamples(pkt.payload)) || (this.browserClock === 8000 ? 160 : 960);
+  }
+
+  /** Frames lost before a browser packet `d` numbers after the last one (see MAX_GAP_FRAMES). */
+  private lostBefore(d: number, ts: number): number {
+    if (d - 1 <= MAX_GAP_FRAMES) return d - 1;
+    const frames = Math.round(((ts - this.lastBrowserTs) >>> 0) / this.lastBrowserSamples);
+    return Math.abs(frames - d) <= 2 && d - 1 <= MAX_OUTAGE_FRAMES ? d - 1 : 0;
   }
 
   /** The clock of the browser's telephone-event format with this PT; 0 when it is not one. */
@@ -656,6 +682,7 @@ export class MediaBridge extends EventEmitter<BridgeEvents> {
   setHold(holdByBrowser: boolean, holdBySip: boolean): void {
     // Nothing goes to a browser that holds the call; on resume its timeline moves on by the
     // time held and the first packet has the marker, as toward the trunk (SipRtpLeg.paused).
+    if (holdByBrowser || holdBySip) this.stopDtxFill(); // no audio toward the trunk while held: no pause to fill
     if (holdByBrowser && !this.holdLocal) this.browserHeldAt = performance.now();
     else if (!holdByBrowser && this.holdLocal && this.browserHeldAt !== null) {
       this.outTs = (this.outTs + Math.round(((performance.now() - this.browserHeldAt) * this.browserClock) / 1000)) >>> 0;
@@ -692,7 +719,8 @@ export class MediaBridge extends EventEmitter<BridgeEvents> {
   /** A digit of known length toward the browser, now. */
   private playDigitToBrowser(digit: string, durationMs: number): void {
     if (!this.startDigitToBrowser(digit)) return;
-    const t = setTimeout(() => { this.toBrowserDigitTimers.delete(t); this.toBrowserDigit?.end(durationMs); }, durationMs);
+    const digitEvent = this.toBrowserDigit!; // this one: it may end by itself (its 16-bit limit) before the timer
+    const t = setTimeout(() => { this.toBrowserDigitTimers.delete(t); digitEvent.end(durationMs); }, durationMs);
     this.toBrowserDigitTimers.add(t);
   }
 
@@ -707,7 +735,6 @@ export class MediaBridge extends EventEmitter<BridgeEvents> {
     const pt = this.browser.telephoneEventPayloadType;
     if (this.closed || pt === null || this.holdLocal) return false;
     const clock = this.browser.telephoneEventClockRate ?? this.browserClock;
-    this.toBrowserDigitUntil = Infinity;
     this.toBrowserDigit = new LiveTelephoneEvent(digit, clock, {
       nextTimestamp: () => this.outTs,
       sendEvent: (payload, marker, eventTs) => {
@@ -718,16 +745,19 @@ export class MediaBridge extends EventEmitter<BridgeEvents> {
         this.sent.bytes += payload.length;
       },
       eventEnded: (eventTs, ms) => {
-        // Audio was held back without taking time: the timeline goes on where the event ends.
-        this.outTs = (eventTs + Math.ceil(ms / 20) * 20 * (this.browserClock / 1000)) >>> 0;
-        this.toBrowserDigitUntil = performance.now() + 40; // its end packets still go out
+        // Audio was held back without taking time: the timeline goes on where the event ends,
+        // plus the 40 ms its end packets still take (audio waits for them).
+        this.outTs = (eventTs + (Math.ceil(ms / 20) * 20 + 40) * (this.browserClock / 1000)) >>> 0;
+        this.toBrowserDigitUntil = performance.now() + 40;
       },
     }, () => { this.toBrowserDigit = null; this.nextDigitToBrowser(); });
+    this.toBrowserDigitUntil = Infinity; // audio held back until it ends (its first packet is out)
     return true;
   }
 
   private nextDigitToBrowser(): void {
-    if (this.closed || this.toBrowserDigitQueue.length === 0) return;
+    // A digit still playing (held back until it ends) restarts the queue itself when done.
+    if (this.closed || this.toBrowserDigitQueue.length === 0 || this.toBrowserDigitUntil === Infinity) return;
     const left = this.toBrowserDigitUntil - performance.now();
     if (left > 0) {
       const t = setTimeout(() => { this.toBrowserDigitTimers.delete(t); this.nextDigitToBrowser(); }, Math.ceil(left));

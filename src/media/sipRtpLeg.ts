@@ -142,6 +142,7 @@ export class SipRtpLeg extends EventEmitter<SipLegEvents> {
       this.dest = { address: remote.address, port: remote.port, rtcpPort: remote.rtcpMux ? remote.port : remote.rtcpPort ?? remote.port + 1 };
       this.latched = false;
       // Media from a new address (a transfer) is a new source: its first packet is taken.
+      if (this.remoteSsrc !== null) this.rx.resetSource();
       this.remoteSsrc = null;
       this.ssrcCandidate = null;
       this.disconnectRtp();
@@ -268,12 +269,25 @@ export class SipRtpLeg extends EventEmitter<SipLegEvents> {
         this.seq = (this.seq + 1) & 0xffff;
       },
       eventEnded: (eventTs, ms) => {
-        // Audio was held back without taking time: the timeline goes on where the event ends.
-        this.ts = (eventTs + Math.ceil(ms / 20) * 20 * (this.clockRate / 1000)) >>> 0;
-        this.dtmfBusyUntil = performance.now() + 40; // its end packets still go out
+        // Audio was held back without taking time: the timeline goes on where the event ends,
+        // plus the 40 ms its end packets still take (audio waits for them), as for sendDtmf.
+        this.ts = (eventTs + (Math.ceil(ms / 20) * 20 + 40) * (this.clockRate / 1000)) >>> 0;
+        this.dtmfBusyUntil = performance.now() + 40;
       },
     }, () => { this.liveDtmf = null; this.nextDtmf(); });
     return true;
+  }
+
+  /**
+   * Time that passed with nothing sent and nothing lost: a browser digit that goes to the trunk
+   * only once it ended (as tones) took that long while its key was down. The timeline moves on,
+   * the numbers do not, the next packet is marked. Not while a digit plays: its stretch covers
+   * that time already.
+   */
+  advanceTimeline(ms: number): void {
+    if (this.closed || (this.dtmfBusyUntil > 0 && performance.now() < this.dtmfBusyUntil)) return;
+    this.ts = (this.ts + Math.round((ms * this.clockRate) / 1000)) >>> 0;
+    this.markNext = true;
   }
 
   /** The relayed digit ended after `durationMs` (see beginLiveDtmf). */
@@ -351,7 +365,8 @@ export class SipRtpLeg extends EventEmitter<SipLegEvents> {
 
   /** Starts the first waiting digit once the one playing has ended (a timer may fire a little early). */
   private nextDtmf(): void {
-    if (this.closed || this.dtmfQueue.length === 0) return;
+    // A live digit playing (busy until it ends) restarts the queue itself when done.
+    if (this.closed || this.dtmfQueue.length === 0 || this.dtmfBusyUntil === Infinity) return;
     const left = this.dtmfBusyUntil - performance.now();
     if (left > 0) {
       const t = setTimeout(() => { this.dtmfTimers.delete(t); this.nextDtmf(); }, Math.ceil(left));
@@ -467,7 +482,13 @@ export class SipRtpLeg extends EventEmitter<SipLegEvents> {
     // and we answer there. Latching happens once per signalled address: after that, packets from
     // any other source are dropped, so a stranger cannot take the stream over by sending RTP.
     if (this.latched && (this.dest!.address !== rinfo.address || this.dest!.port !== rinfo.port)) { this.dropped++; return; }
-    if (!this.acceptSource(pkt.ssrc, pkt.sequenceNumber)) { this.dropped++; return; }
+    // Audio decides the stream's source (acceptSource; the first packet of any kind sets it).
+    // Events and comfort noise may come from a source of their own (RFC 4733 allows it): digits
+    // are read from them all the same, but only the source's take their place in its numbering
+    // and statistics.
+    const audio = pt === r.payloadType || otherLaw;
+    if ((audio || this.remoteSsrc === null) && !this.acceptSource(pkt.ssrc, pkt.sequenceNumber)) { this.dropped++; return; }
+    const ownSource = pkt.ssrc === this.remoteSsrc;
     // A far end on hold the old way (c=0.0.0.0: "do not send to me") that still sends (music on
     // hold) is not latched onto: that would give us an address to send to after all.
     if (!this.latched && r.address !== '0.0.0.0') {
@@ -480,16 +501,16 @@ export class SipRtpLeg extends EventEmitter<SipLegEvents> {
     }
     const now = performance.now();
     this.lastRxAt = now;
-    this.rx.onPacket(pkt.sequenceNumber, pkt.timestamp, pkt.payload.length, now, eventClock === 0);
-    if (pt === r.payloadType || otherLaw) {
+    if (ownSource) this.rx.onPacket(pkt.sequenceNumber, pkt.timestamp, pkt.payload.length, now, audio);
+    if (audio) {
       // An empty frame carries no audio and no duration: counted, and it only takes its number.
       if (pkt.payload.length === 0) { this.dropped++; this.emit('nonAudio', pkt); }
       else this.emit('audio', otherLaw ? this.toOwnLaw(pkt, r.codec as 'PCMU' | 'PCMA') : pkt);
     } else if (eventClock > 0) {
       this.dtmfRx.clockRate = eventClock;
       if (!this.dtmfRx.onPacket(pkt.timestamp, pkt.payload)) this.dropped++;
-      this.emit('nonAudio', pkt);
-    } else this.emit('nonAudio', pkt); // CN (PT 13) is tolerated: it only takes its number
+      if (ownSource) this.emit('nonAudio', pkt);
+    } else if (ownSource) this.emit('nonAudio', pkt); // CN (PT 13) is tolerated: it only takes its number
   }
 
   /**

@@ -273,6 +273,19 @@ describe('LiveTelephoneEvent (a digit relayed while it is pressed)', () => {
     assert.ok(s.sent.every((p) => p.ts === 123456));
   });
 
+  test('at 48 kHz an event nobody ends stops at what the 16-bit duration can say (1.365 s), its length exact', async () => {
+    const s = stream();
+    let done = false;
+    new LiveTelephoneEvent('5', 48000, s, () => { done = true; });
+    await sleep(1500);
+    assert.ok(done, 'ended by itself');
+    const ends = s.sent.filter((p) => p.end);
+    assert.equal(ends.length, 3);
+    assert.ok(ends.every((p) => p.duration === 65520), `end durations ${ends.map((p) => p.duration).join(',')}: 1365 ms of 48 kHz ticks`);
+    assert.ok(s.sent.every((p) => p.duration <= 0xffff));
+    assert.deepEqual(s.ended, [{ ts: 123456, ms: 1365 }]);
+  });
+
   test('an end shorter than what the updates announced keeps the longer one; cancel() sends nothing more', async () => {
     const s = stream();
     const ev = new LiveTelephoneEvent('1', 8000, s, () => {});

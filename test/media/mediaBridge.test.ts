@@ -573,7 +573,7 @@ test('the trunk\'s digit reaches the browser as RFC 4733 events on its stream: i
     assert.deepEqual(events.filter((p) => p.payload[1] & 0x80).map((p) => p.payload.readUInt16BE(2)), [4800, 4800, 4800], '100 ms in the browser\'s 48 kHz ticks');
     assert.equal(eventTs, (toBrowser[0].timestamp + 960) >>> 0, 'the event starts where the audio before it ended');
     const after = toBrowser[toBrowser.length - 1];
-    assert.equal(after.timestamp, (eventTs + 4800) >>> 0, 'the audio goes on where the event ended');
+    assert.equal(after.timestamp, (eventTs + 4800 + 1920) >>> 0, 'the audio goes on where the event ended, after the 40 ms of its end packets');
     const steps = toBrowser.slice(1).map((p, i) => (p.sequenceNumber - toBrowser[i].sequenceNumber) & 0xffff);
     assert.ok(steps.every((d) => d === 1), `no gap in the numbering: ${steps.join(',')}`);
     // Injected digits toward the browser: the second waits for the first.
@@ -586,7 +586,7 @@ test('the trunk\'s digit reaches the browser as RFC 4733 events on its stream: i
     const hash = injected.filter((p) => p.payload[0] === 11);
     assert.ok(four.length > 0 && hash.length > 0);
     assert.ok(four.every((p) => p.timestamp === four[0].timestamp) && hash.every((p) => p.timestamp === hash[0].timestamp));
-    assert.equal(hash[0].timestamp, (four[0].timestamp + 4800) >>> 0, '# starts where 4 ended on the timeline');
+    assert.equal(hash[0].timestamp, (four[0].timestamp + 4800 + 1920) >>> 0, '# starts where 4 ended on the timeline (with its end packets\' 40 ms)');
     assert.ok(injected.indexOf(hash[0]) > injected.lastIndexOf(four[four.length - 1]), 'not interleaved');
     assert.throws(() => bridge.sendDtmfToBrowser('x'), /not a DTMF digit/);
     bridge.close();
@@ -619,7 +619,7 @@ test('the browser\'s digit goes to the trunk while it is pressed: events start a
     await sleep(60);
     browser.deliver({ payloadType: 0, sequenceNumber: 10, timestamp: 2880, marker: false, ssrc: 0xb0b, payload: Buffer.alloc(160, 10) });
     await until(() => atTrunk[atTrunk.length - 1].payloadType === 0 && atTrunk.length > events.length + 1, 'the audio after');
-    assert.equal(atTrunk[atTrunk.length - 1].timestamp, (first.timestamp + 2400) >>> 0, 'the audio goes on where the digit ended');
+    assert.equal(atTrunk[atTrunk.length - 1].timestamp, (first.timestamp + 2400 + 320) >>> 0, 'the audio goes on where the digit ended, after the 40 ms of its end packets');
     const steps = atTrunk.slice(1).map((p, i) => (p.sequenceNumber - atTrunk[i].sequenceNumber) & 0xffff);
     assert.ok(steps.every((d) => d === 1), `no gap: ${steps.join(',')}`);
     bridge.close();
@@ -742,10 +742,15 @@ test('a long outage of the browser\'s audio: the trunk\'s timeline skips its sta
     const last = atTrunk[8];
     assert.equal((last.timestamp - third.timestamp) >>> 0, 21 * 160, 'the outage\'s 400 ms are on the trunk\'s timeline');
     assert.equal((atTrunk[3].sequenceNumber - third.sequenceNumber) & 0xffff, 16, 'its first 15 frames left out of the numbering (the trunk sees them lost)');
-    // A jump of 2000 in the numbering (a browser restarting its counter) moves nothing.
-    speech(2024);
-    await until(() => atTrunk.length === 10, 'the packet after the jump');
-    assert.deepEqual([(atTrunk[9].sequenceNumber - last.sequenceNumber) & 0xffff, (atTrunk[9].timestamp - last.timestamp) >>> 0], [1, 160]);
+    // 4 s lost (200 frames), the timestamps moving on as much: an outage too, skipped.
+    speech(225);
+    await until(() => atTrunk.length === 15, 'the packet after the 4 s outage');
+    assert.equal((atTrunk[14].timestamp - last.timestamp) >>> 0, 201 * 160, 'the 4 s are on the trunk\'s timeline');
+    // A jump of 2000 in the numbering whose timestamps say otherwise (a browser restarting its counter) moves nothing.
+    const beforeJump = atTrunk[14];
+    browser.deliver({ payloadType: 111, sequenceNumber: 2225, timestamp: 226 * 960, marker: false, ssrc: 0x0a, payload: enc.encode(voiced(3)) });
+    await until(() => atTrunk.length === 16, 'the packet after the jump');
+    assert.deepEqual([(atTrunk[15].sequenceNumber - beforeJump.sequenceNumber) & 0xffff, (atTrunk[15].timestamp - beforeJump.timestamp) >>> 0], [1, 160]);
     bridge.close();
   } finally {
     enc.delete();
@@ -774,7 +779,7 @@ test('transcoding: a browser digit\'s packets leave no gap to conceal; the audio
     assert.equal(audio.length, 4, 'three frames before, one after: nothing concealed for the digit\'s numbers');
     assert.equal(bridge.stats().browser.concealed, 0);
     assert.equal(event.timestamp, (audio[2].timestamp + 160) >>> 0, 'the digit starts where the audio before it ended');
-    assert.equal(audio[3].timestamp, (event.timestamp + 800) >>> 0, 'and the audio after it goes on 100 ms later');
+    assert.equal(audio[3].timestamp, (event.timestamp + 800 + 320) >>> 0, 'and the audio after it goes on 100 ms later, after its end packets\' 40 ms');
     const steps = atTrunk.slice(1).map((p, i) => (p.sequenceNumber - atTrunk[i].sequenceNumber) & 0xffff);
     assert.ok(steps.every((d) => d === 1), `no gap in the numbering: ${steps.join(',')}`);
     bridge.close();

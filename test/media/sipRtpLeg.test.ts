@@ -778,3 +778,30 @@ test('RTT from RTCP: the far end\'s report on our SR (LSR, DLSR) gives the round
     far.close();
   }
 });
+
+test('telephone-events under an SSRC of their own (RFC 4733 allows it): the digit is read, the audio and its statistics are left alone', async () => {
+  const engine = new MediaEngine({ bindHost: '127.0.0.1', advertisedHost: '127.0.0.1', portRange: [25672, 25675], logger });
+  const leg = await engine.createSipLeg({ callId: 'te-ssrc' });
+  const trunk = await socket();
+  try {
+    leg.setRemote({ address: '127.0.0.1', port: trunk.address().port, codec: 'PCMU', payloadType: 0, telephoneEventPayloadType: 101 });
+    const audio: number[] = [];
+    const digits: string[] = [];
+    leg.on('audio', (p: RtpPacketView) => audio.push(p.sequenceNumber));
+    leg.on('dtmf', (ev: { digit: string }) => digits.push(ev.digit));
+    const send = async (pt: number, seq: number, ts: number, ssrc: number, payload: Buffer) => { trunk.send(buildRtp(pt, seq, ts, ssrc, payload), leg.localPort, '127.0.0.1'); await sleep(3); };
+    for (let i = 0; i < 6; i++) {
+      await send(0, 100 + i, i * 160, 0xa0, Buffer.alloc(160));
+      if (i >= 2 && i <= 4) await send(101, 700 + i, 5000, 0xe0, Buffer.from([6, i === 4 ? 0x8a : 0x0a, 0, 160 * i]));
+    }
+    await sleep(30);
+    assert.deepEqual(digits, ['6']);
+    assert.deepEqual(audio, [100, 101, 102, 103, 104, 105], 'every audio packet, none taken for a new source');
+    assert.equal(leg.stats().packetsReceived, 6, 'the statistics are the audio source\'s');
+    assert.equal(leg.stats().packetsLost, 0);
+    assert.equal(leg.stats().dropped, 0);
+  } finally {
+    leg.close();
+    trunk.close();
+  }
+});
