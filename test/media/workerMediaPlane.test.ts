@@ -91,6 +91,10 @@ test('a call in a worker thread: Opus from the browser reaches the trunk as PCMU
     const pcmAtBrowser = Int16Array.from(browser.got.filter((p) => p.payloadType === 111).slice(10).flatMap((p) => Array.from(decoder.decode(p.payload))));
     assert.ok(toneRatio(pcmAtBrowser, 8000, 440) > 0.8, `440 Hz at the browser: ${toneRatio(pcmAtBrowser, 8000, 440).toFixed(3)}`);
     assert.deepEqual(digits, [{ digit: '5', from: 'sip' }]);
+    // The trunk's digit also reaches the browser as events on its stream, and one can be injected there.
+    await until(() => browser.got.filter((p) => p.payloadType === 126 && p.payload[0] === 5 && (p.payload[1] & 0x80)).length === 3, 'the trunk\'s digit as events toward the browser');
+    bridge.sendDtmfToBrowser('#', 60);
+    await until(() => browser.got.filter((p) => p.payloadType === 126 && p.payload[0] === 11 && (p.payload[1] & 0x80)).length === 3, 'an injected digit toward the browser');
 
     // The bridge's reception figures about the browser's stream reach this thread for its RTCP.
     // (pushed once a second, so the one covering the last packet may take that long)
