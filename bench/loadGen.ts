@@ -223,7 +223,7 @@ async function answerInvite(inv: ServerInvite): Promise<void> {
   const { port: p } = await ask({ type: 'trunk', id }, 'trunk', id);
   call.trunkPort = p;
   call.gwRtp = { host: c, port };
-  inv.accept(`v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio ${p} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=ptime:20\r\na=sendrecv\r\n`);
+  inv.accept(`v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio ${p} RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\na=ptime:20\r\na=sendrecv\r\n`);
 }
 
 /** One browser: WebSocket hello/call, werift offer, the gateway's answer, ICE/DTLS. */

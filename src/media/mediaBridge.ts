@@ -1,7 +1,8 @@
 import { EventEmitter } from 'node:events';
 import { randomInt } from 'node:crypto';
 import type { Logger } from 'pino';
-import { G711ToOpus, OpusToG711, opusFecStatus, opusPacketSamples, pcmaEncode, pcmaToPcmu, pcmuDecode, pcmuEncode, type G711Law } from './codecs';
+import { G711ToOpus, OpusToG711, opusFecStatus, opusPacketSamples, pcmaDecode, pcmaEncode, pcmaToPcmu, pcmuDecode, pcmuEncode, type G711Law } from './codecs';
+import { DtmfToneDetector } from './dtmfDetector';
 import type { RtpPacketView } from './rtp';
 import { sipFrameSamplesFor, type SipRtpLeg } from './sipRtpLeg';
 import { estimateMos, ReceiveStats, type LegStats } from './stats';
@@ -154,6 +155,9 @@ export class MediaBridge extends EventEmitter<BridgeEvents> {
   private readonly pcm20 = new Int16Array(160);
   private pcm20Fill = 0;
   private toneTimer: NodeJS.Timeout | null = null;
+  /** Tones in a G.711 trunk's audio that has no telephone-event (watchInbandDtmf), and its PCM scratch. */
+  private inbandDtmf: DtmfToneDetector | null = null;
+  private inbandPcm = new Int16Array(160);
   /** The browser is in an Opus DTX pause (startDtxPause): its last DTX frame and our fill. */
   private dtx: { ts: number; samples: number; filled: number; timer: NodeJS.Timeout } | null = null;
   private toneEncoder: G711ToOpus | null = null;
@@ -187,6 +191,7 @@ export class MediaBridge extends EventEmitter<BridgeEvents> {
     // Until the trunk's SDP is known (a bridge started on a 180 without SDP, for our ringback)
     // PCMU is assumed; its answer then sets the real mode (followSipRemote).
     this.mode = this.setUpForOrDrop(remote?.codec ?? 'PCMU');
+    this.watchInbandDtmf();
     // A browser's digit goes to the trunk as it is pressed (events updated while it lasts) or,
     // when that cannot start (tones toward the trunk, a digit already playing), in full once its
     // length is known.
@@ -233,6 +238,7 @@ export class MediaBridge extends EventEmitter<BridgeEvents> {
   private followSipRemote(): void {
     const remote = this.sip.remote;
     if (this.closed || !remote) return;
+    this.watchInbandDtmf();
     const frame = sipFrameSamplesFor(remote.ptime);
     if (frame !== this.sipFrameSamples) {
       this.sipFrameSamples = frame;
@@ -475,6 +481,18 @@ export class MediaBridge extends EventEmitter<BridgeEvents> {
     return Math.abs(frames - d) <= 2 && d - 1 <= MAX_OUTAGE_FRAMES ? d - 1 : 0;
   }
 
+  /**
+   * A G.711 trunk without telephone-event sends its digits as tones in the audio: they reach
+   * the browser as they are, and are detected there for the 'dtmf' event (the signaling's
+   * message). Not for trunks with events (their digits come as events; no cost for them).
+   */
+  private watchInbandDtmf(): void {
+    const r = this.sip.remote;
+    const wanted = r !== null && r.codec !== 'opus' && r.telephoneEventPayloadType === undefined;
+    if (!wanted) this.inbandDtmf = null;
+    else this.inbandDtmf ??= new DtmfToneDetector((digit) => { if (!this.closed) this.emit('dtmf', { digit, from: 'sip' }); });
+  }
+
   /** The clock of the browser's telephone-event format with this PT; 0 when it is not one. */
   private browserEventClock(pt: number): number {
     const b = this.browser;
@@ -556,6 +574,10 @@ export class MediaBridge extends EventEmitter<BridgeEvents> {
     // Held in the reorder stage across a codec change: the old codec's bytes are not the new one's.
     const pt = this.sip.remote?.payloadType;
     if (pt !== undefined && pkt.payloadType !== pt) { this.sipDropped++; return; }
+    if (this.inbandDtmf) {
+      const pcm = this.inbandPcm.length >= pkt.payload.length ? this.inbandPcm.subarray(0, pkt.payload.length) : (this.inbandPcm = new Int16Array(pkt.payload.length));
+      this.inbandDtmf.push(this.sip.remote?.codec === 'PCMA' ? pcmaDecode(pkt.payload, pcm) : pcmuDecode(pkt.payload, pcm));
+    }
     if (this.toneTimer) this.setBrowserTone('none'); // real early media replaces our ringback
     if (this.holdLocal) return;
     const lost = Math.min(lostBefore, 10);

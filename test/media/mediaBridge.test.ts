@@ -9,6 +9,7 @@ import { MediaEngine, type BrowserMediaPort } from '../../src/media';
 import { OpusDecoder, OpusEncoder, pcmaDecode, pcmaEncode, pcmuDecode, pcmuEncode } from '../../src/media/codecs';
 import { liveOpusCoders } from '../../src/media/codecs/opus';
 import { modeFor, type ReceptionReport } from '../../src/media/mediaBridge';
+import { dtmfToneFrames } from '../../src/media/dtmf';
 import { sipFrameSamplesFor } from '../../src/media/sipRtpLeg';
 import { buildRtp, parseRtp, type RtpPacketView } from '../../src/media/rtp';
 import { CdrWriter } from '../../src/observability/cdr';
@@ -809,6 +810,36 @@ test('the browser resumes after holding the call: its stream\'s timestamp moves 
     assert.ok(jump >= 160 + 8 * 290 && jump <= 160 + 8 * 500, `timestamp moved on by the time held: ${jump} ticks`);
     assert.equal((after.sequenceNumber - before.sequenceNumber) & 0xffff, 1, 'numbers do not (nothing was lost)');
     assert.deepEqual([before.marker, after.marker], [false, true]);
+    bridge.close();
+  } finally {
+    await close();
+  }
+});
+
+test('a G.711 trunk without telephone-event: the digits in its audio are detected for the dtmf event (and heard as they are); with events negotiated, tones are not read', async () => {
+  const { engine, leg, trunk, close } = await trunkRig('inband-rx', [25676, 25679]);
+  const browser = pcmuBrowser();
+  try {
+    leg.setRemote({ address: '127.0.0.1', port: trunk.address().port, codec: 'PCMA', payloadType: 8 });
+    const bridge = engine.createBridge(browser, leg, { callId: 'inband-rx' }).bridge;
+    const digits: string[] = [];
+    bridge.on('dtmf', (ev) => digits.push(`${ev.from}:${ev.digit}`));
+    let seq = 1;
+    const play = async (digitsToSend: string) => {
+      for (const d of digitsToSend) {
+        for (const pcm of dtmfToneFrames(d, 100)) trunk.send(buildRtp(8, seq, seq++ * 160, 0x1b, pcmaEncode(pcm)), leg.localPort, '127.0.0.1');
+        await sleep(30);
+      }
+    };
+    await play('4#');
+    await until(() => digits.length === 2, 'two digits');
+    assert.deepEqual(digits, ['sip:4', 'sip:#']);
+    await until(() => browser.got.length === seq - 1, 'every frame also reached the browser');
+    // The trunk now says it has telephone-event: its digits come as events, tones are audio only.
+    leg.setRemote({ address: '127.0.0.1', port: trunk.address().port, codec: 'PCMA', payloadType: 8, telephoneEventPayloadType: 101 });
+    await play('7');
+    await sleep(100);
+    assert.deepEqual(digits, ['sip:4', 'sip:#']);
     bridge.close();
   } finally {
     await close();
