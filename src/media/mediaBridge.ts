@@ -129,8 +129,8 @@ export class MediaBridge extends EventEmitter<BridgeEvents> {
   private toBrowserDigit: LiveTelephoneEvent | null = null;
   /** While a digit's events go to the browser, its audio is held back (Infinity until it ends). */
   private toBrowserDigitUntil = 0;
-  /** The trunk's digit being pressed went to the browser live. */
-  private sipDigitLive = false;
+  /** The trunk's digit being pressed, gone to the browser live (this event; not whichever plays later). */
+  private sipDigitEvent: LiveTelephoneEvent | null = null;
   private readonly toBrowserDigitQueue: Array<{ digit: string; durationMs: number }> = [];
   private readonly toBrowserDigitTimers = new Set<NodeJS.Timeout>();
   // browser-bound stream state
@@ -219,12 +219,12 @@ export class MediaBridge extends EventEmitter<BridgeEvents> {
     // them as tones), besides the 'dtmf' event for the signaling.
     sip.on('dtmf', (ev) => {
       this.emit('dtmf', { digit: ev.digit, from: 'sip' });
-      this.sipDigitLive = this.beginDigitToBrowser(ev.digit);
+      this.sipDigitEvent = this.beginDigitToBrowser(ev.digit) ? this.toBrowserDigit : null;
     });
     sip.on('dtmfEnd', (ev) => {
-      if (this.sipDigitLive) this.toBrowserDigit?.end(ev.durationMs);
+      if (this.sipDigitEvent) this.sipDigitEvent.end(ev.durationMs);
       else this.sendDtmfToBrowser(ev.digit, ev.durationMs);
-      this.sipDigitLive = false;
+      this.sipDigitEvent = null;
     });
     sip.on('remote', () => this.followSipRemote());
     opts.logger.debug({ mode: this.mode, sipCodec: remote?.codec, browserCodec: browser.sendCodec }, 'media bridge up');
@@ -772,7 +772,7 @@ export class MediaBridge extends EventEmitter<BridgeEvents> {
         this.outTs = (eventTs + (Math.ceil(ms / 20) * 20 + 40) * (this.browserClock / 1000)) >>> 0;
         this.toBrowserDigitUntil = performance.now() + 40;
       },
-    }, () => { this.toBrowserDigit = null; this.nextDigitToBrowser(); });
+    }, () => { this.toBrowserDigit = null; this.toBrowserDigitUntil = 0; this.nextDigitToBrowser(); });
     this.toBrowserDigitUntil = Infinity; // audio held back until it ends (its first packet is out)
     return true;
   }
