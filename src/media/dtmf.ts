@@ -238,3 +238,64 @@ export class LiveTelephoneEvent {
     this.timers.clear();
   }
 }
+
+/**
+ * The digits one stream sends, one after another: receivers track one event at a time (RFC 4733
+ * §2.5), so a digit asked for while another plays waits for it. `busyUntil` is when the stream's
+ * audio may go again (performance.now() ms; Infinity while a live digit plays, until it ends);
+ * the digits' timers are kept here, so closing the stream stops them all.
+ */
+export class DigitSequence {
+  busyUntil = 0;
+  private readonly waiting: Array<{ digit: string; durationMs: number }> = [];
+  private readonly timers = new Set<NodeJS.Timeout>();
+  private closed = false;
+
+  /**
+   * `start` plays one digit now (it sets busyUntil); false when it cannot, and the rest are
+   * dropped. `maxWaiting`: digits that may wait behind the one playing (a pasted number).
+   */
+  constructor(private readonly start: (digit: string, durationMs: number) => boolean, private readonly maxWaiting = 32) {}
+
+  /** A digit is playing (its events or tones replace the audio). */
+  get playing(): boolean {
+    return this.busyUntil > 0 && performance.now() < this.busyUntil;
+  }
+
+  /** Nothing playing and nothing waiting: a digit could start now. */
+  get idle(): boolean {
+    return this.waiting.length === 0 && !this.playing;
+  }
+
+  /** Plays the digit now, or after those before it; false when too many wait or it cannot play. */
+  push(digit: string, durationMs: number): boolean {
+    if (this.closed) return false;
+    if (this.idle) return this.start(digit, durationMs);
+    if (this.waiting.length >= this.maxWaiting) return false;
+    this.waiting.push({ digit, durationMs });
+    return true;
+  }
+
+  /** Starts the first waiting digit once the one playing has ended (a timer may fire a little early). */
+  next(): void {
+    // A live digit (busy until it ends) calls this itself when done.
+    if (this.closed || this.waiting.length === 0 || this.busyUntil === Infinity) return;
+    const left = this.busyUntil - performance.now();
+    if (left > 0) { this.later(Math.ceil(left), () => this.next()); return; }
+    const d = this.waiting.shift()!;
+    if (!this.start(d.digit, d.durationMs)) this.waiting.length = 0;
+  }
+
+  /** A timer of a digit's: stopped by close(). */
+  later(ms: number, fn: () => void): void {
+    const t = setTimeout(() => { this.timers.delete(t); fn(); }, ms);
+    this.timers.add(t);
+  }
+
+  close(): void {
+    this.closed = true;
+    for (const t of this.timers) clearTimeout(t);
+    this.timers.clear();
+    this.waiting.length = 0;
+  }
+}

@@ -6,7 +6,7 @@ import { DtmfToneDetector } from './dtmfDetector';
 import type { RtpPacketView } from './rtp';
 import { sipFrameSamplesFor, type SipRtpLeg } from './sipRtpLeg';
 import { estimateMos, ReceiveStats, type LegStats } from './stats';
-import { DtmfReceiver, LiveTelephoneEvent, digitToEvent } from './dtmf';
+import { DigitSequence, DtmfReceiver, LiveTelephoneEvent, digitToEvent } from './dtmf';
 import { ReorderBuffer } from './reorder';
 
 /** The browser side as the media engine sees it: implemented by src/webrtc's BrowserLeg. */
@@ -79,8 +79,6 @@ export type BridgeMode = 'transcode' | 'transcodeOpusTrunk' | 'passthrough' | 'l
 
 /** A DTX pause is filled once the browser's next packet is this late (its 20 ms plus jitter). */
 const DTX_GRACE_MS = 40;
-/** Digits waiting to be sent to the browser, at most (as toward the trunk). */
-const MAX_QUEUED_DIGITS = 32;
 /** Frames we are willing to synthesise for a gap in the browser's stream. */
 const MAX_CONCEAL = 5;
 /**
@@ -125,14 +123,12 @@ export class MediaBridge extends EventEmitter<BridgeEvents> {
   private readonly browserDtmf: DtmfReceiver;
   /** The browser's digit being pressed went to the trunk live (SipRtpLeg.beginLiveDtmf). */
   private browserDigitLive = false;
-  // Digits toward the browser: RFC 4733 events on its stream (a trunk's digit relayed, or injected).
+  // Digits toward the browser: RFC 4733 events on its stream (a trunk's digit relayed, or injected),
+  // one after another; while one plays its audio is held back.
+  private readonly toBrowserDigits = new DigitSequence((digit, durationMs) => this.playDigitToBrowser(digit, durationMs));
   private toBrowserDigit: LiveTelephoneEvent | null = null;
-  /** While a digit's events go to the browser, its audio is held back (Infinity until it ends). */
-  private toBrowserDigitUntil = 0;
   /** The trunk's digit being pressed, gone to the browser live (this event; not whichever plays later). */
   private sipDigitEvent: LiveTelephoneEvent | null = null;
-  private readonly toBrowserDigitQueue: Array<{ digit: string; durationMs: number }> = [];
-  private readonly toBrowserDigitTimers = new Set<NodeJS.Timeout>();
   // browser-bound stream state
   private readonly outSsrc = randomInt(1, 0xffffffff);
   private outSeq = randomInt(0, 0xffff);
@@ -586,7 +582,7 @@ export class MediaBridge extends EventEmitter<BridgeEvents> {
       const step = this.browserClock === 8000 ? pkt.payload.length : opusPacketSamples(pkt.payload) || 960;
       // Leave the gap in our numbering too, so the browser's jitter buffer conceals it (not
       // inside a digit's events, whose stretch of the timeline they own).
-      if (!this.digitToBrowserPlaying) {
+      if (!this.toBrowserDigits.playing) {
         this.outSeq = (this.outSeq + lost) & 0xffff;
         this.outTs = (this.outTs + lost * step) >>> 0;
       }
@@ -655,7 +651,7 @@ export class MediaBridge extends EventEmitter<BridgeEvents> {
   private sendToBrowser(payload: Buffer, tsStep: number, marker: boolean): void {
     // A digit's events replace the audio while they play (RFC 4733 §2.5.1.2), and their
     // stretch of the timeline is set when the digit ends: the frame takes no number, no time.
-    if (this.digitToBrowserPlaying) return;
+    if (this.toBrowserDigits.playing) return;
     this.browser.sendRtp({ payloadType: this.browserPt, sequenceNumber: this.outSeq, timestamp: this.outTs, marker: marker || this.markNextToBrowser, ssrc: this.outSsrc, payload });
     this.markNextToBrowser = false;
     this.outSeq = (this.outSeq + 1) & 0xffff;
@@ -716,10 +712,6 @@ export class MediaBridge extends EventEmitter<BridgeEvents> {
     this.sip.paused = holdByBrowser || holdBySip;
   }
 
-  private get digitToBrowserPlaying(): boolean {
-    return this.toBrowserDigitUntil > 0 && performance.now() < this.toBrowserDigitUntil;
-  }
-
   /**
    * A digit toward the browser: RFC 4733 events on its stream, in its telephone-event format
    * (Chrome plays them as the digit's tones), for `durationMs`; one asked for while another
@@ -729,27 +721,20 @@ export class MediaBridge extends EventEmitter<BridgeEvents> {
   sendDtmfToBrowser(digit: string, durationMs = 100): boolean {
     digitToEvent(digit);
     if (this.closed || this.browser.telephoneEventPayloadType === null) return false;
-    if (this.toBrowserDigitQueue.length > 0 || this.toBrowserDigit || this.digitToBrowserPlaying) {
-      if (this.toBrowserDigitQueue.length >= MAX_QUEUED_DIGITS) return false;
-      this.toBrowserDigitQueue.push({ digit, durationMs });
-      return true;
-    }
-    this.playDigitToBrowser(digit, durationMs);
-    return true;
+    return this.toBrowserDigits.push(digit, durationMs);
   }
 
-  /** A digit of known length toward the browser, now. */
-  private playDigitToBrowser(digit: string, durationMs: number): void {
-    if (!this.startDigitToBrowser(digit)) return;
+  /** A digit of known length toward the browser, now (DigitSequence's start). */
+  private playDigitToBrowser(digit: string, durationMs: number): boolean {
+    if (!this.startDigitToBrowser(digit)) return false;
     const digitEvent = this.toBrowserDigit!; // this one: it may end by itself (its 16-bit limit) before the timer
-    const t = setTimeout(() => { this.toBrowserDigitTimers.delete(t); digitEvent.end(durationMs); }, durationMs);
-    this.toBrowserDigitTimers.add(t);
+    this.toBrowserDigits.later(durationMs, () => digitEvent.end(durationMs));
+    return true;
   }
 
   /** The trunk's digit toward the browser as it is pressed; false when another digit is playing or waiting. */
   private beginDigitToBrowser(digit: string): boolean {
-    if (this.toBrowserDigit || this.toBrowserDigitQueue.length > 0 || this.digitToBrowserPlaying) return false;
-    return this.startDigitToBrowser(digit);
+    return this.toBrowserDigits.idle && this.startDigitToBrowser(digit);
   }
 
   /** Starts a digit's events toward the browser, ended by toBrowserDigit.end() (not while the browser holds the call). */
@@ -757,6 +742,7 @@ export class MediaBridge extends EventEmitter<BridgeEvents> {
     const pt = this.browser.telephoneEventPayloadType;
     if (this.closed || pt === null || this.holdLocal) return false;
     const clock = this.browser.telephoneEventClockRate ?? this.browserClock;
+    const digits = this.toBrowserDigits;
     this.toBrowserDigit = new LiveTelephoneEvent(digit, clock, {
       nextTimestamp: () => this.outTs,
       sendEvent: (payload, marker, eventTs) => {
@@ -770,25 +756,11 @@ export class MediaBridge extends EventEmitter<BridgeEvents> {
         // Audio was held back without taking time: the timeline goes on where the event ends,
         // plus the 40 ms its end packets still take (audio waits for them).
         this.outTs = (eventTs + (Math.ceil(ms / 20) * 20 + 40) * (this.browserClock / 1000)) >>> 0;
-        this.toBrowserDigitUntil = performance.now() + 40;
+        digits.busyUntil = performance.now() + 40;
       },
-    }, () => { this.toBrowserDigit = null; this.toBrowserDigitUntil = 0; this.nextDigitToBrowser(); });
-    this.toBrowserDigitUntil = Infinity; // audio held back until it ends (its first packet is out)
+    }, () => { this.toBrowserDigit = null; digits.busyUntil = 0; digits.next(); });
+    digits.busyUntil = Infinity; // audio held back until it ends (its first packet is out)
     return true;
-  }
-
-  private nextDigitToBrowser(): void {
-    // A digit still playing (held back until it ends) restarts the queue itself when done.
-    if (this.closed || this.toBrowserDigitQueue.length === 0 || this.toBrowserDigitUntil === Infinity) return;
-    const left = this.toBrowserDigitUntil - performance.now();
-    if (left > 0) {
-      const t = setTimeout(() => { this.toBrowserDigitTimers.delete(t); this.nextDigitToBrowser(); }, Math.ceil(left));
-      this.toBrowserDigitTimers.add(t);
-      return;
-    }
-    const next = this.toBrowserDigitQueue.shift()!;
-    this.playDigitToBrowser(next.digit, next.durationMs);
-    if (!this.toBrowserDigit) this.nextDigitToBrowser(); // not playable now (held): the rest neither
   }
 
   sendDtmfToSip(digit: string, durationMs = 100): void {
@@ -833,9 +805,7 @@ export class MediaBridge extends EventEmitter<BridgeEvents> {
     this.stopDtxFill();
     this.browserDtmf.close();
     this.toBrowserDigit?.cancel();
-    for (const t of this.toBrowserDigitTimers) clearTimeout(t);
-    this.toBrowserDigitTimers.clear();
-    this.toBrowserDigitQueue.length = 0;
+    this.toBrowserDigits.close();
     this.sipReorder.close();
     this.unsubscribe();
     this.unsubscribeReports();

@@ -5,7 +5,7 @@ import type { Logger } from 'pino';
 import { SrtpSession, type SdesCrypto } from './srtp';
 import { buildRtp, isRtcp, parseRtp, RTCP, writeRtpHeader, type RtpPacketView } from './rtp';
 import { estimateMos, ReceiveStats, type LegStats } from './stats';
-import { DtmfReceiver, LiveTelephoneEvent, digitToEvent, dtmfPacketTrain, dtmfToneFrames } from './dtmf';
+import { DigitSequence, DtmfReceiver, LiveTelephoneEvent, digitToEvent, dtmfPacketTrain, dtmfToneFrames } from './dtmf';
 import { pcmaEncode, pcmaToPcmu, pcmuEncode, pcmuToPcma } from './codecs/g711';
 import { threadSendBatch } from './udpSendBatch';
 
@@ -54,8 +54,6 @@ export interface SipLegEvents {
 }
 
 const RTCP_INTERVAL_MS = 5000;
-/** Digits that may wait behind the one being sent (a pasted number, at most). */
-const MAX_QUEUED_DIGITS = 32;
 /** Seconds between 1900-01-01 and 1970-01-01 (NTP epoch offset). */
 const NTP_OFFSET = 2208988800;
 
@@ -94,10 +92,8 @@ export class SipRtpLeg extends EventEmitter<SipLegEvents> {
   private lastSrNtpMiddle = 0;
   private lastSrArrival = 0;
   private readonly dtmfRx: DtmfReceiver;
-  private dtmfBusyUntil = 0;
-  private readonly dtmfTimers = new Set<NodeJS.Timeout>();
-  /** Digits waiting for the one being sent to end (RFC 4733 events follow each other, never overlap). */
-  private readonly dtmfQueue: Array<{ digit: string; durationMs: number }> = [];
+  /** Digits toward the trunk, one after another; while one plays, its events or tones replace the audio. */
+  private readonly digits = new DigitSequence((digit, durationMs) => this.startDtmf(digit, durationMs));
   /** A digit relayed while it is pressed (beginLiveDtmf), until its last end packet has left. */
   private liveDtmf: LiveTelephoneEvent | null = null;
   private readonly headerScratch = Buffer.alloc(12);
@@ -204,7 +200,7 @@ export class SipRtpLeg extends EventEmitter<SipLegEvents> {
     if (this.closed || !this.remote) return;
     // While a DTMF event plays, its packets replace audio (RFC 4733 §2.5.1.2) and the event
     // already took this stretch of the timeline (sendDtmf): the frame uses no number, no time.
-    if (this.dtmfBusyUntil > 0 && performance.now() < this.dtmfBusyUntil) return;
+    if (this.digits.playing) return;
     // Not sending (held, or no address): time goes on, sequence numbers do not, so the far end
     // sees no loss when we resume.
     if (!this.sendingAllowed) { this.ts = (this.ts + samples) >>> 0; return; }
@@ -224,7 +220,7 @@ export class SipRtpLeg extends EventEmitter<SipLegEvents> {
   skipFrames(count: number, samples: number): void {
     // A digit playing owns this stretch of the timeline (its packets replace the audio): a
     // gap here would open a hole inside it.
-    if (this.dtmfBusyUntil > 0 && performance.now() < this.dtmfBusyUntil) return;
+    if (this.digits.playing) return;
     this.seq = (this.seq + count) & 0xffff;
     this.ts = (this.ts + count * samples) >>> 0;
   }
@@ -239,13 +235,7 @@ export class SipRtpLeg extends EventEmitter<SipLegEvents> {
   sendDtmf(digit: string, durationMs = 100): boolean {
     digitToEvent(digit); // a bad digit throws here, not later in a timer
     if (this.closed || !this.canSendDtmf || !this.sendingAllowed) return false;
-    if (this.dtmfQueue.length > 0 || (this.dtmfBusyUntil > 0 && performance.now() < this.dtmfBusyUntil)) {
-      if (this.dtmfQueue.length >= MAX_QUEUED_DIGITS) return false;
-      this.dtmfQueue.push({ digit, durationMs });
-      return true;
-    }
-    this.startDtmf(digit, durationMs);
-    return true;
+    return this.digits.push(digit, durationMs);
   }
 
   /**
@@ -258,9 +248,9 @@ export class SipRtpLeg extends EventEmitter<SipLegEvents> {
   beginLiveDtmf(digit: string): boolean {
     const r = this.remote;
     if (this.closed || !r || r.telephoneEventPayloadType === undefined || !this.sendingAllowed || this.liveDtmf) return false;
-    if (this.dtmfQueue.length > 0 || (this.dtmfBusyUntil > 0 && performance.now() < this.dtmfBusyUntil)) return false;
+    if (!this.digits.idle) return false;
     const pt = r.telephoneEventPayloadType;
-    this.dtmfBusyUntil = Infinity; // until it ends
+    this.digits.busyUntil = Infinity; // until it ends
     this.liveDtmf = new LiveTelephoneEvent(digit, r.telephoneEventClockRate ?? 8000, {
       nextTimestamp: () => this.ts,
       sendEvent: (payload, marker, eventTs) => {
@@ -272,9 +262,9 @@ export class SipRtpLeg extends EventEmitter<SipLegEvents> {
         // Audio was held back without taking time: the timeline goes on where the event ends,
         // plus the 40 ms its end packets still take (audio waits for them), as for sendDtmf.
         this.ts = (eventTs + (Math.ceil(ms / 20) * 20 + 40) * (this.clockRate / 1000)) >>> 0;
-        this.dtmfBusyUntil = performance.now() + 40;
+        this.digits.busyUntil = performance.now() + 40;
       },
-    }, () => { this.liveDtmf = null; this.nextDtmf(); });
+    }, () => { this.liveDtmf = null; this.digits.next(); });
     return true;
   }
 
@@ -285,7 +275,7 @@ export class SipRtpLeg extends EventEmitter<SipLegEvents> {
    * that time already.
    */
   advanceTimeline(ms: number): void {
-    if (this.closed || (this.dtmfBusyUntil > 0 && performance.now() < this.dtmfBusyUntil)) return;
+    if (this.closed || this.digits.playing) return;
     this.ts = (this.ts + Math.round((ms * this.clockRate) / 1000)) >>> 0;
     this.markNext = true;
   }
@@ -300,18 +290,16 @@ export class SipRtpLeg extends EventEmitter<SipLegEvents> {
     return this.remote !== null && (this.remote.telephoneEventPayloadType !== undefined || this.remote.codec !== 'opus');
   }
 
-  private startDtmf(digit: string, durationMs: number): void {
-    if (this.remote!.telephoneEventPayloadType === undefined) { this.startInbandDtmf(digit, durationMs); return; }
+  /** One digit now (DigitSequence's start): false when it can no longer go (held, no way to send digits). */
+  private startDtmf(digit: string, durationMs: number): boolean {
+    if (this.closed || !this.canSendDtmf || !this.sendingAllowed) return false;
+    if (this.remote!.telephoneEventPayloadType === undefined) { this.startInbandDtmf(digit, durationMs); return true; }
     const pt = this.remote!.telephoneEventPayloadType!;
     const eventTs = this.ts;
     // Durations count the telephone-event clock's ticks; the timestamps are the stream's own.
     const train = dtmfPacketTrain(digit, durationMs, this.remote!.telephoneEventClockRate ?? 8000);
     const lastDelay = train[train.length - 1].delayMs;
-    this.dtmfBusyUntil = performance.now() + lastDelay + 20;
-    const later = (ms: number, fn: () => void) => {
-      const t = setTimeout(() => { this.dtmfTimers.delete(t); fn(); }, ms);
-      this.dtmfTimers.add(t);
-    };
+    this.digits.busyUntil = performance.now() + lastDelay + 20;
     for (const p of train) {
       const send = () => {
         if (this.closed || !this.remote) return;
@@ -319,12 +307,13 @@ export class SipRtpLeg extends EventEmitter<SipLegEvents> {
         this.seq = (this.seq + 1) & 0xffff;
       };
       if (p.delayMs === 0) send();
-      else later(p.delayMs, send);
+      else this.digits.later(p.delayMs, send);
     }
     // The event occupies its stretch of the timeline (audio frames meanwhile are not sent).
     this.ts = (this.ts + ((lastDelay + 20) * this.clockRate) / 1000) >>> 0;
     // The next waiting digit starts where this one's stretch ends.
-    later(lastDelay + 20, () => this.nextDtmf());
+    this.digits.later(lastDelay + 20, () => this.digits.next());
+    return true;
   }
 
   /**
@@ -337,7 +326,7 @@ export class SipRtpLeg extends EventEmitter<SipLegEvents> {
     const frameSamples = sipFrameSamplesFor(this.remote!.ptime);
     const frameMs = frameSamples / 8;
     const frames = dtmfToneFrames(digit, durationMs, frameSamples);
-    this.dtmfBusyUntil = performance.now() + frames.length * frameMs;
+    this.digits.busyUntil = performance.now() + frames.length * frameMs;
     frames.forEach((pcm, i) => {
       const send = () => {
         if (this.closed || !this.remote) return;
@@ -354,28 +343,9 @@ export class SipRtpLeg extends EventEmitter<SipLegEvents> {
         this.ts = (this.ts + frameSamples) >>> 0;
       };
       if (i === 0) send();
-      else {
-        const t = setTimeout(() => { this.dtmfTimers.delete(t); send(); }, i * frameMs);
-        this.dtmfTimers.add(t);
-      }
+      else this.digits.later(i * frameMs, send);
     });
-    const t = setTimeout(() => { this.dtmfTimers.delete(t); this.nextDtmf(); }, frames.length * frameMs);
-    this.dtmfTimers.add(t);
-  }
-
-  /** Starts the first waiting digit once the one playing has ended (a timer may fire a little early). */
-  private nextDtmf(): void {
-    // A live digit playing (busy until it ends) restarts the queue itself when done.
-    if (this.closed || this.dtmfQueue.length === 0 || this.dtmfBusyUntil === Infinity) return;
-    const left = this.dtmfBusyUntil - performance.now();
-    if (left > 0) {
-      const t = setTimeout(() => { this.dtmfTimers.delete(t); this.nextDtmf(); }, Math.ceil(left));
-      this.dtmfTimers.add(t);
-      return;
-    }
-    if (!this.canSendDtmf || !this.sendingAllowed) { this.dtmfQueue.length = 0; return; }
-    const next = this.dtmfQueue.shift()!;
-    this.startDtmf(next.digit, next.durationMs);
+    this.digits.later(frames.length * frameMs, () => this.digits.next());
   }
 
   /**
@@ -680,9 +650,7 @@ export class SipRtpLeg extends EventEmitter<SipLegEvents> {
     this.closed = true;
     if (this.inactivityTimer) clearInterval(this.inactivityTimer);
     if (this.rtcpTimer) clearInterval(this.rtcpTimer);
-    for (const t of this.dtmfTimers) clearTimeout(t);
-    this.dtmfTimers.clear();
-    this.dtmfQueue.length = 0;
+    this.digits.close();
     this.dtmfRx.close();
     this.liveDtmf?.cancel();
     this.waitingForConnect.length = 0;

@@ -1,6 +1,6 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { decodeTelephoneEvent, digitToEvent, DtmfReceiver, dtmfPacketTrain, encodeTelephoneEvent, eventToDigit, LiveTelephoneEvent } from '../../src/media/dtmf';
+import { decodeTelephoneEvent, digitToEvent, DtmfReceiver, dtmfPacketTrain, encodeTelephoneEvent, eventToDigit, LiveTelephoneEvent, DigitSequence } from '../../src/media/dtmf';
 
 const ALL = '0123456789*#ABCD';
 
@@ -298,5 +298,68 @@ describe('LiveTelephoneEvent (a digit relayed while it is pressed)', () => {
     await sleep(60);
     assert.equal(s.sent.length, n, 'the retransmissions were cancelled');
     assert.equal(s.sent[n - 1].duration, announced);
+  });
+});
+
+describe('DigitSequence (one digit at a time on a stream)', () => {
+  const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+  function sequence(maxWaiting?: number, accept = () => true) {
+    const started: string[] = [];
+    const seq: DigitSequence = new DigitSequence((digit, ms) => {
+      if (!accept()) return false;
+      started.push(digit);
+      seq.busyUntil = performance.now() + ms;
+      seq.later(ms, () => seq.next());
+      return true;
+    }, maxWaiting);
+    return { seq, started };
+  }
+
+  test('a digit starts at once when idle; those asked for meanwhile wait, in order, until the one playing ends', async () => {
+    const { seq, started } = sequence();
+    assert.equal(seq.push('1', 60), true);
+    assert.equal(seq.push('2', 30), true);
+    assert.equal(seq.push('3', 30), true);
+    assert.deepEqual(started, ['1']);
+    assert.equal(seq.playing, true);
+    await sleep(75);
+    assert.deepEqual(started, ['1', '2']);
+    await sleep(60);
+    assert.deepEqual(started, ['1', '2', '3']);
+    await sleep(40);
+    assert.equal(seq.idle, true);
+    seq.close();
+  });
+
+  test('a full queue refuses; a digit that can no longer start drops the rest; close() stops everything', async () => {
+    let ok = true;
+    const { seq, started } = sequence(1, () => ok);
+    seq.push('1', 40);
+    assert.equal(seq.push('2', 40), true);
+    assert.equal(seq.push('3', 40), false, 'one may wait, not two');
+    ok = false; // held, say
+    await sleep(60);
+    assert.deepEqual(started, ['1']);
+    assert.equal(seq.idle, true, 'the waiting digit was dropped');
+    ok = true;
+    seq.push('4', 40);
+    seq.push('5', 40);
+    seq.close();
+    await sleep(60);
+    assert.deepEqual(started, ['1', '4'], 'nothing after close');
+    assert.equal(seq.push('6', 40), false);
+  });
+
+  test('busy until Infinity (a live digit): next() waits for the digit to say it is done', async () => {
+    const { seq, started } = sequence();
+    seq.busyUntil = Infinity;
+    seq.push('7', 20);
+    seq.next();
+    await sleep(30);
+    assert.deepEqual(started, []);
+    seq.busyUntil = 0;
+    seq.next();
+    assert.deepEqual(started, ['7']);
+    seq.close();
   });
 });
