@@ -259,7 +259,10 @@ export class DigitSequence {
 
   /** A digit is playing (its events or tones replace the audio). */
   get playing(): boolean {
-    return this.busyUntil > 0 && performance.now() < this.busyUntil;
+    if (this.busyUntil === 0) return false;
+    if (performance.now() < this.busyUntil) return true;
+    this.busyUntil = 0; // over: the packets after it need no clock read
+    return false;
   }
 
   /** Nothing playing and nothing waiting: a digit could start now. */

@@ -386,7 +386,7 @@ export class MediaBridge extends EventEmitter<BridgeEvents> {
         return;
       }
       // Opus packets step the timestamp by what they carry (10-60 ms; 20 ms when unreadable).
-      const samples = this.browserClock === 8000 ? pkt.payload.length : opusPacketSamples(pkt.payload) || 960;
+      const samples = this.lastBrowserSamples; // what noteBrowserAudio read from this packet
       if (lost > 0) this.sip.skipFrames(lost, samples);
       // Toward a G.711 trunk packets take its a=ptime: PCMU passes through as it is when the
       // sizes agree, else it is re-framed like lawConvert's (mu-law to PCM and back is exact).
@@ -444,7 +444,6 @@ export class MediaBridge extends EventEmitter<BridgeEvents> {
       const overdue = performance.now() - since - DTX_GRACE_MS;
       // Stops after 2 s: a browser in DTX sends a frame every 400 ms at least.
       if (overdue > 2000) { this.stopDtxFill(); return; }
-      if (this.holdLocal || this.holdRemote) return;
       const t0 = performance.now();
       // Each concealed frame is as long as the DTX frame (libopus conceals in its frame size).
       for (const frameMs = d.samples / 48; overdue >= d.filled * frameMs; d.filled++) this.pushToSip(this.toSip.decode(null)); // a late tick catches up
@@ -756,10 +755,9 @@ export class MediaBridge extends EventEmitter<BridgeEvents> {
         // Audio was held back without taking time: the timeline goes on where the event ends,
         // plus the 40 ms its end packets still take (audio waits for them).
         this.outTs = (eventTs + (Math.ceil(ms / 20) * 20 + 40) * (this.browserClock / 1000)) >>> 0;
-        digits.busyUntil = performance.now() + 40;
       },
     }, () => { this.toBrowserDigit = null; digits.busyUntil = 0; digits.next(); });
-    digits.busyUntil = Infinity; // audio held back until it ends (its first packet is out)
+    digits.busyUntil = Infinity; // audio held back until its last end packet has left (done above)
     return true;
   }
 

@@ -247,7 +247,7 @@ export class SipRtpLeg extends EventEmitter<SipLegEvents> {
    */
   beginLiveDtmf(digit: string): boolean {
     const r = this.remote;
-    if (this.closed || !r || r.telephoneEventPayloadType === undefined || !this.sendingAllowed || this.liveDtmf) return false;
+    if (this.closed || !r || r.telephoneEventPayloadType === undefined || !this.sendingAllowed) return false;
     if (!this.digits.idle) return false;
     const pt = r.telephoneEventPayloadType;
     this.digits.busyUntil = Infinity; // until it ends
@@ -262,9 +262,10 @@ export class SipRtpLeg extends EventEmitter<SipLegEvents> {
         // Audio was held back without taking time: the timeline goes on where the event ends,
         // plus the 40 ms its end packets still take (audio waits for them), as for sendDtmf.
         this.ts = (eventTs + (Math.ceil(ms / 20) * 20 + 40) * (this.clockRate / 1000)) >>> 0;
-        this.digits.busyUntil = performance.now() + 40;
       },
-    }, () => { this.liveDtmf = null; this.digits.next(); });
+      // Busy until its last end packet has left (not a time guessed for it: a digit started in
+      // between would find this one still about to clear the busy time and the slot).
+    }, () => { this.liveDtmf = null; this.digits.busyUntil = 0; this.digits.next(); });
     return true;
   }
 
