@@ -125,30 +125,104 @@ const DTMF_FREQS: Record<string, [number, number]> = {
   '*': [941, 1209], 0: [941, 1336], '#': [941, 1477], D: [941, 1633],
 };
 
+/** Update interval of a live event (RFC 4733 §2.5.1.2 suggests 50 ms). */
+const LIVE_UPDATE_MS = 50;
+/**
+ * A live digit no one ends stops here: a stuck key, or the 16-bit duration's limit (8.19 s at
+ * 8 kHz, 1.36 s at 48 kHz; RFC 4733 §2.5.1.3's segments for longer events are not sent).
+ */
+const LIVE_MAX_MS = 8000;
+
+/** A digit's tones are at least this long, and the silence after them this long (ITU-T Q.24 asks 40 ms each). */
+const TONE_MIN_MS = 60;
+const TONE_PAUSE_MS = 60;
+
+/**
+ * Frame `index` of the digit's two tones, `frameSamples` 8 kHz samples, each tone at about
+ * -10 dBm0; consecutive indices continue the tones' phase.
+ */
+function dtmfToneFrame(digit: string, index: number, frameSamples: number): Int16Array {
+  const [low, high] = DTMF_FREQS[digit.toUpperCase()];
+  const frame = new Int16Array(frameSamples);
+  for (let i = 0; i < frameSamples; i++) {
+    const t = (index * frameSamples + i) / 8000;
+    frame[i] = Math.round(7000 * (Math.sin(2 * Math.PI * low * t) + Math.sin(2 * Math.PI * high * t)));
+  }
+  return frame;
+}
+
 /**
  * In-band DTMF for a trunk without telephone-event (legacy PBXs and IVRs): the digit's two tones
- * as frames of `frameSamples` 8 kHz samples for `durationMs` (at least 60 ms, ITU-T Q.24 asks
- * 40), then at least 60 ms of silence so that two digits in a row are heard as two. Each tone at
- * about -10 dBm0.
+ * as frames of `frameSamples` 8 kHz samples for `durationMs` (at least 60 ms), then at least
+ * 60 ms of silence so that two digits in a row are heard as two.
  */
 export function dtmfToneFrames(digit: string, durationMs: number, frameSamples = 160): Int16Array[] {
   digitToEvent(digit); // a bad digit throws
-  const [low, high] = DTMF_FREQS[digit.toUpperCase()];
-  const frames: Int16Array[] = [];
   const frameMs = frameSamples / 8;
-  const toneFrames = Math.max(Math.ceil(60 / frameMs), Math.round(durationMs / frameMs));
-  const pauseFrames = Math.ceil(60 / frameMs);
-  for (let f = 0; f < toneFrames + pauseFrames; f++) {
-    const frame = new Int16Array(frameSamples);
-    if (f < toneFrames) {
-      for (let i = 0; i < frameSamples; i++) {
-        const t = (f * frameSamples + i) / 8000;
-        frame[i] = Math.round(7000 * (Math.sin(2 * Math.PI * low * t) + Math.sin(2 * Math.PI * high * t)));
-      }
-    }
-    frames.push(frame);
-  }
+  const toneFrames = Math.max(Math.ceil(TONE_MIN_MS / frameMs), Math.round(durationMs / frameMs));
+  const pauseFrames = Math.ceil(TONE_PAUSE_MS / frameMs);
+  const frames: Int16Array[] = [];
+  for (let f = 0; f < toneFrames; f++) frames.push(dtmfToneFrame(digit, f, frameSamples));
+  for (let f = 0; f < pauseFrames; f++) frames.push(new Int16Array(frameSamples));
   return frames;
+}
+
+/** Where a digit's tones go, frame by frame, and when the digit is over. */
+export interface ToneStream {
+  /** One frame of the digit (its tones, or the silence after them): 8 kHz linear samples. */
+  sendFrame(pcm: Int16Array, first: boolean): void;
+  /** The last frame of the pause after the tones has gone: audio may go on. */
+  done(): void;
+}
+
+/**
+ * A digit as tones in the audio, sent frame by frame in real time from the moment it starts,
+ * its length given when known (end()): a browser's digit relayed to a trunk without
+ * telephone-event sounds while the key is down, as a phone's would, not once it is released.
+ * The tones last at least 60 ms and as long as end() says (frames already sent count), then
+ * 60 ms of silence; a digit no one ends stops after `maxMs` (8 s: a stuck key). Frames are timed from the
+ * start, not from one another, so timer lateness does not add up. cancel() stops it.
+ */
+export class LiveToneDigit {
+  private readonly startedAt = performance.now();
+  private readonly frameMs: number;
+  private sent = 0;
+  /** Tone frames in all; Infinity until end() says. */
+  private toneFrames = Infinity;
+  private readonly pauseFrames: number;
+  private readonly maxToneFrames: number;
+  private timer: NodeJS.Timeout | null = null;
+
+  constructor(private readonly digit: string, private readonly frameSamples: number, private readonly stream: ToneStream, maxMs = LIVE_MAX_MS) {
+    digitToEvent(digit); // a bad digit throws
+    this.frameMs = frameSamples / 8;
+    this.pauseFrames = Math.ceil(TONE_PAUSE_MS / this.frameMs);
+    this.maxToneFrames = Math.ceil(maxMs / this.frameMs);
+    this.tick();
+  }
+
+  /** The digit lasted `durationMs`: its tones stop once that much has been sent, then the pause. */
+  end(durationMs: number): void {
+    if (this.toneFrames !== Infinity) return;
+    this.toneFrames = Math.max(this.sent, Math.ceil(TONE_MIN_MS / this.frameMs), Math.round(durationMs / this.frameMs));
+  }
+
+  cancel(): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    this.toneFrames = 0;
+  }
+
+  private tick(): void {
+    this.timer = null;
+    if (this.toneFrames === Infinity && this.sent >= this.maxToneFrames) this.end(0); // a stuck key
+    const f = this.sent++;
+    const pcm = f < this.toneFrames ? dtmfToneFrame(this.digit, f, this.frameSamples) : new Int16Array(this.frameSamples);
+    this.stream.sendFrame(pcm, f === 0);
+    if (this.sent >= this.toneFrames + this.pauseFrames) { this.stream.done(); return; }
+    const wait = this.startedAt + this.sent * this.frameMs - performance.now();
+    this.timer = setTimeout(() => this.tick(), Math.max(0, wait));
+  }
 }
 
 /** What a live event needs from the RTP stream it goes out on (a SIP leg, or the bridge toward the browser). */
@@ -161,13 +235,6 @@ export interface EventStream {
   eventEnded(eventTs: number, ms: number): void;
 }
 
-/** Update interval of a live event (RFC 4733 §2.5.1.2 suggests 50 ms). */
-const LIVE_UPDATE_MS = 50;
-/**
- * A live event no one ends stops here: a stuck key, or the 16-bit duration's limit (8.19 s at
- * 8 kHz, 1.36 s at 48 kHz; RFC 4733 §2.5.1.3's segments for longer events are not sent).
- */
-const LIVE_MAX_MS = 8000;
 
 /**
  * One digit sent as it happens, its length not known when it starts (a relay: the digit is

@@ -5,7 +5,7 @@ import type { Logger } from 'pino';
 import { SrtpSession, type SdesCrypto } from './srtp';
 import { buildRtp, isRtcp, parseRtp, RTCP, writeRtpHeader, type RtpPacketView } from './rtp';
 import { estimateMos, ReceiveStats, type LegStats } from './stats';
-import { DigitSequence, DtmfReceiver, LiveTelephoneEvent, digitToEvent, dtmfPacketTrain, dtmfToneFrames } from './dtmf';
+import { DigitSequence, DtmfReceiver, LiveTelephoneEvent, LiveToneDigit, digitToEvent, dtmfPacketTrain } from './dtmf';
 import { pcmaEncode, pcmaToPcmu, pcmuEncode, pcmuToPcma } from './codecs/g711';
 import { threadSendBatch } from './udpSendBatch';
 
@@ -94,8 +94,11 @@ export class SipRtpLeg extends EventEmitter<SipLegEvents> {
   private readonly dtmfRx: DtmfReceiver;
   /** Digits toward the trunk, one after another; while one plays, its events or tones replace the audio. */
   private readonly digits = new DigitSequence((digit, durationMs) => this.startDtmf(digit, durationMs));
-  /** A digit relayed while it is pressed (beginLiveDtmf), until its last end packet has left. */
-  private liveDtmf: LiveTelephoneEvent | null = null;
+  /**
+   * A digit whose length is not known yet (relayed while it is pressed, beginLiveDtmf) or whose
+   * tones are playing: until its last end packet or pause frame has left.
+   */
+  private liveDtmf: LiveTelephoneEvent | LiveToneDigit | null = null;
   private readonly headerScratch = Buffer.alloc(12);
   private pausedAt: number | null = null;
   /** Packets made while the RTP socket was connecting (dgram takes none then). */
@@ -240,15 +243,16 @@ export class SipRtpLeg extends EventEmitter<SipLegEvents> {
 
   /**
    * A digit relayed from the browser while it is pressed: RFC 4733 events toward the trunk from
-   * now until endLiveDtmf gives its length (audio meanwhile is replaced, as for sendDtmf). False
-   * when that cannot start now — no telephone-event toward this trunk (tones need their length
-   * up front), another digit playing or waiting, not sending: the caller then sends the digit
-   * with sendDtmf once its length is known.
+   * now until endLiveDtmf gives its length, or on a G.711 trunk without telephone-event its
+   * tones in the audio (audio meanwhile is replaced, as for sendDtmf). False when that cannot
+   * start now — an Opus trunk without events, another digit playing or waiting, not sending:
+   * the caller then sends the digit with sendDtmf once its length is known.
    */
   beginLiveDtmf(digit: string): boolean {
     const r = this.remote;
-    if (this.closed || !r || r.telephoneEventPayloadType === undefined || !this.sendingAllowed) return false;
+    if (this.closed || !r || !this.canSendDtmf || !this.sendingAllowed) return false;
     if (!this.digits.idle) return false;
+    if (r.telephoneEventPayloadType === undefined) { this.startToneDigit(digit, null); return true; }
     const pt = r.telephoneEventPayloadType;
     this.digits.busyUntil = Infinity; // until it ends
     this.liveDtmf = new LiveTelephoneEvent(digit, r.telephoneEventClockRate ?? 8000, {
@@ -265,7 +269,7 @@ export class SipRtpLeg extends EventEmitter<SipLegEvents> {
       },
       // Busy until its last end packet has left (not a time guessed for it: a digit started in
       // between would find this one still about to clear the busy time and the slot).
-    }, () => { this.liveDtmf = null; this.digits.busyUntil = 0; this.digits.next(); });
+    }, () => this.liveDigitDone());
     return true;
   }
 
@@ -294,7 +298,7 @@ export class SipRtpLeg extends EventEmitter<SipLegEvents> {
   /** One digit now (DigitSequence's start): false when it can no longer go (held, no way to send digits). */
   private startDtmf(digit: string, durationMs: number): boolean {
     if (this.closed || !this.canSendDtmf || !this.sendingAllowed) return false;
-    if (this.remote!.telephoneEventPayloadType === undefined) { this.startInbandDtmf(digit, durationMs); return true; }
+    if (this.remote!.telephoneEventPayloadType === undefined) { this.startToneDigit(digit, durationMs); return true; }
     const pt = this.remote!.telephoneEventPayloadType!;
     const eventTs = this.ts;
     // Durations count the telephone-event clock's ticks; the timestamps are the stream's own.
@@ -319,17 +323,16 @@ export class SipRtpLeg extends EventEmitter<SipLegEvents> {
 
   /**
    * The digit as tones in the audio itself (no telephone-event toward this trunk): G.711 frames
-   * of the trunk's ptime sent in time, replacing the bridge's audio while they play (sendAudio holds back
-   * then), with their own sequence numbers and timestamps so the timeline stays continuous.
+   * of the trunk's ptime sent in time, replacing the bridge's audio while they play (sendAudio
+   * holds back then), with their own sequence numbers and timestamps so the timeline stays
+   * continuous. `durationMs` null: the length comes with endLiveDtmf (a digit still pressed).
    */
-  private startInbandDtmf(digit: string, durationMs: number): void {
+  private startToneDigit(digit: string, durationMs: number | null): void {
     // Frames of the trunk's ptime, like the bridge's audio around them.
     const frameSamples = sipFrameSamplesFor(this.remote!.ptime);
-    const frameMs = frameSamples / 8;
-    const frames = dtmfToneFrames(digit, durationMs, frameSamples);
-    this.digits.busyUntil = performance.now() + frames.length * frameMs;
-    frames.forEach((pcm, i) => {
-      const send = () => {
+    this.digits.busyUntil = Infinity; // until its pause has gone
+    const tones = new LiveToneDigit(digit, frameSamples, {
+      sendFrame: (pcm, first) => {
         if (this.closed || !this.remote) return;
         // Not sendable meanwhile (held, moved to Opus): the frame is not sent but its time
         // passes, as in sendAudio, so the timeline stays with the clock — except while paused,
@@ -339,14 +342,21 @@ export class SipRtpLeg extends EventEmitter<SipLegEvents> {
           return;
         }
         const g711 = this.remote.codec === 'PCMA' ? pcmaEncode(pcm) : pcmuEncode(pcm);
-        this.sendPacket(this.remote.payloadType, this.seq, this.ts, g711, i === 0);
+        this.sendPacket(this.remote.payloadType, this.seq, this.ts, g711, first);
         this.seq = (this.seq + 1) & 0xffff;
         this.ts = (this.ts + frameSamples) >>> 0;
-      };
-      if (i === 0) send();
-      else this.digits.later(i * frameMs, send);
+      },
+      done: () => this.liveDigitDone(),
     });
-    this.digits.later(frames.length * frameMs, () => this.digits.next());
+    this.liveDtmf = tones;
+    if (durationMs !== null) tones.end(durationMs);
+  }
+
+  /** A live digit's last packet has left: audio goes on, and the next waiting digit starts. */
+  private liveDigitDone(): void {
+    this.liveDtmf = null;
+    this.digits.busyUntil = 0;
+    this.digits.next();
   }
 
   /**

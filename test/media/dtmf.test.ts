@@ -1,6 +1,7 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { decodeTelephoneEvent, digitToEvent, DtmfReceiver, dtmfPacketTrain, encodeTelephoneEvent, eventToDigit, LiveTelephoneEvent, DigitSequence } from '../../src/media/dtmf';
+import { decodeTelephoneEvent, digitToEvent, DtmfReceiver, dtmfPacketTrain, encodeTelephoneEvent, eventToDigit, LiveTelephoneEvent, LiveToneDigit, DigitSequence, dtmfToneFrames } from '../../src/media/dtmf';
+import { toneRatio } from '../support/audio';
 
 const ALL = '0123456789*#ABCD';
 
@@ -298,6 +299,76 @@ describe('LiveTelephoneEvent (a digit relayed while it is pressed)', () => {
     await sleep(60);
     assert.equal(s.sent.length, n, 'the retransmissions were cancelled');
     assert.equal(s.sent[n - 1].duration, announced);
+  });
+});
+
+describe('LiveToneDigit (a digit as tones, while it is pressed)', () => {
+  const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+  function rig(digit: string, frameSamples = 160, maxMs?: number) {
+    const frames: Array<{ pcm: Int16Array; first: boolean; at: number }> = [];
+    let doneAt = -1;
+    const t0 = performance.now();
+    const tones = new LiveToneDigit(digit, frameSamples, {
+      sendFrame: (pcm, first) => frames.push({ pcm, first, at: performance.now() - t0 }),
+      done: () => { doneAt = performance.now() - t0; },
+    }, maxMs);
+    const silent = (f: { pcm: Int16Array }) => f.pcm.every((v) => v === 0);
+    return { tones, frames, silent, done: () => doneAt };
+  }
+
+  test('the tones start at once and go on while the key is down; the end given later lets them run to that length, then 60 ms of silence', async () => {
+    const r = rig('9');
+    assert.equal(r.frames.length, 1, 'the first frame at once');
+    assert.equal(r.frames[0].first, true);
+    await sleep(110);
+    const whilePressed = r.frames.length;
+    assert.ok(whilePressed >= 4, `frames while pressed, not waiting for the end: ${whilePressed}`);
+    for (const f of r.frames) assert.ok(toneRatio(f.pcm, 8000, 852) > 0.3 && toneRatio(f.pcm, 8000, 1477) > 0.3, '9: 852 + 1477 Hz');
+    r.tones.end(200);
+    await sleep(200);
+    assert.ok(r.done() > 0, 'done after the pause');
+    const tone = r.frames.filter((f) => !r.silent(f)).length;
+    assert.equal(tone, 10, '200 ms of tone in 20 ms frames');
+    assert.equal(r.frames.length, 13, 'then three silent frames (60 ms)');
+    assert.ok(r.frames.slice(10).every(r.silent));
+    assert.equal(r.frames.filter((f) => f.first).length, 1, 'only the first frame marked');
+    // Timed from the start, in real time: frame i leaves about i × 20 ms in.
+    const late = r.frames.map((f, i) => f.at - i * 20);
+    assert.ok(late.every((d) => d > -3 && d < 40), `frames on time: ${late.map((d) => d.toFixed(0)).join(',')}`);
+    // The tones continue their phase from frame to frame: the same samples as the frames made in one go.
+    const ref = dtmfToneFrames('9', 200);
+    for (let i = 0; i < 13; i++) assert.deepEqual(r.frames[i].pcm, ref[i], `frame ${i} as dtmfToneFrames makes it`);
+  });
+
+  test('an end shorter than what was already sent cuts nothing; at least 60 ms of tone; 30 ms frames', async () => {
+    const r = rig('1', 240);
+    r.tones.end(10); // a 10 ms key press: stretched to 60 ms, two 30 ms frames
+    await sleep(170);
+    assert.ok(r.done() > 0);
+    assert.deepEqual(r.frames.map((f) => r.silent(f)), [false, false, true, true], 'two frames of tone, two of silence');
+    assert.ok(r.frames.every((f) => f.pcm.length === 240));
+    const late = rig('2');
+    await sleep(130);
+    const sent = late.frames.length;
+    late.tones.end(40);
+    await sleep(120);
+    assert.equal(late.frames.filter((f) => !late.silent(f)).length, sent, 'the tone frames already sent stay the digit\'s length');
+    late.tones.cancel();
+  });
+
+  test('a digit nobody ends stops at its limit; cancel() stops at once, without done', async () => {
+    const stuck = rig('5', 160, 100);
+    await sleep(260);
+    assert.ok(stuck.done() > 0, 'ended by itself');
+    assert.equal(stuck.frames.filter((f) => !stuck.silent(f)).length, 5, '100 ms of tone');
+    const c = rig('5');
+    await sleep(50);
+    c.tones.cancel();
+    const n = c.frames.length;
+    await sleep(80);
+    assert.equal(c.frames.length, n, 'nothing after cancel');
+    assert.equal(c.done(), -1);
+    assert.throws(() => rig('x'), /not a DTMF digit/);
   });
 });
 

@@ -492,6 +492,43 @@ test('pass-through without telephone-event toward the trunk: the browser\'s digi
   }
 });
 
+test('a browser digit toward a trunk without telephone-event sounds while the key is down: its tones start at its first event packet, last its length, then audio goes on', async () => {
+  const { engine, leg, atTrunk, trunk, close } = await trunkRig('live-tones', [25680, 25689]);
+  const browser = pcmuBrowser();
+  try {
+    leg.setRemote({ address: '127.0.0.1', port: trunk.address().port, codec: 'PCMU', payloadType: 0 });
+    const bridge = engine.createBridge(browser, leg, { callId: 'live-tones' }).bridge;
+    browser.deliver({ payloadType: 0, sequenceNumber: 1, timestamp: 160, marker: false, ssrc: 0xb0b, payload: Buffer.alloc(160, 1) });
+    // The key goes down: only the digit's first event packet has come.
+    browser.deliver({ payloadType: 126, sequenceNumber: 2, timestamp: 320, marker: true, ssrc: 0xb0b, payload: Buffer.from([3, 0x0a, 0, 160]) });
+    await sleep(100);
+    const whilePressed = atTrunk.length - 1;
+    assert.ok(whilePressed >= 4, `the tones go to the trunk while the key is down: ${whilePressed} frames`);
+    const first = pcmuDecode(atTrunk[1].payload);
+    assert.ok(toneRatio(first, 8000, 697) > 0.3 && toneRatio(first, 8000, 1477) > 0.3, 'digit 3: 697 + 1477 Hz');
+    assert.equal(atTrunk[1].marker, true);
+    // Released after 180 ms (1440 ticks): updates, then the end three times.
+    for (const [s, ticks, end] of [[3, 800, false], [4, 1440, true], [5, 1440, true]] as const) {
+      browser.deliver({ payloadType: 126, sequenceNumber: s, timestamp: 320, marker: false, ssrc: 0xb0b, payload: Buffer.from([3, end ? 0x8a : 0x0a, ticks >> 8, ticks & 0xff]) });
+    }
+    await until(() => atTrunk.length >= 1 + 9 + 3, 'nine frames of tone (180 ms) and three of pause');
+    await sleep(60);
+    assert.equal(atTrunk.length, 13, 'nothing more while the browser sends nothing');
+    const tone = atTrunk.slice(1, 10).map((p) => pcmuDecode(p.payload));
+    assert.ok(tone.every((pcm) => toneRatio(pcm, 8000, 697) > 0.3), 'the digit for its whole length');
+    assert.ok(atTrunk.slice(10).every((p) => pcmuDecode(p.payload).every((v) => Math.abs(v) < 16)), 'then silence');
+    const steps = atTrunk.slice(1).map((p, i) => [(p.sequenceNumber - atTrunk[i].sequenceNumber) & 0xffff, (p.timestamp - atTrunk[i].timestamp) >>> 0]);
+    assert.ok(steps.every(([n, t]) => n === 1 && t === 160), `continuous: ${JSON.stringify(steps)}`);
+    browser.deliver({ payloadType: 0, sequenceNumber: 6, timestamp: 1760, marker: false, ssrc: 0xb0b, payload: Buffer.alloc(160, 6) });
+    await until(() => atTrunk.length === 14, 'the audio after the digit');
+    assert.deepEqual(atTrunk[13].payload, Buffer.alloc(160, 6));
+    assert.equal((atTrunk[13].timestamp - atTrunk[12].timestamp) >>> 0, 160, 'on the timeline right after the pause');
+    bridge.close();
+  } finally {
+    await close();
+  }
+});
+
 test('ringback started before the trunk\'s SDP goes on when its Opus answer frees the transcoder', async () => {
   const { engine, leg, trunk, close } = await trunkRig('ring-opus', [23060, 23069]);
   const browser = opusBrowser();
