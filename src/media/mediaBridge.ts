@@ -714,12 +714,13 @@ export class MediaBridge extends EventEmitter<BridgeEvents> {
   /**
    * A digit toward the browser: RFC 4733 events on its stream, in its telephone-event format
    * (Chrome plays them as the digit's tones), for `durationMs`; one asked for while another
-   * plays waits for it. False when the browser did not negotiate telephone-event, or the queue
-   * is full. Throws for a character that is not a digit.
+   * plays waits for it. False when the browser did not negotiate telephone-event, holds the call
+   * (nothing goes to it then; digits still waiting when it puts the call on hold are dropped
+   * too), or the queue is full. Throws for a character that is not a digit.
    */
   sendDtmfToBrowser(digit: string, durationMs = 100): boolean {
     digitToEvent(digit);
-    if (this.closed || this.browser.telephoneEventPayloadType === null) return false;
+    if (this.closed || this.browser.telephoneEventPayloadType === null || this.holdLocal) return false;
     return this.toBrowserDigits.push(digit, durationMs);
   }
 

@@ -627,6 +627,11 @@ test('the trunk\'s digit reaches the browser as RFC 4733 events on its stream: i
     assert.equal(hash[0].timestamp, (four[0].timestamp + 4800 + 1920) >>> 0, '# starts where 4 ended on the timeline (with its end packets\' 40 ms)');
     assert.ok(injected.indexOf(hash[0]) > injected.lastIndexOf(four[four.length - 1]), 'not interleaved');
     assert.throws(() => bridge.sendDtmfToBrowser('x'), /not a DTMF digit/);
+    // A browser that holds the call gets nothing, and is not told it did.
+    bridge.setHold(true, false);
+    assert.equal(bridge.sendDtmfToBrowser('1', 60), false, 'refused while the browser holds the call');
+    bridge.setHold(false, false);
+    assert.equal(bridge.sendDtmfToBrowser('1', 60), true, 'and taken once it resumes');
     bridge.close();
   } finally {
     await close();
