@@ -128,8 +128,9 @@ const DTMF_FREQS: Record<string, [number, number]> = {
 /** Update interval of a live event (RFC 4733 §2.5.1.2 suggests 50 ms). */
 const LIVE_UPDATE_MS = 50;
 /**
- * A live digit no one ends stops here: a stuck key, or the 16-bit duration's limit (8.19 s at
- * 8 kHz, 1.36 s at 48 kHz; RFC 4733 §2.5.1.3's segments for longer events are not sent).
+ * A live digit no one ends stops here (a stuck key); an event also stops at its 16-bit duration's
+ * limit (8.19 s at 8 kHz, 1.36 s at 48 kHz; RFC 4733 §2.5.1.3's segments for longer events are
+ * not sent).
  */
 const LIVE_MAX_MS = 8000;
 
@@ -151,6 +152,11 @@ function dtmfToneFrame(digit: string, index: number, frameSamples: number): Int1
   return frame;
 }
 
+/** Frames of tone for a digit of `durationMs`: at least 60 ms, and never fewer than `alreadySent`. */
+function toneFramesFor(durationMs: number, frameMs: number, alreadySent: number): number {
+  return Math.max(alreadySent, Math.ceil(TONE_MIN_MS / frameMs), Math.round(durationMs / frameMs));
+}
+
 /**
  * In-band DTMF for a trunk without telephone-event (legacy PBXs and IVRs): the digit's two tones
  * as frames of `frameSamples` 8 kHz samples for `durationMs` (at least 60 ms), then at least
@@ -159,7 +165,7 @@ function dtmfToneFrame(digit: string, index: number, frameSamples: number): Int1
 export function dtmfToneFrames(digit: string, durationMs: number, frameSamples = 160): Int16Array[] {
   digitToEvent(digit); // a bad digit throws
   const frameMs = frameSamples / 8;
-  const toneFrames = Math.max(Math.ceil(TONE_MIN_MS / frameMs), Math.round(durationMs / frameMs));
+  const toneFrames = toneFramesFor(durationMs, frameMs, 0);
   const pauseFrames = Math.ceil(TONE_PAUSE_MS / frameMs);
   const frames: Int16Array[] = [];
   for (let f = 0; f < toneFrames; f++) frames.push(dtmfToneFrame(digit, f, frameSamples));
@@ -171,7 +177,7 @@ export function dtmfToneFrames(digit: string, durationMs: number, frameSamples =
 export interface ToneStream {
   /** One frame of the digit (its tones, or the silence after them): 8 kHz linear samples. */
   sendFrame(pcm: Int16Array, first: boolean): void;
-  /** The last frame of the pause after the tones has gone: audio may go on. */
+  /** The last frame of the pause after the tones has played (one frame time after it left): audio may go on. */
   done(): void;
 }
 
@@ -204,7 +210,7 @@ export class LiveToneDigit {
   /** The digit lasted `durationMs`: its tones stop once that much has been sent, then the pause. */
   end(durationMs: number): void {
     if (this.toneFrames !== Infinity) return;
-    this.toneFrames = Math.max(this.sent, Math.ceil(TONE_MIN_MS / this.frameMs), Math.round(durationMs / this.frameMs));
+    this.toneFrames = toneFramesFor(durationMs, this.frameMs, this.sent);
   }
 
   cancel(): void {
@@ -219,9 +225,11 @@ export class LiveToneDigit {
     const f = this.sent++;
     const pcm = f < this.toneFrames ? dtmfToneFrame(this.digit, f, this.frameSamples) : new Int16Array(this.frameSamples);
     this.stream.sendFrame(pcm, f === 0);
-    if (this.sent >= this.toneFrames + this.pauseFrames) { this.stream.done(); return; }
-    const wait = this.startedAt + this.sent * this.frameMs - performance.now();
-    this.timer = setTimeout(() => this.tick(), Math.max(0, wait));
+    // The next frame, or once the last has played (its time is on the stream's timeline:
+    // the audio after the digit, or the next digit, must not go out ahead of it) done.
+    const wait = Math.max(0, this.startedAt + this.sent * this.frameMs - performance.now());
+    if (this.sent < this.toneFrames + this.pauseFrames) this.timer = setTimeout(() => this.tick(), wait);
+    else this.timer = setTimeout(() => { this.timer = null; this.stream.done(); }, wait);
   }
 }
 
@@ -234,7 +242,6 @@ export interface EventStream {
   /** The event took `ms` of the timeline from `eventTs`: the stream goes on after that. */
   eventEnded(eventTs: number, ms: number): void;
 }
-
 
 /**
  * One digit sent as it happens, its length not known when it starts (a relay: the digit is
@@ -330,6 +337,11 @@ export class DigitSequence {
     if (performance.now() < this.busyUntil) return true;
     this.busyUntil = 0; // over: the packets after it need no clock read
     return false;
+  }
+
+  /** Digits waiting behind the one playing. */
+  get waitingCount(): number {
+    return this.waiting.length;
   }
 
   /** Nothing playing and nothing waiting: a digit could start now. */

@@ -188,9 +188,9 @@ export class MediaBridge extends EventEmitter<BridgeEvents> {
     // PCMU is assumed; its answer then sets the real mode (followSipRemote).
     this.mode = this.setUpForOrDrop(remote?.codec ?? 'PCMU');
     this.watchInbandDtmf();
-    // A browser's digit goes to the trunk as it is pressed (events updated while it lasts) or,
-    // when that cannot start (tones toward the trunk, a digit already playing), in full once its
-    // length is known.
+    // A browser's digit goes to the trunk as it is pressed (events updated while it lasts, or
+    // its tones) or, when that cannot start (digits of sendDtmf playing, an Opus trunk without
+    // events), in full once its length is known.
     this.browserDtmf = new DtmfReceiver((digit) => {
       this.emit('dtmf', { digit, from: 'browser' });
       this.browserDigitLive = this.sip.beginLiveDtmf(digit);
@@ -715,8 +715,8 @@ export class MediaBridge extends EventEmitter<BridgeEvents> {
    * A digit toward the browser: RFC 4733 events on its stream, in its telephone-event format
    * (Chrome plays them as the digit's tones), for `durationMs`; one asked for while another
    * plays waits for it. False when the browser did not negotiate telephone-event, holds the call
-   * (nothing goes to it then; digits still waiting when it puts the call on hold are dropped
-   * too), or the queue is full. Throws for a character that is not a digit.
+   * (digits still waiting when it puts the call on hold are dropped when their turn comes; one
+   * already playing plays out), or the queue is full. Throws for a character that is not a digit.
    */
   sendDtmfToBrowser(digit: string, durationMs = 100): boolean {
     digitToEvent(digit);

@@ -99,6 +99,11 @@ export class SipRtpLeg extends EventEmitter<SipLegEvents> {
    * tones are playing: until its last end packet or pause frame has left.
    */
   private liveDtmf: LiveTelephoneEvent | LiveToneDigit | null = null;
+  /**
+   * A relayed digit pressed while the one before was still playing (its end packets, its tones'
+   * pause): a fast dialler's next key, started live as soon as that one is done.
+   */
+  private nextLiveDigit: string | null = null;
   private readonly headerScratch = Buffer.alloc(12);
   private pausedAt: number | null = null;
   /** Packets made while the RTP socket was connecting (dgram takes none then). */
@@ -244,14 +249,19 @@ export class SipRtpLeg extends EventEmitter<SipLegEvents> {
   /**
    * A digit relayed from the browser while it is pressed: RFC 4733 events toward the trunk from
    * now until endLiveDtmf gives its length, or on a G.711 trunk without telephone-event its
-   * tones in the audio (audio meanwhile is replaced, as for sendDtmf). False when that cannot
-   * start now — an Opus trunk without events, another digit playing or waiting, not sending:
+   * tones in the audio (audio meanwhile is replaced, as for sendDtmf). A digit pressed while the
+   * previous live one still plays starts as soon as that one is done. False when it cannot go
+   * live — an Opus trunk without events, digits of sendDtmf playing or waiting, not sending:
    * the caller then sends the digit with sendDtmf once its length is known.
    */
   beginLiveDtmf(digit: string): boolean {
     const r = this.remote;
     if (this.closed || !r || !this.canSendDtmf || !this.sendingAllowed) return false;
-    if (!this.digits.idle) return false;
+    if (!this.digits.idle) {
+      if (!this.liveDtmf || this.nextLiveDigit !== null || this.digits.waitingCount > 0) return false;
+      this.nextLiveDigit = digit;
+      return true;
+    }
     if (r.telephoneEventPayloadType === undefined) { this.startToneDigit(digit, null); return true; }
     const pt = r.telephoneEventPayloadType;
     this.digits.busyUntil = Infinity; // until it ends
@@ -274,8 +284,9 @@ export class SipRtpLeg extends EventEmitter<SipLegEvents> {
   }
 
   /**
-   * Time that passed with nothing sent and nothing lost: a browser digit that goes to the trunk
-   * only once it ended (as tones) took that long while its key was down. The timeline moves on,
+   * Time that passed with nothing sent and nothing lost: a browser digit that could not go live
+   * (beginLiveDtmf false) goes to the trunk only once it ended, and took that long while its key
+   * was down. The timeline moves on,
    * the numbers do not, the next packet is marked. Not while a digit plays: its stretch covers
    * that time already.
    */
@@ -287,7 +298,11 @@ export class SipRtpLeg extends EventEmitter<SipLegEvents> {
 
   /** The relayed digit ended after `durationMs` (see beginLiveDtmf). */
   endLiveDtmf(durationMs: number): void {
-    this.liveDtmf?.end(durationMs);
+    const waiting = this.nextLiveDigit;
+    if (waiting === null) { this.liveDtmf?.end(durationMs); return; }
+    // It ended before the one ahead of it was done: it plays after it, with its length known.
+    this.nextLiveDigit = null;
+    this.digits.push(waiting, durationMs);
   }
 
   /** Digits can go to the trunk: events negotiated, or G.711 to carry them as tones. */
@@ -333,16 +348,17 @@ export class SipRtpLeg extends EventEmitter<SipLegEvents> {
     this.digits.busyUntil = Infinity; // until its pause has gone
     const tones = new LiveToneDigit(digit, frameSamples, {
       sendFrame: (pcm, first) => {
-        if (this.closed || !this.remote) return;
-        // Not sendable meanwhile (held, moved to Opus): the frame is not sent but its time
-        // passes, as in sendAudio, so the timeline stays with the clock — except while paused,
-        // whose whole time the resume adds (the paused setter).
+        // Held: nothing goes, and the resume adds the whole time held (the paused setter).
+        if (this.closed || !this.remote || this.paused) return;
+        // Not sendable meanwhile (the trunk holds, moved to Opus): the frame is not sent but
+        // its time passes, as in sendAudio, so the timeline stays with the clock.
         if (!this.sendingAllowed || this.remote.codec === 'opus') {
-          if (!this.paused) this.ts = (this.ts + (frameSamples * this.clockRate) / 8000) >>> 0;
+          this.ts = (this.ts + (frameSamples * this.clockRate) / 8000) >>> 0;
           return;
         }
         const g711 = this.remote.codec === 'PCMA' ? pcmaEncode(pcm) : pcmuEncode(pcm);
-        this.sendPacket(this.remote.payloadType, this.seq, this.ts, g711, first);
+        this.sendPacket(this.remote.payloadType, this.seq, this.ts, g711, first || this.markNext); // marked after a hold, as audio is
+        this.markNext = false;
         this.seq = (this.seq + 1) & 0xffff;
         this.ts = (this.ts + frameSamples) >>> 0;
       },
@@ -356,6 +372,9 @@ export class SipRtpLeg extends EventEmitter<SipLegEvents> {
   private liveDigitDone(): void {
     this.liveDtmf = null;
     this.digits.busyUntil = 0;
+    const next = this.nextLiveDigit;
+    this.nextLiveDigit = null;
+    if (next !== null && this.beginLiveDtmf(next)) return;
     this.digits.next();
   }
 
@@ -664,6 +683,7 @@ export class SipRtpLeg extends EventEmitter<SipLegEvents> {
     this.digits.close();
     this.dtmfRx.close();
     this.liveDtmf?.cancel();
+    this.nextLiveDigit = null;
     this.waitingForConnect.length = 0;
     // Packets still waiting in this turn's batch leave before the sockets close (counted as
     // sent, they must have been; the batch would otherwise find the socket closed).

@@ -529,6 +529,73 @@ test('a browser digit toward a trunk without telephone-event sounds while the ke
   }
 });
 
+test('a fast dialler toward a trunk without telephone-event: a key pressed in the previous digit\'s pause sounds right after it, one released before its turn plays after it with its length', async () => {
+  const { engine, leg, atTrunk, trunk, close } = await trunkRig('fast-tones', [25690, 25699]);
+  const browser = pcmuBrowser();
+  // What each packet toward the trunk carries: a digit's tones, silence (-) or other audio (?).
+  const KEYS: Record<string, [number, number]> = { 1: [697, 1209], 2: [697, 1336], 3: [697, 1477] };
+  const heard = (p: RtpPacketView) => {
+    const pcm = pcmuDecode(p.payload);
+    if (pcm.every((v) => Math.abs(v) < 16)) return '-';
+    return Object.keys(KEYS).find((k) => toneRatio(pcm, 8000, KEYS[k][0]) > 0.3 && toneRatio(pcm, 8000, KEYS[k][1]) > 0.3) ?? '?';
+  };
+  const sequence = () => atTrunk.map(heard).join('');
+  let seq = 1;
+  const event = (key: number, ts: number, ticks: number, end: boolean) =>
+    browser.deliver({ payloadType: 126, sequenceNumber: seq++, timestamp: ts, marker: ticks === 0, ssrc: 0xb0b, payload: Buffer.from([key, end ? 0x8a : 0x0a, ticks >> 8, ticks & 0xff]) });
+  try {
+    leg.setRemote({ address: '127.0.0.1', port: trunk.address().port, codec: 'PCMU', payloadType: 0 });
+    const bridge = engine.createBridge(browser, leg, { callId: 'fast-tones' }).bridge;
+    event(1, 1000, 0, false);
+    await until(() => atTrunk.length >= 4, 'the first digit sounding');
+    event(1, 1000, 800, true); // released after 100 ms
+    await until(() => sequence().endsWith('-'), 'its pause');
+    event(2, 2000, 0, false); // the next key, inside the pause: it waits for the pause to end
+    await until(() => sequence().includes('2222'), 'the second digit sounding');
+    event(2, 2000, 800, true);
+    await until(() => /2-$/.test(sequence()), 'its pause');
+    // A third key pressed and released (80 ms) while the second's pause plays: it follows with its length.
+    event(3, 3000, 0, false);
+    event(3, 3000, 640, true);
+    await until(() => /3-{3}$/.test(sequence()), 'the third digit and its pause');
+    await sleep(60);
+    const heardAll = sequence();
+    assert.match(heardAll, /^1{5,6}-{3}2{5,6}-{3}3{4}-{3}$/, `three digits, each with its pause, none lost or merged: ${heardAll}`);
+    const steps = atTrunk.slice(1).map((p, i) => [(p.sequenceNumber - atTrunk[i].sequenceNumber) & 0xffff, (p.timestamp - atTrunk[i].timestamp) >>> 0]);
+    assert.ok(steps.every(([n, t]) => n === 1 && t === 160), `one continuous timeline: ${JSON.stringify(steps)}`);
+    const starts = atTrunk.map((p, i) => (p.marker ? i : -1)).filter((i) => i >= 0);
+    assert.deepEqual(starts.map((i) => heardAll[i]), ['1', '2', '3'], 'each digit\'s first frame marked');
+    bridge.close();
+  } finally {
+    await close();
+  }
+});
+
+test('a browser digit that cannot go live (a digit of sendDtmfToSip playing on a trunk with events) goes in full once it ended, after that digit', async () => {
+  const { engine, leg, atTrunk, trunk, close } = await trunkRig('dtmf-fallback', [25700, 25709]);
+  const browser = pcmuBrowser();
+  try {
+    leg.setRemote({ address: '127.0.0.1', port: trunk.address().port, codec: 'PCMU', payloadType: 0, telephoneEventPayloadType: 101 });
+    const bridge = engine.createBridge(browser, leg, { callId: 'dtmf-fallback' }).bridge;
+    bridge.sendDtmfToSip('9', 200);
+    await sleep(30);
+    // The browser's digit 4, 60 ms long, while 9 plays: not live, its events only at its end.
+    for (const [s, ticks, end] of [[1, 0, false], [2, 480, true], [3, 480, true]] as const) {
+      browser.deliver({ payloadType: 126, sequenceNumber: s, timestamp: 320, marker: s === 1, ssrc: 0xb0b, payload: Buffer.from([4, end ? 0x8a : 0x0a, ticks >> 8, ticks & 0xff]) });
+    }
+    await until(() => atTrunk.filter((p) => p.payload[0] === 4 && p.payload[1] & 0x80).length === 3, 'the end packets of 4');
+    const nine = atTrunk.filter((p) => p.payload[0] === 9);
+    const four = atTrunk.filter((p) => p.payload[0] === 4);
+    assert.ok(atTrunk.every((p) => p.payloadType === 101), 'only events meanwhile');
+    assert.ok(atTrunk.indexOf(four[0]) > atTrunk.lastIndexOf(nine[nine.length - 1]), '4 after the whole of 9');
+    assert.equal(four[0].timestamp, (nine[0].timestamp + (200 + 40) * 8) >>> 0, '4 starts where 9\'s stretch (with its end packets) ended');
+    assert.deepEqual(four.filter((p) => p.payload[1] & 0x80).map((p) => p.payload.readUInt16BE(2)), [480, 480, 480], 'with the browser\'s length');
+    bridge.close();
+  } finally {
+    await close();
+  }
+});
+
 test('ringback started before the trunk\'s SDP goes on when its Opus answer frees the transcoder', async () => {
   const { engine, leg, trunk, close } = await trunkRig('ring-opus', [23060, 23069]);
   const browser = opusBrowser();

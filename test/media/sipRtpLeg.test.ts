@@ -636,6 +636,35 @@ test('a digit toward a G.711 trunk without telephone-event goes in-band: the two
   }
 });
 
+test('a call held while a digit\'s tones play: nothing goes while held, and the timeline after it moves on by the time held, once', async () => {
+  const engine = new MediaEngine({ bindHost: '127.0.0.1', advertisedHost: '127.0.0.1', portRange: [25710, 25719], logger });
+  const leg = await engine.createSipLeg({ callId: 'dtmf-hold' });
+  const far = await socket();
+  try {
+    leg.setRemote({ address: '127.0.0.1', port: far.address().port, codec: 'PCMU', payloadType: 0 });
+    assert.ok(leg.sendDtmf('5', 300));
+    await sleep(70);
+    leg.paused = true; // the browser holds (the trunk could still be sent to)
+    const heldFrom = far.got.length;
+    const heldAt = performance.now();
+    await sleep(100);
+    assert.equal(far.got.length, heldFrom, 'no tone frames while held');
+    leg.paused = false;
+    const heldMs = performance.now() - heldAt;
+    await sleep(320);
+    const pkts = far.got.map((b) => parseRtp(b)!);
+    assert.ok(pkts.length > heldFrom, 'the digit goes on after the resume');
+    const jump = (pkts[heldFrom].timestamp - pkts[heldFrom - 1].timestamp) >>> 0;
+    // One frame, plus the time held (the frames due meanwhile took none of it themselves).
+    assert.ok(Math.abs(jump - (160 + heldMs * 8)) <= 2 * 160, `timestamp step over the hold ${jump}, held ${heldMs.toFixed(0)} ms`);
+    assert.equal(pkts[heldFrom].marker, true, 'the first packet after the hold is marked');
+  } finally {
+    leg.close();
+    far.close();
+    await engine.close();
+  }
+});
+
 test('the other G.711 law the far end listed is taken and converted to the negotiated one (RFC 3264 §6.1); unlisted, it is dropped', async () => {
   const engine = new MediaEngine({ bindHost: '127.0.0.1', advertisedHost: '127.0.0.1', portRange: [25600, 25619], logger });
   const trunk = await socket();
