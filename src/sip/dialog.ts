@@ -2,7 +2,7 @@ import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
 import { parseNameAddr, SipRequest, SipResponse } from './message';
 import type { UaCore } from './uaCore';
-import type { DigestAuth } from './digest';
+import { sendWithCredentials, type DigestAuth } from './digest';
 import { negotiateAsUas, readMinSe, readSessionExpires, SessionTimer } from './sessionTimer';
 
 export type DialogState = 'early' | 'confirmed' | 'terminated';
@@ -173,19 +173,9 @@ export class Dialog extends EventEmitter<DialogEvents> {
     return this.sendAuthenticated(() => this.createRequest(method, body, contentType));
   }
 
-  /**
-   * Sends the request `build` makes (each call takes the next CSeq) with the credentials held,
-   * computed afresh (nc + 1). A 401/407 is answered with a new request, once per new
-   * challenge and at most 3 times (as for our INVITE); without credentials it is final.
-   */
-  private async sendAuthenticated(build: () => SipRequest): Promise<SipResponse> {
-    for (let attempt = 0; ; attempt++) {
-      const req = build();
-      this.auth?.authorize(req);
-      const res = await this.core.sendInDialog(this, req);
-      if (!this.auth || attempt >= 3 || this.state === 'terminated' || !this.auth.accept(res)) return res;
-      this.log.debug({ status: res.status, method: req.method }, 'in-dialog request challenged: retrying with credentials');
-    }
+  /** Sends the request `build` makes with the call's credentials, answering challenges (sendWithCredentials). */
+  private sendAuthenticated(build: () => SipRequest): Promise<SipResponse> {
+    return sendWithCredentials(this.auth, build, (req) => this.core.sendInDialog(this, req), () => this.state !== 'terminated');
   }
 
   /** An in-dialog request from the peer (already matched by the core). */

@@ -123,3 +123,24 @@ export class DigestAuth {
     return true;
   }
 }
+
+/**
+ * Sends the request `build` makes (each call a new one: its next CSeq) with the credentials
+ * `auth` holds, computed afresh. A 401/407 is answered with a new request, once per new
+ * challenge and at most 3 times; without credentials, or once `goOn` says the request no longer
+ * matters, the challenge is the answer. For requests other than the INVITE, whose challenges
+ * the INVITE transaction's own handling answers (it must also watch CANCEL).
+ */
+export async function sendWithCredentials(
+  auth: DigestAuth | null | undefined,
+  build: () => SipRequest,
+  send: (req: SipRequest) => Promise<SipResponse>,
+  goOn: () => boolean = () => true,
+): Promise<SipResponse> {
+  for (let attempt = 0; ; attempt++) {
+    const req = build();
+    auth?.authorize(req);
+    const res = await send(req);
+    if (!auth || attempt >= 3 || !goOn() || !auth.accept(res)) return res;
+  }
+}

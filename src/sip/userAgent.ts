@@ -13,7 +13,7 @@ import {
 } from './transactions';
 import { Dialog } from './dialog';
 import type { UaCore } from './uaCore';
-import { DigestAuth, type Credentials } from './digest';
+import { DigestAuth, sendWithCredentials, type Credentials } from './digest';
 import { Registration, type RegisterOptions } from './registration';
 import { DEFAULT_SESSION_TIMER, negotiateAsUas, readMinSe, readSessionExpires, type SessionTimerSettings } from './sessionTimer';
 
@@ -729,9 +729,7 @@ export class ClientInvite extends EventEmitter<ClientInviteEvents> {
     const contact = parseNameAddr(res.header('contact') ?? '')?.uri ?? this.opts.requestUri;
     const routes = res.headers('record-route').reverse();
     const dest = await this.ua.resolve(routes.length ? parseNameAddr(routes[0])?.uri ?? contact : contact);
-    for (let attempt = 0; ; attempt++) {
-      // Answered meanwhile: the dialog's requests own the CSeq numbers from here on.
-      if (attempt > 0 && this.state !== 'proceeding') return false;
+    const answer = await sendWithCredentials(this.auth, () => {
       const req = new SipRequest('PRACK', contact);
       req.addHeader('Via', this.ua.viaFor(dest.transport));
       for (const r of routes) req.addHeader('Route', r);
@@ -743,13 +741,13 @@ export class ClientInvite extends EventEmitter<ClientInviteEvents> {
       req.addHeader('CSeq', `${this.prackSeq} PRACK`);
       req.addHeader('RAck', `${rseq} ${res.cseq.seq} INVITE`);
       if (this.ua.opts.userAgent) req.addHeader('User-Agent', this.ua.opts.userAgent);
-      this.auth?.authorize(req);
-      const answer = await this.ua.sendRequest(req, dest);
-      if (answer.status < 300) return true;
-      if ((answer.status === 401 || answer.status === 407) && this.auth && attempt < 3 && this.auth.accept(answer)) continue;
-      this.ua.log.warn({ sipCallId: this.callId, status: answer.status, rseq }, 'PRACK refused');
-      return false;
-    }
+      return req;
+    }, (req) => this.ua.sendRequest(req, dest),
+    // Answered meanwhile: the dialog's requests own the CSeq numbers from here on.
+    () => this.state === 'proceeding');
+    if (answer.status < 300) return true;
+    this.ua.log.warn({ sipCallId: this.callId, status: answer.status, rseq }, 'PRACK refused');
+    return false;
   }
 
   private onSuccess(res: SipResponse): void {
