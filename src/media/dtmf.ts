@@ -3,11 +3,29 @@
  */
 const DIGITS = '0123456789*#ABCD';
 
+/** Update interval of a live event (RFC 4733 §2.5.1.2 suggests 50 ms). */
+const LIVE_UPDATE_MS = 50;
+/**
+ * No digit lasts longer, whatever a peer's durations say: a live digit no one ends (a stuck key)
+ * stops here. An event also stops at its 16-bit duration's limit (8.19 s at 8 kHz, 1.36 s at
+ * 48 kHz; RFC 4733 §2.5.1.3's segments for longer events are not sent).
+ */
+const LIVE_MAX_MS = 8000;
+
 export function digitToEvent(d: string): number {
   // One character exactly: indexOf would also find '' (at 0) and substrings such as '12'.
   const i = d.length === 1 ? DIGITS.indexOf(d.toUpperCase()) : -1;
   if (i < 0) throw new Error(`not a DTMF digit: ${d}`);
   return i;
+}
+
+/**
+ * A telephone-event RTP clock we take (RFC 4733 §2.1: the audio's clock; 8 kHz for G.711, 48 kHz
+ * beside Opus, 16 kHz for wideband codecs). Another rate — `telephone-event/1` from a hostile
+ * offer — would make its 16-bit durations read as hours; such a format is left out as if not offered.
+ */
+export function usableEventClock(rate: number): boolean {
+  return Number.isInteger(rate) && rate >= 8000 && rate <= 48000;
 }
 
 export function eventToDigit(e: number): string | null {
@@ -69,7 +87,7 @@ export class DtmfReceiver {
     if (this.recentEventTs.length > 8) this.recentEventTs.shift();
     const digit = eventToDigit(ev.event);
     if (!digit) return true;
-    this.onDigit(digit, (ev.duration / this.clockRate) * 1000);
+    this.onDigit(digit, this.ms(ev.duration));
     if (!this.onEnd) return true;
     this.open = { ts: rtpTs, digit, duration: ev.duration };
     if (ev.end) this.finish();
@@ -91,7 +109,12 @@ export class DtmfReceiver {
   private finish(): void {
     const open = this.open;
     this.close();
-    if (open) this.onEnd?.(open.digit, (open.duration / this.clockRate) * 1000);
+    if (open) this.onEnd?.(open.digit, this.ms(open.duration));
+  }
+
+  /** A duration in ms, never beyond what a live digit may last (a peer's 0xFFFF at a slow clock is not 18 hours of tone). */
+  private ms(ticks: number): number {
+    return Math.min(LIVE_MAX_MS, (ticks / this.clockRate) * 1000);
   }
 }
 
@@ -109,7 +132,9 @@ export function dtmfPacketTrain(digit: string, durationMs: number, clockRate: nu
   const event = digitToEvent(digit);
   const step = 20;
   const out: Array<{ payload: Buffer; marker: boolean; delayMs: number }> = [];
-  const total = Math.max(40, Math.round(durationMs / step) * step);
+  // 40 ms at least; at most what a live digit may last and the 16-bit duration can say.
+  const longest = Math.min(LIVE_MAX_MS, Math.floor((0xffff * 1000) / clockRate / step) * step);
+  const total = Math.min(longest, Math.max(40, Math.round((Number.isFinite(durationMs) ? durationMs : 0) / step) * step));
   for (let t = step; t < total; t += step) out.push({ payload: encodeTelephoneEvent(event, false, (t * clockRate) / 1000), marker: t === step, delayMs: t - step });
   // The end packet three times, at the update interval (RFC 4733 §2.5.1.4): sent at once, one
   // burst loss would take all three.
@@ -124,15 +149,6 @@ const DTMF_FREQS: Record<string, [number, number]> = {
   7: [852, 1209], 8: [852, 1336], 9: [852, 1477], C: [852, 1633],
   '*': [941, 1209], 0: [941, 1336], '#': [941, 1477], D: [941, 1633],
 };
-
-/** Update interval of a live event (RFC 4733 §2.5.1.2 suggests 50 ms). */
-const LIVE_UPDATE_MS = 50;
-/**
- * A live digit no one ends stops here (a stuck key); an event also stops at its 16-bit duration's
- * limit (8.19 s at 8 kHz, 1.36 s at 48 kHz; RFC 4733 §2.5.1.3's segments for longer events are
- * not sent).
- */
-const LIVE_MAX_MS = 8000;
 
 /** A digit's tones are at least this long, and the silence after them this long (ITU-T Q.24 asks 40 ms each). */
 const TONE_MIN_MS = 60;
@@ -210,7 +226,7 @@ export class LiveToneDigit {
   /** The digit lasted `durationMs`: its tones stop once that much has been sent, then the pause. */
   end(durationMs: number): void {
     if (this.toneFrames !== Infinity) return;
-    this.toneFrames = toneFramesFor(durationMs, this.frameMs, this.sent);
+    this.toneFrames = Math.min(this.maxToneFrames, toneFramesFor(durationMs, this.frameMs, this.sent));
   }
 
   cancel(): void {

@@ -268,7 +268,8 @@ export class SipRtpLeg extends EventEmitter<SipLegEvents> {
     this.liveDtmf = new LiveTelephoneEvent(digit, r.telephoneEventClockRate ?? 8000, {
       nextTimestamp: () => this.ts,
       sendEvent: (payload, marker, eventTs) => {
-        if (this.closed) return;
+        // Not sendable meanwhile (held, c=0.0.0.0): the event's stretch is on the timeline anyway.
+        if (this.closed || !this.sendingAllowed) return;
         this.sendPacket(pt, this.seq, eventTs, payload, marker);
         this.seq = (this.seq + 1) & 0xffff;
       },
@@ -322,7 +323,7 @@ export class SipRtpLeg extends EventEmitter<SipLegEvents> {
     this.digits.busyUntil = performance.now() + lastDelay + 20;
     for (const p of train) {
       const send = () => {
-        if (this.closed || !this.remote) return;
+        if (this.closed || !this.remote || !this.sendingAllowed) return; // held meanwhile: as for a live event
         this.sendPacket(pt, this.seq, eventTs, p.payload, p.marker);
         this.seq = (this.seq + 1) & 0xffff;
       };
@@ -700,7 +701,7 @@ export class SipRtpLeg extends EventEmitter<SipLegEvents> {
 
   /** RTCP BYE (RFC 3550 §6.6); `sent` runs once it has left. False when none was sent. */
   private sendBye(sent: () => void): boolean {
-    if (!this.dest || !this.remote) return false;
+    if (!this.dest || !this.remote || this.dest.address === '0.0.0.0') return false; // no address to send to, as for reports
     const bye = Buffer.alloc(8);
     bye[0] = 0x81; bye[1] = RTCP.BYE; bye.writeUInt16BE(1, 2); bye.writeUInt32BE(this.ssrc, 4);
     let out: Buffer = bye;

@@ -1,5 +1,6 @@
 import sdpTransform from 'sdp-transform';
 import { formatCryptoAttribute, type SdesCrypto } from '../media/srtp';
+import { usableEventClock } from '../media/dtmf';
 
 /**
  * SDP toward and from the SIP side (RFC 4566 / RFC 3264 offer-answer), with sdp-transform.
@@ -208,7 +209,7 @@ function parseSipSdp(sdp: string): SipMediaDescription | { error: string } {
     if (!name) continue;
     if (name.toLowerCase() === 'telephone-event') {
       const clockRate = r?.rate ?? 8000;
-      telephoneEvents.push({ payloadType: pt, clockRate });
+      if (usableEventClock(clockRate)) telephoneEvents.push({ payloadType: pt, clockRate });
       continue;
     }
     codecs.push({ name, payloadType: pt, clockRate: r?.rate ?? STATIC[pt]?.clockRate ?? 8000, channels: r?.encoding ? Number(r.encoding) : undefined });

@@ -14,6 +14,7 @@ import {
 import type { BrowserMediaPort, RtpPacketView } from '../media';
 import type { ReceptionReport } from '../media/mediaBridge';
 import { DirectSrtpPath } from './directSrtpPath';
+import { usableEventClock } from '../media/dtmf';
 import { restrictSrtpProfile, setAnswerDtlsRole } from './weriftInternals';
 import { installNativeDtlsCrypto } from './dtlsCrypto';
 
@@ -430,7 +431,7 @@ export class BrowserLeg extends EventEmitter<BrowserLegEvents> implements Browse
     // Digits toward the browser go in the telephone-event on its send codec's clock (RFC 4733
     // §2.1: 8 kHz beside PCMU, 48 kHz beside Opus); it may send its own in any it negotiated —
     // Chrome sends telephone-event/8000 beside Opus — so all of them are read.
-    const te = codecs.filter((c) => /telephone-event/i.test(c.mimeType));
+    const te = codecs.filter((c) => /telephone-event/i.test(c.mimeType) && usableEventClock(c.clockRate));
     this.telephoneEvents = te.map((c) => ({ payloadType: c.payloadType, clockRate: c.clockRate }));
     const clock = this.sendCodec === 'opus' ? 48000 : 8000;
     const chosen = te.find((c) => c.clockRate === clock) ?? te[0];

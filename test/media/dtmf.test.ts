@@ -1,6 +1,6 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { decodeTelephoneEvent, digitToEvent, DtmfReceiver, dtmfPacketTrain, encodeTelephoneEvent, eventToDigit, LiveTelephoneEvent, LiveToneDigit, DigitSequence } from '../../src/media/dtmf';
+import { decodeTelephoneEvent, digitToEvent, DtmfReceiver, dtmfPacketTrain, encodeTelephoneEvent, eventToDigit, LiveTelephoneEvent, LiveToneDigit, DigitSequence, usableEventClock } from '../../src/media/dtmf';
 import { toneRatio } from '../support/audio';
 
 const ALL = '0123456789*#ABCD';
@@ -186,6 +186,42 @@ describe('dtmfPacketTrain (RFC 4733 §2.5)', () => {
 
   test('rejects a non-digit', () => {
     assert.throws(() => dtmfPacketTrain('E', 100, 8000), /not a DTMF digit/);
+  });
+});
+
+describe('durations a peer cannot stretch', () => {
+  test('a digit read at a slow clock (a hostile telephone-event/1) lasts at most 8 s, at its first packet and at its end', () => {
+    const got: number[] = [];
+    const rx = new DtmfReceiver((_d, ms) => got.push(ms), 1, (_d, ms) => got.push(ms));
+    rx.onPacket(1000, encodeTelephoneEvent(5, false, 0xfff0));
+    rx.onPacket(1000, encodeTelephoneEvent(5, true, 0xffff));
+    rx.close();
+    assert.deepEqual(got, [8000, 8000]);
+  });
+
+  test('dtmfPacketTrain keeps to 8 s and to what the 16-bit duration can say at its clock; a NaN length is the 40 ms minimum', () => {
+    const long = dtmfPacketTrain('1', 65_535_000, 8000);
+    assert.equal(long.length, 8000 / 20 - 1 + 3, '8 s of updates, then the three end packets');
+    assert.equal(decodeTelephoneEvent(long[long.length - 1].payload)!.duration, 64000);
+    const wide = dtmfPacketTrain('1', 5000, 48000);
+    assert.ok(decodeTelephoneEvent(wide[wide.length - 1].payload)!.duration <= 0xffff, 'fits 16 bits at 48 kHz');
+    assert.equal(decodeTelephoneEvent(wide[wide.length - 1].payload)!.duration, 1360 * 48);
+    assert.equal(dtmfPacketTrain('1', Number.NaN, 8000).length, 1 + 3);
+  });
+
+  test('usableEventClock takes the audio clocks only', () => {
+    assert.deepEqual([8000, 16000, 48000].map(usableEventClock), [true, true, true]);
+    assert.deepEqual([1, 0, 7999, 48001, 96000, 8000.5, Number.NaN].map(usableEventClock), [false, false, false, false, false, false, false]);
+  });
+
+  test('LiveToneDigit: an end far beyond the limit stops the tones at the limit', async () => {
+    const frames: boolean[] = [];
+    let done = false;
+    const t = new LiveToneDigit('4', 160, { sendFrame: (pcm) => frames.push(pcm.some((v) => v !== 0)), done: () => { done = true; } }, 100);
+    t.end(65_535_000);
+    await new Promise((r) => setTimeout(r, 230));
+    assert.ok(done);
+    assert.equal(frames.filter(Boolean).length, 5, '100 ms of tone, not 18 hours');
   });
 });
 

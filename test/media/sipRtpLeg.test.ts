@@ -665,6 +665,40 @@ test('a call held while a digit\'s tones play: nothing goes while held, and the 
   }
 });
 
+test('a far end that holds with c=0.0.0.0 mid-digit gets no more of its events, and no RTCP BYE at the end (0.0.0.0 is this host on Linux)', async () => {
+  const engine = new MediaEngine({ bindHost: '127.0.0.1', advertisedHost: '127.0.0.1', portRange: [25720, 25729], logger });
+  const leg = await engine.createSipLeg({ callId: 'dtmf-hold0' });
+  // The far end listens on every local address, as a socket of this host would get what goes to 0.0.0.0.
+  const far = dgram.createSocket('udp4') as dgram.Socket & { got: Buffer[] };
+  far.got = [];
+  far.on('message', (m) => far.got.push(m));
+  await new Promise<void>((r) => far.bind(0, '0.0.0.0', () => r()));
+  const farRtcp = dgram.createSocket('udp4');
+  const rtcpGot: Buffer[] = [];
+  farRtcp.on('message', (m) => rtcpGot.push(m));
+  await new Promise<void>((r) => farRtcp.bind(far.address().port + 1, '0.0.0.0', () => r()));
+  try {
+    const port = far.address().port;
+    leg.setRemote({ address: '127.0.0.1', port, codec: 'PCMU', payloadType: 0, telephoneEventPayloadType: 101 });
+    assert.ok(leg.sendDtmf('1', 400));
+    await sleep(60);
+    assert.ok(far.got.length >= 2, 'the digit\'s first packets came');
+    leg.setRemote({ address: '0.0.0.0', port, codec: 'PCMU', payloadType: 0, telephoneEventPayloadType: 101 });
+    await sleep(15); // what was already on its way
+    const held = far.got.length;
+    await sleep(450);
+    assert.equal(far.got.length, held, 'nothing sent to 0.0.0.0 for the rest of the digit');
+    leg.close();
+    await sleep(50);
+    assert.ok(!rtcpGot.some((b) => b[1] === 203), 'no BYE to 0.0.0.0');
+  } finally {
+    leg.close();
+    far.close();
+    farRtcp.close();
+    await engine.close();
+  }
+});
+
 test('the other G.711 law the far end listed is taken and converted to the negotiated one (RFC 3264 §6.1); unlisted, it is dropped', async () => {
   const engine = new MediaEngine({ bindHost: '127.0.0.1', advertisedHost: '127.0.0.1', portRange: [25600, 25619], logger });
   const trunk = await socket();

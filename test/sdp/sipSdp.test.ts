@@ -214,6 +214,14 @@ describe('parseSipAnswer', () => {
     assert.deepEqual(d.crypto, []);
   });
 
+  test('a telephone-event at a clock no audio runs on (/1, /1000000) is left out as if not offered; /16000 is kept', () => {
+    const odd = ASTERISK_SRTP_OFFER.replace('m=audio 10000 RTP/SAVP 8 0 3 18 101', 'm=audio 10000 RTP/SAVP 8 0 3 18 101 102 103')
+      .replace('a=rtpmap:101 telephone-event/8000', 'a=rtpmap:101 telephone-event/1\r\na=rtpmap:102 telephone-event/1000000\r\na=rtpmap:103 telephone-event/16000');
+    const d = ok(parseSipAnswer(odd));
+    assert.deepEqual(d.telephoneEvents, [{ payloadType: 103, clockRate: 16000 }]);
+    assert.equal(d.telephoneEventPayloadType, 103);
+  });
+
   test('a single-codec SRTP answer: codec, PT, crypto line kept verbatim, direction', () => {
     const key = 'WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz';
     const d = ok(parseSipAnswer(sdp(

@@ -344,6 +344,19 @@ test('webrtc.preferPcmu puts PCMU first in the answer to a Chrome offer (Opus fi
   }
 });
 
+test('a telephone-event format at a clock no audio runs on (telephone-event/1) is not used: its durations would read as hours', async () => {
+  const l = new BrowserLeg({ callId: 'te1', logger, ice: { bindAddress: '127.0.0.1', announcedAddresses: ['127.0.0.1'], portRange: [20600, 20639], portPool: pool } });
+  try {
+    const offer = chromeLikeOffer('minptime=10;useinbandfec=1').replace(' 110 126', ' 126').replace('a=rtpmap:110 telephone-event/48000\r\n', '').replace('telephone-event/8000', 'telephone-event/1');
+    assert.match(offer, /a=rtpmap:126 telephone-event\/1\r\n/);
+    await l.answer(offer);
+    assert.deepEqual(l.telephoneEvents, [], 'not read');
+    assert.equal(l.telephoneEventPayloadType, null, 'and no digits sent on it');
+  } finally {
+    await l.close();
+  }
+});
+
 test('browser candidates: no mDNS (.local) ones reach werift, from the offer or trickled, and at most 16 trickled', async () => {
   const l = leg();
   try {
