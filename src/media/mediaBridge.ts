@@ -446,7 +446,7 @@ export class MediaBridge extends EventEmitter<BridgeEvents> {
       if (overdue > 2000) { this.stopDtxFill(); return; }
       const t0 = performance.now();
       // Each concealed frame is as long as the DTX frame (libopus conceals in its frame size).
-      for (const frameMs = d.samples / 48; overdue >= d.filled * frameMs; d.filled++) this.pushToSip(this.toSip.decode(null)); // a late tick catches up
+      for (const frameMs = d.samples / 48; overdue >= d.filled * frameMs; d.filled++) this.pushToSip(this.toSip.comfortNoise()); // a late tick catches up
       this.transcodeMs += performance.now() - t0;
     }, 20) };
   }
@@ -456,7 +456,7 @@ export class MediaBridge extends EventEmitter<BridgeEvents> {
     const d = this.dtx!;
     this.stopDtxFill();
     const pauseFrames = Math.round(((ts - d.ts) >>> 0) / d.samples) - 1 - lostBefore;
-    for (let i = d.filled; i < Math.min(pauseFrames, 100); i++) this.pushToSip(this.toSip!.decode(null));
+    for (let i = d.filled; i < Math.min(pauseFrames, 100); i++) this.pushToSip(this.toSip!.comfortNoise());
   }
 
   private stopDtxFill(): void {

@@ -830,6 +830,7 @@ test('Opus DTX from the browser: the trunk\'s PCMU goes on through the pause (co
     const steps = atTrunk.slice(1).map((p, i) => [(p.sequenceNumber - atTrunk[i].sequenceNumber) & 0xffff, (p.timestamp - atTrunk[i].timestamp) >>> 0]);
     assert.ok(steps.every(([s, t]) => s === 1 && t === 160), 'continuous numbering and timeline');
     assert.equal(bridge.stats().browser.dropped, 0);
+    assert.equal(bridge.stats().browser.concealed, 0, 'a pause the browser chose is no loss: not counted as concealment');
     bridge.close();
     assert.equal(liveOpusCoders, coders, 'both freed when it closes');
   } finally {

@@ -36,6 +36,15 @@ export class OpusToG711 {
   }
 
   /**
+   * One frame of a DTX pause (the browser sent nothing because it had nothing to say): what
+   * libopus makes of no packet after a DTX frame is its comfort noise. Not a loss: not counted
+   * as concealed.
+   */
+  comfortNoise(): Int16Array {
+    try { return this.decoder.decode(null); } catch { return new Int16Array(0); }
+  }
+
+  /**
    * The frame lost just before `next` (which has arrived): rebuilt from `next`'s in-band FEC
    * when it carries some, else concealed. `decode(next)` must follow for `next` itself.
    */
