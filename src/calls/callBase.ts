@@ -103,6 +103,8 @@ export abstract class CallBase extends EventEmitter<CallEvents> {
   protected heldLocally = false;
   protected heldRemotely = false;
   private lastQuality: BridgeStats | undefined;
+  /** The browser leg the bridge carries (its drops join the call's quality figures). */
+  private bridgedBrowser: BrowserLeg | null = null;
   /**
    * Settles once the media plane has given back the bridge's final statistics (at once in this
    * thread, after a message round trip when the media runs in a worker): the CDR waits for it.
@@ -138,8 +140,14 @@ export abstract class CallBase extends EventEmitter<CallEvents> {
     for (const t of this.timers) clearTimeout(t);
     this.timers.clear();
     if (this.bridge) {
+      const browser = this.bridgedBrowser;
       this.mediaReleased = this.bridge.close().then(
-        (q) => { this.lastQuality = q; },
+        (q) => {
+          // The browser leg's drops before its audio reached the bridge (SRTP refusals,
+          // malformed packets) count with the bridge's own: read once the leg has closed.
+          if (q && browser) q.browser.dropped += browser.mediaDropped;
+          this.lastQuality = q;
+        },
         (err) => { this.log.warn({ err }, 'no final media statistics'); },
       );
     }
@@ -482,6 +490,7 @@ export abstract class CallBase extends EventEmitter<CallEvents> {
   protected startBridge(browser: BrowserLeg): void {
     if (this.bridge || !this.sipLeg) return;
     this.bridge = this.ctx.media.createBridge(browser, this.sipLeg, { callId: this.id });
+    this.bridgedBrowser = browser;
     this.browserSendsPcmu = browser.sendCodec === 'pcmu';
     this.watchBrowserMedia(browser);
     this.bridge.onDtmf((ev) => {

@@ -102,6 +102,8 @@ export class BrowserLeg extends EventEmitter<BrowserLegEvents> implements Browse
   pcmuPayloadType: number | null = null;
   telephoneEventPayloadType: number | null = null;
   telephoneEventClockRate: number | undefined = undefined;
+  /** What the direct path had dropped when it closed (mediaDropped). */
+  private droppedBeforeClose = 0;
   telephoneEvents: Array<{ payloadType: number; clockRate: number }> = [];
   sendCodec: 'opus' | 'pcmu' | 'pcma' = 'opus';
 
@@ -247,6 +249,15 @@ export class BrowserLeg extends EventEmitter<BrowserLegEvents> implements Browse
     return this.direct?.srtpStats ?? null;
   }
 
+  /**
+   * Packets from the network the direct path dropped before the bridge saw them (SRTP refusals,
+   * malformed RTP or RTCP), kept after close for the call's record. On werift's path: 0 (its
+   * own drops are not counted anywhere we can read).
+   */
+  get mediaDropped(): number {
+    return this.direct?.dropped ?? this.droppedBeforeClose;
+  }
+
   onRtp(listener: (pkt: RtpPacketView) => void): () => void {
     this.rtpListeners.add(listener);
     return () => this.rtpListeners.delete(listener);
@@ -299,6 +310,7 @@ export class BrowserLeg extends EventEmitter<BrowserLegEvents> implements Browse
     this.connectTimer = null;
     this.rtpListeners.clear();
     this.receptionSource = null;
+    this.droppedBeforeClose = this.direct?.dropped ?? this.droppedBeforeClose;
     this.direct?.close();
     this.direct = null;
     for (const s of this.subscriptions) s.unSubscribe();

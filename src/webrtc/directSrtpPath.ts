@@ -40,7 +40,8 @@ const REPORT_SPREAD_MS = 1000;
 
 export class DirectSrtpPath {
   /** Counters for this path (the bridge keeps the audio statistics). */
-  readonly counts = { received: 0, sent: 0, notSent: 0, rtcpReceived: 0, rtcpSent: 0 };
+  /** `malformed`: packets that passed SRTP but are no RTP (a padding count past the payload) or no RTCP compound packet. */
+  readonly counts = { received: 0, sent: 0, notSent: 0, rtcpReceived: 0, rtcpSent: 0, malformed: 0 };
   private readonly restore: Array<() => void> = [];
   private closed = false;
   private reportTimer: NodeJS.Timeout | null = null;
@@ -108,6 +109,12 @@ export class DirectSrtpPath {
     return this.srtp.stats;
   }
 
+  /** Packets from the network this path dropped: refused by SRTP (forged, replayed, malformed) or malformed inside. */
+  get dropped(): number {
+    const s = this.srtp.stats;
+    return s.authFailures + s.replays + s.malformed + this.counts.malformed;
+  }
+
   /** One audio packet to the browser, over the pair the browser nominated. */
   send(pkt: RtpPacketView): void {
     const pair = this.connection.nominated;
@@ -149,7 +156,7 @@ export class DirectSrtpPath {
     const plain = this.srtp.unprotectRtp(data); // failures are counted in srtp.stats
     if (!plain) return;
     const pkt = parseRtp(plain);
-    if (!pkt) return;
+    if (!pkt) { this.counts.malformed++; return; }
     this.counts.received++;
     this.onPacket(pkt);
   }
@@ -164,8 +171,12 @@ export class DirectSrtpPath {
     if (this.closed) return;
     const plain = this.srtp.unprotectRtcp(data);
     if (!plain) return;
+    // A compound packet (RFC 3550 §6.1) whose lengths add up to the datagram's; else malformed.
+    let off = 0;
+    while (off + 4 <= plain.length) off += (plain.readUInt16BE(off + 2) + 1) * 4;
+    if (off !== plain.length || plain.length < 8) { this.counts.malformed++; return; }
     this.counts.rtcpReceived++;
-    // A compound packet (RFC 3550 §6.1): the SR's NTP timestamp, middle 32 bits, is our LSR.
+    // The SR's NTP timestamp, middle 32 bits, is our LSR.
     for (let off = 0; off + 8 <= plain.length; off += (plain.readUInt16BE(off + 2) + 1) * 4) {
       if (plain[off + 1] === RTCP.SR && off + 16 <= plain.length) {
         this.lastSr = { ssrc: plain.readUInt32BE(off + 4), ntpMiddle: plain.readUInt32BE(off + 10), atMs: performance.now() };

@@ -164,8 +164,10 @@ test('forged SRTP from another address is dropped and counted; RTCP is authentic
     // The browser's RTCP reports are ours too: authenticated and counted (werift sends them every 0.5-1.5 s).
     await until(() => (l.directCounts?.rtcpReceived ?? 0) >= 1, 'the browser\'s RTCP on the direct path');
     assert.equal(l.srtpDrops?.authFailures, 5, 'genuine RTP and RTCP all authenticated');
+    assert.equal(l.mediaDropped, 5, 'the forged ones are the leg\'s drops; the genuine RTP and RTCP none (their compound lengths add up)');
     await l.close();
     assert.equal(l.mediaPath, null);
+    assert.equal(l.mediaDropped, 5, 'kept after close, for the call\'s record');
     assert.equal(pool.used, usedBefore - 1, 'the port pair went back to the pool');
   } finally {
     attacker.close();
