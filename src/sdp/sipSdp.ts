@@ -1,3 +1,4 @@
+import { isIP } from 'node:net';
 import sdpTransform from 'sdp-transform';
 import { formatCryptoAttribute, type SdesCrypto } from '../media/srtp';
 import { usableEventClock } from '../media/dtmf';
@@ -199,6 +200,9 @@ function parseSipSdp(sdp: string): SipMediaDescription | { error: string } {
   if (!audio) return { error: (s.media ?? []).some((m) => m.type === 'audio') ? 'audio stream rejected (port 0)' : 'no audio stream in SDP' };
   const address = audio.connection?.ip ?? s.connection?.ip;
   if (!address) return { error: 'no connection address (c=) for the audio stream' };
+  // RFC 4566 allows a host name here; we take addresses only: a name would be looked up for
+  // every packet sent (dgram resolves per send) until the far end's own packets latch us.
+  if (isIP(address) === 0) return { error: `connection address ${JSON.stringify(address.slice(0, 64))} is not an IP address (host names in c= are not supported)` };
   const pts = String(audio.payloads ?? '').trim().split(/\s+/).filter(Boolean).map(Number).filter((n) => Number.isInteger(n) && n >= 0 && n < 128);
   const rtpmap = new Map((audio.rtp ?? []).map((r) => [r.payload, r]));
   const codecs: SipMediaDescription['codecs'] = [];

@@ -214,6 +214,13 @@ describe('parseSipAnswer', () => {
     assert.deepEqual(d.crypto, []);
   });
 
+  test('a host name as the connection address is refused with a clear error (it would be looked up for every packet); IPv4 and IPv6 addresses are taken', () => {
+    const named = ASTERISK_SRTP_OFFER.replace('c=IN IP4 192.0.2.10', 'c=IN IP4 media.example.net');
+    assert.match(err(parseSipAnswer(named)), /media\.example\.net.*not an IP address/);
+    assert.match(err(parseSipOffer(named)), /not an IP address/);
+    assert.equal(ok(parseSipAnswer(ASTERISK_SRTP_OFFER.replace('c=IN IP4 192.0.2.10', 'c=IN IP6 2001:db8::10'))).address, '2001:db8::10');
+  });
+
   test('a telephone-event at a clock no audio runs on (/1, /1000000) is left out as if not offered; /16000 is kept', () => {
     const odd = ASTERISK_SRTP_OFFER.replace('m=audio 10000 RTP/SAVP 8 0 3 18 101', 'm=audio 10000 RTP/SAVP 8 0 3 18 101 102 103')
       .replace('a=rtpmap:101 telephone-event/8000', 'a=rtpmap:101 telephone-event/1\r\na=rtpmap:102 telephone-event/1000000\r\na=rtpmap:103 telephone-event/16000');
