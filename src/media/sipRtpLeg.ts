@@ -568,10 +568,13 @@ export class SipRtpLeg extends EventEmitter<SipLegEvents> {
     while (off + 8 <= plain.length) {
       const pt = plain[off + 1];
       const len = (plain.readUInt16BE(off + 2) + 1) * 4;
-      if (off + len > plain.length) { this.dropped++; break; } // a length past the datagram: the rest is unreadable
+      // A length past the datagram, or not RTP version 2: the rest is unreadable.
+      if (off + len > plain.length || (plain[off] & 0xc0) !== 0x80) { this.dropped++; break; }
       const count = plain[off] & 0x1f;
       let blocks = off + 8;
-      if (pt === RTCP.SR && len >= 28) {
+      // The far end's own sender report only (once its audio told us its SSRC): with plain RTP
+      // anyone can send to this port, and an SR sets the LSR our reports carry.
+      if (pt === RTCP.SR && len >= 28 && (this.remoteSsrc === null || plain.readUInt32BE(off + 4) === this.remoteSsrc)) {
         this.lastSrNtpMiddle = plain.readUInt32BE(off + 10);
         this.lastSrArrival = Date.now();
         blocks = off + 28;

@@ -836,6 +836,31 @@ test('RTT from RTCP: the far end\'s report on our SR (LSR, DLSR) gives the round
     const bad = Buffer.from(rr); bad.writeUInt16BE(20, 2);
     far.send(bad, leg.localPort, '127.0.0.1');
     await until(() => leg.stats().dropped === dropped + 1, 'the bad report counted');
+    // Not RTP version 2: dropped and counted.
+    const v1 = Buffer.from(rr); v1[0] = 0x41;
+    far.send(v1, leg.localPort, '127.0.0.1');
+    await until(() => leg.stats().dropped === dropped + 2, 'the version-1 report counted');
+    // Once the far end's audio gave its SSRC, only its own sender report sets the LSR we echo.
+    far.send(buildRtp(0, 1, 160, 0xaaa, Buffer.alloc(160, 0xff)), leg.localPort, '127.0.0.1');
+    await until(() => leg.stats().packetsReceived === 1, 'the far end\'s audio');
+    const senderReport = (ssrc: number, ntpMiddle: number) => {
+      const b = Buffer.alloc(28);
+      b[0] = 0x80; b[1] = 200; b.writeUInt16BE(6, 2); b.writeUInt32BE(ssrc, 4); b.writeUInt32BE(ntpMiddle, 10);
+      return b;
+    };
+    const ourLsr = async () => {
+      far.got.length = 0;
+      leg['sendReport']();
+      await until(() => far.got.some((b) => b[1] === 200), 'our SR');
+      const ours = far.got.find((b) => b[1] === 200)!;
+      return ours.readUInt32BE(8 + 20 + 16); // its report block's LSR
+    };
+    far.send(senderReport(0xbbb, 0x12345678), leg.localPort, '127.0.0.1');
+    await sleep(30);
+    assert.equal(await ourLsr(), 0, 'an SR from another source is not echoed');
+    far.send(senderReport(0xaaa, 0x12345678), leg.localPort, '127.0.0.1');
+    await sleep(30);
+    assert.equal(await ourLsr(), 0x12345678, 'the far end\'s own is');
   } finally {
     leg.close();
     far.close();
