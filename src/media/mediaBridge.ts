@@ -367,7 +367,13 @@ export class MediaBridge extends EventEmitter<BridgeEvents> {
       if (relayed && (this.lastBrowserSeq < 0 || ((pkt.sequenceNumber - this.lastBrowserSeq) & 0xffff) < 0x8000)) this.lastBrowserSeq = pkt.sequenceNumber;
       return;
     }
-    if (this.holdLocal || this.holdRemote) { this.lastBrowserSeq = pkt.sequenceNumber; this.noteBrowserAudio(pkt); return; }
+    if (this.holdLocal || this.holdRemote) {
+      // Held: nothing goes on, but a payload type the SDP did not give is a drop as at any time.
+      if (pkt.payloadType !== this.browserPt && pkt.payloadType !== this.browser.opusPayloadType) { this.dropped++; return; }
+      this.lastBrowserSeq = pkt.sequenceNumber;
+      this.noteBrowserAudio(pkt);
+      return;
+    }
     if (this.mode === 'unsupported') { this.dropped++; return; }
     if (this.mode === 'passthrough' || this.mode === 'lawConvert' || this.mode === 'transcodeOpusTrunk') {
       if (pkt.payloadType !== this.browserPt) { this.dropped++; return; }

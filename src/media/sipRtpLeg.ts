@@ -463,7 +463,8 @@ export class SipRtpLeg extends EventEmitter<SipLegEvents> {
   }
 
   private onRtpDatagram(msg: Buffer, rinfo: dgram.RemoteInfo): void {
-    if (this.closed || !this.remote) return;
+    if (this.closed) return;
+    if (!this.remote) { this.dropped++; return; } // before the far end's SDP: nothing to read it by
     // RTCP on the RTP port (rtcp-mux, or a peer that muxes unasked): read as RTCP, never as RTP
     // (its PT 72-76 slot and NTP seconds would pass for a packet from a new source).
     if (isRtcp(msg)) { this.onRtcpDatagram(msg, rinfo.address); return; }

@@ -2,6 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { G711ToOpus, liveCoders, OpusDecoder, OpusEncoder, OpusToG711, opusPacketSamples, pcmaDecode, pcmaEncode, pcmaToPcmu, pcmuDecode, pcmuEncode, pcmuToPcma } from '../../src/media/codecs';
 import { toneRatio } from '../support/audio';
+import { opusNative } from '../../src/media/codecs/opus';
 
 test('G.711 mu-law and A-law match reference code words (ITU-T G.711 tables)', () => {
   // Zero, small values, segment edges and full scale: encoder outputs from the G.711 tables.
@@ -103,6 +104,37 @@ test('an encoder setting libopus refuses throws a clear error and leaves no code
   const before = liveCoders();
   assert.throws(() => new OpusEncoder({ sampleRate: 8000, complexity: 42 }), /opus encoder ctl 4010: bad argument/);
   assert.equal(liveCoders(), before);
+});
+
+test('a coder the wasm heap has no room for throws a clear error and frees what it had: its handler and the areas already given', () => {
+  const n = opusNative();
+  const { _malloc: malloc, _free: free } = n;
+  const destroy = n.OpusScriptHandler.destroy_handler;
+  const before = liveCoders();
+  const freed: number[] = [];
+  let destroyed = 0;
+  try {
+    n._free = (p) => { freed.push(p); free(p); };
+    n.OpusScriptHandler.destroy_handler = (h) => { destroyed++; destroy(h); };
+    for (const make of [() => new OpusEncoder({ sampleRate: 8000 }), () => new OpusDecoder({ sampleRate: 8000 })]) {
+      let calls = 0;
+      n._malloc = (size) => (++calls === 2 ? 0 : malloc(size)); // the second area cannot be had
+      freed.length = 0;
+      const d = destroyed;
+      assert.throws(make, /heap is full/);
+      assert.equal(freed.length, 1, 'the first area freed');
+      assert.equal(destroyed, d + 1, 'the handler destroyed');
+    }
+    n._malloc = () => { throw new Error('abort(OOM)'); }; // emscripten aborting instead
+    assert.throws(() => new OpusDecoder({ sampleRate: 8000 }), /OOM/);
+    assert.equal(liveCoders(), before, 'none counted as live');
+  } finally {
+    n._malloc = malloc;
+    n._free = free;
+    n.OpusScriptHandler.destroy_handler = destroy;
+  }
+  const ok = new OpusDecoder({ sampleRate: 8000 });
+  ok.delete();
 });
 
 test('opusPacketSamples reads an Opus packet\'s duration from its TOC (RFC 6716 §3.1), and what libopus makes agrees', () => {

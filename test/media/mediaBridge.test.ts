@@ -911,6 +911,9 @@ test('the browser resumes after holding the call: its stream\'s timestamp moves 
     await until(() => browser.got.length === 1, 'audio before the hold');
     bridge.setHold(true, false);
     send(2); // music from the trunk while the browser holds: not sent to it
+    // A payload type the browser's SDP did not give, while held: a drop, as at any time.
+    browser.deliver({ payloadType: 99, sequenceNumber: 7, timestamp: 1120, marker: false, ssrc: 0xb0b, payload: Buffer.alloc(160) });
+    assert.equal(bridge.stats().browser.dropped, 1);
     await sleep(300);
     bridge.setHold(false, false);
     send(3);

@@ -699,6 +699,21 @@ test('a far end that holds with c=0.0.0.0 mid-digit gets no more of its events, 
   }
 });
 
+test('RTP that comes before the far end\'s SDP is dropped and counted', async () => {
+  const engine = new MediaEngine({ bindHost: '127.0.0.1', advertisedHost: '127.0.0.1', portRange: [25730, 25733], logger });
+  const leg = await engine.createSipLeg({ callId: 'early-rtp' });
+  const far = await socket();
+  try {
+    far.send(buildRtp(0, 1, 160, 0xe1, Buffer.alloc(160, 0xff)), leg.localPort, '127.0.0.1');
+    await until(() => leg.stats().dropped === 1, 'counted');
+    assert.equal(leg.stats().packetsReceived, 0);
+  } finally {
+    leg.close();
+    far.close();
+    await engine.close();
+  }
+});
+
 test('the other G.711 law the far end listed is taken and converted to the negotiated one (RFC 3264 §6.1); unlisted, it is dropped', async () => {
   const engine = new MediaEngine({ bindHost: '127.0.0.1', advertisedHost: '127.0.0.1', portRange: [25600, 25619], logger });
   const trunk = await socket();

@@ -19,13 +19,13 @@ import { hasLbrr, patchOpusscriptWasm } from './opusFec';
  * we pack/unpack samples ourselves (two stores per sample; cheap next to the codec).
  */
 
-interface OpusHandler {
+export interface OpusHandler {
   _encode(inPtr: number, inBytes: number, outPtr: number, frameSize: number): number;
   _decode(inPtr: number, inBytes: number, outPtr: number): number;
   _encoder_ctl(ctl: number, arg: number): number;
   _decoder_ctl(ctl: number, arg: number): number;
 }
-interface OpusNative {
+export interface OpusNative {
   HEAPU8: Uint8Array;
   HEAPU16: Uint16Array;
   _malloc(n: number): number;
@@ -71,7 +71,8 @@ export function loadOpusscript(opts: { fec: boolean; wasm?: Uint8Array }): Loade
 }
 
 let loaded: LoadedOpus | null = null;
-function opusNative(): OpusNative {
+/** This process's libopus module (exported for tests, which stand in for a full heap). */
+export function opusNative(): OpusNative {
   loaded ??= loadOpusscript({ fec: true });
   return loaded.native;
 }
@@ -92,6 +93,27 @@ const MAX_PACKET = 1276 * 3;
 
 export type OpusRate = 8000 | 12000 | 16000 | 24000 | 48000;
 
+/**
+ * A new coder's areas on the wasm heap. When the heap can give no more (malloc returns 0, or
+ * throws), whatever was had and the coder's handler are freed before the error: the caller
+ * (a bridge being set up) reports it and nothing is left behind.
+ */
+function heapAreas(n: OpusNative, handler: OpusHandler, sizes: number[]): number[] {
+  const got: number[] = [];
+  try {
+    for (const size of sizes) {
+      const p = n._malloc(size);
+      if (!p) throw new Error('opus: the coders\' heap is full');
+      got.push(p);
+    }
+    return got;
+  } catch (err) {
+    for (const p of got) n._free(p);
+    n.OpusScriptHandler.destroy_handler(handler);
+    throw err;
+  }
+}
+
 /** Live coder count (tests check that `delete()` releases them). */
 export let liveOpusCoders = 0;
 
@@ -105,8 +127,7 @@ export class OpusEncoder {
     const n = opusNative();
     const channels = opts.channels ?? 1;
     this.handler = new n.OpusScriptHandler(opts.sampleRate, channels, APPLICATION[opts.application ?? 'voip']);
-    this.pcmPtr = n._malloc(pcmAreaBytes(opts.sampleRate, channels));
-    this.outPtr = n._malloc(MAX_PACKET);
+    [this.pcmPtr, this.outPtr] = heapAreas(n, this.handler, [pcmAreaBytes(opts.sampleRate, channels), MAX_PACKET]);
     this.frameSamples = (opts.sampleRate * (opts.frameMs ?? 20)) / 1000;
     liveOpusCoders++;
     try {
@@ -167,8 +188,7 @@ export class OpusDecoder {
     const n = opusNative();
     this.channels = opts.channels ?? 1;
     this.handler = new n.OpusScriptHandler(opts.sampleRate, this.channels, APPLICATION.voip);
-    this.inPtr = n._malloc(MAX_PACKET);
-    this.pcmPtr = n._malloc(pcmAreaBytes(opts.sampleRate, this.channels));
+    [this.inPtr, this.pcmPtr] = heapAreas(n, this.handler, [MAX_PACKET, pcmAreaBytes(opts.sampleRate, this.channels)]);
     liveOpusCoders++;
   }
 
