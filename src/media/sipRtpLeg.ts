@@ -263,13 +263,14 @@ export class SipRtpLeg extends EventEmitter<SipLegEvents> {
       return true;
     }
     if (r.telephoneEventPayloadType === undefined) { this.startToneDigit(digit, null); return true; }
-    const pt = r.telephoneEventPayloadType;
+    const clock = r.telephoneEventClockRate ?? 8000;
     this.digits.busyUntil = Infinity; // until it ends
-    this.liveDtmf = new LiveTelephoneEvent(digit, r.telephoneEventClockRate ?? 8000, {
+    this.liveDtmf = new LiveTelephoneEvent(digit, clock, {
       nextTimestamp: () => this.ts,
       sendEvent: (payload, marker, eventTs) => {
         // Not sendable meanwhile (held, c=0.0.0.0): the event's stretch is on the timeline anyway.
-        if (this.closed || !this.sendingAllowed) return;
+        const pt = this.eventPayloadTypeAt(clock);
+        if (this.closed || !this.sendingAllowed || pt === undefined) return;
         this.sendPacket(pt, this.seq, eventTs, payload, marker);
         this.seq = (this.seq + 1) & 0xffff;
       },
@@ -306,6 +307,18 @@ export class SipRtpLeg extends EventEmitter<SipLegEvents> {
     this.digits.push(waiting, durationMs);
   }
 
+  /**
+   * The payload type a digit begun on telephone-event at `clockRate` goes on with: the one the
+   * far end's SDP gives now at that clock (a re-INVITE mid-digit may renumber it); none when it
+   * no longer has one (its receiver then ends the digit by its own timeout).
+   */
+  private eventPayloadTypeAt(clockRate: number): number | undefined {
+    const r = this.remote;
+    if (!r) return undefined;
+    if (r.telephoneEventPayloadType !== undefined && (r.telephoneEventClockRate ?? 8000) === clockRate) return r.telephoneEventPayloadType;
+    return r.telephoneEvents?.find((e) => e.clockRate === clockRate)?.payloadType;
+  }
+
   /** Digits can go to the trunk: events negotiated, or G.711 to carry them as tones. */
   get canSendDtmf(): boolean {
     return this.remote !== null && (this.remote.telephoneEventPayloadType !== undefined || this.remote.codec !== 'opus');
@@ -315,15 +328,16 @@ export class SipRtpLeg extends EventEmitter<SipLegEvents> {
   private startDtmf(digit: string, durationMs: number): boolean {
     if (this.closed || !this.canSendDtmf || !this.sendingAllowed) return false;
     if (this.remote!.telephoneEventPayloadType === undefined) { this.startToneDigit(digit, durationMs); return true; }
-    const pt = this.remote!.telephoneEventPayloadType!;
+    const clock = this.remote!.telephoneEventClockRate ?? 8000;
     const eventTs = this.ts;
     // Durations count the telephone-event clock's ticks; the timestamps are the stream's own.
-    const train = dtmfPacketTrain(digit, durationMs, this.remote!.telephoneEventClockRate ?? 8000);
+    const train = dtmfPacketTrain(digit, durationMs, clock);
     const lastDelay = train[train.length - 1].delayMs;
     this.digits.busyUntil = performance.now() + lastDelay + 20;
     for (const p of train) {
       const send = () => {
-        if (this.closed || !this.remote || !this.sendingAllowed) return; // held meanwhile: as for a live event
+        const pt = this.eventPayloadTypeAt(clock);
+        if (this.closed || !this.sendingAllowed || pt === undefined) return; // held meanwhile: as for a live event
         this.sendPacket(pt, this.seq, eventTs, p.payload, p.marker);
         this.seq = (this.seq + 1) & 0xffff;
       };

@@ -699,6 +699,40 @@ test('a far end that holds with c=0.0.0.0 mid-digit gets no more of its events, 
   }
 });
 
+test('a re-INVITE that renumbers telephone-event mid-digit: the rest of the digit goes on the new payload type; one that drops it: no more events', async () => {
+  const engine = new MediaEngine({ bindHost: '127.0.0.1', advertisedHost: '127.0.0.1', portRange: [25734, 25737], logger });
+  const leg = await engine.createSipLeg({ callId: 'te-renumber' });
+  const far = await socket();
+  try {
+    const port = far.address().port;
+    leg.setRemote({ address: '127.0.0.1', port, codec: 'PCMU', payloadType: 0, telephoneEventPayloadType: 101 });
+    assert.ok(leg.beginLiveDtmf('6'));
+    await sleep(60);
+    leg.setRemote({ address: '127.0.0.1', port, codec: 'PCMU', payloadType: 0, telephoneEventPayloadType: 96 });
+    await sleep(10);
+    const at = far.got.length;
+    leg.endLiveDtmf(150);
+    await until(() => far.got.slice(at).filter((b) => b[13] & 0x80).length === 3, 'the end packets');
+    const pts = far.got.map((b) => b[1] & 0x7f);
+    assert.equal(pts[0], 101, 'begun on 101');
+    assert.ok(pts.slice(at).every((pt) => pt === 96), `then on 96: ${pts.join(',')}`);
+    // Dropped altogether mid-digit: nothing more on either number.
+    await sleep(30);
+    far.got.length = 0;
+    assert.ok(leg.sendDtmf('6', 300));
+    await sleep(50);
+    leg.setRemote({ address: '127.0.0.1', port, codec: 'PCMU', payloadType: 0 });
+    await sleep(15);
+    const n = far.got.length;
+    await sleep(350);
+    assert.ok(far.got.slice(n).every((b) => (b[1] & 0x7f) === 0), 'no event packets once the far end has no telephone-event');
+  } finally {
+    leg.close();
+    far.close();
+    await engine.close();
+  }
+});
+
 test('RTP that comes before the far end\'s SDP is dropped and counted', async () => {
   const engine = new MediaEngine({ bindHost: '127.0.0.1', advertisedHost: '127.0.0.1', portRange: [25730, 25733], logger });
   const leg = await engine.createSipLeg({ callId: 'early-rtp' });
