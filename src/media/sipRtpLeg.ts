@@ -477,8 +477,9 @@ export class SipRtpLeg extends EventEmitter<SipLegEvents> {
   }
 
   private onRtpDatagram(msg: Buffer, rinfo: dgram.RemoteInfo): void {
-    if (this.closed) return;
-    if (!this.remote) { this.dropped++; return; } // before the far end's SDP: nothing to read it by
+    // Before the far end's SDP (its early media can overtake the answer, more so with media
+    // workers): nothing to read it by, and nothing wrong with it either — not counted.
+    if (this.closed || !this.remote) return;
     // RTCP on the RTP port (rtcp-mux, or a peer that muxes unasked): read as RTCP, never as RTP
     // (its PT 72-76 slot and NTP seconds would pass for a packet from a new source).
     if (isRtcp(msg)) { this.onRtcpDatagram(msg, rinfo.address); return; }
@@ -587,11 +588,14 @@ export class SipRtpLeg extends EventEmitter<SipLegEvents> {
       if (off + len > plain.length || (plain[off] & 0xc0) !== 0x80) { this.dropped++; break; }
       const count = plain[off] & 0x1f;
       let blocks = off + 8;
-      // The far end's own sender report only (once its audio told us its SSRC): with plain RTP
-      // anyone can send to this port, and an SR sets the LSR our reports carry.
-      if (pt === RTCP.SR && len >= 28 && (this.remoteSsrc === null || plain.readUInt32BE(off + 4) === this.remoteSsrc)) {
-        this.lastSrNtpMiddle = plain.readUInt32BE(off + 10);
-        this.lastSrArrival = Date.now();
+      if (pt === RTCP.SR && len >= 28) {
+        // The LSR our reports echo comes from the far end's own sender report only (once its
+        // audio told us its SSRC): with plain RTP anyone can send to this port. Another
+        // source's SR (an SBC's RTCP under its own SSRC) still has its report blocks read.
+        if (this.remoteSsrc === null || plain.readUInt32BE(off + 4) === this.remoteSsrc) {
+          this.lastSrNtpMiddle = plain.readUInt32BE(off + 10);
+          this.lastSrArrival = Date.now();
+        }
         blocks = off + 28;
       }
       if (pt === RTCP.SR || pt === RTCP.RR) {

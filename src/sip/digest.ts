@@ -141,6 +141,8 @@ export async function sendWithCredentials(
     const req = build();
     auth?.authorize(req);
     const res = await send(req);
-    if (!auth || attempt >= 3 || !goOn() || !auth.accept(res)) return res;
+    // The challenge is taken even when we stop here: the next request (the dialog's first, say)
+    // answers it at once instead of being challenged again.
+    if (!auth || attempt >= 3 || !auth.accept(res) || !goOn()) return res;
   }
 }

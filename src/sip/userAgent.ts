@@ -746,7 +746,8 @@ export class ClientInvite extends EventEmitter<ClientInviteEvents> {
     // Answered meanwhile: the dialog's requests own the CSeq numbers from here on.
     () => this.state === 'proceeding');
     if (answer.status < 300) return true;
-    this.ua.log.warn({ sipCallId: this.callId, status: answer.status, rseq }, 'PRACK refused');
+    // Challenged as the call was answered: the dialog takes over (with the challenge kept), not refused.
+    if (this.state === 'proceeding') this.ua.log.warn({ sipCallId: this.callId, status: answer.status, rseq }, 'PRACK refused');
     return false;
   }
 

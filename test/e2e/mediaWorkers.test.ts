@@ -1,5 +1,6 @@
 import { after, afterEach, before, test } from 'node:test';
 import assert from 'node:assert/strict';
+import dgram from 'node:dgram';
 import { readFileSync } from 'node:fs';
 import type { Page } from 'playwright-core';
 import { openPhone as openPhoneAt, remotePeakHz, closePages } from '../support/page';
@@ -48,6 +49,16 @@ test('media in two worker threads: the echo call is heard, and its CDR carries t
     const heard = await remotePeakHz(page);
     assert.ok(Math.abs(heard.peakHz - 700) < 30, `echo peak ${heard.peakHz} Hz (${heard.peakDb} dB)`);
     assert.equal(plane().usage.legs, 1);
+    // Forged SRTP at the call's ICE port (the browser leg's SRTP stays in the main thread): it
+    // counts in the CDR's browser figures with what the worker's bridge dropped.
+    const sdp: string = await page.evaluate(() => (window as any).__gw.currentCall.pc.remoteDescription.sdp);
+    const icePort = Number(/a=candidate:\S+ 1 udp \d+ \S+ (\d+) typ host/.exec(sdp)![1]);
+    const forger = dgram.createSocket('udp4');
+    const forged = Buffer.alloc(60, 0x55);
+    forged[0] = 0x80; forged[1] = 111;
+    for (let i = 0; i < 4; i++) forger.send(forged, icePort, '127.0.0.1');
+    await new Promise((r) => setTimeout(r, 200));
+    forger.close();
     await page.getByTestId('hangup-button').click();
     await page.getByTestId('call-status').filter({ hasText: 'ended' }).waitFor({ timeout: 5000 });
   } finally {
@@ -60,6 +71,7 @@ test('media in two worker threads: the echo call is heard, and its CDR carries t
   assert.equal(rec.quality.mode, 'transcode');
   assert.ok(rec.quality.browser.packetsReceived > 50, `browser packets in the CDR: ${rec.quality.browser.packetsReceived}`);
   assert.ok(rec.quality.sip.packetsReceived > 50, `trunk packets in the CDR: ${rec.quality.sip.packetsReceived}`);
+  assert.equal(rec.quality.browser.dropped, 4, 'the forged packets, refused by SRTP, are the browser leg\'s drops');
   // The same figures feed /metrics once they arrive.
   const metrics = await (await fetch(`${gw.url}/metrics`)).text();
   assert.match(metrics, /^gateway_leg_packet_loss_ratio_count\{leg="browser"\} 1$/m);

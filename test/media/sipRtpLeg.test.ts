@@ -733,21 +733,6 @@ test('a re-INVITE that renumbers telephone-event mid-digit: the rest of the digi
   }
 });
 
-test('RTP that comes before the far end\'s SDP is dropped and counted', async () => {
-  const engine = new MediaEngine({ bindHost: '127.0.0.1', advertisedHost: '127.0.0.1', portRange: [25730, 25733], logger });
-  const leg = await engine.createSipLeg({ callId: 'early-rtp' });
-  const far = await socket();
-  try {
-    far.send(buildRtp(0, 1, 160, 0xe1, Buffer.alloc(160, 0xff)), leg.localPort, '127.0.0.1');
-    await until(() => leg.stats().dropped === 1, 'counted');
-    assert.equal(leg.stats().packetsReceived, 0);
-  } finally {
-    leg.close();
-    far.close();
-    await engine.close();
-  }
-});
-
 test('the other G.711 law the far end listed is taken and converted to the negotiated one (RFC 3264 §6.1); unlisted, it is dropped', async () => {
   const engine = new MediaEngine({ bindHost: '127.0.0.1', advertisedHost: '127.0.0.1', portRange: [25600, 25619], logger });
   const trunk = await socket();
@@ -867,7 +852,6 @@ test('RTT from RTCP: the far end\'s report on our SR (LSR, DLSR) gives the round
     await until(() => far.got.length === 1, 'our SR');
     const sr = far.got[0];
     assert.equal(sr[1], 200);
-    const sentAt = Date.now();
     const ourSsrc = sr.readUInt32BE(4);
     const lsr = sr.readUInt32BE(10); // the middle 32 bits of its NTP timestamp
     await sleep(150);
@@ -875,7 +859,10 @@ test('RTT from RTCP: the far end\'s report on our SR (LSR, DLSR) gives the round
     const rr = Buffer.alloc(32);
     rr[0] = 0x81; rr[1] = 201; rr.writeUInt16BE(7, 2); rr.writeUInt32BE(0x77, 4);
     rr.writeUInt32BE(ourSsrc, 8); rr.writeUInt32BE(lsr, 24); rr.writeUInt32BE(Math.round(0.05 * 65536), 28);
-    const held = Date.now() - sentAt;
+    // How long ago our SR left, by its own NTP time (not when this test noticed it: until() polls).
+    const nowMs = Date.now();
+    const nowMiddle = ((((Math.floor(nowMs / 1000) + 2208988800) & 0xffff) << 16) | Math.floor(((nowMs % 1000) / 1000) * 0x10000)) >>> 0;
+    const held = (((nowMiddle - lsr) >>> 0) / 65536) * 1000;
     far.send(rr, leg.localPort, '127.0.0.1');
     await until(() => leg.stats().rttMs !== null, 'an RTT');
     const rtt = leg.stats().rttMs!;
@@ -907,6 +894,16 @@ test('RTT from RTCP: the far end\'s report on our SR (LSR, DLSR) gives the round
     far.send(senderReport(0xbbb, 0x12345678), leg.localPort, '127.0.0.1');
     await sleep(30);
     assert.equal(await ourLsr(), 0, 'an SR from another source is not echoed');
+    // But its report block about us is read (an SBC's RTCP under its own SSRC): an RTT from it.
+    const ours = far.got.find((b) => b[1] === 200)!;
+    const sbc = Buffer.alloc(52);
+    sbc[0] = 0x81; sbc[1] = 200; sbc.writeUInt16BE(12, 2); sbc.writeUInt32BE(0xbbb, 4);
+    sbc.writeUInt32BE(ourSsrc, 28); sbc.writeUInt32BE(ours.readUInt32BE(10), 44); sbc.writeUInt32BE(0, 48);
+    const rttBefore = leg.stats().rttMs;
+    await sleep(40);
+    far.send(sbc, leg.localPort, '127.0.0.1');
+    await until(() => leg.stats().rttMs !== rttBefore, 'an RTT from the other source\'s block about us');
+    assert.ok(leg.stats().rttMs! >= 30 && leg.stats().rttMs! < 1000, `RTT ${leg.stats().rttMs} ms`);
     far.send(senderReport(0xaaa, 0x12345678), leg.localPort, '127.0.0.1');
     await sleep(30);
     assert.equal(await ourLsr(), 0x12345678, 'the far end\'s own is');
