@@ -177,11 +177,16 @@ export class SipUserAgent extends EventEmitter<{ invite: [ServerInvite] }> imple
     if (!transport) throw new Error('no SIP transport is running');
     let host = u.host.replace(/^\[|\]$/g, '');
     if (!isIP(host)) {
+      let address: string;
       try {
-        host = (await lookup(host, { family: 4 })).address;
+        address = (await lookup(host, { family: 4 })).address;
       } catch {
         throw new Error(`cannot resolve SIP host "${u.host}"`);
       }
+      // TLS checks the trunk's certificate against the name we were given (and sends it as SNI):
+      // connecting to the address instead would check it against the address, and a
+      // certificate issued for the name would be refused. Other transports go to the address.
+      if (transport.protocol !== 'tls') host = address;
     }
     return { transport, host, port: u.port ?? (transport.protocol === 'tls' ? 5061 : 5060) };
   }

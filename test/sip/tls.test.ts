@@ -48,6 +48,26 @@ test('INVITE, 200, ACK and BYE over TLS with the server certificate verified', a
   }
 });
 
+test('a trunk named by host name: the TLS certificate is checked against that name (a certificate for the name only, no address in it, is accepted)', async () => {
+  // A certificate for DNS:localhost alone: checked against 127.0.0.1 it would be refused.
+  const dir = tempDir('sip-tls-name-');
+  execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '2',
+    '-keyout', join(dir, 'k.pem'), '-out', join(dir, 'c.pem'), '-subj', '/CN=localhost', '-addext', 'subjectAltName=DNS:localhost'], { stdio: 'ignore' });
+  const nameCert = readFileSync(join(dir, 'c.pem'), 'utf8');
+  const nameKey = readFileSync(join(dir, 'k.pem'), 'utf8');
+  const server = new SipUserAgent({ transports: [{ protocol: 'tls', host: '127.0.0.1', port: 0, tls: { cert: nameCert, key: nameKey } }], logger });
+  const client = new SipUserAgent({ transports: [{ protocol: 'tls', host: '127.0.0.1', port: 0, tls: { cert, key, ca: nameCert } }], logger });
+  await server.start(); await client.start();
+  try {
+    server.on('invite', (inv: ServerInvite) => inv.accept(SDP));
+    const inv = client.invite({ requestUri: `sips:svc@localhost:${server.boundAddresses[0].port}`, from: { uri: 'sips:gw@127.0.0.1' }, sdp: SDP });
+    const res = await new Promise<any>((resolve) => { inv.once('accepted', resolve); inv.once('rejected', resolve); inv.once('failed', (e) => resolve({ status: String(e) })); });
+    assert.equal(res.status, 200, 'answered over a connection verified for the name');
+  } finally {
+    await client.stop(); await server.stop();
+  }
+});
+
 test('a client that does not trust the certificate does not send the INVITE, and fails at once (503)', async () => {
   const server = new SipUserAgent({ transports: [{ protocol: 'tls', host: '127.0.0.1', port: 0, tls: { cert, key } }], logger });
   const client = new SipUserAgent({ transports: [{ protocol: 'tls', host: '127.0.0.1', port: 0, tls: { cert, key } }], logger });
