@@ -72,6 +72,7 @@ export class Gateway {
       logger: log.child({ component: 'sip' }),
       userAgent: 'webrtc-sip-gateway',
       sessionTimers: { expires: c.sip.sessionExpiresSec, minSe: c.sip.minSessionExpiresSec },
+      onTransactionTimeout: () => this.metrics.sipTimeout(),
     });
     await this.ua.start();
     const udp = this.ua.boundAddresses.find((a) => a.protocol === 'udp') ?? this.ua.boundAddresses[0];

@@ -34,6 +34,8 @@ export interface SipUserAgentOptions {
   clock?: Clock;
   /** RFC 4028 session timers (defaults: Min-SE 90 s, 1800 s asked on our INVITEs). */
   sessionTimers?: Partial<SessionTimerSettings>;
+  /** Called when one of our client transactions gets no final response in time (Timer B/F): for a metric. */
+  onTransactionTimeout?: (method: string) => void;
 }
 
 export type { Credentials };
@@ -202,7 +204,7 @@ export class SipUserAgent extends EventEmitter<{ invite: [ServerInvite] }> imple
         terminated: () => this.clientTx.delete(key),
       }, {
         onResponse: (res) => { if (res.status >= 200) resolve(res); },
-        onTimeout: () => resolve(timeoutResponse(req)),
+        onTimeout: () => { this.opts.onTransactionTimeout?.(req.method); resolve(timeoutResponse(req)); },
       });
       this.clientTx.set(key, tx);
     });
@@ -216,7 +218,7 @@ export class SipUserAgent extends EventEmitter<{ invite: [ServerInvite] }> imple
       // Only while waiting for a final response: the ACK of the resulting 503 may fail the same way.
       send: (d) => dest.transport.send(d, dest.host, dest.port, (err) => { if (tx.state === 'calling' || tx.state === 'proceeding') tx.receive(transportErrorResponse(req, err)); }),
       terminated: () => this.clientTx.delete(key),
-    }, user);
+    }, { onResponse: (r) => user.onResponse(r), onTimeout: () => { this.opts.onTransactionTimeout?.('INVITE'); user.onTimeout(); } });
     this.clientTx.set(key, tx);
     return tx;
   }
@@ -244,7 +246,7 @@ export class SipUserAgent extends EventEmitter<{ invite: [ServerInvite] }> imple
           }
           resolve(res);
         },
-        onTimeout: () => resolve(timeoutResponse(req)),
+        onTimeout: () => { this.opts.onTransactionTimeout?.(req.method); resolve(timeoutResponse(req)); },
       });
     });
   }

@@ -456,3 +456,22 @@ test('a PRACK that is challenged is sent again with credentials; one refused is 
     await ua.stop();
   }
 });
+
+test('a client transaction with no final response in time is reported (for the transaction-timeout metric): an OPTIONS and an INVITE to a peer that never answers', async () => {
+  const timedOut: string[] = [];
+  const ua = new SipUserAgent({ transports: [{ protocol: 'udp', host: '127.0.0.1', port: 0 }], logger, timers: { T1: 5, T2: 20 }, onTransactionTimeout: (m) => timedOut.push(m) });
+  await ua.start();
+  const silent = dgram.createSocket('udp4');
+  await new Promise<void>((r) => silent.bind(0, '127.0.0.1', () => r()));
+  try {
+    const port = silent.address().port;
+    const res = await ua.options(`sip:peer@127.0.0.1:${port}`);
+    assert.equal(res.status, 408);
+    const inv = ua.invite({ requestUri: `sip:peer@127.0.0.1:${port}`, from: { uri: 'sip:gw@127.0.0.1' }, sdp: SDP });
+    await new Promise<void>((resolve) => { inv.once('failed', () => resolve()); inv.once('rejected', () => resolve()); });
+    assert.deepEqual(timedOut, ['OPTIONS', 'INVITE']);
+  } finally {
+    silent.close();
+    await ua.stop();
+  }
+});
