@@ -55,7 +55,6 @@ export type ServerMessage =
   | { type: 'ended'; callId: string; ref?: string; cause: EndCause; sipStatus?: number; sipReason?: string }
   | { type: 'held' | 'resumed'; callId: string; by: 'local' | 'remote' }
   | { type: 'dtmf'; callId: string; digit: string }
-  | { type: 'stats'; callId: string; browser: unknown; sip: unknown }
   | { type: 'error'; code: ErrorCode; message: string; callId?: string; retryAfterMs?: number }
   | { type: 'pong' };
 
