@@ -432,8 +432,26 @@ export abstract class CallBase extends EventEmitter<CallEvents> {
     if (this.heldLocally === hold) return { ok: true };
     const dir = hold ? (this.heldRemotely ? 'inactive' : 'sendonly') : this.heldRemotely ? 'recvonly' : 'sendrecv';
     try {
-      const res = await this.dialog.reinvite(this.currentLocalSdp(dir));
+      let res = await this.dialog.reinvite(this.currentLocalSdp(dir));
+      // Glare (RFC 3261 §14.1): the far end re-INVITEd at the same moment; once more after 2.1-4 s.
+      if (res.status === 491 && !this.ended) {
+        // A plain timer (not the call's, which its end clears): this wait must end either way.
+        await new Promise((r) => setTimeout(r, 2100 + Math.floor(Math.random() * 1900)).unref());
+        if (this.ended || !this.dialog) return { ok: false, message: 'call ended' };
+        res = await this.dialog.reinvite(this.currentLocalSdp(dir));
+      }
       if (res.status < 200 || res.status >= 300) return { ok: false, message: `far end refused: ${res.status} ${res.reason}` };
+      // The answer may move the media (an SBC re-anchoring it, new keys, another codec): followed
+      // as any answer is. One we cannot use leaves no media we could follow: the call ends.
+      if (res.body.trim()) {
+        const desc = parseSipAnswer(res.body);
+        const err = 'error' in desc ? desc.error : this.applyRemoteMedia(desc, 'answer');
+        if (err) {
+          this.log.warn({ err }, 'SDP answer to our re-INVITE not applicable: ending the call');
+          this.hangup('failed');
+          return { ok: false, message: `far end's answer unusable: ${err}` };
+        }
+      }
       this.heldLocally = hold;
       this.bridge?.setHold(this.heldLocally, this.heldRemotely);
       if (!this.ended) this.emit(hold ? 'held' : 'resumed', 'local');

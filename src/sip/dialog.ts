@@ -26,6 +26,8 @@ export class Dialog extends EventEmitter<DialogEvents> {
   localSeq: number;
   remoteSeq: number;
   private reinviteInFlight = false;
+  /** Refreshes refused in a row (491, 500 …): retried until the session would expire. */
+  private refreshRetries = 0;
   /** The last SDP we sent (offer or answer): a session refresh by re-INVITE re-sends it. */
   localSdp = '';
   /** Whether the peer listed UPDATE in Allow: refreshes then go without SDP. */
@@ -74,7 +76,8 @@ export class Dialog extends EventEmitter<DialogEvents> {
 
   /**
    * Refresh as the refresher (RFC 4028 §7.4/§10): UPDATE without SDP when the peer allows it,
-   * else re-INVITE with our current SDP. A failed refresh ends the session with BYE.
+   * else re-INVITE with our current SDP. One that times out or finds no dialog ends the session
+   * with BYE; one refused otherwise (glare, a busy peer) is tried again until the session would expire.
    */
   async refreshSession(minSe = 0): Promise<void> {
     if (this.state === 'terminated') return;
@@ -102,14 +105,28 @@ export class Dialog extends EventEmitter<DialogEvents> {
     if ((this.state as DialogState) === 'terminated') return; // a BYE may have crossed the refresh
     if (res.status === 422 && !minSe) { await this.refreshSession(readMinSe(res) ?? interval); return; }
     if (res.status >= 200 && res.status < 300) {
+      this.refreshRetries = 0;
       const se = readSessionExpires(res);
       // No Session-Expires in the 2xx: the peer dropped the timer (§7.2).
       if (se) this.sessionTimer.start(se.interval, se.refresher !== 'uas');
       else this.sessionTimer.stop();
       return;
     }
-    this.log.warn({ status: res.status, method }, 'session refresh failed: sending BYE');
-    await this.bye('session-timer');
+    // RFC 4028 §10: only a refresh that times out or finds no dialog (408, 481) ends the session.
+    // Anything else (491 glare with the peer's own re-INVITE, 500 with Retry-After, 488) leaves it
+    // up: the refresh is tried again shortly, before the session expires.
+    // Retries stop where the peer would consider the session expired (RFC 4028 §10: half the
+    // interval after the refresh was due, less min(32 s, a third)); then BYE.
+    const retryIn = Math.max(0.25, Math.min(4, interval / 16));
+    const retriesLeft = (interval / 2 - Math.min(32, interval / 3)) / retryIn - this.refreshRetries;
+    if (res.status === 408 || res.status === 481 || retriesLeft < 1) {
+      this.log.warn({ status: res.status, method }, 'session refresh failed: sending BYE');
+      await this.bye('session-timer');
+      return;
+    }
+    this.refreshRetries++;
+    this.log.info({ status: res.status, method }, 'session refresh refused: trying again shortly');
+    this.sessionTimer.retryRefreshIn(retryIn);
   }
 
   get id(): string {
@@ -138,9 +155,11 @@ export class Dialog extends EventEmitter<DialogEvents> {
   async bye(reason: DialogEndReason = 'local-bye'): Promise<void> {
     if (this.state === 'terminated') return;
     this.sessionTimer.stop();
-    const req = this.createRequest('BYE');
     this.terminate(reason);
-    await this.core.sendInDialog(this, req).catch(() => undefined);
+    // A trunk that challenges BYE (many carriers do) gets it again with credentials: unanswered,
+    // it would keep the call up (and billed) until its own timers end it. The dialog is already
+    // over for us, so the retries go on regardless of its state.
+    await sendWithCredentials(this.auth, () => this.createRequest('BYE'), (req) => this.core.sendInDialog(this, req)).catch(() => undefined);
   }
 
   async reinvite(sdp: string): Promise<SipResponse> {
@@ -148,7 +167,6 @@ export class Dialog extends EventEmitter<DialogEvents> {
     if (this.reinviteInFlight) throw new Error('a re-INVITE is already in progress');
     this.reinviteInFlight = true;
     try {
-      this.localSdp = sdp;
       const res = await this.sendAuthenticated(() => {
         const req = this.createRequest('INVITE', sdp);
         if (this.sessionTimer.interval) {
@@ -158,6 +176,8 @@ export class Dialog extends EventEmitter<DialogEvents> {
         return req;
       });
       if (res.status >= 200 && res.status < 300) {
+        // Ours from now on (a refresh re-sends it); a refused offer leaves the one before.
+        this.localSdp = sdp;
         // Any successful re-INVITE refreshes the session (§10).
         const se = readSessionExpires(res);
         if (se && (this.state as DialogState) !== 'terminated') this.sessionTimer.start(se.interval, se.refresher !== 'uas');
@@ -217,6 +237,8 @@ export class Dialog extends EventEmitter<DialogEvents> {
         this.emit('reinvite', req, (status, sdp) => respond(status, undefined, sdp ? { body: sdp } : undefined));
         return;
       case 'UPDATE':
+        // An offer while ours (a re-INVITE) waits for its answer: the offers would cross (RFC 3311 §5.2).
+        if (req.body && this.reinviteInFlight) { respond(491, 'Request Pending'); return; }
         if (req.body && this.listenerCount('reinvite') > 0) {
           this.emit('reinvite', req, (status, sdp) => respond(status, undefined, sdp ? { body: sdp } : undefined));
           return;

@@ -27,7 +27,7 @@
  * BASE+1, (demo BASE+2), trunk BASE+3, the trunk's SDP media port BASE+4 (nothing listens), RTP
  * BASE+6..BASE+9 (two pairs), WebRTC BASE+10..BASE+11 (one pair). The RTP exhaustion test uses
  * 21884-21899: RTP BASE+6..BASE+7 (one pair), WebRTC BASE+10..BASE+15 (three pairs). The
- * re-offer test uses 22840-22851, the delayed-offer one 22880-22891.
+ * re-offer test uses 22840-22851, the delayed-offer one 22880-22891, the hold-answer one 22920-22931.
  */
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
@@ -454,6 +454,46 @@ test('a re-INVITE without SDP (delayed offer): our 200 offers, keeping our direc
   dialog.emit('reinvite', new SipRequest('INVITE', 'sip:gw@127.0.0.1'), () => undefined);
   dialog.emit('ackAnswer', 'v=0\r\nnot an answer');
   const ended = await message(alice, ['ended']);
+  assert.equal(ended.cause, 'failed', JSON.stringify(ended));
+  await until(() => r.gw.gateway.activeCalls === 0, 'the call ended');
+});
+
+test('our hold and resume re-INVITEs: the answer in the far end\'s 200 is followed (an SBC moving the media); a 491 (glare) is tried again; an unusable answer ends the call', async (t) => {
+  const BASE = 22920; // 22920-22931
+  const answers: Array<(req: SipRequest, reply: (status: number, sdp?: string) => void) => void> = [];
+  const r = await rig(t, BASE, (inv) => {
+    const d = inv.accept(trunkSdp(BASE));
+    d.on('reinvite', (req: SipRequest, reply: (status: number, sdp?: string) => void) => answers.shift()!(req, reply));
+  });
+  const alice = await r.tab('alice');
+  alice.ws.send(JSON.stringify({ type: 'call', to: '+15551000092', ref: 'hold', sdp: await offer() }));
+  const calling = await message(alice, ['calling', 'error', 'ended']);
+  assert.equal(calling.type, 'calling', JSON.stringify(calling));
+  await message(alice, ['answered']);
+  const call = [...(r.gw.gateway['manager'] as unknown as { calls: Map<string, any> }).calls.values()][0];
+  const moved = (port: number, dir: string) => trunkSdp(BASE).replace(`m=audio ${BASE + 4}`, `m=audio ${port}`) + `a=${dir}\r\n`;
+  // Hold: first a 491 (the far end re-INVITEd at the same moment), then the 200, whose answer moves the media.
+  const offers: string[] = [];
+  answers.push((req, reply) => { offers.push(req.body); reply(491); });
+  answers.push((req, reply) => { offers.push(req.body); reply(200, moved(BASE + 5, 'recvonly')); });
+  let from = alice.messages.length;
+  alice.ws.send(JSON.stringify({ type: 'hold', callId: calling.callId }));
+  const held = await message(alice, ['held', 'error'], from);
+  assert.equal(held.type, 'held', JSON.stringify(held));
+  assert.equal(offers.length, 2, 'the offer went again after the 491');
+  assert.ok(offers.every((o) => /^a=sendonly\r$/m.test(o)));
+  assert.equal(call['sipLeg']['dest'].port, BASE + 5, 'media goes where the hold answer says');
+  // Resume: the answer moves it back.
+  answers.push((_req, reply) => reply(200, moved(BASE + 4, 'sendrecv')));
+  from = alice.messages.length;
+  alice.ws.send(JSON.stringify({ type: 'unhold', callId: calling.callId }));
+  assert.equal((await message(alice, ['resumed', 'error'], from)).type, 'resumed');
+  assert.equal(call['sipLeg']['dest'].port, BASE + 4, 'and back where the resume answer says');
+  // An answer we cannot use: the call ends rather than staying up silent.
+  answers.push((_req, reply) => reply(200, 'v=0\r\nnot an answer'));
+  from = alice.messages.length;
+  alice.ws.send(JSON.stringify({ type: 'hold', callId: calling.callId }));
+  const ended = await message(alice, ['ended'], from);
   assert.equal(ended.cause, 'failed', JSON.stringify(ended));
   await until(() => r.gw.gateway.activeCalls === 0, 'the call ended');
 });

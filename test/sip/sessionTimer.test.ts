@@ -347,3 +347,89 @@ test('a Session-Expires below our Min-SE (a peer\'s 2xx saying 1 s) is taken as 
   assert.equal(timer.interval, 1800, 'longer intervals are kept');
   timer.stop();
 });
+
+test('a refresh refused with 491 or 500 (glare, a busy peer) is tried again and the call stays up; one answered 481 ends it with BYE', async () => {
+  const timers = { minSe: 1, expires: 6 }; // refreshes at 3 s; the peer would expire the session at 4 s
+  const a = await ua({ sessionTimers: timers });
+  const b = await ua({ sessionTimers: timers });
+  try {
+    const { aDialog, bDialog } = await call(a, b);
+    const statuses = [491, 500];
+    const seen: number[] = [];
+    const orig = bDialog.receive.bind(bDialog);
+    bDialog.receive = (req, respond) => {
+      if (req.method === 'UPDATE' && statuses.length > 0) { const s = statuses.shift()!; seen.push(s); respond(s); return; }
+      if (req.method === 'UPDATE') seen.push(200);
+      orig(req, respond);
+    };
+    const ended: string[] = [];
+    aDialog.on('terminated', (r) => ended.push(r));
+    await until(() => seen.includes(200) || ended.length > 0);
+    assert.deepEqual(ended, [], 'no BYE for a refused refresh');
+    assert.deepEqual(seen.slice(0, 3), [491, 500, 200], 'tried again until accepted');
+    assert.equal(aDialog.state, 'confirmed');
+    // A refresh that finds no dialog at the peer: the session is over.
+    bDialog.receive = (req, respond) => { if (req.method === 'UPDATE') { respond(481); return; } orig(req, respond); };
+    const reason = await new Promise<string>((r) => aDialog.once('terminated', r));
+    assert.equal(reason, 'session-timer');
+  } finally { await a.stop(); await b.stop(); }
+});
+
+test('a peer that refuses every refresh gets BYE once the session would have expired, not retries for ever', async () => {
+  const timers = { minSe: 1, expires: 6 };
+  const a = await ua({ sessionTimers: timers });
+  const b = await ua({ sessionTimers: timers });
+  try {
+    const { aDialog, bDialog } = await call(a, b);
+    let refused = 0;
+    const orig = bDialog.receive.bind(bDialog);
+    bDialog.receive = (req, respond) => { if (req.method === 'UPDATE') { refused++; respond(500); return; } orig(req, respond); };
+    const t0 = Date.now();
+    const reason = await new Promise<string>((r) => aDialog.once('terminated', r));
+    assert.equal(reason, 'session-timer');
+    assert.ok(refused >= 2 && refused <= 4, `refreshes refused before the BYE: ${refused}`);
+    assert.ok(Date.now() - t0 < 4500, 'before the peer would have expired the session (4 s)');
+  } finally { await a.stop(); await b.stop(); }
+});
+
+test('our BYE challenged by the far end (401) is sent again with credentials', async () => {
+  const a = await ua();
+  const b = await ua();
+  try {
+    const { aDialog, bDialog } = await callWithCredentials(a, b);
+    const server = new DigestServer('pbx.example', (u) => (u === 'gw' ? 's3cret' : undefined));
+    const byes: Array<{ auth: boolean; status: number }> = [];
+    const bEnded = new Promise<string>((r) => bDialog.once('terminated', r));
+    const orig = bDialog.receive.bind(bDialog);
+    bDialog.receive = (req, respond) => {
+      if (req.method !== 'BYE') { orig(req, respond); return; }
+      if (!server.verify(req).ok) { byes.push({ auth: false, status: 401 }); respond(401, 'Unauthorized', { headers: server.challenges().map((c) => ['WWW-Authenticate', c] as [string, string]) }); return; }
+      byes.push({ auth: true, status: 200 });
+      orig(req, respond);
+    };
+    await aDialog.bye();
+    assert.equal(await Promise.race([bEnded, sleep(3000).then(() => 'still up after 3 s')]), 'bye', 'the far end ended the call');
+    assert.deepEqual(byes, [{ auth: false, status: 401 }, { auth: true, status: 200 }]);
+  } finally { await a.stop(); await b.stop(); }
+});
+
+test('a refused re-offer is not ours: a later refresh re-INVITE sends the SDP before it; an UPDATE offer crossing our re-INVITE gets 491', async () => {
+  const a = await ua();
+  const b = await ua();
+  try {
+    const { aDialog, bDialog } = await call(a, b);
+    aDialog.localSdp = SDP;
+    const hold = SDP + 'a=sendonly\r\n';
+    let answer: (status: number) => void = () => undefined;
+    bDialog.on('reinvite', (_req, reply) => { answer = reply; });
+    const pending = aDialog.reinvite(hold);
+    await sleep(50);
+    // B offers by UPDATE while our re-INVITE waits for its answer: refused, the offers would cross.
+    const update = await bDialog.request('UPDATE', SDP);
+    assert.equal(update.status, 491);
+    answer(488);
+    assert.equal((await pending).status, 488);
+    assert.equal(aDialog.localSdp, SDP, 'the refused hold offer is not what a refresh would send');
+    await aDialog.bye();
+  } finally { await a.stop(); await b.stop(); }
+});
