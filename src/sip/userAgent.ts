@@ -606,6 +606,8 @@ export class ClientInvite extends EventEmitter<ClientInviteEvents> {
   private authAttempts = 0;
   private dialog: Dialog | null = null;
   private lastAck: string | null = null;
+  /** Branches of a forked INVITE that answered after the one we took, by To-tag (dropForkedAnswer). */
+  private readonly forksDropped = new Map<string, { ack(res: SipResponse): void }>();
   private sessionExpires: number;
   private retried422 = false;
   /**
@@ -759,7 +761,12 @@ export class ClientInvite extends EventEmitter<ClientInviteEvents> {
   }
 
   private onSuccess(res: SipResponse): void {
-    if (this.dialog) { this.reAck(res); return; }
+    if (this.dialog) {
+      const tag = parseNameAddr(res.header('to') ?? '')?.params.tag ?? '';
+      if (tag === this.dialog.remoteTag) this.reAck(res);
+      else this.dropForkedAnswer(res, tag);
+      return;
+    }
     if (this.state === 'rejected' || this.state === 'failed') return;
     const toTag = parseNameAddr(res.header('to') ?? '')?.params.tag ?? '';
     const contact = parseNameAddr(res.header('contact') ?? '')?.uri ?? this.opts.requestUri;
@@ -792,10 +799,37 @@ export class ClientInvite extends EventEmitter<ClientInviteEvents> {
     this.lastAck = ack.toString();
   }
 
-  /** Re-send the ACK for a retransmitted 2xx. */
+  /** Re-send the ACK for a retransmitted 2xx (of the answer we took, or of a fork we dropped). */
   reAck(res: SipResponse): void {
+    const tag = parseNameAddr(res.header('to') ?? '')?.params.tag ?? '';
+    if (this.dialog && tag !== this.dialog.remoteTag) { this.dropForkedAnswer(res, tag); return; }
     if (!this.dialog || this.dialog.state === 'terminated') return;
     this.sendAck(res);
+  }
+
+  /**
+   * A 2xx from a second branch of a forked INVITE, after we took the first (RFC 3261
+   * §13.2.2.4): its dialog is ACKed and at once ended with BYE — unACKed, that phone would sit
+   * answered and silent until its timers gave up. Its retransmissions are ACKed again.
+   */
+  private dropForkedAnswer(res: SipResponse, tag: string): void {
+    const known = this.forksDropped.get(tag);
+    if (known) { known.ack(res); return; }
+    const contact = parseNameAddr(res.header('contact') ?? '')?.uri ?? this.opts.requestUri;
+    const fork = new Dialog(
+      this.ua, this.callId, this.fromTag, tag, this.request!.header('from')!, res.header('to')!, contact, res.headers('record-route').reverse(),
+      Math.max(this.cseq, this.prackSeq), 0, 'confirmed', this.ua.log.child({ sipCallId: this.callId, fork: tag }),
+    );
+    fork.auth = this.auth;
+    const ack = (r: SipResponse) => {
+      const req = fork.createRequest('ACK');
+      req.setHeader('CSeq', `${r.cseq.seq} ACK`);
+      this.ua.sendInDialog(fork, req).catch(() => undefined);
+    };
+    this.forksDropped.set(tag, { ack });
+    ack(res);
+    this.ua.log.info({ sipCallId: this.callId, toTag: tag }, 'a second branch of the fork answered: ACK and BYE');
+    fork.bye().catch(() => undefined);
   }
 
   /** CANCEL (§9.1): only after a provisional response; a 2xx may still cross it. */

@@ -475,3 +475,33 @@ test('a client transaction with no final response in time is reported (for the t
     await ua.stop();
   }
 });
+
+test('a forked INVITE answered 200 by two branches: the first is the call; the second is ACKed and at once BYE\'d (RFC 3261 §13.2.2.4), its retransmission ACKed again', async () => {
+  const ua = new SipUserAgent({ transports: [{ protocol: 'udp', host: '127.0.0.1', port: 0 }], logger });
+  await ua.start();
+  const { peer, got, reply } = await rawUas();
+  const uaPort = ua.boundAddresses[0].port;
+  peer.on('message', (m) => { const text = m.toString(); if (/^BYE /.test(text)) peer.send(reply(text, '200 OK', ''), uaPort, '127.0.0.1'); });
+  try {
+    const inv = ua.invite({ requestUri: `sip:uas@127.0.0.1:${peer.address().port}`, from: { uri: 'sip:gw@127.0.0.1' }, sdp: SDP });
+    await until(() => got.some((t) => t.startsWith('INVITE ')), 'the INVITE');
+    const invite = got.find((t) => t.startsWith('INVITE '))!;
+    const ok = (tag: string) => reply(invite, '200 OK', tag, ['Content-Type: application/sdp']).replace('Content-Length: 0\r\n\r\n', `Content-Length: ${SDP.length}\r\n\r\n${SDP}`);
+    peer.send(ok('first'), uaPort, '127.0.0.1');
+    const [, dialog] = await once<[unknown, Dialog]>(inv, 'accepted');
+    peer.send(ok('second'), uaPort, '127.0.0.1');
+    await until(() => got.some((t) => t.startsWith('BYE ') && /tag=second/.test(hdr(t, 'To'))), 'the second branch BYE\'d');
+    peer.send(ok('second'), uaPort, '127.0.0.1'); // its 200 again: ACKed again, no second BYE
+    await new Promise((r) => setTimeout(r, 150));
+    const to = (t: string) => hdr(t, 'To').match(/tag=(\w+)/)?.[1];
+    const acks = got.filter((t) => t.startsWith('ACK '));
+    assert.deepEqual(acks.map(to), ['first', 'second', 'second']);
+    assert.ok(acks.every((a) => hdr(a, 'CSeq') === `${hdr(invite, 'CSeq').split(' ')[0]} ACK`), 'each ACK for the INVITE\'s 2xx');
+    assert.equal(got.filter((t) => t.startsWith('BYE ')).length, 1, 'one BYE, for the second branch only');
+    assert.equal(dialog.state, 'confirmed', 'the call stays up with the first');
+    await dialog.bye();
+  } finally {
+    peer.close();
+    await ua.stop();
+  }
+});
