@@ -617,6 +617,8 @@ export class ClientInvite extends EventEmitter<ClientInviteEvents> {
    * RFC 6337 §3.1.1: pjsip and so Asterisk send such 2xx).
    */
   private readonly earlyDialogs = new Map<string, { rseq: number; prackFailed: boolean; answer: string | null }>();
+  /** The SDP of unreliable 18x by To-tag: the answer when that branch's 200 carries none. */
+  private readonly unreliableEarlySdp = new Map<string, string>();
   /** CSeq of our last PRACK: the dialog's requests continue above it. */
   private prackSeq = 0;
   /**
@@ -658,6 +660,7 @@ export class ClientInvite extends EventEmitter<ClientInviteEvents> {
     this.request = req;
     this.cancelSent = false;
     this.earlyDialogs.clear(); // RSeq spaces and early answers belong to one INVITE transaction
+    this.unreliableEarlySdp.clear();
     this.tx = this.ua.startInviteTransaction(req, this.dest, {
       onResponse: (res) => this.onResponse(res),
       onTimeout: () => this.fail(new Error('no response to INVITE (Timer B)')),
@@ -669,7 +672,13 @@ export class ClientInvite extends EventEmitter<ClientInviteEvents> {
     if (s < 200) {
       if (this.state === 'calling') this.state = 'proceeding';
       if (this.cancelWanted && !this.cancelSent) this.sendCancel();
-      if (s > 100 && this.acknowledgeReliable(res)) this.emit('progress', res);
+      if (s > 100 && this.acknowledgeReliable(res)) {
+        // An unreliable 18x's SDP is no answer (RFC 3261 §13.2.1), but a 200 without SDP after
+        // it means that one to the peer that sent it: kept per early dialog, as a fallback.
+        const toTag = parseNameAddr(res.header('to') ?? '')?.params.tag ?? '';
+        if (res.body.trim() && /application\/sdp/i.test(res.header('content-type') ?? '') && !this.earlyDialogs.has(toTag)) this.unreliableEarlySdp.set(toTag, res.body);
+        this.emit('progress', res);
+      }
       return;
     }
     if (s < 300) { this.onSuccess(res); return; }
@@ -787,7 +796,7 @@ export class ClientInvite extends EventEmitter<ClientInviteEvents> {
     this.state = 'accepted';
     this.sendAck(res);
     dialog.once('terminated', () => this.done());
-    const answer = res.body.trim() ? res.body : this.earlyDialogs.get(toTag)?.answer ?? '';
+    const answer = res.body.trim() ? res.body : this.earlyDialogs.get(toTag)?.answer ?? this.unreliableEarlySdp.get(toTag) ?? '';
     this.emit('accepted', res, dialog, answer);
   }
 

@@ -505,3 +505,28 @@ test('a forked INVITE answered 200 by two branches: the first is the call; the s
     await ua.stop();
   }
 });
+
+test('a 200 without SDP after an unreliable 183 with SDP (a peer that should have repeated it): that 183\'s SDP is taken as the answer, per branch', async () => {
+  const ua = new SipUserAgent({ transports: [{ protocol: 'udp', host: '127.0.0.1', port: 0 }], logger });
+  await ua.start();
+  const { peer, got, reply } = await rawUas();
+  const uaPort = ua.boundAddresses[0].port;
+  peer.on('message', (m) => { const text = m.toString(); if (/^BYE /.test(text)) peer.send(reply(text, '200 OK', ''), uaPort, '127.0.0.1'); });
+  try {
+    const inv = ua.invite({ requestUri: `sip:uas@127.0.0.1:${peer.address().port}`, from: { uri: 'sip:gw@127.0.0.1' }, sdp: SDP });
+    await until(() => got.some((t) => t.startsWith('INVITE ')), 'the INVITE');
+    const invite = got.find((t) => t.startsWith('INVITE '))!;
+    const withSdp = (status: string, tag: string, sdp: string) => reply(invite, status, tag, ['Content-Type: application/sdp']).replace('Content-Length: 0\r\n\r\n', `Content-Length: ${sdp.length}\r\n\r\n${sdp}`);
+    const other = SDP.replace('m=audio 4000', 'm=audio 4100');
+    peer.send(withSdp('183 Session Progress', 'a', SDP), uaPort, '127.0.0.1');
+    peer.send(withSdp('183 Session Progress', 'b', other), uaPort, '127.0.0.1');
+    await new Promise((r) => setTimeout(r, 50));
+    peer.send(reply(invite, '200 OK', 'b'), uaPort, '127.0.0.1'); // branch b answers, without SDP
+    const [, dialog, answer] = await once<[unknown, Dialog, string]>(inv, 'accepted');
+    assert.equal(answer, other, 'branch b\'s 183 SDP, not branch a\'s');
+    await dialog.bye();
+  } finally {
+    peer.close();
+    await ua.stop();
+  }
+});
