@@ -313,6 +313,13 @@ export abstract class CallBase extends EventEmitter<CallEvents> {
     });
     dialog.on('reinvite', (req: SipRequest, reply: (status: number, sdp?: string) => void) => this.onReinvite(req, reply));
     dialog.on('ackAnswer', (sdp) => this.onAckAnswer(sdp));
+    // A digit the far end sent as SIP INFO: to the page as for RTP events (the dtmf message, and
+    // the digit's events on its audio stream so it is heard).
+    dialog.on('infoDtmf', (digit, durationMs) => {
+      if (this.ended) return;
+      this.emit('dtmf', digit);
+      this.bridge?.sendDtmfToBrowser(digit, durationMs ?? 100);
+    });
   }
 
   /** RFC 3264 re-offer from the far end: hold/resume, or media moved to a new address. */

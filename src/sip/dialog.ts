@@ -13,7 +13,25 @@ export interface DialogEvents {
   reinvite: [req: SipRequest, reply: (status: number, sdp?: string) => void];
   /** An ACK with a body: the answer to the offer our 2xx made to a re-INVITE without SDP (RFC 3264 §4). */
   ackAnswer: [sdp: string];
+  /** A DTMF digit sent as SIP INFO (application/dtmf-relay or application/dtmf), with its length when given. */
+  infoDtmf: [digit: string, durationMs: number | undefined];
   terminated: [reason: DialogEndReason, req?: SipRequest];
+}
+
+/**
+ * The digit of an INFO request carrying DTMF, as PBXs send it (no RFC; Cisco's and Asterisk's
+ * de-facto format): `application/dtmf-relay` with `Signal=5` and `Duration=160` (ms) lines, or
+ * `application/dtmf` with the digit alone. null when it is no such request.
+ */
+export function readInfoDtmf(req: SipRequest): { digit: string; durationMs?: number } | null {
+  const type = (req.header('content-type') ?? '').split(';')[0].trim().toLowerCase();
+  if (type !== 'application/dtmf-relay' && type !== 'application/dtmf') return null;
+  const body = req.body.trim();
+  const signal = /^\s*signal\s*=\s*(\S+)\s*$/im.exec(body)?.[1] ?? (type === 'application/dtmf' ? body : '');
+  const digit = signal === '10' ? '*' : signal === '11' ? '#' : signal.toUpperCase();
+  if (!/^[0-9*#A-D]$/.test(digit)) return null;
+  const duration = Number(/^\s*duration\s*=\s*(\d+)\s*$/im.exec(body)?.[1]);
+  return { digit, durationMs: Number.isFinite(duration) && duration > 0 ? Math.min(duration, 8000) : undefined };
 }
 
 /**
@@ -245,7 +263,13 @@ export class Dialog extends EventEmitter<DialogEvents> {
         }
         respond(200, 'OK');
         return;
-      case 'INFO':
+      case 'INFO': {
+        // DTMF by INFO (some PBXs send digits so): passed on; other INFO packages are taken and ignored.
+        const dtmf = readInfoDtmf(req);
+        respond(200, 'OK');
+        if (dtmf) this.emit('infoDtmf', dtmf.digit, dtmf.durationMs);
+        return;
+      }
       case 'OPTIONS':
       case 'NOTIFY':
         respond(200, 'OK');

@@ -35,7 +35,7 @@ import dgram from 'node:dgram';
 import { readFileSync } from 'node:fs';
 import pino from 'pino';
 import WebSocket from 'ws';
-import { SipUserAgent, type ServerInvite } from '../../src/sip';
+import { SipUserAgent, type Dialog, type ServerInvite } from '../../src/sip';
 import { SipRequest } from '../../src/sip/message';
 import type { MediaEngine, SipRtpLeg } from '../../src/media';
 import type { IcePortPool } from '../../src/webrtc/icePortPool';
@@ -458,11 +458,13 @@ test('a re-INVITE without SDP (delayed offer): our 200 offers, keeping our direc
   await until(() => r.gw.gateway.activeCalls === 0, 'the call ended');
 });
 
-test('our hold and resume re-INVITEs: the answer in the far end\'s 200 is followed (an SBC moving the media); a 491 (glare) is tried again; an unusable answer ends the call', async (t) => {
+test('our hold and resume re-INVITEs: the answer in the far end\'s 200 is followed (an SBC moving the media); a 491 (glare) is tried again; an unusable answer ends the call. A digit by SIP INFO reaches the tab', async (t) => {
   const BASE = 22920; // 22920-22931
   const answers: Array<(req: SipRequest, reply: (status: number, sdp?: string) => void) => void> = [];
+  let trunkDialog: Dialog | undefined;
   const r = await rig(t, BASE, (inv) => {
     const d = inv.accept(trunkSdp(BASE));
+    trunkDialog = d;
     d.on('reinvite', (req: SipRequest, reply: (status: number, sdp?: string) => void) => answers.shift()!(req, reply));
   });
   const alice = await r.tab('alice');
@@ -471,6 +473,14 @@ test('our hold and resume re-INVITEs: the answer in the far end\'s 200 is follow
   assert.equal(calling.type, 'calling', JSON.stringify(calling));
   await message(alice, ['answered']);
   const call = [...(r.gw.gateway['manager'] as unknown as { calls: Map<string, any> }).calls.values()][0];
+  // A PBX that sends its digits as SIP INFO (application/dtmf-relay).
+  let from0 = alice.messages.length;
+  const info = await trunkDialog!.request('INFO', 'Signal=7\r\nDuration=160\r\n', 'application/dtmf-relay');
+  assert.equal(info.status, 200);
+  assert.equal((await message(alice, ['dtmf'], from0)).digit, '7');
+  from0 = alice.messages.length;
+  assert.equal((await trunkDialog!.request('INFO', '#', 'application/dtmf')).status, 200);
+  assert.equal((await message(alice, ['dtmf'], from0)).digit, '#');
   const moved = (port: number, dir: string) => trunkSdp(BASE).replace(`m=audio ${BASE + 4}`, `m=audio ${port}`) + `a=${dir}\r\n`;
   // Hold: first a 491 (the far end re-INVITEd at the same moment), then the 200, whose answer moves the media.
   const offers: string[] = [];

@@ -2,6 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import pino from 'pino';
 import { SipUserAgent, type Dialog, type ServerInvite } from '../../src/sip';
+import { readInfoDtmf } from '../../src/sip/dialog';
 import { negotiateAsUas, readSessionExpires, SessionTimer } from '../../src/sip/sessionTimer';
 import { SipRequest } from '../../src/sip/message';
 import { DigestServer, parseDigestParams } from '../../src/sip/digestServer';
@@ -432,4 +433,15 @@ test('a refused re-offer is not ours: a later refresh re-INVITE sends the SDP be
     assert.equal(aDialog.localSdp, SDP, 'the refused hold offer is not what a refresh would send');
     await aDialog.bye();
   } finally { await a.stop(); await b.stop(); }
+});
+
+test('readInfoDtmf: the digit of a DTMF INFO (dtmf-relay with Signal and Duration, or dtmf with the digit alone); anything else is none', () => {
+  const info = (type: string, body: string) => { const r = new SipRequest('INFO', 'sip:x@127.0.0.1'); if (type) r.addHeader('Content-Type', type); r.body = body; return r; };
+  assert.deepEqual(readInfoDtmf(info('application/dtmf-relay', 'Signal=5\r\nDuration=160\r\n')), { digit: '5', durationMs: 160 });
+  assert.deepEqual(readInfoDtmf(info('application/dtmf-relay', 'Signal= *\r\n')), { digit: '*', durationMs: undefined });
+  assert.deepEqual(readInfoDtmf(info('application/dtmf-relay', 'Signal=11\r\nDuration=99999')), { digit: '#', durationMs: 8000 }, 'event 11 is #; a length capped at 8 s');
+  assert.deepEqual(readInfoDtmf(info('Application/DTMF; charset=x', 'd')), { digit: 'D', durationMs: undefined });
+  for (const [type, body] of [['application/dtmf-relay', 'Signal=x'], ['application/dtmf-relay', ''], ['application/sdp', 'Signal=5'], ['', 'Signal=5'], ['application/dtmf', '55']]) {
+    assert.equal(readInfoDtmf(info(type, body)), null, `${type}: ${body}`);
+  }
 });
