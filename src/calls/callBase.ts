@@ -103,6 +103,8 @@ export abstract class CallBase extends EventEmitter<CallEvents> {
   protected heldLocally = false;
   protected heldRemotely = false;
   private lastQuality: BridgeStats | undefined;
+  /** A hold or resume of ours is on its way (setLocalHold). */
+  private holdChanging = false;
   /** The browser leg the bridge carries (its drops join the call's quality figures). */
   private bridgedBrowser: BrowserLeg | null = null;
   /**
@@ -437,35 +439,51 @@ export abstract class CallBase extends EventEmitter<CallEvents> {
   async setLocalHold(hold: boolean): Promise<{ ok: true } | { ok: false; message: string }> {
     if (this.state !== 'answered' || !this.dialog) return { ok: false, message: 'call is not answered' };
     if (this.heldLocally === hold) return { ok: true };
-    const dir = hold ? (this.heldRemotely ? 'inactive' : 'sendonly') : this.heldRemotely ? 'recvonly' : 'sendrecv';
+    // One hold change at a time: a second one (the browser's resume) while ours waits out a 491
+    // would cross it.
+    if (this.holdChanging) return { ok: false, message: 'a hold change is in progress' };
+    this.holdChanging = true;
     try {
-      let res = await this.dialog.reinvite(this.currentLocalSdp(dir));
-      // Glare (RFC 3261 §14.1): the far end re-INVITEd at the same moment; once more after 2.1-4 s.
-      if (res.status === 491 && !this.ended) {
-        // A plain timer (not the call's, which its end clears): this wait must end either way.
-        await new Promise((r) => setTimeout(r, 2100 + Math.floor(Math.random() * 1900)).unref());
-        if (this.ended || !this.dialog) return { ok: false, message: 'call ended' };
-        res = await this.dialog.reinvite(this.currentLocalSdp(dir));
-      }
-      if (res.status < 200 || res.status >= 300) return { ok: false, message: `far end refused: ${res.status} ${res.reason}` };
-      // The answer may move the media (an SBC re-anchoring it, new keys, another codec): followed
-      // as any answer is. One we cannot use leaves no media we could follow: the call ends.
-      if (res.body.trim()) {
-        const desc = parseSipAnswer(res.body);
-        const err = 'error' in desc ? desc.error : this.applyRemoteMedia(desc, 'answer');
-        if (err) {
-          this.log.warn({ err }, 'SDP answer to our re-INVITE not applicable: ending the call');
-          this.hangup('failed');
-          return { ok: false, message: `far end's answer unusable: ${err}` };
-        }
-      }
-      this.heldLocally = hold;
-      this.bridge?.setHold(this.heldLocally, this.heldRemotely);
-      if (!this.ended) this.emit(hold ? 'held' : 'resumed', 'local');
-      return { ok: true };
+      return await this.changeHold(hold);
     } catch (err) {
       return { ok: false, message: `re-INVITE failed: ${(err as Error).message}` };
+    } finally {
+      this.holdChanging = false;
     }
+  }
+
+  private async changeHold(hold: boolean): Promise<{ ok: true } | { ok: false; message: string }> {
+    // Our direction now: the far end may hold us too (heldRemotely), and may change that while we wait.
+    const offer = () => this.currentLocalSdp(hold ? (this.heldRemotely ? 'inactive' : 'sendonly') : this.heldRemotely ? 'recvonly' : 'sendrecv');
+    let res = await this.dialog!.reinvite(offer());
+    // Glare (RFC 3261 §14.1): the far end re-INVITEd at the same moment; once more after 2.1-4 s.
+    if (res.status === 491 && !this.ended) {
+      // A plain timer (not the call's, which its end clears): this wait must end either way.
+      await new Promise((r) => setTimeout(r, 2100 + Math.floor(Math.random() * 1900)).unref());
+      if (this.ended || !this.dialog) return { ok: false, message: 'call ended' };
+      res = await this.dialog.reinvite(offer());
+    }
+    if (this.ended) return { ok: false, message: 'call ended' };
+    if (res.status < 200 || res.status >= 300) return { ok: false, message: `far end refused: ${res.status} ${res.reason}` };
+    // The answer may move the media (an SBC re-anchoring it, new keys, another codec): followed
+    // as any answer is. One we cannot use leaves no media we could follow: the call ends. Its
+    // direction says nothing of the far end holding us (an `inactive` answer to our sendonly is
+    // allowed, RFC 3264 §6.1): that only an offer of theirs can say.
+    if (res.body.trim()) {
+      const heldRemotely = this.heldRemotely;
+      const desc = parseSipAnswer(res.body);
+      const err = 'error' in desc ? desc.error : this.applyRemoteMedia(desc, 'answer');
+      this.heldRemotely = heldRemotely;
+      if (err) {
+        this.log.warn({ err }, 'SDP answer to our re-INVITE not applicable: ending the call');
+        this.hangup('failed');
+        return { ok: false, message: `far end's answer unusable: ${err}` };
+      }
+    }
+    this.heldLocally = hold;
+    this.bridge?.setHold(this.heldLocally, this.heldRemotely);
+    this.emit(hold ? 'held' : 'resumed', 'local');
+    return { ok: true };
   }
 
   sendDtmf(digits: string): boolean {

@@ -28,10 +28,13 @@ export function readInfoDtmf(req: SipRequest): { digit: string; durationMs?: num
   if (type !== 'application/dtmf-relay' && type !== 'application/dtmf') return null;
   const body = req.body.trim();
   const signal = /^\s*signal\s*=\s*(\S+)\s*$/im.exec(body)?.[1] ?? (type === 'application/dtmf' ? body : '');
-  const digit = signal === '10' ? '*' : signal === '11' ? '#' : signal.toUpperCase();
+  // Events 10-15 (RFC 4733 numbering, which some PBXs use here) are * # A B C D.
+  const byEvent = /^1[0-5]$/.test(signal) ? '*#ABCD'[Number(signal) - 10] : null;
+  const digit = byEvent ?? signal.toUpperCase();
   if (!/^[0-9*#A-D]$/.test(digit)) return null;
   const duration = Number(/^\s*duration\s*=\s*(\d+)\s*$/im.exec(body)?.[1]);
-  return { digit, durationMs: Number.isFinite(duration) && duration > 0 ? Math.min(duration, 8000) : undefined };
+  // Between 40 ms (ITU-T Q.24's shortest) and 8 s, as our own digits.
+  return { digit, durationMs: Number.isFinite(duration) && duration > 0 ? Math.min(Math.max(duration, 40), 8000) : undefined };
 }
 
 /**
@@ -46,7 +49,7 @@ export class Dialog extends EventEmitter<DialogEvents> {
   private reinviteInFlight = false;
   /** Refreshes refused in a row (491, 500 …): retried until the session would expire. */
   private refreshRetries = 0;
-  /** The last SDP we sent (offer or answer): a session refresh by re-INVITE re-sends it. */
+  /** Our SDP the far end last accepted (an answer we sent, or an offer it answered 2xx): a refresh by re-INVITE re-sends it. */
   localSdp = '';
   /** Whether the peer listed UPDATE in Allow: refreshes then go without SDP. */
   peerAllowsUpdate = false;
@@ -85,6 +88,12 @@ export class Dialog extends EventEmitter<DialogEvents> {
       this.log.warn({ interval: this.sessionTimer.interval }, 'session expired without refresh: sending BYE');
       this.bye('session-timer').catch(logFailure);
     }, core.sessionTimerSettings.minSe);
+  }
+
+  /** The session was refreshed (by either side): timer from now, refused refreshes forgotten. */
+  private restartSessionTimer(interval: number, weRefresh: boolean): void {
+    this.refreshRetries = 0;
+    this.sessionTimer.start(interval, weRefresh);
   }
 
   /** Records what the peer allows (from its INVITE or 2xx). */
@@ -126,7 +135,7 @@ export class Dialog extends EventEmitter<DialogEvents> {
       this.refreshRetries = 0;
       const se = readSessionExpires(res);
       // No Session-Expires in the 2xx: the peer dropped the timer (§7.2).
-      if (se) this.sessionTimer.start(se.interval, se.refresher !== 'uas');
+      if (se) this.restartSessionTimer(se.interval, se.refresher !== 'uas');
       else this.sessionTimer.stop();
       return;
     }
@@ -143,6 +152,13 @@ export class Dialog extends EventEmitter<DialogEvents> {
       return;
     }
     this.refreshRetries++;
+    // A peer that does not take UPDATE after all (405, 501): the next try is a re-INVITE, at once.
+    if (method === 'UPDATE' && (res.status === 405 || res.status === 501)) {
+      this.peerAllowsUpdate = false;
+      this.log.info({ status: res.status }, 'session refresh by UPDATE refused: refreshing by re-INVITE');
+      await this.refreshSession(minSe);
+      return;
+    }
     this.log.info({ status: res.status, method }, 'session refresh refused: trying again shortly');
     this.sessionTimer.retryRefreshIn(retryIn);
   }
@@ -198,7 +214,7 @@ export class Dialog extends EventEmitter<DialogEvents> {
         this.localSdp = sdp;
         // Any successful re-INVITE refreshes the session (§10).
         const se = readSessionExpires(res);
-        if (se && (this.state as DialogState) !== 'terminated') this.sessionTimer.start(se.interval, se.refresher !== 'uas');
+        if (se && (this.state as DialogState) !== 'terminated') this.restartSessionTimer(se.interval, se.refresher !== 'uas');
       }
       if (res.status === 481 || res.status === 408) this.terminate('request-timeout');
       return res;
@@ -237,7 +253,7 @@ export class Dialog extends EventEmitter<DialogEvents> {
         if (status >= 200 && status < 300) {
           if (timer) {
             opts = { ...opts, headers: [...(opts?.headers ?? []), ...timer.headers] };
-            this.sessionTimer.start(timer.agreed.interval, timer.agreed.refresher === 'uas');
+            this.restartSessionTimer(timer.agreed.interval, timer.agreed.refresher === 'uas');
           }
           if (opts?.body) this.localSdp = opts.body;
         }

@@ -79,7 +79,8 @@ export class SessionTimer {
   }
 
   /**
-   * A refresh that could not go now (another re-INVITE in flight) tries again after `seconds`;
+   * A refresh that could not go now (another re-INVITE in flight) or was refused (glare, a busy
+   * peer) tries again after `seconds`;
    * the negotiated interval stays as it is (it is what the next refresh asks for).
    */
   retryRefreshIn(seconds: number): void {

@@ -35,6 +35,11 @@ export interface SipTransport {
    * write): the transaction layer then fails at once instead of waiting for its timers.
    */
   send(data: string, host: string, port: number, onError?: (err: Error) => void): void;
+  /**
+   * TLS: `host:port` (an address) was looked up from `name`; a connection opened to it checks
+   * the peer's certificate against that name and sends it as SNI. Other transports ignore it.
+   */
+  knowAs?(host: string, port: number, name: string): void;
   close(): Promise<void>;
 }
 
@@ -90,13 +95,18 @@ export class UdpTransport implements SipTransport {
 
 const IDLE_MS = 5 * 60_000;
 
-/** TCP or TLS: framed by Content-Length; one connection per remote host:port, reused both ways. */
+/**
+ * TCP or TLS: framed by Content-Length; one connection per remote address:port, reused both
+ * ways (a TLS peer's certificate is checked against the name its address was looked up from).
+ */
 export class StreamTransport implements SipTransport {
   readonly reliable = true;
   local = { host: '', port: 0 };
   advertised = { host: '', port: 0 };
   private server: net.Server | null = null;
   private readonly connections = new Map<string, net.Socket>();
+  /** TLS peers' names by the address:port they were looked up to (knowAs). */
+  private readonly names = new Map<string, string>();
 
   constructor(readonly protocol: 'tcp' | 'tls', private readonly cfg: SipTransportConfig, private readonly onMessage: InboundHandler, private readonly log: Logger) {}
 
@@ -117,14 +127,22 @@ export class StreamTransport implements SipTransport {
     this.advertised = { host: this.cfg.advertisedHost ?? a.address, port: this.cfg.advertisedPort ?? a.port };
   }
 
+  knowAs(host: string, port: number, name: string): void {
+    if (this.protocol === 'tls') this.names.set(`${host}:${port}`, name);
+  }
+
   send(data: string, host: string, port: number, onError?: (err: Error) => void): void {
     traceSip(this.log, 'out', this.protocol, host, port, data);
+    // Keyed by address: a request the peer sends on a connection we opened is answered on it.
     const key = `${host}:${port}`;
     let sock = this.connections.get(key);
     if (!sock) {
+      // The certificate is checked against the name the address was looked up from (and that
+      // name sent as SNI); an address given as such is checked against itself.
+      const servername = this.names.get(key) ?? (net.isIP(host) ? undefined : host);
       try {
         sock = this.protocol === 'tls'
-          ? tls.connect({ host, port, ca: this.cfg.tls?.ca, rejectUnauthorized: this.cfg.tls?.rejectUnauthorized ?? true, servername: net.isIP(host) ? undefined : host })
+          ? tls.connect({ host, port, ca: this.cfg.tls?.ca, rejectUnauthorized: this.cfg.tls?.rejectUnauthorized ?? true, servername })
           : net.connect({ host, port });
       } catch (err) {
         // A bad port or address throws at once: reported like a failed connection, never thrown.

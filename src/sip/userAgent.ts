@@ -185,10 +185,13 @@ export class SipUserAgent extends EventEmitter<{ invite: [ServerInvite] }> imple
       } catch {
         throw new Error(`cannot resolve SIP host "${u.host}"`);
       }
-      // TLS checks the trunk's certificate against the name we were given (and sends it as SNI):
-      // connecting to the address instead would check it against the address, and a
-      // certificate issued for the name would be refused. Other transports go to the address.
-      if (transport.protocol !== 'tls') host = address;
+      // TLS checks the trunk's certificate against the name we were given (and sends it as
+      // SNI), not against the address we connect to: a certificate issued for the name would be
+      // refused otherwise. The connection itself is to the address, so that requests the trunk
+      // sends on it are answered on it.
+      const port = u.port ?? (transport.protocol === 'tls' ? 5061 : 5060);
+      transport.knowAs?.(address, port, host);
+      return { transport, host: address, port };
     }
     return { transport, host, port: u.port ?? (transport.protocol === 'tls' ? 5061 : 5060) };
   }
@@ -246,7 +249,7 @@ export class SipUserAgent extends EventEmitter<{ invite: [ServerInvite] }> imple
           }
           resolve(res);
         },
-        onTimeout: () => { this.opts.onTransactionTimeout?.(req.method); resolve(timeoutResponse(req)); },
+        onTimeout: () => resolve(timeoutResponse(req)), // counted by startInviteTransaction
       });
     });
   }

@@ -485,7 +485,8 @@ test('our hold and resume re-INVITEs: the answer in the far end\'s 200 is follow
   // Hold: first a 491 (the far end re-INVITEd at the same moment), then the 200, whose answer moves the media.
   const offers: string[] = [];
   answers.push((req, reply) => { offers.push(req.body); reply(491); });
-  answers.push((req, reply) => { offers.push(req.body); reply(200, moved(BASE + 5, 'recvonly')); });
+  // Answered inactive (allowed for a sendonly offer, RFC 3264 §6.1): that is no hold by the far end.
+  answers.push((req, reply) => { offers.push(req.body); reply(200, moved(BASE + 5, 'inactive')); });
   let from = alice.messages.length;
   alice.ws.send(JSON.stringify({ type: 'hold', callId: calling.callId }));
   const held = await message(alice, ['held', 'error'], from);
@@ -493,12 +494,14 @@ test('our hold and resume re-INVITEs: the answer in the far end\'s 200 is follow
   assert.equal(offers.length, 2, 'the offer went again after the 491');
   assert.ok(offers.every((o) => /^a=sendonly\r$/m.test(o)));
   assert.equal(call['sipLeg']['dest'].port, BASE + 5, 'media goes where the hold answer says');
-  // Resume: the answer moves it back.
-  answers.push((_req, reply) => reply(200, moved(BASE + 4, 'sendrecv')));
+  // Resume: the answer moves it back; we offer sendrecv (not recvonly: nobody holds us) and send again.
+  answers.push((req, reply) => { offers.push(req.body); reply(200, moved(BASE + 4, 'sendrecv')); });
   from = alice.messages.length;
   alice.ws.send(JSON.stringify({ type: 'unhold', callId: calling.callId }));
   assert.equal((await message(alice, ['resumed', 'error'], from)).type, 'resumed');
+  assert.match(offers[2], /^a=sendrecv\r$/m);
   assert.equal(call['sipLeg']['dest'].port, BASE + 4, 'and back where the resume answer says');
+  assert.equal(call['sipLeg'].sendingAllowed, true, 'audio goes to the trunk again');
   // An answer we cannot use: the call ends rather than staying up silent.
   answers.push((_req, reply) => reply(200, 'v=0\r\nnot an answer'));
   from = alice.messages.length;

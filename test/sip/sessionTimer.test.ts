@@ -441,7 +441,34 @@ test('readInfoDtmf: the digit of a DTMF INFO (dtmf-relay with Signal and Duratio
   assert.deepEqual(readInfoDtmf(info('application/dtmf-relay', 'Signal= *\r\n')), { digit: '*', durationMs: undefined });
   assert.deepEqual(readInfoDtmf(info('application/dtmf-relay', 'Signal=11\r\nDuration=99999')), { digit: '#', durationMs: 8000 }, 'event 11 is #; a length capped at 8 s');
   assert.deepEqual(readInfoDtmf(info('Application/DTMF; charset=x', 'd')), { digit: 'D', durationMs: undefined });
+  assert.deepEqual(readInfoDtmf(info('application/dtmf-relay', 'Signal=12\r\nDuration=1')), { digit: 'A', durationMs: 40 }, 'event 12 is A; a 1 ms digit lasts 40 ms');
   for (const [type, body] of [['application/dtmf-relay', 'Signal=x'], ['application/dtmf-relay', ''], ['application/sdp', 'Signal=5'], ['', 'Signal=5'], ['application/dtmf', '55']]) {
     assert.equal(readInfoDtmf(info(type, body)), null, `${type}: ${body}`);
   }
+});
+
+test('a refresh by UPDATE refused 405 (a peer that listed UPDATE but does not take it) is made again at once by re-INVITE', async () => {
+  const timers = { minSe: 1, expires: 6 };
+  const a = await ua({ sessionTimers: timers });
+  const b = await ua({ sessionTimers: timers });
+  try {
+    const { aDialog, bDialog } = await call(a, b);
+    aDialog.peerAllowsUpdate = true;
+    const seen: string[] = [];
+    bDialog.on('reinvite', (_req, reply) => reply(200, SDP));
+    const orig = bDialog.receive.bind(bDialog);
+    bDialog.receive = (req, respond) => {
+      seen.push(req.method);
+      if (req.method === 'UPDATE') { respond(405); return; }
+      orig(req, respond);
+    };
+    const ended: string[] = [];
+    aDialog.on('terminated', (r) => ended.push(r));
+    await until(() => seen.includes('INVITE') || ended.length > 0);
+    await sleep(100);
+    assert.deepEqual(seen.slice(0, 2), ['UPDATE', 'INVITE']);
+    assert.deepEqual(ended, []);
+    assert.equal(aDialog.peerAllowsUpdate, false, 'later refreshes go by re-INVITE');
+    await aDialog.bye();
+  } finally { await a.stop(); await b.stop(); }
 });

@@ -59,10 +59,15 @@ test('a trunk named by host name: the TLS certificate is checked against that na
   const client = new SipUserAgent({ transports: [{ protocol: 'tls', host: '127.0.0.1', port: 0, tls: { cert, key, ca: nameCert } }], logger });
   await server.start(); await client.start();
   try {
-    server.on('invite', (inv: ServerInvite) => inv.accept(SDP));
+    const serverDialog = new Promise<Dialog>((resolve) => server.once('invite', (inv: ServerInvite) => resolve(inv.accept(SDP))));
     const inv = client.invite({ requestUri: `sips:svc@localhost:${server.boundAddresses[0].port}`, from: { uri: 'sips:gw@127.0.0.1' }, sdp: SDP });
     const res = await new Promise<any>((resolve) => { inv.once('accepted', resolve); inv.once('rejected', resolve); inv.once('failed', (e) => resolve({ status: String(e) })); });
     assert.equal(res.status, 200, 'answered over a connection verified for the name');
+    // The ACK goes to the server's Contact, an address: on the same connection (kept by its
+    // address), not a new one that would check the certificate against the address.
+    const d = await serverDialog;
+    const acked = d.state === 'confirmed' ? true : await Promise.race([new Promise<boolean>((r) => d.once('confirmed', () => r(true))), new Promise<boolean>((r) => setTimeout(() => r(false), 2000))]);
+    assert.ok(acked, 'the server got the ACK');
   } finally {
     await client.stop(); await server.stop();
   }
