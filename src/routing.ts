@@ -46,6 +46,9 @@ export function buildRouting(c: GatewayConfig, demoUri: string | null): Routing 
       const map = c.inbound.didMap;
       return map[reqUser] ?? map[toUser] ?? (c.inbound.routeByUserPart && reqUser ? reqUser : null);
     },
+    trunkCredentials() {
+      return trunk?.username && trunk.password ? { username: trunk.username, password: trunk.password } : undefined;
+    },
     trustedSource(ip: string) {
       return ipInCidrs(ip, trusted);
     },

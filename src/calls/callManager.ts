@@ -1,5 +1,5 @@
 import type { Logger } from 'pino';
-import type { DigestServer, ServerInvite, SipUserAgent } from '../sip';
+import type { Credentials, DigestServer, ServerInvite, SipUserAgent } from '../sip';
 import { parseSipOffer } from '../sdp';
 import { CallBase, type CallContext, type Identity } from './callBase';
 import type { EndCause } from './causes';
@@ -20,6 +20,8 @@ export interface Routing {
   inboundUser(requestUser: string, toUser: string): string | null;
   /** Is this source allowed to send us INVITEs? */
   trustedSource(ip: string): boolean;
+  /** The trunk's credentials, to answer its challenges to our requests in a call it placed (its BYE). */
+  trunkCredentials?(): Credentials | undefined;
 }
 
 /** The browser tabs a user is connected with (the signaling layer). */
@@ -230,7 +232,10 @@ export class CallManager {
       return;
     }
     const fromHeader = req.header('from') ?? '';
-    const call = new InboundCall(userPart(fromHeader) || 'anonymous', displayName(fromHeader), reqUser, user, this.opts.ctx, inv, offer, this.opts.ringTimeoutMs);
+    // A call from the trunk may have its in-dialog requests challenged by it (BYE): answered
+    // with the trunk's credentials. A peer let in by our digest check gets none of them.
+    const credentials = this.opts.routing.trustedSource(req.source.host) ? this.opts.routing.trunkCredentials?.() : undefined;
+    const call = new InboundCall(userPart(fromHeader) || 'anonymous', displayName(fromHeader), reqUser, user, this.opts.ctx, inv, offer, this.opts.ringTimeoutMs, credentials);
     setup.call = call;
     this.track(call);
     call.log.info({ from: call.from, to: reqUser, user, tabs: targets.length }, 'inbound call ringing');

@@ -1,4 +1,5 @@
-import type { ServerInvite } from '../sip';
+import type { Credentials, ServerInvite } from '../sip';
+import { DigestAuth } from '../sip/digest';
 import { RtpPortsExhaustedError } from '../media';
 import { checkBrowserOffer, type SipMediaDescription } from '../sdp';
 import type { BrowserLeg } from '../webrtc/browserLeg';
@@ -47,6 +48,8 @@ export class InboundCall extends CallBase {
     private readonly invite: ServerInvite,
     private remoteOffer: SipMediaDescription,
     private readonly ringTimeoutMs: number,
+    /** The trunk's, when it placed the call: for its challenges to our requests in the dialog. */
+    private readonly credentials?: Credentials,
   ) {
     super('inbound', from, to, { id: user }, ctx, 'ringing');
     invite.on('cancelled', () => this.finish({ cause: 'cancelled', sipStatus: 487, sipReason: 'Request Terminated' }));
@@ -144,6 +147,7 @@ export class InboundCall extends CallBase {
     // (sendonly, e.g. music from a queue) is answered recvonly, not sendrecv.
     const offered = this.remoteOffer.direction;
     const dialog = this.invite.accept(this.currentLocalSdp(offered === 'sendonly' ? 'recvonly' : offered === 'recvonly' ? 'sendonly' : offered));
+    if (this.credentials) dialog.auth = new DigestAuth(this.credentials);
     this.watchDialog(dialog);
     this.markAnswered('call answered in the browser', { sessionId });
     return { ok: true };

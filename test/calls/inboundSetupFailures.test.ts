@@ -29,7 +29,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import pino from 'pino';
 import WebSocket from 'ws';
-import { SipUserAgent, type ClientInvite, type SipResponse } from '../../src/sip';
+import { DigestServer, SipUserAgent, type ClientInvite, type Dialog, type SipResponse } from '../../src/sip';
 import type { MediaEngine } from '../../src/media';
 import type { CallManager } from '../../src/calls/callManager';
 import type { SignalingServer } from '../../src/signaling/signalingServer';
@@ -582,4 +582,32 @@ test('inbound INVITE requiring 100rel: our 180 is reliable, the caller PRACKs it
   await until(() => r.gw.gateway.activeCalls === 0, 'the call ended');
   await until(() => r.cdr().length === 1, 'the CDR');
   assert.equal(r.cdr()[0].cause, 'local-hangup');
+});
+
+test('an inbound call from the trunk: our BYE challenged by the trunk is sent again with the trunk\'s credentials', async (t) => {
+  const BASE = 25740; // 25740-25755
+  const r = await rig(t, BASE, { ...smallBlock(BASE, BASE + 15), trunk: { uri: `sip:127.0.0.1:${BASE + 3}`, srtp: 'off', codecs: ['PCMU'], sourceCidrs: ['127.0.0.1/32'], username: 'gw', password: 's3cret-trunk' } });
+  const tab = await r.tab('byeauth');
+  const inv = r.trunk.invite({
+    requestUri: `sip:byeauth@127.0.0.1:${BASE + 1}`,
+    from: { uri: 'sip:+15550000098@127.0.0.1' },
+    sdp: `v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio ${BASE + 4} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n`,
+  });
+  const answered = new Promise<Dialog>((resolve, reject) => { inv.once('accepted', (_res, d) => resolve(d)); inv.once('rejected', (res) => reject(new Error(`rejected ${res.status}`))); inv.once('failed', reject); });
+  const incoming = await message(tab, 'incoming');
+  tab.ws.send(JSON.stringify({ type: 'accept', callId: incoming.callId, sdp: await weriftAnswer(t, incoming) }));
+  const dialog = await within(answered, PROMPT_MS, 'the 200 OK');
+  // The trunk challenges every BYE without good credentials.
+  const server = new DigestServer('trunk.example', (u) => (u === 'gw' ? 's3cret-trunk' : undefined));
+  const byes: number[] = [];
+  const ended = new Promise<string>((resolve) => dialog.once('terminated', resolve));
+  const orig = dialog.receive.bind(dialog);
+  dialog.receive = (req, respond) => {
+    if (req.method === 'BYE' && !server.verify(req).ok) { byes.push(401); respond(401, 'Unauthorized', { headers: server.challenges().map((c) => ['WWW-Authenticate', c] as [string, string]) }); return; }
+    if (req.method === 'BYE') byes.push(200);
+    orig(req, respond);
+  };
+  tab.ws.send(JSON.stringify({ type: 'hangup', callId: incoming.callId }));
+  assert.equal(await within(ended, PROMPT_MS, 'the trunk\'s dialog ended'), 'bye');
+  assert.deepEqual(byes, [401, 200], 'challenged once, then accepted with the trunk\'s credentials');
 });
