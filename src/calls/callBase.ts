@@ -372,10 +372,29 @@ export abstract class CallBase extends EventEmitter<CallEvents> {
     const wasHeld = this.heldRemotely;
     const err = this.applyRemoteMedia(desc, 'answer');
     if (err) { this.log.warn({ err }, 'SDP answer in an ACK not applicable: ending the call'); this.hangup('failed'); return; }
+    this.remoteAnswered(desc);
     const held = this.heldRemotely;
     this.bridge?.setHold(this.heldLocally, held);
     if (held !== wasHeld) this.emit(held ? 'held' : 'resumed', 'remote');
   }
+
+  /**
+   * Our 2xx to the call's INVITE carried an offer (the INVITE had none: a delayed offer): its
+   * answer must come in the ACK. One that comes without an answer leaves no media: the call ends.
+   */
+  protected expectAnswerInAck(dialog: Dialog): void {
+    this.awaitingAckAnswer = true;
+    // acked() confirms the dialog, then reports an answer at once if the ACK had one.
+    dialog.once('confirmed', () => queueMicrotask(() => {
+      if (!this.awaitingAckAnswer || this.ended) return;
+      this.awaitingAckAnswer = false;
+      this.log.warn('ACK without the answer to our offer: ending the call');
+      this.hangup('failed');
+    }));
+  }
+
+  /** An answer of the far end's (in an ACK) was applied. */
+  protected remoteAnswered(_desc: SipMediaDescription): void {}
 
   /** A far-end re-offer was accepted: answers from now on mirror it (RFC 3264 §8). */
   protected remoteReoffered(_desc: SipMediaDescription): void {}

@@ -216,8 +216,9 @@ export class CallManager {
       log.info({ source: req.source.host, user: verdict.username }, 'INVITE authenticated by digest');
     }
     if (this.calls.size >= this.opts.maxCallsGlobal) { inv.reject(503, 'Service Unavailable'); return; }
-    const offer = parseSipOffer(req.body);
-    if ('error' in offer) {
+    // No SDP at all: a delayed offer (RFC 3261 §13.2.1; Cisco CUCM's default): we offer in the 200.
+    const offer = req.body.trim() ? parseSipOffer(req.body) : null;
+    if (offer && 'error' in offer) {
       log.warn({ error: offer.error }, 'inbound INVITE with unusable SDP');
       inv.reject(488, 'Not Acceptable Here');
       return;

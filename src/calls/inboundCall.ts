@@ -1,7 +1,7 @@
 import type { Credentials, ServerInvite } from '../sip';
 import { DigestAuth } from '../sip/digest';
 import { RtpPortsExhaustedError } from '../media';
-import { checkBrowserOffer, type SipMediaDescription } from '../sdp';
+import { buildSipOffer, checkBrowserOffer, type SipMediaDescription } from '../sdp';
 import type { BrowserLeg } from '../webrtc/browserLeg';
 import { IcePortsExhaustedError } from '../webrtc/icePortPool';
 import { CallBase, type CallContext, type HangupCause } from './callBase';
@@ -46,7 +46,8 @@ export class InboundCall extends CallBase {
     readonly user: string,
     ctx: CallContext,
     private readonly invite: ServerInvite,
-    private remoteOffer: SipMediaDescription,
+    /** null: the INVITE had no SDP (a delayed offer); our 200 offers and the ACK answers. */
+    private remoteOffer: SipMediaDescription | null,
     private readonly ringTimeoutMs: number,
     /** The trunk's, when it placed the call: for its challenges to our requests in the dialog. */
     private readonly credentials?: Credentials,
@@ -72,7 +73,7 @@ export class InboundCall extends CallBase {
     }
     if (!allocated) return;
     this.makeLocalCrypto();
-    const err = this.applyRemoteMedia(this.remoteOffer, 'offer');
+    const err = this.remoteOffer ? this.applyRemoteMedia(this.remoteOffer, 'offer') : null;
     if (err) {
       this.log.warn({ err }, 'inbound offer not acceptable');
       this.refuse('media');
@@ -145,10 +146,11 @@ export class InboundCall extends CallBase {
     this.startBridge(fork.leg);
     // The answer's direction follows the offer's (RFC 3264 §6.1): a caller that starts on hold
     // (sendonly, e.g. music from a queue) is answered recvonly, not sendrecv.
-    const offered = this.remoteOffer.direction;
+    const offered = this.remoteOffer?.direction ?? 'sendrecv';
     const dialog = this.invite.accept(this.currentLocalSdp(offered === 'sendonly' ? 'recvonly' : offered === 'recvonly' ? 'sendonly' : offered));
     if (this.credentials) dialog.auth = new DigestAuth(this.credentials);
     this.watchDialog(dialog);
+    if (!this.remoteOffer) this.expectAnswerInAck(dialog);
     this.markAnswered('call answered in the browser', { sessionId });
     return { ok: true };
   }
@@ -279,7 +281,15 @@ export class InboundCall extends CallBase {
     this.remoteOffer = desc;
   }
 
+  /** The answer to our offer (a delayed-offer call's ACK): what our SDP mirrors from now on. */
+  protected override remoteAnswered(desc: SipMediaDescription): void {
+    this.remoteOffer = desc;
+  }
+
   protected currentLocalSdp(direction: 'sendrecv' | 'sendonly' | 'recvonly' | 'inactive'): string {
+    // A caller that sent no offer gets ours (every codec and key we have), until its answer
+    // gives us something to mirror.
+    if (!this.remoteOffer) return buildSipOffer({ ...this.localSdpOptions(direction), localCrypto: this.localCrypto, ptime: 20 });
     return this.answerTo(this.remoteOffer, direction);
   }
 }

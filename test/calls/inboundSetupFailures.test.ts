@@ -26,6 +26,7 @@
  */
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
+import dgram from 'node:dgram';
 import { readFileSync } from 'node:fs';
 import pino from 'pino';
 import WebSocket from 'ws';
@@ -610,4 +611,53 @@ test('an inbound call from the trunk: our BYE challenged by the trunk is sent ag
   tab.ws.send(JSON.stringify({ type: 'hangup', callId: incoming.callId }));
   assert.equal(await within(ended, PROMPT_MS, 'the trunk\'s dialog ended'), 'bye');
   assert.deepEqual(byes, [401, 200], 'challenged once, then accepted with the trunk\'s credentials');
+});
+
+test('an inbound INVITE without SDP (delayed offer): our 200 offers, the answer in the ACK sets the media; an ACK without one ends the call (failed)', async (t) => {
+  const BASE = 25760; // 25760-25775
+  const r = await rig(t, BASE, smallBlock(BASE, BASE + 15));
+  const tab = await r.tab('late');
+  const caller = dgram.createSocket('udp4');
+  const got: string[] = [];
+  caller.on('message', (m) => got.push(m.toString()));
+  await new Promise<void>((resolve) => caller.bind(0, '127.0.0.1', () => resolve()));
+  t.after(() => caller.close());
+  const port = caller.address().port;
+  const send = (text: string) => caller.send(text, BASE + 1, '127.0.0.1');
+  const hdr = (msg: string, name: string) => new RegExp(`^${name}:\\s*(.*)$`, 'mi').exec(msg)?.[1].trim() ?? '';
+  const answerSdp = `v=0\r\no=- 7 7 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio ${BASE + 4} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n`;
+  async function placeCall(id: string): Promise<{ ok: string; incoming: Msg }> {
+    const from = tab.messages.length;
+    send([`INVITE sip:late@127.0.0.1:${BASE + 1} SIP/2.0`, `Via: SIP/2.0/UDP 127.0.0.1:${port};branch=z9hG4bK${id};rport`, `From: <sip:+15550000099@127.0.0.1>;tag=c${id}`,
+      'To: <sip:late@127.0.0.1>', `Call-ID: ${id}@test`, 'CSeq: 1 INVITE', `Contact: <sip:caller@127.0.0.1:${port}>`, 'Max-Forwards: 70', 'Content-Length: 0', '', ''].join('\r\n'));
+    const incoming = await message(tab, 'incoming', from);
+    tab.ws.send(JSON.stringify({ type: 'accept', callId: incoming.callId, sdp: await weriftAnswer(t, incoming) }));
+    await until(() => got.some((m) => m.startsWith('SIP/2.0 200') && m.includes(`Call-ID: ${id}@test`)), 'the 200 OK');
+    return { ok: got.find((m) => m.startsWith('SIP/2.0 200') && m.includes(`Call-ID: ${id}@test`))!, incoming };
+  }
+  const ack = (ok: string, id: string, body: string) => send([`ACK ${/<([^>]+)>/.exec(hdr(ok, 'Contact'))![1]} SIP/2.0`, `Via: SIP/2.0/UDP 127.0.0.1:${port};branch=z9hG4bK${id}ack`,
+    `From: <sip:+15550000099@127.0.0.1>;tag=c${id}`, `To: ${hdr(ok, 'To')}`, `Call-ID: ${id}@test`, 'CSeq: 1 ACK', 'Max-Forwards: 70',
+    ...(body ? ['Content-Type: application/sdp'] : []), `Content-Length: ${Buffer.byteLength(body)}`, '', body].join('\r\n'));
+
+  // The answer comes in the ACK: the media goes where it says.
+  const { ok, incoming } = await placeCall('d1');
+  const offer = ok.slice(ok.indexOf('\r\n\r\n') + 4);
+  assert.match(offer, /^m=audio \d+ RTP\/AVP 0( \d+)*\r$/m, 'our offer in the 200, PCMU among its codecs');
+  ack(ok, 'd1', answerSdp);
+  const call = [...(r.manager() as unknown as { calls: Map<string, any> }).calls.values()][0];
+  await until(() => call['sipLeg']?.['dest']?.port === BASE + 4, 'the media set by the ACK\'s answer');
+  assert.equal(call.state, 'answered');
+  // The tab hangs up: our BYE reaches the caller.
+  tab.ws.send(JSON.stringify({ type: 'hangup', callId: incoming.callId }));
+  await until(() => got.some((m) => m.startsWith('BYE ') && m.includes('Call-ID: d1@test')), 'our BYE');
+  const bye = got.find((m) => m.startsWith('BYE ') && m.includes('Call-ID: d1@test'))!;
+  send(['SIP/2.0 200 OK', `Via: ${hdr(bye, 'Via')}`, `From: ${hdr(bye, 'From')}`, `To: ${hdr(bye, 'To')}`, 'Call-ID: d1@test', `CSeq: ${hdr(bye, 'CSeq')}`, 'Content-Length: 0', '', ''].join('\r\n'));
+  await until(() => r.gw.gateway.activeCalls === 0, 'the first call ended');
+
+  // An ACK without the answer: no media could be set, the call ends as failed.
+  const second = await placeCall('d2');
+  ack(second.ok, 'd2', '');
+  await until(() => got.some((m) => m.startsWith('BYE ') && m.includes('Call-ID: d2@test')), 'our BYE for the call without an answer');
+  await until(() => r.cdr().length === 2, 'both CDRs');
+  assert.deepEqual(r.cdr().map((c) => c.cause), ['local-hangup', 'failed']);
 });

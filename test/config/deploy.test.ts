@@ -58,7 +58,10 @@ async function freePort(): Promise<number> {
 
 /** A child process whose output is kept, stopped with SIGTERM (SIGKILL after 3 s). */
 function startProcess(cmd: string, args: string[], env: NodeJS.ProcessEnv = process.env) {
-  const proc: ChildProcess = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], env });
+  // A process group of its own: kamailio forks workers that inherit our pipes, and a main process
+  // killed before it could stop them (SIGKILL under load) left them running, holding the pipes
+  // open and this test file from ever exiting. stop() ends the whole group.
+  const proc: ChildProcess = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], env, detached: true });
   let output = '';
   const keep = (d: Buffer) => { output = (output + d.toString()).slice(-50000); };
   proc.stdout!.on('data', keep);
@@ -68,11 +71,16 @@ function startProcess(cmd: string, args: string[], env: NodeJS.ProcessEnv = proc
     proc,
     get output() { return output; },
     async stop(): Promise<void> {
-      if (proc.exitCode !== null || proc.signalCode !== null) return;
-      proc.kill('SIGTERM');
-      const t = setTimeout(() => proc.kill('SIGKILL'), 3000);
-      await exited;
-      clearTimeout(t);
+      const group = (signal: NodeJS.Signals) => { try { process.kill(-proc.pid!, signal); } catch { /* already gone */ } };
+      if (proc.exitCode === null && proc.signalCode === null) {
+        group('SIGTERM');
+        const t = setTimeout(() => group('SIGKILL'), 3000);
+        await exited;
+        clearTimeout(t);
+      }
+      group('SIGKILL'); // workers the main process left behind
+      proc.stdout?.destroy();
+      proc.stderr?.destroy();
     },
   };
 }
