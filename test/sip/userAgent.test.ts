@@ -476,16 +476,21 @@ test('a client transaction with no final response in time is reported (for the t
   }
 });
 
-test('a forked INVITE answered 200 by two branches: the first is the call; the second is ACKed and at once BYE\'d (RFC 3261 §13.2.2.4), its retransmission ACKed again', async () => {
+/** Our UA INVITEs a raw UAS (which answers BYE 200 itself); resolves once the INVITE has reached it. */
+async function inviteToRawUas() {
   const ua = new SipUserAgent({ transports: [{ protocol: 'udp', host: '127.0.0.1', port: 0 }], logger });
   await ua.start();
   const { peer, got, reply } = await rawUas();
   const uaPort = ua.boundAddresses[0].port;
   peer.on('message', (m) => { const text = m.toString(); if (/^BYE /.test(text)) peer.send(reply(text, '200 OK', ''), uaPort, '127.0.0.1'); });
+  const inv = ua.invite({ requestUri: `sip:uas@127.0.0.1:${peer.address().port}`, from: { uri: 'sip:gw@127.0.0.1' }, sdp: SDP });
+  await until(() => got.some((t) => t.startsWith('INVITE ')), 'the INVITE');
+  return { ua, peer, got, reply, uaPort, inv, invite: got.find((t) => t.startsWith('INVITE '))! };
+}
+
+test('a forked INVITE answered 200 by two branches: the first is the call; the second is ACKed and at once BYE\'d (RFC 3261 §13.2.2.4), its retransmission ACKed again', async () => {
+  const { ua, peer, got, reply, uaPort, inv, invite } = await inviteToRawUas();
   try {
-    const inv = ua.invite({ requestUri: `sip:uas@127.0.0.1:${peer.address().port}`, from: { uri: 'sip:gw@127.0.0.1' }, sdp: SDP });
-    await until(() => got.some((t) => t.startsWith('INVITE ')), 'the INVITE');
-    const invite = got.find((t) => t.startsWith('INVITE '))!;
     const ok = (tag: string) => reply(invite, '200 OK', tag, ['Content-Type: application/sdp']).replace('Content-Length: 0\r\n\r\n', `Content-Length: ${SDP.length}\r\n\r\n${SDP}`);
     peer.send(ok('first'), uaPort, '127.0.0.1');
     const [, dialog] = await once<[unknown, Dialog]>(inv, 'accepted');
@@ -507,15 +512,8 @@ test('a forked INVITE answered 200 by two branches: the first is the call; the s
 });
 
 test('a 200 without SDP after an unreliable 183 with SDP (a peer that should have repeated it): that 183\'s SDP is taken as the answer, per branch', async () => {
-  const ua = new SipUserAgent({ transports: [{ protocol: 'udp', host: '127.0.0.1', port: 0 }], logger });
-  await ua.start();
-  const { peer, got, reply } = await rawUas();
-  const uaPort = ua.boundAddresses[0].port;
-  peer.on('message', (m) => { const text = m.toString(); if (/^BYE /.test(text)) peer.send(reply(text, '200 OK', ''), uaPort, '127.0.0.1'); });
+  const { ua, peer, got, reply, uaPort, inv, invite } = await inviteToRawUas();
   try {
-    const inv = ua.invite({ requestUri: `sip:uas@127.0.0.1:${peer.address().port}`, from: { uri: 'sip:gw@127.0.0.1' }, sdp: SDP });
-    await until(() => got.some((t) => t.startsWith('INVITE ')), 'the INVITE');
-    const invite = got.find((t) => t.startsWith('INVITE '))!;
     const withSdp = (status: string, tag: string, sdp: string) => reply(invite, status, tag, ['Content-Type: application/sdp']).replace('Content-Length: 0\r\n\r\n', `Content-Length: ${sdp.length}\r\n\r\n${sdp}`);
     const other = SDP.replace('m=audio 4000', 'm=audio 4100');
     peer.send(withSdp('183 Session Progress', 'a', SDP), uaPort, '127.0.0.1');
