@@ -216,7 +216,14 @@ export class CallManager {
       log.info({ source: req.source.host, user: verdict.username }, 'INVITE authenticated by digest');
     }
     if (this.calls.size >= this.opts.maxCallsGlobal) { inv.reject(503, 'Service Unavailable'); return; }
-    // No SDP at all: a delayed offer (RFC 3261 §13.2.1; Cisco CUCM's default): we offer in the 200.
+    // No SDP at all: a delayed offer (RFC 3261 §13.2.1; Cisco CUCM's default): we offer in the
+    // 200 — not with 100rel required, where the offer would belong in our reliable 18x (RFC 3262
+    // §5), which carries none.
+    if (!req.body.trim() && /(^|,)\s*100rel\s*(,|$)/i.test(req.headers('require').join(','))) {
+      log.warn('inbound INVITE without SDP that requires 100rel: refused');
+      inv.reject(488, 'Not Acceptable Here');
+      return;
+    }
     const offer = req.body.trim() ? parseSipOffer(req.body) : null;
     if (offer && 'error' in offer) {
       log.warn({ error: offer.error }, 'inbound INVITE with unusable SDP');

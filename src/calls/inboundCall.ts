@@ -281,9 +281,13 @@ export class InboundCall extends CallBase {
     this.remoteOffer = desc;
   }
 
-  /** The answer to our offer (a delayed-offer call's ACK): what our SDP mirrors from now on. */
+  /**
+   * The answer to our offer (a delayed-offer call's ACK): what our SDP mirrors from now on — also
+   * the SDP a session refresh re-sends, rather than our first offer of every codec and key.
+   */
   protected override remoteAnswered(desc: SipMediaDescription): void {
     this.remoteOffer = desc;
+    if (this.dialog) this.dialog.localSdp = this.currentLocalSdp(this.heldLocally ? 'sendonly' : 'sendrecv');
   }
 
   protected currentLocalSdp(direction: 'sendrecv' | 'sendonly' | 'recvonly' | 'inactive'): string {

@@ -643,10 +643,16 @@ test('an inbound INVITE without SDP (delayed offer): our 200 offers, the answer 
   const { ok, incoming } = await placeCall('d1');
   const offer = ok.slice(ok.indexOf('\r\n\r\n') + 4);
   assert.match(offer, /^m=audio \d+ RTP\/AVP 0( \d+)*\r$/m, 'our offer in the 200, PCMU among its codecs');
-  ack(ok, 'd1', answerSdp);
+  assert.match(offer, /telephone-event/);
   const call = [...(r.manager() as unknown as { calls: Map<string, any> }).calls.values()][0];
+  // Before the ACK our offer is outstanding: a hold (a second offer) is refused, not sent.
+  const from = tab.messages.length;
+  tab.ws.send(JSON.stringify({ type: 'hold', callId: incoming.callId }));
+  assert.match(String((await message(tab, 'error', from)).message), /still being set up/);
+  ack(ok, 'd1', answerSdp);
   await until(() => call['sipLeg']?.['dest']?.port === BASE + 4, 'the media set by the ACK\'s answer');
   assert.equal(call.state, 'answered');
+  assert.doesNotMatch(call['dialog'].localSdp, /telephone-event/, 'a refresh re-sends what was agreed (PCMU alone), not our first offer');
   // The tab hangs up: our BYE reaches the caller.
   tab.ws.send(JSON.stringify({ type: 'hangup', callId: incoming.callId }));
   await until(() => got.some((m) => m.startsWith('BYE ') && m.includes('Call-ID: d1@test')), 'our BYE');
@@ -660,4 +666,9 @@ test('an inbound INVITE without SDP (delayed offer): our 200 offers, the answer 
   await until(() => got.some((m) => m.startsWith('BYE ') && m.includes('Call-ID: d2@test')), 'our BYE for the call without an answer');
   await until(() => r.cdr().length === 2, 'both CDRs');
   assert.deepEqual(r.cdr().map((c) => c.cause), ['local-hangup', 'failed']);
+
+  // Without SDP and requiring 100rel, the offer would belong in our reliable 180 (none there): 488.
+  send([`INVITE sip:late@127.0.0.1:${BASE + 1} SIP/2.0`, `Via: SIP/2.0/UDP 127.0.0.1:${port};branch=z9hG4bKd3;rport`, 'From: <sip:+15550000099@127.0.0.1>;tag=cd3',
+    'To: <sip:late@127.0.0.1>', 'Call-ID: d3@test', 'CSeq: 1 INVITE', `Contact: <sip:caller@127.0.0.1:${port}>`, 'Require: 100rel', 'Max-Forwards: 70', 'Content-Length: 0', '', ''].join('\r\n'));
+  await until(() => got.some((m) => m.startsWith('SIP/2.0 488') && m.includes('Call-ID: d3@test')), 'a 488');
 });
