@@ -103,6 +103,15 @@ async function message(tab: Tab, types: string[], from = 0): Promise<Msg> {
 
 const offer = (): Promise<string> => browsers.offer();
 
+/** The tab places a call the trunk answers: resolves with the tab's `calling` and the gateway's call. */
+async function answeredCall(r: Rig, tab: Tab, to: string, ref: string): Promise<{ calling: Msg; call: any }> {
+  tab.ws.send(JSON.stringify({ type: 'call', to, ref, sdp: await offer() }));
+  const calling = await message(tab, ['calling', 'error', 'ended']);
+  assert.equal(calling.type, 'calling', JSON.stringify(calling));
+  await message(tab, ['answered']);
+  return { calling, call: [...(r.gw.gateway['manager'] as unknown as { calls: Map<string, any> }).calls.values()][0] };
+}
+
 /** Every SIP RTP leg the gateway allocates from now on goes through `spoil` first. */
 function spoilSipLegs(t: TestContext, media: MediaEngine, spoil: (leg: SipRtpLeg) => void): () => void {
   const original = media.createSipLeg;
@@ -327,10 +336,7 @@ test('the trunk re-offers other codecs and payload types on an answered outbound
   let trunkDialog: import('../../src/sip').Dialog | null = null;
   const r = await rig(t, BASE, (inv) => { trunkDialog = inv.accept(trunkSdp(BASE)); });
   const alice = await r.tab('alice');
-  alice.ws.send(JSON.stringify({ type: 'call', to: '+15551000090', ref: 'reoffer', sdp: await offer() }));
-  const calling = await message(alice, ['calling', 'error', 'ended']);
-  assert.equal(calling.type, 'calling', JSON.stringify(calling));
-  await message(alice, ['answered']);
+  const { calling } = await answeredCall(r, alice, '+15551000090', 'reoffer');
   await until(() => trunkDialog?.state === 'confirmed', 'the trunk\'s dialog confirmed');
   const reoffer = `v=0\r\no=- 2 3 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio ${BASE + 4} RTP/AVP 8 0 96\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:96 telephone-event/8000\r\na=fmtp:96 0-16\r\na=sendrecv\r\n`;
   const res = await trunkDialog!.reinvite(reoffer);
@@ -357,10 +363,7 @@ test('mid-call codec changes: a re-offer listing PCMA first keeps PCMU; one with
   await new Promise<void>((res) => wire.bind(BASE + 4, '127.0.0.1', () => res()));
   t.after(() => wire.close());
   const alice = await r.tab('alice');
-  alice.ws.send(JSON.stringify({ type: 'call', to: '+15551000091', ref: 'codecs', sdp: await offer() }));
-  const calling = await message(alice, ['calling', 'error', 'ended']);
-  assert.equal(calling.type, 'calling', JSON.stringify(calling));
-  await message(alice, ['answered']);
+  const { calling } = await answeredCall(r, alice, '+15551000091', 'codecs');
   await until(() => trunkDialog?.state === 'confirmed', 'the trunk\'s dialog confirmed');
   const sdpWith = (fmts: string, maps: string[], v: number) => `v=0\r\no=- 2 ${v} IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio ${BASE + 4} RTP/AVP ${fmts}\r\n${maps.map((m) => `a=rtpmap:${m}\r\n`).join('')}a=sendrecv\r\n`;
   const kept = await trunkDialog!.reinvite(sdpWith('8 0', ['8 PCMA/8000', '0 PCMU/8000'], 3));
@@ -437,11 +440,7 @@ test('a re-INVITE without SDP (delayed offer): our 200 offers, keeping our direc
   const BASE = 22880; // 22880-22891
   const r = await rig(t, BASE, (inv) => { inv.accept(trunkSdp(BASE)); });
   const alice = await r.tab('alice');
-  alice.ws.send(JSON.stringify({ type: 'call', to: '+15551000091', ref: 'delayed', sdp: await offer() }));
-  const calling = await message(alice, ['calling', 'error', 'ended']);
-  assert.equal(calling.type, 'calling', JSON.stringify(calling));
-  await message(alice, ['answered']);
-  const call = [...(r.gw.gateway['manager'] as unknown as { calls: Map<string, any> }).calls.values()][0];
+  const { call } = await answeredCall(r, alice, '+15551000091', 'delayed');
   const dialog = call['dialog'];
   let offered = '';
   dialog.emit('reinvite', new SipRequest('INVITE', 'sip:gw@127.0.0.1'), (status: number, sdp?: string) => { assert.equal(status, 200); offered = sdp ?? ''; });
@@ -468,11 +467,7 @@ test('our hold and resume re-INVITEs: the answer in the far end\'s 200 is follow
     d.on('reinvite', (req: SipRequest, reply: (status: number, sdp?: string) => void) => answers.shift()!(req, reply));
   });
   const alice = await r.tab('alice');
-  alice.ws.send(JSON.stringify({ type: 'call', to: '+15551000092', ref: 'hold', sdp: await offer() }));
-  const calling = await message(alice, ['calling', 'error', 'ended']);
-  assert.equal(calling.type, 'calling', JSON.stringify(calling));
-  await message(alice, ['answered']);
-  const call = [...(r.gw.gateway['manager'] as unknown as { calls: Map<string, any> }).calls.values()][0];
+  const { calling, call } = await answeredCall(r, alice, '+15551000092', 'hold');
   // A PBX that sends its digits as SIP INFO (application/dtmf-relay).
   let from0 = alice.messages.length;
   const info = await trunkDialog!.request('INFO', 'Signal=7\r\nDuration=160\r\n', 'application/dtmf-relay');
