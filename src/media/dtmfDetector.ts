@@ -29,6 +29,8 @@ const MIN_TONE_POWER = (400 * BLOCK / 2) ** 2;
 
 export class DtmfToneDetector {
   private readonly block = new Float64Array(BLOCK);
+  /** The eight Goertzel powers of the block being read (reused: one per 25.6 ms block otherwise). */
+  private readonly power = new Float64Array(8);
   private fill = 0;
   /** The digit the last block held ('' for none), and whether it was reported already. */
   private last = '';
@@ -65,7 +67,7 @@ export class DtmfToneDetector {
     let energy = 0;
     for (let i = 0; i < BLOCK; i++) energy += x[i] * x[i];
     if (energy === 0) return '';
-    const power = new Float64Array(8);
+    const power = this.power;
     for (let k = 0; k < 8; k++) {
       const c = COEFFS[k];
       let s1 = 0;

@@ -576,7 +576,9 @@ export class MediaBridge extends EventEmitter<BridgeEvents> {
     const pt = this.sip.remote?.payloadType;
     if (pt !== undefined && pkt.payloadType !== pt) { this.sipDropped++; return; }
     if (this.inbandDtmf) {
-      const pcm = this.inbandPcm.length >= pkt.payload.length ? this.inbandPcm.subarray(0, pkt.payload.length) : (this.inbandPcm = new Int16Array(pkt.payload.length));
+      // Sized to the trunk's packets once (a view per packet otherwise).
+      if (this.inbandPcm.length !== pkt.payload.length) this.inbandPcm = new Int16Array(pkt.payload.length);
+      const pcm = this.inbandPcm;
       this.inbandDtmf.push(this.sip.remote?.codec === 'PCMA' ? pcmaDecode(pkt.payload, pcm) : pcmuDecode(pkt.payload, pcm));
     }
     if (this.toneTimer) this.setBrowserTone('none'); // real early media replaces our ringback
