@@ -194,7 +194,7 @@ export class Gateway {
       // /readyz reports the trunk only when we watch it; until the first answer it is "not yet".
       this.readiness.set('trunkReachable', false);
       this.metrics.trunkReachable(false);
-      const ping = new OptionsPing(this.ua, c.trunk.uri, c.trunk.optionsKeepaliveSec);
+      const ping = new OptionsPing(this.ua, c.trunk.uri, c.trunk.optionsKeepaliveSec, c.trunk.outboundProxy);
       ping.on('change', (ok) => { this.readiness.set('trunkReachable', ok); this.metrics.trunkReachable(ok); });
       ping.start();
       this.trunkPing = ping;
@@ -204,6 +204,7 @@ export class Gateway {
         registrar: reg.uri,
         aor: `sip:${reg.username}@${reg.fromDomain ?? hostOf(reg.uri)}`,
         credentials: reg.username && reg.password ? { username: reg.username, password: reg.password } : undefined,
+        outboundProxy: reg.outboundProxy,
       });
       r.on('state', (s: string) => this.metrics.registrationState('trunk', s));
       r.start();

@@ -18,6 +18,10 @@ export function buildRouting(c: GatewayConfig, demoUri: string | null): Routing 
   const demoHostPort = demoUri ? demoUri.replace(/^sip:/, '') : null;
   const trusted = [...(trunk?.sourceCidrs ?? [])];
   if (trunkUri && isIP(trunkUri.host)) trusted.push(trunkUri.host);
+  // The trunk's calls to us come through its SBC when we send ours through it.
+  const proxyUri = trunk?.outboundProxy ? parseUri(trunk.outboundProxy) : null;
+  if (trunk?.outboundProxy && !proxyUri) throw new Error(`trunk.outboundProxy is not a SIP URI: ${trunk.outboundProxy}`);
+  if (proxyUri && isIP(proxyUri.host.replace(/^\[|\]$/g, ''))) trusted.push(proxyUri.host.replace(/^\[|\]$/g, ''));
   if (demoUri) trusted.push('127.0.0.0/8');
   const fromHost = trunk?.fromDomain ?? c.sip.advertisedHost ?? c.sip.host;
 
@@ -40,6 +44,7 @@ export function buildRouting(c: GatewayConfig, demoUri: string | null): Routing 
         requestUri: `${u.scheme}:${encodeURIComponent(number).replace(/^%2B/, '+')}@${u.host}${u.port ? `:${u.port}` : ''}${params}`,
         fromUri: `sip:${encodeURIComponent(callerId).replace(/^%2B/, '+')}@${fromHost}`,
         credentials: trunk!.username && trunk!.password ? { username: trunk!.username, password: trunk!.password } : undefined,
+        outboundProxy: trunk!.outboundProxy,
       };
     },
     inboundUser(reqUser: string, toUser: string) {

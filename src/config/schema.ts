@@ -67,6 +67,11 @@ export const ConfigSchema = z
         username: z.string().min(1, 'expected a non-empty user name').optional(),
         password: z.string().min(1, 'expected a non-empty password').optional(),
         fromDomain: z.string().optional(),
+        /**
+         * Every request toward the trunk (INVITE, REGISTER, OPTIONS) goes to this proxy (an SBC)
+         * with a pre-loaded Route; in-dialog requests follow the Record-Route it adds.
+         */
+        outboundProxy: z.string({ error: 'expected a SIP URI such as sip:sbc.example.com:5060' }).regex(/^sips?:[^\s]+$/, 'expected a SIP URI such as sip:sbc.example.com:5060').optional(),
         srtp: srtp.default('off'),
         codecs: z.array(codec).min(1, 'expected at least one codec').default(['PCMU', 'PCMA']),
         register: z.boolean().default(false),

@@ -12,7 +12,7 @@ export class OptionsPing extends EventEmitter<{ change: [reachable: boolean] }> 
   private timer: NodeJS.Timeout | null = null;
   private stopped = false;
 
-  constructor(private readonly ua: SipUserAgent, private readonly target: string, private readonly intervalSec: number) {
+  constructor(private readonly ua: SipUserAgent, private readonly target: string, private readonly intervalSec: number, private readonly outboundProxy?: string) {
     super();
   }
 
@@ -36,7 +36,7 @@ export class OptionsPing extends EventEmitter<{ change: [reachable: boolean] }> 
     let giveUp: NodeJS.Timeout | undefined;
     try {
       status = await Promise.race([
-        this.ua.options(this.target).then((r) => r.status),
+        this.ua.options(this.target, { outboundProxy: this.outboundProxy }).then((r) => r.status),
         new Promise<number>((r) => { giveUp = setTimeout(() => r(408), waitMs); }),
       ]);
     } catch (err) {

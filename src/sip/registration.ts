@@ -2,7 +2,7 @@ import { EventEmitter } from 'node:events';
 import type { SipResponse } from './message';
 import { DigestClient, pickChallenge } from './digest';
 import type { Credentials, SipUserAgent } from './userAgent';
-import { newCallId, newTag } from './userAgent';
+import { addOutboundRoute, newCallId, newTag } from './userAgent';
 
 export interface RegisterOptions {
   /** Registrar URI, e.g. 'sip:registrar.example.com;transport=udp'. */
@@ -14,6 +14,9 @@ export interface RegisterOptions {
   expires?: number;
   outboundProxy?: string;
 }
+
+/** How long stop() waits for the registrar's answer to the unregister (Expires: 0). */
+const UNREGISTER_WAIT_MS = 3000;
 
 export type RegistrationState = 'unregistered' | 'registering' | 'registered' | 'failed';
 
@@ -46,7 +49,16 @@ export class Registration extends EventEmitter<{ state: [RegistrationState] }> {
     this.stopped = true;
     if (this.timer) clearTimeout(this.timer);
     this.timer = null;
-    if (this.state === 'registered') await this.send(0).catch(() => undefined);
+    if (this.state === 'registered') {
+      // A gateway shutting down does not wait out Timer F (32 s) for a registrar that has gone
+      // away: the unregister gets a few seconds, then the binding simply expires there.
+      let giveUp: NodeJS.Timeout | undefined;
+      await Promise.race([
+        this.send(0).catch(() => undefined),
+        new Promise<void>((r) => { giveUp = setTimeout(r, UNREGISTER_WAIT_MS); }),
+      ]);
+      clearTimeout(giveUp);
+    }
     this.setState('unregistered');
   }
 
@@ -100,6 +112,7 @@ export class Registration extends EventEmitter<{ state: [RegistrationState] }> {
       const req = this.ua.newRequest('REGISTER', this.opts.registrar, { uri: this.opts.aor, tag: this.tag }, { uri: this.opts.aor }, this.callId, this.cseq, dest.transport);
       req.setHeader('Contact', this.ua.contactUri(dest.transport, this.opts.contactUser ?? userOf(this.opts.aor)));
       req.setHeader('Expires', String(expires));
+      addOutboundRoute(req, this.opts.outboundProxy);
       if (auth) req.addHeader(auth[0], auth[1]);
       const res = await this.ua.sendRequest(req, dest);
       if ((res.status === 401 || res.status === 407) && this.opts.credentials) {

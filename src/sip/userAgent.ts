@@ -55,6 +55,19 @@ export interface InviteOptions {
 interface Destination { transport: SipTransport; host: string; port: number }
 
 export function newTag(): string { return randomBytes(6).toString('hex'); }
+
+/**
+ * An out-of-dialog request sent through an outbound proxy carries it as a pre-loaded Route
+ * (RFC 3261 §8.1.2, loose routing: `;lr` is added when missing, as we do not strict-route), so
+ * the proxy knows the request is meant for it to forward by the Request-URI. The request's
+ * CANCEL and non-2xx ACK copy it (§9.1, §17.1.1.3); requests inside the dialog follow the
+ * dialog's route set, which is the Record-Route of the answer (§12.1.2).
+ */
+export function addOutboundRoute(req: SipRequest, proxyUri: string | undefined): void {
+  if (!proxyUri) return;
+  const uri = proxyUri.replace(/^<|>$/g, '');
+  req.addHeader('Route', `<${/;lr(=|;|$)/i.test(uri) ? uri : `${uri};lr`}>`);
+}
 export function newBranch(): string { return `z9hG4bK${randomBytes(9).toString('base64url')}`; }
 export function newCallId(): string { return randomBytes(12).toString('hex'); }
 
@@ -143,6 +156,7 @@ export class SipUserAgent extends EventEmitter<{ invite: [ServerInvite] }> imple
   async options(targetUri: string, opts: { outboundProxy?: string } = {}): Promise<SipResponse> {
     const dest = await this.resolve(opts.outboundProxy ?? targetUri);
     const req = this.newRequest('OPTIONS', targetUri, { uri: this.contactUri(dest.transport).replace(/^<|>$/g, '') }, { uri: targetUri }, newCallId(), 1, dest.transport);
+    addOutboundRoute(req, opts.outboundProxy);
     req.setHeader('Accept', 'application/sdp');
     return this.sendRequest(req, dest);
   }
@@ -656,6 +670,7 @@ export class ClientInvite extends EventEmitter<ClientInviteEvents> {
       req.addHeader('Session-Expires', String(this.sessionExpires));
       req.addHeader('Min-SE', String(Math.min(this.sessionExpires, this.ua.sessionTimerSettings.minSe)));
     }
+    addOutboundRoute(req, o.outboundProxy);
     for (const [k, v] of o.headers ?? []) req.addHeader(k, v);
     req.addHeader('Content-Type', 'application/sdp');
     req.body = o.sdp;

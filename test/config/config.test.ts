@@ -226,6 +226,8 @@ test('semantic checks: token auth needs a key, demo auth needs loopback, trunk c
   oneError(validateConfig({ auth: { hs256Secret: 'short' } }), /^config error: auth\.hs256Secret: expected at least 32 characters, got "\*\*\*"$/);
   oneError(validateConfig({ trunk: { uri: 'sip:t.example.com', register: true }, auth: { hs256Secret: SECRET } }), /^config error: trunk\.username: trunk\.register needs a user name/);
   oneError(validateConfig({ trunk: { uri: 'sip:t.example.com', password: 'pw' }, auth: { hs256Secret: SECRET } }), /^config error: trunk\.username: trunk\.password is set but digest auth also needs trunk\.username$/);
+  oneError(validateConfig({ trunk: { uri: 'sip:t.example.com', outboundProxy: 'sbc.example.com' }, auth: { hs256Secret: SECRET } }), /^config error: trunk\.outboundProxy: expected a SIP URI such as sip:sbc\.example\.com:5060/);
+  ok(validateConfig({ trunk: { uri: 'sip:t.example.com', outboundProxy: 'sip:sbc.example.com;transport=tcp' }, auth: { hs256Secret: SECRET } }));
   oneError(validateConfig({ sip: { transports: ['udp', 'tls'] } }), /^config error: sip\.tls: the tls transport needs sip\.tls\.certFile and sip\.tls\.keyFile$/);
   oneError(validateConfig({ sip: { transports: ['udp', 'udp'] } }), /^config error: sip\.transports: expected each transport at most once/);
   const notPem = file('not.pem', 'hello\n');

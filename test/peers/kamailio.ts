@@ -14,8 +14,13 @@ export interface Kamailio {
  * A real Kamailio (Debian package) as registrar/proxy on loopback with digest auth for REGISTER
  * (recipe: ../shared/peers/kamailio). Users live in an htable; INVITEs to a registered user are
  * record-routed to its contact. min_expires is lowered so tests can watch refreshes.
+ *
+ * With `outboundProxy`, it is also an SBC in front of a trunk: a new request whose Request-URI
+ * is not Kamailio itself must carry a pre-loaded loose Route to it (RFC 3261 §8.1.2; 400
+ * otherwise); an INVITE is then record-routed, and every such request but REGISTER (which it
+ * takes as registrar, as an SBC registering on a trunk's behalf) relayed by its Request-URI.
  */
-export async function startKamailio(o: { port: number; users: Record<string, string> }): Promise<Kamailio> {
+export async function startKamailio(o: { port: number; users: Record<string, string>; outboundProxy?: boolean }): Promise<Kamailio> {
   const dir = tempDir('kamailio-');
   const run = join(dir, 'run');
   mkdirSync(run);
@@ -60,7 +65,16 @@ request_route {
   }
   if (is_method("CANCEL")) { if (t_check_trans()) t_relay(); exit; }
   t_check_trans();
-  if (is_method("REGISTER")) {
+${o.outboundProxy ? `  if (!uri == myself) {
+    if (!search("^Route: *<sip:127[.]0[.]0[.]1:${o.port};lr>")) { sl_send_reply("400", "Expected a pre-loaded Route to this proxy"); exit; }
+    remove_hf("Route");
+    if (!is_method("REGISTER")) {
+      if (is_method("INVITE")) record_route();
+      t_relay();
+      exit;
+    }
+  }
+` : ''}  if (is_method("REGISTER")) {
     $var(pw) = $sht(users=>$fU);
     if ($var(pw) == $null || !pv_auth_check("$fd", "$var(pw)", "0", "1")) {
       auth_challenge("$fd", "0");

@@ -326,3 +326,60 @@ test('sipp calls requiring 100rel: our 180 carries Require: 100rel and an RSeq, 
   assert.ok(prackedBeforeAnswer, 'the PRACK arrived (and ended the retransmissions) before we answered');
   assert.equal(dialog?.state, 'terminated');
 });
+
+test('Kamailio as outbound proxy: INVITE, CANCEL, OPTIONS and REGISTER go through it with a pre-loaded Route; the dialog follows its Record-Route', async () => {
+  const kam = await startKamailio({ port: BASE + 90, users: { gw: 'gwsecret' }, outboundProxy: true });
+  cleanups.push(() => kam.stop());
+  const proxy = `sip:127.0.0.1:${BASE + 90}`;
+  const ua = await startUa('udp', BASE + 92);
+  const trunk = await startUa('udp', BASE + 94);
+  const trunkUri = `sip:+15551230000@127.0.0.1:${BASE + 94}`;
+
+  // The proxy refuses a request for the trunk without its Route: what the checks below rely on.
+  const dest = await ua.resolve(proxy);
+  const bare = ua.newRequest('OPTIONS', trunkUri, { uri: 'sip:gw@127.0.0.1' }, { uri: trunkUri }, 'no-route-test', 1, dest.transport);
+  assert.equal((await ua.sendRequest(bare, dest)).status, 400);
+  assert.equal((await ua.options(trunkUri, { outboundProxy: proxy })).status, 200, 'relayed to the trunk, which answers OPTIONS');
+
+  // A call: the trunk sees it come through the proxy, record-routed; our BYE takes that route.
+  const arrived = new Promise<{ vias: number; route: string | undefined; recordRoute: string; dialog: Dialog }>((resolve) => trunk.once('invite', (inv: ServerInvite) => {
+    resolve({ vias: inv.request.headers('via').length, route: inv.request.header('route'), recordRoute: inv.request.header('record-route') ?? '', dialog: inv.accept(SDP) });
+  }));
+  const call = ua.invite({ requestUri: trunkUri, from: { uri: 'sip:gw@127.0.0.1' }, sdp: SDP, outboundProxy: proxy });
+  const [res, dialog] = await once<[{ status: number }, Dialog]>(call, 'accepted');
+  assert.equal(res.status, 200);
+  const atTrunk = await arrived;
+  assert.equal(atTrunk.vias, 2, 'our Via and the proxy\'s');
+  assert.equal(atTrunk.route, undefined, 'the proxy took its Route off');
+  assert.match(atTrunk.recordRoute, new RegExp(`127\\.0\\.0\\.1:${BASE + 90}`));
+  assert.deepEqual(dialog.routeSet.map((r) => /127\.0\.0\.1:(\d+)/.exec(r)?.[1]), [String(BASE + 90)]);
+  const byeVias = new Promise<number>((resolve) => atTrunk.dialog.once('terminated', (_reason, req) => resolve(req?.headers('via').length ?? 0)));
+  await dialog.bye();
+  assert.equal(await byeVias, 2, 'the BYE came through the proxy');
+
+  // A call cancelled while ringing: the CANCEL follows the INVITE to the proxy.
+  const ringing = new Promise<ServerInvite>((resolve) => trunk.once('invite', (inv: ServerInvite) => { inv.progress(180); resolve(inv); }));
+  const cancelled = ua.invite({ requestUri: trunkUri, from: { uri: 'sip:gw@127.0.0.1' }, sdp: SDP, outboundProxy: proxy });
+  const progress = once(cancelled, 'progress');
+  const atTrunk2 = await ringing;
+  await progress;
+  const trunkHeardCancel = once(atTrunk2, 'cancelled');
+  const rejected = once<[{ status: number }]>(cancelled, 'rejected');
+  cancelled.cancel();
+  await trunkHeardCancel;
+  assert.equal((await rejected)[0].status, 487);
+
+  // REGISTER toward the trunk's address, through the proxy (which registers it itself here).
+  const reg = ua.register({ registrar: `sip:127.0.0.1:${BASE + 94}`, aor: 'sip:gw@127.0.0.1', credentials: { username: 'gw', password: 'gwsecret' }, expires: 60, outboundProxy: proxy });
+  reg.start();
+  while (reg.state !== 'registered' && reg.state !== 'failed') await once(reg, 'state');
+  assert.equal(reg.state, 'registered', `status ${reg.lastStatus}`);
+  assert.match(kam.registrations(), new RegExp(`sip:gw@127\\.0\\.0\\.1:${BASE + 92}`));
+  // The proxy goes away: stopping (a gateway's shutdown) does not wait out Timer F (32 s) for
+  // an answer to the unregister.
+  await kam.stop();
+  const t0 = Date.now();
+  await reg.stop();
+  assert.ok(Date.now() - t0 < 10_000, `stop() took ${Date.now() - t0} ms`);
+  assert.equal(reg.state, 'unregistered');
+});

@@ -4,6 +4,8 @@ import dgram from 'node:dgram';
 import pino from 'pino';
 import { SipUserAgent, type Dialog, type ServerInvite } from '../../src/sip';
 import { until } from '../support/tabs';
+import { addOutboundRoute } from '../../src/sip/userAgent';
+import { SipRequest } from '../../src/sip/message';
 
 const logger = pino({ level: 'silent' });
 const SDP = 'v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n';
@@ -527,4 +529,14 @@ test('a 200 without SDP after an unreliable 183 with SDP (a peer that should hav
     peer.close();
     await ua.stop();
   }
+});
+
+test('addOutboundRoute: the outbound proxy as a loose Route (;lr added once), nothing without one', () => {
+  const routeOf = (proxy: string | undefined) => { const r = new SipRequest('INVITE', 'sip:+15551234@trunk.example'); addOutboundRoute(r, proxy); return r.headers('route'); };
+  assert.deepEqual(routeOf('sip:sbc.example:5060'), ['<sip:sbc.example:5060;lr>']);
+  assert.deepEqual(routeOf('<sip:sbc.example;transport=tcp>'), ['<sip:sbc.example;transport=tcp;lr>']);
+  assert.deepEqual(routeOf('sip:sbc.example;lr'), ['<sip:sbc.example;lr>']);
+  assert.deepEqual(routeOf('sip:sbc.example;lr=on;transport=tls'), ['<sip:sbc.example;lr=on;transport=tls>']);
+  assert.deepEqual(routeOf('sip:lrproxy.example'), ['<sip:lrproxy.example;lr>'], 'lr in the host name is no lr parameter');
+  assert.deepEqual(routeOf(undefined), []);
 });
