@@ -61,6 +61,10 @@ export class Dialog extends EventEmitter<DialogEvents> {
   readonly sessionTimer: SessionTimer;
   /** The CSeq of the peer's INVITE that set up a dialog we accepted (0 for ours). */
   private readonly inviteSeq: number;
+  /** A hang-up while our 200 waited for its ACK: the BYE's reason, sent once the ACK comes (bye()). */
+  private byeAfterAck: DialogEndReason | null = null;
+  /** Our 200's retransmissions gave up without an ACK: a BYE may go now. */
+  private ackWaitOver = false;
 
   constructor(
     private readonly core: UaCore,
@@ -185,10 +189,22 @@ export class Dialog extends EventEmitter<DialogEvents> {
     return req;
   }
 
-  /** Ends the dialog with BYE; `reason` is what 'terminated' reports (no-ack, session-timer...). */
+  /**
+   * Ends the dialog with BYE; `reason` is what 'terminated' reports (no-ack, session-timer...).
+   * On a dialog we accepted whose 200 has not been ACKed yet, the BYE waits for the ACK (RFC
+   * 3261 §15): sent now, it would stop the 200's retransmissions, and a caller that lost the
+   * 200 (or got the BYE first, through other proxies) would answer it 481 and then ACK a 200 we
+   * no longer stand by. The 200 keeps going meanwhile; without an ACK it is given up after
+   * 64·T1 (`ackGivenUp`) and the BYE goes then.
+   */
   async bye(reason: DialogEndReason = 'local-bye'): Promise<void> {
     if (this.state === 'terminated') return;
     this.sessionTimer.stop();
+    if (this.state === 'early' && this.inviteSeq > 0 && !this.ackWaitOver) {
+      if (!this.byeAfterAck) this.log.info({ reason }, 'BYE waits for the ACK of our 200 (RFC 3261 §15)');
+      this.byeAfterAck ??= reason;
+      return;
+    }
     this.terminate(reason);
     // A trunk that challenges BYE (many carriers do) gets it again with credentials: unanswered,
     // it would keep the call up (and billed) until its own timers end it. The dialog is already
@@ -309,7 +325,17 @@ export class Dialog extends EventEmitter<DialogEvents> {
   /** An ACK for one of our 2xx arrived: the dialog is confirmed, and a body in it is an answer. */
   acked(ack: SipRequest): void {
     this.confirm();
+    if (this.byeAfterAck) { void this.bye(this.byeAfterAck); return; }
     if (ack.body) this.emit('ackAnswer', ack.body);
+  }
+
+  /**
+   * No ACK came for the 200 that set up this dialog (64·T1, §13.3.1.4): the session is not
+   * established. Ends it with BYE, the one a hang-up was holding back if there was one.
+   */
+  ackGivenUp(): void {
+    this.ackWaitOver = true;
+    void this.bye(this.byeAfterAck ?? 'no-ack');
   }
 
   terminate(reason: DialogEndReason, req?: SipRequest): void {

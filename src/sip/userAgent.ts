@@ -1026,7 +1026,7 @@ export class ServerInvite extends EventEmitter<{ cancelled: []; unacknowledged: 
     this.ua.retransmit2xx(this.tx, res, dialog, () => {
       // No ACK within 64*T1 (§13.3.1.4): the session is not established; end it with BYE.
       this.ua.log.warn({ callId: req.callId }, 'no ACK for 200 OK: sending BYE');
-      dialog.bye('no-ack').catch(() => undefined);
+      dialog.ackGivenUp();
     });
     this.tx.respond(res);
     return dialog;

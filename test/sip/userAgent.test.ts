@@ -201,6 +201,49 @@ test('a re-INVITE answered while the first 2xx still waits for its lost ACK: the
   }
 });
 
+test('a hang-up before the caller\'s ACK: the 200 is sent again until the ACK comes, and only then the BYE (RFC 3261 §15); without an ACK the BYE goes when the 200 is given up (64·T1)', async () => {
+  const b = new SipUserAgent({ transports: [{ protocol: 'udp', host: '127.0.0.1', port: 0 }], logger, timers: { T1: 20, T2: 80 } });
+  await b.start();
+  const port = b.boundAddresses[0].port;
+  const ended: string[] = [];
+  // Answered and hung up at once, as a tab that accepts and closes.
+  b.on('invite', (inv: ServerInvite) => {
+    const d = inv.accept(SDP);
+    d.on('terminated', (reason) => ended.push(reason));
+    void d.bye();
+  });
+  const { raw, replies, rport, send } = await rawPeer(port);
+  try {
+    const req = (method: string, callId: string, toTag: string, body = '') => `${method} sip:x@127.0.0.1:${port} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:${rport};branch=z9hG4bK-${callId}-${method}\r\nFrom: <sip:a@127.0.0.1>;tag=caller\r\nTo: <sip:b@127.0.0.1>${toTag ? `;tag=${toTag}` : ''}\r\nCall-ID: ${callId}\r\nCSeq: 1 ${method}\r\nContact: <sip:a@127.0.0.1:${rport}>\r\nMax-Forwards: 70\r\n${body ? 'Content-Type: application/sdp\r\n' : ''}Content-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`;
+    const of = (callId: string) => replies.filter((r) => r.includes(`Call-ID: ${callId}`));
+    const byes = (callId: string) => of(callId).filter((r) => r.startsWith('BYE '));
+
+    send(req('INVITE', 'early-hangup', '', SDP));
+    await until(() => of('early-hangup').filter((r) => r.startsWith('SIP/2.0 200')).length >= 3, 'the 200 sent again while no ACK comes');
+    assert.equal(byes('early-hangup').length, 0, 'no BYE before the ACK');
+    assert.deepEqual(ended, []);
+    const toTag = /To: [^\r]*;tag=([^;\r]+)/.exec(of('early-hangup').find((r) => r.startsWith('SIP/2.0 200'))!)![1];
+    send(req('ACK', 'early-hangup', toTag));
+    await until(() => byes('early-hangup').length === 1, 'the BYE once the ACK came');
+    assert.deepEqual(ended, ['local-bye']);
+    const okCount = of('early-hangup').filter((r) => r.startsWith('SIP/2.0 200')).length;
+    await new Promise((r) => setTimeout(r, 200));
+    assert.equal(of('early-hangup').filter((r) => r.startsWith('SIP/2.0 200')).length, okCount, 'no 200 after the ACK');
+
+    // The caller never ACKs: the 200 is given up after 64·T1 (1.28 s here), and the BYE goes then.
+    const t0 = Date.now();
+    send(req('INVITE', 'never-acked', '', SDP));
+    await until(() => byes('never-acked').length === 1, 'the BYE once the 200 was given up', 5000);
+    assert.ok(Date.now() - t0 >= 64 * 20 - 50, `BYE after ${Date.now() - t0} ms`);
+    assert.deepEqual(ended, ['local-bye', 'local-bye']);
+    await new Promise((r) => setTimeout(r, 100));
+    assert.equal(b.counts.dialogs, 0);
+  } finally {
+    raw.close();
+    await b.stop();
+  }
+});
+
 test('a BYE on the early dialog (after our 180) ends the ringing call like a CANCEL: 200 to the BYE, 487 to the INVITE', async () => {
   const [a, b, port] = await pair();
   let cancelled = false;
