@@ -1,4 +1,5 @@
 import { EventEmitter } from 'node:events';
+import { isIP } from 'node:net';
 import type { Logger } from 'pino';
 import { IcePortPool } from './icePortPool';
 import {
@@ -64,12 +65,35 @@ const NARROWBAND_OPUS_BITRATE = 20000;
 /** Trickled browser candidates handed to werift, at most (see addIceCandidate). */
 const MAX_REMOTE_CANDIDATES = 16;
 
-const MDNS_CANDIDATE = /^a=candidate:\S+ \d+ \S+ \d+ \S+\.local .*(?:\r?\n|$)/gim;
-/** One trickled candidate (with or without its `a=`) whose address is an mDNS name. */
-const MDNS_HOST = /^(?:a=)?candidate:\S+ \d+ \S+ \d+ \S+\.local /i;
-/** The SDP without `.local` (mDNS) candidates, which werift would resolve on the gateway's LAN. */
-function withoutMdnsCandidates(sdp: string): string {
-  return sdp.replace(MDNS_CANDIDATE, '');
+/** The connection address of a candidate attribute (with or without its `a=`), or null. */
+const CANDIDATE_ADDRESS = /^(?:a=)?candidate:\S+ \d+ \S+ \d+ (\S+) /i;
+
+/**
+ * Whether werift may have a browser candidate: only one whose address is an IP literal. For a
+ * host name werift resolves it itself — for any name that merely contains ".local" (mDNS,
+ * as browsers hide their addresses, but also "x.localdomain" or "a.local.example.com") it opens
+ * a multicast-DNS socket on 0.0.0.0:5353 and queries the gateway's LAN, and that library's
+ * socket error (5353 held by another program) is thrown as an uncaught exception. As ICE-lite
+ * we never check toward a candidate anyway: the browser's checks tell us its address.
+ */
+function weriftMayHave(candidate: string): boolean {
+  const address = CANDIDATE_ADDRESS.exec(candidate)?.[1];
+  return !!address && isIP(address) !== 0;
+}
+
+/**
+ * The SDP with only the candidates werift may have (weriftMayHave), at most `max` of them;
+ * returns how many it kept, so that trickled ones count on from there.
+ */
+function withUsableCandidates(sdp: string, max: number): { sdp: string; kept: number } {
+  let kept = 0;
+  const lines = sdp.split(/\r?\n/).filter((line) => {
+    if (!/^a=candidate:/i.test(line)) return true;
+    if (!weriftMayHave(line) || kept >= max) return false;
+    kept++;
+    return true;
+  });
+  return { sdp: lines.join('\r\n'), kept };
 }
 
 /**
@@ -185,7 +209,9 @@ export class BrowserLeg extends EventEmitter<BrowserLegEvents> implements Browse
   async answer(offerSdp: string): Promise<string> {
     this.transceiver = this.addAudioTransceiver();
     try {
-      await this.pc.setRemoteDescription({ type: 'offer', sdp: withoutMdnsCandidates(offerSdp) });
+      const offer = withUsableCandidates(offerSdp, MAX_REMOTE_CANDIDATES);
+      this.remoteCandidates = offer.kept;
+      await this.pc.setRemoteDescription({ type: 'offer', sdp: offer.sdp });
     } catch (err) {
       throw new OfferRefusedError((err as Error).message);
     }
@@ -216,20 +242,22 @@ export class BrowserLeg extends EventEmitter<BrowserLegEvents> implements Browse
 
   /** Inbound call: the browser answered our offer. */
   async acceptAnswer(answerSdp: string): Promise<void> {
-    await this.pc.setRemoteDescription({ type: 'answer', sdp: withoutMdnsCandidates(answerSdp) });
+    const answer = withUsableCandidates(answerSdp, MAX_REMOTE_CANDIDATES);
+    this.remoteCandidates = answer.kept;
+    await this.pc.setRemoteDescription({ type: 'answer', sdp: answer.sdp });
     this.startConnecting();
   }
 
   /**
    * A trickled candidate from the browser (null = end of candidates). As ICE-lite we never check toward them (the browser's
-   * checks tell us its address), so werift gets only a few, and no mDNS ones: for a `.local`
-   * name werift opens a multicast-DNS socket and queries the gateway's LAN. Past the cap they
-   * are dropped (each one werift keeps is paired and sorted anew).
+   * checks tell us its address), so werift gets only a few, and only by IP address (see
+   * weriftMayHave). Past the cap, counted with the SDP's own, they are dropped (each one
+   * werift keeps is paired and sorted anew).
    */
   async addIceCandidate(candidate: string | null, sdpMid?: string, sdpMLineIndex?: number): Promise<void> {
     if (this.state === 'closed') return;
     if (!candidate) return; // ICE-lite: nothing to do at end-of-candidates
-    if (MDNS_HOST.test(candidate)) return;
+    if (!weriftMayHave(candidate)) return;
     if (++this.remoteCandidates > MAX_REMOTE_CANDIDATES) return;
     await this.pc.addIceCandidate({ candidate, sdpMid, sdpMLineIndex });
   }

@@ -359,21 +359,27 @@ test('a telephone-event format at a clock no audio runs on (telephone-event/1) i
   }
 });
 
-test('browser candidates: no mDNS (.local) ones reach werift, from the offer or trickled, and at most 16 trickled', async () => {
+test('browser candidates: only IP-address ones reach werift (no mDNS or other names, which it would look up on the LAN), from the offer or trickled, at most 16 in all', async () => {
   const l = leg();
   try {
     const offer = chromeLikeOffer('minptime=10;useinbandfec=1').replace('a=ssrc:1234', [
       'a=candidate:1 1 udp 2122260223 0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0.local 50000 typ host generation 0',
       'a=candidate:2 1 udp 2122260223 127.0.0.1 50002 typ host generation 0',
+      // Names werift sends to multicast DNS too (it looks for ".local" anywhere in the host).
+      'a=candidate:4 1 udp 2122260223 a.localhost 50006 typ host generation 0',
+      'a=candidate:5 1 udp 2122260223 b.local.example.com 50008 typ host generation 0',
       'a=ssrc:1234',
     ].join('\r\n'));
     await l.answer(offer);
-    const ice = dtlsTransportOf(l['transceiver']!)!.iceTransport.connection as unknown as { remoteCandidates: Array<{ host: string }> };
+    const ice = dtlsTransportOf(l['transceiver']!)!.iceTransport.connection as unknown as { remoteCandidates: Array<{ host: string }>; lookup?: unknown };
     await l.addIceCandidate('candidate:3 1 udp 2122260223 aaaa-bbbb.local 50004 typ host generation 0', '0', 0);
+    await l.addIceCandidate('candidate:6 1 udp 2122260223 x.localdomain 50012 typ host generation 0', '0', 0);
+    await l.addIceCandidate('a=candidate:7 1 udp 2122260223 gateway.example.com 50014 typ host generation 0', '0', 0);
     for (let i = 0; i < 20; i++) await l.addIceCandidate(`candidate:${10 + i} 1 udp 2122260223 127.0.0.${10 + i} 50010 typ host generation 0`, '0', 0);
     const hosts = ice.remoteCandidates.map((c) => c.host);
-    assert.ok(!hosts.some((h) => h.endsWith('.local')), hosts.join(' '));
-    assert.equal(hosts.length, 1 + 16, 'the offer\'s address candidate and 16 trickled ones');
+    assert.ok(hosts.every((h) => /^127\.0\.0\.\d+$/.test(h)), hosts.join(' '));
+    assert.equal(hosts.length, 16, 'the offer\'s address candidate and 15 trickled ones');
+    assert.equal(ice.lookup, undefined, 'werift never started a multicast-DNS lookup');
   } finally {
     await l.close();
   }
