@@ -5,6 +5,7 @@ import { DigestServer, OptionsPing, SipUserAgent, type Registration, type SipTra
 import { MediaEngine, type MediaPlane } from './media';
 import { WorkerMediaPlane } from './media/worker/workerMediaPlane';
 import type { GatewayConfig } from './config';
+import { DEFAULT_ANSWER_TIMEOUT_SEC } from './config/schema';
 import { GatewayMetrics } from './observability/metrics';
 import { CdrWriter } from './observability/cdr';
 import { Readiness } from './observability/health';
@@ -118,6 +119,7 @@ export class Gateway {
       sipCodecs: c.trunk?.codecs ?? ['PCMU', 'PCMA'],
       preferPcmuToBrowser: c.webrtc.preferPcmu,
       browserMediaTimeoutMs: c.media.inactivityTimeoutSec * 1000,
+      answerTimeoutMs: (c.trunk?.answerTimeoutSec ?? DEFAULT_ANSWER_TIMEOUT_SEC) * 1000,
     };
 
     const guards = buildEdgeGuards(c);

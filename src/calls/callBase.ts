@@ -53,6 +53,13 @@ export interface CallContext {
    * call until the far end hung up. 0 or unset: no check.
    */
   browserMediaTimeoutMs?: number;
+  /**
+   * An outbound call the far end has not answered after this long is CANCELled (cause
+   * no-answer): a trunk that sent 100 or 183 and then went quiet would otherwise keep it, and
+   * its ports, for ever (the INVITE transaction stops timing out at the first provisional
+   * response, RFC 3261 §17.1.1.2). 0 or unset: no limit.
+   */
+  answerTimeoutMs?: number;
 }
 
 export interface CallRecord {

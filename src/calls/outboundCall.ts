@@ -22,6 +22,7 @@ export interface OutboundTarget {
 export class OutboundCall extends CallBase {
   private browser: BrowserLeg | null = null;
   private invite: ClientInvite | null = null;
+  private answerTimer: NodeJS.Timeout | null = null;
 
   constructor(
     from: string,
@@ -75,6 +76,14 @@ export class OutboundCall extends CallBase {
     });
     this.invite = inv;
     this.log.info({ requestUri: this.target.requestUri, sipCallId: inv.callId }, 'INVITE sent');
+    const answerTimeoutMs = this.ctx.answerTimeoutMs ?? 0;
+    if (answerTimeoutMs > 0) {
+      this.answerTimer = this.after(answerTimeoutMs, () => {
+        if (this.state === 'answered') return;
+        this.log.info({ answerTimeoutMs }, 'no answer in time: cancelling the INVITE');
+        this.endTowardSip({ cause: 'no-answer' });
+      });
+    }
     // Through setUpStep: the UA only logs what its listeners throw, and the call would stay.
     inv.on('progress', (res: SipResponse) => this.setUpStep(() => this.onProgress(res)));
     inv.on('accepted', (_res: SipResponse, dialog, answer) => this.setUpStep(() => this.onAccepted(answer, dialog)));
@@ -135,6 +144,7 @@ export class OutboundCall extends CallBase {
       this.byeAndFinish({ cause: 'failed', sipStatus: 488, sipReason: err });
       return;
     }
+    this.cancelTimer(this.answerTimer);
     this.startBridge(this.browser!);
     this.bridge?.setBrowserTone('none');
     this.markAnswered('call answered');

@@ -2,6 +2,9 @@ import { isIP } from 'node:net';
 import { z } from 'zod';
 import { OPUS_DEFAULT_COMPLEXITY } from '../media/codecs/transcoders';
 
+/** How long an outbound call may go unanswered (trunk.answerTimeoutSec; demo calls too). */
+export const DEFAULT_ANSWER_TIMEOUT_SEC = 120;
+
 const intIn = (min: number, max: number) => {
   const msg = `expected an integer ${min}-${max}`;
   return z.number({ error: msg }).int(msg).min(min, msg).max(max, msg);
@@ -76,6 +79,8 @@ export const ConfigSchema = z
         codecs: z.array(codec).min(1, 'expected at least one codec').default(['PCMU', 'PCMA']),
         register: z.boolean().default(false),
         optionsKeepaliveSec: z.number().int().min(0).default(0),
+        /** A call the trunk has not answered after this long is CANCELled (cause no-answer). */
+        answerTimeoutSec: z.number().min(1).max(3600).default(DEFAULT_ANSWER_TIMEOUT_SEC),
         sourceCidrs: z.array(cidr).default([]),
       })
       .strict()

@@ -27,7 +27,8 @@
  * BASE+1, (demo BASE+2), trunk BASE+3, the trunk's SDP media port BASE+4 (nothing listens), RTP
  * BASE+6..BASE+9 (two pairs), WebRTC BASE+10..BASE+11 (one pair). The RTP exhaustion test uses
  * 21884-21899: RTP BASE+6..BASE+7 (one pair), WebRTC BASE+10..BASE+15 (three pairs). The
- * re-offer test uses 22840-22851, the delayed-offer one 22880-22891, the hold-answer one 22920-22931.
+ * re-offer test uses 22840-22851, the delayed-offer one 22880-22891, the hold-answer one 22920-22931,
+ * the answer-timeout one 25960-25971.
  */
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
@@ -62,7 +63,7 @@ interface Rig {
  * A gateway on `base` whose trunk (a UA on base+3) answers each INVITE with `answer`; `ports`
  * replaces the RTP and WebRTC ranges.
  */
-async function rig(t: TestContext, base: number, answer: (inv: ServerInvite) => void, ports?: { rtp: [number, number]; webrtc: [number, number] }, trunkCodecs: Array<'PCMU' | 'PCMA' | 'opus'> = ['PCMU']): Promise<Rig> {
+async function rig(t: TestContext, base: number, answer: (inv: ServerInvite) => void, ports?: { rtp: [number, number]; webrtc: [number, number] }, trunkCodecs: Array<'PCMU' | 'PCMA' | 'opus'> = ['PCMU'], trunkExtra: { answerTimeoutSec?: number } = {}): Promise<Rig> {
   const sockets: WebSocket[] = [];
   const invites: ServerInvite[] = [];
   const trunk = new SipUserAgent({ transports: [{ protocol: 'udp', host: '127.0.0.1', port: base + 3 }], logger: pino({ level: 'silent' }) });
@@ -70,7 +71,7 @@ async function rig(t: TestContext, base: number, answer: (inv: ServerInvite) => 
   const gw = await startGateway(base, {
     auth: { mode: 'token', hs256Secret: SECRET },
     demo: { enabled: false },
-    trunk: { uri: `sip:127.0.0.1:${base + 3}`, srtp: 'off', codecs: trunkCodecs, sourceCidrs: ['127.0.0.1/32'] },
+    trunk: { uri: `sip:127.0.0.1:${base + 3}`, srtp: 'off', codecs: trunkCodecs, sourceCidrs: ['127.0.0.1/32'], ...trunkExtra },
     dialplan: { allow: ['+1555*'] },
     // workers: 0, whatever GW_TEST_MEDIA_WORKERS says: these tests look inside the in-thread MediaEngine.
     media: { host: '127.0.0.1', portRange: ports?.rtp ?? [base + 6, base + 9], inactivityTimeoutSec: 60, workers: 0 },
@@ -504,4 +505,22 @@ test('our hold and resume re-INVITEs: the answer in the far end\'s 200 is follow
   const ended = await message(alice, ['ended'], from);
   assert.equal(ended.cause, 'failed', JSON.stringify(ended));
   await until(() => r.gw.gateway.activeCalls === 0, 'the call ended');
+});
+
+test('a trunk that rings and then goes quiet: the call is CANCELled after trunk.answerTimeoutSec, the tab told no-answer, nothing left', async (t) => {
+  const BASE = 25960; // 25960-25971
+  let cancelled = false;
+  // 180, then nothing: the INVITE transaction no longer times out on its own (RFC 3261 §17.1.1.2).
+  const r = await rig(t, BASE, (inv) => { inv.progress(180); inv.once('cancelled', () => { cancelled = true; }); }, undefined, ['PCMU'], { answerTimeoutSec: 1 });
+  const alice = await r.tab('alice');
+  const t0 = Date.now();
+  const { ended } = await callThenEnded(alice, '+15551000093', 'quiet', 'no-answer');
+  assert.ok(Date.now() - t0 >= 900, `ended after ${Date.now() - t0} ms`);
+  assert.equal(ended.type, 'ended');
+  await until(() => cancelled, 'the trunk got the CANCEL');
+  await until(() => r.gw.gateway.activeCalls === 0 && r.icePool().used === 0 && r.media().usage.portsAllocated === 0, 'the call released');
+  const recs = r.cdr().filter((c) => c.to === '+15551000093');
+  assert.equal(recs.length, 1);
+  assert.equal(recs[0].cause, 'no-answer');
+  assert.equal(recs[0].answerTime, undefined);
 });
