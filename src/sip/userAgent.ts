@@ -252,9 +252,18 @@ export class SipUserAgent extends EventEmitter<{ invite: [ServerInvite] }> imple
     if (req.method !== 'INVITE') return this.sendRequest(req, dest);
     // re-INVITE: the UAC core ACKs a 2xx itself (§13.2.2.4).
     return new Promise((resolve) => {
-      this.startInviteTransaction(req, dest, {
+      // After a provisional response the transaction waits for the final one without limit
+      // (§17.1.1.2), and the dialog can make no other offer meanwhile (a hold or a refresh would
+      // wait for ever): a re-INVITE still unanswered 64·T1 after its first provisional response
+      // is CANCELled (the peer answers 487; with no answer at all the transaction times out).
+      let giveUp: unknown = null;
+      const tx = this.startInviteTransaction(req, dest, {
         onResponse: (res) => {
-          if (res.status < 200) return;
+          if (res.status < 200) {
+            giveUp ??= this.clock.setTimeout(() => this.sendCancel(req, dest, tx), 64 * this.timers.T1);
+            return;
+          }
+          if (giveUp !== null) this.clock.clearTimeout(giveUp);
           if (res.status < 300) {
             const ack = dialog.createRequest('ACK');
             ack.setHeader('CSeq', `${req.cseq.seq} ACK`);
@@ -263,9 +272,27 @@ export class SipUserAgent extends EventEmitter<{ invite: [ServerInvite] }> imple
           }
           resolve(res);
         },
-        onTimeout: () => resolve(timeoutResponse(req)), // counted by startInviteTransaction
+        onTimeout: () => { if (giveUp !== null) this.clock.clearTimeout(giveUp); resolve(timeoutResponse(req)); }, // counted by startInviteTransaction
       });
     });
+  }
+
+  /**
+   * CANCEL for an INVITE we sent (§9.1): its Request-URI, Via (so its branch), Route, From, To,
+   * Call-ID and CSeq number. A peer that never answers the INVITE with 487 then does not keep
+   * the transaction for ever.
+   */
+  sendCancel(inv: SipRequest, dest: Destination, tx: InviteClientTransaction | null): void {
+    const cancel = new SipRequest('CANCEL', inv.uri);
+    cancel.addHeader('Via', inv.header('via')!);
+    for (const r of inv.headers('route')) cancel.addHeader('Route', r);
+    cancel.addHeader('Max-Forwards', '70');
+    cancel.addHeader('From', inv.header('from')!);
+    cancel.addHeader('To', inv.header('to')!);
+    cancel.addHeader('Call-ID', inv.callId);
+    cancel.addHeader('CSeq', `${inv.cseq.seq} CANCEL`);
+    this.sendRequest(cancel, dest).catch(() => undefined);
+    tx?.cancelSent();
   }
 
   registerDialog(d: Dialog): void { this.dialogs.set(d.id, d); }
@@ -869,18 +896,7 @@ export class ClientInvite extends EventEmitter<ClientInviteEvents> {
   private sendCancel(): void {
     if (!this.request || !this.dest || this.cancelSent) return;
     this.cancelSent = true;
-    const inv = this.request;
-    const cancel = new SipRequest('CANCEL', inv.uri);
-    cancel.addHeader('Via', inv.header('via')!);
-    for (const r of inv.headers('route')) cancel.addHeader('Route', r);
-    cancel.addHeader('Max-Forwards', '70');
-    cancel.addHeader('From', inv.header('from')!);
-    cancel.addHeader('To', inv.header('to')!);
-    cancel.addHeader('Call-ID', inv.callId);
-    cancel.addHeader('CSeq', `${inv.cseq.seq} CANCEL`);
-    this.ua.sendRequest(cancel, this.dest).catch(() => undefined);
-    // A peer that never answers the INVITE with 487 must not keep the transaction forever.
-    this.tx?.cancelSent();
+    this.ua.sendCancel(this.request, this.dest, this.tx);
   }
 
   private fail(err: Error): void {

@@ -522,8 +522,8 @@ test('a client transaction with no final response in time is reported (for the t
 });
 
 /** Our UA INVITEs a raw UAS (which answers BYE 200 itself); resolves once the INVITE has reached it. */
-async function inviteToRawUas() {
-  const ua = new SipUserAgent({ transports: [{ protocol: 'udp', host: '127.0.0.1', port: 0 }], logger });
+async function inviteToRawUas(timers?: { T1: number; T2: number }) {
+  const ua = new SipUserAgent({ transports: [{ protocol: 'udp', host: '127.0.0.1', port: 0 }], logger, timers });
   await ua.start();
   const { peer, got, reply } = await rawUas();
   const uaPort = ua.boundAddresses[0].port;
@@ -582,4 +582,42 @@ test('addOutboundRoute: the outbound proxy as a loose Route (;lr added once), no
   assert.deepEqual(routeOf('sip:sbc.example;lr=on;transport=tls'), ['<sip:sbc.example;lr=on;transport=tls>']);
   assert.deepEqual(routeOf('sip:lrproxy.example'), ['<sip:lrproxy.example;lr>'], 'lr in the host name is no lr parameter');
   assert.deepEqual(routeOf(undefined), []);
+});
+
+test('a re-INVITE the peer answers only provisionally is CANCELled 64·T1 later (the 487 ends it, the call stays up and can offer again)', async () => {
+  const T1 = 20;
+  const { ua, peer, got, reply, uaPort, inv, invite } = await inviteToRawUas({ T1, T2: 80 });
+  try {
+    const withSdp = (req: string, status: string, tag: string) => reply(req, status, tag, ['Content-Type: application/sdp']).replace('Content-Length: 0\r\n\r\n', `Content-Length: ${SDP.length}\r\n\r\n${SDP}`);
+    peer.send(withSdp(invite, '200 OK', 'uas'), uaPort, '127.0.0.1');
+    const [, dialog] = await once<[unknown, Dialog]>(inv, 'accepted');
+    // One per CSeq (a re-INVITE is sent again every T1 until its 100).
+    const reinvites = () => got.filter((t, i) => t.startsWith('INVITE ') && hdr(t, 'To').includes('tag=uas') && got.findIndex((o) => o.startsWith('INVITE ') && hdr(o, 'CSeq') === hdr(t, 'CSeq')) === i);
+
+    const t0 = Date.now();
+    const first = dialog.reinvite(SDP);
+    await until(() => reinvites().length === 1, 'the re-INVITE');
+    const reinvite = reinvites()[0];
+    peer.send(reply(reinvite, '100 Trying', ''), uaPort, '127.0.0.1'); // and then nothing
+    await until(() => got.some((t) => t.startsWith('CANCEL ')), 'the CANCEL', 5000);
+    const cancel = got.find((t) => t.startsWith('CANCEL '))!;
+    assert.ok(Date.now() - t0 >= 64 * T1 - 50, `CANCEL after ${Date.now() - t0} ms`);
+    assert.equal(hdr(cancel, 'Via'), hdr(reinvite, 'Via'), 'the re-INVITE\'s branch');
+    assert.equal(hdr(cancel, 'CSeq'), `${hdr(reinvite, 'CSeq').split(' ')[0]} CANCEL`);
+    assert.equal(cancel.split(' ')[1], reinvite.split(' ')[1], 'the re-INVITE\'s Request-URI');
+    peer.send(reply(cancel, '200 OK', 'uas'), uaPort, '127.0.0.1');
+    peer.send(reply(reinvite, '487 Request Terminated', 'uas'), uaPort, '127.0.0.1');
+    assert.equal((await first).status, 487);
+    assert.equal(dialog.state, 'confirmed', 'a refused re-INVITE leaves the call up');
+
+    // The dialog can offer again (it was not left with a re-INVITE in flight).
+    const second = dialog.reinvite(SDP);
+    await until(() => reinvites().length === 2, 'the second re-INVITE');
+    peer.send(withSdp(reinvites()[1], '200 OK', 'uas'), uaPort, '127.0.0.1');
+    assert.equal((await second).status, 200);
+    await dialog.bye();
+  } finally {
+    peer.close();
+    await ua.stop();
+  }
 });
