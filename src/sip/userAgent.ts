@@ -402,6 +402,20 @@ export class SipUserAgent extends EventEmitter<{ invite: [ServerInvite] }> imple
     return `2543|${branch}|${req.header('call-id') ?? ''}|${cseq}|${fromTag}|${sentBy}|${method}`;
   }
 
+  /**
+   * A new INVITE (no To tag) with the Call-ID, From tag and CSeq of one we are already handling,
+   * under another transaction: a merged request (RFC 3261 §8.2.2.2).
+   */
+  private isMerged(req: SipRequest): boolean {
+    const fromTag = parseNameAddr(req.header('from') ?? '')?.params.tag;
+    if (!fromTag) return false;
+    for (const inv of this.serverInvites.values()) {
+      const r = inv.request;
+      if (r.callId === req.callId && r.cseq.seq === req.cseq.seq && parseNameAddr(r.header('from') ?? '')?.params.tag === fromTag) return true;
+    }
+    return false;
+  }
+
   private onRequest(req: SipRequest): void {
     // Method names are case-sensitive (RFC 3261 §7.1): "invite" is an unknown method (501), not
     // an INVITE handled with a non-INVITE transaction.
@@ -453,6 +467,12 @@ export class SipUserAgent extends EventEmitter<{ invite: [ServerInvite] }> imple
     if (!KNOWN_METHODS.has(method)) { this.newServerTx(req).respond(this.makeResponse(req, 501, 'Not Implemented')); return; }
     switch (method) {
       case 'INVITE': {
+        if (this.isMerged(req)) {
+          // The same INVITE again by another path (a forking proxy's two branches both reaching
+          // us): a second call for one caller would ring every tab twice (§8.2.2.2).
+          this.newServerTx(req).respond(this.makeResponse(req, 482, 'Loop Detected', newTag()));
+          return;
+        }
         const tx = this.newServerTx(req) as InviteServerTransaction;
         const inv = new ServerInvite(this, req, tx);
         this.serverInvites.set(this.serverKey(req), inv);

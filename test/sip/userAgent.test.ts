@@ -621,3 +621,26 @@ test('a re-INVITE the peer answers only provisionally is CANCELled 64·T1 later 
     await ua.stop();
   }
 });
+
+test('the same INVITE by a second path (a merged request: same Call-ID, From tag and CSeq, another branch) gets 482, and one call rings', async () => {
+  const ua = new SipUserAgent({ transports: [{ protocol: 'udp', host: '127.0.0.1', port: 0 }], logger });
+  await ua.start();
+  const port = ua.boundAddresses[0].port;
+  const calls: ServerInvite[] = [];
+  ua.on('invite', (inv: ServerInvite) => { calls.push(inv); inv.progress(180); });
+  const { raw, replies, rport, send } = await rawPeer(port);
+  try {
+    const invite = (branch: string, callId = 'merged') => `INVITE sip:x@127.0.0.1:${port} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:${rport};branch=z9hG4bK-${branch}\r\nFrom: <sip:a@127.0.0.1>;tag=caller\r\nTo: <sip:b@127.0.0.1>\r\nCall-ID: ${callId}\r\nCSeq: 1 INVITE\r\nContact: <sip:a@127.0.0.1:${rport}>\r\nMax-Forwards: 70\r\nContent-Type: application/sdp\r\nContent-Length: ${SDP.length}\r\n\r\n${SDP}`;
+    send(invite('path-one'));
+    await until(() => replies.some((r) => r.startsWith('SIP/2.0 180')), 'the first rings');
+    send(invite('path-two'));
+    await until(() => replies.some((r) => r.startsWith('SIP/2.0 482')), '482 for the second path');
+    assert.match(hdr(replies.find((r) => r.startsWith('SIP/2.0 482'))!, 'Via'), /branch=z9hG4bK-path-two/);
+    send(invite('path-three', 'another-call')); // another Call-ID is another call
+    await until(() => calls.length === 2, 'the other call rings');
+    assert.deepEqual(calls.map((c) => c.request.callId), ['merged', 'another-call']);
+  } finally {
+    raw.close();
+    await ua.stop();
+  }
+});
