@@ -116,7 +116,8 @@ export class InboundCall extends CallBase {
     if (this.state !== 'ringing') return;
     this.invite.progress(180);
     this.after(this.ringTimeoutMs, () => {
-      if (this.state === 'ringing') this.refuse('timeout', 'no-answer');
+      // A tab that accepted is connecting: its own connect timeout decides.
+      if (this.state === 'ringing' && !this.acceptedByATab()) this.refuse('timeout', 'no-answer');
     });
   }
 
@@ -143,6 +144,13 @@ export class InboundCall extends CallBase {
         other.leg.close().catch(() => undefined);
       }
     }
+    // The 200 OK waits for the tab's media (ICE + DTLS, usually well under a second): sent at
+    // once, a browser whose UDP is blocked would have the caller answered — and billed — to
+    // silence until the connect timeout. The caller hears ringing meanwhile; should the media
+    // fail, the INVITE is refused 480 (browserMediaFailed, cause ice-failed). A CANCEL or the
+    // tab hanging up meanwhile ends the call as while ringing.
+    if (!(await this.mediaConnected(fork.leg))) return { ok: false, message: 'the call ended before its audio connected' };
+    if (this.ended) return { ok: false, message: 'call ended while accepting' };
     this.startBridge(fork.leg);
     // The answer's direction follows the offer's (RFC 3264 §6.1): a caller that starts on hold
     // (sendonly, e.g. music from a queue) is answered recvonly, not sendrecv.
@@ -153,6 +161,26 @@ export class InboundCall extends CallBase {
     if (!this.remoteOffer) this.expectAnswerInAck(dialog);
     this.markAnswered('call answered in the browser', { sessionId });
     return { ok: true };
+  }
+
+  /** Resolves true once the leg's ICE and DTLS are up; false when it fails or closes first. */
+  private mediaConnected(leg: BrowserLeg): Promise<boolean> {
+    if (leg.state === 'connected') return Promise.resolve(true);
+    if (leg.state === 'failed' || leg.state === 'closed') return Promise.resolve(false);
+    return new Promise<boolean>((resolve) => {
+      const done = (ok: boolean) => () => {
+        leg.off('connected', onConnected);
+        leg.off('failed', onFailed);
+        leg.off('closed', onClosed);
+        resolve(ok);
+      };
+      const onConnected = done(true);
+      const onFailed = done(false);
+      const onClosed = done(false);
+      leg.once('connected', onConnected);
+      leg.once('failed', onFailed);
+      leg.once('closed', onClosed);
+    });
   }
 
   /**
@@ -210,7 +238,7 @@ export class InboundCall extends CallBase {
    * While any tab still rings, or once the call was answered or ended, there is nothing to do.
    */
   private settleIfNobodyRinging(): void {
-    if (this.state !== 'ringing') return;
+    if (this.state !== 'ringing' || this.acceptedByATab()) return;
     if ([...this.forks.values()].some((f) => f.state === 'ringing')) return;
     if ([...this.forks.values()].some((f) => f.state === 'busy')) this.refuse('busy', 'busy');
     else this.refuse('offline', 'unavailable');
@@ -235,6 +263,11 @@ export class InboundCall extends CallBase {
     this.finish(alreadyAnswered ? { cause: 'failed' } : { cause: 'failed', sipStatus: 500, sipReason: 'Server Internal Error' });
   }
 
+  /** A tab accepted and its media is connecting (the 200 OK waits for it). */
+  private acceptedByATab(): boolean {
+    return [...this.forks.values()].some((f) => f.state === 'won');
+  }
+
   /** Did this tab get the call? (Other tabs are told "answered elsewhere".) */
   wonBy(sessionId: string): boolean {
     return this.forks.get(sessionId)?.state === 'won';
@@ -257,7 +290,9 @@ export class InboundCall extends CallBase {
     }
     // Before the answer the INVITE is still ours to answer: refuse it (a UAS has nothing to
     // CANCEL, unlike OutboundCall's endTowardSip).
-    const reason = cause === 'shutdown' || cause === 'failed' ? 'shutdown' : cause === 'connection-lost' ? 'offline' : 'declined';
+    // A tab whose media failed after it accepted (ice-failed) could not take the call: as one
+    // that went away, 480, not the 603 of a user who said no.
+    const reason = cause === 'shutdown' || cause === 'failed' ? 'shutdown' : cause === 'connection-lost' || cause === 'ice-failed' ? 'offline' : 'declined';
     this.refuse(reason, cause === 'local-hangup' ? 'rejected' : cause);
   }
 

@@ -672,3 +672,31 @@ test('an inbound INVITE without SDP (delayed offer): our 200 offers, the answer 
     'To: <sip:late@127.0.0.1>', 'Call-ID: d3@test', 'CSeq: 1 INVITE', `Contact: <sip:caller@127.0.0.1:${port}>`, 'Require: 100rel', 'Max-Forwards: 70', 'Content-Length: 0', '', ''].join('\r\n'));
   await until(() => got.some((m) => m.startsWith('SIP/2.0 488') && m.includes('Call-ID: d3@test')), 'a 488');
 });
+
+test('a tab that accepts but whose audio never connects: no 200 OK (the caller hears ringing on), then 480 with cause ice-failed at the connect timeout; nothing leaked', async (t) => {
+  const BASE = 25972; // 25972-25987
+  const block = smallBlock(BASE, BASE + 15);
+  const r = await rig(t, BASE, { ...block, webrtc: { portRange: [BASE + 10, BASE + 15], connectTimeoutSec: 2 } });
+  const tab = await r.tab('noaudio');
+  const call = r.invite('noaudio', '+15550000097');
+  const incoming = await message(tab, 'incoming');
+  await until(() => call.progress.includes(180), '180 Ringing');
+  // A peer that answers and is gone at once: its ICE checks never come (UDP blocked, say).
+  const pc = new RTCPeerConnection({ iceUseIpv6: false, iceInterfaceAddresses: { udp4: '127.0.0.1' } });
+  await pc.setRemoteDescription({ type: 'offer', sdp: String(incoming.sdp) });
+  await pc.setLocalDescription(await pc.createAnswer());
+  const answer = pc.localDescription!.sdp;
+  await pc.close();
+  const t0 = Date.now();
+  tab.ws.send(JSON.stringify({ type: 'accept', callId: incoming.callId, sdp: answer }));
+  // r.invite's final rejects should the INVITE be answered 200.
+  const res = await within(call.final, 8000, 'the final response');
+  assert.equal(res.status, 480);
+  assert.ok(Date.now() - t0 >= 1500, `refused after ${Date.now() - t0} ms: at the connect timeout, not at once`);
+  assert.equal((await message(tab, 'ended')).cause, 'ice-failed');
+  await until(() => r.gw.gateway.activeCalls === 0 && r.icePool().used === 0 && r.media().usage.portsAllocated === 0, 'everything released');
+  const rec = r.cdr().find((c) => c.from === '+15550000097');
+  assert.equal(rec?.cause, 'ice-failed');
+  assert.equal(rec?.sipStatus, 480);
+  assert.equal(rec?.answerTime, undefined, 'never answered');
+});
