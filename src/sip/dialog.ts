@@ -47,8 +47,8 @@ export class Dialog extends EventEmitter<DialogEvents> {
   localSeq: number;
   remoteSeq: number;
   private reinviteInFlight = false;
-  /** Refreshes refused in a row (491, 500 …): retried until the session would expire. */
-  private refreshRetries = 0;
+  /** Seconds waited so far to retry refreshes refused in a row (491, 500 …): retried until the session would expire. */
+  private refreshRetryWaited = 0;
   /** Our SDP the far end last accepted (an answer we sent, or an offer it answered 2xx): a refresh by re-INVITE re-sends it. */
   localSdp = '';
   /** Whether the peer listed UPDATE in Allow: refreshes then go without SDP. */
@@ -96,7 +96,7 @@ export class Dialog extends EventEmitter<DialogEvents> {
 
   /** The session was refreshed (by either side): timer from now, refused refreshes forgotten. */
   private restartSessionTimer(interval: number, weRefresh: boolean): void {
-    this.refreshRetries = 0;
+    this.refreshRetryWaited = 0;
     this.sessionTimer.start(interval, weRefresh);
   }
 
@@ -136,7 +136,7 @@ export class Dialog extends EventEmitter<DialogEvents> {
     if ((this.state as DialogState) === 'terminated') return; // a BYE may have crossed the refresh
     if (res.status === 422 && !minSe) { await this.refreshSession(readMinSe(res) ?? interval); return; }
     if (res.status >= 200 && res.status < 300) {
-      this.refreshRetries = 0;
+      this.refreshRetryWaited = 0;
       const se = readSessionExpires(res);
       // No Session-Expires in the 2xx: the peer dropped the timer (§7.2).
       if (se) this.restartSessionTimer(se.interval, se.refresher !== 'uas');
@@ -147,15 +147,17 @@ export class Dialog extends EventEmitter<DialogEvents> {
     // Anything else (491 glare with the peer's own re-INVITE, 500 with Retry-After, 488) leaves it
     // up: the refresh is tried again shortly, before the session expires.
     // Retries stop where the peer would consider the session expired (RFC 4028 §10: half the
-    // interval after the refresh was due, less min(32 s, a third)); then BYE.
+    // interval after the refresh was due, less min(32 s, a third)); then BYE. A Retry-After
+    // (a 500 or 503 from a busy peer, RFC 3261 §21.5) is honoured as far as that allows.
     const retryIn = Math.max(0.25, Math.min(4, interval / 16));
-    const retriesLeft = (interval / 2 - Math.min(32, interval / 3)) / retryIn - this.refreshRetries;
-    if (res.status === 408 || res.status === 481 || retriesLeft < 1) {
+    const left = interval / 2 - Math.min(32, interval / 3) - this.refreshRetryWaited;
+    if (res.status === 408 || res.status === 481 || left < retryIn) {
       this.log.warn({ status: res.status, method }, 'session refresh failed: sending BYE');
       await this.bye('session-timer');
       return;
     }
-    this.refreshRetries++;
+    const retryAfter = Number(/^\s*(\d+)/.exec(res.header('retry-after') ?? '')?.[1] ?? 0);
+    const wait = Math.min(Math.max(retryIn, retryAfter), left);
     // A peer that does not take UPDATE after all (405, 501): the next try is a re-INVITE, at once.
     if (method === 'UPDATE' && (res.status === 405 || res.status === 501)) {
       this.peerAllowsUpdate = false;
@@ -163,8 +165,9 @@ export class Dialog extends EventEmitter<DialogEvents> {
       await this.refreshSession(minSe);
       return;
     }
-    this.log.info({ status: res.status, method }, 'session refresh refused: trying again shortly');
-    this.sessionTimer.retryRefreshIn(retryIn);
+    this.log.info({ status: res.status, method, retryInSec: wait }, 'session refresh refused: trying again shortly');
+    this.refreshRetryWaited += wait;
+    this.sessionTimer.retryRefreshIn(wait);
   }
 
   get id(): string {

@@ -393,6 +393,29 @@ test('a peer that refuses every refresh gets BYE once the session would have exp
   } finally { await a.stop(); await b.stop(); }
 });
 
+test('a refresh refused 500 with Retry-After is tried again after that long (within what the session allows), not sooner', async () => {
+  const timers = { minSe: 1, expires: 12 };
+  const a = await ua({ sessionTimers: timers });
+  const b = await ua({ sessionTimers: timers });
+  try {
+    const { aDialog, bDialog } = await call(a, b);
+    const at: number[] = [];
+    const orig = bDialog.receive.bind(bDialog);
+    bDialog.receive = (req, respond) => {
+      if (req.method !== 'UPDATE') { orig(req, respond); return; }
+      at.push(Date.now());
+      // The first refresh (due at 6 s) finds the peer busy for 1 s; the budget before the peer
+      // would expire the session is 2 s, and our own retry step 0.75 s.
+      if (at.length === 1) { respond(500, 'Server Internal Error', { headers: [['Retry-After', '1']] }); return; }
+      orig(req, respond);
+    };
+    await until(() => at.length === 2, 12_000);
+    const gap = at[1] - at[0];
+    assert.ok(gap >= 950, `tried again after ${gap} ms, before the Retry-After`);
+    assert.equal(aDialog.state, 'confirmed');
+  } finally { await a.stop(); await b.stop(); }
+});
+
 test('our BYE challenged by the far end (401) is sent again with credentials', async () => {
   const a = await ua();
   const b = await ua();
