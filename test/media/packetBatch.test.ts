@@ -17,7 +17,7 @@ test('a batch carries every field of every packet, in order, and the writer star
   const batch = w.take();
   assert.equal(w.count, 0);
   const got: Array<[number, RtpPacketView]> = [];
-  readPacketBatch(batch, (id, p) => got.push([id, { ...p, payload: Buffer.from(p.payload) }]));
+  readPacketBatch(batch, (id, p) => got.push([id, { ...p, payload: Buffer.from(p.payload) }]), (_id, err) => { throw err; });
   assert.deepEqual(got, sent.map(([id, p]) => [id, p]));
   assert.equal(w.take().byteLength, 0, 'an empty writer gives an empty batch');
 });
@@ -29,9 +29,19 @@ test('a truncated batch yields the whole packets before the damage and nothing m
   const batch = w.take();
   const cut = batch.slice(0, batch.byteLength - 10);
   const ids: number[] = [];
-  readPacketBatch(cut, (id) => ids.push(id));
+  readPacketBatch(cut, (id) => ids.push(id), (_id, err) => { throw err; });
   assert.deepEqual(ids, [1]);
-  readPacketBatch(new ArrayBuffer(5), () => assert.fail('no packet in 5 bytes'));
+  readPacketBatch(new ArrayBuffer(5), () => assert.fail('no packet in 5 bytes'), () => assert.fail('nothing delivered'));
+});
+
+test('a packet whose delivery throws is reported with its bridge, and the rest of the batch is still delivered', () => {
+  const w = new PacketBatchWriter();
+  for (const id of [1, 2, 3, 2, 1]) w.add(id, pkt(id, 20));
+  const delivered: number[] = [];
+  const failed: Array<[number, string]> = [];
+  readPacketBatch(w.take(), (id) => { if (id === 2) throw new Error('broken bridge'); delivered.push(id); }, (id, err) => failed.push([id, (err as Error).message]));
+  assert.deepEqual(delivered, [1, 3, 1]);
+  assert.deepEqual(failed, [[2, 'broken bridge'], [2, 'broken bridge']]);
 });
 
 test('the RTP port range is split into even-aligned shares, one per worker, none empty', () => {

@@ -52,10 +52,20 @@ export class MediaHost {
     }
   }
 
+  /** Bridges whose packet delivery threw (logged once each; the rest of their batches went on). */
+  private readonly deliveryFailures = new Set<number>();
+
+  private deliveryFailed(bridgeId: number, err: unknown): void {
+    if (this.deliveryFailures.has(bridgeId)) return;
+    if (this.deliveryFailures.size > 1000) this.deliveryFailures.clear();
+    this.deliveryFailures.add(bridgeId);
+    this.logger.error({ err, bridge: bridgeId }, 'a browser packet could not be delivered to its bridge');
+  }
+
   private dispatch(cmd: MediaCommand): void {
     switch (cmd.t) {
       case 'rtp':
-        readPacketBatch(cmd.batch, (id, pkt) => this.bridges.get(id)?.port.deliver(pkt));
+        readPacketBatch(cmd.batch, (id, pkt) => this.bridges.get(id)?.port.deliver(pkt), (id, err) => this.deliveryFailed(id, err));
         return;
       case 'createLeg':
         void this.createLeg(cmd.leg, cmd.callId);

@@ -61,21 +61,27 @@ export class PacketBatchWriter {
  * Calls `each` for every packet in a batch. The payloads are views into the batch (no copy):
  * valid during the call only, like a datagram's buffer. A truncated batch stops at the damage.
  */
-export function readPacketBatch(batch: ArrayBuffer, each: (bridgeId: number, pkt: RtpPacketView) => void): void {
+export function readPacketBatch(batch: ArrayBuffer, each: (bridgeId: number, pkt: RtpPacketView) => void, onThrow: (bridgeId: number, err: unknown) => void): void {
   const b = Buffer.from(batch);
   let o = 0;
   while (o + HEADER <= b.length) {
     const len = b.readUInt16LE(o + 16);
     if (o + HEADER + len > b.length) return;
     const bridgeId = b.readUInt32LE(o);
-    each(bridgeId, {
-      payloadType: b[o + 4],
-      marker: b[o + 5] === 1,
-      sequenceNumber: b.readUInt16LE(o + 6),
-      timestamp: b.readUInt32LE(o + 8),
-      ssrc: b.readUInt32LE(o + 12),
-      payload: b.subarray(o + HEADER, o + HEADER + len),
-    });
+    // One call's packet that cannot be delivered must not cost the other calls in the batch
+    // theirs: the batch goes on, and the caller decides what becomes of that call.
+    try {
+      each(bridgeId, {
+        payloadType: b[o + 4],
+        marker: b[o + 5] === 1,
+        sequenceNumber: b.readUInt16LE(o + 6),
+        timestamp: b.readUInt32LE(o + 8),
+        ssrc: b.readUInt32LE(o + 12),
+        payload: b.subarray(o + HEADER, o + HEADER + len),
+      });
+    } catch (err) {
+      onThrow(bridgeId, err);
+    }
     o += HEADER + len;
   }
 }

@@ -127,6 +127,8 @@ class MediaWorker {
   private readonly legs = new Map<number, WorkerSipLeg>();
   private readonly pendingLegs = new Map<number, { resolve(l: WorkerSipLeg): void; reject(e: Error): void; callId: string }>();
   private readonly bridges = new Map<number, WorkerBridge>();
+  /** Bridges whose packets to the browser threw (logged once each). */
+  private readonly sendFailures = new Set<number>();
   private readonly toWorker = new PacketBatchWriter();
   /** heapUsed() calls waiting for the thread's answer, by request id (a late answer finds none). */
   private readonly heapWaiters = new Map<number, (bytes: number) => void>();
@@ -259,7 +261,13 @@ class MediaWorker {
         this.heapWaiters.get(ev.id)?.(ev.used);
         return;
       case 'rtp':
-        readPacketBatch(ev.batch, (id, pkt) => this.bridges.get(id)?.browser.sendRtp(pkt));
+        readPacketBatch(ev.batch, (id, pkt) => this.bridges.get(id)?.browser.sendRtp(pkt), (id, err) => {
+          // Logged once per bridge: the rest of the batch (other calls' packets) went on.
+          if (this.sendFailures.has(id)) return;
+          if (this.sendFailures.size > 1000) this.sendFailures.clear();
+          this.sendFailures.add(id);
+          this.log.error({ err, bridge: id }, 'a packet could not be sent to the browser');
+        });
         return;
       case 'log':
         writeLine(this.opts.logger, ev.line);
