@@ -6,6 +6,7 @@ import type { OutboundTarget } from './calls/outboundCall';
 import { evaluateDestination, ipInCidrs } from './edge';
 import { DEMO_NUMBERS } from './demo/demoEndpoint';
 import { parseUri } from './sip';
+import type { SipUri } from './sip/message';
 
 /**
  * Where calls go: the configured trunk, or the built-in demo endpoint when there is none.
@@ -17,11 +18,22 @@ export function buildRouting(c: GatewayConfig, demoUri: string | null): Routing 
   if (trunk && !trunkUri) throw new Error(`trunk.uri is not a SIP URI: ${trunk.uri}`);
   const demoHostPort = demoUri ? demoUri.replace(/^sip:/, '') : null;
   const trusted = [...(trunk?.sourceCidrs ?? [])];
-  if (trunkUri && isIP(trunkUri.host)) trusted.push(trunkUri.host);
+  // Peers named by IP address are trusted as such; a host name would need a DNS lookup (and
+  // may resolve to other addresses than the peer sends from): those go in trunk.sourceCidrs.
+  const trustLiteral = (u: SipUri | null) => {
+    const host = u?.host.replace(/^\[|\]$/g, '');
+    if (host && isIP(host)) trusted.push(host);
+  };
+  trustLiteral(trunkUri);
   // The trunk's calls to us come through its SBC when we send ours through it.
   const proxyUri = trunk?.outboundProxy ? parseUri(trunk.outboundProxy) : null;
   if (trunk?.outboundProxy && !proxyUri) throw new Error(`trunk.outboundProxy is not a SIP URI: ${trunk.outboundProxy}`);
-  if (proxyUri && isIP(proxyUri.host.replace(/^\[|\]$/g, ''))) trusted.push(proxyUri.host.replace(/^\[|\]$/g, ''));
+  trustLiteral(proxyUri);
+  // The PBX we register browser users at routes their calls to us: its INVITEs are expected.
+  const registrar = c.inbound.registerUsers?.registrar;
+  const registrarUri = registrar ? parseUri(registrar) : null;
+  if (registrar && !registrarUri) throw new Error(`inbound.registerUsers.registrar is not a SIP URI: ${registrar}`);
+  trustLiteral(registrarUri);
   if (demoUri) trusted.push('127.0.0.0/8');
   const fromHost = trunk?.fromDomain ?? c.sip.advertisedHost ?? c.sip.host;
 

@@ -12,6 +12,24 @@ export interface UserRegistrationConfig {
 }
 
 /**
+ * A browser identity (a token's `sub`, which may hold '@', '|', ':' …) as the user part of a
+ * SIP URI: RFC 3261 §25.1 `user` = unreserved / escaped / user-unreserved, every other octet of
+ * its UTF-8 form %-escaped. ';' and '?' are user-unreserved too, but escaped all the same: a
+ * loose reader of URIs (a PBX, or our own inbound routing's userPart, which decodes the user of
+ * the Request-URI that calls the user back) takes them for the start of parameters or headers,
+ * and the escaped form is as valid.
+ */
+export function sipUserPart(user: string): string {
+  let out = '';
+  // Buffer, not encodeURIComponent: a lone surrogate becomes U+FFFD instead of a URIError.
+  for (const byte of Buffer.from(user, 'utf8')) {
+    const ch = String.fromCharCode(byte);
+    out += /^[A-Za-z0-9\-_.!~*'()&=+$,/]$/.test(ch) ? ch : `%${byte.toString(16).toUpperCase().padStart(2, '0')}`;
+  }
+  return out;
+}
+
+/**
  * Makes browser users reachable through an upstream registrar (a PBX or Kamailio): while a user
  * has at least one tab open, the gateway REGISTERs sip:<user>@<domain> with itself as the
  * contact, so calls to that user are routed to the gateway and ring the tabs. The registration
@@ -25,8 +43,7 @@ export class UserRegistrations {
 
   online(user: string): void {
     if (this.stopped || this.active.has(user)) return;
-    // Identities may contain '@' (token `sub`), which must be escaped in a SIP user part.
-    const sipUser = user.replace(/@/g, '%40');
+    const sipUser = sipUserPart(user);
     const reg = this.ua.register({
       registrar: this.cfg.registrar,
       aor: `sip:${sipUser}@${this.cfg.domain}`,
