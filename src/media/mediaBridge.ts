@@ -169,6 +169,8 @@ export class MediaBridge extends EventEmitter<BridgeEvents> {
   private transcodeMs = 0;
   /** Browser packets the bridge dropped (the SIP leg counts its own; sipDropped is the trunk's the bridge dropped). */
   private dropped = 0;
+  /** Packets whose handling threw (a bug): counted as dropped on their side, the first logged. */
+  private failedPackets = 0;
   private sipDropped = 0;
   private sent = { packets: 0, bytes: 0 };
   private received = { packets: 0, bytes: 0 };
@@ -205,12 +207,15 @@ export class MediaBridge extends EventEmitter<BridgeEvents> {
       }
       this.browserDigitLive = false;
     });
-    this.unsubscribe = browser.onRtp((pkt) => this.fromBrowser(pkt));
+    // A packet this bridge fails on (a bug) is dropped and counted, not thrown into the socket
+    // handler that delivered it: there it is an uncaught exception, and the gateway exits with
+    // every call on it.
+    this.unsubscribe = browser.onRtp((pkt) => { try { this.fromBrowser(pkt); } catch (err) { this.packetFailed(err, 'browser'); } });
     this.unsubscribeReports = browser.receptionReports?.(() => this.receptionReport()) ?? (() => {});
-    sip.on('audio', (pkt) => this.sipReorder.push(pkt));
+    sip.on('audio', (pkt) => { try { this.sipReorder.push(pkt); } catch (err) { this.packetFailed(err, 'sip'); } });
     // Comfort noise and DTMF events take sequence numbers too: without them the audio after
     // each would wait in the reorder stage for a "missing" packet.
-    sip.on('nonAudio', (pkt) => this.sipReorder.push(pkt, false));
+    sip.on('nonAudio', (pkt) => { try { this.sipReorder.push(pkt, false); } catch (err) { this.packetFailed(err, 'sip'); } });
     // The trunk's digits go to the browser the same way, as events on its stream (Chrome plays
     // them as tones), besides the 'dtmf' event for the signaling.
     sip.on('dtmf', (ev) => {
@@ -336,6 +341,12 @@ export class MediaBridge extends EventEmitter<BridgeEvents> {
 
   get isTranscoding(): boolean {
     return this.mode === 'transcode' || this.mode === 'transcodeOpusTrunk';
+  }
+
+  private packetFailed(err: unknown, from: 'browser' | 'sip'): void {
+    if (from === 'browser') this.dropped++;
+    else this.sipDropped++;
+    if (this.failedPackets++ === 0) this.opts.logger.error({ err }, 'a packet could not be handled: dropped (later ones are only counted)');
   }
 
   // ------------------------------------------------------------ browser → SIP

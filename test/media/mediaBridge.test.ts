@@ -958,3 +958,46 @@ test('a G.711 trunk without telephone-event: the digits in its audio are detecte
     await close();
   }
 });
+
+test('a packet the bridge fails on (a bug) is dropped and counted on its side, not thrown into the socket handler that delivered it; the next packets go on', async () => {
+  const engine = new MediaEngine({ bindHost: '127.0.0.1', advertisedHost: '127.0.0.1', portRange: [25988, 25991], logger });
+  const leg = await engine.createSipLeg({ callId: 'bug' });
+  const trunk = dgram.createSocket('udp4');
+  await new Promise<void>((r) => trunk.bind(0, '127.0.0.1', () => r()));
+  const browser = { ...fakeBrowser(), deliver: (_p: RtpPacketView) => {} };
+  let listener: ((pkt: RtpPacketView) => void) | null = null;
+  browser.onRtp = (l) => { listener = l; return () => { listener = null; }; };
+  const uncaught: unknown[] = [];
+  const onUncaught = (err: unknown) => uncaught.push(err);
+  process.on('uncaughtException', onUncaught);
+  try {
+    leg.setRemote({ address: '127.0.0.1', port: trunk.address().port, codec: 'PCMU', payloadType: 0 });
+    const handle = engine.createBridge(browser, leg, { callId: 'bug' });
+    const bridge = handle.bridge as unknown as Record<string, unknown>;
+    // Stand-ins for a bug in each direction's handling, for the first packet only.
+    const fromBrowser = bridge.fromBrowser as (p: RtpPacketView) => void;
+    let browserCalls = 0;
+    bridge.fromBrowser = function (this: unknown, p: RtpPacketView) { if (browserCalls++ === 0) throw new Error('browser-side bug'); return fromBrowser.call(this, p); };
+    const reorder = bridge.sipReorder as { push(p: RtpPacketView, audio?: boolean): void };
+    const push = reorder.push.bind(reorder);
+    let sipCalls = 0;
+    reorder.push = (p, audio) => { if (sipCalls++ === 0) throw new Error('sip-side bug'); push(p, audio); };
+
+    const pcmu = (seq: number): RtpPacketView => ({ payloadType: 0, marker: false, sequenceNumber: seq, timestamp: seq * 160, ssrc: 5, payload: Buffer.alloc(160, 0xff) });
+    assert.doesNotThrow(() => listener!(pcmu(1)));
+    listener!(pcmu(2));
+    trunk.send(buildRtp(0, 1, 160, 0x77, Buffer.alloc(160, 1)), leg.localPort, '127.0.0.1');
+    trunk.send(buildRtp(0, 2, 320, 0x77, Buffer.alloc(160, 2)), leg.localPort, '127.0.0.1');
+    await until(() => browser.got.length >= 1, 'the trunk\'s second packet reaches the browser');
+    await sleep(50);
+    assert.deepEqual(uncaught, []);
+    const stats = handle.bridge.stats();
+    assert.equal(stats.browser.dropped, 1, 'the browser packet that failed');
+    assert.equal(stats.sip.dropped, 1, 'the trunk packet that failed');
+    assert.ok(stats.browser.packetsReceived >= 1);
+  } finally {
+    process.off('uncaughtException', onUncaught);
+    leg.close();
+    trunk.close();
+  }
+});
