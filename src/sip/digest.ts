@@ -15,6 +15,16 @@ export interface DigestChallenge {
   stale: boolean;
 }
 
+/**
+ * A value inside a quoted-string (RFC 3261 §25.1): '"' and '\' escaped, as parseChallenge
+ * unescapes them — a realm or user name holding either would otherwise end the string early
+ * (the server then reads another realm, or parameters we never sent). Line breaks, which no
+ * quoted-string may hold, are left out.
+ */
+function quotedStringBody(value: string): string {
+  return value.replace(/[\r\n]/g, '').replace(/["\\]/g, '\\$&');
+}
+
 export function parseChallenge(value: string): DigestChallenge | null {
   const m = /^\s*Digest\s+(.*)$/is.exec(value);
   if (!m) return null;
@@ -71,7 +81,7 @@ export class DigestClient {
     if (c.algorithm.endsWith('-sess')) ha1 = h(`${ha1}:${c.nonce}:${cnonce}`);
     const qop = c.qop?.includes('auth') ? 'auth' : c.qop?.includes('auth-int') ? 'auth-int' : undefined;
     const ha2 = qop === 'auth-int' ? h(`${method}:${uri}:${h(body)}`) : h(`${method}:${uri}`);
-    const parts = [`username="${this.username}"`, `realm="${c.realm}"`, `nonce="${c.nonce}"`, `uri="${uri}"`];
+    const parts = [`username="${quotedStringBody(this.username)}"`, `realm="${quotedStringBody(c.realm)}"`, `nonce="${quotedStringBody(c.nonce)}"`, `uri="${uri}"`];
     let response: string;
     if (qop) {
       this.nc++;
@@ -82,7 +92,7 @@ export class DigestClient {
       response = h(`${ha1}:${c.nonce}:${ha2}`);
       parts.push(`response="${response}"`, `algorithm=${c.algorithm}`);
     }
-    if (c.opaque !== undefined) parts.push(`opaque="${c.opaque}"`);
+    if (c.opaque !== undefined) parts.push(`opaque="${quotedStringBody(c.opaque)}"`);
     return `Digest ${parts.join(', ')}`;
   }
 }

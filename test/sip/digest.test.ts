@@ -34,3 +34,18 @@ test('nonce count increments per request; SHA-256 is preferred; stale and junk a
   assert.equal(parseChallenge('Digest realm="r"'), null, 'no nonce');
   assert.equal(parseChallenge('Digest realm="r", nonce="n", algorithm=SHA-512-256'), null, 'unsupported algorithm');
 });
+
+test('quotes and backslashes in the user name, realm, nonce or opaque are escaped in our Authorization: a server reads back exactly those values, and the response hashes them', async () => {
+  const { parseDigestParams } = await import('../../src/sip/digestServer');
+  const { createHash } = await import('node:crypto');
+  const ch = parseChallenge('Digest realm="pbx \\"main\\"", nonce="n\\\\1", opaque="o\\"p", algorithm=MD5')!;
+  assert.equal(ch.realm, 'pbx "main"');
+  const header = new DigestClient(ch, 'we"ird\\user', 'pw').authorization('REGISTER', 'sip:pbx.example');
+  const p = parseDigestParams(header)!;
+  assert.equal(p.username, 'we"ird\\user');
+  assert.equal(p.realm, 'pbx "main"');
+  assert.equal(p.nonce, 'n\\1');
+  assert.equal(p.opaque, 'o"p');
+  const md5 = (s: string) => createHash('md5').update(s).digest('hex');
+  assert.equal(p.response, md5(`${md5('we"ird\\user:pbx "main":pw')}:n\\1:${md5('REGISTER:sip:pbx.example')}`));
+});

@@ -399,3 +399,9 @@ test('UserRegistrations registers an identity with | ; ? : as a valid, escaped A
   assert.equal(hdr(bye.text, 'Expires'), '0');
   registrar.ok(bye, 0);
 });
+
+test('userPart: a broken %-escape in a peer\'s URI is taken as written, not thrown', () => {
+  assert.equal(userPart('<sip:%ZZalice@gw.example>'), '%ZZalice');
+  assert.equal(userPart('sip:bob%40corp@gw.example;transport=udp'), 'bob@corp');
+  assert.equal(userPart('<tel:+15551234>'), '+15551234');
+});
