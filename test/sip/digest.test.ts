@@ -1,6 +1,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
 import { DigestClient, parseChallenge, pickChallenge } from '../../src/sip/digest';
+import { parseDigestParams } from '../../src/sip/digestServer';
 
 const field = (auth: string, name: string) => new RegExp(`${name}="?([^",]+)"?`).exec(auth)?.[1];
 
@@ -35,9 +37,7 @@ test('nonce count increments per request; SHA-256 is preferred; stale and junk a
   assert.equal(parseChallenge('Digest realm="r", nonce="n", algorithm=SHA-512-256'), null, 'unsupported algorithm');
 });
 
-test('quotes and backslashes in the user name, realm, nonce or opaque are escaped in our Authorization: a server reads back exactly those values, and the response hashes them', async () => {
-  const { parseDigestParams } = await import('../../src/sip/digestServer');
-  const { createHash } = await import('node:crypto');
+test('quotes and backslashes in the user name, realm, nonce or opaque are escaped in our Authorization: a server reads back exactly those values, and the response hashes them', () => {
   const ch = parseChallenge('Digest realm="pbx \\"main\\"", nonce="n\\\\1", opaque="o\\"p", algorithm=MD5')!;
   assert.equal(ch.realm, 'pbx "main"');
   const header = new DigestClient(ch, 'we"ird\\user', 'pw').authorization('REGISTER', 'sip:pbx.example');
