@@ -29,19 +29,38 @@ export function sipUserPart(user: string): string {
   return out;
 }
 
+/** See UserRegistrations' offlineGraceMs. */
+const OFFLINE_GRACE_MS = 5000;
+
 /**
  * Makes browser users reachable through an upstream registrar (a PBX or Kamailio): while a user
  * has at least one tab open, the gateway REGISTERs sip:<user>@<domain> with itself as the
  * contact, so calls to that user are routed to the gateway and ring the tabs. The registration
- * is removed (Expires: 0) when the last tab goes, and on shutdown.
+ * is removed (Expires: 0) a few seconds after the last tab goes (OFFLINE_GRACE_MS), and on
+ * shutdown.
  */
 export class UserRegistrations {
   private readonly active = new Map<string, Registration>();
+  /** Users whose last tab went: their unregister, unless a tab comes back first. */
+  private readonly leaving = new Map<string, NodeJS.Timeout>();
   private stopped = false;
 
-  constructor(private readonly ua: SipUserAgent, private readonly cfg: UserRegistrationConfig, private readonly log: Logger) {}
+  constructor(
+    private readonly ua: SipUserAgent,
+    private readonly cfg: UserRegistrationConfig,
+    private readonly log: Logger,
+    /**
+     * How long a user stays registered after the last tab went. A page reload closes the old
+     * tab and opens a new one at once: unregistering then, the unregister (Expires: 0 for the
+     * same Contact) and the new tab's REGISTER race, and should the registrar take them in the
+     * other order the user is unreachable until the next refresh. Kept instead.
+     */
+    private readonly offlineGraceMs = OFFLINE_GRACE_MS,
+  ) {}
 
   online(user: string): void {
+    const leaving = this.leaving.get(user);
+    if (leaving) { clearTimeout(leaving); this.leaving.delete(user); }
     if (this.stopped || this.active.has(user)) return;
     const sipUser = sipUserPart(user);
     const reg = this.ua.register({
@@ -57,15 +76,22 @@ export class UserRegistrations {
   }
 
   offline(user: string): void {
-    const reg = this.active.get(user);
-    if (!reg) return;
-    this.active.delete(user);
-    reg.stop().catch(() => undefined);
+    if (!this.active.has(user) || this.leaving.has(user)) return;
+    const timer = setTimeout(() => {
+      this.leaving.delete(user);
+      const reg = this.active.get(user);
+      this.active.delete(user);
+      reg?.stop().catch(() => undefined);
+    }, this.offlineGraceMs);
+    timer.unref();
+    this.leaving.set(user, timer);
   }
 
   /** Unregisters everyone (and takes no new users); a silent registrar gets 2 s, not Timer F's 32 s. */
   async stopAll(): Promise<void> {
     this.stopped = true;
+    for (const t of this.leaving.values()) clearTimeout(t);
+    this.leaving.clear();
     const regs = [...this.active.values()];
     this.active.clear();
     let timer: NodeJS.Timeout | undefined;

@@ -378,7 +378,7 @@ test('sipUserPart escapes an identity per RFC 3261 user grammar, and decodes bac
 test('UserRegistrations registers an identity with | ; ? : as a valid, escaped AoR and Contact', async () => {
   const registrar = await rawRegistrar();
   const ua = await startUa();
-  const regs = new UserRegistrations(ua, { registrar: `sip:127.0.0.1:${registrar.port}`, domain: 'pbx.example', expiresSec: 60 }, logger);
+  const regs = new UserRegistrations(ua, { registrar: `sip:127.0.0.1:${registrar.port}`, domain: 'pbx.example', expiresSec: 60 }, logger, 200);
   cleanups.push(() => regs.stopAll());
   const id = 'auth0|a;b?c:d';
   regs.online(id);
@@ -404,4 +404,23 @@ test('userPart: a broken %-escape in a peer\'s URI is taken as written, not thro
   assert.equal(userPart('<sip:%ZZalice@gw.example>'), '%ZZalice');
   assert.equal(userPart('sip:bob%40corp@gw.example;transport=udp'), 'bob@corp');
   assert.equal(userPart('<tel:+15551234>'), '+15551234');
+});
+
+test('UserRegistrations: a page reload (the last tab goes, a new one comes within the grace period) keeps the registration, no unregister; the last tab gone for good unregisters after it', async () => {
+  const registrar = await rawRegistrar();
+  const ua = await startUa();
+  const regs = new UserRegistrations(ua, { registrar: `sip:127.0.0.1:${registrar.port}`, domain: 'pbx.example', expiresSec: 60 }, logger, 400);
+  cleanups.push(() => regs.stopAll());
+  regs.online('carol');
+  registrar.ok(await registrar.next(), 60);
+  regs.offline('carol');
+  await new Promise((r) => setTimeout(r, 100));
+  regs.online('carol'); // the reloaded page
+  await registrar.none(700, 'no unregister and no new REGISTER across a reload');
+  regs.offline('carol');
+  const t0 = Date.now();
+  const un = await registrar.next(2000, 'the unregister once the grace period passed');
+  assert.equal(hdr(un.text, 'Expires'), '0');
+  assert.ok(Date.now() - t0 >= 350, `unregistered after ${Date.now() - t0} ms`);
+  registrar.ok(un, 0);
 });
