@@ -57,8 +57,11 @@ export function decodeTelephoneEvent(p: Uint8Array): { event: number; end: boole
  */
 export class DtmfReceiver {
   private readonly recentEventTs: number[] = [];
-  /** The event being received, until its end is known. */
-  private open: { ts: number; digit: string; duration: number } | null = null;
+  /**
+   * The event being received, until its end is known: its current segment's timestamp and
+   * duration, and the length of its earlier segments (a long event, see continues()).
+   */
+  private open: { ts: number; digit: string; duration: number; before: number } | null = null;
   private endTimer: NodeJS.Timeout | null = null;
   /** The telephone-event format's RTP clock (durations count its ticks); may change with a re-INVITE. */
   clockRate: number;
@@ -82,17 +85,36 @@ export class DtmfReceiver {
       return true;
     }
     if (this.recentEventTs.includes(rtpTs)) return true;
-    if (open) this.finish(); // a new event: the one before lost its end packets
     this.recentEventTs.push(rtpTs);
     if (this.recentEventTs.length > 8) this.recentEventTs.shift();
     const digit = eventToDigit(ev.event);
+    if (open && digit === open.digit && this.continues(open, rtpTs)) {
+      open.before += open.duration;
+      open.ts = rtpTs;
+      open.duration = ev.duration;
+      if (ev.end) this.finish();
+      else this.armEndTimer();
+      return true;
+    }
+    if (open) this.finish(); // a new event: the one before lost its end packets
     if (!digit) return true;
     this.onDigit(digit, this.ms(ev.duration));
-    if (!this.onEnd) return true;
-    this.open = { ts: rtpTs, digit, duration: ev.duration };
+    this.open = { ts: rtpTs, digit, duration: ev.duration, before: 0 };
     if (ev.end) this.finish();
     else this.armEndTimer();
     return true;
+  }
+
+  /**
+   * Whether a packet with a new timestamp goes on with the open event rather than starting one:
+   * an event longer than its 16-bit duration field holds (8.2 s at 8 kHz, 1.37 s at 48 kHz) is
+   * sent in segments (RFC 4733 §2.5.1.3), each but the last filled to the maximum without its E
+   * bit, the next starting where it ended — read as new events, one key press made several.
+   */
+  private continues(open: { ts: number; duration: number }, rtpTs: number): boolean {
+    const slack = this.clockRate / 10; // a packet or two of timing either way
+    const gap = (rtpTs - open.ts) >>> 0;
+    return open.duration >= 0xffff - slack && gap >= open.duration - slack && gap <= open.duration + slack;
   }
 
   close(): void {
@@ -102,6 +124,7 @@ export class DtmfReceiver {
   }
 
   private armEndTimer(): void {
+    if (!this.onEnd) return; // nobody to tell: the event is closed by the next one
     if (this.endTimer) this.endTimer.refresh();
     else this.endTimer = setTimeout(() => { this.endTimer = null; this.finish(); }, END_TIMEOUT_MS);
   }
@@ -109,7 +132,7 @@ export class DtmfReceiver {
   private finish(): void {
     const open = this.open;
     this.close();
-    if (open) this.onEnd?.(open.digit, this.ms(open.duration));
+    if (open) this.onEnd?.(open.digit, this.ms(open.before + open.duration));
   }
 
   /** A duration in ms, never beyond what a live digit may last (a peer's 0xFFFF at a slow clock is not 18 hours of tone). */

@@ -115,6 +115,28 @@ describe('DtmfReceiver', () => {
     assert.deepEqual(got.map((g) => g.digit), ['1', '2']);
   });
 
+  test('a long event sent in segments (RFC 4733 §2.5.1.3: each filled to 0xFFFF, the next starting where it ended) is one digit, its length the segments\' sum', () => {
+    const ends: Array<{ digit: string; durationMs: number }> = [];
+    const got: string[] = [];
+    const rx = new DtmfReceiver((d) => got.push(d), 48000, (digit, durationMs) => ends.push({ digit, durationMs }));
+    const five = digitToEvent('5');
+    try {
+      for (let d = 960; d < 0xffff; d += 960 * 5) rx.onPacket(1000, encodeTelephoneEvent(five, false, d));
+      rx.onPacket(1000, encodeTelephoneEvent(five, false, 0xffff)); // the first segment, full, no E bit
+      const next = 1000 + 0xffff;
+      for (let d = 960; d <= 19200; d += 960) rx.onPacket(next, encodeTelephoneEvent(five, false, d));
+      for (let i = 0; i < 3; i++) rx.onPacket(next, encodeTelephoneEvent(five, true, 20000));
+      assert.deepEqual(got, ['5'], 'one key press, one digit');
+      assert.equal(ends.length, 1);
+      assert.equal(Math.round(ends[0].durationMs), Math.round(((0xffff + 20000) / 48000) * 1000));
+      // The same digit with a timestamp elsewhere is another key press, however long the last one was.
+      rx.onPacket(next + 200000, encodeTelephoneEvent(five, false, 960));
+      assert.deepEqual(got, ['5', '5']);
+    } finally {
+      rx.close();
+    }
+  });
+
   test('durations are reported in ms at the given clock rate', () => {
     const { rx, got } = collect(48000);
     rx.onPacket(10, encodeTelephoneEvent(digitToEvent('A'), false, 960));
