@@ -22,6 +22,9 @@ async function main(): Promise<void> {
   }
   const logger = createLogger(config.log);
   installProcessGuards(logger);
+  // Valid but probably not meant (e.g. only loopback addresses offered to browsers on a public
+  // host): said once at start, in the log.
+  for (const warning of loaded.warnings) logger.warn({ config: true }, warning);
   const gateway = new Gateway(config, logger);
   try {
     await gateway.start();

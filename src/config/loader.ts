@@ -1,10 +1,16 @@
 import { createPrivateKey, createPublicKey, X509Certificate } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
 import { parse as parseYaml } from 'yaml';
 import type { z } from 'zod';
 import { ConfigSchema, SECRET_PATHS, type GatewayConfig } from './schema';
 
-export type LoadResult = { ok: true; config: GatewayConfig } | { ok: false; errors: string[] };
+/**
+ * `warnings`: settings that are valid but probably not what was meant (shown at start, never
+ * stop it: the gateway cannot tell a mistake from a set-up it does not see, such as a TURN
+ * server or an SBC on the same host).
+ */
+export type LoadResult = { ok: true; config: GatewayConfig; warnings: string[] } | { ok: false; errors: string[] };
 
 /** Short environment names people expect, besides GATEWAY_<SECTION>__<KEY>. */
 const ALIASES = new Map([['PORT', 'http.port'], ['SIP_PORT', 'sip.port']]);
@@ -125,6 +131,7 @@ export function validateConfig(raw: Record<string, unknown>, sources: Map<string
   const t = config.trunk;
   if (t?.register && !t.username) problems.push('config error: trunk.username: trunk.register needs a user name to register');
   if (t?.password && !t.username) problems.push('config error: trunk.username: trunk.password is set but digest auth also needs trunk.username');
+  problems.push(...advertisedAddressProblems(config), ...portOverlapProblems(config));
   if (config.sip.transports.includes('tls')) {
     if (!config.sip.tls) problems.push('config error: sip.tls: the tls transport needs sip.tls.certFile and sip.tls.keyFile');
     if (config.sip.tlsPort === undefined && (config.sip.port === 0 || config.sip.port === 65535)) problems.push(`config error: sip.tlsPort: expected an integer 1-65535 (sip.port is ${config.sip.port}, so the default sip.port + 1 does not work)`);
@@ -146,7 +153,107 @@ export function validateConfig(raw: Record<string, unknown>, sources: Map<string
     }
   }
   if (problems.length) return { ok: false, errors: problems };
-  return { ok: true, config };
+  return { ok: true, config, warnings: configWarnings(config) };
+}
+
+/**
+ * 0.0.0.0 and :: mean "every local address" to bind(), but nobody can send to them: in SDP,
+ * c=IN IP4 0.0.0.0 is the RFC 2543 way of saying hold (our own parser reads it as sendonly); in
+ * Via/Contact or an ICE candidate it leads nowhere. A socket bound to one needs another address
+ * to advertise.
+ */
+function advertisedAddressProblems(c: GatewayConfig): string[] {
+  const out: string[] = [];
+  const notReachable = (key: string, value: string, what: string) => `config error: ${key}: "${value}" is every local address, not one a peer can send to; set ${what}`;
+  for (const [section, goesInto, what] of [
+    ['sip', 'Via/Contact', 'the address trunks reach this host at'],
+    ['media', 'SDP c= (0.0.0.0 there means hold)', 'the address trunks send RTP to'],
+  ] as const) {
+    const { host, advertisedHost } = c[section];
+    if (advertisedHost !== undefined) {
+      if (isUnspecified(advertisedHost)) out.push(notReachable(`${section}.advertisedHost`, advertisedHost, what));
+    } else if (isUnspecified(host)) {
+      out.push(`config error: ${section}.advertisedHost: ${section}.host is "${host}" (every local address), which cannot go into ${goesInto}; set ${section}.advertisedHost to ${what}`);
+    }
+  }
+  // Only the announced addresses matter: with advertisedAddress set, hostAddresses[0] is merely
+  // the default bind address.
+  const w = c.webrtc;
+  if (w.advertisedAddress !== undefined) {
+    if (isUnspecified(w.advertisedAddress)) out.push(notReachable('webrtc.advertisedAddress', w.advertisedAddress, 'the address browsers reach this host at'));
+  } else {
+    const unspecified = w.hostAddresses.find(isUnspecified);
+    if (unspecified !== undefined) out.push(`config error: webrtc.hostAddresses: "${unspecified}" is every local address, not an ICE candidate a browser can reach; list the addresses browsers reach this host at (to bind every local address, set webrtc.bindAddress: 0.0.0.0)`);
+  }
+  return out;
+}
+
+/**
+ * Ports that would collide: the media plane and the ICE pool bind ports anywhere in their
+ * ranges, so two ranges that overlap, or a listener inside one, contend for the same ports and
+ * fail now and then, under load, far from the mistake. The ranges are UDP and http.port is TCP,
+ * but an HTTP port inside an RTP range is still a mistake (and makes firewall rules lie), so
+ * it is refused too.
+ */
+function portOverlapProblems(c: GatewayConfig): string[] {
+  const out: string[] = [];
+  const ranges = [['media.portRange', c.media.portRange], ['webrtc.portRange', c.webrtc.portRange]] as const;
+  const [[, [mLow, mHigh]], [, [wLow, wHigh]]] = ranges;
+  if (wLow <= mHigh && mLow <= wHigh) out.push(`config error: webrtc.portRange: [${wLow}, ${wHigh}] overlaps media.portRange [${mLow}, ${mHigh}]; RTP toward the trunk and ICE toward browsers need separate ranges`);
+  const ports: [string, number][] = [['http.port', c.http.port], ['sip.port', c.sip.port]];
+  if (c.sip.transports.includes('tls')) {
+    if (c.sip.tlsPort !== undefined) ports.push(['sip.tlsPort', c.sip.tlsPort]);
+    // sip.port 0 has no "+ 1": that is an error of its own above.
+    else if (c.sip.port !== 0) ports.push(['sip.tlsPort', c.sip.port + 1]);
+  }
+  if (c.demo.enabled) ports.push(['demo.sipPort', c.demo.sipPort]);
+  for (const [key, port] of ports) {
+    if (port === 0) continue; // any free port: nothing to compare
+    const label = key === 'sip.tlsPort' && c.sip.tlsPort === undefined ? `${port} (the default, sip.port + 1)` : String(port);
+    for (const [rangeKey, [low, high]] of ranges) {
+      if (port >= low && port <= high) out.push(`config error: ${key}: ${label} is inside ${rangeKey} [${low}, ${high}]; choose a port outside it, or move the range`);
+    }
+  }
+  return out;
+}
+
+/**
+ * Loopback addresses advertised to peers that are elsewhere: a warning, not an error. The
+ * no-config demo binds everything to 127.0.0.1 and must start; and a loopback address can be
+ * right even with a public web page, for instance when a TURN server on this host relays the
+ * browser's media, or the trunk is an SBC on this host reached through outboundProxy.
+ */
+function configWarnings(c: GatewayConfig): string[] {
+  const out: string[] = [];
+  const announcedKey = c.webrtc.advertisedAddress !== undefined ? 'webrtc.advertisedAddress' : 'webrtc.hostAddresses';
+  const announced = c.webrtc.advertisedAddress !== undefined ? [c.webrtc.advertisedAddress] : c.webrtc.hostAddresses;
+  if (!isLoopback(c.http.host) && announced.every(isLoopback)) {
+    out.push(`config warning: ${announcedKey}: http.host "${c.http.host}" serves other machines, but browsers are offered only loopback ICE addresses (${announced.join(', ')}): browsers elsewhere get no audio unless a TURN server on this host relays it; set webrtc.hostAddresses (or webrtc.advertisedAddress behind NAT) to an address they reach`);
+  }
+  // Where the trunk's requests come from and our RTP goes to: the first hop.
+  const trunkHost = c.trunk ? sipUriHost(c.trunk.outboundProxy ?? c.trunk.uri) : undefined;
+  if (trunkHost !== undefined && !isLoopback(trunkHost)) {
+    for (const [section, goesInto] of [['sip', 'Via/Contact advertise'], ['media', 'SDP c= advertises']] as const) {
+      const advertised = c[section].advertisedHost ?? c[section].host;
+      if (isLoopback(advertised)) out.push(`config warning: ${section}.advertisedHost: the trunk (${trunkHost}) is not on this host, but ${goesInto} loopback ${advertised}; set ${section}.host (and ${section}.advertisedHost behind NAT) to an address the trunk reaches`);
+    }
+  }
+  return out;
+}
+
+/** The host of a sip:/sips: URI, without IPv6 brackets. */
+function sipUriHost(uri: string): string | undefined {
+  const m = /^sips?:(?:[^@]*@)?(\[[^\]]+\]|[^:;?>]+)/i.exec(uri);
+  return m ? m[1].replace(/^\[|\]$/g, '') : undefined;
+}
+
+/** 0.0.0.0, :: (any spelling) and ::ffff:0.0.0.0: bindable, never reachable. */
+export function isUnspecified(address: string): boolean {
+  const v = isIP(address);
+  if (v === 4) return address.split('.').every((part) => Number(part) === 0);
+  if (v !== 6) return false;
+  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address);
+  return mapped ? isUnspecified(mapped[1]) : /^[0:]+$/.test(address);
 }
 
 /** Reads a PEM file and checks it holds what the key expects; returns a problem or null. */
@@ -198,12 +305,22 @@ function redactPath(obj: unknown, path: string[]): void {
   }
 }
 
-/** A secret path, or anything under one (`inbound.digest.users.alice` is a password too). */
-function isSecretPath(path: (string | number)[]): boolean {
-  return SECRET_PATHS.some((p) => {
+/**
+ * 'secret': a secret path or anything under one (`inbound.digest.users.alice` is a password
+ * too). 'holds': a section or list with a secret somewhere under it (`webrtc.turnServers.2`,
+ * `inbound.digest`): a scalar found there is probably a secret put at the wrong level, as when
+ * GATEWAY_WEBRTC__TURNSERVERS=turn:…,lab,PASSWORD is split at its commas.
+ */
+function secrecy(path: (string | number)[]): 'secret' | 'holds' | null {
+  let holds = false;
+  for (const p of SECRET_PATHS) {
     const parts = p.split('.');
-    return path.length >= parts.length && parts.every((part, i) => part === '*' || part === String(path[i]));
-  });
+    const n = Math.min(parts.length, path.length);
+    if (!parts.slice(0, n).every((part, i) => part === '*' || part === String(path[i]))) continue;
+    if (path.length >= parts.length) return 'secret';
+    holds = true;
+  }
+  return holds ? 'holds' : null;
 }
 
 /**
@@ -296,6 +413,10 @@ function coerce(text: string, schema: unknown): Coerced {
     case 'tuple': {
       if (t.startsWith('[')) return parseJson(t, 'a JSON list');
       if (t === '') return { ok: true, value: [] };
+      // Items that are sections cannot come from comma-separated text; splitting it anyway gave
+      // one error per piece, each printing its piece (a TURN password among them).
+      const itemType = type === 'array' ? unwrap(s?.def?.element)?.def?.type : undefined;
+      if (itemType === 'object' || itemType === 'record') return { ok: false, error: 'expected a JSON list, e.g. [{"key": "value"}]: its items are sections, which comma-separated text cannot give' };
       const items = t.split(',').map((x) => x.trim());
       return { ok: true, value: items.map((x, i) => { const c = coerce(x, type === 'array' ? s?.def?.element : s?.def?.items?.[i]); return c.ok ? c.value : x; }) };
     }
@@ -378,12 +499,33 @@ function formatIssue(iss: z.core.$ZodIssue, raw: unknown, sources: Map<string, s
   const got = getPath(raw, path.map(String));
   const msg = iss.message;
   if (got === undefined) return [`config error: ${where(path)}: missing; ${msg}`];
-  return [`config error: ${where(path)}: ${msg}, got ${describeValue(got, isSecretPath(path))}`];
+  return [`config error: ${where(path)}: ${msg}, got ${describeValue(got, secrecy(path))}${sectionFromEnvHint(iss, got, path, sources)}`];
 }
 
-/** A short, safe rendering of a bad value: scalars and small lists of scalars; never secrets. */
-function describeValue(v: unknown, secret: boolean): string {
-  if (secret) return '"***"';
+/**
+ * An environment variable holds text; a section is read from it only as JSON. Say so, and how
+ * to set the keys one by one, when a section (or a list item that is one) got plain text.
+ */
+function sectionFromEnvHint(iss: z.core.$ZodIssue, got: unknown, path: (string | number)[], sources: Map<string, string>): string {
+  const expected = (iss as { expected?: string }).expected;
+  if (iss.code !== 'invalid_type' || (expected !== 'object' && expected !== 'record') || typeof got !== 'string') return '';
+  for (let n = path.length; n > 0; n--) {
+    const name = sources.get(path.slice(0, n).join('.'));
+    if (name) return `; in the environment give it as JSON ({"key": value}) or key by key (${[name, ...path.slice(n).map(String)].join('__').toUpperCase()}__<KEY>)`;
+  }
+  return '';
+}
+
+/**
+ * A short, safe rendering of a bad value: scalars and small lists of scalars; never secrets,
+ * and of a section or list that holds secrets only its shape.
+ */
+function describeValue(v: unknown, secrecy: 'secret' | 'holds' | null): string {
+  if (secrecy === 'secret') return '"***"';
+  if (secrecy === 'holds') {
+    if (Array.isArray(v)) return `a list of ${v.length} item${v.length === 1 ? '' : 's'}`;
+    return v !== null && typeof v === 'object' ? 'a section (key: value mapping)' : '"***"';
+  }
   if (v === null) return 'null';
   if (Array.isArray(v)) {
     if (v.every((x) => x === null || typeof x !== 'object')) {

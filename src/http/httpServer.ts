@@ -1,10 +1,22 @@
+import { randomUUID } from 'node:crypto';
 import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
+import type { Socket } from 'node:net';
 import { readFile, realpath } from 'node:fs/promises';
 import { extname, join, normalize, sep } from 'node:path';
 import type { Logger } from 'pino';
 
 export type RouteHandler = (req: IncomingMessage, res: ServerResponse, body: string) => void | Promise<void>;
+
+/** The largest POST body a route is given. */
+const MAX_BODY_BYTES = 16 * 1024;
+
+/** An error whose status and message are meant for the client (anything else is a 500, its message only logged). */
+class HttpError extends Error {
+  constructor(readonly status: number, message: string) {
+    super(message);
+  }
+}
 
 const CONTENT_TYPES: Record<string, string> = {
   '.html': 'text/html; charset=utf-8',
@@ -35,6 +47,12 @@ const STATIC_ALIASES: Record<string, string> = {
 export class HttpServer {
   readonly server: Server;
   private readonly routes = new Map<string, RouteHandler>();
+  /**
+   * Every accepted TCP connection. closeAllConnections() only knows HTTP connections: over TLS a
+   * socket becomes one after its handshake, so a client silent before it kept close() waiting
+   * for the handshake timeout (120 s by default).
+   */
+  private readonly sockets = new Set<Socket>();
 
   constructor(private readonly opts: { webRoot: string; logger: Logger; tls?: { cert: string; key: string } }) {
     const handler = (req: IncomingMessage, res: ServerResponse) => {
@@ -43,10 +61,15 @@ export class HttpServer {
         res.destroy();
       });
     };
-    this.server = opts.tls ? createHttpsServer({ cert: opts.tls.cert, key: opts.tls.key }, handler) : createHttpServer(handler);
-    // Slow or idle clients must not hold sockets forever.
+    // Slow or idle clients must not hold sockets forever: a TLS handshake gets as long as the
+    // request headers (Node's default is 120 s).
+    this.server = opts.tls ? createHttpsServer({ cert: opts.tls.cert, key: opts.tls.key, handshakeTimeout: 10_000 }, handler) : createHttpServer(handler);
     this.server.requestTimeout = 15_000;
     this.server.headersTimeout = 10_000;
+    this.server.on('connection', (socket: Socket) => {
+      this.sockets.add(socket);
+      socket.once('close', () => this.sockets.delete(socket));
+    });
   }
 
   route(method: string, path: string, handler: RouteHandler): void {
@@ -69,6 +92,7 @@ export class HttpServer {
     return new Promise((resolve) => {
       this.server.close(() => resolve());
       this.server.closeAllConnections();
+      for (const socket of this.sockets) socket.destroy();
     });
   }
 
@@ -77,10 +101,11 @@ export class HttpServer {
     // nobody handles (which ends the process).
     const url = requestUrl(req.url);
     if (!url) { sendJson(res, 400, { error: 'bad request target' }); return; }
-    const route = this.routes.get(`${req.method} ${url.pathname}`);
+    // HEAD is GET without the body (RFC 9110 §9.3.2); Node leaves the body out of a HEAD response.
+    const route = this.routes.get(`${req.method} ${url.pathname}`) ?? (req.method === 'HEAD' ? this.routes.get(`GET ${url.pathname}`) : undefined);
     try {
       if (route) {
-        const body = req.method === 'POST' ? await readBody(req, 16 * 1024) : '';
+        const body = req.method === 'POST' ? await readBody(req, MAX_BODY_BYTES) : '';
         await route(req, res, body);
         return;
       }
@@ -90,8 +115,18 @@ export class HttpServer {
       }
       sendJson(res, 404, { error: 'not found' });
     } catch (err) {
-      this.opts.logger.warn({ err: (err as Error).message, path: url.pathname }, 'HTTP request failed');
-      if (!res.headersSent) sendJson(res, (err as { status?: number }).status ?? 500, { error: (err as Error).message });
+      if (err instanceof HttpError) {
+        this.opts.logger.debug({ status: err.status, reason: err.message, path: url.pathname }, 'HTTP request refused');
+        // Connection: close: the client may still be sending the body we will not read.
+        if (!res.headersSent) sendJson(res, err.status, { error: err.message }, { connection: 'close' });
+        else res.destroy();
+        return;
+      }
+      // The message may name hosts, files or settings: for the log only, found by the id the
+      // client is given.
+      const requestId = randomUUID();
+      this.opts.logger.error({ err, requestId, method: req.method, path: url.pathname }, 'HTTP request failed');
+      if (!res.headersSent) sendJson(res, 500, { error: 'internal error', requestId }, { 'x-request-id': requestId });
       else res.destroy();
     }
   }
@@ -112,6 +147,8 @@ export class HttpServer {
     }
     res.writeHead(200, {
       'content-type': CONTENT_TYPES[extname(full)] ?? 'application/octet-stream',
+      // Also what a HEAD request is told (its response has no body to count).
+      'content-length': data.length,
       'cache-control': 'no-cache',
       // The widget script is loaded by other sites' pages.
       'cross-origin-resource-policy': 'cross-origin',
@@ -122,19 +159,31 @@ export class HttpServer {
 }
 
 export function sendJson(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
-  res.writeHead(status, { 'content-type': 'application/json', ...headers });
-  res.end(JSON.stringify(body));
+  const text = JSON.stringify(body);
+  // Set here, not left to res.end(): a HEAD response has no body for Node to count.
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(text)), ...headers });
+  res.end(text);
 }
 
 function readBody(req: IncomingMessage, limit: number): Promise<string> {
   return new Promise((resolve, reject) => {
     let size = 0;
     const chunks: Buffer[] = [];
-    req.on('data', (c: Buffer) => {
+    const onData = (c: Buffer) => {
       size += c.length;
-      if (size > limit) { reject(Object.assign(new Error('request body too large'), { status: 413 })); req.destroy(); return; }
+      if (size > limit) {
+        // Not req.destroy(): that reset the connection before the 413 was written. The rest of
+        // the body is read and dropped while the 413 goes out; Connection: close ends the
+        // connection after it.
+        req.off('data', onData);
+        chunks.length = 0;
+        req.resume();
+        reject(new HttpError(413, 'request body too large'));
+        return;
+      }
       chunks.push(c);
-    });
+    };
+    req.on('data', onData);
     req.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
     req.on('error', reject);
   });

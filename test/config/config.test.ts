@@ -358,3 +358,115 @@ test('no secret in config errors: a short digest password (a map entry under a s
   assert.match(fromFile, /invalid JSON/);
   assert.doesNotMatch(fromFile, /Hunter2/);
 });
+
+// ---- addresses that are advertised --------------------------------------------------------
+
+test('an unspecified address (0.0.0.0, ::) is refused wherever it would be advertised, naming the key to set', () => {
+  for (const any of ['0.0.0.0', '::', '0:0:0:0:0:0:0:0', '::ffff:0.0.0.0']) {
+    // Bound to every address, nothing to advertise: Via/Contact and SDP c= would say 0.0.0.0.
+    oneError(validateConfig({ sip: { host: any } }), /^config error: sip\.advertisedHost: sip\.host is ".+" \(every local address\), which cannot go into Via\/Contact; set sip\.advertisedHost to the address trunks reach this host at$/);
+    oneError(validateConfig({ media: { host: any } }), /^config error: media\.advertisedHost: media\.host is ".+" \(every local address\), which cannot go into SDP c= .*; set media\.advertisedHost to the address trunks send RTP to$/);
+    oneError(validateConfig({ sip: { advertisedHost: any } }), /^config error: sip\.advertisedHost: ".+" is every local address, not one a peer can send to; set the address trunks reach this host at$/);
+    oneError(validateConfig({ media: { advertisedHost: any } }), /^config error: media\.advertisedHost: ".+" is every local address/);
+    oneError(validateConfig({ webrtc: { hostAddresses: ['203.0.113.10', any] } }), /^config error: webrtc\.hostAddresses: ".+" is every local address, not an ICE candidate a browser can reach; list the addresses browsers reach this host at \(to bind every local address, set webrtc\.bindAddress: 0\.0\.0\.0\)$/);
+    oneError(validateConfig({ webrtc: { advertisedAddress: any } }), /^config error: webrtc\.advertisedAddress: ".+" is every local address/);
+  }
+  // Binding to every address is fine once something reachable is advertised.
+  const c = ok(validateConfig({ sip: { host: '0.0.0.0', advertisedHost: '203.0.113.10' }, media: { host: '::', advertisedHost: '2001:db8::10' }, webrtc: { hostAddresses: ['203.0.113.10'], bindAddress: '0.0.0.0' } }));
+  assert.equal(c.sip.advertisedHost, '203.0.113.10');
+  // hostAddresses are not announced when advertisedAddress is set (its first one is only the bind address).
+  ok(validateConfig({ webrtc: { hostAddresses: ['0.0.0.0'], advertisedAddress: '203.0.113.10' } }));
+  // Host names and ordinary addresses are untouched.
+  ok(validateConfig({ sip: { host: '10.0.0.5', advertisedHost: 'gw.example.com' }, media: { host: '10.0.0.5' } }));
+});
+
+test('loopback-only advertised addresses are a warning, not an error: browsers or a trunk elsewhere cannot reach them', () => {
+  // The no-config demo: everything on loopback, nothing to warn about.
+  const demo = loadConfig([], {});
+  assert.ok(demo.ok);
+  assert.deepEqual(demo.warnings, []);
+  const publicHttp = { http: { host: '0.0.0.0' }, auth: { mode: 'token', hs256Secret: SECRET }, demo: { enabled: true } };
+  const r = validateConfig(publicHttp);
+  assert.ok(r.ok);
+  assert.equal(r.warnings.length, 1, r.warnings.join('\n'));
+  assert.match(r.warnings[0], /^config warning: webrtc\.hostAddresses: http\.host "0\.0\.0\.0" serves other machines, but browsers are offered only loopback ICE addresses \(127\.0\.0\.1\).*set webrtc\.hostAddresses/);
+  const viaNat = validateConfig({ ...publicHttp, webrtc: { advertisedAddress: '127.0.0.1' } });
+  assert.ok(viaNat.ok);
+  assert.match(viaNat.warnings.join('\n'), /^config warning: webrtc\.advertisedAddress: /);
+  const reachable = validateConfig({ ...publicHttp, webrtc: { hostAddresses: ['203.0.113.10'] } });
+  assert.ok(reachable.ok);
+  assert.deepEqual(reachable.warnings, []);
+  // A trunk on another machine, and SIP/RTP advertised on loopback.
+  const trunk = validateConfig({ trunk: { uri: 'sip:trunk.example.com' }, auth: { hs256Secret: SECRET } });
+  assert.ok(trunk.ok);
+  assert.equal(trunk.warnings.length, 2, trunk.warnings.join('\n'));
+  assert.match(trunk.warnings[0], /^config warning: sip\.advertisedHost: the trunk \(trunk\.example\.com\) is not on this host, but Via\/Contact advertise loopback 127\.0\.0\.1; set sip\.host \(and sip\.advertisedHost behind NAT\)/);
+  assert.match(trunk.warnings[1], /^config warning: media\.advertisedHost: the trunk \(trunk\.example\.com\) is not on this host, but SDP c= advertises loopback 127\.0\.0\.1; set media\.host \(and media\.advertisedHost behind NAT\)/);
+  // A trunk (or SBC) on this host, as in the lab stack: no warning.
+  const local = validateConfig({ trunk: { uri: 'sip:127.0.0.1:5060' }, auth: { hs256Secret: SECRET } });
+  assert.ok(local.ok);
+  assert.deepEqual(local.warnings, []);
+  const viaLocalSbc = validateConfig({ trunk: { uri: 'sip:trunk.example.com', outboundProxy: 'sip:[::1]:5070' }, auth: { hs256Secret: SECRET } });
+  assert.ok(viaLocalSbc.ok);
+  assert.deepEqual(viaLocalSbc.warnings, []);
+});
+
+// ---- secrets in errors of sections and lists ----------------------------------------------
+
+test('no secret in config errors: a section or list that holds secrets, given as text or with text items, is not printed', () => {
+  // A comma-separated list of sections cannot work: refused as a whole, nothing of it printed.
+  const turn = errorsOf(loadConfig([], { GATEWAY_WEBRTC__TURNSERVERS: 'turn:turn.example.com:3478,lab,S3cretTurnPw' }));
+  assert.equal(turn.length, 1, turn.join('\n'));
+  assert.match(turn[0], /^config error: webrtc\.turnServers \(from GATEWAY_WEBRTC__TURNSERVERS\): expected a JSON list/);
+  assert.doesNotMatch(turn[0], /S3cret/);
+  // A section given as text from the environment: redacted, with what to do instead.
+  const digest = oneError(loadConfig([], { GATEWAY_INBOUND__DIGEST: 'alice=S3cretDigestPw' }), /^config error: inbound\.digest \(from GATEWAY_INBOUND__DIGEST\): expected a section \(key: value mapping\), got "\*\*\*"; in the environment give it as JSON \(\{"key": value\}\) or key by key \(GATEWAY_INBOUND__DIGEST__<KEY>\)$/);
+  assert.doesNotMatch(digest, /S3cret/);
+  // JSON list items and file values under a secret path: each redacted.
+  const items = errorsOf(loadConfig([], { GATEWAY_WEBRTC__TURNSERVERS: '["turn:x", "S3cretTurnPw"]' })).join('\n');
+  assert.match(items, /webrtc\.turnServers\.1 \(from GATEWAY_WEBRTC__TURNSERVERS\): expected a section \(key: value mapping\), got "\*\*\*"; in the environment give it as JSON \(\{"key": value\}\) or key by key \(GATEWAY_WEBRTC__TURNSERVERS__1__<KEY>\)/);
+  assert.doesNotMatch(items, /S3cret/);
+  for (const raw of [
+    { inbound: { digest: 'alice=S3cretDigestPw' } },
+    { inbound: { digest: ['alice', 'S3cretDigestPw'] } },
+    { inbound: { registerUsers: 'S3cretRegPw' } },
+    { webrtc: { turnServers: 'S3cretTurnPw' } },
+    { webrtc: { turnServers: ['S3cretTurnPw'] } },
+    { trunk: 'S3cretTrunkPw' },
+    { auth: 'S3cretKey' },
+  ]) {
+    const text = errorsOf(validateConfig(raw)).join('\n');
+    assert.doesNotMatch(text, /S3cret/, JSON.stringify(raw));
+    assert.match(text, /got ("\*\*\*"|a list of \d items?)/, JSON.stringify(raw));
+  }
+  // Values with no secret below them are still shown.
+  oneError(validateConfig({ webrtc: { turnServers: [{ urls: 'http://x' }] } }), /turnServers\.0\.urls: expected a TURN URI .*, got "http:\/\/x"$/);
+  oneError(validateConfig({ webrtc: { hostAddresses: 'x' } }), /^config error: webrtc\.hostAddresses: expected a list, got "x"$/);
+});
+
+// ---- ports --------------------------------------------------------------------------------
+
+test('overlapping ports are refused, naming both keys: the two port ranges, and http, SIP and demo ports inside either', () => {
+  oneError(validateConfig({ media: { portRange: [40000, 40999] } }), /^config error: webrtc\.portRange: \[40000, 40999\] overlaps media\.portRange \[40000, 40999\]; RTP toward the trunk and ICE toward browsers need separate ranges$/);
+  oneError(validateConfig({ media: { portRange: [30000, 30999] }, webrtc: { portRange: [30999, 31999] } }), /^config error: webrtc\.portRange: \[30999, 31999\] overlaps media\.portRange \[30000, 30999\]/);
+  oneError(validateConfig({ sip: { port: 30010 } }), /^config error: sip\.port: 30010 is inside media\.portRange \[30000, 30999\]; choose a port outside it, or move the range$/);
+  oneError(validateConfig({ sip: { port: 40999 } }), /^config error: sip\.port: 40999 is inside webrtc\.portRange \[40000, 40999\]/);
+  oneError(validateConfig({ http: { port: 30000 } }), /^config error: http\.port: 30000 is inside media\.portRange \[30000, 30999\]/);
+  oneError(validateConfig({ http: { port: 40500 } }), /^config error: http\.port: 40500 is inside webrtc\.portRange \[40000, 40999\]/);
+  oneError(validateConfig({ demo: { sipPort: 30001 } }), /^config error: demo\.sipPort: 30001 is inside media\.portRange \[30000, 30999\]/);
+  oneError(validateConfig({ demo: { sipPort: 40001 } }), /^config error: demo\.sipPort: 40001 is inside webrtc\.portRange \[40000, 40999\]/);
+  // Right next to a range is fine; so is a demo port nobody binds (demo off), and 0 (any free port).
+  ok(validateConfig({ http: { port: 29999 }, sip: { port: 31000 }, demo: { sipPort: 39999 } }));
+  ok(validateConfig({ trunk: { uri: 'sip:127.0.0.1' }, auth: { hs256Secret: SECRET }, demo: { sipPort: 30001 } }));
+  ok(validateConfig({ sip: { port: 0 }, demo: { sipPort: 0 }, media: { portRange: [1, 1000] } }));
+});
+
+test('overlapping ports: the SIP TLS port (sip.tlsPort, by default sip.port + 1) too', () => {
+  const dir = join(work, 'tls-certs');
+  assert.equal(spawnSync('bash', [join(ROOT, 'certs', 'make-self-signed.sh'), dir], { encoding: 'utf8' }).status, 0);
+  const tls = { certFile: join(dir, 'server.cert.pem'), keyFile: join(dir, 'server.key.pem') };
+  oneError(validateConfig({ sip: { port: 29999, transports: ['udp', 'tls'], tls } }), /^config error: sip\.tlsPort: 30000 \(the default, sip\.port \+ 1\) is inside media\.portRange \[30000, 30999\]/);
+  oneError(validateConfig({ sip: { transports: ['tls'], tlsPort: 40000, tls } }), /^config error: sip\.tlsPort: 40000 is inside webrtc\.portRange \[40000, 40999\]/);
+  ok(validateConfig({ sip: { tlsPort: 40000 } })); // no tls transport: the port is not used
+  ok(validateConfig({ sip: { transports: ['udp', 'tls'], tls } }));
+});

@@ -97,7 +97,9 @@ async function waitFor(what: string, check: () => boolean, timeoutMs: number, on
 
 describe('gateway configuration files', () => {
   test('deploy/gateway/config.yaml passes loadConfig with the secrets docker-compose.yml passes', () => {
-    const c = ok(loadConfig(['--config', GATEWAY_YAML], COMPOSE_SECRETS));
+    const r = loadConfig(['--config', GATEWAY_YAML], COMPOSE_SECRETS);
+    const c = ok(r);
+    assert.deepEqual(r.ok && r.warnings, [], 'everything on loopback, the trunk (Kamailio) too: nothing to warn about');
     assert.equal(c.trunk?.password, COMPOSE_SECRETS.GATEWAY_TRUNK__PASSWORD);
     assert.equal(c.webrtc.turnServers[0]?.credential, COMPOSE_SECRETS.GATEWAY_WEBRTC__TURNSERVERS__0__CREDENTIAL);
     assert.equal(c.auth.mode, 'demo');
@@ -110,7 +112,14 @@ describe('gateway configuration files', () => {
 
   test('config.example.yaml passes loadConfig with its secrets from the environment, and not without', () => {
     const env = { GATEWAY_TRUNK__PASSWORD: 'x', GATEWAY_AUTH__HS256SECRET: 'an-hs256-secret-of-at-least-32-characters' };
-    const c = ok(loadConfig(['--config', EXAMPLE_YAML], env));
+    const loaded = loadConfig(['--config', EXAMPLE_YAML], env);
+    const c = ok(loaded);
+    assert.deepEqual(loaded.ok && loaded.warnings, [], 'the example advertises reachable addresses');
+    // Bound to every address, it advertises a real one (never 0.0.0.0 in Via/Contact or c=).
+    assert.equal(c.sip.host, '0.0.0.0');
+    assert.equal(c.sip.advertisedHost, '203.0.113.10');
+    assert.equal(c.media.host, '0.0.0.0');
+    assert.equal(c.media.advertisedHost, '203.0.113.10');
     assert.equal(c.trunk?.srtp, 'mandatory', 'the example trunk uses SDES-SRTP');
     assert.ok(c.trunk?.username && c.trunk.password, 'the example trunk uses digest auth');
     assert.equal(c.trunk?.register, true);
@@ -120,6 +129,24 @@ describe('gateway configuration files', () => {
     const raw = parseYaml(readFileSync(EXAMPLE_YAML, 'utf8')) as GatewayConfig;
     assert.equal(raw.trunk?.password, undefined);
     assert.equal(raw.auth.hs256Secret, undefined);
+  });
+
+  test('README\'s trunk example (gateway.yaml) passes loadConfig with its secrets from the environment, and warns of nothing', () => {
+    const readme = readFileSync(join(ROOT, 'README.md'), 'utf8');
+    const block = /```yaml\n(# gateway\.yaml\n[\s\S]*?)```/.exec(readme)?.[1];
+    assert.ok(block, 'the ```yaml block starting "# gateway.yaml" in README.md');
+    // Its certificate paths are /etc/gateway/*.pem: point them at a pair made here.
+    const dir = join(work, 'readme-certs');
+    assert.equal(spawnSync('bash', [join(ROOT, 'certs', 'make-self-signed.sh'), dir], { encoding: 'utf8' }).status, 0);
+    const text = block.replaceAll('/etc/gateway/cert.pem', join(dir, 'server.cert.pem')).replaceAll('/etc/gateway/key.pem', join(dir, 'server.key.pem'));
+    assert.notEqual(text, block, 'the example names its certificate files');
+    const file = join(work, 'readme-gateway.yaml');
+    writeFileSync(file, text);
+    const r = loadConfig(['--config', file], { GATEWAY_TRUNK__PASSWORD: 'x', GATEWAY_AUTH__HS256SECRET: 'an-hs256-secret-of-at-least-32-characters' });
+    const c = ok(r);
+    assert.deepEqual(r.ok && r.warnings, []);
+    assert.equal(c.sip.advertisedHost, '203.0.113.10');
+    assert.equal(c.media.advertisedHost, '203.0.113.10');
   });
 
   test('config.example.yaml documents every key of the schema', () => {
