@@ -288,6 +288,7 @@ function sipTransports(c: GatewayConfig): SipTransportConfig[] {
     host: c.sip.host,
     port: protocol === 'tls' ? c.sip.tlsPort ?? c.sip.port + 1 : c.sip.port,
     advertisedHost: c.sip.advertisedHost,
+    limits: { maxConnections: c.sip.maxConnections, maxConnectionsPerIp: c.sip.maxConnectionsPerIp, firstMessageTimeoutMs: c.sip.firstMessageTimeoutSec * 1000 },
     tls: protocol === 'tls' && c.sip.tls ? { cert: readFileSync(c.sip.tls.certFile, 'utf8'), key: readFileSync(c.sip.tls.keyFile, 'utf8') } : undefined,
   }));
 }

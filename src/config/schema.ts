@@ -61,6 +61,19 @@ export const ConfigSchema = z
         sessionExpiresSec: z.union([z.literal(0), intIn(90, 86400)], { error: 'expected 0 (off) or an integer 90-86400' }).default(1800),
         /** Smallest interval we accept from a peer (answered 422 below it). */
         minSessionExpiresSec: intIn(90, 86400).default(90),
+        /**
+         * TCP/TLS: inbound connections open at once, per listening transport (TLS ones counted
+         * from accept, before their handshake). More are closed at once: each holds a file
+         * descriptor the RTP sockets need too.
+         */
+        maxConnections: intIn(1, 1_000_000).default(1000),
+        /** TCP/TLS: inbound connections open at once from one source address. */
+        maxConnectionsPerIp: intIn(1, 1_000_000).default(50),
+        /**
+         * TCP/TLS: an inbound connection that has not sent a complete SIP message this long
+         * after connecting (TLS handshake included) is closed; the 5-minute idle timeout applies after.
+         */
+        firstMessageTimeoutSec: z.number({ error: 'expected a number of seconds 1-300' }).min(1, 'expected a number of seconds 1-300').max(300, 'expected a number of seconds 1-300').default(10),
       })
       .strict()
       .prefault({}),

@@ -215,14 +215,17 @@ export class SipUserAgent extends EventEmitter<{ invite: [ServerInvite] }> imple
     return new Promise((resolve) => {
       const branch = parseVia(req.header('via')!)!.params.branch!;
       const key = `${branch}|${req.method}`;
+      // TCP/TLS: a timeout closes the connection if it stayed silent (transport.ts silenceCheck).
+      let dropIfSilent: (() => void) | undefined;
       const tx: NonInviteClientTransaction = new NonInviteClientTransaction(req, {
         clock: this.clock, timers: this.timers, reliable: dest.transport.reliable,
         send: (d) => dest.transport.send(d, dest.host, dest.port, (err) => { if (tx.state === 'trying' || tx.state === 'proceeding') tx.receive(transportErrorResponse(req, err)); }),
         terminated: () => this.clientTx.delete(key),
       }, {
         onResponse: (res) => { if (res.status >= 200) resolve(res); },
-        onTimeout: () => { this.opts.onTransactionTimeout?.(req.method); resolve(timeoutResponse(req)); },
+        onTimeout: () => { dropIfSilent?.(); this.opts.onTransactionTimeout?.(req.method); resolve(timeoutResponse(req)); },
       });
+      dropIfSilent = dest.transport.silenceCheck?.(dest.host, dest.port);
       this.clientTx.set(key, tx);
     });
   }
@@ -230,12 +233,14 @@ export class SipUserAgent extends EventEmitter<{ invite: [ServerInvite] }> imple
   startInviteTransaction(req: SipRequest, dest: Destination, user: { onResponse(r: SipResponse): void; onTimeout(): void }): InviteClientTransaction {
     const branch = parseVia(req.header('via')!)!.params.branch!;
     const key = `${branch}|INVITE`;
+    let dropIfSilent: (() => void) | undefined; // as in sendRequest
     const tx: InviteClientTransaction = new InviteClientTransaction(req, {
       clock: this.clock, timers: this.timers, reliable: dest.transport.reliable,
       // Only while waiting for a final response: the ACK of the resulting 503 may fail the same way.
       send: (d) => dest.transport.send(d, dest.host, dest.port, (err) => { if (tx.state === 'calling' || tx.state === 'proceeding') tx.receive(transportErrorResponse(req, err)); }),
       terminated: () => this.clientTx.delete(key),
-    }, { onResponse: (r) => user.onResponse(r), onTimeout: () => { this.opts.onTransactionTimeout?.('INVITE'); user.onTimeout(); } });
+    }, { onResponse: (r) => user.onResponse(r), onTimeout: () => { dropIfSilent?.(); this.opts.onTransactionTimeout?.('INVITE'); user.onTimeout(); } });
+    dropIfSilent = dest.transport.silenceCheck?.(dest.host, dest.port);
     this.clientTx.set(key, tx);
     return tx;
   }

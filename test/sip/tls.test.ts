@@ -2,6 +2,7 @@ import { before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import net from 'node:net';
+import tls from 'node:tls';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import pino from 'pino';
@@ -11,7 +12,8 @@ import { tempDir } from '../support/tempDir';
 /**
  * SIP over TLS between two user agents, with the certificate made by certs/make-self-signed.sh:
  * a call set up and torn down over one verified TLS connection, and a client that does not
- * trust the certificate refusing to talk.
+ * trust the certificate refusing to talk. Inbound TLS connections are bounded from accept, not
+ * from the end of their handshake: counted, timed out, and ended by stop().
  */
 const logger = pino({ level: 'silent' });
 const SDP = 'v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n';
@@ -112,5 +114,76 @@ test('a TCP peer that refuses the connection fails the INVITE and the OPTIONS at
     assert.equal(client.counts.clientTx, 0, 'no transaction left behind');
   } finally {
     await client.stop();
+  }
+});
+
+/** A bare TCP client of the TLS port that never starts a handshake; `closed()` once the server closed it. */
+async function silentClient(port: number): Promise<{ sock: net.Socket; closed: () => boolean }> {
+  const sock = net.connect({ port, host: '127.0.0.1' });
+  await new Promise<void>((resolve, reject) => { sock.once('connect', resolve); sock.once('error', reject); });
+  sock.on('error', () => undefined);
+  let closed = false;
+  sock.once('close', () => { closed = true; });
+  return { sock, closed: () => closed };
+}
+
+async function within<T>(ms: number, p: Promise<T>, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([p, new Promise<never>((_r, reject) => { timer = setTimeout(() => reject(new Error(`${what}: not done within ${ms} ms`)), ms); })]);
+  } finally { clearTimeout(timer); }
+}
+
+test('stop() ends TLS connections still in their handshake at once (three silent clients do not hold it for 120 s)', async () => {
+  const server = new SipUserAgent({ transports: [{ protocol: 'tls', host: '127.0.0.1', port: 0, tls: { cert, key } }], logger });
+  await server.start();
+  const clients = await Promise.all([0, 1, 2].map(() => silentClient(server.boundAddresses[0].port)));
+  try {
+    await new Promise((r) => setTimeout(r, 100)); // accepted by the server
+    await within(2000, server.stop(), 'stop()');
+    await within(1000, (async () => { while (!clients.every((c) => c.closed())) await new Promise((r) => setTimeout(r, 10)); })(), 'the clients seeing the close');
+  } finally {
+    for (const c of clients) c.sock.destroy();
+    await server.stop();
+  }
+});
+
+test('a TLS connection is bounded from accept: no handshake within firstMessageTimeoutMs closes it, and it counts against maxConnectionsPerIp before any handshake', async () => {
+  const server = new SipUserAgent({ transports: [{ protocol: 'tls', host: '127.0.0.1', port: 0, tls: { cert, key }, limits: { firstMessageTimeoutMs: 400, maxConnectionsPerIp: 2 } }], logger });
+  const client = new SipUserAgent({ transports: [{ protocol: 'tls', host: '127.0.0.1', port: 0, tls: { cert, key, ca: cert } }], logger });
+  await server.start(); await client.start();
+  const port = server.boundAddresses[0].port;
+  const silent: Array<{ sock: net.Socket; closed: () => boolean }> = [];
+  try {
+    const t0 = Date.now();
+    silent.push(await silentClient(port), await silentClient(port));
+    const third = await silentClient(port);
+    silent.push(third);
+    await within(1000, (async () => { while (!third.closed()) await new Promise((r) => setTimeout(r, 10)); })(), 'the third connection from the address refused');
+    assert.ok(!silent[0].closed() && !silent[1].closed(), 'the first two wait for their handshake');
+    await within(2000, (async () => { while (!silent.every((c) => c.closed())) await new Promise((r) => setTimeout(r, 10)); })(), 'the silent connections closed');
+    assert.ok(Date.now() - t0 >= 350, 'not before the timeout');
+    // Their places are free again: a real TLS client gets through.
+    const res = await client.options(`sip:svc@127.0.0.1:${port};transport=tls`);
+    assert.equal(res.status, 200);
+  } finally {
+    for (const c of silent) c.sock.destroy();
+    await client.stop(); await server.stop();
+  }
+});
+
+test('a TLS client that completes its handshake but sends no SIP message is closed after firstMessageTimeoutMs', async () => {
+  const server = new SipUserAgent({ transports: [{ protocol: 'tls', host: '127.0.0.1', port: 0, tls: { cert, key }, limits: { firstMessageTimeoutMs: 300 } }], logger });
+  await server.start();
+  const sock = tls.connect({ port: server.boundAddresses[0].port, host: '127.0.0.1', ca: cert, servername: 'localhost', checkServerIdentity: () => undefined });
+  sock.on('error', () => undefined);
+  let closed = false;
+  sock.once('close', () => { closed = true; });
+  try {
+    await within(2000, new Promise((r) => sock.once('secureConnect', r)), 'the handshake');
+    await within(2000, (async () => { while (!closed) await new Promise((r) => setTimeout(r, 10)); })(), 'the idle TLS connection closed');
+  } finally {
+    sock.destroy();
+    await server.stop();
   }
 });
