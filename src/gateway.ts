@@ -1,7 +1,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import type { Logger } from 'pino';
-import { DigestServer, OptionsPing, SipUserAgent, type Registration, type SipTransportConfig } from './sip';
+import { DigestServer, OptionsPing, parseUri, SipUserAgent, type Registration, type SipTransportConfig } from './sip';
 import { MediaEngine, type MediaPlane } from './media';
 import { WorkerMediaPlane } from './media/worker/workerMediaPlane';
 import type { GatewayConfig } from './config';
@@ -294,7 +294,7 @@ function sipTransports(c: GatewayConfig): SipTransportConfig[] {
 }
 
 function hostOf(uri: string): string {
-  return /sips?:(?:[^@]+@)?([^:;>]+)/.exec(uri)?.[1] ?? uri;
+  return parseUri(uri)?.host ?? uri; // an IPv6 host keeps its brackets, as a URI needs them
 }
 
 /** The directory holding package.json (works from src/ under tsx and from dist/src/). */

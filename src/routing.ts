@@ -6,6 +6,7 @@ import type { OutboundTarget } from './calls/outboundCall';
 import { evaluateDestination, ipInCidrs } from './edge';
 import { DEMO_NUMBERS } from './demo/demoEndpoint';
 import { parseUri } from './sip';
+import { hostForUri } from './sip/userAgent';
 import type { SipUri } from './sip/message';
 
 /**
@@ -35,7 +36,7 @@ export function buildRouting(c: GatewayConfig, demoUri: string | null): Routing 
   if (registrar && !registrarUri) throw new Error(`inbound.registerUsers.registrar is not a SIP URI: ${registrar}`);
   trustLiteral(registrarUri);
   if (demoUri) trusted.push('127.0.0.0/8');
-  const fromHost = trunk?.fromDomain ?? c.sip.advertisedHost ?? c.sip.host;
+  const fromHost = hostForUri(trunk?.fromDomain ?? c.sip.advertisedHost ?? c.sip.host);
 
   return {
     checkDestination(to: string, identity: Identity) {
@@ -48,7 +49,7 @@ export function buildRouting(c: GatewayConfig, demoUri: string | null): Routing 
     outboundTarget(number: string, identity: Identity): OutboundTarget {
       const callerId = identity.callerId ?? identity.id;
       if (demoHostPort && (DEMO_NUMBERS as readonly string[]).includes(number)) {
-        return { requestUri: `sip:${number}@${demoHostPort}`, fromUri: `sip:${encodeURIComponent(callerId)}@${c.sip.advertisedHost ?? c.sip.host}`, fromDisplay: identity.id };
+        return { requestUri: `sip:${number}@${demoHostPort}`, fromUri: `sip:${encodeURIComponent(callerId)}@${hostForUri(c.sip.advertisedHost ?? c.sip.host)}`, fromDisplay: identity.id };
       }
       const u = trunkUri!;
       const params = Object.entries(u.params).map(([k, v]) => (v === null ? `;${k}` : `;${k}=${v}`)).join('');

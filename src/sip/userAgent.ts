@@ -56,6 +56,11 @@ interface Destination { transport: SipTransport; host: string; port: number }
 
 export function newTag(): string { return randomBytes(6).toString('hex'); }
 
+/** A host as SIP writes it in a URI or Via (RFC 3261 §25.1): an IPv6 address in brackets. */
+export function hostForUri(host: string): string {
+  return host.includes(':') && !host.startsWith('[') ? `[${host}]` : host;
+}
+
 /**
  * An out-of-dialog request sent through an outbound proxy carries it as a pre-loaded Route
  * (RFC 3261 §8.1.2, loose routing: `;lr` is added when missing, as we do not strict-route), so
@@ -176,12 +181,12 @@ export class SipUserAgent extends EventEmitter<{ invite: [ServerInvite] }> imple
   }
 
   viaFor(transport: SipTransport, branch = newBranch()): string {
-    return `SIP/2.0/${transport.protocol.toUpperCase()} ${transport.advertised.host}:${transport.advertised.port};branch=${branch};rport`;
+    return `SIP/2.0/${transport.protocol.toUpperCase()} ${hostForUri(transport.advertised.host)}:${transport.advertised.port};branch=${branch};rport`;
   }
 
   contactUri(transport: SipTransport, user = 'gw'): string {
     const tp = transport.protocol === 'udp' ? '' : `;transport=${transport.protocol}`;
-    return `<sip:${user}@${transport.advertised.host}:${transport.advertised.port}${tp}>`;
+    return `<sip:${user}@${hostForUri(transport.advertised.host)}:${transport.advertised.port}${tp}>`;
   }
 
   /** Where a URI's requests go (RFC 3263 without SRV/NAPTR: A record or literal address). */

@@ -644,3 +644,29 @@ test('the same INVITE by a second path (a merged request: same Call-ID, From tag
     await ua.stop();
   }
 });
+
+test('over IPv6 (::1): our Via and Contact bracket the address, so a call between two user agents sets up and ends', async () => {
+  const a = new SipUserAgent({ transports: [{ protocol: 'udp', host: '::1', port: 0 }], logger });
+  const b = new SipUserAgent({ transports: [{ protocol: 'udp', host: '::1', port: 0 }], logger });
+  await a.start(); await b.start();
+  try {
+    const seen: string[] = [];
+    const ended = new Promise<string>((resolve) => b.on('invite', (inv: ServerInvite) => {
+      seen.push(inv.request.header('via')!, inv.request.header('contact')!);
+      inv.accept(SDP).once('terminated', (reason) => resolve(reason));
+    }));
+    const inv = a.invite({ requestUri: `sip:bob@[::1]:${b.boundAddresses[0].port}`, from: { uri: 'sip:alice@[::1]' }, sdp: SDP });
+    // Unbracketed, the peer's parser refused our Via and the INVITE went unanswered.
+    const [res, dialog] = await Promise.race([
+      once<[{ status: number }, Dialog]>(inv, 'accepted'),
+      new Promise<never>((_, reject) => setTimeout(() => reject(new Error('no answer within 5 s')), 5000).unref()),
+    ]);
+    assert.equal(res.status, 200);
+    assert.match(seen[0], /^SIP\/2\.0\/UDP \[::1\]:\d+;/);
+    assert.match(seen[1], /^<sip:gw@\[::1\]:\d+>$/);
+    await dialog.bye();
+    assert.equal(await ended, 'bye');
+  } finally {
+    await a.stop(); await b.stop();
+  }
+});
