@@ -246,7 +246,8 @@ export class CallManager {
     const call = new InboundCall(userPart(fromHeader) || 'anonymous', displayName(fromHeader), reqUser, user, this.opts.ctx, inv, offer, this.opts.ringTimeoutMs, credentials);
     setup.call = call;
     this.track(call);
-    call.log.info({ from: call.from, to: reqUser, user, tabs: targets.length }, 'inbound call ringing');
+    // The gateway's callId (in call.log) and the SIP Call-ID together: a call is followed from the trunk's traces to the tab's.
+    call.log.info({ from: call.from, to: reqUser, user, tabs: targets.length, sipCallId: inv.callId }, 'inbound call ringing');
     await call.ring(targets);
   }
 

@@ -5,7 +5,7 @@ import type { CallBase, CallEndInfo, Identity } from '../calls/callBase';
 import type { CallManager } from '../calls/callManager';
 import { InboundCall, type RingTarget } from '../calls/inboundCall';
 import { OutboundCall } from '../calls/outboundCall';
-import { parseClientMessage, PROTOCOL_VERSION, type ClientMessage, type IceServer, type ServerMessage } from './protocol';
+import { parseClientMessage, PROTOCOL_VERSION, type ClientMessage, type ErrorCode, type IceServer, type ServerMessage } from './protocol';
 
 /** Authenticates a hello; the signaling server decides between demo mode and tokens. */
 export type Authenticator = (token: string | undefined) => Promise<
@@ -32,9 +32,15 @@ type SessionState = 'awaiting-hello' | 'authenticating' | 'ready' | 'closed';
  */
 export class BrowserSession implements RingTarget {
   readonly sessionId = randomUUID();
+  /** Every line this session logs carries its sessionId (the signaling server's too). */
+  readonly log: Logger;
   private state: SessionState = 'awaiting-hello';
   identity: Identity | null = null;
   private readonly calls = new Map<string, CallBase>();
+  /** Per call of this tab: takes this session's listeners off it (see attach). */
+  private readonly listenersOff = new Map<string, () => void>();
+  /** Why the calls of a closed connection ended: a call set up after the close ends so too. */
+  private closeCause: 'connection-lost' | 'local-hangup' = 'local-hangup';
   private frameWindowStart = Date.now();
   private framesInWindow = 0;
   private warnedFlood = false;
@@ -57,6 +63,7 @@ export class BrowserSession implements RingTarget {
       origin?: string;
     },
   ) {
+    this.log = opts.logger.child({ sessionId: this.sessionId });
     ws.on('message', (data, isBinary) => {
       if (this.state === 'closed' || this.closing) return;
       if (isBinary) { this.send({ type: 'error', code: 'bad-message', message: 'binary frames are not part of the protocol' }); return; }
@@ -69,12 +76,12 @@ export class BrowserSession implements RingTarget {
       this.helloTimer = null;
       if (this.state === 'authenticating') { this.helloTimer = setTimeout(helloDeadline, opts.limits.helloTimeoutMs); return; }
       if (this.state !== 'awaiting-hello') return;
-      this.opts.logger.info({ sessionId: this.sessionId }, 'websocket closed: no hello in time');
+      this.log.info('websocket closed: no hello in time');
       this.closeFor(4408, 'hello timeout');
     };
     this.helloTimer = setTimeout(helloDeadline, opts.limits.helloTimeoutMs);
     ws.on('close', (code: number) => this.onClose(code));
-    ws.on('error', (err) => this.opts.logger.debug({ err: err.message }, 'websocket error'));
+    ws.on('error', (err) => this.log.debug({ err: err.message }, 'websocket error'));
   }
 
   get isReady(): boolean {
@@ -105,7 +112,7 @@ export class BrowserSession implements RingTarget {
       this.send({ type: 'error', code: 'rate-limited', message: `more than ${this.opts.limits.messagesPerSec} messages a second`, retryAfterMs: 1000 });
       return false;
     }
-    this.opts.logger.warn({ sessionId: this.sessionId }, 'websocket flood: closing');
+    this.log.warn('websocket flood: closing');
     this.closeFor(1008, 'message flood');
     return false;
   }
@@ -113,39 +120,52 @@ export class BrowserSession implements RingTarget {
   private onFrame(text: string): void {
     const parsed = parseClientMessage(text);
     if (!parsed.ok) {
-      this.send({ type: 'error', code: parsed.code, message: parsed.message });
+      this.send({ type: 'error', code: parsed.code, message: parsed.message, request: parsed.request, ref: parsed.ref });
       return;
     }
     this.handle(parsed.msg).catch((err) => {
-      this.opts.logger.error({ err, sessionId: this.sessionId }, 'signaling handler failed');
-      this.send({ type: 'error', code: 'internal', message: 'internal error' });
+      this.log.error({ err }, 'signaling handler failed');
+      this.refuse(parsed.msg, 'internal', 'internal error');
+    });
+  }
+
+  /**
+   * The `error` answering `req`: it names the request, and the call concerned — a `call`'s ref,
+   * or the callId — so that the tab can tell which of its calls was refused instead of guessing.
+   */
+  private refuse(req: ClientMessage, code: ErrorCode, message: string, retryAfterMs?: number): void {
+    this.send({
+      type: 'error', code, message, request: req.type,
+      ref: req.type === 'call' ? req.ref : undefined,
+      callId: 'callId' in req ? req.callId : undefined,
+      retryAfterMs,
     });
   }
 
   private async handle(msg: ClientMessage): Promise<void> {
     if (msg.type === 'ping') { this.send({ type: 'pong' }); return; }
-    if (msg.type === 'hello') { await this.onHello(msg.token); return; }
+    if (msg.type === 'hello') { await this.onHello(msg); return; }
     if (this.state !== 'ready' || !this.identity) {
-      this.send({ type: 'error', code: 'not-authenticated', message: 'send hello first' });
+      this.refuse(msg, 'not-authenticated', 'send hello first');
       return;
     }
     switch (msg.type) {
       case 'call': return this.onCall(msg);
       case 'candidate': {
-        const call = this.callFor(msg.callId);
+        const call = this.callFor(msg);
         if (call instanceof OutboundCall) call.addBrowserCandidate(msg.candidate, msg.sdpMid ?? undefined, msg.sdpMLineIndex ?? undefined);
         return;
       }
       case 'accept': {
-        const call = this.callFor(msg.callId);
+        const call = this.callFor(msg);
         if (!call) return;
-        if (!(call instanceof InboundCall)) { this.send({ type: 'error', code: 'invalid-state', message: 'only incoming calls can be accepted', callId: msg.callId }); return; }
+        if (!(call instanceof InboundCall)) { this.refuse(msg, 'invalid-state', 'only incoming calls can be accepted'); return; }
         const r = await call.accept(this.sessionId, msg.sdp);
-        if (!r.ok) this.send({ type: 'error', code: 'invalid-state', message: r.message, callId: msg.callId });
+        if (!r.ok) this.refuse(msg, 'invalid-state', r.message);
         return;
       }
       case 'reject': {
-        const call = this.callFor(msg.callId);
+        const call = this.callFor(msg);
         if (call instanceof InboundCall) {
           call.reject(this.sessionId, msg.reason ?? 'declined');
           if (!call.ended) this.detach(call, { cause: 'rejected' });
@@ -153,7 +173,7 @@ export class BrowserSession implements RingTarget {
         return;
       }
       case 'hangup': {
-        const call = this.callFor(msg.callId);
+        const call = this.callFor(msg);
         if (call instanceof OutboundCall) call.hangup('local-hangup');
         else if (call instanceof InboundCall) {
           if (call.wonBy(this.sessionId)) call.hangup('local-hangup');
@@ -162,40 +182,40 @@ export class BrowserSession implements RingTarget {
         return;
       }
       case 'dtmf': {
-        const call = this.callFor(msg.callId);
-        if (call && !call.sendDtmf(msg.digits)) this.send({ type: 'error', code: 'invalid-state', message: 'no media yet for DTMF', callId: msg.callId });
+        const call = this.callFor(msg);
+        if (call && !call.sendDtmf(msg.digits)) this.refuse(msg, 'invalid-state', 'no media yet for DTMF');
         return;
       }
       case 'hold':
       case 'unhold': {
-        const call = this.callFor(msg.callId);
+        const call = this.callFor(msg);
         if (!call) return;
         const r = await call.setLocalHold(msg.type === 'hold');
-        if (!r.ok) this.send({ type: 'error', code: 'invalid-state', message: r.message, callId: msg.callId });
+        if (!r.ok) this.refuse(msg, 'invalid-state', r.message);
         return;
       }
     }
   }
 
-  private async onHello(token: string | undefined): Promise<void> {
+  private async onHello(msg: Extract<ClientMessage, { type: 'hello' }>): Promise<void> {
     if (this.state !== 'awaiting-hello') {
-      this.send({ type: 'error', code: 'invalid-state', message: 'hello was already received' });
+      this.refuse(msg, 'invalid-state', 'hello was already received');
       return;
     }
     this.state = 'authenticating';
-    const auth = await this.opts.authenticate(token);
+    const auth = await this.opts.authenticate(msg.token);
     if (this.state !== 'authenticating' || this.closing) return; // socket closed meanwhile
     if (!auth.ok) {
       this.state = 'awaiting-hello';
-      this.opts.logger.info({ code: auth.code }, 'hello refused');
-      this.send({ type: 'error', code: auth.code, message: auth.message });
+      this.log.info({ code: auth.code }, 'hello refused');
+      this.refuse(msg, auth.code, auth.message);
       this.helloRefused();
       return;
     }
     if (auth.origins && auth.origins.length > 0 && (!this.opts.origin || !auth.origins.includes(this.opts.origin))) {
       this.state = 'awaiting-hello';
-      this.opts.logger.info({ origin: this.opts.origin }, 'token not valid for this origin');
-      this.send({ type: 'error', code: 'token-invalid', message: 'the token does not allow this page origin' });
+      this.log.info({ origin: this.opts.origin }, 'token not valid for this origin');
+      this.refuse(msg, 'token-invalid', 'the token does not allow this page origin');
       this.helloRefused();
       return;
     }
@@ -210,7 +230,7 @@ export class BrowserSession implements RingTarget {
   /** A page may fix its token and say hello again, a few times; a client looping on a bad one is closed. */
   private helloRefused(): void {
     if (++this.failedHellos < MAX_FAILED_HELLOS) return;
-    this.opts.logger.info({ sessionId: this.sessionId }, 'websocket closed: too many refused hellos');
+    this.log.info('websocket closed: too many refused hellos');
     this.closeFor(4401, 'too many refused hellos');
   }
 
@@ -230,13 +250,13 @@ export class BrowserSession implements RingTarget {
     const identity = this.identity!;
     const wait = this.opts.limits.callAttempt(identity.id);
     if (wait > 0) {
-      this.send({ type: 'error', code: 'rate-limited', message: 'too many call attempts', retryAfterMs: wait });
+      this.refuse(msg, 'rate-limited', 'too many call attempts', wait);
       return;
     }
     // Demo mode (no tokens): a call without a number goes to the echo test, so the widget works out of the box.
     const to = msg.to ?? fixedDestination(identity.dest) ?? (this.opts.demo ? '1000' : undefined);
     if (!to) {
-      this.send({ type: 'error', code: 'bad-message', message: 'call: to is required (this token names no single destination)' });
+      this.refuse(msg, 'bad-message', 'call: to is required (this token names no single destination)');
       return;
     }
     const r = await this.opts.manager.startOutbound(identity, to, msg.sdp, msg.headers);
@@ -245,11 +265,12 @@ export class BrowserSession implements RingTarget {
         // Refused by the dial plan before any SIP: report it as an ended call, like any other outcome.
         this.send({ type: 'ended', callId: randomUUID(), ref: msg.ref, cause: r.cause, sipReason: r.message });
       } else {
-        this.send({ type: 'error', code: r.code, message: r.message });
+        this.refuse(msg, r.code, r.message);
       }
       return;
     }
-    if (this.state === 'closed') { r.call.hangup('local-hangup'); return; }
+    // The tab went while the call was being set up: it ends as the tab's other calls did.
+    if (this.state === 'closed') { r.call.hangup(this.closeCause); return; }
     this.attach(r.call);
     this.send({ type: 'calling', callId: r.call.id, ref: msg.ref, sdp: r.answerSdp });
     // Dialing runs on after startOutbound returned, and a failure there can end the call before
@@ -258,22 +279,48 @@ export class BrowserSession implements RingTarget {
     if (r.call.ended) this.callEnded(r.call, r.call.endInfo ?? { cause: 'failed' });
   }
 
+  /**
+   * The call is this tab's: its events become messages until the tab is out of it (forget). An
+   * inbound call goes on without a tab that refused it busy or lost it to another tab, so its
+   * listeners must come off then, or that tab would hear the rest of a call it was told ended.
+   */
   private attach(call: CallBase): void {
     if (this.calls.has(call.id)) return;
     this.calls.set(call.id, call);
     const id = call.id;
-    call.on('progress', (p) => this.send({ type: 'progress', callId: id, status: p.status, earlyMedia: p.earlyMedia }));
-    call.on('answered', () => {
+    const onProgress = (p: { status: number; earlyMedia: boolean }) => this.send({ type: 'progress', callId: id, status: p.status, earlyMedia: p.earlyMedia });
+    const onAnswered = () => {
       if (call instanceof InboundCall && !call.wonBy(this.sessionId)) {
         this.detach(call, { cause: 'answered-elsewhere' });
         return;
       }
       this.send({ type: 'answered', callId: id });
+    };
+    const onHeld = (by: 'local' | 'remote') => this.send({ type: 'held', callId: id, by });
+    const onResumed = (by: 'local' | 'remote') => this.send({ type: 'resumed', callId: id, by });
+    const onDtmf = (digit: string) => this.send({ type: 'dtmf', callId: id, digit });
+    const onEnded = (info: CallEndInfo) => this.callEnded(call, info);
+    call.on('progress', onProgress);
+    call.on('answered', onAnswered);
+    call.on('held', onHeld);
+    call.on('resumed', onResumed);
+    call.on('dtmf', onDtmf);
+    call.once('ended', onEnded);
+    this.listenersOff.set(id, () => {
+      call.off('progress', onProgress);
+      call.off('answered', onAnswered);
+      call.off('held', onHeld);
+      call.off('resumed', onResumed);
+      call.off('dtmf', onDtmf);
+      call.off('ended', onEnded);
     });
-    call.on('held', (by) => this.send({ type: 'held', callId: id, by }));
-    call.on('resumed', (by) => this.send({ type: 'resumed', callId: id, by }));
-    call.on('dtmf', (digit) => this.send({ type: 'dtmf', callId: id, digit }));
-    call.once('ended', (info) => this.callEnded(call, info));
+  }
+
+  /** This tab is out of the call: false when it already was. */
+  private forget(call: CallBase): boolean {
+    this.listenersOff.get(call.id)?.();
+    this.listenersOff.delete(call.id);
+    return this.calls.delete(call.id);
   }
 
   /** The call is over: tell this tab, once. A tab still ringing when another declined hears that. */
@@ -282,7 +329,7 @@ export class BrowserSession implements RingTarget {
       this.detach(call, { cause: 'declined-elsewhere' });
       return;
     }
-    if (!this.calls.delete(call.id)) return;
+    if (!this.forget(call)) return;
     this.send({ type: 'ended', callId: call.id, cause: info.cause, sipStatus: info.sipStatus, sipReason: info.sipReason });
   }
 
@@ -291,13 +338,13 @@ export class BrowserSession implements RingTarget {
    * answered it), or it is over because another tab declined it.
    */
   private detach(call: CallBase, info: { cause: 'answered-elsewhere' | 'declined-elsewhere' | 'rejected' }): void {
-    if (!this.calls.delete(call.id)) return;
+    if (!this.forget(call)) return;
     this.send({ type: 'ended', callId: call.id, cause: info.cause });
   }
 
-  private callFor(callId: string): CallBase | undefined {
-    const call = this.calls.get(callId);
-    if (!call) this.send({ type: 'error', code: 'unknown-call', message: 'no such call on this connection', callId });
+  private callFor(msg: Extract<ClientMessage, { callId: string }>): CallBase | undefined {
+    const call = this.calls.get(msg.callId);
+    if (!call) this.refuse(msg, 'unknown-call', 'no such call on this connection');
     return call;
   }
 
@@ -312,7 +359,11 @@ export class BrowserSession implements RingTarget {
     if (this.helloTimer) clearTimeout(this.helloTimer);
     this.helloTimer = null;
     const cause = code === 1006 ? 'connection-lost' : 'local-hangup';
-    for (const call of this.calls.values()) {
+    this.closeCause = cause;
+    this.log.info({ code, identity: this.identity?.id, calls: this.calls.size }, 'websocket closed');
+    for (const call of [...this.calls.values()]) {
+      // Nothing more is sent to a closed tab; a call that rang here goes on in other tabs.
+      this.forget(call);
       if (call instanceof OutboundCall) call.hangup(cause);
       else if (call instanceof InboundCall) {
         if (call.wonBy(this.sessionId)) call.hangup(cause);
@@ -320,7 +371,6 @@ export class BrowserSession implements RingTarget {
         else call.tabGone(this.sessionId);
       }
     }
-    this.calls.clear();
     this.opts.onClosed(this);
   }
 }

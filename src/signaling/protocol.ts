@@ -7,6 +7,7 @@ export const PROTOCOL_VERSION = 1;
 const callId = z.string().min(1).max(64);
 const sdp = z.string().min(10).max(32 * 1024);
 const headerName = z.string().regex(/^X-[A-Za-z0-9-]{1,60}$/, 'only X- headers are allowed');
+const CallRef = z.string().max(64);
 
 export const ClientMessage = z.discriminatedUnion('type', [
   z.object({ type: z.literal('hello'), version: z.literal(PROTOCOL_VERSION), token: z.string().max(8192).optional() }),
@@ -15,7 +16,7 @@ export const ClientMessage = z.discriminatedUnion('type', [
     /** Omitted: the token's fixed destination (the widget's case: the site decides, not the visitor). */
     to: z.string().min(1).max(64).optional(),
     sdp,
-    ref: z.string().max(64).optional(),
+    ref: CallRef.optional(),
     headers: z
       .record(headerName, z.string().max(256).regex(/^[^\r\n]*$/, 'header values cannot contain line breaks'))
       .refine((h) => Object.keys(h).length <= 10, 'at most 10 headers')
@@ -55,11 +56,21 @@ export type ServerMessage =
   | { type: 'ended'; callId: string; ref?: string; cause: EndCause; sipStatus?: number; sipReason?: string }
   | { type: 'held' | 'resumed'; callId: string; by: 'local' | 'remote' }
   | { type: 'dtmf'; callId: string; digit: string }
-  | { type: 'error'; code: ErrorCode; message: string; callId?: string; retryAfterMs?: number }
+  /**
+   * A request refused. `request`: the type of the message it answers (absent when that is not
+   * known: invalid JSON, unknown type, binary frame). `ref`: that of a refused `call`, so the tab
+   * knows which of its call attempts failed (a refused `call` gets this or `ended`, never both).
+   * `callId`: the call a refused request was about.
+   */
+  | { type: 'error'; code: ErrorCode; message: string; request?: ClientMessage['type']; ref?: string; callId?: string; retryAfterMs?: number }
   | { type: 'pong' };
 
-/** Parses one frame; returns a protocol error instead of throwing. */
-export function parseClientMessage(text: string): { ok: true; msg: ClientMessage } | { ok: false; code: ErrorCode; message: string } {
+/**
+ * Parses one frame; returns a protocol error instead of throwing. A frame of a known type that
+ * fails validation still gives its type, and for a `call` its `ref` when that is usable, so the
+ * error can name the call attempt it refuses.
+ */
+export function parseClientMessage(text: string): { ok: true; msg: ClientMessage } | { ok: false; code: ErrorCode; message: string; request?: ClientMessage['type']; ref?: string } {
   let json: unknown;
   try {
     json = JSON.parse(text);
@@ -70,14 +81,16 @@ export function parseClientMessage(text: string): { ok: true; msg: ClientMessage
     return { ok: false, code: 'bad-message', message: 'message must be an object with a string "type"' };
   }
   const type = (json as { type: string }).type;
-  if (!ClientMessage.options.some((o) => o.shape.type.value === type)) {
+  const option = ClientMessage.options.find((o) => o.shape.type.value === type);
+  if (!option) {
     return { ok: false, code: 'unknown-type', message: `unknown message type "${type.slice(0, 32)}"` };
   }
   const r = ClientMessage.safeParse(json);
   if (!r.success) {
     const issue = r.error.issues[0];
     const where = issue.path.length ? issue.path.join('.') : 'message';
-    return { ok: false, code: 'bad-message', message: `${type}: ${where}: ${issue.message}` };
+    const ref = type === 'call' ? CallRef.safeParse((json as { ref?: unknown }).ref) : undefined;
+    return { ok: false, code: 'bad-message', message: `${type}: ${where}: ${issue.message}`, request: option.shape.type.value, ref: ref?.success ? ref.data : undefined };
   }
   return { ok: true, msg: r.data };
 }

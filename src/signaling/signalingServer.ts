@@ -42,6 +42,8 @@ export class SignalingServer implements UserDirectory {
   private accepting = true;
   /** Clients that answered the last ping (ws's pong); the others are gone at the next beat. */
   private readonly alive = new WeakSet<WebSocket>();
+  /** The session of each socket, for lines logged about the socket (they carry its sessionId). */
+  private readonly sessionOf = new WeakMap<WebSocket, BrowserSession>();
   private readonly heartbeat: NodeJS.Timeout;
 
   constructor(server: Server, private readonly opts: SignalingOptions) {
@@ -57,7 +59,7 @@ export class SignalingServer implements UserDirectory {
   private beat(): void {
     for (const ws of this.wss.clients) {
       if (!this.alive.has(ws)) {
-        this.opts.logger.info('websocket did not answer a ping: closing it');
+        (this.sessionOf.get(ws)?.log ?? this.opts.logger).info('websocket did not answer a ping: closing it');
         ws.terminate(); // 'close' follows: the session ends its calls
         continue;
       }
@@ -143,7 +145,8 @@ export class SignalingServer implements UserDirectory {
       },
     });
     this.sessions.add(session);
-    this.opts.logger.debug({ sessionId: session.sessionId, ip }, 'websocket connected');
+    this.sessionOf.set(ws, session);
+    session.log.debug({ ip }, 'websocket connected');
     this.opts.onConnectionChange?.(this.sessions.size);
   }
 

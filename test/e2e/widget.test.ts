@@ -1,6 +1,6 @@
 import { after, afterEach, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createServer, request, type Server } from 'node:http';
+import { createServer, request, type Server, type ServerResponse } from 'node:http';
 import { join } from 'node:path';
 import { SignJWT } from 'jose';
 import type { Page } from 'playwright-core';
@@ -27,6 +27,8 @@ let browser: Awaited<ReturnType<typeof launchChromium>>;
 const sites: Server[] = [];
 /** Every token the sites handed out: none may appear in the gateway's logs. */
 const issued: string[] = [];
+/** Token requests the sites never answer (`/token-hang`), ended after the tests. */
+const hanging: ServerResponse[] = [];
 
 /** A customer site: a page with hostile CSS embedding the widget, and a token endpoint. */
 function startSite(port: number): Promise<Server> {
@@ -42,10 +44,16 @@ function startSite(port: number): Promise<Server> {
         <script src="${gwOrigin}/widget.js" data-token-url="${tokenUrl}" data-label="Call us" async></script></body></html>`);
       return;
     }
+    // A site backend that hangs: the widget must give up on it.
+    if (url.pathname === '/token-hang') { hanging.push(res); return; }
     const now = Math.floor(Date.now() / 1000);
     let token: string | null = null;
     if (url.pathname === '/token') token = await mintToken({ sub: 'visitor-1', dest: ['1000'], origins: [siteOrigin] }, { hs256Secret: SECRET }, { ttlSec: 120 });
     if (url.pathname === '/token-expired') token = await new SignJWT({ dest: ['1000'] }).setProtectedHeader({ alg: 'HS256' }).setSubject('visitor-2').setIssuedAt(now - 600).setExpirationTime(now - 300).sign(new TextEncoder().encode(SECRET));
+    // A pattern, not one number: the widget's call (which names none) cannot be placed.
+    if (url.pathname === '/token-no-fixed-dest') token = await mintToken({ sub: 'visitor-4', dest: ['100*'], origins: [siteOrigin] }, { hs256Secret: SECRET }, { ttlSec: 120 });
+    // One call at a time for this visitor (two pages of the site share the identity).
+    if (url.pathname === '/token-one-line') token = await mintToken({ sub: 'visitor-5', dest: ['1000'], origins: [siteOrigin], maxCalls: 1 }, { hs256Secret: SECRET }, { ttlSec: 120 });
     if (url.pathname === '/token-forged') token = await mintToken({ sub: 'visitor-3', dest: ['1000'] }, { hs256Secret: 'someone-elses-secret-0123456789abcdef' }, { ttlSec: 120 });
     if (!token) { res.writeHead(404).end(); return; }
     issued.push(token);
@@ -70,6 +78,7 @@ before(async () => {
 
 afterEach(() => closePages(browser));
 after(async () => {
+  for (const res of hanging) res.destroy();
   await browser?.close();
   await gw?.stop();
   for (const s of sites) s.close();
@@ -158,6 +167,41 @@ test('a denied microphone is explained, not only logged', async () => {
   await page.getByTestId('widget-call').click();
   await page.getByTestId('widget-message').filter({ hasText: 'Microphone access was blocked' }).waitFor({ timeout: 10000 });
   await page.close();
+});
+
+test('a token endpoint that never answers is given up after 10 s with a clear message, and the button works again', async () => {
+  const page = await openSite(siteOrigin, '/token-hang');
+  const t0 = Date.now();
+  await page.getByTestId('widget-call').click();
+  await page.getByTestId('widget-message').filter({ hasText: 'Connecting' }).waitFor({ timeout: 5000 });
+  await page.getByTestId('widget-message').filter({ hasText: 'did not respond' }).waitFor({ timeout: 15000 });
+  assert.ok(Date.now() - t0 >= 9000, `gave up after ${Date.now() - t0} ms`);
+  assert.equal(await page.getByTestId('widget-call').isEnabled(), true, 'the call button can be pressed again');
+  assert.equal(gw.gateway.activeCalls, 0);
+  await page.close();
+});
+
+test('a call the gateway refuses outright (here: the token names no single number) ends the widget\'s call with a message, not an endless "Calling…"', async () => {
+  const page = await openSite(siteOrigin, '/token-no-fixed-dest');
+  await page.getByTestId('widget-call').click();
+  await page.getByTestId('widget-message').filter({ hasText: 'unavailable' }).waitFor({ timeout: 10000 });
+  assert.equal(await page.getByTestId('widget-call').isVisible(), true, 'the call button is back');
+  assert.equal(await page.locator('gateway-call-widget').getAttribute('data-last-cause'), 'failed');
+  assert.equal(await page.evaluate(() => (document.querySelector('gateway-call-widget') as unknown as { currentCall: unknown }).currentCall), null);
+  await page.close();
+});
+
+test('a call refused for a limit (one line, in use) says so in plain words', async () => {
+  const first = await openSite(siteOrigin, '/token-one-line');
+  await first.getByTestId('widget-call').click();
+  await first.getByTestId('widget-status').filter({ hasText: 'Connected' }).waitFor({ timeout: 15000 });
+  const second = await openSite(siteOrigin, '/token-one-line');
+  await second.getByTestId('widget-call').click();
+  await second.getByTestId('widget-message').filter({ hasText: 'All lines are busy' }).waitFor({ timeout: 10000 });
+  assert.equal(await second.getByTestId('widget-call').isVisible(), true, 'the call button is back');
+  assert.equal(await first.getByTestId('widget-status').textContent(), 'Connected', 'the call in the other page goes on');
+  await first.getByTestId('widget-hangup').click();
+  await first.getByTestId('widget-message').filter({ hasText: 'Call ended' }).waitFor({ timeout: 5000 });
 });
 
 test('no token handed out by the sites ever reached the gateway logs', () => {

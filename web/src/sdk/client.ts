@@ -1,4 +1,4 @@
-import { Call } from './call';
+import { Call, type CallTransport, type GatewayError } from './call';
 import { Emitter } from './emitter';
 
 export interface ConnectOptions {
@@ -9,11 +9,17 @@ export interface ConnectOptions {
   iceServers?: RTCIceServer[];
   /** getUserMedia audio constraints (defaults keep the browser's echo cancellation on). */
   audio?: MediaTrackConstraints | boolean;
+  /**
+   * How long a call waits for the gateway to take or refuse its request once it is sent
+   * (30 s by default); then it ends as `failed`, rather than stay `connecting` for ever.
+   */
+  callSetupTimeoutMs?: number;
 }
 
 export interface ClientEvents extends Record<string, unknown[]> {
   incoming: [call: Call];
-  error: [err: { code: string; message: string; callId?: string; retryAfterMs?: number }];
+  /** Every `error` from the gateway; those about a call also reach that Call (its `error` event). */
+  error: [err: GatewayError];
   disconnected: [];
 }
 
@@ -30,7 +36,13 @@ export class GatewayClient extends Emitter<ClientEvents> {
   demo = false;
   private iceServers: RTCIceServer[] = [];
   private readonly calls = new Map<string, Call>();
+  /** Outbound calls without their callId yet, by the `ref` of their request. */
   private readonly pending = new Map<string, Call>();
+  /**
+   * Refs of requests whose call ended here (hung up, timed out) before the gateway's answer: it
+   * may already be dialing, so a `calling` for one of them is answered with `hangup` at once.
+   */
+  private readonly abandoned = new Set<string>();
   private refCounter = 0;
   private closed = false;
 
@@ -69,14 +81,23 @@ export class GatewayClient extends Emitter<ClientEvents> {
   /**
    * Places a call; listen on the returned Call for progress/answered/ended. Without `to`, the
    * call goes to the destination fixed by the token (the embeddable widget's case).
+   *
+   * The call always ends with an `ended` event, also when it never got going: refused by the
+   * gateway (cause `failed`, the refusal in `error`), no answer to its request within
+   * `callSetupTimeoutMs` (`failed`), or no connection to the gateway (`connection-lost`, at once).
    */
   call(to?: string, opts: { headers?: Record<string, string> } = {}): Call {
-    const call = new Call(this.transport(), { direction: 'outbound', iceServers: this.iceServers });
     const ref = `r${++this.refCounter}`;
+    const call = new Call(this.transport(ref), { direction: 'outbound', iceServers: this.iceServers });
+    if (this.ws.readyState !== WebSocket.OPEN) {
+      // The request could not be sent. A microtask later, so that the caller's listeners are on.
+      void Promise.resolve().then(() => call.finish({ cause: 'connection-lost', sipReason: 'not connected to the gateway' }));
+      return call;
+    }
     this.pending.set(ref, call);
-    call.start(to, { headers: opts.headers, ref, audio: this.opts.audio ?? true }).catch((err: Error) => {
+    call.start(to, { headers: opts.headers, ref, audio: this.opts.audio ?? true, setupTimeoutMs: this.opts.callSetupTimeoutMs ?? 30_000 }).catch((err: Error) => {
+      if (call.state === 'ended') return; // ended while starting: nothing went wrong
       console.warn('call could not start:', err);
-      this.pending.delete(ref);
       call.finish({ cause: 'failed', sipReason: err.name === 'NotAllowedError' ? 'microphone permission denied' : err.message });
     });
     return call;
@@ -91,12 +112,27 @@ export class GatewayClient extends Emitter<ClientEvents> {
     this.ws.close();
   }
 
-  private transport() {
+  private send(msg: Record<string, unknown>): boolean {
+    if (this.ws.readyState !== WebSocket.OPEN) return false;
+    this.ws.send(JSON.stringify(msg));
+    return true;
+  }
+
+  /** `ref`: an outbound call's, whose request is tracked until the gateway answers it. */
+  private transport(ref?: string): CallTransport {
+    let requested = false;
     return {
-      send: (msg: Record<string, unknown>) => { if (this.ws.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify(msg)); },
-      forget: (call: Call) => {
+      send: (msg) => {
+        // Noted before sending: the call may end while its request is being sent.
+        if (msg.type === 'call') requested = this.ws.readyState === WebSocket.OPEN;
+        return this.send(msg);
+      },
+      forget: (call) => {
         if (call.id) this.calls.delete(call.id);
-        for (const [ref, c] of this.pending) if (c === call) this.pending.delete(ref);
+        if (ref === undefined || this.pending.get(ref) !== call) return;
+        // Still waiting for the gateway's answer: if its request went out, the call may be dialing.
+        this.pending.delete(ref);
+        if (requested) this.abandoned.add(ref);
       },
     };
   }
@@ -104,7 +140,15 @@ export class GatewayClient extends Emitter<ClientEvents> {
   private onMessage(text: string): void {
     let msg: Record<string, any>;
     try { msg = JSON.parse(text); } catch { return; }
-    if (msg.type === 'calling' || (msg.type === 'ended' && msg.ref && !this.calls.has(msg.callId))) {
+    // The answer to a `call` request (by its ref): `calling`, `ended` (refused before dialing) or `error`.
+    const answersRequest = msg.type === 'calling' || (msg.type === 'ended' && msg.ref !== undefined && !this.calls.has(msg.callId)) || (msg.type === 'error' && msg.ref !== undefined);
+    if (answersRequest && this.abandoned.delete(msg.ref)) {
+      // Given up here before the gateway answered: a call it is dialing all the same is hung up now.
+      if (msg.type === 'calling') this.send({ type: 'hangup', callId: msg.callId });
+      if (msg.type === 'error') this.emit('error', msg as GatewayError);
+      return;
+    }
+    if (msg.type === 'calling' || (msg.type === 'ended' && answersRequest)) {
       const call = this.pending.get(msg.ref);
       if (!call) return;
       this.pending.delete(msg.ref);
@@ -120,11 +164,16 @@ export class GatewayClient extends Emitter<ClientEvents> {
       return;
     }
     if (msg.type === 'error') {
-      this.emit('error', msg as ClientEvents['error'][0]);
-      // A call request refused outright (limits, draining): end the oldest pending call.
-      if (!msg.callId && ['rate-limited', 'too-many-calls', 'draining', 'bad-sdp', 'forbidden'].includes(msg.code)) {
-        const first = this.pending.entries().next().value;
-        if (first) { this.pending.delete(first[0]); first[1].finish({ cause: 'failed', sipReason: msg.message }); }
+      this.emit('error', msg as GatewayError);
+      // A refused request names its call: the `ref` of a `call` (that call ends), or a callId.
+      // (A gateway older than the `ref` in errors leaves a refused call to callSetupTimeoutMs.)
+      if (msg.ref !== undefined) {
+        const call = this.pending.get(msg.ref);
+        if (!call) return;
+        this.pending.delete(msg.ref); // answered: not abandoned when it ends now
+        call.handle(msg);
+      } else if (msg.callId) {
+        this.calls.get(msg.callId)?.handle(msg);
       }
       return;
     }
@@ -143,6 +192,8 @@ export class GatewayClient extends Emitter<ClientEvents> {
     for (const call of this.activeCalls) call.finish(end);
     this.calls.clear();
     this.pending.clear();
+    // The gateway ended every call of this connection: there is nothing left to hang up.
+    this.abandoned.clear();
     if (!this.closed) this.emit('disconnected');
   }
 }

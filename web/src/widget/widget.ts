@@ -11,7 +11,7 @@
  * --gw-radius, --gw-font).
  */
 import { GatewayClient } from '../sdk/client';
-import type { Call, EndCause } from '../sdk/call';
+import type { Call, CallEndInfo, EndCause } from '../sdk/call';
 import { widgetCss } from './styles';
 
 interface WidgetOptions {
@@ -39,13 +39,17 @@ const END_MESSAGES: Partial<Record<EndCause, string>> = {
   shutdown: 'The service is restarting. Please call again in a moment.',
 };
 
+/** By the code of the error that stopped the call (connecting, or the gateway refusing it). */
 const CONNECT_MESSAGES: Record<string, string> = {
+  'token-timeout': 'The call service did not respond in time. Please try again.',
   'token-expired': 'This page has been open too long. Reload it to call.',
   'rate-limited': 'Too many attempts. Please wait a moment and try again.',
   'too-many-calls': 'All lines are busy. Please try again shortly.',
   draining: 'The service is restarting. Please call again in a moment.',
 };
 const UNAVAILABLE = 'Calling is unavailable right now. Please try again later.';
+/** The site's token endpoint gets this long; a hung backend must not leave the widget stuck on "Connecting…". */
+const TOKEN_TIMEOUT_MS = 10_000;
 
 class CallWidget {
   private readonly root: ShadowRoot;
@@ -139,37 +143,47 @@ class CallWidget {
     });
     call.on('held', (by) => this.setStatus(by === 'remote' ? 'On hold' : 'Connected'));
     call.on('resumed', () => this.setStatus('Connected'));
-    call.on('ended', (info) => this.onEnded(info.cause, info.sipReason));
+    // Those that end the call (a refused request) are explained by onEnded; the others (a
+    // refused digit) change nothing the visitor sees.
+    call.on('error', (e) => console.warn(`call widget: the gateway refused ${e.request ?? 'a request'}: ${e.code}: ${e.message}`));
+    call.on('ended', (info) => this.onEnded(info));
   }
 
   private async connect(): Promise<GatewayClient> {
-    const res = await fetch(this.o.tokenUrl, { credentials: 'include', headers: { Accept: 'application/json, text/plain' } });
-    if (!res.ok) throw new Error(`token endpoint answered ${res.status}`);
-    const text = (await res.text()).trim();
+    const abort = new AbortController();
+    const timer = setTimeout(() => abort.abort(), TOKEN_TIMEOUT_MS);
+    let text: string;
+    try {
+      const res = await fetch(this.o.tokenUrl, { credentials: 'include', headers: { Accept: 'application/json, text/plain' }, signal: abort.signal });
+      if (!res.ok) throw new Error(`token endpoint answered ${res.status}`);
+      text = (await res.text()).trim(); // the body too: a backend may stall half-way
+    } catch (err) {
+      if (!abort.signal.aborted) throw err;
+      throw Object.assign(new Error(`token endpoint did not answer within ${TOKEN_TIMEOUT_MS / 1000} s`), { code: 'token-timeout' });
+    } finally {
+      clearTimeout(timer);
+    }
     let token = text;
     if (text.startsWith('{')) token = String((JSON.parse(text) as { token?: unknown }).token ?? '');
     if (!token) throw new Error('token endpoint returned no token');
     const wsOrigin = this.o.gatewayOrigin.replace(/^http/, 'ws');
     const client = await GatewayClient.connect({ url: `${wsOrigin}/ws`, token });
-    client.on('error', (e) => {
-      if (e.code === 'rate-limited' || e.code === 'too-many-calls' || e.code === 'draining') {
-        this.call?.finish({ cause: 'failed' });
-        this.show('message', CONNECT_MESSAGES[e.code] + (e.retryAfterMs ? ` (${Math.ceil(e.retryAfterMs / 1000)} s)` : ''));
-      }
-    });
     // The token inside is short-lived: a new click after a drop fetches a fresh one.
     client.on('disconnected', () => { this.client = null; });
     return client;
   }
 
-  private onEnded(cause: EndCause, reason?: string): void {
+  private onEnded({ cause, sipReason, error }: CallEndInfo): void {
     if (this.ticker) clearInterval(this.ticker);
     this.ticker = null;
     this.call = null;
     this.renderTimer();
-    if (cause === 'failed' && reason === 'microphone permission denied') {
+    if (cause === 'failed' && sipReason === 'microphone permission denied') {
       this.show('message', 'Microphone access was blocked. Allow the microphone for this site to call.');
-    } else if (this.el.message.hidden || cause !== 'failed') {
+    } else if (error && CONNECT_MESSAGES[error.code]) {
+      // The gateway refused the call (limits, restarting): say so, with how long to wait.
+      this.show('message', CONNECT_MESSAGES[error.code] + (error.retryAfterMs ? ` (${Math.ceil(error.retryAfterMs / 1000)} s)` : ''));
+    } else {
       this.show('message', END_MESSAGES[cause] ?? UNAVAILABLE);
     }
     this.host.dataset.lastCause = cause;
