@@ -165,6 +165,14 @@ export class Gateway {
           this.pendingCdr.add(pending);
           void pending.finally(() => this.pendingCdr.delete(pending));
         },
+        callRefused: (record) => {
+          this.metrics.callEnded(record.direction, record.cause, undefined, false);
+          try {
+            this.cdr?.write(record);
+          } catch (err) {
+            log.error({ err, cdr: record }, 'CDR write failed: the record is in this log line');
+          }
+        },
       },
     });
     if (c.inbound.registerUsers) this.userRegistrations = new UserRegistrations(this.ua, c.inbound.registerUsers, log.child({ component: 'user-registrations' }));

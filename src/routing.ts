@@ -30,6 +30,8 @@ export function buildRouting(c: GatewayConfig, demoUri: string | null): Routing 
   const proxyUri = trunk?.outboundProxy ? parseUri(trunk.outboundProxy) : null;
   if (trunk?.outboundProxy && !proxyUri) throw new Error(`trunk.outboundProxy is not a SIP URI: ${trunk.outboundProxy}`);
   trustLiteral(proxyUri);
+  // Up to here, the trunk's own addresses: its challenges get its credentials, no one else's do.
+  const trunkSources = [...trusted];
   // The PBX we register browser users at routes their calls to us: its INVITEs are expected.
   const registrar = c.inbound.registerUsers?.registrar;
   const registrarUri = registrar ? parseUri(registrar) : null;
@@ -64,8 +66,9 @@ export function buildRouting(c: GatewayConfig, demoUri: string | null): Routing 
       const map = c.inbound.didMap;
       return map[reqUser] ?? map[toUser] ?? (c.inbound.routeByUserPart && reqUser ? reqUser : null);
     },
-    trunkCredentials() {
-      return trunk?.username && trunk.password ? { username: trunk.username, password: trunk.password } : undefined;
+    trunkCredentials(sourceIp: string) {
+      if (!trunk?.username || !trunk.password || !ipInCidrs(sourceIp, trunkSources)) return undefined;
+      return { username: trunk.username, password: trunk.password };
     },
     trustedSource(ip: string) {
       return ipInCidrs(ip, trusted);

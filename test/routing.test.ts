@@ -40,3 +40,13 @@ test('a registrar given by host name is not trusted by itself: its addresses go 
 test('a registrar URI that does not parse is a clear error at start, as trunk.uri is', () => {
   assert.throws(() => buildRouting(config({ inbound: registerUsers('sip:alice@') }), null), /inbound\.registerUsers\.registrar is not a SIP URI: sip:alice@/);
 });
+
+test('the trunk\'s credentials answer challenges only from the trunk\'s own addresses, not from a trusted PBX', () => {
+  const routing = buildRouting(config({
+    trunk: { uri: 'sip:198.51.100.1:5060', username: 'gw', password: 'trunk-secret', sourceCidrs: ['203.0.113.0/24'], outboundProxy: 'sip:198.51.100.9' },
+    inbound: registerUsers('sip:192.0.2.10'),
+  }), null);
+  for (const ip of ['198.51.100.1', '198.51.100.9', '203.0.113.77']) assert.deepEqual(routing.trunkCredentials?.(ip), { username: 'gw', password: 'trunk-secret' }, ip);
+  assert.equal(routing.trustedSource('192.0.2.10'), true);
+  assert.equal(routing.trunkCredentials?.('192.0.2.10'), undefined, 'the registrar PBX is trusted, but gets no trunk password');
+});

@@ -1,7 +1,8 @@
+import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { Credentials, DigestServer, ServerInvite, SipUserAgent } from '../sip';
 import { parseSipOffer } from '../sdp';
-import { CallBase, type CallContext, type Identity } from './callBase';
+import { CallBase, type CallContext, type CallRecord, type Identity } from './callBase';
 import type { EndCause } from './causes';
 import { InboundCall, type RingTarget } from './inboundCall';
 import { OutboundCall, type OutboundTarget } from './outboundCall';
@@ -20,8 +21,12 @@ export interface Routing {
   inboundUser(requestUser: string, toUser: string): string | null;
   /** Is this source allowed to send us INVITEs? */
   trustedSource(ip: string): boolean;
-  /** The trunk's credentials, to answer its challenges to our requests in a call it placed (its BYE). */
-  trunkCredentials?(): Credentials | undefined;
+  /**
+   * The trunk's credentials, to answer its challenges to our requests in a call it placed (its
+   * BYE); undefined for a source that is not the trunk (a trusted PBX must not be answered
+   * with the trunk's password).
+   */
+  trunkCredentials?(sourceIp: string): Credentials | undefined;
 }
 
 /** The browser tabs a user is connected with (the signaling layer). */
@@ -32,6 +37,13 @@ export interface UserDirectory {
 export interface CallHooks {
   callStarted?(call: CallBase): void;
   callEnded?(call: CallBase): void;
+  /**
+   * A call attempt refused before any call existed, for the CDR: an inbound INVITE from a
+   * trusted source for a user who is offline or unknown, at capacity, with unusable SDP; a
+   * browser's call the dial plan forbids or the limits refuse. (Digest challenges and untrusted
+   * sources are not call attempts: a scanner's flood would be a flood of records.)
+   */
+  callRefused?(record: CallRecord): void;
 }
 
 /** What handling one INVITE has created so far (for the error path). */
@@ -42,7 +54,7 @@ interface InviteSetup {
 export type StartResult =
   | { ok: true; call: OutboundCall; answerSdp: string }
   | { ok: false; code: 'draining' | 'too-many-calls' | 'bad-sdp' | 'internal'; message: string }
-  | { ok: false; code: 'forbidden'; message: string; cause: EndCause };
+  | { ok: false; code: 'forbidden'; message: string; cause: EndCause; callId: string };
 
 /**
  * Owns every live call: starts them, routes inbound INVITEs, enforces the global cap and ends
@@ -93,15 +105,22 @@ export class CallManager {
   /** Click-to-call: answers the browser offer and sends the INVITE. */
   async startOutbound(identity: Identity, to: string, offerSdp: string, extraHeaders?: Record<string, string>): Promise<StartResult> {
     if (this.draining) return { ok: false, code: 'draining', message: 'the gateway is shutting down' };
-    if (this.calls.size >= this.opts.maxCallsGlobal) return { ok: false, code: 'too-many-calls', message: 'the gateway is at its call limit' };
+    const from = identity.callerId ?? identity.id;
+    if (this.calls.size >= this.opts.maxCallsGlobal) {
+      this.recordRefused({ direction: 'outbound', from, to, identity: identity.id, cause: 'unavailable', sipReason: 'the gateway is at its call limit' });
+      return { ok: false, code: 'too-many-calls', message: 'the gateway is at its call limit' };
+    }
     const maxForIdentity = identity.maxCalls;
     if (maxForIdentity !== undefined && this.countFor(identity.id) >= maxForIdentity) {
       return { ok: false, code: 'too-many-calls', message: `at most ${maxForIdentity} concurrent calls for this identity` };
     }
     const dest = this.opts.routing.checkDestination(to, identity);
     if (!dest.allowed) {
-      this.opts.logger.info({ identity: identity.id, to, reason: dest.reason }, 'destination refused by dial plan');
-      return { ok: false, code: 'forbidden', message: dest.reason, cause: 'forbidden' };
+      // A dial-plan refusal is worth its record: premium-rate and international attempts are
+      // how toll fraud shows.
+      const callId = this.recordRefused({ direction: 'outbound', from, to: to.slice(0, 64), identity: identity.id, cause: 'forbidden', sipReason: dest.reason });
+      this.opts.logger.info({ callId, identity: identity.id, to, reason: dest.reason }, 'destination refused by dial plan');
+      return { ok: false, code: 'forbidden', message: dest.reason, cause: 'forbidden', callId };
     }
     // A first look at the offer: nothing is allocated and no call exists for one that cannot work.
     const badOffer = checkBrowserOffer(offerSdp);
@@ -215,19 +234,24 @@ export class CallManager {
       }
       log.info({ source: req.source.host, user: verdict.username }, 'INVITE authenticated by digest');
     }
-    if (this.calls.size >= this.opts.maxCallsGlobal) { inv.reject(503, 'Service Unavailable'); return; }
+    const attempt = (cause: EndCause, sipStatus: number, sipReason: string, user?: string) => {
+      inv.reject(sipStatus, sipReason);
+      const callId = this.recordRefused({ direction: 'inbound', from: userPart(req.header('from') ?? '') || 'anonymous', to: userPart(req.uri), identity: user, cause, sipStatus, sipReason });
+      log.info({ callId, sipStatus }, 'inbound call refused');
+    };
+    if (this.calls.size >= this.opts.maxCallsGlobal) { attempt('unavailable', 503, 'Service Unavailable'); return; }
     // No SDP at all: a delayed offer (RFC 3261 §13.2.1; Cisco CUCM's default): we offer in the
     // 200 — not with 100rel required, where the offer would belong in our reliable 18x (RFC 3262
     // §5), which carries none.
     if (!req.body.trim() && /(^|,)\s*100rel\s*(,|$)/i.test(req.headers('require').join(','))) {
       log.warn('inbound INVITE without SDP that requires 100rel: refused');
-      inv.reject(488, 'Not Acceptable Here');
+      attempt('failed', 488, 'Not Acceptable Here');
       return;
     }
     const offer = req.body.trim() ? parseSipOffer(req.body) : null;
     if (offer && 'error' in offer) {
       log.warn({ error: offer.error }, 'inbound INVITE with unusable SDP');
-      inv.reject(488, 'Not Acceptable Here');
+      attempt('failed', 488, 'Not Acceptable Here');
       return;
     }
     const toUser = userPart(req.header('to') ?? '');
@@ -235,20 +259,33 @@ export class CallManager {
     const user = this.opts.routing.inboundUser(reqUser, toUser);
     const targets = user ? this.opts.directory.ringTargets(user) : [];
     if (!user || targets.length === 0) {
-      log.info({ reqUser, user }, 'inbound call for a user who is not online: 480');
-      inv.reject(user ? 480 : 404, user ? 'Temporarily Unavailable' : 'Not Found');
+      log.info({ reqUser, user }, user ? 'inbound call for a user who is not online: 480' : 'inbound call for no known user: 404');
+      if (user) attempt('unavailable', 480, 'Temporarily Unavailable', user);
+      else attempt('not-found', 404, 'Not Found');
       return;
     }
     const fromHeader = req.header('from') ?? '';
     // A call from the trunk may have its in-dialog requests challenged by it (BYE): answered
     // with the trunk's credentials. A peer let in by our digest check gets none of them.
-    const credentials = this.opts.routing.trustedSource(req.source.host) ? this.opts.routing.trunkCredentials?.() : undefined;
+    const credentials = this.opts.routing.trustedSource(req.source.host) ? this.opts.routing.trunkCredentials?.(req.source.host) : undefined;
     const call = new InboundCall(userPart(fromHeader) || 'anonymous', displayName(fromHeader), reqUser, user, this.opts.ctx, inv, offer, this.opts.ringTimeoutMs, credentials);
     setup.call = call;
     this.track(call);
     // The gateway's callId (in call.log) and the SIP Call-ID together: a call is followed from the trunk's traces to the tab's.
     call.log.info({ from: call.from, to: reqUser, user, tabs: targets.length, sipCallId: inv.callId }, 'inbound call ringing');
     await call.ring(targets);
+  }
+
+  /** Hands a refused attempt's record to the callRefused hook; returns its call id. */
+  private recordRefused(r: Omit<CallRecord, 'callId' | 'startTime' | 'endTime' | 'durationSec'>): string {
+    const callId = randomUUID();
+    const now = new Date().toISOString();
+    try {
+      this.opts.hooks?.callRefused?.({ callId, ...r, startTime: now, endTime: now, durationSec: 0 });
+    } catch (err) {
+      this.opts.logger.error({ err, callId }, 'callRefused hook failed');
+    }
+    return callId;
   }
 
   private track(call: CallBase): void {

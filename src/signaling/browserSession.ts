@@ -263,7 +263,7 @@ export class BrowserSession implements RingTarget {
     if (!r.ok) {
       if (r.code === 'forbidden') {
         // Refused by the dial plan before any SIP: report it as an ended call, like any other outcome.
-        this.send({ type: 'ended', callId: randomUUID(), ref: msg.ref, cause: r.cause, sipReason: r.message });
+        this.send({ type: 'ended', callId: r.callId, ref: msg.ref, cause: r.cause, sipReason: r.message });
       } else {
         this.refuse(msg, r.code, r.message);
       }

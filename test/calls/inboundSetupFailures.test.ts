@@ -700,3 +700,17 @@ test('a tab that accepts but whose audio never connects: no 200 OK (the caller h
   assert.equal(rec?.sipStatus, 480);
   assert.equal(rec?.answerTime, undefined, 'never answered');
 });
+
+test('INVITEs refused before any call exists leave CDR lines: a user with no tab open (480, unavailable), no such user (404, not-found)', async (t) => {
+  const BASE = 26112; // 26112-26127
+  const r = await rig(t, BASE, { ...smallBlock(BASE, BASE + 15), inbound: { ringTimeoutSec: 120, routeByUserPart: false, didMap: { '+15550009999': 'nobody-online' } } });
+  const offline = r.invite('+15550009999', '+15550000051');
+  assert.equal((await within(offline.final, PROMPT_MS, 'the 480')).status, 480);
+  const unknown = r.invite('+15550008888', '+15550000052');
+  assert.equal((await within(unknown.final, PROMPT_MS, 'the 404')).status, 404);
+  await until(() => r.cdr().length === 2, 'two CDR lines');
+  const [a, b] = r.cdr();
+  assert.deepEqual([a.direction, a.from, a.to, a.identity, a.cause, a.sipStatus], ['inbound', '+15550000051', '+15550009999', 'nobody-online', 'unavailable', 480]);
+  assert.deepEqual([b.direction, b.from, b.to, b.cause, b.sipStatus], ['inbound', '+15550000052', '+15550008888', 'not-found', 404]);
+  assert.equal(r.gw.gateway.activeCalls, 0);
+});

@@ -28,7 +28,7 @@
  * BASE+6..BASE+9 (two pairs), WebRTC BASE+10..BASE+11 (one pair). The RTP exhaustion test uses
  * 21884-21899: RTP BASE+6..BASE+7 (one pair), WebRTC BASE+10..BASE+15 (three pairs). The
  * re-offer test uses 22840-22851, the delayed-offer one 22880-22891, the hold-answer one 22920-22931,
- * the answer-timeout one 25960-25971.
+ * the answer-timeout one 25960-25971, the dial-plan record one 26100-26111.
  */
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
@@ -523,4 +523,21 @@ test('a trunk that rings and then goes quiet: the call is CANCELled after trunk.
   assert.equal(recs.length, 1);
   assert.equal(recs[0].cause, 'no-answer');
   assert.equal(recs[0].answerTime, undefined);
+});
+
+test('a call the dial plan forbids leaves a CDR line (cause forbidden) under the callId the tab was told; no INVITE', async (t) => {
+  const BASE = 26100; // 26100-26111
+  const r = await rig(t, BASE, (inv) => inv.reject(500));
+  const alice = await r.tab('alice');
+  alice.ws.send(JSON.stringify({ type: 'call', to: '+4419001234567', ref: 'premium', sdp: await offer() }));
+  const ended = await message(alice, ['ended', 'calling', 'error']);
+  assert.equal(ended.type, 'ended', JSON.stringify(ended));
+  assert.equal(ended.cause, 'forbidden');
+  await until(() => r.cdr().some((c) => c.callId === ended.callId), 'the refused attempt\'s CDR line');
+  const rec = r.cdr().find((c) => c.callId === ended.callId)!;
+  assert.equal(rec.direction, 'outbound');
+  assert.equal(rec.cause, 'forbidden');
+  assert.equal(rec.identity, 'alice');
+  assert.equal(rec.durationSec, 0);
+  assert.equal(r.invites.length, 0);
 });
