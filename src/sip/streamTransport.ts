@@ -104,6 +104,10 @@ export class StreamTransport implements SipTransport {
     if (this.protocol === 'tls') this.names.set(`${host}:${port}`, name);
   }
 
+  hasConnection(host: string, port: number): boolean {
+    return this.connections.has(`${host}:${port}`);
+  }
+
   send(data: string, host: string, port: number, onError?: (err: Error) => void): void {
     if (this.closed) {
       if (onError) queueMicrotask(() => onError(new Error(`SIP ${this.protocol} transport closed`)));

@@ -50,6 +50,8 @@ export interface SipTransport {
    * arrived on it since (so the next request opens a new one). UDP has no connection.
    */
   silenceCheck?(host: string, port: number): (() => void) | undefined;
+  /** TCP/TLS: whether a connection to or from host:port is open (a response can go on it). */
+  hasConnection?(host: string, port: number): boolean;
   /** Stops listening and ends every connection, accepted or opened, at once. */
   close(): Promise<void>;
 }

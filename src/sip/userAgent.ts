@@ -354,6 +354,12 @@ export class SipUserAgent extends EventEmitter<{ invite: [ServerInvite] }> imple
     // A Via port nothing can be sent to (0, past 65535: refused with 400) is answered where the
     // request came from, as with rport.
     const unusablePort = via.port !== undefined && (via.port < 1 || via.port > 65535);
+    if (transport.reliable && transport.hasConnection?.(req.source.host, req.source.port) === false && !unusablePort) {
+      // The connection the request came on has closed (RFC 3261 §18.2.2): the response goes to
+      // the Via's sent-by — at the address the request came from (received) — over a new one.
+      const host = via.params.received ?? req.source.host;
+      return { transport, host, port: via.port ?? (transport.protocol === 'tls' ? 5061 : 5060) };
+    }
     const port = transport.reliable || via.params.rport !== undefined || unusablePort ? req.source.port : via.port ?? 5060;
     return { transport, host: req.source.host, port };
   }
@@ -521,7 +527,12 @@ export class SipUserAgent extends EventEmitter<{ invite: [ServerInvite] }> imple
     const dest = this.responseDestination(req);
     const ctx = {
       clock: this.clock, timers: this.timers, reliable: dest?.transport.reliable ?? false,
-      send: (d: string) => { if (dest) dest.transport.send(d, dest.host, dest.port); },
+      // Where to is decided per response: over TCP/TLS the request's connection may have closed
+      // since (then the Via's address, responseDestination).
+      send: (d: string) => {
+        const to = dest?.transport.reliable ? this.responseDestination(req) : dest;
+        if (to) to.transport.send(d, to.host, to.port);
+      },
       terminated: () => { this.serverTx.delete(key); this.serverInvites.delete(key); },
     };
     const tx = req.method === 'INVITE'

@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import dgram from 'node:dgram';
+import net from 'node:net';
 import pino from 'pino';
 import { SipUserAgent, type Dialog, type ServerInvite } from '../../src/sip';
 import { until } from '../support/tabs';
@@ -668,5 +669,32 @@ test('over IPv6 (::1): our Via and Contact bracket the address, so a call betwee
     assert.equal(await ended, 'bye');
   } finally {
     await a.stop(); await b.stop();
+  }
+});
+
+test('over TCP, a response whose request\'s connection has closed goes to the Via\'s address on a new connection (RFC 3261 §18.2.2)', async () => {
+  const ua = new SipUserAgent({ transports: [{ protocol: 'tcp', host: '127.0.0.1', port: 0 }], logger });
+  await ua.start();
+  // The caller's listening port, as its Via says; a response reaching it arrives here.
+  const atVia: string[] = [];
+  const listener = net.createServer((s) => s.on('data', (d) => atVia.push(d.toString())));
+  await new Promise<void>((r) => listener.listen(0, '127.0.0.1', () => r()));
+  const viaPort = (listener.address() as { port: number }).port;
+  try {
+    let inv: ServerInvite | null = null;
+    ua.on('invite', (i: ServerInvite) => { inv = i; });
+    const client = net.connect(ua.boundAddresses[0].port, '127.0.0.1');
+    await new Promise<void>((r) => client.once('connect', () => r()));
+    const got: string[] = [];
+    client.on('data', (d) => got.push(d.toString()));
+    client.write(`INVITE sip:bob@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:${viaPort};branch=z9hG4bK-tcp-gone\r\nFrom: <sip:a@127.0.0.1>;tag=a1\r\nTo: <sip:bob@127.0.0.1>\r\nCall-ID: tcp-gone\r\nCSeq: 1 INVITE\r\nContact: <sip:a@127.0.0.1:${viaPort};transport=tcp>\r\nMax-Forwards: 70\r\nContent-Type: application/sdp\r\nContent-Length: ${SDP.length}\r\n\r\n${SDP}`);
+    await until(() => inv !== null && got.join('').includes('SIP/2.0 100'), 'the INVITE taken, 100 on its connection');
+    client.destroy();
+    await new Promise((r) => setTimeout(r, 100));
+    inv!.reject(486, 'Busy Here');
+    await until(() => atVia.join('').includes('SIP/2.0 486'), 'the 486 at the Via\'s address', 5000);
+  } finally {
+    await ua.stop();
+    await new Promise<void>((r) => listener.close(() => r()));
   }
 });
