@@ -2,6 +2,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import type { Logger } from 'pino';
 import { DigestServer, OptionsPing, parseUri, SipUserAgent, type Registration, type SipTransportConfig } from './sip';
+import { hostForUri } from './sip/userAgent';
 import { MediaEngine, type MediaPlane } from './media';
 import { WorkerMediaPlane } from './media/worker/workerMediaPlane';
 import type { GatewayConfig } from './config';
@@ -212,7 +213,7 @@ export class Gateway {
     for (const reg of c.trunk?.register ? [c.trunk] : []) {
       const r = this.ua.register({
         registrar: reg.uri,
-        aor: `sip:${reg.username}@${reg.fromDomain ?? hostOf(reg.uri)}`,
+        aor: `sip:${reg.username}@${reg.fromDomain ? hostForUri(reg.fromDomain) : hostOf(reg.uri)}`,
         credentials: reg.username && reg.password ? { username: reg.username, password: reg.password } : undefined,
         outboundProxy: reg.outboundProxy,
       });

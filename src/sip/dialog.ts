@@ -235,7 +235,10 @@ export class Dialog extends EventEmitter<DialogEvents> {
         const se = readSessionExpires(res);
         if (se && (this.state as DialogState) !== 'terminated') this.restartSessionTimer(se.interval, se.refresher !== 'uas');
       }
-      if (res.status === 481 || res.status === 408) this.terminate('request-timeout');
+      // §12.2.1.2: the dialog is over. With 481 the peer has none; with 408 (or our own timeout,
+      // a CANCELled re-INVITE never answered 487) it may still hold the call: BYE it.
+      if (res.status === 481) this.terminate('request-timeout');
+      else if (res.status === 408) void this.bye('request-timeout');
       return res;
     } finally {
       this.reinviteInFlight = false;
@@ -330,6 +333,18 @@ export class Dialog extends EventEmitter<DialogEvents> {
     this.confirm();
     if (this.byeAfterAck) { void this.bye(this.byeAfterAck); return; }
     if (ack.body) this.emit('ackAnswer', ack.body);
+  }
+
+  /**
+   * The UA is stopping: a BYE held back for the ACK (bye()) goes now, RFC 3261 §15 or not — the
+   * 200 is no longer retransmitted, and without it the caller would ACK a 200 nobody stands by.
+   * True when one was sent.
+   */
+  byeHeldBackNow(): boolean {
+    if (!this.byeAfterAck || this.state === 'terminated') return false;
+    this.ackWaitOver = true;
+    void this.bye(this.byeAfterAck);
+    return true;
   }
 
   /**

@@ -58,7 +58,7 @@ export function newTag(): string { return randomBytes(6).toString('hex'); }
 
 /** A host as SIP writes it in a URI or Via (RFC 3261 §25.1): an IPv6 address in brackets. */
 export function hostForUri(host: string): string {
-  return host.includes(':') && !host.startsWith('[') ? `[${host}]` : host;
+  return isIP(host) === 6 ? `[${host}]` : host;
 }
 
 /**
@@ -130,6 +130,8 @@ export class SipUserAgent extends EventEmitter<{ invite: [ServerInvite] }> imple
   async stop(): Promise<void> {
     if (this.stopped) return;
     this.stopped = true;
+    // BYEs held back for an ACK go first, and get a moment to leave before the transports close.
+    if ([...this.dialogs.values()].filter((d) => d.byeHeldBackNow()).length > 0) await new Promise((r) => setTimeout(r, 50));
     for (const waits of this.awaitingAck.values()) for (const stop of waits.values()) stop();
     this.awaitingAck.clear();
     for (const d of [...this.dialogs.values()]) d.terminate('shutdown');
@@ -427,7 +429,9 @@ export class SipUserAgent extends EventEmitter<{ invite: [ServerInvite] }> imple
     if (!fromTag) return false;
     for (const inv of this.serverInvites.values()) {
       const r = inv.request;
-      if (r.callId === req.callId && r.cseq.seq === req.cseq.seq && parseNameAddr(r.header('from') ?? '')?.params.tag === fromTag) return true;
+      // The same Request-URI too: a proxy forking one INVITE in parallel to two users whose
+      // contacts are both this gateway (registerUsers) sends two copies that must both ring.
+      if (r.callId === req.callId && r.cseq.seq === req.cseq.seq && r.uri === req.uri && parseNameAddr(r.header('from') ?? '')?.params.tag === fromTag) return true;
     }
     return false;
   }

@@ -623,7 +623,7 @@ test('a re-INVITE the peer answers only provisionally is CANCELled 64·T1 later 
   }
 });
 
-test('the same INVITE by a second path (a merged request: same Call-ID, From tag and CSeq, another branch) gets 482, and one call rings', async () => {
+test('the same INVITE by a second path (a merged request: same Request-URI, Call-ID, From tag and CSeq, another branch) gets 482, and one call rings; a fork to another user does not', async () => {
   const ua = new SipUserAgent({ transports: [{ protocol: 'udp', host: '127.0.0.1', port: 0 }], logger });
   await ua.start();
   const port = ua.boundAddresses[0].port;
@@ -631,7 +631,7 @@ test('the same INVITE by a second path (a merged request: same Call-ID, From tag
   ua.on('invite', (inv: ServerInvite) => { calls.push(inv); inv.progress(180); });
   const { raw, replies, rport, send } = await rawPeer(port);
   try {
-    const invite = (branch: string, callId = 'merged') => `INVITE sip:x@127.0.0.1:${port} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:${rport};branch=z9hG4bK-${branch}\r\nFrom: <sip:a@127.0.0.1>;tag=caller\r\nTo: <sip:b@127.0.0.1>\r\nCall-ID: ${callId}\r\nCSeq: 1 INVITE\r\nContact: <sip:a@127.0.0.1:${rport}>\r\nMax-Forwards: 70\r\nContent-Type: application/sdp\r\nContent-Length: ${SDP.length}\r\n\r\n${SDP}`;
+    const invite = (branch: string, callId = 'merged', user = 'x') => `INVITE sip:${user}@127.0.0.1:${port} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:${rport};branch=z9hG4bK-${branch}\r\nFrom: <sip:a@127.0.0.1>;tag=caller\r\nTo: <sip:b@127.0.0.1>\r\nCall-ID: ${callId}\r\nCSeq: 1 INVITE\r\nContact: <sip:a@127.0.0.1:${rport}>\r\nMax-Forwards: 70\r\nContent-Type: application/sdp\r\nContent-Length: ${SDP.length}\r\n\r\n${SDP}`;
     send(invite('path-one'));
     await until(() => replies.some((r) => r.startsWith('SIP/2.0 180')), 'the first rings');
     send(invite('path-two'));
@@ -639,7 +639,10 @@ test('the same INVITE by a second path (a merged request: same Call-ID, From tag
     assert.match(hdr(replies.find((r) => r.startsWith('SIP/2.0 482'))!, 'Via'), /branch=z9hG4bK-path-two/);
     send(invite('path-three', 'another-call')); // another Call-ID is another call
     await until(() => calls.length === 2, 'the other call rings');
-    assert.deepEqual(calls.map((c) => c.request.callId), ['merged', 'another-call']);
+    // A parallel fork to another user whose contact is also us is not a merge: it rings too.
+    send(invite('path-four', 'merged', 'y'));
+    await until(() => calls.length === 3, 'the fork to another user rings');
+    assert.deepEqual(calls.map((c) => c.request.callId), ['merged', 'another-call', 'merged']);
   } finally {
     raw.close();
     await ua.stop();
@@ -696,5 +699,46 @@ test('over TCP, a response whose request\'s connection has closed goes to the Vi
   } finally {
     await ua.stop();
     await new Promise<void>((r) => listener.close(() => r()));
+  }
+});
+
+test('a CANCELled re-INVITE the peer never answers (its CANCEL answered, no 487) ends the call with BYE, not silently', async () => {
+  const T1 = 20;
+  const { ua, peer, got, reply, uaPort, inv, invite } = await inviteToRawUas({ T1, T2: 80 });
+  try {
+    const withSdp = (req: string, status: string, tag: string) => reply(req, status, tag, ['Content-Type: application/sdp']).replace('Content-Length: 0\r\n\r\n', `Content-Length: ${SDP.length}\r\n\r\n${SDP}`);
+    peer.send(withSdp(invite, '200 OK', 'uas'), uaPort, '127.0.0.1');
+    const [, dialog] = await once<[unknown, Dialog]>(inv, 'accepted');
+    const ended = once<[string]>(dialog, 'terminated');
+    const res = dialog.reinvite(SDP);
+    await until(() => got.some((t) => t.startsWith('INVITE ') && hdr(t, 'To').includes('tag=uas')), 'the re-INVITE');
+    const reinvite = got.find((t) => t.startsWith('INVITE ') && hdr(t, 'To').includes('tag=uas'))!;
+    peer.send(reply(reinvite, '100 Trying', ''), uaPort, '127.0.0.1');
+    await until(() => got.some((t) => t.startsWith('CANCEL ')), 'the CANCEL', 5000);
+    peer.send(reply(got.find((t) => t.startsWith('CANCEL '))!, '200 OK', 'uas'), uaPort, '127.0.0.1'); // and no 487, ever
+    assert.equal((await res).status, 408);
+    assert.equal((await ended)[0], 'request-timeout');
+    await until(() => got.some((t) => t.startsWith('BYE ')), 'the BYE');
+  } finally {
+    peer.close();
+    await ua.stop();
+  }
+});
+
+test('stopping while a BYE waits for the caller\'s ACK sends that BYE before the transports close', async () => {
+  const b = new SipUserAgent({ transports: [{ protocol: 'udp', host: '127.0.0.1', port: 0 }], logger, timers: { T1: 500, T2: 4000 } });
+  await b.start();
+  const port = b.boundAddresses[0].port;
+  b.on('invite', (inv: ServerInvite) => { void inv.accept(SDP).bye(); });
+  const { raw, replies, rport, send } = await rawPeer(port);
+  try {
+    send(`INVITE sip:x@127.0.0.1:${port} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:${rport};branch=z9hG4bK-stopping\r\nFrom: <sip:a@127.0.0.1>;tag=caller\r\nTo: <sip:b@127.0.0.1>\r\nCall-ID: stopping\r\nCSeq: 1 INVITE\r\nContact: <sip:a@127.0.0.1:${rport}>\r\nMax-Forwards: 70\r\nContent-Type: application/sdp\r\nContent-Length: ${SDP.length}\r\n\r\n${SDP}`);
+    await until(() => replies.some((r) => r.startsWith('SIP/2.0 200')), 'the 200');
+    assert.equal(replies.filter((r) => r.startsWith('BYE ')).length, 0, 'held back for the ACK');
+    await b.stop();
+    await until(() => replies.some((r) => r.startsWith('BYE ')), 'the BYE sent as the UA stopped', 2000);
+  } finally {
+    raw.close();
+    await b.stop();
   }
 });
