@@ -211,6 +211,12 @@ export class InboundCall extends CallBase {
    * settleIfNobodyRinging.
    */
   tabGone(sessionId: string): void {
+    if (this.forks.get(sessionId)?.state === 'won' && this.state === 'ringing') {
+      // It accepted and went before its audio connected (the 200 waits for that): the user
+      // was not reached after all — 480, as for a tab gone while ringing, not a decline.
+      this.refuse('offline');
+      return;
+    }
     if (!this.stopFork(sessionId, 'gone')) return;
     this.settleIfNobodyRinging();
   }

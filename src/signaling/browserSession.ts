@@ -161,7 +161,8 @@ export class BrowserSession implements RingTarget {
         if (!call) return;
         if (!(call instanceof InboundCall)) { this.refuse(msg, 'invalid-state', 'only incoming calls can be accepted'); return; }
         const r = await call.accept(this.sessionId, msg.sdp);
-        if (!r.ok) this.refuse(msg, 'invalid-state', r.message);
+        // A call that ended meanwhile (CANCEL, the audio never connected) has said so in `ended`.
+        if (!r.ok && !call.ended) this.refuse(msg, 'invalid-state', r.message);
         return;
       }
       case 'reject': {
@@ -366,8 +367,9 @@ export class BrowserSession implements RingTarget {
       this.forget(call);
       if (call instanceof OutboundCall) call.hangup(cause);
       else if (call instanceof InboundCall) {
-        if (call.wonBy(this.sessionId)) call.hangup(cause);
-        // A ringing tab that closes has not declined the call (that is the `reject` message).
+        if (call.wonBy(this.sessionId) && call.state === 'answered') call.hangup(cause);
+        // A ringing tab that closes has not declined the call (that is the `reject` message),
+        // nor has one that accepted and closed before its audio connected.
         else call.tabGone(this.sessionId);
       }
     }

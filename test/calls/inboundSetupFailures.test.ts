@@ -714,3 +714,25 @@ test('INVITEs refused before any call exists leave CDR lines: a user with no tab
   assert.deepEqual([b.direction, b.from, b.to, b.cause, b.sipStatus], ['inbound', '+15550000052', '+15550008888', 'not-found', 404]);
   assert.equal(r.gw.gateway.activeCalls, 0);
 });
+
+test('a tab that accepts and then closes (normally) before its audio connects: 480 like a tab gone while ringing, not 603', async (t) => {
+  const BASE = 26128; // 26128-26143
+  const r = await rig(t, BASE, smallBlock(BASE, BASE + 15));
+  const tab = await r.tab('closing');
+  const call = r.invite('closing', '+15550000096');
+  const incoming = await message(tab, 'incoming');
+  await until(() => call.progress.includes(180), '180 Ringing');
+  const pc = new RTCPeerConnection({ iceUseIpv6: false, iceInterfaceAddresses: { udp4: '127.0.0.1' } });
+  await pc.setRemoteDescription({ type: 'offer', sdp: String(incoming.sdp) });
+  await pc.setLocalDescription(await pc.createAnswer());
+  const answer = pc.localDescription!.sdp;
+  await pc.close(); // its ICE checks never come: the 200 waits
+  tab.ws.send(JSON.stringify({ type: 'accept', callId: incoming.callId, sdp: answer }));
+  await new Promise((res) => setTimeout(res, 300));
+  tab.ws.close(1000);
+  const res = await within(call.final, PROMPT_MS, 'the final response');
+  assert.equal(res.status, 480);
+  await until(() => r.cdr().some((c) => c.from === '+15550000096'), 'the CDR');
+  assert.equal(r.cdr().find((c) => c.from === '+15550000096')!.cause, 'unavailable');
+  await until(() => r.gw.gateway.activeCalls === 0 && r.icePool().used === 0 && r.media().usage.portsAllocated === 0, 'everything released');
+});
