@@ -29,6 +29,9 @@ export interface Routing {
   trunkCredentials?(sourceIp: string): Credentials | undefined;
 }
 
+/** Refused call attempts written to the CDR per second at most (recordRefused). */
+const REFUSED_RECORDS_PER_SEC = 20;
+
 /** The browser tabs a user is connected with (the signaling layer). */
 export interface UserDirectory {
   ringTargets(user: string): RingTarget[];
@@ -276,17 +279,38 @@ export class CallManager {
     await call.ring(targets);
   }
 
-  /** Hands a refused attempt's record to the callRefused hook; returns its call id. */
+  /**
+   * Hands a refused attempt's record to the callRefused hook; returns its call id. At most
+   * REFUSED_RECORDS_PER_SEC a second: each is a synchronous fsync on the thread that may carry
+   * the media, and "trusted" is a UDP source address anyone can forge — past the budget the
+   * attempts are counted and one warning a second says how many went unrecorded.
+   */
   private recordRefused(r: Omit<CallRecord, 'callId' | 'startTime' | 'endTime' | 'durationSec'>): string {
     const callId = randomUUID();
-    const now = new Date().toISOString();
+    const nowMs = Date.now();
+    const second = Math.floor(nowMs / 1000);
+    if (second !== this.refusedSecond) {
+      if (this.refusedUnrecorded > 0) this.opts.logger.warn({ unrecorded: this.refusedUnrecorded }, 'refused call attempts over the record budget: not in the CDR');
+      this.refusedSecond = second;
+      this.refusedInSecond = 0;
+      this.refusedUnrecorded = 0;
+    }
+    if (++this.refusedInSecond > REFUSED_RECORDS_PER_SEC) { this.refusedUnrecorded++; return callId; }
+    const now = new Date(nowMs).toISOString();
+    // A peer's From and Request-URI user parts may be long: a record keeps what identifies them.
+    const record: CallRecord = { callId, ...r, from: r.from.slice(0, 64), to: r.to.slice(0, 64), startTime: now, endTime: now, durationSec: 0 };
     try {
-      this.opts.hooks?.callRefused?.({ callId, ...r, startTime: now, endTime: now, durationSec: 0 });
+      this.opts.hooks?.callRefused?.(record);
     } catch (err) {
       this.opts.logger.error({ err, callId }, 'callRefused hook failed');
     }
     return callId;
   }
+
+  /** The second whose refused attempts are being counted, and their counts (recordRefused). */
+  private refusedSecond = 0;
+  private refusedInSecond = 0;
+  private refusedUnrecorded = 0;
 
   private track(call: CallBase): void {
     this.calls.set(call.id, call);

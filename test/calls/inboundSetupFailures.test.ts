@@ -736,3 +736,26 @@ test('a tab that accepts and then closes (normally) before its audio connects: 4
   assert.equal(r.cdr().find((c) => c.from === '+15550000096')!.cause, 'unavailable');
   await until(() => r.gw.gateway.activeCalls === 0 && r.icePool().used === 0 && r.media().usage.portsAllocated === 0, 'everything released');
 });
+
+test('refused attempts are recorded at most 20 a second (a forged flood from a trusted address must not fsync without bound), with their From and To cut to 64 characters', async (t) => {
+  const BASE = 26144; // 26144-26159
+  const r = await rig(t, BASE, { ...smallBlock(BASE, BASE + 15), inbound: { ringTimeoutSec: 120, routeByUserPart: false } });
+  const sock = dgram.createSocket('udp4');
+  await new Promise<void>((res) => sock.bind(0, '127.0.0.1', () => res()));
+  t.after(() => sock.close());
+  const answers: string[] = [];
+  sock.on('message', (m) => { const s = m.toString(); if (/^SIP\/2\.0 404/.test(s)) answers.push(s); });
+  const longUser = '9'.repeat(200);
+  const port = sock.address().port;
+  for (let i = 0; i < 40; i++) {
+    sock.send(`INVITE sip:${longUser}@127.0.0.1:${BASE + 1} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:${port};branch=z9hG4bK-flood-${i}\r\nFrom: <sip:+1555000${String(i).padStart(4, '0')}@127.0.0.1>;tag=f${i}\r\nTo: <sip:${longUser}@127.0.0.1>\r\nCall-ID: flood-${i}\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n`, BASE + 1, '127.0.0.1');
+  }
+  await until(() => answers.length === 40, 'every INVITE answered 404', 10_000);
+  const recs = r.cdr();
+  assert.ok(recs.length >= 20 && recs.length <= 40, `${recs.length} records`);
+  // All 40 arrive within a second or two: at most 20 recorded in any one second.
+  const perSecond = new Map<string, number>();
+  for (const rec of recs) perSecond.set(rec.startTime.slice(0, 19), (perSecond.get(rec.startTime.slice(0, 19)) ?? 0) + 1);
+  assert.ok([...perSecond.values()].every((n) => n <= 20), JSON.stringify([...perSecond]));
+  assert.ok(recs.every((rec) => rec.to.length === 64 && rec.cause === 'not-found'));
+});
