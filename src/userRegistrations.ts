@@ -43,6 +43,14 @@ export class UserRegistrations {
   private readonly active = new Map<string, Registration>();
   /** Users whose last tab went: their unregister, unless a tab comes back first. */
   private readonly leaving = new Map<string, NodeJS.Timeout>();
+  /** Users being unregistered (Expires: 0 on its way), until the registrar answered or we gave up. */
+  private readonly unregistering = new Map<string, Promise<void>>();
+  /**
+   * Users with a tab again while their unregister is on its way: registered anew only once it
+   * is done. Sent meanwhile, a new REGISTER (another Call-ID, the same Contact) taken before the
+   * unregister would be removed by it (RFC 3261 §10.3).
+   */
+  private readonly comeBack = new Set<string>();
   private stopped = false;
 
   constructor(
@@ -62,6 +70,7 @@ export class UserRegistrations {
     const leaving = this.leaving.get(user);
     if (leaving) { clearTimeout(leaving); this.leaving.delete(user); }
     if (this.stopped || this.active.has(user)) return;
+    if (this.unregistering.has(user)) { this.comeBack.add(user); return; }
     const sipUser = sipUserPart(user);
     const reg = this.ua.register({
       registrar: this.cfg.registrar,
@@ -76,12 +85,18 @@ export class UserRegistrations {
   }
 
   offline(user: string): void {
+    if (this.comeBack.delete(user)) return; // back and gone again while the unregister was on its way
     if (!this.active.has(user) || this.leaving.has(user)) return;
     const timer = setTimeout(() => {
       this.leaving.delete(user);
       const reg = this.active.get(user);
       this.active.delete(user);
-      reg?.stop().catch(() => undefined);
+      if (!reg) return;
+      const done = reg.stop().catch(() => undefined).finally(() => {
+        this.unregistering.delete(user);
+        if (this.comeBack.delete(user)) this.online(user);
+      });
+      this.unregistering.set(user, done);
     }, this.offlineGraceMs);
     timer.unref();
     this.leaving.set(user, timer);
@@ -92,11 +107,12 @@ export class UserRegistrations {
     this.stopped = true;
     for (const t of this.leaving.values()) clearTimeout(t);
     this.leaving.clear();
+    this.comeBack.clear();
     const regs = [...this.active.values()];
     this.active.clear();
     let timer: NodeJS.Timeout | undefined;
     const giveUp = new Promise<void>((res) => { timer = setTimeout(res, 2000); });
-    await Promise.race([Promise.all(regs.map((r) => r.stop().catch(() => undefined))), giveUp]);
+    await Promise.race([Promise.all([...regs.map((r) => r.stop().catch(() => undefined)), ...this.unregistering.values()]), giveUp]);
     clearTimeout(timer);
   }
 }

@@ -27,7 +27,7 @@ function allHdr(text: string, name: string): string[] {
 }
 
 /**
- * A registrar by hand: each new REGISTER (by CSeq: UDP retransmissions of one are counted once)
+ * A registrar by hand: each new REGISTER (by Call-ID and CSeq: UDP retransmissions of one are counted once)
  * is queued for `next`, and `reply` answers it with any status and headers.
  */
 async function rawRegistrar() {
@@ -39,8 +39,9 @@ async function rawRegistrar() {
   let wake: (() => void) | null = null;
   sock.on('message', (m, rinfo) => {
     const text = m.toString();
-    if (!text.startsWith('REGISTER ') || seen.has(hdr(text, 'CSeq'))) return;
-    seen.add(hdr(text, 'CSeq'));
+    const key = `${hdr(text, 'Call-ID')} ${hdr(text, 'CSeq')}`; // a new registration numbers from 1 again
+    if (!text.startsWith('REGISTER ') || seen.has(key)) return;
+    seen.add(key);
     queue.push({ text, port: rinfo.port });
     wake?.();
   });
@@ -423,4 +424,22 @@ test('UserRegistrations: a page reload (the last tab goes, a new one comes withi
   assert.equal(hdr(un.text, 'Expires'), '0');
   assert.ok(Date.now() - t0 >= 350, `unregistered after ${Date.now() - t0} ms`);
   registrar.ok(un, 0);
+});
+
+test('UserRegistrations: a tab back while the unregister is still on its way registers anew only once the registrar has answered it', async () => {
+  const registrar = await rawRegistrar();
+  const ua = await startUa();
+  const regs = new UserRegistrations(ua, { registrar: `sip:127.0.0.1:${registrar.port}`, domain: 'pbx.example', expiresSec: 60 }, logger, 100);
+  cleanups.push(() => regs.stopAll());
+  regs.online('dave');
+  registrar.ok(await registrar.next(), 60);
+  regs.offline('dave');
+  const un = await registrar.next(2000, 'the unregister');
+  assert.equal(hdr(un.text, 'Expires'), '0');
+  regs.online('dave'); // the unregister is not answered yet
+  await registrar.none(400, 'no new REGISTER while the unregister is unanswered');
+  registrar.ok(un, 0);
+  const again = await registrar.next(2000, 'the new REGISTER once the unregister was answered');
+  assert.equal(hdr(again.text, 'Expires'), '60');
+  registrar.ok(again, 60);
 });
