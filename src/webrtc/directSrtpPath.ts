@@ -3,7 +3,7 @@ import type { RTCRtpTransceiver } from 'werift';
 import { SrtpSession } from '../media/srtp';
 import { parseRtp, RTCP, writeRtpHeader, type RtpPacketView } from '../media/rtp';
 import type { ReceptionReport } from '../media/mediaBridge';
-import { dtlsTransportOf, PROFILE_AES128_CM_SHA1_80, stopRtcpReports, type IceConnectionLike, type SenderLike, type UdpTransportLike } from './weriftInternals';
+import { dtlsTransportOf, PROFILE_AES128_CM_SHA1_80, stopRtcpReports, type CandidatePairLike, type IceConnectionLike, type SenderLike, type UdpTransportLike } from './weriftInternals';
 import { threadSendBatch } from '../media/udpSendBatch';
 
 /**
@@ -51,6 +51,14 @@ export class DirectSrtpPath {
   private readonly sentInfo = { octets: 0, rtpTimestamp: 0, payloadType: 0, atMs: 0 };
   /** The browser's latest sender report: its NTP time's middle 32 bits and when it came (LSR/DLSR). */
   private lastSr: { ssrc: number; ntpMiddle: number; atMs: number } | null = null;
+  /**
+   * A pair the browser nominated after the first (followNomination); null: werift's nominated
+   * one. werift keeps the first nomination for good (RFC 8445 §7.3.1.5 as a full agent reads
+   * it), but a browser whose network changed nominates a new pair from its new address, and the
+   * old one is dead: audio sent there never arrives while the browser's still comes in (from
+   * anywhere SRTP authenticates), so nothing would end the one-way call.
+   */
+  private selected: CandidatePairLike | null = null;
 
   private constructor(
     private readonly srtp: SrtpSession,
@@ -59,6 +67,7 @@ export class DirectSrtpPath {
     private readonly clockRates: ReadonlyMap<number, number>,
     private readonly onPacket: (pkt: RtpPacketView) => void,
     private readonly receptionReport: (() => ReceptionReport | null) | undefined,
+    private readonly logger: Logger,
   ) {}
 
   /**
@@ -84,7 +93,7 @@ export class DirectSrtpPath {
     const stopWeriftRtcp = stopRtcpReports(transceiver);
     if (!stopWeriftRtcp) return { reason: 'werift RTCP report loops not as expected' };
     const clockRates = new Map((transceiver.codecs ?? []).map((c) => [c.payloadType, c.clockRate] as const));
-    const path = new DirectSrtpPath(srtp, connection, sender, clockRates, onPacket, receptionReport);
+    const path = new DirectSrtpPath(srtp, connection, sender, clockRates, onPacket, receptionReport, logger);
     path.restore.push(stopWeriftRtcp);
     for (const udp of transports as UdpTransportLike[]) {
       const werift = udp.onData;
@@ -94,8 +103,12 @@ export class DirectSrtpPath {
       // bench's load generator sends from a socket of its own (bench/loadGenSender.ts) and
       // relies on it.
       udp.onData = (data, addr) => {
-        if (data.length < 12 || (data[0] & 0xc0) !== 0x80) werift(data, addr);
-        else if (data[1] >= 192 && data[1] <= 223) path.receiveRtcp(data);
+        if (data.length < 12 || (data[0] & 0xc0) !== 0x80) {
+          werift(data, addr);
+          // A STUN Binding request (RFC 5389: first bytes 0x0001): werift has just checked its
+          // credentials and, with USE-CANDIDATE, marked its pair nominated.
+          if (data.length >= 20 && data[0] === 0x00 && data[1] === 0x01) path.followNomination(addr);
+        } else if (data[1] >= 192 && data[1] <= 223) path.receiveRtcp(data);
         else path.receive(data);
       };
       path.restore.push(() => { udp.onData = werift; });
@@ -115,9 +128,29 @@ export class DirectSrtpPath {
     return s.authFailures + s.replays + s.malformed + this.counts.malformed;
   }
 
+  /** The pair audio and reports go over: the one the browser nominated last. */
+  private get pair(): CandidatePairLike | undefined {
+    return this.selected ?? this.connection.nominated;
+  }
+
+  /**
+   * After a STUN request from `addr` (werift validated it): if the browser has nominated a pair
+   * to that address other than the one in use, audio goes there from now on (ICE-lite: the
+   * controlling browser's latest nomination is its choice).
+   */
+  private followNomination(addr: unknown): void {
+    if (this.closed || !Array.isArray(addr)) return;
+    const current = this.pair;
+    if (current && current.remoteAddr[0] === addr[0] && current.remoteAddr[1] === addr[1]) return;
+    const moved = this.connection.checkList?.find((p) => p.nominated && p.remoteAddr[0] === addr[0] && p.remoteAddr[1] === addr[1]);
+    if (!moved) return;
+    this.logger.info({ from: current?.remoteAddr, to: moved.remoteAddr }, 'browser nominated another ICE pair: audio follows it');
+    this.selected = moved;
+  }
+
   /** One audio packet to the browser, over the pair the browser nominated. */
   send(pkt: RtpPacketView): void {
-    const pair = this.connection.nominated;
+    const pair = this.pair;
     const udp = pair?.protocol.transport;
     if (this.closed || !pair || !udp || this.connection.state === 'closed' || this.connection.state === 'failed') { this.counts.notSent++; return; }
     const header = writeRtpHeader(this.header, pkt.payloadType, pkt.sequenceNumber, pkt.timestamp, this.sender.ssrc, pkt.marker);
@@ -139,7 +172,7 @@ export class DirectSrtpPath {
     this.closed = true;
     // Our audio still waiting in this turn's batch would find werift's socket closed (it closes
     // it right after us, before an addressed send resolves its address): not sent, so not counted.
-    const socket = this.connection.nominated?.protocol.transport?.socket;
+    const socket = this.pair?.protocol.transport?.socket;
     if (socket) {
       const n = threadSendBatch.discard(socket);
       this.counts.sent -= n;
@@ -202,7 +235,7 @@ export class DirectSrtpPath {
    * the browser's audio when there is one; then SDES with the CNAME our SDP announced.
    */
   private sendReport(): void {
-    const pair = this.connection.nominated;
+    const pair = this.pair;
     const udp = pair?.protocol.transport;
     if (this.closed || !pair || !udp || this.connection.state === 'closed' || this.connection.state === 'failed') return;
     const r = this.receptionReport?.() ?? null; // pulled only when sent: it starts the next fraction-lost interval

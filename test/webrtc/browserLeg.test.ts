@@ -8,6 +8,7 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import dgram from 'node:dgram';
+import { dirname, join } from 'node:path';
 import pino from 'pino';
 import { MediaStreamTrack, RTCPeerConnection, RTCRtpCodecParameters, RtcpRrPacket, RtcpSourceDescriptionPacket, RtcpSrPacket, RtpHeader, RtpPacket, type RtcpPacket } from 'werift';
 import { BrowserLeg } from '../../src/webrtc/browserLeg';
@@ -398,4 +399,46 @@ test('a leg closed while werift still gathers (an inbound call cancelled as its 
     assert.equal(await bindable(port), true, `round ${i}: port ${port} free once close() resolved`);
   }
   assert.equal(racePool.used, 0);
+});
+
+test('a browser that nominates a new ICE pair (its network changed) gets our audio there, not at its dead first address', async () => {
+  // werift's STUN message class (not exported: found next to its entry point, lib/webrtc/src).
+  const stunDir = join(dirname(require.resolve('werift')), '..', '..', 'ice', 'src', 'stun');
+  const { Message } = require(join(stunDir, 'message.js'));
+  const { methods, classes } = require(join(stunDir, 'const.js'));
+  const l = leg(true);
+  const b = await browser();
+  const moved = dgram.createSocket('udp4');
+  await new Promise<void>((r) => moved.bind(0, '127.0.0.1', () => r()));
+  try {
+    b.pc.addTransceiver(b.track, { direction: 'sendrecv' });
+    await b.pc.setLocalDescription(await b.pc.createOffer());
+    const offer = b.pc.localDescription!.sdp;
+    const answer = await l.answer(offer);
+    await b.pc.setRemoteDescription({ type: 'answer', sdp: answer });
+    await connected(l);
+    assert.equal(l.mediaPath, 'direct');
+    const ours = { ufrag: /a=ice-ufrag:(\S+)/.exec(answer)![1], pwd: /a=ice-pwd:(\S+)/.exec(answer)![1], port: Number(/a=candidate:\S+ 1 udp \d+ 127\.0\.0\.1 (\d+)/.exec(answer)![1]) };
+    const theirUfrag = /a=ice-ufrag:(\S+)/.exec(offer)![1];
+    let media = 0;
+    moved.on('message', (m) => { if ((m[0] & 0xc0) === 0x80) media++; });
+    // Its checks, nominating, now come from another address (signed with our ICE password, as
+    // only the browser can); the first address then goes away.
+    const check = (nominate: boolean) => {
+      const req = new Message(methods.BINDING, classes.REQUEST);
+      req.setAttribute('USERNAME', `${ours.ufrag}:${theirUfrag}`).setAttribute('PRIORITY', 0x7e0000ff).setAttribute('ICE-CONTROLLING', 1n);
+      if (nominate) req.setAttribute('USE-CANDIDATE', null);
+      req.addMessageIntegrity(Buffer.from(ours.pwd, 'utf8')).addFingerprint();
+      moved.send(req.bytes, ours.port, '127.0.0.1');
+    };
+    check(true);
+    await new Promise((r) => setTimeout(r, 100));
+    await b.pc.close();
+    for (let i = 0; i < 10; i++) l.sendRtp({ payloadType: l.opusPayloadType!, sequenceNumber: i, timestamp: i * 960, marker: false, ssrc: 1, payload: Buffer.alloc(40) });
+    await until(() => media >= 10, 'our audio at the browser\'s new address');
+  } finally {
+    moved.close();
+    await l.close();
+    await b.pc.close().catch(() => undefined);
+  }
 });
