@@ -237,13 +237,22 @@ export class Gateway {
     });
     if (this.demo) {
       const demo = this.demo;
-      http.route('POST', '/api/demo/callback', (_q, res, body) => {
+      http.route('POST', '/api/demo/callback', async (_q, res, body) => {
         let sessionId: unknown;
         try { sessionId = JSON.parse(body).sessionId; } catch { /* below */ }
         const session = typeof sessionId === 'string' ? signaling.findSession(sessionId) : undefined;
         if (!session?.identity) { sendJson(res, 400, { error: 'unknown sessionId: connect first' }); return; }
-        demo.callback(session.identity.id).catch((err) => this.logger.warn({ err }, 'demo callback failed'));
-        sendJson(res, 202, { ok: true, calling: session.identity.id });
+        const user = session.identity.id;
+        let started: boolean;
+        try {
+          started = await demo.callback(user);
+        } catch (err) {
+          this.logger.warn({ err }, 'demo callback failed');
+          sendJson(res, 503, { error: 'the demo callback could not be placed' });
+          return;
+        }
+        if (started) sendJson(res, 202, { ok: true, calling: user });
+        else sendJson(res, 429, { error: 'a callback to you is already ringing or up' });
       });
     }
     if (this.config.auth.mode === 'demo') {

@@ -47,9 +47,25 @@ export class DemoEndpoint {
     await this.ua.stop();
   }
 
-  /** "Call me back": the demo endpoint calls a browser user through the gateway. */
-  async callback(user: string): Promise<void> {
-    const stream = await DemoRtpStream.open(this.opts.host);
+  /** Users a callback is ringing or up for: one each at a time. */
+  private readonly callingBack = new Set<string>();
+
+  /**
+   * "Call me back": the demo endpoint calls a browser user through the gateway. False (nothing
+   * done) while a callback to that user is still ringing or up: one session could otherwise
+   * ring its tabs — every tab of its identity — as many times as it asked, up to the gateway's
+   * whole call limit.
+   */
+  async callback(user: string): Promise<boolean> {
+    if (this.callingBack.has(user)) return false;
+    this.callingBack.add(user);
+    let stream: DemoRtpStream;
+    try {
+      stream = await DemoRtpStream.open(this.opts.host);
+    } catch (err) {
+      this.callingBack.delete(user);
+      throw err;
+    }
     this.streams.add(stream);
     const inv = this.ua.invite({
       requestUri: `sip:${encodeURIComponent(user)}@${this.opts.gatewayUri}`,
@@ -57,14 +73,16 @@ export class DemoEndpoint {
       sdp: stream.sdp(),
     });
     const log = this.opts.logger.child({ component: 'demo-endpoint', sipCallId: inv.callId });
+    const fail = (why: string) => { log.info({ why }, 'demo callback not answered'); stream.close(); this.streams.delete(stream); this.callingBack.delete(user); };
     inv.on('accepted', (_res, dialog, answer) => {
       const desc = parseSipAnswer(answer);
-      if ('error' in desc) { dialog.bye().catch(() => undefined); stream.close(); return; }
+      if ('error' in desc) { dialog.bye().catch(() => undefined); fail(`unusable answer: ${desc.error}`); return; }
+      dialog.once('terminated', () => this.callingBack.delete(user));
       this.run(stream, desc, dialog, 'tone-then-echo');
     });
-    const fail = (why: string) => { log.info({ why }, 'demo callback not answered'); stream.close(); this.streams.delete(stream); };
     inv.on('rejected', (res) => fail(`${res.status} ${res.reason}`));
     inv.on('failed', (err) => fail(err.message));
+    return true;
   }
 
   private onInvite(inv: ServerInvite): void {
