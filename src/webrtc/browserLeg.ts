@@ -52,6 +52,11 @@ export type BrowserLegState = 'new' | 'connecting' | 'connected' | 'failed' | 'c
 /** werift refused the browser's offer (the browser's fault, unlike anything else answer() throws). */
 export class OfferRefusedError extends Error {}
 
+/** What answer(), createOffer() and acceptAnswer() reject with when the leg is closed meanwhile. */
+export class LegClosedError extends Error {
+  constructor() { super('browser leg closed'); }
+}
+
 interface BrowserLegEvents {
   connected: [];
   failed: [reason: string];
@@ -211,8 +216,9 @@ export class BrowserLeg extends EventEmitter<BrowserLegEvents> implements Browse
     try {
       const offer = withUsableCandidates(offerSdp, MAX_REMOTE_CANDIDATES);
       this.remoteCandidates = offer.kept;
-      await this.pc.setRemoteDescription({ type: 'offer', sdp: offer.sdp });
+      await this.duringSetup(this.pc.setRemoteDescription({ type: 'offer', sdp: offer.sdp }));
     } catch (err) {
+      if (err instanceof LegClosedError) throw err;
       throw new OfferRefusedError((err as Error).message);
     }
     this.answerOpusFmtp();
@@ -225,8 +231,9 @@ export class BrowserLeg extends EventEmitter<BrowserLegEvents> implements Browse
     if (!setAnswerDtlsRole(this.transceiver, offeredSetup === 'passive' ? 'client' : 'server')) {
       this.opts.logger.warn('werift DTLS transport not reachable: DTLS role left to werift');
     }
-    const answer = await this.pc.createAnswer();
-    await this.pc.setLocalDescription(answer);
+    const answer = await this.duringSetup(this.pc.createAnswer());
+    await this.duringSetup(this.pc.setLocalDescription(answer));
+    if (this.state === 'closed') throw new LegClosedError(); // no answer for a leg that is gone
     this.startConnecting();
     return this.completeLocalSdp();
   }
@@ -244,7 +251,7 @@ export class BrowserLeg extends EventEmitter<BrowserLegEvents> implements Browse
   async acceptAnswer(answerSdp: string): Promise<void> {
     const answer = withUsableCandidates(answerSdp, MAX_REMOTE_CANDIDATES);
     this.remoteCandidates = answer.kept;
-    await this.pc.setRemoteDescription({ type: 'answer', sdp: answer.sdp });
+    await this.duringSetup(this.pc.setRemoteDescription({ type: 'answer', sdp: answer.sdp }));
     this.startConnecting();
   }
 
@@ -328,8 +335,36 @@ export class BrowserLeg extends EventEmitter<BrowserLegEvents> implements Browse
     return out;
   }
 
-  async close(): Promise<void> {
+  /**
+   * Closes the leg; a second call gets the first one's promise (resolved once werift's socket
+   * is closed and the ICE port is back in the pool, not before).
+   */
+  close(): Promise<void> {
+    this.closing ??= this.closeOnce();
+    return this.closing;
+  }
+
+  private closing: Promise<void> | null = null;
+  /** Rejects the werift steps answer() and friends wait on, once the leg is closed (duringSetup). */
+  private readonly closedWhileWaiting = new Set<(err: Error) => void>();
+
+  /**
+   * `step` (a werift set-up step), or LegClosedError as soon as the leg is closed: werift leaves
+   * setRemoteDescription pending for ever when its peer connection closes under it, and a
+   * caller awaiting it (a tab's accept, a shutdown during set-up) would hang.
+   */
+  private duringSetup<T>(step: Promise<T>): Promise<T> {
+    if (this.state === 'closed') { step.catch(() => undefined); return Promise.reject(new LegClosedError()); }
+    return new Promise<T>((resolve, reject) => {
+      this.closedWhileWaiting.add(reject);
+      step.then(resolve, reject).finally(() => this.closedWhileWaiting.delete(reject));
+    });
+  }
+
+  private async closeOnce(): Promise<void> {
     if (this.state === 'closed') return;
+    for (const reject of this.closedWhileWaiting) reject(new LegClosedError());
+    this.closedWhileWaiting.clear();
     const wasFailed = this.state === 'failed';
     this.state = 'closed';
     // Released only once werift has closed its socket, so the next connection can bind it.

@@ -442,3 +442,36 @@ test('a browser that nominates a new ICE pair (its network changed) gets our aud
     await b.pc.close().catch(() => undefined);
   }
 });
+
+test('a leg closed while werift applies the browser\'s offer or answer: answer() and acceptAnswer() reject (werift left them pending for ever); close() twice resolves only once the port is back', async () => {
+  const b = await browser();
+  try {
+    b.pc.addTransceiver(b.track, { direction: 'sendrecv' });
+    await b.pc.setLocalDescription(await b.pc.createOffer());
+    const offer = b.pc.localDescription!.sdp;
+    for (let i = 0; i < 5; i++) {
+      const l = leg(true);
+      const answering = l.answer(offer);
+      await new Promise((r) => setImmediate(r));
+      const first = l.close();
+      const second = l.close();
+      assert.equal(first, second, 'one close, one promise');
+      const outcome = await Promise.race([answering.then(() => 'answered', (e: Error) => e.constructor.name), new Promise((r) => setTimeout(() => r('still pending after 3 s'), 3000))]);
+      assert.ok(outcome === 'LegClosedError' || outcome === 'OfferRefusedError', `round ${i}: ${outcome}`);
+      await second;
+    }
+    // The inbound side: the browser's answer being applied when the leg closes.
+    const l = leg(true);
+    const ours = await l.createOffer();
+    const pc = new RTCPeerConnection({ iceUseIpv6: false, iceInterfaceAddresses: { udp4: '127.0.0.1' } });
+    await pc.setRemoteDescription({ type: 'offer', sdp: ours });
+    await pc.setLocalDescription(await pc.createAnswer());
+    const accepting = l.acceptAnswer(pc.localDescription!.sdp);
+    await l.close();
+    const outcome = await Promise.race([accepting.then(() => 'accepted', (e: Error) => e.constructor.name), new Promise((r) => setTimeout(() => r('still pending after 3 s'), 3000))]);
+    assert.notEqual(outcome, 'still pending after 3 s');
+    await pc.close();
+  } finally {
+    await b.pc.close();
+  }
+});
