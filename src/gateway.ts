@@ -95,7 +95,7 @@ export class Gateway {
       await plane.start();
       // Not ready while no media worker can take a call (all dead and waiting to be restarted).
       this.readiness.watch('mediaWorkers', () => plane.runningWorkers > 0);
-      this.metrics.mediaWorkers(() => ({ running: plane.runningWorkers, exits: plane.workerExits }));
+      this.metrics.mediaWorkers(() => ({ running: plane.runningWorkers, exits: plane.workerExits, hangs: plane.workerHangs, rtpDropped: plane.rtpDropped }));
     } else {
       this.media = new MediaEngine(mediaOpts);
     }

@@ -43,6 +43,13 @@ export interface BridgeStats {
   sip: LegStats;
   transcodeCpuMs: number;
   mode: BridgeMode;
+  /**
+   * Media in worker threads only, and only when there were any: packets of this call dropped
+   * because the thread they were going to was too far behind reading them (a hung or
+   * overloaded worker, or a stalled main thread) — the browser's audio toward the worker, and
+   * the audio toward the browser.
+   */
+  queueDropped?: { toWorker: number; toBrowser: number };
 }
 
 export interface BridgeHandle {

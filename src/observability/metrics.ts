@@ -64,17 +64,33 @@ export class GatewayMetrics {
   }
 
   /** With media workers: how many take calls, and how many times one exited (read at each scrape). */
-  mediaWorkers(source: () => { running: number; exits: number }): void {
+  mediaWorkers(source: () => { running: number; exits: number; hangs: number; rtpDropped: { toWorkers: number; toBrowsers: number } }): void {
     new Gauge({ name: 'gateway_media_workers_running', help: 'Media worker threads taking calls', registers: [this.registry], collect() { this.set(source().running); } });
-    let counted = 0;
+    // The plane keeps running totals; each counter adds what is new since its last collection.
+    const fromTotal = (name: string, help: string, total: () => number) => {
+      let counted = 0;
+      new Counter({
+        name, help, registers: [this.registry],
+        collect() {
+          const n = total();
+          if (n > counted) this.inc(n - counted);
+          counted = n;
+        },
+      });
+    };
+    fromTotal('gateway_media_worker_exits_total', 'Media worker threads that exited (their calls ended with cause failed)', () => source().exits);
+    fromTotal('gateway_media_worker_hangs_total', 'Media worker threads stopped for not answering heartbeats (also counted as exits)', () => source().hangs);
+    let dropped = { toWorker: 0, toBrowser: 0 };
     new Counter({
-      name: 'gateway_media_worker_exits_total',
-      help: 'Media worker threads that exited (their calls ended with cause failed)',
+      name: 'gateway_media_rtp_queue_dropped_total',
+      help: 'Audio packets dropped because the thread they were for was too far behind reading them',
+      labelNames: ['direction'],
       registers: [this.registry],
       collect() {
-        const exits = source().exits;
-        if (exits > counted) this.inc(exits - counted);
-        counted = exits;
+        const d = source().rtpDropped;
+        if (d.toWorkers > dropped.toWorker) this.inc({ direction: 'toWorker' }, d.toWorkers - dropped.toWorker);
+        if (d.toBrowsers > dropped.toBrowser) this.inc({ direction: 'toBrowser' }, d.toBrowsers - dropped.toBrowser);
+        dropped = { toWorker: d.toWorkers, toBrowser: d.toBrowsers };
       },
     });
   }

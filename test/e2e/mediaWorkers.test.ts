@@ -109,6 +109,7 @@ test('a media worker that dies mid-call ends the call it carried (cause failed, 
     const metrics = await (await fetch(`${gw.url}/metrics`)).text();
     assert.match(metrics, /^gateway_media_worker_exits_total 1$/m);
     assert.match(metrics, /^gateway_media_workers_running 2$/m);
+    assert.match(metrics, /^gateway_media_worker_hangs_total 0$/m, 'a crash, not a hang');
     await survivor.getByTestId('hangup-button').click();
     await until(() => gw.gateway.activeCalls === 0 && plane().usage.portsAllocated === 0, 'the surviving call released');
     assert.deepEqual(plane().usage, { legs: 0, bridges: 0, portsAllocated: 0 });

@@ -6,7 +6,8 @@ import type { SipLegRemote, SipRtpLeg } from '../sipRtpLeg';
 import type { SdesCrypto } from '../srtp';
 import type { RtpPacketView } from '../rtp';
 import type { BridgeStats } from '../plane';
-import { PacketBatchWriter, readPacketBatch } from './packetBatch';
+import { readPacketBatch } from './packetBatch';
+import { RtpOutbox, RtpReadAcks } from './rtpFlow';
 import type { BrowserPortDescription, MediaCommand, MediaEvent, MediaWorkerData } from './protocol';
 
 type Post = (ev: MediaEvent, transfer?: ArrayBuffer[]) => void;
@@ -21,12 +22,18 @@ export class MediaHost {
   private readonly engine: MediaEngine;
   private readonly legs = new Map<number, SipRtpLeg>();
   private readonly bridges = new Map<number, { handle: LocalBridge; port: RemoteBrowserPort }>();
-  private readonly toBrowser = new PacketBatchWriter();
-  private flushScheduled = false;
+  /** Audio for the browsers, capped at what the main thread has not read yet. */
+  private readonly toBrowser: RtpOutbox;
+  /** Tells the main thread how much of its audio was read (its cap). */
+  private readonly fromBrowser: RtpReadAcks;
   private readonly reportTimer: NodeJS.Timeout;
+  /** debug command: createLeg answers this late. */
+  private delayLegsMs = 0;
 
   constructor(private readonly data: MediaWorkerData, private readonly logger: Logger, private readonly post: Post) {
     this.engine = new MediaEngine({ ...data, logger });
+    this.toBrowser = new RtpOutbox((batch, packets) => this.post({ t: 'rtp', batch, packets }, [batch]), () => this.bridges.size);
+    this.fromBrowser = new RtpReadAcks((packets) => this.post({ t: 'rtpAck', packets }));
     // Lives as long as the thread: the main thread ends a worker by terminating it (its calls'
     // legs are closed by then; a dead thread's sockets close with it).
     this.reportTimer = setInterval(() => this.pushReports(), data.reportIntervalMs);
@@ -66,6 +73,16 @@ export class MediaHost {
     switch (cmd.t) {
       case 'rtp':
         readPacketBatch(cmd.batch, (id, pkt) => this.bridges.get(id)?.port.deliver(pkt), (id, err) => this.deliveryFailed(id, err));
+        this.fromBrowser.consumed(cmd.packets);
+        return;
+      case 'rtpAck':
+        this.toBrowser.acked(cmd.packets);
+        return;
+      case 'ping':
+        this.post({ t: 'pong', dropped: this.toBrowser.dropped });
+        return;
+      case 'debug':
+        this.debug(cmd);
         return;
       case 'createLeg':
         void this.createLeg(cmd.leg, cmd.callId);
@@ -100,6 +117,8 @@ export class MediaHost {
         let stats: BridgeStats | undefined;
         try {
           stats = b?.handle.closeNow();
+          // The main thread adds its own toWorker count to these.
+          if (stats && b!.port.dropped > 0) stats.queueDropped = { toWorker: 0, toBrowser: b!.port.dropped };
         } finally {
           // Always answered: the main thread's CDR waits for it.
           this.post({ t: 'bridgeClosed', bridge: cmd.bridge, stats });
@@ -109,8 +128,19 @@ export class MediaHost {
     }
   }
 
+  /** Test-only commands: a production worker (no debugCommands) refuses them. */
+  private debug(cmd: Extract<MediaCommand, { t: 'debug' }>): void {
+    if (!this.data.debugCommands) throw new Error('debug commands are not enabled in this worker');
+    if (cmd.delayLegsMs !== undefined) this.delayLegsMs = cmd.delayLegsMs;
+    if (cmd.hangMs) {
+      const end = performance.now() + cmd.hangMs;
+      while (performance.now() < end) { /* hung: nothing else runs in this thread */ }
+    }
+  }
+
   private async createLeg(id: number, callId: string): Promise<void> {
     let leg: SipRtpLeg;
+    if (this.delayLegsMs > 0) await new Promise((r) => setTimeout(r, this.delayLegsMs));
     try {
       leg = await this.engine.createSipLeg({ callId });
     } catch (err) {
@@ -132,7 +162,7 @@ export class MediaHost {
       this.post({ t: 'bridgeFailed', bridge: id, message: 'the SIP leg is closed' });
       return;
     }
-    const port = new RemoteBrowserPort(desc, (pkt) => this.queueToBrowser(id, pkt));
+    const port = new RemoteBrowserPort(desc, (pkt) => { if (!this.toBrowser.add(id, pkt)) port.dropped++; });
     let handle: LocalBridge;
     try {
       handle = this.engine.createBridge(port, leg, { callId });
@@ -142,18 +172,6 @@ export class MediaHost {
     }
     handle.onDtmf((ev) => this.post({ t: 'dtmf', bridge: id, digit: ev.digit, from: ev.from }));
     this.bridges.set(id, { handle, port });
-  }
-
-  private queueToBrowser(bridgeId: number, pkt: RtpPacketView): void {
-    this.toBrowser.add(bridgeId, pkt);
-    if (this.flushScheduled) return;
-    this.flushScheduled = true;
-    setImmediate(() => {
-      this.flushScheduled = false;
-      if (this.toBrowser.count === 0) return;
-      const batch = this.toBrowser.take();
-      this.post({ t: 'rtp', batch }, [batch]);
-    });
   }
 
   private pushReports(): void {
@@ -173,6 +191,8 @@ class RemoteBrowserPort implements BrowserMediaPort {
   readonly sendCodec: 'opus' | 'pcmu' | 'pcma';
   private listener: ((pkt: RtpPacketView) => void) | null = null;
   reportSource: (() => ReceptionReport | null) | null = null;
+  /** Packets for the browser dropped because the main thread was too far behind reading them. */
+  dropped = 0;
   readonly receptionReports?: (source: () => ReceptionReport | null) => () => void;
 
   constructor(desc: BrowserPortDescription, readonly sendRtp: (pkt: RtpPacketView) => void) {

@@ -16,10 +16,19 @@ export type MediaCommand =
   | { t: 'hold'; bridge: number; byBrowser: boolean; bySip: boolean }
   | { t: 'dtmf'; bridge: number; to: 'sip' | 'browser'; digit: string; durationMs?: number }
   | { t: 'closeBridge'; bridge: number }
-  /** Browser audio for the worker's bridges. */
-  | { t: 'rtp'; batch: ArrayBuffer }
+  /** Browser audio for the worker's bridges; `packets` in the batch, for the worker's rtpAck. */
+  | { t: 'rtp'; batch: ArrayBuffer; packets: number }
+  /** Packets of the worker's rtp batches this thread has read in all (flow control, rtpFlow.ts). */
+  | { t: 'rtpAck'; packets: number }
   /** Asks for the worker's heap in use (after a full GC when `gc` and the process allows it). */
-  | { t: 'heap'; gc: boolean; id: number };
+  | { t: 'heap'; gc: boolean; id: number }
+  /** Heartbeat: answered with a pong at once; a worker that answers nothing for a while is hung. */
+  | { t: 'ping' }
+  /**
+   * Tests only, refused unless the worker was started with debugCommands: block the event loop
+   * for hangMs (a hung worker), or answer each createLeg delayLegsMs late (a slow one).
+   */
+  | { t: 'debug'; hangMs?: number; delayLegsMs?: number };
 
 export type MediaEvent =
   | { t: 'ready' }
@@ -38,8 +47,12 @@ export type MediaEvent =
    * thread works the fraction out again from the cumulative counts for each report it sends.
    */
   | { t: 'reports'; items: Array<[bridge: number, report: ReceptionReport | null]> }
-  /** Audio for the browsers. */
-  | { t: 'rtp'; batch: ArrayBuffer }
+  /** Audio for the browsers; `packets` in the batch, for the main thread's rtpAck. */
+  | { t: 'rtp'; batch: ArrayBuffer; packets: number }
+  /** Packets of the main thread's rtp batches this worker has read in all (flow control, rtpFlow.ts). */
+  | { t: 'rtpAck'; packets: number }
+  /** The answer to a ping, with the packets toward the browsers this worker dropped in all (its queue was full). */
+  | { t: 'pong'; dropped: number }
   /** One pino JSON line, written to the main thread's log destination. */
   | { t: 'log'; line: string }
   /** The answer to a heap command: this worker isolate's heap in use, bytes. */
@@ -68,4 +81,6 @@ export interface MediaWorkerData {
   logBindings: Record<string, unknown>;
   /** Milliseconds between pushes of the bridges' reception reports. */
   reportIntervalMs: number;
+  /** Accept the test-only `debug` command (never set in production). */
+  debugCommands?: boolean;
 }

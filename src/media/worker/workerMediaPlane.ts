@@ -7,14 +7,34 @@ import type { RtpPacketView } from '../rtp';
 import { RtpPortsExhaustedError } from '../portAllocator';
 import type { BridgeHandle, BridgeStats, MediaPlane, MediaUsage, SipLegHandle } from '../plane';
 import type { MediaEngineOptions } from '../mediaEngine';
-import { PacketBatchWriter, readPacketBatch } from './packetBatch';
+import { readPacketBatch } from './packetBatch';
+import { RtpOutbox, RtpReadAcks } from './rtpFlow';
 import type { MediaCommand, MediaEvent, MediaWorkerData } from './protocol';
 
 /** The worker entry next to this file: .ts when run from source (tsx), .js when built. */
 const WORKER_FILE = join(__dirname, `mediaWorker${extname(__filename)}`);
-/** How long a command that expects a reply (a leg, a bridge's final statistics) may wait. */
-const REPLY_TIMEOUT_MS = 5000;
 const START_TIMEOUT_MS = 10_000;
+
+export interface WorkerMediaPlaneOptions extends MediaEngineOptions {
+  workers: number;
+  /** How often each worker is pinged (default 1000 ms). */
+  heartbeatIntervalMs?: number;
+  /**
+   * A running worker from which nothing (pong or anything else) has come for this long is hung:
+   * it is stopped and its calls fail, as if it had crashed (default 5000 ms).
+   */
+  hangTimeoutMs?: number;
+  /**
+   * How long a command that expects a reply (a leg, a bridge's final statistics) may wait
+   * (default 5000 ms). Running out fails that one command, not the worker: the heartbeat alone
+   * decides that a worker is hung.
+   */
+  replyTimeoutMs?: number;
+  /** Tests only: the workers accept the `debug` command (hang, slow legs). */
+  debugCommands?: boolean;
+}
+
+type WorkerOptions = WorkerMediaPlaneOptions & { heartbeatIntervalMs: number; hangTimeoutMs: number; replyTimeoutMs: number };
 
 /**
  * The media plane in worker threads: each worker runs a MediaEngine (mediaHost.ts) on its own
@@ -22,15 +42,18 @@ const START_TIMEOUT_MS = 10_000;
  * Browser legs stay here (werift owns their ICE/DTLS sockets): their audio crosses to the
  * worker in batches, one message per event-loop turn and direction. A call's leg and bridge
  * live on the worker with the fewest legs. A worker that dies fails its calls (the legs'
- * `failed` event) and is replaced.
+ * `failed` event) and is replaced; so does one that stops answering its heartbeat (hung), which
+ * is stopped first. The audio queued toward a thread that does not read it is capped (rtpFlow.ts).
  */
 export class WorkerMediaPlane implements MediaPlane {
   private readonly workers: MediaWorker[];
   private closing = false;
 
-  constructor(private readonly opts: MediaEngineOptions & { workers: number }) {
-    const ranges = splitPortRange(opts.portRange, opts.workers);
-    this.workers = ranges.map((range, i) => new MediaWorker(i, { ...opts, portRange: range }, () => this.closing));
+  constructor(opts: WorkerMediaPlaneOptions) {
+    const o: WorkerOptions = { heartbeatIntervalMs: 1000, hangTimeoutMs: 5000, replyTimeoutMs: 5000, ...opts };
+    if (!(o.hangTimeoutMs > o.heartbeatIntervalMs)) throw new Error(`media worker hangTimeoutMs (${o.hangTimeoutMs}) must be longer than heartbeatIntervalMs (${o.heartbeatIntervalMs})`);
+    const ranges = splitPortRange(o.portRange, o.workers);
+    this.workers = ranges.map((range, i) => new MediaWorker(i, { ...o, portRange: range }, () => this.closing));
   }
 
   /** Resolves when every worker is up; rejects (clearly) when one cannot start. */
@@ -75,9 +98,26 @@ export class WorkerMediaPlane implements MediaPlane {
     return this.workers.filter((w) => w.running).length;
   }
 
-  /** Worker threads that exited on their own since the plane started (not counting close()). */
+  /** Worker threads that exited on their own since the plane started (not counting close()), hung ones included. */
   get workerExits(): number {
     return this.workers.reduce((n, w) => n + w.exits, 0);
+  }
+
+  /** Worker threads stopped because they stopped answering heartbeats (also counted in workerExits). */
+  get workerHangs(): number {
+    return this.workers.reduce((n, w) => n + w.hangs, 0);
+  }
+
+  /**
+   * RTP packets dropped because the thread they were for was too far behind reading them: the
+   * browsers' audio toward the workers, and the workers' audio toward the browsers (as of each
+   * worker's last heartbeat answer). Per call in its BridgeStats.queueDropped.
+   */
+  get rtpDropped(): { toWorkers: number; toBrowsers: number } {
+    return {
+      toWorkers: this.workers.reduce((n, w) => n + w.droppedToWorker, 0),
+      toBrowsers: this.workers.reduce((n, w) => n + w.droppedToBrowsers, 0),
+    };
   }
 
   /**
@@ -129,11 +169,17 @@ class MediaWorker {
   private readonly bridges = new Map<number, WorkerBridge>();
   /** Bridges whose packets to the browser threw (logged once each). */
   private readonly sendFailures = new Set<number>();
-  private readonly toWorker = new PacketBatchWriter();
+  /** The browsers' audio, capped at what the thread has not read yet. */
+  private readonly toWorker: RtpOutbox;
+  /** Tells the thread how much of its audio was read (its own cap). */
+  private readonly fromWorker: RtpReadAcks;
+  /** Packets the current thread dropped toward the browsers, as of its last pong. */
+  private reportedDrops = 0;
+  /** Packets dropped toward the browsers by this worker's threads, in all. */
+  droppedToBrowsers = 0;
   /** heapUsed() calls waiting for the thread's answer, by request id (a late answer finds none). */
   private readonly heapWaiters = new Map<number, (bytes: number) => void>();
   private nextHeapId = 1;
-  private flushScheduled = false;
   private nextId = 1;
   portsAllocated = 0;
   /** The thread has not exited: commands may be posted. */
@@ -147,11 +193,28 @@ class MediaWorker {
   private restartTimer: NodeJS.Timeout | null = null;
   /** Times this worker's thread exited while the plane was open. */
   exits = 0;
+  /** Times this worker's thread was stopped for not answering heartbeats. */
+  hangs = 0;
+  /** When anything last came from the thread (performance.now()). */
+  private lastHeard = 0;
+  /** When the heartbeat last ran: a late run means this thread stalled, not the worker. */
+  private lastBeat = performance.now();
+  private readonly heartbeat: NodeJS.Timeout;
+  /** Why the current thread is being stopped (hung), for its calls' failure. */
+  private stopReason: string | null = null;
   private readonly log: Logger;
 
-  constructor(private readonly index: number, private readonly opts: MediaEngineOptions, private readonly closing: () => boolean) {
+  constructor(private readonly index: number, private readonly opts: WorkerOptions, private readonly closing: () => boolean) {
     this.log = opts.logger.child({ mediaWorker: index });
+    this.toWorker = new RtpOutbox((batch, packets) => this.send({ t: 'rtp', batch, packets }, [batch]), () => this.bridges.size);
+    this.fromWorker = new RtpReadAcks((packets) => this.send({ t: 'rtpAck', packets }));
+    this.heartbeat = setInterval(() => this.beat(), opts.heartbeatIntervalMs);
+    this.heartbeat.unref();
     this.spawn();
+  }
+
+  get droppedToWorker(): number {
+    return this.toWorker.dropped;
   }
 
   get legCount(): number {
@@ -181,9 +244,36 @@ class MediaWorker {
     return this.started;
   }
 
-  /** The thread is there to take calls (started, not dead or waiting for its restart). */
+  /** The thread is there to take calls (started, not dead, hung or waiting for its restart). */
   get running(): boolean {
     return this.alive && this.ready_;
+  }
+
+  /**
+   * Pings the thread, or stops it when nothing has come from it for hangTimeoutMs. A worker
+   * stuck in a loop keeps its calls up without audio, takes queued audio for ever and holds
+   * its legs (so the least-loaded choice may never pick it and find out): only a check that
+   * runs whether or not calls are made finds it. Stopping it goes through the exit path, as a
+   * crash does: its calls fail (cause failed) and a new thread starts.
+   */
+  private beat(): void {
+    const now = performance.now();
+    // Timers late by far more than the interval: this thread was not running (a long GC, a
+    // synchronous burst), so the worker's answers may be sitting unread in its port. Judge
+    // at the next beat, once they have been read.
+    const stalled = now - this.lastBeat > 2 * this.opts.heartbeatIntervalMs;
+    this.lastBeat = now;
+    if (!this.running) return;
+    const silentMs = now - this.lastHeard;
+    if (silentMs > this.opts.hangTimeoutMs && !stalled) {
+      this.hangs++;
+      this.ready_ = false; // no new calls while it is being stopped
+      this.stopReason = `media worker ${this.index} stopped answering (no heartbeat for ${Math.round(silentMs)} ms)`;
+      this.log.error({ silentMs: Math.round(silentMs), calls: this.legs.size }, 'media worker not answering heartbeats: stopping it');
+      void this.thread.terminate(); // its exit fails its calls and restarts it
+      return;
+    }
+    this.send({ t: 'ping' });
   }
 
   private spawn(): void {
@@ -197,6 +287,7 @@ class MediaWorker {
       logLevel: o.logger.level,
       logBindings: { ...o.logger.bindings(), mediaWorker: this.index },
       reportIntervalMs: 250,
+      debugCommands: o.debugCommands,
     };
     // Run from source (tsx), Node's Worker would load a .ts entry through the ES module loader,
     // which does not know the extension; a require() goes through tsx's CommonJS hook instead.
@@ -206,6 +297,10 @@ class MediaWorker {
     this.thread = thread;
     this.spawnedAt = performance.now();
     this.portsAllocated = 0;
+    this.stopReason = null;
+    this.toWorker.reset();
+    this.fromWorker.reset();
+    this.reportedDrops = 0;
     // Commands posted before the thread runs wait in its port; only the ready signal is awaited
     // (createLeg waits, so that a worker that cannot start fails calls clearly).
     this.alive = true;
@@ -215,13 +310,18 @@ class MediaWorker {
         reject(new Error(`media worker ${this.index} did not start within ${START_TIMEOUT_MS} ms`));
         void thread.terminate(); // stuck: its exit restarts it (backing off)
       }, START_TIMEOUT_MS);
-      this.onReady = () => { clearTimeout(timer); this.ready_ = true; resolve(); };
+      this.onReady = () => { clearTimeout(timer); this.ready_ = true; this.lastHeard = performance.now(); resolve(); };
       let error = '';
       thread.once('error', (err) => { error = `: ${err.message}`; });
       thread.once('exit', (code) => { clearTimeout(timer); reject(new Error(`media worker ${this.index} exited (code ${code}) before it was ready${error}`)); });
     });
     this.started.catch(() => undefined); // reported by start(), or by the first createLeg
-    thread.on('message', (ev: MediaEvent) => this.onEvent(ev));
+    thread.on('message', (ev: MediaEvent) => {
+      // Any message shows the thread's event loop turns (a busy worker's answer to the ping
+      // may wait behind its audio).
+      this.lastHeard = performance.now();
+      this.onEvent(ev);
+    });
     thread.on('error', (err) => this.log.error({ err }, 'media worker crashed'));
     thread.on('exit', (code) => this.onExit(thread, code));
   }
@@ -230,7 +330,7 @@ class MediaWorker {
     if (thread !== this.thread) return;
     this.alive = false;
     this.ready_ = false;
-    const reason = `media worker ${this.index} exited (code ${code})`;
+    const reason = this.stopReason ?? `media worker ${this.index} exited (code ${code})`;
     const pending = [...this.pendingLegs.values()];
     this.pendingLegs.clear();
     const bridges = [...this.bridges.values()];
@@ -243,7 +343,7 @@ class MediaWorker {
       this.exits++;
       this.quickExits = performance.now() - this.spawnedAt < QUICK_EXIT_MS ? this.quickExits + 1 : 0;
       const delayMs = this.quickExits === 0 ? 0 : Math.min(MAX_RESTART_DELAY_MS, 100 * 2 ** this.quickExits);
-      this.log.error({ code, callsFailed: legs.length, restartInMs: delayMs }, 'media worker exited: starting a new one');
+      this.log.error({ code, hung: this.stopReason !== null, callsFailed: legs.length, restartInMs: delayMs }, 'media worker exited: starting a new one');
       this.restartTimer = setTimeout(() => {
         this.restartTimer = null;
         if (!this.closing()) this.spawn();
@@ -268,6 +368,14 @@ class MediaWorker {
           this.sendFailures.add(id);
           this.log.error({ err, bridge: id }, 'a packet could not be sent to the browser');
         });
+        this.fromWorker.consumed(ev.packets);
+        return;
+      case 'rtpAck':
+        this.toWorker.acked(ev.packets);
+        return;
+      case 'pong':
+        this.droppedToBrowsers += ev.dropped - this.reportedDrops;
+        this.reportedDrops = ev.dropped;
         return;
       case 'log':
         writeLine(this.opts.logger, ev.line);
@@ -327,20 +435,26 @@ class MediaWorker {
     }
   }
 
-  send(cmd: MediaCommand): void {
-    if (this.alive) this.thread.postMessage(cmd);
+  send(cmd: MediaCommand, transfer?: ArrayBuffer[]): void {
+    if (this.alive) this.thread.postMessage(cmd, transfer);
+  }
+
+  get replyTimeoutMs(): number {
+    return this.opts.replyTimeoutMs;
   }
 
   createLeg(callId: string): Promise<WorkerSipLeg> {
     const id = this.nextId++;
+    const waitMs = this.opts.replyTimeoutMs;
     return new Promise<WorkerSipLeg>((resolve, reject) => {
       const timer = setTimeout(() => {
         if (!this.pendingLegs.delete(id)) return;
-        reject(new Error(`media worker ${this.index} gave no RTP leg within ${REPLY_TIMEOUT_MS} ms`));
-        // A worker that does not answer for that long is stuck: its calls have no audio either.
-        this.log.error('media worker not answering: stopping it');
-        void this.thread.terminate();
-      }, REPLY_TIMEOUT_MS);
+        // Slow is not stuck: whether the worker is hung (and all its calls lost) is the
+        // heartbeat's call; a late answer fails this call alone, and its leg, should it still
+        // come, is given back (legCreated without a waiter).
+        this.log.warn({ callId, waitedMs: waitMs }, 'media worker slow to create an RTP leg: giving up on it');
+        reject(new Error(`media worker ${this.index} gave no RTP leg within ${waitMs} ms`));
+      }, waitMs);
       const done = { resolve: (l: WorkerSipLeg) => { clearTimeout(timer); resolve(l); }, reject: (e: Error) => { clearTimeout(timer); reject(e); }, callId };
       this.pendingLegs.set(id, done);
       this.started.then(() => this.thread.postMessage({ t: 'createLeg', leg: id, callId } satisfies MediaCommand), (err: Error) => {
@@ -374,22 +488,18 @@ class MediaWorker {
     this.bridges.delete(id);
   }
 
-  /** Browser audio for bridge `id`, posted with everything else queued in this event-loop turn. */
-  queueRtp(id: number, pkt: RtpPacketView): void {
-    if (!this.alive) return;
-    this.toWorker.add(id, pkt);
-    if (this.flushScheduled) return;
-    this.flushScheduled = true;
-    setImmediate(() => {
-      this.flushScheduled = false;
-      if (this.toWorker.count === 0 || !this.alive) return;
-      const batch = this.toWorker.take();
-      this.thread.postMessage({ t: 'rtp', batch } satisfies MediaCommand, [batch]);
-    });
+  /**
+   * Browser audio for bridge `id`, posted with everything else queued in this event-loop turn;
+   * false when dropped (the thread is too far behind reading).
+   */
+  queueRtp(id: number, pkt: RtpPacketView): boolean {
+    if (!this.alive) return true; // a dead thread's calls are failing: nothing to count
+    return this.toWorker.add(id, pkt);
   }
 
   async close(): Promise<void> {
     if (this.restartTimer) clearTimeout(this.restartTimer);
+    clearInterval(this.heartbeat);
     // Bridges still open give their figures first (their calls' CDRs wait for them).
     const open = [...this.bridges.values()].map((b) => b.close());
     await Promise.all(open);
@@ -442,9 +552,11 @@ class WorkerBridge implements BridgeHandle {
   private closing: Promise<BridgeStats | undefined> | null = null;
   private resolveClose: ((s: BridgeStats | undefined) => void) | null = null;
   private detached = false;
+  /** The browser's packets dropped here because the worker was too far behind reading them. */
+  private droppedToWorker = 0;
 
   constructor(private readonly worker: MediaWorker, readonly id: number, readonly legId: number, readonly browser: BrowserMediaPort) {
-    this.unsubscribe = browser.onRtp((pkt) => worker.queueRtp(id, pkt));
+    this.unsubscribe = browser.onRtp((pkt) => { if (!worker.queueRtp(id, pkt)) this.droppedToWorker++; });
     this.unsubscribeReports = browser.receptionReports?.(() => this.nextReport()) ?? (() => undefined);
   }
 
@@ -474,7 +586,7 @@ class WorkerBridge implements BridgeHandle {
     if (this.closing) return this.closing;
     this.detach();
     this.closing = new Promise((resolve) => {
-      const timer = setTimeout(() => { this.worker.forgetBridge(this.id); resolve(undefined); }, REPLY_TIMEOUT_MS);
+      const timer = setTimeout(() => { this.worker.forgetBridge(this.id); resolve(undefined); }, this.worker.replyTimeoutMs);
       timer.unref();
       this.resolveClose = (s) => { clearTimeout(timer); resolve(s); };
     });
@@ -485,6 +597,7 @@ class WorkerBridge implements BridgeHandle {
   /** The worker's answer to close (or undefined when the worker is gone). */
   settle(stats: BridgeStats | undefined): void {
     this.detach();
+    if (stats && this.droppedToWorker > 0) stats.queueDropped = { toWorker: this.droppedToWorker, toBrowser: stats.queueDropped?.toBrowser ?? 0 };
     if (this.resolveClose) this.resolveClose(stats);
     else this.closing = Promise.resolve(stats);
   }
