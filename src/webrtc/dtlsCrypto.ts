@@ -1,5 +1,6 @@
 import { createECDH, createPrivateKey, createPublicKey, diffieHellman, generateKeyPairSync, sign, type KeyObject } from 'node:crypto';
 import { dirname, join } from 'node:path';
+import { installDtlsVerification } from './dtlsVerify';
 
 /**
  * werift's DTLS does its ECDHE key exchange in pure JavaScript — X25519 with tweetnacl and P-256
@@ -110,8 +111,11 @@ let installed: boolean | null = null;
 /**
  * Points werift's DTLS at the functions above. Returns whether werift now uses them (false:
  * werift's layout was not recognised and its own code stays in place).
+ * Also makes werift verify the peer's handshake signatures and Finished (dtlsVerify.ts), which
+ * werift 0.24 does not: every leg gets both through this one call.
  */
 export function installNativeDtlsCrypto(): boolean {
+  installDtlsVerification(); // idempotent; warns once when it cannot
   if (installed !== null) return installed;
   installed = false;
   try {
