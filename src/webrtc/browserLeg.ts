@@ -16,8 +16,9 @@ import type { BrowserMediaPort, RtpPacketView } from '../media';
 import type { ReceptionReport } from '../media/mediaBridge';
 import { DirectSrtpPath } from './directSrtpPath';
 import { usableEventClock } from '../media/dtmf';
-import { restrictSrtpProfile, setAnswerDtlsRole } from './weriftInternals';
+import { dtlsTransportOf, restrictSrtpProfile, setAnswerDtlsRole } from './weriftInternals';
 import { installNativeDtlsCrypto } from './dtlsCrypto';
+import { authenticBindingRequest, isStunBindingRequest } from './stunAuth';
 
 /**
  * ICE settings for the gateway side of every browser peer connection.
@@ -235,7 +236,9 @@ export class BrowserLeg extends EventEmitter<BrowserLegEvents> implements Browse
     await this.duringSetup(this.pc.setLocalDescription(answer));
     if (this.state === 'closed') throw new LegClosedError(); // no answer for a leg that is gone
     this.startConnecting();
-    return this.completeLocalSdp();
+    const sdp = await this.completeLocalSdp();
+    this.guardConnectivityChecks();
+    return sdp;
   }
 
   /** Inbound call: the gateway offers to the browser. */
@@ -244,7 +247,35 @@ export class BrowserLeg extends EventEmitter<BrowserLegEvents> implements Browse
     const offer = await this.pc.createOffer();
     await this.pc.setLocalDescription(offer);
     this.offerDirectSrtpProfile();
-    return this.completeLocalSdp();
+    const sdp = await this.completeLocalSdp();
+    this.guardConnectivityChecks();
+    return sdp;
+  }
+
+  /**
+   * From the moment our ICE credentials are out, connectivity checks that werift would take
+   * without them (it verifies no MESSAGE-INTEGRITY: stunAuth.ts) are dropped before it sees them:
+   * as ICE-lite it takes the first USE-CANDIDATE from anywhere as the call's path, and a forged
+   * one racing the browser's would get the call's audio. (The direct SRTP path checks them too
+   * once it takes the socket over.)
+   */
+  private guardConnectivityChecks(): void {
+    const connection = this.transceiver ? dtlsTransportOf(this.transceiver)?.iceTransport.connection : undefined;
+    const ufrag = connection?.localUsername;
+    const password = connection?.localPassword;
+    if (!connection || !ufrag || !password) {
+      this.opts.logger.warn('werift ICE credentials not reachable: connectivity checks not authenticated');
+      return;
+    }
+    for (const p of connection.protocols) {
+      const udp = p.transport;
+      if (!udp || typeof udp.onData !== 'function') continue;
+      const werift = udp.onData;
+      udp.onData = (data, addr) => {
+        if (isStunBindingRequest(data) && !authenticBindingRequest(data, ufrag, password)) return;
+        werift(data, addr);
+      };
+    }
   }
 
   /** Inbound call: the browser answered our offer. */

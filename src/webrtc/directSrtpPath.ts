@@ -5,6 +5,7 @@ import { parseRtp, RTCP, writeRtpHeader, type RtpPacketView } from '../media/rtp
 import type { ReceptionReport } from '../media/mediaBridge';
 import { dtlsTransportOf, PROFILE_AES128_CM_SHA1_80, stopRtcpReports, type CandidatePairLike, type IceConnectionLike, type SenderLike, type UdpTransportLike } from './weriftInternals';
 import { threadSendBatch } from '../media/udpSendBatch';
+import { authenticBindingRequest, isStunBindingRequest } from './stunAuth';
 
 /**
  * The browser leg's per-packet audio path once ICE and DTLS are up.
@@ -41,7 +42,7 @@ const REPORT_SPREAD_MS = 1000;
 export class DirectSrtpPath {
   /** Counters for this path (the bridge keeps the audio statistics). */
   /** `malformed`: packets that passed SRTP but are no RTP (a padding count past the payload) or no RTCP compound packet. */
-  readonly counts = { received: 0, sent: 0, notSent: 0, rtcpReceived: 0, rtcpSent: 0, malformed: 0 };
+  readonly counts = { received: 0, sent: 0, notSent: 0, rtcpReceived: 0, rtcpSent: 0, malformed: 0, stunRefused: 0 };
   private readonly restore: Array<() => void> = [];
   private closed = false;
   private reportTimer: NodeJS.Timeout | null = null;
@@ -104,10 +105,13 @@ export class DirectSrtpPath {
       // relies on it.
       udp.onData = (data, addr) => {
         if (data.length < 12 || (data[0] & 0xc0) !== 0x80) {
+          if (!isStunBindingRequest(data)) { werift(data, addr); return; }
+          // A connectivity check: only the browser's (our ICE credentials, stunAuth.ts) reaches
+          // werift, and only one that nominates (USE-CANDIDATE) moves our audio to its pair.
+          const check = authenticBindingRequest(data, connection.localUsername ?? '', connection.localPassword ?? '');
+          if (!check) { path.counts.stunRefused++; return; }
           werift(data, addr);
-          // A STUN Binding request (RFC 5389: first bytes 0x0001): werift has just checked its
-          // credentials and, with USE-CANDIDATE, marked its pair nominated.
-          if (data.length >= 20 && data[0] === 0x00 && data[1] === 0x01) path.followNomination(addr);
+          if (check.useCandidate) path.followNomination(addr);
         } else if (data[1] >= 192 && data[1] <= 223) path.receiveRtcp(data);
         else path.receive(data);
       };
@@ -134,9 +138,10 @@ export class DirectSrtpPath {
   }
 
   /**
-   * After a STUN request from `addr` (werift validated it): if the browser has nominated a pair
-   * to that address other than the one in use, audio goes there from now on (ICE-lite: the
-   * controlling browser's latest nomination is its choice).
+   * After an authenticated STUN request with USE-CANDIDATE from `addr`, which werift has just
+   * marked nominated: if that pair is not the one in use, audio goes there from now on
+   * (ICE-lite: the controlling browser's latest nomination is its choice). A later ordinary
+   * check (consent) on an older pair moves nothing.
    */
   private followNomination(addr: unknown): void {
     if (this.closed || !Array.isArray(addr)) return;

@@ -43,6 +43,7 @@ import { dirname, join } from 'node:path';
 const CERTIFICATE = 11;
 const SERVER_KEY_EXCHANGE = 12;
 const CERTIFICATE_VERIFY = 15;
+const CLIENT_KEY_EXCHANGE = 16;
 const FINISHED = 20;
 /** werift's SessionType.CLIENT (checked against werift's constant at install). */
 const SESSION_CLIENT = 1;
@@ -180,6 +181,8 @@ interface Verified { certificate: Buffer | null; peerFinished: boolean }
 const verified = new WeakMap<CipherContextLike, Verified>();
 
 class DtlsVerificationError extends Error {
+  /** A message anyone could have sent (see checkServerFinished): dropped, the handshake goes on. */
+  dropOnly = false;
   constructor(message: string, readonly alert: number) {
     super(`DTLS handshake rejected: ${message}`);
     this.name = 'DtlsVerificationError';
@@ -236,6 +239,14 @@ function checkClientFlight(dtls: DtlsContextLike, cipher: CipherContextLike): vo
   const cv = messages.findIndex((m) => m.msg_type === CERTIFICATE_VERIFY);
   const fin = messages.findIndex((m) => m.msg_type === FINISHED);
   if (fin < 0) throw refuse('no Finished from the client', DECRYPT_ERROR);
+  // The ECDHE key werift did the key exchange with must be the one in the transcript the
+  // client signed: werift caches the first ClientKeyExchange but re-derives its master secret
+  // from every later one, so a second, injected ClientKeyExchange (the attacker's key) would
+  // otherwise go with the browser's genuine CertificateVerify.
+  const cke = messages.find((m) => m.msg_type === CLIENT_KEY_EXCHANGE);
+  const point = cke && cke.fragment.length >= 1 && cke.fragment.length === 1 + cke.fragment[0] ? cke.fragment.subarray(1) : null;
+  const used = cipher.remoteKeyPair?.publicKey;
+  if (!point || !used || !point.equals(asBuffer(used))) throw refuse('the ECDHE key werift took is not the one in the client\'s ClientKeyExchange', DECRYPT_ERROR);
   if (remote || cv >= 0 || dtls.options?.certificateRequest) {
     if (!remote) throw refuse('the client sent no certificate', BAD_CERTIFICATE);
     if (cv < 0 || cv > fin) throw refuse('the client sent no CertificateVerify', BAD_CERTIFICATE);
@@ -304,7 +315,14 @@ function checkServerFinished(dtls: DtlsContextLike, cipher: CipherContextLike, f
   const messages = dtls.sortedHandshakeCache;
   const ours = messages.findIndex((m) => m.msg_type === FINISHED);
   if (ours < 0) throw refuse('server Finished before ours', DECRYPT_ERROR);
-  if (!finishedMatches(cipher.masterSecret, serialized(messages.slice(0, ours + 1)), body, 'server')) throw refuse('server Finished: wrong verify_data', DECRYPT_ERROR);
+  if (!finishedMatches(cipher.masterSecret, serialized(messages.slice(0, ours + 1)), body, 'server')) {
+    // werift reads even an unencrypted (epoch 0) Finished: one from anyone who can reach the
+    // port would fail an honest handshake if it failed the leg. Dropped instead; the server's
+    // real Finished still comes, and a server that never sends a right one meets the connect timeout.
+    const e = refuse('server Finished: wrong verify_data', DECRYPT_ERROR);
+    e.dropOnly = true;
+    throw e;
+  }
   state.peerFinished = true;
 }
 
@@ -399,8 +417,10 @@ function patch(): boolean {
       return handshakes;
     } catch (err) {
       const error = err instanceof DtlsVerificationError ? err : refuse(String(err), DECRYPT_ERROR);
-      sendFatalAlert(this, error.alert);
-      try { this.onError.execute(error); } catch { /* a listener's own failure */ }
+      if (!error.dropOnly) {
+        sendFatalAlert(this, error.alert);
+        try { this.onError.execute(error); } catch { /* a listener's own failure */ }
+      }
       return handshakes.filter((h) => h.msg_type !== FINISHED); // werift never sees it: never "connected"
     }
   });

@@ -11,7 +11,7 @@ export const PROFILE_AES128_CM_SHA1_80 = 0x0001;
 
 export interface UdpTransportLike { socket: { send(buf: Buffer, port: number, host: string): void }; onData: (data: Buffer, addr: [string, number]) => void }
 export interface CandidatePairLike { protocol: { transport?: UdpTransportLike }; remoteAddr: readonly [string, number]; nominated?: boolean }
-export interface IceConnectionLike { nominated?: CandidatePairLike; checkList?: CandidatePairLike[]; protocols: Array<{ transport?: UdpTransportLike }>; state: string }
+export interface IceConnectionLike { nominated?: CandidatePairLike; checkList?: CandidatePairLike[]; protocols: Array<{ transport?: UdpTransportLike }>; state: string; localUsername?: string; localPassword?: string }
 export interface DtlsTransportLike {
   role: 'auto' | 'client' | 'server';
   srtpProfiles: number[];

@@ -401,15 +401,33 @@ test('a leg closed while werift still gathers (an inbound call cancelled as its 
   assert.equal(racePool.used, 0);
 });
 
-test('a browser that nominates a new ICE pair (its network changed) gets our audio there, not at its dead first address', async () => {
-  // werift's STUN message class (not exported: found next to its entry point, lib/webrtc/src).
-  const stunDir = join(dirname(require.resolve('werift')), '..', '..', 'ice', 'src', 'stun');
-  const { Message } = require(join(stunDir, 'message.js'));
-  const { methods, classes } = require(join(stunDir, 'const.js'));
+// werift's STUN message class (not exported: found next to its entry point, lib/webrtc/src).
+const stunDir = join(dirname(require.resolve('werift')), '..', '..', 'ice', 'src', 'stun');
+const { Message: StunMessage } = require(join(stunDir, 'message.js'));
+const { methods: stunMethods, classes: stunClasses } = require(join(stunDir, 'const.js'));
+
+/** A connectivity check to our ICE port from `from`, signed with `password` (none: unsigned). */
+function check(from: dgram.Socket, to: { ufrag: string; port: number }, theirUfrag: string, o: { password?: string; nominate: boolean }): void {
+  const req = new StunMessage(stunMethods.BINDING, stunClasses.REQUEST);
+  req.setAttribute('USERNAME', `${to.ufrag}:${theirUfrag}`).setAttribute('PRIORITY', 0x7e0000ff).setAttribute('ICE-CONTROLLING', 1n);
+  if (o.nominate) req.setAttribute('USE-CANDIDATE', null);
+  if (o.password) req.addMessageIntegrity(Buffer.from(o.password, 'utf8'));
+  req.addFingerprint();
+  from.send(req.bytes, to.port, '127.0.0.1');
+}
+
+async function udpSocket(): Promise<dgram.Socket & { media: number }> {
+  const s = dgram.createSocket('udp4') as dgram.Socket & { media: number };
+  s.media = 0;
+  s.on('message', (m) => { if ((m[0] & 0xc0) === 0x80) s.media++; });
+  await new Promise<void>((r) => s.bind(0, '127.0.0.1', () => r()));
+  return s;
+}
+
+test('a browser that nominates a new ICE pair (its network changed) gets our audio there; a forged nomination (unsigned) or a later plain check from an older pair moves nothing', async () => {
   const l = leg(true);
   const b = await browser();
-  const moved = dgram.createSocket('udp4');
-  await new Promise<void>((r) => moved.bind(0, '127.0.0.1', () => r()));
+  const [moved, again, forger] = await Promise.all([udpSocket(), udpSocket(), udpSocket()]);
   try {
     b.pc.addTransceiver(b.track, { direction: 'sendrecv' });
     await b.pc.setLocalDescription(await b.pc.createOffer());
@@ -418,26 +436,60 @@ test('a browser that nominates a new ICE pair (its network changed) gets our aud
     await b.pc.setRemoteDescription({ type: 'answer', sdp: answer });
     await connected(l);
     assert.equal(l.mediaPath, 'direct');
-    const ours = { ufrag: /a=ice-ufrag:(\S+)/.exec(answer)![1], pwd: /a=ice-pwd:(\S+)/.exec(answer)![1], port: Number(/a=candidate:\S+ 1 udp \d+ 127\.0\.0\.1 (\d+)/.exec(answer)![1]) };
+    const ours = { ufrag: /a=ice-ufrag:(\S+)/.exec(answer)![1], port: Number(/a=candidate:\S+ 1 udp \d+ 127\.0\.0\.1 (\d+)/.exec(answer)![1]) };
+    const pwd = /a=ice-pwd:(\S+)/.exec(answer)![1];
     const theirUfrag = /a=ice-ufrag:(\S+)/.exec(offer)![1];
-    let media = 0;
-    moved.on('message', (m) => { if ((m[0] & 0xc0) === 0x80) media++; });
-    // Its checks, nominating, now come from another address (signed with our ICE password, as
-    // only the browser can); the first address then goes away.
-    const check = (nominate: boolean) => {
-      const req = new Message(methods.BINDING, classes.REQUEST);
-      req.setAttribute('USERNAME', `${ours.ufrag}:${theirUfrag}`).setAttribute('PRIORITY', 0x7e0000ff).setAttribute('ICE-CONTROLLING', 1n);
-      if (nominate) req.setAttribute('USE-CANDIDATE', null);
-      req.addMessageIntegrity(Buffer.from(ours.pwd, 'utf8')).addFingerprint();
-      moved.send(req.bytes, ours.port, '127.0.0.1');
+    const burst = async () => {
+      for (let i = 0; i < 10; i++) l.sendRtp({ payloadType: l.opusPayloadType!, sequenceNumber: i, timestamp: i * 960, marker: false, ssrc: 1, payload: Buffer.alloc(40) });
+      await new Promise((r) => setTimeout(r, 150));
     };
-    check(true);
+    // Anyone who knows the port, without our ICE password: dropped before werift sees it.
+    check(forger, ours, theirUfrag, { nominate: true });
+    await new Promise((r) => setTimeout(r, 100));
+    await burst();
+    assert.equal(forger.media, 0, 'no audio to an unsigned nomination');
+    assert.ok(l.directCounts!.sent > 0);
+    // The browser moves (signed, nominating), and its first address goes away.
+    check(moved, ours, theirUfrag, { password: pwd, nominate: true });
     await new Promise((r) => setTimeout(r, 100));
     await b.pc.close();
-    for (let i = 0; i < 10; i++) l.sendRtp({ payloadType: l.opusPayloadType!, sequenceNumber: i, timestamp: i * 960, marker: false, ssrc: 1, payload: Buffer.alloc(40) });
-    await until(() => media >= 10, 'our audio at the browser\'s new address');
+    await burst();
+    assert.ok(moved.media >= 10, `audio at the browser's new address: ${moved.media}`);
+    // It moves once more; a plain (consent) check from the previous pair then moves nothing back.
+    check(again, ours, theirUfrag, { password: pwd, nominate: true });
+    await new Promise((r) => setTimeout(r, 100));
+    const before = { moved: moved.media, again: again.media };
+    check(moved, ours, theirUfrag, { password: pwd, nominate: false });
+    await new Promise((r) => setTimeout(r, 100));
+    await burst();
+    assert.equal(moved.media, before.moved, 'not back to the older pair');
+    assert.ok(again.media >= before.again + 10, 'audio stays on the latest nomination');
   } finally {
-    moved.close();
+    for (const s of [moved, again, forger]) s.close();
+    await l.close();
+    await b.pc.close().catch(() => undefined);
+  }
+});
+
+test('before the browser connects, an unsigned nomination racing its checks does not become the call\'s path', async () => {
+  const l = leg(true);
+  const b = await browser();
+  const forger = await udpSocket();
+  try {
+    b.pc.addTransceiver(b.track, { direction: 'sendrecv' });
+    await b.pc.setLocalDescription(await b.pc.createOffer());
+    const offer = b.pc.localDescription!.sdp;
+    const answer = await l.answer(offer);
+    const ours = { ufrag: /a=ice-ufrag:(\S+)/.exec(answer)![1], port: Number(/a=candidate:\S+ 1 udp \d+ 127\.0\.0\.1 (\d+)/.exec(answer)![1]) };
+    check(forger, ours, /a=ice-ufrag:(\S+)/.exec(offer)![1], { nominate: true });
+    await new Promise((r) => setTimeout(r, 150));
+    const nominatedPort = () => dtlsTransportOf(l['transceiver']!)!.iceTransport.connection.nominated?.remoteAddr[1];
+    assert.equal(nominatedPort(), undefined, 'werift never saw it');
+    await b.pc.setRemoteDescription({ type: 'answer', sdp: answer });
+    await connected(l);
+    assert.notEqual(nominatedPort(), forger.address().port);
+  } finally {
+    forger.close();
     await l.close();
     await b.pc.close().catch(() => undefined);
   }

@@ -1,0 +1,43 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { dirname, join } from 'node:path';
+import { authenticBindingRequest, isStunBindingRequest } from '../../src/webrtc/stunAuth';
+
+// werift's STUN message class (not exported: found next to its entry point) as the signer.
+const stunDir = join(dirname(require.resolve('werift')), '..', '..', 'ice', 'src', 'stun');
+const { Message } = require(join(stunDir, 'message.js'));
+const { methods, classes } = require(join(stunDir, 'const.js'));
+
+function request(o: { username?: string; password?: string; useCandidate?: boolean; fingerprint?: boolean }): Buffer {
+  const m = new Message(methods.BINDING, classes.REQUEST);
+  if (o.username !== undefined) m.setAttribute('USERNAME', o.username);
+  m.setAttribute('PRIORITY', 0x6e0001ff).setAttribute('ICE-CONTROLLING', 5n);
+  if (o.useCandidate) m.setAttribute('USE-CANDIDATE', null);
+  if (o.password !== undefined) m.addMessageIntegrity(Buffer.from(o.password, 'utf8'));
+  if (o.fingerprint !== false) m.addFingerprint();
+  return Buffer.from(m.bytes);
+}
+
+test('a connectivity check signed with our ICE password and naming our ufrag first is authentic, with or without USE-CANDIDATE', () => {
+  assert.deepEqual(authenticBindingRequest(request({ username: 'ours:theirs', password: 'our-ice-password-0123', useCandidate: true }), 'ours', 'our-ice-password-0123'), { useCandidate: true });
+  assert.deepEqual(authenticBindingRequest(request({ username: 'ours:theirs', password: 'our-ice-password-0123', fingerprint: false }), 'ours', 'our-ice-password-0123'), { useCandidate: false });
+});
+
+test('forged checks are not: no MESSAGE-INTEGRITY, another password, another ufrag, no USERNAME, a truncated or altered message, not a Binding request', () => {
+  const pw = 'our-ice-password-0123';
+  assert.equal(authenticBindingRequest(request({ username: 'ours:theirs', useCandidate: true }), 'ours', pw), null, 'no MESSAGE-INTEGRITY');
+  assert.equal(authenticBindingRequest(request({ username: 'ours:theirs', password: 'guessed', useCandidate: true }), 'ours', pw), null, 'wrong password');
+  assert.equal(authenticBindingRequest(request({ username: 'other:theirs', password: pw, useCandidate: true }), 'ours', pw), null, 'another ufrag');
+  assert.equal(authenticBindingRequest(request({ username: 'oursX:theirs', password: pw }), 'ours', pw), null, 'a ufrag that only starts like ours');
+  assert.equal(authenticBindingRequest(request({ password: pw }), 'ours', pw), null, 'no USERNAME');
+  const good = request({ username: 'ours:theirs', password: pw, useCandidate: true });
+  assert.equal(authenticBindingRequest(good.subarray(0, good.length - 12), 'ours', pw), null, 'truncated');
+  const altered = Buffer.from(good);
+  altered[28] ^= 1; // inside the USERNAME value
+  assert.equal(authenticBindingRequest(altered, 'ours', pw), null, 'altered');
+  const response = Buffer.from(good);
+  response.writeUInt16BE(0x0101, 0);
+  assert.equal(isStunBindingRequest(response), false);
+  assert.equal(authenticBindingRequest(response, 'ours', pw), null, 'a response is no request');
+  assert.equal(authenticBindingRequest(Buffer.alloc(10), 'ours', pw), null);
+});
