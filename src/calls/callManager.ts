@@ -289,13 +289,23 @@ export class CallManager {
     const callId = randomUUID();
     const nowMs = Date.now();
     const second = Math.floor(nowMs / 1000);
-    if (second !== this.refusedSecond) {
-      if (this.refusedUnrecorded > 0) this.opts.logger.warn({ unrecorded: this.refusedUnrecorded }, 'refused call attempts over the record budget: not in the CDR');
-      this.refusedSecond = second;
-      this.refusedInSecond = 0;
-      this.refusedUnrecorded = 0;
+    // One budget per direction: a forged SIP flood must not push the browsers' (authenticated)
+    // dial-plan refusals, the toll-fraud evidence, out of the record.
+    const budget = this.refusedBudget[r.direction];
+    if (second !== budget.second) {
+      budget.second = second;
+      budget.used = 0;
     }
-    if (++this.refusedInSecond > REFUSED_RECORDS_PER_SEC) { this.refusedUnrecorded++; return callId; }
+    if (++budget.used > REFUSED_RECORDS_PER_SEC) {
+      // Said once the second is over, whether or not another attempt comes.
+      if (budget.unrecorded++ === 0) {
+        setTimeout(() => {
+          this.opts.logger.warn({ direction: r.direction, unrecorded: budget.unrecorded }, 'refused call attempts over the record budget: not in the CDR');
+          budget.unrecorded = 0;
+        }, 1000 - (nowMs % 1000)).unref();
+      }
+      return callId;
+    }
     const now = new Date(nowMs).toISOString();
     // A peer's From and Request-URI user parts may be long: a record keeps what identifies them.
     const record: CallRecord = { callId, ...r, from: r.from.slice(0, 64), to: r.to.slice(0, 64), startTime: now, endTime: now, durationSec: 0 };
@@ -307,10 +317,11 @@ export class CallManager {
     return callId;
   }
 
-  /** The second whose refused attempts are being counted, and their counts (recordRefused). */
-  private refusedSecond = 0;
-  private refusedInSecond = 0;
-  private refusedUnrecorded = 0;
+  /** Per direction: the second whose refused attempts are being counted, and the counts (recordRefused). */
+  private readonly refusedBudget = {
+    inbound: { second: 0, used: 0, unrecorded: 0 },
+    outbound: { second: 0, used: 0, unrecorded: 0 },
+  };
 
   private track(call: CallBase): void {
     this.calls.set(call.id, call);
