@@ -223,7 +223,8 @@ function parseHead(head: string): SipRequest | SipResponse | SipParseError {
   return msg;
 }
 
-function trimLws(s: string): string {
+/** Spaces and tabs off both ends (linear whitespace inside a header value, RFC 3261 §7.3.1). */
+export function trimLws(s: string): string {
   let a = 0;
   let b = s.length;
   while (a < b && (s[a] === ' ' || s[a] === '\t')) a++;

@@ -11,7 +11,7 @@
  * block ends once found, the message length once known), scans only the bytes that just
  * arrived, and copies each byte at most once.
  */
-import { canonicalHeaderName, PARSE_LIMITS } from './message';
+import { canonicalHeaderName, PARSE_LIMITS, trimLws } from './message';
 
 /**
  * The header block (start line, headers and the empty line ending them) may be at most this
@@ -162,14 +162,6 @@ export function readContentLength(head: string): { value: number } | { error: st
   if (!/^\d+$/.test(value)) return { error: 'invalid Content-Length' };
   if (value.length > 10) return { error: 'invalid Content-Length: more than 10 digits' };
   return { value: Number(value) };
-}
-
-function trimLws(s: string): string {
-  let a = 0;
-  let b = s.length;
-  while (a < b && (s[a] === ' ' || s[a] === '\t')) a++;
-  while (b > a && (s[b - 1] === ' ' || s[b - 1] === '\t')) b--;
-  return s.slice(a, b);
 }
 
 /**

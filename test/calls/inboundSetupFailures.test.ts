@@ -124,6 +124,16 @@ async function weriftAnswer(t: TestContext, incoming: Msg, codecs?: RTCRtpCodecP
   return pc.localDescription!.sdp;
 }
 
+/** An answer to the tab's `incoming` offer from a werift peer closed at once: its ICE checks never come. */
+async function answerFromAGonePeer(incoming: Msg): Promise<string> {
+  const pc = new RTCPeerConnection({ iceUseIpv6: false, iceInterfaceAddresses: { udp4: '127.0.0.1' } });
+  await pc.setRemoteDescription({ type: 'offer', sdp: String(incoming.sdp) });
+  await pc.setLocalDescription(await pc.createAnswer());
+  const answer = pc.localDescription!.sdp;
+  await pc.close();
+  return answer;
+}
+
 /** The first message of `type` from index `from` on. */
 async function message(tab: Tab, type: string, from = 0): Promise<Msg> {
   await until(() => tab.messages.slice(from).some((m) => m.type === type), `${type} on the tab`);
@@ -682,11 +692,7 @@ test('a tab that accepts but whose audio never connects: no 200 OK (the caller h
   const incoming = await message(tab, 'incoming');
   await until(() => call.progress.includes(180), '180 Ringing');
   // A peer that answers and is gone at once: its ICE checks never come (UDP blocked, say).
-  const pc = new RTCPeerConnection({ iceUseIpv6: false, iceInterfaceAddresses: { udp4: '127.0.0.1' } });
-  await pc.setRemoteDescription({ type: 'offer', sdp: String(incoming.sdp) });
-  await pc.setLocalDescription(await pc.createAnswer());
-  const answer = pc.localDescription!.sdp;
-  await pc.close();
+  const answer = await answerFromAGonePeer(incoming);
   const t0 = Date.now();
   tab.ws.send(JSON.stringify({ type: 'accept', callId: incoming.callId, sdp: answer }));
   // r.invite's final rejects should the INVITE be answered 200.
@@ -722,11 +728,7 @@ test('a tab that accepts and then closes (normally) before its audio connects: 4
   const call = r.invite('closing', '+15550000096');
   const incoming = await message(tab, 'incoming');
   await until(() => call.progress.includes(180), '180 Ringing');
-  const pc = new RTCPeerConnection({ iceUseIpv6: false, iceInterfaceAddresses: { udp4: '127.0.0.1' } });
-  await pc.setRemoteDescription({ type: 'offer', sdp: String(incoming.sdp) });
-  await pc.setLocalDescription(await pc.createAnswer());
-  const answer = pc.localDescription!.sdp;
-  await pc.close(); // its ICE checks never come: the 200 waits
+  const answer = await answerFromAGonePeer(incoming); // its ICE checks never come: the 200 waits
   tab.ws.send(JSON.stringify({ type: 'accept', callId: incoming.callId, sdp: answer }));
   await new Promise((res) => setTimeout(res, 300));
   tab.ws.close(1000);
