@@ -421,8 +421,8 @@ export class SipUserAgent extends EventEmitter<{ invite: [ServerInvite] }> imple
   }
 
   /**
-   * A new INVITE (no To tag) with the Call-ID, From tag and CSeq of one we are already handling,
-   * under another transaction: a merged request (RFC 3261 §8.2.2.2).
+   * A new INVITE (no To tag) with the Request-URI, Call-ID, From tag and CSeq of one we are
+   * already handling, under another transaction: a merged request (RFC 3261 §8.2.2.2).
    */
   private isMerged(req: SipRequest): boolean {
     const fromTag = parseNameAddr(req.header('from') ?? '')?.params.tag;
