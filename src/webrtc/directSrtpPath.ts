@@ -60,6 +60,13 @@ export class DirectSrtpPath {
    * anywhere SRTP authenticates), so nothing would end the one-way call.
    */
   private selected: CandidatePairLike | null = null;
+  /**
+   * A pair nominated by an authenticated check, taken only once SRTP-authenticated audio comes
+   * from its address too: a check can be replayed from anywhere by whoever saw it (its MAC does
+   * not cover the source address; Chrome nominates in every check to an ICE-lite peer), audio
+   * under the browser's keys cannot.
+   */
+  private proposed: CandidatePairLike | null = null;
 
   private constructor(
     private readonly srtp: SrtpSession,
@@ -113,7 +120,7 @@ export class DirectSrtpPath {
           werift(data, addr);
           if (check.useCandidate) path.followNomination(addr);
         } else if (data[1] >= 192 && data[1] <= 223) path.receiveRtcp(data);
-        else path.receive(data);
+        else path.receive(data, addr);
       };
       path.restore.push(() => { udp.onData = werift; });
     }
@@ -139,18 +146,18 @@ export class DirectSrtpPath {
 
   /**
    * After an authenticated STUN request with USE-CANDIDATE from `addr`, which werift has just
-   * marked nominated: if that pair is not the one in use, audio goes there from now on
-   * (ICE-lite: the controlling browser's latest nomination is its choice). A later ordinary
-   * check (consent) on an older pair moves nothing.
+   * marked nominated: if that pair is not the one in use, it is proposed, and audio goes there
+   * once the browser's own audio comes from it (see `proposed`; ICE-lite: the controlling
+   * browser's latest nomination is its choice). A later ordinary check (consent) on an older
+   * pair moves nothing.
    */
   private followNomination(addr: unknown): void {
     if (this.closed || !Array.isArray(addr)) return;
     const current = this.pair;
-    if (current && current.remoteAddr[0] === addr[0] && current.remoteAddr[1] === addr[1]) return;
+    if (current && current.remoteAddr[0] === addr[0] && current.remoteAddr[1] === addr[1]) { this.proposed = null; return; }
     const moved = this.connection.checkList?.find((p) => p.nominated && p.remoteAddr[0] === addr[0] && p.remoteAddr[1] === addr[1]);
     if (!moved) return;
-    this.logger.info({ from: current?.remoteAddr, to: moved.remoteAddr }, 'browser nominated another ICE pair: audio follows it');
-    this.selected = moved;
+    this.proposed = moved;
   }
 
   /** One audio packet to the browser, over the pair the browser nominated. */
@@ -189,13 +196,19 @@ export class DirectSrtpPath {
     this.restore.length = 0;
   }
 
-  private receive(data: Buffer): void {
+  private receive(data: Buffer, from: readonly [string, number]): void {
     if (this.closed) return;
     const plain = this.srtp.unprotectRtp(data); // failures are counted in srtp.stats
     if (!plain) return;
     const pkt = parseRtp(plain);
     if (!pkt) { this.counts.malformed++; return; }
     this.counts.received++;
+    const p = this.proposed;
+    if (p !== null && p.remoteAddr[0] === from[0] && p.remoteAddr[1] === from[1]) {
+      this.logger.info({ from: this.pair?.remoteAddr, to: p.remoteAddr }, 'browser nominated another ICE pair and sends audio there: ours follows');
+      this.selected = p;
+      this.proposed = null;
+    }
     this.onPacket(pkt);
   }
 

@@ -181,8 +181,6 @@ interface Verified { certificate: Buffer | null; peerFinished: boolean }
 const verified = new WeakMap<CipherContextLike, Verified>();
 
 class DtlsVerificationError extends Error {
-  /** A message anyone could have sent (see checkServerFinished): dropped, the handshake goes on. */
-  dropOnly = false;
   constructor(message: string, readonly alert: number) {
     super(`DTLS handshake rejected: ${message}`);
     this.name = 'DtlsVerificationError';
@@ -316,12 +314,7 @@ function checkServerFinished(dtls: DtlsContextLike, cipher: CipherContextLike, f
   const ours = messages.findIndex((m) => m.msg_type === FINISHED);
   if (ours < 0) throw refuse('server Finished before ours', DECRYPT_ERROR);
   if (!finishedMatches(cipher.masterSecret, serialized(messages.slice(0, ours + 1)), body, 'server')) {
-    // werift reads even an unencrypted (epoch 0) Finished: one from anyone who can reach the
-    // port would fail an honest handshake if it failed the leg. Dropped instead; the server's
-    // real Finished still comes, and a server that never sends a right one meets the connect timeout.
-    const e = refuse('server Finished: wrong verify_data', DECRYPT_ERROR);
-    e.dropOnly = true;
-    throw e;
+    throw refuse('server Finished: wrong verify_data', DECRYPT_ERROR); // dropped (handleFragmentHandshake)
   }
   state.peerFinished = true;
 }
@@ -378,7 +371,18 @@ function patch(): boolean {
   if (typeof Object.getOwnPropertyDescriptor(contextDtls, 'sortedHandshakeCache')?.get !== 'function') return false;
 
   if ((flight6.exec as Marked<object>)[MARK]) return true; // patched by another copy of this module
+  if (typeof flight6.handleHandshake !== 'function') return false;
   createPlaintext = builder.createPlaintext as CreatePlaintext;
+
+  // werift re-derives its master secret from every ClientKeyExchange that comes before
+  // "connected", while its transcript keeps the first: one injected later (or a retransmission,
+  // derived over a transcript that has grown meanwhile) would change the keys under a verified
+  // handshake. Only the first is taken; checkClientFlight still pins the key to it.
+  const flight6Handle = flight6.handleHandshake as (this: HandshakeSide, handshake: HandshakeLike) => unknown;
+  flight6.handleHandshake = mark(function firstClientKeyExchange(this: HandshakeSide, handshake: HandshakeLike) {
+    if (handshake.msg_type === CLIENT_KEY_EXCHANGE && this.dtls.sortedHandshakeCache.some((m) => m.msg_type === CLIENT_KEY_EXCHANGE)) return undefined;
+    return flight6Handle.call(this, handshake);
+  });
 
   const flight6Exec = flight6.exec as (this: HandshakeSide, ...args: unknown[]) => Promise<unknown>;
   flight6.exec = mark(async function verifiedFlight6(this: HandshakeSide, ...args: unknown[]) {
@@ -415,13 +419,12 @@ function patch(): boolean {
     try {
       checkServerFinished(this.dtls, this.cipher, finished);
       return handshakes;
-    } catch (err) {
-      const error = err instanceof DtlsVerificationError ? err : refuse(String(err), DECRYPT_ERROR);
-      if (!error.dropOnly) {
-        sendFatalAlert(this, error.alert);
-        try { this.onError.execute(error); } catch { /* a listener's own failure */ }
-      }
-      return handshakes.filter((h) => h.msg_type !== FINISHED); // werift never sees it: never "connected"
+    } catch {
+      // Whatever is wrong with it, a Finished werift read may be one anyone sent (werift takes
+      // unencrypted ones, from any address): dropped, never failing the leg, and never letting
+      // werift call the handshake connected. The server's real Finished still comes; a server
+      // that never sends a right one meets the leg's connect timeout.
+      return handshakes.filter((h) => h.msg_type !== FINISHED);
     }
   });
 

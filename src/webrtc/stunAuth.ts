@@ -15,6 +15,7 @@ const HEADER = 20;
 const USERNAME = 0x0006;
 const MESSAGE_INTEGRITY = 0x0008;
 const USE_CANDIDATE = 0x0025;
+const FINGERPRINT = 0x8028;
 
 /** Whether a datagram is a STUN Binding request (RFC 5389 §6: type, magic cookie). */
 export function isStunBindingRequest(data: Buffer): boolean {
@@ -29,7 +30,9 @@ export function isStunBindingRequest(data: Buffer): boolean {
 export function authenticBindingRequest(data: Buffer, localUfrag: string, localPassword: string): { useCandidate: boolean } | null {
   if (!isStunBindingRequest(data)) return null;
   const end = HEADER + data.readUInt16BE(2);
-  if (end > data.length || end % 4 !== 0) return null;
+  // The whole datagram is the message: werift reads attributes to the datagram's end, and one
+  // added past what the MAC covers must not count.
+  if (end !== data.length || end % 4 !== 0) return null;
   let username: string | null = null;
   let useCandidate = false;
   for (let off = HEADER; off + 4 <= end;) {
@@ -44,6 +47,11 @@ export function authenticBindingRequest(data: Buffer, localUfrag: string, localP
       // HMAC covers the message up to the attribute, its header length counting up to the
       // attribute's end.
       if (len !== 20 || username === null || !username.startsWith(`${localUfrag}:`)) return null;
+      // After it, only a FINGERPRINT ending the message (RFC 5389 §15.4, §15.5): werift would
+      // read anything else — a USE-CANDIDATE added by someone who saw the browser's check —
+      // though the MAC does not cover it.
+      const after = value + 20;
+      if (after !== end && !(after + 8 === end && data.readUInt16BE(after) === FINGERPRINT && data.readUInt16BE(after + 2) === 4)) return null;
       const signed = Buffer.from(data.subarray(0, off));
       signed.writeUInt16BE(value + 20 - HEADER, 2);
       const mac = createHmac('sha1', Buffer.from(localPassword, 'utf8')).update(signed).digest();

@@ -16,6 +16,8 @@ import { dtlsTransportOf } from '../../src/webrtc/weriftInternals';
 import { IcePortPool, IcePortsExhaustedError } from '../../src/webrtc/icePortPool';
 import { MediaEngine, type RtpPacketView } from '../../src/media';
 import { OpusEncoder } from '../../src/media/codecs';
+import { SrtpSession } from '../../src/media/srtp';
+import { buildRtp } from '../../src/media/rtp';
 import { startStunResponder } from '../../bench/stunResponder';
 
 const logger = pino({ level: 'silent' });
@@ -406,14 +408,15 @@ const stunDir = join(dirname(require.resolve('werift')), '..', '..', 'ice', 'src
 const { Message: StunMessage } = require(join(stunDir, 'message.js'));
 const { methods: stunMethods, classes: stunClasses } = require(join(stunDir, 'const.js'));
 
-/** A connectivity check to our ICE port from `from`, signed with `password` (none: unsigned). */
-function check(from: dgram.Socket, to: { ufrag: string; port: number }, theirUfrag: string, o: { password?: string; nominate: boolean }): void {
+/** A connectivity check to our ICE port from `from`, signed with `password` (none: unsigned). Returns its bytes. */
+function check(from: dgram.Socket, to: { ufrag: string; port: number }, theirUfrag: string, o: { password?: string; nominate: boolean }): Buffer {
   const req = new StunMessage(stunMethods.BINDING, stunClasses.REQUEST);
   req.setAttribute('USERNAME', `${to.ufrag}:${theirUfrag}`).setAttribute('PRIORITY', 0x7e0000ff).setAttribute('ICE-CONTROLLING', 1n);
   if (o.nominate) req.setAttribute('USE-CANDIDATE', null);
   if (o.password) req.addMessageIntegrity(Buffer.from(o.password, 'utf8'));
   req.addFingerprint();
   from.send(req.bytes, to.port, '127.0.0.1');
+  return Buffer.from(req.bytes);
 }
 
 async function udpSocket(): Promise<dgram.Socket & { media: number }> {
@@ -424,12 +427,12 @@ async function udpSocket(): Promise<dgram.Socket & { media: number }> {
   return s;
 }
 
-test('a browser that nominates a new ICE pair (its network changed) gets our audio there; a forged nomination (unsigned) or a later plain check from an older pair moves nothing', async () => {
+test('a browser that nominates a new ICE pair (its network changed) and sends its audio from there gets ours there; a forged (unsigned) or replayed nomination, or a later plain check from an older pair, moves nothing', async () => {
   const l = leg(true);
   const b = await browser();
-  const [moved, again, forger] = await Promise.all([udpSocket(), udpSocket(), udpSocket()]);
+  const [moved, again, forger, replayer] = await Promise.all([udpSocket(), udpSocket(), udpSocket(), udpSocket()]);
   try {
-    b.pc.addTransceiver(b.track, { direction: 'sendrecv' });
+    const bt = b.pc.addTransceiver(b.track, { direction: 'sendrecv' });
     await b.pc.setLocalDescription(await b.pc.createOffer());
     const offer = b.pc.localDescription!.sdp;
     const answer = await l.answer(offer);
@@ -439,6 +442,13 @@ test('a browser that nominates a new ICE pair (its network changed) gets our aud
     const ours = { ufrag: /a=ice-ufrag:(\S+)/.exec(answer)![1], port: Number(/a=candidate:\S+ 1 udp \d+ 127\.0\.0\.1 (\d+)/.exec(answer)![1]) };
     const pwd = /a=ice-pwd:(\S+)/.exec(answer)![1];
     const theirUfrag = /a=ice-ufrag:(\S+)/.exec(offer)![1];
+    // The browser's SRTP keys (its own send direction), to send its audio from a new address.
+    await until(() => !!dtlsTransportOf(bt)?.dtls, 'the browser\'s DTLS');
+    const keys = dtlsTransportOf(bt)!.dtls!.extractSessionKeys(16, 14);
+    const suite = 'AES_CM_128_HMAC_SHA1_80' as const;
+    const browserSrtp = new SrtpSession({ local: { tag: 1, suite, key: keys.localKey, salt: keys.localSalt }, remote: { tag: 1, suite, key: keys.remoteKey, salt: keys.remoteSalt } });
+    let seq = 100;
+    const audioFrom = (s: dgram.Socket) => { seq++; s.send(browserSrtp.protectRtp(buildRtp(111, seq, seq * 960, 0x5eed, Buffer.alloc(40, 7))), ours.port, '127.0.0.1'); };
     const burst = async () => {
       for (let i = 0; i < 10; i++) l.sendRtp({ payloadType: l.opusPayloadType!, sequenceNumber: i, timestamp: i * 960, marker: false, ssrc: 1, payload: Buffer.alloc(40) });
       await new Promise((r) => setTimeout(r, 150));
@@ -449,23 +459,34 @@ test('a browser that nominates a new ICE pair (its network changed) gets our aud
     await burst();
     assert.equal(forger.media, 0, 'no audio to an unsigned nomination');
     assert.ok(l.directCounts!.sent > 0);
-    // The browser moves (signed, nominating), and its first address goes away.
-    check(moved, ours, theirUfrag, { password: pwd, nominate: true });
-    await new Promise((r) => setTimeout(r, 100));
+    // The browser moves: a signed nomination from the new address, and its audio from there.
+    const nomination = check(moved, ours, theirUfrag, { password: pwd, nominate: true });
+    await new Promise((r) => setTimeout(r, 50));
+    audioFrom(moved);
+    await new Promise((r) => setTimeout(r, 50));
     await b.pc.close();
     await burst();
     assert.ok(moved.media >= 10, `audio at the browser's new address: ${moved.media}`);
+    // Its nomination replayed from elsewhere (who saw it can resend it; no audio from there).
+    replayer.send(nomination, ours.port, '127.0.0.1');
+    await new Promise((r) => setTimeout(r, 100));
+    const before1 = moved.media;
+    await burst();
+    assert.equal(replayer.media, 0, 'a replayed nomination does not move our audio');
+    assert.ok(moved.media >= before1 + 10);
     // It moves once more; a plain (consent) check from the previous pair then moves nothing back.
     check(again, ours, theirUfrag, { password: pwd, nominate: true });
-    await new Promise((r) => setTimeout(r, 100));
-    const before = { moved: moved.media, again: again.media };
+    await new Promise((r) => setTimeout(r, 50));
+    audioFrom(again);
+    await new Promise((r) => setTimeout(r, 50));
+    const before2 = { moved: moved.media, again: again.media };
     check(moved, ours, theirUfrag, { password: pwd, nominate: false });
     await new Promise((r) => setTimeout(r, 100));
     await burst();
-    assert.equal(moved.media, before.moved, 'not back to the older pair');
-    assert.ok(again.media >= before.again + 10, 'audio stays on the latest nomination');
+    assert.equal(moved.media, before2.moved, 'not back to the older pair');
+    assert.ok(again.media >= before2.again + 10, 'audio stays on the latest nomination');
   } finally {
-    for (const s of [moved, again, forger]) s.close();
+    for (const s of [moved, again, forger, replayer]) s.close();
     await l.close();
     await b.pc.close().catch(() => undefined);
   }

@@ -246,9 +246,11 @@ test('DTLS in memory: a server certificate swapped in after the ServerKeyExchang
   const check = (RTCDtlsTransport.prototype as unknown as { verifyRemoteCertificateFingerprint(this: unknown): void }).verifyRemoteCertificateFingerprint;
   const fingerprints = [{ algorithm: 'sha-256', value: sha256Fingerprint(victimDer) }];
 
-  // In a datagram of its own before the Finished: the client sees the change at the Finished.
+  // In a datagram of its own before the Finished: the client sees the change at the Finished,
+  // which it drops (as any Finished it cannot verify): it never connects.
   const apart = await handshake(attacker, attacker, (d) => (isServerFinished(d) ? [certificateRecord(victimDer), d] : [d]));
-  assert.equal(apart.client, 'error: DTLS handshake rejected: the server\'s certificate changed after its signature was verified');
+  assert.notEqual(apart.client, 'connected');
+  assert.doesNotMatch(apart.client, /^connected/);
 
   // In the Finished's own datagram, werift only takes it once the Finished made it "connected";
   // the fingerprint check, next, must not compare the certificate swapped in.

@@ -41,3 +41,14 @@ test('forged checks are not: no MESSAGE-INTEGRITY, another password, another ufr
   assert.equal(authenticBindingRequest(response, 'ours', pw), null, 'a response is no request');
   assert.equal(authenticBindingRequest(Buffer.alloc(10), 'ours', pw), null);
 });
+
+test('an attribute past MESSAGE-INTEGRITY (other than a final FINGERPRINT), or bytes past the STUN length, makes a check inauthentic: the MAC does not cover them, and werift would read them', () => {
+  const pw = 'our-ice-password-0123';
+  const signed = request({ username: 'ours:theirs', password: pw, fingerprint: false });
+  // Someone who saw a check appends USE-CANDIDATE after its MESSAGE-INTEGRITY (and fixes the length).
+  const appended = Buffer.concat([signed, Buffer.from([0x00, 0x25, 0x00, 0x00])]);
+  appended.writeUInt16BE(appended.length - 20, 2);
+  assert.equal(authenticBindingRequest(appended, 'ours', pw), null);
+  assert.equal(authenticBindingRequest(Buffer.concat([signed, Buffer.alloc(4)]), 'ours', pw), null, 'trailing bytes past the length');
+  assert.deepEqual(authenticBindingRequest(signed, 'ours', pw), { useCandidate: false });
+});
