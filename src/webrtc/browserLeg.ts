@@ -53,7 +53,7 @@ export type BrowserLegState = 'new' | 'connecting' | 'connected' | 'failed' | 'c
 /** werift refused the browser's offer (the browser's fault, unlike anything else answer() throws). */
 export class OfferRefusedError extends Error {}
 
-/** What answer(), createOffer() and acceptAnswer() reject with when the leg is closed meanwhile. */
+/** What answer() and acceptAnswer() reject with when the leg is closed meanwhile. */
 export class LegClosedError extends Error {
   constructor() { super('browser leg closed'); }
 }

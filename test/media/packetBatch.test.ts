@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { PacketBatchWriter, readPacketBatch } from '../../src/media/worker/packetBatch';
+import { FailedBridges, PacketBatchWriter, readPacketBatch } from '../../src/media/worker/packetBatch';
 import { splitPortRange } from '../../src/media/worker/workerMediaPlane';
 import type { RtpPacketView } from '../../src/media/rtp';
 
@@ -50,4 +50,9 @@ test('the RTP port range is split into even-aligned shares, one per worker, none
   assert.deepEqual(splitPortRange([30001, 30011], 2), [[30002, 30007], [30008, 30011]]);
   assert.deepEqual(splitPortRange([30000, 30003], 2), [[30000, 30001], [30002, 30003]]);
   assert.throws(() => splitPortRange([30000, 30003], 3), /2 RTP\/RTCP pairs: too few for 3 media workers/);
+});
+
+test('FailedBridges: each bridge\'s failure is reported first once (logged once, not per packet)', () => {
+  const failed = new FailedBridges();
+  assert.deepEqual([failed.first(7), failed.first(7), failed.first(8), failed.first(7)], [true, false, true, false]);
 });

@@ -6,7 +6,7 @@ import type { SipLegRemote, SipRtpLeg } from '../sipRtpLeg';
 import type { SdesCrypto } from '../srtp';
 import type { RtpPacketView } from '../rtp';
 import type { BridgeStats } from '../plane';
-import { readPacketBatch } from './packetBatch';
+import { FailedBridges, readPacketBatch } from './packetBatch';
 import { RtpOutbox, RtpReadAcks } from './rtpFlow';
 import type { BrowserPortDescription, MediaCommand, MediaEvent, MediaWorkerData } from './protocol';
 
@@ -60,13 +60,10 @@ export class MediaHost {
   }
 
   /** Bridges whose packet delivery threw (logged once each; the rest of their batches went on). */
-  private readonly deliveryFailures = new Set<number>();
+  private readonly deliveryFailures = new FailedBridges();
 
   private deliveryFailed(bridgeId: number, err: unknown): void {
-    if (this.deliveryFailures.has(bridgeId)) return;
-    if (this.deliveryFailures.size > 1000) this.deliveryFailures.clear();
-    this.deliveryFailures.add(bridgeId);
-    this.logger.error({ err, bridge: bridgeId }, 'a browser packet could not be delivered to its bridge');
+    if (this.deliveryFailures.first(bridgeId)) this.logger.error({ err, bridge: bridgeId }, 'a browser packet could not be delivered to its bridge');
   }
 
   private dispatch(cmd: MediaCommand): void {

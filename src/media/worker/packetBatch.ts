@@ -85,3 +85,19 @@ export function readPacketBatch(batch: ArrayBuffer, each: (bridgeId: number, pkt
     o += HEADER + len;
   }
 }
+
+/**
+ * Bridges a batch's packet could not be delivered to (readPacketBatch's onThrow), so that each is
+ * logged once rather than per packet; bounded, a long-running gateway forgets old ones.
+ */
+export class FailedBridges {
+  private readonly seen = new Set<number>();
+
+  /** True the first time `bridgeId` fails. */
+  first(bridgeId: number): boolean {
+    if (this.seen.has(bridgeId)) return false;
+    if (this.seen.size >= 1000) this.seen.clear();
+    this.seen.add(bridgeId);
+    return true;
+  }
+}

@@ -7,7 +7,7 @@ import type { RtpPacketView } from '../rtp';
 import { RtpPortsExhaustedError } from '../portAllocator';
 import type { BridgeHandle, BridgeStats, MediaPlane, MediaUsage, SipLegHandle } from '../plane';
 import type { MediaEngineOptions } from '../mediaEngine';
-import { readPacketBatch } from './packetBatch';
+import { FailedBridges, readPacketBatch } from './packetBatch';
 import { RtpOutbox, RtpReadAcks } from './rtpFlow';
 import type { MediaCommand, MediaEvent, MediaWorkerData } from './protocol';
 
@@ -168,7 +168,7 @@ class MediaWorker {
   private readonly pendingLegs = new Map<number, { resolve(l: WorkerSipLeg): void; reject(e: Error): void; callId: string }>();
   private readonly bridges = new Map<number, WorkerBridge>();
   /** Bridges whose packets to the browser threw (logged once each). */
-  private readonly sendFailures = new Set<number>();
+  private readonly sendFailures = new FailedBridges();
   /** The browsers' audio, capped at what the thread has not read yet. */
   private readonly toWorker: RtpOutbox;
   /** Tells the thread how much of its audio was read (its own cap). */
@@ -363,10 +363,7 @@ class MediaWorker {
       case 'rtp':
         readPacketBatch(ev.batch, (id, pkt) => this.bridges.get(id)?.browser.sendRtp(pkt), (id, err) => {
           // Logged once per bridge: the rest of the batch (other calls' packets) went on.
-          if (this.sendFailures.has(id)) return;
-          if (this.sendFailures.size > 1000) this.sendFailures.clear();
-          this.sendFailures.add(id);
-          this.log.error({ err, bridge: id }, 'a packet could not be sent to the browser');
+          if (this.sendFailures.first(id)) this.log.error({ err, bridge: id }, 'a packet could not be sent to the browser');
         });
         this.fromWorker.consumed(ev.packets);
         return;
