@@ -803,9 +803,10 @@ export class MediaBridge extends EventEmitter<BridgeEvents> {
     return {
       browser: {
         packetsSent: this.sent.packets, bytesSent: this.sent.bytes, packetsReceived: this.received.packets, bytesReceived: this.received.bytes,
-        packetsLost: Math.max(0, this.browserRx.lost), jitterMs: Math.round(this.browserRx.jitterMs * 10) / 10, rttMs: null,
-        mos: estimateMos({ lossPercent: this.browserRx.expected ? (Math.max(0, this.browserRx.lost) / this.browserRx.expected) * 100 : 0, oneWayDelayMs: 40, jitterMs: this.browserRx.jitterMs, ie: 0, bpl: 20 }),
+        packetsLost: this.browserRx.missing, jitterMs: Math.round(this.browserRx.jitterMs * 10) / 10, rttMs: null,
+        mos: estimateMos({ lossPercent: this.browserRx.expected ? (this.browserRx.missing / this.browserRx.expected) * 100 : 0, oneWayDelayMs: 40, jitterMs: this.browserRx.jitterMs, ie: 0, bpl: 20 }),
         dropped: this.dropped + this.pastCoders.malformed + (this.toSip?.malformed ?? 0),
+        duplicates: this.browserRx.duplicates, late: this.browserRx.late,
         concealed: this.pastCoders.concealed + (this.toSip?.concealed ?? 0),
         fecRecovered: this.pastCoders.fecRecovered + (this.toSip?.fecRecovered ?? 0),
       },

@@ -678,17 +678,19 @@ export class SipRtpLeg extends EventEmitter<SipLegEvents> {
 
   stats(): LegStats {
     const expected = this.rx.expected;
-    const lossPercent = expected > 0 ? (Math.max(0, this.rx.lost) / expected) * 100 : 0;
+    const lossPercent = expected > 0 ? (this.rx.missing / expected) * 100 : 0;
     return {
       packetsSent: this.sent.packets,
       bytesSent: this.sent.bytes,
       packetsReceived: this.rx.packets,
       bytesReceived: this.rx.bytes,
-      packetsLost: Math.max(0, this.rx.lost),
+      packetsLost: this.rx.missing,
       jitterMs: Math.round(this.rx.jitterMs * 10) / 10,
       rttMs: this.rttMs,
       mos: estimateMos({ lossPercent, oneWayDelayMs: (this.rttMs ?? 40) / 2 + 20, jitterMs: this.rx.jitterMs }),
       dropped: this.dropped + this.droppedBySrtp + this.srtpDropped(),
+      duplicates: this.rx.duplicates,
+      late: this.rx.late,
     };
   }
 

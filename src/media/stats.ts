@@ -6,8 +6,23 @@
 /** RFC 3550 A.1's limits: beyond them a sequence number is a discontinuity, not loss or disorder. */
 const MAX_DROPOUT = 3000;
 const MAX_MISORDER = 100;
+/**
+ * Sequence numbers remembered up to the highest one, to tell a duplicate from a late packet:
+ * the highest and the 63 below it. Smaller than MAX_MISORDER on purpose: a packet 64 to 100
+ * behind is still counted (A.1) but only as late, a duplicate of it is not recognised.
+ */
+const SEQ_WINDOW = 64;
 
+/**
+ * Counts per RTP source: `packets` received, and what was odd about their order. RFC 3550
+ * A.3's "received" includes duplicates and late packets, so `lost` (expected − received) does
+ * not see a late packet as lost, and goes down — even below zero — with duplicates; `duplicates`
+ * and `late` say how much of `packets` was which. A packet more than MAX_MISORDER behind the
+ * highest is no late packet for A.1 but a possible restart of the numbering: until the next
+ * packet confirms the restart it is counted nowhere.
+ */
 export class ReceiveStats {
+  /** Packets counted, duplicates and late ones included (RFC 3550 A.3). */
   packets = 0;
   bytes = 0;
   private baseSeq = -1;
@@ -16,7 +31,22 @@ export class ReceiveStats {
   /** Interarrival jitter in timestamp units (A.8). */
   jitterTs = 0;
   private lastTransit: number | null = null;
-  duplicatesOrLate = 0;
+  /**
+   * Packets whose sequence number had already been received (within SEQ_WINDOW of the highest),
+   * from any source this object has followed. Also in `packets`.
+   */
+  duplicates = 0;
+  /**
+   * Packets older than the highest sequence number seen that were not duplicates (reordered on
+   * the way; older than SEQ_WINDOW a duplicate is counted here too, it cannot be told). Also in
+   * `packets`; each fills a gap, so it is not lost.
+   */
+  late = 0;
+  /**
+   * Which of the sequence numbers maxSeq − 63 … maxSeq were received: bit (seq & 63) of a
+   * 64-bit ring in two 32-bit words (65536 is a multiple of 64, so the ring survives the wrap).
+   */
+  private readonly seen = new Uint32Array(SEQ_WINDOW / 32);
   private expectedPrior = 0;
   private receivedPrior = 0;
   /** Packets expected from earlier sources (before resetSource), so `lost` stays continuous. */
@@ -53,16 +83,29 @@ export class ReceiveStats {
     this.badSeq = -1;
     this.packets++;
     this.bytes += bytes;
-    if (this.baseSeq < 0) { this.baseSeq = seq; this.maxSeq = seq; }
-    else {
+    if (this.baseSeq < 0) {
+      // A new source (or a restart of the numbering): nothing before it is its duplicate.
+      this.baseSeq = seq;
+      this.maxSeq = seq;
+      this.seen.fill(0);
+      this.seen[(seq >>> 5) & 1] |= 1 << (seq & 31);
+    } else {
       const delta = (seq - this.maxSeq) & 0xffff;
       if (delta > 0 && delta < 0x8000) {
+        // Newer: the ring's slots for maxSeq+1 … seq held numbers now out of the window.
+        if (delta >= SEQ_WINDOW) this.seen.fill(0);
+        else for (let s = this.maxSeq + 1, end = this.maxSeq + delta; s <= end; s++) this.seen[(s >>> 5) & 1] &= ~(1 << (s & 31));
+        this.seen[(seq >>> 5) & 1] |= 1 << (seq & 31);
         if (seq < this.maxSeq) this.cycles += 0x10000;
         this.maxSeq = seq;
-      } else if (delta !== 0) {
-        // older than the highest seen: late or reordered
+      } else if (((this.maxSeq - seq) & 0xffff) < SEQ_WINDOW) {
+        // The highest itself (delta 0) or up to 63 behind it: the ring knows whether it came.
+        const word = (seq >>> 5) & 1;
+        const bit = 1 << (seq & 31);
+        if (this.seen[word] & bit) this.duplicates++;
+        else { this.late++; this.seen[word] |= bit; }
       } else {
-        this.duplicatesOrLate++;
+        this.late++; // 64 to MAX_MISORDER behind: reordered, or a duplicate the ring has forgotten
       }
     }
     if (!timed) return;
@@ -85,9 +128,21 @@ export class ReceiveStats {
     return this.baseSeq < 0 ? 0 : this.cycles + this.maxSeq - this.baseSeq + 1;
   }
 
-  /** Cumulative packets lost (may be negative with duplicates, RFC 3550 A.3). */
+  /**
+   * Cumulative packets lost: expected − received (RFC 3550 A.3), where received counts
+   * duplicates too, so it may be negative. A late packet fills its gap: not lost.
+   */
   get lost(): number {
     return this.expected - this.packets;
+  }
+
+  /**
+   * Packets never received: `lost` without duplicates offsetting real losses (a packet sent
+   * twice does not make up for one that never came). For our statistics and MOS; RTCP
+   * reports carry `lost`, as RFC 3550 defines it.
+   */
+  get missing(): number {
+    return Math.max(0, this.lost + this.duplicates);
   }
 
   get jitterMs(): number {
@@ -113,7 +168,9 @@ export class ReceiveStats {
   /**
    * Restart sequence tracking (new SSRC after a re-INVITE); counters are kept, and `expected`
    * carries on from the old source so `lost` and the fraction-lost interval stay continuous
-   * (`packets` is cumulative; restarting `expected` alone made `lost` hugely negative).
+   * (`packets` is cumulative; restarting `expected` alone made `lost` hugely negative). The
+   * record of numbers received starts over with the next packet: the new source's numbers are
+   * not the old one's.
    */
   resetSource(): void {
     this.expectedEarlier += this.expectedThisSource();
@@ -150,12 +207,28 @@ export interface LegStats {
   bytesSent: number;
   packetsReceived: number;
   bytesReceived: number;
+  /** Packets never received (ReceiveStats.missing: duplicates do not make up for them). */
   packetsLost: number;
   jitterMs: number;
   rttMs: number | null;
   mos: number;
   /** Dropped: malformed, unknown PT, SRTP failures, replays, wrong source. */
   dropped: number;
+  /**
+   * Packets of the leg's source received again (same sequence number, up to 63 behind the
+   * highest; ReceiveStats.duplicates). They are in `packetsReceived` (RFC 3550 A.3) but do not
+   * offset `packetsLost` (our RTCP reports' cumulative loss, A.3's, does). With SRTP a
+   * duplicate is refused as a replay before it gets here: it is in `dropped` instead.
+   */
+  duplicates: number;
+  /**
+   * Packets of the leg's source that came after a higher-numbered one (reordered on the way;
+   * ReceiveStats.late). In `packetsReceived`, not lost. What then happened to them is counted
+   * where it happened: the SIP leg's reorder stage put them back in sequence or dropped them
+   * (`reorder`); the bridge drops the browser's late and duplicate audio, which the browser
+   * leg's `dropped` counts too.
+   */
+  late: number;
   /** SIP leg only: what the gateway's reorder stage did to trunk audio before the browser. */
   reorder?: ReorderStats;
   /**

@@ -9,6 +9,8 @@ export class GatewayMetrics {
   private readonly setupSeconds = new Histogram({ name: 'gateway_call_setup_seconds', help: 'Time from call start to answer', labelNames: ['direction'], buckets: [0.25, 0.5, 1, 2, 4, 8, 16, 32, 64], registers: [this.registry] });
   private readonly lossRatio = new Histogram({ name: 'gateway_leg_packet_loss_ratio', help: 'Per-leg packet loss at call end', labelNames: ['leg'], buckets: [0, 0.001, 0.01, 0.02, 0.05, 0.1, 0.2], registers: [this.registry] });
   private readonly jitterMs = new Histogram({ name: 'gateway_leg_jitter_ms', help: 'Per-leg interarrival jitter at call end', labelNames: ['leg'], buckets: [1, 2, 5, 10, 20, 40, 80], registers: [this.registry] });
+  private readonly duplicatePackets = new Counter({ name: 'gateway_leg_duplicate_packets_total', help: 'RTP packets received twice (same sequence number), per leg, added at call end', labelNames: ['leg'], registers: [this.registry] });
+  private readonly latePackets = new Counter({ name: 'gateway_leg_late_packets_total', help: 'RTP packets received after a higher-numbered one (reordered), per leg, added at call end', labelNames: ['leg'], registers: [this.registry] });
   private readonly transcodeCpu = new Counter({ name: 'gateway_transcoder_cpu_seconds_total', help: 'CPU time spent transcoding', registers: [this.registry] });
   private readonly wsConnectionsGauge = new Gauge({ name: 'gateway_websocket_connections', help: 'Open signaling WebSockets', registers: [this.registry] });
   private readonly sipTimeouts = new Counter({ name: 'gateway_sip_transaction_timeouts_total', help: 'SIP client transactions that timed out', registers: [this.registry] });
@@ -36,9 +38,12 @@ export class GatewayMetrics {
   /** A call's media figures, once the media plane has given them (after the call ended). */
   callQuality(quality: BridgeStats): void {
     for (const [leg, s] of [['browser', quality.browser], ['sip', quality.sip]] as const) {
-      const expected = s.packetsReceived + s.packetsLost;
+      const expected = s.packetsReceived - s.duplicates + s.packetsLost; // each packet sent once
       this.lossRatio.observe({ leg }, expected > 0 ? s.packetsLost / expected : 0);
       this.jitterMs.observe({ leg }, s.jitterMs);
+      // Each call's counts go into running totals, as its transcoder CPU does.
+      this.duplicatePackets.inc({ leg }, s.duplicates);
+      this.latePackets.inc({ leg }, s.late);
     }
     if (quality.transcodeCpuMs > 0) this.transcodeCpu.inc(quality.transcodeCpuMs / 1000);
   }

@@ -13,6 +13,7 @@ import { dtmfToneFrames } from '../../src/media/dtmf';
 import { sipFrameSamplesFor } from '../../src/media/sipRtpLeg';
 import { buildRtp, parseRtp, type RtpPacketView } from '../../src/media/rtp';
 import { CdrWriter } from '../../src/observability/cdr';
+import { GatewayMetrics } from '../../src/observability/metrics';
 import { until } from '../support/tabs';
 import { toneRatio } from '../support/audio';
 
@@ -206,6 +207,53 @@ function pcmuBrowser(): ReturnType<typeof fakeBrowser> & { deliver(pkt: RtpPacke
   let listener: ((pkt: RtpPacketView) => void) | null = null;
   const b = fakeBrowser();
   return { ...b, telephoneEventPayloadType: 126, onRtp: (l) => { listener = l; return () => { listener = null; }; }, deliver: (pkt) => listener?.(pkt) };
+}
+
+test('duplicated and reordered packets on each leg: counted in its stats (duplicates, late), the CDR line and the metrics', async () => {
+  const { engine, leg, trunk, close } = await trunkRig('dup-late', [26340, 26343]);
+  const browser = pcmuBrowser();
+  const dir = mkdtempSync(join(tmpdir(), 'cdr-'));
+  try {
+    leg.setRemote({ address: '127.0.0.1', port: trunk.address().port, codec: 'PCMU', payloadType: 0 });
+    const handle = engine.createBridge(browser, leg, { callId: 'dup-late' });
+    // Trunk, over UDP: 3 overtaken by 4 (late), then 2 again (a duplicate of an older packet:
+    // the old count saw only a repeat of the highest), then 6 twice.
+    const fromTrunk = [1, 2, 4, 3, 2, 5, 6, 6];
+    for (const seq of fromTrunk) trunk.send(buildRtp(0, seq, seq * 160, 0x5151, Buffer.alloc(160, seq)), leg.localPort, '127.0.0.1');
+    await until(() => handle.bridge.stats().sip.packetsReceived === fromTrunk.length, 'every trunk packet at the leg');
+    // Browser: 12 overtaken by 13, then 12 again, then 11 again.
+    const fromBrowser = [10, 11, 13, 12, 12, 14, 11];
+    for (const seq of fromBrowser) browser.deliver({ payloadType: 0, sequenceNumber: seq, timestamp: seq * 160, marker: false, ssrc: 0xb0b, payload: Buffer.alloc(160, seq) });
+
+    const stats = (await handle.close())!;
+    assert.deepEqual(pick(stats.sip), { packetsReceived: 8, packetsLost: 0, duplicates: 2, late: 1, dropped: 0 });
+    // The bridge drops the browser's late and duplicate audio: those are in `dropped` as well.
+    assert.deepEqual(pick(stats.browser), { packetsReceived: 7, packetsLost: 0, duplicates: 2, late: 1, dropped: 3 });
+
+    // Both reach the CDR line (CallBase.record() writes the bridge's stats as `quality`)...
+    const path = join(dir, 'cdr.jsonl');
+    const cdr = new CdrWriter(path);
+    cdr.write({ callId: 'dup-late', quality: stats });
+    cdr.close();
+    const line = JSON.parse(readFileSync(path, 'utf8').trim());
+    assert.deepEqual([line.quality.sip.duplicates, line.quality.sip.late, line.quality.browser.duplicates, line.quality.browser.late], [2, 1, 2, 1]);
+    // ...and the metrics, per leg, as running totals over calls.
+    const metrics = new GatewayMetrics();
+    metrics.callQuality(stats);
+    metrics.callQuality(stats);
+    const text = await metrics.render();
+    for (const leg of ['sip', 'browser']) {
+      assert.match(text, new RegExp(`^gateway_leg_duplicate_packets_total\\{leg="${leg}"\\} 4$`, 'm'));
+      assert.match(text, new RegExp(`^gateway_leg_late_packets_total\\{leg="${leg}"\\} 2$`, 'm'));
+    }
+  } finally {
+    await close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+function pick(s: { packetsReceived: number; packetsLost: number; duplicates: number; late: number; dropped: number }) {
+  return { packetsReceived: s.packetsReceived, packetsLost: s.packetsLost, duplicates: s.duplicates, late: s.late, dropped: s.dropped };
 }
 
 test('a trunk with a=ptime:30: 30 ms PCMU packets to it, its 30 ms frames re-framed into 20 ms Opus for the browser, both timelines continuous', async () => {

@@ -76,10 +76,21 @@ describe('ReceiveStats: loss (RFC 3550 A.3)', () => {
     const rx = new ReceiveStats(8000);
     feed(rx, [10, 11, 12]);
     rx.onPacket(12, 320, 160, 45);
-    assert.equal(rx.duplicatesOrLate, 1);
+    assert.equal(rx.duplicates, 1);
     assert.equal(rx.packets, 4);
     assert.equal(rx.expected, 3);
     assert.equal(rx.lost, -1);
+    assert.equal(rx.missing, 0, 'none missing: never below 0');
+  });
+
+  test('missing: a duplicate does not make up for a packet that never came (A.3\'s lost lets it)', () => {
+    const rx = new ReceiveStats(8000);
+    feed(rx, [10, 11, 13, 13, 14]); // 12 never came, 13 came twice
+    assert.equal(rx.lost, 0);
+    assert.equal(rx.missing, 1);
+    rx.onPacket(12, 0, 160, 200); // late, not a duplicate: fills its gap
+    assert.equal(rx.missing, 0);
+    assert.equal(rx.late, 1);
   });
 
   test('fraction lost per interval, 0..255, and reset per report', () => {
@@ -112,6 +123,114 @@ describe('ReceiveStats: loss (RFC 3550 A.3)', () => {
     rx.resetSource();
     feed(rx, range(1000, 1019).filter((s) => s !== 1005 && s !== 1006), { firstSeq: 1000 }); // 2 of 20 lost
     assert.equal(rx.fractionLostSinceLast(), Math.floor((2 * 256) / 20));
+  });
+});
+
+describe('ReceiveStats: duplicates and late packets', () => {
+  const counts = (rx: ReceiveStats) => ({ packets: rx.packets, expected: rx.expected, lost: rx.lost, duplicates: rx.duplicates, late: rx.late });
+
+  test('an in-order stream: nothing late, nothing duplicated', () => {
+    const rx = new ReceiveStats(8000);
+    feed(rx, range(100, 119));
+    assert.deepEqual(counts(rx), { packets: 20, expected: 20, lost: 0, duplicates: 0, late: 0 });
+  });
+
+  test('a gap alone is loss, not lateness', () => {
+    const rx = new ReceiveStats(8000);
+    feed(rx, [1, 2, 5, 6], { firstSeq: 1 });
+    assert.deepEqual(counts(rx), { packets: 4, expected: 6, lost: 2, duplicates: 0, late: 0 });
+  });
+
+  test('a reordered packet is late, and fills its gap (not lost)', () => {
+    const rx = new ReceiveStats(8000);
+    feed(rx, [1, 2, 4, 3, 5], { firstSeq: 1 });
+    assert.deepEqual(counts(rx), { packets: 5, expected: 5, lost: 0, duplicates: 0, late: 1 });
+  });
+
+  test('a duplicate of the latest packet', () => {
+    const rx = new ReceiveStats(8000);
+    feed(rx, [10, 11, 12, 12], { firstSeq: 10 });
+    // Received counts the duplicate (RFC 3550 A.3): cumulative loss goes below zero.
+    assert.deepEqual(counts(rx), { packets: 4, expected: 3, lost: -1, duplicates: 1, late: 0 });
+  });
+
+  test('a duplicate of an older packet is a duplicate, not late', () => {
+    const rx = new ReceiveStats(8000);
+    feed(rx, [10, 11, 12, 13, 11], { firstSeq: 10 });
+    assert.deepEqual(counts(rx), { packets: 5, expected: 4, lost: -1, duplicates: 1, late: 0 });
+  });
+
+  test('a late packet that comes twice: late once, then a duplicate', () => {
+    const rx = new ReceiveStats(8000);
+    feed(rx, [1, 2, 4, 3, 3], { firstSeq: 1 });
+    assert.deepEqual(counts(rx), { packets: 5, expected: 4, lost: -1, duplicates: 1, late: 1 });
+  });
+
+  test('duplicates across the sequence wrap (65535 → 0)', () => {
+    const rx = new ReceiveStats(8000);
+    // 65535 and 0 again right after the wrap, then 65534 from before it.
+    feed(rx, [65534, 65535, 0, 1, 65535, 0, 65534], { firstSeq: 65534 });
+    assert.deepEqual(counts(rx), { packets: 7, expected: 4, lost: -3, duplicates: 3, late: 0 });
+    assert.equal(rx.extendedHighestSeq, 0x10000 + 1);
+  });
+
+  test('late across the wrap: 65535 after 0', () => {
+    const rx = new ReceiveStats(8000);
+    feed(rx, [65534, 0, 65535, 1], { firstSeq: 65534 });
+    assert.deepEqual(counts(rx), { packets: 4, expected: 4, lost: 0, duplicates: 0, late: 1 });
+  });
+
+  test('older than the 64-number window: late, even when it is a duplicate; past MAX_MISORDER: not counted (A.1)', () => {
+    const rx = new ReceiveStats(8000);
+    feed(rx, range(0, 99).filter((s) => s !== 30 && s !== 50), { firstSeq: 0 });
+    rx.onPacket(50, 50 * 160, 160, 2000); // 49 behind, never received: late
+    rx.onPacket(50, 50 * 160, 160, 2001); // again: a duplicate
+    rx.onPacket(36, 36 * 160, 160, 2002); // 63 behind (the window's oldest), received before: a duplicate
+    rx.onPacket(35, 35 * 160, 160, 2003); // 64 behind, received before: out of the window, late
+    rx.onPacket(30, 30 * 160, 160, 2004); // 69 behind, never received: late
+    rx.onPacket(30, 30 * 160, 160, 2005); // again: still late (the window cannot tell)
+    assert.deepEqual(counts(rx), { packets: 98 + 6, expected: 100, lost: -4, duplicates: 2, late: 4 });
+    rx.onPacket(0, 0, 160, 2006); // 99 behind: still within MAX_MISORDER, late
+    assert.equal(rx.late, 5);
+    feed(rx, range(100, 150), { firstSeq: 0 });
+    rx.onPacket(10, 10 * 160, 160, 4000); // 140 behind: a possible restart of the numbering, counted nowhere
+    assert.deepEqual(counts(rx), { packets: 105 + 51, expected: 151, lost: -5, duplicates: 2, late: 5 });
+  });
+
+  test('a ring slot an old packet used is freed as the highest moves on: a new number there is late, not a duplicate', () => {
+    const rx = new ReceiveStats(8000);
+    feed(rx, range(0, 9), { firstSeq: 0 });
+    rx.onPacket(70, 70 * 160, 160, 1400); // 61 ahead: slots of 10…70 (6 mod 64 included) cleared
+    rx.onPacket(66, 66 * 160, 160, 1401); // slot 2, which seq 2 had used
+    rx.onPacket(7, 7 * 160, 160, 1402);   // 63 behind and received before: still a duplicate
+    assert.deepEqual({ duplicates: rx.duplicates, late: rx.late }, { duplicates: 1, late: 1 });
+    rx.onPacket(200, 200 * 160, 160, 4000); // 130 ahead: the whole ring cleared
+    rx.onPacket(138, 138 * 160, 160, 4001); // slot 10, and 62 behind
+    rx.onPacket(200, 200 * 160, 160, 4002);
+    assert.deepEqual({ duplicates: rx.duplicates, late: rx.late }, { duplicates: 2, late: 2 });
+  });
+
+  test('a new source (resetSource) starts with an empty window; the counts carry on', () => {
+    const rx = new ReceiveStats(8000);
+    feed(rx, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 9], { firstSeq: 0 });
+    assert.equal(rx.duplicates, 1);
+    rx.resetSource();
+    feed(rx, [20, 21, 22], { firstSeq: 20, ts0: 99999, t0: 1000 });
+    // 14 behind the new source's highest: its ring slot is the one the old source's 8 used.
+    rx.onPacket(8, 99999 - 12 * 160, 160, 1100);
+    assert.deepEqual(counts(rx), { packets: 15, expected: 13, lost: -2, duplicates: 1, late: 1 });
+    rx.onPacket(8, 99999 - 12 * 160, 160, 1101); // the new source's own numbers are remembered
+    assert.deepEqual({ duplicates: rx.duplicates, late: rx.late }, { duplicates: 2, late: 1 });
+  });
+
+  test('a restart of the numbering (A.1) starts with an empty window too', () => {
+    const rx = new ReceiveStats(8000);
+    for (let s = 1000; s < 1010; s++) rx.onPacket(s, s * 160, 160, s * 20); // ring slots 40…49
+    for (let s = 5000; s < 5006; s++) rx.onPacket(s, s * 160, 160, s * 20); // 4000 ahead: a restart from its second packet
+    assert.equal(rx.packets, 15);
+    // 35 behind; ring slot 42, which 1002 used.
+    rx.onPacket(4970, 4970 * 160, 160, 5006 * 20);
+    assert.deepEqual({ duplicates: rx.duplicates, late: rx.late }, { duplicates: 0, late: 1 });
   });
 });
 
