@@ -8,8 +8,14 @@
  * can be trusted to start on a message boundary.
  *
  * The work per byte is constant: the framer keeps its state between chunks (where the header
- * block ends once found, the message length once known), scans only the bytes that just
- * arrived, and copies each byte at most once.
+ * block ends once found, the message length once known, how much of a keepalive ping has
+ * come), scans only the bytes that just arrived, and copies each byte at most once.
+ *
+ * Between messages a peer may send keepalives (RFC 5626 §3.5.1, §4.4.1): a double CRLF
+ * ("ping"), which must be answered with a single CRLF ("pong"), and that pong. Both are read
+ * here, as the line ends the parser skips before a start line; only a ping is reported, so that
+ * the connection's owner answers it. CRLFs inside a message (its header block, its body) are
+ * the message's and never a ping.
  */
 import { canonicalHeaderName, PARSE_LIMITS, trimLws } from './message';
 
@@ -32,6 +38,12 @@ export type FramingError =
 export interface FramerSink {
   /** One complete message (start line to the end of its body) and its Content-Length. */
   message(raw: Buffer, contentLength: number): void;
+  /**
+   * A keepalive ping: CRLFCRLF between messages (RFC 5626 §4.4.1), to be answered with one CRLF
+   * on the same connection. Once per ping, however its bytes were cut; a lone CRLF (a pong, a
+   * stray line end) is never reported, so that two peers answering pings never ping-pong.
+   */
+  ping(): void;
   /** Framing failed: the framer reads nothing more. */
   error(e: FramingError): void;
 }
@@ -42,8 +54,13 @@ const LF = 0x0a;
 export class StreamFramer {
   /** The bytes of the current message that came in earlier chunks (see Accumulator). */
   private readonly acc = new Accumulator();
-  /** Between messages (CRLF keepalives skipped), in the header block, or in the body. */
+  /** Between messages (CRLF keepalives read), in the header block, or in the body. */
   private phase: 'between' | 'head' | 'body' = 'between';
+  /**
+   * Bytes of a CRLFCRLF ping seen so far (0-3), between messages only. Kept between chunks: a
+   * ping cut in two is still one ping. Any other byte (a message starting) sets it back to 0.
+   */
+  private pingBytes = 0;
   /** The whole current message's length, once its header block has been read. */
   private total = 0;
   private contentLength = 0;
@@ -54,6 +71,7 @@ export class StreamFramer {
   /** Reads nothing more (the connection is being closed). */
   stop(): void {
     this.stopped = true;
+    this.pingBytes = 0;
     this.acc.reset();
   }
 
@@ -63,11 +81,23 @@ export class StreamFramer {
     while (data.length > 0 && !this.stopped) {
       if (this.phase === 'between') {
         // CRLF keepalives between messages (RFC 5626 §3.5.1) and stray line ends are skipped,
-        // as the parser skips them before a start line.
+        // as the parser skips them before a start line; each CRLFCRLF in them is a ping. Byte by
+        // byte, as they come: no byte is looked at twice.
         let i = 0;
-        while (i < data.length && (data[i] === CR || data[i] === LF)) i++;
+        for (; i < data.length && (data[i] === CR || data[i] === LF); i++) {
+          // Expected next: CR after 0 or 2 bytes matched, LF after 1 or 3. A CR out of turn
+          // may start a ping; an LF out of turn cannot.
+          const expected = this.pingBytes % 2 === 0 ? CR : LF;
+          this.pingBytes = data[i] === expected ? this.pingBytes + 1 : data[i] === CR ? 1 : 0;
+          if (this.pingBytes === 4) {
+            this.pingBytes = 0;
+            this.sink.ping();
+            if (this.stopped) return; // the sink may stop us
+          }
+        }
         data = data.subarray(i);
         if (data.length === 0) return;
+        this.pingBytes = 0; // a message starts: the CRLFs before it were not (the rest of) a ping
         this.phase = 'head';
       }
       if (this.phase === 'head') {

@@ -36,6 +36,14 @@ const IDLE_MS = 5 * 60_000;
 const LINGER_MS = 2_000;
 /** Refused connections are logged at most this often (a flood would flood the log). */
 const REFUSAL_LOG_MS = 10_000;
+/**
+ * TCP keepalive on every connection, first probe after this long without traffic. A peer
+ * behind a NAT, or one that vanished without a FIN or RST (power loss, a dropped NAT binding,
+ * a cable), is otherwise only found out when a write finally fails, ~15 minutes after it: the
+ * probes keep the NAT binding alive and let the kernel notice a dead peer and close the
+ * connection (the calls on it then fail at once instead of waiting out their timers).
+ */
+const TCP_KEEPALIVE_MS = 30_000;
 
 interface Conn {
   /** The socket SIP is read from and written to (TLS: the TLSSocket over `raw`). */
@@ -49,6 +57,8 @@ interface Conn {
   readonly framer: StreamFramer;
   /** Chunks received so far: `silenceCheck` compares it. */
   received: number;
+  /** The chunk being read held a keepalive ping: answered (`pong`) once it has been read. */
+  pinged: boolean;
   firstMessageTimer: NodeJS.Timeout | null;
   lingerTimer: NodeJS.Timeout | null;
 }
@@ -220,16 +230,41 @@ export class StreamTransport implements SipTransport {
 
   private track(sock: net.Socket, raw: net.Socket, host: string, port: number): Conn {
     const conn: Conn = {
-      sock, raw, key: `${host}:${port}`, host, port, received: 0, firstMessageTimer: null, lingerTimer: null,
-      framer: new StreamFramer({ message: (m, cl) => this.onFrame(conn, m, cl), error: (e) => this.onFramingError(conn, e) }),
+      sock, raw, key: `${host}:${port}`, host, port, received: 0, pinged: false, firstMessageTimer: null, lingerTimer: null,
+      framer: new StreamFramer({
+        message: (m, cl) => this.onFrame(conn, m, cl),
+        error: (e) => this.onFramingError(conn, e),
+        ping: () => { conn.pinged = true; },
+      }),
     };
     this.all.add(conn);
     this.connections.set(conn.key, conn);
     sock.setTimeout(IDLE_MS, () => this.destroy(conn));
-    sock.on('data', (chunk: Buffer) => { conn.received++; conn.framer.push(chunk); });
+    // On the TCP socket (for a TLS one we opened, the TLSSocket passes it on to its TCP handle);
+    // before the connection is up, Node applies it once connected.
+    raw.setKeepAlive(true, TCP_KEEPALIVE_MS);
+    sock.on('data', (chunk: Buffer) => {
+      conn.received++;
+      conn.framer.push(chunk);
+      if (conn.pinged) this.pong(conn);
+    });
     sock.on('error', (err) => this.log.debug({ err: err.message, remote: conn.key }, 'SIP stream error'));
     sock.on('close', () => this.forget(conn));
     return conn;
+  }
+
+  /**
+   * Answers the keepalive pings of one received chunk with a single CRLF (RFC 5626 §4.4.1). A
+   * peer doing keepalives waits for each pong before its next ping, so it has one outstanding:
+   * more CRLFs would answer nothing more, and two together would read as a ping to the peer. So a
+   * flood of pings gets at most one 2-byte write per chunk (never more than it sent), and none
+   * on a connection being closed (ended after a 400, or destroyed) or to a peer that is not
+   * reading what we already wrote (they would only pile up in our memory).
+   */
+  private pong(conn: Conn): void {
+    conn.pinged = false;
+    if (!conn.sock.writable || conn.sock.writableNeedDrain) return;
+    conn.sock.write('\r\n');
   }
 
   private source(conn: Conn): SipSource {

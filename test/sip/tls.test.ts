@@ -13,7 +13,8 @@ import { tempDir } from '../support/tempDir';
  * SIP over TLS between two user agents, with the certificate made by certs/make-self-signed.sh:
  * a call set up and torn down over one verified TLS connection, and a client that does not
  * trust the certificate refusing to talk. Inbound TLS connections are bounded from accept, not
- * from the end of their handshake: counted, timed out, and ended by stop().
+ * from the end of their handshake: counted, timed out, and ended by stop(). CRLF keepalive
+ * pings inside TLS are answered, on connections accepted and opened.
  */
 const logger = pino({ level: 'silent' });
 const SDP = 'v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n';
@@ -185,5 +186,75 @@ test('a TLS client that completes its handshake but sends no SIP message is clos
   } finally {
     sock.destroy();
     await server.stop();
+  }
+});
+
+// ------------------------------------------------------------------ keepalives (RFC 5626 §3.5.1, §4.4.1); ports 26325-26327
+
+const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+async function until(cond: () => boolean, what: string, ms = 3000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    await pause(10);
+  }
+}
+
+/** A 200 to a request (its Via, From, To, Call-ID and CSeq), as a trunk would answer. */
+function ok200(request: string): string {
+  const keep = request.split('\r\n').filter((l) => /^(Via|From|To|Call-ID|CSeq|[vftik]) *:/i.test(l));
+  return `SIP/2.0 200 OK\r\n${keep.join('\r\n')}\r\nContent-Length: 0\r\n\r\n`;
+}
+
+test('a ping inside an inbound TLS connection is answered with exactly one CRLF; a lone CRLF is not; a request still works after', async () => {
+  const server = new SipUserAgent({ transports: [{ protocol: 'tls', host: '127.0.0.1', port: 26325, tls: { cert, key } }], logger });
+  await server.start();
+  const sock = tls.connect({ port: 26325, host: '127.0.0.1', ca: cert, servername: 'localhost', checkServerIdentity: () => undefined });
+  sock.on('error', () => undefined);
+  let got = '';
+  sock.on('data', (d: Buffer) => { got += d.toString('latin1'); });
+  try {
+    await within(2000, new Promise((r) => sock.once('secureConnect', r)), 'the handshake');
+    sock.write('\r\n\r\n');
+    await until(() => got.length > 0, 'the pong');
+    await pause(300);
+    assert.equal(got, '\r\n', 'one pong');
+    sock.write('\r\n');
+    await pause(300);
+    assert.equal(got, '\r\n', 'a lone CRLF gets nothing');
+    sock.write([
+      'OPTIONS sip:gw@127.0.0.1 SIP/2.0', 'Via: SIP/2.0/TLS 127.0.0.1:5999;branch=z9hG4bK-tls-ka;rport', 'Max-Forwards: 70',
+      'From: <sip:peer@127.0.0.1>;tag=p1', 'To: <sip:gw@127.0.0.1>', 'Call-ID: tls-ka@test', 'CSeq: 1 OPTIONS', 'Content-Length: 0', '', '',
+    ].join('\r\n'));
+    await until(() => /\r\n\r\n$/.test(got.slice(2)), 'the answer');
+    assert.match(got, /^\r\nSIP\/2\.0 200 [^]*CSeq: 1 OPTIONS/);
+  } finally {
+    sock.destroy();
+    await server.stop();
+  }
+});
+
+test('a ping inside a TLS connection we opened (to a trunk) is answered with one CRLF', async () => {
+  const client = new SipUserAgent({ transports: [{ protocol: 'tls', host: '127.0.0.1', port: 26326, tls: { cert, key, ca: cert } }], logger });
+  let got = '';
+  let peer: tls.TLSSocket | undefined;
+  const trunk = tls.createServer({ cert, key }, (s) => { peer = s; s.on('error', () => undefined); s.on('data', (d: Buffer) => { got += d.toString('latin1'); }); });
+  await new Promise<void>((r) => trunk.listen(26327, '127.0.0.1', () => r()));
+  await client.start();
+  try {
+    const res = client.options('sip:trunk@127.0.0.1:26327;transport=tls');
+    await until(() => got.endsWith('\r\n\r\n'), 'the OPTIONS');
+    const request = got;
+    peer!.write('\r\n\r\n');
+    await until(() => got.length > request.length, 'the pong');
+    await pause(300);
+    assert.equal(got.slice(request.length), '\r\n', 'one pong');
+    peer!.write(ok200(request));
+    assert.equal((await res).status, 200);
+  } finally {
+    peer?.destroy();
+    await client.stop();
+    await new Promise((r) => trunk.close(r));
   }
 });

@@ -12,15 +12,15 @@ import type { SipTransportConfig } from '../../src/sip/transport';
 /**
  * SIP over TCP against hand-written bytes on real loopback sockets: how the stream is framed
  * (Content-Length read as the parser reads it, framing errors closing the connection), what
- * reading it costs, the bounds on inbound connections, and a connection whose peer went
- * silent being given up.
+ * reading it costs, the bounds on inbound connections, a connection whose peer went silent
+ * being given up, and keepalives (CRLF pings answered, TCP keepalive on).
  */
 const logger = pino({ level: process.env.GW_TEST_LOG ?? 'silent' });
 const cleanups: Array<() => unknown> = [];
 after(async () => { for (const c of cleanups.reverse()) await c(); });
 
-async function startUa(limits?: SipTransportConfig['limits'], timers?: { T1: number }): Promise<{ ua: SipUserAgent; port: number }> {
-  const ua = new SipUserAgent({ transports: [{ protocol: 'tcp', host: '127.0.0.1', port: 0, limits }], logger, timers });
+async function startUa(limits?: SipTransportConfig['limits'], timers?: { T1: number }, port = 0): Promise<{ ua: SipUserAgent; port: number }> {
+  const ua = new SipUserAgent({ transports: [{ protocol: 'tcp', host: '127.0.0.1', port, limits }], logger, timers });
   await ua.start();
   cleanups.push(() => ua.stop());
   return { ua, port: ua.boundAddresses[0].port };
@@ -159,7 +159,7 @@ test('a header block past 16 KB without its empty line: closed with no response'
 /** What the framer makes of `bytes` pushed in pieces of `piece` bytes (0: all at once). */
 function frame(bytes: Buffer, piece: number): { messages: Buffer[]; error?: FramingError } {
   const out: { messages: Buffer[]; error?: FramingError } = { messages: [] };
-  const framer = new StreamFramer({ message: (raw) => out.messages.push(raw), error: (e) => { out.error = e; } });
+  const framer = new StreamFramer({ message: (raw) => out.messages.push(raw), error: (e) => { out.error = e; }, ping: () => undefined });
   if (piece === 0) framer.push(bytes);
   else for (let at = 0; at < bytes.length; at += piece) framer.push(bytes.subarray(at, at + piece));
   return out;
@@ -312,4 +312,129 @@ test('a timed-out request does not close a connection the peer is still sending 
   assert.equal((await ua.options(uri)).status, 408);
   assert.equal(trunk.accepted.length, 1, 'both requests on the one connection');
   assert.equal(trunk.open(), 1);
+});
+
+// ------------------------------------------------------------------ keepalives (RFC 5626 §3.5.1, §4.4.1)
+
+// Ports bound by these tests: 26320-26324 on 127.0.0.1.
+
+/** The messages and pings the framer reports for `pieces`, each pushed on its own. */
+function framePings(...pieces: string[]): { pings: number; messages: number } {
+  const out = { pings: 0, messages: 0 };
+  const framer = new StreamFramer({ message: () => { out.messages++; }, error: (e) => assert.fail(`framing error ${e.kind}`), ping: () => { out.pings++; } });
+  for (const p of pieces) framer.push(Buffer.from(p, 'latin1'));
+  return out;
+}
+
+test('the framer reports each CRLFCRLF between messages as one ping, however cut; a lone CRLF and CRLFs inside a message are no ping', () => {
+  assert.deepEqual(framePings('\r\n\r\n'), { pings: 1, messages: 0 }, 'a ping');
+  assert.deepEqual(framePings('\r\n'), { pings: 0, messages: 0 }, 'a lone CRLF (a pong)');
+  assert.deepEqual(framePings('\r\n', '\r\n'), { pings: 1, messages: 0 }, 'a ping cut in two');
+  assert.deepEqual(framePings('\r', '\n\r', '\n'), { pings: 1, messages: 0 }, 'a ping cut in three');
+  assert.deepEqual(framePings('\r\n\r\n\r\n'), { pings: 1, messages: 0 }, 'a ping and a lone CRLF');
+  assert.deepEqual(framePings('\r\n\r\n\r\n\r\n'), { pings: 2, messages: 0 }, 'two pings');
+  assert.deepEqual(framePings('\n\n', '\r\r\n'), { pings: 0, messages: 0 }, 'stray line ends');
+  // A header block's empty line and a body full of CRLFs belong to the message.
+  const body = '\r\n\r\n\r\n\r\nv=0\r\n\r\n';
+  const msg = options(1, { body, extra: ['Content-Type: application/sdp'] });
+  assert.deepEqual(framePings(msg), { pings: 0, messages: 1 }, 'CRLFs within a message');
+  assert.deepEqual(framePings(...msg), { pings: 0, messages: 1 }, 'CRLFs within a message cut byte by byte');
+  assert.deepEqual(framePings(options(2, { body: '\r\n' })), { pings: 0, messages: 1 }, 'a body that is a CRLF');
+  // Between messages, and a CRLF just before a message starting is not half a ping.
+  assert.deepEqual(framePings(msg + '\r\n\r\n' + options(2)), { pings: 1, messages: 2 }, 'a ping between two messages');
+  assert.deepEqual(framePings(msg, '\r\n', options(2), '\r\n', options(3)), { pings: 0, messages: 3 }, 'lone CRLFs between messages');
+});
+
+test('a ping on an inbound TCP connection is answered with exactly one CRLF; a lone CRLF is not answered; requests still work on the connection', async () => {
+  const { port } = await startUa(undefined, undefined, 26320);
+  const c = await rawClient(port);
+  c.sock.setNoDelay(true);
+  c.sock.write('\r\n\r\n');
+  await until(() => c.text().length > 0, 'the pong');
+  await sleep(300);
+  assert.equal(c.text(), '\r\n', 'one pong');
+  c.sock.write('\r\n');
+  await sleep(300);
+  assert.equal(c.text(), '\r\n', 'a lone CRLF gets nothing');
+  // (On a stream a second lone CRLF would complete a ping: the request comes first here.)
+  c.sock.write(options(1));
+  await until(() => c.statuses().length === 1, 'the answer');
+  assert.deepEqual(c.statuses(), ['200 1']);
+  assert.match(c.text(), /^\r\nSIP\/2\.0 200 /);
+  // A ping cut over two TCP segments: one pong.
+  let before = c.text().length;
+  c.sock.write('\r\n');
+  await sleep(50);
+  c.sock.write('\r\n');
+  await sleep(300);
+  assert.equal(c.text().slice(before), '\r\n', 'one pong for the cut ping');
+  // A flood of pings in one write: one CRLF per chunk read (one, unless the kernel cut the
+  // write), never one per ping.
+  before = c.text().length;
+  c.sock.write('\r\n\r\n'.repeat(1000));
+  await sleep(300);
+  const pongs = c.text().slice(before);
+  assert.match(pongs, /^(\r\n)+$/);
+  assert.ok(pongs.length <= 2 * 10, `${pongs.length / 2} pongs for 1000 pings`);
+  c.sock.write(options(2));
+  await until(() => c.statuses().length === 2, 'the second answer');
+  assert.deepEqual(c.statuses(), ['200 1', '200 2']);
+  assert.equal(c.isClosed(), false);
+});
+
+/** A 200 to a request (its Via, From, To, Call-ID and CSeq), as a trunk would answer. */
+function ok200(request: string): string {
+  const keep = request.split('\r\n').filter((l) => /^(Via|From|To|Call-ID|CSeq|[vftik]) *:/i.test(l));
+  return `SIP/2.0 200 OK\r\n${keep.join('\r\n')}\r\nContent-Length: 0\r\n\r\n`;
+}
+
+test('a ping on a TCP connection we opened (to a trunk) is answered with one CRLF too, and the connection carries on', async () => {
+  const { ua } = await startUa(undefined, undefined, 26321);
+  let got = '';
+  let peer: net.Socket | undefined;
+  const srv = net.createServer((s) => { peer = s; s.on('error', () => undefined); s.on('data', (d) => { got += d.toString('latin1'); }); });
+  await new Promise<void>((r) => srv.listen(26322, '127.0.0.1', () => r()));
+  cleanups.push(() => { peer?.destroy(); return new Promise((r) => srv.close(r)); });
+  const uri = 'sip:trunk@127.0.0.1:26322;transport=tcp';
+  const first = ua.options(uri);
+  await until(() => got.endsWith('\r\n\r\n'), 'the OPTIONS');
+  const request = got;
+  peer!.write('\r\n\r\n');
+  await until(() => got.length > request.length, 'the pong');
+  await sleep(300);
+  assert.equal(got.slice(request.length), '\r\n', 'one pong');
+  peer!.write(ok200(request));
+  assert.equal((await first).status, 200);
+  got = '';
+  const second = ua.options(uri);
+  await until(() => got.endsWith('\r\n\r\n'), 'the second OPTIONS');
+  peer!.write(ok200(got));
+  assert.equal((await second).status, 200);
+  assert.equal(await new Promise<number>((r) => srv.getConnections((_e, n) => r(n))), 1, 'on the one connection');
+});
+
+test('TCP keepalive (30 s) is on for the connections we open and the ones we accept', async () => {
+  const calls: Array<{ sock: net.Socket; enable?: boolean; delay?: number }> = [];
+  const { setKeepAlive } = net.Socket.prototype;
+  net.Socket.prototype.setKeepAlive = function (this: net.Socket, enable?: boolean, delay?: number) {
+    calls.push({ sock: this, enable, delay });
+    return setKeepAlive.call(this, enable, delay);
+  };
+  try {
+    const trunk = net.createServer((s) => { s.on('error', () => undefined); s.on('data', (d) => s.write(ok200(d.toString('latin1')))); });
+    await new Promise<void>((r) => trunk.listen(26324, '127.0.0.1', () => r()));
+    const accepted: net.Socket[] = [];
+    trunk.on('connection', (s) => accepted.push(s));
+    cleanups.push(() => { accepted.forEach((s) => s.destroy()); return new Promise((r) => trunk.close(r)); });
+    const { ua, port } = await startUa(undefined, undefined, 26323);
+    assert.equal((await ua.options('sip:trunk@127.0.0.1:26324;transport=tcp')).status, 200);
+    const c = await rawClient(port);
+    c.sock.write(options(1));
+    await until(() => c.statuses().length === 1, 'the answer');
+    const on = (pred: (s: net.Socket) => boolean) => calls.some((k) => k.enable === true && k.delay === 30_000 && pred(k.sock));
+    assert.ok(on((s) => s.remotePort === 26324), 'on the connection opened to the trunk');
+    assert.ok(on((s) => s.localPort === port && s.remotePort === c.sock.localPort), 'on the accepted connection');
+  } finally {
+    net.Socket.prototype.setKeepAlive = setKeepAlive;
+  }
 });
