@@ -18,7 +18,7 @@ import { DirectSrtpPath } from './directSrtpPath';
 import { usableEventClock } from '../media/dtmf';
 import { dtlsTransportOf, restrictSrtpProfile, setAnswerDtlsRole } from './weriftInternals';
 import { installNativeDtlsCrypto } from './dtlsCrypto';
-import { authenticBindingRequest, isStunBindingRequest } from './stunAuth';
+import { guardIceReceive } from './iceSocketGuard';
 
 /**
  * ICE settings for the gateway side of every browser peer connection.
@@ -237,7 +237,7 @@ export class BrowserLeg extends EventEmitter<BrowserLegEvents> implements Browse
     if (this.state === 'closed') throw new LegClosedError(); // no answer for a leg that is gone
     this.startConnecting();
     const sdp = await this.completeLocalSdp();
-    this.guardConnectivityChecks();
+    this.guardIceSockets();
     return sdp;
   }
 
@@ -248,33 +248,31 @@ export class BrowserLeg extends EventEmitter<BrowserLegEvents> implements Browse
     await this.pc.setLocalDescription(offer);
     this.offerDirectSrtpProfile();
     const sdp = await this.completeLocalSdp();
-    this.guardConnectivityChecks();
+    this.guardIceSockets();
     return sdp;
   }
 
   /**
-   * From the moment our ICE credentials are out, connectivity checks that werift would take
-   * without them (it verifies no MESSAGE-INTEGRITY: stunAuth.ts) are dropped before it sees them:
-   * as ICE-lite it takes the first USE-CANDIDATE from anywhere as the call's path, and a forged
-   * one racing the browser's would get the call's audio. (The direct SRTP path checks them too
-   * once it takes the socket over.)
+   * From the moment our ICE credentials are out, what werift would take from anyone who learns
+   * the port is dropped before it sees it (iceSocketGuard.ts): connectivity checks not signed
+   * with our ICE password (as ICE-lite it takes the first USE-CANDIDATE from anywhere as the
+   * call's path), and DTLS from an address no signed check came from (a stranger's plaintext
+   * alert closed werift's DTLS transport). The direct SRTP path, once it takes the sockets over,
+   * passes STUN and DTLS on to this guard.
    */
-  private guardConnectivityChecks(): void {
+  private guardIceSockets(): void {
     const connection = this.transceiver ? dtlsTransportOf(this.transceiver)?.iceTransport.connection : undefined;
     const ufrag = connection?.localUsername;
     const password = connection?.localPassword;
     if (!connection || !ufrag || !password) {
-      this.opts.logger.warn('werift ICE credentials not reachable: connectivity checks not authenticated');
+      this.opts.logger.warn('werift ICE credentials not reachable: connectivity checks and DTLS sources not checked');
       return;
     }
+    const checked = new Set<string>();
     for (const p of connection.protocols) {
       const udp = p.transport;
       if (!udp || typeof udp.onData !== 'function') continue;
-      const werift = udp.onData;
-      udp.onData = (data, addr) => {
-        if (isStunBindingRequest(data) && !authenticBindingRequest(data, ufrag, password)) return;
-        werift(data, addr);
-      };
+      udp.onData = guardIceReceive(udp.onData, ufrag, password, checked);
     }
   }
 

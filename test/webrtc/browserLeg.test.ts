@@ -548,3 +548,34 @@ test('a leg closed while werift applies the browser\'s offer or answer: answer()
     await b.pc.close();
   }
 });
+
+/** A DTLS record as anyone could send it: plaintext (epoch 0), DTLS 1.2. */
+function plainDtlsRecord(contentType: number, fragment: Buffer): Buffer {
+  const header = Buffer.alloc(13);
+  header[0] = contentType;
+  header.writeUInt16BE(0xfefd, 1);
+  header.writeUInt16BE(fragment.length, 11);
+  return Buffer.concat([header, fragment]);
+}
+
+test('a stranger\'s plaintext DTLS alert or record of an unknown type to the leg\'s port ends nothing (werift closed its DTLS transport on one from anywhere: on its own path the audio to the browser stopped); DTLS reaches werift only from an address a signed check came from', async () => {
+  const records = { 'warning alert close_notify': plainDtlsRecord(21, Buffer.from([1, 0])), 'fatal alert': plainDtlsRecord(21, Buffer.from([2, 40])), 'content type 25': plainDtlsRecord(25, Buffer.from([0])) };
+  for (const direct of [true, false]) {
+    for (const [name, record] of Object.entries(records)) {
+      const pair = await outboundCall(direct);
+      const stranger = await udpSocket();
+      await withPair(pair, async () => {
+        const port = Number(/a=candidate:\S+ 1 udp \d+ 127\.0\.0\.1 (\d+)/.exec(pair.answer)![1]);
+        const dtls = dtlsTransportOf(pair.l['transceiver']!)! as unknown as { state: string; iceTransport: { connection: { onData: { subscribe(f: (d: Buffer) => void): void } } } };
+        let strangers = 0;
+        dtls.iceTransport.connection.onData.subscribe((d) => { if (d.equals(record)) strangers++; });
+        for (let i = 0; i < 3; i++) stranger.send(record, port, '127.0.0.1');
+        await new Promise((r) => setTimeout(r, 300));
+        assert.equal(strangers, 0, `${name}, ${direct ? 'direct' : 'werift'} path: werift never saw it`);
+        assert.equal(dtls.state, 'connected', `${name}: werift's DTLS transport is still up`);
+        assert.equal(pair.l.state, 'connected');
+        await exchangeAudio(pair.l, pair.b);
+      }).finally(() => stranger.close());
+    }
+  }
+});

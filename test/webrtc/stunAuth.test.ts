@@ -2,6 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { dirname, join } from 'node:path';
 import { authenticBindingRequest, isStunBindingRequest } from '../../src/webrtc/stunAuth';
+import { guardIceReceive } from '../../src/webrtc/iceSocketGuard';
 
 // werift's STUN message class (not exported: found next to its entry point) as the signer.
 const stunDir = join(dirname(require.resolve('werift')), '..', '..', 'ice', 'src', 'stun');
@@ -51,4 +52,27 @@ test('an attribute past MESSAGE-INTEGRITY (other than a final FINGERPRINT), or b
   assert.equal(authenticBindingRequest(appended, 'ours', pw), null);
   assert.equal(authenticBindingRequest(Buffer.concat([signed, Buffer.alloc(4)]), 'ours', pw), null, 'trailing bytes past the length');
   assert.deepEqual(authenticBindingRequest(signed, 'ours', pw), { useCandidate: false });
+});
+
+test('the ICE socket guard: werift gets signed checks, DTLS only from an address a signed check came from, RTP from anyone; the 16 most recently checked addresses are remembered', () => {
+  const got: string[] = [];
+  const guard = guardIceReceive((d, a) => got.push(`${d[0]}@${a[1]}`), 'ours', 'pw', new Set());
+  const signed = request({ username: 'ours:theirs', password: 'pw' });
+  const dtls = Buffer.from([22, 0xfe, 0xfd]);
+  const rtp = Buffer.from([0x80, 111]);
+  guard(dtls, ['127.0.0.1', 1]);
+  guard(request({ username: 'ours:theirs', password: 'not ours' }), ['127.0.0.1', 1]);
+  guard(dtls, ['127.0.0.1', 1]);
+  guard(rtp, ['127.0.0.1', 1]);
+  assert.deepEqual(got, ['128@1'], 'a forged check and DTLS from where none came are dropped; RTP passes (SRTP judges it)');
+  guard(signed, ['127.0.0.1', 1]);
+  guard(dtls, ['127.0.0.1', 1]);
+  guard(dtls, ['127.0.0.2', 1]);
+  assert.deepEqual(got.slice(1), ['0@1', '22@1'], 'same port, other host: not the checked address');
+  // Port 1 keeps checking (consent freshness) while the browser checks from 20 other ports.
+  got.length = 0;
+  for (let port = 100; port < 120; port++) { guard(signed, ['127.0.0.1', port]); guard(signed, ['127.0.0.1', 1]); }
+  got.length = 0;
+  for (const port of [1, 100, 104, 105, 119]) guard(dtls, ['127.0.0.1', port]);
+  assert.deepEqual(got, ['22@1', '22@105', '22@119'], 'the oldest checked ones were forgotten, never the one still checking');
 });
