@@ -75,6 +75,7 @@ export class Gateway {
       userAgent: 'webrtc-sip-gateway',
       sessionTimers: { expires: c.sip.sessionExpiresSec, minSe: c.sip.minSessionExpiresSec },
       onTransactionTimeout: () => this.metrics.sipTimeout(),
+      dnsServers: c.sip.dnsServers,
     });
     await this.ua.start();
     const udp = this.ua.boundAddresses.find((a) => a.protocol === 'udp') ?? this.ua.boundAddresses[0];

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The project's test command (npm test). It runs on a fresh Debian machine as it is: the real
-# peers the tests talk to (Chromium, baresip, sipp, Kamailio, coturn, sox) are installed first
+# peers the tests talk to (Chromium, baresip, sipp, Kamailio, coturn, sox, dnsmasq) are installed first
 # when missing, never skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,6 +12,7 @@ command -v sipp >/dev/null || need+=(sip-tester)
 command -v kamailio >/dev/null || need+=(kamailio)
 command -v turnserver >/dev/null || need+=(coturn)
 command -v sox >/dev/null || need+=(sox)
+command -v dnsmasq >/dev/null || need+=(dnsmasq-base)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     echo "installing test peers: ${need[*]}"
@@ -19,7 +20,7 @@ if [ ${#need[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" fonts-liberation >/dev/null
   else
     echo "The tests need real peers that are not installed. Run once:" >&2
-    echo "  sudo apt-get install -y --no-install-recommends chromium baresip sip-tester kamailio coturn sox fonts-liberation" >&2
+    echo "  sudo apt-get install -y --no-install-recommends chromium baresip sip-tester kamailio coturn sox dnsmasq-base fonts-liberation" >&2
     exit 1
   fi
 fi

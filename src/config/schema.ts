@@ -19,6 +19,13 @@ function rtpPairs([low, high]: [number, number]): number {
   const first = low % 2 === 0 ? low : low + 1;
   return Math.max(0, Math.floor((high - first + 1) / 2));
 }
+/** A DNS server: an IP address, with a port or not ("10.0.0.2", "10.0.0.2:5353", "[2001:db8::53]:53"). */
+const dnsServer = z.string().refine((v) => {
+  const m = /^\[([^\]]+)\](?::(\d{1,5}))?$/.exec(v) ?? /^([^:]+)(?::(\d{1,5}))?$/.exec(v);
+  const ip = m?.[1] ?? (isIP(v) === 6 ? v : '');
+  const p = m?.[2] === undefined ? 53 : Number(m[2]);
+  return isIP(ip) !== 0 && p >= 1 && p <= 65535;
+}, 'expected a DNS server as an IP address, optionally with :port (IPv6 in brackets then)');
 const host = z.string({ error: 'expected an IP address or host name' }).min(1, 'expected an IP address or host name');
 const codec = z.enum(['PCMU', 'PCMA', 'opus']);
 const srtp = z.enum(['off', 'optional', 'mandatory']);
@@ -74,6 +81,11 @@ export const ConfigSchema = z
          * after connecting (TLS handshake included) is closed; the 5-minute idle timeout applies after.
          */
         firstMessageTimeoutSec: z.number({ error: 'expected a number of seconds 1-300' }).min(1, 'expected a number of seconds 1-300').max(300, 'expected a number of seconds 1-300').default(10),
+        /**
+         * DNS servers for the SIP side's lookups (SRV, then address records: RFC 3263), as
+         * "ip", "ip:port" or "[ipv6]:port"; the system's resolver when absent.
+         */
+        dnsServers: z.array(dnsServer).min(1, 'expected at least one DNS server, or leave dnsServers out').optional(),
       })
       .strict()
       .prefault({}),

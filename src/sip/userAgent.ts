@@ -1,7 +1,6 @@
 import { EventEmitter } from 'node:events';
 import { randomBytes, randomInt } from 'node:crypto';
 import { isIP } from 'node:net';
-import { lookup } from 'node:dns/promises';
 import type { Logger } from 'pino';
 import {
   formatVia, parseNameAddr, parseUri, parseVia, SipRequest, SipResponse, type SipParseError, type SipSource,
@@ -12,6 +11,7 @@ import {
   NonInviteServerTransaction, realClock, type Clock, type Timers,
 } from './transactions';
 import { Dialog } from './dialog';
+import { locateSipServers, sipDns, type SipDns } from './serverLocator';
 import type { UaCore } from './uaCore';
 import { DigestAuth, sendWithCredentials, type Credentials } from './digest';
 import { Registration, type RegisterOptions } from './registration';
@@ -36,6 +36,8 @@ export interface SipUserAgentOptions {
   sessionTimers?: Partial<SessionTimerSettings>;
   /** Called when one of our client transactions gets no final response in time (Timer B/F): for a metric. */
   onTransactionTimeout?: (method: string) => void;
+  /** DNS servers for SRV and address lookups ("ip" or "ip:port"); the system's when absent. */
+  dnsServers?: string[];
 }
 
 export type { Credentials };
@@ -99,6 +101,10 @@ export class SipUserAgent extends EventEmitter<{ invite: [ServerInvite] }> imple
   private readonly awaitingAck = new Map<Dialog, Map<number, () => void>>();
   private started = false;
   private stopped = false;
+  /** SRV and address lookups (RFC 3263), the system's or `dnsServers`. */
+  private readonly dns: SipDns;
+  /** Places that failed lately (noteTargetFailed), by targetKey: until when (clock ms). */
+  private readonly failedTargets = new Map<string, number>();
 
   constructor(readonly opts: SipUserAgentOptions) {
     super();
@@ -106,6 +112,7 @@ export class SipUserAgent extends EventEmitter<{ invite: [ServerInvite] }> imple
     this.timers = { ...DEFAULT_TIMERS, ...opts.timers };
     this.clock = opts.clock ?? realClock;
     this.sessionTimerSettings = { ...DEFAULT_SESSION_TIMER, ...opts.sessionTimers };
+    this.dns = sipDns(opts.dnsServers);
   }
 
   get boundAddresses(): Array<{ protocol: SipProtocol; host: string; port: number }> {
@@ -191,30 +198,46 @@ export class SipUserAgent extends EventEmitter<{ invite: [ServerInvite] }> imple
     return `<sip:${user}@${hostForUri(transport.advertised.host)}:${transport.advertised.port}${tp}>`;
   }
 
-  /** Where a URI's requests go (RFC 3263 without SRV/NAPTR: A record or literal address). */
+  /** Where a URI's requests go: the first of resolveAll's places. */
   async resolve(uri: string): Promise<Destination> {
+    return (await this.resolveAll(uri))[0];
+  }
+
+  /**
+   * Every place a URI's requests may go, best first (RFC 3263 §4: a literal address; a name's
+   * SRV records, then its address records; serverLocator.ts). One place per address.
+   */
+  async resolveAll(uri: string): Promise<Destination[]> {
     const u = parseUri(uri.replace(/^<|>$/g, ''));
     if (!u) throw new Error(`cannot route to "${uri}": not a SIP URI`);
     const wanted: SipProtocol = u.scheme === 'sips' ? 'tls' : ((u.params.transport ?? 'udp').toLowerCase() as SipProtocol);
     const transport = this.transports.find((t) => t.protocol === wanted) ?? this.transports[0];
     if (!transport) throw new Error('no SIP transport is running');
-    let host = u.host.replace(/^\[|\]$/g, '');
+    const host = u.host.replace(/^\[|\]$/g, '');
+    const found = await locateSipServers(host, u.port ?? undefined, transport.protocol, this.dns);
+    // Places that failed lately go last, in their order (RFC 3263 §4.3: the next request tries
+    // the next server; without this every call would wait out a dead first one again).
+    const now = Date.now();
+    const isDown = (t: { address: string; port: number }) => (this.failedTargets.get(targetKey(transport.protocol, t.address, t.port)) ?? 0) > now;
+    const targets = [...found.filter((t) => !isDown(t)), ...found.filter(isDown)];
     if (!isIP(host)) {
-      let address: string;
-      try {
-        address = (await lookup(host, { family: 4 })).address;
-      } catch {
-        throw new Error(`cannot resolve SIP host "${u.host}"`);
-      }
       // TLS checks the trunk's certificate against the name we were given (and sends it as
-      // SNI), not against the address we connect to: a certificate issued for the name would be
-      // refused otherwise. The connection itself is to the address, so that requests the trunk
-      // sends on it are answered on it.
-      const port = u.port ?? (transport.protocol === 'tls' ? 5061 : 5060);
-      transport.knowAs?.(address, port, host);
-      return { transport, host: address, port };
+      // SNI) — for servers found by SRV too (RFC 5922 §4) — not against the address we connect
+      // to. The connection itself is to the address, so that requests the trunk sends on it are
+      // answered on it.
+      for (const t of targets) transport.knowAs?.(t.address, t.port, host);
     }
-    return { transport, host, port: u.port ?? (transport.protocol === 'tls' ? 5061 : 5060) };
+    return targets.map((t) => ({ transport, host: t.address, port: t.port }));
+  }
+
+  /**
+   * A place that did not answer a request (timeout, transport error) or answered 503: tried last
+   * for a while by resolveAll (for Retry-After's seconds when the 503 gave some).
+   */
+  noteTargetFailed(dest: Destination, forMs = FAILED_TARGET_MS): void {
+    const now = Date.now();
+    for (const [k, until] of this.failedTargets) if (until <= now) this.failedTargets.delete(k); // stays small
+    this.failedTargets.set(targetKey(dest.transport.protocol, dest.host, dest.port), now + Math.min(forMs, MAX_FAILED_TARGET_MS));
   }
 
   /** Non-INVITE client transaction; resolves with the final response (or 408 on timeout). */
@@ -226,11 +249,18 @@ export class SipUserAgent extends EventEmitter<{ invite: [ServerInvite] }> imple
       let dropIfSilent: (() => void) | undefined;
       const tx: NonInviteClientTransaction = new NonInviteClientTransaction(req, {
         clock: this.clock, timers: this.timers, reliable: dest.transport.reliable,
-        send: (d) => dest.transport.send(d, dest.host, dest.port, (err) => { if (tx.state === 'trying' || tx.state === 'proceeding') tx.receive(transportErrorResponse(req, err)); }),
+        send: (d) => dest.transport.send(d, dest.host, dest.port, (err) => {
+          if (tx.state !== 'trying' && tx.state !== 'proceeding') return;
+          this.noteTargetFailed(dest);
+          tx.receive(transportErrorResponse(req, err));
+        }),
         terminated: () => this.clientTx.delete(key),
       }, {
-        onResponse: (res) => { if (res.status >= 200) resolve(res); },
-        onTimeout: () => { dropIfSilent?.(); this.opts.onTransactionTimeout?.(req.method); resolve(timeoutResponse(req)); },
+        onResponse: (res) => {
+          if (res.status === 503 && res.source.host) this.noteTargetFailed(dest, unavailableFor(res)); // not our own (transport error)
+          if (res.status >= 200) resolve(res);
+        },
+        onTimeout: () => { dropIfSilent?.(); this.noteTargetFailed(dest); this.opts.onTransactionTimeout?.(req.method); resolve(timeoutResponse(req)); },
       });
       dropIfSilent = dest.transport.silenceCheck?.(dest.host, dest.port);
       this.clientTx.set(key, tx);
@@ -640,6 +670,20 @@ export class SipUserAgent extends EventEmitter<{ invite: [ServerInvite] }> imple
 }
 
 /** RFC 3261 §8.1.3.1: a transport error counts as a 503 from the far end. */
+/** How long a place that failed is tried last (noteTargetFailed), and at most for a Retry-After. */
+const FAILED_TARGET_MS = 30_000;
+const MAX_FAILED_TARGET_MS = 300_000;
+
+function targetKey(protocol: SipProtocol, host: string, port: number): string {
+  return `${protocol} ${host} ${port}`;
+}
+
+/** How long a 503 from a place says it is out of service (RFC 3263 §4.3; Retry-After's seconds). */
+function unavailableFor(res: SipResponse): number {
+  const retryAfter = Number.parseInt(res.header('retry-after') ?? '', 10);
+  return Number.isFinite(retryAfter) && retryAfter > 0 ? retryAfter * 1000 : FAILED_TARGET_MS;
+}
+
 function transportErrorResponse(req: SipRequest, err: Error): SipResponse {
   return localResponse(req, 503, `Service Unavailable (transport: ${(err as NodeJS.ErrnoException).code ?? err.message})`.slice(0, 120));
 }
@@ -689,7 +733,14 @@ export class ClientInvite extends EventEmitter<ClientInviteEvents> {
   private cseq = 1;
   state: ClientInviteState = 'calling';
   private request: SipRequest | null = null;
+  /** Where the INVITE may go, best first (resolveAll), and the one it went to last. */
+  private dests: Destination[] | null = null;
+  private destIndex = 0;
   private dest: Destination | null = null;
+  /** Anything came back from `dest` for the INVITE sent last; a provisional above 100 did. */
+  private heard = false;
+  private progressed = false;
+  private failoverTimer: unknown = null;
   private cancelWanted = false;
   private cancelSent = false;
   private authAttempts = 0;
@@ -730,7 +781,8 @@ export class ClientInvite extends EventEmitter<ClientInviteEvents> {
   private async send(): Promise<void> {
     if (this.state !== 'calling' && this.state !== 'proceeding') return;
     this.ua.ensureRunning();
-    this.dest ??= await this.ua.resolve(this.opts.outboundProxy ?? this.opts.requestUri);
+    this.dests ??= await this.ua.resolveAll(this.opts.outboundProxy ?? this.opts.requestUri);
+    this.dest = this.dests[this.destIndex];
     const o = this.opts;
     const req = this.ua.newRequest('INVITE', o.requestUri, { ...o.from, tag: this.fromTag }, o.to ?? { uri: o.requestUri }, this.callId, this.cseq, this.dest.transport);
     req.addHeader('Allow', ALLOW);
@@ -751,14 +803,55 @@ export class ClientInvite extends EventEmitter<ClientInviteEvents> {
     this.cancelSent = false;
     this.earlyDialogs.clear(); // RSeq spaces and early answers belong to one INVITE transaction
     this.unreliableEarlySdp.clear();
-    this.tx = this.ua.startInviteTransaction(req, this.dest, {
-      onResponse: (res) => this.onResponse(res),
-      onTimeout: () => this.fail(new Error('no response to INVITE (Timer B)')),
+    const tx = this.ua.startInviteTransaction(req, this.dest, {
+      onResponse: (res) => { if (tx === this.tx) this.onResponse(res); },
+      onTimeout: () => { if (tx === this.tx && !this.failOver()) this.fail(new Error('no response to INVITE (Timer B)')); },
     });
+    this.tx = tx;
+    this.heard = false;
+    this.progressed = false;
+    this.clearFailoverTimer();
+    // A server that has not even said 100 Trying (due within 200 ms, RFC 3261 §8.2.6.1) after
+    // 10·T1 is taken for dead when another remains: waiting out Timer B (64·T1, 32 s) would
+    // leave the caller in silence that long (RFC 3263 §4.3 fails over only at Timer B).
+    if (this.dests.length > this.destIndex + 1) {
+      this.failoverTimer = this.ua.clock.setTimeout(() => {
+        this.failoverTimer = null;
+        if (tx === this.tx && !this.heard) this.failOver();
+      }, 10 * this.ua.timers.T1);
+    }
+  }
+
+  private clearFailoverTimer(): void {
+    if (this.failoverTimer !== null) this.ua.clock.clearTimeout(this.failoverTimer);
+    this.failoverTimer = null;
+  }
+
+  /**
+   * RFC 3263 §4.3: the server we sent to failed (no answer, a transport error, 503) before
+   * anything came of the INVITE there: the same INVITE (a new transaction, CSeq + 1) goes to
+   * the next place the URI resolved to. False when there is none, or it is too late (an early
+   * dialog, a CANCEL asked for).
+   */
+  private failOver(unavailableMs?: number): boolean {
+    if (!this.dests || !this.dest || this.destIndex + 1 >= this.dests.length) return false;
+    if (this.cancelWanted || this.earlyDialogs.size > 0 || this.progressed || (this.state !== 'calling' && this.state !== 'proceeding')) return false;
+    this.ua.noteTargetFailed(this.dest, unavailableMs);
+    // No final response there: its retransmissions stop, and a late answer from there is a
+    // stray. After one (a 503), the transaction lives on to ACK that response's retransmissions.
+    if (this.tx && (this.tx.state === 'calling' || this.tx.state === 'proceeding')) this.tx.terminate();
+    this.ua.log.info({ sipCallId: this.callId, failed: `${this.dest.host}:${this.dest.port}`, next: `${this.dests[this.destIndex + 1].host}:${this.dests[this.destIndex + 1].port}` }, 'INVITE: server failed, trying the next one (RFC 3263)');
+    this.destIndex++;
+    this.cseq = Math.max(this.cseq, this.prackSeq) + 1;
+    this.send().catch((err: Error) => this.fail(err));
+    return true;
   }
 
   private onResponse(res: SipResponse): void {
     const s = res.status;
+    if (res.source.host) this.heard = true; // not one the transaction made up (transport error)
+    if (s > 100 && s < 200) this.progressed = true;
+    if (s === 503 && this.failOver(res.source.host ? unavailableFor(res) : undefined)) return;
     if (s < 200) {
       if (this.state === 'calling') this.state = 'proceeding';
       if (this.cancelWanted && !this.cancelSent) this.sendCancel();
@@ -952,6 +1045,7 @@ export class ClientInvite extends EventEmitter<ClientInviteEvents> {
   }
 
   private done(): void {
+    this.clearFailoverTimer();
     // Keep the entry while a dialog lives so retransmitted 2xx are re-ACKed.
     if (!this.dialog || this.dialog.state === 'terminated') this.ua.clientInvites.delete(this.callId);
   }

@@ -195,6 +195,10 @@ test('a bad value names the key path, what is expected and what was given', () =
   oneError(validateConfig({ media: { opusComplexity: 11 } }), /^config error: media\.opusComplexity: expected .*10.*, got 11$/);
   oneError(validateConfig({ media: { portRange: [31001, 31005], workers: 3 } }), /^config error: media\.workers: expected at least one even\/odd RTP\/RTCP port pair per media worker in portRange/);
   oneError(validateConfig({ sip: 'udp' }), /^config error: sip: expected a section \(key: value mapping\), got "udp"$/);
+  oneError(validateConfig({ sip: { dnsServers: ['dns.example.com'] } }), /^config error: sip\.dnsServers\.0: expected a DNS server as an IP address, optionally with :port/);
+  oneError(validateConfig({ sip: { dnsServers: ['10.0.0.2:70000'] } }), /^config error: sip\.dnsServers\.0: expected a DNS server/);
+  oneError(validateConfig({ sip: { dnsServers: [] } }), /^config error: sip\.dnsServers: expected at least one DNS server, or leave dnsServers out/);
+  assert.deepEqual(ok(validateConfig({ sip: { dnsServers: ['10.0.0.2', '10.0.0.3:5353', '::1', '[2001:db8::53]:53'] } })).sip.dnsServers, ['10.0.0.2', '10.0.0.3:5353', '::1', '[2001:db8::53]:53']);
 });
 
 test('a bad value from the environment also names the variable', () => {
