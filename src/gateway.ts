@@ -188,6 +188,7 @@ export class Gateway {
       messagesPerSec: c.limits.wsMessagesPerSec,
       heartbeatMs: c.limits.wsHeartbeatSec * 1000,
       helloTimeoutMs: c.limits.wsHelloTimeoutSec * 1000,
+      resumeGraceMs: c.limits.wsResumeGraceSec * 1000,
       originAllowed: guards.originAllowed,
       connectAttempt: guards.connectAttempt,
       callAttempt: guards.callAttempt,

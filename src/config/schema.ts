@@ -192,6 +192,11 @@ export const ConfigSchema = z
         wsHeartbeatSec: z.number().min(1).max(300).default(20),
         /** A WebSocket that has not authenticated (hello) within this is closed. */
         wsHelloTimeoutSec: z.number().min(1).max(300).default(10),
+        /**
+         * A tab whose WebSocket dropped without a close frame keeps its calls this long, for a
+         * new connection to take them over (docs/protocol.md); 0: they end at once.
+         */
+        wsResumeGraceSec: z.number().min(0).max(300).default(20),
       })
       .strict()
       .prefault({}),

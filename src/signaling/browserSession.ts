@@ -1,11 +1,11 @@
-import { randomUUID } from 'node:crypto';
+import { randomBytes, randomUUID, timingSafeEqual } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { WebSocket } from 'ws';
 import type { CallBase, CallEndInfo, Identity } from '../calls/callBase';
 import type { CallManager } from '../calls/callManager';
 import { InboundCall, type RingTarget } from '../calls/inboundCall';
 import { OutboundCall } from '../calls/outboundCall';
-import { parseClientMessage, PROTOCOL_VERSION, type ClientMessage, type ErrorCode, type IceServer, type ServerMessage } from './protocol';
+import { parseClientMessage, PROTOCOL_VERSION, type ClientMessage, type ErrorCode, type IceServer, type ResumedCallState, type ServerMessage } from './protocol';
 
 /** Authenticates a hello; the signaling server decides between demo mode and tokens. */
 export type Authenticator = (token: string | undefined) => Promise<
@@ -24,11 +24,19 @@ export interface SessionLimits {
 /** Hellos refused in a row before the connection is closed (a client looping on a bad token). */
 const MAX_FAILED_HELLOS = 5;
 
-type SessionState = 'awaiting-hello' | 'authenticating' | 'ready' | 'closed';
+/** Messages kept for a dropped tab while it may come back (the oldest go first past this). */
+const MAX_MISSED = 100;
 
 /**
- * One WebSocket = one browser tab. Validates every frame, turns requests into calls on the
- * CallManager and call events into messages. A dropped socket ends every call of this tab.
+ * 'detached': the connection dropped (no close frame) while the tab had calls up; they go on,
+ * and a new connection may take the session over (resume) until the grace time runs out.
+ */
+type SessionState = 'awaiting-hello' | 'authenticating' | 'ready' | 'detached' | 'closed';
+
+/**
+ * One browser tab: its WebSocket (replaced when the tab resumes after a drop), validating every
+ * frame, turning requests into calls on the CallManager and call events into messages. A
+ * closed socket ends every call of this tab; a dropped one, after the resume grace time.
  */
 export class BrowserSession implements RingTarget {
   readonly sessionId = randomUUID();
@@ -48,9 +56,16 @@ export class BrowserSession implements RingTarget {
   /** Being closed by us (flood, no hello, refused hellos): frames still arriving are ignored. */
   private closing = false;
   private helloTimer: NodeJS.Timeout | null = null;
+  /** The secret a new connection shows to take this session over (hello.resume); one per welcome. */
+  private resumeToken = '';
+  /** Detached: what the tab is missing, and when its calls end if it does not come back. */
+  private missed: ServerMessage[] = [];
+  private graceTimer: NodeJS.Timeout | null = null;
+  /** This socket's listeners, taken off when another session adopts the socket (resume). */
+  private readonly socketListeners: Array<[event: string, fn: (...args: any[]) => void]> = [];
 
   constructor(
-    private readonly ws: WebSocket,
+    private ws: WebSocket,
     private readonly opts: {
       manager: CallManager;
       authenticate: Authenticator;
@@ -60,16 +75,17 @@ export class BrowserSession implements RingTarget {
       logger: Logger;
       onReady(session: BrowserSession): void;
       onClosed(session: BrowserSession): void;
+      /** A waiting (detached) session this token may take over, or null. */
+      resume(sessionId: string, token: string): BrowserSession | null;
+      /** How long a dropped tab's calls wait for it (0: they end at once). */
+      resumeGraceMs: number;
+      /** The connection dropped and the session waits for the tab (it has no socket now). */
+      onDetached?(session: BrowserSession): void;
       origin?: string;
     },
   ) {
     this.log = opts.logger.child({ sessionId: this.sessionId });
-    ws.on('message', (data, isBinary) => {
-      if (this.state === 'closed' || this.closing) return;
-      if (isBinary) { this.send({ type: 'error', code: 'bad-message', message: 'binary frames are not part of the protocol' }); return; }
-      if (!this.admitFrame()) return;
-      this.onFrame(data.toString());
-    });
+    this.listen(ws);
     // Unauthenticated connections do not linger (each holds a socket and a session). A hello
     // that arrived in time but is still being checked gets its answer first.
     const helloDeadline = () => {
@@ -80,24 +96,63 @@ export class BrowserSession implements RingTarget {
       this.closeFor(4408, 'hello timeout');
     };
     this.helloTimer = setTimeout(helloDeadline, opts.limits.helloTimeoutMs);
-    ws.on('close', (code: number) => this.onClose(code));
-    ws.on('error', (err) => this.log.debug({ err: err.message }, 'websocket error'));
+  }
+
+  /** Reads `ws` as this tab's connection. */
+  private listen(ws: WebSocket): void {
+    const on = (event: string, fn: (...args: any[]) => void) => { ws.on(event, fn); this.socketListeners.push([event, fn]); };
+    on('message', (data: Buffer, isBinary: boolean) => {
+      if (this.state === 'closed' || this.closing || ws !== this.ws) return;
+      if (isBinary) { this.send({ type: 'error', code: 'bad-message', message: 'binary frames are not part of the protocol' }); return; }
+      if (!this.admitFrame()) return;
+      this.onFrame(data.toString());
+    });
+    on('close', (code: number) => { if (ws === this.ws) this.onClose(code); });
+    on('error', (err: Error) => this.log.debug({ err: err.message }, 'websocket error'));
+  }
+
+  /** Takes this session's listeners off its socket. */
+  private unlisten(): void {
+    for (const [event, fn] of this.socketListeners) this.ws.off(event, fn);
+    this.socketListeners.length = 0;
   }
 
   get isReady(): boolean {
     return this.state === 'ready';
   }
 
+  get isDetached(): boolean {
+    return this.state === 'detached';
+  }
+
+  /**
+   * Whether `token` is this session's resume token (constant time). Also while it still looks
+   * connected: a tab whose network changed cannot close its old connection, and we learn it is
+   * dead only from the heartbeat, up to two beats later.
+   */
+  resumableWith(token: string): boolean {
+    if ((this.state !== 'detached' && this.state !== 'ready') || !this.resumeToken) return false;
+    const a = Buffer.from(token);
+    const b = Buffer.from(this.resumeToken);
+    return a.length === b.length && timingSafeEqual(a, b);
+  }
+
   send(msg: ServerMessage): void {
+    if (this.state === 'detached') {
+      // Kept for the tab, should it come back (it is told of the calls still up anyway).
+      this.missed.push(msg);
+      if (this.missed.length > MAX_MISSED) this.missed.shift();
+      return;
+    }
     if (this.state === 'closed' || this.ws.readyState !== this.ws.OPEN) return;
     this.ws.send(JSON.stringify(msg));
   }
 
   /** RingTarget: an inbound call rings this tab. */
   ring(call: InboundCall, offerSdp: string): void {
-    // The tab closed while the call was being set up: it cannot ring (and must not hold a fork).
-    // Gone, not declined: the user never saw the call.
-    if (this.state === 'closed') { call.tabGone(this.sessionId); return; }
+    // The tab closed (or dropped) while the call was being set up: it cannot ring (and must not
+    // hold a fork). Gone, not declined: the user never saw the call.
+    if (this.state === 'closed' || this.state === 'detached') { call.tabGone(this.sessionId); return; }
     this.attach(call);
     this.send({ type: 'incoming', callId: call.id, from: call.from, fromName: call.fromName, to: call.to, sdp: offerSdp });
   }
@@ -203,6 +258,17 @@ export class BrowserSession implements RingTarget {
       this.refuse(msg, 'invalid-state', 'hello was already received');
       return;
     }
+    if (msg.resume) {
+      const waiting = this.opts.resume(msg.resume.sessionId, msg.resume.token);
+      if (waiting) {
+        // That session takes this socket over, calls and all; this one was never more than a
+        // connection and goes quietly.
+        this.retire();
+        waiting.adopt(this.ws);
+        return;
+      }
+      this.log.info('resume refused (no such session waiting, or a wrong token): a fresh session');
+    }
     this.state = 'authenticating';
     const auth = await this.opts.authenticate(msg.token);
     if (this.state !== 'authenticating' || this.closing) return; // socket closed meanwhile
@@ -225,7 +291,54 @@ export class BrowserSession implements RingTarget {
     if (this.helloTimer) clearTimeout(this.helloTimer);
     this.helloTimer = null;
     this.opts.onReady(this);
-    this.send({ type: 'welcome', version: PROTOCOL_VERSION, sessionId: this.sessionId, identity: auth.identity.id, iceServers: this.opts.iceServers, demo: this.opts.demo });
+    this.send({ ...this.welcome(), ...(msg.resume ? { resumed: false } : {}) });
+  }
+
+  /** The welcome of this session; a new resume token with each (the last one is used up). */
+  private welcome(): Extract<ServerMessage, { type: 'welcome' }> {
+    this.resumeToken = randomBytes(24).toString('base64url');
+    return {
+      type: 'welcome', version: PROTOCOL_VERSION, sessionId: this.sessionId, identity: this.identity!.id, iceServers: this.opts.iceServers, demo: this.opts.demo,
+      resumeToken: this.resumeToken, resumeGraceMs: this.opts.resumeGraceMs,
+    };
+  }
+
+  /**
+   * A new connection resumed this waiting session: it becomes the tab's connection, and is told
+   * the calls still up and what it missed.
+   */
+  adopt(ws: WebSocket): void {
+    if (this.graceTimer) clearTimeout(this.graceTimer);
+    this.graceTimer = null;
+    if (this.state === 'ready') {
+      // The old connection is dead to the tab, whatever it looks like here: cut, quietly.
+      this.unlisten();
+      this.ws.terminate();
+      this.keepOnlyOwnCalls();
+    }
+    this.ws = ws;
+    this.listen(ws);
+    this.state = 'ready';
+    this.frameWindowStart = Date.now();
+    this.framesInWindow = 0;
+    this.warnedFlood = false;
+    const missed = this.missed;
+    this.missed = [];
+    const calls = [...this.calls.values()].filter((c) => !c.ended).map((c) => ({ callId: c.id, state: resumedState(c) }));
+    this.log.info({ calls: calls.length, missed: missed.length }, 'tab resumed its session');
+    this.send({ ...this.welcome(), resumed: true, calls, missed });
+  }
+
+  /**
+   * This connection's session ends unseen: another session adopted its socket. Its listeners
+   * come off the socket; the signaling server forgets it.
+   */
+  private retire(): void {
+    this.unlisten();
+    if (this.helloTimer) clearTimeout(this.helloTimer);
+    this.helloTimer = null;
+    this.state = 'closed';
+    this.opts.onClosed(this);
   }
 
   /** A page may fix its token and say hello again, a few times; a client looping on a bad one is closed. */
@@ -350,13 +463,73 @@ export class BrowserSession implements RingTarget {
   }
 
   /**
-   * The connection is gone: its calls end. 1006 (closed without a close frame: the network went,
-   * the tab's machine slept, or our heartbeat gave up on it) is `connection-lost` in the CDR;
-   * a tab that closed or navigated away sent its close frame and hung up (`local-hangup`).
+   * The connection is gone: its calls end — after the resume grace time when it dropped without
+   * a close frame (1006: the network went, the tab's machine slept, or our heartbeat gave up on
+   * it; `connection-lost` in the CDR if the tab does not come back); at once when the tab closed
+   * or navigated away (it sent its close frame and hung up: `local-hangup`).
    */
   private onClose(code: number): void {
-    if (this.state === 'closed') return;
+    if (this.state === 'closed' || this.state === 'detached') return;
+    if (code === 1006 && this.state === 'ready' && this.opts.resumeGraceMs > 0 && this.waitForResume()) return;
+    this.end(code);
+  }
+
+  /**
+   * The connection dropped without a close frame (the network went for a moment, or changed):
+   * the tab's calls — those it placed, and those it answered — go on for the resume grace time,
+   * waiting for a new connection to take them over (docs/protocol.md). An incoming call still
+   * ringing here stops ringing here, as on any close. False when there is nothing to keep.
+   */
+  private waitForResume(): boolean {
+    if (!this.hasOwnCalls()) return false;
+    this.state = 'detached';
+    const kept = this.keepOnlyOwnCalls();
+    this.log.info({ calls: kept, graceMs: this.opts.resumeGraceMs }, 'websocket dropped: calls kept for the tab to resume');
+    this.opts.onDetached?.(this);
+    this.graceTimer = setTimeout(() => {
+      this.graceTimer = null;
+      this.log.info('the tab did not come back: its calls end');
+      this.end(1006);
+    }, this.opts.resumeGraceMs);
+    this.graceTimer.unref();
+    return true;
+  }
+
+  /** Calls that are this tab's own: placed by it, or answered in it. */
+  private isOwnCall(call: CallBase): boolean {
+    return !call.ended && (call instanceof OutboundCall || (call instanceof InboundCall && call.wonBy(this.sessionId)));
+  }
+
+  private hasOwnCalls(): boolean {
+    return [...this.calls.values()].some((c) => this.isOwnCall(c));
+  }
+
+  /**
+   * The tab's connection dropped: an incoming call ringing in it stops ringing there (as on any
+   * close; the user may never have seen it), its own calls stay. Returns how many stay.
+   */
+  private keepOnlyOwnCalls(): number {
+    let kept = 0;
+    for (const call of [...this.calls.values()]) {
+      if (this.isOwnCall(call)) { kept++; continue; }
+      this.forget(call);
+      if (call instanceof InboundCall) call.tabGone(this.sessionId);
+    }
+    return kept;
+  }
+
+  /** Ends a waiting session now (the gateway is shutting down): its calls end as lost. */
+  endDetached(): void {
+    if (this.state !== 'detached') return;
+    if (this.graceTimer) clearTimeout(this.graceTimer);
+    this.graceTimer = null;
+    this.end(1006);
+  }
+
+  /** The tab is gone for good: its calls end, the signaling server forgets it. */
+  private end(code: number): void {
     this.state = 'closed';
+    this.missed = [];
     if (this.helloTimer) clearTimeout(this.helloTimer);
     this.helloTimer = null;
     const cause = code === 1006 ? 'connection-lost' : 'local-hangup';
@@ -381,4 +554,10 @@ export class BrowserSession implements RingTarget {
 function fixedDestination(dest: string[] | undefined): string | undefined {
   const first = dest?.[0];
   return first && /^\+?[0-9#]+$/.test(first) ? first : undefined; // '*' and '?' make it a pattern
+}
+
+/** A call's state in the SDK's words (a resumed tab is told where its calls are). */
+function resumedState(call: CallBase): ResumedCallState {
+  if (call.state === 'answered') return 'answered';
+  return call.state === 'trying' ? 'connecting' : 'ringing';
 }

@@ -10,7 +10,11 @@ const headerName = z.string().regex(/^X-[A-Za-z0-9-]{1,60}$/, 'only X- headers a
 const CallRef = z.string().max(64);
 
 export const ClientMessage = z.discriminatedUnion('type', [
-  z.object({ type: z.literal('hello'), version: z.literal(PROTOCOL_VERSION), token: z.string().max(8192).optional() }),
+  z.object({
+    type: z.literal('hello'), version: z.literal(PROTOCOL_VERSION), token: z.string().max(8192).optional(),
+    /** Take over the calls of a dropped connection (docs/protocol.md: its welcome's sessionId and resumeToken). */
+    resume: z.object({ sessionId: z.string().max(64), token: z.string().max(128) }).optional(),
+  }),
   z.object({
     type: z.literal('call'),
     /** Omitted: the token's fixed destination (the widget's case: the site decides, not the visitor). */
@@ -45,10 +49,19 @@ export type ErrorCode =
   | 'token-expired' | 'token-wrong-algorithm' | 'rate-limited' | 'too-many-calls' | 'unknown-call'
   | 'invalid-state' | 'bad-sdp' | 'draining' | 'internal';
 
+/** A resumed call's state as the SDK names it. */
+export type ResumedCallState = 'connecting' | 'ringing' | 'answered';
+
 export interface IceServer { urls: string | string[]; username?: string; credential?: string }
 
 export type ServerMessage =
-  | { type: 'welcome'; version: number; sessionId: string; identity: string; iceServers: IceServer[]; demo: boolean }
+  | {
+    type: 'welcome'; version: number; sessionId: string; identity: string; iceServers: IceServer[]; demo: boolean;
+    /** For `hello.resume` after this connection drops; valid once, while the session waits (resumeGraceMs). */
+    resumeToken: string; resumeGraceMs: number;
+    /** Only after a hello that asked to resume: whether it did; if so, the calls still up and what the tab missed. */
+    resumed?: boolean; calls?: Array<{ callId: string; state: ResumedCallState }>; missed?: ServerMessage[];
+  }
   | { type: 'calling'; callId: string; ref?: string; sdp: string }
   | { type: 'progress'; callId: string; status: number; earlyMedia: boolean }
   | { type: 'answered'; callId: string }

@@ -20,6 +20,8 @@ export interface SignalingOptions {
   heartbeatMs?: number;
   /** A connection that has not said hello within this is closed (4408). */
   helloTimeoutMs?: number;
+  /** A tab whose connection dropped keeps its calls this long, for a new connection to resume them (0: off). */
+  resumeGraceMs?: number;
   /** Origin check for the upgrade: true = allowed. */
   originAllowed(origin: string | undefined): boolean;
   /** Per-IP connect limit: ms to wait, 0 = allowed. */
@@ -68,8 +70,11 @@ export class SignalingServer implements UserDirectory {
     }
   }
 
+  /** Open WebSockets: sessions waiting for a dropped tab to resume have none. */
   get connectionCount(): number {
-    return this.sessions.size;
+    let n = 0;
+    for (const s of this.sessions) if (!s.isDetached) n++;
+    return n;
   }
 
   ringTargets(user: string): RingTarget[] {
@@ -121,6 +126,14 @@ export class SignalingServer implements UserDirectory {
       logger: this.opts.logger,
       origin,
       limits: { messagesPerSec: this.opts.messagesPerSec, callAttempt: (id) => this.opts.callAttempt(id), helloTimeoutMs: this.opts.helloTimeoutMs ?? 10_000 },
+      resumeGraceMs: this.opts.resumeGraceMs ?? 0,
+      onDetached: () => this.opts.onConnectionChange?.(this.connectionCount),
+      resume: (sessionId, token) => {
+        const waiting = this.findSession(sessionId);
+        if (!waiting?.resumableWith(token)) return null;
+        this.sessionOf.set(ws, waiting);
+        return waiting;
+      },
       onReady: (s) => {
         const user = s.identity!.id;
         let set = this.byUser.get(user);
@@ -141,13 +154,13 @@ export class SignalingServer implements UserDirectory {
             this.opts.onUserPresence?.(user, false);
           }
         }
-        this.opts.onConnectionChange?.(this.sessions.size);
+        this.opts.onConnectionChange?.(this.connectionCount);
       },
     });
     this.sessions.add(session);
     this.sessionOf.set(ws, session);
     session.log.debug({ ip }, 'websocket connected');
-    this.opts.onConnectionChange?.(this.sessions.size);
+    this.opts.onConnectionChange?.(this.connectionCount);
   }
 
   /** Refuse new connections (drain); existing ones stay until their calls end. */
@@ -158,6 +171,8 @@ export class SignalingServer implements UserDirectory {
   async close(): Promise<void> {
     this.accepting = false;
     clearInterval(this.heartbeat);
+    // Tabs that dropped and may come back cannot any more: their calls end now.
+    for (const s of [...this.sessions]) s.endDetached();
     // Wait for each closing handshake (at most 1 s), so the last messages — the `ended` of a
     // call hung up by the shutdown — reach the browser before the process exits.
     await Promise.all([...this.wss.clients].map((client) => new Promise<void>((resolve) => {

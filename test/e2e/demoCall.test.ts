@@ -11,7 +11,8 @@ let gw: DemoRig['gw'];
 let browser: DemoRig['browser'];
 
 before(async () => {
-  rig = await startDemoRig(18100);
+  // A dropped tab's calls wait 2 s for it to come back (20 s by default).
+  rig = await startDemoRig(18100, { limits: { wsResumeGraceSec: 2 } } as Parameters<typeof startDemoRig>[1]);
   ({ gw, browser } = rig);
 });
 
@@ -115,14 +116,16 @@ test('"call me back": the page rings, is answered there, and hears the demo tone
   await until(() => JSON.stringify(heldResources(gw.gateway)) === JSON.stringify({ legs: 0, bridges: 0, portsAllocated: 0, icePorts: 0 }), `nothing held: ${JSON.stringify(heldResources(gw.gateway))}`);
 });
 
-test('the connection to a tab drops mid-call (no close frame): the page shows ended (connection-lost), so does the CDR, and nothing is held', async () => {
+test('the connection to a tab drops mid-call (no close frame) and the tab cannot reconnect: after the resume grace time the page shows ended (connection-lost), so does the CDR, and nothing is held', async () => {
   const before = cdrLines().length;
   const page = await answeredCall('1001');
-  // The gateway drops the TCP connection as its heartbeat does (terminate: no close frame), so
-  // both ends see 1006, as when a network goes away.
+  // The page's network lets no new connection through (its SDK tries to resume the call)...
+  await page.routeWebSocket(/\/ws$/, (ws) => ws.close({ code: 1011 }));
+  // ...and the gateway drops the TCP connection as its heartbeat does (terminate: no close
+  // frame), so both ends see 1006, as when a network goes away.
   const wss = (gw.gateway['signaling'] as unknown as { wss: { clients: Set<{ terminate(): void }> } }).wss;
   for (const client of wss.clients) client.terminate();
-  await page.getByTestId('call-status').filter({ hasText: 'ended (connection-lost)' }).waitFor({ timeout: 5000 });
+  await page.getByTestId('call-status').filter({ hasText: 'ended (connection-lost)' }).waitFor({ timeout: 8000 });
   await page.close();
   await until(() => cdrLines().length > before, 'the call\'s CDR line');
   assert.equal(cdrLines().at(-1).cause, 'connection-lost');

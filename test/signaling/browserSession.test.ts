@@ -29,7 +29,7 @@ before(async () => {
   gw = await startGateway(BASE, {
     auth: { mode: 'token', hs256Secret: SECRET },
     demo: { enabled: true, sipPort: BASE + 2 },
-    limits: { wsHeartbeatSec: 1, callsPerIdentityPerMin: 5 },
+    limits: { wsHeartbeatSec: 1, callsPerIdentityPerMin: 5, wsResumeGraceSec: 1 },
     media: { portRange: [BASE + 10, BASE + 29] },
     webrtc: { portRange: [BASE + 30, BASE + 49] },
   }, { captureLogs: true });
@@ -256,10 +256,12 @@ test('every log line of a session carries its sessionId; a closed socket is logg
   await next(asleep, (m) => m.type === 'calling', 'the call dialing');
   (asleep.ws as unknown as { _socket: { pause(): void } })._socket.pause();
   await until(() => logs().some((l) => l.msg === 'websocket did not answer a ping: closing it' && l.sessionId === asleepId), 'the heartbeat kill logged with its session', 5000);
+  // Its call waits for the tab to come back (1 s here), then ends with it.
+  assert.ok(logs().some((l) => l.msg === 'websocket dropped: calls kept for the tab to resume' && l.sessionId === asleepId));
   assert.deepEqual(pick(await closedLine(asleepId), ['code', 'calls', 'identity']), { code: 1006, calls: 1, identity: 'asleep' });
 
   // Nothing the sessions logged lacks its sessionId.
-  const sessionLines = ['hello refused', 'token not valid for this origin', 'websocket error', 'websocket did not answer a ping: closing it', 'websocket closed', 'websocket connected'];
+  const sessionLines = ['hello refused', 'token not valid for this origin', 'websocket error', 'websocket did not answer a ping: closing it', 'websocket dropped: calls kept for the tab to resume', 'the tab did not come back: its calls end', 'websocket closed', 'websocket connected'];
   const without = logs().filter((l) => sessionLines.includes(String(l.msg)) && !l.sessionId);
   assert.deepEqual(without, []);
 });

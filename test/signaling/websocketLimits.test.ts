@@ -27,7 +27,7 @@ test('WebSocket limits: no hello in time, refused hellos again and again, a floo
   const gw = await startGateway(BASE, {
     auth: { mode: 'token', hs256Secret: SECRET },
     demo: { enabled: true, sipPort: BASE + 2 },
-    limits: { wsHeartbeatSec: 1, wsHelloTimeoutSec: 1, wsMessagesPerSec: 20 },
+    limits: { wsHeartbeatSec: 1, wsHelloTimeoutSec: 1, wsMessagesPerSec: 20, wsResumeGraceSec: 1 },
     webrtc: { portRange: [BASE + 200, BASE + 299], connectTimeoutSec: 60 },
   });
   const sockets: WebSocket[] = [];
@@ -57,7 +57,8 @@ test('WebSocket limits: no hello in time, refused hellos again and again, a floo
     assert.equal(flood.messages.filter((m) => m.type === 'error' && m.code === 'rate-limited').length, 1);
     assert.ok(flood.messages.filter((m) => m.type === 'pong').length <= 20, 'frames past the limit were not handled');
 
-    // 4. A tab with a call up stops answering pings: terminated within two beats, its call ended.
+    // 4. A tab with a call up stops answering pings: terminated within two beats, its call ended
+    // once the resume grace time (1 s here) has passed without the tab coming back.
     const tab = await openTab(BASE, 'alice', SECRET, sockets);
     tab.ws.send(JSON.stringify({ type: 'call', to: '1000', ref: 'asleep', sdp: await browsers.offer() }));
     await until(() => tab.messages.some((m) => m.type === 'answered'), 'the demo endpoint answered');
