@@ -10,6 +10,9 @@ let client: GatewayClient | null = null;
 let current: Call | null = null;
 let ringing: Call | null = null;
 let timer: number | undefined;
+/** The connection dropped and the client is taking the call over on a new one. */
+let reconnecting = false;
+const away = () => (reconnecting ? ' — reconnecting…' : '');
 
 declare global { interface Window { __gw: { client: GatewayClient | null; currentCall: Call | null } } }
 window.__gw = { client: null, currentCall: null };
@@ -27,7 +30,7 @@ function track(call: Call): void {
     buttons.mute.disabled = false; buttons.hold.disabled = false;
     const start = Date.now();
     setStatus('answered 00:00');
-    timer = window.setInterval(() => setStatus(`answered ${fmt(Math.floor((Date.now() - start) / 1000))}${call.onHold ? ' (on hold)' : ''}`), 1000);
+    timer = window.setInterval(() => setStatus(`answered ${fmt(Math.floor((Date.now() - start) / 1000))}${call.onHold ? ' (on hold)' : ''}${away()}`), 1000);
   });
   call.on('held', () => { buttons.hold.textContent = 'Resume'; buttons.hold.setAttribute('aria-pressed', 'true'); });
   call.on('resumed', () => { buttons.hold.textContent = 'Hold'; buttons.hold.setAttribute('aria-pressed', 'false'); });
@@ -94,8 +97,14 @@ $('reject').onclick = () => { ringing?.reject(); ringing = null; incomingBox.cla
         if (ringing === call) { ringing = null; incomingBox.classList.remove('ringing'); setStatus(`ended (${e.cause})`); }
       });
     });
+    // The call goes on while the link comes back: said after the status (the timer keeps it).
+    client.on('reconnecting', () => { reconnecting = true; setStatus(`${status.textContent}${away()}`); });
+    client.on('reconnected', () => { reconnecting = false; setStatus((status.textContent ?? '').replace(' — reconnecting…', '')); });
     // Keep what ended the call (e.g. "ended (shutdown)") visible; add that the link is gone.
-    client.on('disconnected', () => setStatus(`${status.textContent?.startsWith('ended') ? status.textContent : 'ended'} — disconnected from the gateway`));
+    client.on('disconnected', () => {
+      reconnecting = false;
+      setStatus(`${status.textContent?.startsWith('ended') ? status.textContent : 'ended'} — disconnected from the gateway`);
+    });
   } catch (e) {
     setStatus(`cannot reach the gateway: ${(e as Error).message}`);
   }

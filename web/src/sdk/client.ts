@@ -1,4 +1,4 @@
-import { Call, type CallTransport, type GatewayError } from './call';
+import { Call, type CallEndInfo, type CallTransport, type GatewayError } from './call';
 import { Emitter } from './emitter';
 
 export interface ConnectOptions {
@@ -14,13 +14,43 @@ export interface ConnectOptions {
    * (30 s by default); then it ends as `failed`, rather than stay `connecting` for ever.
    */
   callSetupTimeoutMs?: number;
+  /**
+   * When the connection drops (no close frame) during calls, reconnect and take them over while
+   * the gateway keeps them (its `resumeGraceMs`); true by default. false: they end at once.
+   */
+  resume?: boolean;
 }
 
 export interface ClientEvents extends Record<string, unknown[]> {
   incoming: [call: Call];
   /** Every `error` from the gateway; those about a call also reach that Call (its `error` event). */
   error: [err: GatewayError];
+  /**
+   * The connection is gone for good; calls still up ended `connection-lost`. Not after close().
+   */
   disconnected: [];
+  /** The connection dropped during calls: they stay up while the client reconnects. */
+  reconnecting: [];
+  /** Reconnected: the calls the gateway still had go on; those it no longer had have ended. */
+  reconnected: [];
+}
+
+/** Waits between reconnect attempts (the last one repeats), and how long one attempt may take. */
+const RECONNECT_DELAYS_MS = [0, 250, 500, 1000, 2000];
+const RECONNECT_ATTEMPT_TIMEOUT_MS = 5000;
+const AWAY_REASON = 'the call ended while the connection to the gateway was away';
+
+/** A reconnection in progress (see onClose). */
+interface Reconnect {
+  /** Gives up when the gateway has stopped keeping the calls (its resumeGraceMs after the drop). */
+  deadline: ReturnType<typeof setTimeout>;
+  /** The next attempt, or the current attempt's timeout. */
+  timer?: ReturnType<typeof setTimeout>;
+  /** The current attempt's socket: one at a time. */
+  socket?: WebSocket;
+  attempts: number;
+  /** Calls hung up while away: the gateway may still have them, and is told once back. */
+  hangups: Set<string>;
 }
 
 /**
@@ -43,17 +73,23 @@ export class GatewayClient extends Emitter<ClientEvents> {
    * may already be dialing, so a `calling` for one of them is answered with `hangup` at once.
    */
   private readonly abandoned = new Set<string>();
+  /** Outbound calls whose request went out (to the connection of that time). */
+  private readonly requested = new WeakSet<Call>();
   private refCounter = 0;
   private closed = false;
+  /** From the latest `welcome`: what takes this session's calls over after a drop. */
+  private resumeToken = '';
+  private resumeGraceMs = 0;
+  private reconnect: Reconnect | null = null;
 
-  private constructor(private readonly ws: WebSocket, private readonly opts: ConnectOptions) {
+  private constructor(private ws: WebSocket, private readonly url: string, private readonly opts: ConnectOptions) {
     super();
   }
 
   static connect(opts: ConnectOptions = {}): Promise<GatewayClient> {
     const url = opts.url ?? `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/ws`;
     const ws = new WebSocket(url);
-    const client = new GatewayClient(ws, opts);
+    const client = new GatewayClient(ws, url, opts);
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => { reject(new Error('gateway did not answer in time')); ws.close(); }, 10000);
       ws.onerror = () => { clearTimeout(timer); reject(new Error(`cannot connect to ${url}`)); };
@@ -66,6 +102,7 @@ export class GatewayClient extends Emitter<ClientEvents> {
           client.identity = msg.identity;
           client.demo = msg.demo;
           client.iceServers = opts.iceServers ?? msg.iceServers ?? [];
+          client.noteResume(msg);
           ws.onmessage = (e) => client.onMessage(String(e.data));
           ws.onclose = (ev) => client.onClose(ev.code);
           resolve(client);
@@ -108,7 +145,14 @@ export class GatewayClient extends Emitter<ClientEvents> {
   }
 
   close(): void {
+    if (this.closed) return;
     this.closed = true;
+    if (this.reconnect) {
+      // The dropped socket's close is past: nothing else will end the calls.
+      this.stopReconnecting();
+      this.endCalls({ cause: 'local-hangup' });
+      return;
+    }
     this.ws.close();
   }
 
@@ -118,6 +162,12 @@ export class GatewayClient extends Emitter<ClientEvents> {
     return true;
   }
 
+  /** Every `welcome` carries a new resume token (each works once). */
+  private noteResume(welcome: Record<string, any>): void {
+    this.resumeToken = typeof welcome.resumeToken === 'string' ? welcome.resumeToken : '';
+    this.resumeGraceMs = typeof welcome.resumeGraceMs === 'number' ? welcome.resumeGraceMs : 0;
+  }
+
   /** `ref`: an outbound call's, whose request is tracked until the gateway answers it. */
   private transport(ref?: string): CallTransport {
     let requested = false;
@@ -125,7 +175,13 @@ export class GatewayClient extends Emitter<ClientEvents> {
       send: (msg) => {
         // Noted before sending: the call may end while its request is being sent.
         if (msg.type === 'call') requested = this.ws.readyState === WebSocket.OPEN;
-        return this.send(msg);
+        const sent = this.send(msg);
+        const call = ref === undefined ? undefined : this.pending.get(ref);
+        if (sent && msg.type === 'call' && call) this.requested.add(call);
+        // Hung up while away (the call ends here at once): the gateway, still keeping the call,
+        // is told once back.
+        if (!sent && msg.type === 'hangup' && this.reconnect) this.reconnect.hangups.add(String(msg.callId));
+        return sent;
       },
       forget: (call) => {
         if (call.id) this.calls.delete(call.id);
@@ -140,6 +196,10 @@ export class GatewayClient extends Emitter<ClientEvents> {
   private onMessage(text: string): void {
     let msg: Record<string, any>;
     try { msg = JSON.parse(text); } catch { return; }
+    this.dispatch(msg);
+  }
+
+  private dispatch(msg: Record<string, any>): void {
     // The answer to a `call` request (by its ref): `calling`, `ended` (refused before dialing) or `error`.
     const answersRequest = msg.type === 'calling' || (msg.type === 'ended' && msg.ref !== undefined && !this.calls.has(msg.callId)) || (msg.type === 'error' && msg.ref !== undefined);
     if (answersRequest && this.abandoned.delete(msg.ref)) {
@@ -183,17 +243,114 @@ export class GatewayClient extends Emitter<ClientEvents> {
   /**
    * Calls still up when the connection goes: hung up by our own close(); lost when it dropped
    * without a close frame (1006: the network, a sleeping machine, the gateway's heartbeat);
-   * failed when the gateway closed it (its close code in sipReason).
+   * failed when the gateway closed it (its close code in sipReason). A drop during calls, when
+   * the gateway keeps them for a while (resumeGraceMs), is first a reconnection (resume).
    */
   private onClose(code: number): void {
+    if (code === 1006 && !this.closed && this.opts.resume !== false && this.resumeGraceMs > 0 && this.activeCalls.some((c) => c.state !== 'ended')) {
+      this.startReconnecting();
+      return;
+    }
     const end = this.closed ? { cause: 'local-hangup' as const }
       : code === 1006 ? { cause: 'connection-lost' as const, sipReason: 'connection to the gateway lost' }
         : { cause: 'failed' as const, sipReason: `connection closed by the gateway (${code})` };
+    this.endCalls(end);
+    if (!this.closed) this.emit('disconnected');
+  }
+
+  private endCalls(end: CallEndInfo): void {
     for (const call of this.activeCalls) call.finish(end);
     this.calls.clear();
     this.pending.clear();
     // The gateway ended every call of this connection: there is nothing left to hang up.
     this.abandoned.clear();
-    if (!this.closed) this.emit('disconnected');
+  }
+
+  /**
+   * The calls stay up here (their audio does not go through this socket) while new connections
+   * try to take them over: at once, then with growing waits, until the gateway has stopped
+   * keeping them.
+   */
+  private startReconnecting(): void {
+    this.reconnect = {
+      deadline: setTimeout(() => this.giveUp(), this.resumeGraceMs),
+      attempts: 0,
+      hangups: new Set(),
+    };
+    this.emit('reconnecting');
+    this.attempt();
+  }
+
+  private attempt(): void {
+    const r = this.reconnect;
+    if (!r) return;
+    r.attempts++;
+    const ws = new WebSocket(this.url);
+    r.socket = ws;
+    // Failed (refused, closed, silent): the next attempt after a wait, never two sockets at once.
+    const failed = () => {
+      if (r !== this.reconnect || r.socket !== ws) return;
+      clearTimeout(r.timer);
+      this.discard(ws);
+      r.socket = undefined;
+      r.timer = setTimeout(() => this.attempt(), RECONNECT_DELAYS_MS[Math.min(r.attempts, RECONNECT_DELAYS_MS.length - 1)]);
+    };
+    r.timer = setTimeout(failed, RECONNECT_ATTEMPT_TIMEOUT_MS);
+    ws.onclose = failed;
+    ws.onopen = () => ws.send(JSON.stringify({ type: 'hello', version: 1, token: this.opts.token, resume: { sessionId: this.sessionId, token: this.resumeToken } }));
+    ws.onmessage = (ev) => {
+      let msg: Record<string, any>;
+      try { msg = JSON.parse(String(ev.data)); } catch { return; }
+      if (msg.type === 'welcome' && msg.resumed === true) this.resumed(ws, msg);
+      // A fresh session (ours is gone: too late, unknown) or a refused hello: the calls are over.
+      else if (msg.type === 'welcome' || msg.type === 'error') this.giveUp();
+    };
+  }
+
+  private resumed(ws: WebSocket, welcome: Record<string, any>): void {
+    const hangups = this.reconnect!.hangups;
+    this.reconnect!.socket = undefined; // adopted, not discarded
+    this.stopReconnecting();
+    this.ws = ws;
+    ws.onmessage = (e) => this.onMessage(String(e.data));
+    ws.onclose = (ev) => this.onClose(ev.code);
+    this.noteResume(welcome);
+    // What the gateway would have sent meanwhile, in order (a call that ended has its `ended`).
+    for (const msg of Array.isArray(welcome.missed) ? welcome.missed : []) this.dispatch(msg);
+    const up = new Map<string, string>((Array.isArray(welcome.calls) ? welcome.calls : []).map((c: { callId: string; state: string }) => [c.callId, c.state]));
+    // Requests sent into the dropped connection may have been lost: a call the gateway no longer
+    // has is over, and so is a call request it never answered (one still getting its microphone
+    // has sent nothing yet, and goes on).
+    const lost = { cause: 'connection-lost' as const, sipReason: AWAY_REASON };
+    for (const [id, call] of [...this.calls]) {
+      if (!up.has(id)) call.finish(lost);
+      else if (up.get(id) === 'answered' && call.state !== 'answered' && call.state !== 'ended') call.handle({ type: 'answered', callId: id });
+    }
+    for (const call of [...this.pending.values()]) if (this.requested.has(call)) call.finish(lost);
+    for (const id of hangups) if (up.has(id)) this.send({ type: 'hangup', callId: id });
+    this.emit('reconnected');
+  }
+
+  /** The gateway no longer keeps the calls (or will not give them back): as a plain drop. */
+  private giveUp(): void {
+    if (!this.reconnect) return;
+    this.stopReconnecting();
+    this.endCalls({ cause: 'connection-lost', sipReason: 'connection to the gateway lost' });
+    this.emit('disconnected');
+  }
+
+  private stopReconnecting(): void {
+    const r = this.reconnect;
+    if (!r) return;
+    this.reconnect = null;
+    clearTimeout(r.deadline);
+    clearTimeout(r.timer);
+    if (r.socket) this.discard(r.socket);
+  }
+
+  /** A socket we no longer want: closed, and nothing it still does reaches us. */
+  private discard(ws: WebSocket): void {
+    ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
+    ws.close();
   }
 }

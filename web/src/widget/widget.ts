@@ -58,6 +58,9 @@ class CallWidget {
   private call: Call | null = null;
   private answeredAt = 0;
   private ticker: ReturnType<typeof setInterval> | null = null;
+  /** The call's own status, shown again once a dropped connection is back. */
+  private statusText = '';
+  private reconnecting = false;
 
   constructor(readonly host: HTMLElement, private readonly o: WidgetOptions) {
     this.root = host.attachShadow({ mode: 'open' });
@@ -169,7 +172,10 @@ class CallWidget {
     const wsOrigin = this.o.gatewayOrigin.replace(/^http/, 'ws');
     const client = await GatewayClient.connect({ url: `${wsOrigin}/ws`, token });
     // The token inside is short-lived: a new click after a drop fetches a fresh one.
-    client.on('disconnected', () => { this.client = null; });
+    client.on('disconnected', () => { this.client = null; this.setReconnecting(false); });
+    // A dropped connection during the call: the call goes on while the SDK takes it over.
+    client.on('reconnecting', () => this.setReconnecting(true));
+    client.on('reconnected', () => this.setReconnecting(false));
     return client;
   }
 
@@ -209,8 +215,15 @@ class CallWidget {
   }
 
   private setStatus(text: string): void {
-    this.el.status.textContent = text;
-    this.host.dataset.state = text;
+    this.statusText = text;
+    const shown = this.reconnecting ? 'Reconnecting…' : text;
+    this.el.status.textContent = shown;
+    this.host.dataset.state = shown;
+  }
+
+  private setReconnecting(on: boolean): void {
+    this.reconnecting = on;
+    this.setStatus(this.statusText);
   }
 
   private show(view: View, text = ''): void {

@@ -1,0 +1,232 @@
+/**
+ * Resuming after a dropped signaling connection (docs/protocol.md, "Resuming after a dropped
+ * connection"), end to end: Chromium's demo page, its SDK and a whole gateway. The gateway side
+ * of the page's WebSocket is cut without a close frame (its TCP socket destroyed: 1006 at both
+ * ends, as when a network goes away for a moment); the page's call must go on.
+ */
+import { after, afterEach, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import type { Page } from 'playwright-core';
+import { openPhone, remotePeakHz, closePages } from '../support/page';
+import { startDemoRig, type DemoRig } from '../support/demoRig';
+import { until } from '../support/tabs';
+import { heldResources } from '../support/gateway';
+
+const BASE = 26800;
+/** Nothing listens here (a TCP port of this file's range): where a blocked page's sockets go. */
+const DEAD_WS = `ws://127.0.0.1:${BASE + 299}/ws`;
+const NOTHING_HELD = JSON.stringify({ legs: 0, bridges: 0, portsAllocated: 0, icePorts: 0 });
+
+type Gateway = DemoRig['gw']['gateway'];
+interface SessionLike { sessionId: string; ws: { _socket: { destroy(): void } } }
+
+const cdrLines = (gw: DemoRig['gw']) => readFileSync(gw.cdrPath, 'utf8').trim().split('\n').filter(Boolean).map((l) => JSON.parse(l));
+/** The gateway's live calls (read-only). */
+const gatewayCalls = (gateway: Gateway) => (gateway['manager'] as unknown as { calls: Map<string, { ended: boolean }> }).calls;
+
+/** Cuts the gateway's side of a tab's connection without a close frame: 1006 at both ends. */
+function dropConnection(gateway: Gateway, sessionId: string): void {
+  const signaling = gateway['signaling'] as unknown as { findSession(id: string): SessionLike | undefined };
+  const session = signaling.findSession(sessionId);
+  assert.ok(session, `session ${sessionId} on the gateway`);
+  session.ws._socket.destroy();
+}
+
+/**
+ * Logs what the page's client and call do (`window.__events`), and wraps WebSocket: while
+ * `window.__blockWs` is set, new sockets go to a port where nothing listens (the network is still
+ * away for new connections); `window.__wsStats` counts the sockets opened since, and the most
+ * open at once. `where`: the demo page's client and call (window.__gw), or those an SDK page
+ * keeps in window.client and window.call.
+ */
+async function instrument(page: Page, where: 'demo' | 'sdk'): Promise<{ callId: string; sessionId: string }> {
+  return page.evaluate(([deadWs, where]) => {
+    const w = window as any;
+    const client = where === 'demo' ? w.__gw.client : w.client;
+    const call = where === 'demo' ? w.__gw.currentCall : w.call;
+    w.__events = [] as string[];
+    for (const e of ['reconnecting', 'reconnected', 'disconnected']) client.on(e, () => w.__events.push(e));
+    call.on('ended', (info: { cause: string }) => w.__events.push(`ended:${info.cause}`));
+    w.__blockWs = false;
+    const stats = { opened: 0, open: 0, maxOpen: 0 };
+    w.__wsStats = stats;
+    const Native = w.WebSocket;
+    w.WebSocket = class extends Native {
+      constructor(url: string | URL, protocols?: string | string[]) {
+        super(w.__blockWs ? deadWs : url, protocols);
+        stats.opened++; stats.open++; stats.maxOpen = Math.max(stats.maxOpen, stats.open);
+        (this as unknown as WebSocket).addEventListener('close', () => { stats.open--; });
+      }
+    };
+    return { callId: call.id as string, sessionId: client.sessionId as string };
+  }, [DEAD_WS, where] as const);
+}
+
+/** A demo page that called `number` and got it answered, instrumented. */
+async function answeredCall(rig: DemoRig, number: string): Promise<{ page: Page; callId: string; sessionId: string }> {
+  const page = await openPhone(rig.browser, rig.gw.url);
+  await page.getByTestId('dial-input').fill(number);
+  await page.getByTestId('call-button').click();
+  await page.getByTestId('call-status').filter({ hasText: 'answered' }).waitFor({ timeout: 10000 });
+  const { callId, sessionId } = await instrument(page, 'demo');
+  assert.ok(callId && sessionId);
+  return { page, callId, sessionId };
+}
+
+const events = (page: Page): Promise<string[]> => page.evaluate(() => (window as any).__events);
+const waitForEvent = (page: Page, e: string, timeout = 10000) =>
+  page.waitForFunction((ev) => (window as any).__events.includes(ev), e, { timeout });
+const callInPage = (page: Page): Promise<{ id: string; state: string; endInfo: { cause: string } | null }> =>
+  page.evaluate(() => { const c = (window as any).__gw.currentCall; return { id: c.id, state: c.state, endInfo: c.endInfo }; });
+const setBlocked = (page: Page, on: boolean) => page.evaluate((b) => { (window as any).__blockWs = b; }, on);
+
+async function expectEcho(page: Page): Promise<void> {
+  const heard = await remotePeakHz(page);
+  assert.ok(Math.abs(heard.peakHz - 700) < 30, `echo peak ${heard.peakHz} Hz (${heard.peakDb} dB)`);
+}
+
+/** The CDR line of `callId`, once it is written; exactly one. */
+async function cdrOf(gw: DemoRig['gw'], callId: string): Promise<Record<string, any>> {
+  await until(() => cdrLines(gw).some((l) => l.callId === callId), `the CDR line of ${callId}`);
+  const lines = cdrLines(gw).filter((l) => l.callId === callId);
+  assert.equal(lines.length, 1, JSON.stringify(lines));
+  return lines[0];
+}
+
+describe('resume on (the default grace time, 20 s)', () => {
+  let rig: DemoRig;
+  before(async () => { rig = await startDemoRig(BASE); });
+  afterEach(() => closePages(rig?.browser));
+  after(() => rig?.stop());
+
+  test('a dropped connection mid-call: the page reconnects, the call goes on (same call, echo heard), and ends normally later', async () => {
+    const { gw } = rig;
+    const { page, callId, sessionId } = await answeredCall(rig, '1000');
+    await expectEcho(page);
+    assert.deepEqual([...gatewayCalls(gw.gateway).keys()], [callId]);
+
+    dropConnection(gw.gateway, sessionId);
+    await waitForEvent(page, 'reconnected');
+    assert.deepEqual(await events(page), ['reconnecting', 'reconnected']);
+    assert.deepEqual(await callInPage(page), { id: callId, state: 'answered', endInfo: null });
+    assert.equal(await page.evaluate(() => (window as any).__gw.client.sessionId), sessionId, 'the same session');
+    assert.deepEqual([...gatewayCalls(gw.gateway).keys()], [callId], 'the gateway still has exactly this call');
+    await expectEcho(page);
+    const status = await page.getByTestId('call-status').textContent();
+    assert.ok(status?.startsWith('answered') && !status.includes('reconnecting'), status ?? '');
+
+    // Again: the welcome of the resume carried a new resume token (each works once).
+    dropConnection(gw.gateway, sessionId);
+    await page.waitForFunction(() => (window as any).__events.filter((e: string) => e === 'reconnected').length === 2, null, { timeout: 10000 });
+    assert.deepEqual(await events(page), ['reconnecting', 'reconnected', 'reconnecting', 'reconnected']);
+    assert.deepEqual([...gatewayCalls(gw.gateway).keys()], [callId]);
+    await expectEcho(page);
+
+    await page.getByTestId('hangup-button').click();
+    await page.getByTestId('call-status').filter({ hasText: 'ended (local-hangup)' }).waitFor({ timeout: 5000 });
+    assert.equal((await cdrOf(gw, callId)).cause, 'local-hangup');
+    await until(() => gatewayCalls(gw.gateway).size === 0, 'no call left on the gateway');
+    await until(() => JSON.stringify(heldResources(gw.gateway)) === NOTHING_HELD, `nothing held: ${JSON.stringify(heldResources(gw.gateway))}`);
+  });
+
+  test('the far end hangs up while the connection is away: after reconnecting the call ends with that cause (from missed), not connection-lost', async () => {
+    const { gw } = rig;
+    const { page, callId, sessionId } = await answeredCall(rig, '1000');
+    // New connections fail until the far end has hung up: the page retries meanwhile.
+    await setBlocked(page, true);
+    dropConnection(gw.gateway, sessionId);
+    await waitForEvent(page, 'reconnecting');
+    assert.deepEqual(await callInPage(page), { id: callId, state: 'answered', endInfo: null });
+    await page.getByTestId('call-status').filter({ hasText: 'reconnecting…' }).waitFor({ timeout: 3000 });
+    const dialogs = (gw.gateway['demo'] as unknown as { dialogs: Set<{ bye(): Promise<void> }> }).dialogs;
+    assert.equal(dialogs.size, 1);
+    for (const d of dialogs) await d.bye();
+    await until(() => gatewayCalls(gw.gateway).size === 0, 'the call ended on the gateway');
+    assert.equal((await cdrOf(gw, callId)).cause, 'remote-hangup');
+    assert.equal((await callInPage(page)).state, 'answered', 'the page does not know yet');
+    await page.waitForFunction(() => (window as any).__wsStats.opened >= 2, null, { timeout: 5000 });
+    await setBlocked(page, false);
+
+    await waitForEvent(page, 'reconnected');
+    assert.deepEqual(await events(page), ['reconnecting', 'ended:remote-hangup', 'reconnected']);
+    await page.getByTestId('call-status').filter({ hasText: 'ended (remote-hangup)' }).waitFor({ timeout: 5000 });
+    const ws = await page.evaluate(() => (window as any).__wsStats);
+    assert.equal(ws.maxOpen, 1, `never two sockets at once: ${JSON.stringify(ws)}`);
+    await until(() => JSON.stringify(heldResources(gw.gateway)) === NOTHING_HELD, `nothing held: ${JSON.stringify(heldResources(gw.gateway))}`);
+  });
+
+  test('the page hangs up while the connection is away: the call ends there at once, and on the gateway once the page is back (local-hangup)', async () => {
+    const { gw } = rig;
+    const { page, callId, sessionId } = await answeredCall(rig, '1000');
+    await setBlocked(page, true);
+    dropConnection(gw.gateway, sessionId);
+    await waitForEvent(page, 'reconnecting');
+    await page.getByTestId('hangup-button').click();
+    await page.getByTestId('call-status').filter({ hasText: 'ended (local-hangup)' }).waitFor({ timeout: 5000 });
+    assert.deepEqual([...gatewayCalls(gw.gateway).keys()], [callId], 'the gateway keeps the call while the page is away');
+    await setBlocked(page, false);
+    await waitForEvent(page, 'reconnected');
+    assert.deepEqual(await events(page), ['reconnecting', 'ended:local-hangup', 'reconnected']);
+    assert.equal((await cdrOf(gw, callId)).cause, 'local-hangup');
+    await until(() => gatewayCalls(gw.gateway).size === 0, 'no call left on the gateway');
+    await until(() => JSON.stringify(heldResources(gw.gateway)) === NOTHING_HELD, `nothing held: ${JSON.stringify(heldResources(gw.gateway))}`);
+  });
+
+  // The last two of this rig: the gateway keeps their calls for its grace time (the page does not
+  // come back), and the rig's stop ends them.
+  test('client.close() while reconnecting: the attempts stop, the call ends as the page\'s own hang-up, nothing more is emitted', async () => {
+    const { gw } = rig;
+    const { page, sessionId } = await answeredCall(rig, '1000');
+    await setBlocked(page, true);
+    dropConnection(gw.gateway, sessionId);
+    await waitForEvent(page, 'reconnecting');
+    await page.evaluate(() => (window as any).__gw.client.close());
+    await page.getByTestId('call-status').filter({ hasText: 'ended (local-hangup)' }).waitFor({ timeout: 2000 });
+    const opened = (await page.evaluate(() => (window as any).__wsStats)).opened;
+    await new Promise((r) => setTimeout(r, 2500)); // past the next attempts' waits
+    const ws = await page.evaluate(() => (window as any).__wsStats);
+    assert.deepEqual({ opened: ws.opened, open: ws.open }, { opened, open: 0 }, 'no attempt after close()');
+    assert.deepEqual(await events(page), ['reconnecting', 'ended:local-hangup']);
+  });
+
+  test('an SDK client connected with resume: false ends its calls at a drop (connection-lost) and does not reconnect', async () => {
+    const { gw } = rig;
+    const page = await rig.browser.newPage();
+    // A page the gateway serves (Chromium refuses a page Playwright made up a connection to 127.0.0.1).
+    await page.goto(`${gw.url}/widget-demo.html`);
+    await page.addScriptTag({ url: '/sdk.js' });
+    await page.evaluate(async () => {
+      const w = window as any;
+      w.client = await w.GatewaySDK.GatewayClient.connect({ resume: false });
+      w.call = w.client.call('1000');
+      await new Promise((resolve, reject) => { w.call.on('answered', resolve); w.call.on('ended', reject); });
+    });
+    const { sessionId } = await instrument(page, 'sdk');
+    assert.ok(await page.evaluate(() => (window as any).client.resumeGraceMs > 0), 'the gateway offers resuming');
+    dropConnection(gw.gateway, sessionId);
+    await waitForEvent(page, 'disconnected', 5000);
+    assert.deepEqual(await events(page), ['ended:connection-lost', 'disconnected']);
+    assert.equal((await page.evaluate(() => (window as any).__wsStats)).opened, 0, 'no reconnect attempt');
+  });
+});
+
+describe('resume off (limits.wsResumeGraceSec: 0)', () => {
+  let rig: DemoRig;
+  // The same ports: the rig above has stopped by now.
+  before(async () => { rig = await startDemoRig(BASE, { limits: { wsResumeGraceSec: 0 } } as Parameters<typeof startDemoRig>[1]); });
+  afterEach(() => closePages(rig?.browser));
+  after(() => rig?.stop());
+
+  test('a dropped connection mid-call ends the call at once (connection-lost) on both sides, as before resuming existed', async () => {
+    const { gw } = rig;
+    const { page, callId, sessionId } = await answeredCall(rig, '1000');
+    assert.equal(await page.evaluate(() => (window as any).__gw.client.resumeGraceMs), 0, 'the welcome said so');
+    dropConnection(gw.gateway, sessionId);
+    await page.getByTestId('call-status').filter({ hasText: 'ended (connection-lost)' }).waitFor({ timeout: 5000 });
+    assert.deepEqual(await events(page), ['ended:connection-lost', 'disconnected']);
+    assert.equal((await page.evaluate(() => (window as any).__wsStats)).opened, 0, 'no reconnect attempt');
+    assert.equal((await cdrOf(gw, callId)).cause, 'connection-lost');
+    await until(() => JSON.stringify(heldResources(gw.gateway)) === NOTHING_HELD, `nothing held: ${JSON.stringify(heldResources(gw.gateway))}`);
+  });
+});
