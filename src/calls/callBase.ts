@@ -8,6 +8,7 @@ import { buildSipAnswer, chooseSipCodec, parseSipAnswer, parseSipOffer, telephon
 import type { BrowserIceConfig } from '../webrtc/browserLeg';
 import { BrowserLeg } from '../webrtc/browserLeg';
 import type { EndCause } from './causes';
+import { BrowserLegSwitch } from './browserLegSwitch';
 
 export type CallDirection = 'outbound' | 'inbound';
 /** trying → early (ringing / early media) → answered → ended; inbound starts at ringing. */
@@ -112,8 +113,12 @@ export abstract class CallBase extends EventEmitter<CallEvents> {
   private lastQuality: BridgeStats | undefined;
   /** A hold or resume of ours is on its way (setLocalHold). */
   private holdChanging = false;
-  /** The browser leg the bridge carries (its drops join the call's quality figures). */
-  private bridgedBrowser: BrowserLeg | null = null;
+  /** The browser side of the bridge: the leg carrying the call's audio now (media restarts replace it). */
+  private legSwitch: BrowserLegSwitch | null = null;
+  /** A media restart's new leg while it connects (restartBrowserMedia). */
+  private restartLeg: BrowserLeg | null = null;
+  /** Packets the legs replaced by media restarts had dropped (they join the call's quality figures). */
+  private retiredLegsDropped = 0;
   /**
    * Settles once the media plane has given back the bridge's final statistics (at once in this
    * thread, after a message round trip when the media runs in a worker): the CDR waits for it.
@@ -148,13 +153,15 @@ export abstract class CallBase extends EventEmitter<CallEvents> {
     this.endInfo = info;
     for (const t of this.timers) clearTimeout(t);
     this.timers.clear();
+    this.abandonRestart();
     if (this.bridge) {
-      const browser = this.bridgedBrowser;
+      const browser = this.legSwitch?.current;
+      const retired = this.retiredLegsDropped;
       this.mediaReleased = this.bridge.close().then(
         (q) => {
-          // The browser leg's drops before its audio reached the bridge (SRTP refusals,
+          // The browser legs' drops before their audio reached the bridge (SRTP refusals,
           // malformed packets) count with the bridge's own: read once the leg has closed.
-          if (q && browser) q.browser.dropped += browser.mediaDropped;
+          if (q && browser) q.browser.dropped += browser.mediaDropped + retired;
           this.lastQuality = q;
         },
         (err) => { this.log.warn({ err }, 'no final media statistics'); },
@@ -535,14 +542,17 @@ export abstract class CallBase extends EventEmitter<CallEvents> {
    * Browsers send RTCP every few seconds whatever their RTP does (muted, held), so silence on
    * both means the path is gone.
    */
-  private watchBrowserMedia(browser: BrowserLeg): void {
+  private watchBrowserMedia(browser: BrowserLegSwitch): void {
     const timeoutMs = this.ctx.browserMediaTimeoutMs ?? 0;
     if (timeoutMs <= 0) return;
     const every = Math.min(5000, timeoutMs / 2);
-    let seen = browser.mediaReceived;
+    // The leg carrying the audio now: a media restart's new one counts from its own zero.
+    let leg = browser.current;
+    let seen = leg.mediaReceived;
     let quietSince = performance.now();
     const check = () => {
-      const n = browser.mediaReceived;
+      if (browser.current !== leg) { leg = browser.current; seen = null; }
+      const n = leg.mediaReceived;
       // Quiet time counts from the answer at the earliest (ringing is not a call yet); a leg
       // that cannot tell yet (not connected) is never called quiet.
       if (n === null || n !== seen || this.state !== 'answered' || !this.answeredAt) {
@@ -564,10 +574,10 @@ export abstract class CallBase extends EventEmitter<CallEvents> {
 
   protected startBridge(browser: BrowserLeg): void {
     if (this.bridge || !this.sipLeg) return;
-    this.bridge = this.ctx.media.createBridge(browser, this.sipLeg, { callId: this.id });
-    this.bridgedBrowser = browser;
+    this.legSwitch = new BrowserLegSwitch(browser);
+    this.bridge = this.ctx.media.createBridge(this.legSwitch, this.sipLeg, { callId: this.id });
     this.browserSendsPcmu = browser.sendCodec === 'pcmu';
-    this.watchBrowserMedia(browser);
+    this.watchBrowserMedia(this.legSwitch);
     this.bridge.onDtmf((ev) => {
       if (ev.from === 'sip') this.emit('dtmf', ev.digit);
     });
@@ -579,10 +589,87 @@ export abstract class CallBase extends EventEmitter<CallEvents> {
     });
   }
 
+  /**
+   * The browser's new peer connection for this call (its network changed: docs/protocol.md,
+   * `restart`): a new leg answers its offer, and takes the call's audio over from the old one
+   * once its ICE and DTLS are up; the old leg is closed then. Until then the old leg carries on,
+   * and if the new one never connects it is dropped and the call goes on as it was (ended by
+   * the media timeout if its audio is really gone). A newer restart replaces one still
+   * connecting. Rejects with MediaRestartRefused when the call has no audio yet, the offer is
+   * unusable, or it would change what the bridge was made with (codecs, payload types).
+   */
+  async restartBrowserMedia(offerSdp: string): Promise<string> {
+    if (this.ended || !this.legSwitch || !this.bridge) throw new MediaRestartRefused('the call has no audio to restart yet');
+    this.abandonRestart();
+    const leg = this.newBrowserLeg(); // IcePortsExhaustedError when no WebRTC port is free
+    this.restartLeg = leg;
+    leg.on('failed', (reason) => {
+      if (this.restartLeg === leg) {
+        this.log.warn({ reason }, 'media restart did not connect: the call goes on with its previous connection');
+        this.abandonRestart();
+      } else if (this.legSwitch?.current === leg) this.browserMediaFailed(reason);
+    });
+    leg.once('connected', () => this.takeRestartedLeg(leg));
+    let answer: string;
+    try {
+      answer = await leg.answer(offerSdp);
+    } catch (err) {
+      // A leg closed under answer() (a newer restart, the call's end) is no fault of the offer.
+      if (this.restartLeg !== leg || this.ended) throw new MediaRestartRefused('the call ended, or a newer restart replaced this one');
+      this.abandonRestart();
+      throw new MediaRestartRefused(`the new offer was refused: ${(err as Error).message}`, 'bad-sdp');
+    }
+    if (this.restartLeg !== leg || this.ended) throw new MediaRestartRefused('the call ended, or a newer restart replaced this one');
+    const mismatch = this.legSwitch.incompatibility(leg);
+    if (mismatch) {
+      this.abandonRestart();
+      throw new MediaRestartRefused(`the new connection cannot take this call's audio over: ${mismatch}`);
+    }
+    this.log.info('media restart: the browser\'s new connection answered');
+    return answer;
+  }
+
+  /** Trickled candidates: a media restart's new leg takes them while it connects. */
+  addBrowserCandidate(candidate: string | null, sdpMid?: string, sdpMLineIndex?: number): void {
+    const leg = this.restartLeg ?? this.candidateLeg();
+    leg?.addIceCandidate(candidate, sdpMid, sdpMLineIndex).catch((err) => this.log.debug({ err }, 'bad browser candidate'));
+  }
+
+  /** The leg the browser's trickled candidates are for outside a media restart (none: null). */
+  protected abstract candidateLeg(): BrowserLeg | null;
+
+  /** A media restart replaced the leg carrying the call: the subclass's own reference follows. */
+  protected abstract browserLegReplaced(old: BrowserLeg, next: BrowserLeg): void;
+
+  private takeRestartedLeg(leg: BrowserLeg): void {
+    if (this.restartLeg !== leg || this.ended || !this.legSwitch) return;
+    this.restartLeg = null;
+    const old = this.legSwitch.switchTo(leg);
+    this.retiredLegsDropped += old.mediaDropped;
+    this.browserLegReplaced(old, leg);
+    old.close().catch(() => undefined);
+    this.log.info({ path: leg.mediaPath }, 'media restart: the call\'s audio moved to the browser\'s new connection');
+  }
+
+  private abandonRestart(): void {
+    const leg = this.restartLeg;
+    if (!leg) return;
+    this.restartLeg = null;
+    leg.close().catch(() => undefined);
+  }
+
   /** The browser leg carrying the call failed (ICE/DTLS): hang up toward the SIP side. */
   protected browserMediaFailed(reason: string): void {
     if (this.ended) return;
     this.log.warn({ reason }, 'browser media failed');
     this.hangup('ice-failed');
+  }
+}
+
+/** A media restart the call cannot take (docs/protocol.md, `restart`); the call goes on as it was. */
+export class MediaRestartRefused extends Error {
+  /** `bad-sdp`: the offer itself is unusable; `invalid-state`: the call cannot move now or so. */
+  constructor(message: string, readonly code: 'bad-sdp' | 'invalid-state' = 'invalid-state') {
+    super(message);
   }
 }

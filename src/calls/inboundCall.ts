@@ -313,6 +313,15 @@ export class InboundCall extends CallBase {
     for (const f of this.forks.values()) f.leg.close().catch(() => undefined);
   }
 
+  /** The tabs answer with their candidates in the SDP: none trickled outside a media restart. */
+  protected candidateLeg(): BrowserLeg | null {
+    return null;
+  }
+
+  protected browserLegReplaced(old: BrowserLeg, next: BrowserLeg): void {
+    for (const f of this.forks.values()) if (f.leg === old) f.leg = next;
+  }
+
   /** Tabs that were offered the call (to tell them how it ended). */
   targets(): RingTarget[] {
     return [...this.forks.values()].map((f) => f.target);

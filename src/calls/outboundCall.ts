@@ -39,15 +39,19 @@ export class OutboundCall extends CallBase {
   async answerBrowser(offerSdp: string): Promise<string> {
     const leg = this.newBrowserLeg();
     this.browser = leg;
-    leg.on('failed', (reason) => this.browserMediaFailed(reason));
+    leg.on('failed', (reason) => { if (this.browser === leg) this.browserMediaFailed(reason); });
     const answer = await leg.answer(offerSdp);
     // Our INVITE then offers the trunk no Opus when the browser will send PCMU.
     this.browserSendsPcmu = leg.sendCodec === 'pcmu';
     return answer;
   }
 
-  addBrowserCandidate(candidate: string | null, sdpMid?: string, sdpMLineIndex?: number): void {
-    this.browser?.addIceCandidate(candidate, sdpMid, sdpMLineIndex).catch((err) => this.log.debug({ err }, 'bad browser candidate'));
+  protected candidateLeg(): BrowserLeg | null {
+    return this.browser;
+  }
+
+  protected browserLegReplaced(_old: BrowserLeg, next: BrowserLeg): void {
+    this.browser = next;
   }
 
   /**

@@ -1,7 +1,8 @@
 import { randomBytes, randomUUID, timingSafeEqual } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { WebSocket } from 'ws';
-import type { CallBase, CallEndInfo, Identity } from '../calls/callBase';
+import { MediaRestartRefused, type CallBase, type CallEndInfo, type Identity } from '../calls/callBase';
+import { IcePortsExhaustedError } from '../webrtc/icePortPool';
 import type { CallManager } from '../calls/callManager';
 import { InboundCall, type RingTarget } from '../calls/inboundCall';
 import { OutboundCall } from '../calls/outboundCall';
@@ -208,7 +209,23 @@ export class BrowserSession implements RingTarget {
       case 'call': return this.onCall(msg);
       case 'candidate': {
         const call = this.callFor(msg);
-        if (call instanceof OutboundCall) call.addBrowserCandidate(msg.candidate, msg.sdpMid ?? undefined, msg.sdpMLineIndex ?? undefined);
+        if (call && this.isOwnCall(call)) call.addBrowserCandidate(msg.candidate, msg.sdpMid ?? undefined, msg.sdpMLineIndex ?? undefined);
+        return;
+      }
+      case 'restart': {
+        const call = this.callFor(msg);
+        if (!call) return;
+        if (!this.isOwnCall(call)) { this.refuse(msg, 'invalid-state', 'only a call this tab placed or answered can move to a new connection'); return; }
+        let sdp: string;
+        try {
+          sdp = await call.restartBrowserMedia(msg.sdp);
+        } catch (err) {
+          if (err instanceof IcePortsExhaustedError) { this.refuse(msg, 'too-many-calls', 'no WebRTC port free for the new connection'); return; }
+          if (!(err instanceof MediaRestartRefused)) throw err;
+          this.refuse(msg, err.code, err.message);
+          return;
+        }
+        this.send({ type: 'restarted', callId: call.id, sdp });
         return;
       }
       case 'accept': {

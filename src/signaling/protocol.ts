@@ -37,6 +37,8 @@ export const ClientMessage = z.discriminatedUnion('type', [
   z.object({ type: z.literal('reject'), callId, reason: z.enum(['busy', 'declined']).optional() }),
   z.object({ type: z.literal('hangup'), callId }),
   z.object({ type: z.literal('dtmf'), callId, digits: z.string().regex(/^[0-9*#A-Da-d]{1,32}$/, 'digits are 0-9 * # A-D, at most 32') }),
+  /** The browser's new peer connection for a call whose network path changed (its offer). */
+  z.object({ type: z.literal('restart'), callId, sdp }),
   z.object({ type: z.literal('hold'), callId }),
   z.object({ type: z.literal('unhold'), callId }),
   z.object({ type: z.literal('ping') }),
@@ -63,6 +65,8 @@ export type ServerMessage =
     resumed?: boolean; calls?: Array<{ callId: string; state: ResumedCallState }>; missed?: ServerMessage[];
   }
   | { type: 'calling'; callId: string; ref?: string; sdp: string }
+  /** The answer to a `restart`: the call's audio moves to the new connection once it is up. */
+  | { type: 'restarted'; callId: string; sdp: string }
   | { type: 'progress'; callId: string; status: number; earlyMedia: boolean }
   | { type: 'answered'; callId: string }
   | { type: 'incoming'; callId: string; from: string; fromName?: string; to: string; sdp: string }
