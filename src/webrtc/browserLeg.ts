@@ -18,7 +18,7 @@ import { DirectSrtpPath } from './directSrtpPath';
 import { usableEventClock } from '../media/dtmf';
 import { dtlsTransportOf, restrictSrtpProfile, setAnswerDtlsRole } from './weriftInternals';
 import { installNativeDtlsCrypto } from './dtlsCrypto';
-import { guardIceReceive } from './iceSocketGuard';
+import { guardIceReceive, newGuardState } from './iceSocketGuard';
 
 /**
  * ICE settings for the gateway side of every browser peer connection.
@@ -254,11 +254,11 @@ export class BrowserLeg extends EventEmitter<BrowserLegEvents> implements Browse
 
   /**
    * From the moment our ICE credentials are out, what werift would take from anyone who learns
-   * the port is dropped before it sees it (iceSocketGuard.ts): connectivity checks not signed
-   * with our ICE password (as ICE-lite it takes the first USE-CANDIDATE from anywhere as the
-   * call's path), and DTLS from an address no signed check came from (a stranger's plaintext
-   * alert closed werift's DTLS transport). The direct SRTP path, once it takes the sockets over,
-   * passes STUN and DTLS on to this guard.
+   * the port is dropped before it sees it (iceSocketGuard.ts): STUN other than connectivity
+   * checks signed with our ICE password (as ICE-lite it takes the first USE-CANDIDATE from
+   * anywhere as the call's path), DTLS from an address no signed check came from or carrying an
+   * alert (either closed werift's DTLS transport), RTP whose header werift would choke on. The
+   * direct SRTP path, once it takes the sockets over, passes STUN and DTLS on to this guard.
    */
   private guardIceSockets(): void {
     const connection = this.transceiver ? dtlsTransportOf(this.transceiver)?.iceTransport.connection : undefined;
@@ -268,11 +268,13 @@ export class BrowserLeg extends EventEmitter<BrowserLegEvents> implements Browse
       this.opts.logger.warn('werift ICE credentials not reachable: connectivity checks and DTLS sources not checked');
       return;
     }
-    const checked = new Set<string>();
+    const state = newGuardState();
+    // Read at each check: werift would change them on an ICE restart.
+    const credentials = () => (connection.localUsername && connection.localPassword ? { ufrag: connection.localUsername, password: connection.localPassword } : null);
     for (const p of connection.protocols) {
       const udp = p.transport;
       if (!udp || typeof udp.onData !== 'function') continue;
-      udp.onData = guardIceReceive(udp.onData, ufrag, password, checked);
+      udp.onData = guardIceReceive(udp.onData, credentials, state);
     }
   }
 

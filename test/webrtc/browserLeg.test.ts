@@ -579,3 +579,41 @@ test('a stranger\'s plaintext DTLS alert or record of an unknown type to the leg
     }
   }
 });
+
+test('a stranger who saw one of the browser\'s signed checks and replays it from its own address gets no DTLS in: the alert that follows ends nothing (both media paths)', async () => {
+  for (const direct of [true, false]) {
+    const pair = await outboundCall(direct);
+    const stranger = await udpSocket();
+    await withPair(pair, async () => {
+      const port = Number(/a=candidate:\S+ 1 udp \d+ 127\.0\.0\.1 (\d+)/.exec(pair.answer)![1]);
+      const dtlsT = dtlsTransportOf(pair.l['transceiver']!)! as unknown as { state: string; iceTransport: { connection: { protocols: Array<{ transport: { onData: (d: Buffer, a: [string, number]) => void } }> } } };
+      // What an observer on the path sees: the browser's next check (consent, every few seconds).
+      const udp = dtlsT.iceTransport.connection.protocols[0].transport;
+      const inner = udp.onData;
+      let seen: Buffer | null = null;
+      udp.onData = (d, a) => { if (!seen && d.length >= 20 && d.readUInt16BE(0) === 0x0001) seen = Buffer.from(d); inner(d, a); };
+      await until(() => seen !== null, 'a check from the browser', 15_000);
+      stranger.send(seen!, port, '127.0.0.1');
+      await new Promise((r) => setTimeout(r, 50));
+      stranger.send(plainDtlsRecord(21, Buffer.from([1, 0])), port, '127.0.0.1');
+      await new Promise((r) => setTimeout(r, 300));
+      assert.equal(dtlsT.state, 'connected', `${direct ? 'direct' : 'werift'} path: werift's DTLS transport is still up`);
+      await exchangeAudio(pair.l, pair.b);
+    }).finally(() => stranger.close());
+  }
+});
+
+test('on werift\'s media path, an RTP packet whose header extension claims 16384 words (werift\'s parser is quadratic in it: seconds of a frozen process) is dropped before werift; the call goes on', async () => {
+  const pair = await outboundCall(false);
+  const stranger = await udpSocket();
+  await withPair(pair, async () => {
+    const port = Number(/a=candidate:\S+ 1 udp \d+ 127\.0\.0\.1 (\d+)/.exec(pair.answer)![1]);
+    const bomb = Buffer.concat([Buffer.from([0x90, 111, 0, 1, 0, 0, 0, 1, 0, 0, 0, 42, 0xbe, 0xde, 0x40, 0x00]), Buffer.alloc(20)]);
+    const t0 = performance.now();
+    stranger.send(bomb, port, '127.0.0.1');
+    await new Promise((r) => setTimeout(r, 50));
+    const lag = performance.now() - t0 - 50;
+    assert.ok(lag < 500, `the process stalled ${Math.round(lag)} ms`);
+    await exchangeAudio(pair.l, pair.b);
+  }).finally(() => stranger.close());
+});
