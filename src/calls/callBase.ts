@@ -494,14 +494,10 @@ export abstract class CallBase extends EventEmitter<CallEvents> {
   private async changeHold(hold: boolean): Promise<{ ok: true } | { ok: false; message: string }> {
     // Our direction now: the far end may hold us too (heldRemotely), and may change that while we wait.
     const offer = () => this.currentLocalSdp(hold ? (this.heldRemotely ? 'inactive' : 'sendonly') : this.heldRemotely ? 'recvonly' : 'sendrecv');
-    let res = await this.dialog!.reinvite(offer());
-    // Glare (RFC 3261 §14.1): the far end re-INVITEd at the same moment; once more after 2.1-4 s.
-    if (res.status === 491 && !this.ended) {
-      // A plain timer (not the call's, which its end clears): this wait must end either way.
-      await new Promise((r) => setTimeout(r, 2100 + Math.floor(Math.random() * 1900)).unref());
-      if (this.ended || !this.dialog) return { ok: false, message: 'call ended' };
-      res = await this.dialog.reinvite(offer());
-    }
+    // Given as a function, the offer is made again by the dialog after a 491 (glare, RFC 3261
+    // §14.1) once the wait the RFC sets is over, built anew then: the far end's re-INVITE that
+    // won may have changed its direction.
+    const res = await this.dialog!.reinvite(offer);
     if (this.ended) return { ok: false, message: 'call ended' };
     if (res.status < 200 || res.status >= 300) return { ok: false, message: `far end refused: ${res.status} ${res.reason}` };
     // The answer may move the media (an SBC re-anchoring it, new keys, another codec): followed

@@ -1,4 +1,5 @@
 import { EventEmitter } from 'node:events';
+import { randomInt } from 'node:crypto';
 import type { Logger } from 'pino';
 import { parseNameAddr, SipRequest, SipResponse } from './message';
 import type { UaCore } from './uaCore';
@@ -38,6 +39,20 @@ export function readInfoDtmf(req: SipRequest): { digit: string; durationMs?: num
 }
 
 /**
+ * What a change of ours asked for by reinvite() settles with when a later one replaced it before
+ * it took effect (waiting its turn, or refused 491): the later one carries the state wanted now.
+ */
+export class ReinviteSupersededError extends Error {
+  constructor() {
+    super('replaced by a later re-INVITE before it took effect');
+    this.name = 'ReinviteSupersededError';
+  }
+}
+
+/** A change asked for by reinvite(), until it goes (at most one waits: the latest). */
+interface PendingOffer { sdp: string | (() => string); retried: boolean; resolve(res: SipResponse): void; reject(err: Error): void }
+
+/**
  * A SIP dialog (RFC 3261 §12): identified by Call-ID and both tags, with the route set from
  * Record-Route, the remote target from Contact and a CSeq counter per direction. It sends and
  * receives in-dialog requests; BYE from either side terminates it.
@@ -46,7 +61,33 @@ export class Dialog extends EventEmitter<DialogEvents> {
   state: DialogState;
   localSeq: number;
   remoteSeq: number;
+  /** An INVITE of ours (a change by reinvite(), or a refresh) waits for its final response. */
   private reinviteInFlight = false;
+  /**
+   * After a 491 to an INVITE of ours (RFC 3261 §14.1), none goes before this timer fires: 2.1-4 s
+   * when we made the Call-ID, 0-2 s when the peer did, so that the two sides' retries do not
+   * cross again (the peer's retry comes first when it did not make it).
+   */
+  private glareTimer: unknown = null;
+  /** The latest change asked for by reinvite() that has not gone yet (sendNextOffer). */
+  private nextOffer: PendingOffer | null = null;
+  /**
+   * The CSeq of the peer's INVITE our 2xx answered with an offer (it had none: a delayed offer),
+   * until the ACK brings the answer (RFC 3264 §4): meanwhile an offer from the peer would cross
+   * ours (491), and we make none. 0: no such offer outstanding.
+   */
+  private offerInAckSeq = 0;
+  /**
+   * The peer's INVITE (or UPDATE with an offer) is with the application, not answered finally
+   * yet: another from the peer gets 500 with Retry-After (RFC 3261 §14.2, RFC 3311 §5.2), and
+   * our own INVITE waits for the answer (§14.1).
+   */
+  private peerRequestPending = false;
+  /**
+   * We made the Call-ID (the dialog comes from our INVITE): the longer wait after a 491 is
+   * ours (RFC 3261 §14.1). Set by the UAC core.
+   */
+  ownsCallId = false;
   /** Seconds waited so far to retry refreshes refused in a row (491, 500 …): retried until the session would expire. */
   private refreshRetryWaited = 0;
   /** Our SDP the far end last accepted (an answer we sent, or an offer it answered 2xx): a refresh by re-INVITE re-sends it. */
@@ -116,9 +157,17 @@ export class Dialog extends EventEmitter<DialogEvents> {
     // quarter of the interval, down to fractions no peer accepts.
     // Retried soon (the other side ends the session a third of the interval after the refresh
     // was due, or 32 s): a quarter of the interval would come too late for intervals up to 128 s.
-    if (this.reinviteInFlight) { this.sessionTimer.retryRefreshIn(Math.max(0.5, Math.min(2, this.sessionTimer.interval / 8))); return; }
-    const interval = Math.max(this.sessionTimer.interval, minSe);
+    // So is one due while a change of ours waits its turn (after a 491, behind the peer's
+    // INVITE or our offer's ACK): that change, once answered, refreshes the session (§10). A
+    // refresh by re-INVITE is an offer too: not while the peer's INVITE or offer is unanswered,
+    // nor while our offer in a 2xx waits for its answer (RFC 3261 §14.1, RFC 3264 §4).
     const method = this.peerAllowsUpdate ? 'UPDATE' : 'INVITE';
+    const offerHeldBack = this.peerRequestPending || this.offerInAckSeq !== 0;
+    if (this.reinviteInFlight || this.nextOffer || this.glareTimer !== null || (method === 'INVITE' && offerHeldBack)) {
+      this.sessionTimer.retryRefreshIn(Math.max(0.5, Math.min(2, this.sessionTimer.interval / 8)));
+      return;
+    }
+    const interval = Math.max(this.sessionTimer.interval, minSe);
     if (method === 'INVITE') this.reinviteInFlight = true;
     let res: SipResponse;
     try {
@@ -133,6 +182,9 @@ export class Dialog extends EventEmitter<DialogEvents> {
     } finally {
       if (method === 'INVITE') this.reinviteInFlight = false;
     }
+    if (method === 'INVITE' && res.status === 491 && (this.state as DialogState) !== 'terminated') this.waitAfterGlare();
+    // A change asked for meanwhile goes now (or once the 491's wait is over).
+    this.sendNextOffer();
     if ((this.state as DialogState) === 'terminated') return; // a BYE may have crossed the refresh
     if (res.status === 422 && !minSe) { await this.refreshSession(readMinSe(res) ?? interval); return; }
     if (res.status >= 200 && res.status < 300) {
@@ -215,12 +267,45 @@ export class Dialog extends EventEmitter<DialogEvents> {
     await sendWithCredentials(this.auth, () => this.createRequest('BYE'), (req) => this.core.sendInDialog(this, req)).catch(() => undefined);
   }
 
-  async reinvite(sdp: string): Promise<SipResponse> {
+  /**
+   * Offers `sdp` by re-INVITE (hold, resume, new media). One INVITE of ours at a time, and none
+   * while the peer's INVITE is unanswered, our offer in a 2xx waits for its answer, the dialog
+   * is not confirmed yet, or the wait after a 491 runs (RFC 3261 §14.1, RFC 3264 §4): a change
+   * asked for meanwhile waits its turn, and only the latest does — one it replaces before it
+   * went is settled at once with ReinviteSupersededError. Resolves with the final response;
+   * rejects when the dialog ends first.
+   *
+   * A 491 (glare) starts the §14.1 wait: 2.1-4 s when we made the Call-ID, 0-2 s when the peer
+   * did. A change asked for meanwhile goes when it ends, and this one settles as superseded.
+   * Otherwise, given as a function, the offer is made again then (built anew: the peer's
+   * re-INVITE that won may have changed what it should say), once; given as a string the 491 is
+   * the answer, at once (the caller decides, and its next re-INVITE waits out the wait).
+   * A function is also called only when the re-INVITE goes, after any wait.
+   */
+  async reinvite(sdp: string | (() => string)): Promise<SipResponse> {
     if (this.state === 'terminated') throw new Error('dialog terminated');
-    if (this.reinviteInFlight) throw new Error('a re-INVITE is already in progress');
+    return new Promise<SipResponse>((resolve, reject) => {
+      this.nextOffer?.reject(new ReinviteSupersededError());
+      this.nextOffer = { sdp, retried: false, resolve, reject };
+      this.sendNextOffer();
+    });
+  }
+
+  /** The change waiting (reinvite()) goes if nothing holds it back any more. */
+  private sendNextOffer(): void {
+    const offer = this.nextOffer;
+    if (!offer || this.state !== 'confirmed' || this.reinviteInFlight || this.glareTimer !== null || this.peerRequestPending || this.offerInAckSeq !== 0) return;
+    this.nextOffer = null;
+    void this.sendOffer(offer);
+  }
+
+  private async sendOffer(offer: PendingOffer): Promise<void> {
     this.reinviteInFlight = true;
+    let sdp = '';
+    let res: SipResponse;
     try {
-      const res = await this.sendAuthenticated(() => {
+      sdp = typeof offer.sdp === 'function' ? offer.sdp() : offer.sdp;
+      res = await this.sendAuthenticated(() => {
         const req = this.createRequest('INVITE', sdp);
         if (this.sessionTimer.interval) {
           req.addHeader('Session-Expires', `${this.sessionTimer.interval};refresher=${this.sessionTimer.weRefresh ? 'uac' : 'uas'}`);
@@ -228,21 +313,45 @@ export class Dialog extends EventEmitter<DialogEvents> {
         }
         return req;
       });
-      if (res.status >= 200 && res.status < 300) {
-        // Ours from now on (a refresh re-sends it); a refused offer leaves the one before.
-        this.localSdp = sdp;
-        // Any successful re-INVITE refreshes the session (§10).
-        const se = readSessionExpires(res);
-        if (se && (this.state as DialogState) !== 'terminated') this.restartSessionTimer(se.interval, se.refresher !== 'uas');
-      }
-      // §12.2.1.2: the dialog is over. With 481 the peer has none; with 408 (or our own timeout,
-      // a CANCELled re-INVITE never answered 487) it may still hold the call: BYE it.
-      if (res.status === 481) this.terminate('request-timeout');
-      else if (res.status === 408) void this.bye('request-timeout');
-      return res;
-    } finally {
+    } catch (err) {
       this.reinviteInFlight = false;
+      offer.reject(err as Error);
+      this.sendNextOffer();
+      return;
     }
+    this.reinviteInFlight = false;
+    if (res.status === 491 && this.state !== 'terminated') {
+      this.waitAfterGlare();
+      // A later change goes after the wait instead of this one; without one, an offer we can
+      // build anew goes once more then.
+      if (this.nextOffer) offer.reject(new ReinviteSupersededError());
+      else if (typeof offer.sdp === 'function' && !offer.retried) { offer.retried = true; this.nextOffer = offer; }
+      else offer.resolve(res);
+      return;
+    }
+    if (res.status >= 200 && res.status < 300) {
+      // Ours from now on (a refresh re-sends it); a refused offer leaves the one before.
+      this.localSdp = sdp;
+      // Any successful re-INVITE refreshes the session (§10).
+      const se = readSessionExpires(res);
+      if (se && this.state !== 'terminated') this.restartSessionTimer(se.interval, se.refresher !== 'uas');
+    }
+    // §12.2.1.2: the dialog is over. With 481 the peer has none; with 408 (or our own timeout,
+    // a CANCELled re-INVITE never answered 487) it may still hold the call: BYE it.
+    if (res.status === 481) this.terminate('request-timeout');
+    else if (res.status === 408) void this.bye('request-timeout');
+    offer.resolve(res);
+    this.sendNextOffer();
+  }
+
+  /** A 491 to an INVITE of ours: the next waits 2.1-4 s (we made the Call-ID) or 0-2 s, in steps of 10 ms (RFC 3261 §14.1). */
+  private waitAfterGlare(): void {
+    if (this.glareTimer !== null) this.core.clock.clearTimeout(this.glareTimer);
+    const ms = this.ownsCallId ? 2100 + randomInt(0, 191) * 10 : randomInt(0, 201) * 10;
+    this.glareTimer = this.core.clock.setTimeout(() => {
+      this.glareTimer = null;
+      this.sendNextOffer();
+    }, ms);
   }
 
   async request(method: string, body = '', contentType = 'application/sdp'): Promise<SipResponse> {
@@ -288,15 +397,21 @@ export class Dialog extends EventEmitter<DialogEvents> {
         this.terminate('bye', req);
         return;
       case 'INVITE':
-        if (this.reinviteInFlight) { respond(491, 'Request Pending'); return; } // glare (§14.1)
+        // The peer's previous INVITE is not answered yet (§14.2): 500, to be tried again later.
+        if (this.peerRequestPending) { respond(500, 'Server Internal Error', { headers: [['Retry-After', String(randomInt(0, 11))]] }); return; }
+        // Glare with our INVITE (§14.2), or our offer in a 2xx not answered yet by its ACK: the
+        // offers would cross (RFC 3264 §4; RFC 3311 §5.2 says 491 for an UPDATE so).
+        if (this.reinviteInFlight || this.offerInAckSeq !== 0) { respond(491, 'Request Pending'); return; }
         if (this.listenerCount('reinvite') === 0) { respond(488, 'Not Acceptable Here'); return; }
-        this.emit('reinvite', req, (status, sdp) => respond(status, undefined, sdp ? { body: sdp } : undefined));
+        this.offerToApplication(req, respond);
         return;
       case 'UPDATE':
-        // An offer while ours (a re-INVITE) waits for its answer: the offers would cross (RFC 3311 §5.2).
-        if (req.body && this.reinviteInFlight) { respond(491, 'Request Pending'); return; }
+        // An offer while the peer's earlier one is unanswered: 500 with Retry-After; while ours (a
+        // re-INVITE, or a 2xx waiting for its ACK) waits for its answer: 491 (RFC 3311 §5.2).
+        if (req.body && this.peerRequestPending) { respond(500, 'Server Internal Error', { headers: [['Retry-After', String(randomInt(0, 11))]] }); return; }
+        if (req.body && (this.reinviteInFlight || this.offerInAckSeq !== 0)) { respond(491, 'Request Pending'); return; }
         if (req.body && this.listenerCount('reinvite') > 0) {
-          this.emit('reinvite', req, (status, sdp) => respond(status, undefined, sdp ? { body: sdp } : undefined));
+          this.offerToApplication(req, respond);
           return;
         }
         respond(200, 'OK');
@@ -322,6 +437,47 @@ export class Dialog extends EventEmitter<DialogEvents> {
     }
   }
 
+  /**
+   * The peer's re-INVITE or UPDATE to the application ('reinvite'); until its final answer the
+   * peer's next one gets 500 and ours waits. A 2xx with SDP to an INVITE without is our offer,
+   * whose answer the ACK brings.
+   */
+  private offerToApplication(req: SipRequest, respond: (status: number, reason?: string, opts?: { body?: string }) => void): void {
+    this.peerRequestPending = true;
+    let answered = false;
+    const reply = (status: number, sdp?: string) => {
+      if (answered) return;
+      if (status >= 200) {
+        answered = true;
+        this.peerRequestPending = false;
+        if (status < 300 && sdp && req.method === 'INVITE' && !req.body.trim()) this.offerInAckSeq = req.cseq.seq;
+      }
+      respond(status, undefined, sdp ? { body: sdp } : undefined);
+      if (answered) this.sendNextOffer();
+    };
+    try {
+      this.emit('reinvite', req, reply);
+    } catch (err) {
+      if (!answered) this.peerRequestPending = false;
+      throw err;
+    }
+  }
+
+  /** Our 2xx to the peer's INVITE `cseq` (one without SDP) carries an offer: its answer comes in the ACK. */
+  awaitAnswerInAck(cseq: number): void {
+    this.offerInAckSeq = cseq;
+  }
+
+  /**
+   * Our 2xx to the peer's re-INVITE `cseq` was given up without an ACK (64·T1, §13.3.1.4): an
+   * offer it carried will not be answered now, and offers are taken (and made) again.
+   */
+  ackNeverCame(cseq: number): void {
+    if (this.offerInAckSeq !== cseq) return;
+    this.offerInAckSeq = 0;
+    this.sendNextOffer();
+  }
+
   confirm(): void {
     if (this.state !== 'early') return;
     this.state = 'confirmed';
@@ -331,8 +487,12 @@ export class Dialog extends EventEmitter<DialogEvents> {
   /** An ACK for one of our 2xx arrived: the dialog is confirmed, and a body in it is an answer. */
   acked(ack: SipRequest): void {
     this.confirm();
+    // The ACK of the 2xx that carried our offer (or of a later one): the offer is answered.
+    if (this.offerInAckSeq !== 0 && ack.cseq.seq >= this.offerInAckSeq) this.offerInAckSeq = 0;
     if (this.byeAfterAck) { void this.bye(this.byeAfterAck); return; }
     if (ack.body) this.emit('ackAnswer', ack.body);
+    // A change of ours held back by the unconfirmed dialog or the unanswered offer goes now.
+    this.sendNextOffer();
   }
 
   /**
@@ -353,6 +513,7 @@ export class Dialog extends EventEmitter<DialogEvents> {
    */
   ackGivenUp(): void {
     this.ackWaitOver = true;
+    this.offerInAckSeq = 0;
     void this.bye(this.byeAfterAck ?? 'no-ack');
   }
 
@@ -360,6 +521,12 @@ export class Dialog extends EventEmitter<DialogEvents> {
     if (this.state === 'terminated') return;
     this.state = 'terminated';
     this.sessionTimer.stop();
+    if (this.glareTimer !== null) this.core.clock.clearTimeout(this.glareTimer);
+    this.glareTimer = null;
+    // A change still waiting its turn will not go.
+    const waiting = this.nextOffer;
+    this.nextOffer = null;
+    waiting?.reject(new Error('dialog terminated'));
     this.core.forgetDialog(this);
     this.log.debug({ reason }, 'dialog terminated');
     this.emit('terminated', reason, req);

@@ -1,6 +1,6 @@
 /** SIP user agent library (RFC 3261): no knowledge of WebRTC, media or calls. */
 export { SipUserAgent, ClientInvite, ServerInvite, ALLOW, type InviteOptions, type SipUserAgentOptions, type Credentials } from './userAgent';
-export { Dialog, type DialogState, type DialogEndReason } from './dialog';
+export { Dialog, ReinviteSupersededError, type DialogState, type DialogEndReason } from './dialog';
 export { Registration, type RegisterOptions, type RegistrationState } from './registration';
 export { SipRequest, SipResponse, parseSipMessage, parseNameAddr, parseUri, type SipSource } from './message';
 export type { SipTransportConfig, SipProtocol } from './transport';

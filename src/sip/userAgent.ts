@@ -309,6 +309,7 @@ export class SipUserAgent extends EventEmitter<{ invite: [ServerInvite] }> imple
           if (res.status < 300) {
             const ack = dialog.createRequest('ACK');
             ack.setHeader('CSeq', `${req.cseq.seq} ACK`);
+            copyCredentials(req, ack);
             ack.addHeader('Via', this.viaFor(dest.transport), true);
             dest.transport.send(ack.toString(), dest.host, dest.port);
           }
@@ -507,7 +508,8 @@ export class SipUserAgent extends EventEmitter<{ invite: [ServerInvite] }> imple
         if (opts?.body) { res.addHeader('Content-Type', 'application/sdp'); res.body = opts.body; }
         if (tx instanceof InviteServerTransaction && status >= 200 && status < 300) {
           // re-INVITE 2xx: retransmit until the ACK (§13.3.1.4), handled like an initial INVITE.
-          this.retransmit2xx(tx, res, dialog);
+          // Given up without one, an offer it carried is no longer waited for.
+          this.retransmit2xx(tx, res, dialog, () => dialog.ackNeverCame(req.cseq.seq));
         }
         tx.respond(res);
       });
@@ -669,7 +671,14 @@ export class SipUserAgent extends EventEmitter<{ invite: [ServerInvite] }> imple
   }
 }
 
-/** RFC 3261 §8.1.3.1: a transport error counts as a 503 from the far end. */
+/**
+ * The ACK of a 2xx carries the credentials of the INVITE it acknowledges (RFC 3261 §13.2.2.4):
+ * a proxy that challenged the INVITE may check the ACK too.
+ */
+function copyCredentials(invite: SipRequest, ack: SipRequest): void {
+  for (const name of ['Authorization', 'Proxy-Authorization']) for (const value of invite.headers(name)) ack.addHeader(name, value);
+}
+
 /** How long a place that failed is tried last (noteTargetFailed), and at most for a Retry-After. */
 const FAILED_TARGET_MS = 30_000;
 const MAX_FAILED_TARGET_MS = 300_000;
@@ -684,6 +693,7 @@ function unavailableFor(res: SipResponse): number {
   return Number.isFinite(retryAfter) && retryAfter > 0 ? retryAfter * 1000 : FAILED_TARGET_MS;
 }
 
+/** RFC 3261 §8.1.3.1: a transport error counts as a 503 from the far end. */
 function transportErrorResponse(req: SipRequest, err: Error): SipResponse {
   return localResponse(req, 503, `Service Unavailable (transport: ${(err as NodeJS.ErrnoException).code ?? err.message})`.slice(0, 120));
 }
@@ -929,6 +939,7 @@ export class ClientInvite extends EventEmitter<ClientInviteEvents> {
   private async sendPrack(res: SipResponse, rseq: number): Promise<boolean> {
     const contact = parseNameAddr(res.header('contact') ?? '')?.uri ?? this.opts.requestUri;
     const routes = res.headers('record-route').reverse();
+    const toTag = parseNameAddr(res.header('to') ?? '')?.params.tag ?? '';
     const dest = await this.ua.resolve(routes.length ? parseNameAddr(routes[0])?.uri ?? contact : contact);
     const answer = await sendWithCredentials(this.auth, () => {
       const req = new SipRequest('PRACK', contact);
@@ -938,7 +949,11 @@ export class ClientInvite extends EventEmitter<ClientInviteEvents> {
       req.addHeader('From', this.request!.header('from')!);
       req.addHeader('To', res.header('to')!);
       req.addHeader('Call-ID', this.callId);
-      this.prackSeq = Math.max(this.prackSeq, this.cseq) + 1;
+      // The 2xx of this early dialog came while the PRACK waited for its destination's address
+      // (a DNS lookup): the PRACK is a request of the dialog now, numbered in its sequence —
+      // else the dialog's next request took the same CSeq (§12.2.1.1).
+      const answered = this.dialog?.remoteTag === toTag ? this.dialog : null;
+      this.prackSeq = answered ? ++answered.localSeq : Math.max(this.prackSeq, this.cseq) + 1;
       req.addHeader('CSeq', `${this.prackSeq} PRACK`);
       req.addHeader('RAck', `${rseq} ${res.cseq.seq} INVITE`);
       if (this.ua.opts.userAgent) req.addHeader('User-Agent', this.ua.opts.userAgent);
@@ -970,6 +985,7 @@ export class ClientInvite extends EventEmitter<ClientInviteEvents> {
     );
     this.dialog = dialog;
     this.ua.registerDialog(dialog);
+    dialog.ownsCallId = true;
     dialog.localSdp = this.opts.sdp;
     dialog.auth = this.auth;
     dialog.notePeerAllow(res);
@@ -987,6 +1003,7 @@ export class ClientInvite extends EventEmitter<ClientInviteEvents> {
     const d = this.dialog!;
     const ack = d.createRequest('ACK');
     ack.setHeader('CSeq', `${res.cseq.seq} ACK`);
+    copyCredentials(this.request!, ack);
     this.ua.sendInDialog(d, ack).catch(() => undefined);
     this.lastAck = ack.toString();
   }
@@ -1013,9 +1030,11 @@ export class ClientInvite extends EventEmitter<ClientInviteEvents> {
       Math.max(this.cseq, this.prackSeq), 0, 'confirmed', this.ua.log.child({ sipCallId: this.callId, fork: tag }),
     );
     fork.auth = this.auth;
+    fork.ownsCallId = true;
     const ack = (r: SipResponse) => {
       const req = fork.createRequest('ACK');
       req.setHeader('CSeq', `${r.cseq.seq} ACK`);
+      copyCredentials(this.request!, req);
       this.ua.sendInDialog(fork, req).catch(() => undefined);
     };
     this.forksDropped.set(tag, { ack });
@@ -1176,6 +1195,8 @@ export class ServerInvite extends EventEmitter<{ cancelled: []; unacknowledged: 
     this.dialog = dialog;
     this.ua.registerDialog(dialog);
     dialog.localSdp = sdp;
+    // An INVITE without SDP (a delayed offer): ours is in this 200, its answer comes in the ACK.
+    if (!req.body.trim()) dialog.awaitAnswerInAck(req.cseq.seq);
     dialog.notePeerAllow(req);
     if (timer && 'agreed' in timer) dialog.sessionTimer.start(timer.agreed.interval, timer.agreed.refresher === 'uas');
     this.ua.retransmit2xx(this.tx, res, dialog, () => {
