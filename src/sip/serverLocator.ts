@@ -18,6 +18,8 @@ export interface SipDns {
   resolveSrv(name: string): Promise<SrvRecord[]>;
   /** IPv4 addresses of a name. */
   addresses(name: string): Promise<string[]>;
+  /** An SRV query failed (not "no record"): the name's own address is used instead. */
+  onSrvFailure?(host: string, why: string): void;
 }
 
 /** One place to send to: an address, its port, and the name it was found under (TLS checks the certificate against the URI's host, not this). */
@@ -93,9 +95,11 @@ export async function locateSipServers(host: string, port: number | undefined, p
     try {
       records = await dns.resolveSrv(srvName(host, protocol));
     } catch (err) {
-      // A server that failed (timeout, refused) is not an answer: falling back to the bare
-      // name's address then could send the call somewhere the carrier never meant.
-      if (!NO_RECORD.has((err as NodeJS.ErrnoException).code ?? '')) throw new SipHostNotFoundError(`SRV lookup for "${host}" failed (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+      // No record, or a query that failed (a resolver that refuses SRV, a timeout): the name's
+      // own address, as before SRV was looked up — a host in /etc/hosts, or a container name,
+      // has no SRV record to find and may not even get an answer.
+      const code = (err as NodeJS.ErrnoException).code ?? '';
+      if (!NO_RECORD.has(code)) dns.onSrvFailure?.(host, code || (err as Error).message);
     }
     if (records.length === 1 && records[0].name === '') throw new SipHostNotFoundError(`"${host}" says it offers no SIP over ${protocol} (SRV target ".")`);
     if (records.length > 0) {

@@ -11,7 +11,7 @@ import {
   NonInviteServerTransaction, realClock, type Clock, type Timers,
 } from './transactions';
 import { Dialog } from './dialog';
-import { locateSipServers, sipDns, type SipDns } from './serverLocator';
+import { locateSipServers, sipDns, type SipDns, type SipTarget } from './serverLocator';
 import type { UaCore } from './uaCore';
 import { DigestAuth, sendWithCredentials, type Credentials } from './digest';
 import { Registration, type RegisterOptions } from './registration';
@@ -103,6 +103,8 @@ export class SipUserAgent extends EventEmitter<{ invite: [ServerInvite] }> imple
   private stopped = false;
   /** SRV and address lookups (RFC 3263), the system's or `dnsServers`. */
   private readonly dns: SipDns;
+  /** Where host names were found lately (locate). */
+  private readonly located = new Map<string, { targets: SipTarget[]; until: number }>();
   /** Places that failed lately (noteTargetFailed), by targetKey: until when (clock ms). */
   private readonly failedTargets = new Map<string, number>();
 
@@ -112,7 +114,7 @@ export class SipUserAgent extends EventEmitter<{ invite: [ServerInvite] }> imple
     this.timers = { ...DEFAULT_TIMERS, ...opts.timers };
     this.clock = opts.clock ?? realClock;
     this.sessionTimerSettings = { ...DEFAULT_SESSION_TIMER, ...opts.sessionTimers };
-    this.dns = sipDns(opts.dnsServers);
+    this.dns = { ...sipDns(opts.dnsServers), onSrvFailure: (host, why) => this.log.warn({ host, why }, 'SRV lookup failed: using the name\'s own address') };
   }
 
   get boundAddresses(): Array<{ protocol: SipProtocol; host: string; port: number }> {
@@ -214,7 +216,7 @@ export class SipUserAgent extends EventEmitter<{ invite: [ServerInvite] }> imple
     const transport = this.transports.find((t) => t.protocol === wanted) ?? this.transports[0];
     if (!transport) throw new Error('no SIP transport is running');
     const host = u.host.replace(/^\[|\]$/g, '');
-    const found = await locateSipServers(host, u.port ?? undefined, transport.protocol, this.dns);
+    const found = await this.locate(host, u.port ?? undefined, transport.protocol);
     // Places that failed lately go last, in their order (RFC 3263 §4.3: the next request tries
     // the next server; without this every call would wait out a dead first one again).
     const now = Date.now();
@@ -228,6 +230,22 @@ export class SipUserAgent extends EventEmitter<{ invite: [ServerInvite] }> imple
       for (const t of targets) transport.knowAs?.(t.address, t.port, host);
     }
     return targets.map((t) => ({ transport, host: t.address, port: t.port }));
+  }
+
+  /**
+   * locateSipServers, its answers kept LOCATE_CACHE_MS: in-dialog requests to a host name
+   * (an ACK, a BYE) resolve it each time, and SRV answers carry no TTL we can read.
+   */
+  private async locate(host: string, port: number | undefined, protocol: SipProtocol): Promise<SipTarget[]> {
+    if (isIP(host)) return locateSipServers(host, port, protocol, this.dns);
+    const key = `${protocol} ${host} ${port ?? ''}`;
+    const now = Date.now();
+    const hit = this.located.get(key);
+    if (hit && hit.until > now) return hit.targets;
+    const targets = await locateSipServers(host, port, protocol, this.dns);
+    for (const [k, v] of this.located) if (v.until <= now) this.located.delete(k);
+    this.located.set(key, { targets, until: now + LOCATE_CACHE_MS });
+    return targets;
   }
 
   /**
@@ -359,8 +377,9 @@ export class SipUserAgent extends EventEmitter<{ invite: [ServerInvite] }> imple
     if (this.stopped) return;
     try {
       if ('error' in msg) { this.onParseError(msg, source); return; }
+      msg.source = source;
       if (msg instanceof SipResponse) this.onResponse(msg);
-      else { msg.source = source; this.onRequest(msg); }
+      else this.onRequest(msg);
     } catch (err) {
       // Nothing a peer sends may take the UA down.
       this.log.error({ err, source }, 'error handling SIP message');
@@ -681,6 +700,8 @@ function copyCredentials(invite: SipRequest, ack: SipRequest): void {
 
 /** How long a place that failed is tried last (noteTargetFailed), and at most for a Retry-After. */
 const FAILED_TARGET_MS = 30_000;
+/** How long a host name's servers are taken as found (locate). */
+const LOCATE_CACHE_MS = 30_000;
 const MAX_FAILED_TARGET_MS = 300_000;
 
 function targetKey(protocol: SipProtocol, host: string, port: number): string {
@@ -751,6 +772,8 @@ export class ClientInvite extends EventEmitter<ClientInviteEvents> {
   private heard = false;
   private progressed = false;
   private failoverTimer: unknown = null;
+  /** Transactions to servers failed over from that have been CANCELled (fromAbandonedServer). */
+  private readonly abandonedCancelled = new WeakSet<InviteClientTransaction>();
   private cancelWanted = false;
   private cancelSent = false;
   private authAttempts = 0;
@@ -813,8 +836,9 @@ export class ClientInvite extends EventEmitter<ClientInviteEvents> {
     this.cancelSent = false;
     this.earlyDialogs.clear(); // RSeq spaces and early answers belong to one INVITE transaction
     this.unreliableEarlySdp.clear();
-    const tx = this.ua.startInviteTransaction(req, this.dest, {
-      onResponse: (res) => { if (tx === this.tx) this.onResponse(res); },
+    const dest = this.dest;
+    const tx = this.ua.startInviteTransaction(req, dest, {
+      onResponse: (res) => { if (tx === this.tx) this.onResponse(res); else this.fromAbandonedServer(res, req, dest, tx); },
       onTimeout: () => { if (tx === this.tx && !this.failOver()) this.fail(new Error('no response to INVITE (Timer B)')); },
     });
     this.tx = tx;
@@ -847,14 +871,31 @@ export class ClientInvite extends EventEmitter<ClientInviteEvents> {
     if (!this.dests || !this.dest || this.destIndex + 1 >= this.dests.length) return false;
     if (this.cancelWanted || this.earlyDialogs.size > 0 || this.progressed || (this.state !== 'calling' && this.state !== 'proceeding')) return false;
     this.ua.noteTargetFailed(this.dest, unavailableMs);
-    // No final response there: its retransmissions stop, and a late answer from there is a
-    // stray. After one (a 503), the transaction lives on to ACK that response's retransmissions.
-    if (this.tx && (this.tx.state === 'calling' || this.tx.state === 'proceeding')) this.tx.terminate();
+    // Its transaction lives on (retransmitting, or absorbing the retransmissions of the 503):
+    // should that server answer after all, fromAbandonedServer winds its call up.
     this.ua.log.info({ sipCallId: this.callId, failed: `${this.dest.host}:${this.dest.port}`, next: `${this.dests[this.destIndex + 1].host}:${this.dests[this.destIndex + 1].port}` }, 'INVITE: server failed, trying the next one (RFC 3263)');
     this.destIndex++;
     this.cseq = Math.max(this.cseq, this.prackSeq) + 1;
+    // Nothing heard from the next server yet: a CANCEL waits for its provisional (§9.1).
+    this.state = 'calling';
     this.send().catch((err: Error) => this.fail(err));
     return true;
+  }
+
+  /**
+   * A server we failed over from answers after all (it was slow, or its answers were lost): it
+   * must not be left ringing or answered into silence. Its ringing is CANCELled; its answer is
+   * ACKed and ended with BYE, as a second branch of a fork is (RFC 3261 §13.2.2.4).
+   */
+  private fromAbandonedServer(res: SipResponse, req: SipRequest, dest: Destination, tx: InviteClientTransaction): void {
+    if (res.status < 200) {
+      if (this.abandonedCancelled.has(tx)) return;
+      this.abandonedCancelled.add(tx);
+      this.ua.sendCancel(req, dest, tx);
+      return;
+    }
+    if (res.status < 300) this.dropForkedAnswer(res, parseNameAddr(res.header('to') ?? '')?.params.tag ?? '');
+    // A final error is ACKed by its transaction.
   }
 
   private onResponse(res: SipResponse): void {

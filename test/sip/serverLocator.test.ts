@@ -11,6 +11,7 @@ import pino from 'pino';
 import { SipUserAgent } from '../../src/sip';
 import { locateSipServers, orderSrv, sipDns, srvName, SipHostNotFoundError, type SrvRecord } from '../../src/sip/serverLocator';
 import { startDnsmasq } from '../peers/dnsmasq';
+import { until } from '../support/tabs';
 
 const DNS_PORT = 26750;
 const SIP1 = 26751;
@@ -68,9 +69,13 @@ test('no SIP there: an SRV target "." (even with an address record), SRV targets
   await assert.rejects(locateSipServers('nothing.test', undefined, 'udp', resolver()), (e: Error) => e instanceof SipHostNotFoundError && /cannot resolve/.test(e.message));
 });
 
-test('a DNS server that does not answer is a failure, not "no SRV record": the bare name\'s address is never used instead', async () => {
+test('an SRV query that fails (not "no record": a resolver refusing SRV, a timeout) falls back to the name\'s own address, and says so; a dead DNS server resolves nothing', async () => {
+  const failures: string[] = [];
+  const refusing = { resolveSrv: () => Promise.reject(Object.assign(new Error('queryServfail'), { code: 'ESERVFAIL' })), addresses: async () => ['10.9.8.7'], onSrvFailure: (h: string, why: string) => failures.push(`${h} ${why}`) };
+  assert.deepEqual(await locateSipServers('pbx.internal', undefined, 'udp', refusing), [{ address: '10.9.8.7', port: 5060, name: 'pbx.internal' }]);
+  assert.deepEqual(failures, ['pbx.internal ESERVFAIL']);
   const dead = sipDns(['127.0.0.1:26759']); // nothing listens there
-  await assert.rejects(locateSipServers('trunk.test', undefined, 'udp', dead), (e: Error) => e instanceof SipHostNotFoundError && /SRV lookup for "trunk.test" failed/.test(e.message));
+  await assert.rejects(locateSipServers('trunk.test', undefined, 'udp', dead), (e: Error) => e instanceof SipHostNotFoundError && /cannot resolve SIP host "trunk.test"/.test(e.message));
 });
 
 test('the user agent sends to the first SRV target; once it has failed (no answer), the next request goes to the next one', async () => {
@@ -106,8 +111,11 @@ test('the user agent sends to the first SRV target; once it has failed (no answe
   }
 });
 
-/** Raw UDP servers on the two SRV targets; `behave` says what each answers to an INVITE. */
-async function srvServers(behave: Record<number, 'silent' | string>) {
+/**
+ * Raw UDP servers on the two SRV targets; `behave` says what each answers to an INVITE: a
+ * status line, 'silent', or a script of [delay ms, status] answered in turn.
+ */
+async function srvServers(behave: Record<number, 'silent' | string | Array<[number, string]>>) {
   return Promise.all([SIP1, SIP2].map(async (port) => {
     const s = dgram.createSocket('udp4');
     await new Promise<void>((r) => s.bind(port, '127.0.0.1', () => r()));
@@ -115,18 +123,23 @@ async function srvServers(behave: Record<number, 'silent' | string>) {
     s.on('message', (m, rinfo) => {
       const text = m.toString();
       got.push(text);
-      if (!text.startsWith('INVITE ') || behave[port] === 'silent') return;
       const h = (n: string) => text.match(new RegExp(`^${n}: *(.*)$`, 'mi'))?.[1].trim() ?? '';
-      s.send([`SIP/2.0 ${behave[port]}`, `Via: ${h('Via')}`, `From: ${h('From')}`, `To: ${h('To')};tag=t${port}`, `Call-ID: ${h('Call-ID')}`, `CSeq: ${h('CSeq')}`,
+      const reply = (status: string) => s.send([`SIP/2.0 ${status}`, `Via: ${h('Via')}`, `From: ${h('From')}`, `To: ${h('To')};tag=t${port}`, `Call-ID: ${h('Call-ID')}`, `CSeq: ${h('CSeq')}`,
         `Contact: <sip:uas@127.0.0.1:${port}>`, 'Content-Length: 0', '', ''].join('\r\n'), rinfo.port, rinfo.address);
+      if (text.startsWith('CANCEL ') || text.startsWith('BYE ')) { reply('200 OK'); return; }
+      if (!text.startsWith('INVITE ') || behave[port] === 'silent') return;
+      const b = behave[port];
+      if (typeof b === 'string') { reply(b); return; }
+      if (got.filter((m) => m.startsWith('INVITE ')).length > 1) return; // a retransmission: the script runs once
+      for (const [delay, status] of b) setTimeout(() => reply(status), delay);
     });
-    return { s, got, invites: () => got.filter((m) => m.startsWith('INVITE ')), acks: () => got.filter((m) => m.startsWith('ACK ')) };
+    return { s, got, invites: () => got.filter((m) => m.startsWith('INVITE ')), acks: () => got.filter((m) => m.startsWith('ACK ')), byes: () => got.filter((m) => m.startsWith('BYE ')), cancels: () => got.filter((m) => m.startsWith('CANCEL ')) };
   }));
 }
 
 const SDP = 'v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n';
 
-async function inviteThrough(behave: Record<number, 'silent' | string>) {
+async function inviteThrough(behave: Record<number, 'silent' | string | Array<[number, string]>>) {
   const servers = await srvServers(behave);
   const ua = new SipUserAgent({ transports: [{ protocol: 'udp', host: '127.0.0.1', port: 0 }], logger, dnsServers: [`127.0.0.1:${DNS_PORT}`], timers: { T1: 20, T2: 160, T4: 200 } });
   await ua.start();
@@ -147,14 +160,11 @@ test('an INVITE to a trunk whose first SRV server does not answer at all goes to
     assert.ok(first.invites().length >= 1, 'tried the first');
     const cseqs = [...first.invites(), ...second.invites()].map((m) => m.match(/^CSeq: *(\d+)/mi)![1]);
     assert.notEqual(cseqs[0], cseqs.at(-1), 'a new transaction toward the next server, CSeq + 1');
-    const retransmissionsBefore = first.invites().length;
-    await new Promise((res) => setTimeout(res, 300));
-    assert.equal(first.invites().length, retransmissionsBefore, 'the abandoned one gets no more retransmissions');
-    assert.equal(second.acks().length, 1);
+    await until(() => second.acks().length === 1, 'the ACK at the next server');
     // The next call goes to the working one first.
     const inv2 = r.ua.invite({ requestUri: 'sip:+15550101@trunk.test', from: { uri: 'sip:gw@127.0.0.1' }, sdp: SDP });
     await new Promise<void>((resolve) => inv2.once('accepted', () => resolve()));
-    assert.equal(first.invites().length, retransmissionsBefore, 'the failed server is tried last for a while');
+    assert.equal(first.invites().filter((m) => m.includes(`Call-ID: ${inv2.callId}`)).length, 0, 'the failed server is tried last for a while');
   } finally {
     await r.close();
   }
@@ -174,5 +184,32 @@ test('an INVITE answered 503 by the first SRV server goes to the next (ACKing th
     assert.equal(b.servers[1].invites().length, 0);
   } finally {
     await b.close();
+  }
+});
+
+test('a first SRV server that said 100 Trying is not failed over from while the callee takes longer than 10·T1 to ring: the call is answered there, the next server never asked', async () => {
+  // T1 20 ms: the no-answer failover would fire after 200 ms.
+  const r = await inviteThrough({ [SIP1]: [[0, '100 Trying'], [400, '180 Ringing'], [600, '200 OK']], [SIP2]: '200 OK' });
+  try {
+    assert.deepEqual(r.outcome, { kind: 'accepted', status: 200 });
+    assert.equal(r.servers[1].invites().length, 0);
+  } finally {
+    await r.close();
+  }
+});
+
+test('a server failed over from that answers after all is not left ringing or answered: its 180 gets a CANCEL, its 200 an ACK and a BYE', async () => {
+  // Silent for longer than 10·T1 (200 ms here), then it rings and answers; the next one answers at once.
+  const r = await inviteThrough({ [SIP1]: [[300, '180 Ringing'], [500, '200 OK']], [SIP2]: '200 OK' });
+  try {
+    assert.deepEqual(r.outcome, { kind: 'accepted', status: 200 });
+    await new Promise((res) => setTimeout(res, 900));
+    const first = r.servers[0];
+    assert.equal(first.cancels().length, 1, 'its ringing was cancelled');
+    assert.equal(first.acks().length, 1, 'its late 200 was ACKed');
+    assert.equal(first.byes().length, 1, 'and ended');
+    assert.equal(r.servers[1].byes().length, 0, 'the call on the next server goes on');
+  } finally {
+    await r.close();
   }
 });
