@@ -127,12 +127,14 @@ export class BrowserSession implements RingTarget {
   }
 
   /**
-   * Whether `token` is this session's resume token (constant time). Also while it still looks
-   * connected: a tab whose network changed cannot close its old connection, and we learn it is
-   * dead only from the heartbeat, up to two beats later.
+   * Whether a connection from a page of `origin` showing `token` may take this session over:
+   * the session's resume token (compared in constant time), from the same origin (a token may
+   * allow several). Also while it still looks connected: a tab whose network changed cannot
+   * close its old connection, and we learn it is dead only from the heartbeat, up to two beats
+   * later.
    */
-  resumableWith(token: string): boolean {
-    if ((this.state !== 'detached' && this.state !== 'ready') || !this.resumeToken) return false;
+  resumableWith(token: string, origin: string | undefined): boolean {
+    if ((this.state !== 'detached' && this.state !== 'ready') || this.closing || !this.resumeToken || origin !== this.opts.origin) return false;
     const a = Buffer.from(token);
     const b = Buffer.from(this.resumeToken);
     return a.length === b.length && timingSafeEqual(a, b);
@@ -280,8 +282,8 @@ export class BrowserSession implements RingTarget {
       if (waiting) {
         // That session takes this socket over, calls and all; this one was never more than a
         // connection and goes quietly.
-        this.retire();
         waiting.adopt(this.ws);
+        this.retire();
         return;
       }
       this.log.info('resume refused (no such session waiting, or a wrong token): a fresh session');
@@ -327,9 +329,10 @@ export class BrowserSession implements RingTarget {
   adopt(ws: WebSocket): void {
     if (this.graceTimer) clearTimeout(this.graceTimer);
     this.graceTimer = null;
+    // The old connection's listeners come off (they would keep it in memory); one that still
+    // looks alive here is dead to the tab: cut, quietly.
+    this.unlisten();
     if (this.state === 'ready') {
-      // The old connection is dead to the tab, whatever it looks like here: cut, quietly.
-      this.unlisten();
       this.ws.terminate();
       this.keepOnlyOwnCalls();
     }
@@ -348,7 +351,7 @@ export class BrowserSession implements RingTarget {
 
   /**
    * This connection's session ends unseen: another session adopted its socket. Its listeners
-   * come off the socket; the signaling server forgets it.
+   * come off the socket (the adopter's stay); the signaling server forgets it.
    */
   private retire(): void {
     this.unlisten();
@@ -487,7 +490,8 @@ export class BrowserSession implements RingTarget {
    */
   private onClose(code: number): void {
     if (this.state === 'closed' || this.state === 'detached') return;
-    if (code === 1006 && this.state === 'ready' && this.opts.resumeGraceMs > 0 && this.waitForResume()) return;
+    // One we were closing (a flood, …) cut itself at the end of its close handshake: not a drop.
+    if (code === 1006 && this.state === 'ready' && !this.closing && this.opts.resumeGraceMs > 0 && this.waitForResume()) return;
     this.end(code);
   }
 

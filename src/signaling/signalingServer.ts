@@ -130,7 +130,7 @@ export class SignalingServer implements UserDirectory {
       onDetached: () => this.opts.onConnectionChange?.(this.connectionCount),
       resume: (sessionId, token) => {
         const waiting = this.findSession(sessionId);
-        if (!waiting?.resumableWith(token)) return null;
+        if (!waiting?.resumableWith(token, origin)) return null;
         this.sessionOf.set(ws, waiting);
         return waiting;
       },

@@ -66,8 +66,8 @@ async function drop(tab: Tab): Promise<void> {
 }
 
 /** A new connection saying hello with `resume` (and `token` when given): every message it gets. */
-async function reconnect(resume: { sessionId: string; token: string }, withToken = false): Promise<{ ws: WebSocket; messages: Msg[] }> {
-  const ws = new WebSocket(`ws://127.0.0.1:${BASE}/ws`, { headers: { Origin: `http://127.0.0.1:${BASE}` } });
+async function reconnect(resume: { sessionId: string; token: string }, withToken = false, origin = `http://127.0.0.1:${BASE}`): Promise<{ ws: WebSocket; messages: Msg[] }> {
+  const ws = new WebSocket(`ws://127.0.0.1:${BASE}/ws`, { headers: { Origin: origin } });
   sockets.push(ws);
   const messages: Msg[] = [];
   ws.on('message', (d) => messages.push(JSON.parse(d.toString())));
@@ -87,6 +87,7 @@ test('a dropped tab resumes with its session\'s resume token: the same session, 
   await drop(tab);
   await new Promise((r) => setTimeout(r, 200));
   assert.notEqual(dialog.state, 'terminated', 'the call goes on while the tab is away');
+  assert.equal((gw!.gateway as unknown as { signaling: { connectionCount: number } }).signaling.connectionCount, 0, 'a waiting session has no connection');
   const back = await reconnect({ sessionId: welcome.sessionId, token: welcome.resumeToken });
   const w = back.messages[0];
   assert.equal(w.type, 'welcome');
@@ -102,6 +103,8 @@ test('a dropped tab resumes with its session\'s resume token: the same session, 
   assert.equal(thief.messages[0].resumed, false);
   assert.notEqual(thief.messages[0].sessionId, welcome.sessionId);
   thief.ws.close();
+  const open = () => (gw!.gateway as unknown as { signaling: { connectionCount: number } }).signaling.connectionCount;
+  await until(() => open() === 1, `one open connection counted: the resumed one (${open()})`);
   back.ws.send(JSON.stringify({ type: 'hangup', callId }));
   await terminated(dialog);
   await until(() => back.messages.some((m) => m.type === 'ended' && m.callId === callId), 'ended on the resumed connection');
@@ -145,10 +148,13 @@ test('a wrong resume token, or none, gets a fresh session (and without a JWT, th
   assert.deepEqual([wrong.messages[0].type, wrong.messages[0].code], ['error', 'token-missing'], 'no JWT to fall back on');
   const wrongWithJwt = await reconnect({ sessionId: welcome.sessionId, token: 'nope' }, true);
   assert.equal(wrongWithJwt.messages[0].resumed, false);
+  // The right token from a page of another origin (one the gateway allows): not the tab's page.
+  const otherOrigin = await reconnect({ sessionId: welcome.sessionId, token: welcome.resumeToken }, true, `http://localhost:${BASE}`);
+  assert.equal(otherOrigin.messages[0].resumed, false);
   assert.notEqual(dialog.state, 'terminated');
   const right = await reconnect({ sessionId: welcome.sessionId, token: welcome.resumeToken });
   assert.equal(right.messages[0].resumed, true);
-  for (const c of [wrong, wrongWithJwt, right]) c.ws.close();
+  for (const c of [wrong, wrongWithJwt, otherOrigin, right]) c.ws.close();
   await terminated(dialog); // the resumed tab closed properly: its call is hung up
 });
 
@@ -166,6 +172,16 @@ test('a tab resuming while its old connection still looks alive here (its networ
   await terminated(dialog);
   await until(() => back.messages.some((m) => m.type === 'ended' && m.callId === callId && m.cause === 'local-hangup'), 'the resumed tab hung the call up');
   back.ws.close();
+});
+
+test('a connection we close ourselves (a flood) that does not finish its close handshake is no drop: its call ends at once, not after the grace time', async () => {
+  await gateway(20);
+  const { tab, dialog } = await answeredCall();
+  for (let i = 0; i < 200; i++) tab.ws.send(JSON.stringify({ type: 'ping' }));
+  (tab.ws as unknown as { _socket: { pause(): void } })._socket.pause(); // reads nothing more: no close frame back
+  const t0 = Date.now();
+  await terminated(dialog);
+  assert.ok(Date.now() - t0 < 5000, `ended ${Date.now() - t0} ms after the flood`);
 });
 
 test('with wsResumeGraceSec 0 a dropped tab\'s call ends at once, as before', async () => {
