@@ -12,12 +12,17 @@ let ringing: Call | null = null;
 let timer: number | undefined;
 /** The connection dropped and the client is taking the call over on a new one. */
 let reconnecting = false;
-const away = () => (reconnecting ? ' — reconnecting…' : '');
+/** The call's audio is moving to a new peer connection (a media restart). */
+let restartingMedia = false;
+const AWAY = ' — reconnecting…';
+const away = () => (reconnecting || restartingMedia ? AWAY : '');
 
 declare global { interface Window { __gw: { client: GatewayClient | null; currentCall: Call | null } } }
 window.__gw = { client: null, currentCall: null };
 
 function setStatus(text: string): void { status.textContent = text; }
+/** The status as it is, with ' — reconnecting…' after it while the link or the call's audio is coming back. */
+function showAway(): void { setStatus(`${(status.textContent ?? '').replace(AWAY, '')}${away()}`); }
 function fmt(sec: number): string { return `${String(Math.floor(sec / 60)).padStart(2, '0')}:${String(sec % 60).padStart(2, '0')}`; }
 
 function track(call: Call): void {
@@ -34,8 +39,13 @@ function track(call: Call): void {
   });
   call.on('held', () => { buttons.hold.textContent = 'Resume'; buttons.hold.setAttribute('aria-pressed', 'true'); });
   call.on('resumed', () => { buttons.hold.textContent = 'Hold'; buttons.hold.setAttribute('aria-pressed', 'false'); });
+  // The call goes on while its audio moves to a new connection: said after the status.
+  call.on('mediaRestarting', () => { restartingMedia = true; showAway(); });
+  call.on('mediaRestarted', () => { restartingMedia = false; showAway(); });
+  call.on('mediaRestartFailed', () => { restartingMedia = false; showAway(); });
   call.on('ended', (e) => {
     window.clearInterval(timer);
+    restartingMedia = false;
     setStatus(`ended (${e.cause}${e.sipStatus ? ` ${e.sipStatus}` : ''})`);
     buttons.call.disabled = false; buttons.hangup.disabled = true; buttons.mute.disabled = true; buttons.hold.disabled = true;
     buttons.mute.textContent = 'Mute'; buttons.hold.textContent = 'Hold';
@@ -98,8 +108,8 @@ $('reject').onclick = () => { ringing?.reject(); ringing = null; incomingBox.cla
       });
     });
     // The call goes on while the link comes back: said after the status (the timer keeps it).
-    client.on('reconnecting', () => { reconnecting = true; setStatus(`${status.textContent}${away()}`); });
-    client.on('reconnected', () => { reconnecting = false; setStatus((status.textContent ?? '').replace(' — reconnecting…', '')); });
+    client.on('reconnecting', () => { reconnecting = true; showAway(); });
+    client.on('reconnected', () => { reconnecting = false; showAway(); });
     // Keep what ended the call (e.g. "ended (shutdown)") visible; add that the link is gone.
     client.on('disconnected', () => {
       reconnecting = false;

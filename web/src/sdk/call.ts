@@ -32,9 +32,23 @@ export interface CallEvents extends Record<string, unknown[]> {
   /**
    * The gateway refused something for this call. A refused request to place it, or to answer
    * it (`request: 'accept'`), also ends the call (`ended` follows, cause `failed`); a refused
-   * hold, resume or DTMF leaves the call as it was.
+   * hold, resume, DTMF or media restart (`request: 'restart'`) leaves the call as it was.
    */
   error: [err: GatewayError];
+  /**
+   * The call's audio is moving to a new peer connection (restartMedia): asked for, or
+   * `automatic` — the connection's audio path went away (ICE disconnected for 2 s, or failed),
+   * or the link to the gateway came back after a drop while the audio had gone. The call goes
+   * on meanwhile; `mediaRestarted` or `mediaRestartFailed` follows (or `ended`).
+   */
+  mediaRestarting: [info: { automatic: boolean }];
+  /** The new peer connection is up and carries the call's audio; the old one is closed. */
+  mediaRestarted: [];
+  /**
+   * The new peer connection was refused by the gateway (`error` set, also in the `error`
+   * event), failed, or did not connect within 15 s. The call goes on with its connection.
+   */
+  mediaRestartFailed: [info: { reason: string; error?: GatewayError }];
 }
 
 export interface CallStats {
@@ -52,17 +66,41 @@ export interface CallTransport {
   /** false: not connected, nothing was sent. */
   send(msg: Record<string, unknown>): boolean;
   forget(call: Call): void;
+  /** Whether a message sent now would go out (false while the connection is away). */
+  online?(): boolean;
+}
+
+/** Automatic media restarts a call makes in a row; one that succeeds makes them available again. */
+const AUTO_RESTARTS = 3;
+/** How long ICE may stay `disconnected` (it often comes back by itself) before a restart. */
+const DISCONNECTED_GRACE_MS = 2000;
+/** How long a media restart's new peer connection has to connect. */
+const RESTART_TIMEOUT_MS = 15_000;
+
+/** A media restart in progress (restartMedia). */
+interface MediaRestart {
+  pc: RTCPeerConnection;
+  automatic: boolean;
+  promise: Promise<void>;
+  /** Resolves the promise, or rejects it with `err`. */
+  settle(err?: Error): void;
+  timer: ReturnType<typeof setTimeout>;
+  /** What the new connection receives: played once it connects. */
+  stream: MediaStream | null;
+  /** The `restart` request went out; its answer (`restarted` or an error) is due. */
+  sent: boolean;
+  answered: boolean;
 }
 
 /**
  * One call, outbound or incoming. Owns its RTCPeerConnection, microphone track and the
- * <audio> element that plays the far end; all are released when the call ends.
+ * <audio> element that plays the far end; all are released when the call ends. The peer
+ * connection may be replaced during the call (restartMedia): `pc` is always the current one.
  */
 export class Call extends Emitter<CallEvents> {
   id: string | null = null;
   state: CallState;
   readonly direction: 'outbound' | 'inbound';
-  readonly pc: RTCPeerConnection;
   remoteStream: MediaStream | null = null;
   localStream: MediaStream | null = null;
   readonly audio: HTMLAudioElement;
@@ -75,6 +113,13 @@ export class Call extends Emitter<CallEvents> {
   private incomingOffer?: string;
   /** Outbound: runs until the gateway answers the request (see start). */
   private setupTimer: ReturnType<typeof setTimeout> | null = null;
+  private readonly iceServers: RTCIceServer[];
+  private currentPc: RTCPeerConnection;
+  private restart: MediaRestart | null = null;
+  /** Automatic restarts since the last one that succeeded. */
+  private autoRestarts = 0;
+  /** Runs while the current connection's ICE is `disconnected` (see watchMedia). */
+  private disconnectedTimer: ReturnType<typeof setTimeout> | null = null;
 
   constructor(private readonly transport: CallTransport, opts: { direction: 'outbound' | 'inbound'; iceServers: RTCIceServer[]; id?: string; offer?: string; from?: string; fromName?: string }) {
     super();
@@ -84,17 +129,16 @@ export class Call extends Emitter<CallEvents> {
     this.incomingOffer = opts.offer;
     this.from = opts.from;
     this.fromName = opts.fromName;
-    this.pc = new RTCPeerConnection({ iceServers: opts.iceServers });
+    this.iceServers = opts.iceServers;
+    this.currentPc = new RTCPeerConnection({ iceServers: opts.iceServers });
     this.audio = document.createElement('audio');
     this.audio.autoplay = true;
-    this.pc.ontrack = (e) => {
-      this.remoteStream = e.streams[0] ?? new MediaStream([e.track]);
-      this.audio.srcObject = this.remoteStream;
-      this.audio.play().catch(() => undefined);
-    };
-    this.pc.onconnectionstatechange = () => {
-      if (this.pc.connectionState === 'failed' && this.state !== 'ended') this.hangup();
-    };
+    this.adopt(this.currentPc);
+  }
+
+  /** The peer connection carrying the call now (a media restart replaces it). */
+  get pc(): RTCPeerConnection {
+    return this.currentPc;
   }
 
   /**
@@ -111,9 +155,7 @@ export class Call extends Emitter<CallEvents> {
       throw err;
     }
     if (this.isEnded()) return;
-    this.pc.onicecandidate = (e) => {
-      if (this.id) this.transport.send({ type: 'candidate', callId: this.id, candidate: e.candidate ? e.candidate.candidate : null, sdpMid: e.candidate?.sdpMid ?? null, sdpMLineIndex: e.candidate?.sdpMLineIndex ?? null });
-    };
+    this.pc.onicecandidate = (e) => this.sendCandidate(e);
     // The gateway answers with `calling`, `ended` or `error`; should none come (a gateway that
     // lost the request, or predates the ref in errors), the call must not stay connecting with
     // the microphone open. Set before sending: the call may end while it is being sent.
@@ -184,6 +226,24 @@ export class Call extends Emitter<CallEvents> {
     if (this.id && this.state === 'answered') this.transport.send({ type: 'unhold', callId: this.id });
   }
 
+  /**
+   * Moves the call's audio to a new peer connection (docs/protocol.md, `restart`): for when the
+   * network path changed and the current connection cannot carry it any more. The new one sends
+   * the same microphone stream (muted or not, as now); the old one carries and plays the call
+   * until the new one has connected, and is closed then (`mediaRestarted`). Rejects when the
+   * gateway refuses (`error` event too), or the new connection fails or has not connected
+   * within 15 s: it is dropped, and the call goes on with its connection. One at a time: while
+   * one runs, this returns its promise. Only for a call that is ringing or answered. Resolves
+   * quietly when the call ends meanwhile.
+   *
+   * The SDK restarts by itself when the connection's ICE stays `disconnected` for 2 s or
+   * fails, and when the link to the gateway comes back after a drop while the audio had gone
+   * (at most 3 times in a row; a call whose connection failed with none left is hung up).
+   */
+  restartMedia(): Promise<void> {
+    return this.startRestart(false);
+  }
+
   async getStats(): Promise<CallStats> {
     const s: CallStats = { packetsSent: 0, packetsReceived: 0, packetsLost: 0, jitterMs: 0 };
     const report = await this.pc.getStats();
@@ -216,6 +276,14 @@ export class Call extends Emitter<CallEvents> {
         this.setState('answered');
         this.emit('answered');
         return;
+      case 'restarted': {
+        // The answer to our `restart` (one at a time; none due: a restart given up on already).
+        const r = this.restart;
+        if (!r || !r.sent || r.answered) return;
+        r.answered = true;
+        r.pc.setRemoteDescription({ type: 'answer', sdp: msg.sdp }).catch((err: Error) => this.restartFailed(r, `unusable answer from the gateway: ${err.message}`));
+        return;
+      }
       case 'held': this.onHold = msg.by === 'local' ? true : this.onHold; this.emit('held', msg.by); return;
       case 'resumed': this.onHold = msg.by === 'local' ? false : this.onHold; this.emit('resumed', msg.by); return;
       case 'dtmf': this.emit('dtmf', msg.digit); return;
@@ -228,6 +296,12 @@ export class Call extends Emitter<CallEvents> {
   private onGatewayError(err: GatewayError): void {
     this.emit('error', err);
     if (this.state === 'ended') return;
+    const r = this.restart;
+    if (err.request === 'restart') {
+      // Our media restart was refused: the call goes on with its connection.
+      if (r && r.sent && !r.answered) this.restartFailed(r, `the gateway refused the media restart: ${err.message}`, err);
+      return;
+    }
     if (err.ref !== undefined && !this.id) {
       // The gateway refused this call's request (limits, a bad request…): the attempt is over there.
       this.finish({ cause: 'failed', sipReason: err.message, error: err });
@@ -244,13 +318,172 @@ export class Call extends Emitter<CallEvents> {
   finish(info: CallEndInfo): void {
     if (this.state === 'ended') return;
     this.clearSetupTimer();
+    this.clearDisconnectedTimer();
     this.endInfo = info;
     this.setState('ended');
     for (const t of this.localStream?.getTracks() ?? []) t.stop();
-    this.pc.close();
+    const r = this.restart;
+    this.restart = null;
+    if (r) {
+      clearTimeout(r.timer);
+      release(r.pc);
+      r.settle(); // quietly: `ended` says what happened
+    }
+    release(this.currentPc);
     this.audio.srcObject = null;
     this.transport.forget(this);
     this.emit('ended', info);
+  }
+
+  /**
+   * @internal The client's connection came back after a drop (client.ts): an answered call
+   * whose audio went away too (its connection not `connected`) moves to a new peer connection.
+   */
+  afterReconnect(): void {
+    if (this.state !== 'answered' || this.restart || this.currentPc.connectionState === 'connected') return;
+    this.recoverMedia();
+  }
+
+  private startRestart(automatic: boolean): Promise<void> {
+    if (this.restart) return this.restart.promise;
+    if (!this.id || this.isEnded() || (this.state !== 'answered' && this.state !== 'ringing')) {
+      return Promise.reject(new Error('only a call that is ringing or answered can move to a new connection'));
+    }
+    const stream = this.localStream;
+    if (!stream) return Promise.reject(new Error('the call has no microphone stream'));
+    if (!this.online()) return Promise.reject(new Error('not connected to the gateway'));
+    let settle!: (err?: Error) => void;
+    const promise = new Promise<void>((resolve, reject) => { settle = (err) => (err ? reject(err) : resolve()); });
+    const pc = new RTCPeerConnection({ iceServers: this.iceServers });
+    const r: MediaRestart = {
+      pc, automatic, promise, settle, stream: null, sent: false, answered: false,
+      timer: setTimeout(() => this.restartFailed(r, `the new connection did not connect within ${RESTART_TIMEOUT_MS / 1000} s`), RESTART_TIMEOUT_MS),
+    };
+    this.restart = r;
+    // Until it connects the old connection plays the call: what this one receives waits.
+    pc.ontrack = (e) => { r.stream = e.streams[0] ?? new MediaStream([e.track]); };
+    pc.onconnectionstatechange = () => {
+      if (pc.connectionState === 'connected') this.restartConnected(r);
+      else if (pc.connectionState === 'failed') this.restartFailed(r, 'the new connection failed');
+    };
+    for (const t of stream.getTracks()) pc.addTrack(t, stream);
+    this.emit('mediaRestarting', { automatic });
+    void this.offerRestart(r);
+    return promise;
+  }
+
+  private async offerRestart(r: MediaRestart): Promise<void> {
+    try {
+      await r.pc.setLocalDescription(await r.pc.createOffer());
+      await waitForIceGathering(r.pc, 1000);
+    } catch (err) {
+      this.restartFailed(r, `the new connection could not make its offer: ${(err as Error).message}`);
+      return;
+    }
+    if (this.restart !== r) return; // given up, or the call ended, meanwhile
+    // Candidates gathered so far are in the offer; later ones follow it.
+    r.pc.onicecandidate = (e) => this.sendCandidate(e);
+    r.sent = true;
+    if (!this.transport.send({ type: 'restart', callId: this.id, sdp: r.pc.localDescription!.sdp })) {
+      this.restartFailed(r, 'not connected to the gateway', undefined, true);
+    }
+  }
+
+  /** The new connection is up: it plays and carries the call from now on. */
+  private restartConnected(r: MediaRestart): void {
+    if (this.restart !== r || this.isEnded()) return;
+    this.restart = null;
+    clearTimeout(r.timer);
+    const old = this.currentPc;
+    this.currentPc = r.pc;
+    this.adopt(r.pc);
+    this.remoteStream = r.stream ?? new MediaStream(r.pc.getReceivers().map((x) => x.track));
+    this.audio.srcObject = this.remoteStream;
+    this.audio.play().catch(() => undefined);
+    release(old);
+    this.clearDisconnectedTimer();
+    this.autoRestarts = 0;
+    this.emit('mediaRestarted');
+    r.settle();
+    this.watchMedia(r.pc); // in case it is already in trouble
+  }
+
+  /** `offline`: the request could not be sent (the link to the gateway is away). */
+  private restartFailed(r: MediaRestart, reason: string, error?: GatewayError, offline = false): void {
+    if (this.restart !== r) return;
+    this.restart = null;
+    clearTimeout(r.timer);
+    release(r.pc);
+    // Not an attempt: the client's `reconnected` tries again once the link is back.
+    if (offline && r.automatic && this.autoRestarts > 0) this.autoRestarts--;
+    this.emit('mediaRestartFailed', { reason, error });
+    r.settle(Object.assign(new Error(reason), error ? { error } : {}));
+    // The old connection may be in trouble still (or by now): the next attempt, or the end.
+    if (!this.isEnded()) this.watchMedia(this.currentPc);
+  }
+
+  /** Makes `pc` the call's connection: it plays what it receives, and is watched. */
+  private adopt(pc: RTCPeerConnection): void {
+    pc.ontrack = (e) => {
+      this.remoteStream = e.streams[0] ?? new MediaStream([e.track]);
+      this.audio.srcObject = this.remoteStream;
+      this.audio.play().catch(() => undefined);
+    };
+    pc.oniceconnectionstatechange = () => this.watchMedia(pc);
+    pc.onconnectionstatechange = () => this.watchMedia(pc);
+  }
+
+  /**
+   * The current connection's ICE: `disconnected` for DISCONNECTED_GRACE_MS, or `failed`, starts
+   * a media restart (a call ringing or answered, while automatic attempts are left); a failed
+   * connection with none left, or of a call not that far yet, ends the call.
+   */
+  private watchMedia(pc: RTCPeerConnection): void {
+    if (pc !== this.currentPc || this.isEnded()) return;
+    if (pc.iceConnectionState !== 'disconnected') this.clearDisconnectedTimer();
+    else if (!this.disconnectedTimer) {
+      this.disconnectedTimer = setTimeout(() => {
+        this.disconnectedTimer = null;
+        if (pc === this.currentPc && pc.iceConnectionState === 'disconnected') this.recoverMedia();
+      }, DISCONNECTED_GRACE_MS);
+    }
+    if (pc.iceConnectionState === 'failed' || pc.connectionState === 'failed') this.recoverMedia();
+  }
+
+  /** Restarts the call's media if it may (automatic attempts left); else a failed connection ends the call. */
+  private recoverMedia(): void {
+    if (this.isEnded() || this.restart) return; // a running restart's end looks again
+    if (this.autoRestart()) return;
+    const pc = this.currentPc;
+    const failed = pc.iceConnectionState === 'failed' || pc.connectionState === 'failed';
+    // Away from the gateway with attempts left: the client's `reconnected` restarts it.
+    const waitForLink = this.canRestart() && this.autoRestarts < AUTO_RESTARTS && !this.online();
+    if (failed && !waitForLink) this.hangup();
+  }
+
+  /** true: an automatic restart started. */
+  private autoRestart(): boolean {
+    if (!this.canRestart() || this.autoRestarts >= AUTO_RESTARTS || !this.online()) return false;
+    this.autoRestarts++;
+    this.startRestart(true).catch(() => undefined); // said in mediaRestartFailed
+    return true;
+  }
+
+  private canRestart(): boolean {
+    return !!this.id && !this.isEnded() && (this.state === 'answered' || this.state === 'ringing') && !!this.localStream;
+  }
+
+  private online(): boolean {
+    return this.transport.online?.() ?? true;
+  }
+
+  private sendCandidate(e: RTCPeerConnectionIceEvent): void {
+    if (this.id) this.transport.send({ type: 'candidate', callId: this.id, candidate: e.candidate ? e.candidate.candidate : null, sdpMid: e.candidate?.sdpMid ?? null, sdpMLineIndex: e.candidate?.sdpMLineIndex ?? null });
+  }
+
+  private clearDisconnectedTimer(): void {
+    if (this.disconnectedTimer) clearTimeout(this.disconnectedTimer);
+    this.disconnectedTimer = null;
   }
 
   private setState(s: CallState): void {
@@ -289,9 +522,15 @@ export class Call extends Emitter<CallEvents> {
 function waitForIceGathering(pc: RTCPeerConnection, maxMs: number): Promise<void> {
   if (pc.iceGatheringState === 'complete') return Promise.resolve();
   return new Promise((resolve) => {
-    const t = setTimeout(resolve, maxMs);
-    pc.addEventListener('icegatheringstatechange', () => {
-      if (pc.iceGatheringState === 'complete') { clearTimeout(t); resolve(); }
-    });
+    const done = () => { clearTimeout(t); pc.removeEventListener('icegatheringstatechange', check); resolve(); };
+    const check = () => { if (pc.iceGatheringState === 'complete') done(); };
+    const t = setTimeout(done, maxMs);
+    pc.addEventListener('icegatheringstatechange', check);
   });
+}
+
+/** A peer connection the call is done with: nothing it still does reaches the call. */
+function release(pc: RTCPeerConnection): void {
+  pc.ontrack = pc.onicecandidate = pc.oniceconnectionstatechange = pc.onconnectionstatechange = null;
+  pc.close();
 }

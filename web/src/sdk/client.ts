@@ -183,6 +183,7 @@ export class GatewayClient extends Emitter<ClientEvents> {
         if (!sent && msg.type === 'hangup' && this.reconnect) this.reconnect.hangups.add(String(msg.callId));
         return sent;
       },
+      online: () => this.ws.readyState === WebSocket.OPEN,
       forget: (call) => {
         if (call.id) this.calls.delete(call.id);
         if (ref === undefined || this.pending.get(ref) !== call) return;
@@ -329,6 +330,8 @@ export class GatewayClient extends Emitter<ClientEvents> {
     for (const call of [...this.pending.values()]) if (this.requested.has(call)) call.finish(lost);
     for (const id of hangups) if (up.has(id)) this.send({ type: 'hangup', callId: id });
     this.emit('reconnected');
+    // The network that dropped the link may have taken the calls' audio paths too.
+    for (const call of [...this.calls.values()]) call.afterReconnect();
   }
 
   /** The gateway no longer keeps the calls (or will not give them back): as a plain drop. */

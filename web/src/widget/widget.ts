@@ -61,6 +61,8 @@ class CallWidget {
   /** The call's own status, shown again once a dropped connection is back. */
   private statusText = '';
   private reconnecting = false;
+  /** The call's audio is moving to a new peer connection (a media restart). */
+  private restartingMedia = false;
 
   constructor(readonly host: HTMLElement, private readonly o: WidgetOptions) {
     this.root = host.attachShadow({ mode: 'open' });
@@ -137,6 +139,7 @@ class CallWidget {
     }
     const call = this.client.call();
     this.call = call;
+    this.restartingMedia = false;
     this.show('in-call', 'Calling…');
     call.on('progress', () => this.setStatus('Ringing…'));
     call.on('answered', () => {
@@ -150,6 +153,10 @@ class CallWidget {
     // refused digit) change nothing the visitor sees.
     call.on('error', (e) => console.warn(`call widget: the gateway refused ${e.request ?? 'a request'}: ${e.code}: ${e.message}`));
     call.on('ended', (info) => this.onEnded(info));
+    // Its audio moving to a new connection (the network changed): shown as a reconnection.
+    call.on('mediaRestarting', () => this.setRestartingMedia(true));
+    call.on('mediaRestarted', () => this.setRestartingMedia(false));
+    call.on('mediaRestartFailed', () => this.setRestartingMedia(false));
   }
 
   private async connect(): Promise<GatewayClient> {
@@ -183,6 +190,7 @@ class CallWidget {
     if (this.ticker) clearInterval(this.ticker);
     this.ticker = null;
     this.call = null;
+    this.restartingMedia = false;
     this.renderTimer();
     if (cause === 'failed' && sipReason === 'microphone permission denied') {
       this.show('message', 'Microphone access was blocked. Allow the microphone for this site to call.');
@@ -216,13 +224,18 @@ class CallWidget {
 
   private setStatus(text: string): void {
     this.statusText = text;
-    const shown = this.reconnecting ? 'Reconnecting…' : text;
+    const shown = this.reconnecting || this.restartingMedia ? 'Reconnecting…' : text;
     this.el.status.textContent = shown;
     this.host.dataset.state = shown;
   }
 
   private setReconnecting(on: boolean): void {
     this.reconnecting = on;
+    this.setStatus(this.statusText);
+  }
+
+  private setRestartingMedia(on: boolean): void {
+    this.restartingMedia = on;
     this.setStatus(this.statusText);
   }
 
