@@ -10,11 +10,10 @@
  */
 import { after, afterEach, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
 import type { Page } from 'playwright-core';
 import type { RTCRtpTransceiver } from 'werift';
-import { openPhone, remotePeakHz, closePages } from '../support/page';
-import { startDemoRig, type DemoRig } from '../support/demoRig';
+import { openPhone, closePages, expectEcho } from '../support/page';
+import { startDemoRig, cdrOf, type DemoRig } from '../support/demoRig';
 import { until } from '../support/tabs';
 import { heldResources } from '../support/gateway';
 import { dtlsTransportOf } from '../../src/webrtc/weriftInternals';
@@ -26,7 +25,6 @@ type Gateway = DemoRig['gw']['gateway'];
 /** The slice of a gateway call these tests read (private members, read-only). */
 interface GatewayCallLike { ended: boolean; browser: { transceiver: RTCRtpTransceiver | null } | null }
 
-const cdrLines = (gw: DemoRig['gw']) => readFileSync(gw.cdrPath, 'utf8').trim().split('\n').filter(Boolean).map((l) => JSON.parse(l));
 const gatewayCalls = (gateway: Gateway) => (gateway['manager'] as unknown as { calls: Map<string, GatewayCallLike> }).calls;
 /** The gateway's browser leg of a call now (a media restart replaces it). */
 const browserLegOf = (gateway: Gateway, callId: string) => {
@@ -109,18 +107,7 @@ const callInPage = (page: Page) => page.evaluate(() => {
   };
 });
 
-async function expectEcho(page: Page): Promise<void> {
-  const heard = await remotePeakHz(page);
-  assert.ok(Math.abs(heard.peakHz - 700) < 30, `echo peak ${heard.peakHz} Hz (${heard.peakDb} dB)`);
-}
 
-/** The CDR line of `callId`, once it is written; exactly one. */
-async function cdrOf(gw: DemoRig['gw'], callId: string): Promise<Record<string, any>> {
-  await until(() => cdrLines(gw).some((l) => l.callId === callId), `the CDR line of ${callId}`);
-  const lines = cdrLines(gw).filter((l) => l.callId === callId);
-  assert.equal(lines.length, 1, JSON.stringify(lines));
-  return lines[0];
-}
 
 async function hangUp(rig: DemoRig, page: Page, callId: string): Promise<void> {
   await page.getByTestId('hangup-button').click();

@@ -6,10 +6,9 @@
  */
 import { after, afterEach, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
 import type { Page } from 'playwright-core';
-import { openPhone, remotePeakHz, closePages } from '../support/page';
-import { startDemoRig, type DemoRig } from '../support/demoRig';
+import { openPhone, closePages, expectEcho } from '../support/page';
+import { startDemoRig, cdrOf, type DemoRig } from '../support/demoRig';
 import { until } from '../support/tabs';
 import { heldResources } from '../support/gateway';
 
@@ -21,7 +20,6 @@ const NOTHING_HELD = JSON.stringify({ legs: 0, bridges: 0, portsAllocated: 0, ic
 type Gateway = DemoRig['gw']['gateway'];
 interface SessionLike { sessionId: string; ws: { _socket: { destroy(): void } } }
 
-const cdrLines = (gw: DemoRig['gw']) => readFileSync(gw.cdrPath, 'utf8').trim().split('\n').filter(Boolean).map((l) => JSON.parse(l));
 /** The gateway's live calls (read-only). */
 const gatewayCalls = (gateway: Gateway) => (gateway['manager'] as unknown as { calls: Map<string, { ended: boolean }> }).calls;
 
@@ -81,18 +79,7 @@ const callInPage = (page: Page): Promise<{ id: string; state: string; endInfo: {
   page.evaluate(() => { const c = (window as any).__gw.currentCall; return { id: c.id, state: c.state, endInfo: c.endInfo }; });
 const setBlocked = (page: Page, on: boolean) => page.evaluate((b) => { (window as any).__blockWs = b; }, on);
 
-async function expectEcho(page: Page): Promise<void> {
-  const heard = await remotePeakHz(page);
-  assert.ok(Math.abs(heard.peakHz - 700) < 30, `echo peak ${heard.peakHz} Hz (${heard.peakDb} dB)`);
-}
 
-/** The CDR line of `callId`, once it is written; exactly one. */
-async function cdrOf(gw: DemoRig['gw'], callId: string): Promise<Record<string, any>> {
-  await until(() => cdrLines(gw).some((l) => l.callId === callId), `the CDR line of ${callId}`);
-  const lines = cdrLines(gw).filter((l) => l.callId === callId);
-  assert.equal(lines.length, 1, JSON.stringify(lines));
-  return lines[0];
-}
 
 describe('resume on (the default grace time, 20 s)', () => {
   let rig: DemoRig;

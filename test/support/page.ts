@@ -1,3 +1,4 @@
+import assert from 'node:assert/strict';
 import type { Page } from 'playwright-core';
 import type { launchChromium } from '../peers/chromium';
 
@@ -35,4 +36,10 @@ export async function remotePeakHz(page: Page, listenMs = 1500, from: 'demo-page
     await ctx.close();
     return { peakHz: Math.round((best * ctx.sampleRate) / an.fftSize), peakDb: Math.round(f[best]) };
   }, [listenMs, from] as const);
+}
+
+/** The page hears the demo rig's 700 Hz microphone tone back (the echo, 1000). */
+export async function expectEcho(page: Page): Promise<void> {
+  const heard = await remotePeakHz(page);
+  assert.ok(Math.abs(heard.peakHz - 700) < 30, `echo peak ${heard.peakHz} Hz (${heard.peakDb} dB)`);
 }
