@@ -76,6 +76,8 @@ export interface CallRecord {
   cause: EndCause;
   sipStatus?: number;
   sipReason?: string;
+  /** Outbound: the numbers a redirect (3xx) took the call to, in order; the last one answered or failed. */
+  redirectedTo?: string[];
   quality?: BridgeStats;
 }
 

@@ -5,6 +5,7 @@ import { parseSipOffer } from '../sdp';
 import { CallBase, type CallContext, type CallRecord, type Identity } from './callBase';
 import type { EndCause } from './causes';
 import { InboundCall, type RingTarget } from './inboundCall';
+import { userPart } from './sipUser';
 import { OutboundCall, type OutboundTarget } from './outboundCall';
 import { IcePortsExhaustedError } from '../webrtc/icePortPool';
 import { OfferRefusedError } from '../webrtc/browserLeg';
@@ -133,7 +134,15 @@ export class CallManager {
     }
     const target = this.opts.routing.outboundTarget(dest.number, identity);
     if (extraHeaders) target.headers = [...(target.headers ?? []), ...Object.entries(extraHeaders)];
-    const call = new OutboundCall(identity.callerId ?? identity.id, dest.number, identity, this.opts.ctx, this.opts.ua, target);
+    // A redirect is followed as a number the caller dialed: the dial plan and the token decide.
+    const redirect = (number: string) => {
+      const d = this.opts.routing.checkDestination(number, identity);
+      if (!d.allowed) return { refused: d.reason };
+      const t = this.opts.routing.outboundTarget(d.number, identity);
+      if (extraHeaders) t.headers = [...(t.headers ?? []), ...Object.entries(extraHeaders)];
+      return { target: t, number: d.number };
+    };
+    const call = new OutboundCall(identity.callerId ?? identity.id, dest.number, identity, this.opts.ctx, this.opts.ua, target, redirect);
     return this.setUpOutbound(call, offerSdp).catch((err) => this.outboundFailed(call, err));
   }
 
@@ -353,19 +362,10 @@ export class CallManager {
   }
 }
 
-/** 'sip:+1555@host' or '"Bob" <sip:bob@host>;tag=x' → '+1555' / 'bob'. */
-export function userPart(value: string): string {
-  const m = /(?:sips?|tel):([^@;>?\s]+)/i.exec(value);
-  if (!m) return '';
-  // A broken escape (sip:%ZZ@…) from a peer is taken as written, not thrown (URIError).
-  try {
-    return decodeURIComponent(m[1]);
-  } catch {
-    return m[1];
-  }
-}
 
 function displayName(value: string): string | undefined {
   const m = /^\s*"((?:[^"\\]|\\.)*)"/.exec(value) ?? /^\s*([^<"]+?)\s*</.exec(value);
   return m ? m[1].replace(/\\(.)/g, '$1') : undefined;
 }
+
+export { userPart };

@@ -1,8 +1,19 @@
-import type { ClientInvite, SipResponse, SipUserAgent } from '../sip';
+import { parseNameAddr, type ClientInvite, type SipResponse, type SipUserAgent } from '../sip';
+import { splitList } from '../sip/message';
 import { buildSipOffer, parseSipAnswer } from '../sdp';
 import { BrowserLeg } from '../webrtc/browserLeg';
-import { CallBase, type CallContext, type CallEndInfo, type HangupCause, type Identity } from './callBase';
+import { CallBase, type CallContext, type CallEndInfo, type CallRecord, type HangupCause, type Identity } from './callBase';
 import { causeFromSipStatus } from './causes';
+import { userPart } from './sipUser';
+
+/**
+ * Where a redirect (3xx) may take the call: the number's target through our own routing (the
+ * dial plan and the caller's token applied, as to any number the browser dials), or why not.
+ */
+export type RedirectPolicy = (number: string) => { target: OutboundTarget; number: string } | { refused: string };
+
+/** Redirects followed per call at most (a loop of 302s ends there). */
+const MAX_REDIRECTS = 3;
 
 export interface OutboundTarget {
   /** Request-URI toward the trunk or demo endpoint. */
@@ -23,6 +34,8 @@ export class OutboundCall extends CallBase {
   private browser: BrowserLeg | null = null;
   private invite: ClientInvite | null = null;
   private answerTimer: NodeJS.Timeout | null = null;
+  /** Numbers this call was redirected to (3xx), in order: each one once. */
+  private readonly redirectedTo: string[] = [];
 
   constructor(
     from: string,
@@ -30,7 +43,9 @@ export class OutboundCall extends CallBase {
     identity: Identity | undefined,
     ctx: CallContext,
     private readonly ua: SipUserAgent,
-    private readonly target: OutboundTarget,
+    private target: OutboundTarget,
+    /** Absent: a 3xx ends the call, as any final failure does. */
+    private readonly redirect?: RedirectPolicy,
   ) {
     super('outbound', from, to, identity, ctx, 'trying');
   }
@@ -81,7 +96,7 @@ export class OutboundCall extends CallBase {
     this.invite = inv;
     this.log.info({ requestUri: this.target.requestUri, sipCallId: inv.callId }, 'INVITE sent');
     const answerTimeoutMs = this.ctx.answerTimeoutMs ?? 0;
-    if (answerTimeoutMs > 0) {
+    if (answerTimeoutMs > 0 && !this.answerTimer) { // a redirected call keeps its first deadline
       this.answerTimer = this.after(answerTimeoutMs, () => {
         if (this.state === 'answered') return;
         this.log.info({ answerTimeoutMs }, 'no answer in time: cancelling the INVITE');
@@ -92,7 +107,8 @@ export class OutboundCall extends CallBase {
     inv.on('progress', (res: SipResponse) => this.setUpStep(() => this.onProgress(res)));
     inv.on('accepted', (_res: SipResponse, dialog, answer) => this.setUpStep(() => this.onAccepted(answer, dialog)));
     inv.on('rejected', (res: SipResponse) => {
-      if (this.ended) return;
+      if (this.ended || inv !== this.invite) return;
+      if (res.status >= 300 && res.status < 400 && this.followRedirect(res)) return;
       this.finish({ cause: causeFromSipStatus(res.status), sipStatus: res.status, sipReason: res.reason });
     });
     inv.on('failed', (err: Error) => {
@@ -100,6 +116,41 @@ export class OutboundCall extends CallBase {
       this.log.warn({ err: err.message }, 'INVITE failed without a response');
       this.finish({ cause: 'unavailable', sipStatus: 408, sipReason: err.message });
     });
+  }
+
+  /**
+   * A 3xx (RFC 3261 §8.1.3.4): the call goes on to the first Contact (by q) whose number our
+   * routing takes — the dial plan and the caller's token decide, and the call goes through our
+   * trunk, never to the host the Contact names: a redirect must not be a way around the dial
+   * plan (a premium number) or to send our INVITE anywhere. Each number once, MAX_REDIRECTS in
+   * all. False when none is taken (the call ends on the 3xx, with the reason).
+   */
+  private followRedirect(res: SipResponse): boolean {
+    if (!this.redirect) return false;
+    if (this.redirectedTo.length >= MAX_REDIRECTS) { res.reason = `${res.reason} (more than ${MAX_REDIRECTS} redirects)`; return false; }
+    const contacts = res.headers('contact').flatMap(splitList).map((c) => parseNameAddr(c)).filter((c) => c !== null)
+      .map((c) => ({ number: userPart(c.uri), q: Number(c.params.q ?? 1) }))
+      .filter((c) => c.number !== '')
+      .sort((a, b) => (Number.isFinite(b.q) ? b.q : 0) - (Number.isFinite(a.q) ? a.q : 0));
+    const refusals: string[] = [];
+    for (const { number } of contacts) {
+      if (number === this.to || this.redirectedTo.includes(number)) { refusals.push(`${number.slice(0, 32)}: already tried`); continue; }
+      const r = this.redirect(number);
+      if ('refused' in r) { refusals.push(`${number.slice(0, 32)}: ${r.refused}`); continue; }
+      this.redirectedTo.push(r.number);
+      this.target = r.target;
+      this.log.info({ status: res.status, to: r.number, redirects: this.redirectedTo.length }, 'redirected: calling the new number');
+      this.dial().catch((err) => { this.log.warn({ err }, 'redirected INVITE could not be sent'); this.failSetup(); });
+      return true;
+    }
+    this.log.info({ status: res.status, refusals }, 'redirect not followed');
+    if (refusals.length > 0) res.reason = `${res.reason} (redirect not followed: ${refusals.join('; ')})`.slice(0, 200);
+    return false;
+  }
+
+  override record(): CallRecord {
+    const r = super.record();
+    return this.redirectedTo.length > 0 ? { ...r, redirectedTo: [...this.redirectedTo] } : r;
   }
 
   /** A step of set-up run from a SIP response: should it throw, the call ends (failSetup). */
