@@ -4,7 +4,7 @@
  * dial plan lets the caller dial that number; otherwise the call ends on the 3xx and says why.
  * The trunk is our SIP user agent on loopback; tabs are ws clients with werift offers.
  *
- * Ports 26870-26889: http BASE, SIP BASE+1, trunk BASE+3, RTP BASE+10..13, WebRTC BASE+14..17.
+ * Ports 27830-27849: http BASE, SIP BASE+1, trunk BASE+3, RTP BASE+10..13, WebRTC BASE+14..17.
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -16,8 +16,8 @@ import { startGateway } from '../support/gateway';
 import { browserPeers, openTab, until, type Tab } from '../support/tabs';
 
 const SECRET = 'redirect-test-secret-0123456789abcdefghij';
-const BASE = 26870;
-const SDP = 'v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 26889 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n';
+const BASE = 27830;
+const SDP = 'v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 27849 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n';
 const browsers = browserPeers();
 const sockets: WebSocket[] = [];
 let trunk: SipUserAgent;

@@ -3,7 +3,7 @@
  * and takes them over from a new connection (docs/protocol.md, "Resuming after a dropped
  * connection"): tabs are ws clients, the trunk is our SIP user agent answering on loopback.
  *
- * Ports 26830-26849: http BASE, SIP BASE+1, trunk BASE+3, RTP BASE+10..13, WebRTC BASE+14..17.
+ * Ports 27800-27819: http BASE, SIP BASE+1, trunk BASE+3, RTP BASE+10..13, WebRTC BASE+14..17.
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -15,8 +15,8 @@ import { browserPeers, openTab, until, type Msg, type Tab } from '../support/tab
 import { mintToken } from '../../src/edge';
 
 const SECRET = 'resume-test-secret-0123456789abcdefghijk';
-const BASE = 26830;
-const SDP = 'v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 26849 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n';
+const BASE = 27800;
+const SDP = 'v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 27819 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n';
 const browsers = browserPeers();
 const sockets: WebSocket[] = [];
 const dialogs: Dialog[] = [];
