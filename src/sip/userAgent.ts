@@ -516,6 +516,15 @@ export class SipUserAgent extends EventEmitter<{ invite: [ServerInvite] }> imple
         const early = method === 'BYE' || method === 'PRACK' ? this.earlyInvite(req.callId, toTag, fromTag) : undefined;
         if (early && method === 'PRACK') { const status = early.prack(req); tx.respond(this.makeResponse(req, status, defaultReason(status))); return; }
         if (early) { tx.respond(this.makeResponse(req, 200, 'OK')); early.cancelByPeer(); return; }
+        if (method === 'UPDATE' && this.clientInvites.get(req.callId)?.isEarlyDialogOf(toTag)) {
+          // The callee's UPDATE while our INVITE rings (RFC 3311 §5.1; Asterisk sends them for
+          // connected-line updates): without SDP it changes nothing of ours, 200; an offer to
+          // change the early media we do not take, 488 — the early session stays as it was.
+          const res = req.body.trim() ? this.makeResponse(req, 488, 'Not Acceptable Here') : this.makeResponse(req, 200, 'OK');
+          if (res.status === 200) res.addHeader('Contact', this.contactUri(this.transportFor(req)));
+          tx.respond(res);
+          return;
+        }
         tx.respond(this.makeResponse(req, 481, 'Call/Transaction Does Not Exist'));
         return;
       }
@@ -1082,6 +1091,11 @@ export class ClientInvite extends EventEmitter<ClientInviteEvents> {
     ack(res);
     this.ua.log.info({ sipCallId: this.callId, toTag: tag }, 'a second branch of the fork answered: ACK and BYE');
     fork.bye().catch(() => undefined);
+  }
+
+  /** A request to our tag `localTag` belongs to this INVITE's early dialogs (not answered yet). */
+  isEarlyDialogOf(localTag: string): boolean {
+    return localTag === this.fromTag && this.state === 'proceeding';
   }
 
   /** CANCEL (§9.1): only after a provisional response; a 2xx may still cross it. */

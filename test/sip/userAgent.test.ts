@@ -742,3 +742,35 @@ test('stopping while a BYE waits for the caller\'s ACK sends that BYE before the
     await b.stop();
   }
 });
+
+test('the callee\'s UPDATE while our INVITE rings (RFC 3311; Asterisk sends them for connected-line updates): 200 with a Contact without SDP, 488 with an offer; the call then answers as usual (it was 481)', async () => {
+  const ua = new SipUserAgent({ transports: [{ protocol: 'udp', host: '127.0.0.1', port: 0 }], logger });
+  await ua.start();
+  const { peer, got, reply } = await rawUas();
+  const uaPort = ua.boundAddresses[0].port;
+  const answers: string[] = [];
+  const updateFromCallee = (invite: string, cseq: number, body: string) => [
+    `UPDATE sip:gw@127.0.0.1:${uaPort} SIP/2.0`, `Via: SIP/2.0/UDP 127.0.0.1:${peer.address().port};branch=z9hG4bK-upd-${cseq}`,
+    `From: ${hdr(invite, 'To')};tag=callee`, `To: ${hdr(invite, 'From')}`, `Call-ID: ${hdr(invite, 'Call-ID')}`, `CSeq: ${cseq} UPDATE`,
+    `Contact: <sip:uas@127.0.0.1:${peer.address().port}>`, 'Max-Forwards: 70', ...(body ? ['Content-Type: application/sdp'] : []), `Content-Length: ${body.length}`, '', body,
+  ].join('\r\n');
+  peer.on('message', (m) => { const t = m.toString(); if (t.startsWith('SIP/2.0 ') && / UPDATE$/m.test(hdr(t, 'CSeq'))) answers.push(`${t.split(' ')[1]} ${hdr(t, 'Contact') ? 'contact' : '-'}`); if (t.startsWith('BYE ')) peer.send(reply(t, '200 OK', ''), uaPort, '127.0.0.1'); });
+  try {
+    const inv = ua.invite({ requestUri: `sip:uas@127.0.0.1:${peer.address().port}`, from: { uri: 'sip:gw@127.0.0.1' }, sdp: SDP });
+    await until(() => got.some((t) => t.startsWith('INVITE ')), 'the INVITE');
+    const invite = got.find((t) => t.startsWith('INVITE '))!;
+    peer.send(reply(invite, '180 Ringing', 'callee'), uaPort, '127.0.0.1');
+    await once(inv, 'progress');
+    peer.send(updateFromCallee(invite, 1, ''), uaPort, '127.0.0.1');
+    await until(() => answers.length === 1, 'the answer to the UPDATE');
+    peer.send(updateFromCallee(invite, 2, SDP), uaPort, '127.0.0.1');
+    await until(() => answers.length === 2, 'the answer to the UPDATE with an offer');
+    assert.deepEqual(answers, ['200 contact', '488 -']);
+    peer.send(reply(invite, '200 OK', 'callee', ['Content-Type: application/sdp']).replace('Content-Length: 0\r\n\r\n', `Content-Length: ${SDP.length}\r\n\r\n${SDP}`), uaPort, '127.0.0.1');
+    const [, dialog] = await once<[unknown, Dialog]>(inv, 'accepted');
+    await dialog.bye();
+  } finally {
+    peer.close();
+    await ua.stop();
+  }
+});
