@@ -213,8 +213,11 @@ export class SipUserAgent extends EventEmitter<{ invite: [ServerInvite] }> imple
     const u = parseUri(uri.replace(/^<|>$/g, ''));
     if (!u) throw new Error(`cannot route to "${uri}": not a SIP URI`);
     const wanted: SipProtocol = u.scheme === 'sips' ? 'tls' : ((u.params.transport ?? 'udp').toLowerCase() as SipProtocol);
-    const transport = this.transports.find((t) => t.protocol === wanted) ?? this.transports[0];
-    if (!transport) throw new Error('no SIP transport is running');
+    // A transport we do not run: another one will do (a Contact saying TCP usually takes UDP
+    // too), but never for TLS — a sips: URI (or transport=tls) asks for it, and sending in the
+    // clear instead would be a silent downgrade (RFC 3261 §26.2.2).
+    const transport = this.transports.find((t) => t.protocol === wanted) ?? (wanted === 'tls' ? undefined : this.transports[0]);
+    if (!transport) throw new Error(wanted === 'tls' ? `cannot route to "${uri}": it needs TLS, and sip.transports has no tls` : 'no SIP transport is running');
     const host = u.host.replace(/^\[|\]$/g, '');
     const found = await this.locate(host, u.port ?? undefined, transport.protocol);
     // Places that failed lately go last, in their order (RFC 3263 §4.3: the next request tries

@@ -774,3 +774,19 @@ test('the callee\'s UPDATE while our INVITE rings (RFC 3311; Asterisk sends them
     await ua.stop();
   }
 });
+
+test('a sips: URI (or transport=tls) is never sent over another transport: without TLS running the request fails instead of going in the clear; transport=tcp without TCP goes over UDP', async () => {
+  const ua = new SipUserAgent({ transports: [{ protocol: 'udp', host: '127.0.0.1', port: 0 }], logger });
+  await ua.start();
+  const { peer, got } = await rawUas();
+  try {
+    await assert.rejects(ua.options(`sips:127.0.0.1:${peer.address().port}`), /needs TLS, and sip.transports has no tls/);
+    await assert.rejects(ua.options(`sip:127.0.0.1:${peer.address().port};transport=tls`), /needs TLS/);
+    void ua.options(`sip:127.0.0.1:${peer.address().port};transport=tcp`);
+    await until(() => got.some((t) => t.startsWith('OPTIONS ')), 'the OPTIONS over UDP');
+    assert.ok(got.every((t) => !/^OPTIONS (sips:|\S*transport=tls)/.test(t)), 'nothing of the refused ones was sent');
+  } finally {
+    peer.close();
+    await ua.stop();
+  }
+});
