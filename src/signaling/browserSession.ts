@@ -25,6 +25,12 @@ export interface SessionLimits {
 /** Hellos refused in a row before the connection is closed (a client looping on a bad token). */
 const MAX_FAILED_HELLOS = 5;
 
+/**
+ * The close code a tab gives a connection it no longer trusts (no pong in time, a resume attempt
+ * it gave up on) while it reconnects: its calls wait for the resume as on a drop (1006).
+ */
+export const CLOSE_RECONNECTING = 4000;
+
 /** Messages kept for a dropped tab while it may come back (the oldest go first past this). */
 const MAX_MISSED = 100;
 
@@ -491,7 +497,8 @@ export class BrowserSession implements RingTarget {
   private onClose(code: number): void {
     if (this.state === 'closed' || this.state === 'detached') return;
     // One we were closing (a flood, …) cut itself at the end of its close handshake: not a drop.
-    if (code === 1006 && this.state === 'ready' && !this.closing && this.opts.resumeGraceMs > 0 && this.waitForResume()) return;
+    const dropped = code === 1006 || code === CLOSE_RECONNECTING;
+    if (dropped && this.state === 'ready' && !this.closing && this.opts.resumeGraceMs > 0 && this.waitForResume()) return;
     this.end(code);
   }
 
@@ -553,7 +560,7 @@ export class BrowserSession implements RingTarget {
     this.missed = [];
     if (this.helloTimer) clearTimeout(this.helloTimer);
     this.helloTimer = null;
-    const cause = code === 1006 ? 'connection-lost' : 'local-hangup';
+    const cause = code === 1006 || code === CLOSE_RECONNECTING ? 'connection-lost' : 'local-hangup';
     this.closeCause = cause;
     this.log.info({ code, identity: this.identity?.id, calls: this.calls.size }, 'websocket closed');
     for (const call of [...this.calls.values()]) {

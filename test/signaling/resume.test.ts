@@ -184,6 +184,21 @@ test('a connection we close ourselves (a flood) that does not finish its close h
   assert.ok(Date.now() - t0 < 5000, `ended ${Date.now() - t0} ms after the flood`);
 });
 
+test('a tab that closes a connection with code 4000 (it no longer trusts it and reconnects) keeps its calls as on a drop, and resumes them', async () => {
+  await gateway(20);
+  const { tab, welcome, callId, dialog } = await answeredCall();
+  const closed = new Promise((r) => tab.ws.once('close', r));
+  tab.ws.close(4000, 'reconnecting');
+  await closed;
+  await new Promise((r) => setTimeout(r, 200));
+  assert.notEqual(dialog.state, 'terminated');
+  const back = await reconnect({ sessionId: welcome.sessionId, token: welcome.resumeToken });
+  assert.equal(back.messages[0].resumed, true);
+  assert.deepEqual(back.messages[0].calls, [{ callId, state: 'answered' }]);
+  back.ws.close(1000);
+  await terminated(dialog); // a proper close: hung up
+});
+
 test('with wsResumeGraceSec 0 a dropped tab\'s call ends at once, as before', async () => {
   await gateway(0);
   const { tab, welcome, dialog } = await answeredCall();
