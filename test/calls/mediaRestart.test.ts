@@ -8,7 +8,11 @@
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
+import dgram from 'node:dgram';
+import { readFileSync } from 'node:fs';
+import pino from 'pino';
 import type WebSocket from 'ws';
+import { SipUserAgent } from '../../src/sip';
 import { MediaStreamTrack, RTCPeerConnection, RTCRtpCodecParameters, RtpHeader, RtpPacket } from 'werift';
 import { heldResources, startGateway } from '../support/gateway';
 import { browserPeers, openTab, until, type Tab } from '../support/tabs';
@@ -138,4 +142,70 @@ test('a restart that would change the codec the bridge was made with is refused;
   first.stopSending();
   tab.ws.send(JSON.stringify({ type: 'hangup', callId }));
   await until(() => heldResources(gw.gateway).icePorts === 0, 'nothing held');
+});
+
+test('an incoming call moves to a new peer connection whose offer numbers the codecs otherwise (the first numbers were our offer\'s): packets are renumbered both ways, none dropped', async () => {
+  const trunkRtp = dgram.createSocket('udp4');
+  await new Promise<void>((r) => trunkRtp.bind(BASE + 4, '127.0.0.1', () => r()));
+  const trunk = new SipUserAgent({ transports: [{ protocol: 'udp', host: '127.0.0.1', port: BASE + 3 }], logger: pino({ level: 'silent' }) });
+  await trunk.start();
+  const tab = await openTab(BASE, 'dana', SECRET, sockets);
+  let pcmuTimer: NodeJS.Timeout | undefined;
+  try {
+    const inv = trunk.invite({
+      requestUri: `sip:dana@127.0.0.1:${BASE + 1}`, from: { uri: 'sip:5550100@127.0.0.1' },
+      sdp: `v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio ${BASE + 4} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=sendrecv\r\n`,
+    });
+    const answered = new Promise<string>((resolve, reject) => { inv.once('accepted', (res) => resolve(res.body)); inv.once('rejected', (res) => reject(new Error(`rejected ${res.status}`))); });
+    await until(() => tab.messages.some((m) => m.type === 'incoming'), 'the call ringing the tab');
+    const incoming = tab.messages.find((m) => m.type === 'incoming')!;
+    const ourOpusPt = Number(/a=rtpmap:(\d+) opus\//i.exec(incoming.sdp)![1]);
+    // The first connection answers our offer.
+    const first = new RTCPeerConnection({ iceUseIpv6: false, iceInterfaceAddresses: { udp4: '127.0.0.1' } });
+    browsers.keep(first);
+    await first.setRemoteDescription({ type: 'offer', sdp: incoming.sdp });
+    await first.setLocalDescription(await first.createAnswer());
+    tab.ws.send(JSON.stringify({ type: 'accept', callId: incoming.callId, sdp: first.localDescription!.sdp }));
+    const trunkAnswer = await answered;
+    const gwRtpPort = Number(/m=audio (\d+)/.exec(trunkAnswer)![1]);
+    await until(() => tab.messages.some((m) => m.type === 'answered'), 'answered');
+    // The far end's audio flows all along.
+    let seq = 0;
+    pcmuTimer = setInterval(() => { const p = Buffer.alloc(172, 0xff); p[0] = 0x80; p[1] = 0; p.writeUInt16BE(seq, 2); p.writeUInt32BE(seq * 160, 4); p.writeUInt32BE(77, 8); seq++; trunkRtp.send(p, gwRtpPort, '127.0.0.1'); }, 20);
+    // The browser's new connection offers Opus under another number.
+    const newPt = ourOpusPt === 100 ? 101 : 100;
+    const second = new RTCPeerConnection({
+      iceServers: [{ urls: `stun:127.0.0.1:${await browsers.stunPort()}` }], iceUseIpv6: false, iceInterfaceAddresses: { udp4: '127.0.0.1' },
+      codecs: { audio: [new RTCRtpCodecParameters({ mimeType: 'audio/opus', clockRate: 48000, channels: 2, payloadType: newPt })] },
+    });
+    browsers.keep(second);
+    const track = new MediaStreamTrack({ kind: 'audio' });
+    second.addTransceiver(track, { direction: 'sendrecv' });
+    const receivedPts: number[] = [];
+    second.onTrack.subscribe((t) => t.onReceiveRtp.subscribe((p) => receivedPts.push(p.header.payloadType)));
+    await second.setLocalDescription(await second.createOffer());
+    await until(() => second.iceGatheringState === 'complete', 'gathering');
+    tab.ws.send(JSON.stringify({ type: 'restart', callId: incoming.callId, sdp: second.localDescription!.sdp }));
+    await until(() => tab.messages.some((m) => m.type === 'restarted' || (m.type === 'error' && m.request === 'restart')), 'the answer to the restart');
+    const restarted = tab.messages.find((m) => m.type === 'restarted');
+    assert.ok(restarted, JSON.stringify(tab.messages.at(-1)));
+    await second.setRemoteDescription({ type: 'answer', sdp: restarted.sdp });
+    await until(() => second.connectionState === 'connected' && heldResources(gw.gateway).icePorts === 1, 'the new connection carries the call');
+    await until(() => receivedPts.length >= 20, 'the far end\'s audio on the new connection');
+    assert.deepEqual([...new Set(receivedPts)], [newPt], `sent under the new connection's number (ours was ${ourOpusPt})`);
+    for (let i = 0; i < 50; i++) {
+      track.writeRtp(new RtpPacket(new RtpHeader({ payloadType: newPt, sequenceNumber: i, timestamp: i * 960, ssrc: 99 }), Buffer.from([0xf8, 0xff, 0xfe])));
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    tab.ws.send(JSON.stringify({ type: 'hangup', callId: incoming.callId }));
+    const cdr = () => readFileSync(gw.cdrPath, 'utf8').trim().split('\n').filter(Boolean).map((l) => JSON.parse(l)).find((l) => l.callId === incoming.callId);
+    await until(() => cdr() !== undefined, 'the CDR line');
+    const browserSide = cdr().quality.browser;
+    assert.ok(browserSide.packetsReceived >= 45, `the new connection's audio reached the bridge: ${JSON.stringify(browserSide)}`);
+    assert.equal(browserSide.dropped, 0, 'none dropped for its payload type');
+  } finally {
+    clearInterval(pcmuTimer);
+    trunkRtp.close();
+    await trunk.stop();
+  }
 });
