@@ -342,9 +342,7 @@ export abstract class CallBase extends EventEmitter<CallEvents> {
 
   /** RFC 3264 re-offer from the far end: hold/resume, or media moved to a new address. */
   private onReinvite(req: SipRequest, reply: (status: number, sdp?: string) => void): void {
-    // Our offer in the 200 to the call's INVITE (it had none) is not answered yet (no ACK): a
-    // new offer would cross it (RFC 3261 §14.2).
-    if (this.awaitingAckAnswer && this.dialog?.state === 'early') { reply(491); return; }
+    // (An offer crossing ours in a 2xx not ACKed yet never gets here: the dialog answers 491.)
     if (!req.body) {
       // Delayed offer (a PBX re-anchoring media after a transfer): our offer goes in the 200,
       // keeping our hold if we hold; the far end's answer comes in the ACK (onAckAnswer).
@@ -477,9 +475,8 @@ export abstract class CallBase extends EventEmitter<CallEvents> {
   async setLocalHold(hold: boolean): Promise<{ ok: true } | { ok: false; message: string }> {
     if (this.state !== 'answered' || !this.dialog) return { ok: false, message: 'call is not answered' };
     if (this.heldLocally === hold) return { ok: true };
-    // Our offer in the 200 (a delayed-offer call) waits for its answer in the ACK: a re-INVITE
-    // now would be a second offer crossing it (RFC 3261 §14.1).
-    if (this.awaitingAckAnswer) return { ok: false, message: 'the call is still being set up' };
+    // (While our offer in a 200 waits for its answer in the ACK, the dialog holds the re-INVITE
+    // back until then: a second offer would cross it, RFC 3261 §14.1.)
     // One hold change at a time: a second one (the browser's resume) while ours waits out a 491
     // would cross it.
     if (this.holdChanging) return { ok: false, message: 'a hold change is in progress' };

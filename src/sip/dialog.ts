@@ -320,6 +320,17 @@ export class Dialog extends EventEmitter<DialogEvents> {
       return;
     }
     this.reinviteInFlight = false;
+    try {
+      this.settleOffer(offer, sdp, res);
+    } catch (err) {
+      offer.reject(err as Error); // a promise settles once: a no-op when it did already
+    } finally {
+      this.sendNextOffer();
+    }
+  }
+
+  /** What a final response to our INVITE means for the dialog and for the change that sent it. */
+  private settleOffer(offer: PendingOffer, sdp: string, res: SipResponse): void {
     if (res.status === 491 && this.state !== 'terminated') {
       this.waitAfterGlare();
       // A later change goes after the wait instead of this one; without one, an offer we can
@@ -341,7 +352,6 @@ export class Dialog extends EventEmitter<DialogEvents> {
     if (res.status === 481) this.terminate('request-timeout');
     else if (res.status === 408) void this.bye('request-timeout');
     offer.resolve(res);
-    this.sendNextOffer();
   }
 
   /** A 491 to an INVITE of ours: the next waits 2.1-4 s (we made the Call-ID) or 0-2 s, in steps of 10 ms (RFC 3261 §14.1). */
@@ -458,7 +468,8 @@ export class Dialog extends EventEmitter<DialogEvents> {
     try {
       this.emit('reinvite', req, reply);
     } catch (err) {
-      if (!answered) this.peerRequestPending = false;
+      // The application failed on it: the peer gets an answer all the same, and our changes go on.
+      if (!answered) reply(500);
       throw err;
     }
   }
@@ -488,7 +499,8 @@ export class Dialog extends EventEmitter<DialogEvents> {
   acked(ack: SipRequest): void {
     this.confirm();
     // The ACK of the 2xx that carried our offer (or of a later one): the offer is answered.
-    if (this.offerInAckSeq !== 0 && ack.cseq.seq >= this.offerInAckSeq) this.offerInAckSeq = 0;
+    // Only the ACK of that 2xx (a repeated ACK of an earlier 491 or 500 is not it).
+    if (this.offerInAckSeq !== 0 && ack.cseq.seq === this.offerInAckSeq) this.offerInAckSeq = 0;
     if (this.byeAfterAck) { void this.bye(this.byeAfterAck); return; }
     if (ack.body) this.emit('ackAnswer', ack.body);
     // A change of ours held back by the unconfirmed dialog or the unanswered offer goes now.

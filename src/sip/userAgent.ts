@@ -906,7 +906,7 @@ export class ClientInvite extends EventEmitter<ClientInviteEvents> {
       this.ua.sendCancel(req, dest, tx);
       return;
     }
-    if (res.status < 300) this.dropForkedAnswer(res, parseNameAddr(res.header('to') ?? '')?.params.tag ?? '');
+    if (res.status < 300) this.dropForkedAnswer(res, parseNameAddr(res.header('to') ?? '')?.params.tag ?? '', req);
     // A final error is ACKed by its transaction.
   }
 
@@ -1074,7 +1074,8 @@ export class ClientInvite extends EventEmitter<ClientInviteEvents> {
    * §13.2.2.4): its dialog is ACKed and at once ended with BYE — unACKed, that phone would sit
    * answered and silent until its timers gave up. Its retransmissions are ACKed again.
    */
-  private dropForkedAnswer(res: SipResponse, tag: string): void {
+  /** `invite`: the INVITE `res` answers, whose credentials its ACK carries (a failover's may differ). */
+  private dropForkedAnswer(res: SipResponse, tag: string, invite: SipRequest = this.request!): void {
     const known = this.forksDropped.get(tag);
     if (known) { known.ack(res); return; }
     const contact = parseNameAddr(res.header('contact') ?? '')?.uri ?? this.opts.requestUri;
@@ -1087,7 +1088,7 @@ export class ClientInvite extends EventEmitter<ClientInviteEvents> {
     const ack = (r: SipResponse) => {
       const req = fork.createRequest('ACK');
       req.setHeader('CSeq', `${r.cseq.seq} ACK`);
-      copyCredentials(this.request!, req);
+      copyCredentials(invite, req);
       this.ua.sendInDialog(fork, req).catch(() => undefined);
     };
     this.forksDropped.set(tag, { ack });

@@ -655,13 +655,22 @@ test('an inbound INVITE without SDP (delayed offer): our 200 offers, the answer 
   assert.match(offer, /^m=audio \d+ RTP\/AVP 0( \d+)*\r$/m, 'our offer in the 200, PCMU among its codecs');
   assert.match(offer, /telephone-event/);
   const call = [...(r.manager() as unknown as { calls: Map<string, any> }).calls.values()][0];
-  // Before the ACK our offer is outstanding: a hold (a second offer) is refused, not sent.
+  // Before the ACK our offer is outstanding: a hold (a second offer) waits for the answer
+  // (RFC 3261 §14.1), then goes.
   const from = tab.messages.length;
   tab.ws.send(JSON.stringify({ type: 'hold', callId: incoming.callId }));
-  assert.match(String((await message(tab, 'error', from)).message), /still being set up/);
+  const ourReinvites = () => got.filter((m) => m.startsWith('INVITE ') && m.includes('Call-ID: d1@test'));
+  await new Promise((res) => setTimeout(res, 300));
+  assert.equal(ourReinvites().length, 0, 'no second offer before the ACK');
   ack(ok, 'd1', answerSdp);
   await until(() => call['sipLeg']?.['dest']?.port === BASE + 4, 'the media set by the ACK\'s answer');
   assert.equal(call.state, 'answered');
+  await until(() => ourReinvites().length > 0, 'the hold re-INVITE once the ACK came');
+  const hold = ourReinvites()[0];
+  assert.match(hold, /a=sendonly/);
+  send(['SIP/2.0 200 OK', `Via: ${hdr(hold, 'Via')}`, `From: ${hdr(hold, 'From')}`, `To: ${hdr(hold, 'To')}`, 'Call-ID: d1@test', `CSeq: ${hdr(hold, 'CSeq')}`,
+    `Contact: <sip:caller@127.0.0.1:${port}>`, 'Content-Type: application/sdp', `Content-Length: ${Buffer.byteLength(answerSdp)}`, '', answerSdp].join('\r\n'));
+  assert.equal((await message(tab, 'held', from)).by, 'local');
   assert.doesNotMatch(call['dialog'].localSdp, /telephone-event/, 'a refresh re-sends what was agreed (PCMU alone), not our first offer');
   // The tab hangs up: our BYE reaches the caller.
   tab.ws.send(JSON.stringify({ type: 'hangup', callId: incoming.callId }));
