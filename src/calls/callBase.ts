@@ -591,7 +591,8 @@ export abstract class CallBase extends EventEmitter<CallEvents> {
    * and if the new one never connects it is dropped and the call goes on as it was (ended by
    * the media timeout if its audio is really gone). A newer restart replaces one still
    * connecting. Rejects with MediaRestartRefused when the call has no audio yet, the offer is
-   * unusable, or it would change what the bridge was made with (codecs, payload types).
+   * unusable, or it would change what the bridge was made with (the codec the browser sends, a
+   * telephone-event clock; payload types may differ: BrowserLegSwitch renumbers).
    */
   async restartBrowserMedia(offerSdp: string): Promise<string> {
     if (this.ended || !this.legSwitch || !this.bridge) throw new MediaRestartRefused('the call has no audio to restart yet');
