@@ -68,6 +68,11 @@ export interface CallTransport {
   forget(call: Call): void;
   /** Whether a message sent now would go out (false while the connection is away). */
   online?(): boolean;
+  /**
+   * The call's audio path has just gone (ICE `disconnected`): whatever took it may have taken
+   * the link to the gateway too, and the client checks that link now (a `ping`).
+   */
+  checkLink?(): void;
 }
 
 /** Automatic media restarts a call makes in a row; one that succeeds makes them available again. */
@@ -90,6 +95,17 @@ interface MediaRestart {
   /** The `restart` request went out; its answer (`restarted` or an error) is due. */
   sent: boolean;
   answered: boolean;
+}
+
+/** A refusal of `restart` that says the gateway cannot restart this call's media at all. */
+const RESTART_UNSUPPORTED = new Set(['invalid-state', 'unknown-type']);
+
+/**
+ * The `error` a gateway older than `restart` answers it with: `unknown-type`, naming neither the
+ * request nor the call (the client routes it to the call whose restart is out).
+ */
+function isUnknownTypeError(err: GatewayError): boolean {
+  return err.code === 'unknown-type' && err.request === undefined;
 }
 
 /**
@@ -116,8 +132,13 @@ export class Call extends Emitter<CallEvents> {
   private readonly iceServers: RTCIceServer[];
   private currentPc: RTCPeerConnection;
   private restart: MediaRestart | null = null;
-  /** Automatic restarts since the last one that succeeded. */
+  /** Automatic restarts since the last one that succeeded (or since ICE came back by itself). */
   private autoRestarts = 0;
+  /**
+   * The gateway refused a restart of this call as impossible (`invalid-state`, or `unknown-type`
+   * from a gateway without `restart`): automatic ones would only be refused again.
+   */
+  private autoRestartsOff = false;
   /** Runs while the current connection's ICE is `disconnected` (see watchMedia). */
   private disconnectedTimer: ReturnType<typeof setTimeout> | null = null;
 
@@ -202,9 +223,7 @@ export class Call extends Emitter<CallEvents> {
    * as its `calling` arrives (the client does it): the gateway may be dialing already.
    */
   hangup(): void {
-    if (this.state === 'ended') return;
-    if (this.id) this.transport.send({ type: 'hangup', callId: this.id });
-    this.finish({ cause: 'local-hangup' });
+    this.hangUpWith({ cause: 'local-hangup' });
   }
 
   mute(on: boolean): void {
@@ -238,7 +257,11 @@ export class Call extends Emitter<CallEvents> {
    *
    * The SDK restarts by itself when the connection's ICE stays `disconnected` for 2 s or
    * fails, and when the link to the gateway comes back after a drop while the audio had gone
-   * (at most 3 times in a row; a call whose connection failed with none left is hung up).
+   * (at most 3 times in a row, counted again once a restart succeeds or ICE comes back by
+   * itself; none once the gateway refused one with `invalid-state` or does not know `restart`).
+   * A call whose connection failed with none left is hung up (it ends `ice-failed`). A restart
+   * whose request was lost with the link to the gateway is sent again, on a new connection, once
+   * the link is back (the same restart: one `mediaRestarting`, one outcome).
    */
   restartMedia(): Promise<void> {
     return this.startRestart(false);
@@ -292,14 +315,30 @@ export class Call extends Emitter<CallEvents> {
     }
   }
 
+  /**
+   * @internal A `restart` of this call is out, neither answered nor refused: the client routes
+   * a gateway's `unknown-type` (which names no call) here.
+   */
+  get awaitsRestartAnswer(): boolean {
+    return !!this.restart && this.restart.sent && !this.restart.answered;
+  }
+
+  /**
+   * @internal After a resume, the state the gateway lists the call in: the message that said so
+   * was lost in the drop (outbound calls; `ringing` is not a state of an incoming call here).
+   */
+  catchUp(state: string): void {
+    if (this.isEnded()) return;
+    if (state === 'answered' && this.state !== 'answered') this.handle({ type: 'answered', callId: this.id });
+    else if (state === 'ringing' && this.state === 'connecting' && this.direction === 'outbound') this.setState('ringing');
+  }
+
   /** An `error` the client routed here: by this call's request ref, or by its callId. */
   private onGatewayError(err: GatewayError): void {
     this.emit('error', err);
     if (this.state === 'ended') return;
-    const r = this.restart;
-    if (err.request === 'restart') {
-      // Our media restart was refused: the call goes on with its connection.
-      if (r && r.sent && !r.answered) this.restartFailed(r, `the gateway refused the media restart: ${err.message}`, err);
+    if (err.request === 'restart' || isUnknownTypeError(err)) {
+      this.restartRefused(err);
       return;
     }
     if (err.ref !== undefined && !this.id) {
@@ -312,6 +351,21 @@ export class Call extends Emitter<CallEvents> {
       this.transport.send({ type: 'reject', callId: this.id, reason: 'busy' });
       this.finish({ cause: 'failed', sipReason: err.message, error: err });
     }
+  }
+
+  /** Our media restart was refused: the call goes on with its connection. */
+  private restartRefused(err: GatewayError): void {
+    // Set first: the failure below looks at the connection again, and may start the next attempt.
+    if (RESTART_UNSUPPORTED.has(err.code)) this.autoRestartsOff = true;
+    const r = this.restart;
+    if (r && r.sent && !r.answered) this.restartFailed(r, `the gateway refused the media restart: ${err.message}`, err);
+  }
+
+  /** Ends the call here and at the gateway (told when it knows the call's id). */
+  private hangUpWith(info: CallEndInfo): void {
+    if (this.state === 'ended') return;
+    if (this.id) this.transport.send({ type: 'hangup', callId: this.id });
+    this.finish(info);
   }
 
   /** Local end (connection lost, refusal before dialing, hangup). */
@@ -336,11 +390,17 @@ export class Call extends Emitter<CallEvents> {
   }
 
   /**
-   * @internal The client's connection came back after a drop (client.ts): an answered call
-   * whose audio went away too (its connection not `connected`) moves to a new peer connection.
+   * @internal The client's connection came back after a drop (client.ts). A restart whose
+   * request went into the dead connection is sent again; an answered call whose audio went away
+   * too (its connection not `connected`) moves to a new peer connection.
    */
   afterReconnect(): void {
-    if (this.state !== 'answered' || this.restart || this.currentPc.connectionState === 'connected') return;
+    const r = this.restart;
+    if (r && r.sent && !r.answered) {
+      this.resendRestart(r);
+      return;
+    }
+    if (this.state !== 'answered' || r || this.currentPc.connectionState === 'connected') return;
     this.recoverMedia();
   }
 
@@ -354,6 +414,33 @@ export class Call extends Emitter<CallEvents> {
     if (!this.online()) return Promise.reject(new Error('not connected to the gateway'));
     let settle!: (err?: Error) => void;
     const promise = new Promise<void>((resolve, reject) => { settle = (err) => (err ? reject(err) : resolve()); });
+    const r = this.newRestart(stream, automatic, promise, settle);
+    this.emit('mediaRestarting', { automatic });
+    void this.offerRestart(r);
+    return promise;
+  }
+
+  /**
+   * The `restart` of `old` went into a connection to the gateway that had dropped (what the
+   * gateway answered after it saw the drop came with the resume, before this): neither its
+   * answer nor a refusal will come. The same restart goes on — its promise, no new
+   * `mediaRestarting`, not another automatic attempt — with a new peer connection (gathering on
+   * the network as it is now) and a new request; should the gateway have the first one, the new
+   * one replaces it.
+   */
+  private resendRestart(old: MediaRestart): void {
+    const stream = this.localStream;
+    if (!stream || !this.online()) {
+      this.restartFailed(old, 'its request was lost with the connection to the gateway');
+      return;
+    }
+    clearTimeout(old.timer);
+    release(old.pc);
+    void this.offerRestart(this.newRestart(stream, old.automatic, old.promise, old.settle));
+  }
+
+  /** A new peer connection for the call, sending `stream`; it becomes the restart in progress. */
+  private newRestart(stream: MediaStream, automatic: boolean, promise: Promise<void>, settle: (err?: Error) => void): MediaRestart {
     const pc = new RTCPeerConnection({ iceServers: this.iceServers });
     const r: MediaRestart = {
       pc, automatic, promise, settle, stream: null, sent: false, answered: false,
@@ -367,9 +454,7 @@ export class Call extends Emitter<CallEvents> {
       else if (pc.connectionState === 'failed') this.restartFailed(r, 'the new connection failed');
     };
     for (const t of stream.getTracks()) pc.addTrack(t, stream);
-    this.emit('mediaRestarting', { automatic });
-    void this.offerRestart(r);
-    return promise;
+    return r;
   }
 
   private async offerRestart(r: MediaRestart): Promise<void> {
@@ -429,7 +514,10 @@ export class Call extends Emitter<CallEvents> {
       this.audio.srcObject = this.remoteStream;
       this.audio.play().catch(() => undefined);
     };
-    pc.oniceconnectionstatechange = () => this.watchMedia(pc);
+    pc.oniceconnectionstatechange = () => {
+      if (pc === this.currentPc && pc.iceConnectionState === 'disconnected') this.transport.checkLink?.();
+      this.watchMedia(pc);
+    };
     pc.onconnectionstatechange = () => this.watchMedia(pc);
   }
 
@@ -440,6 +528,9 @@ export class Call extends Emitter<CallEvents> {
    */
   private watchMedia(pc: RTCPeerConnection): void {
     if (pc !== this.currentPc || this.isEnded()) return;
+    // Back by itself (the outage passed, restarts or not): the next outage has all its attempts
+    // again — those of this one, refused or failed, say nothing about it.
+    if (pc.iceConnectionState === 'connected' || pc.iceConnectionState === 'completed') this.autoRestarts = 0;
     if (pc.iceConnectionState !== 'disconnected') this.clearDisconnectedTimer();
     else if (!this.disconnectedTimer) {
       this.disconnectedTimer = setTimeout(() => {
@@ -450,23 +541,32 @@ export class Call extends Emitter<CallEvents> {
     if (pc.iceConnectionState === 'failed' || pc.connectionState === 'failed') this.recoverMedia();
   }
 
-  /** Restarts the call's media if it may (automatic attempts left); else a failed connection ends the call. */
+  /**
+   * Restarts the call's media if it may (automatic attempts left); else a failed connection ends
+   * the call — `ice-failed`, as the gateway ends a call whose audio never connected — and the
+   * gateway is told (`hangup`).
+   */
   private recoverMedia(): void {
     if (this.isEnded() || this.restart) return; // a running restart's end looks again
     if (this.autoRestart()) return;
     const pc = this.currentPc;
     const failed = pc.iceConnectionState === 'failed' || pc.connectionState === 'failed';
     // Away from the gateway with attempts left: the client's `reconnected` restarts it.
-    const waitForLink = this.canRestart() && this.autoRestarts < AUTO_RESTARTS && !this.online();
-    if (failed && !waitForLink) this.hangup();
+    const waitForLink = this.mayAutoRestart() && !this.online();
+    if (failed && !waitForLink) this.hangUpWith({ cause: 'ice-failed', sipReason: 'the call\'s audio connection failed and could not be restarted' });
   }
 
   /** true: an automatic restart started. */
   private autoRestart(): boolean {
-    if (!this.canRestart() || this.autoRestarts >= AUTO_RESTARTS || !this.online()) return false;
+    if (!this.mayAutoRestart() || !this.online()) return false;
     this.autoRestarts++;
     this.startRestart(true).catch(() => undefined); // said in mediaRestartFailed
     return true;
+  }
+
+  /** Automatic attempts are left, and the gateway has not said it cannot restart this call. */
+  private mayAutoRestart(): boolean {
+    return this.canRestart() && !this.autoRestartsOff && this.autoRestarts < AUTO_RESTARTS;
   }
 
   private canRestart(): boolean {

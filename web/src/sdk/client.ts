@@ -17,6 +17,8 @@ export interface ConnectOptions {
   /**
    * When the connection drops (no close frame) during calls, reconnect and take them over while
    * the gateway keeps them (its `resumeGraceMs`); true by default. false: they end at once.
+   * During calls the client pings the gateway every 10 s (and at once when a call's audio path
+   * goes); a connection that does not answer within 5 s counts as dropped.
    */
   resume?: boolean;
 }
@@ -29,16 +31,31 @@ export interface ClientEvents extends Record<string, unknown[]> {
    * The connection is gone for good; calls still up ended `connection-lost`. Not after close().
    */
   disconnected: [];
-  /** The connection dropped during calls: they stay up while the client reconnects. */
+  /**
+   * The connection dropped (or stopped answering) during calls, or with a call request given up
+   * on that the gateway may be dialing: the calls stay up while the client reconnects.
+   */
   reconnecting: [];
-  /** Reconnected: the calls the gateway still had go on; those it no longer had have ended. */
+  /**
+   * Reconnected: the calls the gateway still had go on; those it no longer had have ended;
+   * calls it had that this client does not hold (given up on, or their `calling` lost in the
+   * drop) are hung up.
+   */
   reconnected: [];
 }
 
-/** Waits between reconnect attempts (the last one repeats), and how long one attempt may take. */
+/** Waits between reconnect attempts (the last one repeats), and how long a new socket may take to open. */
 const RECONNECT_DELAYS_MS = [0, 250, 500, 1000, 2000];
-const RECONNECT_ATTEMPT_TIMEOUT_MS = 5000;
+const RECONNECT_OPEN_TIMEOUT_MS = 5000;
 const AWAY_REASON = 'the call ended while the connection to the gateway was away';
+/**
+ * The close code of a socket given up on while reconnecting (docs/protocol.md): the gateway
+ * keeps the calls as on a drop. Any other close frame would make it hang them up.
+ */
+const CLOSE_RECONNECTING = 4000;
+/** During calls the client pings the gateway this often; a `pong` must come within PONG_TIMEOUT_MS. */
+const PING_INTERVAL_MS = 10_000;
+const PONG_TIMEOUT_MS = 5000;
 
 /** A reconnection in progress (see onClose). */
 interface Reconnect {
@@ -49,8 +66,6 @@ interface Reconnect {
   /** The current attempt's socket: one at a time. */
   socket?: WebSocket;
   attempts: number;
-  /** Calls hung up while away: the gateway may still have them, and is told once back. */
-  hangups: Set<string>;
 }
 
 /**
@@ -81,6 +96,10 @@ export class GatewayClient extends Emitter<ClientEvents> {
   private resumeToken = '';
   private resumeGraceMs = 0;
   private reconnect: Reconnect | null = null;
+  /** Pings during calls (see ping); runs from the welcome until the connection is gone for good. */
+  private heartbeat: ReturnType<typeof setInterval> | null = null;
+  /** Runs from a ping until its pong. */
+  private pongTimer: ReturnType<typeof setTimeout> | null = null;
 
   private constructor(private ws: WebSocket, private readonly url: string, private readonly opts: ConnectOptions) {
     super();
@@ -105,6 +124,7 @@ export class GatewayClient extends Emitter<ClientEvents> {
           client.noteResume(msg);
           ws.onmessage = (e) => client.onMessage(String(e.data));
           ws.onclose = (ev) => client.onClose(ev.code);
+          client.heartbeat = setInterval(() => client.ping(), PING_INTERVAL_MS);
           resolve(client);
         } else if (msg.type === 'error') {
           clearTimeout(timer);
@@ -147,9 +167,11 @@ export class GatewayClient extends Emitter<ClientEvents> {
   close(): void {
     if (this.closed) return;
     this.closed = true;
+    this.stopHeartbeat();
     if (this.reconnect) {
-      // The dropped socket's close is past: nothing else will end the calls.
-      this.stopReconnecting();
+      // The dropped socket's close is past: nothing else will end the calls. An attempt's socket
+      // the gateway may have adopted gets a normal close: the calls are hung up there too.
+      this.stopReconnecting(1000);
       this.endCalls({ cause: 'local-hangup' });
       return;
     }
@@ -178,12 +200,11 @@ export class GatewayClient extends Emitter<ClientEvents> {
         const sent = this.send(msg);
         const call = ref === undefined ? undefined : this.pending.get(ref);
         if (sent && msg.type === 'call' && call) this.requested.add(call);
-        // Hung up while away (the call ends here at once): the gateway, still keeping the call,
-        // is told once back.
-        if (!sent && msg.type === 'hangup' && this.reconnect) this.reconnect.hangups.add(String(msg.callId));
+        // (A hangup that could not be sent while away is sent once back: see hangUpOrphans.)
         return sent;
       },
       online: () => this.ws.readyState === WebSocket.OPEN,
+      checkLink: () => this.ping(),
       forget: (call) => {
         if (call.id) this.calls.delete(call.id);
         if (ref === undefined || this.pending.get(ref) !== call) return;
@@ -197,7 +218,8 @@ export class GatewayClient extends Emitter<ClientEvents> {
   private onMessage(text: string): void {
     let msg: Record<string, any>;
     try { msg = JSON.parse(text); } catch { return; }
-    this.dispatch(msg);
+    if (msg.type === 'pong') this.clearPongTimer();
+    else this.dispatch(msg);
   }
 
   private dispatch(msg: Record<string, any>): void {
@@ -211,7 +233,11 @@ export class GatewayClient extends Emitter<ClientEvents> {
     }
     if (msg.type === 'calling' || (msg.type === 'ended' && answersRequest)) {
       const call = this.pending.get(msg.ref);
-      if (!call) return;
+      if (!call) {
+        // A call no request here waits for: nobody would ever end it.
+        if (msg.type === 'calling') this.send({ type: 'hangup', callId: msg.callId });
+        return;
+      }
       this.pending.delete(msg.ref);
       call.id = msg.callId;
       this.calls.set(msg.callId, call);
@@ -235,10 +261,22 @@ export class GatewayClient extends Emitter<ClientEvents> {
         call.handle(msg);
       } else if (msg.callId) {
         this.calls.get(msg.callId)?.handle(msg);
+      } else if (msg.code === 'unknown-type' && msg.request === undefined) {
+        this.routeUnknownType(msg);
       }
       return;
     }
     if (msg.callId) this.calls.get(msg.callId)?.handle(msg);
+  }
+
+  /**
+   * A gateway older than `restart` answers it with `unknown-type`, naming neither the request nor
+   * the call: it goes to a call whose restart is waiting for its answer — the refusal, which
+   * fails it at once rather than at its timeout. (With several waiting, any: they are all
+   * refused alike.)
+   */
+  private routeUnknownType(err: Record<string, any>): void {
+    [...this.calls.values()].find((c) => c.awaitsRestartAnswer)?.handle(err);
   }
 
   /**
@@ -248,15 +286,68 @@ export class GatewayClient extends Emitter<ClientEvents> {
    * the gateway keeps them for a while (resumeGraceMs), is first a reconnection (resume).
    */
   private onClose(code: number): void {
-    if (code === 1006 && !this.closed && this.opts.resume !== false && this.resumeGraceMs > 0 && this.activeCalls.some((c) => c.state !== 'ended')) {
+    this.clearPongTimer();
+    if (code === 1006 && this.mayResume()) {
       this.startReconnecting();
       return;
     }
+    this.stopHeartbeat();
     const end = this.closed ? { cause: 'local-hangup' as const }
       : code === 1006 ? { cause: 'connection-lost' as const, sipReason: 'connection to the gateway lost' }
         : { cause: 'failed' as const, sipReason: `connection closed by the gateway (${code})` };
     this.endCalls(end);
     if (!this.closed) this.emit('disconnected');
+  }
+
+  /**
+   * Whether the gateway keeps something for this session after a drop that a resume should take
+   * over: calls, or a call request given up on here whose call it may be dialing (hung up once
+   * back, or it would ring, or talk to nobody, until it times out).
+   */
+  private mayResume(): boolean {
+    if (this.closed || this.opts.resume === false || this.resumeGraceMs <= 0) return false;
+    return this.hasCalls() || this.abandoned.size > 0;
+  }
+
+  private hasCalls(): boolean {
+    return this.activeCalls.some((c) => c.state !== 'ended');
+  }
+
+  /**
+   * During calls, every PING_INTERVAL_MS and when a call's audio path goes (Call's checkLink):
+   * a socket whose network went away can look open for minutes, and what is sent into it is
+   * lost — hangups, media restarts. No `pong` within PONG_TIMEOUT_MS: it is taken for dropped.
+   * Not without calls (an idle tab stays quiet: the gateway's own heartbeat keeps it), nor while
+   * reconnecting, nor with a ping already waiting for its pong.
+   */
+  private ping(): void {
+    if (this.closed || this.reconnect || this.pongTimer || !this.hasCalls()) return;
+    const ws = this.ws;
+    if (!this.send({ type: 'ping' })) return;
+    this.pongTimer = setTimeout(() => {
+      this.pongTimer = null;
+      if (this.ws === ws && !this.reconnect && !this.closed) this.silent(ws);
+    }, PONG_TIMEOUT_MS);
+  }
+
+  /**
+   * The socket did not answer a ping: as dropped (1006), and so reconnecting when the calls may
+   * be resumed. It is closed with CLOSE_RECONNECTING: a plain close frame would hang them up.
+   */
+  private silent(ws: WebSocket): void {
+    this.discard(ws, CLOSE_RECONNECTING);
+    this.onClose(1006);
+  }
+
+  private clearPongTimer(): void {
+    if (this.pongTimer) clearTimeout(this.pongTimer);
+    this.pongTimer = null;
+  }
+
+  private stopHeartbeat(): void {
+    if (this.heartbeat) clearInterval(this.heartbeat);
+    this.heartbeat = null;
+    this.clearPongTimer();
   }
 
   private endCalls(end: CallEndInfo): void {
@@ -276,7 +367,6 @@ export class GatewayClient extends Emitter<ClientEvents> {
     this.reconnect = {
       deadline: setTimeout(() => this.giveUp(), this.resumeGraceMs),
       attempts: 0,
-      hangups: new Set(),
     };
     this.emit('reconnecting');
     this.attempt();
@@ -288,17 +378,25 @@ export class GatewayClient extends Emitter<ClientEvents> {
     r.attempts++;
     const ws = new WebSocket(this.url);
     r.socket = ws;
-    // Failed (refused, closed, silent): the next attempt after a wait, never two sockets at once.
+    // Failed (refused, closed, not open in time): the next attempt after a wait, never two
+    // sockets at once.
     const failed = () => {
       if (r !== this.reconnect || r.socket !== ws) return;
       clearTimeout(r.timer);
-      this.discard(ws);
+      this.discard(ws, CLOSE_RECONNECTING);
       r.socket = undefined;
       r.timer = setTimeout(() => this.attempt(), RECONNECT_DELAYS_MS[Math.min(r.attempts, RECONNECT_DELAYS_MS.length - 1)]);
     };
-    r.timer = setTimeout(failed, RECONNECT_ATTEMPT_TIMEOUT_MS);
+    r.timer = setTimeout(failed, RECONNECT_OPEN_TIMEOUT_MS);
     ws.onclose = failed;
-    ws.onopen = () => ws.send(JSON.stringify({ type: 'hello', version: 1, token: this.opts.token, resume: { sessionId: this.sessionId, token: this.resumeToken } }));
+    ws.onopen = () => {
+      // From its hello on, the gateway may take this socket over (the calls, and the resume token
+      // we hold, go to it) before its welcome reaches us over a slow link: only this socket can
+      // bring the calls back then. So it is not given up on: its welcome is awaited until the
+      // deadline (or it closes).
+      clearTimeout(r.timer);
+      ws.send(JSON.stringify({ type: 'hello', version: 1, token: this.opts.token, resume: { sessionId: this.sessionId, token: this.resumeToken } }));
+    };
     ws.onmessage = (ev) => {
       let msg: Record<string, any>;
       try { msg = JSON.parse(String(ev.data)); } catch { return; }
@@ -309,7 +407,6 @@ export class GatewayClient extends Emitter<ClientEvents> {
   }
 
   private resumed(ws: WebSocket, welcome: Record<string, any>): void {
-    const hangups = this.reconnect!.hangups;
     this.reconnect!.socket = undefined; // adopted, not discarded
     this.stopReconnecting();
     this.ws = ws;
@@ -317,43 +414,65 @@ export class GatewayClient extends Emitter<ClientEvents> {
     ws.onclose = (ev) => this.onClose(ev.code);
     this.noteResume(welcome);
     // What the gateway would have sent meanwhile, in order (a call that ended has its `ended`).
-    for (const msg of Array.isArray(welcome.missed) ? welcome.missed : []) this.dispatch(msg);
+    const missed: Array<Record<string, any>> = Array.isArray(welcome.missed) ? welcome.missed : [];
+    for (const msg of missed) this.dispatch(msg);
     const up = new Map<string, string>((Array.isArray(welcome.calls) ? welcome.calls : []).map((c: { callId: string; state: string }) => [c.callId, c.state]));
-    // Requests sent into the dropped connection may have been lost: a call the gateway no longer
-    // has is over, and so is a call request it never answered (one still getting its microphone
-    // has sent nothing yet, and goes on).
+    // Messages sent into the dropped connection may have been lost both ways: a call the gateway
+    // no longer has is over, one it lists further on than here gets there (`answered`,
+    // `ringing`), and a call request it never answered is over (one still getting its
+    // microphone has sent nothing yet, and goes on).
     const lost = { cause: 'connection-lost' as const, sipReason: AWAY_REASON };
     for (const [id, call] of [...this.calls]) {
-      if (!up.has(id)) call.finish(lost);
-      else if (up.get(id) === 'answered' && call.state !== 'answered' && call.state !== 'ended') call.handle({ type: 'answered', callId: id });
+      const state = up.get(id);
+      if (state === undefined) call.finish(lost);
+      else call.catchUp(state);
     }
     for (const call of [...this.pending.values()]) if (this.requested.has(call)) call.finish(lost);
-    for (const id of hangups) if (up.has(id)) this.send({ type: 'hangup', callId: id });
+    this.hangUpOrphans(up, missed);
     this.emit('reconnected');
     // The network that dropped the link may have taken the calls' audio paths too.
     for (const call of [...this.calls.values()]) call.afterReconnect();
+  }
+
+  /**
+   * Calls the gateway still has for this session that no Call here holds: hung up while away,
+   * given up on before their `calling` came, or whose `calling` went into the dead connection
+   * (their id never reached us). Each is hung up now; it would ring, or talk to nobody, until it
+   * timed out. (A `calling` that came in `missed` was dealt with there.)
+   */
+  private hangUpOrphans(up: Map<string, string>, missed: Array<Record<string, any>>): void {
+    const dealtWith = new Set(missed.filter((m) => m.type === 'calling').map((m) => m.callId));
+    for (const id of up.keys()) {
+      if (!this.calls.has(id) && !dealtWith.has(id)) this.send({ type: 'hangup', callId: id });
+    }
   }
 
   /** The gateway no longer keeps the calls (or will not give them back): as a plain drop. */
   private giveUp(): void {
     if (!this.reconnect) return;
     this.stopReconnecting();
+    this.stopHeartbeat();
     this.endCalls({ cause: 'connection-lost', sipReason: 'connection to the gateway lost' });
     this.emit('disconnected');
   }
 
-  private stopReconnecting(): void {
+  /** `closeCode` for the current attempt's socket, if any (see discard). */
+  private stopReconnecting(closeCode = CLOSE_RECONNECTING): void {
     const r = this.reconnect;
     if (!r) return;
     this.reconnect = null;
     clearTimeout(r.deadline);
     clearTimeout(r.timer);
-    if (r.socket) this.discard(r.socket);
+    if (r.socket) this.discard(r.socket, closeCode);
   }
 
-  /** A socket we no longer want: closed, and nothing it still does reaches us. */
-  private discard(ws: WebSocket): void {
+  /**
+   * A socket we no longer want: closed, and nothing it still does reaches us. With
+   * CLOSE_RECONNECTING, a socket the gateway may have made this session's (a resume attempt, one
+   * that went silent) leaves the calls kept there, as a drop would.
+   */
+  private discard(ws: WebSocket, code: number): void {
     ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
-    ws.close();
+    ws.close(code, code === CLOSE_RECONNECTING ? 'reconnecting' : undefined);
   }
 }
