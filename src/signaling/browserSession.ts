@@ -88,6 +88,8 @@ export class BrowserSession implements RingTarget {
       resumeGraceMs: number;
       /** The connection dropped and the session waits for the tab (it has no socket now). */
       onDetached?(session: BrowserSession): void;
+      /** The gateway drains: only a resume is taken, no fresh session. */
+      draining?(): boolean;
       origin?: string;
     },
   ) {
@@ -293,6 +295,12 @@ export class BrowserSession implements RingTarget {
         return;
       }
       this.log.info('resume refused (no such session waiting, or a wrong token): a fresh session');
+    }
+    if (this.opts.draining?.()) {
+      // Going away: the tab should connect elsewhere (1013: try again later).
+      this.refuse(msg, 'draining', 'the gateway is shutting down');
+      this.closeFor(1013, 'draining');
+      return;
     }
     this.state = 'authenticating';
     const auth = await this.opts.authenticate(msg.token);

@@ -42,6 +42,11 @@ export class SignalingServer implements UserDirectory {
   private readonly sessions = new Set<BrowserSession>();
   private readonly byUser = new Map<string, Set<BrowserSession>>();
   private accepting = true;
+  /**
+   * Draining: a tab whose connection dropped may still come back for its calls (resume); a
+   * fresh session is refused (`draining`): it could only place calls we would not take.
+   */
+  private draining = false;
   /** Clients that answered the last ping (ws's pong); the others are gone at the next beat. */
   private readonly alive = new WeakSet<WebSocket>();
   /** The session of each socket, for lines logged about the socket (they carry its sessionId). */
@@ -127,6 +132,7 @@ export class SignalingServer implements UserDirectory {
       origin,
       limits: { messagesPerSec: this.opts.messagesPerSec, callAttempt: (id) => this.opts.callAttempt(id), helloTimeoutMs: this.opts.helloTimeoutMs ?? 10_000 },
       resumeGraceMs: this.opts.resumeGraceMs ?? 0,
+      draining: () => this.draining,
       onDetached: () => this.opts.onConnectionChange?.(this.connectionCount),
       resume: (sessionId, token) => {
         const waiting = this.findSession(sessionId);
@@ -163,9 +169,9 @@ export class SignalingServer implements UserDirectory {
     this.opts.onConnectionChange?.(this.connectionCount);
   }
 
-  /** Refuse new connections (drain); existing ones stay until their calls end. */
+  /** Drain: no new sessions (a dropped tab may still resume its calls); existing ones stay until their calls end. */
   stopAccepting(): void {
-    this.accepting = false;
+    this.draining = true;
   }
 
   async close(): Promise<void> {

@@ -66,15 +66,16 @@ async function drop(tab: Tab): Promise<void> {
 }
 
 /** A new connection saying hello with `resume` (and `token` when given): every message it gets. */
-async function reconnect(resume: { sessionId: string; token: string }, withToken = false, origin = `http://127.0.0.1:${BASE}`): Promise<{ ws: WebSocket; messages: Msg[] }> {
+async function reconnect(resume: { sessionId: string; token: string }, withToken = false, origin = `http://127.0.0.1:${BASE}`): Promise<{ ws: WebSocket; messages: Msg[]; closed: Promise<number> }> {
   const ws = new WebSocket(`ws://127.0.0.1:${BASE}/ws`, { headers: { Origin: origin } });
   sockets.push(ws);
+  const closed = new Promise<number>((r) => ws.once('close', (code) => r(code)));
   const messages: Msg[] = [];
   ws.on('message', (d) => messages.push(JSON.parse(d.toString())));
   await new Promise((res, rej) => { ws.once('open', res); ws.once('error', rej); });
   ws.send(JSON.stringify({ type: 'hello', version: 1, resume, token: withToken ? await mintToken({ sub: 'alice' }, { hs256Secret: SECRET }, { ttlSec: 300 }) : undefined }));
   await until(() => messages.some((m) => m.type === 'welcome' || m.type === 'error'), 'the answer to the resuming hello');
-  return { ws, messages };
+  return { ws, messages, closed };
 }
 
 const terminated = (d: Dialog) => new Promise<void>((r) => { if (d.state === 'terminated') r(); else d.once('terminated', () => r()); });
@@ -197,6 +198,22 @@ test('a tab that closes a connection with code 4000 (it no longer trusts it and 
   assert.deepEqual(back.messages[0].calls, [{ callId, state: 'answered' }]);
   back.ws.close(1000);
   await terminated(dialog); // a proper close: hung up
+});
+
+test('while the gateway drains, a dropped tab still takes its call back (a rolling restart must not cut calls on a network blip); a fresh session is refused (draining, closed 1013)', async () => {
+  await gateway(20);
+  const { tab, welcome, callId, dialog } = await answeredCall();
+  const draining = gw!.gateway.drain(30_000);
+  await drop(tab);
+  const back = await reconnect({ sessionId: welcome.sessionId, token: welcome.resumeToken });
+  assert.equal(back.messages[0].resumed, true);
+  assert.deepEqual(back.messages[0].calls, [{ callId, state: 'answered' }]);
+  const fresh = await reconnect({ sessionId: 'none', token: 'none' }, true);
+  assert.deepEqual([fresh.messages[0].type, fresh.messages[0].code], ['error', 'draining']);
+  assert.equal(await fresh.closed, 1013);
+  back.ws.send(JSON.stringify({ type: 'hangup', callId }));
+  await terminated(dialog);
+  await draining; // the last call gone: the drain is over
 });
 
 test('with wsResumeGraceSec 0 a dropped tab\'s call ends at once, as before', async () => {
