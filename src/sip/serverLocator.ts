@@ -30,7 +30,9 @@ export class SipHostNotFoundError extends Error {}
 /** The system's resolver, or one asking only `servers` ("ip" or "ip:port"). */
 export function sipDns(servers?: string[]): SipDns {
   if (!servers || servers.length === 0) {
-    const system = new Resolver();
+    // The system's servers, but bounded: c-ares' defaults wait up to ~20 s for a server that
+    // does not answer before the address lookup may go ahead.
+    const system = new Resolver({ timeout: 2000, tries: 2 });
     return {
       resolveSrv: (name) => system.resolveSrv(name),
       // getaddrinfo, as before SRV: /etc/hosts and the system's configuration apply.
