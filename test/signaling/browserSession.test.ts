@@ -257,7 +257,8 @@ test('every log line of a session carries its sessionId; a closed socket is logg
   (asleep.ws as unknown as { _socket: { pause(): void } })._socket.pause();
   await until(() => logs().some((l) => l.msg === 'websocket did not answer a ping: closing it' && l.sessionId === asleepId), 'the heartbeat kill logged with its session', 5000);
   // Its call waits for the tab to come back (1 s here), then ends with it.
-  assert.ok(logs().some((l) => l.msg === 'websocket dropped: calls kept for the tab to resume' && l.sessionId === asleepId));
+  // (Logged when the socket's close comes, a turn after the heartbeat's kill.)
+  await until(() => logs().some((l) => l.msg === 'websocket dropped: calls kept for the tab to resume' && l.sessionId === asleepId), 'the drop logged with its session');
   assert.deepEqual(pick(await closedLine(asleepId), ['code', 'calls', 'identity']), { code: 1006, calls: 1, identity: 'asleep' });
 
   // Nothing the sessions logged lacks its sessionId.
