@@ -367,5 +367,3 @@ function displayName(value: string): string | undefined {
   const m = /^\s*"((?:[^"\\]|\\.)*)"/.exec(value) ?? /^\s*([^<"]+?)\s*</.exec(value);
   return m ? m[1].replace(/\\(.)/g, '$1') : undefined;
 }
-
-export { userPart };

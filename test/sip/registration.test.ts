@@ -7,7 +7,7 @@ import { SipUserAgent, parseNameAddr, parseUri, type Registration, type Registra
 import { grantedExpires } from '../../src/sip/registration';
 import { parseSipMessage, type SipResponse } from '../../src/sip/message';
 import { UserRegistrations, sipUserPart } from '../../src/userRegistrations';
-import { userPart } from '../../src/calls/callManager';
+import { userPart } from '../../src/calls/sipUser';
 import { startKamailio } from '../peers/kamailio';
 
 /**
