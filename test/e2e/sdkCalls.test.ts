@@ -188,8 +188,8 @@ test('a call whose request the gateway never answers ends after the set-up timeo
   }
 });
 
-test('client.call() on a closed connection ends at once as connection-lost, without asking for the microphone', async () => {
-  const page = await sdkPage({ sub: 'closed-connection' });
+test('client.call() on a closed connection (stayConnected: false) ends at once as connection-lost, without asking for the microphone', async () => {
+  const page = await sdkPage({ sub: 'closed-connection' }, { stayConnected: false });
   await page.evaluate(() => { const w = window as any; w.disconnected = false; w.client.on('disconnected', () => { w.disconnected = true; }); });
   const wss = (rig.gw.gateway['signaling'] as unknown as { wss: { clients: Set<{ terminate(): void }> } }).wss;
   for (const client of wss.clients) client.terminate(); // the network goes: 1006
@@ -245,6 +245,26 @@ test('an answer the gateway refuses (its SDP) reaches the call as an error and e
   await until(() => cdrLines().length > before, 'the refused call\'s CDR line');
   assert.equal(cdrLines().at(-1)!.sipStatus, 486);
   assert.equal(await liveMicTracks(page), 0);
+});
+
+test('an incoming call this tab cannot answer (the microphone refused) ends here as failed and is refused at the gateway as busy, not left ringing', async () => {
+  const page = await sdkPage({ sub: 'no-mic' });
+  const before = cdrLines().length;
+  await ringPage(page);
+  const r = await page.evaluate(async () => {
+    const w = window as any;
+    w.__micGate = Promise.reject(new DOMException('Permission denied', 'NotAllowedError'));
+    w.__micGate.catch(() => undefined);
+    const accepted = await w.incoming.accept().then(() => 'resolved', (e: Error) => `rejected: ${e.name}`);
+    return { accepted, state: w.incoming.state, end: w.incoming.endInfo };
+  });
+  assert.equal(r.accepted, 'rejected: NotAllowedError');
+  assert.equal(r.state, 'ended');
+  assert.deepEqual(r.end, { cause: 'failed', sipReason: 'microphone permission denied' });
+  assert.deepEqual(await page.evaluate(() => (window as any).__sent.filter((m: { type: string }) => m.type === 'reject' || m.type === 'accept').map((m: { type: string; reason?: string }) => `${m.type}:${m.reason}`)), ['reject:busy']);
+  // The only tab: the caller hears busy at once (not after the ringing timeout).
+  await until(() => cdrLines().length > before, 'the refused call\'s CDR line', 5000);
+  assert.equal(cdrLines().at(-1)!.sipStatus, 486);
 });
 
 test('a call that ends while the browser is still asking for the microphone releases it once given (outbound and incoming)', async () => {

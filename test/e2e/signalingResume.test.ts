@@ -340,7 +340,7 @@ describe('resume on (the default grace time, 20 s)', () => {
     assert.deepEqual(await events(page), ['reconnecting', 'ended:local-hangup']);
   });
 
-  test('an SDK client connected with resume: false ends its calls at a drop (connection-lost) and does not reconnect', async () => {
+  test('an SDK client connected with resume: false and stayConnected: false ends its calls at a drop (connection-lost) and does not reconnect', async () => {
     const { gw } = rig;
     const page = await rig.browser.newPage();
     // A page the gateway serves (Chromium refuses a page Playwright made up a connection to 127.0.0.1).
@@ -348,7 +348,7 @@ describe('resume on (the default grace time, 20 s)', () => {
     await page.addScriptTag({ url: '/sdk.js' });
     await page.evaluate(async () => {
       const w = window as any;
-      w.client = await w.GatewaySDK.GatewayClient.connect({ resume: false });
+      w.client = await w.GatewaySDK.GatewayClient.connect({ resume: false, stayConnected: false });
       w.call = w.client.call('1000');
       await new Promise((resolve, reject) => { w.call.on('answered', resolve); w.call.on('ended', reject); });
     });
@@ -368,14 +368,16 @@ describe('resume off (limits.wsResumeGraceSec: 0)', () => {
   afterEach(() => closePages(rig?.browser));
   after(() => rig?.stop());
 
-  test('a dropped connection mid-call ends the call at once (connection-lost) on both sides, as before resuming existed', async () => {
+  test('a dropped connection mid-call ends the call at once (connection-lost) on both sides, as before resuming existed; the page then connects a new session', async () => {
     const { gw } = rig;
     const { page, callId, sessionId } = await answeredCall(rig, '1000');
     assert.equal(await page.evaluate(() => (window as any).__gw.client.resumeGraceMs), 0, 'the welcome said so');
     dropConnection(gw.gateway, sessionId);
-    await page.getByTestId('call-status').filter({ hasText: 'ended (connection-lost)' }).waitFor({ timeout: 5000 });
-    assert.deepEqual(await events(page), ['ended:connection-lost', 'disconnected']);
-    assert.equal((await page.evaluate(() => (window as any).__wsStats)).opened, 0, 'no reconnect attempt');
+    await waitForEvent(page, 'reconnected', 5000);
+    assert.deepEqual(await events(page), ['ended:connection-lost', 'reconnecting', 'reconnected']);
+    assert.equal((await page.evaluate(() => (window as any).__wsStats)).opened, 1, 'one new connection');
+    assert.notEqual(await page.evaluate(() => (window as any).__gw.client.sessionId), sessionId, 'a new session, not a resume');
+    await page.getByTestId('call-status').filter({ hasText: /^ready/ }).waitFor({ timeout: 2000 });
     assert.equal((await cdrOf(gw, callId)).cause, 'connection-lost');
     await until(() => JSON.stringify(heldResources(gw.gateway)) === NOTHING_HELD, `nothing held: ${JSON.stringify(heldResources(gw.gateway))}`);
   });

@@ -109,7 +109,13 @@ $('reject').onclick = () => { ringing?.reject(); ringing = null; incomingBox.cla
     });
     // The call goes on while the link comes back: said after the status (the timer keeps it).
     client.on('reconnecting', () => { reconnecting = true; showAway(); });
-    client.on('reconnected', () => { reconnecting = false; showAway(); });
+    client.on('reconnected', ({ resumed }) => {
+      reconnecting = false;
+      // A new session (the gateway restarted, or the link was away too long): ready again for
+      // calls either way; a call of the old session has said how it ended.
+      if (!resumed && !current && !ringing) setStatus(`ready (${client!.identity})`);
+      else showAway();
+    });
     // Keep what ended the call (e.g. "ended (shutdown)") visible; add that the link is gone.
     client.on('disconnected', () => {
       reconnecting = false;

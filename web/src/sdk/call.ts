@@ -180,8 +180,12 @@ export class Call extends Emitter<CallEvents> {
     // The gateway answers with `calling`, `ended` or `error`; should none come (a gateway that
     // lost the request, or predates the ref in errors), the call must not stay connecting with
     // the microphone open. Set before sending: the call may end while it is being sent.
+    // (While the client reconnects the request waits for the link: still away then, the call is lost.)
     this.setupTimer = setTimeout(() => {
-      this.finish({ cause: 'failed', sipReason: `the gateway did not answer the call request within ${Math.round(opts.setupTimeoutMs / 1000)} s` });
+      const seconds = Math.round(opts.setupTimeoutMs / 1000);
+      this.finish(this.online()
+        ? { cause: 'failed', sipReason: `the gateway did not answer the call request within ${seconds} s` }
+        : { cause: 'connection-lost', sipReason: `no connection to the gateway within ${seconds} s` });
     }, opts.setupTimeoutMs);
     if (!this.transport.send({ type: 'call', to, sdp: this.pc.localDescription!.sdp, ref: opts.ref, headers: opts.headers })) {
       this.finish({ cause: 'connection-lost', sipReason: 'not connected to the gateway' });
@@ -192,7 +196,8 @@ export class Call extends Emitter<CallEvents> {
    * Accepts an incoming call: microphone, answer, `accept` message. Resolves quietly when the
    * call ended meanwhile. Should the gateway refuse the answer, the call ends (cause `failed`,
    * the refusal in `error` and the `error` event) and this tab is taken out of it as busy; other
-   * tabs of the user go on ringing.
+   * tabs of the user go on ringing. So is it when this tab cannot answer (the microphone refused,
+   * the offer unusable to the browser): the call ends here (`failed`) and accept() rejects.
    */
   async accept(opts: { audio?: MediaTrackConstraints | boolean } = {}): Promise<void> {
     if (this.state !== 'incoming' || !this.incomingOffer) throw new Error('this call is not ringing');
@@ -204,6 +209,10 @@ export class Call extends Emitter<CallEvents> {
       await waitForIceGathering(this.pc, 1000);
     } catch (err) {
       if (this.isEnded()) return;
+      // Left connecting, it would ring on at the gateway with nobody to answer it here.
+      this.transport.send({ type: 'reject', callId: this.id, reason: 'busy' });
+      const e = err as Error;
+      this.finish({ cause: 'failed', sipReason: e.name === 'NotAllowedError' ? 'microphone permission denied' : `could not answer: ${e.message}` });
       throw err;
     }
     if (this.isEnded()) return;

@@ -4,7 +4,11 @@ import { Emitter } from './emitter';
 export interface ConnectOptions {
   /** ws(s)://host/ws; defaults to the page's own gateway. */
   url?: string;
-  token?: string;
+  /**
+   * The token of every `hello`; a function is asked again for each new connection (tokens are
+   * short-lived: a reconnection an hour later needs a fresh one).
+   */
+  token?: string | (() => string | undefined | Promise<string | undefined>);
   /** Overrides the ICE servers the gateway hands out. */
   iceServers?: RTCIceServer[];
   /** getUserMedia audio constraints (defaults keep the browser's echo cancellation on). */
@@ -21,6 +25,16 @@ export interface ConnectOptions {
    * goes); a connection that does not answer within 5 s counts as dropped.
    */
   resume?: boolean;
+  /**
+   * Stay connected: when the connection is lost with no calls to take over (or they could not
+   * be), or the gateway closes it to restart, a new connection and session follow — at once and
+   * then with growing, randomized waits (up to 30 s) until one is had or the gateway refuses the
+   * token — so that a tab waiting for incoming calls goes on receiving them across network
+   * changes and gateway restarts. Idle, the client pings the gateway every 30 s to notice a dead
+   * link. Calls placed meanwhile wait for the connection (up to `callSetupTimeoutMs`). true by
+   * default; false: `disconnected` at once, calls placed then end `connection-lost`.
+   */
+  stayConnected?: boolean;
 }
 
 export interface ClientEvents extends Record<string, unknown[]> {
@@ -28,25 +42,43 @@ export interface ClientEvents extends Record<string, unknown[]> {
   /** Every `error` from the gateway; those about a call also reach that Call (its `error` event). */
   error: [err: GatewayError];
   /**
-   * The connection is gone for good; calls still up ended `connection-lost`. Not after close().
+   * The connection is gone for good (no reconnecting: `stayConnected` off, or the gateway
+   * refused the token); calls still up ended `connection-lost`. Not after close().
    */
   disconnected: [];
   /**
-   * The connection dropped (or stopped answering) during calls, or with a call request given up
-   * on that the gateway may be dialing: the calls stay up while the client reconnects.
+   * The connection dropped (or stopped answering), or the gateway closed it to restart: the
+   * client reconnects. Calls stay up meanwhile while the gateway keeps them (a drop); otherwise
+   * they have ended already.
    */
   reconnecting: [];
   /**
-   * Reconnected: the calls the gateway still had go on; those it no longer had have ended;
-   * calls it had that this client does not hold (given up on, or their `calling` lost in the
-   * drop) are hung up.
+   * Reconnected. `resumed`: the session was taken over — the calls the gateway still had go on;
+   * those it no longer had have ended; calls it had that this client does not hold (given up
+   * on, or their `calling` lost in the drop) are hung up. Not resumed: a new session
+   * (`sessionId` changed); calls of the old one have ended (`connection-lost`).
    */
-  reconnected: [];
+  reconnected: [info: { resumed: boolean }];
 }
 
 /** Waits between reconnect attempts (the last one repeats), and how long a new socket may take to open. */
 const RECONNECT_DELAYS_MS = [0, 250, 500, 1000, 2000];
+/**
+ * The same for a new session (nothing to take over): slower, and each wait randomized (0.5–1.5x;
+ * the first one 0–1 s) so that the tabs of a restarted gateway do not all come back at once.
+ */
+const FRESH_DELAYS_MS = [500, 1000, 2000, 5000, 10_000, 30_000];
+/**
+ * Close codes after which a new connection may do (docs/protocol.md): a drop, the gateway going
+ * away or restarting (1001, 1012), draining or overloaded (1013), an error of its own (1011),
+ * a proxy's bad gateway (1014). Not after its refusals (1008 flood, 4401 refused hellos).
+ */
+const RECONNECT_CLOSE_CODES = new Set([1001, 1006, 1011, 1012, 1013, 1014]);
+/** Refusals of a `hello` that another try later may get past; any other (the token) is final. */
+const RETRY_HELLO_ERRORS = new Set(['draining', 'rate-limited', 'internal']);
 const RECONNECT_OPEN_TIMEOUT_MS = 5000;
+/** How long a new session's hello may wait for its welcome before the attempt is given up. */
+const WELCOME_TIMEOUT_MS = 10_000;
 const AWAY_REASON = 'the call ended while the connection to the gateway was away';
 /**
  * The close code of a socket given up on while reconnecting (docs/protocol.md): the gateway
@@ -56,15 +88,24 @@ const CLOSE_RECONNECTING = 4000;
 /** During calls the client pings the gateway this often; a `pong` must come within PONG_TIMEOUT_MS. */
 const PING_INTERVAL_MS = 10_000;
 const PONG_TIMEOUT_MS = 5000;
+/** Without calls (stayConnected), a ping once nothing was heard from the gateway this long. */
+const IDLE_PING_AFTER_MS = 30_000;
 
 /** A reconnection in progress (see onClose). */
 interface Reconnect {
-  /** Gives up when the gateway has stopped keeping the calls (its resumeGraceMs after the drop). */
-  deadline: ReturnType<typeof setTimeout>;
+  /**
+   * A new session (nothing kept by the gateway to take over), rather than a resume of this one.
+   * A resume becomes one when the gateway stops keeping the calls (stayConnected).
+   */
+  fresh: boolean;
+  /** A resume: gives up when the gateway has stopped keeping the calls (its resumeGraceMs after the drop). */
+  deadline?: ReturnType<typeof setTimeout>;
   /** The next attempt, or the current attempt's timeout. */
   timer?: ReturnType<typeof setTimeout>;
   /** The current attempt's socket: one at a time. */
   socket?: WebSocket;
+  /** Gives the current attempt up (its socket discarded) and schedules the next one. */
+  fail?: () => void;
   attempts: number;
 }
 
@@ -90,6 +131,8 @@ export class GatewayClient extends Emitter<ClientEvents> {
   private readonly abandoned = new Set<string>();
   /** Outbound calls whose request went out (to the connection of that time). */
   private readonly requested = new WeakSet<Call>();
+  /** Call requests made while reconnecting, by ref: each sends its request once connected. */
+  private readonly queued = new Map<string, () => void>();
   private refCounter = 0;
   private closed = false;
   /** From the latest `welcome`: what takes this session's calls over after a drop. */
@@ -100,6 +143,8 @@ export class GatewayClient extends Emitter<ClientEvents> {
   private heartbeat: ReturnType<typeof setInterval> | null = null;
   /** Runs from a ping until its pong. */
   private pongTimer: ReturnType<typeof setTimeout> | null = null;
+  /** When the current connection last brought a message (see tick). */
+  private lastHeard = 0;
 
   private constructor(private ws: WebSocket, private readonly url: string, private readonly opts: ConnectOptions) {
     super();
@@ -112,19 +157,19 @@ export class GatewayClient extends Emitter<ClientEvents> {
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => { reject(new Error('gateway did not answer in time')); ws.close(); }, 10000);
       ws.onerror = () => { clearTimeout(timer); reject(new Error(`cannot connect to ${url}`)); };
-      ws.onopen = () => ws.send(JSON.stringify({ type: 'hello', version: 1, token: opts.token }));
+      ws.onopen = () => {
+        tokenOf(opts).then((token) => ws.send(JSON.stringify({ type: 'hello', version: 1, token })), (err: Error) => {
+          clearTimeout(timer);
+          ws.close();
+          reject(err);
+        });
+      };
       ws.onmessage = (ev) => {
         const msg = JSON.parse(String(ev.data));
         if (msg.type === 'welcome') {
           clearTimeout(timer);
-          client.sessionId = msg.sessionId;
-          client.identity = msg.identity;
-          client.demo = msg.demo;
-          client.iceServers = opts.iceServers ?? msg.iceServers ?? [];
-          client.noteResume(msg);
-          ws.onmessage = (e) => client.onMessage(String(e.data));
-          ws.onclose = (ev) => client.onClose(ev.code);
-          client.heartbeat = setInterval(() => client.ping(), PING_INTERVAL_MS);
+          client.takeSession(ws, msg);
+          client.heartbeat = setInterval(() => client.tick(), PING_INTERVAL_MS);
           resolve(client);
         } else if (msg.type === 'error') {
           clearTimeout(timer);
@@ -146,7 +191,8 @@ export class GatewayClient extends Emitter<ClientEvents> {
   call(to?: string, opts: { headers?: Record<string, string> } = {}): Call {
     const ref = `r${++this.refCounter}`;
     const call = new Call(this.transport(ref), { direction: 'outbound', iceServers: this.iceServers });
-    if (this.ws.readyState !== WebSocket.OPEN) {
+    // While reconnecting, the request waits for the new connection (see transport).
+    if (this.ws.readyState !== WebSocket.OPEN && !this.reconnect) {
       // The request could not be sent. A microtask later, so that the caller's listeners are on.
       void Promise.resolve().then(() => call.finish({ cause: 'connection-lost', sipReason: 'not connected to the gateway' }));
       return call;
@@ -184,6 +230,19 @@ export class GatewayClient extends Emitter<ClientEvents> {
     return true;
   }
 
+  /** A new session's welcome came on `ws`: it becomes the client's connection. */
+  private takeSession(ws: WebSocket, welcome: Record<string, any>): void {
+    this.ws = ws;
+    ws.onmessage = (e) => this.onMessage(String(e.data));
+    ws.onclose = (ev) => this.onClose(ev.code);
+    this.sessionId = welcome.sessionId;
+    this.identity = welcome.identity;
+    this.demo = welcome.demo;
+    this.iceServers = this.opts.iceServers ?? welcome.iceServers ?? [];
+    this.noteResume(welcome);
+    this.lastHeard = Date.now();
+  }
+
   /** Every `welcome` carries a new resume token (each works once). */
   private noteResume(welcome: Record<string, any>): void {
     this.resumeToken = typeof welcome.resumeToken === 'string' ? welcome.resumeToken : '';
@@ -193,21 +252,28 @@ export class GatewayClient extends Emitter<ClientEvents> {
   /** `ref`: an outbound call's, whose request is tracked until the gateway answers it. */
   private transport(ref?: string): CallTransport {
     let requested = false;
+    const send = (msg: Record<string, unknown>): boolean => {
+      if (msg.type === 'call' && ref !== undefined && this.reconnect && this.pending.get(ref)) {
+        // The link is coming back: the request goes once it has (the call's setup time runs).
+        this.queued.set(ref, () => send(msg));
+        return true;
+      }
+      // Noted before sending: the call may end while its request is being sent.
+      if (msg.type === 'call') requested = this.ws.readyState === WebSocket.OPEN;
+      const sent = this.send(msg);
+      const call = ref === undefined ? undefined : this.pending.get(ref);
+      if (sent && msg.type === 'call' && call) this.requested.add(call);
+      // (A hangup that could not be sent while away is sent once back: see hangUpOrphans.)
+      return sent;
+    };
     return {
-      send: (msg) => {
-        // Noted before sending: the call may end while its request is being sent.
-        if (msg.type === 'call') requested = this.ws.readyState === WebSocket.OPEN;
-        const sent = this.send(msg);
-        const call = ref === undefined ? undefined : this.pending.get(ref);
-        if (sent && msg.type === 'call' && call) this.requested.add(call);
-        // (A hangup that could not be sent while away is sent once back: see hangUpOrphans.)
-        return sent;
-      },
-      online: () => this.ws.readyState === WebSocket.OPEN,
+      send,
+      online: () => this.ws.readyState === WebSocket.OPEN && !this.reconnect,
       checkLink: () => this.ping(),
       forget: (call) => {
         if (call.id) this.calls.delete(call.id);
         if (ref === undefined || this.pending.get(ref) !== call) return;
+        this.queued.delete(ref);
         // Still waiting for the gateway's answer: if its request went out, the call may be dialing.
         this.pending.delete(ref);
         if (requested) this.abandoned.add(ref);
@@ -216,6 +282,7 @@ export class GatewayClient extends Emitter<ClientEvents> {
   }
 
   private onMessage(text: string): void {
+    this.lastHeard = Date.now();
     let msg: Record<string, any>;
     try { msg = JSON.parse(text); } catch { return; }
     if (msg.type === 'pong') this.clearPongTimer();
@@ -288,15 +355,25 @@ export class GatewayClient extends Emitter<ClientEvents> {
   private onClose(code: number): void {
     this.clearPongTimer();
     if (code === 1006 && this.mayResume()) {
-      this.startReconnecting();
+      this.startReconnecting(false);
       return;
     }
-    this.stopHeartbeat();
     const end = this.closed ? { cause: 'local-hangup' as const }
       : code === 1006 ? { cause: 'connection-lost' as const, sipReason: 'connection to the gateway lost' }
         : { cause: 'failed' as const, sipReason: `connection closed by the gateway (${code})` };
+    if (this.mayReconnect(code)) {
+      this.endSessionCalls(end);
+      this.startReconnecting(true);
+      return;
+    }
+    this.stopHeartbeat();
     this.endCalls(end);
     if (!this.closed) this.emit('disconnected');
+  }
+
+  /** Whether a connection closed with `code` is followed by a new one (stayConnected). */
+  private mayReconnect(code: number): boolean {
+    return !this.closed && this.opts.stayConnected !== false && RECONNECT_CLOSE_CODES.has(code);
   }
 
   /**
@@ -314,14 +391,23 @@ export class GatewayClient extends Emitter<ClientEvents> {
   }
 
   /**
-   * During calls, every PING_INTERVAL_MS and when a call's audio path goes (Call's checkLink):
-   * a socket whose network went away can look open for minutes, and what is sent into it is
-   * lost — hangups, media restarts. No `pong` within PONG_TIMEOUT_MS: it is taken for dropped.
-   * Not without calls (an idle tab stays quiet: the gateway's own heartbeat keeps it), nor while
-   * reconnecting, nor with a ping already waiting for its pong.
+   * Every PING_INTERVAL_MS: a ping during calls; without calls only to stay connected, once
+   * nothing was heard for IDLE_PING_AFTER_MS (an idle tab waiting for incoming calls must notice
+   * a dead link: the gateway's own heartbeat cuts its end, but the tab's socket can look open
+   * for minutes).
+   */
+  private tick(): void {
+    if (this.hasCalls() || (this.opts.stayConnected !== false && Date.now() - this.lastHeard >= IDLE_PING_AFTER_MS)) this.ping();
+  }
+
+  /**
+   * From the heartbeat (tick) and when a call's audio path goes (Call's checkLink): a socket
+   * whose network went away can look open for minutes, and what is sent into it is lost —
+   * hangups, media restarts. No `pong` within PONG_TIMEOUT_MS: it is taken for dropped. Not
+   * while reconnecting, nor with a ping already waiting for its pong.
    */
   private ping(): void {
-    if (this.closed || this.reconnect || this.pongTimer || !this.hasCalls()) return;
+    if (this.closed || this.reconnect || this.pongTimer) return;
     const ws = this.ws;
     if (!this.send({ type: 'ping' })) return;
     this.pongTimer = setTimeout(() => {
@@ -354,22 +440,56 @@ export class GatewayClient extends Emitter<ClientEvents> {
     for (const call of this.activeCalls) call.finish(end);
     this.calls.clear();
     this.pending.clear();
+    this.queued.clear();
     // The gateway ended every call of this connection: there is nothing left to hang up.
     this.abandoned.clear();
   }
 
   /**
-   * The calls stay up here (their audio does not go through this socket) while new connections
-   * try to take them over: at once, then with growing waits, until the gateway has stopped
-   * keeping them.
+   * The session is gone (a new one follows): its calls end. Calls whose request has not gone out
+   * (getting the microphone, or waiting for the connection) go on, into the next session.
    */
-  private startReconnecting(): void {
-    this.reconnect = {
-      deadline: setTimeout(() => this.giveUp(), this.resumeGraceMs),
-      attempts: 0,
-    };
+  private endSessionCalls(end: CallEndInfo): void {
+    const sent = [...this.pending].filter(([, call]) => this.requested.has(call));
+    for (const call of [...this.calls.values(), ...sent.map(([, call]) => call)]) call.finish(end);
+    this.calls.clear();
+    for (const [ref] of sent) this.pending.delete(ref);
+    this.abandoned.clear();
+  }
+
+  /**
+   * New connections, one at a time. A resume (`fresh` false): the calls stay up here (their audio
+   * does not go through this socket) while new connections try to take them over — at once,
+   * then with growing waits, until the gateway has stopped keeping them. A new session: after a
+   * randomized wait, then growing ones, until one is had or the token is refused.
+   */
+  private startReconnecting(fresh: boolean): void {
+    const r: Reconnect = { fresh, attempts: 0 };
+    if (!fresh) r.deadline = setTimeout(() => this.resumeExpired(), this.resumeGraceMs);
+    this.reconnect = r;
     this.emit('reconnecting');
-    this.attempt();
+    if (this.reconnect !== r) return; // closed by a listener
+    if (fresh) r.timer = setTimeout(() => this.attempt(), Math.random() * FRESH_DELAYS_MS[0] * 2);
+    else this.attempt();
+  }
+
+  /**
+   * The gateway no longer keeps the calls (its grace time is over): they have ended there.
+   * Staying connected, the reconnection goes on for a new session.
+   */
+  private resumeExpired(): void {
+    const r = this.reconnect;
+    if (!r || r.fresh) return;
+    if (this.opts.stayConnected === false) {
+      this.giveUp();
+      return;
+    }
+    r.fresh = true;
+    clearTimeout(r.deadline);
+    r.deadline = undefined;
+    this.endSessionCalls({ cause: 'connection-lost', sipReason: 'connection to the gateway lost' });
+    // An attempt waiting for its welcome had no deadline but this one: it gets its own now.
+    if (r.socket?.readyState === WebSocket.OPEN) r.timer = setTimeout(() => r.fail?.(), WELCOME_TIMEOUT_MS);
   }
 
   private attempt(): void {
@@ -385,25 +505,74 @@ export class GatewayClient extends Emitter<ClientEvents> {
       clearTimeout(r.timer);
       this.discard(ws, CLOSE_RECONNECTING);
       r.socket = undefined;
-      r.timer = setTimeout(() => this.attempt(), RECONNECT_DELAYS_MS[Math.min(r.attempts, RECONNECT_DELAYS_MS.length - 1)]);
+      r.fail = undefined;
+      r.timer = setTimeout(() => this.attempt(), this.nextWait(r));
     };
+    r.fail = failed;
     r.timer = setTimeout(failed, RECONNECT_OPEN_TIMEOUT_MS);
     ws.onclose = failed;
     ws.onopen = () => {
-      // From its hello on, the gateway may take this socket over (the calls, and the resume token
-      // we hold, go to it) before its welcome reaches us over a slow link: only this socket can
-      // bring the calls back then. So it is not given up on: its welcome is awaited until the
-      // deadline (or it closes).
-      clearTimeout(r.timer);
-      ws.send(JSON.stringify({ type: 'hello', version: 1, token: this.opts.token, resume: { sessionId: this.sessionId, token: this.resumeToken } }));
+      tokenOf(this.opts).then((token) => {
+        if (r !== this.reconnect || r.socket !== ws || ws.readyState !== WebSocket.OPEN) return;
+        // From its hello on, the gateway may take this socket over (the calls, and the resume
+        // token we hold, go to it) before its welcome reaches us over a slow link: only this
+        // socket can bring the calls back then. So a resume's socket is not given up on: its
+        // welcome is awaited until the deadline (or it closes). A new session's is, after a while.
+        clearTimeout(r.timer);
+        if (r.fresh) r.timer = setTimeout(failed, WELCOME_TIMEOUT_MS);
+        const resume = r.fresh ? undefined : { sessionId: this.sessionId, token: this.resumeToken };
+        ws.send(JSON.stringify({ type: 'hello', version: 1, token, resume }));
+      }, failed);
     };
     ws.onmessage = (ev) => {
       let msg: Record<string, any>;
       try { msg = JSON.parse(String(ev.data)); } catch { return; }
       if (msg.type === 'welcome' && msg.resumed === true) this.resumed(ws, msg);
-      // A fresh session (ours is gone: too late, unknown) or a refused hello: the calls are over.
-      else if (msg.type === 'welcome' || msg.type === 'error') this.giveUp();
+      // A fresh session: ours is gone (too late, unknown: the gateway restarted), or none was asked for.
+      else if (msg.type === 'welcome') this.freshSession(ws, msg);
+      else if (msg.type === 'error') this.helloRefused(msg, failed);
     };
+  }
+
+  /** The wait before the next attempt: randomized for a new session (see FRESH_DELAYS_MS). */
+  private nextWait(r: Reconnect): number {
+    if (!r.fresh) return RECONNECT_DELAYS_MS[Math.min(r.attempts, RECONNECT_DELAYS_MS.length - 1)];
+    return FRESH_DELAYS_MS[Math.min(r.attempts - 1, FRESH_DELAYS_MS.length - 1)] * (0.5 + Math.random());
+  }
+
+  /**
+   * A reconnection's hello was refused. A resume refused means our session is gone (the gateway
+   * answers the resume before anything else), so its calls with it. Staying connected, a refusal
+   * that may pass later (draining, …) is tried again; any other (the token) is final.
+   */
+  private helloRefused(err: Record<string, any>, retry: () => void): void {
+    if (this.opts.stayConnected === false || !RETRY_HELLO_ERRORS.has(err.code)) {
+      this.giveUp();
+      return;
+    }
+    this.resumeExpired();
+    retry();
+  }
+
+  /** A new session's welcome came while reconnecting: the client goes on in it. */
+  private freshSession(ws: WebSocket, welcome: Record<string, any>): void {
+    if (this.opts.stayConnected === false) {
+      this.giveUp();
+      return;
+    }
+    this.reconnect!.socket = undefined; // taken, not discarded
+    this.stopReconnecting();
+    this.endSessionCalls({ cause: 'connection-lost', sipReason: AWAY_REASON });
+    this.takeSession(ws, welcome);
+    this.sendQueued();
+    this.emit('reconnected', { resumed: false });
+  }
+
+  /** Call requests made while reconnecting go now, in order. */
+  private sendQueued(): void {
+    const queued = [...this.queued.values()];
+    this.queued.clear();
+    for (const send of queued) send();
   }
 
   private resumed(ws: WebSocket, welcome: Record<string, any>): void {
@@ -413,6 +582,7 @@ export class GatewayClient extends Emitter<ClientEvents> {
     ws.onmessage = (e) => this.onMessage(String(e.data));
     ws.onclose = (ev) => this.onClose(ev.code);
     this.noteResume(welcome);
+    this.lastHeard = Date.now();
     // What the gateway would have sent meanwhile, in order (a call that ended has its `ended`).
     const missed: Array<Record<string, any>> = Array.isArray(welcome.missed) ? welcome.missed : [];
     for (const msg of missed) this.dispatch(msg);
@@ -429,7 +599,8 @@ export class GatewayClient extends Emitter<ClientEvents> {
     }
     for (const call of [...this.pending.values()]) if (this.requested.has(call)) call.finish(lost);
     this.hangUpOrphans(up, missed);
-    this.emit('reconnected');
+    this.sendQueued();
+    this.emit('reconnected', { resumed: true });
     // The network that dropped the link may have taken the calls' audio paths too.
     for (const call of [...this.calls.values()]) call.afterReconnect();
   }
@@ -447,7 +618,7 @@ export class GatewayClient extends Emitter<ClientEvents> {
     }
   }
 
-  /** The gateway no longer keeps the calls (or will not give them back): as a plain drop. */
+  /** No more reconnecting (not staying connected, or the token refused): as a plain drop. */
   private giveUp(): void {
     if (!this.reconnect) return;
     this.stopReconnecting();
@@ -475,4 +646,9 @@ export class GatewayClient extends Emitter<ClientEvents> {
     ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
     ws.close(code, code === CLOSE_RECONNECTING ? 'reconnecting' : undefined);
   }
+}
+
+/** The token for a `hello`: the option's, or what its function gives now. */
+async function tokenOf(opts: ConnectOptions): Promise<string | undefined> {
+  return typeof opts.token === 'function' ? opts.token() : opts.token;
 }

@@ -177,7 +177,8 @@ class CallWidget {
     if (text.startsWith('{')) token = String((JSON.parse(text) as { token?: unknown }).token ?? '');
     if (!token) throw new Error('token endpoint returned no token');
     const wsOrigin = this.o.gatewayOrigin.replace(/^http/, 'ws');
-    const client = await GatewayClient.connect({ url: `${wsOrigin}/ws`, token });
+    // Only for its calls: an idle widget need not stay connected (a click connects again).
+    const client = await GatewayClient.connect({ url: `${wsOrigin}/ws`, token, stayConnected: false });
     // The token inside is short-lived: a new click after a drop fetches a fresh one.
     client.on('disconnected', () => { this.client = null; this.setReconnecting(false); });
     // A dropped connection during the call: the call goes on while the SDK takes it over.
