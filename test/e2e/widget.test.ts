@@ -204,6 +204,39 @@ test('a call refused for a limit (one line, in use) says so in plain words', asy
   await first.getByTestId('widget-message').filter({ hasText: 'Call ended' }).waitFor({ timeout: 5000 });
 });
 
+test('the connection drops mid-call: the widget says "Reconnecting…" while it is away, then "Connected" again on the same call, the echo still heard', async () => {
+  const page = await browser.newPage();
+  // While __blockWs is set, new sockets go where nothing listens (the network is still away).
+  await page.addInitScript((dead) => {
+    const w = window as any;
+    const Native = WebSocket;
+    w.__blockWs = false;
+    w.WebSocket = class extends Native {
+      constructor(url: string | URL, protocols?: string | string[]) { super(w.__blockWs ? dead : url, protocols); }
+    };
+  }, `ws://127.0.0.1:${BASE + 99}/ws`);
+  await page.goto(`${siteOrigin}/?token=${encodeURIComponent('/token')}`);
+  await page.getByTestId('widget-call').click();
+  await page.getByTestId('widget-status').filter({ hasText: 'Connected' }).waitFor({ timeout: 15000 });
+  const cdrsBefore = (await import('node:fs')).readFileSync(gw.cdrPath, 'utf8').trim().split('\n').filter(Boolean).length;
+  await page.evaluate(() => { (window as any).__blockWs = true; });
+  const wss = (gw.gateway['signaling'] as unknown as { wss: { clients: Set<{ terminate(): void }> } }).wss;
+  for (const client of wss.clients) client.terminate(); // the network goes: 1006 at both ends
+  await page.getByTestId('widget-status').filter({ hasText: 'Reconnecting…' }).waitFor({ timeout: 5000 });
+  await new Promise((r) => setTimeout(r, 1000));
+  assert.equal(await page.getByTestId('widget-status').textContent(), 'Reconnecting…', 'still away');
+  await page.evaluate(() => { (window as any).__blockWs = false; });
+  await page.getByTestId('widget-status').filter({ hasText: 'Connected' }).waitFor({ timeout: 10000 });
+  const heard = await remotePeakHz(page, 1500, 'widget');
+  assert.ok(Math.abs(heard.peakHz - 700) < 30, `the echo after reconnecting: ${heard.peakHz} Hz`);
+  assert.equal(gw.gateway.activeCalls, 1, 'the same call, not a new one');
+  await page.getByTestId('widget-hangup').click();
+  await page.getByTestId('widget-message').filter({ hasText: 'Call ended' }).waitFor({ timeout: 5000 });
+  const cdrs = (await import('node:fs')).readFileSync(gw.cdrPath, 'utf8').trim().split('\n').filter(Boolean).map((l) => JSON.parse(l));
+  assert.equal(cdrs.length, cdrsBefore + 1);
+  assert.equal(cdrs.at(-1).cause, 'local-hangup');
+});
+
 test('no token handed out by the sites ever reached the gateway logs', () => {
   assert.ok(issued.length >= 3);
   const text = JSON.stringify(gw.logs);
