@@ -18,7 +18,7 @@ import { DirectSrtpPath } from './directSrtpPath';
 import { usableEventClock } from '../media/dtmf';
 import { dtlsTransportOf, restrictSrtpProfile, setAnswerDtlsRole } from './weriftInternals';
 import { installNativeDtlsCrypto } from './dtlsCrypto';
-import { guardIceReceive, newGuardState } from './iceSocketGuard';
+import { guardIceReceive, guardSockets, newGuardState } from './iceSocketGuard';
 
 /**
  * ICE settings for the gateway side of every browser peer connection.
@@ -271,11 +271,7 @@ export class BrowserLeg extends EventEmitter<BrowserLegEvents> implements Browse
     const state = newGuardState();
     // Read at each check: werift would change them on an ICE restart.
     const credentials = () => (connection.localUsername && connection.localPassword ? { ufrag: connection.localUsername, password: connection.localPassword } : null);
-    for (const p of connection.protocols) {
-      const udp = p.transport;
-      if (!udp || typeof udp.onData !== 'function') continue;
-      udp.onData = guardIceReceive(udp.onData, credentials, state);
-    }
+    guardSockets(connection.protocols, (onData) => guardIceReceive(onData, credentials, state));
   }
 
   /** Inbound call: the browser answered our offer. */

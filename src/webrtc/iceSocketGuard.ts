@@ -70,6 +70,32 @@ export function guardIceReceive(werift: DatagramHandler, credentials: () => { uf
   };
 }
 
+/** What guardSockets needs of werift's list of an ICE connection's sockets (its `protocols`). */
+export interface SocketList { push(...items: Array<{ transport?: { onData?: unknown } }>): number; [Symbol.iterator](): Iterator<{ transport?: { onData?: unknown } }> }
+
+/**
+ * Puts `wrap` under the receive handler of every socket of werift's list, now and as werift adds
+ * more: it gathers for as long as it likes (past the 2 s our SDP waits for it) and would add a
+ * socket on an ICE restart, and one added unguarded would let a stranger's unsigned nomination
+ * or DTLS alert through. werift adds a socket to the list only once its handler is set, and
+ * replaces the list only when it closes.
+ */
+export function guardSockets(list: SocketList, wrap: (onData: DatagramHandler) => DatagramHandler): void {
+  const guarded = new WeakSet<object>();
+  const guard = (p: { transport?: { onData?: unknown } }) => {
+    const t = p.transport;
+    if (!t || typeof t.onData !== 'function' || guarded.has(t)) return;
+    t.onData = wrap(t.onData as DatagramHandler);
+    guarded.add(t);
+  };
+  for (const p of list) guard(p);
+  const push = list.push;
+  list.push = function (this: SocketList, ...items) {
+    for (const p of items) guard(p);
+    return push.apply(this, items);
+  };
+}
+
 function key(addr: [string, number]): string {
   return `${addr[0]} ${addr[1]}`;
 }

@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { dirname, join } from 'node:path';
 import { authenticBindingRequest, isStunBindingRequest } from '../../src/webrtc/stunAuth';
-import { guardIceReceive, newGuardState } from '../../src/webrtc/iceSocketGuard';
+import { guardIceReceive, guardSockets, newGuardState, type DatagramHandler } from '../../src/webrtc/iceSocketGuard';
 
 // werift's STUN message class (not exported: found next to its entry point) as the signer.
 const stunDir = join(dirname(require.resolve('werift')), '..', '..', 'ice', 'src', 'stun');
@@ -140,4 +140,28 @@ test('the ICE socket guard: no STUN but Binding requests (werift answered any ot
   ];
   for (const d of fine) guard(d, from);
   assert.equal(got.length, fine.length);
+});
+
+test('guardSockets guards werift\'s sockets already listed and each one it adds later (gathering past our SDP, an ICE restart), each once', () => {
+  const pw = 'our-ice-password-0123';
+  const seen: string[] = [];
+  const socket = (name: string) => ({ transport: { onData: ((data: Buffer) => { seen.push(`${name}:${data[0] < 4 ? 'stun' : 'rtp'}`); }) as DatagramHandler | undefined } });
+  const early = socket('early');
+  const list: Array<ReturnType<typeof socket> | { transport?: undefined }> = [early, { transport: undefined }];
+  const state = newGuardState();
+  let wraps = 0;
+  guardSockets(list, (onData) => { wraps++; return guardIceReceive(onData, () => ({ ufrag: 'ours', password: pw }), state); });
+  const late = socket('late');
+  list.push(late);
+  list.push(late); // the same socket again is not wrapped twice
+  assert.equal(wraps, 2);
+  const unsigned = request({ username: 'ours:theirs', useCandidate: true });
+  const signed = request({ username: 'ours:theirs', password: pw, useCandidate: true });
+  const rtp = Buffer.alloc(172); rtp[0] = 0x80; rtp[1] = 111;
+  for (const s of [early, late]) {
+    s.transport.onData!(unsigned, ['192.0.2.9', 4000]);
+    s.transport.onData!(signed, ['127.0.0.1', 5000]);
+    s.transport.onData!(rtp, ['127.0.0.1', 5000]);
+  }
+  assert.deepEqual(seen, ['early:stun', 'early:rtp', 'late:stun', 'late:rtp'], 'unsigned checks dropped on both; signed checks and RTP pass on both');
 });
