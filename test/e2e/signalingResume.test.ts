@@ -377,7 +377,8 @@ describe('resume off (limits.wsResumeGraceSec: 0)', () => {
     assert.deepEqual(await events(page), ['ended:connection-lost', 'reconnecting', 'reconnected']);
     assert.equal((await page.evaluate(() => (window as any).__wsStats)).opened, 1, 'one new connection');
     assert.notEqual(await page.evaluate(() => (window as any).__gw.client.sessionId), sessionId, 'a new session, not a resume');
-    await page.getByTestId('call-status').filter({ hasText: /^ready/ }).waitFor({ timeout: 2000 });
+    // How the call ended stays in view, before the page says it is ready again.
+    await page.getByTestId('call-status').filter({ hasText: /^ended \(connection-lost\) — ready/ }).waitFor({ timeout: 2000 });
     assert.equal((await cdrOf(gw, callId)).cause, 'connection-lost');
     await until(() => JSON.stringify(heldResources(gw.gateway)) === NOTHING_HELD, `nothing held: ${JSON.stringify(heldResources(gw.gateway))}`);
   });

@@ -112,9 +112,11 @@ $('reject').onclick = () => { ringing?.reject(); ringing = null; incomingBox.cla
     client.on('reconnected', ({ resumed }) => {
       reconnecting = false;
       // A new session (the gateway restarted, or the link was away too long): ready again for
-      // calls either way; a call of the old session has said how it ended.
-      if (!resumed && !current && !ringing) setStatus(`ready (${client!.identity})`);
-      else showAway();
+      // calls; how a call of the old session ended stays in view before it.
+      if (!resumed && !current && !ringing) {
+        const last = (status.textContent ?? '').replace(AWAY, '');
+        setStatus(last.startsWith('ended') ? `${last} — ready (${client!.identity})` : `ready (${client!.identity})`);
+      } else showAway();
     });
     // Keep what ended the call (e.g. "ended (shutdown)") visible; add that the link is gone.
     client.on('disconnected', () => {

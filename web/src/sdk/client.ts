@@ -79,6 +79,13 @@ const RETRY_HELLO_ERRORS = new Set(['draining', 'rate-limited', 'internal']);
 const RECONNECT_OPEN_TIMEOUT_MS = 5000;
 /** How long a new session's hello may wait for its welcome before the attempt is given up. */
 const WELCOME_TIMEOUT_MS = 10_000;
+/** How long a `token` function may take (before the socket opens) for a reconnect attempt. */
+const TOKEN_TIMEOUT_MS = 10_000;
+/**
+ * A session that lasted less than this before it was lost again does not restart the waits
+ * between attempts (a gateway or proxy that drops connections right after their welcome).
+ */
+const STABLE_SESSION_MS = 30_000;
 const AWAY_REASON = 'the call ended while the connection to the gateway was away';
 /**
  * The close code of a socket given up on while reconnecting (docs/protocol.md): the gateway
@@ -106,6 +113,8 @@ interface Reconnect {
   socket?: WebSocket;
   /** Gives the current attempt up (its socket discarded) and schedules the next one. */
   fail?: () => void;
+  /** The current attempt's socket sent its hello (from then on the gateway may have taken it). */
+  helloSent: boolean;
   attempts: number;
 }
 
@@ -145,6 +154,12 @@ export class GatewayClient extends Emitter<ClientEvents> {
   private pongTimer: ReturnType<typeof setTimeout> | null = null;
   /** When the current connection last brought a message (see tick). */
   private lastHeard = 0;
+  /** When the current session was had (welcome or resume), for STABLE_SESSION_MS. */
+  private sessionSince = 0;
+  /** Sessions lost in a row before they were STABLE_SESSION_MS old. */
+  private quickDrops = 0;
+  /** The token of the last hello: what a resume sends (a token function is not asked for one). */
+  private lastToken: string | undefined;
 
   private constructor(private ws: WebSocket, private readonly url: string, private readonly opts: ConnectOptions) {
     super();
@@ -158,7 +173,7 @@ export class GatewayClient extends Emitter<ClientEvents> {
       const timer = setTimeout(() => { reject(new Error('gateway did not answer in time')); ws.close(); }, 10000);
       ws.onerror = () => { clearTimeout(timer); reject(new Error(`cannot connect to ${url}`)); };
       ws.onopen = () => {
-        tokenOf(opts).then((token) => ws.send(JSON.stringify({ type: 'hello', version: 1, token })), (err: Error) => {
+        tokenOf(opts).then((token) => { client.lastToken = token; ws.send(JSON.stringify({ type: 'hello', version: 1, token })); }, (err: Error) => {
           clearTimeout(timer);
           ws.close();
           reject(err);
@@ -240,7 +255,7 @@ export class GatewayClient extends Emitter<ClientEvents> {
     this.demo = welcome.demo;
     this.iceServers = this.opts.iceServers ?? welcome.iceServers ?? [];
     this.noteResume(welcome);
-    this.lastHeard = Date.now();
+    this.lastHeard = this.sessionSince = Date.now();
   }
 
   /** Every `welcome` carries a new resume token (each works once). */
@@ -362,8 +377,7 @@ export class GatewayClient extends Emitter<ClientEvents> {
       : code === 1006 ? { cause: 'connection-lost' as const, sipReason: 'connection to the gateway lost' }
         : { cause: 'failed' as const, sipReason: `connection closed by the gateway (${code})` };
     if (this.mayReconnect(code)) {
-      this.endSessionCalls(end);
-      this.startReconnecting(true);
+      this.startReconnecting(true, end);
       return;
     }
     this.stopHeartbeat();
@@ -461,15 +475,25 @@ export class GatewayClient extends Emitter<ClientEvents> {
    * New connections, one at a time. A resume (`fresh` false): the calls stay up here (their audio
    * does not go through this socket) while new connections try to take them over — at once,
    * then with growing waits, until the gateway has stopped keeping them. A new session: after a
-   * randomized wait, then growing ones, until one is had or the token is refused.
+   * randomized wait, then growing ones, until one is had or the token is refused; `endSession`:
+   * the calls of the lost one end first.
    */
-  private startReconnecting(fresh: boolean): void {
-    const r: Reconnect = { fresh, attempts: 0 };
+  private startReconnecting(fresh: boolean, endSession?: CallEndInfo): void {
+    // A session lost again soon after it was had: the waits go on growing from where they were,
+    // or every tab of a gateway that drops connections at once would reconnect in a tight loop.
+    const quick = Date.now() - this.sessionSince < STABLE_SESSION_MS;
+    this.quickDrops = quick ? this.quickDrops + 1 : 0;
+    const r: Reconnect = { fresh, attempts: this.quickDrops, helloSent: false };
     if (!fresh) r.deadline = setTimeout(() => this.resumeExpired(), this.resumeGraceMs);
+    // Set before the calls end: their listeners may place a call (it waits for the connection)
+    // or close() the client (which stops this reconnection).
     this.reconnect = r;
+    if (endSession) this.endSessionCalls(endSession);
+    if (this.reconnect !== r) return;
     this.emit('reconnecting');
-    if (this.reconnect !== r) return; // closed by a listener
-    if (fresh) r.timer = setTimeout(() => this.attempt(), Math.random() * FRESH_DELAYS_MS[0] * 2);
+    if (this.reconnect !== r) return;
+    const first = this.quickDrops > 0 ? this.nextWait(r) : fresh ? Math.random() * FRESH_DELAYS_MS[0] * 2 : 0;
+    if (first > 0) r.timer = setTimeout(() => this.attempt(), first);
     else this.attempt();
   }
 
@@ -485,19 +509,54 @@ export class GatewayClient extends Emitter<ClientEvents> {
       return;
     }
     r.fresh = true;
+    r.attempts = 0;
     clearTimeout(r.deadline);
     r.deadline = undefined;
     this.endSessionCalls({ cause: 'connection-lost', sipReason: 'connection to the gateway lost' });
+    if (this.reconnect !== r) return; // closed by a listener
     // An attempt waiting for its welcome had no deadline but this one: it gets its own now.
-    if (r.socket?.readyState === WebSocket.OPEN) r.timer = setTimeout(() => r.fail?.(), WELCOME_TIMEOUT_MS);
+    if (r.socket && r.helloSent) {
+      clearTimeout(r.timer);
+      r.timer = setTimeout(() => r.fail?.(), WELCOME_TIMEOUT_MS);
+    }
   }
 
+  /**
+   * One attempt. A new session needs a token the gateway takes: a token function is asked first
+   * (within TOKEN_TIMEOUT_MS, before the socket opens). A resume sends the last token: the
+   * gateway reads it only if the session is gone, and the calls must not wait for a token
+   * endpoint to come back.
+   */
   private attempt(): void {
     const r = this.reconnect;
-    if (!r) return;
+    if (!r || this.closed) return;
     r.attempts++;
+    if (!r.fresh || typeof this.opts.token !== 'function') {
+      this.open(r, this.lastToken, false);
+      return;
+    }
+    let settled = false;
+    const noToken = () => {
+      if (settled || this.reconnect !== r) return;
+      settled = true;
+      clearTimeout(r.timer);
+      r.timer = setTimeout(() => this.attempt(), this.nextWait(r));
+    };
+    r.timer = setTimeout(noToken, TOKEN_TIMEOUT_MS);
+    tokenOf(this.opts).then((token) => {
+      if (settled || this.reconnect !== r) return;
+      settled = true;
+      clearTimeout(r.timer);
+      this.lastToken = token;
+      this.open(r, token, true);
+    }, noToken);
+  }
+
+  /** `askedNow`: `token` came from the token function for this attempt. */
+  private open(r: Reconnect, token: string | undefined, askedNow: boolean): void {
     const ws = new WebSocket(this.url);
     r.socket = ws;
+    r.helloSent = false;
     // Failed (refused, closed, not open in time): the next attempt after a wait, never two
     // sockets at once.
     const failed = () => {
@@ -512,17 +571,16 @@ export class GatewayClient extends Emitter<ClientEvents> {
     r.timer = setTimeout(failed, RECONNECT_OPEN_TIMEOUT_MS);
     ws.onclose = failed;
     ws.onopen = () => {
-      tokenOf(this.opts).then((token) => {
-        if (r !== this.reconnect || r.socket !== ws || ws.readyState !== WebSocket.OPEN) return;
-        // From its hello on, the gateway may take this socket over (the calls, and the resume
-        // token we hold, go to it) before its welcome reaches us over a slow link: only this
-        // socket can bring the calls back then. So a resume's socket is not given up on: its
-        // welcome is awaited until the deadline (or it closes). A new session's is, after a while.
-        clearTimeout(r.timer);
-        if (r.fresh) r.timer = setTimeout(failed, WELCOME_TIMEOUT_MS);
-        const resume = r.fresh ? undefined : { sessionId: this.sessionId, token: this.resumeToken };
-        ws.send(JSON.stringify({ type: 'hello', version: 1, token, resume }));
-      }, failed);
+      if (r !== this.reconnect || r.socket !== ws) return;
+      // From its hello on, the gateway may take this socket over (the calls, and the resume
+      // token we hold, go to it) before its welcome reaches us over a slow link: only this
+      // socket can bring the calls back then. So a resume's socket is not given up on: its
+      // welcome is awaited until the deadline (or it closes). A new session's is, after a while.
+      clearTimeout(r.timer);
+      r.helloSent = true;
+      if (r.fresh) r.timer = setTimeout(failed, WELCOME_TIMEOUT_MS);
+      const resume = r.fresh ? undefined : { sessionId: this.sessionId, token: this.resumeToken };
+      ws.send(JSON.stringify({ type: 'hello', version: 1, token, resume }));
     };
     ws.onmessage = (ev) => {
       let msg: Record<string, any>;
@@ -530,23 +588,25 @@ export class GatewayClient extends Emitter<ClientEvents> {
       if (msg.type === 'welcome' && msg.resumed === true) this.resumed(ws, msg);
       // A fresh session: ours is gone (too late, unknown: the gateway restarted), or none was asked for.
       else if (msg.type === 'welcome') this.freshSession(ws, msg);
-      else if (msg.type === 'error') this.helloRefused(msg, failed);
+      else if (msg.type === 'error') this.helloRefused(msg, failed, askedNow);
     };
   }
 
   /** The wait before the next attempt: randomized for a new session (see FRESH_DELAYS_MS). */
   private nextWait(r: Reconnect): number {
     if (!r.fresh) return RECONNECT_DELAYS_MS[Math.min(r.attempts, RECONNECT_DELAYS_MS.length - 1)];
-    return FRESH_DELAYS_MS[Math.min(r.attempts - 1, FRESH_DELAYS_MS.length - 1)] * (0.5 + Math.random());
+    return FRESH_DELAYS_MS[Math.min(Math.max(r.attempts - 1, 0), FRESH_DELAYS_MS.length - 1)] * (0.5 + Math.random());
   }
 
   /**
    * A reconnection's hello was refused. A resume refused means our session is gone (the gateway
    * answers the resume before anything else), so its calls with it. Staying connected, a refusal
-   * that may pass later (draining, …) is tried again; any other (the token) is final.
+   * that may pass later (draining, …) is tried again, and so is a refused token that the token
+   * function was not asked for (the last one, expired since); any other is final.
    */
-  private helloRefused(err: Record<string, any>, retry: () => void): void {
-    if (this.opts.stayConnected === false || !RETRY_HELLO_ERRORS.has(err.code)) {
+  private helloRefused(err: Record<string, any>, retry: () => void, askedNow: boolean): void {
+    const mayPass = RETRY_HELLO_ERRORS.has(err.code) || (typeof this.opts.token === 'function' && !askedNow);
+    if (this.opts.stayConnected === false || !mayPass) {
       this.giveUp();
       return;
     }
@@ -562,8 +622,10 @@ export class GatewayClient extends Emitter<ClientEvents> {
     }
     this.reconnect!.socket = undefined; // taken, not discarded
     this.stopReconnecting();
-    this.endSessionCalls({ cause: 'connection-lost', sipReason: AWAY_REASON });
+    // Taken before the old session's calls end: their listeners may place a call, or close().
     this.takeSession(ws, welcome);
+    this.endSessionCalls({ cause: 'connection-lost', sipReason: AWAY_REASON });
+    if (this.closed) return;
     this.sendQueued();
     this.emit('reconnected', { resumed: false });
   }
@@ -582,7 +644,7 @@ export class GatewayClient extends Emitter<ClientEvents> {
     ws.onmessage = (e) => this.onMessage(String(e.data));
     ws.onclose = (ev) => this.onClose(ev.code);
     this.noteResume(welcome);
-    this.lastHeard = Date.now();
+    this.lastHeard = this.sessionSince = Date.now();
     // What the gateway would have sent meanwhile, in order (a call that ended has its `ended`).
     const missed: Array<Record<string, any>> = Array.isArray(welcome.missed) ? welcome.missed : [];
     for (const msg of missed) this.dispatch(msg);
@@ -598,6 +660,7 @@ export class GatewayClient extends Emitter<ClientEvents> {
       else call.catchUp(state);
     }
     for (const call of [...this.pending.values()]) if (this.requested.has(call)) call.finish(lost);
+    if (this.closed) return; // by a listener of those calls
     this.hangUpOrphans(up, missed);
     this.sendQueued();
     this.emit('reconnected', { resumed: true });
@@ -624,7 +687,7 @@ export class GatewayClient extends Emitter<ClientEvents> {
     this.stopReconnecting();
     this.stopHeartbeat();
     this.endCalls({ cause: 'connection-lost', sipReason: 'connection to the gateway lost' });
-    this.emit('disconnected');
+    if (!this.closed) this.emit('disconnected');
   }
 
   /** `closeCode` for the current attempt's socket, if any (see discard). */
