@@ -193,6 +193,7 @@ export class Gateway {
       connectAttempt: guards.connectAttempt,
       callAttempt: guards.callAttempt,
       onConnectionChange: (n) => this.metrics.wsConnections(n),
+      onResumeEvent: (event) => this.metrics.wsResume(event),
       onUserPresence: (user, online) => {
         if (!this.userRegistrations) return;
         if (online) this.userRegistrations.online(user);

@@ -88,6 +88,8 @@ export class BrowserSession implements RingTarget {
       resumeGraceMs: number;
       /** The connection dropped and the session waits for the tab (it has no socket now). */
       onDetached?(session: BrowserSession): void;
+      /** A detached session's grace time ran out: the tab did not come back, its calls end. */
+      onGraceExpired?(session: BrowserSession): void;
       /** The gateway drains: only a resume is taken, no fresh session. */
       draining?(): boolean;
       origin?: string;
@@ -525,6 +527,7 @@ export class BrowserSession implements RingTarget {
     this.graceTimer = setTimeout(() => {
       this.graceTimer = null;
       this.log.info('the tab did not come back: its calls end');
+      this.opts.onGraceExpired?.(this);
       this.end(1006);
     }, this.opts.resumeGraceMs);
     this.graceTimer.unref();

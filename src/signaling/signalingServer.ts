@@ -29,6 +29,8 @@ export interface SignalingOptions {
   callAttempt(identity: string): number;
   /** Connection counters for /metrics. */
   onConnectionChange?(open: number): void;
+  /** For /metrics: a dropped tab's calls kept for it, and what became of that wait (or of a resume asked for). */
+  onResumeEvent?(event: 'dropped' | 'resumed' | 'refused' | 'expired'): void;
   /** A user's first tab became ready (true) or their last tab went away (false). */
   onUserPresence?(user: string, online: boolean): void;
 }
@@ -133,11 +135,19 @@ export class SignalingServer implements UserDirectory {
       limits: { messagesPerSec: this.opts.messagesPerSec, callAttempt: (id) => this.opts.callAttempt(id), helloTimeoutMs: this.opts.helloTimeoutMs ?? 10_000 },
       resumeGraceMs: this.opts.resumeGraceMs ?? 0,
       draining: () => this.draining,
-      onDetached: () => this.opts.onConnectionChange?.(this.connectionCount),
+      onDetached: () => {
+        this.opts.onConnectionChange?.(this.connectionCount);
+        this.opts.onResumeEvent?.('dropped');
+      },
+      onGraceExpired: () => this.opts.onResumeEvent?.('expired'),
       resume: (sessionId, token) => {
         const waiting = this.findSession(sessionId);
-        if (!waiting?.resumableWith(token, origin)) return null;
+        if (!waiting?.resumableWith(token, origin)) {
+          this.opts.onResumeEvent?.('refused');
+          return null;
+        }
         this.sessionOf.set(ws, waiting);
+        this.opts.onResumeEvent?.('resumed');
         return waiting;
       },
       onReady: (s) => {

@@ -78,6 +78,18 @@ async function reconnect(resume: { sessionId: string; token: string }, withToken
   return { ws, messages, closed };
 }
 
+/** The gateway's resume counters from /metrics: drops, and resumes by result. */
+async function resumeMetrics(): Promise<Record<string, number>> {
+  const text = await (await fetch(`${gw!.url}/metrics`)).text();
+  const value = (re: RegExp) => Number(re.exec(text)?.[1] ?? 0);
+  return {
+    dropped: value(/^gateway_websocket_drops_total (\d+)/m),
+    resumed: value(/^gateway_websocket_resumes_total\{result="resumed"\} (\d+)/m),
+    refused: value(/^gateway_websocket_resumes_total\{result="refused"\} (\d+)/m),
+    expired: value(/^gateway_websocket_resumes_total\{result="expired"\} (\d+)/m),
+  };
+}
+
 const terminated = (d: Dialog) => new Promise<void>((r) => { if (d.state === 'terminated') r(); else d.once('terminated', () => r()); });
 
 test('a dropped tab resumes with its session\'s resume token: the same session, its answered call listed, and the call is its to hang up', async () => {
@@ -110,6 +122,8 @@ test('a dropped tab resumes with its session\'s resume token: the same session, 
   await terminated(dialog);
   await until(() => back.messages.some((m) => m.type === 'ended' && m.callId === callId), 'ended on the resumed connection');
   back.ws.close();
+  // For operators: one drop, resumed; the spent token's reuse refused.
+  assert.deepEqual(await resumeMetrics(), { dropped: 1, resumed: 1, refused: 1, expired: 0 });
 });
 
 test('what happens while the tab is away reaches it in `missed`: the far end hung up, the call is no longer listed', async () => {
@@ -139,6 +153,7 @@ test('a tab that does not come back within the grace time: its call ends (BYE to
   assert.equal(late.messages[0].resumed, false);
   assert.equal(late.messages[0].calls, undefined);
   late.ws.close();
+  assert.deepEqual(await resumeMetrics(), { dropped: 1, resumed: 0, refused: 1, expired: 1 });
 });
 
 test('a wrong resume token, or none, gets a fresh session (and without a JWT, the usual error); the waiting calls are not touched', async () => {
