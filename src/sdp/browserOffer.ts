@@ -19,7 +19,8 @@ export function checkBrowserOffer(sdp: string): string | null {
   if (!/SAVPF?$/.test(audio.protocol ?? '')) return `audio must be DTLS-SRTP (UDP/TLS/RTP/SAVPF), got ${String(audio.protocol).slice(0, 40)}`;
   if (!(audio.iceUfrag ?? parsed.iceUfrag) || !(audio.icePwd ?? parsed.icePwd)) return 'no ICE credentials (a=ice-ufrag, a=ice-pwd)';
   if (!(audio.fingerprint ?? parsed.fingerprint)) return 'no DTLS fingerprint (a=fingerprint)';
-  const codecs = (audio.rtp ?? []).map((r) => `${r.codec.toLowerCase()}/${r.rate}`);
+  // String(): sdp-transform hands an all-digit encoding name ("a=rtpmap:111 123/48000") back as a number.
+  const codecs = (audio.rtp ?? []).map((r) => `${String(r.codec).toLowerCase()}/${r.rate}`);
   if (!codecs.includes('opus/48000') && !codecs.includes('pcmu/8000')) return 'no codec in common: the gateway needs Opus or PCMU';
   return null;
 }

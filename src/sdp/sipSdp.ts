@@ -109,7 +109,9 @@ export function buildSipAnswer(offer: SipMediaDescription, o: SipSdpOptions): st
   const chosen = chooseSipCodec(offer.codecs, o.codecs, { keep: o.keepCodec })?.codec;
   const crypto = o.srtp === 'off' ? [] : o.localCrypto ?? [];
   const savp = offer.profile.includes('SAVP');
-  if (!chosen || (savp && crypto.length === 0)) return buildRejection(o, offer);
+  // The refusal mirrors the offer's m-lines too (RFC 3264 §6): an answer with fewer m-lines
+  // than an audio + video offer is no answer at all to many user agents.
+  if (!chosen || (savp && crypto.length === 0)) return mirrorStreams(buildRejection(o, offer), offer);
   const profile = savp ? 'RTP/SAVP' : 'RTP/AVP';
   // RFC 5761 §5.1.1: an offer of rtcp-mux is taken by saying so in the answer (our leg then
   // sends RTCP to the RTP port and reads it there).
@@ -187,6 +189,18 @@ export function parseSipOffer(sdp: string): SipMediaDescription | { error: strin
   return parseSipSdp(sdp);
 }
 
+/**
+ * sdp-transform turns every field that reads as a number into one (toIntIfInt) and leaves the
+ * rest strings, whatever its type: "a=rtpmap:96 1234/8000" has the number 1234 as codec name,
+ * "c=IN IP4 1234" a number as address, "m=audio 0001" the string "0001" as port. These take the
+ * field as the type it must be, so nothing below calls a string method on a number or does
+ * arithmetic on a string (port + 1 was "00011").
+ */
+const str = (v: unknown): string | undefined => (v === undefined || v === null ? undefined : String(v));
+/** A decimal number field (leading zeros allowed), NaN when it is empty or anything else. */
+const num = (v: unknown): number => (typeof v === 'number' ? v : /^\d+$/.test(String(v)) ? Number(v) : NaN);
+const isPort = (n: number) => Number.isInteger(n) && n >= 1 && n <= 65535;
+
 function parseSipSdp(sdp: string): SipMediaDescription | { error: string } {
   if (!sdp || !/^v=0/m.test(sdp)) return { error: 'no SDP body' };
   let s: sdpTransform.SessionDescription;
@@ -195,10 +209,17 @@ function parseSipSdp(sdp: string): SipMediaDescription | { error: string } {
   } catch (e) {
     return { error: `unparseable SDP: ${(e as Error).message}` };
   }
-  const audioIndex = (s.media ?? []).findIndex((m) => m.type === 'audio' && m.port !== 0);
+  const audioIndex = (s.media ?? []).findIndex((m) => m.type === 'audio' && num(m.port) !== 0);
   const audio = audioIndex >= 0 ? s.media[audioIndex] : undefined;
   if (!audio) return { error: (s.media ?? []).some((m) => m.type === 'audio') ? 'audio stream rejected (port 0)' : 'no audio stream in SDP' };
-  const address = audio.connection?.ip ?? s.connection?.ip;
+  // A port a datagram cannot be sent to is refused here (488), not handed to the media leg.
+  const port = num(audio.port);
+  if (!isPort(port)) return { error: `m=audio port ${JSON.stringify(str(audio.port)?.slice(0, 24)).replace(/^"(\d+)"$/, '$1')} is not a port number` };
+  // An a=rtcp whose port is no port is ignored, as SDP ignores an attribute it cannot read: RTCP
+  // then goes to the RTP port + 1 (RFC 3550's default), and the call is not refused for it.
+  const offeredRtcp = audio.rtcp === undefined ? undefined : num(audio.rtcp.port);
+  const rtcpPort = offeredRtcp !== undefined && isPort(offeredRtcp) ? offeredRtcp : undefined;
+  const address = str(audio.connection?.ip ?? s.connection?.ip);
   if (!address) return { error: 'no connection address (c=) for the audio stream' };
   // RFC 4566 allows a host name here; we take addresses only: a name would be looked up for
   // every packet sent (dgram resolves per send) until the far end's own packets latch us.
@@ -209,36 +230,39 @@ function parseSipSdp(sdp: string): SipMediaDescription | { error: string } {
   const telephoneEvents: Array<{ payloadType: number; clockRate: number }> = [];
   for (const pt of pts) {
     const r = rtpmap.get(pt);
-    const name = r?.codec ?? STATIC[pt]?.name;
+    const name = str(r?.codec) ?? STATIC[pt]?.name;
     if (!name) continue;
+    // "PCMA/" (no rate) or a rate of 400 digits: the codec's usual one.
+    const rate = r?.rate !== undefined && Number.isSafeInteger(num(r.rate)) && num(r.rate) > 0 ? num(r.rate) : undefined;
     if (name.toLowerCase() === 'telephone-event') {
-      const clockRate = r?.rate ?? 8000;
+      const clockRate = rate ?? 8000;
       if (usableEventClock(clockRate)) telephoneEvents.push({ payloadType: pt, clockRate });
       continue;
     }
-    codecs.push({ name, payloadType: pt, clockRate: r?.rate ?? STATIC[pt]?.clockRate ?? 8000, channels: r?.encoding ? Number(r.encoding) : undefined });
+    codecs.push({ name, payloadType: pt, clockRate: rate ?? STATIC[pt]?.clockRate ?? 8000, channels: r?.encoding ? Number(r.encoding) : undefined });
   }
   if (codecs.length === 0) return { error: 'no audio codec in SDP' };
   const dirAttr = (audio.direction ?? s.direction ?? 'sendrecv') as MediaDirection;
   // RFC 2543-style hold: c=0.0.0.0 means "don't send to me".
   // It takes away our sending direction: sendrecv becomes sendonly, recvonly becomes inactive.
   const direction: MediaDirection = address === '0.0.0.0' ? (dirAttr === 'sendrecv' ? 'sendonly' : dirAttr === 'recvonly' ? 'inactive' : dirAttr) : dirAttr;
-  const ptime = audio.ptime ?? (s as { ptime?: number }).ptime;
+  // "a=ptime:1.2.3" or "a=ptime:0" says nothing usable: as if absent (never "a=ptime:NaN" back).
+  const ptime = Number(audio.ptime ?? (s as { ptime?: number }).ptime);
   return {
     address,
-    port: audio.port,
-    rtcpPort: audio.rtcp?.port,
+    port,
+    rtcpPort,
     rtcpMux: audio.rtcpMux !== undefined,
     codecs,
     telephoneEventPayloadType: (telephoneEvents.find((t) => t.clockRate === 8000) ?? telephoneEvents[0])?.payloadType,
     telephoneEvents,
-    ptime: ptime ? Number(ptime) : undefined,
+    ptime: Number.isFinite(ptime) && ptime > 0 ? ptime : undefined,
     direction,
     // From the raw text: sdp-transform keeps only the first session parameter, and a dropped
     // UNENCRYPTED_SRTCP (etc.) would make us accept keys we cannot honour.
     crypto: rawCryptoLines(sdp, audioIndex),
-    profile: audio.protocol,
-    streams: { sections: (s.media ?? []).map((m) => ({ type: m.type, protocol: m.protocol, fmt: String(m.payloads ?? '0').trim() || '0' })), audioIndex },
+    profile: str(audio.protocol) ?? '',
+    streams: { sections: (s.media ?? []).map((m) => ({ type: str(m.type) ?? '', protocol: str(m.protocol) ?? '', fmt: String(m.payloads ?? '0').trim() || '0' })), audioIndex },
   };
 }
 

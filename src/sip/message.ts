@@ -172,7 +172,8 @@ function parseHead(head: string): SipRequest | SipResponse | SipParseError {
   let startError: { error: string; status?: number } | null = null;
   if (startLine.startsWith('SIP/')) {
     // Status-Line = SIP-Version SP Status-Code SP Reason-Phrase (§7.2); the reason may be empty.
-    const resp = /^SIP\/(\d+\.\d+) (\d{3})(?: (.*))?$/.exec(startLine);
+    // [^\r\n], not ".": a reason phrase is UTF-8 (§25.1), and "." stops at U+2028/U+2029.
+    const resp = /^SIP\/(\d+\.\d+) (\d{3})(?: ([^\r\n]*))?$/.exec(startLine);
     if (!resp) return { error: /^SIP\/\S+ \d{4}/.test(startLine) ? 'status code out of range' : 'malformed status line' };
     if (resp[1] !== '2.0') return { error: `unsupported SIP version ${resp[1]}` };
     const status = Number(resp[2]);
@@ -202,14 +203,19 @@ function parseHead(head: string): SipRequest | SipResponse | SipParseError {
       else startError = { error: 'malformed Request-Line: extra whitespace between elements' };
     }
   }
+  // A broken line is skipped, not the end of reading: the header fields after it still go into
+  // the partial request, so that the 400 copies its From, To, Call-ID and CSeq (§8.2.6.2) —
+  // without them the sender cannot match the 400 to its transaction (§17.1.3). The first
+  // problem is the one reported.
+  let lineError: { error: string; status?: number } | null = null;
   for (let i = 1; i < lines.length; i++) {
-    if (i > PARSE_LIMITS.maxHeaders) return partialError(msg, 'too many headers');
+    if (i > PARSE_LIMITS.maxHeaders) return partialError(msg, lineError?.error ?? 'too many headers', lineError?.status);
     const line = lines[i];
-    if (line.length > PARSE_LIMITS.maxLineLength) return partialError(msg, 'header line too long');
+    if (line.length > PARSE_LIMITS.maxLineLength) { lineError ??= { error: 'header line too long' }; continue; }
     const colon = line.indexOf(':');
-    if (colon <= 0) return partialError(msg, startError?.error ?? `malformed header line "${line.slice(0, 40)}"`, startError?.status);
+    if (colon <= 0) { lineError ??= { error: startError?.error ?? `malformed header line "${line.slice(0, 40)}"`, status: startError?.status }; continue; }
     const name = trimLws(line.slice(0, colon));
-    if (!TOKEN.test(name)) return partialError(msg, startError?.error ?? `invalid header name "${name.slice(0, 40)}"`, startError?.status);
+    if (!TOKEN.test(name)) { lineError ??= { error: startError?.error ?? `invalid header name "${name.slice(0, 40)}"`, status: startError?.status }; continue; }
     // Only SP/HT is LWS (§25.1): String.trim would also eat U+FEFF, NBSP … that belong to the value.
     const value = trimLws(line.slice(colon + 1));
     const canonical = canonicalHeaderName(name);
@@ -219,6 +225,7 @@ function parseHead(head: string): SipRequest | SipResponse | SipParseError {
       msg.headerList.push([canonical, value]);
     }
   }
+  if (lineError) return partialError(msg, lineError.error, lineError.status);
   if (startError) return partialError(msg, startError.error, startError.status);
   return msg;
 }

@@ -15,6 +15,9 @@ export interface SessionTimerSettings {
 }
 export const DEFAULT_SESSION_TIMER: SessionTimerSettings = { minSe: 90, expires: 1800 };
 
+/** The longest delay setTimeout takes (2^31-1 ms, 24.8 days). */
+const MAX_TIMER_MS = 0x7fffffff;
+
 export interface SessionExpires { interval: number; refresher?: 'uac' | 'uas' }
 
 /** `Session-Expires: 1800;refresher=uac` (compact form x). Null when absent or malformed. */
@@ -75,7 +78,21 @@ export class SessionTimer {
     this.weRefresh = weRefresh;
     if (interval <= 0) return;
     const ms = weRefresh ? (interval * 1000) / 2 : (interval - Math.min(32, interval / 3)) * 1000;
-    this.handle = this.clock.setTimeout(() => { this.handle = null; (weRefresh ? this.onRefreshDue : this.onExpired)(); }, ms);
+    this.arm(ms, weRefresh ? this.onRefreshDue : this.onExpired);
+  }
+
+  /**
+   * setTimeout takes at most MAX_TIMER_MS and runs a longer timer after 1 ms; a peer's
+   * Session-Expires may be up to 9 digits (31 years): a month-long one had its call BYE'd (or
+   * re-INVITEd in a loop) at once. A long wait is taken in steps.
+   */
+  private arm(ms: number, due: () => void): void {
+    const step = Math.min(ms, MAX_TIMER_MS);
+    this.handle = this.clock.setTimeout(() => {
+      this.handle = null;
+      if (ms > step) this.arm(ms - step, due);
+      else due();
+    }, step);
   }
 
   /**
@@ -85,7 +102,7 @@ export class SessionTimer {
    */
   retryRefreshIn(seconds: number): void {
     this.stop();
-    this.handle = this.clock.setTimeout(() => { this.handle = null; this.onRefreshDue(); }, seconds * 1000);
+    this.arm(seconds * 1000, this.onRefreshDue); // a Retry-After may be long too
   }
 
   stop(): void {

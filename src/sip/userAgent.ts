@@ -397,7 +397,9 @@ export class SipUserAgent extends EventEmitter<{ invite: [ServerInvite] }> imple
     }
     this.log.info({ source, error: e.error }, 'malformed SIP request: 400');
     req.source = source;
-    this.respondStateless(req, e.status ?? (e.error === 'Message Too Large' ? 513 : 400), e.error.slice(0, 120));
+    // The error quotes the peer's bytes (a broken header line): control characters are no part
+    // of a Reason-Phrase (RFC 3261 §25.1), and a CR in the status line breaks the response.
+    this.respondStateless(req, e.status ?? (e.error === 'Message Too Large' ? 513 : 400), e.error.slice(0, 120).replace(/[\x00-\x08\x0a-\x1f\x7f]/g, '?'));
   }
 
   /** Where a response to `req` goes (RFC 3261 §18.2.2 with RFC 3581 rport). */
