@@ -218,6 +218,11 @@ function parseHead(head: string): SipRequest | SipResponse | SipParseError {
     if (!TOKEN.test(name)) { lineError ??= { error: startError?.error ?? `invalid header name "${name.slice(0, 40)}"`, status: startError?.status }; continue; }
     // Only SP/HT is LWS (§25.1): String.trim would also eat U+FEFF, NBSP … that belong to the value.
     const value = trimLws(line.slice(colon + 1));
+    // A CR has no place in a header value, not even escaped in a quoted-pair (§25.1; other control
+    // characters may be, as RFC 4475's intmeth has them): a bare one would be copied into our
+    // responses (Via, From, To, Call-ID, CSeq), where a peer that ends lines at a CR would read
+    // a header the sender slipped in. Refused (400), not kept.
+    if (value.includes('\r')) { lineError ??= { error: `bare CR in the value of ${canonicalHeaderName(name)}` }; continue; }
     const canonical = canonicalHeaderName(name);
     if (LIST_HEADERS.has(canonical)) {
       for (const part of splitList(value)) if (part) msg.headerList.push([canonical, part]);

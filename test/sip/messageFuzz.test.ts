@@ -814,3 +814,11 @@ test('RFC 3261 §8.2 / §18.2.2 over UDP: a request missing a mandatory header g
     await ua.stop();
   }
 });
+
+test('a bare CR inside a header value is refused (400 naming the header), not kept to be copied into our responses', () => {
+  const req = ['INVITE sip:bob@example.com SIP/2.0', 'Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK-cr1', 'From: <sip:a@example.com>;tag=1',
+    'To: <sip:bob@example.com>', 'Call-ID: cr-1', 'CSeq: 1826\rContact: <sip:evil@192.0.2.66> INVITE', 'Max-Forwards: 70', 'Content-Length: 0', '', ''].join('\r\n');
+  const r = parseSipMessage(Buffer.from(req));
+  assert.ok('error' in r, 'refused');
+  assert.match((r as { error: string }).error, /bare CR in the value of CSeq/);
+});
