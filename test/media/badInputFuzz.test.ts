@@ -18,19 +18,10 @@ import { decodeTelephoneEvent, DtmfReceiver, encodeTelephoneEvent } from '../../
 import { generateSdesCrypto, SrtpSession, type SdesCrypto } from '../../src/media/srtp';
 import { until } from '../support/tabs';
 import { toneRatio } from '../support/audio';
+import { prng } from '../support/fuzz';
 
 const logger = pino({ level: 'silent' });
 const ROUNDS = 3000;
-
-/** xorshift32: the same datagrams on every run. */
-function prng(seed: number): { int(n: number): number; bytes(n: number): Buffer } {
-  let x = seed >>> 0 || 1;
-  const next = () => { x ^= x << 13; x >>>= 0; x ^= x >>> 17; x ^= x << 5; x >>>= 0; return x; };
-  return {
-    int: (n) => next() % n,
-    bytes: (n) => { const b = Buffer.alloc(n); for (let i = 0; i < n; i++) b[i] = next() & 0xff; return b; },
-  };
-}
 
 /** An RTCP compound: SR with one report block, then an SDES CNAME chunk (what trunks send). */
 function rtcpCompound(ssrc: number): Buffer {

@@ -31,18 +31,7 @@ import {
 } from '../../src/sdp';
 import { chooseCrypto, type SdesCrypto } from '../../src/media/srtp';
 import { usableEventClock } from '../../src/media/dtmf';
-
-/** xorshift32: the same inputs on every run. */
-function prng(seed: number): { int(n: number): number; pick<T>(a: readonly T[]): T; bytes(n: number): Buffer } {
-  let x = seed >>> 0 || 1;
-  const next = () => { x ^= x << 13; x >>>= 0; x ^= x >>> 17; x ^= x << 5; x >>>= 0; return x; };
-  const int = (n: number) => next() % n;
-  return {
-    int,
-    pick: (a) => a[int(a.length)],
-    bytes: (n) => { const b = Buffer.alloc(n); for (let i = 0; i < n; i++) b[i] = next() & 0xff; return b; },
-  };
-}
+import { explain, prng, timeOf } from '../support/fuzz';
 
 const sdp = (...lines: string[]) => `${lines.join('\r\n')}\r\n`;
 const KEY = 'WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz'; // 30 bytes, base64
@@ -217,20 +206,6 @@ const isPt = (p: unknown) => typeof p === 'number' && Number.isInteger(p) && p >
 /** A reason to log and put in a 488's warning: a sentence, not the peer's SDP echoed back. */
 const MAX_ERROR_CHARS = 200;
 
-/**
- * Runs `fn`; an assertion failing in it gets `what()` (the input, the result) put in front of
- * its message. Built only on failure: the input of a passing round is never formatted.
- */
-function explain<T>(what: () => string, fn: () => T): T {
-  try {
-    return fn();
-  } catch (err) {
-    if (err instanceof assert.AssertionError) err.message = `${what()}\n${err.message}`;
-    else assert.fail(`${what()}: threw ${(err as Error)?.stack ?? String(err)}`);
-    throw err;
-  }
-}
-
 function checkError(e: { error: string }): void {
   assert.equal(typeof e.error, 'string');
   assert.ok(e.error.length > 0 && e.error.length <= MAX_ERROR_CHARS, `error ${JSON.stringify(e.error.slice(0, 300))}`);
@@ -289,24 +264,6 @@ const SLOW_MS = 5;
 const TOO_SLOW_MS = 50;
 /** More than a SIP message (PARSE_LIMITS.maxMessageBytes) or a signaling message (limits.wsMaxMessageBytes) can carry. */
 const MAX_SDP_CHARS = 70_000;
-
-/** Milliseconds for one call of `fn`: the best of a few batches, each long enough to time. */
-function timeOf(fn: () => void): number {
-  let reps = 1;
-  for (;;) {
-    const t0 = process.hrtime.bigint();
-    for (let i = 0; i < reps; i++) fn();
-    if (Number(process.hrtime.bigint() - t0) / 1e6 >= 5 || reps >= 4096) break;
-    reps *= 4;
-  }
-  let best = Infinity;
-  for (let k = 0; k < 5; k++) {
-    const t0 = process.hrtime.bigint();
-    for (let i = 0; i < reps; i++) fn();
-    best = Math.min(best, Number(process.hrtime.bigint() - t0) / 1e6 / reps);
-  }
-  return best;
-}
 
 interface Stats { inputs: number; parsed: number; accepted: number; refused: number; browserOk: number; slowest: number; slowestWhat: string; errors: Map<string, number> }
 const newStats = (): Stats => ({ inputs: 0, parsed: 0, accepted: 0, refused: 0, browserOk: 0, slowest: 0, slowestWhat: '', errors: new Map() });

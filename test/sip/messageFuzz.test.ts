@@ -41,21 +41,10 @@ import {
 } from '../../src/sip/message';
 import { SipUserAgent } from '../../src/sip';
 import { until } from '../support/tabs';
+import { explain, prng, timeOf } from '../support/fuzz';
 
 type Parsed = ReturnType<typeof parseSipMessage>;
 const isError = (p: Parsed): p is SipParseError => 'error' in p;
-
-/** xorshift32: the same inputs on every run. */
-function prng(seed: number): { int(n: number): number; pick<T>(a: readonly T[]): T; bytes(n: number): Buffer } {
-  let x = seed >>> 0 || 1;
-  const next = () => { x ^= x << 13; x >>>= 0; x ^= x >>> 17; x ^= x << 5; x >>>= 0; return x; };
-  const int = (n: number) => next() % n;
-  return {
-    int,
-    pick: (a) => a[int(a.length)],
-    bytes: (n) => { const b = Buffer.alloc(n); for (let i = 0; i < n; i++) b[i] = next() & 0xff; return b; },
-  };
-}
 
 const SDP = [
   'v=0', 'o=- 4711 1 IN IP4 192.0.2.10', 's=-', 'c=IN IP4 192.0.2.10', 't=0 0',
@@ -292,21 +281,6 @@ function mutate(r: ReturnType<typeof prng>, base: Buffer): Buffer {
   }
 }
 
-/**
- * Runs `fn`; an assertion failing in it gets `what()` (the input) put in front of its message,
- * and anything else it throws fails the test naming the input. Built only on failure: the
- * input of a passing round is never formatted.
- */
-function explain<T>(what: () => string, fn: () => T): T {
-  try {
-    return fn();
-  } catch (err) {
-    if (err instanceof assert.AssertionError) err.message = `${what()}\n${err.message}`;
-    else assert.fail(`${what()}: threw ${(err as Error)?.stack ?? String(err)}`);
-    throw err;
-  }
-}
-
 /** Parses `data`, failing on a throw or an answer that is neither a message nor a parse error. */
 function parseChecked(data: Buffer | string, what: () => string): Parsed {
   const p = explain(() => `${what()}: the parser`, () => parseSipMessage(data));
@@ -367,25 +341,6 @@ function roundTrip(m: SipRequest | SipResponse, what: () => string): boolean {
     assert.equal(again.toString(), text, 'canonical text is not a fixed point');
     return true;
   });
-}
-
-/** Milliseconds for one call of `fn`: the best of a few batches, each long enough to time. */
-function timeOf(fn: () => void): number {
-  let reps = 1;
-  for (;;) {
-    const t0 = process.hrtime.bigint();
-    for (let i = 0; i < reps; i++) fn();
-    const ms = Number(process.hrtime.bigint() - t0) / 1e6;
-    if (ms >= 5 || reps >= 4096) break;
-    reps *= 4;
-  }
-  let best = Infinity;
-  for (let k = 0; k < 5; k++) {
-    const t0 = process.hrtime.bigint();
-    for (let i = 0; i < reps; i++) fn();
-    best = Math.min(best, Number(process.hrtime.bigint() - t0) / 1e6 / reps);
-  }
-  return best;
 }
 
 /** A parse that took longer than this is timed again (a GC pause is not the parser's). */
