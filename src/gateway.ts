@@ -1,4 +1,5 @@
 import { existsSync, readFileSync } from 'node:fs';
+import { rootCertificates } from 'node:tls';
 import { dirname, join } from 'node:path';
 import type { Logger } from 'pino';
 import { DigestServer, OptionsPing, parseUri, SipUserAgent, type Registration, type SipTransportConfig } from './sip';
@@ -310,7 +311,13 @@ function sipTransports(c: GatewayConfig): SipTransportConfig[] {
     port: protocol === 'tls' ? c.sip.tlsPort ?? c.sip.port + 1 : c.sip.port,
     advertisedHost: c.sip.advertisedHost,
     limits: { maxConnections: c.sip.maxConnections, maxConnectionsPerIp: c.sip.maxConnectionsPerIp, firstMessageTimeoutMs: c.sip.firstMessageTimeoutSec * 1000 },
-    tls: protocol === 'tls' && c.sip.tls ? { cert: readFileSync(c.sip.tls.certFile, 'utf8'), key: readFileSync(c.sip.tls.keyFile, 'utf8') } : undefined,
+    tls: protocol === 'tls' && c.sip.tls ? {
+      cert: readFileSync(c.sip.tls.certFile, 'utf8'),
+      key: readFileSync(c.sip.tls.keyFile, 'utf8'),
+      // Node's `ca` replaces its public roots: a private CA is trusted besides them, not instead
+      // (an operator adding one for a lab trunk must not lose every public one).
+      ca: c.sip.tls.caFile ? [...rootCertificates, readFileSync(c.sip.tls.caFile, 'utf8')] : undefined,
+    } : undefined,
   }));
 }
 

@@ -141,6 +141,7 @@ export function validateConfig(raw: Record<string, unknown>, sources: Map<string
     ['http.tls.keyFile', config.http.tls?.keyFile, 'key'],
     ['sip.tls.certFile', config.sip.tls?.certFile, 'cert'],
     ['sip.tls.keyFile', config.sip.tls?.keyFile, 'key'],
+    ['sip.tls.caFile', config.sip.tls?.caFile, 'cert'],
     ['auth.es256PublicKeyFile', config.auth.es256PublicKeyFile, 'es256'],
   ] as const) {
     if (!file) continue;

@@ -15,7 +15,7 @@ export interface SipTransportConfig {
   port: number;
   advertisedHost?: string;
   advertisedPort?: number;
-  tls?: { cert: string; key: string; ca?: string; rejectUnauthorized?: boolean };
+  tls?: { cert: string; key: string; ca?: string | string[]; rejectUnauthorized?: boolean };
   /** TCP/TLS: bounds on inbound connections (defaults: DEFAULT_STREAM_LIMITS). UDP ignores them. */
   limits?: Partial<StreamLimits>;
 }

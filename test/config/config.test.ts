@@ -240,6 +240,9 @@ test('semantic checks: token auth needs a key, demo auth needs loopback, trunk c
   assert.match(pemErrors[0], /^config error: http\.tls\.certFile: expected a PEM certificate, .*not\.pem is not one$/);
   assert.match(pemErrors[1], /^config error: http\.tls\.keyFile: expected a PEM private key, .*not\.pem is not one$/);
   oneError(validateConfig({ auth: { mode: 'token', es256PublicKeyFile: notPem }, demo: { enabled: true } }), /^config error: auth\.es256PublicKeyFile: expected a PEM EC P-256 public key/);
+  const sipTlsErrors = errorsOf(validateConfig({ sip: { tls: { certFile: notPem, keyFile: notPem, caFile: notPem } } }));
+  assert.match(sipTlsErrors.at(-1)!, /^config error: sip\.tls\.caFile: expected a PEM certificate, .*not\.pem is not one$/, sipTlsErrors.join('\n'));
+  assert.ok(errorsOf(validateConfig({ sip: { tls: { certFile: notPem, keyFile: notPem, caFile: '' } } })).some((e) => /sip\.tls\.caFile: expected a file path/.test(e)));
 });
 
 test('secrets come from the environment and redactConfig hides them', () => {
