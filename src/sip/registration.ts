@@ -2,7 +2,7 @@ import { EventEmitter } from 'node:events';
 import { parseNameAddr, parseUri, type SipResponse, type SipUri } from './message';
 import { DigestAuth } from './digest';
 import type { Credentials, SipUserAgent } from './userAgent';
-import { addOutboundRoute, isSips, newCallId, newTag } from './userAgent';
+import { addOutboundRoute, newCallId, newTag } from './userAgent';
 
 export interface RegisterOptions {
   /** Registrar URI, e.g. 'sip:registrar.example.com;transport=udp'. */
@@ -169,7 +169,7 @@ export class Registration extends EventEmitter<{ state: [RegistrationState] }> {
   /** One REGISTER and its answers to challenges; also returns the Contact it bound. */
   private async send(expires: number): Promise<{ res: SipResponse; contact: string }> {
     const dest = await this.ua.resolve(this.opts.outboundProxy ?? this.opts.registrar);
-    const contact = this.ua.contactUri(dest.transport, this.opts.contactUser ?? userOf(this.opts.aor), isSips(this.opts.registrar) || isSips(this.opts.aor));
+    const contact = this.ua.contactUri(dest.transport, this.opts.contactUser ?? userOf(this.opts.aor));
     for (let n = 1; ; n++) {
       this.cseq++;
       const req = this.ua.newRequest('REGISTER', this.opts.registrar, { uri: this.opts.aor, tag: this.tag }, { uri: this.opts.aor }, this.callId, this.cseq, dest.transport);

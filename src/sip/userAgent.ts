@@ -75,8 +75,6 @@ export function addOutboundRoute(req: SipRequest, proxyUri: string | undefined):
   const uri = proxyUri.replace(/^<|>$/g, '');
   req.addHeader('Route', `<${/;lr(=|;|$)/i.test(uri) ? uri : `${uri};lr`}>`);
 }
-/** A sips: URI (RFC 3261 §19.1): its requests, and our Contact in them, go over TLS only. */
-export function isSips(uri: string): boolean { return /^sips:/i.test(uri); }
 export function newBranch(): string { return `z9hG4bK${randomBytes(9).toString('base64url')}`; }
 export function newCallId(): string { return randomBytes(12).toString('hex'); }
 
@@ -188,7 +186,7 @@ export class SipUserAgent extends EventEmitter<{ invite: [ServerInvite] }> imple
     req.addHeader('To', `${to.displayName ? `"${to.displayName.replace(/(["\\])/g, '\\$1')}" ` : ''}<${to.uri}>`);
     req.addHeader('Call-ID', callId);
     req.addHeader('CSeq', `${cseq} ${method}`);
-    if (method !== 'CANCEL' && method !== 'ACK') req.addHeader('Contact', this.contactUri(transport, 'gw', isSips(uri)));
+    if (method !== 'CANCEL' && method !== 'ACK') req.addHeader('Contact', this.contactUri(transport));
     if (this.opts.userAgent) req.addHeader('User-Agent', this.opts.userAgent);
     return req;
   }
@@ -198,15 +196,14 @@ export class SipUserAgent extends EventEmitter<{ invite: [ServerInvite] }> imple
   }
 
   /**
-   * Our Contact on `transport`. `secure`: the request (or the one answered) is to a sips: URI,
-   * whose Contact must be sips: too (RFC 3261 §8.1.1.8, §12.1.1) — a strict peer refuses a sip:
-   * one, or reaches us back without TLS. Only over TLS: we never send a sips: URI elsewhere.
+   * Our Contact on `transport`: sip:…;transport=tls over TLS, also in requests to (and answers
+   * for) a sips: URI, where RFC 3261 §8.1.1.8 asks for a sips: one. Tried: baresip 1.0 (libre)
+   * then never sends its BYE (silently, with an IP or a host name and a certificate it trusts),
+   * while the sip:;transport=tls form reaches us over TLS from it and is what it sends itself.
    */
-  contactUri(transport: SipTransport, user = 'gw', secure = false): string {
-    const host = `${hostForUri(transport.advertised.host)}:${transport.advertised.port}`;
-    if (secure && transport.protocol === 'tls') return `<sips:${user}@${host}>`;
+  contactUri(transport: SipTransport, user = 'gw'): string {
     const tp = transport.protocol === 'udp' ? '' : `;transport=${transport.protocol}`;
-    return `<sip:${user}@${host}${tp}>`;
+    return `<sip:${user}@${hostForUri(transport.advertised.host)}:${transport.advertised.port}${tp}>`;
   }
 
   /** Where a URI's requests go: the first of resolveAll's places. */
@@ -315,7 +312,7 @@ export class SipUserAgent extends EventEmitter<{ invite: [ServerInvite] }> imple
   async sendInDialog(dialog: Dialog, req: SipRequest): Promise<SipResponse> {
     const dest = await this.resolve(dialog.routeSet.length ? parseNameAddr(dialog.routeSet[0])?.uri ?? dialog.remoteTarget : dialog.remoteTarget);
     req.addHeader('Via', this.viaFor(dest.transport), true);
-    if (req.method === 'INVITE' || req.method === 'UPDATE') req.setHeader('Contact', this.contactUri(dest.transport, 'gw', isSips(req.uri)));
+    if (req.method === 'INVITE' || req.method === 'UPDATE') req.setHeader('Contact', this.contactUri(dest.transport));
     if (this.opts.userAgent) req.setHeader('User-Agent', this.opts.userAgent);
     if (req.method === 'ACK') {
       dest.transport.send(req.toString(), dest.host, dest.port);
@@ -535,7 +532,7 @@ export class SipUserAgent extends EventEmitter<{ invite: [ServerInvite] }> imple
           // connected-line updates): without SDP it changes nothing of ours, 200; an offer to
           // change the early media we do not take, 488 — the early session stays as it was.
           const res = req.body.trim() ? this.makeResponse(req, 488, 'Not Acceptable Here') : this.makeResponse(req, 200, 'OK');
-          if (res.status === 200) res.addHeader('Contact', this.contactUri(this.transportFor(req), 'gw', isSips(req.uri)));
+          if (res.status === 200) res.addHeader('Contact', this.contactUri(this.transportFor(req)));
           tx.respond(res);
           return;
         }
@@ -544,7 +541,7 @@ export class SipUserAgent extends EventEmitter<{ invite: [ServerInvite] }> imple
       }
       dialog.receive(req, (status, reason, opts) => {
         const res = this.makeResponse(req, status, reason ?? defaultReason(status));
-        if (status >= 200 && status < 300 && method === 'INVITE') res.addHeader('Contact', this.contactUri(this.transportFor(req), 'gw', isSips(req.uri)));
+        if (status >= 200 && status < 300 && method === 'INVITE') res.addHeader('Contact', this.contactUri(this.transportFor(req)));
         if (status === 405) res.addHeader('Allow', ALLOW);
         for (const [k, v] of opts?.headers ?? []) res.addHeader(k, v);
         if (opts?.body) { res.addHeader('Content-Type', 'application/sdp'); res.body = opts.body; }
@@ -1177,7 +1174,7 @@ export class ServerInvite extends EventEmitter<{ cancelled: []; unacknowledged: 
     if (this.finalSent) return;
     if (this.reliable && status > 100 && this.unacked) { this.queued = { status, opts }; return; }
     const res = this.ua.makeResponse(this.request, status, defaultReason(status), this.localTag);
-    res.addHeader('Contact', this.ua.contactUri(this.ua.transportFor(this.request), 'gw', isSips(this.request.uri)));
+    res.addHeader('Contact', this.ua.contactUri(this.ua.transportFor(this.request)));
     // An 18x with our tag sets up an early dialog: its route set comes from these (§12.1.1), and
     // the caller's PRACK (or early BYE) must take the proxies that asked to stay in the path.
     if (status > 100) for (const rr of this.request.headers('record-route')) res.addHeader('Record-Route', rr);
@@ -1246,7 +1243,7 @@ export class ServerInvite extends EventEmitter<{ cancelled: []; unacknowledged: 
     this.stopReliable();
     const req = this.request;
     const res = this.ua.makeResponse(req, 200, 'OK', this.localTag);
-    res.addHeader('Contact', this.ua.contactUri(this.ua.transportFor(req), 'gw', isSips(req.uri)));
+    res.addHeader('Contact', this.ua.contactUri(this.ua.transportFor(req)));
     res.addHeader('Allow', ALLOW);
     for (const rr of req.headers('record-route')) res.addHeader('Record-Route', rr);
     res.addHeader('Supported', 'timer, 100rel');

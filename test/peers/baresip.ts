@@ -15,6 +15,25 @@ export interface BaresipOptions {
   user?: string;
   /** Codec modules beyond g711.so, e.g. ['opus.so'] for a phone that speaks Opus. */
   codecModules?: string[];
+  /**
+   * SIP over TLS as well (baresip 1.0.0 listens for it on sipPort + 1, beside UDP and TCP on
+   * sipPort): `certificate` is one PEM file holding the certificate and its key (sip_certificate),
+   * `cafile` the CAs baresip trusts (sip_cafile). The account's URI and `uri` then say TLS.
+   */
+  tls?: { certificate: string; cafile?: string };
+  /** baresip -s: every SIP message sent or received goes to the console (see `sipTrace()`). */
+  sipTrace?: boolean;
+}
+
+/** One SIP message in baresip's own trace (-s): the transport it went over, and its first line. */
+export interface BaresipTraceEntry {
+  transport: string;
+  from: string;
+  to: string;
+  /** The request or status line. */
+  startLine: string;
+  /** The whole message as baresip printed it. */
+  text: string;
 }
 
 export interface Baresip {
@@ -28,6 +47,8 @@ export interface Baresip {
   recordings(): { dec: string[]; enc: string[] };
   /** The end of baresip's console output (for a failing test's message). */
   output(): string;
+  /** The SIP messages baresip traced so far (empty unless started with `sipTrace`). */
+  sipTrace(): BaresipTraceEntry[];
   stop(): Promise<void>;
 }
 
@@ -43,6 +64,7 @@ export async function startBaresip(o: BaresipOptions): Promise<Baresip> {
   writeFileSync(join(dir, 'config'), [
     'poll_method epoll',
     `sip_listen 127.0.0.1:${o.sipPort}`,
+    ...(o.tls ? [`sip_certificate ${o.tls.certificate}`, ...(o.tls.cafile ? [`sip_cafile ${o.tls.cafile}`] : [])] : []),
     'net_interface 127.0.0.1',
     'audio_player alsa,null',
     'audio_alert alsa,null',
@@ -55,9 +77,10 @@ export async function startBaresip(o: BaresipOptions): Promise<Baresip> {
     `snd_path ${recordDir}`,
     '',
   ].join('\n'));
-  writeFileSync(join(dir, 'accounts'), `<sip:${user}@127.0.0.1:${o.sipPort}>;regint=0${o.accountParams ?? ';answermode=auto;audio_codecs=PCMU'}\n`);
+  const accountUri = o.tls ? `sip:${user}@127.0.0.1:${o.sipPort + 1};transport=tls` : `sip:${user}@127.0.0.1:${o.sipPort}`;
+  writeFileSync(join(dir, 'accounts'), `<${accountUri}>;regint=0${o.accountParams ?? ';answermode=auto;audio_codecs=PCMU'}\n`);
   writeFileSync(join(dir, 'contacts'), '');
-  const proc: ChildProcess = spawn('baresip', ['-f', dir], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const proc: ChildProcess = spawn('baresip', ['-f', dir, ...(o.sipTrace ? ['-s'] : [])], { stdio: ['ignore', 'pipe', 'pipe'] });
   let output = '';
   proc.stdout!.on('data', (d) => { output += d.toString(); });
   proc.stderr!.on('data', (d) => { output += d.toString(); });
@@ -101,7 +124,7 @@ export async function startBaresip(o: BaresipOptions): Promise<Baresip> {
   sock.on('error', () => undefined);
 
   const b: Baresip = {
-    uri: `sip:${user}@127.0.0.1:${o.sipPort}`,
+    uri: accountUri,
     recordDir,
     events,
     ctl(command, params = '') {
@@ -127,6 +150,16 @@ export async function startBaresip(o: BaresipOptions): Promise<Baresip> {
       return { dec: files.filter((f) => f.endsWith('-dec.wav')), enc: files.filter((f) => f.endsWith('-enc.wav')) };
     },
     output: () => output.slice(-3000),
+    sipTrace() {
+      // Each traced message: an ANSI-coloured "#" line, "TLS a:p -> b:p", the message, a colour reset.
+      const entries: BaresipTraceEntry[] = [];
+      const re = /^(UDP|TCP|TLS|WS|WSS) (\S+) -> (\S+)\n([^]*?)(?=\x1b\[|$(?![^]))/gm;
+      for (const m of output.matchAll(re)) {
+        const text = m[4].replace(/\r/g, '');
+        entries.push({ transport: m[1], from: m[2], to: m[3], startLine: text.split('\n')[0], text });
+      }
+      return entries;
+    },
     async stop() {
       sock?.destroy();
       if (proc.exitCode === null) {
