@@ -208,6 +208,9 @@ export class BrowserLeg extends EventEmitter<BrowserLegEvents> implements Browse
     return t;
   }
 
+  /** The ICE socket guard is in place (guardIceSockets). */
+  private iceGuarded = false;
+
   /** Trickled browser candidates handed to werift so far (see addIceCandidate). */
   private remoteCandidates = 0;
 
@@ -222,6 +225,7 @@ export class BrowserLeg extends EventEmitter<BrowserLegEvents> implements Browse
       if (err instanceof LegClosedError) throw err;
       throw new OfferRefusedError((err as Error).message);
     }
+    this.guardIceSockets(false); // before gathering binds the sockets
     this.answerOpusFmtp();
     this.answerPcmuFirst();
     this.offerDirectSrtpProfile();
@@ -237,7 +241,7 @@ export class BrowserLeg extends EventEmitter<BrowserLegEvents> implements Browse
     if (this.state === 'closed') throw new LegClosedError(); // no answer for a leg that is gone
     this.startConnecting();
     const sdp = await this.completeLocalSdp();
-    this.guardIceSockets();
+    this.guardIceSockets(true);
     return sdp;
   }
 
@@ -245,10 +249,11 @@ export class BrowserLeg extends EventEmitter<BrowserLegEvents> implements Browse
   async createOffer(): Promise<string> {
     this.transceiver = this.addAudioTransceiver();
     const offer = await this.pc.createOffer();
+    this.guardIceSockets(false); // before gathering binds the sockets
     await this.pc.setLocalDescription(offer);
     this.offerDirectSrtpProfile();
     const sdp = await this.completeLocalSdp();
-    this.guardIceSockets();
+    this.guardIceSockets(true);
     return sdp;
   }
 
@@ -260,14 +265,18 @@ export class BrowserLeg extends EventEmitter<BrowserLegEvents> implements Browse
    * alert (either closed werift's DTLS transport), RTP whose header werift would choke on. The
    * direct SRTP path, once it takes the sockets over, passes STUN and DTLS on to this guard.
    */
-  private guardIceSockets(): void {
+  private guardIceSockets(last: boolean): void {
+    if (this.iceGuarded) return;
     const connection = this.transceiver ? dtlsTransportOf(this.transceiver)?.iceTransport.connection : undefined;
     const ufrag = connection?.localUsername;
     const password = connection?.localPassword;
     if (!connection || !ufrag || !password) {
-      this.opts.logger.warn('werift ICE credentials not reachable: connectivity checks and DTLS sources not checked');
+      // Installed as soon as werift has the connection — before gathering binds its sockets:
+      // checks that arrive while it gathers are kept by werift and taken once it connects.
+      if (last) this.opts.logger.warn('werift ICE credentials not reachable: connectivity checks and DTLS sources not checked');
       return;
     }
+    this.iceGuarded = true;
     const state = newGuardState();
     // Read at each check: werift would change them on an ICE restart.
     const credentials = () => (connection.localUsername && connection.localPassword ? { ufrag: connection.localUsername, password: connection.localPassword } : null);
