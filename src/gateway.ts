@@ -1,8 +1,8 @@
 import { existsSync, readFileSync } from 'node:fs';
-import { rootCertificates } from 'node:tls';
 import { dirname, join } from 'node:path';
 import type { Logger } from 'pino';
 import { DigestServer, OptionsPing, parseUri, SipUserAgent, type Registration, type SipTransportConfig } from './sip';
+import { trustedCas } from './sip/trustedCas';
 import { hostForUri } from './sip/userAgent';
 import { MediaEngine, type MediaPlane } from './media';
 import { WorkerMediaPlane } from './media/worker/workerMediaPlane';
@@ -314,9 +314,9 @@ function sipTransports(c: GatewayConfig): SipTransportConfig[] {
     tls: protocol === 'tls' && c.sip.tls ? {
       cert: readFileSync(c.sip.tls.certFile, 'utf8'),
       key: readFileSync(c.sip.tls.keyFile, 'utf8'),
-      // Node's `ca` replaces its public roots: a private CA is trusted besides them, not instead
-      // (an operator adding one for a lab trunk must not lose every public one).
-      ca: c.sip.tls.caFile ? [...rootCertificates, readFileSync(c.sip.tls.caFile, 'utf8')] : undefined,
+      // Node's `ca` replaces its whole default store: a private CA is trusted besides the public
+      // roots and NODE_EXTRA_CA_CERTS (which an operator may have relied on so far), not instead.
+      ca: c.sip.tls.caFile ? trustedCas(c.sip.tls.caFile) : undefined,
     } : undefined,
   }));
 }

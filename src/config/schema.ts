@@ -63,7 +63,7 @@ export const ConfigSchema = z
           .min(1, 'expected at least one of udp, tcp, tls')
           .refine((t) => new Set(t).size === t.length, 'expected each transport at most once')
           .default(['udp']),
-        /** caFile: CA certificates (PEM) trusted for TLS peers besides the public roots Node ships (a trunk with a private CA). */
+        /** caFile: CA certificates (PEM) trusted for the certificates of TLS servers we connect to (the trunk's: a private CA), besides the public roots. */
         tls: tlsFiles.extend({ caFile: z.string().min(1, 'expected a file path').optional() }).strict().optional(),
         /** RFC 4028 session timers: asked for on our INVITEs; 0 turns them off. */
         sessionExpiresSec: z.union([z.literal(0), intIn(90, 86400)], { error: 'expected 0 (off) or an integer 90-86400' }).default(1800),
