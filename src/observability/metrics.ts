@@ -13,8 +13,8 @@ export class GatewayMetrics {
   private readonly latePackets = new Counter({ name: 'gateway_leg_late_packets_total', help: 'RTP packets received after a higher-numbered one (reordered), per leg, added at call end', labelNames: ['leg'], registers: [this.registry] });
   private readonly transcodeCpu = new Counter({ name: 'gateway_transcoder_cpu_seconds_total', help: 'CPU time spent transcoding', registers: [this.registry] });
   private readonly wsConnectionsGauge = new Gauge({ name: 'gateway_websocket_connections', help: 'Open signaling WebSockets', registers: [this.registry] });
-  private readonly wsDrops = new Counter({ name: 'gateway_websocket_drops_total', help: 'Signaling connections dropped without a close frame while their tab had calls, which were kept for it to resume', registers: [this.registry] });
-  private readonly wsResumes = new Counter({ name: 'gateway_websocket_resumes_total', help: 'Resume attempts by result: resumed (the calls taken back), refused (no such session waiting, or a wrong token: a fresh session), expired (the tab did not come back in time: its calls ended)', labelNames: ['result'], registers: [this.registry] });
+  private readonly wsDrops = new Counter({ name: 'gateway_websocket_drops_total', help: 'Signaling connections of tabs with calls that dropped (no close frame, or seen dead only when the tab resumed), their calls kept for it', registers: [this.registry] });
+  private readonly wsResumes = new Counter({ name: 'gateway_websocket_resumes_total', help: 'What became of kept sessions, by result: resumed (the tab took its calls back), refused (a resume with a wrong token or from another origin), expired (the tab did not come back in time: its calls ended)', labelNames: ['result'], registers: [this.registry] });
   private readonly sipTimeouts = new Counter({ name: 'gateway_sip_transaction_timeouts_total', help: 'SIP client transactions that timed out', registers: [this.registry] });
   private readonly registrations = new Gauge({ name: 'gateway_sip_registration_state', help: '1 for the current state of each registration', labelNames: ['registration', 'state'], registers: [this.registry] });
 

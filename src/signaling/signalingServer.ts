@@ -143,10 +143,15 @@ export class SignalingServer implements UserDirectory {
       resume: (sessionId, token) => {
         const waiting = this.findSession(sessionId);
         if (!waiting?.resumableWith(token, origin)) {
-          this.opts.onResumeEvent?.('refused');
+          // Counted for a session we hold (a wrong token or origin): what became of one of its
+          // drops. An unknown id (made up, or from before a restart) tells nothing about them.
+          if (waiting) this.opts.onResumeEvent?.('refused');
           return null;
         }
         this.sessionOf.set(ws, waiting);
+        // A session still 'ready' here dropped too, unseen (no FIN reached us; the tab gave up on
+        // it): its drop is counted now, so that every resume has one.
+        if (waiting.isReady) this.opts.onResumeEvent?.('dropped');
         this.opts.onResumeEvent?.('resumed');
         return waiting;
       },

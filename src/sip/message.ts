@@ -209,7 +209,7 @@ function parseHead(head: string): SipRequest | SipResponse | SipParseError {
   // problem is the one reported.
   let lineError: { error: string; status?: number } | null = null;
   for (let i = 1; i < lines.length; i++) {
-    if (i > PARSE_LIMITS.maxHeaders) return partialError(msg, lineError?.error ?? 'too many headers', lineError?.status);
+    if (i > PARSE_LIMITS.maxHeaders) break;
     const line = lines[i];
     if (line.length > PARSE_LIMITS.maxLineLength) { lineError ??= { error: 'header line too long' }; continue; }
     const colon = line.indexOf(':');
@@ -230,6 +230,9 @@ function parseHead(head: string): SipRequest | SipResponse | SipParseError {
       msg.headerList.push([canonical, value]);
     }
   }
+  // A start line with a status of its own (505 for SIP/3.0) says more than a header line's 400.
+  if (startError?.status) return partialError(msg, startError.error, startError.status);
+  if (lines.length - 1 > PARSE_LIMITS.maxHeaders) return partialError(msg, lineError?.error ?? 'too many headers', lineError?.status);
   if (lineError) return partialError(msg, lineError.error, lineError.status);
   if (startError) return partialError(msg, startError.error, startError.status);
   return msg;
