@@ -739,6 +739,7 @@ test('RFC 3261 §8.2 / §18.2.2 over UDP: a request missing a mandatory header g
     ['Content-Length past the body', swap('Content-Length', '99999999999'), 'SIP/2.0 400 Content-Length larger than the body'],
     ['negative Content-Length', swap('Content-Length', '-1'), 'SIP/2.0 400 invalid Content-Length'],
     ['SIP/3.0', base.replace(' SIP/2.0\r\n', ' SIP/3.0\r\n'), 'SIP/2.0 505 unsupported SIP version 3.0'],
+    ['SIP/3.0 and a bare CR in a header: the version says more', base.replace(' SIP/2.0\r\n', ' SIP/3.0\r\n').replace('Max-Forwards: 70', 'Max-Forwards: 7\r0'), 'SIP/2.0 505 unsupported SIP version 3.0'],
     ['a broken header line before From', base.replace('Max-Forwards: 70', 'Max-Forwards 70'), 'SIP/2.0 400 malformed header line "Max-Forwards 70"'],
     // Nowhere to send a response (§18.2.2): dropped.
     ['no Via', without('Via'), null],
