@@ -262,11 +262,23 @@ function parseSipSdp(sdp: string): SipMediaDescription | { error: string } {
     // UNENCRYPTED_SRTCP (etc.) would make us accept keys we cannot honour.
     crypto: rawCryptoLines(sdp, audioIndex),
     profile: str(audio.protocol) ?? '',
-    streams: { sections: (s.media ?? []).map((m) => ({ type: str(m.type) ?? '', protocol: str(m.protocol) ?? '', fmt: String(m.payloads ?? '0').trim() || '0' })), audioIndex },
+    streams: { sections: rawMediaSections(sdp), audioIndex },
   };
 }
 
 /** The a=crypto values (without 'crypto:') of the `index`-th m-section, verbatim but for whitespace. */
+/**
+ * Media type, transport protocol and formats of every m-line, from the raw text: sdp-transform
+ * reads none of them from a legal line it does not know, such as a port count
+ * ("m=video 49170/2 RTP/AVP 31"), and our answer must repeat each (RFC 3264 §6).
+ */
+function rawMediaSections(sdp: string): Array<{ type: string; protocol: string; fmt: string }> {
+  return sdp.split(/\r\n|\r|\n/).filter((l) => l.startsWith('m=')).map((l) => {
+    const [type = 'audio', , protocol = 'RTP/AVP', ...fmt] = l.slice(2).trim().split(/\s+/);
+    return { type, protocol, fmt: fmt.join(' ') || '0' };
+  });
+}
+
 function rawCryptoLines(sdp: string, index: number): string[] {
   // Same line selection as sdp-transform, so m-section indexes agree with its media array.
   const lines = sdp.split(/\r\n|\r|\n/).filter((l) => /^[a-z]=/.test(l));

@@ -474,6 +474,16 @@ describe('buildSipAnswer', () => {
     assert.equal(back.direction, 'recvonly');
   });
 
+  test('an m-line sdp-transform cannot read (a port count, m=video 49170/2) is repeated as it was offered, refused: never "m= 0  0" or "m=undefined"', () => {
+    const offer = ok(parseSipOffer(sdp(
+      'v=0', 'o=- 1 1 IN IP4 203.0.113.9', 's=-', 'c=IN IP4 203.0.113.9', 't=0 0',
+      'm=audio 4000 RTP/AVP 0', 'm=video 49170/2 RTP/AVP 31',
+    )));
+    for (const a of [buildSipAnswer(offer, answerOpts({ srtp: 'off' })), buildSipAnswer(offer, answerOpts({ srtp: 'off', codecs: ['PCMA'] }))]) {
+      assert.deepEqual(linesOf(a).filter((l) => l.startsWith('m=')).slice(1), ['m=video 0 RTP/AVP 31'], a);
+    }
+  });
+
   test('an offer without rtcp-mux gets an answer without it, with the RTCP port', () => {
     const offer = ok(parseSipOffer(ASTERISK_SRTP_OFFER));
     const a = buildSipAnswer(offer, answerOpts({ localCrypto: [crypto80] }));
