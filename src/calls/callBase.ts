@@ -78,6 +78,10 @@ export interface CallRecord {
   sipReason?: string;
   /** Outbound: the numbers a redirect (3xx) took the call to, in order; the last one answered or failed. */
   redirectedTo?: string[];
+  /** Times the browser's audio moved to a new peer connection (a media restart that took over). */
+  mediaRestarts?: number;
+  /** Times the tab's signaling connection dropped and was resumed while this call was up. */
+  signalingResumes?: number;
   quality?: BridgeStats;
 }
 
@@ -94,6 +98,8 @@ export abstract class CallBase extends EventEmitter<CallEvents> {
   endedAt: Date | undefined;
   endInfo: CallEndInfo | undefined;
   readonly log: Logger;
+  private mediaRestarts = 0;
+  private signalingResumes = 0;
 
   protected sipLeg: SipLegHandle | null = null;
   protected bridge: BridgeHandle | null = null;
@@ -234,8 +240,17 @@ export abstract class CallBase extends EventEmitter<CallEvents> {
       cause: this.endInfo?.cause ?? 'failed',
       sipStatus: this.endInfo?.sipStatus,
       sipReason: this.endInfo?.sipReason,
+      // Only when it happened: how often the browser's network changed under the call, for
+      // whoever reads the record of a call that sounded bad.
+      ...(this.mediaRestarts > 0 ? { mediaRestarts: this.mediaRestarts } : {}),
+      ...(this.signalingResumes > 0 ? { signalingResumes: this.signalingResumes } : {}),
       quality: this.lastQuality,
     };
+  }
+
+  /** The tab's connection was resumed while this call was up (BrowserSession.adopt). */
+  noteSignalingResume(): void {
+    if (!this.ended) this.signalingResumes++;
   }
 
   /** A timer the call owns: cleared when the call ends. */
@@ -644,6 +659,7 @@ export abstract class CallBase extends EventEmitter<CallEvents> {
     this.retiredLegsDropped += old.mediaDropped;
     this.browserLegReplaced(old, leg);
     old.close().catch(() => undefined);
+    this.mediaRestarts++;
     this.log.info({ path: leg.mediaPath }, 'media restart: the call\'s audio moved to the browser\'s new connection');
   }
 

@@ -360,7 +360,9 @@ export class BrowserSession implements RingTarget {
     this.warnedFlood = false;
     const missed = this.missed;
     this.missed = [];
-    const calls = [...this.calls.values()].filter((c) => !c.ended).map((c) => ({ callId: c.id, state: resumedState(c) }));
+    const up = [...this.calls.values()].filter((c) => !c.ended);
+    for (const c of up) c.noteSignalingResume();
+    const calls = up.map((c) => ({ callId: c.id, state: resumedState(c) }));
     this.log.info({ calls: calls.length, missed: missed.length }, 'tab resumed its session');
     this.send({ ...this.welcome(), resumed: true, calls, missed });
   }

@@ -203,6 +203,8 @@ test('an incoming call moves to a new peer connection whose offer numbers the co
     const browserSide = cdr().quality.browser;
     assert.ok(browserSide.packetsReceived >= 45, `the new connection's audio reached the bridge: ${JSON.stringify(browserSide)}`);
     assert.equal(browserSide.dropped, 0, 'none dropped for its payload type');
+    assert.equal(cdr().mediaRestarts, 1, 'the record says the audio moved once');
+    assert.equal(cdr().signalingResumes, undefined, 'and no resume happened');
   } finally {
     clearInterval(pcmuTimer);
     trunkRtp.close();

@@ -9,6 +9,7 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import pino from 'pino';
 import WebSocket from 'ws';
+import { readFileSync } from 'node:fs';
 import { SipUserAgent, type Dialog, type ServerInvite } from '../../src/sip';
 import { startGateway } from '../support/gateway';
 import { browserPeers, openTab, until, type Msg, type Tab } from '../support/tabs';
@@ -122,8 +123,11 @@ test('a dropped tab resumes with its session\'s resume token: the same session, 
   await terminated(dialog);
   await until(() => back.messages.some((m) => m.type === 'ended' && m.callId === callId), 'ended on the resumed connection');
   back.ws.close();
-  // For operators: one drop, resumed; the spent token's reuse refused.
+  // For operators: one drop, resumed; the spent token's reuse refused. The call's record says so.
   assert.deepEqual(await resumeMetrics(), { dropped: 1, resumed: 1, refused: 1, expired: 0 });
+  const cdrOf = () => readFileSync(gw!.cdrPath, 'utf8').trim().split('\n').filter(Boolean).map((l) => JSON.parse(l)).find((l) => l.callId === callId);
+  await until(() => cdrOf() !== undefined, 'the call\'s CDR line');
+  assert.equal(cdrOf().signalingResumes, 1, JSON.stringify(cdrOf()));
 });
 
 test('what happens while the tab is away reaches it in `missed`: the far end hung up, the call is no longer listed', async () => {
