@@ -256,7 +256,9 @@ function parseSipSdp(sdp: string): SipMediaDescription | { error: string } {
     codecs,
     telephoneEventPayloadType: (telephoneEvents.find((t) => t.clockRate === 8000) ?? telephoneEvents[0])?.payloadType,
     telephoneEvents,
-    ptime: Number.isFinite(ptime) && ptime > 0 ? ptime : undefined,
+    // As the SIP leg sends it (sipFrameSamplesFor): 10-120 ms in steps of 10, so that our answer
+    // repeats a packet length we keep to, never an offered 100000.
+    ptime: Number.isFinite(ptime) && ptime > 0 ? Math.min(120, Math.max(10, Math.round(ptime / 10) * 10)) : undefined,
     direction,
     // From the raw text: sdp-transform keeps only the first session parameter, and a dropped
     // UNENCRYPTED_SRTCP (etc.) would make us accept keys we cannot honour.

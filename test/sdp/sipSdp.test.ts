@@ -474,6 +474,14 @@ describe('buildSipAnswer', () => {
     assert.equal(back.direction, 'recvonly');
   });
 
+  test('an offered ptime is answered as the packet length we send: 10-120 ms in steps of 10 (20 stays, 25 → 30, 100000 → 120, 3 → 10)', () => {
+    for (const [offered, answered] of [[20, 20], [30, 30], [25, 30], [100000, 120], [3, 10]]) {
+      const offer = ok(parseSipOffer(sdp('v=0', 'o=- 1 1 IN IP4 203.0.113.9', 's=-', 'c=IN IP4 203.0.113.9', 't=0 0', 'm=audio 4000 RTP/AVP 0', `a=ptime:${offered}`)));
+      assert.equal(offer.ptime, answered);
+      assert.deepEqual(attr(buildSipAnswer(offer, answerOpts({ srtp: 'off' })), 'ptime'), [`a=ptime:${answered}`], `offered ${offered}`);
+    }
+  });
+
   test('an m-line sdp-transform cannot read (a port count, m=video 49170/2) is repeated as it was offered, refused: never "m= 0  0" or "m=undefined"', () => {
     const offer = ok(parseSipOffer(sdp(
       'v=0', 'o=- 1 1 IN IP4 203.0.113.9', 's=-', 'c=IN IP4 203.0.113.9', 't=0 0',
