@@ -280,7 +280,9 @@ export class BrowserLeg extends EventEmitter<BrowserLegEvents> implements Browse
     const state = newGuardState();
     // Read at each check: werift would change them on an ICE restart.
     const credentials = () => (connection.localUsername && connection.localPassword ? { ufrag: connection.localUsername, password: connection.localPassword } : null);
-    guardSockets(connection.protocols, (onData) => guardIceReceive(onData, credentials, state));
+    guardSockets(connection.protocols, (onData) => guardIceReceive(onData, credentials, state), () => {
+      this.opts.logger.warn('werift added an ICE socket the guard cannot wrap (not plain UDP): its traffic is not checked');
+    });
   }
 
   /** Inbound call: the browser answered our offer. */

@@ -80,11 +80,14 @@ export interface SocketList { push(...items: Array<{ transport?: { onData?: unkn
  * or DTLS alert through. werift adds a socket to the list only once its handler is set, and
  * replaces the list only when it closes.
  */
-export function guardSockets(list: SocketList, wrap: (onData: DatagramHandler) => DatagramHandler): void {
+export function guardSockets(list: SocketList, wrap: (onData: DatagramHandler) => DatagramHandler, unguardable: () => void): void {
   const guarded = new WeakSet<object>();
   const guard = (p: { transport?: { onData?: unknown } }) => {
     const t = p.transport;
-    if (!t || typeof t.onData !== 'function' || guarded.has(t)) return;
+    // werift's TURN and TCP sockets have no such handler: not used today (ICE-lite, no ICE
+    // servers, no TCP), they would pass unguarded — said, not silent.
+    if (!t || typeof t.onData !== 'function') { unguardable(); return; }
+    if (guarded.has(t)) return;
     t.onData = wrap(t.onData as DatagramHandler);
     guarded.add(t);
   };

@@ -150,11 +150,15 @@ test('guardSockets guards werift\'s sockets already listed and each one it adds 
   const list: Array<ReturnType<typeof socket> | { transport?: undefined }> = [early, { transport: undefined }];
   const state = newGuardState();
   let wraps = 0;
-  guardSockets(list, (onData) => { wraps++; return guardIceReceive(onData, () => ({ ufrag: 'ours', password: pw }), state); });
+  let unguardable = 0;
+  guardSockets(list, (onData) => { wraps++; return guardIceReceive(onData, () => ({ ufrag: 'ours', password: pw }), state); }, () => { unguardable++; });
+  assert.equal(unguardable, 1, 'the one without a receive handler is said');
   const late = socket('late');
   list.push(late);
   list.push(late); // the same socket again is not wrapped twice
   assert.equal(wraps, 2);
+  list.push({ transport: undefined }); // as werift's TURN socket would be
+  assert.equal(unguardable, 2);
   const unsigned = request({ username: 'ours:theirs', useCandidate: true });
   const signed = request({ username: 'ours:theirs', password: pw, useCandidate: true });
   const rtp = Buffer.alloc(172); rtp[0] = 0x80; rtp[1] = 111;
