@@ -204,7 +204,8 @@ export class BrowserSession implements RingTarget {
   private refuse(req: ClientMessage, code: ErrorCode, message: string, retryAfterMs?: number): void {
     this.send({
       type: 'error', code, message, request: req.type,
-      ref: req.type === 'call' ? req.ref : undefined,
+      // The `ref` of a refused `call` or `restart`: which attempt of the tab's it answers.
+      ref: req.type === 'call' || req.type === 'restart' ? req.ref : undefined,
       callId: 'callId' in req ? req.callId : undefined,
       retryAfterMs,
     });
@@ -237,7 +238,7 @@ export class BrowserSession implements RingTarget {
           this.refuse(msg, err.code, err.message);
           return;
         }
-        this.send({ type: 'restarted', callId: call.id, sdp });
+        this.send({ type: 'restarted', callId: call.id, sdp, ...(msg.ref !== undefined ? { ref: msg.ref } : {}) });
         return;
       }
       case 'accept': {

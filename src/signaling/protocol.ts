@@ -38,7 +38,7 @@ export const ClientMessage = z.discriminatedUnion('type', [
   z.object({ type: z.literal('hangup'), callId }),
   z.object({ type: z.literal('dtmf'), callId, digits: z.string().regex(/^[0-9*#A-Da-d]{1,32}$/, 'digits are 0-9 * # A-D, at most 32') }),
   /** The browser's new peer connection for a call whose network path changed (its offer). */
-  z.object({ type: z.literal('restart'), callId, sdp }),
+  z.object({ type: z.literal('restart'), callId, sdp, ref: CallRef.optional() }),
   z.object({ type: z.literal('hold'), callId }),
   z.object({ type: z.literal('unhold'), callId }),
   z.object({ type: z.literal('ping') }),
@@ -66,7 +66,7 @@ export type ServerMessage =
   }
   | { type: 'calling'; callId: string; ref?: string; sdp: string }
   /** The answer to a `restart`: the call's audio moves to the new connection once it is up. */
-  | { type: 'restarted'; callId: string; sdp: string }
+  | { type: 'restarted'; callId: string; sdp: string; ref?: string }
   | { type: 'progress'; callId: string; status: number; earlyMedia: boolean }
   | { type: 'answered'; callId: string }
   | { type: 'incoming'; callId: string; from: string; fromName?: string; to: string; sdp: string }

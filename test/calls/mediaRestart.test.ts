@@ -84,11 +84,12 @@ test('a browser that moves to a new peer connection keeps its call: the new one 
   const { tab, callId, first } = await echoCall('mover');
   assert.equal(heldResources(gw.gateway).icePorts, 1);
   const second = await browser();
-  tab.ws.send(JSON.stringify({ type: 'restart', callId, sdp: second.offer }));
+  tab.ws.send(JSON.stringify({ type: 'restart', callId, sdp: second.offer, ref: 'm7' }));
   await until(() => tab.messages.some((m) => m.type === 'restarted' || m.type === 'error'), 'the answer to the restart');
   const restarted = tab.messages.find((m) => m.type === 'restarted');
   assert.ok(restarted, JSON.stringify(tab.messages.at(-1)));
   assert.equal(restarted.callId, callId);
+  assert.equal(restarted.ref, 'm7', 'the answer names the restart it answers');
   assert.equal(heldResources(gw.gateway).icePorts, 2, 'the old leg carries the call while the new one connects');
   // The old network is gone: nothing more from the first connection.
   first.stopSending();
@@ -128,11 +129,12 @@ test('a restart whose new connection never comes up is dropped after webrtc.conn
 test('a restart that would change the codec the bridge was made with is refused; one for an unknown call too; the call goes on', async () => {
   const { tab, callId, first } = await echoCall('switcher');
   const pcmu = await browser('pcmu');
-  tab.ws.send(JSON.stringify({ type: 'restart', callId, sdp: pcmu.offer }));
+  tab.ws.send(JSON.stringify({ type: 'restart', callId, sdp: pcmu.offer, ref: 'm3' }));
   await until(() => tab.messages.some((m) => m.type === 'error' && m.request === 'restart'), 'the refusal');
   const refusal = tab.messages.find((m) => m.type === 'error' && m.request === 'restart')!;
   assert.equal(refusal.code, 'invalid-state');
   assert.equal(refusal.callId, callId);
+  assert.equal(refusal.ref, 'm3', 'the refusal names the restart it refuses');
   assert.match(refusal.message, /pcmu/);
   assert.equal(heldResources(gw.gateway).icePorts, 1, 'the refused leg is closed');
   tab.ws.send(JSON.stringify({ type: 'restart', callId: 'no-such-call', sdp: pcmu.offer }));

@@ -5,106 +5,9 @@
  * slow token functions, refused tokens. The end-to-end behaviour with Chromium and a gateway is
  * in test/e2e/stayConnected.test.ts and signalingResume.test.ts.
  */
-import { afterEach, beforeEach, mock, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-// The SDK reads the browser's globals (set below) only when used, not when loaded.
-import { GatewayClient } from '../../web/src/sdk/client';
-
-/** A WebSocket whose server side the test plays. */
-class FakeSocket {
-  static readonly CONNECTING = 0; static readonly OPEN = 1; static readonly CLOSING = 2; static readonly CLOSED = 3;
-  static all: FakeSocket[] = [];
-  readyState = 0;
-  sent: Array<Record<string, any>> = [];
-  closedWith: number | undefined;
-  onopen: ((e: unknown) => void) | null = null;
-  onmessage: ((e: { data: string }) => void) | null = null;
-  onclose: ((e: { code: number }) => void) | null = null;
-  onerror: ((e: unknown) => void) | null = null;
-  constructor(readonly url: string) { FakeSocket.all.push(this); }
-  send(data: string): void {
-    if (this.readyState !== 1) throw new Error('send on a socket that is not open');
-    this.sent.push(JSON.parse(data));
-  }
-  close(code?: number): void {
-    if (this.readyState >= 2) return;
-    this.closedWith = code ?? 1005;
-    this.readyState = 3;
-    const onclose = this.onclose;
-    queueMicrotask(() => onclose?.({ code: code ?? 1005 }));
-  }
-  // The gateway's side:
-  accept(): void { this.readyState = 1; this.onopen?.({}); }
-  deliver(msg: Record<string, unknown>): void { this.onmessage?.({ data: JSON.stringify(msg) }); }
-  drop(code = 1006): void { this.readyState = 3; this.onclose?.({ code }); }
-  types(): string[] { return this.sent.map((m) => m.type + (m.resume ? '(resume)' : '')); }
-}
-
-class FakePeerConnection {
-  iceGatheringState = 'complete'; connectionState = 'new'; iceConnectionState = 'new';
-  localDescription: { type: string; sdp: string } | null = null;
-  addTrack(): void {}
-  async createOffer() { return { type: 'offer', sdp: 'v=0 offer' }; }
-  async createAnswer() { return { type: 'answer', sdp: 'v=0 answer' }; }
-  async setLocalDescription(d: { type: string; sdp: string }) { this.localDescription = d; }
-  async setRemoteDescription() {}
-  addEventListener(): void {}
-  removeEventListener(): void {}
-  getReceivers() { return []; }
-  close(): void {}
-}
-
-const g = globalThis as any;
-g.WebSocket = FakeSocket;
-g.RTCPeerConnection = FakePeerConnection;
-g.location = { protocol: 'http:', host: 'gateway.test' };
-g.document = { createElement: () => ({ play: () => Promise.resolve() }) };
-Object.defineProperty(globalThis, 'navigator', {
-  value: { mediaDevices: { getUserMedia: async () => ({ getTracks: () => [{ stop() {} }], getAudioTracks: () => [] }) } },
-  configurable: true,
-});
-
-type Client = GatewayClient;
-
-let sessions = 0;
-const welcome = (extra: Record<string, unknown> = {}) => ({ type: 'welcome', version: 1, sessionId: `s${++sessions}`, identity: 'alice', demo: false, iceServers: [], resumeToken: `rt${sessions}`, resumeGraceMs: 20_000, ...extra });
-/** Lets promise chains (token functions, a call's start) run. */
-const settle = async () => { for (let i = 0; i < 20; i++) await Promise.resolve(); };
-const tick = async (ms: number) => { mock.timers.tick(ms); await settle(); };
-const last = () => FakeSocket.all[FakeSocket.all.length - 1];
-
-beforeEach(() => {
-  FakeSocket.all = [];
-  mock.timers.enable({ apis: ['setTimeout', 'setInterval', 'Date'], now: 1_000_000 });
-});
-afterEach(() => mock.timers.reset());
-
-/** A connected client and the log of its events. */
-async function connect(opts: Record<string, unknown> = {}): Promise<{ client: Client; events: string[] }> {
-  const p = GatewayClient.connect({ url: 'ws://gateway.test/ws', ...opts });
-  const ws = last();
-  ws.accept();
-  await settle();
-  ws.deliver(welcome());
-  const client = await p;
-  const events: string[] = [];
-  client.on('reconnecting', () => events.push('reconnecting'));
-  client.on('reconnected', (info) => events.push(`reconnected:${info.resumed ? 'resumed' : 'new'}`));
-  client.on('disconnected', () => events.push('disconnected'));
-  return { client, events };
-}
-
-/** An answered outbound call on the client's current socket. */
-async function answeredCall(client: Client) {
-  const call = client.call('1000');
-  await settle();
-  const ws = last();
-  const req = ws.sent.find((m) => m.type === 'call')!;
-  ws.deliver({ type: 'calling', ref: req.ref, callId: `c-${req.ref}`, sdp: 'v=0' });
-  ws.deliver({ type: 'answered', callId: `c-${req.ref}` });
-  assert.equal(call.state, 'answered');
-  return call;
-}
+import { FakeSocket, answeredCall, connect, last, sessionCount, settle, tick, welcome, type Client } from './fakeBrowser';
 
 test('the gateway closes 1012 (restarting): a new session follows after a randomized wait under 1 s; an idle client gets `reconnected` (not resumed)', async () => {
   const { client, events } = await connect();
@@ -119,7 +22,7 @@ test('the gateway closes 1012 (restarting): a new session follows after a random
   assert.deepEqual(last().types(), ['hello'], 'a fresh hello, no resume');
   last().deliver(welcome());
   assert.deepEqual(events, ['reconnecting', 'reconnected:new']);
-  assert.equal(client.sessionId, `s${sessions}`);
+  assert.equal(client.sessionId, `s${sessionCount()}`);
   client.close();
 });
 
@@ -223,7 +126,7 @@ test('a resume sends the last token without asking the function; that token refu
   last().drop(1006);
   await tick(300);
   last().accept();
-  assert.deepEqual(last().sent, [{ type: 'hello', version: 1, token: 't0', resume: { sessionId: client.sessionId, token: `rt${sessions}` } }]);
+  assert.deepEqual(last().sent, [{ type: 'hello', version: 1, token: 't0', resume: { sessionId: client.sessionId, token: `rt${sessionCount()}` } }]);
   assert.equal(asked, 1, 'not asked for a resume');
   last().deliver({ type: 'error', code: 'token-expired', message: 'token expired', request: 'hello' });
   await settle();

@@ -92,6 +92,8 @@ interface MediaRestart {
   timer: ReturnType<typeof setTimeout>;
   /** What the new connection receives: played once it connects. */
   stream: MediaStream | null;
+  /** Names its `restart` request: an answer or refusal of an earlier one (late) is not this one's. */
+  ref: string;
   /** The `restart` request went out; its answer (`restarted` or an error) is due. */
   sent: boolean;
   answered: boolean;
@@ -132,6 +134,8 @@ export class Call extends Emitter<CallEvents> {
   private readonly iceServers: RTCIceServer[];
   private currentPc: RTCPeerConnection;
   private restart: MediaRestart | null = null;
+  /** Media restarts of this call so far (their refs). */
+  private restartCount = 0;
   /** Automatic restarts since the last one that succeeded (or since ICE came back by itself). */
   private autoRestarts = 0;
   /**
@@ -309,9 +313,10 @@ export class Call extends Emitter<CallEvents> {
         this.emit('answered');
         return;
       case 'restarted': {
-        // The answer to our `restart` (one at a time; none due: a restart given up on already).
+        // The answer to our `restart` (one at a time; none due: a restart given up on already;
+        // another ref: the late answer of an earlier one — a gateway without refs sends none).
         const r = this.restart;
-        if (!r || !r.sent || r.answered) return;
+        if (!r || !r.sent || r.answered || (msg.ref !== undefined && msg.ref !== r.ref)) return;
         r.answered = true;
         r.pc.setRemoteDescription({ type: 'answer', sdp: msg.sdp }).catch((err: Error) => this.restartFailed(r, `unusable answer from the gateway: ${err.message}`));
         return;
@@ -364,9 +369,12 @@ export class Call extends Emitter<CallEvents> {
 
   /** Our media restart was refused: the call goes on with its connection. */
   private restartRefused(err: GatewayError): void {
+    const r = this.restart;
+    // The refusal of an earlier restart (one that timed out here, or that the gateway dropped for
+    // a newer one): nothing to do with this one, nor with whether restarts work at all.
+    if (err.ref !== undefined && err.ref !== r?.ref) return;
     // Set first: the failure below looks at the connection again, and may start the next attempt.
     if (RESTART_UNSUPPORTED.has(err.code)) this.autoRestartsOff = true;
-    const r = this.restart;
     if (r && r.sent && !r.answered) this.restartFailed(r, `the gateway refused the media restart: ${err.message}`, err);
   }
 
@@ -452,7 +460,7 @@ export class Call extends Emitter<CallEvents> {
   private newRestart(stream: MediaStream, automatic: boolean, promise: Promise<void>, settle: (err?: Error) => void): MediaRestart {
     const pc = new RTCPeerConnection({ iceServers: this.iceServers });
     const r: MediaRestart = {
-      pc, automatic, promise, settle, stream: null, sent: false, answered: false,
+      pc, automatic, promise, settle, stream: null, sent: false, answered: false, ref: `m${++this.restartCount}`,
       timer: setTimeout(() => this.restartFailed(r, `the new connection did not connect within ${RESTART_TIMEOUT_MS / 1000} s`), RESTART_TIMEOUT_MS),
     };
     this.restart = r;
@@ -478,7 +486,7 @@ export class Call extends Emitter<CallEvents> {
     // Candidates gathered so far are in the offer; later ones follow it.
     r.pc.onicecandidate = (e) => this.sendCandidate(e);
     r.sent = true;
-    if (!this.transport.send({ type: 'restart', callId: this.id, sdp: r.pc.localDescription!.sdp })) {
+    if (!this.transport.send({ type: 'restart', callId: this.id, sdp: r.pc.localDescription!.sdp, ref: r.ref })) {
       this.restartFailed(r, 'not connected to the gateway', undefined, true);
     }
   }

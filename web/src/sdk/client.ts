@@ -305,8 +305,10 @@ export class GatewayClient extends Emitter<ClientEvents> {
   }
 
   private dispatch(msg: Record<string, any>): void {
+    // A refused `restart` names its ref too: it goes to its call by callId, below.
+    const callRef = msg.type === 'error' && msg.request === 'restart' ? undefined : msg.ref;
     // The answer to a `call` request (by its ref): `calling`, `ended` (refused before dialing) or `error`.
-    const answersRequest = msg.type === 'calling' || (msg.type === 'ended' && msg.ref !== undefined && !this.calls.has(msg.callId)) || (msg.type === 'error' && msg.ref !== undefined);
+    const answersRequest = msg.type === 'calling' || (msg.type === 'ended' && msg.ref !== undefined && !this.calls.has(msg.callId)) || (msg.type === 'error' && callRef !== undefined);
     if (answersRequest && this.abandoned.delete(msg.ref)) {
       // Given up here before the gateway answered: a call it is dialing all the same is hung up now.
       if (msg.type === 'calling') this.send({ type: 'hangup', callId: msg.callId });
@@ -336,7 +338,7 @@ export class GatewayClient extends Emitter<ClientEvents> {
       this.emit('error', msg as GatewayError);
       // A refused request names its call: the `ref` of a `call` (that call ends), or a callId.
       // (A gateway older than the `ref` in errors leaves a refused call to callSetupTimeoutMs.)
-      if (msg.ref !== undefined) {
+      if (callRef !== undefined) {
         const call = this.pending.get(msg.ref);
         if (!call) return;
         this.pending.delete(msg.ref); // answered: not abandoned when it ends now
