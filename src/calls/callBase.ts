@@ -4,7 +4,7 @@ import type { Logger } from 'pino';
 import type { Dialog, SipRequest } from '../sip';
 import type { BridgeHandle, BridgeStats, MediaPlane, SipLegHandle } from '../media';
 import { chooseCrypto, generateSdesCrypto, type SdesCrypto } from '../media/srtp';
-import { buildSipAnswer, chooseSipCodec, parseSipAnswer, parseSipOffer, telephoneEventFor, type MediaDirection, type SipCodecName, type SipMediaDescription, type SipSdpOptions } from '../sdp';
+import { buildSipAnswer, checkBrowserOffer, chooseSipCodec, parseSipAnswer, parseSipOffer, telephoneEventFor, type MediaDirection, type SipCodecName, type SipMediaDescription, type SipSdpOptions } from '../sdp';
 import type { BrowserIceConfig } from '../webrtc/browserLeg';
 import { BrowserLeg } from '../webrtc/browserLeg';
 import type { EndCause } from './causes';
@@ -611,6 +611,9 @@ export abstract class CallBase extends EventEmitter<CallEvents> {
    */
   async restartBrowserMedia(offerSdp: string): Promise<string> {
     if (this.ended || !this.legSwitch || !this.bridge) throw new MediaRestartRefused('the call has no audio to restart yet');
+    // The same first look as a call's offer gets (callManager), before a leg or a port exists.
+    const unusable = checkBrowserOffer(offerSdp);
+    if (unusable) throw new MediaRestartRefused(`the new offer was refused: ${unusable}`, 'bad-sdp');
     this.abandonRestart();
     const leg = this.newBrowserLeg(); // IcePortsExhaustedError when no WebRTC port is free
     this.restartLeg = leg;

@@ -16,6 +16,14 @@ export function checkBrowserOffer(sdp: string): string | null {
   }
   const audio = (parsed.media ?? []).find((m) => m.type === 'audio' && m.port !== 0);
   if (!audio) return 'no active audio section (m=audio)';
+  // werift gives each section outside one BUNDLE group a transport of its own, with sockets the
+  // ICE socket guard (which covers our audio's) never sees: a stranger could use them as a
+  // reflector or nominate on them. Browsers bundle everything; a call has one audio stream.
+  const active = (parsed.media ?? []).filter((m) => m.port !== 0);
+  if (active.length > 1) {
+    const bundled = new Set(String((parsed.groups ?? []).find((g) => g.type === 'BUNDLE')?.mids ?? '').split(' ').filter(Boolean));
+    if (!active.every((m) => m.mid !== undefined && bundled.has(String(m.mid)))) return 'more than one media section, not all in one BUNDLE group: the gateway takes one transport';
+  }
   if (!/SAVPF?$/.test(audio.protocol ?? '')) return `audio must be DTLS-SRTP (UDP/TLS/RTP/SAVPF), got ${String(audio.protocol).slice(0, 40)}`;
   if (!(audio.iceUfrag ?? parsed.iceUfrag) || !(audio.icePwd ?? parsed.icePwd)) return 'no ICE credentials (a=ice-ufrag, a=ice-pwd)';
   if (!(audio.fingerprint ?? parsed.fingerprint)) return 'no DTLS fingerprint (a=fingerprint)';

@@ -38,3 +38,16 @@ test('offers the browser leg cannot answer are refused with the reason', () => {
   for (const [sdp, reason] of cases) assert.match(checkBrowserOffer(sdp) ?? 'passed', reason, sdp.slice(0, 60));
   assert.match(checkBrowserOffer(undefined as unknown as string) ?? 'passed', /not an SDP offer/);
 });
+
+test('more than one active media section passes only when one BUNDLE group holds them all (werift gives any other its own, unguarded, transport)', () => {
+  const second = (mid: string) => `m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=mid:${mid}\r\na=rtpmap:111 opus/48000/2\r\n`;
+  const dataChannel = 'm=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\nc=IN IP4 0.0.0.0\r\na=mid:1\r\na=sctp-port:5000\r\n';
+  assert.equal(checkBrowserOffer(chromeOffer.replace('a=group:BUNDLE 0', 'a=group:BUNDLE 0 1') + dataChannel), null, 'bundled data channel');
+  assert.equal(checkBrowserOffer(chromeOffer.replace('a=group:BUNDLE 0', 'a=group:BUNDLE 0 1') + second('1')), null, 'bundled second audio');
+  assert.equal(checkBrowserOffer(chromeOffer + second('1').replace('m=audio 9 ', 'm=audio 0 ')), null, 'a refused (port 0) section needs no transport');
+  for (const [sdp, what] of [
+    [chromeOffer + second('1'), 'a second audio outside the group'],
+    [chromeOffer.replace('a=group:BUNDLE 0\r\n', '') + dataChannel, 'no BUNDLE at all'],
+    [chromeOffer.replace('a=group:BUNDLE 0', 'a=group:BUNDLE 0 1') + second('1').replace('a=mid:1\r\n', ''), 'a section without a mid'],
+  ]) assert.match(checkBrowserOffer(sdp) ?? 'passed', /not all in one BUNDLE group/, what);
+});
