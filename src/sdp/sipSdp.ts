@@ -268,7 +268,6 @@ function parseSipSdp(sdp: string): SipMediaDescription | { error: string } {
   };
 }
 
-/** The a=crypto values (without 'crypto:') of the `index`-th m-section, verbatim but for whitespace. */
 /**
  * Media type, transport protocol and formats of every m-line, from the raw text: sdp-transform
  * reads none of them from a legal line it does not know, such as a port count
@@ -276,11 +275,12 @@ function parseSipSdp(sdp: string): SipMediaDescription | { error: string } {
  */
 function rawMediaSections(sdp: string): Array<{ type: string; protocol: string; fmt: string }> {
   return sdp.split(/\r\n|\r|\n/).filter((l) => l.startsWith('m=')).map((l) => {
-    const [type = 'audio', , protocol = 'RTP/AVP', ...fmt] = l.slice(2).trim().split(/\s+/);
-    return { type, protocol, fmt: fmt.join(' ') || '0' };
+    const [type, , protocol, ...fmt] = l.slice(2).trim().split(/\s+/);
+    return { type: type || 'audio', protocol: protocol || 'RTP/AVP', fmt: fmt.join(' ') || '0' };
   });
 }
 
+/** The a=crypto values (without 'crypto:') of the `index`-th m-section, verbatim but for whitespace. */
 function rawCryptoLines(sdp: string, index: number): string[] {
   // Same line selection as sdp-transform, so m-section indexes agree with its media array.
   const lines = sdp.split(/\r\n|\r|\n/).filter((l) => /^[a-z]=/.test(l));

@@ -188,7 +188,7 @@ export class BrowserSession implements RingTarget {
   private onFrame(text: string): void {
     const parsed = parseClientMessage(text);
     if (!parsed.ok) {
-      this.send({ type: 'error', code: parsed.code, message: parsed.message, request: parsed.request, ref: parsed.ref });
+      this.send({ type: 'error', code: parsed.code, message: parsed.message, request: parsed.request, ref: parsed.ref, callId: parsed.callId });
       return;
     }
     this.handle(parsed.msg).catch((err) => {

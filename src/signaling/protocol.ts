@@ -75,8 +75,9 @@ export type ServerMessage =
   | { type: 'dtmf'; callId: string; digit: string }
   /**
    * A request refused. `request`: the type of the message it answers (absent when that is not
-   * known: invalid JSON, unknown type, binary frame). `ref`: that of a refused `call`, so the tab
-   * knows which of its call attempts failed (a refused `call` gets this or `ended`, never both).
+   * known: invalid JSON, unknown type, binary frame). `ref`: that of a refused `call` or
+   * `restart`, so the tab knows which of its attempts failed (a refused `call` gets this or
+   * `ended`, never both).
    * `callId`: the call a refused request was about.
    */
   | { type: 'error'; code: ErrorCode; message: string; request?: ClientMessage['type']; ref?: string; callId?: string; retryAfterMs?: number }
@@ -87,7 +88,7 @@ export type ServerMessage =
  * fails validation still gives its type, and for a `call` its `ref` when that is usable, so the
  * error can name the call attempt it refuses.
  */
-export function parseClientMessage(text: string): { ok: true; msg: ClientMessage } | { ok: false; code: ErrorCode; message: string; request?: ClientMessage['type']; ref?: string } {
+export function parseClientMessage(text: string): { ok: true; msg: ClientMessage } | { ok: false; code: ErrorCode; message: string; request?: ClientMessage['type']; ref?: string; callId?: string } {
   let json: unknown;
   try {
     json = JSON.parse(text);
@@ -106,8 +107,11 @@ export function parseClientMessage(text: string): { ok: true; msg: ClientMessage
   if (!r.success) {
     const issue = r.error.issues[0];
     const where = issue.path.length ? issue.path.join('.') : 'message';
-    const ref = type === 'call' ? CallRef.safeParse((json as { ref?: unknown }).ref) : undefined;
-    return { ok: false, code: 'bad-message', message: `${type}: ${where}: ${issue.message}`, request: option.shape.type.value, ref: ref?.success ? ref.data : undefined };
+    // The refused `call` or `restart` named, when it can be: its ref (and the restart's call), so
+    // the tab ends that attempt now rather than at its timeout.
+    const ref = type === 'call' || type === 'restart' ? CallRef.safeParse((json as { ref?: unknown }).ref) : undefined;
+    const callId = type === 'restart' ? CallRef.safeParse((json as { callId?: unknown }).callId) : undefined;
+    return { ok: false, code: 'bad-message', message: `${type}: ${where}: ${issue.message}`, request: option.shape.type.value, ref: ref?.success ? ref.data : undefined, callId: callId?.success ? callId.data : undefined };
   }
   return { ok: true, msg: r.data };
 }

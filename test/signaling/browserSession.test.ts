@@ -93,6 +93,12 @@ test('every error answering a `call` carries its ref and names the request; erro
   assert.equal(badHeader.ref, 'bad-header');
   assert.equal(badHeader.request, 'call');
 
+  // A restart the schema refuses (its SDP missing): its callId and ref are still read, so the
+  // tab fails that restart now rather than at its 15 s timeout.
+  tab.ws.send(JSON.stringify({ type: 'restart', callId: 'c-1', ref: 'm4' }));
+  const badRestart = await next(tab, (m) => m.type === 'error' && m.request === 'restart', 'the refusal of a bad restart');
+  assert.deepEqual([badRestart.code, badRestart.callId, badRestart.ref], ['bad-message', 'c-1', 'm4']);
+
   // No destination, and the token names no single one.
   let from = tab.messages.length;
   tab.ws.send(JSON.stringify({ type: 'call', sdp, ref: 'nowhere' }));

@@ -5,7 +5,7 @@ export type CallState = 'connecting' | 'ringing' | 'incoming' | 'answered' | 'en
 
 /**
  * An `error` from the gateway (docs/protocol.md): `request` is the type of the message it
- * refused; `ref` (a refused `call`) or `callId` names the call.
+ * refused; `ref` (a refused `call` or `restart`) or `callId` names the call.
  */
 export interface GatewayError { code: string; message: string; request?: string; ref?: string; callId?: string; retryAfterMs?: number }
 
@@ -349,6 +349,8 @@ export class Call extends Emitter<CallEvents> {
 
   /** An `error` the client routed here: by this call's request ref, or by its callId. */
   private onGatewayError(err: GatewayError): void {
+    // The refusal of an earlier restart (given up on here, or replaced at the gateway) is old news.
+    if (err.request === 'restart' && err.ref !== undefined && err.ref !== this.restart?.ref) return;
     this.emit('error', err);
     if (this.state === 'ended') return;
     if (err.request === 'restart' || isUnknownTypeError(err)) {
