@@ -530,7 +530,9 @@ export class BrowserSession implements RingTarget {
     this.graceTimer = setTimeout(() => {
       this.graceTimer = null;
       this.log.info('the tab did not come back: its calls end');
-      this.opts.onGraceExpired?.(this);
+      // Counted only when it cost a call: calls all ended meanwhile (the far end hung up) lost
+      // nothing to the drop.
+      if (this.hasOwnCalls()) this.opts.onGraceExpired?.(this);
       this.end(1006);
     }, this.opts.resumeGraceMs);
     this.graceTimer.unref();

@@ -144,6 +144,15 @@ test('what happens while the tab is away reaches it in `missed`: the far end hun
   back.ws.close();
 });
 
+test('a tab that does not come back, whose call the far end hung up meanwhile: the drop cost no call, and is not counted expired', async () => {
+  await gateway(1);
+  const { tab, dialog } = await answeredCall();
+  await drop(tab);
+  await dialog.bye();
+  await new Promise((r) => setTimeout(r, 1500)); // past the grace time
+  assert.deepEqual(await resumeMetrics(), { dropped: 1, resumed: 0, refused: 0, expired: 0 });
+});
+
 test('a tab that does not come back within the grace time: its call ends (BYE to the trunk); resuming then gets a fresh session', async () => {
   await gateway(1);
   const { tab, welcome, dialog } = await answeredCall();
