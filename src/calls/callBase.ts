@@ -489,12 +489,13 @@ export abstract class CallBase extends EventEmitter<CallEvents> {
   /** Browser asked to hold or resume the far end: re-INVITE with a=sendonly / a=sendrecv. */
   async setLocalHold(hold: boolean): Promise<{ ok: true } | { ok: false; message: string }> {
     if (this.state !== 'answered' || !this.dialog) return { ok: false, message: 'call is not answered' };
-    if (this.heldLocally === hold) return { ok: true };
     // (While our offer in a 200 waits for its answer in the ACK, the dialog holds the re-INVITE
     // back until then: a second offer would cross it, RFC 3261 §14.1.)
     // One hold change at a time: a second one (the browser's resume) while ours waits out a 491
-    // would cross it.
+    // would cross it. Checked first: while a hold is out heldLocally still says "not held", so an
+    // unhold then would look like nothing to do, be answered ok, and the call end up held.
     if (this.holdChanging) return { ok: false, message: 'a hold change is in progress' };
+    if (this.heldLocally === hold) return { ok: true };
     this.holdChanging = true;
     try {
       return await this.changeHold(hold);

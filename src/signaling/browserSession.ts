@@ -114,8 +114,10 @@ export class BrowserSession implements RingTarget {
     const on = (event: string, fn: (...args: any[]) => void) => { ws.on(event, fn); this.socketListeners.push([event, fn]); };
     on('message', (data: Buffer, isBinary: boolean) => {
       if (this.state === 'closed' || this.closing || ws !== this.ws) return;
-      if (isBinary) { this.send({ type: 'error', code: 'bad-message', message: 'binary frames are not part of the protocol' }); return; }
+      // Every frame counts toward the flood limit, binary ones too (else a flood of them would
+      // get an endless stream of errors and never be cut).
       if (!this.admitFrame()) return;
+      if (isBinary) { this.send({ type: 'error', code: 'bad-message', message: 'binary frames are not part of the protocol' }); return; }
       this.onFrame(data.toString());
     });
     on('close', (code: number) => { if (ws === this.ws) this.onClose(code); });
@@ -252,10 +254,14 @@ export class BrowserSession implements RingTarget {
       }
       case 'reject': {
         const call = this.callFor(msg);
-        if (call instanceof InboundCall) {
-          call.reject(this.sessionId, msg.reason ?? 'declined');
-          if (!call.ended) this.detach(call, { cause: 'rejected' });
-        }
+        if (call instanceof OutboundCall) { this.refuse(msg, 'invalid-state', 'reject is for incoming calls: hang up a call this tab placed'); return; }
+        if (!(call instanceof InboundCall)) return;
+        // This tab already answered (the call is up, or its audio still connecting): it cannot
+        // be declined any more, and the user wants it gone — end it as a hangup. Declining only
+        // this tab's part would leave the call up with no tab to end it.
+        if (call.wonBy(this.sessionId)) { call.hangup('local-hangup'); return; }
+        call.reject(this.sessionId, msg.reason ?? 'declined');
+        if (!call.ended) this.detach(call, { cause: 'rejected' });
         return;
       }
       case 'hangup': {

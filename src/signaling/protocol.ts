@@ -22,7 +22,9 @@ export const ClientMessage = z.discriminatedUnion('type', [
     sdp,
     ref: CallRef.optional(),
     headers: z
-      .record(headerName, z.string().max(256).regex(/^[^\r\n]*$/, 'header values cannot contain line breaks'))
+      // No control characters at all (C0 but tab, DEL, C1): line breaks would inject headers,
+      // and the rest is not SIP text (RFC 3261 §25.1) — a strict trunk would refuse the call.
+      .record(headerName, z.string().max(256).regex(/^[^\x00-\x08\x0a-\x1f\x7f-\x9f]*$/, 'header values cannot contain line breaks or other control characters'))
       .refine((h) => Object.keys(h).length <= 10, 'at most 10 headers')
       .optional(),
   }),
@@ -107,11 +109,12 @@ export function parseClientMessage(text: string): { ok: true; msg: ClientMessage
   if (!r.success) {
     const issue = r.error.issues[0];
     const where = issue.path.length ? issue.path.join('.') : 'message';
-    // The refused `call` or `restart` named, when it can be: its ref (and the restart's call), so
-    // the tab ends that attempt now rather than at its timeout.
+    // The refused `call` or `restart` named, when it can be: its ref, so the tab ends that
+    // attempt now rather than at its timeout.
     const ref = type === 'call' || type === 'restart' ? CallRef.safeParse((json as { ref?: unknown }).ref) : undefined;
-    const callId = type === 'restart' ? CallRef.safeParse((json as { callId?: unknown }).callId) : undefined;
-    return { ok: false, code: 'bad-message', message: `${type}: ${where}: ${issue.message}`, request: option.shape.type.value, ref: ref?.success ? ref.data : undefined, callId: callId?.success ? callId.data : undefined };
+    // And any request about a call names that call, when its callId is usable.
+    const about = 'callId' in option.shape ? callId.safeParse((json as { callId?: unknown }).callId) : undefined;
+    return { ok: false, code: 'bad-message', message: `${type}: ${where}: ${issue.message}`, request: option.shape.type.value, ref: ref?.success ? ref.data : undefined, callId: about?.success ? about.data : undefined };
   }
   return { ok: true, msg: r.data };
 }
