@@ -56,6 +56,8 @@ export class BrowserSession implements RingTarget {
   private readonly listenersOff = new Map<string, () => void>();
   /** Why the calls of a closed connection ended: a call set up after the close ends so too. */
   private closeCause: 'connection-lost' | 'local-hangup' = 'local-hangup';
+  /** `call` requests still being set up (startOutbound not back yet). */
+  private callsBeingPlaced = 0;
   private frameWindowStart = Date.now();
   private framesInWindow = 0;
   private warnedFlood = false;
@@ -418,7 +420,15 @@ export class BrowserSession implements RingTarget {
       this.refuse(msg, 'bad-message', 'call: to is required (this token names no single destination)');
       return;
     }
-    const r = await this.opts.manager.startOutbound(identity, to, msg.sdp, msg.headers);
+    // Being placed, the call is already this tab's: a drop now keeps the session for a resume
+    // (hasOwnCalls), and its `calling` waits in `missed`.
+    this.callsBeingPlaced++;
+    let r: Awaited<ReturnType<CallManager['startOutbound']>>;
+    try {
+      r = await this.opts.manager.startOutbound(identity, to, msg.sdp, msg.headers);
+    } finally {
+      this.callsBeingPlaced--;
+    }
     if (!r.ok) {
       if (r.code === 'forbidden') {
         // Refused by the dial plan before any SIP: report it as an ended call, like any other outcome.
@@ -551,7 +561,7 @@ export class BrowserSession implements RingTarget {
   }
 
   private hasOwnCalls(): boolean {
-    return [...this.calls.values()].some((c) => this.isOwnCall(c));
+    return this.callsBeingPlaced > 0 || [...this.calls.values()].some((c) => this.isOwnCall(c));
   }
 
   /**

@@ -2,7 +2,8 @@
  * What a tab's session tells it and logs: every `error` answering a request names the request
  * and the call (a `call`'s ref, or the callId), a tab out of a call that goes on elsewhere hears
  * nothing more of it, a connection that drops while a call is being set up ends that call as
- * lost, and every log line of a session carries its sessionId.
+ * lost (once the resume grace is over: resume.test.ts), and every log line of a session carries
+ * its sessionId.
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';

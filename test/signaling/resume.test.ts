@@ -14,6 +14,7 @@ import { SipUserAgent, type Dialog, type ServerInvite } from '../../src/sip';
 import { startGateway } from '../support/gateway';
 import { browserPeers, openTab, until, type Msg, type Tab } from '../support/tabs';
 import { mintToken } from '../../src/edge';
+import type { CallManager } from '../../src/calls/callManager';
 
 const SECRET = 'resume-test-secret-0123456789abcdefghijk';
 const BASE = 27800;
@@ -255,4 +256,36 @@ test('with wsResumeGraceSec 0 a dropped tab\'s call ends at once, as before', as
   assert.equal(welcome.resumeGraceMs, 0);
   await drop(tab);
   await terminated(dialog);
+});
+
+test('a tab that drops while its call is still being set up (no `calling` yet) keeps it: the resume gets its `calling`, and the call is its to hang up', async () => {
+  await gateway(20);
+  const tab = await openTab(BASE, 'alice', SECRET, sockets);
+  const welcome = tab.messages.find((m) => m.type === 'welcome')!;
+  const before = dialogs.length;
+  // startOutbound returns only once the connection is gone: it dropped while the call was set up.
+  const open = () => (gw!.gateway as unknown as { signaling: { connectionCount: number } }).signaling.connectionCount;
+  const m = gw!.gateway['manager'] as unknown as CallManager;
+  const startOutbound = m.startOutbound;
+  m.startOutbound = async function (this: CallManager, ...args: Parameters<CallManager['startOutbound']>) {
+    const r = await startOutbound.apply(this, args);
+    await until(() => open() === 0, 'the tab gone');
+    return r;
+  };
+  tab.ws.send(JSON.stringify({ type: 'call', to: '+15551000100', ref: 'early', sdp: await browsers.offer() }));
+  await until(() => gw!.gateway.activeCalls === 1, 'the call being set up');
+  m.startOutbound = startOutbound;
+  await drop(tab);
+  await new Promise((r) => setTimeout(r, 200));
+  const back = await reconnect({ sessionId: welcome.sessionId, token: welcome.resumeToken });
+  const w = back.messages[0];
+  assert.equal(w.resumed, true, JSON.stringify(w));
+  const calling = (w.missed as Msg[]).find((x) => x.type === 'calling');
+  assert.equal(calling?.ref, 'early', JSON.stringify(w));
+  assert.deepEqual((w.calls as Msg[]).map((c) => c.callId), [calling.callId]);
+  await until(() => dialogs.length > before, 'the trunk answered');
+  back.ws.send(JSON.stringify({ type: 'hangup', callId: calling.callId }));
+  await terminated(dialogs[before]);
+  await until(() => back.messages.some((x) => x.type === 'ended' && x.callId === calling.callId), 'ended on the resumed connection');
+  back.ws.close();
 });
