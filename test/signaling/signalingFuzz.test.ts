@@ -51,10 +51,10 @@ import { readFileSync } from 'node:fs';
 import timersPromises from 'node:timers/promises';
 import pino from 'pino';
 import WebSocket from 'ws';
-import { MediaStreamTrack, RTCPeerConnection, RTCRtpCodecParameters } from 'werift';
+import { MediaStreamTrack, RTCPeerConnection } from 'werift';
 import { SipUserAgent, type ServerInvite, type SipRequest } from '../../src/sip';
 import { heldResources, startGateway } from '../support/gateway';
-import { browserPeers, until, type Msg } from '../support/tabs';
+import { browserPeers, gatheredSdp, newBrowserPeer, until, type Msg } from '../support/tabs';
 import { explain, prng, type Prng } from '../support/fuzz';
 
 const BASE = 28150;
@@ -278,23 +278,8 @@ const peers: RTCPeerConnection[] = [];
 const sdpInfo = new Map<string, { cls: SdpClass; codec?: Codec }>();
 const sdpClass = (sdp: unknown): SdpClass => (typeof sdp === 'string' ? sdpInfo.get(sdp)?.cls ?? 'maybe' : 'bad');
 
-function newPeer(codec: Codec): RTCPeerConnection {
-  const pc = new RTCPeerConnection({
-    iceServers: [{ urls: `stun:127.0.0.1:${stunPort}` }],
-    iceUseIpv6: false,
-    iceInterfaceAddresses: { udp4: '127.0.0.1' },
-    codecs: { audio: [codec === 'opus'
-      ? new RTCRtpCodecParameters({ mimeType: 'audio/opus', clockRate: 48000, channels: 2, payloadType: 111 })
-      : new RTCRtpCodecParameters({ mimeType: 'audio/PCMU', clockRate: 8000, channels: 1, payloadType: 0 })] },
-  });
-  peers.push(pc);
-  return pc;
-}
-
-async function gathered(pc: RTCPeerConnection): Promise<string> {
-  await new Promise<void>((r) => { if (pc.iceGatheringState === 'complete') r(); else pc.iceGatheringStateChange.subscribe((s) => { if (s === 'complete') r(); }); });
-  return pc.localDescription!.sdp;
-}
+const newPeer = (codec: Codec) => newBrowserPeer(stunPort, peers, codec);
+const gathered = gatheredSdp;
 
 /** A browser's offer (a new peer connection): its answer, when one comes, is applied so it connects. */
 async function browserOffer(codec: Codec): Promise<{ pc: RTCPeerConnection; sdp: string }> {

@@ -39,10 +39,10 @@ export async function openTab(base: number, user: string, secret: string, socket
 }
 
 /**
- * A werift peer connection's offer, as a browser would send it (STUN on loopback at `stunPort`,
- * never a public server), with Opus or (a browser that offers only that) PCMU. The connection goes into `peers` for the caller to close.
+ * A werift peer connection as a browser's (STUN on loopback at `stunPort`, never a public server),
+ * with Opus or (a browser that offers only that) PCMU. It goes into `peers` for the caller to close.
  */
-export async function browserOffer(stunPort: number, peers: RTCPeerConnection[], codec: 'opus' | 'pcmu' = 'opus'): Promise<string> {
+export function newBrowserPeer(stunPort: number, peers: RTCPeerConnection[], codec: 'opus' | 'pcmu' = 'opus'): RTCPeerConnection {
   const pc = new RTCPeerConnection({
     iceServers: [{ urls: `stun:127.0.0.1:${stunPort}` }],
     iceUseIpv6: false,
@@ -52,10 +52,21 @@ export async function browserOffer(stunPort: number, peers: RTCPeerConnection[],
       : new RTCRtpCodecParameters({ mimeType: 'audio/PCMU', clockRate: 8000, channels: 1, payloadType: 0 })] },
   });
   peers.push(pc);
-  pc.addTransceiver(new MediaStreamTrack({ kind: 'audio' }), { direction: 'sendrecv' });
-  await pc.setLocalDescription(await pc.createOffer());
+  return pc;
+}
+
+/** The local description of `pc` once its candidates are all gathered. */
+export async function gatheredSdp(pc: RTCPeerConnection): Promise<string> {
   await new Promise<void>((r) => { if (pc.iceGatheringState === 'complete') r(); else pc.iceGatheringStateChange.subscribe((s) => { if (s === 'complete') r(); }); });
   return pc.localDescription!.sdp;
+}
+
+/** A browser peer's offer (newBrowserPeer), sending audio, with its candidates. */
+export async function browserOffer(stunPort: number, peers: RTCPeerConnection[], codec: 'opus' | 'pcmu' = 'opus'): Promise<string> {
+  const pc = newBrowserPeer(stunPort, peers, codec);
+  pc.addTransceiver(new MediaStreamTrack({ kind: 'audio' }), { direction: 'sendrecv' });
+  await pc.setLocalDescription(await pc.createOffer());
+  return gatheredSdp(pc);
 }
 
 /**
