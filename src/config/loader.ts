@@ -1,7 +1,8 @@
 import { createPrivateKey, createPublicKey, X509Certificate } from 'node:crypto';
+import { isUtf8 } from 'node:buffer';
 import { existsSync, readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
-import { parse as parseYaml } from 'yaml';
+import { LineCounter, parseDocument, Parser as YamlParser, visit } from 'yaml';
 import type { z } from 'zod';
 import { ConfigSchema, SECRET_PATHS, type GatewayConfig } from './schema';
 
@@ -40,11 +41,16 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): LoadResult {
   if (path) {
     if (!existsSync(path)) return { ok: false, errors: [`config error: config file not found: ${path}`] };
     try {
-      const text = readFileSync(path, 'utf8');
+      const text = readText(path);
+      if (typeof text !== 'string') return { ok: false, errors: [`config error: ${path}: ${text.error}`] };
       let parsed: unknown;
       if (/\.json$/i.test(path)) {
         try { parsed = JSON.parse(text); } catch (e) { return { ok: false, errors: [`config error: ${path}: ${jsonErrorWithoutInput(e)}`] }; }
-      } else parsed = parseYaml(text);
+      } else {
+        const yaml = readYaml(text);
+        if (!yaml.ok) return { ok: false, errors: [`config error: ${path}: ${yaml.error}`] };
+        parsed = yaml.value;
+      }
       if (parsed !== null && parsed !== undefined && (typeof parsed !== 'object' || Array.isArray(parsed))) return { ok: false, errors: [`config error: ${path}: expected a mapping of sections (http:, sip:, trunk:, …)`] };
       raw = (parsed ?? {}) as Record<string, unknown>;
     } catch (e) {
@@ -68,8 +74,8 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): LoadResult {
     else if (name.startsWith('GATEWAY_') && name.includes('__') && !NOT_SETTINGS.has(name)) spec = name.slice('GATEWAY_'.length).split('__').join('.');
     if (!spec) continue;
     const resolved = resolveKeyPath(spec.split('.'));
-    if (!resolved) {
-      errors.push(`config error: ${name}: no such setting (${spec.toLowerCase()})`);
+    if (!resolved || 'error' in resolved) {
+      errors.push(`config error: ${printable(name)}: ${resolved ? resolved.error : `no such setting (${printable(spec.toLowerCase())})`}`);
       continue;
     }
     overrides.push({ name, keyPath: resolved.path, leaf: resolved.schema, value });
@@ -85,6 +91,12 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): LoadResult {
     }
     setPath(raw, o.keyPath, v.value);
     sources.set(o.keyPath.join('.'), o.name);
+  }
+  // An item set past the end of its list leaves a gap, which read as one "missing" line per
+  // absent item; one line naming the variable says it better.
+  for (const o of overrides) {
+    const gap = listGap(raw, o.keyPath);
+    if (gap) errors.push(`config error: ${o.keyPath.join('.')} (from ${printable(o.name)}): ${gap}`);
   }
   if (errors.length) return { ok: false, errors };
   return validateConfig(raw, sources);
@@ -102,6 +114,91 @@ function configArg(argv: string[]): string | undefined {
   }
   return undefined;
 }
+
+/**
+ * The file's text, or why it has none that can be trusted. A UTF-8 byte order mark (some
+ * Windows editors write one) is dropped: JSON.parse refused it. Bytes that are not UTF-8 (a
+ * file saved as Latin-1 or UTF-16) are refused rather than read as U+FFFD, which silently
+ * changed a password or a host name.
+ */
+function readText(path: string): string | { error: string } {
+  let bytes = readFileSync(path);
+  if (bytes[0] === 0xef && bytes[1] === 0xbb && bytes[2] === 0xbf) bytes = bytes.subarray(3);
+  if (isUtf8(bytes)) return bytes.toString('utf8');
+  // A byte sequence cannot run across a line end (0x0a is never inside a UTF-8 character).
+  let line = 1;
+  for (let start = 0; start <= bytes.length; line++) {
+    const end = bytes.indexOf(0x0a, start);
+    if (!isUtf8(bytes.subarray(start, end < 0 ? bytes.length : end))) break;
+    start = end < 0 ? bytes.length + 1 : end + 1;
+  }
+  return { error: `not UTF-8 text (line ${line}); save the file as UTF-8` };
+}
+
+/**
+ * Deeper than any setting goes (webrtc.turnServers[0].urls[0] is four levels). The YAML library
+ * recurses once per level: thousands of levels overflowed the stack, and V8 could abort the
+ * whole process (out of memory in its regular expression compiler) instead of throwing.
+ */
+const MAX_YAML_DEPTH = 32;
+
+type YamlResult = { ok: true; value: unknown } | { ok: false; error: string };
+
+/** Parses YAML; warnings (an unknown tag or directive: the value is not what was written) are errors too. */
+function readYaml(text: string): YamlResult {
+  if (yamlDepth(text) > MAX_YAML_DEPTH) return { ok: false, error: `nested more than ${MAX_YAML_DEPTH} levels deep` };
+  const lineCounter = new LineCounter();
+  // logLevel: the library's own warnings (a key that is a list, say) went to stderr with the text.
+  const doc = parseDocument(text, { lineCounter, logLevel: 'error' });
+  const problem = doc.errors[0] ?? doc.warnings[0];
+  if (problem) return { ok: false, error: yamlMessage(problem) };
+  // Found here rather than by toJS(), whose error says neither where nor anything but the name.
+  let unresolved: number | undefined;
+  visit(doc, { Alias(_, node) { if (unresolved === undefined && !node.resolve(doc)) unresolved = node.range?.[0] ?? 0; } });
+  if (unresolved !== undefined) {
+    const { line, col } = lineCounter.linePos(unresolved);
+    return { ok: false, error: `Unresolved alias (the anchor must be set before the alias) at line ${line}, column ${col}${QUOTE_HINT}` };
+  }
+  try {
+    return { ok: true, value: doc.toJS() };
+  } catch (e) {
+    return { ok: false, error: yamlMessage(e) }; // too many aliases (a "billion laughs")
+  }
+}
+
+/** Nesting depth of a YAML text, measured on the parser's token tree without recursion. */
+function yamlDepth(text: string): number {
+  type Token = { type?: string; value?: unknown; items?: Array<{ key?: unknown; value?: unknown }> };
+  let max = 0;
+  const todo: Array<[Token | undefined, number]> = [];
+  for (const token of new YamlParser().parse(text)) todo.push([token as Token, 0]);
+  while (todo.length && max <= MAX_YAML_DEPTH) {
+    const [t, d] = todo.pop()!;
+    if (!t || typeof t !== 'object') continue;
+    const depth = t.type === 'block-map' || t.type === 'block-seq' || t.type === 'flow-collection' ? d + 1 : d;
+    max = Math.max(max, depth);
+    if (t.type === 'document') todo.push([t.value as Token, depth]);
+    for (const item of t.items ?? []) todo.push([item.key as Token, depth], [item.value as Token, depth]);
+  }
+  return max;
+}
+
+/**
+ * A YAML problem in one line, without the text it quotes: the parser's messages end with the
+ * offending source ("Unresolved alias (…): <name>", "Block scalar header includes extra
+ * characters: <text>") and its warnings printed the whole line to stderr — a password written
+ * unquoted (`password: *x7…`, `>x7…`, `!x7…`) with them. What is wrong and where is kept.
+ */
+function yamlMessage(e: unknown): string {
+  const first = String((e as Error)?.message ?? e).split('\n')[0];
+  const at = / at line \d+, column \d+:?$/.exec(first);
+  const what = (at ? first.slice(0, at.index) : first).split(': ')[0].replace(/:\s*$/, '');
+  const pos = (e as { linePos?: [{ line: number; col: number }] }).linePos?.[0];
+  const hint = /alias|anchor|tag|block scalar|cannot start with/i.test(what) ? QUOTE_HINT : '';
+  return `${what}${pos ? ` at line ${pos.line}, column ${pos.col}` : ''}${hint}`;
+}
+
+const QUOTE_HINT = ' (a value that starts with one of ! & * | > % @ ` must be in quotes)';
 
 /**
  * Validates a configuration object (what a file holds) and resolves derived defaults.
@@ -357,7 +454,7 @@ function unwrap(schema: unknown): AnySchema | undefined {
 const norm = (k: string) => k.toLowerCase().replace(/_/g, '');
 
 /** Maps env segments (any case) to the schema's key path, and the schema found there. */
-function resolveKeyPath(parts: string[]): { path: string[]; schema: unknown } | null {
+function resolveKeyPath(parts: string[]): { path: string[]; schema: unknown } | { error: string } | null {
   let schema: unknown = ConfigSchema;
   const out: string[] = [];
   for (const part of parts) {
@@ -369,6 +466,9 @@ function resolveKeyPath(parts: string[]): { path: string[]; schema: unknown } | 
       out.push(key);
       schema = s.shape[key];
     } else if (type === 'array' && /^\d+$/.test(part)) {
+      // "01" set no item (a property of the list, not an index), and item 4294967294 made a list
+      // of four billion holes that validation then walked: minutes, or out of memory.
+      if (!/^(0|[1-9]\d{0,3})$/.test(part)) return { error: `list index ${printable(part)}: expected 0-9999, without leading zeros` };
       out.push(part);
       schema = s?.def?.element;
     } else if (type === 'record' && part) {
@@ -482,11 +582,11 @@ function defaultMessage(iss: z.core.$ZodRawIssue): string | undefined {
 function formatIssue(iss: z.core.$ZodIssue, raw: unknown, sources: Map<string, string>): string[] {
   const path = iss.path.map((p) => (typeof p === 'symbol' ? String(p) : p));
   const where = (p: (string | number)[]) => {
-    const key = p.join('.') || '(top level)';
+    const key = p.map((k) => printable(String(k))).join('.') || '(top level)';
     // The variable that set this key or the section or list it is in.
     let src: string | undefined;
     for (let n = p.length; n > 0 && !src; n--) src = sources.get(p.slice(0, n).join('.'));
-    return src ? `${key} (from ${src})` : key;
+    return src ? `${key} (from ${printable(src)})` : key;
   };
   if (iss.code === 'unrecognized_keys') {
     const known = Object.keys(schemaAt(path)?.shape ?? {});
@@ -536,8 +636,34 @@ function describeValue(v: unknown, secrecy: 'secret' | 'holds' | null): string {
     return `a list of ${v.length} item${v.length === 1 ? '' : 's'}`;
   }
   if (typeof v === 'object') return 'a section (key: value mapping)';
-  const s = typeof v === 'string' ? JSON.stringify(v) : String(v);
+  // A password inside a URI (sip:user:password@host) is a secret wherever it is.
+  const s = typeof v === 'string' ? JSON.stringify(v.replace(/^([a-z][a-z0-9+.-]*:(?:\/\/)?[^:@/\s]*:)[^@\s]*@/i, '$1***@')) : String(v);
   return s.length <= 80 ? s : `${s.slice(0, 77)}...`;
+}
+
+/** The lists along `path` that have items missing before the last one set, described; null when none. */
+function listGap(obj: unknown, path: string[]): string | null {
+  let o = obj;
+  for (const k of path) {
+    if (Array.isArray(o)) {
+      const list: unknown[] = o;
+      const missing = list.findIndex((_, i) => !(i in list));
+      if (missing >= 0) return `item ${list.length - 1} is set but not item ${missing}; list items are numbered from 0, without gaps`;
+    }
+    if (typeof o !== 'object' || o === null) return null;
+    o = (o as Record<string, unknown>)[k];
+  }
+  return null;
+}
+
+/**
+ * A key or variable name as it can be printed on one line: control and invisible characters
+ * escaped, at most 64 characters (a key of a megabyte, or one holding a newline, went into the
+ * message as it was).
+ */
+function printable(name: string): string {
+  const cut = name.length > 64 ? `${name.slice(0, 64)}…` : name;
+  return cut.replace(/[\p{C}\u2028\u2029]/gu, (ch) => `\\u{${ch.codePointAt(0)!.toString(16)}}`);
 }
 
 function setPath(obj: Record<string, unknown>, path: string[], value: unknown): void {

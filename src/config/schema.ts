@@ -36,6 +36,21 @@ const iceUri = z.string().regex(/^(stuns?|turns?):[^\s]+$/, 'expected a TURN URI
 const cidr = z.string().refine(isCidr, 'expected an IP address or CIDR such as 203.0.113.0/24');
 const origin = z.string().refine((s) => /^https?:\/\/(\*\.)?[^/\s*?#@]+$/.test(s), 'expected an origin such as https://app.example.com or https://*.example.com (scheme and host, no path or trailing slash)');
 const numberPattern = z.string().regex(/^[+0-9*?#]+$/, 'expected a number pattern such as +1555* (digits and +; * any suffix, ? one character)');
+/**
+ * A SIP URI. A password in it (sip:user:password@host; RFC 3261 §19.1.1 advises against) went
+ * wherever the URI goes — the start log line, --check-config, error messages — so it is refused:
+ * the password has a key of its own.
+ */
+const sipUri = (example: string, passwordKey: string) => z
+  .string({ error: `expected a SIP URI such as ${example}` })
+  .regex(/^sips?:[^\s]+$/, `expected a SIP URI such as ${example}`)
+  .refine((u) => !/^sips?:[^:@]*:[^@]*@/i.test(u), `expected no password in the URI (sip:user:password@…): set ${passwordKey} instead`);
+/**
+ * A name → value map. Without a prototype, so that a lookup by a name from the network (a DID,
+ * a digest user name) finds only what was configured: users["constructor"] was Object, whose
+ * text a caller could use as the password.
+ */
+const lookupMap = <T>(entries: Record<string, T>): Record<string, T> => Object.assign(Object.create(null) as Record<string, T>, entries);
 
 function isCidr(s: string): boolean {
   const [ip, len, extra] = s.split('/');
@@ -92,7 +107,7 @@ export const ConfigSchema = z
       .prefault({}),
     trunk: z
       .object({
-        uri: z.string({ error: 'expected a SIP URI such as sip:trunk.example.com:5060' }).regex(/^sips?:[^\s]+$/, 'expected a SIP URI such as sip:trunk.example.com:5060'),
+        uri: sipUri('sip:trunk.example.com:5060', 'trunk.password'),
         username: z.string().min(1, 'expected a non-empty user name').optional(),
         password: z.string().min(1, 'expected a non-empty password').optional(),
         fromDomain: z.string().optional(),
@@ -100,11 +115,13 @@ export const ConfigSchema = z
          * Every request toward the trunk (INVITE, REGISTER, OPTIONS) goes to this proxy (an SBC)
          * with a pre-loaded Route; in-dialog requests follow the Record-Route it adds.
          */
-        outboundProxy: z.string({ error: 'expected a SIP URI such as sip:sbc.example.com:5060' }).regex(/^sips?:[^\s]+$/, 'expected a SIP URI such as sip:sbc.example.com:5060').optional(),
+        outboundProxy: sipUri('sip:sbc.example.com:5060', 'trunk.password').optional(),
         srtp: srtp.default('off'),
         codecs: z.array(codec).min(1, 'expected at least one codec').default(['PCMU', 'PCMA']),
         register: z.boolean().default(false),
-        optionsKeepaliveSec: z.number().int().min(0).default(0),
+        // At most a day: a delay past 2^31 ms (24.8 days) makes Node's timers fire at once, so
+        // a large "rarely" sent OPTIONS every millisecond.
+        optionsKeepaliveSec: z.number().int().min(0).max(86400).default(0),
         /** A call the trunk has not answered after this long is CANCELled (cause no-answer). */
         answerTimeoutSec: z.number().min(1).max(3600).default(DEFAULT_ANSWER_TIMEOUT_SEC),
         sourceCidrs: z.array(cidr).default([]),
@@ -157,13 +174,14 @@ export const ConfigSchema = z
       .prefault({}),
     inbound: z
       .object({
-        didMap: z.record(z.string(), z.string()).default({}),
+        didMap: z.record(z.string(), z.string()).transform(lookupMap).prefault({}),
         routeByUserPart: z.boolean().default(true),
-        ringTimeoutSec: z.number().min(5).default(45),
+        // At most an hour: past 2^31 ms the timer fired at once and every inbound call got 480.
+        ringTimeoutSec: z.number().min(5).max(3600).default(45),
         /** While a user has a tab open, REGISTER sip:<user>@<domain> at this registrar (calls to them reach us). */
         registerUsers: z
           .object({
-            registrar: z.string({ error: 'expected a SIP URI such as sip:pbx.example.com' }).regex(/^sips?:[^\s]+$/, 'expected a SIP URI such as sip:pbx.example.com'),
+            registrar: sipUri('sip:pbx.example.com', 'inbound.registerUsers.password'),
             domain: z.string().min(1, 'expected the domain of the users\' addresses of record'),
             expiresSec: z.number().int().min(60).max(86400).default(300),
             password: z.string().min(1).optional(),
@@ -174,7 +192,7 @@ export const ConfigSchema = z
         digest: z
           .object({
             realm: z.string().min(1).default('webrtc-sip-gateway'),
-            users: z.record(z.string().min(1), z.string().min(8, 'expected a password of at least 8 characters')).refine((u) => Object.keys(u).length > 0, 'expected at least one user'),
+            users: z.record(z.string().min(1), z.string().min(8, 'expected a password of at least 8 characters')).refine((u) => Object.keys(u).length > 0, 'expected at least one user').transform(lookupMap),
           })
           .strict()
           .optional(),

@@ -69,6 +69,11 @@ export class HttpServer {
     this.server.on('connection', (socket: Socket) => {
       this.sockets.add(socket);
       socket.once('close', () => this.sockets.delete(socket));
+      // Once our side has ended a connection (and what we wrote is flushed) nothing more is
+      // read from it, so it is closed, as Node does after a last HTTP response. A socket handed
+      // to an 'upgrade' handler that refuses it with end() is read by nobody: with bytes
+      // queued after the request, it never saw the peer's FIN and stayed open for good.
+      socket.once('finish', () => socket.destroy());
     });
   }
 
@@ -185,7 +190,9 @@ function readBody(req: IncomingMessage, limit: number): Promise<string> {
     };
     req.on('data', onData);
     req.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
-    req.on('error', reject);
+    // The client went away before the end of its body (Node's "aborted"): a request refused,
+    // not a failure of ours to log as an error with its stack.
+    req.on('error', () => reject(new HttpError(400, 'request body incomplete: the client went away')));
   });
 }
 
