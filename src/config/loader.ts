@@ -1,6 +1,6 @@
 import { createPrivateKey, createPublicKey, X509Certificate } from 'node:crypto';
 import { isUtf8 } from 'node:buffer';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { LineCounter, parseDocument, Parser as YamlParser, visit } from 'yaml';
 import type { z } from 'zod';
@@ -41,6 +41,8 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): LoadResult {
   if (path) {
     if (!existsSync(path)) return { ok: false, errors: [`config error: config file not found: ${path}`] };
     try {
+      // A FIFO or a device (/dev/zero) would be read for ever: the start would hang, not fail.
+      if (!statSync(path).isFile()) return { ok: false, errors: [`config error: ${path}: not a regular file`] };
       const text = readText(path);
       if (typeof text !== 'string') return { ok: false, errors: [`config error: ${path}: ${text.error}`] };
       let parsed: unknown;

@@ -31,8 +31,10 @@ const codec = z.enum(['PCMU', 'PCMA', 'opus']);
 const srtp = z.enum(['off', 'optional', 'mandatory']);
 const tlsFiles = z.object({ certFile: z.string().min(1, 'expected a file path'), keyFile: z.string().min(1, 'expected a file path') }).strict();
 
-const stunUri = z.string().regex(/^stuns?:[^\s]+$/, 'expected a STUN URI such as stun:stun.example.com:3478');
-const iceUri = z.string().regex(/^(stuns?|turns?):[^\s]+$/, 'expected a TURN URI such as turn:turn.example.com:3478?transport=udp');
+// No user part (RFC 7064/7065 have none: a browser refuses turn:user:pass@host, and a password
+// there would reach the logs, which mask only `credential`).
+const stunUri = z.string().regex(/^stuns?:[^\s@]+$/, 'expected a STUN URI such as stun:stun.example.com:3478');
+const iceUri = z.string().regex(/^(stuns?|turns?):[^\s@]+$/, 'expected a TURN URI such as turn:turn.example.com:3478?transport=udp (user name and password go in username and credential)');
 const cidr = z.string().refine(isCidr, 'expected an IP address or CIDR such as 203.0.113.0/24');
 const origin = z.string().refine((s) => /^https?:\/\/(\*\.)?[^/\s*?#@]+$/.test(s), 'expected an origin such as https://app.example.com or https://*.example.com (scheme and host, no path or trailing slash)');
 const numberPattern = z.string().regex(/^[+0-9*?#]+$/, 'expected a number pattern such as +1555* (digits and +; * any suffix, ? one character)');

@@ -114,10 +114,13 @@ export class HttpServer {
         await route(req, res, body);
         return;
       }
-      if (req.method === 'GET' || req.method === 'HEAD') {
-        const file = STATIC_ALIASES[url.pathname] ?? (url.pathname.startsWith('/dist/') ? url.pathname.slice(1) : undefined);
-        if (file) { await this.serveFile(file, res); return; }
-      }
+      const file = STATIC_ALIASES[url.pathname] ?? (url.pathname.startsWith('/dist/') ? url.pathname.slice(1) : undefined);
+      if (file && (req.method === 'GET' || req.method === 'HEAD')) { await this.serveFile(file, res); return; }
+      // A path we serve, asked with another method: 405 naming the methods it takes (RFC 9110
+      // §15.5.6), so that a client sees its mistake instead of a missing page.
+      const allowed = [...this.routes.keys()].filter((k) => k.endsWith(` ${url.pathname}`)).map((k) => k.slice(0, k.indexOf(' ')));
+      if (STATIC_ALIASES[url.pathname] || allowed.includes('GET')) allowed.push('GET', 'HEAD');
+      if (allowed.length) { sendJson(res, 405, { error: 'method not allowed' }, { allow: [...new Set(allowed)].join(', ') }); return; }
       sendJson(res, 404, { error: 'not found' });
     } catch (err) {
       if (err instanceof HttpError) {

@@ -92,6 +92,9 @@ test('an empty YAML file is the defaults; a file that is not a mapping is an err
 
 test('file problems: missing file, --config without a path, YAML and JSON syntax errors — one line each', () => {
   oneError(loadConfig(['--config', join(work, 'nope.yaml')], {}), /^config error: config file not found: .*nope\.yaml$/);
+  // Not a file (it would be read for ever, or fail with EISDIR): refused at once.
+  oneError(loadConfig(['--config', '/dev/zero'], {}), /^config error: \/dev\/zero: not a regular file$/);
+  oneError(loadConfig(['--config', work], {}), /: not a regular file$/);
   oneError(loadConfig(['--config'], {}), /--config needs a file path/);
   oneError(loadConfig(['--config', '--check-config'], {}), /--config needs a file path/);
   oneError(loadConfig(['--config', file('broken.yaml', 'http: [\n')], {}), /broken\.yaml: .*line \d+, column \d+$/);
@@ -193,6 +196,9 @@ test('a bad value names the key path, what is expected and what was given', () =
   oneError(validateConfig({ trunk: { uri: 'sip:t.example.com', sourceCidrs: ['10.0.0.0/33'] }, auth: { hs256Secret: SECRET } }), /^config error: trunk\.sourceCidrs\.0: expected an IP address or CIDR/);
   oneError(validateConfig({ edge: { allowedOrigins: ['https://app.example.com/'] } }), /^config error: edge\.allowedOrigins\.0: expected an origin such as https:\/\/app\.example\.com/);
   oneError(validateConfig({ webrtc: { stunServers: ['stun.example.com:3478'] } }), /^config error: webrtc\.stunServers\.0: expected a STUN URI/);
+  // A password in a TURN URI: refused (browsers refuse it too), and masked in the message.
+  const turnPw = oneError(validateConfig({ webrtc: { turnServers: [{ urls: 'turn:lab:s3cret-pw@turn.example.com' }] } }), /^config error: webrtc\.turnServers\.0\.urls: expected a TURN URI/);
+  assert.doesNotMatch(turnPw, /s3cret-pw/);
   oneError(validateConfig({ media: { opusComplexity: 11 } }), /^config error: media\.opusComplexity: expected .*10.*, got 11$/);
   oneError(validateConfig({ media: { portRange: [31001, 31005], workers: 3 } }), /^config error: media\.workers: expected at least one even\/odd RTP\/RTCP port pair per media worker in portRange/);
   oneError(validateConfig({ sip: 'udp' }), /^config error: sip: expected a section \(key: value mapping\), got "udp"$/);

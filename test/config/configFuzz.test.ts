@@ -33,7 +33,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { createSocket } from 'node:dgram';
 import { isUtf8 } from 'node:buffer';
 import { mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
@@ -567,18 +567,22 @@ for (const seed of SEEDS) {
   });
 }
 
-test('file paths: missing, empty, a directory, a dangling link, under a file, /dev/null, and --config forms: one clear line or the defaults', () => {
+test('file paths: missing, empty, a directory, a FIFO, a device, a dangling link, under a file, and --config forms: one clear line or the defaults', () => {
   const dir = join(work, 'paths');
   mkdirSync(dir);
   writeFileSync(join(dir, 'plain.yaml'), 'http:\n  port: 9000\n');
   symlinkSync(join(dir, 'gone.yaml'), join(dir, 'dangling.yaml'));
   mkdirSync(join(dir, 'sub.yaml'));
+  execFileSync('mkfifo', [join(dir, 'fifo.yaml')]);
   const cases: Array<{ argv: string[]; env?: Record<string, string>; expect: RegExp | 'ok' }> = [
     { argv: ['--config', join(dir, 'missing.yaml')], expect: /^config error: config file not found: .*missing\.yaml$/ },
     { argv: ['--config', join(dir, 'dangling.yaml')], expect: /^config error: config file not found: .*dangling\.yaml$/ },
-    { argv: ['--config', join(dir, 'sub.yaml')], expect: /^config error: .*sub\.yaml: EISDIR/ },
+    { argv: ['--config', join(dir, 'sub.yaml')], expect: /^config error: .*sub\.yaml: not a regular file$/ },
+    // Read for ever, were it read: refused.
+    { argv: ['--config', join(dir, 'fifo.yaml')], expect: /^config error: .*fifo\.yaml: not a regular file$/ },
+    { argv: ['--config', '/dev/zero'], expect: /^config error: \/dev\/zero: not a regular file$/ },
     { argv: ['--config', join(dir, 'plain.yaml', 'x.yaml')], expect: /^config error: config file not found: / },
-    { argv: ['--config', '/dev/null'], expect: 'ok' },
+    { argv: ['--config', '/dev/null'], expect: /^config error: \/dev\/null: not a regular file$/ },
     { argv: ['--config'], expect: /--config needs a file path/ },
     { argv: ['--config='], expect: /--config needs a file path/ },
     { argv: ['--config', '--config'], expect: /--config needs a file path/ },

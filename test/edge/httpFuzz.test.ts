@@ -140,12 +140,13 @@ function allowed(s: Shape, mode: 'demo' | 'token'): { statuses: Set<number | 'cl
       set.add(400);
       if (s.bodyLen > 16 * 1024) set.add(413);
     } else set.add(200);
-  } else if (s.method === 'GET' || s.method === 'HEAD') {
-    file = staticFile(url.pathname);
-    set.add(file ? 200 : 404);
   } else {
-    set.add(404);
-    set.add(405);
+    if (s.method === 'GET' || s.method === 'HEAD') file = staticFile(url.pathname);
+    // A path served to other methods: 405 (with Allow); any other: 404.
+    // (A GET of a page whose file is missing is a 404.)
+    const get = s.method === 'GET' || s.method === 'HEAD';
+    const served = [...ROUTES].some((r) => r.endsWith(` ${url.pathname}`) && (mode === 'demo' || r !== 'GET /api/demo/token')) || (!get && Object.prototype.hasOwnProperty.call(ALIASES, url.pathname));
+    set.add(file ? 200 : served ? 405 : 404);
   }
   return { statuses: set, file };
 }
@@ -220,7 +221,8 @@ function makeCase(r: Prng, mode: 'demo' | 'token'): Case {
   // answered. Each of them may then get nothing, that 400, or the upgrade's answer.
   const breaker = shapes.findIndex((x, k) => k > 0 && (!x.syntaxOk || x.upgrade || closes[k - 1] || !shapes[k - 1].syntaxOk));
   if (breaker > 0) {
-    const theirs = allowed(shapes[breaker], mode).statuses;
+    // (Any request from there on may be the one answered: an upgrade further on still is.)
+    const theirs = shapes.slice(breaker).flatMap((x) => [...allowed(x, mode).statuses]);
     for (const set of allowedSets) { set.add('close'); set.add(400); for (const st of theirs) set.add(st); }
   }
   const bytes = Buffer.concat(pieces);

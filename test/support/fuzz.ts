@@ -42,7 +42,12 @@ export function explain<T>(what: () => string, fn: () => T): T {
   try {
     return fn();
   } catch (err) {
-    if (err instanceof assert.AssertionError) err.message = `${what()}\n${err.message}`;
+    if (err instanceof assert.AssertionError) {
+      // The reporter prints the stack, written when the error was made: the input goes there too.
+      const before = err.message;
+      err.message = `${what()}\n${before}`;
+      if (err.stack?.includes(before)) err.stack = err.stack.replace(before, err.message);
+    }
     else assert.fail(`${what()}: threw ${(err as Error)?.stack ?? String(err)}`);
     throw err;
   }
