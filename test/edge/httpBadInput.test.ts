@@ -106,7 +106,7 @@ test('a POST body over the limit gets 413 and the connection closed, not a reset
   }
 });
 
-test('HEAD is answered like GET without a body: routes (/healthz) and static files; unknown paths stay 404', async () => {
+test('HEAD is answered like GET without a body: routes (/healthz) and static files; unknown paths stay 404, other methods on known ones get 405', async () => {
   const root = tempDir('webroot-');
   mkdirSync(join(root, 'dist'));
   writeFileSync(join(root, 'dist', 'ok.js'), 'ok();');
@@ -126,7 +126,11 @@ test('HEAD is answered like GET without a body: routes (/healthz) and static fil
     assert.equal((await fetch(`http://127.0.0.1:${port}/nope`, { method: 'HEAD' })).status, 404);
     // HEAD stands in for GET only: a POST route is not reached by it.
     http.route('POST', '/api/act', () => assert.fail('a HEAD must not run a POST route'));
-    assert.equal((await fetch(`http://127.0.0.1:${port}/api/act`, { method: 'HEAD' })).status, 404);
+    const act = await fetch(`http://127.0.0.1:${port}/api/act`, { method: 'HEAD' });
+    assert.deepEqual([act.status, act.headers.get('allow')], [405, 'POST']);
+    // Another method on a page: 405 naming GET and HEAD.
+    const put = await fetch(`http://127.0.0.1:${port}/healthz`, { method: 'PUT' });
+    assert.deepEqual([put.status, put.headers.get('allow')], [405, 'GET, HEAD']);
   } finally {
     await http.close();
   }
