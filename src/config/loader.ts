@@ -96,9 +96,12 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): LoadResult {
   }
   // An item set past the end of its list leaves a gap, which read as one "missing" line per
   // absent item; one line naming the variable says it better.
+  const gapsTold = new Set<string>();
   for (const o of overrides) {
     const gap = listGap(raw, o.keyPath);
-    if (gap) errors.push(`config error: ${o.keyPath.join('.')} (from ${printable(o.name)}): ${gap}`);
+    if (!gap || gapsTold.has(gap.list)) continue;
+    gapsTold.add(gap.list);
+    errors.push(`config error: ${o.keyPath.join('.')} (from ${printable(o.name)}): ${gap.message}`);
   }
   if (errors.length) return { ok: false, errors };
   return validateConfig(raw, sources);
@@ -638,22 +641,26 @@ function describeValue(v: unknown, secrecy: 'secret' | 'holds' | null): string {
     return `a list of ${v.length} item${v.length === 1 ? '' : 's'}`;
   }
   if (typeof v === 'object') return 'a section (key: value mapping)';
-  // A password inside a URI (sip:user:password@host) is a secret wherever it is.
-  const s = typeof v === 'string' ? JSON.stringify(v.replace(/^([a-z][a-z0-9+.-]*:(?:\/\/)?[^:@/\s]*:)[^@\s]*@/i, '$1***@')) : String(v);
+  // A password inside a URI (sip:user:password@host) is a secret wherever it is: all up to the
+  // last @ (a password may hold one; a SIP user part may hold a /).
+  const s = typeof v === 'string' ? JSON.stringify(v.replace(/^([a-z][a-z0-9+.-]*:(?:\/\/)?[^:@\s]*:).*@/i, '$1***@')) : String(v);
   return s.length <= 80 ? s : `${s.slice(0, 77)}...`;
 }
 
-/** The lists along `path` that have items missing before the last one set, described; null when none. */
-function listGap(obj: unknown, path: string[]): string | null {
+/**
+ * The first list along `path` in which this key's item lies past a missing one (one override
+ * with a gap before it: the one to blame, once per list), described; null when there is none.
+ */
+function listGap(obj: unknown, path: string[]): { list: string; message: string } | null {
   let o = obj;
-  for (const k of path) {
+  for (let k = 0; k < path.length; k++) {
     if (Array.isArray(o)) {
       const list: unknown[] = o;
       const missing = list.findIndex((_, i) => !(i in list));
-      if (missing >= 0) return `item ${list.length - 1} is set but not item ${missing}; list items are numbered from 0, without gaps`;
+      if (missing >= 0 && Number(path[k]) > missing) return { list: path.slice(0, k).join('.'), message: `item ${path[k]} is set but not item ${missing}; list items are numbered from 0, without gaps` };
     }
     if (typeof o !== 'object' || o === null) return null;
-    o = (o as Record<string, unknown>)[k];
+    o = (o as Record<string, unknown>)[path[k]];
   }
   return null;
 }

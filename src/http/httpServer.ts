@@ -69,11 +69,6 @@ export class HttpServer {
     this.server.on('connection', (socket: Socket) => {
       this.sockets.add(socket);
       socket.once('close', () => this.sockets.delete(socket));
-      // Once our side has ended a connection (and what we wrote is flushed) nothing more is
-      // read from it, so it is closed, as Node does after a last HTTP response. A socket handed
-      // to an 'upgrade' handler that refuses it with end() is read by nobody: with bytes
-      // queued after the request, it never saw the peer's FIN and stayed open for good.
-      socket.once('finish', () => socket.destroy());
     });
   }
 

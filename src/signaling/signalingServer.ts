@@ -100,7 +100,10 @@ export class SignalingServer implements UserDirectory {
     socket.on('error', (err) => this.opts.logger.debug({ err: err.message }, 'websocket upgrade socket error'));
     const refuse = (status: number, text: string, headers: Record<string, string> = {}) => {
       const extra = Object.entries(headers).map(([k, v]) => `${k}: ${v}\r\n`).join('');
-      socket.end(`HTTP/1.1 ${status} ${text}\r\nConnection: close\r\nContent-Length: 0\r\n${extra}\r\n`);
+      // Closed once the answer is out: nobody reads this socket any more, so one whose peer
+      // sent more after its request never saw the FIN and stayed open for good (and over TLS the
+      // HTTP server only sees the TCP socket under it).
+      socket.end(`HTTP/1.1 ${status} ${text}\r\nConnection: close\r\nContent-Length: 0\r\n${extra}\r\n`, () => socket.destroy());
     };
     const url = requestUrl(req.url);
     if (!url) { refuse(400, 'Bad Request'); return; }

@@ -199,6 +199,11 @@ test('a bad value names the key path, what is expected and what was given', () =
   // A password in a TURN URI: refused (browsers refuse it too), and masked in the message.
   const turnPw = oneError(validateConfig({ webrtc: { turnServers: [{ urls: 'turn:lab:s3cret-pw@turn.example.com' }] } }), /^config error: webrtc\.turnServers\.0\.urls: expected a TURN URI/);
   assert.doesNotMatch(turnPw, /s3cret-pw/);
+  // The mask reaches the last @ (a password may hold one) and takes a / in the user part.
+  for (const uri of ['sip:bob:p@ss-w0rd@trunk.example.com', 'sip:dept/sales:hunter2-pw@trunk.example.com']) {
+    const e = oneError(validateConfig({ trunk: { uri }, auth: { hs256Secret: SECRET } }), /^config error: trunk\.uri: expected no password in the URI/);
+    assert.doesNotMatch(e, /ss-w0rd|hunter2/, e);
+  }
   oneError(validateConfig({ media: { opusComplexity: 11 } }), /^config error: media\.opusComplexity: expected .*10.*, got 11$/);
   oneError(validateConfig({ media: { portRange: [31001, 31005], workers: 3 } }), /^config error: media\.workers: expected at least one even\/odd RTP\/RTCP port pair per media worker in portRange/);
   oneError(validateConfig({ sip: 'udp' }), /^config error: sip: expected a section \(key: value mapping\), got "udp"$/);

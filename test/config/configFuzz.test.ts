@@ -780,6 +780,9 @@ test('pinned: a list index in a variable name is 0-9999 without leading zeros, a
     [{ GATEWAY_WEBRTC__HOSTADDRESSES__01: '127.0.0.2' }, /^config error: GATEWAY_WEBRTC__HOSTADDRESSES__01: list index 01: expected 0-9999/],
     [{ GATEWAY_WEBRTC__HOSTADDRESSES__9999: '127.0.0.2' }, /^config error: webrtc\.hostAddresses\.9999 \(from GATEWAY_WEBRTC__HOSTADDRESSES__9999\): item 9999 is set but not item 0; list items are numbered from 0, without gaps$/],
     [{ GATEWAY_WEBRTC__TURNSERVERS__3__CREDENTIAL: SECRET.turn }, /^config error: webrtc\.turnServers\.3\.credential \(from GATEWAY_WEBRTC__TURNSERVERS__3__CREDENTIAL\): item 3 is set but not item 0/],
+    // Item 0 is fine, item 2 skips 1: one line, about an item-2 variable.
+    [{ GATEWAY_WEBRTC__TURNSERVERS__0__URLS: 'turn:127.0.0.1', GATEWAY_WEBRTC__TURNSERVERS__2__URLS: 'turn:127.0.0.1', GATEWAY_WEBRTC__TURNSERVERS__2__CREDENTIAL: SECRET.turn },
+      /^config error: webrtc\.turnServers\.2\.\w+ \(from GATEWAY_WEBRTC__TURNSERVERS__2__\w+\): item 2 is set but not item 1/],
   ];
   for (const [env, pattern] of cases) {
     const t0 = performance.now();

@@ -29,6 +29,8 @@ import assert from 'node:assert/strict';
 import { randomBytes, createHmac } from 'node:crypto';
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import net from 'node:net';
+import tls from 'node:tls';
+import { spawnSync } from 'node:child_process';
 import { join, relative } from 'node:path';
 import pino from 'pino';
 import { mintToken } from '../../src/edge';
@@ -682,21 +684,33 @@ test('pinned: a client that goes away while sending a POST body is no error (it 
   }
 });
 
-test('pinned: a WebSocket upgrade refused (origin not allowed) with bytes after the request is closed once the client goes (it stayed open for good: a socket per request)', async () => {
-  const gw = await startGateway(BASE, { ...PORT_OVERRIDES, auth: { mode: 'token', hs256Secret: SECRET }, edge: { allowedOrigins: [ALLOWED_ORIGIN] } });
-  try {
-    const answer = await new Promise<string>((resolve) => {
-      const s = net.connect(BASE, '127.0.0.1', () => s.write(`GET /ws HTTP/1.1\r\nHost: x\r\nOrigin: https://evil.example\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: ${GOOD_KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n`));
-      let got = '';
-      // A frame that arrives after the gateway took the request (a page does not wait for the 101).
-      s.once('data', () => s.write('\x81\x80abcd'));
-      s.on('data', (d) => { got += d.toString('latin1'); });
-      s.on('close', () => resolve(got));
-      s.on('error', () => resolve(got));
-    });
-    assert.match(answer, /^HTTP\/1\.1 403 /);
-    assert.deepEqual(await settle(gw), { sockets: 0, sessions: 0, clients: 0 });
-  } finally {
-    await gw.stop();
-  }
-});
+for (const scheme of ['http', 'https'] as const) {
+  test(`pinned: a WebSocket upgrade refused (origin not allowed) with bytes after the request is closed once the client goes, over ${scheme} (it stayed open for good: a socket per request)`, async () => {
+    let tlsOpts = {};
+    if (scheme === 'https') {
+      // A throwaway pair from the script users run (certs/make-self-signed.sh).
+      const dir = tempDir('upgrade-tls-');
+      assert.equal(spawnSync('bash', [join(process.cwd(), 'certs', 'make-self-signed.sh'), dir], { encoding: 'utf8' }).status, 0);
+      tlsOpts = { http: { host: '127.0.0.1', port: BASE, tls: { certFile: join(dir, 'server.cert.pem'), keyFile: join(dir, 'server.key.pem') } } };
+    }
+    const gw = await startGateway(BASE, { ...PORT_OVERRIDES, ...tlsOpts, auth: { mode: 'token', hs256Secret: SECRET }, edge: { allowedOrigins: [ALLOWED_ORIGIN] } });
+    try {
+      const answer = await new Promise<string>((resolve) => {
+        const request = `GET /ws HTTP/1.1\r\nHost: x\r\nOrigin: https://evil.example\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: ${GOOD_KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n`;
+        const s: net.Socket = scheme === 'https'
+          ? tls.connect({ host: '127.0.0.1', port: BASE, rejectUnauthorized: false }, () => s.write(request))
+          : net.connect(BASE, '127.0.0.1', () => s.write(request));
+        let got = '';
+        // A frame that arrives after the gateway took the request (a page does not wait for the 101).
+        s.once('data', () => s.write('\x81\x80abcd'));
+        s.on('data', (d) => { got += d.toString('latin1'); });
+        s.on('close', () => resolve(got));
+        s.on('error', () => resolve(got));
+      });
+      assert.match(answer, /^HTTP\/1\.1 403 /);
+      assert.deepEqual(await settle(gw), { sockets: 0, sessions: 0, clients: 0 });
+    } finally {
+      await gw.stop();
+    }
+  });
+}
