@@ -116,6 +116,12 @@ export abstract class CallBase extends EventEmitter<CallEvents> {
   protected browserSendsPcmu: boolean | null = null;
   /** Our 2xx to a re-INVITE without SDP carried an offer: its answer comes in the ACK. */
   private awaitingAckAnswer = false;
+  /**
+   * That offer let the far end say whether it holds us (it was sendrecv). Our sendonly (we
+   * hold) leaves it only recvonly or inactive, which say nothing of that: as for the answers to
+   * our own re-INVITEs (changeHold), the hold stays as its last offer set it.
+   */
+  private ackAnswerSaysHold = true;
   protected heldLocally = false;
   protected heldRemotely = false;
   private lastQuality: BridgeStats | undefined;
@@ -362,6 +368,7 @@ export abstract class CallBase extends EventEmitter<CallEvents> {
       // Delayed offer (a PBX re-anchoring media after a transfer): our offer goes in the 200,
       // keeping our hold if we hold; the far end's answer comes in the ACK (onAckAnswer).
       this.awaitingAckAnswer = true;
+      this.ackAnswerSaysHold = !this.heldLocally;
       reply(200, this.currentLocalSdp(this.heldLocally ? 'sendonly' : 'sendrecv'));
       return;
     }
@@ -404,6 +411,7 @@ export abstract class CallBase extends EventEmitter<CallEvents> {
     const wasHeld = this.heldRemotely;
     const err = this.applyRemoteMedia(desc, 'answer');
     if (err) { this.log.warn({ err }, 'SDP answer in an ACK not applicable: ending the call'); this.hangup('failed'); return; }
+    if (!this.ackAnswerSaysHold) this.heldRemotely = wasHeld;
     this.remoteAnswered(desc);
     const held = this.heldRemotely;
     this.bridge?.setHold(this.heldLocally, held);

@@ -495,14 +495,17 @@ export class Dialog extends EventEmitter<DialogEvents> {
     this.emit('confirmed');
   }
 
-  /** An ACK for one of our 2xx arrived: the dialog is confirmed, and a body in it is an answer. */
+  /** An ACK for one of our 2xx arrived: the dialog is confirmed, and a body in it may be an answer. */
   acked(ack: SipRequest): void {
     this.confirm();
-    // The ACK of the 2xx that carried our offer (or of a later one): the offer is answered.
-    // Only the ACK of that 2xx (a repeated ACK of an earlier 491 or 500 is not it).
-    if (this.offerInAckSeq !== 0 && ack.cseq.seq === this.offerInAckSeq) this.offerInAckSeq = 0;
+    // Only the ACK of the 2xx that carried our offer answers it: any other (a repeated ACK of an
+    // earlier 491 or 500, or one of no 2xx of ours) carries no answer, whatever its body. One
+    // with a later CSeq has stopped that 2xx being sent again (the UA takes it as had,
+    // stopAckWaits): its own ACK will not come now, and the offer is not waited for any longer.
+    const answer = this.offerInAckSeq !== 0 && ack.cseq.seq === this.offerInAckSeq ? ack.body : '';
+    if (this.offerInAckSeq !== 0 && ack.cseq.seq >= this.offerInAckSeq) this.offerInAckSeq = 0;
     if (this.byeAfterAck) { void this.bye(this.byeAfterAck); return; }
-    if (ack.body) this.emit('ackAnswer', ack.body);
+    if (answer) this.emit('ackAnswer', answer);
     // A change of ours held back by the unconfirmed dialog or the unanswered offer goes now.
     this.sendNextOffer();
   }

@@ -121,6 +121,8 @@ const TOKEN = new RegExp(`^[${TOKEN_CHARS}]+$`);
 const DISPLAY_TOKENS = new RegExp(`^[\\u0080-\\uffff${TOKEN_CHARS}]+(?:[ \\t]+[\\u0080-\\uffff${TOKEN_CHARS}]+)*$`);
 const SCHEME_URI = /^[A-Za-z][A-Za-z0-9+.-]*:[^\s<>"]+$/;
 const CSEQ = new RegExp(`^(\\d+)\\s+([${TOKEN_CHARS}]+)$`);
+/** What a response copies of its request besides the Vias (§8.2.6.2): by these its sender matches it. */
+const COPIED_BY_RESPONSES = new Set(['From', 'To', 'Call-ID', 'CSeq']);
 /** Headers that must appear at most once (RFC 3261 §20; multi01 and mcl01 in RFC 4475). */
 const SINGLE_HEADERS = ['From', 'To', 'Call-ID', 'CSeq', 'Max-Forwards', 'Content-Length'];
 
@@ -209,8 +211,11 @@ function parseHead(head: string): SipRequest | SipResponse | SipParseError {
   // problem is the one reported.
   let lineError: { error: string; status?: number } | null = null;
   for (let i = 1; i < lines.length; i++) {
-    if (i > PARSE_LIMITS.maxHeaders) break;
     const line = lines[i];
+    // Past the limit (a 400 follows) only what that 400 copies and lacks so far is read: a From,
+    // To, Call-ID or CSeq after the first fields would else be missing from it, and its sender
+    // could not match it (§8.2.6.2, §17.1.3).
+    if (i > PARSE_LIMITS.maxHeaders && !copiedAndMissing(msg, line)) continue;
     if (line.length > PARSE_LIMITS.maxLineLength) { lineError ??= { error: 'header line too long' }; continue; }
     const colon = line.indexOf(':');
     if (colon <= 0) { lineError ??= { error: startError?.error ?? `malformed header line "${line.slice(0, 40)}"`, status: startError?.status }; continue; }
@@ -236,6 +241,14 @@ function parseHead(head: string): SipRequest | SipResponse | SipParseError {
   if (lineError) return partialError(msg, lineError.error, lineError.status);
   if (startError) return partialError(msg, startError.error, startError.status);
   return msg;
+}
+
+/** A From, To, Call-ID or CSeq line (any spelling) of which `msg` has none yet. */
+function copiedAndMissing(msg: SipRequest | SipResponse, line: string): boolean {
+  const colon = line.indexOf(':');
+  if (colon <= 0 || line.length > PARSE_LIMITS.maxLineLength) return false;
+  const name = canonicalHeaderName(trimLws(line.slice(0, colon)));
+  return COPIED_BY_RESPONSES.has(name) && msg.header(name) === undefined;
 }
 
 /** Spaces and tabs off both ends (linear whitespace inside a header value, RFC 3261 §7.3.1). */
