@@ -316,7 +316,7 @@ export abstract class CallBase extends EventEmitter<CallEvents> {
       srtp = { local, remote };
     }
     if (!srtp && this.ctx.srtp === 'mandatory') return 'SRTP is mandatory but the far end answered plain RTP';
-    if (!srtp && /SAVP/i.test(desc.profile)) return `the far end requires SRTP (${desc.profile}) and trunk.srtp is off`;
+    if (!srtp && /SAVP/i.test(desc.profile)) return this.ctx.srtp === 'off' ? `the far end requires SRTP (${desc.profile}) and trunk.srtp is off` : `the far end requires SRTP (${desc.profile}) but sent no usable key (a=crypto)`;
     this.activeSrtp = srtp ?? null;
     const te = telephoneEventFor(desc, codec.clockRate);
     // otherLaw: an offerer should not send it once we answered one law, but is heard if it does.
