@@ -381,17 +381,17 @@ export class Dialog extends EventEmitter<DialogEvents> {
       if (seq <= this.remoteSeq && this.remoteSeq !== 0) { respond(500, 'Server Internal Error', { headers: [['Retry-After', '1']] }); return; }
       this.remoteSeq = seq;
     }
-    const contact = req.header('contact');
-    if (contact && (req.method === 'INVITE' || req.method === 'UPDATE')) {
-      const na = parseNameAddr(contact);
-      if (na) this.remoteTarget = na.uri;
-    }
     if (req.method === 'INVITE' || req.method === 'UPDATE') {
       const timer = negotiateAsUas(req, this.core.sessionTimerSettings);
       if (timer && 'reject422' in timer) { respond(422, 'Session Interval Too Small', { headers: [['Min-SE', String(timer.reject422)]] }); return; }
+      // A target refresh takes effect with our 2xx (RFC 6141 §4): a re-INVITE we refuse (488,
+      // 491, 500) leaves our requests going where they went.
+      const contact = req.header('contact');
+      const target = contact ? parseNameAddr(contact)?.uri : undefined;
       const inner = respond;
       respond = (status, reason, opts) => {
         if (status >= 200 && status < 300) {
+          if (target) this.remoteTarget = target;
           if (timer) {
             opts = { ...opts, headers: [...(opts?.headers ?? []), ...timer.headers] };
             this.restartSessionTimer(timer.agreed.interval, timer.agreed.refresher === 'uas');

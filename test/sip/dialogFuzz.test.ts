@@ -1229,9 +1229,9 @@ class Call {
     }
     const { res } = await this.request(method, label, { ...this.offerBody(s), offer: v, extra, ack: ackWith ?? ack, seq, contact });
     if (contact) count(this.w, 'target refresh to a new Contact');
-    if (contact && res) {
-      // Taken (2xx): the gateway's requests go there now. Refused: RFC 3261 does not say, so either.
-      this.targetSure = res.status < 300 || (this.targetSure && contact === this.contact);
+    if (contact && res && res.status < 300) {
+      // Taken (2xx): the gateway's requests go there now. Refused: they go where they went (RFC 6141 §4).
+      this.targetSure = true;
       this.contact = contact;
     }
     await this.afterOffer(res, v, s, heldByTab, from, label);

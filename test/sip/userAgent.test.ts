@@ -6,7 +6,7 @@ import pino from 'pino';
 import { SipUserAgent, type Dialog, type ServerInvite } from '../../src/sip';
 import { until } from '../support/tabs';
 import { addOutboundRoute } from '../../src/sip/userAgent';
-import { SipRequest } from '../../src/sip/message';
+import { SipRequest, parseSipMessage } from '../../src/sip/message';
 
 const logger = pino({ level: 'silent' });
 const SDP = 'v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n';
@@ -788,5 +788,32 @@ test('a sips: URI (or transport=tls) is never sent over another transport: witho
   } finally {
     peer.close();
     await ua.stop();
+  }
+});
+
+test('a target refresh takes effect with our 2xx only (RFC 6141 §4): a re-INVITE we refuse leaves our requests going where they went', async () => {
+  const [a, b, port] = await pair();
+  try {
+    const serverDialog = new Promise<Dialog>((resolve) => b.on('invite', (inv: ServerInvite) => resolve(inv.accept(SDP))));
+    a.invite({ requestUri: `sip:1000@127.0.0.1:${port}`, from: { uri: 'sip:alice@127.0.0.1' }, sdp: SDP });
+    const bDialog = await serverDialog;
+    await once(bDialog, 'confirmed');
+    const before = bDialog.remoteTarget;
+    let seq = 100;
+    const reinvite = (contact: string) => {
+      const text = [`INVITE ${bDialog.localAddr.match(/<([^>]+)>/)![1]} SIP/2.0`, `Via: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bK-tr${seq}`, `From: ${bDialog.remoteAddr}`, `To: ${bDialog.localAddr}`,
+        `Call-ID: ${bDialog.callId}`, `CSeq: ${++seq} INVITE`, `Contact: ${contact}`, 'Content-Type: application/sdp', `Content-Length: ${SDP.length}`, '', SDP].join('\r\n');
+      const req = parseSipMessage(text);
+      assert.ok(req instanceof SipRequest, String((req as { error?: string }).error));
+      return new Promise<number>((resolve) => bDialog.receive(req, (status) => resolve(status)));
+    };
+    // No one takes re-INVITEs here: 488, and the target stays.
+    assert.equal(await reinvite('<sip:moved@127.0.0.1:9>'), 488);
+    assert.equal(bDialog.remoteTarget, before);
+    bDialog.on('reinvite', (_req, reply) => reply(200, SDP));
+    assert.equal(await reinvite('<sip:moved@127.0.0.1:9>'), 200);
+    assert.equal(bDialog.remoteTarget, 'sip:moved@127.0.0.1:9');
+  } finally {
+    await a.stop(); await b.stop();
   }
 });
