@@ -286,7 +286,8 @@ function checkMandatory(msg: SipRequest | SipResponse): string | null {
   if (!cseq) return 'malformed CSeq';
   // §8.1.1.5 / §20.16: a 32-bit unsigned integer.
   if (cseq[1].replace(/^0+(?=\d)/, '').length > 10 || Number(cseq[1]) > 0xffffffff) return 'CSeq number too large';
-  if (msg instanceof SipRequest && msg.cseq.method !== msg.method.toUpperCase()) return 'CSeq method does not match the request method';
+  // Exactly: methods are case-sensitive (§7.1), so `CSeq: 1 invite` does not name an INVITE.
+  if (msg instanceof SipRequest && cseq[2] !== msg.method) return 'CSeq method does not match the request method';
   const mf = msg.header('max-forwards');
   if (mf !== undefined) {
     if (!/^\d+$/.test(mf)) return 'malformed Max-Forwards';

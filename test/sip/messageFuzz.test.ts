@@ -736,6 +736,7 @@ test('RFC 3261 §8.2 / §18.2.2 over UDP: a request missing a mandatory header g
     ['two Call-IDs', base.replace('Call-ID:', 'Call-ID: other\r\nCall-ID:'), 'SIP/2.0 400 more than one Call-ID header'],
     ['negative CSeq', swap('CSeq', '-1 OPTIONS'), 'SIP/2.0 400 malformed CSeq'],
     ['CSeq of another method', swap('CSeq', '1 INVITE'), 'SIP/2.0 400 CSeq method does not match the request method'],
+    ['CSeq method in another case (methods are case-sensitive)', swap('CSeq', '1 options'), 'SIP/2.0 400 CSeq method does not match the request method'],
     ['Content-Length past the body', swap('Content-Length', '99999999999'), 'SIP/2.0 400 Content-Length larger than the body'],
     ['negative Content-Length', swap('Content-Length', '-1'), 'SIP/2.0 400 invalid Content-Length'],
     ['SIP/3.0', base.replace(' SIP/2.0\r\n', ' SIP/3.0\r\n'), 'SIP/2.0 505 unsupported SIP version 3.0'],
