@@ -526,16 +526,6 @@ function outcomeKey(r: LoadResult): string {
 
 // ---- the fuzz ------------------------------------------------------------------------------
 
-/** explain(), and the input put in front of the stack too: the test reporter prints the stack. */
-function named<T>(what: () => string, fn: () => T): T {
-  try {
-    return explain(what, fn);
-  } catch (err) {
-    if (err instanceof Error && err.stack !== undefined) err.stack = `${err.message.slice(0, 4000)}\n${err.stack}`;
-    throw err;
-  }
-}
-
 const SEEDS = [0xc0f16, 0x5eed2, 0xbadcf9];
 const ROUNDS = 900;
 /** Accepted configurations (other than the bases), for the gateway-start sample. */
@@ -550,11 +540,11 @@ for (const seed of SEEDS) {
     for (let i = 0; i < 2 * ROUNDS; i++) {
       const x = i % 2 === 0 ? makeFileInput(r) : makeEnvInput(r);
       const what = () => `seed ${seed} round ${i}: ${describeInput(x)}`;
-      const { result, printed, ms } = named(what, () => run(x, dir));
-      named(what, () => checkOutcome(x, result, printed, ms));
+      const { result, printed, ms } = explain(what, () => run(x, dir));
+      explain(what, () => checkOutcome(x, result, printed, ms));
       if (x.sameAs) {
         const plain = run(x.sameAs, dir);
-        named(what, () => assert.equal(outcomeKey(result), outcomeKey(plain.result), 'not the same outcome as the file without it'));
+        explain(what, () => assert.equal(outcomeKey(result), outcomeKey(plain.result), 'not the same outcome as the file without it'));
       }
       if (result.ok) {
         ok++;
@@ -684,9 +674,9 @@ test('a sample of the accepted configurations starts a gateway (ports moved to l
       const config = confine(a.config, join(work, `cdr-${i}.jsonl`));
       if (!config) continue;
       started++;
-      const { outcome, logs } = await startOnce(config).catch((e: unknown) => named(() => a.what, () => { throw e; }));
+      const { outcome, logs } = await startOnce(config).catch((e: unknown) => explain(() => a.what, () => { throw e; }));
       const busy = await busyPorts();
-      named(() => a.what, () => {
+      explain(() => a.what, () => {
         assert.equal(outcome, 'started', 'an accepted configuration (on free loopback ports) did not start');
         const leaked = Object.values(SECRET).filter((s) => logs.some((l) => l.includes(markerOf(s))));
         assert.deepEqual(leaked, [], 'a secret in a log line');
@@ -707,9 +697,9 @@ test('a sample of the accepted configurations starts a gateway (ports moved to l
     ];
     for (const f of failing) {
       const release = f.hold ? await f.hold() : async () => undefined;
-      const started = await startOnce(f.config).catch((e: unknown) => named(() => f.what, () => { throw e; })).finally(release);
+      const started = await startOnce(f.config).catch((e: unknown) => explain(() => f.what, () => { throw e; })).finally(release);
       const busy = await busyPorts();
-      named(() => f.what, () => {
+      explain(() => f.what, () => {
         assert.match(started.outcome, f.expect);
         assert.deepEqual(busy, [], 'ports still bound after the failed start');
       });

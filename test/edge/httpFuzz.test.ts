@@ -450,16 +450,6 @@ function describeCase(c: Case): string {
   return `${c.what}\n  request bytes (${raw.length}): ${JSON.stringify(raw.length > 1200 ? `${raw.slice(0, 1200)}…` : raw)}`;
 }
 
-/** explain(), and the input put in front of the stack too: the test reporter prints the stack. */
-function named<T>(what: () => string, fn: () => T): T {
-  try {
-    return explain(what, fn);
-  } catch (err) {
-    if (err instanceof Error && err.stack !== undefined) err.stack = `${err.message.slice(0, 4000)}\n${err.stack}`;
-    throw err;
-  }
-}
-
 // ---- WebSocket frames, for hellos on upgraded connections ---------------------------------------
 
 function wsFrame(opcode: number, payload: Buffer, masked = true): Buffer {
@@ -594,7 +584,7 @@ async function fuzzGateway(mode: 'demo' | 'token', seeds: number[], rounds: numb
         const batch = Array.from({ length: Math.min(16, rounds - i) }, () => makeCase(r, mode));
         const results = await Promise.all(batch.map((c) => exchange(BASE, c)));
         batch.forEach((c, k) => {
-          const { statuses, served } = named(() => `${mode} gateway, seed ${seed} round ${i + k}: ${describeCase(c)}`, () => checkCase(c, results[k]));
+          const { statuses, served } = explain(() => `${mode} gateway, seed ${seed} round ${i + k}: ${describeCase(c)}`, () => checkCase(c, results[k]));
           for (const st of statuses.length ? statuses : ['close']) tally.set(String(st), (tally.get(String(st)) ?? 0) + 1);
           if (served) tally.set('files served', (tally.get('files served') ?? 0) + served);
         });
@@ -604,7 +594,7 @@ async function fuzzGateway(mode: 'demo' | 'token', seeds: number[], rounds: numb
         for (const b of badTokens(r)) {
           if (typeof b.token === 'string') sentTokens.push(b.token);
           const got = await hello(BASE, b.token, { origin: ALLOWED_ORIGIN });
-          named(() => `token gateway, seed ${seed}: hello with a token ${b.what}: ${JSON.stringify(b.token)?.slice(0, 300)}`, () => {
+          explain(() => `token gateway, seed ${seed}: hello with a token ${b.what}: ${JSON.stringify(b.token)?.slice(0, 300)}`, () => {
             assert.equal(got.status, 101);
             assert.ok(got.message, `no message: ${got.ended ?? `closed ${got.closeCode}`}`);
             assert.equal(got.message.type, 'error', JSON.stringify(got.message));

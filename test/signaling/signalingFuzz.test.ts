@@ -53,7 +53,7 @@ import pino from 'pino';
 import WebSocket from 'ws';
 import { MediaStreamTrack, RTCPeerConnection } from 'werift';
 import { SipUserAgent, type ServerInvite, type SipRequest } from '../../src/sip';
-import { heldResources, startGateway } from '../support/gateway';
+import { heldResources, recordCallIds, startGateway } from '../support/gateway';
 import { browserPeers, gatheredSdp, newBrowserPeer, until, type Msg } from '../support/tabs';
 import { explain, prng, type Prng } from '../support/fuzz';
 
@@ -1326,8 +1326,8 @@ const crashes: string[] = [];
 const onCrash = (err: unknown) => { crashes.push(String((err as Error)?.stack ?? err)); };
 const protoBefore = Object.getOwnPropertyNames(Object.prototype).sort().join();
 /** Every call the gateway created (CallManager's callStarted hook) and every refused attempt it recorded. */
-const created = new Set<string>();
-const recordedRefusals = new Set<string>();
+let created = new Set<string>();
+let recordedRefusals = new Set<string>();
 
 before(async () => {
   process.on('uncaughtException', onCrash);
@@ -1368,11 +1368,7 @@ before(async () => {
     media: { portRange: [BASE + 100, BASE + 199], inactivityTimeoutSec: 60 },
     webrtc: { portRange: [BASE + 200, BASE + 299], connectTimeoutSec: 3 },
   }, { captureLogs: true });
-  const hooks = (gw.gateway['manager'] as unknown as { opts: { hooks: { callStarted(c: { id: string }): void; callRefused(r: { callId: string }): void } } }).opts.hooks;
-  const started = hooks.callStarted.bind(hooks);
-  const refused = hooks.callRefused.bind(hooks);
-  hooks.callStarted = (call) => { created.add(call.id); started(call); };
-  hooks.callRefused = (record) => { recordedRefusals.add(record.callId); refused(record); };
+  ({ created, refused: recordedRefusals } = recordCallIds(gw.gateway));
 });
 
 after(async () => {

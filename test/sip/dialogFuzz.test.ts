@@ -95,7 +95,7 @@ import WebSocket from 'ws';
 import { MediaStreamTrack, RTCPeerConnection, RTCRtpCodecParameters } from 'werift';
 import { parseNameAddr, parseSipMessage, SipRequest, SipResponse, SipUserAgent, type ClientInvite, type Dialog, type ServerInvite } from '../../src/sip';
 import { parseVia } from '../../src/sip/message';
-import { heldResources, startGateway } from '../support/gateway';
+import { heldResources, recordCallIds, startGateway } from '../support/gateway';
 import { browserPeers, openTab, type Msg } from '../support/tabs';
 import { explain, prng, type Prng } from '../support/fuzz';
 
@@ -1850,8 +1850,8 @@ const mediaSockets: dgram.Socket[] = [];
 const crashes: string[] = [];
 const onCrash = (err: unknown) => { crashes.push(String((err as Error)?.stack ?? err)); };
 /** Every call the gateway created (CallManager's callStarted hook) and every refused attempt it recorded. */
-const created = new Set<string>();
-const recordedRefusals = new Set<string>();
+let created = new Set<string>();
+let recordedRefusals = new Set<string>();
 /** INVITEs that reached the trunk's user agent for no call of ours (a REFER followed, say). */
 const strayInvites: string[] = [];
 let world: World | null = null;
@@ -1891,11 +1891,7 @@ before(async () => {
     webrtc: { portRange: [BASE + 60, BASE + 99], connectTimeoutSec: 10 },
   }, { captureLogs: true });
   Object.assign((gw.gateway['ua'] as SipUserAgent).timers, TIMERS);
-  const hooks = (gw.gateway['manager'] as unknown as { opts: { hooks: { callStarted(c: { id: string }): void; callRefused(r: { callId: string }): void } } }).opts.hooks;
-  const started = hooks.callStarted.bind(hooks);
-  const refused = hooks.callRefused.bind(hooks);
-  hooks.callStarted = (call) => { created.add(call.id); started(call); };
-  hooks.callRefused = (record) => { recordedRefusals.add(record.callId); refused(record); };
+  ({ created, refused: recordedRefusals } = recordCallIds(gw.gateway));
 });
 
 after(async () => {

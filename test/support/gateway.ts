@@ -44,3 +44,18 @@ export function heldResources(gateway: Gateway): { legs: number; bridges: number
   const manager = (gateway as unknown as { manager: { opts: { ctx: { ice: { portPool?: { used: number } } } } } }).manager;
   return { legs: media.legs, bridges: media.bridges, portsAllocated: media.portsAllocated, icePorts: manager.opts.ctx.ice.portPool?.used ?? 0 };
 }
+
+/**
+ * Every call `gw` creates and every refused attempt it records (the callId of each), from the
+ * call manager's hooks: what a test then expects one CDR line for.
+ */
+export function recordCallIds(gw: Gateway): { created: Set<string>; refused: Set<string> } {
+  const created = new Set<string>();
+  const refused = new Set<string>();
+  const hooks = (gw['manager'] as unknown as { opts: { hooks: { callStarted(c: { id: string }): void; callRefused(r: { callId: string }): void } } }).opts.hooks;
+  const onStarted = hooks.callStarted.bind(hooks);
+  const onRefused = hooks.callRefused.bind(hooks);
+  hooks.callStarted = (call) => { created.add(call.id); onStarted(call); };
+  hooks.callRefused = (record) => { refused.add(record.callId); onRefused(record); };
+  return { created, refused };
+}
