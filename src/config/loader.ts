@@ -48,6 +48,8 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): LoadResult {
       let parsed: unknown;
       if (/\.json$/i.test(path)) {
         try { parsed = JSON.parse(text); } catch (e) { return { ok: false, errors: [`config error: ${path}: ${jsonErrorWithoutInput(e)}`] }; }
+        const dup = duplicateJsonKey(text);
+        if (dup) return { ok: false, errors: [`config error: ${path}: ${dup}`] };
       } else {
         const yaml = readYaml(text);
         if (!yaml.ok) return { ok: false, errors: [`config error: ${path}: ${yaml.error}`] };
@@ -169,6 +171,17 @@ function readYaml(text: string): YamlResult {
   } catch (e) {
     return { ok: false, error: yamlMessage(e) }; // too many aliases (a "billion laughs")
   }
+}
+
+/**
+ * Where a JSON text repeats a key in one object, or null. JSON.parse keeps the last silently (a
+ * second `"password"` further down wins unseen); a YAML file with the same is refused, and so is
+ * this. JSON is YAML, so the YAML parser finds it (after the depth check, as for YAML files).
+ */
+function duplicateJsonKey(text: string): string | null {
+  if (yamlDepth(text) > MAX_YAML_DEPTH) return `nested more than ${MAX_YAML_DEPTH} levels deep`;
+  const dup = parseDocument(text, { lineCounter: new LineCounter(), logLevel: 'silent' }).errors.find((e) => e.code === 'DUPLICATE_KEY');
+  return dup ? `a key appears twice in one object (${yamlMessage(dup).replace(/^Map keys must be unique/, 'keys must be unique')})` : null;
 }
 
 /** Nesting depth of a YAML text, measured on the parser's token tree without recursion. */

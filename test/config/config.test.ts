@@ -100,6 +100,9 @@ test('file problems: missing file, --config without a path, YAML and JSON syntax
   oneError(loadConfig(['--config', file('broken.yaml', 'http: [\n')], {}), /broken\.yaml: .*line \d+, column \d+$/);
   oneError(loadConfig(['--config', file('dup.yaml', 'http:\n  port: 1\nhttp:\n  port: 2\n')], {}), /dup\.yaml: Map keys must be unique/);
   oneError(loadConfig(['--config', file('broken.json', '{"http": ')], {}), /broken\.json: /);
+  // A key twice in one object: JSON.parse kept the last without a word (YAML refuses it too).
+  oneError(loadConfig(['--config', file('twice.json', '{"trunk": {"uri": "sip:a.example.com",\n "password": "first-pw-1", "password": "second-pw-2"}}')], {}),
+    /^config error: .*twice\.json: a key appears twice in one object \(keys must be unique at line 2, column 28\)$/);
 });
 
 test('env overrides nested keys: numbers, booleans, lists (JSON or comma-separated), deep keys', () => {
