@@ -87,8 +87,8 @@ export type ServerMessage =
 
 /**
  * Parses one frame; returns a protocol error instead of throwing. A frame of a known type that
- * fails validation still gives its type, and for a `call` its `ref` when that is usable, so the
- * error can name the call attempt it refuses.
+ * fails validation still gives its type, the `ref` of a `call` or `restart` and the `callId` of
+ * a request about a call when those are usable, so that the error names what it refuses.
  */
 export function parseClientMessage(text: string): { ok: true; msg: ClientMessage } | { ok: false; code: ErrorCode; message: string; request?: ClientMessage['type']; ref?: string; callId?: string } {
   let json: unknown;

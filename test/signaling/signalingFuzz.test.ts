@@ -1440,7 +1440,7 @@ test('seeded bad input from several tabs: every frame answered as promised, the 
 // Bugs the fuzz found, each as its smallest case (fixed; these keep them so).
 
 /** A bare tab: hello answered, every message kept. */
-async function bareTab(): Promise<{ ws: WebSocket; messages: Msg[]; closed: Promise<number>; send(m: object): void; next(pred: (m: Msg) => boolean, what: string, from?: number): Promise<Msg> }> {
+async function bareTab(): Promise<{ ws: WebSocket; messages: Msg[]; closed: Promise<number>; send(m: object): void; next(pred: (m: Msg) => boolean, what: string, from?: number): Promise<Msg>; close(): Promise<void> }> {
   const ws = new WebSocket(URL, { headers: { Origin: ORIGIN } });
   const messages: Msg[] = [];
   ws.on('message', (d) => messages.push(JSON.parse(d.toString())));
@@ -1451,7 +1451,9 @@ async function bareTab(): Promise<{ ws: WebSocket; messages: Msg[]; closed: Prom
     await until(() => messages.slice(from).some(pred), what, ANSWER_MS);
     return messages.slice(from).find(pred)!;
   };
-  const tab = { ws, messages, closed, send: (m: object) => ws.send(JSON.stringify(m)), next };
+  // A normal close (its calls hang up), waited for at most 2 s.
+  const close = async () => { ws.close(1000); await Promise.race([closed, sleep(2000)]); };
+  const tab = { ws, messages, closed, send: (m: object) => ws.send(JSON.stringify(m)), next, close };
   tab.send({ type: 'hello', version: 1 });
   await next((m) => m.type === 'welcome', 'welcome');
   return tab;
@@ -1464,6 +1466,15 @@ async function ringing(tab: Awaited<ReturnType<typeof bareTab>>): Promise<{ call
   assert.equal(res.status, 202, await res.text());
   const incoming = await tab.next((m) => m.type === 'incoming', 'the callback ringing');
   return { callId: incoming.callId, offer: incoming.sdp };
+}
+
+/** A call from `tab` to the trunk (which answers it): its callId once answered. */
+async function answeredOutbound(tab: Awaited<ReturnType<typeof bareTab>>): Promise<string> {
+  const { sdp } = await browserOffer('opus');
+  tab.send({ type: 'call', to: '+15550001000', sdp, ref: 'out' });
+  const callId = (await tab.next((m) => m.type === 'calling', 'calling')).callId;
+  await tab.next((m) => m.type === 'answered' && m.callId === callId, 'the trunk answered');
+  return callId;
 }
 
 test('a flood of binary frames is cut like any flood (one rate-limited error, then 1008)', async () => {
@@ -1495,8 +1506,7 @@ test('reject of an incoming call this tab accepted ends the call as a hangup: th
     await until(() => !managerCalls().has(callId), 'the call ended at the gateway', 2000).catch(() => undefined);
     assert.equal(managerCalls().has(callId), false, `the tab was told ${JSON.stringify(answer)}, yet the gateway still holds the call`);
   } finally {
-    tab.ws.close(1000);
-    await Promise.race([tab.closed, sleep(2000)]);
+    await tab.close();
     (managerCalls().get(callId) as { hangup?(): void } | undefined)?.hangup?.();
   }
 });
@@ -1504,28 +1514,21 @@ test('reject of an incoming call this tab accepted ends the call as a hangup: th
 test('reject of a call this tab placed is refused (invalid-state), and the call goes on', async () => {
   const tab = await bareTab();
   try {
-    const { sdp } = await browserOffer('opus');
-    tab.send({ type: 'call', to: '+15550001000', sdp, ref: 'r' });
-    const callId = (await tab.next((m) => m.type === 'calling', 'calling')).callId;
-    await tab.next((m) => m.type === 'answered', 'the trunk answered');
+    const callId = await answeredOutbound(tab);
     const from = tab.messages.length;
     tab.send({ type: 'reject', callId });
     const answer = await tab.next((m) => m.callId === callId && (m.type === 'ended' || m.type === 'error'), 'the answer to the reject', from);
     assert.deepEqual([answer.type, answer.code, answer.request], ['error', 'invalid-state', 'reject']);
     assert.ok(managerCalls().has(callId), 'the call ended');
   } finally {
-    tab.ws.close(1000);
-    await Promise.race([tab.closed, sleep(2000)]);
+    await tab.close();
   }
 });
 
 test('hold then unhold at once: the unhold is refused as in progress (not dropped), and the hold completes', async () => {
   const tab = await bareTab();
   try {
-    const { sdp } = await browserOffer('opus');
-    tab.send({ type: 'call', to: '+15550001000', sdp, ref: 'h' });
-    const callId = (await tab.next((m) => m.type === 'calling', 'calling')).callId;
-    await tab.next((m) => m.type === 'answered', 'the trunk answered');
+    const callId = await answeredOutbound(tab);
     const from = tab.messages.length;
     tab.send({ type: 'hold', callId });
     tab.send({ type: 'unhold', callId });
@@ -1536,8 +1539,7 @@ test('hold then unhold at once: the unhold is refused as in progress (not droppe
     assert.equal(unholdRefused?.code, 'invalid-state', `the unhold was not refused: ${JSON.stringify(after)}`);
     assert.deepEqual(after.filter((m) => m.type === 'held' || m.type === 'resumed').map((m) => m.type), ['held']);
   } finally {
-    tab.ws.close(1000);
-    await Promise.race([tab.closed, sleep(2000)]);
+    await tab.close();
   }
 });
 
@@ -1550,8 +1552,7 @@ test('an accept the schema refuses still names its call (error.callId), as a res
     const refused = await tab.next((m) => m.type === 'error', 'the refusal', from);
     assert.deepEqual([refused.code, refused.request, refused.callId], ['bad-message', 'accept', callId]);
   } finally {
-    tab.ws.close(1000);
-    await Promise.race([tab.closed, sleep(2000)]);
+    await tab.close();
   }
 });
 
@@ -1567,7 +1568,6 @@ test('a call header value with a control character other than CR and LF is refus
     await sleep(300);
     assert.equal(trunkInvites.length, before, 'an INVITE reached the trunk');
   } finally {
-    tab.ws.close(1000);
-    await Promise.race([tab.closed, sleep(2000)]);
+    await tab.close();
   }
 });
