@@ -615,8 +615,12 @@ function formatIssue(iss: z.core.$ZodIssue, raw: unknown, sources: Map<string, s
       return `config error: ${where([...path, k])}: unknown setting; ${hint}${section}: ${known.join(', ')}`;
     });
   }
-  const got = getPath(raw, path.map(String));
   const msg = iss.message;
+  if (iss.code === 'invalid_key') {
+    // A key the map refuses (an empty user name): name the map and the key, not the key's value (a password, for digest users).
+    return [`config error: ${where(path.slice(0, -1))}: ${msg}, got the key "${printable(String(path[path.length - 1] ?? ''))}"`];
+  }
+  const got = getPath(raw, path.map(String));
   if (got === undefined) return [`config error: ${where(path)}: missing; ${msg}`];
   return [`config error: ${where(path)}: ${msg}, got ${describeValue(got, secrecy(path))}${sectionFromEnvHint(iss, got, path, sources)}`];
 }

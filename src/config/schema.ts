@@ -54,6 +54,9 @@ const sipUri = (example: string, passwordKey: string) => z
  */
 const lookupMap = <T>(entries: Record<string, T>): Record<string, T> => Object.assign(Object.create(null) as Record<string, T>, entries);
 
+/** A record's error for a key its key schema refuses (zod's own says only "Invalid key in record"). */
+const keyError = (message: string) => (issue: { code?: string }) => (issue.code === 'invalid_key' ? message : undefined);
+
 function isCidr(s: string): boolean {
   const [ip, len, extra] = s.split('/');
   const v = isIP(ip);
@@ -176,7 +179,7 @@ export const ConfigSchema = z
       .prefault({}),
     inbound: z
       .object({
-        didMap: z.record(z.string(), z.string()).transform(lookupMap).prefault({}),
+        didMap: z.record(z.string().min(1), z.string().min(1, 'expected the user the number rings, not an empty name'), { error: keyError('expected a number (a DID or the user part it is called at), not an empty one') }).transform(lookupMap).prefault({}),
         routeByUserPart: z.boolean().default(true),
         // At most an hour: past 2^31 ms the timer fired at once and every inbound call got 480.
         ringTimeoutSec: z.number().min(5).max(3600).default(45),
@@ -194,7 +197,7 @@ export const ConfigSchema = z
         digest: z
           .object({
             realm: z.string().min(1).default('webrtc-sip-gateway'),
-            users: z.record(z.string().min(1), z.string().min(8, 'expected a password of at least 8 characters')).refine((u) => Object.keys(u).length > 0, 'expected at least one user').transform(lookupMap),
+            users: z.record(z.string().min(1), z.string().min(8, 'expected a password of at least 8 characters'), { error: keyError('expected a user name, not an empty one') }).refine((u) => Object.keys(u).length > 0, 'expected at least one user').transform(lookupMap),
           })
           .strict()
           .optional(),

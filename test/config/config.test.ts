@@ -381,6 +381,15 @@ test('no secret in config errors: a short digest password (a map entry under a s
   assert.doesNotMatch(fromFile, /Hunter2/);
 });
 
+test('an empty user name or number in inbound.digest.users or inbound.didMap is refused in words, naming the map and never the password', () => {
+  const users = oneError(validateConfig({ inbound: { digest: { users: { '': 'S3cretDigestPw' } } } }), /^config error: inbound\.digest\.users: expected a user name, not an empty one, got the key ""$/);
+  assert.doesNotMatch(users, /S3cret/);
+  oneError(validateConfig({ inbound: { didMap: { '': 'alice' } } }), /^config error: inbound\.didMap: expected a number \(a DID or the user part it is called at\), not an empty one, got the key ""$/);
+  oneError(validateConfig({ inbound: { didMap: { '+15551230000': '' } } }), /^config error: inbound\.didMap\.\+15551230000: expected the user the number rings, not an empty name, got ""$/);
+  // From the environment, as JSON: the same words, and the variable.
+  oneError(loadConfig([], { GATEWAY_INBOUND__DIGEST__USERS: '{"":"S3cretDigestPw"}' }), /^config error: inbound\.digest\.users \(from GATEWAY_INBOUND__DIGEST__USERS\): expected a user name, not an empty one, got the key ""$/);
+});
+
 // ---- addresses that are advertised --------------------------------------------------------
 
 test('an unspecified address (0.0.0.0, ::) is refused wherever it would be advertised, naming the key to set', () => {
