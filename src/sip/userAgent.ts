@@ -11,7 +11,7 @@ import {
   NonInviteServerTransaction, realClock, type Clock, type Timers,
 } from './transactions';
 import { Dialog } from './dialog';
-import { locateSipServers, sipDns, type SipDns, type SipTarget } from './serverLocator';
+import { locateSipServers, sipDns, type SipDns, type SipTarget, type TransportChoice } from './serverLocator';
 import type { UaCore } from './uaCore';
 import { DigestAuth, sendWithCredentials, type Credentials } from './digest';
 import { Registration, type RegisterOptions } from './registration';
@@ -36,7 +36,7 @@ export interface SipUserAgentOptions {
   sessionTimers?: Partial<SessionTimerSettings>;
   /** Called when one of our client transactions gets no final response in time (Timer B/F): for a metric. */
   onTransactionTimeout?: (method: string) => void;
-  /** DNS servers for SRV and address lookups ("ip" or "ip:port"); the system's when absent. */
+  /** DNS servers for NAPTR, SRV and address lookups ("ip" or "ip:port"); the system's when absent. */
   dnsServers?: string[];
 }
 
@@ -101,7 +101,7 @@ export class SipUserAgent extends EventEmitter<{ invite: [ServerInvite] }> imple
   private readonly awaitingAck = new Map<Dialog, Map<number, () => void>>();
   private started = false;
   private stopped = false;
-  /** SRV and address lookups (RFC 3263), the system's or `dnsServers`. */
+  /** NAPTR, SRV and address lookups (RFC 3263), the system's or `dnsServers`. */
   private readonly dns: SipDns;
   /** Where host names were found lately (locate). */
   private readonly located = new Map<string, { targets: SipTarget[]; until: number }>();
@@ -114,7 +114,11 @@ export class SipUserAgent extends EventEmitter<{ invite: [ServerInvite] }> imple
     this.timers = { ...DEFAULT_TIMERS, ...opts.timers };
     this.clock = opts.clock ?? realClock;
     this.sessionTimerSettings = { ...DEFAULT_SESSION_TIMER, ...opts.sessionTimers };
-    this.dns = { ...sipDns(opts.dnsServers), onSrvFailure: (host, why) => this.log.warn({ host, why }, 'SRV lookup failed: using the name\'s own address') };
+    this.dns = {
+      ...sipDns(opts.dnsServers),
+      onSrvFailure: (host, why) => this.log.warn({ host, why }, 'SRV lookup failed: taken as no SRV record (RFC 3263: the next step, in the end the name\'s own address)'),
+      onNaptrFailure: (host, why) => this.log.warn({ host, why }, 'NAPTR lookup failed: taken as no NAPTR record (SRV for each transport follows, RFC 3263 §4.1)'),
+    };
   }
 
   get boundAddresses(): Array<{ protocol: SipProtocol; host: string; port: number }> {
@@ -212,46 +216,60 @@ export class SipUserAgent extends EventEmitter<{ invite: [ServerInvite] }> imple
   }
 
   /**
-   * Every place a URI's requests may go, best first (RFC 3263 §4: a literal address; a name's
-   * SRV records, then its address records; serverLocator.ts). One place per address.
+   * Every place a URI's requests may go, best first, each on its transport (RFC 3263 §4: a
+   * literal address; a name's NAPTR and SRV records, then its address records;
+   * serverLocator.ts). One place per address and transport.
    */
   async resolveAll(uri: string): Promise<Destination[]> {
     const u = parseUri(uri.replace(/^<|>$/g, ''));
     if (!u) throw new Error(`cannot route to "${uri}": not a SIP URI`);
-    const wanted: SipProtocol = u.scheme === 'sips' ? 'tls' : ((u.params.transport ?? 'udp').toLowerCase() as SipProtocol);
+    const secure = u.scheme === 'sips';
+    const named = u.params.transport?.toLowerCase();
+    const wanted: SipProtocol = secure ? 'tls' : ((named ?? 'udp') as SipProtocol);
     // A transport we do not run: another one will do (a Contact saying TCP usually takes UDP
     // too), but never for TLS — a sips: URI (or transport=tls) asks for it, and sending in the
     // clear instead would be a silent downgrade (RFC 3261 §26.2.2).
-    const transport = this.transports.find((t) => t.protocol === wanted) ?? (wanted === 'tls' ? undefined : this.transports[0]);
-    if (!transport) throw new Error(wanted === 'tls' ? `cannot route to "${uri}": it needs TLS, and sip.transports has no tls` : 'no SIP transport is running');
+    const fallback = this.transports.find((t) => t.protocol === wanted) ?? (wanted === 'tls' ? undefined : this.transports[0]);
+    if (!fallback) throw new Error(wanted === 'tls' ? `cannot route to "${uri}": it needs TLS, and sip.transports has no tls` : 'no SIP transport is running');
     const host = u.host.replace(/^\[|\]$/g, '');
-    const found = await this.locate(host, u.port ?? undefined, transport.protocol);
+    const port = u.port ?? undefined;
+    // RFC 3263 §4.1: DNS picks the transport (NAPTR, then SRV for each) only for a name with
+    // neither a port nor a transport= parameter; otherwise it is `fallback`.
+    const choice = named === undefined && port === undefined && !isIP(host) ? { running: this.transports.map((t) => t.protocol), secure } : undefined;
+    const found = (await this.locate(host, port, fallback.protocol, choice)).flatMap((t) => {
+      // Only transports we run come back; a sips: URI gets TLS only (checked here again, as a
+      // clear transport there would be the downgrade refused above).
+      const transport = this.transports.find((tp) => tp.protocol === t.protocol);
+      return transport && (!secure || t.protocol === 'tls') ? [{ transport, host: t.address, port: t.port }] : [];
+    });
+    if (found.length === 0) throw new Error(`cannot route to "${uri}": no server found on a transport we run`);
     // Places that failed lately go last, in their order (RFC 3263 §4.3: the next request tries
     // the next server; without this every call would wait out a dead first one again).
     const now = Date.now();
-    const isDown = (t: { address: string; port: number }) => (this.failedTargets.get(targetKey(transport.protocol, t.address, t.port)) ?? 0) > now;
-    const targets = [...found.filter((t) => !isDown(t)), ...found.filter(isDown)];
+    const isDown = (d: Destination) => (this.failedTargets.get(targetKey(d.transport.protocol, d.host, d.port)) ?? 0) > now;
+    const targets = [...found.filter((d) => !isDown(d)), ...found.filter(isDown)];
     if (!isIP(host)) {
       // TLS checks the trunk's certificate against the name we were given (and sends it as
-      // SNI) — for servers found by SRV too (RFC 5922 §4) — not against the address we connect
-      // to. The connection itself is to the address, so that requests the trunk sends on it are
-      // answered on it.
-      for (const t of targets) transport.knowAs?.(t.address, t.port, host);
+      // SNI) — for servers found by NAPTR and SRV too (RFC 5922 §4) — not against the address we
+      // connect to. The connection itself is to the address, so that requests the trunk sends
+      // on it are answered on it.
+      for (const d of targets) d.transport.knowAs?.(d.host, d.port, host);
     }
-    return targets.map((t) => ({ transport, host: t.address, port: t.port }));
+    return targets;
   }
 
   /**
    * locateSipServers, its answers kept LOCATE_CACHE_MS: in-dialog requests to a host name
-   * (an ACK, a BYE) resolve it each time, and SRV answers carry no TTL we can read.
+   * (an ACK, a BYE) resolve it each time, and NAPTR and SRV answers carry no TTL we can read.
+   * Keyed by whether DNS chose the transport: a URI naming one finds other servers.
    */
-  private async locate(host: string, port: number | undefined, protocol: SipProtocol): Promise<SipTarget[]> {
+  private async locate(host: string, port: number | undefined, protocol: SipProtocol, choice: TransportChoice | undefined): Promise<SipTarget[]> {
     if (isIP(host)) return locateSipServers(host, port, protocol, this.dns);
-    const key = `${protocol} ${host} ${port ?? ''}`;
+    const key = `${choice ? `dns-chosen${choice.secure ? ' sips' : ''} (else ${protocol})` : protocol} ${host} ${port ?? ''}`;
     const now = Date.now();
     const hit = this.located.get(key);
     if (hit && hit.until > now) return hit.targets;
-    const targets = await locateSipServers(host, port, protocol, this.dns);
+    const targets = await locateSipServers(host, port, protocol, this.dns, choice);
     for (const [k, v] of this.located) if (v.until <= now) this.located.delete(k);
     this.located.set(key, { targets, until: now + LOCATE_CACHE_MS });
     return targets;

@@ -50,17 +50,17 @@ test('RFC 2782 order: lowest priority first, weighted draws within one, weight 0
 
 test('a name without a port: its SRV records in priority order, each target by its address records (not the bare name\'s address)', async () => {
   assert.deepEqual(await locateSipServers('trunk.test', undefined, 'udp', resolver()), [
-    { address: '127.0.0.1', port: SIP1, name: 'sip1.trunk.test' },
-    { address: '127.0.0.1', port: SIP2, name: 'sip2.trunk.test' },
+    { address: '127.0.0.1', port: SIP1, name: 'sip1.trunk.test', protocol: 'udp' },
+    { address: '127.0.0.1', port: SIP2, name: 'sip2.trunk.test', protocol: 'udp' },
   ]);
-  assert.deepEqual(await locateSipServers('trunk.test', undefined, 'tls', resolver()), [{ address: '127.0.0.5', port: 26753, name: 'tls.trunk.test' }]);
+  assert.deepEqual(await locateSipServers('trunk.test', undefined, 'tls', resolver()), [{ address: '127.0.0.5', port: 26753, name: 'tls.trunk.test', protocol: 'tls' }]);
 });
 
 test('a port in the URI, or no SRV record: address records and the port given or the default', async () => {
-  assert.deepEqual(await locateSipServers('trunk.test', 5070, 'udp', resolver()), [{ address: '127.0.0.9', port: 5070, name: 'trunk.test' }]);
-  assert.deepEqual(await locateSipServers('plain.test', undefined, 'udp', resolver()), [{ address: '127.0.0.4', port: 5060, name: 'plain.test' }]);
-  assert.deepEqual(await locateSipServers('plain.test', undefined, 'tls', resolver()), [{ address: '127.0.0.4', port: 5061, name: 'plain.test' }]);
-  assert.deepEqual(await locateSipServers('10.1.2.3', undefined, 'udp', resolver()), [{ address: '10.1.2.3', port: 5060, name: '10.1.2.3' }], 'a literal address: no lookup');
+  assert.deepEqual(await locateSipServers('trunk.test', 5070, 'udp', resolver()), [{ address: '127.0.0.9', port: 5070, name: 'trunk.test', protocol: 'udp' }]);
+  assert.deepEqual(await locateSipServers('plain.test', undefined, 'udp', resolver()), [{ address: '127.0.0.4', port: 5060, name: 'plain.test', protocol: 'udp' }]);
+  assert.deepEqual(await locateSipServers('plain.test', undefined, 'tls', resolver()), [{ address: '127.0.0.4', port: 5061, name: 'plain.test', protocol: 'tls' }]);
+  assert.deepEqual(await locateSipServers('10.1.2.3', undefined, 'udp', resolver()), [{ address: '10.1.2.3', port: 5060, name: '10.1.2.3', protocol: 'udp' }], 'a literal address: no lookup');
 });
 
 test('no SIP there: an SRV target "." (even with an address record), SRV targets that do not resolve, or no name at all', async () => {
@@ -71,8 +71,8 @@ test('no SIP there: an SRV target "." (even with an address record), SRV targets
 
 test('an SRV query that fails (not "no record": a resolver refusing SRV, a timeout) falls back to the name\'s own address, and says so; a dead DNS server resolves nothing', async () => {
   const failures: string[] = [];
-  const refusing = { resolveSrv: () => Promise.reject(Object.assign(new Error('queryServfail'), { code: 'ESERVFAIL' })), addresses: async () => ['10.9.8.7'], onSrvFailure: (h: string, why: string) => failures.push(`${h} ${why}`) };
-  assert.deepEqual(await locateSipServers('pbx.internal', undefined, 'udp', refusing), [{ address: '10.9.8.7', port: 5060, name: 'pbx.internal' }]);
+  const refusing = { resolveNaptr: async () => [], resolveSrv: () => Promise.reject(Object.assign(new Error('queryServfail'), { code: 'ESERVFAIL' })), addresses: async () => ['10.9.8.7'], onSrvFailure: (h: string, why: string) => failures.push(`${h} ${why}`) };
+  assert.deepEqual(await locateSipServers('pbx.internal', undefined, 'udp', refusing), [{ address: '10.9.8.7', port: 5060, name: 'pbx.internal', protocol: 'udp' }]);
   assert.deepEqual(failures, ['pbx.internal ESERVFAIL']);
   const dead = sipDns(['127.0.0.1:26759']); // nothing listens there
   await assert.rejects(locateSipServers('trunk.test', undefined, 'udp', dead), (e: Error) => e instanceof SipHostNotFoundError && /cannot resolve SIP host "trunk.test"/.test(e.message));
