@@ -11,8 +11,9 @@ import type { SipProtocol } from './transport';
  *   domain, or one that is its web site — is reached at the servers the carrier names, in its
  *   order; its address records when there are none.
  * - It does not: the domain says (§4.1). Its NAPTR records (RFC 3403) name the transports it
- *   offers, best first, each with the SRV name to look up; those we run are tried in that order.
- *   Without any, SRV records for each transport we run; without those, the name's address
+ *   offers, best first, each with the SRV name to look up; those we run are tried in that order
+ *   (the first order that has one only, and TLS only when TLS is among them: usableNaptr).
+ *   Without any, SRV records for each `_sip` transport we run; without those, the name's address
  *   records with the URI's default transport (UDP; TLS for sips:) — unless its NAPTR records
  *   offer SIP on other transports only: then there is no place (the address on a transport the
  *   domain says it does not offer would be a guess against its word).
@@ -108,11 +109,12 @@ const NAPTR_TRANSPORTS: Record<string, SipProtocol> = { 'SIP+D2U': 'udp', 'SIP+D
  * RFC 3263 §4.1 leaves the choice among those that answer to the client. The URI's own comes
  * first (`fallback`: what it takes when DNS says nothing, UDP for a sip: URI when we run it),
  * so a trunk that publishes `_sip._udp` besides other transports is called as it was before
- * NAPTR and the other transports were looked up; then TCP, then TLS — a sip: URI does not ask
- * for TLS (a trunk that wants it is named sips: or transport=tls, or says so in its NAPTR
- * records, whose order is followed).
+ * NAPTR and the other transports were looked up; then TCP. TLS only when the URI takes it
+ * anyway (a sips: URI, or a user agent running TLS alone): §4.1 asks `_sip` services for a sip:
+ * URI, and `_sips._tcp` is the only TLS service SRV names — a trunk that wants TLS for a sip:
+ * URI says so in its NAPTR records, whose order is followed.
  */
-const SRV_PREFERENCE: readonly SipProtocol[] = ['udp', 'tcp', 'tls'];
+const SRV_PREFERENCE: readonly SipProtocol[] = ['udp', 'tcp'];
 
 /** DNS answers meaning "no such record" (as opposed to a failed query). */
 const NO_RECORD = new Set(['ENODATA', 'ENOTFOUND', 'ENONAME', 'NXDOMAIN']);
@@ -146,17 +148,25 @@ export function sipNaptr(records: NaptrRecord[]): NaptrRecord[] {
 /**
  * Those of sipNaptr's records we can use, in their order: a transport we run, and for a sips:
  * URI SIPS+D2T only (§4.1: "MUST discard any services that do not contain SIPS"). A sip: URI
- * keeps SIPS+D2T when we run TLS (§4.1: it "SHOULD retain" them).
+ * keeps SIPS+D2T when we run TLS (§4.1: it "SHOULD retain" them). Two rules keep a domain that
+ * offers TLS from being reached in the clear when its TLS fails (a bad certificate, a reset
+ * handshake — which anyone on the path can cause — would otherwise fail over to the next
+ * record's UDP, and that would go first for every request while TLS counts as failed):
+ * only the lowest order with a record we can use counts (RFC 3403 §4.1: once a rule of one order
+ * matches, higher orders are not considered), and when TLS is among its records, only TLS.
  */
 export function usableNaptr(records: NaptrRecord[], choice: TransportChoice): Array<{ protocol: SipProtocol; name: string }> {
   const out: Array<{ protocol: SipProtocol; name: string }> = [];
+  let order: number | undefined;
   for (const r of records) {
     const protocol = naptrProtocol(r.service);
     if (!protocol || !choice.running.includes(protocol) || (choice.secure && protocol !== 'tls')) continue;
+    if (order !== undefined && r.order !== order) break; // sorted by order: the first usable order only
+    order = r.order;
     const name = r.replacement.toLowerCase();
     if (!out.some((o) => o.protocol === protocol && o.name === name)) out.push({ protocol, name });
   }
-  return out;
+  return out.some((o) => o.protocol === 'tls') ? out.filter((o) => o.protocol === 'tls') : out;
 }
 
 interface SrvAnswer { records: SrvRecord[]; failed?: string }
@@ -237,15 +247,16 @@ function someTargets(targets: SipTarget[], otherwise: string): SipTarget[] {
  */
 async function chosenByDns(host: string, fallback: SipProtocol, choice: TransportChoice, dns: SipDns): Promise<SipTarget[]> {
   // The SRV queries of the no-NAPTR case go out with the NAPTR query, not after it: with a DNS
-  // server that does not answer, each round waits out the resolver (2 s, 2 tries: 6 s), and a
-  // third round before the address lookup would hold a call 18 s instead of 12 s. A NAPTR
-  // record's replacement is most often one of these names: each name is asked once.
+  // server that does not answer, each round waits out the resolver (2 s, 2 tries: about 6 s),
+  // and asking NAPTR first would add a round before the address lookup (measured: 13 s instead
+  // of 6-7 s). A NAPTR record's replacement is most often one of these names: each is asked once.
   const asked = new Map<string, Promise<SrvAnswer>>();
   const srv = (name: string): Promise<SrvAnswer> => {
     if (!asked.has(name)) asked.set(name, querySrv(dns, name)); // never rejects
     return asked.get(name)!;
   };
   const own = [fallback, ...SRV_PREFERENCE.filter((p) => p !== fallback)].filter((p) => choice.running.includes(p) && (!choice.secure || p === 'tls'));
+  // (fallback is TLS for a sips: URI, and for a sip: URI only when TLS is all we run.)
   for (const p of own) void srv(srvName(host, p));
   let naptr: NaptrRecord[] = [];
   try {

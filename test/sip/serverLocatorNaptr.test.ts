@@ -59,7 +59,7 @@ function fakeDns(zone: { naptr?: Record<string, NaptrRecord[] | Error>; srv?: Re
 const ALL: TransportChoice = { running: ['udp', 'tcp', 'tls'], secure: false };
 const brief = (targets: Array<{ address: string; port: number; protocol: SipProtocol }>) => targets.map((t) => `${t.protocol} ${t.address}:${t.port}`);
 
-test('NAPTR records: SIP servers only (terminal "s", no regexp, SIP/SIPS service), by order then preference; those we can use: transports we run, SIPS+D2T only for sips:', () => {
+test('NAPTR records: SIP servers only (terminal "s", no regexp, SIP/SIPS service), by order then preference; those we can use: transports we run, SIPS+D2T only for sips:, the first usable order only, TLS only when offered', () => {
   const records = [
     naptr(20, 10, 'SIP+D2U', '_sip._udp.x.test'),
     naptr(10, 50, 'SIP+D2T', '_sip._tcp.x.test'),
@@ -73,10 +73,13 @@ test('NAPTR records: SIP servers only (terminal "s", no regexp, SIP/SIPS service
   ];
   const sip = sipNaptr(records);
   assert.deepEqual(sip.map((r) => r.service.toUpperCase()), ['SIP+D2S', 'SIPS+D2W', 'SIPS+D2T', 'SIP+D2T', 'SIP+D2U']);
-  assert.deepEqual(usableNaptr(sip, ALL), [
-    { protocol: 'tls', name: '_sips._tcp.x.test' }, { protocol: 'tcp', name: '_sip._tcp.x.test' }, { protocol: 'udp', name: '_sip._udp.x.test' },
-  ]);
-  assert.deepEqual(usableNaptr(sip, { running: ['udp', 'tcp'], secure: false }).map((u) => u.protocol), ['tcp', 'udp'], 'no TLS run: SIPS+D2T dropped');
+  // Order 10 offers TLS and TCP: TLS only (a failed TLS must not fall over to a clear transport),
+  // and order 20's UDP is never considered (RFC 3403 §4.1).
+  assert.deepEqual(usableNaptr(sip, ALL), [{ protocol: 'tls', name: '_sips._tcp.x.test' }]);
+  assert.deepEqual(usableNaptr(sip, { running: ['udp', 'tcp'], secure: false }).map((u) => u.protocol), ['tcp'], 'no TLS run: SIPS+D2T dropped; order 20 not considered');
+  assert.deepEqual(usableNaptr(sip, { running: ['udp'], secure: false }).map((u) => u.protocol), ['udp'], 'order 10 has nothing for us: order 20');
+  const clear = sipNaptr([naptr(10, 20, 'SIP+D2U', '_sip._udp.x.test'), naptr(10, 10, 'SIP+D2T', '_sip._tcp.x.test')]);
+  assert.deepEqual(usableNaptr(clear, ALL).map((u) => u.protocol), ['tcp', 'udp'], 'one order, no TLS: by preference');
   assert.deepEqual(usableNaptr(sip, { running: ['udp', 'tcp', 'tls'], secure: true }).map((u) => u.protocol), ['tls'], 'sips: SIPS+D2T only');
   assert.deepEqual(usableNaptr(sip, { running: ['udp'], secure: true }), []);
 });
@@ -91,11 +94,14 @@ test('NAPTR → SRV of each replacement in NAPTR order → addresses, each place
     },
     a: { 'x.test': ['10.0.0.99'], 'u.x.test': ['10.0.0.1'], 't1.x.test': ['10.0.0.2'], 't2.x.test': ['10.0.0.3'], 's.x.test': ['10.0.0.4'] },
   });
-  assert.deepEqual(brief(await locateSipServers('x.test', undefined, 'udp', dns, ALL)), ['tls 10.0.0.4:5061', 'tcp 10.0.0.2:5070', 'tcp 10.0.0.3:5080', 'udp 10.0.0.1:5060']);
+  // Order 10 has SIPS+D2T: TLS only.
+  assert.deepEqual(brief(await locateSipServers('x.test', undefined, 'udp', dns, ALL)), ['tls 10.0.0.4:5061']);
   assert.ok(!queries.includes('A x.test'), queries.join('; '));
   assert.deepEqual(failures, []);
-  // Running UDP and TCP only: the SIPS+D2T record is not for us.
-  assert.deepEqual(brief(await locateSipServers('x.test', undefined, 'udp', dns, { running: ['udp', 'tcp'], secure: false })), ['tcp 10.0.0.2:5070', 'tcp 10.0.0.3:5080', 'udp 10.0.0.1:5060']);
+  // Running UDP and TCP only: the SIPS+D2T record is not for us; order 10's TCP, in SRV order.
+  assert.deepEqual(brief(await locateSipServers('x.test', undefined, 'udp', dns, { running: ['udp', 'tcp'], secure: false })), ['tcp 10.0.0.2:5070', 'tcp 10.0.0.3:5080']);
+  // Running UDP only: order 20.
+  assert.deepEqual(brief(await locateSipServers('x.test', undefined, 'udp', dns, { running: ['udp'], secure: false })), ['udp 10.0.0.1:5060']);
   // A sips: URI: SIPS+D2T only, never UDP or TCP.
   assert.deepEqual(brief(await locateSipServers('x.test', undefined, 'tls', dns, { running: ['udp', 'tcp', 'tls'], secure: true })), ['tls 10.0.0.4:5061']);
 });
@@ -107,24 +113,40 @@ test('a NAPTR record we can use whose replacement has no SRV record: the name\'s
   await assert.rejects(locateSipServers('x.test', undefined, 'udp', dns2, ALL), (e: Error) => e instanceof SipHostNotFoundError && /none of the SRV targets of "x.test" \(by its NAPTR records\)/.test(e.message));
 });
 
-test('no NAPTR record: SRV for each transport we run, those that answer in our order (the URI\'s own transport first, then UDP, TCP, TLS); a sips: URI asks _sips._tcp only', async () => {
+test('no NAPTR record: SRV for each transport we run, those that answer in our order (the URI\'s own transport first, then UDP, TCP; _sips._tcp only when the URI takes TLS anyway); a sips: URI asks _sips._tcp only', async () => {
   const zone = {
     srv: { '_sips._tcp.x.test': [srv('s.x.test', 5061)], '_sip._tcp.x.test': [srv('t.x.test', 5060)], '_sip._udp.x.test': [srv('u.x.test', 5060)] },
     a: { 'x.test': ['10.0.0.99'], 'u.x.test': ['10.0.0.1'], 't.x.test': ['10.0.0.2'], 's.x.test': ['10.0.0.4'] },
   };
   const a = fakeDns(zone);
-  assert.deepEqual(brief(await locateSipServers('x.test', undefined, 'udp', a.dns, ALL)), ['udp 10.0.0.1:5060', 'tcp 10.0.0.2:5060', 'tls 10.0.0.4:5061']);
-  assert.deepEqual(a.queries.slice(0, 4).sort(), ['NAPTR x.test', 'SRV _sip._tcp.x.test', 'SRV _sip._udp.x.test', 'SRV _sips._tcp.x.test']);
+  // A sip: URI: the _sip services (RFC 3263 §4.1), not _sips._tcp.
+  assert.deepEqual(brief(await locateSipServers('x.test', undefined, 'udp', a.dns, ALL)), ['udp 10.0.0.1:5060', 'tcp 10.0.0.2:5060']);
+  assert.deepEqual(a.queries.slice(0, 3).sort(), ['NAPTR x.test', 'SRV _sip._tcp.x.test', 'SRV _sip._udp.x.test']);
+  assert.ok(!a.queries.includes('SRV _sips._tcp.x.test'), a.queries.join('; '));
   // A user agent running TCP and TLS: the transport the URI takes then (TCP here) first, no UDP query.
   const b = fakeDns(zone);
-  assert.deepEqual(brief(await locateSipServers('x.test', undefined, 'tcp', b.dns, { running: ['tcp', 'tls'], secure: false })), ['tcp 10.0.0.2:5060', 'tls 10.0.0.4:5061']);
+  assert.deepEqual(brief(await locateSipServers('x.test', undefined, 'tcp', b.dns, { running: ['tcp', 'tls'], secure: false })), ['tcp 10.0.0.2:5060']);
   assert.ok(!b.queries.includes('SRV _sip._udp.x.test'));
+  // Running TLS alone, a sip: URI goes over TLS anyway: its SRV is _sips._tcp.
+  const tlsOnly = fakeDns(zone);
+  assert.deepEqual(brief(await locateSipServers('x.test', undefined, 'tls', tlsOnly.dns, { running: ['tls'], secure: false })), ['tls 10.0.0.4:5061']);
   const c = fakeDns(zone);
   assert.deepEqual(brief(await locateSipServers('x.test', undefined, 'tls', c.dns, { running: ['udp', 'tcp', 'tls'], secure: true })), ['tls 10.0.0.4:5061']);
   assert.deepEqual(c.queries.filter((q) => q.startsWith('SRV')), ['SRV _sips._tcp.x.test'], 'sips: never looks for a clear transport');
   // Only the TCP service published: found though the URI says nothing of TCP.
   const d = fakeDns({ srv: { '_sip._tcp.x.test': [srv('t.x.test', 5060)] }, a: zone.a });
   assert.deepEqual(brief(await locateSipServers('x.test', undefined, 'udp', d.dns, ALL)), ['tcp 10.0.0.2:5060']);
+});
+
+test('the SRV queries go out with the NAPTR query, not after its answer: a DNS server that does not answer costs one wait, not two', async () => {
+  const { dns, queries } = fakeDns({ srv: { '_sip._udp.x.test': [srv('u.x.test', 5060)] }, a: { 'u.x.test': ['10.0.0.1'] } });
+  let answerNaptr: (r: NaptrRecord[]) => void = () => {};
+  dns.resolveNaptr = (name) => { queries.push(`NAPTR ${name}`); return new Promise((resolve) => { answerNaptr = resolve; }); };
+  const located = locateSipServers('x.test', undefined, 'udp', dns, ALL);
+  await new Promise((r) => setImmediate(r));
+  assert.deepEqual([...queries].sort(), ['NAPTR x.test', 'SRV _sip._tcp.x.test', 'SRV _sip._udp.x.test'], 'asked while NAPTR is unanswered');
+  answerNaptr([]);
+  assert.deepEqual(brief(await located), ['udp 10.0.0.1:5060']);
 });
 
 test('nothing in DNS but the address: the URI\'s default transport and port (UDP 5060; TLS 5061 for sips:); an SRV "." for it is "no SIP here"', async () => {
@@ -143,7 +165,7 @@ test('a NAPTR query that fails (SERVFAIL, a timeout, a resolver refusing NAPTR) 
     assert.deepEqual(failures, [`NAPTR pbx.internal ${code}`]);
   }
   // SRV for each transport failing too: one line for them all.
-  const { dns, failures } = fakeDns({ naptr: { 'pbx.internal': failure('ETIMEOUT') }, srv: { '_sip._udp.pbx.internal': failure('ETIMEOUT'), '_sip._tcp.pbx.internal': failure('ETIMEOUT'), '_sips._tcp.pbx.internal': failure('ESERVFAIL') }, a: { 'pbx.internal': ['10.9.8.7'] } });
+  const { dns, failures } = fakeDns({ naptr: { 'pbx.internal': failure('ETIMEOUT') }, srv: { '_sip._udp.pbx.internal': failure('ETIMEOUT'), '_sip._tcp.pbx.internal': failure('ESERVFAIL') }, a: { 'pbx.internal': ['10.9.8.7'] } });
   assert.deepEqual(brief(await locateSipServers('pbx.internal', undefined, 'udp', dns, ALL)), ['udp 10.9.8.7:5060']);
   assert.deepEqual(failures, ['NAPTR pbx.internal ETIMEOUT', 'SRV pbx.internal ETIMEOUT, ESERVFAIL']);
   const quiet = fakeDns({ naptr: { 'x.test': failure('ENODATA') }, a: { 'x.test': ['10.0.0.9'] } });
@@ -236,7 +258,7 @@ test('real DNS, a user agent running UDP and TCP: OPTIONS to sip:carrier.test go
   }
 });
 
-test('real DNS: NAPTR prefers SIPS+D2T: the request goes over TLS with the certificate checked against the URI\'s host (not the SRV target\'s name); a sips: URI NAPTR offers no SIPS for is refused', async () => {
+test('real DNS: NAPTR prefers SIPS+D2T: the request goes over TLS with the certificate checked against the URI\'s host (not the SRV target\'s name), and never falls over to the clear; a sips: URI NAPTR offers no SIPS for is refused', async () => {
   const server = new SipUserAgent({ transports: [{ protocol: 'tls', host: '127.0.0.1', port: TLS_SERVER, tls: { cert, key } }], logger });
   const client = new SipUserAgent({
     transports: [{ protocol: 'udp', host: '127.0.0.1', port: CLIENT }, { protocol: 'tls', host: '127.0.0.1', port: CLIENT_TLS, tls: { cert, key, ca: cert } }],
@@ -250,10 +272,11 @@ test('real DNS: NAPTR prefers SIPS+D2T: the request goes over TLS with the certi
     assert.equal(outcome, '486');
     assert.equal(await invited, 'tls');
     const dests = await client.resolveAll('sip:secure.test');
-    assert.deepEqual(dests.map((d) => `${d.transport.protocol} ${d.port}`), [`tls ${TLS_SERVER}`, 'udp 28669'], 'NAPTR order: SIPS+D2T, then SIP+D2U');
-    // A place that failed goes last for a while, whatever its transport (RFC 3263 §4.3).
+    assert.deepEqual(dests.map((d) => `${d.transport.protocol} ${d.port}`), [`tls ${TLS_SERVER}`], 'a domain offering SIPS+D2T is reached over TLS only (its SIP+D2U, a higher order, is not considered)');
+    // When TLS fails (a bad certificate, a reset handshake: anyone on the path can cause one), the
+    // request does not go over the domain's UDP instead, nor do later ones.
     client.noteTargetFailed(dests[0]);
-    assert.deepEqual((await client.resolveAll('sip:secure.test')).map((d) => `${d.transport.protocol} ${d.port}`), ['udp 28669', `tls ${TLS_SERVER}`]);
+    assert.deepEqual((await client.resolveAll('sip:secure.test')).map((d) => `${d.transport.protocol} ${d.port}`), [`tls ${TLS_SERVER}`]);
     assert.deepEqual((await client.resolveAll('sips:secure.test')).map((d) => `${d.transport.protocol} ${d.port}`), [`tls ${TLS_SERVER}`], 'sips: TLS only');
     await assert.rejects(client.resolveAll('sips:clear.test'), /cannot reach "clear.test": its DNS \(NAPTR\) offers SIP only as SIP\+D2U \(udp\), and a sips: URI takes TLS only/);
     assert.deepEqual(client.counts, { clientTx: 0, serverTx: 0, dialogs: 0, serverInvites: 0 });
