@@ -9,6 +9,8 @@ import type { BrowserIceConfig } from '../webrtc/browserLeg';
 import { BrowserLeg } from '../webrtc/browserLeg';
 import type { EndCause } from './causes';
 import { BrowserLegSwitch } from './browserLegSwitch';
+import { BlindTransfer, DEFAULT_TRANSFER_TIMEOUT_MS, type TransferTarget } from './transfer';
+import { referEventId } from '../sip/refer';
 
 export type CallDirection = 'outbound' | 'inbound';
 /** trying → early (ringing / early media) → answered → ended; inbound starts at ringing. */
@@ -32,6 +34,8 @@ export interface CallEvents {
   held: [by: 'local' | 'remote'];
   resumed: [by: 'local' | 'remote'];
   dtmf: [digit: string];
+  /** A provisional status the transfer target gave the transferee (a NOTIFY's sipfrag: 100, 180, 183). */
+  transferProgress: [status: number];
 }
 
 export interface CallEndInfo {
@@ -61,6 +65,11 @@ export interface CallContext {
    * response, RFC 3261 §17.1.1.2). 0 or unset: no limit.
    */
   answerTimeoutMs?: number;
+  /**
+   * An accepted REFER (a blind transfer) with no final report after this long counts as failed
+   * and the call goes on (calls/transfer.ts). Unset: DEFAULT_TRANSFER_TIMEOUT_MS (32 s).
+   */
+  transferTimeoutMs?: number;
 }
 
 export interface CallRecord {
@@ -80,6 +89,8 @@ export interface CallRecord {
   redirectedTo?: string[];
   /** Times the browser's audio moved to a new peer connection (a media restart that took over). */
   mediaRestarts?: number;
+  /** Cause `transferred`: the number the far end was transferred to (our REFER's target). */
+  transferTo?: string;
   /** Times the tab's signaling connection dropped and was resumed while this call was up. */
   signalingResumes?: number;
   quality?: BridgeStats;
@@ -141,6 +152,12 @@ export abstract class CallBase extends EventEmitter<CallEvents> {
   private readonly timers = new Set<NodeJS.Timeout>();
   /** o= version of our next SDP toward the SIP side. */
   private sdpVersion = 0;
+  /** The blind transfer in progress (one at a time), until its outcome. */
+  private transferInProgress: BlindTransfer | null = null;
+  /** Every transfer of this call so far: their subscriptions' NOTIFYs are known (forgotten at the end). */
+  private readonly transfers: BlindTransfer[] = [];
+  /** The call ended because its far end was transferred, to this number. */
+  private transferredTo: string | undefined;
 
   constructor(
     readonly direction: CallDirection,
@@ -168,6 +185,10 @@ export abstract class CallBase extends EventEmitter<CallEvents> {
     for (const t of this.timers) clearTimeout(t);
     this.timers.clear();
     this.abandonRestart();
+    // A transfer still waiting stops waiting (its timer goes); its subscription is forgotten.
+    this.transferInProgress?.abandon();
+    this.transferInProgress = null;
+    this.transfers.length = 0;
     if (this.bridge) {
       const browser = this.legSwitch?.current;
       const retired = this.retiredLegsDropped;
@@ -250,6 +271,7 @@ export abstract class CallBase extends EventEmitter<CallEvents> {
       // whoever reads the record of a call that sounded bad.
       ...(this.mediaRestarts > 0 ? { mediaRestarts: this.mediaRestarts } : {}),
       ...(this.signalingResumes > 0 ? { signalingResumes: this.signalingResumes } : {}),
+      ...(this.transferredTo !== undefined ? { transferTo: this.transferredTo } : {}),
       quality: this.lastQuality,
     };
   }
@@ -346,12 +368,22 @@ export abstract class CallBase extends EventEmitter<CallEvents> {
     dialog.on('terminated', (reason: string) => {
       // Our own BYE: whoever sent it ends the call with the real cause (local-hangup, shutdown…).
       if (this.ended || reason === 'local-bye') return;
+      // The far end hangs up once it took our REFER (many trunks do, before any NOTIFY): the
+      // transfer went ahead (RFC 5589 §6 leaves ending the call to either side).
+      const transfer = this.transferInProgress;
+      if (reason === 'bye' && transfer?.peerHungUp()) {
+        this.transferredTo = transfer.target.number;
+        this.log.info('far end hung up after accepting the transfer');
+        this.finish({ cause: 'transferred', sipReason: 'BYE after the REFER was accepted' });
+        return;
+      }
       const cause: EndCause = reason === 'bye' ? 'remote-hangup' : reason === 'shutdown' ? 'shutdown' : 'failed';
       this.log.info({ reason }, 'SIP dialog terminated');
       this.finish({ cause, sipReason: reason === 'bye' ? 'BYE' : reason });
     });
     dialog.on('reinvite', (req: SipRequest, reply: (status: number, sdp?: string) => void) => this.onReinvite(req, reply));
     dialog.on('ackAnswer', (sdp) => this.onAckAnswer(sdp));
+    dialog.on('notify', (req, respond) => respond(this.onNotify(req)));
     // A digit the far end sent as SIP INFO: to the page as for RTP events (the dtmf message, and
     // the digit's events on its audio stream so it is heard).
     dialog.on('infoDtmf', (digit, durationMs) => {
@@ -359,6 +391,60 @@ export abstract class CallBase extends EventEmitter<CallEvents> {
       this.emit('dtmf', digit);
       this.bridge?.sendDtmfToBrowser(digit, durationMs ?? 100);
     });
+  }
+
+  /**
+   * A NOTIFY in the call's dialog: one of the refer package goes to the transfer whose
+   * subscription it reports on; one naming no transfer of this call is answered 481 (RFC 6665
+   * §4.1.3: no such subscription; the notifier drops it). Other packages are answered 200 and
+   * dropped, as the gateway always did with NOTIFYs.
+   */
+  private onNotify(req: SipRequest): number {
+    const id = referEventId(req);
+    if (id === undefined) return 200;
+    const transfer = id === null ? this.transfers.at(-1) : this.transfers.find((t) => t.matches(id));
+    return transfer ? transfer.onNotify(req) : 481;
+  }
+
+  /**
+   * Blind transfer (RFC 5589 §6): REFER the far end to `target` in this call's dialog. The caller
+   * (CallManager.transferTarget) has checked the number against the dial plan and the tab's
+   * token, as for a call. Resolves when the transfer is over: `ok` once the far end is
+   * transferred — the call has then ended as `transferred` (our BYE after the final NOTIFY, or
+   * the far end's own) —, else why not; the call goes on unless it `ended` meanwhile for another
+   * reason (its `ended` says how).
+   */
+  async transfer(target: TransferTarget): Promise<TransferResult> {
+    if (this.ended) return { ok: false, ended: true };
+    if (this.state !== 'answered' || !this.dialog) return { ok: false, code: 'invalid-state', message: 'only an answered call can be transferred' };
+    // (An inbound call's dialog is confirmed by the caller's ACK: until then no request of ours may go.)
+    if (this.dialog.state !== 'confirmed') return { ok: false, code: 'invalid-state', message: 'the call is not confirmed yet (no ACK)' };
+    if (this.transferInProgress) return { ok: false, code: 'invalid-state', message: 'a transfer of this call is in progress' };
+    // As a hold refuses a second hold change: the REFER would cross the re-INVITE's outcome.
+    if (this.holdChanging) return { ok: false, code: 'invalid-state', message: 'a hold change is in progress' };
+    const transfer = new BlindTransfer(this.dialog, target, {
+      timeoutMs: this.ctx.transferTimeoutMs ?? DEFAULT_TRANSFER_TIMEOUT_MS,
+      log: this.log.child({ transferTo: target.number }),
+      onProgress: (status) => { if (!this.ended) this.emit('transferProgress', status); },
+    });
+    this.transferInProgress = transfer;
+    this.transfers.push(transfer);
+    const outcome = await transfer.run();
+    if (this.transferInProgress === transfer) this.transferInProgress = null;
+    switch (outcome.kind) {
+      case 'succeeded':
+        if (!this.ended) {
+          // RFC 5589 §6: the transferor ends its call with the transferee once told it worked.
+          this.transferredTo = target.number;
+          this.log.info({ sipStatus: outcome.sipStatus }, 'transfer succeeded: ending our call');
+          this.byeAndFinish({ cause: 'transferred', sipReason: `transfer target answered: ${[outcome.sipStatus, outcome.reason].filter(Boolean).join(' ')}` });
+        }
+        return { ok: true };
+      case 'failed':
+        return this.ended ? { ok: false, ended: true } : { ok: false, code: 'transfer-failed', message: outcome.message, sipStatus: outcome.sipStatus };
+      case 'abandoned':
+        return { ok: false, ended: true };
+    }
   }
 
   /** RFC 3264 re-offer from the far end: hold/resume, or media moved to a new address. */
@@ -689,6 +775,15 @@ export abstract class CallBase extends EventEmitter<CallEvents> {
     this.hangup('ice-failed');
   }
 }
+
+/**
+ * What became of a transfer (CallBase.transfer): done (the call ended as `transferred`), refused
+ * or failed with the call still up, or overtaken by the call's end for another reason.
+ */
+export type TransferResult =
+  | { ok: true }
+  | { ok: false; code: 'invalid-state' | 'transfer-failed'; message: string; sipStatus?: number }
+  | { ok: false; ended: true };
 
 /** A media restart the call cannot take (docs/protocol.md, `restart`); the call goes on as it was. */
 export class MediaRestartRefused extends Error {

@@ -7,6 +7,7 @@ import type { EndCause } from './causes';
 import { InboundCall, type RingTarget } from './inboundCall';
 import { userPart } from './sipUser';
 import { OutboundCall, type OutboundTarget } from './outboundCall';
+import type { TransferTarget } from './transfer';
 import { IcePortsExhaustedError } from '../webrtc/icePortPool';
 import { OfferRefusedError } from '../webrtc/browserLeg';
 import { RtpPortsExhaustedError } from '../media';
@@ -144,6 +145,22 @@ export class CallManager {
     };
     const call = new OutboundCall(identity.callerId ?? identity.id, dest.number, identity, this.opts.ctx, this.opts.ua, target, redirect);
     return this.setUpOutbound(call, offerSdp).catch((err) => this.outboundFailed(call, err));
+  }
+
+  /**
+   * Where a blind transfer by a tab signed in as `identity` may send a call's far end: the
+   * number through exactly the checks a `call` to it gets (the dial plan, international and
+   * premium rules, the token's destinations: routing.checkDestination), and the URI an outbound
+   * call to it would use as its Request-URI (routing.outboundTarget). A transfer must never be a
+   * way around the dial plan: the trunk would place that call on our account.
+   */
+  transferTarget(identity: Identity, to: string): { ok: true; target: TransferTarget } | { ok: false; message: string } {
+    const dest = this.opts.routing.checkDestination(to, identity);
+    if (!dest.allowed) {
+      this.opts.logger.warn({ identity: identity.id, to: to.slice(0, 64), reason: dest.reason }, 'transfer target refused by the dial plan');
+      return { ok: false, message: dest.reason };
+    }
+    return { ok: true, target: { number: dest.number, uri: this.opts.routing.outboundTarget(dest.number, identity).requestUri } };
   }
 
   /**

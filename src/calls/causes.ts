@@ -5,6 +5,8 @@
 export const END_CAUSES = [
   'busy', 'no-answer', 'rejected', 'not-found', 'unavailable', 'cancelled', 'remote-hangup',
   'local-hangup', 'connection-lost', 'answered-elsewhere', 'declined-elsewhere', 'forbidden', 'media-timeout', 'ice-failed', 'shutdown', 'failed',
+  // The far end was transferred (our REFER, RFC 5589 §6): it is talking to someone else now.
+  'transferred',
 ] as const;
 export type EndCause = (typeof END_CAUSES)[number];
 

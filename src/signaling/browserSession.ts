@@ -70,6 +70,8 @@ export class BrowserSession implements RingTarget {
   /** Detached: what the tab is missing, and when its calls end if it does not come back. */
   private missed: ServerMessage[] = [];
   private graceTimer: NodeJS.Timeout | null = null;
+  /** Calls with a transfer of this tab's in progress, and that request's ref (transfer-progress names it). */
+  private readonly transferRefs = new Map<string, string | undefined>();
   /** This socket's listeners, taken off when another session adopts the socket (resume). */
   private readonly socketListeners: Array<[event: string, fn: (...args: any[]) => void]> = [];
 
@@ -205,13 +207,14 @@ export class BrowserSession implements RingTarget {
    * The `error` answering `req`: it names the request, and the call concerned — a `call`'s ref,
    * or the callId — so that the tab can tell which of its calls was refused instead of guessing.
    */
-  private refuse(req: ClientMessage, code: ErrorCode, message: string, retryAfterMs?: number): void {
+  private refuse(req: ClientMessage, code: ErrorCode, message: string, retryAfterMs?: number, sipStatus?: number): void {
     this.send({
       type: 'error', code, message, request: req.type,
-      // The `ref` of a refused `call` or `restart`: which attempt of the tab's it answers.
-      ref: req.type === 'call' || req.type === 'restart' ? req.ref : undefined,
+      // The `ref` of a refused `call`, `restart` or `transfer`: which attempt of the tab's it answers.
+      ref: req.type === 'call' || req.type === 'restart' || req.type === 'transfer' ? req.ref : undefined,
       callId: 'callId' in req ? req.callId : undefined,
       retryAfterMs,
+      ...(sipStatus !== undefined ? { sipStatus } : {}),
     });
   }
 
@@ -280,6 +283,7 @@ export class BrowserSession implements RingTarget {
         if (call && !call.sendDtmf(msg.digits)) this.refuse(msg, 'invalid-state', 'no media yet for DTMF');
         return;
       }
+      case 'transfer': return this.onTransfer(msg);
       case 'hold':
       case 'unhold': {
         const call = this.callFor(msg);
@@ -449,6 +453,32 @@ export class BrowserSession implements RingTarget {
   }
 
   /**
+   * Blind transfer of a call this tab placed or answered (docs/protocol.md, `transfer`). The
+   * target is checked by the call manager exactly as a `call` to it would be, for this tab's
+   * identity and token — not the call's: an incoming call's identity is only its user, and the
+   * tab's token may restrict where it may send calls. Success says itself in the call's `ended`
+   * (cause `transferred`); a refusal or failure is an `error` naming the request's ref.
+   */
+  private async onTransfer(msg: Extract<ClientMessage, { type: 'transfer' }>): Promise<void> {
+    const call = this.callFor(msg);
+    if (!call) return;
+    if (!this.isOwnCall(call)) { this.refuse(msg, 'invalid-state', 'only a call this tab placed or answered can be transferred'); return; }
+    const t = this.opts.manager.transferTarget(this.identity!, msg.to);
+    if (!t.ok) { this.refuse(msg, 'forbidden', t.message); return; }
+    if (this.transferRefs.has(call.id)) { this.refuse(msg, 'invalid-state', 'a transfer of this call is in progress'); return; }
+    this.transferRefs.set(call.id, msg.ref);
+    let r: Awaited<ReturnType<CallBase['transfer']>>;
+    try {
+      r = await call.transfer(t.target);
+    } finally {
+      this.transferRefs.delete(call.id);
+    }
+    // Success, or the call's end for another reason: its `ended` says so.
+    if (r.ok || 'ended' in r) return;
+    this.refuse(msg, r.code, r.message, undefined, r.sipStatus);
+  }
+
+  /**
    * The call is this tab's: its events become messages until the tab is out of it (forget). An
    * inbound call goes on without a tab that refused it busy or lost it to another tab, so its
    * listeners must come off then, or that tab would hear the rest of a call it was told ended.
@@ -468,12 +498,17 @@ export class BrowserSession implements RingTarget {
     const onHeld = (by: 'local' | 'remote') => this.send({ type: 'held', callId: id, by });
     const onResumed = (by: 'local' | 'remote') => this.send({ type: 'resumed', callId: id, by });
     const onDtmf = (digit: string) => this.send({ type: 'dtmf', callId: id, digit });
+    const onTransferProgress = (status: number) => {
+      const ref = this.transferRefs.get(id);
+      this.send({ type: 'transfer-progress', callId: id, status, ...(ref !== undefined ? { ref } : {}) });
+    };
     const onEnded = (info: CallEndInfo) => this.callEnded(call, info);
     call.on('progress', onProgress);
     call.on('answered', onAnswered);
     call.on('held', onHeld);
     call.on('resumed', onResumed);
     call.on('dtmf', onDtmf);
+    call.on('transferProgress', onTransferProgress);
     call.once('ended', onEnded);
     this.listenersOff.set(id, () => {
       call.off('progress', onProgress);
@@ -481,6 +516,7 @@ export class BrowserSession implements RingTarget {
       call.off('held', onHeld);
       call.off('resumed', onResumed);
       call.off('dtmf', onDtmf);
+      call.off('transferProgress', onTransferProgress);
       call.off('ended', onEnded);
     });
   }

@@ -41,6 +41,8 @@ export const ClientMessage = z.discriminatedUnion('type', [
   z.object({ type: z.literal('dtmf'), callId, digits: z.string().regex(/^[0-9*#A-Da-d]{1,32}$/, 'digits are 0-9 * # A-D, at most 32') }),
   /** The browser's new peer connection for a call whose network path changed (its offer). */
   z.object({ type: z.literal('restart'), callId, sdp, ref: CallRef.optional() }),
+  /** Blind transfer of an answered call's far end to `to` (checked as a `call`'s `to` is). */
+  z.object({ type: z.literal('transfer'), callId, to: z.string().min(1).max(64), ref: CallRef.optional() }),
   z.object({ type: z.literal('hold'), callId }),
   z.object({ type: z.literal('unhold'), callId }),
   z.object({ type: z.literal('ping') }),
@@ -51,7 +53,11 @@ export type ClientMessage = z.infer<typeof ClientMessage>;
 export type ErrorCode =
   | 'bad-message' | 'unknown-type' | 'not-authenticated' | 'token-missing' | 'token-invalid'
   | 'token-expired' | 'token-wrong-algorithm' | 'rate-limited' | 'too-many-calls' | 'unknown-call'
-  | 'invalid-state' | 'bad-sdp' | 'draining' | 'internal';
+  | 'invalid-state' | 'bad-sdp' | 'draining' | 'internal'
+  /** A transfer to a number the dial plan or the token does not allow. */
+  | 'forbidden'
+  /** A transfer the far end refused or that did not go through: the call goes on. */
+  | 'transfer-failed';
 
 /** A resumed call's state as the SDK names it. */
 export type ResumedCallState = 'connecting' | 'ringing' | 'answered';
@@ -75,6 +81,8 @@ export type ServerMessage =
   | { type: 'ended'; callId: string; ref?: string; cause: EndCause; sipStatus?: number; sipReason?: string }
   | { type: 'held' | 'resumed'; callId: string; by: 'local' | 'remote' }
   | { type: 'dtmf'; callId: string; digit: string }
+  /** The transfer target's provisional status as the transferee reports it (NOTIFY sipfrag 1xx). */
+  | { type: 'transfer-progress'; callId: string; status: number; ref?: string }
   /**
    * A request refused. `request`: the type of the message it answers (absent when that is not
    * known: invalid JSON, unknown type, binary frame). `ref`: that of a refused `call` or
@@ -82,7 +90,7 @@ export type ServerMessage =
    * `ended`, never both).
    * `callId`: the call a refused request was about.
    */
-  | { type: 'error'; code: ErrorCode; message: string; request?: ClientMessage['type']; ref?: string; callId?: string; retryAfterMs?: number }
+  | { type: 'error'; code: ErrorCode; message: string; request?: ClientMessage['type']; ref?: string; callId?: string; retryAfterMs?: number; sipStatus?: number }
   | { type: 'pong' };
 
 /**
@@ -111,7 +119,7 @@ export function parseClientMessage(text: string): { ok: true; msg: ClientMessage
     const where = issue.path.length ? issue.path.join('.') : 'message';
     // The refused `call` or `restart` named, when it can be: its ref, so the tab ends that
     // attempt now rather than at its timeout.
-    const ref = type === 'call' || type === 'restart' ? CallRef.safeParse((json as { ref?: unknown }).ref) : undefined;
+    const ref = type === 'call' || type === 'restart' || type === 'transfer' ? CallRef.safeParse((json as { ref?: unknown }).ref) : undefined;
     // And any request about a call names that call, when its callId is usable.
     const about = 'callId' in option.shape ? callId.safeParse((json as { callId?: unknown }).callId) : undefined;
     return { ok: false, code: 'bad-message', message: `${type}: ${where}: ${issue.message}`, request: option.shape.type.value, ref: ref?.success ? ref.data : undefined, callId: about?.success ? about.data : undefined };

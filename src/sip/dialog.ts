@@ -17,6 +17,14 @@ export interface DialogEvents {
   /** A DTMF digit sent as SIP INFO (application/dtmf-relay or application/dtmf), with its length when given. */
   infoDtmf: [digit: string, durationMs: number | undefined];
   terminated: [reason: DialogEndReason, req?: SipRequest];
+  /**
+   * A NOTIFY from the peer (the subscription of a REFER of ours, RFC 3515 §2.4.4), for the
+   * application to answer: exactly once, at once. Without a listener it is answered 200 and
+   * dropped, as before there were subscriptions.
+   */
+  notify: [req: SipRequest, respond: (status: number, reason?: string) => void];
+  /** A REFER from the peer, for the application to answer (202 or a refusal). Without a listener: 405. */
+  refer: [req: SipRequest, respond: (status: number, reason?: string) => void];
 }
 
 /**
@@ -364,8 +372,13 @@ export class Dialog extends EventEmitter<DialogEvents> {
     }, ms);
   }
 
-  async request(method: string, body = '', contentType = 'application/sdp'): Promise<SipResponse> {
-    return this.sendAuthenticated(() => this.createRequest(method, body, contentType));
+  /** An in-dialog request (with `headers` added), digest challenges answered as for every request of ours. */
+  async request(method: string, body = '', contentType = 'application/sdp', headers: Array<[string, string]> = []): Promise<SipResponse> {
+    return this.sendAuthenticated(() => {
+      const req = this.createRequest(method, body, contentType);
+      for (const [name, value] of headers) req.addHeader(name, value);
+      return req;
+    });
   }
 
   /** Sends the request `build` makes with the call's credentials, answering challenges (sendWithCredentials). */
@@ -434,8 +447,11 @@ export class Dialog extends EventEmitter<DialogEvents> {
         return;
       }
       case 'OPTIONS':
-      case 'NOTIFY':
         respond(200, 'OK');
+        return;
+      case 'NOTIFY':
+      case 'REFER':
+        this.toApplication(req.method === 'NOTIFY' ? 'notify' : 'refer', req, respond);
         return;
       case 'PRACK':
         // One that crossed our 2xx acknowledges an 18x of the INVITE that set this dialog up
@@ -471,6 +487,22 @@ export class Dialog extends EventEmitter<DialogEvents> {
       // The application failed on it: the peer gets an answer all the same, and our changes go on.
       if (!answered) reply(500);
       throw err;
+    }
+  }
+
+  /**
+   * A NOTIFY or REFER to its listener, which answers it; answered once whatever the listener
+   * does (one that throws or forgets gets 500). Without a listener a NOTIFY gets 200 (what the
+   * gateway always did: unsolicited ones are dropped) and a REFER 405 (we take no transfers).
+   */
+  private toApplication(event: 'notify' | 'refer', req: SipRequest, respond: (status: number, reason?: string) => void): void {
+    if (this.listenerCount(event) === 0) { respond(event === 'notify' ? 200 : 405); return; }
+    let answered = false;
+    const once = (status: number, reason?: string) => { if (!answered) { answered = true; respond(status, reason); } };
+    try {
+      this.emit(event, req, once);
+    } finally {
+      once(500, 'Server Internal Error');
     }
   }
 

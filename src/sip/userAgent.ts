@@ -330,7 +330,9 @@ export class SipUserAgent extends EventEmitter<{ invite: [ServerInvite] }> imple
   async sendInDialog(dialog: Dialog, req: SipRequest): Promise<SipResponse> {
     const dest = await this.resolve(dialog.routeSet.length ? parseNameAddr(dialog.routeSet[0])?.uri ?? dialog.remoteTarget : dialog.remoteTarget);
     req.addHeader('Via', this.viaFor(dest.transport), true);
-    if (req.method === 'INVITE' || req.method === 'UPDATE') req.setHeader('Contact', this.contactUri(dest.transport));
+    // Target refresh requests carry our Contact (RFC 3261 §12.2.1.1); so do REFER and NOTIFY,
+    // which must (the header tables of RFC 3515 and RFC 6665).
+    if (['INVITE', 'UPDATE', 'REFER', 'NOTIFY', 'SUBSCRIBE'].includes(req.method)) req.setHeader('Contact', this.contactUri(dest.transport));
     if (this.opts.userAgent) req.setHeader('User-Agent', this.opts.userAgent);
     if (req.method === 'ACK') {
       dest.transport.send(req.toString(), dest.host, dest.port);
@@ -559,7 +561,8 @@ export class SipUserAgent extends EventEmitter<{ invite: [ServerInvite] }> imple
       }
       dialog.receive(req, (status, reason, opts) => {
         const res = this.makeResponse(req, status, reason ?? defaultReason(status));
-        if (status >= 200 && status < 300 && method === 'INVITE') res.addHeader('Contact', this.contactUri(this.transportFor(req)));
+        // A 2xx to a REFER sets up a subscription usage: it carries our Contact as a 2xx to SUBSCRIBE does (RFC 6665 §4.2.1.1).
+        if (status >= 200 && status < 300 && (method === 'INVITE' || method === 'REFER')) res.addHeader('Contact', this.contactUri(this.transportFor(req)));
         if (status === 405) res.addHeader('Allow', ALLOW);
         for (const [k, v] of opts?.headers ?? []) res.addHeader(k, v);
         if (opts?.body) { res.addHeader('Content-Type', 'application/sdp'); res.body = opts.body; }

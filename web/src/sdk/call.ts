@@ -1,13 +1,21 @@
 import { Emitter } from './emitter';
 
-export type EndCause = 'busy' | 'no-answer' | 'rejected' | 'not-found' | 'unavailable' | 'cancelled' | 'remote-hangup' | 'local-hangup' | 'connection-lost' | 'answered-elsewhere' | 'declined-elsewhere' | 'forbidden' | 'media-timeout' | 'ice-failed' | 'shutdown' | 'failed';
+export type EndCause = 'busy' | 'no-answer' | 'rejected' | 'not-found' | 'unavailable' | 'cancelled' | 'remote-hangup' | 'local-hangup' | 'connection-lost' | 'answered-elsewhere' | 'declined-elsewhere' | 'forbidden' | 'media-timeout' | 'ice-failed' | 'shutdown' | 'failed' | 'transferred';
 export type CallState = 'connecting' | 'ringing' | 'incoming' | 'answered' | 'ended';
 
 /**
  * An `error` from the gateway (docs/protocol.md): `request` is the type of the message it
  * refused; `ref` (a refused `call` or `restart`) or `callId` names the call.
  */
-export interface GatewayError { code: string; message: string; request?: string; ref?: string; callId?: string; retryAfterMs?: number }
+export interface GatewayError { code: string; message: string; request?: string; ref?: string; callId?: string; retryAfterMs?: number; sipStatus?: number }
+
+/**
+ * Why call.transfer() failed: the gateway's error `code` (`forbidden`, `invalid-state`,
+ * `transfer-failed`, `unknown-type` from a gateway without transfers…), or `ended` when the call
+ * ended otherwise first, `not-connected` when the request could not be sent. `sipStatus`: the SIP
+ * status that ended the transfer, when there was one.
+ */
+export type TransferError = Error & { code: string; sipStatus?: number };
 
 export interface CallEndInfo {
   cause: EndCause;
@@ -49,6 +57,8 @@ export interface CallEvents extends Record<string, unknown[]> {
    * event), failed, or did not connect within 15 s. The call goes on with its connection.
    */
   mediaRestartFailed: [info: { reason: string; error?: GatewayError }];
+  /** A transfer in progress: the status the target gave so far (100 trying, 180 ringing…). */
+  transferProgress: [info: { status: number }];
 }
 
 export interface CallStats {
@@ -145,6 +155,10 @@ export class Call extends Emitter<CallEvents> {
   private autoRestartsOff = false;
   /** Runs while the current connection's ICE is `disconnected` (see watchMedia). */
   private disconnectedTimer: ReturnType<typeof setTimeout> | null = null;
+  /** The transfer in progress (transfer()): its request's ref and how to settle its promise. */
+  private pendingTransfer: { ref: string; resolve(): void; reject(err: TransferError): void } | null = null;
+  /** Transfers of this call so far (their refs). */
+  private transferCount = 0;
 
   constructor(private readonly transport: CallTransport, opts: { direction: 'outbound' | 'inbound'; iceServers: RTCIceServer[]; id?: string; offer?: string; from?: string; fromName?: string }) {
     super();
@@ -280,6 +294,43 @@ export class Call extends Emitter<CallEvents> {
     return this.startRestart(false);
   }
 
+  /**
+   * Blind transfer (docs/protocol.md, `transfer`): the far end is handed over to `to`, checked
+   * by the gateway as a call to it would be. Resolves when the call has ended as transferred
+   * (`ended` with cause `transferred` comes too); rejects with a TransferError when the gateway
+   * refuses it or it fails (`code`, `sipStatus`): the call then goes on as it was. One at a time,
+   * only for an answered call.
+   */
+  transfer(to: string): Promise<void> {
+    const fail = (code: string, message: string) => Promise.reject(Object.assign(new Error(message), { code }) as TransferError);
+    if (!this.id || this.state !== 'answered') return fail('invalid-state', 'only an answered call can be transferred');
+    if (this.pendingTransfer) return fail('invalid-state', 'a transfer of this call is in progress');
+    const ref = `t${++this.transferCount}`;
+    return new Promise<void>((resolve, reject) => {
+      this.pendingTransfer = { ref, resolve, reject };
+      if (!this.transport.send({ type: 'transfer', callId: this.id, to, ref })) {
+        this.settleTransfer(Object.assign(new Error('not connected to the gateway'), { code: 'not-connected' }));
+      }
+    });
+  }
+
+  /**
+   * @internal A `transfer` of this call is out with no outcome yet: the client routes a gateway's
+   * `unknown-type` (which names no call) here when no restart waits for its answer.
+   */
+  get awaitsTransferOutcome(): boolean {
+    return !!this.pendingTransfer;
+  }
+
+  /** The transfer in progress is over: resolved (no error) or rejected. */
+  private settleTransfer(err?: TransferError): void {
+    const t = this.pendingTransfer;
+    if (!t) return;
+    this.pendingTransfer = null;
+    if (err) t.reject(err);
+    else t.resolve();
+  }
+
   async getStats(): Promise<CallStats> {
     const s: CallStats = { packetsSent: 0, packetsReceived: 0, packetsLost: 0, jitterMs: 0 };
     const report = await this.pc.getStats();
@@ -324,6 +375,9 @@ export class Call extends Emitter<CallEvents> {
       case 'held': this.onHold = msg.by === 'local' ? true : this.onHold; this.emit('held', msg.by); return;
       case 'resumed': this.onHold = msg.by === 'local' ? false : this.onHold; this.emit('resumed', msg.by); return;
       case 'dtmf': this.emit('dtmf', msg.digit); return;
+      case 'transfer-progress':
+        if (this.pendingTransfer && (msg.ref === undefined || msg.ref === this.pendingTransfer.ref)) this.emit('transferProgress', { status: msg.status });
+        return;
       case 'ended': this.finish({ cause: msg.cause, sipStatus: msg.sipStatus, sipReason: msg.sipReason }); return;
       case 'error': this.onGatewayError(msg as GatewayError); return;
     }
@@ -353,6 +407,13 @@ export class Call extends Emitter<CallEvents> {
     if (err.request === 'restart' && err.ref !== undefined && err.ref !== this.restart?.ref) return;
     this.emit('error', err);
     if (this.state === 'ended') return;
+    if (err.request === 'transfer' || (isUnknownTypeError(err) && !this.awaitsRestartAnswer)) {
+      // Another transfer's refusal (an earlier one, settled here already) is not this one's.
+      if (this.pendingTransfer && (err.ref === undefined || err.ref === this.pendingTransfer.ref)) {
+        this.settleTransfer(Object.assign(new Error(err.message), { code: err.code, sipStatus: err.sipStatus }));
+      }
+      return;
+    }
     if (err.request === 'restart' || isUnknownTypeError(err)) {
       this.restartRefused(err);
       return;
@@ -404,6 +465,8 @@ export class Call extends Emitter<CallEvents> {
     }
     release(this.currentPc);
     this.audio.srcObject = null;
+    // A transfer waiting for its outcome has it now: done, or overtaken by the call's end.
+    this.settleTransfer(info.cause === 'transferred' ? undefined : Object.assign(new Error(`the call ended (${info.cause}) before the transfer was done`), { code: 'ended' }));
     this.transport.forget(this);
     this.emit('ended', info);
   }

@@ -305,8 +305,8 @@ export class GatewayClient extends Emitter<ClientEvents> {
   }
 
   private dispatch(msg: Record<string, any>): void {
-    // A refused `restart` names its ref too: it goes to its call by callId, below.
-    const callRef = msg.type === 'error' && msg.request === 'restart' ? undefined : msg.ref;
+    // A refused `restart` or `transfer` names its ref too: it goes to its call by callId, below.
+    const callRef = msg.type === 'error' && (msg.request === 'restart' || msg.request === 'transfer') ? undefined : msg.ref;
     // The answer to a `call` request (by its ref): `calling`, `ended` (refused before dialing) or `error`.
     const answersRequest = msg.type === 'calling' || (msg.type === 'ended' && msg.ref !== undefined && !this.calls.has(msg.callId)) || (msg.type === 'error' && callRef !== undefined);
     if (answersRequest && this.abandoned.delete(msg.ref)) {
@@ -357,10 +357,12 @@ export class GatewayClient extends Emitter<ClientEvents> {
    * A gateway older than `restart` answers it with `unknown-type`, naming neither the request nor
    * the call: it goes to a call whose restart is waiting for its answer — the refusal, which
    * fails it at once rather than at its timeout. (With several waiting, any: they are all
-   * refused alike.)
+   * refused alike.) Else a call whose `transfer` is out: a gateway older than `transfer`
+   * refuses it so.
    */
   private routeUnknownType(err: Record<string, any>): void {
-    [...this.calls.values()].find((c) => c.awaitsRestartAnswer)?.handle(err);
+    const calls = [...this.calls.values()];
+    (calls.find((c) => c.awaitsRestartAnswer) ?? calls.find((c) => c.awaitsTransferOutcome))?.handle(err);
   }
 
   /**

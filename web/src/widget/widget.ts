@@ -37,6 +37,7 @@ const END_MESSAGES: Partial<Record<EndCause, string>> = {
   'connection-lost': 'The connection was lost. Please call again.',
   'ice-failed': 'Your network blocked the call audio.',
   shutdown: 'The service is restarting. Please call again in a moment.',
+  transferred: 'The call was transferred.',
 };
 
 /** By the code of the error that stopped the call (connecting, or the gateway refusing it). */
