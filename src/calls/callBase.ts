@@ -42,6 +42,13 @@ export interface CallEndInfo {
   cause: EndCause;
   sipStatus?: number;
   sipReason?: string;
+  /**
+   * What the tab is told instead of `sipReason` (which the log and the CDR keep), when that is
+   * the gateway's own account of a failure that names the trunk's network: a host name, an
+   * address, a certificate, our transports. A web page's user has no use for them, and an
+   * anonymous widget caller should not learn them.
+   */
+  tabReason?: string;
 }
 
 /** What a call needs from the gateway around it; the manager builds one and shares it. */

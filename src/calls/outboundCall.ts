@@ -114,7 +114,7 @@ export class OutboundCall extends CallBase {
     inv.on('failed', (err: Error) => {
       if (this.ended) return;
       this.log.warn({ err: err.message }, 'INVITE failed without a response');
-      this.finish({ cause: 'unavailable', sipStatus: 408, sipReason: err.message });
+      this.finish({ cause: 'unavailable', sipStatus: 408, sipReason: err.message, tabReason: 'the trunk could not be reached' });
     });
   }
 

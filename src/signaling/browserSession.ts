@@ -535,7 +535,7 @@ export class BrowserSession implements RingTarget {
       return;
     }
     if (!this.forget(call)) return;
-    this.send({ type: 'ended', callId: call.id, cause: info.cause, sipStatus: info.sipStatus, sipReason: info.sipReason });
+    this.send({ type: 'ended', callId: call.id, cause: info.cause, sipStatus: info.sipStatus, sipReason: info.tabReason ?? info.sipReason });
   }
 
   /**

@@ -10,6 +10,7 @@
  * Ports 28650-28661: http BASE, SIP BASE+1 (UDP and TCP), trunk BASE+3 (TCP), DNS BASE+4, RTP
  * BASE+5..8, WebRTC BASE+9..10, the trunk's SDP media port BASE+11 (nothing listens).
  */
+import { existsSync, readFileSync } from 'node:fs';
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import pino from 'pino';
@@ -85,7 +86,7 @@ test('a trunk found only through NAPTR → SRV: the call goes over TCP though th
   await until(() => gw.gateway.activeCalls === 0, 'the call ended');
 });
 
-test('a gateway running UDP only, a trunk domain whose NAPTR offers SIPS+D2T alone: the call fails naming the host and what DNS offered — no INVITE over UDP to its address — and nothing is left', async (t) => {
+test('a gateway running UDP only, a trunk domain whose NAPTR offers SIPS+D2T alone: the call fails, its CDR naming the host and what DNS offered (the tab is told only that the trunk could not be reached) — no INVITE over UDP to its address — and nothing is left', async (t) => {
   const stops: Array<() => Promise<unknown>> = [];
   t.after(async () => { for (const stop of stops.reverse()) await stop(); });
   const sockets: WebSocket[] = [];
@@ -98,7 +99,13 @@ test('a gateway running UDP only, a trunk domain whose NAPTR offers SIPS+D2T alo
   const ended = tab.messages.find((m) => m.type === 'ended');
   assert.ok(ended, JSON.stringify(tab.messages));
   assert.equal(ended.cause, 'unavailable');
-  assert.equal(ended.sipReason, 'cannot reach "tlsonly.test": its DNS (NAPTR) offers SIP only as SIPS+D2T (tls), and the transports we run are udp');
+  // The tab is told the trunk could not be reached; the CDR (for the operator) says why.
+  assert.equal(ended.sipReason, 'the trunk could not be reached');
+  const why = 'cannot reach "tlsonly.test": its DNS (NAPTR) offers SIP only as SIPS+D2T (tls), and the transports we run are udp';
+  assert.doesNotMatch(JSON.stringify(tab.messages), /tlsonly|NAPTR|SIPS|transports we run/, 'nothing of the trunk\'s DNS or our transports reaches the tab');
+  await until(() => existsSync(gw.cdrPath) && readFileSync(gw.cdrPath, 'utf8').includes(ended.callId), 'the CDR written');
+  const cdr = readFileSync(gw.cdrPath, 'utf8').trim().split('\n').map((l) => JSON.parse(l)).find((r) => r.callId === ended.callId);
+  assert.equal(cdr.sipReason, why);
   assert.doesNotMatch(dns.output(), /query\[A\] tlsonly\.test/, 'the bare name\'s address was not even looked up');
   await until(() => gw.gateway.activeCalls === 0, 'the call out of the registry');
   assert.deepEqual(heldResources(gw.gateway), { legs: 0, bridges: 0, portsAllocated: 0, icePorts: 0 });
