@@ -51,7 +51,7 @@ export function buildRouting(c: GatewayConfig, demoUri: string | null): Routing 
     outboundTarget(number: string, identity: Identity): OutboundTarget {
       const callerId = identity.callerId ?? identity.id;
       if (demoHostPort && (DEMO_NUMBERS as readonly string[]).includes(number)) {
-        return { requestUri: `sip:${number}@${demoHostPort}`, fromUri: `sip:${encodeURIComponent(callerId)}@${hostForUri(c.sip.advertisedHost ?? c.sip.host)}`, fromDisplay: identity.id };
+        return { requestUri: `sip:${number}@${demoHostPort}`, fromUri: `sip:${encodeURIComponent(callerId)}@${hostForUri(c.sip.advertisedHost ?? c.sip.host)}`, fromDisplay: identity.id, demo: true };
       }
       const u = trunkUri!;
       const params = Object.entries(u.params).map(([k, v]) => (v === null ? `;${k}` : `;${k}=${v}`)).join('');

@@ -1,7 +1,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { validateConfig, type GatewayConfig, type GatewayConfigInput } from '../src/config';
+import { EventEmitter } from 'node:events';
+import pino from 'pino';
 import { buildRouting } from '../src/routing';
+import { CallManager } from '../src/calls/callManager';
 
 /** Which sources' INVITEs buildRouting trusts (the rest get 403 or the digest challenge). */
 function config(input: Partial<GatewayConfigInput>): GatewayConfig {
@@ -49,4 +52,13 @@ test('the trunk\'s credentials answer challenges only from the trunk\'s own addr
   for (const ip of ['198.51.100.1', '198.51.100.9', '203.0.113.77']) assert.deepEqual(routing.trunkCredentials?.(ip), { username: 'gw', password: 'trunk-secret' }, ip);
   assert.equal(routing.trustedSource('192.0.2.10'), true);
   assert.equal(routing.trunkCredentials?.('192.0.2.10'), undefined, 'the registrar PBX is trusted, but gets no trunk password');
+});
+
+test('a transfer target goes through the trunk: beside a trunk, a demo number (our loopback endpoint) is refused; a trunk number is referred as a call to it would be sent', () => {
+  const routing = buildRouting(config({ trunk: { uri: 'sip:198.51.100.1:5060' }, dialplan: { allow: ['+1555*'] } }), 'sip:127.0.0.1:5062');
+  assert.equal(routing.checkDestination('1000', { id: 'alice' }).allowed, true, 'a call to the demo number is allowed');
+  const manager = new CallManager({ ua: new EventEmitter(), routing, logger: pino({ level: 'silent' }) } as unknown as ConstructorParameters<typeof CallManager>[0]);
+  const demo = manager.transferTarget({ id: 'alice' }, '1000');
+  assert.deepEqual(demo, { ok: false, message: '1000 is a demo number: a transfer goes through the trunk' });
+  assert.deepEqual(manager.transferTarget({ id: 'alice' }, '+15551234567'), { ok: true, target: { number: '+15551234567', uri: 'sip:+15551234567@198.51.100.1:5060' } });
 });

@@ -160,7 +160,10 @@ export class CallManager {
       this.opts.logger.warn({ identity: identity.id, to: to.slice(0, 64), reason: dest.reason }, 'transfer target refused by the dial plan');
       return { ok: false, message: dest.reason };
     }
-    return { ok: true, target: { number: dest.number, uri: this.opts.routing.outboundTarget(dest.number, identity).requestUri } };
+    const target = this.opts.routing.outboundTarget(dest.number, identity);
+    // A demo number is our own endpoint on loopback: referred there, the trunk would call its own loopback.
+    if (target.demo) return { ok: false, message: `${dest.number} is a demo number: a transfer goes through the trunk` };
+    return { ok: true, target: { number: dest.number, uri: target.requestUri } };
   }
 
   /**

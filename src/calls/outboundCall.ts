@@ -23,6 +23,8 @@ export interface OutboundTarget {
   outboundProxy?: string;
   credentials?: { username: string; password: string };
   headers?: Array<[string, string]>;
+  /** The built-in demo endpoint's number (on loopback), not the trunk's. */
+  demo?: boolean;
 }
 
 /**

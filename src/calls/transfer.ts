@@ -84,19 +84,26 @@ export class BlindTransfer {
         }
         this.fail(res.status, `REFER refused: ${res.status} ${res.reason}`.trim());
       },
-      (err: Error) => this.fail(undefined, `REFER could not be sent: ${err.message}`),
+      (err: Error) => {
+        // The details (a host, an address, a certificate) are the operator's: the tab hears only this.
+        this.opts.log.warn({ err: err.message }, 'transfer: REFER could not be sent');
+        this.fail(undefined, 'REFER could not be sent: the trunk could not be reached');
+      },
     );
     return this.outcome;
   }
 
   /**
-   * Whether a NOTIFY of the refer package naming `id` (null: none) is this transfer's: before
-   * the REFER was answered any id its CSeq could have; after, exactly that one. One naming no id
-   * is the caller's to route (the latest transfer of the dialog, RFC 3515 §2.4.6).
+   * Whether a NOTIFY of the refer package naming `id` (null: none) is this transfer's: after a
+   * 2xx to the REFER exactly its CSeq; while the REFER is unanswered any id its CSeq could have
+   * (a digest retry raises it; RFC 6665 §4.1.2.4 lets the NOTIFY come first); a REFER refused or
+   * unanswered made no subscription (RFC 3515 §2.4.1), so none. One naming no id is the
+   * caller's to route (the latest transfer of the dialog, RFC 3515 §2.4.6).
    */
   matches(id: number | null): boolean {
     if (id === null) return true;
-    return this.referSeq ? id === this.referSeq : id >= this.minSeq;
+    if (this.referSeq) return id === this.referSeq;
+    return this.state === 'referring' && id >= this.minSeq;
   }
 
   /**

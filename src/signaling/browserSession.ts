@@ -463,6 +463,10 @@ export class BrowserSession implements RingTarget {
     const call = this.callFor(msg);
     if (!call) return;
     if (!this.isOwnCall(call)) { this.refuse(msg, 'invalid-state', 'only a call this tab placed or answered can be transferred'); return; }
+    // A transfer places a call on the trunk as `call` does: it counts against the same limit,
+    // so that a tab cannot try costly numbers as fast as the targets fail.
+    const wait = this.opts.limits.callAttempt(this.identity!.id);
+    if (wait > 0) { this.refuse(msg, 'rate-limited', 'too many call attempts', wait); return; }
     const t = this.opts.manager.transferTarget(this.identity!, msg.to);
     if (!t.ok) { this.refuse(msg, 'forbidden', t.message); return; }
     if (this.transferRefs.has(call.id)) { this.refuse(msg, 'invalid-state', 'a transfer of this call is in progress'); return; }

@@ -267,6 +267,55 @@ test('REFER refused 403, then 501: `transfer-failed` with the status each time; 
   assert.equal(rec()!.transferTo, undefined, 'not transferred');
 });
 
+test('a REFER refused, then one accepted: the second one\'s NOTIFY 200 completes it (the refused one made no subscription and takes no NOTIFY); a NOTIFY naming no REFER of ours gets 481', async () => {
+  let status = 403;
+  onRefer = (_req, respond) => respond(status);
+  const tab = await openTab('eve');
+  const { callId, call, stop } = await answeredCall(tab);
+  let from = tab.messages.length;
+  tab.ws.send(JSON.stringify({ type: 'transfer', callId, to: '+15550002230', ref: 'first' }));
+  assert.equal((await next(tab, (m) => m.type === 'error', 'the refusal', from)).sipStatus, 403);
+  status = 202;
+  from = tab.messages.length;
+  tab.ws.send(JSON.stringify({ type: 'transfer', callId, to: '+15550002231', ref: 'second' }));
+  await until(() => refers.length === 2, 'the second REFER');
+  const transfers = transfersOf(call);
+  await until(() => transfers[1]?.state === 'accepted', 'the second REFER accepted');
+  assert.equal(await notifyFromTrunk(refers[0], 'SIP/2.0 200 OK', 'terminated;reason=noresource'), 481, 'the refused REFER has no subscription');
+  assert.equal(call.state, 'answered', 'that NOTIFY did not end the call');
+  assert.equal(await notifyFromTrunk(refers[1], 'SIP/2.0 200 OK', 'terminated;reason=noresource'), 200);
+  const ended = await next(tab, (m) => m.type === 'ended', 'ended', from);
+  assert.equal(ended.cause, 'transferred');
+  assert.ok(!tab.messages.slice(from).some((m) => m.type === 'error'), 'no error for the second transfer');
+  stop();
+  await assertNothingLeft(call, transfers);
+  await until(() => cdr().some((r) => r.callId === callId), 'the CDR line');
+  assert.equal(cdr().find((r) => r.callId === callId)!.transferTo, '+15550002231');
+});
+
+test('transfers count against the call-attempt limit (limits.callsPerIdentityPerMin, 10): a tab cannot try numbers as fast as they fail', async () => {
+  onRefer = (_req, respond) => respond(486);
+  const tab = await openTab('fred');
+  const { callId, call, stop } = await answeredCall(tab); // one attempt
+  let refused: Msg | undefined;
+  for (let i = 0; i < 12 && !refused; i++) {
+    const from = tab.messages.length;
+    tab.ws.send(JSON.stringify({ type: 'transfer', callId, to: `+1555000${3000 + i}`, ref: `t${i}` }));
+    const err = await next(tab, (m) => m.type === 'error', 'the refusal', from);
+    if (err.code === 'rate-limited') refused = err;
+    else assert.equal(err.code, 'transfer-failed');
+  }
+  assert.ok(refused, 'rate-limited at last');
+  assert.equal(refers.length, 9, 'the call and nine transfers were attempts; the tenth transfer sent no REFER');
+  assert.ok((refused.retryAfterMs ?? 0) > 0);
+  assert.equal(call.state, 'answered', 'the call goes on');
+  const transfers = transfersOf(call);
+  tab.ws.send(JSON.stringify({ type: 'hangup', callId }));
+  await next(tab, (m) => m.type === 'ended', 'ended');
+  stop();
+  await assertNothingLeft(call, transfers);
+});
+
 test('a held call can be transferred; the target busy (sipfrag 486): `transfer-failed` 486, the call goes on; a late NOTIFY of it is answered 200, one of no transfer 481', async () => {
   onRefer = (req, respond) => {
     respond(202);

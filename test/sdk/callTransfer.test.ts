@@ -7,7 +7,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { answeredCall, connect, last, settle } from './fakeBrowser';
+import { answeredCall, connect, last, settle, tick } from './fakeBrowser';
 import type { TransferError } from '../../web/src/sdk/call';
 
 const transfersSent = () => last().sent.filter((m) => m.type === 'transfer');
@@ -85,4 +85,43 @@ test('transfer() of a call not answered, a second while one is out, a call that 
   assert.equal(other.state, 'answered');
   client.close();
   second.client.close();
+});
+
+test('an `unknown-type` naming `transfer` (a gateway that knows `restart` but not `transfer`) settles the transfer, not a restart out at the same time; one naming `restart` the restart', async () => {
+  const { client } = await connect();
+  const call = await answeredCall(client);
+  const restartFailures: string[] = [];
+  call.on('mediaRestartFailed', ({ reason }) => restartFailures.push(reason));
+  void call.restartMedia().catch(() => undefined);
+  await settle();
+  const transfer = outcome(call.transfer('+15550002222'));
+  await settle();
+  last().deliver({ type: 'error', code: 'unknown-type', message: 'unknown message type "transfer"' });
+  assert.equal(await transfer, 'unknown-type/-: unknown message type "transfer"');
+  assert.deepEqual(restartFailures, [], 'the restart still waits for its answer');
+  assert.ok(call.awaitsRestartAnswer);
+  last().deliver({ type: 'error', code: 'unknown-type', message: 'unknown message type "restart"' });
+  await settle();
+  assert.equal(restartFailures.length, 1, 'the restart\'s own refusal fails it');
+  client.close();
+});
+
+test('a transfer whose outcome never comes (lost with a dropped connection) rejects with `timeout` after 75 s; the call goes on and may transfer again', async () => {
+  const { client } = await connect();
+  const call = await answeredCall(client);
+  const lost = outcome(call.transfer('+15550002222'));
+  await settle();
+  await tick(74_000);
+  let settled = false;
+  void lost.then(() => { settled = true; });
+  await settle();
+  assert.equal(settled, false, 'still waiting at 74 s');
+  await tick(1_000);
+  assert.equal(await lost, 'timeout/-: no outcome of the transfer came from the gateway');
+  assert.equal(call.state, 'answered');
+  const again = outcome(call.transfer('+15550003333'));
+  await settle();
+  last().deliver({ type: 'ended', callId: call.id, cause: 'transferred' });
+  assert.equal(await again, 'resolved');
+  client.close();
 });

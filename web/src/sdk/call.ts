@@ -121,6 +121,21 @@ function isUnknownTypeError(err: GatewayError): boolean {
 }
 
 /**
+ * The request type an `unknown-type` error refuses: the gateway's message names it
+ * (`unknown message type "transfer"`); undefined when it does not say.
+ */
+export function refusedUnknownType(err: { message?: unknown }): string | undefined {
+  return typeof err.message === 'string' ? /unknown message type "([^"]*)"/.exec(err.message)?.[1] : undefined;
+}
+
+/**
+ * How long a transfer may wait for its outcome from the gateway: its REFER's transaction (32 s)
+ * and its wait for the final report (32 s), and some. Past it the outcome was lost (a connection
+ * that dropped and was resumed after the gateway had sent it): transfer() rejects, `timeout`.
+ */
+const TRANSFER_OUTCOME_TIMEOUT_MS = 75_000;
+
+/**
  * One call, outbound or incoming. Owns its RTCPeerConnection, microphone track and the
  * <audio> element that plays the far end; all are released when the call ends. The peer
  * connection may be replaced during the call (restartMedia): `pc` is always the current one.
@@ -156,7 +171,7 @@ export class Call extends Emitter<CallEvents> {
   /** Runs while the current connection's ICE is `disconnected` (see watchMedia). */
   private disconnectedTimer: ReturnType<typeof setTimeout> | null = null;
   /** The transfer in progress (transfer()): its request's ref and how to settle its promise. */
-  private pendingTransfer: { ref: string; resolve(): void; reject(err: TransferError): void } | null = null;
+  private pendingTransfer: { ref: string; resolve(): void; reject(err: TransferError): void; timer: ReturnType<typeof setTimeout> } | null = null;
   /** Transfers of this call so far (their refs). */
   private transferCount = 0;
 
@@ -307,7 +322,10 @@ export class Call extends Emitter<CallEvents> {
     if (this.pendingTransfer) return fail('invalid-state', 'a transfer of this call is in progress');
     const ref = `t${++this.transferCount}`;
     return new Promise<void>((resolve, reject) => {
-      this.pendingTransfer = { ref, resolve, reject };
+      const timer = setTimeout(() => {
+        this.settleTransfer(Object.assign(new Error('no outcome of the transfer came from the gateway'), { code: 'timeout' }));
+      }, TRANSFER_OUTCOME_TIMEOUT_MS);
+      this.pendingTransfer = { ref, resolve, reject, timer };
       if (!this.transport.send({ type: 'transfer', callId: this.id, to, ref })) {
         this.settleTransfer(Object.assign(new Error('not connected to the gateway'), { code: 'not-connected' }));
       }
@@ -327,6 +345,7 @@ export class Call extends Emitter<CallEvents> {
     const t = this.pendingTransfer;
     if (!t) return;
     this.pendingTransfer = null;
+    clearTimeout(t.timer);
     if (err) t.reject(err);
     else t.resolve();
   }
@@ -407,14 +426,16 @@ export class Call extends Emitter<CallEvents> {
     if (err.request === 'restart' && err.ref !== undefined && err.ref !== this.restart?.ref) return;
     this.emit('error', err);
     if (this.state === 'ended') return;
-    if (err.request === 'transfer' || (isUnknownTypeError(err) && !this.awaitsRestartAnswer)) {
+    // An `unknown-type` from a gateway older than `transfer` or `restart` names the type it refuses.
+    const unknown = isUnknownTypeError(err) ? refusedUnknownType(err) : undefined;
+    if (err.request === 'transfer' || unknown === 'transfer' || (isUnknownTypeError(err) && unknown === undefined && !this.awaitsRestartAnswer)) {
       // Another transfer's refusal (an earlier one, settled here already) is not this one's.
       if (this.pendingTransfer && (err.ref === undefined || err.ref === this.pendingTransfer.ref)) {
         this.settleTransfer(Object.assign(new Error(err.message), { code: err.code, sipStatus: err.sipStatus }));
       }
       return;
     }
-    if (err.request === 'restart' || isUnknownTypeError(err)) {
+    if (err.request === 'restart' || (isUnknownTypeError(err) && (unknown === undefined || unknown === 'restart'))) {
       this.restartRefused(err);
       return;
     }

@@ -1,4 +1,4 @@
-import { Call, type CallEndInfo, type CallTransport, type GatewayError } from './call';
+import { Call, refusedUnknownType, type CallEndInfo, type CallTransport, type GatewayError } from './call';
 import { Emitter } from './emitter';
 
 export interface ConnectOptions {
@@ -354,15 +354,21 @@ export class GatewayClient extends Emitter<ClientEvents> {
   }
 
   /**
-   * A gateway older than `restart` answers it with `unknown-type`, naming neither the request nor
-   * the call: it goes to a call whose restart is waiting for its answer — the refusal, which
-   * fails it at once rather than at its timeout. (With several waiting, any: they are all
-   * refused alike.) Else a call whose `transfer` is out: a gateway older than `transfer`
-   * refuses it so.
+   * A gateway older than `restart` or `transfer` answers it with `unknown-type`, naming neither
+   * the request nor the call, only the type in its message: it goes to a call whose request of
+   * that type is out — the refusal, which fails it at once rather than at its timeout. (With
+   * several waiting, any: they are all refused alike.) A message naming no type goes to a
+   * restart first, then a transfer.
    */
   private routeUnknownType(err: Record<string, any>): void {
     const calls = [...this.calls.values()];
-    (calls.find((c) => c.awaitsRestartAnswer) ?? calls.find((c) => c.awaitsTransferOutcome))?.handle(err);
+    // The message names the type refused: a gateway that knows `restart` but not `transfer`
+    // must not fail a restart out at the same time.
+    const type = refusedUnknownType(err);
+    const call = type === 'transfer' ? calls.find((c) => c.awaitsTransferOutcome)
+      : type === 'restart' ? calls.find((c) => c.awaitsRestartAnswer)
+      : calls.find((c) => c.awaitsRestartAnswer) ?? calls.find((c) => c.awaitsTransferOutcome);
+    call?.handle(err);
   }
 
   /**
