@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The project's test command (npm test). It runs on a fresh Debian machine as it is: the real
-# peers the tests talk to (Chromium, baresip, sipp, Kamailio, coturn, sox, dnsmasq) are installed first
+# peers the tests talk to (Chromium, baresip, Linphone's linphonec, sipp, Kamailio, coturn, sox,
+# dnsmasq) are installed first
 # when missing, never skipped; so is docker-compose (only its `config` check of docker-compose.yml
 # runs: there is no Docker engine here) unless the Docker CLI's compose plugin is there.
 set -euo pipefail
@@ -9,6 +10,7 @@ cd "$(dirname "$0")/.."
 need=()
 command -v chromium >/dev/null || need+=(chromium)
 command -v baresip >/dev/null || need+=(baresip)
+command -v linphonec >/dev/null || need+=(linphone-cli)
 command -v sipp >/dev/null || need+=(sip-tester)
 command -v kamailio >/dev/null || need+=(kamailio)
 command -v turnserver >/dev/null || need+=(coturn)
@@ -22,7 +24,7 @@ if [ ${#need[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" fonts-liberation >/dev/null
   else
     echo "The tests need real peers that are not installed. Run once:" >&2
-    echo "  sudo apt-get install -y --no-install-recommends chromium baresip sip-tester kamailio coturn sox dnsmasq-base docker-compose fonts-liberation" >&2
+    echo "  sudo apt-get install -y --no-install-recommends chromium baresip linphone-cli sip-tester kamailio coturn sox dnsmasq-base docker-compose fonts-liberation" >&2
     exit 1
   fi
 fi

@@ -55,6 +55,21 @@ export function writeRtpHeader(b: Buffer, pt: number, seq: number, ts: number, s
 /** RTCP packet types (RFC 3550 §12.1). */
 export const RTCP = { SR: 200, RR: 201, SDES: 202, BYE: 203, APP: 204 } as const;
 
+/**
+ * Is this datagram a STUN message or an empty one — a far end's connectivity check or NAT
+ * keep-alive on its RTP/RTCP ports (RFC 6263 §4), not media? STUN is told apart by its first
+ * byte as RFC 7983 §7 does (0-3; RTP and RTCP start at 128) and by a length field that matches
+ * the datagram (RFC 5389 §6: a 20-byte header and attributes in 4-byte units; RFC 3489's
+ * classic STUN too). mediastreamer2 (Linphone) sends Binding Requests from both of a stream's
+ * ports until the first RTP and the first RTCP come back.
+ */
+export function isStunOrKeepalive(buf: Buffer): boolean {
+  if (buf.length === 0) return true;
+  if (buf.length < 20 || buf[0] > 3) return false;
+  const len = buf.readUInt16BE(2);
+  return len % 4 === 0 && len + 20 === buf.length;
+}
+
 /** Is this datagram RTCP rather than RTP (RFC 5761 §4: PT 64–95 after masking the marker)? */
 export function isRtcp(buf: Buffer): boolean {
   return buf.length >= 8 && (buf[0] & 0xc0) === 0x80 && buf[1] >= 192 && buf[1] <= 223;

@@ -3,7 +3,7 @@ import { randomInt } from 'node:crypto';
 import type dgram from 'node:dgram';
 import type { Logger } from 'pino';
 import { SrtpSession, type SdesCrypto } from './srtp';
-import { buildRtp, isRtcp, parseRtp, RTCP, writeRtpHeader, type RtpPacketView } from './rtp';
+import { buildRtp, isRtcp, isStunOrKeepalive, parseRtp, RTCP, writeRtpHeader, type RtpPacketView } from './rtp';
 import { estimateMos, ReceiveStats, type LegStats } from './stats';
 import { DigitSequence, DtmfReceiver, LiveTelephoneEvent, LiveToneDigit, digitToEvent, dtmfPacketTrain } from './dtmf';
 import { pcmaEncode, pcmaToPcmu, pcmuEncode, pcmuToPcma } from './codecs/g711';
@@ -480,6 +480,10 @@ export class SipRtpLeg extends EventEmitter<SipLegEvents> {
     // Before the far end's SDP (its early media can overtake the answer, more so with media
     // workers): nothing to read it by, and nothing wrong with it either — not counted.
     if (this.closed || !this.remote) return;
+    // The far end's STUN checks and keep-alives (RFC 6263; Linphone sends them until our first
+    // RTP arrives): neither media nor refused media, so neither read nor counted as dropped.
+    // They do not latch the stream, nor count as activity.
+    if (isStunOrKeepalive(msg)) return;
     // RTCP on the RTP port (rtcp-mux, or a peer that muxes unasked): read as RTCP, never as RTP
     // (its PT 72-76 slot and NTP seconds would pass for a packet from a new source).
     if (isRtcp(msg)) { this.onRtcpDatagram(msg, rinfo.address); return; }
@@ -574,7 +578,9 @@ export class SipRtpLeg extends EventEmitter<SipLegEvents> {
   }
 
   private onRtcpDatagram(msg: Buffer, _from: string): void {
-    if (this.closed) return;
+    // STUN and keep-alives as on the RTP port (Linphone's come every 500 ms until our first
+    // report, RTCP_INTERVAL_MS after the answer): not counted as dropped.
+    if (this.closed || isStunOrKeepalive(msg)) return;
     let plain: Buffer | null = msg;
     if (this.srtp) plain = this.srtp.unprotectRtcp(msg);
     if (!plain) return; // counted by the SRTP session (auth failure, replay, malformed)

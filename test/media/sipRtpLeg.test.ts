@@ -45,6 +45,55 @@ test('bad RTP is dropped and counted, never thrown; CN is tolerated; valid audio
   assert.equal(engine.usage.portsAllocated, 0, 'the port pair went back to the allocator');
 });
 
+// Found with Linphone (test/e2e/linphoneTrunk.test.ts): mediastreamer2 sends STUN Binding
+// Requests from its RTP and RTCP ports to ours until our first RTP and RTCP reach it (on RTCP every
+// 500 ms, and our first report goes 5 s after the answer), and every one of them was counted as a
+// dropped (malformed) packet: 10-20 in the CDR of each clean call, as SRTP failures with SRTP.
+for (const srtp of [false, true]) {
+  test(`STUN checks and empty keep-alives on the RTP and RTCP ports are neither counted as dropped nor latched onto (${srtp ? 'SRTP' : 'plain RTP'})`, async () => {
+    const engine = new MediaEngine({ bindHost: '127.0.0.1', advertisedHost: '127.0.0.1', portRange: srtp ? [28718, 28719] : [28716, 28717], logger });
+    const leg = await engine.createSipLeg({ callId: 'stun' });
+    const trunk = await socket();
+    const elsewhere = await socket();
+    const ours = generateSdesCrypto(1, 'AES_CM_128_HMAC_SHA1_80');
+    const theirs = generateSdesCrypto(1, 'AES_CM_128_HMAC_SHA1_80');
+    leg.setRemote({ address: '127.0.0.1', port: trunk.address().port, codec: 'PCMU', payloadType: 0, ...(srtp ? { srtp: { local: ours, remote: theirs } } : {}) });
+    const far = new SrtpSession({ local: theirs, remote: ours });
+    let audio = 0;
+    leg.on('audio', () => audio++);
+    try {
+      // Linphone's: a Binding Request (type 0x0001, no attributes, RFC 5389 magic cookie), as seen on the wire.
+      const bindingRequest = Buffer.from('000100002112a4423a1549309dfa63de9549a48b', 'hex');
+      const withAttribute = Buffer.concat([Buffer.from('000100082112a442', 'hex'), Buffer.alloc(12, 7), Buffer.from('8022000461626364', 'hex')]);
+      for (const port of [leg.localPort, leg.localPort + 1]) {
+        for (const from of [trunk, elsewhere]) {
+          from.send(bindingRequest, port, '127.0.0.1');
+          from.send(withAttribute, port, '127.0.0.1');
+          from.send(Buffer.alloc(0), port, '127.0.0.1');
+        }
+      }
+      // Not STUN after all (its length field does not fit the datagram): refused as before.
+      trunk.send(Buffer.concat([bindingRequest, Buffer.alloc(4)]), leg.localPort, '127.0.0.1');
+      await sleep(100);
+      assert.equal(leg.stats().dropped, 1, 'only the datagram that is not STUN is counted');
+      assert.equal(leg.stats().packetsReceived, 0);
+      assert.equal(audio, 0);
+      // No latching on the STUN from elsewhere: the first audio, from the signalled port, is answered there.
+      const rtp = buildRtp(0, 1, 160, 5, Buffer.alloc(160, 0x55));
+      trunk.send(srtp ? far.protectRtp(rtp) : rtp, leg.localPort, '127.0.0.1');
+      await until(() => audio === 1, 'the far end\'s audio');
+      leg.sendAudio(Buffer.alloc(160, 0x42), 160);
+      await until(() => trunk.got.length === 1, 'our audio at the signalled port');
+      assert.equal(elsewhere.got.length, 0);
+      assert.equal(leg.stats().dropped, 1);
+    } finally {
+      leg.close();
+      trunk.close();
+      elsewhere.close();
+    }
+  });
+}
+
 test('latching: media from a NATed port is answered there; a stranger cannot take the stream over', async () => {
   const engine = new MediaEngine({ bindHost: '127.0.0.1', advertisedHost: '127.0.0.1', portRange: [19720, 19739], logger });
   const leg = await engine.createSipLeg({ callId: 't2' });
