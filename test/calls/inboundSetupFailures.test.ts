@@ -36,8 +36,11 @@ import type { CallManager } from '../../src/calls/callManager';
 import type { SignalingServer } from '../../src/signaling/signalingServer';
 import type { IcePortPool } from '../../src/webrtc/icePortPool';
 import { startGateway } from '../support/gateway';
-import { openTab, until, type Msg, type Tab } from '../support/tabs';
+import { browserPeers, openTab, until, type Msg, type Tab } from '../support/tabs';
 import { RTCPeerConnection, RTCRtpCodecParameters } from 'werift';
+
+/** A STUN server on loopback for the werift peers: without one werift asks stun.l.google.com. */
+const browsers = browserPeers();
 
 const SECRET = 'inbound-setup-failures-secret-0123456789';
 /** Bound on "at once": set-up takes well under a second; the ring timeout below is 120 s. */
@@ -117,7 +120,7 @@ function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
 
 /** A werift peer connection answers the tab's `incoming` offer (closed after the test); returns its answer SDP. */
 async function weriftAnswer(t: TestContext, incoming: Msg, codecs?: RTCRtpCodecParameters[]): Promise<string> {
-  const pc = new RTCPeerConnection({ iceUseIpv6: false, iceInterfaceAddresses: { udp4: '127.0.0.1' }, ...(codecs ? { codecs: { audio: codecs } } : {}) });
+  const pc = new RTCPeerConnection({ iceServers: [{ urls: `stun:127.0.0.1:${await browsers.stunPort()}` }], iceUseIpv6: false, iceInterfaceAddresses: { udp4: '127.0.0.1' }, ...(codecs ? { codecs: { audio: codecs } } : {}) });
   t.after(() => pc.close());
   await pc.setRemoteDescription({ type: 'offer', sdp: String(incoming.sdp) });
   await pc.setLocalDescription(await pc.createAnswer());
@@ -126,7 +129,7 @@ async function weriftAnswer(t: TestContext, incoming: Msg, codecs?: RTCRtpCodecP
 
 /** An answer to the tab's `incoming` offer from a werift peer closed at once: its ICE checks never come. */
 async function answerFromAGonePeer(incoming: Msg): Promise<string> {
-  const pc = new RTCPeerConnection({ iceUseIpv6: false, iceInterfaceAddresses: { udp4: '127.0.0.1' } });
+  const pc = new RTCPeerConnection({ iceServers: [{ urls: `stun:127.0.0.1:${await browsers.stunPort()}` }], iceUseIpv6: false, iceInterfaceAddresses: { udp4: '127.0.0.1' } });
   await pc.setRemoteDescription({ type: 'offer', sdp: String(incoming.sdp) });
   await pc.setLocalDescription(await pc.createAnswer());
   const answer = pc.localDescription!.sdp;

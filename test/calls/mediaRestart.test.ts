@@ -163,7 +163,7 @@ test('an incoming call moves to a new peer connection whose offer numbers the co
     const incoming = tab.messages.find((m) => m.type === 'incoming')!;
     const ourOpusPt = Number(/a=rtpmap:(\d+) opus\//i.exec(incoming.sdp)![1]);
     // The first connection answers our offer.
-    const first = new RTCPeerConnection({ iceUseIpv6: false, iceInterfaceAddresses: { udp4: '127.0.0.1' } });
+    const first = new RTCPeerConnection({ iceServers: [{ urls: `stun:127.0.0.1:${await browsers.stunPort()}` }], iceUseIpv6: false, iceInterfaceAddresses: { udp4: '127.0.0.1' } });
     browsers.keep(first);
     await first.setRemoteDescription({ type: 'offer', sdp: incoming.sdp });
     await first.setLocalDescription(await first.createAnswer());

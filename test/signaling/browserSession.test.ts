@@ -157,7 +157,7 @@ test('a tab out of an inbound call that goes on in another tab (it refused busy,
 
   busy.ws.send(JSON.stringify({ type: 'reject', callId, reason: 'busy' }));
   await next(busy, (m) => m.type === 'ended' && m.callId === callId, 'the busy tab\'s ended');
-  const pc = new RTCPeerConnection({ iceUseIpv6: false, iceInterfaceAddresses: { udp4: '127.0.0.1' } });
+  const pc = new RTCPeerConnection({ iceServers: [{ urls: `stun:127.0.0.1:${await browsers.stunPort()}` }], iceUseIpv6: false, iceInterfaceAddresses: { udp4: '127.0.0.1' } });
   browsers.keep(pc);
   await pc.setRemoteDescription({ type: 'offer', sdp: String((await next(answering, (m) => m.type === 'incoming', 'the offer')).sdp) });
   await pc.setLocalDescription(await pc.createAnswer());

@@ -536,7 +536,7 @@ test('a leg closed while werift applies the browser\'s offer or answer: answer()
     // The inbound side: the browser's answer being applied when the leg closes.
     const l = leg(true);
     const ours = await l.createOffer();
-    const pc = new RTCPeerConnection({ iceUseIpv6: false, iceInterfaceAddresses: { udp4: '127.0.0.1' } });
+    const pc = new RTCPeerConnection({ iceServers: [{ urls: `stun:127.0.0.1:${(await stun).port}` }], iceUseIpv6: false, iceInterfaceAddresses: { udp4: '127.0.0.1' } });
     await pc.setRemoteDescription({ type: 'offer', sdp: ours });
     await pc.setLocalDescription(await pc.createAnswer());
     const accepting = l.acceptAnswer(pc.localDescription!.sdp);
