@@ -315,9 +315,19 @@ export abstract class CallBase extends EventEmitter<CallEvents> {
     });
   }
 
+  /**
+   * The call's SRTP policy toward the trunk: trunk.srtp, or `mandatory` once an `optional` offer
+   * (RTP/AVP with a=crypto) was refused and made again as RTP/SAVP (OutboundCall): the far end
+   * then takes SRTP only, and every later offer and answer of the call says so.
+   */
+  protected get srtpPolicy(): SrtpPolicy {
+    return this.srtpRequired ? 'mandatory' : this.ctx.srtp;
+  }
+  protected srtpRequired = false;
+
   /** Our SDES keys for an offer or answer toward the trunk (RFC 4568), one per suite. */
   protected makeLocalCrypto(): SdesCrypto[] {
-    if (this.ctx.srtp === 'off') return [];
+    if (this.srtpPolicy === 'off') return [];
     this.localCrypto = [generateSdesCrypto(1, 'AES_CM_128_HMAC_SHA1_80'), generateSdesCrypto(2, 'AES_CM_128_HMAC_SHA1_32')];
     return this.localCrypto;
   }
@@ -335,7 +345,7 @@ export abstract class CallBase extends EventEmitter<CallEvents> {
     // A running bridge follows the change (mediaBridge.ts followSipRemote).
     const { codec, name: next, otherLaw } = choice;
     let srtp: { local: SdesCrypto; remote: SdesCrypto } | undefined;
-    if (desc.crypto.length > 0 && this.ctx.srtp !== 'off') {
+    if (desc.crypto.length > 0 && this.srtpPolicy !== 'off') {
       // The first a=crypto we can do (RFC 4568 §7.1.2), keyed with our key of its suite (the
       // one of its tag when we offered it: our answer then repeats that tag).
       const chosen = chooseCrypto(desc.crypto, this.localCrypto.map((c) => c.suite));
@@ -344,8 +354,8 @@ export abstract class CallBase extends EventEmitter<CallEvents> {
       const local = this.localCrypto.find((c) => c.tag === remote.tag && c.suite === remote.suite) ?? this.localCrypto.find((c) => c.suite === remote.suite)!;
       srtp = { local, remote };
     }
-    if (!srtp && this.ctx.srtp === 'mandatory') return 'SRTP is mandatory but the far end answered plain RTP';
-    if (!srtp && /SAVP/i.test(desc.profile)) return this.ctx.srtp === 'off' ? `the far end requires SRTP (${desc.profile}) and trunk.srtp is off` : `the far end requires SRTP (${desc.profile}) but sent no usable key (a=crypto)`;
+    if (!srtp && this.srtpPolicy === 'mandatory') return 'SRTP is mandatory but the far end answered plain RTP';
+    if (!srtp && /SAVP/i.test(desc.profile)) return this.srtpPolicy === 'off' ? `the far end requires SRTP (${desc.profile}) and trunk.srtp is off` : `the far end requires SRTP (${desc.profile}) but sent no usable key (a=crypto)`;
     this.activeSrtp = srtp ?? null;
     const te = telephoneEventFor(desc, codec.clockRate);
     // otherLaw: an offerer should not send it once we answered one law, but is heard if it does.
@@ -576,7 +586,7 @@ export abstract class CallBase extends EventEmitter<CallEvents> {
     return {
       advertisedHost: this.sipLeg.localAddress,
       port: this.sipLeg.localPort,
-      srtp: this.ctx.srtp,
+      srtp: this.srtpPolicy,
       // Once a codec runs, our re-offers list it first and our answers keep it where offered;
       // a PCMU browser's call lists Opus last.
       codecs: this.offeredCodecs(),

@@ -111,6 +111,7 @@ export class OutboundCall extends CallBase {
     inv.on('rejected', (res: SipResponse) => {
       if (this.ended || inv !== this.invite) return;
       if (res.status >= 300 && res.status < 400 && this.followRedirect(res)) return;
+      if (res.status === 488 && this.offerSrtpOnly()) return;
       this.finish({ cause: causeFromSipStatus(res.status), sipStatus: res.status, sipReason: res.reason });
     });
     inv.on('failed', (err: Error) => {
@@ -148,6 +149,21 @@ export class OutboundCall extends CallBase {
     this.log.info({ status: res.status, refusals }, 'redirect not followed');
     if (refusals.length > 0) res.reason = `${res.reason} (redirect not followed: ${refusals.join('; ')})`.slice(0, 200);
     return false;
+  }
+
+  /**
+   * trunk.srtp `optional` offers RTP/AVP with a=crypto, which a far end taking SRTP only refuses
+   * with 488 whatever the keys (Linphone with SRTP mandatory does; RFC 4568 defines a=crypto for
+   * RTP/SAVP only). Once per call, the INVITE is sent again offering RTP/SAVP with fresh keys (a
+   * new transaction, as after a redirect); the call is SRTP-only from then on. False when that
+   * was tried already, or the policy is not `optional`.
+   */
+  private offerSrtpOnly(): boolean {
+    if (this.ctx.srtp !== 'optional' || this.srtpRequired) return false;
+    this.srtpRequired = true;
+    this.log.info('488 to our RTP/AVP offer with SDES keys: offering RTP/SAVP instead');
+    this.dial().catch((err) => { this.log.warn({ err }, 'the RTP/SAVP INVITE could not be sent'); this.failSetup(); });
+    return true;
   }
 
   override record(): CallRecord {

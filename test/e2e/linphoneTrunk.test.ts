@@ -56,6 +56,8 @@ interface Rig { gw: Gw; phone: Linphone; sockets: WebSocket[] }
 interface RigOptions {
   /** trunk.srtp, and linphonec's media_encryption (none / srtp / srtp mandatory). */
   srtp?: 'off' | 'mandatory';
+  /** trunk.srtp when it differs from linphonec's. */
+  gatewaySrtp?: 'off' | 'optional' | 'mandatory';
   autoAnswer?: boolean;
   /** trunk.codecs, and what linphonec offers and accepts. */
   codecs?: Codec[];
@@ -74,7 +76,7 @@ async function withRig(o: RigOptions, fn: (rig: Rig) => Promise<void>): Promise<
     gw = await startGateway(BASE, {
       auth: { mode: 'token', hs256Secret: SECRET },
       demo: { enabled: false },
-      trunk: { uri: `sip:127.0.0.1:${LINPHONE_SIP}`, codecs: o.codecs ?? ['PCMU'], srtp, sourceCidrs: ['127.0.0.1/32'] },
+      trunk: { uri: `sip:127.0.0.1:${LINPHONE_SIP}`, codecs: o.codecs ?? ['PCMU'], srtp: o.gatewaySrtp ?? srtp, sourceCidrs: ['127.0.0.1/32'] },
       dialplan: { allow: ['+1555*'] },
       inbound: { didMap: { [DID]: 'alice' } },
       media: { portRange: [BASE + 20, BASE + 29] },
@@ -314,6 +316,33 @@ describe('linphonec as the trunk (outbound)', () => {
       });
     });
   }
+
+  test('trunk.srtp optional toward a linphonec taking SRTP only: it refuses our RTP/AVP offer with SDES keys (488), the INVITE goes again as RTP/SAVP, and the call has SRTP audio both ways', { timeout: 60_000 }, async () => {
+    await withRig({ srtp: 'mandatory', gatewaySrtp: 'optional' }, async (rig) => {
+      const rec = join(rig.phone.dir, 'heard.wav');
+      await rig.phone.recordTo(rec);
+      const media = new TabMedia();
+      try {
+        const { tab, callId } = await outboundCall(rig, media);
+        const invites = received(rig.phone, 'INVITE ');
+        assert.equal(invites.length, 2, 'two INVITEs');
+        assert.match(invites[0].text, /^m=audio \d+ RTP\/AVP 0 /m);
+        assert.match(invites[0].text, /^a=crypto:/m, 'the first: best-effort SRTP');
+        assert.match(invites[1].text, /^m=audio \d+ RTP\/SAVP 0 /m, 'the second: SRTP only');
+        await expectTabHears(media, 'answered', 2000);
+        await new Promise((r) => setTimeout(r, 500));
+        const at = rig.phone.mark();
+        tab.ws.send(JSON.stringify({ type: 'hangup', callId }));
+        await rig.phone.waitFor(/Call \d+ with [^\n]* ended \(No error\)\./, 5000, at); // its recording is complete then
+        assert.equal((await message(tab, 'ended')).cause, 'local-hangup');
+        expectLinphoneHeard(rec);
+        const cdr = await expectEndedOnce(rig.gw, callId, 'local-hangup');
+        assert.ok(cdr.quality.sip.packetsReceived > 0, 'audio from linphonec');
+      } finally {
+        await media.close();
+      }
+    });
+  });
 
   test('BYE from linphonec: the tab gets ended remote-hangup; one CDR line, nothing held', { timeout: 60_000 }, async () => {
     await withRig({}, async (rig) => {
