@@ -128,7 +128,9 @@ export class BlindTransfer {
       return 200;
     }
     if (sub.state === 'terminated') {
-      this.fail(frag?.status, `the transfer's subscription ended without a final status${sub.reason ? ` (${sub.reason})` : ''}`);
+      // No sipStatus: a provisional one (this NOTIFY's 1xx) is not what ended the transfer, and
+      // the tab reads error.sipStatus as that (docs/protocol.md).
+      this.fail(undefined, `the transfer's subscription ended without a final status${sub.reason ? ` (${sub.reason})` : ''}`);
       return 200;
     }
     if (frag) this.opts.onProgress(frag.status);

@@ -477,8 +477,10 @@ export class BrowserSession implements RingTarget {
     } finally {
       this.transferRefs.delete(call.id);
     }
-    // Success, or the call's end for another reason: its `ended` says so.
-    if (r.ok || 'ended' in r) return;
+    // Success, or the call's end for another reason: its `ended` says so. Also a refusal the call's
+    // end overtook (a hangup read in the same tick, before this await resumed): the tab has its
+    // `ended` already, and gets nothing about the call after it (docs/protocol.md).
+    if (r.ok || 'ended' in r || call.ended) return;
     this.refuse(msg, r.code, r.message, undefined, r.sipStatus);
   }
 

@@ -14,6 +14,24 @@
  * (1000 echo, 1001 tone, 1002 busy; it also calls a tab back, for incoming calls) and a SIP trunk
  * of this file's (answers, re-INVITEs answered, one number hangs up by itself, one is busy).
  *
+ * Transfers (`transfer`, docs/protocol.md "Transferring a call"): malformed ones (every field of
+ * the wrong type, `to` empty or past 64 characters, `ref` past 64, unknown, ended and other tabs'
+ * callIds) and valid ones in every call state — dialing, ringing, an incoming call this tab did
+ * not answer, answered (to the trunk or the demo endpoint, placed or accepted), held, with a hold
+ * change or another transfer out, or interleaved with hangup, hold, unhold, restart, DTMF and a
+ * dropped connection resumed. The targets: numbers the trunk answers REFER for by a script of
+ * its own (keyed by the Refer-To number, written in several ways the dial plan reads: 202 and a
+ * NOTIFY 200; 202 then BYE; 403; 202 and a NOTIFY 486; 202 and no NOTIFY, under the short
+ * transferTimeoutMs set below; 202 and a subscription ending on a 1xx; 202 and a slow NOTIFY 200),
+ * the demo numbers (`forbidden`), numbers the dial plan refuses and strings that must never reach
+ * SIP (control characters, CRLF, angle brackets, quotes, URIs: `forbidden`); past the call-attempt
+ * limit (a tab's identity throttled in the gateway's limiter for one action), `rate-limited` with
+ * retryAfterMs. The oracle: exactly one answer per transfer — its `error` (naming request, ref and
+ * callId) or the call's `ended` —, `ended {cause: 'transferred'}` only for a transfer the far end
+ * could carry out, `transfer-progress` only while one of the call's transfers is out and naming
+ * its ref; per seed, every REFER the trunk got names a dial-plan number as the URI a call would
+ * take, and the CDR line of every transferred call has its transferTo (no other line has one).
+ *
  * Asserted, per frame (each has an expectation computed when it is sent, from an oracle of its
  * own — the JSON rules and limits below, not the gateway's zod schemas — and the tab's model of
  * its calls): an invalid frame gets exactly one `error` (`bad-message` naming the request when
@@ -52,7 +70,8 @@ import timersPromises from 'node:timers/promises';
 import pino from 'pino';
 import WebSocket from 'ws';
 import { MediaStreamTrack, RTCPeerConnection } from 'werift';
-import { SipUserAgent, type ServerInvite, type SipRequest } from '../../src/sip';
+import { SipUserAgent, type Dialog, type ServerInvite, type SipRequest } from '../../src/sip';
+import { RateLimiter } from '../../src/edge/limits';
 import { heldResources, recordCallIds, startGateway } from '../support/gateway';
 import { browserPeers, gatheredSdp, newBrowserPeer, until, type Msg } from '../support/tabs';
 import { explain, prng, type Prng } from '../support/fuzz';
@@ -74,11 +93,11 @@ const ACTIONS_PER_TAB = 45;
 /** How long an answer the protocol promises may take (a werift answer, an ICE connect timeout). */
 const ANSWER_MS = 8000;
 
-const CLIENT_TYPES = ['hello', 'call', 'candidate', 'accept', 'reject', 'hangup', 'dtmf', 'hold', 'unhold', 'restart', 'ping'] as const;
-const SERVER_TYPES = new Set(['welcome', 'calling', 'restarted', 'progress', 'answered', 'incoming', 'ended', 'held', 'resumed', 'dtmf', 'error', 'pong']);
-const ERROR_CODES = new Set(['bad-message', 'unknown-type', 'not-authenticated', 'token-missing', 'token-invalid', 'token-expired', 'token-wrong-algorithm', 'rate-limited', 'too-many-calls', 'unknown-call', 'invalid-state', 'bad-sdp', 'draining', 'internal']);
+const CLIENT_TYPES = ['hello', 'call', 'candidate', 'accept', 'reject', 'hangup', 'dtmf', 'hold', 'unhold', 'restart', 'transfer', 'ping'] as const;
+const SERVER_TYPES = new Set(['welcome', 'calling', 'restarted', 'progress', 'answered', 'incoming', 'ended', 'held', 'resumed', 'dtmf', 'transfer-progress', 'error', 'pong']);
+const ERROR_CODES = new Set(['bad-message', 'unknown-type', 'not-authenticated', 'token-missing', 'token-invalid', 'token-expired', 'token-wrong-algorithm', 'rate-limited', 'too-many-calls', 'unknown-call', 'invalid-state', 'bad-sdp', 'draining', 'internal', 'forbidden', 'transfer-failed']);
 /** `connection-lost` is documented as never sent. */
-const SENT_CAUSES = new Set(['busy', 'no-answer', 'rejected', 'not-found', 'unavailable', 'cancelled', 'remote-hangup', 'local-hangup', 'answered-elsewhere', 'declined-elsewhere', 'forbidden', 'media-timeout', 'ice-failed', 'shutdown', 'failed']);
+const SENT_CAUSES = new Set(['busy', 'no-answer', 'rejected', 'not-found', 'unavailable', 'cancelled', 'remote-hangup', 'local-hangup', 'answered-elsewhere', 'declined-elsewhere', 'forbidden', 'media-timeout', 'ice-failed', 'shutdown', 'failed', 'transferred']);
 /** Messages that answer a request (the others are call events, though `ended` and `held` answer some). */
 const ANSWERS = new Set(['error', 'pong', 'welcome', 'calling', 'restarted']);
 /**
@@ -92,6 +111,47 @@ const UNDIALABLE = ['2000', '+1000', '☎', '1000\u0000', '1'.repeat(64), '+1555
 const toClass = (to: unknown): 'dial' | 'refused' | 'maybe' => {
   const t = typeof to === 'string' ? to.trim() : to === undefined ? '1000' : null; // no number: the demo echo (demo mode)
   return t === null ? 'maybe' : DIALABLE.includes(t) ? 'dial' : UNDIALABLE.includes(t) ? 'refused' : 'maybe';
+};
+
+/** Who a call's far end is (by the `to` of the call that placed it; incoming calls: the demo endpoint). */
+type Far = 'demo' | 'trunk' | 'trunk-bye' | 'maybe';
+const farOf = (to: unknown): Far => {
+  const t = typeof to === 'string' ? to.trim() : to === undefined ? '1000' : null;
+  return t === '1000' || t === '1001' || t === '1002' ? 'demo' : t === '+15550001000' ? 'trunk' : t === '+15550002000' ? 'trunk-bye' : 'maybe';
+};
+
+/**
+ * What the trunk does with a REFER, by its Refer-To number (the transfer target): ok: 202, NOTIFY
+ * 100, NOTIFY 200; bye: 202 then its BYE; r403: 403; n486: 202, NOTIFY 180, NOTIFY 486; silent:
+ * 202 and nothing (the transfer times out); nofinal: 202, NOTIFY 100, then a NOTIFY 180 that
+ * ends the subscription; slow: 202, then NOTIFY 100 and 200 most of a second later. Any other
+ * number: 603.
+ */
+type Script = 'ok' | 'bye' | 'r403' | 'n486' | 'silent' | 'nofinal' | 'slow';
+const SCRIPTS: Record<string, Script> = {
+  '+15550004001': 'ok', '+15550004002': 'bye', '+15550004003': 'r403', '+15550004004': 'n486', '+15550004005': 'silent', '+15550004006': 'nofinal', '+15550004007': 'slow',
+};
+/** Transfer targets as a tab writes them, and the number the dial plan makes of each (a script's). */
+const TRANSFER_OK: Record<string, string> = {
+  '+15550004001': '+15550004001', '+1 555 000 4001': '+15550004001', '+1555000\r\n4001': '+15550004001', '5550004002': '+15550004002', '+15550004002': '+15550004002',
+  '+15550004003': '+15550004003', '(555) 000-4004': '+15550004004', '+15550004004': '+15550004004', '+15550004005': '+15550004005', '+15550004006': '+15550004006',
+  ' +15550004007 ': '+15550004007', '+15550004007': '+15550004007',
+};
+/** The demo numbers: callable, but no transfer target (forbidden). */
+const TRANSFER_DEMO = ['1000', '1001', ' 1002 ', '1002'];
+/** Refused by the dial plan (forbidden), among them strings that would be header text in a REFER. */
+const TRANSFER_REFUSED = [
+  '2000', '+44 20 7946 0000', '+19005550000', '☎', '1000\u0000', '1'.repeat(64), '+1555*', '+1555000<4001>', '+15550004001>', '<sip:+15550004001@127.0.0.1>',
+  '"+15550004001"', "+1555000'4001", '+15550004001\r\nVia: SIP/2.0/UDP evil;branch=z9hG4bK1', 'sip:+15550004001@evil.example', '+15550004001;transport=tcp',
+  '+1555000\u00004001', '+1555000\u001b4001', '+1555000\u00854001', 'x\r\nVia: SIP/2.0/UDP evil;branch=z9hG4bK1\r\n',
+];
+/** Strings the schema refuses as a transfer's `to` (empty, past 64 characters). */
+const TRANSFER_MALFORMED_TO = ['', '+'.repeat(65), '+1555000400'.padEnd(65, '1')];
+type TransferClass = Script | 'demo' | 'refused' | 'maybe';
+const transferClass = (to: unknown): TransferClass => {
+  if (typeof to !== 'string') return 'maybe';
+  if (Object.hasOwn(TRANSFER_OK, to)) return SCRIPTS[TRANSFER_OK[to]];
+  return TRANSFER_DEMO.includes(to) ? 'demo' : TRANSFER_REFUSED.includes(to) ? 'refused' : 'maybe';
 };
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -211,11 +271,12 @@ function verdictOf(text: string): Verdict {
     case 'reject': ok = field('callId') && [undefined, 'busy', 'declined'].includes(own(o, 'reason') as string); break;
     case 'dtmf': ok = field('callId') && typeof own(o, 'digits') === 'string' && /^[0-9*#A-Da-d]{1,32}$/.test(own(o, 'digits') as string); break;
     case 'restart': ok = field('callId') && field('sdp') && field('ref', true); break;
+    case 'transfer': ok = field('callId') && field('to') && field('ref', true); break;
     case 'ping': ok = true; break;
     default: ok = field('callId'); // hangup, hold, unhold
   }
   if (ok) return { kind: 'valid', msg: o };
-  const ref = (type === 'call' || type === 'restart') && str(own(o, 'ref'), 'ref') ? own(o, 'ref') as string : undefined;
+  const ref = (type === 'call' || type === 'restart' || type === 'transfer') && str(own(o, 'ref'), 'ref') ? own(o, 'ref') as string : undefined;
   // Every request about a call names it in its refusal, when its callId is one.
   const namesCall = !['hello', 'call', 'ping'].includes(type) && str(own(o, 'callId'), 'callId');
   return { kind: 'invalid', type, ref, callId: namesCall ? own(o, 'callId') as string : undefined, namesCall };
@@ -244,6 +305,7 @@ function mutateFields(r: Prng, o: Obj): void {
     case 6: { const k = r.pick(keys.filter((f) => f !== 'type')) ?? 'x'; set(o, k, r.pick(UNICODE) + (typeof get(o, k) === 'string' ? String(get(o, k)).slice(0, 40) : '')); return; }
     case 7: // nested objects with prototype keys where the schema reads objects
       if (get(o, 'type') === 'call') set(o, 'headers', r.pick([new Obj([['X-A', '1'], ['__proto__', new Obj([['X-B', '2']])]]), new Obj([['constructor', 'x']]), new Obj(Array.from({ length: 11 }, (_, i) => [`X-H${i}`, 'v'])), new Obj([['X-Inject', 'a\u0000b\u000bc\u2028d']]), new Obj([['X-Long', 'v'.repeat(256)]]), new Obj([['x-lower', 'v']]), []]));
+      else if (get(o, 'type') === 'transfer') set(o, 'to', r.pick([...TRANSFER_REFUSED, ...TRANSFER_MALFORMED_TO, ...TRANSFER_DEMO, '+1555000\r\n4001', 'x\r\n'.repeat(20), ' ']));
       else if (get(o, 'type') === 'hello') set(o, 'resume', r.pick([new Obj([['sessionId', 'x'], ['token', 'y'], ['__proto__', pollution()]]), new Obj([['sessionId', 's'.repeat(65)], ['token', 't']]), [], null, new Obj([['sessionId', 1], ['token', 2]])]));
       else o.fields.push(['extra', weird(r)]);
       return;
@@ -351,6 +413,14 @@ interface CallModel {
   pc?: RTCPeerConnection;
   /** Restarts sent for it: a newer one may replace an older one still connecting. */
   restarts: number;
+  /** Its far end (what a REFER goes to). */
+  far: Far;
+  /** Its transfers sent and not answered yet (a transfer-progress names one of their refs). */
+  transfersOut: Array<{ ref?: string }>;
+  /** A valid transfer of it was sent (an `ended` transferred needs one). */
+  transferAsked: boolean;
+  /** A hangup or reject of it was sent. */
+  endAsked: boolean;
 }
 
 /** One expected answer (or silence) to a frame. */
@@ -366,6 +436,11 @@ interface Expect {
   fallback?: boolean;
   /** A hold or unhold of this call (one at a time: a second while it is out is refused). */
   holdOf?: string;
+  /** A transfer of this call (one at a time), and its ref. */
+  transferOf?: string;
+  transferRef?: string;
+  /** Kept from one settle to the next until answered or its call ends (a transfer out when the connection dropped). */
+  carry?: boolean;
   got?: Msg;
 }
 
@@ -386,6 +461,10 @@ interface World {
   managerHas(callId: string): boolean;
   /** What the run exercised (printed: a mix that stopped reaching a state would show). */
   stats: Record<string, number>;
+  /** By callId: the numbers its transfers asked for ('*': one the oracle did not classify). Over all seeds, as the CDR is. */
+  transferTargets: Map<string, Set<string>>;
+  /** Calls a tab was told ended as `transferred`. */
+  transferred: Set<string>;
 }
 
 class Tab {
@@ -404,6 +483,10 @@ class Tab {
   private readonly sends: number[] = [];
   private readonly recent: string[] = [];
   private readonly offersByRef = new Map<string, RTCPeerConnection>();
+  /** The far end each call request goes to, by its ref. */
+  private readonly farByRef = new Map<string, Far>();
+  /** The gateway's call-attempt limiter refuses this tab's identity (throttledTransfer). */
+  throttled = false;
   private inFlightCalls = 0;
   pendingCallback = false;
   private refs = 0;
@@ -468,7 +551,12 @@ class Tab {
     this.w.stats[stat] = (this.w.stats[stat] ?? 0) + 1;
     const knew = typeof m.callId === 'string' && this.calls.has(m.callId);
     this.track(m, knew);
-    if (replayed) return;
+    if (replayed) {
+      // The answer to a transfer out when the connection dropped may be among the missed messages.
+      const e = this.pending.find((x) => x.carry && !x.got && x.accepts(m, knew));
+      if (e) e.got = m;
+      return;
+    }
     // A call's `ended` may answer several requests at once (an accept and a hangup of it). An
     // answer goes to the expectations that are sure of one first: one that may stay unanswered
     // (an error for a request that raced the call's end) takes only what is left.
@@ -516,13 +604,14 @@ class Tab {
           pc.setRemoteDescription({ type: 'answer', sdp: m.sdp }).catch(() => undefined);
         }
         const codec = (pc?.localDescription && sdpInfo.get(pc.localDescription.sdp)?.codec) || 'opus';
-        this.calls.set(m.callId, { id: m.callId, dir: 'out', state: 'dialing', wasAnswered: false, hasAudio: false, codec, accepted: false, held: false, pc, restarts: 0 });
+        const far = (typeof m.ref === 'string' && this.farByRef.get(m.ref)) || 'maybe';
+        this.calls.set(m.callId, { id: m.callId, dir: 'out', state: 'dialing', wasAnswered: false, hasAudio: false, codec, accepted: false, held: false, pc, restarts: 0, far, transfersOut: [], transferAsked: false, endAsked: false });
         return;
       }
       case 'incoming':
         if (!newCall()) return;
         this.pendingCallback = false;
-        this.calls.set(m.callId, { id: m.callId, dir: 'in', state: 'ringing', wasAnswered: false, hasAudio: false, codec: 'opus', accepted: false, held: false, offer: m.sdp, restarts: 0 });
+        this.calls.set(m.callId, { id: m.callId, dir: 'in', state: 'ringing', wasAnswered: false, hasAudio: false, codec: 'opus', accepted: false, held: false, offer: m.sdp, restarts: 0, far: 'demo', transfersOut: [], transferAsked: false, endAsked: false });
         return;
       case 'progress': {
         const l = needLive();
@@ -538,6 +627,12 @@ class Tab {
         return;
       }
       case 'dtmf': needLive(); return;
+      case 'transfer-progress': {
+        const l = needLive();
+        if (!Number.isInteger(m.status) || m.status < 100 || m.status > 199) this.violation(`transfer-progress with a status that is not provisional: ${short(m)}`);
+        if (l && !l.transfersOut.some((t) => t.ref === m.ref)) this.violation(`transfer-progress naming no transfer of the call out (${l.transfersOut.map((t) => JSON.stringify(t.ref)).join(', ') || 'none out'}): ${short(m)}`);
+        return;
+      }
       case 'restarted': {
         const l = needLive();
         const pc = typeof m.ref === 'string' ? this.offersByRef.get(m.ref) : undefined;
@@ -548,7 +643,12 @@ class Tab {
         if (!SENT_CAUSES.has(m.cause)) this.violation(`ended with an undocumented (or never sent) cause: ${short(m)}`);
         if (knew) {
           if (c!.state === 'ended') { this.violation(`a second ended for one call: ${short(m)}`); return; }
+          if (m.cause === 'transferred') {
+            this.w.transferred.add(m.callId);
+            if (!c!.transferAsked) this.violation(`ended as transferred, though no transfer of it was asked: ${short(m)}`);
+          }
           c!.state = 'ended';
+          c!.transfersOut = [];
           c!.pc?.close().catch(() => undefined);
           // Every demo tab is an identity of its own: no call goes on in another tab.
           if (this.w.managerHas(m.callId)) this.violation(`the tab was told its call ended (${m.cause}) but the gateway still holds it`);
@@ -583,7 +683,9 @@ class Tab {
   }
 
   /** Sends a frame with what the oracle expects of it. */
-  async frame(text: string): Promise<Expect[]> {
+  async frame(sent: string): Promise<Expect[]> {
+    // What goes on the wire, as the gateway reads it: a lone surrogate is sent as UTF-8's U+FFFD.
+    const text = Buffer.from(sent, 'utf8').toString('utf8');
     const v = verdictOf(text);
     const kind = v.kind === 'valid' ? `valid ${v.msg.type}` : v.kind === 'invalid' ? `invalid ${v.type}` : v.kind;
     this.w.stats[kind] = (this.w.stats[kind] ?? 0) + 1;
@@ -602,8 +704,9 @@ class Tab {
       await this.sendRaw('{"type":"ping"}');
       await until(() => !!pong.got || this.closedCode !== null, 'the barrier pong', ANSWER_MS).catch(() => undefined);
     }
-    const done = this.pending;
-    this.pending = [];
+    const carried = this.pending.filter((e) => e.carry && !e.got && this.live(e.transferOf));
+    const done = this.pending.filter((e) => !carried.includes(e));
+    this.pending = carried;
     this.aboutInAction.clear();
     for (const e of done) {
       const p = e.final(e.got);
@@ -632,7 +735,8 @@ class Tab {
     }
     if (v.kind === 'invalid') {
       return [{
-        frame, wait: true, accepts: errorOf((m) => m.request === v.type || m.request === undefined),
+        // (Only a bad-message: an unknown-call answering an earlier request about the same call is that one's.)
+        frame, wait: true, accepts: errorOf((m) => (m.request === v.type || m.request === undefined) && m.code === 'bad-message'),
         final: (got) => {
           if (!got) return 'no error for a malformed message';
           if (got.code !== 'bad-message' || got.request !== v.type) return `expected bad-message naming request ${v.type}`;
@@ -657,7 +761,7 @@ class Tab {
           : got.resumed !== (msg.resume !== undefined ? false : undefined) ? `welcome.resumed is ${got.resumed} for a hello ${msg.resume ? 'with a resume naming no waiting session' : 'without resume'}` : null),
       }];
     }
-    const ref = type === 'call' || type === 'restart' ? msg.ref : undefined;
+    const ref = type === 'call' || type === 'restart' || type === 'transfer' ? msg.ref : undefined;
     if (!this.authed) {
       // Before hello (or while it is checked: demo hellos are not): not-authenticated.
       const inFlightHello = this.helloSent;
@@ -674,13 +778,13 @@ class Tab {
     const id = msg.callId as string;
     const c = this.live(id);
     const sameCall = (m: Msg) => m.callId === id;
-    const refused = errorOf((m) => m.request === type && sameCall(m) && (type !== 'restart' || m.ref === ref));
+    const refused = errorOf((m) => m.request === type && sameCall(m) && ((type !== 'restart' && type !== 'transfer') || m.ref === ref));
     if (!c) {
       return [{
         frame, wait: true, accepts: refused,
         final: (got) => (!got ? `no error for a ${type} about a call this tab does not hold`
           : got.code !== 'unknown-call' ? `expected unknown-call, got ${got.code}`
-            : type === 'restart' && got.ref !== ref ? 'the refusal lost the restart\'s ref' : null),
+            : (type === 'restart' || type === 'transfer') && got.ref !== ref ? `the refusal lost the ${type}'s ref` : null),
       }];
     }
     /** An unknown-call about a call the model holds is right only if it ended meanwhile. */
@@ -726,6 +830,7 @@ class Tab {
         }];
       }
       case 'reject':
+        c.endAsked = true;
         if (c.dir === 'out') {
           return [{ frame, wait: true, accepts: refused, final: (got) => (!got ? 'no answer to reject of an outbound call' : got.code !== 'invalid-state' && !unknownOk(got) ? `expected invalid-state, got ${got.code}` : null) }];
         }
@@ -735,6 +840,7 @@ class Tab {
             : got.code === 'invalid-state' || unknownOk(got) ? null : `unexpected ${got.code}`),
         });
       case 'hangup':
+        c.endAsked = true;
         return endedFirst({
           frame, wait: true, accepts: (m) => (m.type === 'ended' && sameCall(m)) || refused(m),
           final: (got) => (!got ? 'no ended for a hangup' : got.type === 'ended' || unknownOk(got) ? null : `unexpected ${got.code}`),
@@ -789,13 +895,96 @@ class Tab {
           },
         }];
       }
+      case 'transfer':
+        return endedFirst(this.expectTransfer(msg, c, frame, { answeredAtSend, refused, unknownOk }));
       default:
         return [];
     }
   }
 
+  /**
+   * A valid `transfer` of a call this tab holds: exactly one answer — its error (refused, or
+   * failed: the call goes on) or the call's `ended` (transferred, or ended otherwise meanwhile).
+   * What the answer may be follows from docs/protocol.md: the checks a transfer gets (this tab's
+   * call, the call-attempt limit, the target as a `call` to it, the call's state), in no order
+   * the document sets, then the far end's script.
+   */
+  private expectTransfer(msg: Msg, c: CallModel, frame: string, k: { answeredAtSend: boolean; refused: (m: Msg) => boolean; unknownOk: (m: Msg) => boolean }): Expect {
+    const tc = transferClass(msg.to);
+    const to = JSON.stringify(msg.to);
+    const tref = msg.ref as string | undefined;
+    const ownAtSend = this.own(c);
+    const throttled = this.throttled;
+    /** A hold change or another transfer of the call out: invalid-state is a right answer. */
+    const busyAtSend = this.pending.some((e) => (e.holdOf === c.id || e.transferOf === c.id) && !e.got);
+    /** Another transfer of the call out under the same ref: which answer is whose cannot be told. */
+    const ambiguous = this.pending.some((e) => e.transferOf === c.id && !e.got && e.transferRef === tref);
+    const far = c.far;
+    const forbiddenTarget = tc === 'demo' || tc === 'refused';
+    c.transferAsked = true;
+    const entry = { ref: tref };
+    c.transfersOut.push(entry);
+    const targets = this.w.transferTargets.get(c.id) ?? new Set<string>();
+    this.w.transferTargets.set(c.id, targets);
+    if (tc === 'maybe') targets.add('*');
+    else if (!forbiddenTarget) targets.add(TRANSFER_OK[msg.to as string]);
+    /**
+     * What the far end makes of the REFER: the demo endpoint takes none (405); the trunk follows
+     * the script of the target; one hanging up by itself (2000) may do so before the REFER (the
+     * call ends) or after its 202 (transferred, RFC 5589 §6 as docs/protocol.md reads it).
+     */
+    const script = forbiddenTarget || tc === 'maybe' ? null : tc;
+    const maybeAny = tc === 'maybe' || far === 'maybe';
+    const canTransfer = maybeAny || (far !== 'demo' && (script === 'ok' || script === 'bye' || script === 'slow' || (far === 'trunk-bye' && script !== 'r403')));
+    const failStatuses: Array<number | undefined> = maybeAny ? [] : far === 'demo' ? [405]
+      : script === 'r403' ? [403] : script === 'n486' ? [486] : script === 'silent' || script === 'nofinal' ? [undefined] : [];
+    const e: Expect = {
+      frame, wait: true, transferOf: c.id, transferRef: tref,
+      accepts: (m) => (m.type === 'ended' && m.callId === c.id) || k.refused(m),
+      final: (got) => {
+        if (!got) return 'no answer to a transfer (its error, or the call\'s ended)';
+        const stat = `transfer of ${c.dir === 'in' ? 'an incoming' : 'a'} call ${k.answeredAtSend ? 'answered' : 'unanswered'} (far end ${far}), target ${tc === 'demo' || tc === 'refused' || tc === 'maybe' ? tc : 'scripted'}: ${got.type === 'error' ? got.code : `ended ${got.cause}`}`;
+        this.w.stats[stat] = (this.w.stats[stat] ?? 0) + 1;
+        if (ambiguous) return null;
+        // Past the call-attempt limit, the only refusal of this tab's call is rate-limited.
+        if (throttled && ownAtSend && got.type === 'error' && got.code !== 'rate-limited' && !k.unknownOk(got)) return `past the call-attempt limit, expected rate-limited, got ${got.code}`;
+        if (got.type === 'ended') {
+          if (got.cause === 'transferred') return canTransfer && c.wasAnswered && !throttled ? null : `the call ended as transferred on a transfer to ${to} (${tc}) of a call to ${far}`;
+          // Ended otherwise: asked to (hangup), not answered yet (busy, …), or a far end that hangs up by itself.
+          return c.endAsked || !k.answeredAtSend || !ownAtSend || far !== 'trunk' ? null : `the call ended (${got.cause}) on a transfer to ${to} (${tc}), nothing else asked of it`;
+        }
+        switch (got.code) {
+          case 'unknown-call': return k.unknownOk(got) ? null : 'unknown-call for a call this tab holds';
+          case 'rate-limited':
+            if (!throttled) return 'rate-limited under the call-attempt limit';
+            return typeof got.retryAfterMs === 'number' && got.retryAfterMs > 0 ? null : 'rate-limited without retryAfterMs';
+          case 'forbidden': return forbiddenTarget || tc === 'maybe' ? null : `a transfer to ${to} (a number the dial plan allows, the trunk's) refused as forbidden`;
+          case 'invalid-state':
+            if (!ownAtSend || !k.answeredAtSend || busyAtSend) return null;
+            return forbiddenTarget ? `a transfer to ${to} refused as invalid-state, not forbidden` : `a transfer of an answered call, nothing else out, refused: ${got.message}`;
+          case 'transfer-failed':
+            if (forbiddenTarget) return `a transfer to ${to} (${tc}) failed at the far end: it was referred, not refused as forbidden`;
+            if (!c.wasAnswered) return 'transfer-failed for a call never answered';
+            if (maybeAny) return null;
+            if (!failStatuses.includes(got.sipStatus)) return `transfer-failed with sipStatus ${got.sipStatus} on a transfer to ${to} (${tc}) of a call to ${far} (expected ${failStatuses.length ? failStatuses.map(String).join(' or ') : 'the call transferred'})`;
+            return null;
+          default: return `unexpected ${got.code}`;
+        }
+      },
+    };
+    // Answered: no longer out (a transfer-progress may no longer name it).
+    const accepts = e.accepts;
+    e.accepts = (m, knew) => {
+      const ok = accepts(m, knew);
+      if (ok) c.transfersOut = c.transfersOut.filter((t) => t !== entry);
+      return ok;
+    };
+    return e;
+  }
+
   private expectCall(msg: Msg, frame: string): Expect {
     const ref = msg.ref as string | undefined;
+    if (typeof ref === 'string') this.farByRef.set(ref, farOf(msg.to));
     const dest = toClass(msg.to);
     const cls = sdpClass(msg.sdp);
     const mine = this.liveCalls.length + this.inFlightCalls + (this.pendingCallback ? 1 : 0);
@@ -839,6 +1028,12 @@ class Tab {
 
   private nextRef(): string {
     return `t${this.index}-${++this.refs}`;
+  }
+
+  /** A transfer target: mostly a number the trunk has a script for, else a demo number or one refused. */
+  private transferTarget(): string {
+    const k = this.r.int(10);
+    return this.r.pick(k < 6 ? Object.keys(TRANSFER_OK) : k < 8 ? TRANSFER_REFUSED : TRANSFER_DEMO);
   }
 
   private pickCallId(): string {
@@ -918,6 +1113,12 @@ class Tab {
         if (r.int(5)) o.fields.push(['ref', ref]);
         break;
       }
+      case 'transfer': {
+        const answered = this.liveCalls.filter((c) => c.wasAnswered);
+        o.fields.push(['callId', answered.length && r.int(2) ? r.pick(answered).id : this.pickCallId()], ['to', this.transferTarget()]);
+        if (r.int(5)) o.fields.push(['ref', this.nextRef()]);
+        break;
+      }
       case 'ping':
         break;
       default: // hangup, hold, unhold
@@ -933,7 +1134,7 @@ class Tab {
   async fuzzFrame(): Promise<void> {
     const r = this.r;
     for (let n = 1 + r.int(3); n > 0; n--) {
-      const type = r.pick<(typeof CLIENT_TYPES)[number]>([...CLIENT_TYPES, 'hangup', 'dtmf', 'restart', 'candidate', 'hold']);
+      const type = r.pick<(typeof CLIENT_TYPES)[number]>([...CLIENT_TYPES, 'hangup', 'dtmf', 'restart', 'candidate', 'hold', 'transfer']);
       const o = await this.base(type);
       let text: string;
       const k = r.int(10);
@@ -972,13 +1173,94 @@ class Tab {
   }
 
   /** hangup (or a restart, or another request) the moment `calling` arrives. */
-  async callThen(next: 'hangup' | 'restart' | 'dtmf' | 'hold'): Promise<void> {
+  async callThen(next: 'hangup' | 'restart' | 'dtmf' | 'hold' | 'transfer'): Promise<void> {
     const id = await this.callIdOf(await this.validCall(this.r.pick(DIALABLE)));
     if (id) {
       if (next === 'restart') await this.restartFrame(id);
+      else if (next === 'transfer') await this.transferFrame(id);
       else await this.frame(JSON.stringify(next === 'dtmf' ? { type: next, callId: id, digits: '1' } : { type: next, callId: id }));
     }
     await this.settle();
+  }
+
+  /** A valid transfer of `callId` (a fresh ref). */
+  private async transferFrame(callId: string, to = this.transferTarget()): Promise<void> {
+    await this.frame(JSON.stringify({ type: 'transfer', callId, to, ref: this.nextRef() }));
+  }
+
+  /**
+   * A transfer of an answered call — mostly one placed to the trunk for it —, alone or with
+   * another request about the call right before (a hold change: the transfer is refused) or
+   * after it (a second transfer, hangup, hold, restart, DTMF, the connection dropped and resumed).
+   */
+  async transferFlow(): Promise<void> {
+    const r = this.r;
+    const incoming = this.liveCalls.filter((x) => x.dir === 'in' && x.state === 'answered' && x.accepted);
+    let c = incoming.length && r.int(2) ? r.pick(incoming) : this.answeredCall();
+    if ((!c || (c.far !== 'trunk' && c.dir === 'out' && r.int(3))) && this.liveCalls.length < MAX_CALLS_PER_TAB) {
+      const id = await this.callIdOf(await this.validCall(r.pick(['+15550001000', '+15550001000', '+15550001000', '+15550002000'])));
+      if (id) await until(() => this.calls.get(id)?.state !== 'dialing' && this.calls.get(id)?.state !== 'ringing', 'the call answered', ANSWER_MS).catch(() => undefined);
+      const placed = id ? this.calls.get(id) : undefined;
+      if (placed?.state === 'answered') c = placed;
+    }
+    if (!c || c.state !== 'answered') { await this.settle(); return; }
+    const mode = r.pick(['alone', 'alone', 'alone', 'second', 'hangup', 'hangup-later', 'hold-first', 'hold-after', 'restart', 'dtmf', 'drop']);
+    this.w.stats[`transfer flow ${mode}`] = (this.w.stats[`transfer flow ${mode}`] ?? 0) + 1;
+    const hold = () => this.frame(JSON.stringify({ type: c.held ? 'unhold' : 'hold', callId: c.id }));
+    if (mode === 'hold-first') await hold();
+    await this.transferFrame(c.id, r.int(4) ? r.pick(Object.keys(TRANSFER_OK)) : r.int(3) ? r.pick(TRANSFER_REFUSED) : r.pick(TRANSFER_DEMO));
+    switch (mode) {
+      case 'second': await this.transferFrame(c.id); break;
+      case 'hangup': await this.frame(JSON.stringify({ type: 'hangup', callId: c.id })); break;
+      case 'hangup-later': await sleep(r.int(600)); await this.frame(JSON.stringify({ type: 'hangup', callId: c.id })); break;
+      case 'hold-after': await sleep(r.int(200)); await hold(); break;
+      case 'restart': await sleep(r.int(200)); await this.restartFrame(c.id, c.codec); break;
+      case 'dtmf': await this.frame(JSON.stringify({ type: 'dtmf', callId: c.id, digits: '9' })); break;
+      case 'drop': await sleep(r.int(300)); return this.dropAndResume();
+      default:
+    }
+    await this.settle();
+  }
+
+  /**
+   * A malformed transfer, each field in turn (the others valid): `to` missing, empty, past 64
+   * characters or not a string; `ref` past 64 or not a string; `callId` missing, empty, past 64 or
+   * not a string. The oracle's error: bad-message naming the request, its ref and its callId
+   * when those are readable.
+   */
+  async badTransfer(): Promise<void> {
+    const r = this.r;
+    const c = this.answeredCall();
+    for (let n = 1 + r.int(2); n > 0; n--) {
+      const o = new Obj([['type', 'transfer'], ['callId', c && r.int(2) ? c.id : this.pickCallId()], ['to', r.pick(Object.keys(TRANSFER_OK))], ['ref', this.nextRef()]]);
+      const field = r.pick(['to', 'to', 'ref', 'callId']);
+      const bad = r.pick<unknown>(field === 'to' ? [...TRANSFER_MALFORMED_TO, 15550004001, null, [], true, new Obj([['to', '+15550004001']]), undefined]
+        : field === 'ref' ? ['r'.repeat(65), 7, null, ['t'], false]
+          : ['', 'c'.repeat(65), 7, null, [c?.id ?? 'x'], undefined]);
+      if (bad === undefined) o.fields = o.fields.filter(([k]) => k !== field); else set(o, field, bad);
+      await this.frame(ser(o));
+    }
+    await this.settle();
+  }
+
+  /** Transfers while the gateway's call-attempt limiter refuses this tab's identity: rate-limited. */
+  async throttledTransfer(): Promise<void> {
+    const identity = this.welcome?.identity;
+    if (!this.authed || typeof identity !== 'string') return this.fuzzFrame();
+    const live = this.liveCalls;
+    const c = this.answeredCall() ?? (live.length ? this.r.pick(live) : undefined);
+    // A limiter of one attempt a minute, its one attempt taken: the next waits about a minute.
+    const limiter = new RateLimiter({ perMinute: 1 });
+    limiter.take(identity);
+    throttledIdentities.set(identity, limiter);
+    this.throttled = true;
+    try {
+      for (let i = 1 + this.r.int(2); i > 0; i--) await this.transferFrame(c && this.r.int(4) ? c.id : this.pickCallId());
+      await this.settle();
+    } finally {
+      throttledIdentities.delete(identity);
+      this.throttled = false;
+    }
   }
 
   private async restartFrame(callId: string, codec: Codec = 'opus'): Promise<void> {
@@ -1038,8 +1320,9 @@ class Tab {
     if (!live.length) return this.fuzzFrame();
     const c = this.r.pick(live);
     for (let i = 2 + this.r.int(5); i > 0; i--) {
-      const kind = this.r.pick(['dtmf', 'hold', 'unhold', 'candidate', 'restart', 'hangup', 'hangup', 'accept', 'reject']);
+      const kind = this.r.pick(['dtmf', 'hold', 'unhold', 'candidate', 'restart', 'hangup', 'hangup', 'accept', 'reject', 'transfer']);
       if (kind === 'restart') await this.restartFrame(c.id);
+      else if (kind === 'transfer') await this.transferFrame(c.id);
       else if (kind === 'accept') await this.frame(JSON.stringify({ type: 'accept', callId: c.id, sdp: badSdp(this.r, 'v=0\r\n') }));
       else if (kind === 'candidate') await this.frame(JSON.stringify({ type: 'candidate', callId: c.id, candidate: 'candidate:1 1 udp 2122260223 127.0.0.1 9 typ host', sdpMid: '0' }));
       else await this.frame(JSON.stringify(kind === 'dtmf' ? { type: kind, callId: c.id, digits: '#1' } : kind === 'reject' ? { type: kind, callId: c.id, reason: this.r.pick(['busy', 'declined']) } : { type: kind, callId: c.id }));
@@ -1072,8 +1355,9 @@ class Tab {
     await this.frame(JSON.stringify({ type: 'accept', callId: c.id, sdp }));
     if (this.r.int(2)) await this.settle(); // answered (or not): the requests below find it so
     for (let i = this.r.int(3); i > 0; i--) {
-      const next = this.r.pick(['hangup', 'reject', 'reject', 'dtmf', 'accept', 'hold', 'restart']);
+      const next = this.r.pick(['hangup', 'reject', 'reject', 'dtmf', 'accept', 'hold', 'restart', 'transfer']);
       if (next === 'restart') await this.restartFrame(c.id);
+      else if (next === 'transfer') await this.transferFrame(c.id);
       else await this.frame(JSON.stringify({ type: next, callId: c.id, ...(next === 'dtmf' ? { digits: '5' } : next === 'accept' ? { sdp } : next === 'reject' ? { reason: this.r.pick(['busy', 'declined']) } : {}) }));
     }
     await this.settle();
@@ -1168,12 +1452,16 @@ class Tab {
     }
     // takeover: the old connection still looks up (the tab's network changed under it); the
     // gateway cuts it when the new one resumes the session.
+    // Transfers still out: their answers come on the new connection, in `missed`, or went with
+    // the old one — whichever, nothing to judge but that they are answers.
+    const transfersOut = this.pending.filter((e) => e.transferOf && !e.got).map((e): Expect => ({ ...e, frame: `${e.frame} (out when the connection dropped)`, wait: false, carry: true, final: () => null }));
     this.pending = [];
     this.unclaimed = [];
     // A call ringing here stops ringing here; nothing says so.
     for (const c of this.liveCalls) if (!this.own(c)) this.gone(c);
     if (!resume) { await this.reconnect(); return; }
     await this.connect();
+    this.pending.push(...transfersOut);
     // Judged as the welcome arrives, before any later message moves the model on.
     this.resumeCheck = (welcome) => {
       this.w.stats[`resumed ${welcome.resumed}`] = (this.w.stats[`resumed ${welcome.resumed}`] ?? 0) + 1;
@@ -1258,6 +1546,10 @@ class Tab {
       [3, () => this.badOffer()],
       [3, () => this.callThen('hangup')],
       [3, () => this.callThen('restart')],
+      [1, () => this.callThen('transfer')],
+      [12, () => this.transferFlow()],
+      [2, () => this.badTransfer()],
+      [1, () => this.throttledTransfer()],
       [1, () => this.callThen('dtmf')],
       [1, () => this.callThen('hold')],
       [2, () => this.burstCalls()],
@@ -1322,12 +1614,56 @@ let trunk: SipUserAgent;
 let trunkRtp: dgram.Socket;
 /** The INVITEs the trunk got, as they came. */
 const trunkInvites: string[] = [];
+/** The REFERs the trunk got, as they came. */
+const trunkRefers: SipRequest[] = [];
+/** Identities the gateway's call-attempt limiter is made to refuse, each by a limiter of its own. */
+const throttledIdentities = new Map<string, RateLimiter>();
+/** calls.transferTimeoutMs for the fuzz: a REFER accepted with no NOTIFY fails this soon. */
+const TRANSFER_TIMEOUT_MS = 1200;
+
+/** The trunk's answer to a REFER in `dialog`: the script of its Refer-To number (SCRIPTS). */
+function trunkRefer(dialog: Dialog, req: SipRequest, respond: (status: number, reason?: string) => void): void {
+  trunkRefers.push(req);
+  const number = /^<sips?:([^@;>]+)@/.exec(req.header('refer-to') ?? '')?.[1] ?? '';
+  const notify = async (frag: string, state: string) => {
+    const n = dialog.createRequest('NOTIFY', `${frag}\r\n`, 'message/sipfrag;version=2.0');
+    n.addHeader('Event', `refer;id=${req.cseq.seq}`);
+    n.addHeader('Subscription-State', state);
+    await trunk.sendInDialog(dialog, n);
+  };
+  // (The call may have ended meanwhile: what the script sends then gets 481, or goes nowhere.)
+  const later = (ms: number, f: () => Promise<unknown>) => setTimeout(() => { f().catch(() => undefined); }, ms);
+  switch (SCRIPTS[number]) {
+    case 'ok':
+      respond(202, 'Accepted');
+      later(30, async () => { await notify('SIP/2.0 100 Trying', 'active;expires=60'); await notify('SIP/2.0 200 OK', 'terminated;reason=noresource'); });
+      return;
+    case 'bye': respond(202, 'Accepted'); later(60, () => dialog.bye()); return;
+    case 'r403': respond(403, 'Forbidden'); return;
+    case 'n486':
+      respond(202, 'Accepted');
+      later(30, async () => { await notify('SIP/2.0 180 Ringing', 'active;expires=60'); await notify('SIP/2.0 486 Busy Here', 'terminated;reason=noresource'); });
+      return;
+    case 'silent': respond(202, 'Accepted'); return;
+    case 'nofinal':
+      respond(202, 'Accepted');
+      later(30, async () => { await notify('SIP/2.0 100 Trying', 'active;expires=60'); await notify('SIP/2.0 180 Ringing', 'terminated;reason=timeout'); });
+      return;
+    case 'slow':
+      respond(202, 'Accepted');
+      later(300, () => notify('SIP/2.0 100 Trying', 'active;expires=60'));
+      later(700, () => notify('SIP/2.0 200 OK', 'terminated;reason=noresource'));
+      return;
+    default: respond(603, 'Decline');
+  }
+}
 const crashes: string[] = [];
 const onCrash = (err: unknown) => { crashes.push(String((err as Error)?.stack ?? err)); };
 const protoBefore = Object.getOwnPropertyNames(Object.prototype).sort().join();
 /** Every call the gateway created (CallManager's callStarted hook) and every refused attempt it recorded. */
 let created = new Set<string>();
 let recordedRefusals = new Set<string>();
+const transferTargets = new Map<string, Set<string>>();
 
 before(async () => {
   process.on('uncaughtException', onCrash);
@@ -1348,6 +1684,7 @@ before(async () => {
       if (cancelled) return;
       if (number.endsWith('3000')) { inv.reject(486, 'Busy Here'); return; }
       const dialog = inv.accept(trunkSdp('sendrecv'));
+      dialog.on('refer', (req, respond) => trunkRefer(dialog, req, respond));
       dialog.on('reinvite', (req: SipRequest, reply: (status: number, sdp?: string) => void) => {
         const dir = /a=(sendonly|recvonly|inactive)/.exec(req.body)?.[1];
         setTimeout(() => reply(200, trunkSdp(dir === 'sendonly' ? 'recvonly' : dir === 'recvonly' ? 'sendonly' : dir === 'inactive' ? 'inactive' : 'sendrecv')), 80);
@@ -1369,6 +1706,11 @@ before(async () => {
     webrtc: { portRange: [BASE + 200, BASE + 299], connectTimeoutSec: 3 },
   }, { captureLogs: true });
   ({ created, refused: recordedRefusals } = recordCallIds(gw.gateway));
+  (gw.gateway['manager'] as unknown as { opts: { ctx: { transferTimeoutMs?: number } } }).opts.ctx.transferTimeoutMs = TRANSFER_TIMEOUT_MS;
+  // The call-attempt limit, for the identities a tab throttles (throttledTransfer); the others as configured.
+  const signaling = gw.gateway['signaling'] as unknown as { opts: { callAttempt(identity: string): number } };
+  const callAttempt = signaling.opts.callAttempt.bind(signaling.opts);
+  signaling.opts.callAttempt = (identity) => throttledIdentities.get(identity)?.take(identity) ?? callAttempt(identity);
 });
 
 after(async () => {
@@ -1380,7 +1722,8 @@ after(async () => {
   process.off('unhandledRejection', onCrash);
 });
 
-const cdrIds = () => readFileSync(gw.cdrPath, 'utf8').split('\n').filter(Boolean).map((l) => (JSON.parse(l) as { callId: string }).callId);
+const cdrLines = () => readFileSync(gw.cdrPath, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>);
+const cdrIds = () => cdrLines().map((l) => l.callId as string);
 const managerCalls = () => (gw.gateway['manager'] as unknown as { calls: Map<string, unknown> }).calls;
 const zero = { legs: 0, bridges: 0, portsAllocated: 0, icePorts: 0 };
 const trunkSdp = (dir: string) => `v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio ${BASE + 4} RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\na=${dir}\r\n`;
@@ -1389,7 +1732,8 @@ test('seeded bad input from several tabs: every frame answered as promised, the 
   let frames = 0;
   const stats: Record<string, number> = {};
   for (const seed of SEEDS) {
-    const w: World = { seed, gw, tabs: [], violations: [], frames: 0, seen: new Set(), refusedIds: new Set(), managerHas: (id) => managerCalls().has(id), stats };
+    const w: World = { seed, gw, tabs: [], violations: [], frames: 0, seen: new Set(), refusedIds: new Set(), managerHas: (id) => managerCalls().has(id), stats, transferTargets, transferred: new Set() };
+    const refersBefore = trunkRefers.length;
     const base = prng(seed);
     w.tabs = Array.from({ length: TABS }, (_, i) => new Tab(w, i, prng(base.int(0x7fffffff) + 1)));
     await Promise.all(w.tabs.map(async (t) => { await t.connect(); await t.helloPhase(); }));
@@ -1424,6 +1768,16 @@ test('seeded bad input from several tabs: every frame answered as promised, the 
       // What reached SIP: no control characters in the trunk's INVITEs (header lines end in CRLF).
       const bent = trunkInvites.filter((inv) => CONTROL_CHARS.test(inv.split('\r\n\r\n')[0]));
       assert.deepEqual(bent.map((inv) => short(inv.split('\r\n').find((l) => CONTROL_CHARS.test(l)))), [], 'INVITEs carrying control characters');
+      // Every REFER: in a call's dialog, to a number of the dial plan as the URI a call to it takes (no demo number, no header text).
+      const refers = trunkRefers.slice(refersBefore);
+      assert.deepEqual(refers.filter((req) => !/^<sip:\+1555\d{7}@127\.0\.0\.1:28153>$/.test(req.header('refer-to') ?? '') || CONTROL_CHARS.test(req.toString().split('\r\n\r\n')[0]))
+        .map((req) => short(req.header('refer-to'))), [], 'REFERs to what is not a dial-plan number at the trunk');
+      // The CDR of a transferred call names the target its transfer asked for; no other line names one.
+      const records = cdrLines().filter((l) => created.has(l.callId as string));
+      const wrongTransferTo = records.filter((l) => (l.cause === 'transferred') !== (l.transferTo !== undefined)
+        || (l.cause === 'transferred' && !w.transferTargets.get(l.callId as string)?.has(l.transferTo as string) && !w.transferTargets.get(l.callId as string)?.has('*')));
+      assert.deepEqual(wrongTransferTo.map((l) => short({ callId: l.callId, cause: l.cause, transferTo: l.transferTo, asked: [...(w.transferTargets.get(l.callId as string) ?? [])] })), [], 'CDR lines whose transferTo and cause disagree with the transfers asked');
+      assert.deepEqual([...w.transferred].filter((id) => records.find((l) => l.callId === id)?.cause !== 'transferred'), [], 'calls the tab was told ended transferred whose CDR says otherwise');
       const errors = gw.logs.filter((l) => (l.level as number) >= 50);
       assert.deepEqual(errors.map((l) => l.msg), [], 'error-level log lines');
       assert.equal(Object.getOwnPropertyNames(Object.prototype).sort().join(), protoBefore, 'Object.prototype was changed');
@@ -1567,6 +1921,44 @@ test('a call header value with a control character other than CR and LF is refus
     assert.deepEqual([answer.type, answer.code], ['error', 'bad-message']);
     await sleep(300);
     assert.equal(trunkInvites.length, before, 'an INVITE reached the trunk');
+  } finally {
+    await tab.close();
+  }
+});
+
+test('a transfer whose subscription ends on a provisional report fails without a sipStatus (the 1xx did not end it), and the call goes on', async () => {
+  const tab = await bareTab();
+  try {
+    const callId = await answeredOutbound(tab);
+    const from = tab.messages.length;
+    // The trunk: 202, NOTIFY 100 (active), NOTIFY 180 with Subscription-State terminated;reason=timeout.
+    tab.send({ type: 'transfer', callId, to: '+15550004006', ref: 'nofinal' });
+    const failed = await tab.next((m) => m.type === 'error' && m.ref === 'nofinal', 'the transfer failing', from);
+    assert.deepEqual([failed.code, failed.request, failed.callId, failed.sipStatus], ['transfer-failed', 'transfer', callId, undefined], JSON.stringify(failed));
+    assert.ok(managerCalls().has(callId), 'the call ended');
+  } finally {
+    await tab.close();
+  }
+});
+
+test('a transfer refused (the call not answered yet) and a hangup read in one go: the tab gets the call\'s ended, and nothing about the call after it', async () => {
+  const tab = await bareTab();
+  try {
+    const { sdp } = await browserOffer('opus');
+    tab.send({ type: 'call', to: '+15550001000', sdp, ref: 'ringing' });
+    const callId = (await tab.next((m) => m.type === 'calling', 'calling')).callId; // the trunk answers 150 ms after its 180
+    const from = tab.messages.length;
+    // Both frames in one write: the gateway reads them in one go, the transfer's refusal still being worked out when the hangup ends the call.
+    const socket = (tab.ws as unknown as { _socket: import('node:net').Socket })._socket;
+    socket.cork();
+    tab.send({ type: 'transfer', callId, to: '+15550004001', ref: 'early' });
+    tab.send({ type: 'hangup', callId });
+    process.nextTick(() => socket.uncork());
+    await tab.next((m) => m.type === 'ended' && m.callId === callId, 'the call ended', from);
+    await sleep(300);
+    const about = tab.messages.slice(from).filter((m) => m.callId === callId);
+    assert.equal(about.at(-1)?.type, 'ended', `after the ended: ${JSON.stringify(about)}`);
+    assert.equal(about.filter((m) => m.type === 'ended').length, 1);
   } finally {
     await tab.close();
   }

@@ -130,7 +130,7 @@ test('transfer state machine: REFER refused, or unanswered (408), or not sent: f
   const y = newTransfer();
   y.answer(new Error('dialog terminated'));
   await y.flush();
-  assert.deepEqual(y.outcome(), { kind: 'failed', sipStatus: undefined, message: 'REFER could not be sent: dialog terminated' });
+  assert.deepEqual(y.outcome(), { kind: 'failed', sipStatus: undefined, message: 'REFER could not be sent: the trunk could not be reached' }, 'no network details for the tab (they are logged)');
 });
 
 test('transfer state machine: failure sipfrag; terminated without a final status; unreadable bodies are only no news', async () => {
