@@ -125,3 +125,20 @@ test('a transfer whose outcome never comes (lost with a dropped connection) reje
   assert.equal(await again, 'resolved');
   client.close();
 });
+
+test('an `unknown-type` naming neither `transfer` nor `restart` goes to a restart waiting for its answer, as before transfers existed', async () => {
+  const { client } = await connect();
+  const call = await answeredCall(client);
+  const restartFailures: string[] = [];
+  call.on('mediaRestartFailed', ({ reason }) => restartFailures.push(reason));
+  void call.restartMedia().catch(() => undefined);
+  await settle();
+  const transfer = outcome(call.transfer('+15550002222'));
+  await settle();
+  last().deliver({ type: 'error', code: 'unknown-type', message: 'unknown message type "restartX"' });
+  await settle();
+  assert.equal(restartFailures.length, 1, 'the restart is refused');
+  last().deliver({ type: 'ended', callId: call.id, cause: 'transferred' });
+  assert.equal(await transfer, 'resolved', 'the transfer was not taken for refused');
+  client.close();
+});

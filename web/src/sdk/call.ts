@@ -426,16 +426,19 @@ export class Call extends Emitter<CallEvents> {
     if (err.request === 'restart' && err.ref !== undefined && err.ref !== this.restart?.ref) return;
     this.emit('error', err);
     if (this.state === 'ended') return;
-    // An `unknown-type` from a gateway older than `transfer` or `restart` names the type it refuses.
-    const unknown = isUnknownTypeError(err) ? refusedUnknownType(err) : undefined;
-    if (err.request === 'transfer' || unknown === 'transfer' || (isUnknownTypeError(err) && unknown === undefined && !this.awaitsRestartAnswer)) {
+    // An `unknown-type` from a gateway older than `transfer` or `restart` names the type it
+    // refuses: a transfer's goes to the transfer, a restart's to the restart; one that names
+    // neither to the restart when one waits, else to the transfer.
+    const unknown = isUnknownTypeError(err) ? refusedUnknownType(err) ?? '' : null;
+    const refusesTransfer = err.request === 'transfer' || (unknown !== null && (unknown === 'transfer' || (unknown !== 'restart' && !this.awaitsRestartAnswer)));
+    if (refusesTransfer) {
       // Another transfer's refusal (an earlier one, settled here already) is not this one's.
       if (this.pendingTransfer && (err.ref === undefined || err.ref === this.pendingTransfer.ref)) {
         this.settleTransfer(Object.assign(new Error(err.message), { code: err.code, sipStatus: err.sipStatus }));
       }
       return;
     }
-    if (err.request === 'restart' || (isUnknownTypeError(err) && (unknown === undefined || unknown === 'restart'))) {
+    if (err.request === 'restart' || unknown !== null) {
       this.restartRefused(err);
       return;
     }
