@@ -7,7 +7,7 @@ import { chooseCrypto, generateSdesCrypto, type SdesCrypto } from '../media/srtp
 import { buildSipAnswer, checkBrowserOffer, chooseSipCodec, parseSipAnswer, parseSipOffer, telephoneEventFor, type MediaDirection, type SipCodecName, type SipMediaDescription, type SipSdpOptions } from '../sdp';
 import type { BrowserIceConfig } from '../webrtc/browserLeg';
 import { BrowserLeg } from '../webrtc/browserLeg';
-import type { EndCause } from './causes';
+import { tabSafeReason, type EndCause } from './causes';
 import { BrowserLegSwitch } from './browserLegSwitch';
 import { BlindTransfer, DEFAULT_TRANSFER_TIMEOUT_MS, type TransferTarget } from './transfer';
 import { referEventId } from '../sip/refer';
@@ -611,7 +611,9 @@ export abstract class CallBase extends EventEmitter<CallEvents> {
     try {
       return await this.changeHold(hold);
     } catch (err) {
-      return { ok: false, message: `re-INVITE failed: ${(err as Error).message}` };
+      // The detail (a host, an address, our transports) is the operator's: logged, not told.
+      this.log.warn({ err: (err as Error).message }, 're-INVITE could not be sent');
+      return { ok: false, message: 're-INVITE failed: the far end could not be reached' };
     } finally {
       this.holdChanging = false;
     }
@@ -625,7 +627,7 @@ export abstract class CallBase extends EventEmitter<CallEvents> {
     // won may have changed its direction.
     const res = await this.dialog!.reinvite(offer);
     if (this.ended) return { ok: false, message: 'call ended' };
-    if (res.status < 200 || res.status >= 300) return { ok: false, message: `far end refused: ${res.status} ${res.reason}` };
+    if (res.status < 200 || res.status >= 300) return { ok: false, message: `far end refused: ${res.status} ${tabSafeReason(res)}` };
     // The answer may move the media (an SBC re-anchoring it, new keys, another codec): followed
     // as any answer is. One we cannot use leaves no media we could follow: the call ends. Its
     // direction says nothing of the far end holding us (an `inactive` answer to our sendonly is
@@ -809,3 +811,4 @@ export class MediaRestartRefused extends Error {
     super(message);
   }
 }
+

@@ -1,3 +1,5 @@
+import type { SipResponse } from '../sip';
+
 /**
  * Why a call ended, as the browser is told (docs/protocol.md). One fixed list, so the SDK and
  * CDRs can rely on it; the SIP status and reason travel next to it for detail.
@@ -35,4 +37,13 @@ export function sipStatusForRefusal(reason: 'busy' | 'declined' | 'offline' | 't
     case 'capacity': return [503, 'Service Unavailable'];
     case 'media': return [488, 'Not Acceptable Here'];
   }
+}
+
+/**
+ * A response's reason phrase as a tab may read it: the far end's own, or for a response our
+ * transaction layer made up (a transport error's 503, a timeout's 408: no source address) a
+ * fixed phrase — theirs carry the error's code, host or address, which are the operator's.
+ */
+export function tabSafeReason(res: SipResponse): string {
+  return res.source.host ? res.reason : 'the far end could not be reached';
 }

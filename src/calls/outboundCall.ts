@@ -112,7 +112,10 @@ export class OutboundCall extends CallBase {
       if (this.ended || inv !== this.invite) return;
       if (res.status >= 300 && res.status < 400 && this.followRedirect(res)) return;
       if (res.status === 488 && this.offerSrtpOnly()) return;
-      this.finish({ cause: causeFromSipStatus(res.status), sipStatus: res.status, sipReason: res.reason });
+      // A response our transaction layer made up (a refused connection, a TLS failure: 503 with
+      // the error's code) tells the tab no more than that; the CDR keeps the detail.
+      const madeUp = !res.source.host;
+      this.finish({ cause: causeFromSipStatus(res.status), sipStatus: res.status, sipReason: res.reason, ...(madeUp ? { tabReason: 'the trunk could not be reached' } : {}) });
     });
     inv.on('failed', (err: Error) => {
       if (this.ended) return;

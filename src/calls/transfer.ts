@@ -1,6 +1,7 @@
 import type { Logger } from 'pino';
 import type { Dialog, SipRequest } from '../sip';
 import { isSipfrag, parseSipfragStatus, readSubscriptionState, referHeaders } from '../sip/refer';
+import { tabSafeReason } from './causes';
 
 /**
  * How long an accepted REFER may go without a final report (a NOTIFY whose sipfrag is final, or
@@ -82,7 +83,7 @@ export class BlindTransfer {
           }, this.opts.timeoutMs);
           return;
         }
-        this.fail(res.status, `REFER refused: ${res.status} ${res.reason}`.trim());
+        this.fail(res.status, `REFER refused: ${res.status} ${tabSafeReason(res)}`.trim());
       },
       (err: Error) => {
         // The details (a host, an address, a certificate) are the operator's: the tab hears only this.

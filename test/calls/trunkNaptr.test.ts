@@ -113,3 +113,22 @@ test('a gateway running UDP only, a trunk domain whose NAPTR offers SIPS+D2T alo
   assert.deepEqual(ua.counts, { clientTx: 0, serverTx: 0, dialogs: 0, serverInvites: 0 });
   assert.equal(ua.clientInvites.size, 0);
 });
+
+test('a trunk that refuses the connection (TCP, nothing listening): the tab is told only that the trunk could not be reached; the CDR keeps the transport error', async (t) => {
+  const stops: Array<() => Promise<unknown>> = [];
+  t.after(async () => { for (const stop of stops.reverse()) await stop(); });
+  const sockets: WebSocket[] = [];
+  const gw = await gateway(['udp', 'tcp'], `sip:127.0.0.1:${BASE + 12};transport=tcp`, sockets); // nothing listens on TCP 28662
+  stops.push(async () => { for (const ws of sockets) ws.terminate(); await gw.stop(); });
+  const tab = await openTab(BASE, 'carol', SECRET, sockets);
+  tab.ws.send(JSON.stringify({ type: 'call', to: '+15551000102', ref: 'refused', sdp: await browsers.offer() }));
+  await until(() => tab.messages.some((m) => m.type === 'ended'), 'the call ended');
+  const ended = tab.messages.find((m) => m.type === 'ended')!;
+  assert.equal(ended.cause, 'unavailable');
+  assert.equal(ended.sipReason, 'the trunk could not be reached');
+  assert.doesNotMatch(JSON.stringify(tab.messages.filter((m) => m.type !== 'calling')), /ECONNREFUSED|transport:|28662/, 'no transport detail reaches the tab');
+  await until(() => existsSync(gw.cdrPath) && readFileSync(gw.cdrPath, 'utf8').includes(ended.callId), 'the CDR written');
+  const cdr = readFileSync(gw.cdrPath, 'utf8').trim().split('\n').map((l) => JSON.parse(l)).find((r) => r.callId === ended.callId);
+  assert.match(String(cdr.sipReason), /ECONNREFUSED/, 'the operator sees why');
+  await until(() => gw.gateway.activeCalls === 0, 'the call out of the registry');
+});

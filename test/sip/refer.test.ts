@@ -10,6 +10,7 @@ import pino from 'pino';
 import { SipRequest, SipResponse } from '../../src/sip/message';
 import { isSipfrag, parseSipfragStatus, readSubscriptionState, referEventId, referHeaders } from '../../src/sip/refer';
 import { BlindTransfer, type TransferOutcome } from '../../src/calls/transfer';
+import { tabSafeReason } from '../../src/calls/causes';
 import type { Dialog } from '../../src/sip';
 
 test('sipfrag status lines: the first line of the body, SIP/2.0 and a status of 100-699', () => {
@@ -183,4 +184,12 @@ test('transfer state machine: a NOTIFY before the 202 counts; a BYE after the 20
   assert.deepEqual(gone.outcome(), { kind: 'abandoned' });
   await new Promise((r) => setTimeout(r, 80));
   assert.equal(gone.t.state, 'abandoned', 'the timer went with it');
+});
+
+test('tabSafeReason: the far end\'s reason phrase as it is; one our transaction layer made up (no source: a transport error, a timeout) becomes a fixed phrase', () => {
+  const theirs = new SipResponse(403, 'Forbidden by policy');
+  theirs.source = { protocol: 'udp', host: '192.0.2.1', port: 5060 };
+  assert.equal(tabSafeReason(theirs), 'Forbidden by policy');
+  const ours = new SipResponse(503, 'Service Unavailable (transport: ECONNREFUSED)');
+  assert.equal(tabSafeReason(ours), 'the far end could not be reached');
 });
