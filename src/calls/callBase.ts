@@ -98,6 +98,13 @@ export interface CallRecord {
   mediaRestarts?: number;
   /** Cause `transferred`: the number the far end was transferred to (our REFER's target). */
   transferTo?: string;
+  /**
+   * Every transfer the tab asked for, in order (the first MAX_TRANSFER_ATTEMPTS_RECORDED; the
+   * count of all in transferAttemptsTotal when there were more): a transfer places a call on
+   * the trunk, so a refused one is recorded as a refused call is (how toll fraud shows).
+   */
+  transferAttempts?: TransferAttempt[];
+  transferAttemptsTotal?: number;
   /** Times the tab's signaling connection dropped and was resumed while this call was up. */
   signalingResumes?: number;
   quality?: BridgeStats;
@@ -165,6 +172,9 @@ export abstract class CallBase extends EventEmitter<CallEvents> {
   private readonly transfers: BlindTransfer[] = [];
   /** The call ended because its far end was transferred, to this number. */
   private transferredTo: string | undefined;
+  /** For the CDR (CallRecord.transferAttempts). */
+  private readonly transferAttempts: TransferAttempt[] = [];
+  private transferAttemptsTotal = 0;
 
   constructor(
     readonly direction: CallDirection,
@@ -279,6 +289,8 @@ export abstract class CallBase extends EventEmitter<CallEvents> {
       ...(this.mediaRestarts > 0 ? { mediaRestarts: this.mediaRestarts } : {}),
       ...(this.signalingResumes > 0 ? { signalingResumes: this.signalingResumes } : {}),
       ...(this.transferredTo !== undefined ? { transferTo: this.transferredTo } : {}),
+      ...(this.transferAttemptsTotal > 0 ? { transferAttempts: [...this.transferAttempts] } : {}),
+      ...(this.transferAttemptsTotal > this.transferAttempts.length ? { transferAttemptsTotal: this.transferAttemptsTotal } : {}),
       quality: this.lastQuality,
     };
   }
@@ -423,6 +435,12 @@ export abstract class CallBase extends EventEmitter<CallEvents> {
     return transfer ? transfer.onNotify(req) : 481;
   }
 
+  /** A transfer the tab asked for, for the CDR: refused before any REFER (by the signaling session) or how it ended. */
+  noteTransferAttempt(attempt: TransferAttempt): void {
+    this.transferAttemptsTotal++;
+    if (this.transferAttempts.length < MAX_TRANSFER_ATTEMPTS_RECORDED) this.transferAttempts.push(attempt);
+  }
+
   /**
    * Blind transfer (RFC 5589 §6): REFER the far end to `target` in this call's dialog. The caller
    * (CallManager.transferTarget) has checked the number against the dial plan and the tab's
@@ -448,6 +466,11 @@ export abstract class CallBase extends EventEmitter<CallEvents> {
     this.transfers.push(transfer);
     const outcome = await transfer.run();
     if (this.transferInProgress === transfer) this.transferInProgress = null;
+    this.noteTransferAttempt({
+      to: target.number,
+      outcome: outcome.kind === 'succeeded' ? 'transferred' : outcome.kind,
+      ...(outcome.kind !== 'abandoned' && outcome.sipStatus !== undefined ? { sipStatus: outcome.sipStatus } : {}),
+    });
     switch (outcome.kind) {
       case 'succeeded':
         if (!this.ended) {
@@ -794,6 +817,18 @@ export abstract class CallBase extends EventEmitter<CallEvents> {
     this.hangup('ice-failed');
   }
 }
+
+/** One transfer the tab asked for, as the CDR keeps it (CallRecord.transferAttempts). */
+export interface TransferAttempt {
+  /** The number as the dial plan normalised it; for one refused by the dial plan, what the tab sent (printable, at most 64 characters). */
+  to: string;
+  /** forbidden / rate-limited: refused before any REFER; failed, transferred, abandoned (the call ended otherwise first): its outcome. */
+  outcome: 'forbidden' | 'rate-limited' | 'failed' | 'transferred' | 'abandoned';
+  sipStatus?: number;
+}
+
+/** A tab could ask for transfers all through a long call: the CDR line keeps the first ones. */
+const MAX_TRANSFER_ATTEMPTS_RECORDED = 20;
 
 /**
  * What became of a transfer (CallBase.transfer): done (the call ended as `transferred`), refused

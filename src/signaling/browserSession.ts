@@ -466,9 +466,11 @@ export class BrowserSession implements RingTarget {
     // A transfer places a call on the trunk as `call` does: it counts against the same limit,
     // so that a tab cannot try costly numbers as fast as the targets fail.
     const wait = this.opts.limits.callAttempt(this.identity!.id);
-    if (wait > 0) { this.refuse(msg, 'rate-limited', 'too many call attempts', wait); return; }
+    // What the tab sent, printable and short, for the call's CDR line.
+    const asked = msg.to.replace(/[\p{C}]/gu, '?').slice(0, 64);
+    if (wait > 0) { call.noteTransferAttempt({ to: asked, outcome: 'rate-limited' }); this.refuse(msg, 'rate-limited', 'too many call attempts', wait); return; }
     const t = this.opts.manager.transferTarget(this.identity!, msg.to);
-    if (!t.ok) { this.refuse(msg, 'forbidden', t.message); return; }
+    if (!t.ok) { call.noteTransferAttempt({ to: asked, outcome: 'forbidden' }); this.refuse(msg, 'forbidden', t.message); return; }
     if (this.transferRefs.has(call.id)) { this.refuse(msg, 'invalid-state', 'a transfer of this call is in progress'); return; }
     this.transferRefs.set(call.id, msg.ref);
     let r: Awaited<ReturnType<CallBase['transfer']>>;

@@ -265,6 +265,7 @@ test('REFER refused 403, then 501: `transfer-failed` with the status each time; 
   const rec = () => cdr().find((r) => r.callId === callId);
   await until(() => rec() !== undefined, 'the CDR line');
   assert.equal(rec()!.transferTo, undefined, 'not transferred');
+  assert.deepEqual(rec()!.transferAttempts, [{ to: '+15550002224', outcome: 'failed', sipStatus: 403 }, { to: '+15550002224', outcome: 'failed', sipStatus: 501 }]);
 });
 
 test('a REFER refused, then one accepted: the second one\'s NOTIFY 200 completes it (the refused one made no subscription and takes no NOTIFY); a NOTIFY naming no REFER of ours gets 481', async () => {
@@ -314,6 +315,9 @@ test('transfers count against the call-attempt limit (limits.callsPerIdentityPer
   await next(tab, (m) => m.type === 'ended', 'ended');
   stop();
   await assertNothingLeft(call, transfers);
+  await until(() => cdr().some((r) => r.callId === callId), 'the CDR line');
+  const attempts = cdr().find((r) => r.callId === callId)!.transferAttempts as Array<{ outcome: string; sipStatus?: number }>;
+  assert.deepEqual(attempts.map((a) => `${a.outcome} ${a.sipStatus ?? ''}`.trim()), [...Array(9).fill('failed 486'), 'rate-limited'], 'the refused one recorded too');
 });
 
 test('a held call can be transferred; the target busy (sipfrag 486): `transfer-failed` 486, the call goes on; a late NOTIFY of it is answered 200, one of no transfer 481', async () => {
@@ -429,7 +433,14 @@ test('forbidden targets — international with allowInternational off, outside t
   stop();
   await assertNothingLeft(call, []);
   await until(() => cdr().some((r) => r.callId === callId), 'the CDR line');
-  assert.equal(cdr().find((r) => r.callId === callId)!.transferTo, '+15550002228');
+  const rec = cdr().find((r) => r.callId === callId)!;
+  assert.equal(rec.transferTo, '+15550002228');
+  // Every attempt is on the call's CDR line, the refused ones as the tab sent them (how toll fraud shows).
+  assert.deepEqual(rec.transferAttempts, [
+    { to: '+442071234567', outcome: 'forbidden' }, { to: '+15551112222', outcome: 'forbidden' }, { to: '+19005550000', outcome: 'forbidden' }, { to: 'junk;x', outcome: 'forbidden' },
+    { to: '+15550002228', outcome: 'transferred', sipStatus: 200 },
+  ]);
+  assert.equal(rec.transferAttemptsTotal, undefined, 'all of them kept');
 });
 
 test('transfer of a call not answered yet, of an unknown call, or a malformed one: refused without REFER', async () => {
