@@ -310,14 +310,22 @@ test('transfers count against the call-attempt limit (limits.callsPerIdentityPer
   assert.equal(refers.length, 9, 'the call and nine transfers were attempts; the tenth transfer sent no REFER');
   assert.ok((refused.retryAfterMs ?? 0) > 0);
   assert.equal(call.state, 'answered', 'the call goes on');
+  // Fifteen more, all refused: the CDR line keeps the first 20 attempts and counts them all.
+  for (let i = 0; i < 15; i++) {
+    const from = tab.messages.length;
+    tab.ws.send(JSON.stringify({ type: 'transfer', callId, to: `+1555000${3100 + i}`, ref: `more${i}` }));
+    assert.equal((await next(tab, (m) => m.type === 'error', 'the refusal', from)).code, 'rate-limited');
+  }
   const transfers = transfersOf(call);
   tab.ws.send(JSON.stringify({ type: 'hangup', callId }));
   await next(tab, (m) => m.type === 'ended', 'ended');
   stop();
   await assertNothingLeft(call, transfers);
   await until(() => cdr().some((r) => r.callId === callId), 'the CDR line');
-  const attempts = cdr().find((r) => r.callId === callId)!.transferAttempts as Array<{ outcome: string; sipStatus?: number }>;
-  assert.deepEqual(attempts.map((a) => `${a.outcome} ${a.sipStatus ?? ''}`.trim()), [...Array(9).fill('failed 486'), 'rate-limited'], 'the refused one recorded too');
+  const rec = cdr().find((r) => r.callId === callId)!;
+  const attempts = rec.transferAttempts as Array<{ outcome: string; sipStatus?: number }>;
+  assert.deepEqual(attempts.map((a) => `${a.outcome} ${a.sipStatus ?? ''}`.trim()), [...Array(9).fill('failed 486'), ...Array(11).fill('rate-limited')], 'the refused ones recorded too, the first 20');
+  assert.equal(rec.transferAttemptsTotal, 25);
 });
 
 test('a held call can be transferred; the target busy (sipfrag 486): `transfer-failed` 486, the call goes on; a late NOTIFY of it is answered 200, one of no transfer 481', async () => {
