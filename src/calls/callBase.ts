@@ -166,8 +166,6 @@ export abstract class CallBase extends EventEmitter<CallEvents> {
   private readonly timers = new Set<NodeJS.Timeout>();
   /** o= version of our next SDP toward the SIP side. */
   private sdpVersion = 0;
-  /** The blind transfer in progress (one at a time), until its outcome. */
-  private transferInProgress: BlindTransfer | null = null;
   /** Every transfer of this call so far: their subscriptions' NOTIFYs are known (forgotten at the end). */
   private readonly transfers: BlindTransfer[] = [];
   /** The call ended because its far end was transferred, to this number. */
@@ -204,7 +202,6 @@ export abstract class CallBase extends EventEmitter<CallEvents> {
     this.abandonRestart();
     // A transfer still waiting stops waiting (its timer goes); its subscription is forgotten.
     this.transferInProgress?.abandon();
-    this.transferInProgress = null;
     this.transfers.length = 0;
     if (this.bridge) {
       const browser = this.legSwitch?.current;
@@ -422,6 +419,12 @@ export abstract class CallBase extends EventEmitter<CallEvents> {
     });
   }
 
+  /** The blind transfer in progress (one at a time: the latest, until its outcome). */
+  private get transferInProgress(): BlindTransfer | null {
+    const latest = this.transfers.at(-1);
+    return latest && !latest.done ? latest : null;
+  }
+
   /**
    * A NOTIFY in the call's dialog: one of the refer package goes to the transfer whose
    * subscription it reports on; one naming no transfer of this call is answered 481 (RFC 6665
@@ -462,10 +465,8 @@ export abstract class CallBase extends EventEmitter<CallEvents> {
       log: this.log.child({ transferTo: target.number }),
       onProgress: (status) => { if (!this.ended) this.emit('transferProgress', status); },
     });
-    this.transferInProgress = transfer;
     this.transfers.push(transfer);
     const outcome = await transfer.run();
-    if (this.transferInProgress === transfer) this.transferInProgress = null;
     this.noteTransferAttempt({
       to: target.number,
       outcome: outcome.kind === 'succeeded' ? 'transferred' : outcome.kind,

@@ -20,7 +20,7 @@ export const DEFAULT_TRANSFER_TIMEOUT_MS = 32_000;
 export type TransferState = 'referring' | 'accepted' | 'succeeded' | 'failed' | 'abandoned';
 
 export type TransferOutcome =
-  | { kind: 'succeeded'; via: 'notify' | 'bye'; sipStatus?: number; reason?: string }
+  | { kind: 'succeeded'; sipStatus?: number; reason?: string }
   | { kind: 'failed'; sipStatus?: number; message: string }
   | { kind: 'abandoned' };
 
@@ -121,7 +121,7 @@ export class BlindTransfer {
     if (!frag) this.opts.log.warn({ contentType: req.header('content-type'), body: req.body.slice(0, 80) }, 'transfer: NOTIFY without a readable sipfrag status line');
     const sub = readSubscriptionState(req);
     if (frag && frag.status >= 200 && frag.status < 300) {
-      this.settle('succeeded', { kind: 'succeeded', via: 'notify', sipStatus: frag.status, reason: frag.reason });
+      this.settle('succeeded', { kind: 'succeeded', sipStatus: frag.status, reason: frag.reason });
       return 200;
     }
     if (frag && frag.status >= 300) {
@@ -144,7 +144,7 @@ export class BlindTransfer {
    */
   peerHungUp(): boolean {
     if (this.state !== 'accepted') return false;
-    this.settle('succeeded', { kind: 'succeeded', via: 'bye' });
+    this.settle('succeeded', { kind: 'succeeded' });
     return true;
   }
 

@@ -15,6 +15,19 @@ const transfersSent = () => last().sent.filter((m) => m.type === 'transfer');
 /** Settles `p` into a string: 'resolved', or the error's code/sipStatus/message. */
 const outcome = (p: Promise<void>) => p.then(() => 'resolved', (e: TransferError) => `${e.code}/${e.sipStatus ?? '-'}: ${e.message}`);
 
+/** An answered call with a restart and a transfer both out, unanswered: what an old gateway's `unknown-type` may refuse. */
+async function restartAndTransferOut() {
+  const { client } = await connect();
+  const call = await answeredCall(client);
+  const restartFailures: string[] = [];
+  call.on('mediaRestartFailed', ({ reason }) => restartFailures.push(reason));
+  void call.restartMedia().catch(() => undefined);
+  await settle();
+  const transfer = outcome(call.transfer('+15550002222'));
+  await settle();
+  return { client, call, restartFailures, transfer };
+}
+
 test('transfer() sends `transfer` with a ref, reports progress, and resolves once the call ended as transferred', async () => {
   const { client } = await connect();
   const call = await answeredCall(client);
@@ -88,14 +101,7 @@ test('transfer() of a call not answered, a second while one is out, a call that 
 });
 
 test('an `unknown-type` naming `transfer` (a gateway that knows `restart` but not `transfer`) settles the transfer, not a restart out at the same time; one naming `restart` the restart', async () => {
-  const { client } = await connect();
-  const call = await answeredCall(client);
-  const restartFailures: string[] = [];
-  call.on('mediaRestartFailed', ({ reason }) => restartFailures.push(reason));
-  void call.restartMedia().catch(() => undefined);
-  await settle();
-  const transfer = outcome(call.transfer('+15550002222'));
-  await settle();
+  const { client, call, restartFailures, transfer } = await restartAndTransferOut();
   last().deliver({ type: 'error', code: 'unknown-type', message: 'unknown message type "transfer"' });
   assert.equal(await transfer, 'unknown-type/-: unknown message type "transfer"');
   assert.deepEqual(restartFailures, [], 'the restart still waits for its answer');
@@ -127,14 +133,7 @@ test('a transfer whose outcome never comes (lost with a dropped connection) reje
 });
 
 test('an `unknown-type` naming neither `transfer` nor `restart` goes to a restart waiting for its answer, as before transfers existed', async () => {
-  const { client } = await connect();
-  const call = await answeredCall(client);
-  const restartFailures: string[] = [];
-  call.on('mediaRestartFailed', ({ reason }) => restartFailures.push(reason));
-  void call.restartMedia().catch(() => undefined);
-  await settle();
-  const transfer = outcome(call.transfer('+15550002222'));
-  await settle();
+  const { client, call, restartFailures, transfer } = await restartAndTransferOut();
   last().deliver({ type: 'error', code: 'unknown-type', message: 'unknown message type "restartX"' });
   await settle();
   assert.equal(restartFailures.length, 1, 'the restart is refused');

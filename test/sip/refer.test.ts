@@ -115,7 +115,7 @@ test('transfer state machine: 202, NOTIFY 100 then 180 (progress), NOTIFY 200 (s
   assert.deepEqual(x.progress, [100, 180]);
   assert.equal(x.t.onNotify(sipfrag('SIP/2.0 200 OK', 'terminated;reason=noresource')), 200);
   await x.flush();
-  assert.deepEqual(x.outcome(), { kind: 'succeeded', via: 'notify', sipStatus: 200, reason: 'OK' });
+  assert.deepEqual(x.outcome(), { kind: 'succeeded', sipStatus: 200, reason: 'OK' });
   assert.equal(x.t.onNotify(sipfrag('SIP/2.0 486 Busy')), 200, 'after the outcome: known, ignored');
   assert.equal(x.t.state, 'succeeded');
 });
@@ -168,7 +168,7 @@ test('transfer state machine: a NOTIFY before the 202 counts; a BYE after the 20
   await bye.flush();
   assert.equal(bye.t.peerHungUp(), true);
   await bye.flush();
-  assert.deepEqual(bye.outcome(), { kind: 'succeeded', via: 'bye' });
+  assert.deepEqual(bye.outcome(), { kind: 'succeeded' });
 
   const slow = newTransfer(50);
   slow.answer(new SipResponse(202, 'Accepted'));

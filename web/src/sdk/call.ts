@@ -334,7 +334,8 @@ export class Call extends Emitter<CallEvents> {
 
   /**
    * @internal A `transfer` of this call is out with no outcome yet: the client routes a gateway's
-   * `unknown-type` (which names no call) here when no restart waits for its answer.
+   * `unknown-type` (which names no call) here when it names `transfer`, or names neither type
+   * and no restart waits for its answer.
    */
   get awaitsTransferOutcome(): boolean {
     return !!this.pendingTransfer;
